@@ -1,0 +1,341 @@
+//! `DbConfig`: how one database's pool and connections behave, with defaults and env overrides.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::name::DbName;
+
+/// SQLite's `synchronous` setting for every connection of a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Synchronous {
+    /// No syncs: fastest, and a power loss can corrupt the database.
+    Off,
+    /// In WAL mode, durable except for the last transactions before a power loss. The default.
+    #[default]
+    Normal,
+    /// Syncs on every commit.
+    Full,
+    /// Like `Full`, and syncs the folder after unlinking a journal.
+    Extra,
+}
+
+impl Synchronous {
+    pub(crate) fn as_sql(self) -> &'static str {
+        match self {
+            Self::Off => "OFF",
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+            Self::Extra => "EXTRA",
+        }
+    }
+}
+
+/// Settings for one registered database. Plain data: build it with struct update syntax from
+/// [`DbConfig::default()`] or read it with [`DbConfig::from_env`].
+///
+/// | field | default | environment variable |
+/// |---|---|---|
+/// | `max_size` | 10 | `HIVE_DB_MAX_CONNECTIONS` |
+/// | `min_idle` | 2 | `HIVE_DB_MIN_IDLE` |
+/// | `connection_timeout` | 5 s | `HIVE_DB_CONNECTION_TIMEOUT_MS` |
+/// | `busy_timeout` | 5 s | `HIVE_DB_BUSY_TIMEOUT_MS` |
+/// | `validate_after_idle` | 500 ms | `HIVE_DB_VALIDATE_AFTER_IDLE_MS` |
+/// | `max_lifetime` | 30 min | `HIVE_DB_MAX_LIFETIME_MS` (0 = never) |
+/// | `idle_timeout` | 10 min | `HIVE_DB_IDLE_TIMEOUT_MS` (0 = never) |
+/// | `leak_threshold` | off | `HIVE_DB_LEAK_THRESHOLD_MS` (0 = off) |
+/// | `create_if_missing` | false | `HIVE_DB_CREATE_IF_MISSING` (`true`/`false`/`1`/`0`) |
+/// | `synchronous` | NORMAL | `HIVE_DB_SYNCHRONOUS` (`off`/`normal`/`full`/`extra`) |
+/// | `cache_size_kib` | 10240 | `HIVE_DB_CACHE_SIZE_KIB` |
+/// | `foreign_keys` | true | `HIVE_DB_FOREIGN_KEYS` (`true`/`false`/`1`/`0`) |
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DbConfig {
+    /// Most connections open at once, checked out or idle. Default 10; at least 1.
+    pub max_size: u32,
+    /// Idle connections the pool keeps ready. Default 2; at most `max_size`.
+    pub min_idle: u32,
+    /// Longest wait for a connection, or for the writer lane in `write`. Default 5 s.
+    pub connection_timeout: Duration,
+    /// SQLite's busy timeout on every connection: how long a statement retries a lock held by
+    /// another process. Default 5 s.
+    pub busy_timeout: Duration,
+    /// A connection idle for longer than this is checked with `SELECT 1` before it is handed
+    /// out; one used more recently is handed out unchecked. Default 500 ms.
+    pub validate_after_idle: Duration,
+    /// An idle connection older than this is closed and replaced. Default 30 min; `None` never.
+    pub max_lifetime: Option<Duration>,
+    /// A connection idle for longer than this is closed, down to `min_idle`. Default 10 min;
+    /// `None` never.
+    pub idle_timeout: Option<Duration>,
+    /// A connection held longer than this is reported once as a possible leak, with the place
+    /// it was checked out. Default `None` (off).
+    pub leak_threshold: Option<Duration>,
+    /// Create the file (0600, in a 0700 folder) when it does not exist. Default false.
+    pub create_if_missing: bool,
+    /// `PRAGMA synchronous`. Default [`Synchronous::Normal`].
+    pub synchronous: Synchronous,
+    /// Page cache per connection in KiB (written as a negative `PRAGMA cache_size`).
+    /// Default 10240 (10 MiB).
+    pub cache_size_kib: u32,
+    /// `PRAGMA foreign_keys`. Default true.
+    pub foreign_keys: bool,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            min_idle: 2,
+            connection_timeout: Duration::from_secs(5),
+            busy_timeout: Duration::from_secs(5),
+            validate_after_idle: Duration::from_millis(500),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            leak_threshold: None,
+            create_if_missing: false,
+            synchronous: Synchronous::Normal,
+            cache_size_kib: 10 * 1024,
+            foreign_keys: true,
+        }
+    }
+}
+
+impl DbConfig {
+    /// The defaults, overridden by any `HIVE_DB_*` environment variable that is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEnv`] naming the first variable whose value does not parse.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Like [`DbConfig::from_env`], reading variables through `lookup` (for tests and for
+    /// configuration that comes from elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidEnv`] naming the first variable whose value does not parse.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut c = Self::default();
+        let get = |var: &'static str| lookup(var).map(|v| (var, v.trim().to_owned()));
+        if let Some((var, v)) = get("HIVE_DB_MAX_CONNECTIONS") {
+            c.max_size = parse_u32(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_MIN_IDLE") {
+            c.min_idle = parse_u32(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_CONNECTION_TIMEOUT_MS") {
+            c.connection_timeout = parse_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_BUSY_TIMEOUT_MS") {
+            c.busy_timeout = parse_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_VALIDATE_AFTER_IDLE_MS") {
+            c.validate_after_idle = parse_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_MAX_LIFETIME_MS") {
+            c.max_lifetime = parse_optional_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_IDLE_TIMEOUT_MS") {
+            c.idle_timeout = parse_optional_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_LEAK_THRESHOLD_MS") {
+            c.leak_threshold = parse_optional_ms(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_CREATE_IF_MISSING") {
+            c.create_if_missing = parse_bool(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_SYNCHRONOUS") {
+            c.synchronous = match v.to_ascii_lowercase().as_str() {
+                "off" => Synchronous::Off,
+                "normal" => Synchronous::Normal,
+                "full" => Synchronous::Full,
+                "extra" => Synchronous::Extra,
+                _ => return Err(env_error(var, &v, "expected off, normal, full or extra")),
+            };
+        }
+        if let Some((var, v)) = get("HIVE_DB_CACHE_SIZE_KIB") {
+            c.cache_size_kib = parse_u32(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_FOREIGN_KEYS") {
+            c.foreign_keys = parse_bool(var, &v)?;
+        }
+        Ok(c)
+    }
+
+    /// Checks that a pool can run with these settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming `db` and the first setting that cannot work.
+    pub fn validate(&self, db: &DbName) -> Result<()> {
+        let reason = if self.max_size == 0 {
+            Some("max_size must be at least 1".to_owned())
+        } else if self.min_idle > self.max_size {
+            Some(format!(
+                "min_idle ({}) is larger than max_size ({})",
+                self.min_idle, self.max_size
+            ))
+        } else if self.connection_timeout.is_zero() {
+            Some("connection_timeout must be longer than zero".to_owned())
+        } else if self.leak_threshold.is_some_and(|t| t.is_zero()) {
+            Some("leak_threshold must be longer than zero, or None".to_owned())
+        } else if i32::try_from(self.busy_timeout.as_millis()).is_err() {
+            Some("busy_timeout is longer than SQLite accepts (about 24 days)".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidConfig {
+                db: db.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn env_error(var: &'static str, value: &str, reason: &'static str) -> Error {
+    Error::InvalidEnv {
+        var,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+fn parse_u32(var: &'static str, v: &str) -> Result<u32> {
+    v.parse()
+        .map_err(|_| env_error(var, v, "expected a whole number"))
+}
+
+fn parse_ms(var: &'static str, v: &str) -> Result<Duration> {
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| env_error(var, v, "expected a whole number of milliseconds"))
+}
+
+fn parse_optional_ms(var: &'static str, v: &str) -> Result<Option<Duration>> {
+    parse_ms(var, v).map(|d| (!d.is_zero()).then_some(d))
+}
+
+fn parse_bool(var: &'static str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(env_error(var, v, "expected true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    /// Bug caught: documented defaults drifting from the code.
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = DbConfig::default();
+        assert_eq!(c.max_size, 10);
+        assert_eq!(c.min_idle, 2);
+        assert_eq!(c.connection_timeout, Duration::from_secs(5));
+        assert_eq!(c.busy_timeout, Duration::from_secs(5));
+        assert_eq!(c.validate_after_idle, Duration::from_millis(500));
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(1800)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.leak_threshold, None);
+        assert!(!c.create_if_missing);
+        assert_eq!(c.synchronous, Synchronous::Normal);
+        assert_eq!(c.cache_size_kib, 10240);
+        assert!(c.foreign_keys);
+    }
+
+    /// Bug caught: an environment variable read under the wrong name or unit.
+    #[test]
+    fn every_variable_is_read() -> Result<()> {
+        let c = DbConfig::from_lookup(lookup(&[
+            ("HIVE_DB_MAX_CONNECTIONS", "20"),
+            ("HIVE_DB_MIN_IDLE", "3"),
+            ("HIVE_DB_CONNECTION_TIMEOUT_MS", "250"),
+            ("HIVE_DB_BUSY_TIMEOUT_MS", "1500"),
+            ("HIVE_DB_VALIDATE_AFTER_IDLE_MS", "0"),
+            ("HIVE_DB_MAX_LIFETIME_MS", "0"),
+            ("HIVE_DB_IDLE_TIMEOUT_MS", "60000"),
+            ("HIVE_DB_LEAK_THRESHOLD_MS", "2000"),
+            ("HIVE_DB_CREATE_IF_MISSING", "true"),
+            ("HIVE_DB_SYNCHRONOUS", "FULL"),
+            ("HIVE_DB_CACHE_SIZE_KIB", "4096"),
+            ("HIVE_DB_FOREIGN_KEYS", "0"),
+        ]))?;
+        assert_eq!(c.max_size, 20);
+        assert_eq!(c.min_idle, 3);
+        assert_eq!(c.connection_timeout, Duration::from_millis(250));
+        assert_eq!(c.busy_timeout, Duration::from_millis(1500));
+        assert_eq!(c.validate_after_idle, Duration::ZERO);
+        assert_eq!(c.max_lifetime, None);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.leak_threshold, Some(Duration::from_secs(2)));
+        assert!(c.create_if_missing);
+        assert_eq!(c.synchronous, Synchronous::Full);
+        assert_eq!(c.cache_size_kib, 4096);
+        assert!(!c.foreign_keys);
+        Ok(())
+    }
+
+    /// Bug caught: a bad value silently replaced by a default instead of reported.
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = DbConfig::from_lookup(lookup(&[("HIVE_DB_CONNECTION_TIMEOUT_MS", "5s")]));
+        assert!(
+            matches!(err, Err(Error::InvalidEnv { var: "HIVE_DB_CONNECTION_TIMEOUT_MS", ref value, .. }) if value == "5s")
+        );
+        let err = DbConfig::from_lookup(lookup(&[("HIVE_DB_SYNCHRONOUS", "sometimes")]));
+        assert!(matches!(
+            err,
+            Err(Error::InvalidEnv {
+                var: "HIVE_DB_SYNCHRONOUS",
+                ..
+            })
+        ));
+        let err = DbConfig::from_lookup(lookup(&[("HIVE_DB_FOREIGN_KEYS", "maybe")]));
+        assert!(matches!(err, Err(Error::InvalidEnv { .. })));
+    }
+
+    /// Bug caught: settings that would make r2d2 panic (max_size 0, min_idle > max_size).
+    #[test]
+    fn validate_refuses_unworkable_settings() -> Result<()> {
+        let db = DbName::new("cfg")?;
+        for bad in [
+            DbConfig {
+                max_size: 0,
+                min_idle: 0,
+                ..DbConfig::default()
+            },
+            DbConfig {
+                max_size: 2,
+                min_idle: 3,
+                ..DbConfig::default()
+            },
+            DbConfig {
+                connection_timeout: Duration::ZERO,
+                ..DbConfig::default()
+            },
+            DbConfig {
+                leak_threshold: Some(Duration::ZERO),
+                ..DbConfig::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(&db), Err(Error::InvalidConfig { db: ref d, .. }) if d == &db)
+            );
+        }
+        DbConfig::default().validate(&db)
+    }
+}

@@ -1,0 +1,330 @@
+//! Opening SQLite files: path checks, open flags, the one-time WAL bootstrap, and the
+//! per-connection PRAGMAs every pooled or fallback connection gets from one function.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, ffi};
+
+use crate::config::DbConfig;
+use crate::error::{Error, OpenCause, Result, extended_code};
+use crate::name::DbName;
+
+/// Flags for every connection: read-write, no `CREATE` (files are made by
+/// [`prepare_database`] with safe permissions), no `URI` (a path is only ever a path), no
+/// following a symbolic link, extended result codes.
+pub(crate) fn open_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        | OpenFlags::SQLITE_OPEN_EXRESCODE
+}
+
+/// Applies the per-connection PRAGMAs of `config` to `conn`. Every connection the registry
+/// pools, and every fallback connection an application opens, goes through this one function,
+/// so their settings cannot drift apart.
+///
+/// `busy_timeout` comes first, so that nothing after it can fail on a lock without waiting.
+///
+/// # Errors
+///
+/// The rusqlite error of the first PRAGMA that fails.
+pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
+    conn.busy_timeout(config.busy_timeout)?;
+    // `cache_size` is negative: KiB, not pages (SQLite's documented convention).
+    let cache = -i64::from(config.cache_size_kib);
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {};\n\
+         PRAGMA cache_size = {cache};\n\
+         PRAGMA foreign_keys = {};\n\
+         PRAGMA temp_store = MEMORY;",
+        config.synchronous.as_sql(),
+        if config.foreign_keys { "ON" } else { "OFF" },
+    ))
+}
+
+/// Opens one connection to a database file that [`prepare_database`] has prepared, with the
+/// registry's flags and [`configure_connection`]'s PRAGMAs.
+///
+/// # Errors
+///
+/// [`Error::Open`] for permanent causes (not a database, permission, read-only, missing),
+/// [`Error::Sqlite`] for anything else; both name `db`.
+pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Connection> {
+    let conn = Connection::open_with_flags(path, open_flags())
+        .map_err(|e| classify(db, path, "open", e))?;
+    configure_connection(&conn, config).map_err(|e| classify(db, path, "configure", e))?;
+    Ok(conn)
+}
+
+/// What [`prepare_database`] found out about a database file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PreparedDatabase {
+    /// The canonical path of the file.
+    pub path: PathBuf,
+    /// The journal mode SQLite reported after the switch to WAL (always `"wal"`).
+    pub journal_mode: String,
+}
+
+/// Checks `path`, creates the file when `config.create_if_missing` allows it (0600, in a
+/// 0700 folder), and switches the database to WAL once on one connection, checking the mode
+/// SQLite reports back. Call it before any other connection to the file is opened.
+///
+/// # Errors
+///
+/// [`Error::Open`] when the path is a folder, a symbolic link, missing (and may not be
+/// created), not a database, read-only or not permitted; [`Error::JournalMode`] when SQLite
+/// will not use WAL; [`Error::Io`] when the file or folder cannot be created.
+pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<PreparedDatabase> {
+    let open_err = |cause, source: Option<Box<dyn std::error::Error + Send + Sync>>| Error::Open {
+        db: db.clone(),
+        path: path.to_path_buf(),
+        cause,
+        code: None,
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(open_err(OpenCause::Symlink, None));
+        }
+        Ok(meta) if meta.is_dir() => return Err(open_err(OpenCause::IsDirectory, None)),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !config.create_if_missing {
+                return Err(open_err(OpenCause::Missing, Some(Box::new(e))));
+            }
+            create_file(db, path)?;
+        }
+        Err(e) => return Err(io_open_error(db, path, e)),
+    }
+    let canonical = fs::canonicalize(path).map_err(|e| io_open_error(db, path, e))?;
+
+    let conn = Connection::open_with_flags(&canonical, open_flags())
+        .map_err(|e| classify(db, &canonical, "open", e))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| classify(db, &canonical, "set busy_timeout", e))?;
+    if conn
+        .is_readonly(rusqlite::MAIN_DB)
+        .map_err(|e| classify(db, &canonical, "check read-only", e))?
+    {
+        return Err(Error::Open {
+            db: db.clone(),
+            path: canonical,
+            cause: OpenCause::ReadOnly,
+            code: None,
+            source: None,
+        });
+    }
+    let journal_mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(|e| classify(db, &canonical, "set journal_mode", e))?;
+    if !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::JournalMode {
+            db: db.clone(),
+            actual: journal_mode,
+        });
+    }
+    configure_connection(&conn, config).map_err(|e| classify(db, &canonical, "configure", e))?;
+    // Read the schema once, so a damaged file fails here and not on first use.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| classify(db, &canonical, "read schema", e))?;
+    Ok(PreparedDatabase {
+        path: canonical,
+        journal_mode: journal_mode.to_ascii_lowercase(),
+    })
+}
+
+/// Resolves `path` to the absolute form the registry compares names by, without creating
+/// anything: the canonical folder joined with the file name.
+pub(crate) fn resolve_path(db: &DbName, path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| io_open_error(db, path, e))?;
+    if let Ok(canonical) = fs::canonicalize(&absolute) {
+        // Keep a symlink's own path: it is refused later, by name.
+        if !fs::symlink_metadata(&absolute).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Ok(canonical);
+        }
+    }
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(file)) => Ok(fs::canonicalize(parent)
+            .map(|p| p.join(file))
+            .unwrap_or(absolute.clone())),
+        _ => Ok(absolute),
+    }
+}
+
+fn create_file(db: &DbName, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|source| Error::Io {
+                db: db.clone(),
+                op: "create folder",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        // Another process made it between our look and our create: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(Error::Io {
+            db: db.clone(),
+            op: "create file",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn io_open_error(db: &DbName, path: &Path, e: io::Error) -> Error {
+    let cause = match e.kind() {
+        io::ErrorKind::NotFound => OpenCause::Missing,
+        io::ErrorKind::PermissionDenied => OpenCause::PermissionDenied,
+        io::ErrorKind::IsADirectory => OpenCause::IsDirectory,
+        _ => OpenCause::CannotOpen,
+    };
+    Error::Open {
+        db: db.clone(),
+        path: path.to_path_buf(),
+        cause,
+        code: None,
+        source: Some(Box::new(e)),
+    }
+}
+
+/// Sorts a rusqlite error into a permanent [`Error::Open`] or a plain [`Error::Sqlite`].
+pub(crate) fn classify(db: &DbName, path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
+    match permanent_cause(&e) {
+        Some(cause) => Error::Open {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            cause,
+            code: extended_code(&e),
+            source: Some(Box::new(e)),
+        },
+        None => Error::sqlite(db, op, e),
+    }
+}
+
+/// The permanent cause behind a SQLite error, if it is one that waiting does not fix.
+pub(crate) fn permanent_cause(e: &rusqlite::Error) -> Option<OpenCause> {
+    let code = extended_code(e)?;
+    match code & 0xff {
+        ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT => Some(OpenCause::NotADatabase),
+        ffi::SQLITE_CANTOPEN => Some(OpenCause::CannotOpen),
+        ffi::SQLITE_READONLY => Some(OpenCause::ReadOnly),
+        ffi::SQLITE_PERM | ffi::SQLITE_AUTH => Some(OpenCause::PermissionDenied),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn pragma_i64(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+    }
+
+    /// Bug caught: fallback and pooled connections getting different settings (seed defect 9),
+    /// or cache_size written as pages instead of KiB.
+    #[test]
+    fn configure_applies_every_setting() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("cfg")?;
+        let config = DbConfig {
+            create_if_missing: true,
+            cache_size_kib: 2048,
+            busy_timeout: std::time::Duration::from_millis(1234),
+            ..DbConfig::default()
+        };
+        let prepared = prepare_database(&db, &dir.path().join("a.db"), &config)?;
+        let conn = open_connection(&db, &prepared.path, &config)?;
+        assert_eq!(pragma_i64(&conn, "cache_size")?, -2048);
+        assert_eq!(pragma_i64(&conn, "synchronous")?, 1); // NORMAL
+        assert_eq!(pragma_i64(&conn, "foreign_keys")?, 1);
+        assert_eq!(pragma_i64(&conn, "temp_store")?, 2); // MEMORY
+        assert_eq!(pragma_i64(&conn, "busy_timeout")?, 1234);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        assert_eq!(mode, "wal");
+        Ok(())
+    }
+
+    /// Bug caught: files created world-readable, or created when the config says not to.
+    #[test]
+    fn creates_files_private_and_only_when_asked() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("perm")?;
+        let path = dir.path().join("sub").join("p.db");
+        let refused = prepare_database(&db, &path, &DbConfig::default());
+        assert!(matches!(
+            refused,
+            Err(Error::Open {
+                cause: OpenCause::Missing,
+                ..
+            })
+        ));
+        assert!(!path.exists());
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        prepare_database(&db, &path, &config)?;
+        let file_mode = fs::metadata(&path)?.permissions().mode() & 0o777;
+        let dir_mode = fs::metadata(dir.path().join("sub"))?.permissions().mode() & 0o777;
+        assert_eq!(file_mode, 0o600);
+        assert_eq!(dir_mode, 0o700);
+        Ok(())
+    }
+
+    /// Bug caught: following a symlink, or treating a text file or folder as a database.
+    #[test]
+    fn refuses_symlinks_folders_and_non_databases() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("bad")?;
+        let config = DbConfig::default();
+        let real = dir.path().join("real.db");
+        prepare_database(
+            &db,
+            &real,
+            &DbConfig {
+                create_if_missing: true,
+                ..DbConfig::default()
+            },
+        )?;
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link)?;
+        let text = dir.path().join("notes.txt");
+        fs::write(
+            &text,
+            "this is not a database, it is a longer text file than a header",
+        )?;
+        let cases = [
+            (link, OpenCause::Symlink),
+            (dir.path().to_path_buf(), OpenCause::IsDirectory),
+            (text, OpenCause::NotADatabase),
+        ];
+        for (path, want) in cases {
+            match prepare_database(&db, &path, &config) {
+                Err(Error::Open {
+                    cause, db: ref d, ..
+                }) if cause == want && d == &db => {}
+                other => panic!("{}: expected {want:?}, got {other:?}", path.display()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! The one error type of hive-db-core; every variant about a database names it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::name::DbName;
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a database file could not be opened. A permanent cause: waiting does not fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum OpenCause {
+    /// The file does not exist and `create_if_missing` is off.
+    Missing,
+    /// The path names a folder.
+    IsDirectory,
+    /// The path's last component is a symbolic link (refused, like `O_NOFOLLOW`).
+    Symlink,
+    /// The file exists but is not a SQLite database.
+    NotADatabase,
+    /// The operating system refused access.
+    PermissionDenied,
+    /// The file can only be opened read-only.
+    ReadOnly,
+    /// A part of the path is not a folder, or SQLite could not open the file.
+    CannotOpen,
+}
+
+impl fmt::Display for OpenCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Missing => "the file does not exist and create_if_missing is off",
+            Self::IsDirectory => "the path is a folder",
+            Self::Symlink => "the path is a symbolic link",
+            Self::NotADatabase => "the file is not a SQLite database",
+            Self::PermissionDenied => "permission denied",
+            Self::ReadOnly => "the file is read-only",
+            Self::CannotOpen => "the file cannot be opened",
+        })
+    }
+}
+
+/// Everything that can go wrong in hive-db-core.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A database name outside `[A-Za-z0-9_-]{1,64}`.
+    #[error("invalid database name \"{name}\": {reason}")]
+    InvalidName {
+        /// The refused name, escaped for display.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A configuration value a database cannot run with.
+    #[error("database {db}: invalid configuration: {reason}")]
+    InvalidConfig {
+        /// The database being registered.
+        db: DbName,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An environment variable that does not parse.
+    #[error("environment variable {var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// The name is registered already, for another file.
+    #[error("database {db}: already registered for {existing}, not {requested}")]
+    NameConflict {
+        /// The database.
+        db: DbName,
+        /// The file it is registered for.
+        existing: PathBuf,
+        /// The file asked for.
+        requested: PathBuf,
+    },
+    /// No database of that name is registered.
+    #[error("database {db} is not registered")]
+    UnknownDatabase {
+        /// The database.
+        db: DbName,
+    },
+    /// The database was closed; it takes no new checkouts until registered again.
+    #[error("database {db} is closed")]
+    Closed {
+        /// The database.
+        db: DbName,
+    },
+    /// The database file cannot be opened, for a cause that waiting does not fix.
+    #[error("database {db}: cannot open {path}: {cause}")]
+    Open {
+        /// The database.
+        db: DbName,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: OpenCause,
+        /// SQLite's extended result code, when SQLite gave one.
+        code: Option<i32>,
+        /// The underlying error, when there is one to keep.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// No connection became free within the timeout.
+    #[error(
+        "database {db}: no connection within {waited:?} (total {total}, active {active}, \
+         idle {idle}, waiting {waiting}){}",
+        last_error.as_deref().map(|e| format!("; last connect error: {e}")).unwrap_or_default()
+    )]
+    Timeout {
+        /// The database.
+        db: DbName,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Connections open.
+        total: u32,
+        /// Connections checked out.
+        active: u32,
+        /// Connections idle in the pool.
+        idle: u32,
+        /// Callers waiting for a connection, this one included.
+        waiting: u32,
+        /// The last error seen while opening a connection, if any.
+        last_error: Option<String>,
+    },
+    /// The writer lane did not come round within the timeout.
+    #[error("database {db}: writer lane not free within {waited:?} ({queued} writers queued)")]
+    WriterLaneTimeout {
+        /// The database.
+        db: DbName,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Writers queued when the wait ended.
+        queued: usize,
+    },
+    /// SQLite reported an error.
+    #[error("database {db}: {op} failed (sqlite code {})", code.map_or_else(|| "none".to_owned(), |c| c.to_string()))]
+    Sqlite {
+        /// The database.
+        db: DbName,
+        /// What was being done.
+        op: &'static str,
+        /// SQLite's extended result code.
+        code: Option<i32>,
+        /// The error from rusqlite.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// SQLite would not switch the database to WAL.
+    #[error("database {db}: journal mode is {actual:?}, WAL was asked for")]
+    JournalMode {
+        /// The database.
+        db: DbName,
+        /// The mode SQLite reported.
+        actual: String,
+    },
+    /// Opening a connection panicked; the pool slot was freed.
+    #[error("database {db}: opening a connection panicked: {message}")]
+    ConnectPanicked {
+        /// The database.
+        db: DbName,
+        /// The panic's message.
+        message: String,
+    },
+    /// A file-system operation failed.
+    #[error("database {db}: {op} {path}")]
+    Io {
+        /// The database.
+        db: DbName,
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error from the operating system.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `global::install` was called twice.
+    #[error("a global registry is installed already")]
+    AlreadyInstalled,
+}
+
+impl Error {
+    /// The database the error is about, when it is about one.
+    pub fn db(&self) -> Option<&DbName> {
+        match self {
+            Self::InvalidName { .. } | Self::InvalidEnv { .. } | Self::AlreadyInstalled => None,
+            Self::InvalidConfig { db, .. }
+            | Self::NameConflict { db, .. }
+            | Self::UnknownDatabase { db }
+            | Self::Closed { db }
+            | Self::Open { db, .. }
+            | Self::Timeout { db, .. }
+            | Self::WriterLaneTimeout { db, .. }
+            | Self::Sqlite { db, .. }
+            | Self::JournalMode { db, .. }
+            | Self::ConnectPanicked { db, .. }
+            | Self::Io { db, .. } => Some(db),
+        }
+    }
+
+    /// SQLite's extended result code, when the error came from SQLite.
+    pub fn sqlite_code(&self) -> Option<i32> {
+        match self {
+            Self::Sqlite { code, .. } | Self::Open { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// True when SQLite reported the database busy or locked.
+    pub fn is_busy(&self) -> bool {
+        self.sqlite_code().is_some_and(is_busy_code)
+    }
+
+    /// Wraps a rusqlite error with the database and the operation.
+    pub(crate) fn sqlite(db: &DbName, op: &'static str, source: rusqlite::Error) -> Self {
+        Self::Sqlite {
+            db: db.clone(),
+            op,
+            code: extended_code(&source),
+            source,
+        }
+    }
+}
+
+/// SQLite's extended result code carried by a rusqlite error, if any.
+pub(crate) fn extended_code(err: &rusqlite::Error) -> Option<i32> {
+    match err {
+        rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
+        _ => None,
+    }
+}
+
+pub(crate) fn is_busy_code(code: i32) -> bool {
+    let primary = code & 0xff;
+    primary == rusqlite::ffi::SQLITE_BUSY || primary == rusqlite::ffi::SQLITE_LOCKED
+}

@@ -1,0 +1,162 @@
+//! Health checks: every database checked at once on its own thread, each bounded in time.
+
+use std::panic::Location;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::manager::error_chain;
+use crate::name::DbName;
+use crate::pool::DbPool;
+
+/// How a database, or the whole registry, is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Answered in time with room to spare.
+    Healthy,
+    /// Answered, but slowly (over half the timeout) or with callers queued at a full pool.
+    Degraded,
+    /// Did not answer in time, or answered with an error.
+    Unhealthy,
+}
+
+/// One database's health.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct DbHealth {
+    /// The database.
+    pub name: DbName,
+    /// Its status.
+    pub status: HealthStatus,
+    /// Time to get a connection and read the schema.
+    pub latency: Duration,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// Every open database's health, and the worst of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// The worst status of any database; `Healthy` for an empty registry.
+    pub status: HealthStatus,
+    /// One entry per open database, sorted by name.
+    pub databases: Vec<DbHealth>,
+    /// How long the whole check took.
+    pub elapsed: Duration,
+}
+
+/// A little more than `timeout`, for threads to report back.
+const REPORT_GRACE: Duration = Duration::from_millis(200);
+
+pub(crate) fn check_all(pools: Vec<Arc<DbPool>>, timeout: Duration) -> HealthReport {
+    let start = Instant::now();
+    let (tx, rx) = mpsc::channel();
+    let names: Vec<DbName> = pools.iter().map(|p| p.name().clone()).collect();
+    for (i, pool) in pools.into_iter().enumerate() {
+        let thread_tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hive-db-health".to_owned())
+            .spawn(move || {
+                let result = check_one(&pool, timeout);
+                // The receiver may have given up on us; that is fine.
+                let _ = thread_tx.send((i, result));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send((i, Err(format!("cannot start a health-check thread: {e}"))));
+        }
+    }
+    drop(tx);
+    let mut results: Vec<Option<Outcome>> = vec![None; names.len()];
+    let deadline = start + timeout + REPORT_GRACE;
+    while results.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((i, r)) => results[i] = Some(r),
+            Err(_) => break,
+        }
+    }
+    let databases: Vec<DbHealth> = names
+        .into_iter()
+        .zip(results)
+        .map(|(name, r)| match r {
+            Some(Ok((latency, note))) => DbHealth {
+                name,
+                status: if note.is_some() || latency > timeout / 2 {
+                    HealthStatus::Degraded
+                } else {
+                    HealthStatus::Healthy
+                },
+                latency,
+                error: note,
+            },
+            Some(Err(error)) => DbHealth {
+                name,
+                status: HealthStatus::Unhealthy,
+                latency: start.elapsed(),
+                error: Some(error),
+            },
+            None => DbHealth {
+                name,
+                status: HealthStatus::Unhealthy,
+                latency: start.elapsed(),
+                error: Some(format!("no answer within {timeout:?}")),
+            },
+        })
+        .collect();
+    HealthReport {
+        status: databases
+            .iter()
+            .map(|d| d.status)
+            .max()
+            .unwrap_or(HealthStatus::Healthy),
+        databases,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The latency and, for a degraded pool, why; or the error.
+type Outcome = std::result::Result<(Duration, Option<String>), String>;
+
+/// A connection, then a schema read with the busy timeout cut to the time left.
+fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let run = || -> Result<()> {
+        let mut conn = pool.checkout_within(timeout, Location::caller())?;
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
+        let db = pool.name();
+        conn.busy_timeout(left)
+            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
+        let probe = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| Error::sqlite(db, "read schema", e));
+        if conn.busy_timeout(pool.shared.config.busy_timeout).is_err() {
+            conn.discard();
+        }
+        if probe.as_ref().is_err_and(Error::is_busy) {
+            pool.counters()
+                .busy
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        probe.map(drop)
+    };
+    let before = pool.snapshot();
+    match run() {
+        Ok(()) => {
+            let note = (before.waiting > 0 && before.active >= before.max_size).then(|| {
+                format!(
+                    "pool saturated: {} of {} connections busy, {} callers waiting",
+                    before.active, before.max_size, before.waiting
+                )
+            });
+            Ok((start.elapsed(), note))
+        }
+        Err(e) => Err(error_chain(&e)),
+    }
+}

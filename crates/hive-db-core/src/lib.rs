@@ -1,0 +1,67 @@
+//! A registry of named, pooled SQLite databases, shared by every application on one host.
+//!
+//! Each database is registered once under a [`DbName`] for one file and gets an r2d2 pool of
+//! connections that all carry the same settings ([`configure_connection`]), in WAL mode. The
+//! registry hands out connections ([`Registry::get`], [`Registry::read`]), runs write
+//! transactions through a per-database FIFO writer lane ([`Registry::write`]), keeps
+//! statistics ([`Registry::stats`]), checks health ([`Registry::health`]), reports leaks, and
+//! closes cleanly ([`Registry::close`]). A connection is never handed on dirty: one returned
+//! while its thread panics, inside an open transaction, or after a failed rollback is closed,
+//! not pooled.
+//!
+//! # Examples
+//!
+//! ```
+//! use hive_db_core::{DbConfig, DbName, Registry};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let registry = Registry::new();
+//! let name = DbName::new("inventory")?;
+//! let config = DbConfig { create_if_missing: true, ..DbConfig::default() };
+//! registry.register(&name, dir.path().join("inventory.db"), config)?;
+//!
+//! registry.write(&name, |tx| -> anyhow::Result<()> {
+//!     tx.execute_batch("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT NOT NULL)")?;
+//!     tx.execute("INSERT INTO item (label) VALUES (?1)", ["bolt"])?;
+//!     Ok(())
+//! })?;
+//!
+//! let count: i64 = registry.read(&name, |conn| -> anyhow::Result<i64> {
+//!     Ok(conn.query_row("SELECT count(*) FROM item", [], |r| r.get(0))?)
+//! })?;
+//! assert_eq!(count, 1);
+//!
+//! let stats = registry.db_stats(&name)?;
+//! assert_eq!(stats.totals.commits, 1);
+//! let report = registry.close(&name, std::time::Duration::from_secs(1))?;
+//! assert!(report.still_out.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod connection;
+mod error;
+pub mod global;
+mod health;
+mod histogram;
+mod lane;
+mod manager;
+mod name;
+mod pool;
+mod registry;
+mod stats;
+
+pub use config::{DbConfig, Synchronous};
+pub use connection::{PreparedDatabase, configure_connection, open_connection, prepare_database};
+pub use error::{Error, OpenCause, Result};
+pub use health::{DbHealth, HealthReport, HealthStatus};
+pub use histogram::LatencySummary;
+pub use name::{DbName, MAX_NAME_LEN};
+pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
+pub use registry::{DbHandle, Registry};
+pub use stats::{ClosedTotals, DbSnapshot, RegistrySnapshot, SqliteFacts, Totals};
+
+/// The rusqlite this crate is built against (one SQLite per process).
+pub use rusqlite;

@@ -1,0 +1,315 @@
+//! Our r2d2 connection manager: wraps `SqliteConnectionManager` so that connecting never
+//! panics outward, connect errors keep their cause, and a connection that is dirty (returned
+//! while panicking, inside a transaction, after a failed rollback, or after its pool closed)
+//! is discarded instead of pooled.
+
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+use crate::config::DbConfig;
+use crate::connection::{classify, configure_connection, open_flags, permanent_cause};
+use crate::error::{Error, OpenCause, Result, extended_code};
+use crate::name::DbName;
+use crate::stats::{CloseReason, DbCounters};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The last error seen while opening a connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectError {
+    pub(crate) at: Instant,
+    pub(crate) message: String,
+    pub(crate) cause: Option<OpenCause>,
+    pub(crate) code: Option<i32>,
+}
+
+/// Where and when a connection was checked out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checkout {
+    pub(crate) at: Instant,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) leak_reported: bool,
+}
+
+/// One live connection's public face: what the leak scanner and `close` can see of it.
+#[derive(Debug, Default)]
+pub(crate) struct ConnSlot {
+    pub(crate) checkout: Mutex<Option<Checkout>>,
+}
+
+impl ConnSlot {
+    pub(crate) fn check_out(&self, at: Instant, site: &'static Location<'static>) {
+        *lock(&self.checkout) = Some(Checkout {
+            at,
+            site,
+            leak_reported: false,
+        });
+    }
+
+    /// Marks the connection returned; gives back the checkout if it had been reported leaked.
+    pub(crate) fn check_in(&self) -> Option<Checkout> {
+        lock(&self.checkout).take().filter(|c| c.leak_reported)
+    }
+}
+
+/// Test-only fault injection into `connect`.
+#[cfg(test)]
+pub(crate) type ConnectHook = Arc<dyn Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync>;
+
+/// State one database's pool shares with its manager, its connections and the registry.
+pub(crate) struct PoolShared {
+    pub(crate) name: DbName,
+    pub(crate) path: PathBuf,
+    pub(crate) config: DbConfig,
+    pub(crate) counters: Arc<DbCounters>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) waiting: AtomicU32,
+    pub(crate) last_error: Mutex<Option<ConnectError>>,
+    /// Every live connection of this pool, checked out or idle.
+    pub(crate) slots: Mutex<Vec<Arc<ConnSlot>>>,
+    /// Signalled when a connection closes while the pool is closing.
+    pub(crate) slots_changed: Condvar,
+    #[cfg(test)]
+    pub(crate) connect_hook: Mutex<Option<ConnectHook>>,
+}
+
+impl std::fmt::Debug for PoolShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolShared")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("closed", &self.closed.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolShared {
+    pub(crate) fn new(
+        name: DbName,
+        path: PathBuf,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    ) -> Self {
+        Self {
+            name,
+            path,
+            config,
+            counters,
+            closed: AtomicBool::new(false),
+            waiting: AtomicU32::new(0),
+            last_error: Mutex::new(None),
+            slots: Mutex::new(Vec::new()),
+            slots_changed: Condvar::new(),
+            #[cfg(test)]
+            connect_hook: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn record_connect_error(&self, err: &Error, cause: Option<OpenCause>, code: Option<i32>) {
+        self.counters.connect_errors.fetch_add(1, Relaxed);
+        tracing::warn!(db = %self.name, error = %error_chain(err), "cannot open a connection");
+        *lock(&self.last_error) = Some(ConnectError {
+            at: Instant::now(),
+            message: error_chain(err),
+            cause,
+            code,
+        });
+    }
+}
+
+/// `err` and its sources, joined with ": ".
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A pooled SQLite connection with what the pool needs to know about it.
+pub(crate) struct HiveConn {
+    pub(crate) conn: Connection,
+    /// When it was last returned (or opened): validation is skipped if this is recent.
+    pub(crate) last_used: Instant,
+    /// Set when it must not go back to the pool.
+    pub(crate) discard: Option<CloseReason>,
+    pub(crate) slot: Arc<ConnSlot>,
+    pub(crate) shared: Arc<PoolShared>,
+    pub(crate) id: u64,
+    born: Instant,
+}
+
+impl std::fmt::Debug for HiveConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HiveConn")
+            .field("db", &self.shared.name)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for HiveConn {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let reason = self.discard.unwrap_or_else(|| {
+            if shared.is_closed() {
+                CloseReason::PoolClosed
+            } else if shared
+                .config
+                .max_lifetime
+                .is_some_and(|l| self.born.elapsed() >= l)
+            {
+                CloseReason::Lifetime
+            } else {
+                CloseReason::IdleTimeout
+            }
+        });
+        shared.counters.count_close(reason);
+        tracing::debug!(db = %shared.name, id = self.id, ?reason, "connection closed");
+        let mut slots = lock(&shared.slots);
+        slots.retain(|s| !Arc::ptr_eq(s, &self.slot));
+        drop(slots);
+        shared.slots_changed.notify_all();
+    }
+}
+
+/// The r2d2 manager for one database.
+pub(crate) struct HiveManager {
+    inner: SqliteConnectionManager,
+    shared: Arc<PoolShared>,
+}
+
+impl std::fmt::Debug for HiveManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HiveManager")
+            .field("db", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HiveManager {
+    pub(crate) fn new(shared: Arc<PoolShared>) -> Self {
+        let config = shared.config.clone();
+        #[cfg(test)]
+        let hook_shared = Arc::clone(&shared);
+        let inner = SqliteConnectionManager::file(&shared.path)
+            .with_flags(open_flags())
+            .with_init(move |conn| {
+                #[cfg(test)]
+                if let Some(hook) = lock(&hook_shared.connect_hook).clone() {
+                    hook(conn)?;
+                }
+                configure_connection(conn, &config)
+            });
+        Self { inner, shared }
+    }
+}
+
+impl r2d2::ManageConnection for HiveManager {
+    type Connection = HiveConn;
+    type Error = Error;
+
+    fn connect(&self) -> Result<HiveConn> {
+        let shared = &self.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed {
+                db: shared.name.clone(),
+            });
+        }
+        // A panic escaping into r2d2's worker would leak the pending slot for good.
+        match catch_unwind(AssertUnwindSafe(|| self.inner.connect())) {
+            Ok(Ok(conn)) => {
+                let slot = Arc::new(ConnSlot::default());
+                lock(&shared.slots).push(Arc::clone(&slot));
+                shared.counters.created.fetch_add(1, Relaxed);
+                *lock(&shared.last_error) = None;
+                let now = Instant::now();
+                let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
+                tracing::debug!(db = %shared.name, id, "connection opened");
+                Ok(HiveConn {
+                    conn,
+                    last_used: now,
+                    discard: None,
+                    slot,
+                    shared: Arc::clone(shared),
+                    id,
+                    born: now,
+                })
+            }
+            Ok(Err(e)) => {
+                let (cause, code) = (permanent_cause(&e), extended_code(&e));
+                let err = classify(&shared.name, &shared.path, "open connection", e);
+                shared.record_connect_error(&err, cause, code);
+                Err(err)
+            }
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                let err = Error::ConnectPanicked {
+                    db: shared.name.clone(),
+                    message,
+                };
+                shared.record_connect_error(&err, None, None);
+                Err(err)
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut HiveConn) -> Result<()> {
+        validate(&conn.conn).map_err(|e| Error::sqlite(&self.shared.name, "validate", e))
+    }
+
+    fn has_broken(&self, conn: &mut HiveConn) -> bool {
+        if conn.discard.is_some() {
+            return true;
+        }
+        let shared = &self.shared;
+        if std::thread::panicking() {
+            tracing::warn!(db = %shared.name, id = conn.id, "connection returned by a panicking thread; discarded");
+        } else if !conn.conn.is_autocommit() {
+            tracing::warn!(
+                db = %shared.name,
+                id = conn.id,
+                "connection returned inside an open transaction; its uncommitted work is rolled back and the connection discarded"
+            );
+        } else if shared.is_closed() {
+            conn.discard = Some(CloseReason::PoolClosed);
+            return true;
+        } else {
+            return false;
+        }
+        conn.discard = Some(CloseReason::Broken);
+        true
+    }
+}
+
+/// The check a connection idle for longer than `validate_after_idle` passes before checkout.
+pub(crate) fn validate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+        .map(drop)
+}
+
+/// Maps the time since `epoch` for logs.
+pub(crate) fn age(since: Instant, now: Instant) -> Duration {
+    now.saturating_duration_since(since)
+}

@@ -1,0 +1,534 @@
+//! One database's pool: checkout with validation after idle, the RAII guard, `read`, `write`
+//! through the writer lane, leak scanning, close, and its snapshot.
+
+use std::ops::{Deref, DerefMut};
+use std::panic::Location;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
+
+use crate::config::DbConfig;
+use crate::connection::PreparedDatabase;
+use crate::error::{Error, Result};
+use crate::lane::WriterLane;
+use crate::manager::{HiveManager, PoolShared, age, lock, validate};
+use crate::name::DbName;
+use crate::stats::{CloseReason, DbCounters, DbSnapshot, SqliteFacts};
+
+/// The maintenance threads every pool in the process shares (connection opening, reaping,
+/// leak scans). r2d2 would otherwise start three threads per pool.
+static MAINTENANCE: Lazy<Arc<ScheduledThreadPool>> = Lazy::new(|| {
+    Arc::new(
+        ScheduledThreadPool::builder()
+            .num_threads(3)
+            .thread_name_pattern("hive-db-maint-{}")
+            .build(),
+    )
+});
+
+/// How long one blocking wait inside r2d2 lasts before we look for a permanent connect error.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+/// A connection checked out of a pool. It derefs to [`rusqlite::Connection`]; dropping it
+/// returns it to the pool, unless it is dirty (see the crate docs), in which case it is closed.
+pub struct PooledConnection {
+    conn: r2d2::PooledConnection<HiveManager>,
+    checked_out: Instant,
+}
+
+impl std::fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("db", &self.conn.shared.name)
+            .field("id", &self.conn.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PooledConnection {
+    /// The database this connection belongs to.
+    pub fn db(&self) -> &DbName {
+        &self.conn.shared.name
+    }
+
+    /// Marks the connection so that it is closed instead of pooled when dropped.
+    pub fn discard(&mut self) {
+        self.conn.discard = Some(CloseReason::Broken);
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn.conn
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn.conn
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let held = age(self.checked_out, now);
+        let conn = &mut *self.conn;
+        conn.shared.counters.hold_time.record(held);
+        conn.last_used = now;
+        if let Some(leak) = conn.slot.check_in() {
+            tracing::info!(
+                db = %conn.shared.name,
+                held = ?held,
+                site = %leak.site,
+                "connection reported as a possible leak was returned"
+            );
+        }
+        // `self.conn` drops next: r2d2 asks `has_broken`, then pools or closes it.
+    }
+}
+
+/// What `close` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// The database.
+    pub db: DbName,
+    /// How long close waited for borrowed connections.
+    pub waited: Duration,
+    /// Connections still checked out at the deadline. Each is closed when it comes back.
+    pub still_out: Vec<OutstandingConnection>,
+}
+
+/// A connection still borrowed when its pool closed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct OutstandingConnection {
+    /// How long it had been held.
+    pub held: Duration,
+    /// Where it was checked out (`file:line:column`).
+    pub checked_out_at: String,
+}
+
+/// One database's pool and writer lane.
+pub(crate) struct DbPool {
+    pub(crate) shared: Arc<PoolShared>,
+    pool: r2d2::Pool<HiveManager>,
+    lane: WriterLane,
+    journal_mode: String,
+    leak_job: Option<JobHandle>,
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbPool")
+            .field("db", &self.shared.name)
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for DbPool {
+    fn drop(&mut self) {
+        // Connections still out are closed when they come back, never pooled again.
+        self.shared.closed.store(true, Relaxed);
+        if let Some(job) = self.leak_job.take() {
+            job.cancel();
+        }
+    }
+}
+
+impl DbPool {
+    /// Builds the pool for a database that `prepare_database` has prepared.
+    pub(crate) fn open(
+        name: DbName,
+        prepared: PreparedDatabase,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    ) -> Result<Self> {
+        let shared = Arc::new(PoolShared::new(
+            name.clone(),
+            prepared.path,
+            config.clone(),
+            counters,
+        ));
+        let pool = r2d2::Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(Some(config.min_idle))
+            // Validation is ours: only after `validate_after_idle` (see `checkout`).
+            .test_on_check_out(false)
+            .max_lifetime(config.max_lifetime)
+            .idle_timeout(config.idle_timeout)
+            .connection_timeout(config.connection_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .thread_pool(Arc::clone(&MAINTENANCE))
+            .build_unchecked(HiveManager::new(Arc::clone(&shared)));
+        let leak_job = config
+            .leak_threshold
+            .map(|threshold| spawn_leak_scanner(Arc::downgrade(&shared), threshold));
+        let db = Self {
+            shared,
+            pool,
+            lane: WriterLane::default(),
+            journal_mode: prepared.journal_mode,
+            leak_job,
+        };
+        db.wait_for_min_idle()?;
+        Ok(db)
+    }
+
+    /// Waits until `min_idle` connections are open; a permanent connect error fails at once.
+    fn wait_for_min_idle(&self) -> Result<()> {
+        let start = Instant::now();
+        let deadline = start + self.shared.config.connection_timeout;
+        loop {
+            if self.pool.state().connections >= self.shared.config.min_idle {
+                return Ok(());
+            }
+            if let Some(err) = self.permanent_connect_error(start) {
+                return Err(err);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(self.shared.config.connection_timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn name(&self) -> &DbName {
+        &self.shared.name
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Checks out a connection, waiting up to `connection_timeout`.
+    pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
+        let start = Instant::now();
+        self.checkout_until(start, start + self.shared.config.connection_timeout, site)
+    }
+
+    fn checkout_until(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
+        let shared = &*self.shared;
+        let counters = &*shared.counters;
+        loop {
+            if shared.is_closed() {
+                return Err(Error::Closed {
+                    db: shared.name.clone(),
+                });
+            }
+            let (mut conn, now) = match self.pool.try_get() {
+                Some(conn) => (conn, start),
+                None => {
+                    let conn = self.wait_for_connection(start, deadline)?;
+                    (conn, Instant::now())
+                }
+            };
+            if age(conn.last_used, now) >= shared.config.validate_after_idle {
+                if let Err(e) = validate(&conn.conn) {
+                    tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
+                    conn.discard = Some(CloseReason::ValidationFailed);
+                    drop(conn);
+                    continue;
+                }
+            }
+            conn.slot.check_out(now, site);
+            counters.acquire_wait.record(age(start, now));
+            return Ok(PooledConnection {
+                conn,
+                checked_out: now,
+            });
+        }
+    }
+
+    /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
+    fn wait_for_connection(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<r2d2::PooledConnection<HiveManager>> {
+        let shared = &*self.shared;
+        shared.waiting.fetch_add(1, Relaxed);
+        let _waiting = scopeguard(|| {
+            shared.waiting.fetch_sub(1, Relaxed);
+        });
+        loop {
+            if shared.is_closed() {
+                return Err(Error::Closed {
+                    db: shared.name.clone(),
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                shared.counters.timeouts.fetch_add(1, Relaxed);
+                return Err(self.timeout_error(age(start, now)));
+            }
+            if let Ok(conn) = self.pool.get_timeout((deadline - now).min(WAIT_SLICE)) {
+                return Ok(conn);
+            }
+            // A cause that waiting cannot fix fails now, not at the deadline.
+            if let Some(err) = self.permanent_connect_error(start) {
+                return Err(err);
+            }
+        }
+    }
+
+    /// The last connect error, if it happened after `since` and waiting cannot fix it.
+    fn permanent_connect_error(&self, since: Instant) -> Option<Error> {
+        let last = lock(&self.shared.last_error).clone()?;
+        let cause = last.cause.filter(|_| last.at >= since)?;
+        Some(Error::Open {
+            db: self.shared.name.clone(),
+            path: self.shared.path.clone(),
+            cause,
+            code: last.code,
+            source: Some(last.message.into()),
+        })
+    }
+
+    fn timeout_error(&self, waited: Duration) -> Error {
+        let state = self.pool.state();
+        Error::Timeout {
+            db: self.shared.name.clone(),
+            waited,
+            total: state.connections,
+            active: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            waiting: self.shared.waiting.load(Relaxed),
+            last_error: lock(&self.shared.last_error)
+                .as_ref()
+                .map(|e| e.message.clone()),
+        }
+    }
+
+    /// Runs `f` on a pooled connection.
+    pub(crate) fn read<T, E>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let conn = self.checkout(site)?;
+        f(&conn)
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction, after waiting for the writer lane.
+    /// Commits on `Ok`; rolls back on `Err` or panic.
+    pub(crate) fn write<T, E>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let shared = &*self.shared;
+        let start = Instant::now();
+        let deadline = start + shared.config.connection_timeout;
+        let _turn = self.lane.acquire(deadline).map_err(|t| {
+            shared.counters.timeouts.fetch_add(1, Relaxed);
+            Error::WriterLaneTimeout {
+                db: shared.name.clone(),
+                waited: start.elapsed(),
+                queued: t.queued,
+            }
+        })?;
+        let now = Instant::now();
+        shared.counters.writer_wait.record(age(start, now));
+        let mut conn = self.checkout_until(now, deadline, site)?;
+        let tx = Transaction::new(&mut conn, TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite_error("begin immediate", e))?;
+        match f(&tx) {
+            Ok(value) => {
+                tx.commit().map_err(|e| self.sqlite_error("commit", e))?;
+                shared.counters.commits.fetch_add(1, Relaxed);
+                Ok(value)
+            }
+            Err(err) => {
+                shared.counters.rollbacks.fetch_add(1, Relaxed);
+                if let Err(e) = tx.rollback() {
+                    tracing::warn!(db = %shared.name, error = %e, "rollback failed; connection discarded");
+                    conn.discard();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn sqlite_error(&self, op: &'static str, e: rusqlite::Error) -> Error {
+        let err = Error::sqlite(&self.shared.name, op, e);
+        if err.is_busy() {
+            self.shared.counters.busy.fetch_add(1, Relaxed);
+        }
+        err
+    }
+
+    /// Refuses new checkouts, waits until `deadline` for borrowed connections, closes every
+    /// connection that is back, and reports those still out.
+    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+        let shared = &*self.shared;
+        shared.closed.store(true, Relaxed);
+        let start = Instant::now();
+        loop {
+            // Idle connections (and any a late connect added) are closed as they are taken.
+            while let Some(conn) = self.pool.try_get() {
+                drop(conn);
+            }
+            let slots = lock(&shared.slots);
+            let now = Instant::now();
+            if slots.is_empty() || now >= deadline {
+                let still_out: Vec<_> = slots
+                    .iter()
+                    .filter_map(|s| *lock(&s.checkout))
+                    .map(|c| OutstandingConnection {
+                        held: age(c.at, now),
+                        checked_out_at: c.site.to_string(),
+                    })
+                    .collect();
+                drop(slots);
+                for out in &still_out {
+                    tracing::warn!(db = %shared.name, held = ?out.held, site = %out.checked_out_at,
+                        "connection still borrowed when its pool closed; it will be closed when returned");
+                }
+                tracing::info!(db = %shared.name, still_out = still_out.len(), "pool closed");
+                return CloseReport {
+                    db: shared.name.clone(),
+                    waited: age(start, now),
+                    still_out,
+                };
+            }
+            let wait = (deadline - now).min(Duration::from_millis(10));
+            drop(
+                shared
+                    .slots_changed
+                    .wait_timeout(slots, wait)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> DbSnapshot {
+        let state = self.pool.state();
+        let mut snap = snapshot_of(
+            &self.shared.name,
+            &self.shared.path,
+            &self.shared.config,
+            &self.shared.counters,
+            !self.shared.is_closed(),
+        );
+        snap.live = state.connections;
+        snap.idle = state.idle_connections;
+        snap.active = state.connections - state.idle_connections;
+        snap.waiting = self.shared.waiting.load(Relaxed);
+        snap.writer_queue = u32::try_from(self.lane.queued()).unwrap_or(u32::MAX);
+        snap.sqlite.journal_mode.clone_from(&self.journal_mode);
+        snap
+    }
+
+    /// A connection for the health check, waiting at most `timeout`.
+    pub(crate) fn checkout_within(
+        &self,
+        timeout: Duration,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
+        let start = Instant::now();
+        self.checkout_until(start, start + timeout, site)
+    }
+
+    pub(crate) fn counters(&self) -> &DbCounters {
+        &self.shared.counters
+    }
+
+    #[cfg(test)]
+    pub(crate) fn r2d2_state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+}
+
+/// A snapshot of a database with no open pool: counters only.
+pub(crate) fn snapshot_of(
+    name: &DbName,
+    path: &Path,
+    config: &DbConfig,
+    counters: &DbCounters,
+    open: bool,
+) -> DbSnapshot {
+    let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    DbSnapshot {
+        name: name.clone(),
+        path: path.to_path_buf(),
+        open,
+        max_size: config.max_size,
+        min_idle: config.min_idle,
+        live: 0,
+        active: 0,
+        idle: 0,
+        waiting: 0,
+        writer_queue: 0,
+        totals: counters.totals(),
+        acquire_wait: counters.acquire_wait.summary(),
+        hold_time: counters.hold_time.summary(),
+        writer_wait: counters.writer_wait.summary(),
+        sqlite: SqliteFacts {
+            file_bytes: file_len(path),
+            wal_bytes: file_len(Path::new(&wal)),
+            journal_mode: String::new(),
+        },
+    }
+}
+
+fn spawn_leak_scanner(shared: Weak<PoolShared>, threshold: Duration) -> JobHandle {
+    let period = (threshold / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+    MAINTENANCE.execute_at_fixed_rate(period, period, move || {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let slots: Vec<_> = lock(&shared.slots).clone();
+        for slot in slots {
+            let mut checkout = lock(&slot.checkout);
+            if let Some(c) = checkout.as_mut().filter(|c| !c.leak_reported) {
+                let held = age(c.at, now);
+                if held >= threshold {
+                    c.leak_reported = true;
+                    shared.counters.leaks.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        db = %shared.name,
+                        held = ?held,
+                        site = %c.site,
+                        "connection held longer than the leak threshold"
+                    );
+                }
+            }
+        }
+    })
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,374 @@
+//! `Registry`: the named pools of one process, behind a cheap cloneable handle.
+
+use std::collections::HashMap;
+use std::panic::Location;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, Transaction};
+
+use crate::config::DbConfig;
+use crate::connection::{prepare_database, resolve_path};
+use crate::error::{Error, Result};
+use crate::health::{self, HealthReport};
+use crate::manager::lock;
+use crate::name::DbName;
+use crate::pool::{CloseReport, DbPool, PooledConnection, snapshot_of};
+use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
+
+enum Entry {
+    Open(Arc<DbPool>),
+    Closed {
+        path: PathBuf,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: RwLock<HashMap<DbName, Entry>>,
+    /// Serialises registrations, so the slow part (opening the file) runs outside `entries`.
+    registering: Mutex<()>,
+}
+
+/// The registry of named SQLite pools. Cloning it is cheap; every clone is the same registry.
+///
+/// Dropping the last clone closes every pool without waiting; use [`Registry::close_all`] to
+/// wait for borrowed connections.
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let entries = self.read_entries();
+        let mut names: Vec<_> = entries.keys().map(DbName::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Registry")
+            .field("databases", &names)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read_entries(&self) -> RwLockReadGuard<'_, HashMap<DbName, Entry>> {
+        self.inner
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_entries(&self) -> RwLockWriteGuard<'_, HashMap<DbName, Entry>> {
+        self.inner
+            .entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `name` for the SQLite file at `path` and opens its pool (`min_idle`
+    /// connections, WAL switched on once beforehand).
+    ///
+    /// Registering the same name for the same file again does nothing; a closed name can be
+    /// registered again, for any file, and its counters carry on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for unworkable settings; [`Error::NameConflict`] when the name
+    /// is registered for another file, or the file under another name; [`Error::Open`],
+    /// [`Error::JournalMode`] or [`Error::Io`] when the file cannot be used. On error nothing
+    /// is registered.
+    pub fn register(&self, name: &DbName, path: impl AsRef<Path>, config: DbConfig) -> Result<()> {
+        let path = path.as_ref();
+        config.validate(name)?;
+        let requested = resolve_path(name, path)?;
+        let _registering = lock(&self.inner.registering);
+        let counters = {
+            let entries = self.read_entries();
+            if let Some(Entry::Open(pool)) = entries.get(name) {
+                if pool.path() == requested {
+                    return Ok(());
+                }
+                return Err(Error::NameConflict {
+                    db: name.clone(),
+                    existing: pool.path().to_path_buf(),
+                    requested,
+                });
+            }
+            if let Some((other, _)) = entries
+                .iter()
+                .find(|(n, e)| matches!(e, Entry::Open(p) if p.path() == requested && *n != name))
+            {
+                return Err(Error::NameConflict {
+                    db: name.clone(),
+                    existing: requested.clone(),
+                    requested: PathBuf::from(format!("(already registered as {other})")),
+                });
+            }
+            match entries.get(name) {
+                Some(Entry::Closed { counters, .. }) => Arc::clone(counters),
+                _ => Arc::default(),
+            }
+        };
+        let prepared = prepare_database(name, path, &config)?;
+        let pool = DbPool::open(name.clone(), prepared, config, counters)?;
+        tracing::info!(db = %name, path = %pool.path().display(), "database registered");
+        self.write_entries()
+            .insert(name.clone(), Entry::Open(Arc::new(pool)));
+        Ok(())
+    }
+
+    fn pool(&self, name: &DbName) -> Result<Arc<DbPool>> {
+        match self.read_entries().get(name) {
+            Some(Entry::Open(pool)) => Ok(Arc::clone(pool)),
+            Some(Entry::Closed { .. }) => Err(Error::Closed { db: name.clone() }),
+            None => Err(Error::UnknownDatabase { db: name.clone() }),
+        }
+    }
+
+    /// A handle on one database that skips the name lookup on every call (for hot loops).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`] or [`Error::Closed`].
+    pub fn handle(&self, name: &DbName) -> Result<DbHandle> {
+        self.pool(name).map(DbHandle)
+    }
+
+    /// Checks out a connection of `name`, waiting up to its `connection_timeout`. The caller's
+    /// location is recorded for leak reports.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`], [`Error::Closed`], [`Error::Timeout`] (with the pool's
+    /// counts), or [`Error::Open`] when connections cannot be opened for a permanent cause.
+    #[track_caller]
+    pub fn get(&self, name: &DbName) -> Result<PooledConnection> {
+        let site = Location::caller();
+        self.pool(name)?.checkout(site)
+    }
+
+    /// Runs `f` with a connection of `name`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Registry::get`], converted into `E`, and whatever `f` returns.
+    #[track_caller]
+    pub fn read<T, E>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let site = Location::caller();
+        self.pool(name)?.read(site, f)
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction of `name`, after waiting in the database's
+    /// writer lane (FIFO). Commits when `f` returns `Ok`, rolls back when it returns `Err` or
+    /// panics.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Sqlite`] when the
+    /// transaction cannot begin or commit; all converted into `E`; and whatever `f` returns.
+    #[track_caller]
+    pub fn write<T, E>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let site = Location::caller();
+        self.pool(name)?.write(site, f)
+    }
+
+    /// Every database, open or closed, sorted by name.
+    pub fn stats(&self) -> RegistrySnapshot {
+        let mut databases: Vec<DbSnapshot> = {
+            let entries = self.read_entries();
+            entries
+                .iter()
+                .map(|(name, e)| match e {
+                    Entry::Open(pool) => Err(Arc::clone(pool)),
+                    Entry::Closed {
+                        path,
+                        config,
+                        counters,
+                    } => Ok(snapshot_of(name, path, config, counters, false)),
+                })
+                .collect::<Vec<_>>()
+        }
+        .into_iter()
+        .map(|e| e.unwrap_or_else(|pool| pool.snapshot()))
+        .collect();
+        databases.sort_by(|a, b| a.name.cmp(&b.name));
+        RegistrySnapshot { databases }
+    }
+
+    /// One database's snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`].
+    pub fn db_stats(&self, name: &DbName) -> Result<DbSnapshot> {
+        let pool = match self.read_entries().get(name) {
+            Some(Entry::Open(pool)) => Arc::clone(pool),
+            Some(Entry::Closed {
+                path,
+                config,
+                counters,
+            }) => return Ok(snapshot_of(name, path, config, counters, false)),
+            None => return Err(Error::UnknownDatabase { db: name.clone() }),
+        };
+        Ok(pool.snapshot())
+    }
+
+    /// Checks every open database at once, each on its own thread: a connection, then a read of
+    /// the schema with the busy timeout cut to what is left of `timeout`. Returns within about
+    /// `timeout` whatever any one database does.
+    pub fn health(&self, timeout: Duration) -> HealthReport {
+        health::check_all(self.open_pools(), timeout)
+    }
+
+    fn open_pools(&self) -> Vec<Arc<DbPool>> {
+        let mut pools: Vec<_> = self
+            .read_entries()
+            .values()
+            .filter_map(|e| match e {
+                Entry::Open(p) => Some(Arc::clone(p)),
+                Entry::Closed { .. } => None,
+            })
+            .collect();
+        pools.sort_by(|a, b| a.name().cmp(b.name()));
+        pools
+    }
+
+    /// Takes `name` out of service and moves it to closed: returns its entry's pool.
+    fn retire(&self, name: &DbName) -> Result<Arc<DbPool>> {
+        let mut entries = self.write_entries();
+        let pool = match entries.get(name) {
+            Some(Entry::Open(pool)) => Arc::clone(pool),
+            Some(Entry::Closed { .. }) => return Err(Error::Closed { db: name.clone() }),
+            None => return Err(Error::UnknownDatabase { db: name.clone() }),
+        };
+        // Refuse new checkouts at once, before anyone waits.
+        pool.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        entries.insert(
+            name.clone(),
+            Entry::Closed {
+                path: pool.path().to_path_buf(),
+                config: pool.shared.config.clone(),
+                counters: Arc::clone(&pool.shared.counters),
+            },
+        );
+        Ok(pool)
+    }
+
+    /// Closes `name`: new checkouts fail at once with [`Error::Closed`]; borrowed connections
+    /// are waited for up to `timeout`; every connection is closed, and any returned later is
+    /// closed on return, never pooled. The report lists those still out at the deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`], or [`Error::Closed`] if it is closed already.
+    pub fn close(&self, name: &DbName, timeout: Duration) -> Result<CloseReport> {
+        let deadline = Instant::now() + timeout;
+        Ok(self.retire(name)?.close(deadline))
+    }
+
+    /// Closes every open database, all against one deadline `timeout` from now.
+    pub fn close_all(&self, timeout: Duration) -> Vec<CloseReport> {
+        let deadline = Instant::now() + timeout;
+        let pools: Vec<_> = self
+            .open_pools()
+            .iter()
+            .filter_map(|p| self.retire(p.name()).ok())
+            .collect();
+        pools.iter().map(|p| p.close(deadline)).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool_for_test(&self, name: &DbName) -> Result<Arc<DbPool>> {
+        self.pool(name)
+    }
+}
+
+/// One open database of a registry, without the name lookup. Cloning is cheap.
+///
+/// A handle keeps working until its database is closed; after that it fails with
+/// [`Error::Closed`], even if the name is registered again (take a new handle then).
+#[derive(Clone)]
+pub struct DbHandle(Arc<DbPool>);
+
+impl std::fmt::Debug for DbHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DbHandle").field(self.0.name()).finish()
+    }
+}
+
+impl DbHandle {
+    /// The database's name.
+    pub fn name(&self) -> &DbName {
+        self.0.name()
+    }
+
+    /// The database's canonical path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Like [`Registry::get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::get`].
+    #[track_caller]
+    pub fn get(&self) -> Result<PooledConnection> {
+        self.0.checkout(Location::caller())
+    }
+
+    /// Like [`Registry::read`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::read`].
+    #[track_caller]
+    pub fn read<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.read(Location::caller(), f)
+    }
+
+    /// Like [`Registry::write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write`].
+    #[track_caller]
+    pub fn write<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.write(Location::caller(), f)
+    }
+
+    /// The database's snapshot.
+    pub fn stats(&self) -> DbSnapshot {
+        self.0.snapshot()
+    }
+}

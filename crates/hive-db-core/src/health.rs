@@ -16,7 +16,8 @@ use crate::pool::DbPool;
 pub enum HealthStatus {
     /// Answered in time with room to spare.
     Healthy,
-    /// Answered, but slowly (over half the timeout) or with callers queued at a full pool.
+    /// Answered, but slowly (over half the timeout), with writes blocked by a lock held
+    /// elsewhere, or with callers queued at a full pool.
     Degraded,
     /// Did not answer in time, or answered with an error.
     Unhealthy,
@@ -120,43 +121,62 @@ pub(crate) fn check_all(pools: Vec<Arc<DbPool>>, timeout: Duration) -> HealthRep
 /// The latency and, for a degraded pool, why; or the error.
 type Outcome = std::result::Result<(Duration, Option<String>), String>;
 
-/// A connection, then a schema read with the busy timeout cut to the time left.
+/// A connection, then a schema read and a write-lock probe (`BEGIN IMMEDIATE; ROLLBACK`
+/// through the writer lane), with SQLite's busy timeout cut to the time left, so a database
+/// locked by another process cannot hold the check past `timeout`.
 fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let run = || -> Result<()> {
-        let mut conn = pool.checkout_within(timeout, Location::caller())?;
-        let left = timeout
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_millis(1));
-        let db = pool.name();
-        conn.busy_timeout(left)
-            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
-        let probe = conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| Error::sqlite(db, "read schema", e));
-        if conn.busy_timeout(pool.shared.config.busy_timeout).is_err() {
-            conn.discard();
-        }
-        if probe.as_ref().is_err_and(Error::is_busy) {
-            pool.counters()
-                .busy
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        probe.map(drop)
+    let deadline = start + timeout;
+    let db = pool.name();
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
     };
     let before = pool.snapshot();
-    match run() {
-        Ok(()) => {
-            let note = (before.waiting > 0 && before.active >= before.max_size).then(|| {
-                format!(
-                    "pool saturated: {} of {} connections busy, {} callers waiting",
-                    before.active, before.max_size, before.waiting
-                )
-            });
-            Ok((start.elapsed(), note))
+    let mut conn = pool
+        .checkout_within(timeout, Location::caller())
+        .map_err(|e| error_chain(&e))?;
+    let probe = || -> Result<Option<String>> {
+        conn.busy_timeout(left())
+            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| Error::sqlite(db, "read schema", e))?;
+        let Ok(_turn) = pool.lane.acquire(deadline) else {
+            return Ok(Some(
+                "writes blocked: the writer lane stayed busy".to_owned(),
+            ));
+        };
+        conn.busy_timeout(left())
+            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
+        match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                let e = Error::sqlite(db, "take the write lock", e);
+                if e.is_busy() {
+                    pool.counters()
+                        .busy
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(Some(format!("writes blocked: {}", error_chain(&e))))
+                } else {
+                    Err(e)
+                }
+            }
         }
-        Err(e) => Err(error_chain(&e)),
+    };
+    let result = probe();
+    if !conn.is_autocommit() || conn.busy_timeout(pool.shared.config.busy_timeout).is_err() {
+        conn.discard();
     }
+    drop(conn);
+    let note = result.map_err(|e| error_chain(&e))?;
+    let saturated = (before.waiting > 0 && before.active >= before.max_size).then(|| {
+        format!(
+            "pool saturated: {} of {} connections busy, {} callers waiting",
+            before.active, before.max_size, before.waiting
+        )
+    });
+    Ok((start.elapsed(), note.or(saturated)))
 }

@@ -66,6 +66,11 @@ impl Histogram {
         self.max_ns.fetch_max(ns, Relaxed);
     }
 
+    /// How many durations were recorded.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
     pub(crate) fn summary(&self) -> LatencySummary {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let count: u64 = counts.iter().sum();

@@ -120,7 +120,7 @@ pub struct OutstandingConnection {
 pub(crate) struct DbPool {
     pub(crate) shared: Arc<PoolShared>,
     pool: r2d2::Pool<HiveManager>,
-    lane: WriterLane,
+    pub(crate) lane: WriterLane,
     journal_mode: String,
     leak_job: Option<JobHandle>,
 }
@@ -236,13 +236,13 @@ impl DbPool {
                     (conn, Instant::now())
                 }
             };
-            if age(conn.last_used, now) >= shared.config.validate_after_idle {
-                if let Err(e) = validate(&conn.conn) {
-                    tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
-                    conn.discard = Some(CloseReason::ValidationFailed);
-                    drop(conn);
-                    continue;
-                }
+            if age(conn.last_used, now) >= shared.config.validate_after_idle
+                && let Err(e) = validate(&conn.conn)
+            {
+                tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
+                conn.discard = Some(CloseReason::ValidationFailed);
+                drop(conn);
+                continue;
             }
             conn.slot.check_out(now, site);
             counters.acquire_wait.record(age(start, now));
@@ -531,4 +531,148 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+
+    use super::*;
+    use crate::registry::Registry;
+
+    type TestResult = anyhow::Result<()>;
+
+    fn registry(
+        name: &str,
+        config: DbConfig,
+    ) -> anyhow::Result<(tempfile::TempDir, Registry, DbName)> {
+        let dir = tempfile::tempdir()?;
+        let registry = Registry::new();
+        let name = DbName::new(name)?;
+        let config = DbConfig {
+            create_if_missing: true,
+            ..config
+        };
+        registry.register(&name, dir.path().join("db.sqlite"), config)?;
+        Ok((dir, registry, name))
+    }
+
+    /// Bug caught: a panic inside connect escaping into r2d2's worker, which leaks the
+    /// pending slot for good (verified with r2d2 0.8.10), so the pool can never reach
+    /// max_size again.
+    #[test]
+    fn a_panicking_connect_is_an_error_and_frees_its_slot() -> TestResult {
+        let max = 3;
+        let (_dir, registry, name) = registry(
+            "panic-connect",
+            DbConfig {
+                max_size: max,
+                min_idle: 0,
+                connection_timeout: Duration::from_secs(10),
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        let panics_left = Arc::new(AtomicU32::new(3));
+        let hook_panics = Arc::clone(&panics_left);
+        *lock(&pool.shared.connect_hook) = Some(Arc::new(move |_conn| {
+            if hook_panics
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected connect panic");
+            }
+            Ok(())
+        }));
+        // Every slot can be held at once once connects stop panicking.
+        let held: Vec<_> = (0..max)
+            .map(|_| registry.get(&name))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(panics_left.load(SeqCst), 0);
+        assert_eq!(pool.r2d2_state().connections, max);
+        let totals = registry.db_stats(&name)?.totals;
+        assert_eq!(totals.connect_errors, 3);
+        drop(held);
+        Ok(())
+    }
+
+    /// Installs a hook that can poison connections; the returned function makes every
+    /// connection opened so far fail each statement (interrupted), and later ones work.
+    fn poison_hook(pool: &DbPool) -> impl Fn() {
+        let generation = Arc::new(AtomicU64::new(0));
+        let created = Arc::new(AtomicU64::new(0));
+        let hook_gen = Arc::clone(&generation);
+        let hook_created = Arc::clone(&created);
+        *lock(&pool.shared.connect_hook) = Some(Arc::new(move |conn| {
+            let mine = hook_created.fetch_add(1, SeqCst);
+            let current = Arc::clone(&hook_gen);
+            // Every statement of a connection made before the poisoning is interrupted.
+            conn.progress_handler(1, Some(move || current.load(SeqCst) > mine))?;
+            Ok(())
+        }));
+        move || generation.store(created.load(SeqCst), SeqCst)
+    }
+
+    /// Bug caught: a stale connection handed out unchecked after sitting idle, or the live
+    /// count drifting when failed connections are replaced (seed defect 3).
+    #[test]
+    fn idle_connections_are_validated_and_replaced_exactly() -> TestResult {
+        let (_dir, registry, name) = registry(
+            "validate",
+            DbConfig {
+                max_size: 4,
+                min_idle: 0,
+                validate_after_idle: Duration::ZERO,
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        let poison = poison_hook(&pool);
+        // Three connections, made after the hook, go idle.
+        let held: Vec<_> = (0..3)
+            .map(|_| registry.get(&name))
+            .collect::<Result<_, _>>()?;
+        drop(held);
+        poison();
+        let conn = registry.get(&name)?;
+        let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
+        assert_eq!(one, 1, "a poisoned connection was handed out");
+        drop(conn);
+        let s = registry.db_stats(&name)?;
+        assert_eq!(s.totals.validation_failures, 3, "{s:#?}");
+        assert_eq!(
+            s.totals.created - s.totals.closed.total(),
+            u64::from(s.live)
+        );
+        assert_eq!(pool.r2d2_state().connections, s.live);
+        assert_eq!(lock(&pool.shared.slots).len() as u32, s.live);
+        Ok(())
+    }
+
+    /// Bug caught: validating on every checkout (r2d2's default, half the point-read speed)
+    /// instead of only after `validate_after_idle`.
+    #[test]
+    fn recently_used_connections_skip_validation() -> TestResult {
+        let (_dir, registry, name) = registry(
+            "no-validate",
+            DbConfig {
+                max_size: 2,
+                min_idle: 0,
+                validate_after_idle: Duration::from_secs(3600),
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        let poison = poison_hook(&pool);
+        drop(registry.get(&name)?);
+        poison();
+        // Handed out unchecked: the poison shows only when the caller runs a statement.
+        let conn = registry.get(&name)?;
+        assert!(
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_err()
+        );
+        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
+        Ok(())
+    }
 }

@@ -235,9 +235,10 @@ impl Registry {
         Ok(pool.snapshot())
     }
 
-    /// Checks every open database at once, each on its own thread: a connection, then a read of
-    /// the schema with the busy timeout cut to what is left of `timeout`. Returns within about
-    /// `timeout` whatever any one database does.
+    /// Checks every open database at once, each on its own thread: a connection, a read of the
+    /// schema, and a probe of the write lock (through the writer lane), with SQLite's busy
+    /// timeout cut to what is left of `timeout`. Returns within about `timeout` whatever any
+    /// one database does.
     pub fn health(&self, timeout: Duration) -> HealthReport {
         health::check_all(self.open_pools(), timeout)
     }

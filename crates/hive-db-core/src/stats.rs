@@ -25,7 +25,6 @@ pub(crate) enum CloseReason {
 /// re-register, so totals never go backwards while the process runs.
 #[derive(Debug, Default)]
 pub(crate) struct DbCounters {
-    pub(crate) acquired: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) connect_errors: AtomicU64,
     pub(crate) closed_broken: AtomicU64,
@@ -64,7 +63,7 @@ impl DbCounters {
             pool_closed: self.closed_pool_closed.load(Relaxed),
         };
         Totals {
-            acquired: self.acquired.load(Relaxed),
+            acquired: self.acquire_wait.count(),
             created: self.created.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
             closed,

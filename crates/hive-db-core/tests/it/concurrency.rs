@@ -1,0 +1,206 @@
+//! Real threads against small pools (seed defect 1: the pool never grew under load).
+
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use hive_db_core::DbConfig;
+
+use crate::support::{TestResult, config, count_rows, create_table, fixture};
+
+/// Seed defect 1: the pool waited the full acquire timeout for an idle connection before
+/// opening a new one, so it stayed at `min_idle`. Here `max_size` borrowers must hold a
+/// connection at the same time; a pool that does not grow makes them time out.
+#[test]
+fn pool_grows_on_demand_to_max_size() -> TestResult {
+    let max = 8;
+    let f = fixture(
+        "growing",
+        DbConfig {
+            max_size: max,
+            min_idle: 1,
+            connection_timeout: Duration::from_secs(3),
+            ..config()
+        },
+    )?;
+    let barrier = Arc::new(Barrier::new(max as usize));
+    let handles: Vec<_> = (0..max)
+        .map(|_| {
+            let (registry, name, barrier) =
+                (f.registry.clone(), f.name.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || -> hive_db_core::Result<()> {
+                let conn = registry.get(&name)?;
+                // Everyone holds a connection at once before anyone lets go.
+                barrier.wait();
+                drop(conn);
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("borrower thread")?;
+    }
+    let stats = f.registry.db_stats(&f.name)?;
+    assert_eq!(stats.live, max);
+    assert!(stats.totals.created >= u64::from(max));
+    assert_eq!(stats.totals.timeouts, 0);
+    Ok(())
+}
+
+/// 12 threads on a pool of 3: every operation completes, no connection is used by two
+/// threads at once, and the pool never exceeds `max_size`.
+#[test]
+fn more_threads_than_connections() -> TestResult {
+    let max = 3;
+    let threads = 12;
+    let f = fixture(
+        "crowded",
+        DbConfig {
+            max_size: max,
+            min_idle: 1,
+            connection_timeout: Duration::from_secs(20),
+            ..config()
+        },
+    )?;
+    create_table(&f)?;
+    let in_use: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (registry, name, in_use, barrier) = (
+                f.registry.clone(),
+                f.name.clone(),
+                Arc::clone(&in_use),
+                Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                barrier.wait();
+                for i in 0..40 {
+                    if i % 4 == 0 {
+                        registry.write(&name, |tx| -> anyhow::Result<()> {
+                            tx.execute("INSERT INTO t (v) VALUES (?1)", [t as i64])?;
+                            Ok(())
+                        })?;
+                    } else {
+                        let conn = registry.get(&name)?;
+                        // A connection's identity: its temp table's row, made on first use.
+                        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
+                        let id: i64 = match conn.query_row("SELECT id FROM ident", [], |r| r.get(0))
+                        {
+                            Ok(id) => id,
+                            Err(rusqlite::Error::QueryReturnedNoRows) => {
+                                let id = rand_id();
+                                conn.execute("INSERT INTO ident VALUES (?1)", [id])?;
+                                id
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        {
+                            let mut used = in_use.lock().expect("lock");
+                            assert!(!used.contains(&id), "connection {id} handed out twice");
+                            assert!(used.len() < max as usize, "more than max_size out");
+                            used.push(id);
+                        }
+                        std::thread::yield_now();
+                        in_use.lock().expect("lock").retain(|x| *x != id);
+                        drop(conn);
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread")?;
+    }
+    assert_eq!(count_rows(&f)?, (threads * 10) as i64);
+    let stats = f.registry.db_stats(&f.name)?;
+    assert!(stats.live <= max);
+    assert_eq!(stats.totals.timeouts, 0);
+    assert_eq!(stats.totals.busy, 0);
+    Ok(())
+}
+
+fn rand_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    (h.finish() >> 1) as i64
+}
+
+/// Writers are served in the order they arrive at the lane.
+#[test]
+fn writer_lane_is_fifo_through_the_registry() -> TestResult {
+    let f = fixture("fifo", config())?;
+    create_table(&f)?;
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    // The first writer holds the lane until told to go.
+    let first = {
+        let (registry, name) = (f.registry.clone(), f.name.clone());
+        std::thread::spawn(move || {
+            registry.write(&name, |tx| -> anyhow::Result<()> {
+                tx.execute("INSERT INTO t (v) VALUES (0)", [])?;
+                entered_tx.send(())?;
+                release_rx.recv()?;
+                Ok(())
+            })
+        })
+    };
+    entered_rx.recv()?;
+    let mut queued = Vec::new();
+    for i in 1..=6 {
+        let (registry, name) = (f.registry.clone(), f.name.clone());
+        queued.push(std::thread::spawn(move || {
+            registry.write(&name, |tx| -> anyhow::Result<()> {
+                tx.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
+                Ok(())
+            })
+        }));
+        // Wait until writer i is in the queue before starting writer i + 1.
+        let registry = f.registry.clone();
+        let name = f.name.clone();
+        assert!(crate::support::eventually(
+            Duration::from_secs(5),
+            move || { registry.db_stats(&name).is_ok_and(|s| s.writer_queue == i) }
+        ));
+    }
+    release_tx.send(())?;
+    first.join().expect("first writer")?;
+    for h in queued {
+        h.join().expect("queued writer")?;
+    }
+    let order: Vec<i64> = f.registry.read(&f.name, |c| -> anyhow::Result<Vec<i64>> {
+        let mut stmt = c.prepare("SELECT v FROM t ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })?;
+    assert_eq!(order, (0..=6).collect::<Vec<i64>>());
+    Ok(())
+}
+
+/// Readers do not wait behind the writer lane.
+#[test]
+fn readers_do_not_queue_behind_writers() -> TestResult {
+    let f = fixture("readers", config())?;
+    create_table(&f)?;
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let writer = {
+        let (registry, name) = (f.registry.clone(), f.name.clone());
+        std::thread::spawn(move || {
+            registry.write(&name, |tx| -> anyhow::Result<()> {
+                tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
+                entered_tx.send(())?;
+                release_rx.recv()?;
+                Ok(())
+            })
+        })
+    };
+    entered_rx.recv()?;
+    // The writer is inside its transaction; a read proceeds and sees the committed state.
+    assert_eq!(count_rows(&f)?, 0);
+    release_tx.send(())?;
+    writer.join().expect("writer")?;
+    assert_eq!(count_rows(&f)?, 1);
+    Ok(())
+}

@@ -1,0 +1,193 @@
+//! Typed errors: conflicts, bad paths, exhaustion and connect failures (seed defects 2, 6, 8).
+
+use std::time::{Duration, Instant};
+
+use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry};
+
+use crate::support::{TestResult, config, fixture};
+
+/// Seed defect 6: a second registration with another path was silently ignored.
+#[test]
+fn same_name_other_path_is_a_conflict_and_same_path_is_idempotent() -> TestResult {
+    let f = fixture("conflict", config())?;
+    f.registry.register(&f.name, f.path(), config())?;
+    let other = f.dir.path().join("other.db");
+    let err = f.registry.register(&f.name, &other, config()).unwrap_err();
+    assert!(
+        matches!(&err, Error::NameConflict { db, requested, .. } if db == &f.name && requested.ends_with("other.db")),
+        "{err:?}"
+    );
+    assert!(!other.exists(), "a refused registration created a file");
+    // Another name for the same file would give it two writer lanes: refused too.
+    let alias = DbName::new("alias")?;
+    let err = f.registry.register(&alias, f.path(), config()).unwrap_err();
+    assert!(
+        matches!(err, Error::NameConflict { ref db, .. } if db == &alias),
+        "{err:?}"
+    );
+    // A relative spelling of the same file is the same file.
+    let relative = f.dir.path().join(".").join("conflict.db");
+    f.registry.register(&f.name, relative, config())?;
+    Ok(())
+}
+
+/// Bad paths fail fast with a typed error naming the database, and register nothing.
+#[test]
+fn bad_paths_fail_fast_and_register_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::new();
+    let name = DbName::new("badpath")?;
+    let text = dir.path().join("text.db");
+    std::fs::write(&text, vec![b'x'; 4096])?;
+    let not_a_dir = text.join("inner.db");
+    let cases = [
+        (
+            dir.path().join("missing.db"),
+            DbConfig::default(),
+            OpenCause::Missing,
+        ),
+        (dir.path().to_path_buf(), config(), OpenCause::IsDirectory),
+        (text.clone(), config(), OpenCause::NotADatabase),
+        (not_a_dir, config(), OpenCause::CannotOpen),
+    ];
+    for (path, cfg, want) in cases {
+        let start = Instant::now();
+        match registry.register(&name, &path, cfg) {
+            Err(Error::Open { db, cause, .. }) => {
+                assert_eq!(db, name);
+                assert_eq!(cause, want, "{}", path.display());
+            }
+            other => panic!("{}: expected Open({want:?}), got {other:?}", path.display()),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "did not fail fast"
+        );
+        assert!(matches!(
+            registry.get(&name),
+            Err(Error::UnknownDatabase { .. })
+        ));
+    }
+    Ok(())
+}
+
+/// Seed defect 2: exhaustion gave a bare "queue empty" after ~15 s, naming neither the
+/// database nor the cause.
+#[test]
+fn exhaustion_is_a_typed_timeout_with_counts() -> TestResult {
+    let timeout = Duration::from_millis(300);
+    let f = fixture(
+        "exhausted",
+        DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            connection_timeout: timeout,
+            ..config()
+        },
+    )?;
+    let _a = f.registry.get(&f.name)?;
+    let _b = f.registry.get(&f.name)?;
+    let start = Instant::now();
+    let err = f.registry.get(&f.name).unwrap_err();
+    let waited = start.elapsed();
+    match &err {
+        Error::Timeout {
+            db,
+            total,
+            active,
+            idle,
+            waiting,
+            ..
+        } => {
+            assert_eq!(db, &f.name);
+            assert_eq!((*total, *active, *idle, *waiting), (2, 2, 0, 1));
+        }
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    assert!(waited >= timeout, "gave up early: {waited:?}");
+    // A generous bound: the wait must end, not hang for the seed's 15 s.
+    assert!(waited < timeout * 10, "waited {waited:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("exhausted") && msg.contains("active 2"),
+        "{msg}"
+    );
+    assert_eq!(f.registry.db_stats(&f.name)?.totals.timeouts, 1);
+    Ok(())
+}
+
+/// Seed defect 8: connection errors were swallowed and replaced by a generic error. A
+/// permanent cause (here the file vanished) fails fast, well before the timeout, with the
+/// cause and SQLite's extended code.
+#[test]
+fn connect_errors_keep_their_cause_and_fail_fast() -> TestResult {
+    let f = fixture(
+        "vanishing",
+        DbConfig {
+            min_idle: 0,
+            connection_timeout: Duration::from_secs(30),
+            ..config()
+        },
+    )?;
+    let parked = f.dir.path().join("parked");
+    std::fs::create_dir(&parked)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let from = f.dir.path().join(format!("vanishing.db{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, parked.join(format!("x{suffix}")))?;
+        }
+    }
+    let start = Instant::now();
+    let err = f.registry.get(&f.name).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "waited out the timeout"
+    );
+    match &err {
+        Error::Open {
+            db, cause, code, ..
+        } => {
+            assert_eq!(db, &f.name);
+            assert_eq!(*cause, OpenCause::CannotOpen);
+            assert_eq!(code.map(|c| c & 0xff), Some(rusqlite::ffi::SQLITE_CANTOPEN));
+        }
+        other => panic!("expected Open, got {other:?}"),
+    }
+    assert!(f.registry.db_stats(&f.name)?.totals.connect_errors >= 1);
+    Ok(())
+}
+
+/// Unknown and closed names are different errors, both naming the database.
+#[test]
+fn unknown_and_closed_are_distinct() -> TestResult {
+    let f = fixture("gone", config())?;
+    let other = DbName::new("never")?;
+    assert!(matches!(f.registry.get(&other), Err(Error::UnknownDatabase { db }) if db == other));
+    f.registry.close(&f.name, Duration::from_secs(1))?;
+    assert!(matches!(f.registry.get(&f.name), Err(Error::Closed { ref db }) if db == &f.name));
+    assert!(matches!(
+        f.registry.close(&f.name, Duration::ZERO),
+        Err(Error::Closed { .. })
+    ));
+    Ok(())
+}
+
+/// Unworkable settings are refused before anything is opened.
+#[test]
+fn invalid_config_registers_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::new();
+    let name = DbName::new("cfg")?;
+    let path = dir.path().join("cfg.db");
+    let bad = DbConfig {
+        max_size: 1,
+        min_idle: 2,
+        ..config()
+    };
+    assert!(matches!(
+        registry.register(&name, &path, bad),
+        Err(Error::InvalidConfig { .. })
+    ));
+    assert!(!path.exists());
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Integration tests of hive-db-core's public API, one module per concern.
+
+mod close;
+mod concurrency;
+mod errors;
+mod hygiene;
+mod model;
+mod observability;
+mod support;

@@ -1,0 +1,83 @@
+//! Shared helpers: a registry with one database in a temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hive_db_core::{DbConfig, DbName, Registry};
+
+pub type TestResult = anyhow::Result<()>;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub registry: Registry,
+    pub name: DbName,
+}
+
+impl Fixture {
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join(format!("{}.db", self.name))
+    }
+}
+
+/// A config that creates its file, with short timeouts so failing tests fail fast.
+pub fn config() -> DbConfig {
+    DbConfig {
+        create_if_missing: true,
+        connection_timeout: Duration::from_secs(5),
+        ..DbConfig::default()
+    }
+}
+
+pub fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::new();
+    let name = DbName::new(name)?;
+    registry.register(&name, dir.path().join(format!("{name}.db")), config)?;
+    Ok(Fixture {
+        dir,
+        registry,
+        name,
+    })
+}
+
+/// Creates `t(id INTEGER PRIMARY KEY, v INTEGER)`.
+pub fn create_table(f: &Fixture) -> TestResult {
+    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
+        )?;
+        Ok(())
+    })
+}
+
+pub fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
+    f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
+        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+    })
+}
+
+/// Polls `cond` until it holds or `limit` passes; background work (r2d2 replenishing idle
+/// connections) is asynchronous, so exact counts are checked once it settles.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Open file descriptors of this process that point into `dir` (Linux `/proc/self/fd`).
+pub fn open_fds_under(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}

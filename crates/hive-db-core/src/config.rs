@@ -58,8 +58,9 @@ pub struct DbConfig {
     /// SQLite's busy timeout on every connection: how long a statement retries a lock held by
     /// another process. Default 5 s.
     pub busy_timeout: Duration,
-    /// A connection idle for longer than this is checked with `SELECT 1` before it is handed
-    /// out; one used more recently is handed out unchecked. Default 500 ms.
+    /// A connection not checked out for longer than this is checked with `SELECT 1` before it
+    /// is handed out; one used more recently is handed out unchecked (HikariCP's bypass
+    /// window). Default 500 ms.
     pub validate_after_idle: Duration,
     /// An idle connection older than this is closed and replaced. Default 30 min; `None` never.
     pub max_lifetime: Option<Duration>,

@@ -5,10 +5,14 @@
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use once_cell::sync::Lazy;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 
@@ -31,32 +35,98 @@ pub(crate) struct ConnectError {
     pub(crate) code: Option<i32>,
 }
 
-/// Where and when a connection was checked out.
+/// The clock origin of checkout times stored as integers.
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// `at` as nanoseconds after [`EPOCH`], plus one so that zero can mean "not checked out".
+pub(crate) fn stamp(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX - 1) + 1
+}
+
+/// The instant a [`stamp`] stands for.
+pub(crate) fn unstamp(stamp: u64) -> Instant {
+    *EPOCH + Duration::from_nanos(stamp.saturating_sub(1))
+}
+
+/// A checkout still out, as `close` and the leak scanner see it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Checkout {
     pub(crate) at: Instant,
     pub(crate) site: &'static Location<'static>,
-    pub(crate) leak_reported: bool,
 }
 
-/// One live connection's public face: what the leak scanner and `close` can see of it.
+/// One live connection's public face: what the leak scanner and `close` can see of it. The
+/// owner writes it with plain atomic stores on checkout and return; the site sits behind a
+/// mutex that is only taken when a connection is checked out from a new place.
 #[derive(Debug, Default)]
 pub(crate) struct ConnSlot {
-    pub(crate) checkout: Mutex<Option<Checkout>>,
+    /// [`stamp`] of the current checkout; 0 while idle.
+    checked_out_at: AtomicU64,
+    /// The `checked_out_at` of the checkout last reported as a leak.
+    leak_reported: AtomicU64,
+    site: Mutex<Option<&'static Location<'static>>>,
 }
 
 impl ConnSlot {
-    pub(crate) fn check_out(&self, at: Instant, site: &'static Location<'static>) {
-        *lock(&self.checkout) = Some(Checkout {
-            at,
-            site,
-            leak_reported: false,
-        });
+    /// Publishes a checkout. `last_site` is the owner's copy of the site in the slot.
+    pub(crate) fn check_out(
+        &self,
+        at: Instant,
+        site: &'static Location<'static>,
+        last_site: &mut Option<&'static Location<'static>>,
+    ) {
+        if !last_site.is_some_and(|s| std::ptr::eq(s, site)) {
+            *lock(&self.site) = Some(site);
+            *last_site = Some(site);
+        }
+        self.checked_out_at.store(stamp(at), Release);
     }
 
     /// Marks the connection returned; gives back the checkout if it had been reported leaked.
     pub(crate) fn check_in(&self) -> Option<Checkout> {
-        lock(&self.checkout).take().filter(|c| c.leak_reported)
+        let at = self.checked_out_at.load(Relaxed);
+        self.checked_out_at.store(0, Release);
+        if at != 0 && self.leak_reported.load(Relaxed) == at {
+            self.current_site().map(|site| Checkout {
+                at: unstamp(at),
+                site,
+            })
+        } else {
+            None
+        }
+    }
+
+    fn current_site(&self) -> Option<&'static Location<'static>> {
+        *lock(&self.site)
+    }
+
+    /// The checkout in progress, if any.
+    pub(crate) fn checkout(&self) -> Option<Checkout> {
+        let at = self.checked_out_at.load(Acquire);
+        (at != 0)
+            .then(|| self.current_site())
+            .flatten()
+            .map(|site| Checkout {
+                at: unstamp(at),
+                site,
+            })
+    }
+
+    /// Marks the checkout in progress as reported, if it has been out at least `threshold` and
+    /// was not reported yet; returns it then.
+    pub(crate) fn report_leak(&self, now: Instant, threshold: Duration) -> Option<Checkout> {
+        let at = self.checked_out_at.load(Acquire);
+        if at == 0 || now.saturating_duration_since(unstamp(at)) < threshold {
+            return None;
+        }
+        let previous = self.leak_reported.swap(at, Relaxed);
+        if previous == at {
+            return None;
+        }
+        self.current_site().map(|site| Checkout {
+            at: unstamp(at),
+            site,
+        })
     }
 }
 
@@ -146,11 +216,13 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 /// A pooled SQLite connection with what the pool needs to know about it.
 pub(crate) struct HiveConn {
     pub(crate) conn: Connection,
-    /// When it was last returned (or opened): validation is skipped if this is recent.
+    /// When it was last checked out (or opened): validation is skipped if this is recent.
     pub(crate) last_used: Instant,
     /// Set when it must not go back to the pool.
     pub(crate) discard: Option<CloseReason>,
     pub(crate) slot: Arc<ConnSlot>,
+    /// The site last written into `slot` (owner's copy, to skip rewriting the same one).
+    pub(crate) last_site: Option<&'static Location<'static>>,
     pub(crate) shared: Arc<PoolShared>,
     pub(crate) id: u64,
     born: Instant,
@@ -248,6 +320,7 @@ impl r2d2::ManageConnection for HiveManager {
                     last_used: now,
                     discard: None,
                     slot,
+                    last_site: None,
                     shared: Arc::clone(shared),
                     id,
                     born: now,
@@ -309,7 +382,7 @@ pub(crate) fn validate(conn: &Connection) -> rusqlite::Result<()> {
         .map(drop)
 }
 
-/// Maps the time since `epoch` for logs.
+/// The time from `since` to `now`, zero if `now` is earlier.
 pub(crate) fn age(since: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(since)
 }

@@ -1,7 +1,7 @@
 //! `DbName`: the validated name a database is registered under.
 
-use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -13,9 +13,13 @@ pub const MAX_NAME_LEN: usize = 64;
 ///
 /// A name is only ever a key. It is never joined into a path or handed to SQLite, so a name
 /// such as `../x`, `:memory:` or `file:x?vfs=..` is refused here rather than interpreted later.
-/// Cloning is cheap (a reference count).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DbName(Arc<str>);
+/// Cloning is cheap (a reference count). The name's hash is computed once, here, so looking a
+/// name up in the registry on every checkout does not hash the string again.
+#[derive(Clone)]
+pub struct DbName {
+    name: Arc<str>,
+    hash: u64,
+}
 
 impl DbName {
     /// Validates `name`.
@@ -42,37 +46,88 @@ impl DbName {
                 name: name.escape_debug().to_string(),
                 reason,
             }),
-            None => Ok(Self(Arc::from(name))),
+            None => Ok(Self {
+                name: Arc::from(name),
+                hash: fnv1a(name.as_bytes()),
+            }),
         }
     }
 
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
+/// FNV-1a, 64 bit: plenty for at most 64 bytes of `[A-Za-z0-9_-]`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl PartialEq for DbName {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+
+impl Eq for DbName {}
+
+impl Hash for DbName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for DbName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for DbName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+/// A `Hasher` for maps keyed by [`DbName`]: the key writes its precomputed hash, which is used
+/// as it is.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `DbName` keys use this hasher, and they call `write_u64`.
+        self.0 = fnv1a(bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+pub(crate) type NameMap<V> =
+    std::collections::HashMap<DbName, V, std::hash::BuildHasherDefault<NameHasher>>;
+
 impl fmt::Display for DbName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.name)
     }
 }
 
 impl fmt::Debug for DbName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
-    }
-}
-
-impl Borrow<str> for DbName {
-    fn borrow(&self) -> &str {
-        &self.0
+        fmt::Debug::fmt(&*self.name, f)
     }
 }
 
 impl AsRef<str> for DbName {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.name
     }
 }
 
@@ -92,7 +147,7 @@ impl TryFrom<&str> for DbName {
 
 impl serde::Serialize for DbName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.name)
     }
 }
 
@@ -135,6 +190,28 @@ mod tests {
             DbName::new(&"x".repeat(MAX_NAME_LEN + 1)),
             Err(Error::InvalidName { .. })
         ));
+    }
+
+    /// Bug caught: equal names hashing differently (lookups that miss), or distinct names
+    /// comparing equal.
+    #[test]
+    fn equality_and_hash_follow_the_string() -> Result<()> {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<NameHasher>::default();
+        let (a, b, c) = (
+            DbName::new("alpha")?,
+            DbName::new("alpha")?,
+            DbName::new("alphb")?,
+        );
+        assert_eq!(a, b);
+        assert_eq!(build.hash_one(&a), build.hash_one(&b));
+        assert_ne!(a, c);
+        let mut map = NameMap::default();
+        map.insert(a.clone(), 1);
+        map.insert(c.clone(), 2);
+        assert_eq!(map.get(&b), Some(&1));
+        assert_eq!(map.get(&c), Some(&2));
+        Ok(())
     }
 
     proptest! {

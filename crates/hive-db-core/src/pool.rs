@@ -16,7 +16,7 @@ use crate::config::DbConfig;
 use crate::connection::PreparedDatabase;
 use crate::error::{Error, Result};
 use crate::lane::WriterLane;
-use crate::manager::{HiveManager, PoolShared, age, lock, validate};
+use crate::manager::{HiveConn, HiveManager, PoolShared, age, lock, validate};
 use crate::name::DbName;
 use crate::stats::{CloseReason, DbCounters, DbSnapshot, SqliteFacts};
 
@@ -38,7 +38,6 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// returns it to the pool, unless it is dirty (see the crate docs), in which case it is closed.
 pub struct PooledConnection {
     conn: r2d2::PooledConnection<HiveManager>,
-    checked_out: Instant,
 }
 
 impl std::fmt::Debug for PooledConnection {
@@ -77,20 +76,28 @@ impl DerefMut for PooledConnection {
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
-        let now = Instant::now();
-        let held = age(self.checked_out, now);
-        let conn = &mut *self.conn;
-        conn.shared.counters.hold_time.record(held);
-        conn.last_used = now;
+        // No clock read here: r2d2 measures the hold (see `HoldTimer`) and `last_used` is the
+        // checkout time.
+        let conn = &*self.conn;
         if let Some(leak) = conn.slot.check_in() {
             tracing::info!(
                 db = %conn.shared.name,
-                held = ?held,
+                held = ?leak.at.elapsed(),
                 site = %leak.site,
                 "connection reported as a possible leak was returned"
             );
         }
         // `self.conn` drops next: r2d2 asks `has_broken`, then pools or closes it.
+    }
+}
+
+/// Records hold times from r2d2's check-in event, which r2d2 measures anyway.
+#[derive(Debug)]
+struct HoldTimer(Arc<DbCounters>);
+
+impl r2d2::HandleEvent for HoldTimer {
+    fn handle_checkin(&self, event: r2d2::event::CheckinEvent) {
+        self.0.hold_time.record(event.duration());
     }
 }
 
@@ -167,6 +174,7 @@ impl DbPool {
             .idle_timeout(config.idle_timeout)
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
+            .event_handler(Box::new(HoldTimer(Arc::clone(&shared.counters))))
             .thread_pool(Arc::clone(&MAINTENANCE))
             .build_unchecked(HiveManager::new(Arc::clone(&shared)));
         let leak_job = config
@@ -215,42 +223,79 @@ impl DbPool {
         self.checkout_until(start, start + self.shared.config.connection_timeout, site)
     }
 
+    /// The fast path: an idle connection now, or `None` without waiting.
+    pub(crate) fn try_checkout(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<Option<PooledConnection>> {
+        self.refuse_if_closed()?;
+        let now = Instant::now();
+        while let Some(conn) = self.pool.try_get() {
+            if let Some(conn) = self.accept(conn, now, now, site) {
+                return Ok(Some(conn));
+            }
+        }
+        Ok(None)
+    }
+
+    fn refuse_if_closed(&self) -> Result<()> {
+        if self.shared.is_closed() {
+            return Err(Error::Closed {
+                db: self.shared.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn checkout_until(
         &self,
         start: Instant,
         deadline: Instant,
         site: &'static Location<'static>,
     ) -> Result<PooledConnection> {
-        let shared = &*self.shared;
-        let counters = &*shared.counters;
         loop {
-            if shared.is_closed() {
-                return Err(Error::Closed {
-                    db: shared.name.clone(),
-                });
-            }
-            let (mut conn, now) = match self.pool.try_get() {
+            self.refuse_if_closed()?;
+            let (conn, now) = match self.pool.try_get() {
                 Some(conn) => (conn, start),
                 None => {
                     let conn = self.wait_for_connection(start, deadline)?;
                     (conn, Instant::now())
                 }
             };
-            if age(conn.last_used, now) >= shared.config.validate_after_idle
-                && let Err(e) = validate(&conn.conn)
-            {
-                tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
-                conn.discard = Some(CloseReason::ValidationFailed);
-                drop(conn);
-                continue;
+            if let Some(conn) = self.accept(conn, start, now, site) {
+                return Ok(conn);
             }
-            conn.slot.check_out(now, site);
-            counters.acquire_wait.record(age(start, now));
-            return Ok(PooledConnection {
-                conn,
-                checked_out: now,
-            });
         }
+    }
+
+    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed.
+    fn accept(
+        &self,
+        mut conn: r2d2::PooledConnection<HiveManager>,
+        start: Instant,
+        now: Instant,
+        site: &'static Location<'static>,
+    ) -> Option<PooledConnection> {
+        let shared = &*self.shared;
+        if age(conn.last_used, now) >= shared.config.validate_after_idle
+            && let Err(e) = validate(&conn.conn)
+        {
+            tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
+            conn.discard = Some(CloseReason::ValidationFailed);
+            return None;
+        }
+        let HiveConn {
+            slot,
+            last_site,
+            last_used,
+            ..
+        } = &mut *conn;
+        slot.check_out(now, site, last_site);
+        // Checkout time stands in for return time: a connection held longer than the window
+        // is checked once more than strictly needed, and the return path reads no clock.
+        *last_used = now;
+        shared.counters.acquire_wait.record(age(start, now));
+        Some(PooledConnection { conn })
     }
 
     /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
@@ -265,11 +310,7 @@ impl DbPool {
             shared.waiting.fetch_sub(1, Relaxed);
         });
         loop {
-            if shared.is_closed() {
-                return Err(Error::Closed {
-                    db: shared.name.clone(),
-                });
-            }
+            self.refuse_if_closed()?;
             let now = Instant::now();
             if now >= deadline {
                 shared.counters.timeouts.fetch_add(1, Relaxed);
@@ -393,7 +434,7 @@ impl DbPool {
             if slots.is_empty() || now >= deadline {
                 let still_out: Vec<_> = slots
                     .iter()
-                    .filter_map(|s| *lock(&s.checkout))
+                    .filter_map(|s| s.checkout())
                     .map(|c| OutstandingConnection {
                         held: age(c.at, now),
                         checked_out_at: c.site.to_string(),
@@ -501,21 +542,14 @@ fn spawn_leak_scanner(shared: Weak<PoolShared>, threshold: Duration) -> JobHandl
         };
         let now = Instant::now();
         let slots: Vec<_> = lock(&shared.slots).clone();
-        for slot in slots {
-            let mut checkout = lock(&slot.checkout);
-            if let Some(c) = checkout.as_mut().filter(|c| !c.leak_reported) {
-                let held = age(c.at, now);
-                if held >= threshold {
-                    c.leak_reported = true;
-                    shared.counters.leaks.fetch_add(1, Relaxed);
-                    tracing::warn!(
-                        db = %shared.name,
-                        held = ?held,
-                        site = %c.site,
-                        "connection held longer than the leak threshold"
-                    );
-                }
-            }
+        for leak in slots.iter().filter_map(|s| s.report_leak(now, threshold)) {
+            shared.counters.leaks.fetch_add(1, Relaxed);
+            tracing::warn!(
+                db = %shared.name,
+                held = ?age(leak.at, now),
+                site = %leak.site,
+                "connection held longer than the leak threshold"
+            );
         }
     })
 }

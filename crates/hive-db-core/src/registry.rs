@@ -1,9 +1,10 @@
 //! `Registry`: the named pools of one process, behind a cheap cloneable handle.
 
-use std::collections::HashMap;
 use std::panic::Location;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction};
@@ -13,10 +14,11 @@ use crate::connection::{prepare_database, resolve_path};
 use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::manager::lock;
-use crate::name::DbName;
+use crate::name::{DbName, NameMap};
 use crate::pool::{CloseReport, DbPool, PooledConnection, snapshot_of};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 
+#[derive(Clone)]
 enum Entry {
     Open(Arc<DbPool>),
     Closed {
@@ -28,9 +30,12 @@ enum Entry {
 
 #[derive(Default)]
 struct Inner {
-    entries: RwLock<HashMap<DbName, Entry>>,
-    /// Serialises registrations, so the slow part (opening the file) runs outside `entries`.
-    registering: Mutex<()>,
+    /// Read on every checkout without a lock; replaced whole (under `changing`) on the rare
+    /// register and close.
+    entries: ArcSwap<NameMap<Entry>>,
+    /// Serialises changes to `entries`; opening a file happens under it, lookups never wait
+    /// for it.
+    changing: Mutex<()>,
 }
 
 /// The registry of named SQLite pools. Cloning it is cheap; every clone is the same registry.
@@ -44,7 +49,7 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let entries = self.read_entries();
+        let entries = self.inner.entries.load();
         let mut names: Vec<_> = entries.keys().map(DbName::as_str).collect();
         names.sort_unstable();
         f.debug_struct("Registry")
@@ -59,18 +64,11 @@ impl Registry {
         Self::default()
     }
 
-    fn read_entries(&self) -> RwLockReadGuard<'_, HashMap<DbName, Entry>> {
-        self.inner
-            .entries
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write_entries(&self) -> RwLockWriteGuard<'_, HashMap<DbName, Entry>> {
-        self.inner
-            .entries
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Replaces `entries` with `change` applied to a copy. Callers hold `changing`.
+    fn update_entries(&self, change: impl FnOnce(&mut NameMap<Entry>)) {
+        let mut entries = NameMap::clone(&self.inner.entries.load());
+        change(&mut entries);
+        self.inner.entries.store(Arc::new(entries));
     }
 
     /// Registers `name` for the SQLite file at `path` and opens its pool (`min_idle`
@@ -89,9 +87,9 @@ impl Registry {
         let path = path.as_ref();
         config.validate(name)?;
         let requested = resolve_path(name, path)?;
-        let _registering = lock(&self.inner.registering);
+        let _changing = lock(&self.inner.changing);
         let counters = {
-            let entries = self.read_entries();
+            let entries = self.inner.entries.load();
             if let Some(Entry::Open(pool)) = entries.get(name) {
                 if pool.path() == requested {
                     return Ok(());
@@ -120,17 +118,32 @@ impl Registry {
         let prepared = prepare_database(name, path, &config)?;
         let pool = DbPool::open(name.clone(), prepared, config, counters)?;
         tracing::info!(db = %name, path = %pool.path().display(), "database registered");
-        self.write_entries()
-            .insert(name.clone(), Entry::Open(Arc::new(pool)));
+        let pool = Entry::Open(Arc::new(pool));
+        self.update_entries(|entries| {
+            entries.insert(name.clone(), pool);
+        });
         Ok(())
     }
 
     fn pool(&self, name: &DbName) -> Result<Arc<DbPool>> {
-        match self.read_entries().get(name) {
-            Some(Entry::Open(pool)) => Ok(Arc::clone(pool)),
-            Some(Entry::Closed { .. }) => Err(Error::Closed { db: name.clone() }),
-            None => Err(Error::UnknownDatabase { db: name.clone() }),
+        lookup(&self.inner.entries.load(), name).map(Arc::clone)
+    }
+
+    /// A connection of `name`: the fast path under the lock-free map guard, the waiting path
+    /// on an owned handle to the pool.
+    fn checkout(
+        &self,
+        name: &DbName,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
+        let entries = self.inner.entries.load();
+        let pool = lookup(&entries, name)?;
+        if let Some(conn) = pool.try_checkout(site)? {
+            return Ok(conn);
         }
+        let pool = Arc::clone(pool);
+        drop(entries);
+        pool.checkout(site)
     }
 
     /// A handle on one database that skips the name lookup on every call (for hot loops).
@@ -151,8 +164,7 @@ impl Registry {
     /// counts), or [`Error::Open`] when connections cannot be opened for a permanent cause.
     #[track_caller]
     pub fn get(&self, name: &DbName) -> Result<PooledConnection> {
-        let site = Location::caller();
-        self.pool(name)?.checkout(site)
+        self.checkout(name, Location::caller())
     }
 
     /// Runs `f` with a connection of `name`.
@@ -169,8 +181,8 @@ impl Registry {
     where
         E: From<Error>,
     {
-        let site = Location::caller();
-        self.pool(name)?.read(site, f)
+        let conn = self.checkout(name, Location::caller())?;
+        f(&conn)
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction of `name`, after waiting in the database's
@@ -197,7 +209,7 @@ impl Registry {
     /// Every database, open or closed, sorted by name.
     pub fn stats(&self) -> RegistrySnapshot {
         let mut databases: Vec<DbSnapshot> = {
-            let entries = self.read_entries();
+            let entries = self.inner.entries.load();
             entries
                 .iter()
                 .map(|(name, e)| match e {
@@ -223,7 +235,7 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`].
     pub fn db_stats(&self, name: &DbName) -> Result<DbSnapshot> {
-        let pool = match self.read_entries().get(name) {
+        let pool = match self.inner.entries.load().get(name) {
             Some(Entry::Open(pool)) => Arc::clone(pool),
             Some(Entry::Closed {
                 path,
@@ -245,7 +257,9 @@ impl Registry {
 
     fn open_pools(&self) -> Vec<Arc<DbPool>> {
         let mut pools: Vec<_> = self
-            .read_entries()
+            .inner
+            .entries
+            .load()
             .values()
             .filter_map(|e| match e {
                 Entry::Open(p) => Some(Arc::clone(p)),
@@ -258,24 +272,20 @@ impl Registry {
 
     /// Takes `name` out of service and moves it to closed: returns its entry's pool.
     fn retire(&self, name: &DbName) -> Result<Arc<DbPool>> {
-        let mut entries = self.write_entries();
-        let pool = match entries.get(name) {
-            Some(Entry::Open(pool)) => Arc::clone(pool),
-            Some(Entry::Closed { .. }) => return Err(Error::Closed { db: name.clone() }),
-            None => return Err(Error::UnknownDatabase { db: name.clone() }),
-        };
+        let _changing = lock(&self.inner.changing);
+        let pool = self.pool(name)?;
         // Refuse new checkouts at once, before anyone waits.
         pool.shared
             .closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        entries.insert(
-            name.clone(),
-            Entry::Closed {
-                path: pool.path().to_path_buf(),
-                config: pool.shared.config.clone(),
-                counters: Arc::clone(&pool.shared.counters),
-            },
-        );
+        let closed = Entry::Closed {
+            path: pool.path().to_path_buf(),
+            config: pool.shared.config.clone(),
+            counters: Arc::clone(&pool.shared.counters),
+        };
+        self.update_entries(|entries| {
+            entries.insert(name.clone(), closed);
+        });
         Ok(pool)
     }
 
@@ -305,6 +315,14 @@ impl Registry {
     #[cfg(test)]
     pub(crate) fn pool_for_test(&self, name: &DbName) -> Result<Arc<DbPool>> {
         self.pool(name)
+    }
+}
+
+fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<DbPool>> {
+    match entries.get(name) {
+        Some(Entry::Open(pool)) => Ok(pool),
+        Some(Entry::Closed { .. }) => Err(Error::Closed { db: name.clone() }),
+        None => Err(Error::UnknownDatabase { db: name.clone() }),
     }
 }
 

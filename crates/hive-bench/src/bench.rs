@@ -1,0 +1,857 @@
+//! `cargo xtask bench`: the registry against a raw connection per thread, r2d2 (with and
+//! without its check on every checkout), deadpool-sqlite and a connection per operation, all
+//! in one process and one run, so the ratios compare like with like.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use hive_db_core::rusqlite::{Connection, TransactionBehavior};
+use hive_db_core::{
+    DbConfig, DbName, Registry, configure_connection, open_connection, prepare_database,
+};
+use r2d2_sqlite::SqliteConnectionManager;
+
+use crate::measure::{Measured, Rng, Timing, peak_rss_bytes, run};
+
+/// Flags of `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Seconds one round of one measurement runs.
+    #[arg(long, default_value_t = 0.5)]
+    pub seconds: f64,
+    /// Rounds: the paths of a scenario run in turn, this many times, and each keeps its best
+    /// round (least disturbed by the rest of the machine).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Rows in the point-read table.
+    #[arg(long, default_value_t = 10_000)]
+    pub rows: u64,
+    /// Threads for the multi-threaded scenarios.
+    #[arg(long, default_value_t = 8)]
+    pub threads: usize,
+    /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured cell.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    pub scenario: &'static str,
+    pub path: &'static str,
+    pub threads: usize,
+    #[serde(flatten)]
+    pub measured: Measured,
+    pub peak_rss_bytes: u64,
+}
+
+const POINT_READ: &str = "SELECT v FROM kv WHERE id = ?1";
+const INSERT: &str = "INSERT INTO events (thread, seq, payload) VALUES (?1, ?2, ?3)";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: DbConfig,
+    registry: Registry,
+}
+
+impl Setup {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            config: DbConfig {
+                create_if_missing: true,
+                max_size: 10,
+                ..DbConfig::default()
+            },
+            registry: Registry::new(),
+        })
+    }
+
+    /// A fresh database with `rows` rows in `kv` and an empty `events` table, registered.
+    fn database(&self, name: &str, rows: u64) -> anyhow::Result<(DbName, PathBuf)> {
+        let db = DbName::new(name)?;
+        let path = self.dir.path().join(format!("{name}.db"));
+        let prepared = prepare_database(&db, &path, &self.config)?;
+        let mut conn = open_connection(&db, &prepared.path, &self.config)?;
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+             CREATE TABLE events (id INTEGER PRIMARY KEY, thread INTEGER, seq INTEGER, payload TEXT);",
+        )?;
+        {
+            let mut insert = tx.prepare("INSERT INTO kv (id, v) VALUES (?1, ?2)")?;
+            for id in 1..=rows {
+                insert.execute((id as i64, format!("value-{id:08}")))?;
+            }
+        }
+        tx.commit()?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        drop(conn);
+        self.registry
+            .register(&db, &prepared.path, self.config.clone())?;
+        Ok((db, prepared.path))
+    }
+
+    fn raw(&self, db: &DbName, path: &Path) -> anyhow::Result<Connection> {
+        Ok(open_connection(db, path, &self.config)?)
+    }
+
+    fn r2d2(
+        &self,
+        path: &Path,
+        check: bool,
+    ) -> anyhow::Result<r2d2::Pool<SqliteConnectionManager>> {
+        let config = self.config.clone();
+        let manager = SqliteConnectionManager::file(path)
+            .with_init(move |c| configure_connection(c, &config));
+        Ok(r2d2::Pool::builder()
+            .max_size(self.config.max_size)
+            .test_on_check_out(check)
+            .connection_timeout(self.config.connection_timeout)
+            .build(manager)?)
+    }
+}
+
+fn point_read(conn: &Connection, rng: &mut Rng, rows: u64) -> hive_db_core::rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(POINT_READ)?;
+    let v: String = stmt.query_row([rng.below(rows)], |r| r.get(0))?;
+    std::hint::black_box(v);
+    Ok(())
+}
+
+fn three_inserts(tx: &Connection, rng: &mut Rng) -> hive_db_core::rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(INSERT)?;
+    let t = (rng.next() % 1024) as i64;
+    for seq in 0..3 {
+        stmt.execute((t, seq, "payload-of-a-simulation-event"))?;
+    }
+    Ok(())
+}
+
+pub struct Bench {
+    args: BenchArgs,
+    duration: Duration,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn wants(&self, scenario: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
+    }
+
+    fn push(
+        &mut self,
+        scenario: &'static str,
+        path: &'static str,
+        threads: usize,
+        measured: Measured,
+    ) {
+        if !self.args.json {
+            print_row(scenario, path, threads, &measured);
+        }
+        self.rows.push(Row {
+            scenario,
+            path,
+            threads,
+            measured,
+            peak_rss_bytes: peak_rss_bytes(),
+        });
+    }
+
+    fn find(&self, scenario: &str, path: &str, threads: usize) -> Option<&Measured> {
+        self.rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.path == path && r.threads == threads)
+            .map(|r| &r.measured)
+    }
+}
+
+type Candidate<'a> = (
+    &'static str,
+    Box<dyn Fn(Duration) -> anyhow::Result<Measured> + 'a>,
+);
+
+/// Runs every path of a scenario in turn, `rounds` times, and keeps each path's best round:
+/// highest throughput, or lowest p50 when `by_latency`.
+fn compare(
+    bench: &mut Bench,
+    scenario: &'static str,
+    threads: usize,
+    by_latency: bool,
+    paths: Vec<Candidate<'_>>,
+) -> anyhow::Result<()> {
+    let mut best: Vec<Option<Measured>> = vec![None; paths.len()];
+    for _ in 0..bench.args.rounds.max(1) {
+        for (i, (name, run)) in paths.iter().enumerate() {
+            let m = run(bench.duration).with_context(|| format!("{scenario} / {name}"))?;
+            let better = match &best[i] {
+                None => true,
+                Some(b) if by_latency => m.p50_ns < b.p50_ns,
+                Some(b) => m.ops_per_sec > b.ops_per_sec,
+            };
+            if better {
+                best[i] = Some(m);
+            }
+        }
+    }
+    for ((name, _), m) in paths.iter().zip(best) {
+        if let Some(m) = m {
+            bench.push(scenario, name, threads, m);
+        }
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:<17} {:<22} {:>3} {:>12} {:>10} {:>10} {:>10} {:>11} {:>7}",
+        "scenario", "path", "thr", "ops/s", "p50", "p99", "p99.9", "max", "errors"
+    );
+}
+
+fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0 => "-".to_owned(),
+        n if n < 10_000 => format!("{n} ns"),
+        n if n < 10_000_000 => format!("{:.1} us", n as f64 / 1e3),
+        n => format!("{:.1} ms", n as f64 / 1e6),
+    }
+}
+
+fn print_row(scenario: &str, path: &str, threads: usize, m: &Measured) {
+    println!(
+        "{:<17} {:<22} {:>3} {:>12.0} {:>10} {:>10} {:>10} {:>11} {:>7}",
+        scenario,
+        path,
+        threads,
+        m.ops_per_sec,
+        fmt_ns(m.p50_ns),
+        fmt_ns(m.p99_ns),
+        fmt_ns(m.p999_ns),
+        fmt_ns(m.max_ns),
+        m.errors
+    );
+    if let Some(e) = &m.first_error {
+        println!("{:<17} first error: {e}", "");
+    }
+}
+
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut bench = Bench {
+        args,
+        duration,
+        rows: Vec::new(),
+    };
+    if !bench.args.json {
+        println!(
+            "hive-db bench: best of {} rounds of {} s per cell, {} rows, {} threads, optimised build",
+            bench.args.rounds, bench.args.seconds, bench.args.rows, bench.args.threads
+        );
+        print_header();
+    }
+    let setup = Setup::new()?;
+    if bench.wants("checkout") {
+        checkout(&mut bench, &setup).context("checkout")?;
+    }
+    if bench.wants("point_read") {
+        point_reads(&mut bench, &setup).context("point_read")?;
+    }
+    if bench.wants("write_contention") {
+        write_contention(&mut bench, &setup).context("write_contention")?;
+    }
+    if bench.wants("mixed") {
+        mixed(&mut bench, &setup).context("mixed")?;
+    }
+    if bench.wants("multi_db") {
+        multi_db(&mut bench, &setup).context("multi_db")?;
+    }
+    report(&bench)
+}
+
+fn checkout(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
+    let (db, path) = setup.database("checkout", 100)?;
+    let timing = Timing::Batched(64);
+    let registry = &setup.registry;
+    let handle = registry.handle(&db)?;
+    let r2d2_default = setup.r2d2(&path, true)?;
+    let r2d2_nocheck = setup.r2d2(&path, false)?;
+    let paths: Vec<Candidate<'_>> = vec![
+        (
+            "registry get",
+            Box::new(|d| run(1, d, timing, |_| Ok(()), |_, _| registry.get(&db).map(drop))),
+        ),
+        (
+            "registry handle",
+            Box::new(|d| run(1, d, timing, |_| Ok(()), |_, _| handle.get().map(drop))),
+        ),
+        (
+            "r2d2 default",
+            Box::new(|d| {
+                run(
+                    1,
+                    d,
+                    timing,
+                    |_| Ok(()),
+                    |_, _| r2d2_default.get().map(drop),
+                )
+            }),
+        ),
+        (
+            "r2d2 no check",
+            Box::new(|d| {
+                run(
+                    1,
+                    d,
+                    timing,
+                    |_| Ok(()),
+                    |_, _| r2d2_nocheck.get().map(drop),
+                )
+            }),
+        ),
+    ];
+    compare(bench, "checkout", 1, true, paths)
+}
+
+fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
+    let rows = bench.args.rows;
+    let (db, path) = setup.database("point_read", rows)?;
+    let registry = &setup.registry;
+    let r2d2_default = setup.r2d2(&path, true)?;
+    let r2d2_nocheck = setup.r2d2(&path, false)?;
+    let handle = registry.handle(&db)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(bench.args.threads.max(1))
+        .enable_all()
+        .build()?;
+    // deadpool's connections close through the runtime: keep it entered until they are gone.
+    let _entered = runtime.enter();
+    let deadpool = deadpool_sqlite::Config {
+        path: path.clone(),
+        pool: Some(deadpool_sqlite::PoolConfig::new(
+            setup.config.max_size as usize,
+        )),
+    }
+    .create_pool(deadpool_sqlite::Runtime::Tokio1)?;
+    let config = setup.config.clone();
+    for threads in [1, bench.args.threads] {
+        let none = Timing::None;
+        let paths: Vec<Candidate<'_>> = vec![
+            (
+                "raw connection",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| setup.raw(&db, &path),
+                        |c, rng| point_read(c, rng, rows),
+                    )
+                }),
+            ),
+            (
+                "registry read",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| {
+                            registry.read(&db, |c| {
+                                point_read(c, rng, rows).map_err(anyhow::Error::from)
+                            })
+                        },
+                    )
+                }),
+            ),
+            (
+                "registry get",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| -> anyhow::Result<()> {
+                            let conn = registry.get(&db)?;
+                            Ok(point_read(&conn, rng, rows)?)
+                        },
+                    )
+                }),
+            ),
+            (
+                "registry handle",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| -> anyhow::Result<()> {
+                            let conn = handle.get()?;
+                            Ok(point_read(&conn, rng, rows)?)
+                        },
+                    )
+                }),
+            ),
+            (
+                "r2d2 default",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| -> anyhow::Result<()> {
+                            let conn = r2d2_default.get()?;
+                            Ok(point_read(&conn, rng, rows)?)
+                        },
+                    )
+                }),
+            ),
+            (
+                "r2d2 no check",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| -> anyhow::Result<()> {
+                            let conn = r2d2_nocheck.get()?;
+                            Ok(point_read(&conn, rng, rows)?)
+                        },
+                    )
+                }),
+            ),
+            (
+                "deadpool-sqlite",
+                Box::new(|d| deadpool_reads(&runtime, &deadpool, threads, d, rows)),
+            ),
+            (
+                "connect per op",
+                Box::new(|d| {
+                    run(
+                        threads,
+                        d,
+                        none,
+                        |_| Ok(()),
+                        |_, rng| -> anyhow::Result<()> {
+                            // The old service's way: open, every PRAGMA (journal_mode too), query, close.
+                            let conn = open_connection(&db, &path, &config)?;
+                            let _: String =
+                                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| {
+                                    r.get(0)
+                                })?;
+                            Ok(point_read(&conn, rng, rows)?)
+                        },
+                    )
+                }),
+            ),
+        ];
+        compare(bench, "point_read", threads, false, paths)?;
+    }
+    Ok(())
+}
+
+/// deadpool-sqlite's way: an async checkout, then `interact` hops to a blocking thread.
+fn deadpool_reads(
+    runtime: &tokio::runtime::Runtime,
+    pool: &deadpool_sqlite::Pool,
+    tasks: usize,
+    duration: Duration,
+    rows: u64,
+) -> anyhow::Result<Measured> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = std::time::Instant::now();
+    runtime.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (pool, stop, ops, errors) = (
+                    pool.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&ops),
+                    Arc::clone(&errors),
+                );
+                tokio::spawn(async move {
+                    let mut seed = Rng::new(t as u64 + 1);
+                    while !stop.load(Relaxed) {
+                        let id = seed.below(rows);
+                        let result = match pool.get().await {
+                            Ok(obj) => obj
+                                .interact(move |c| {
+                                    let mut stmt = c.prepare_cached(POINT_READ)?;
+                                    stmt.query_row([id], |r| r.get::<_, String>(0))
+                                })
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|r| r.map_err(|e| e.to_string())),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        ops.fetch_add(1, Relaxed);
+                        if result.is_err() {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Relaxed);
+        for h in handles {
+            let _ = h.await;
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let ops = ops.load(Relaxed);
+    Ok(Measured {
+        ops,
+        errors: errors.load(Relaxed),
+        secs,
+        ops_per_sec: ops as f64 / secs,
+        ..Measured::default()
+    })
+}
+
+fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
+    let threads = bench.args.threads;
+    let (db, _) = setup.database("writes_registry", 0)?;
+    let registry = &setup.registry;
+    let (_, path) = setup.database("writes_r2d2", 0)?;
+    let pool = setup.r2d2(&path, true)?;
+    let each = Timing::Each;
+    let paths: Vec<Candidate<'_>> = vec![
+        (
+            "registry write",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    each,
+                    |_| Ok(()),
+                    |_, rng| {
+                        registry.write(&db, |tx| {
+                            three_inserts(tx, rng).map_err(anyhow::Error::from)
+                        })
+                    },
+                )
+            }),
+        ),
+        (
+            "r2d2 + busy_timeout",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    each,
+                    |_| Ok(()),
+                    |_, rng| -> anyhow::Result<()> {
+                        let mut conn = pool.get()?;
+                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                        three_inserts(&tx, rng)?;
+                        Ok(tx.commit()?)
+                    },
+                )
+            }),
+        ),
+    ];
+    compare_worst_case(bench, "write_contention", threads, paths)
+}
+
+/// Like [`compare`] for contended writes, where the tail matters: throughput and percentiles
+/// from the best round, and the worst `max` latency seen in any round.
+fn compare_worst_case(
+    bench: &mut Bench,
+    scenario: &'static str,
+    threads: usize,
+    paths: Vec<Candidate<'_>>,
+) -> anyhow::Result<()> {
+    let mut best: Vec<Option<Measured>> = vec![None; paths.len()];
+    let mut worst_max = vec![0u64; paths.len()];
+    let mut errors = vec![0u64; paths.len()];
+    for _ in 0..bench.args.rounds.max(1) {
+        for (i, (name, run)) in paths.iter().enumerate() {
+            let m = run(bench.duration).with_context(|| format!("{scenario} / {name}"))?;
+            worst_max[i] = worst_max[i].max(m.max_ns);
+            errors[i] += m.errors;
+            if best[i]
+                .as_ref()
+                .is_none_or(|b| m.ops_per_sec > b.ops_per_sec)
+            {
+                best[i] = Some(m);
+            }
+        }
+    }
+    for (i, ((name, _), m)) in paths.iter().zip(best).enumerate() {
+        if let Some(mut m) = m {
+            m.max_ns = worst_max[i];
+            m.errors = errors[i];
+            bench.push(scenario, name, threads, m);
+        }
+    }
+    Ok(())
+}
+
+fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
+    let threads = bench.args.threads;
+    let rows = bench.args.rows;
+    let (db, _) = setup.database("mixed_registry", rows)?;
+    let registry = &setup.registry;
+    let (_, path) = setup.database("mixed_r2d2", rows)?;
+    let pool = setup.r2d2(&path, true)?;
+    let each = Timing::Each;
+    let paths: Vec<Candidate<'_>> = vec![
+        (
+            "registry",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    each,
+                    |_| Ok(()),
+                    |_, rng| {
+                        if rng.next() % 5 == 0 {
+                            registry.write(&db, |tx| {
+                                three_inserts(tx, rng).map_err(anyhow::Error::from)
+                            })
+                        } else {
+                            registry.read(&db, |c| {
+                                point_read(c, rng, rows).map_err(anyhow::Error::from)
+                            })
+                        }
+                    },
+                )
+            }),
+        ),
+        (
+            "r2d2 + busy_timeout",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    each,
+                    |_| Ok(()),
+                    |_, rng| -> anyhow::Result<()> {
+                        let mut conn = pool.get()?;
+                        if rng.next() % 5 == 0 {
+                            let tx =
+                                conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                            three_inserts(&tx, rng)?;
+                            tx.commit()?;
+                        } else {
+                            point_read(&conn, rng, rows)?;
+                        }
+                        Ok(())
+                    },
+                )
+            }),
+        ),
+    ];
+    compare_worst_case(bench, "mixed", threads, paths)
+}
+
+fn multi_db(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
+    let threads = bench.args.threads;
+    let rows = bench.args.rows;
+    let dbs: Vec<(DbName, PathBuf)> = (0..4)
+        .map(|i| setup.database(&format!("multi_{i}"), rows))
+        .collect::<anyhow::Result<_>>()?;
+    let registry = &setup.registry;
+    let none = Timing::None;
+    let dbs = &dbs;
+    let paths: Vec<Candidate<'_>> = vec![
+        (
+            "raw connection",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    none,
+                    |_| {
+                        dbs.iter()
+                            .map(|(db, path)| setup.raw(db, path))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    },
+                    |conns, rng| {
+                        let i = (rng.next() % 4) as usize;
+                        point_read(&conns[i], rng, rows)
+                    },
+                )
+            }),
+        ),
+        (
+            "registry get",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    none,
+                    |_| Ok(()),
+                    |_, rng| -> anyhow::Result<()> {
+                        let (db, _) = &dbs[(rng.next() % 4) as usize];
+                        let conn = registry.get(db)?;
+                        Ok(point_read(&conn, rng, rows)?)
+                    },
+                )
+            }),
+        ),
+    ];
+    compare(bench, "multi_db", threads, false, paths)
+}
+
+/// The ratios the targets are stated in.
+#[derive(Debug, Default, serde::Serialize)]
+struct Ratios {
+    point_read_ratio_1t: Option<f64>,
+    point_read_ratio_8t: Option<f64>,
+    checkout_p50_ns: Option<u64>,
+    checkout_ratio_vs_r2d2_nocheck: Option<f64>,
+    write_throughput_ratio: Option<f64>,
+    write_max_latency_ratio: Option<f64>,
+    write_errors: Option<u64>,
+    vs_deadpool_ratio: Option<f64>,
+    vs_connect_per_op_ratio: Option<f64>,
+    multi_db_ratio: Option<f64>,
+    mixed_throughput_ratio: Option<f64>,
+    peak_rss_bytes: u64,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn report(bench: &Bench) -> anyhow::Result<()> {
+    let t = bench.args.threads;
+    let ops = |s: &str, p: &str, n: usize| bench.find(s, p, n).map(|m| m.ops_per_sec);
+    let write_reg = bench.find("write_contention", "registry write", t);
+    let write_r2d2 = bench.find("write_contention", "r2d2 + busy_timeout", t);
+    let checkout = bench.find("checkout", "registry get", 1);
+    let r = Ratios {
+        point_read_ratio_1t: ratio(
+            ops("point_read", "registry get", 1),
+            ops("point_read", "raw connection", 1),
+        ),
+        point_read_ratio_8t: ratio(
+            ops("point_read", "registry get", t),
+            ops("point_read", "raw connection", t),
+        ),
+        checkout_p50_ns: checkout.map(|m| m.p50_ns),
+        checkout_ratio_vs_r2d2_nocheck: ratio(
+            checkout.map(|m| m.p50_ns as f64),
+            bench
+                .find("checkout", "r2d2 no check", 1)
+                .map(|m| m.p50_ns as f64),
+        ),
+        write_throughput_ratio: ratio(
+            write_reg.map(|m| m.ops_per_sec),
+            write_r2d2.map(|m| m.ops_per_sec),
+        ),
+        write_max_latency_ratio: ratio(
+            write_reg.map(|m| m.max_ns as f64),
+            write_r2d2.map(|m| m.max_ns as f64),
+        ),
+        write_errors: write_reg.map(|m| m.errors),
+        vs_deadpool_ratio: ratio(
+            ops("point_read", "registry get", 1),
+            ops("point_read", "deadpool-sqlite", 1),
+        ),
+        vs_connect_per_op_ratio: ratio(
+            ops("point_read", "registry get", 1),
+            ops("point_read", "connect per op", 1),
+        ),
+        multi_db_ratio: ratio(
+            ops("multi_db", "registry get", t),
+            ops("multi_db", "raw connection", t),
+        ),
+        mixed_throughput_ratio: ratio(
+            ops("mixed", "registry", t),
+            ops("mixed", "r2d2 + busy_timeout", t),
+        ),
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    let targets: Vec<(String, bool)> = [
+        r.point_read_ratio_1t.map(|v| {
+            (
+                format!("point_read registry/raw 1 thread {v:.2} >= 0.90"),
+                v >= 0.90,
+            )
+        }),
+        r.point_read_ratio_8t.map(|v| {
+            (
+                format!("point_read registry/raw {t} threads {v:.2} >= 0.90"),
+                v >= 0.90,
+            )
+        }),
+        r.checkout_ratio_vs_r2d2_nocheck.map(|v| {
+            (
+                format!("checkout p50 registry/r2d2-no-check {v:.2} <= 1.20"),
+                v <= 1.2,
+            )
+        }),
+        r.checkout_p50_ns
+            .map(|v| (format!("checkout p50 {v} ns <= 1000 ns"), v <= 1000)),
+        r.write_errors
+            .map(|v| (format!("write_contention registry errors {v} == 0"), v == 0)),
+        r.write_throughput_ratio.map(|v| {
+            (
+                format!("write throughput registry/r2d2 {v:.2} >= 0.90"),
+                v >= 0.9,
+            )
+        }),
+        r.write_max_latency_ratio.map(|v| {
+            (
+                format!("write max latency registry/r2d2 {v:.3} <= 0.10"),
+                v <= 0.1,
+            )
+        }),
+        r.vs_deadpool_ratio.map(|v| {
+            (
+                format!("point_read registry/deadpool {v:.1} >= 5"),
+                v >= 5.0,
+            )
+        }),
+        r.vs_connect_per_op_ratio.map(|v| {
+            (
+                format!("point_read registry/connect-per-op {v:.0} >= 50"),
+                v >= 50.0,
+            )
+        }),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if bench.args.json {
+        let mut value = serde_json::to_value(&r)?;
+        value["rows"] = serde_json::to_value(&bench.rows)?;
+        value["targets_met"] = targets.iter().filter(|(_, ok)| *ok).count().into();
+        value["targets_total"] = targets.len().into();
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        println!();
+        println!(
+            "peak RSS {:.1} MiB",
+            r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+        for (text, ok) in &targets {
+            println!("{} {text}", if *ok { "met   " } else { "MISSED" });
+        }
+        println!(
+            "{} of {} targets met",
+            targets.iter().filter(|(_, ok)| *ok).count(),
+            targets.len()
+        );
+    }
+    Ok(())
+}

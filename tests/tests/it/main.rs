@@ -1,0 +1,3 @@
+//! Cross-crate and cross-process integration tests.
+
+mod cross_process;

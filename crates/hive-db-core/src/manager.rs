@@ -7,7 +7,7 @@ use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{
     AtomicBool, AtomicU32, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -141,6 +141,8 @@ pub(crate) struct PoolShared {
     pub(crate) config: DbConfig,
     pub(crate) counters: Arc<DbCounters>,
     pub(crate) closed: AtomicBool,
+    /// Connections being opened right now; `close` waits for them too.
+    pub(crate) connecting: AtomicU32,
     pub(crate) waiting: AtomicU32,
     pub(crate) last_error: Mutex<Option<ConnectError>>,
     /// Every live connection of this pool, checked out or idle.
@@ -174,6 +176,7 @@ impl PoolShared {
             config,
             counters,
             closed: AtomicBool::new(false),
+            connecting: AtomicU32::new(0),
             waiting: AtomicU32::new(0),
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
@@ -300,13 +303,21 @@ impl r2d2::ManageConnection for HiveManager {
 
     fn connect(&self) -> Result<HiveConn> {
         let shared = &self.shared;
-        if shared.is_closed() {
-            return Err(Error::Closed {
-                db: shared.name.clone(),
-            });
+        // SeqCst pairs with `close`: either it sees us connecting, or we see it closed.
+        shared.connecting.fetch_add(1, SeqCst);
+        let _connecting = crate::pool::scopeguard(|| {
+            shared.connecting.fetch_sub(1, SeqCst);
+            shared.slots_changed.notify_all();
+        });
+        let closed = || Error::Closed {
+            db: shared.name.clone(),
+        };
+        if shared.closed.load(SeqCst) {
+            return Err(closed());
         }
         // A panic escaping into r2d2's worker would leak the pending slot for good.
         match catch_unwind(AssertUnwindSafe(|| self.inner.connect())) {
+            Ok(Ok(_)) if shared.closed.load(SeqCst) => Err(closed()),
             Ok(Ok(conn)) => {
                 let slot = Arc::new(ConnSlot::default());
                 lock(&shared.slots).push(Arc::clone(&slot));

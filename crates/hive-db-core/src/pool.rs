@@ -422,7 +422,9 @@ impl DbPool {
     /// connection that is back, and reports those still out.
     pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
         let shared = &*self.shared;
-        shared.closed.store(true, Relaxed);
+        shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let start = Instant::now();
         loop {
             // Idle connections (and any a late connect added) are closed as they are taken.
@@ -431,7 +433,9 @@ impl DbPool {
             }
             let slots = lock(&shared.slots);
             let now = Instant::now();
-            if slots.is_empty() || now >= deadline {
+            let settled = slots.is_empty()
+                && shared.connecting.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            if settled || now >= deadline {
                 let still_out: Vec<_> = slots
                     .iter()
                     .filter_map(|s| s.checkout())
@@ -555,7 +559,7 @@ fn spawn_leak_scanner(shared: Weak<PoolShared>, threshold: Duration) -> JobHandl
 }
 
 /// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     struct Guard<F: FnOnce()>(Option<F>);
     impl<F: FnOnce()> Drop for Guard<F> {
         fn drop(&mut self) {
@@ -662,24 +666,64 @@ mod tests {
         )?;
         let pool = registry.pool_for_test(&name)?;
         let poison = poison_hook(&pool);
-        // Three connections, made after the hook, go idle.
+        // Three connections (r2d2 may open one more in the background) go idle.
         let held: Vec<_> = (0..3)
             .map(|_| registry.get(&name))
             .collect::<Result<_, _>>()?;
         drop(held);
+        std::thread::sleep(Duration::from_millis(50));
+        let idle_before = pool.r2d2_state().idle_connections;
+        assert!(idle_before >= 3);
         poison();
         let conn = registry.get(&name)?;
         let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
         assert_eq!(one, 1, "a poisoned connection was handed out");
         drop(conn);
         let s = registry.db_stats(&name)?;
-        assert_eq!(s.totals.validation_failures, 3, "{s:#?}");
+        // Every idle connection was poisoned: each failed its check before a fresh one came.
+        assert_eq!(
+            s.totals.validation_failures,
+            u64::from(idle_before),
+            "{s:#?}"
+        );
         assert_eq!(
             s.totals.created - s.totals.closed.total(),
             u64::from(s.live)
         );
         assert_eq!(pool.r2d2_state().connections, s.live);
         assert_eq!(lock(&pool.shared.slots).len() as u32, s.live);
+        Ok(())
+    }
+
+    /// Bug caught: `last_used` never refreshed, so a connection in steady use is validated
+    /// again and again once it is older than the window.
+    #[test]
+    fn a_checkout_restarts_the_validation_window() -> TestResult {
+        let window = Duration::from_millis(200);
+        let (_dir, registry, name) = registry(
+            "window",
+            DbConfig {
+                max_size: 1,
+                min_idle: 1,
+                validate_after_idle: window,
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        let poison = poison_hook(&pool);
+        // Replace the connection opened before the hook with one the hook can poison.
+        registry.get(&name)?.discard();
+        std::thread::sleep(window + Duration::from_millis(50));
+        // Idle past the window: validated (and passes), and the window restarts now.
+        drop(registry.get(&name)?);
+        poison();
+        let conn = registry.get(&name)?;
+        assert!(
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_err(),
+            "not the poisoned connection"
+        );
+        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
         Ok(())
     }
 

@@ -67,7 +67,29 @@ fn close_waits_for_connections_returned_in_time() -> TestResult {
     returner.join().expect("returner thread");
     assert!(report.still_out.is_empty(), "{report:?}");
     assert!(report.waited >= Duration::from_millis(40), "{report:?}");
+    // It returned when the connection came back, not at the 10 s deadline.
+    assert!(report.waited < Duration::from_secs(5), "{report:?}");
     assert_eq!(open_fds_under(f.dir.path()), 0);
+    Ok(())
+}
+
+/// Idle connections are closed at once: close with nothing borrowed does not wait out its
+/// deadline.
+#[test]
+fn close_without_borrowed_connections_returns_at_once() -> TestResult {
+    let f = fixture(
+        "idle-close",
+        DbConfig {
+            min_idle: 4,
+            ..config()
+        },
+    )?;
+    let report = f.registry.close(&f.name, Duration::from_secs(30))?;
+    assert!(report.still_out.is_empty());
+    assert!(report.waited < Duration::from_secs(10), "{report:?}");
+    assert_eq!(open_fds_under(f.dir.path()), 0);
+    let totals = f.registry.db_stats(&f.name)?.totals;
+    assert_eq!(totals.created, totals.closed.pool_closed);
     Ok(())
 }
 

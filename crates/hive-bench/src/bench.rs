@@ -18,11 +18,11 @@ use crate::measure::{Measured, Rng, Timing, peak_rss_bytes, run};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Seconds one round of one measurement runs.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.3)]
     pub seconds: f64,
-    /// Rounds: the paths of a scenario run in turn, this many times, and each keeps its best
-    /// round (least disturbed by the rest of the machine).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds: the paths of a scenario run in turn, this many times, and each is reported by
+    /// its median round.
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Rows in the point-read table.
     #[arg(long, default_value_t = 10_000)]
@@ -175,33 +175,54 @@ type Candidate<'a> = (
     Box<dyn Fn(Duration) -> anyhow::Result<Measured> + 'a>,
 );
 
-/// Runs every path of a scenario in turn, `rounds` times, and keeps each path's best round:
-/// highest throughput, or lowest p50 when `by_latency`.
+/// How a scenario's rounds are summarised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Summary {
+    /// The round with the median throughput.
+    Throughput,
+    /// The round with the median p50 latency.
+    Latency,
+    /// The median-throughput round, with the worst `max` and the sum of errors of all rounds.
+    Tail,
+}
+
+/// Runs every path of a scenario `rounds` times, in a rotating order so that no path always
+/// runs first or right after another, and summarises each path by its median round. Drift on
+/// a shared machine hits every path alike, and one disturbed round moves no median.
 fn compare(
     bench: &mut Bench,
     scenario: &'static str,
     threads: usize,
-    by_latency: bool,
+    summary: Summary,
     paths: Vec<Candidate<'_>>,
 ) -> anyhow::Result<()> {
-    let mut best: Vec<Option<Measured>> = vec![None; paths.len()];
-    for _ in 0..bench.args.rounds.max(1) {
-        for (i, (name, run)) in paths.iter().enumerate() {
+    let rounds = bench.args.rounds.max(1);
+    let mut all: Vec<Vec<Measured>> = vec![Vec::with_capacity(rounds); paths.len()];
+    for round in 0..rounds {
+        for k in 0..paths.len() {
+            let i = (k + round) % paths.len();
+            let (name, run) = &paths[i];
             let m = run(bench.duration).with_context(|| format!("{scenario} / {name}"))?;
-            let better = match &best[i] {
-                None => true,
-                Some(b) if by_latency => m.p50_ns < b.p50_ns,
-                Some(b) => m.ops_per_sec > b.ops_per_sec,
-            };
-            if better {
-                best[i] = Some(m);
-            }
+            all[i].push(m);
         }
     }
-    for ((name, _), m) in paths.iter().zip(best) {
-        if let Some(m) = m {
-            bench.push(scenario, name, threads, m);
+    for ((name, _), mut runs) in paths.iter().zip(all) {
+        let worst_max = runs.iter().map(|m| m.max_ns).max().unwrap_or(0);
+        let errors: u64 = runs.iter().map(|m| m.errors).sum();
+        let first_error = runs.iter().find_map(|m| m.first_error.clone());
+        match summary {
+            Summary::Latency => runs.sort_by_key(|m| m.p50_ns),
+            Summary::Throughput | Summary::Tail => {
+                runs.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+            }
         }
+        let mut m = runs.swap_remove(runs.len() / 2);
+        if summary == Summary::Tail {
+            m.max_ns = worst_max;
+            m.errors = errors;
+            m.first_error = first_error;
+        }
+        bench.push(scenario, name, threads, m);
     }
     Ok(())
 }
@@ -249,7 +270,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     };
     if !bench.args.json {
         println!(
-            "hive-db bench: best of {} rounds of {} s per cell, {} rows, {} threads, optimised build",
+            "hive-db bench: median of {} rounds of {} s per cell, {} rows, {} threads, optimised build",
             bench.args.rounds, bench.args.seconds, bench.args.rows, bench.args.threads
         );
         print_header();
@@ -314,7 +335,7 @@ fn checkout(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             }),
         ),
     ];
-    compare(bench, "checkout", 1, true, paths)
+    compare(bench, "checkout", 1, Summary::Latency, paths)
 }
 
 fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -454,7 +475,7 @@ fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                 }),
             ),
         ];
-        compare(bench, "point_read", threads, false, paths)?;
+        compare(bench, "point_read", threads, Summary::Throughput, paths)?;
     }
     Ok(())
 }
@@ -564,41 +585,7 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             }),
         ),
     ];
-    compare_worst_case(bench, "write_contention", threads, paths)
-}
-
-/// Like [`compare`] for contended writes, where the tail matters: throughput and percentiles
-/// from the best round, and the worst `max` latency seen in any round.
-fn compare_worst_case(
-    bench: &mut Bench,
-    scenario: &'static str,
-    threads: usize,
-    paths: Vec<Candidate<'_>>,
-) -> anyhow::Result<()> {
-    let mut best: Vec<Option<Measured>> = vec![None; paths.len()];
-    let mut worst_max = vec![0u64; paths.len()];
-    let mut errors = vec![0u64; paths.len()];
-    for _ in 0..bench.args.rounds.max(1) {
-        for (i, (name, run)) in paths.iter().enumerate() {
-            let m = run(bench.duration).with_context(|| format!("{scenario} / {name}"))?;
-            worst_max[i] = worst_max[i].max(m.max_ns);
-            errors[i] += m.errors;
-            if best[i]
-                .as_ref()
-                .is_none_or(|b| m.ops_per_sec > b.ops_per_sec)
-            {
-                best[i] = Some(m);
-            }
-        }
-    }
-    for (i, ((name, _), m)) in paths.iter().zip(best).enumerate() {
-        if let Some(mut m) = m {
-            m.max_ns = worst_max[i];
-            m.errors = errors[i];
-            bench.push(scenario, name, threads, m);
-        }
-    }
-    Ok(())
+    compare(bench, "write_contention", threads, Summary::Tail, paths)
 }
 
 fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -656,7 +643,7 @@ fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             }),
         ),
     ];
-    compare_worst_case(bench, "mixed", threads, paths)
+    compare(bench, "mixed", threads, Summary::Tail, paths)
 }
 
 fn multi_db(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -705,7 +692,7 @@ fn multi_db(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             }),
         ),
     ];
-    compare(bench, "multi_db", threads, false, paths)
+    compare(bench, "multi_db", threads, Summary::Throughput, paths)
 }
 
 /// The ratios the targets are stated in.

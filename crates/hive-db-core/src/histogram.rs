@@ -9,9 +9,26 @@ const SUB: usize = 1 << SUB_BITS;
 /// Values below `SUB` ns get a bucket each; above, 8 buckets per power of two up to 2^64.
 const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
 
+/// Copies of the buckets. Threads pick one by a thread-local index, so threads on different
+/// cores rarely increment the same cache line (every checkout records into a histogram).
+const SHARDS: usize = 4;
+
+/// This thread's shard.
+#[inline]
+fn shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
+
 /// Counts of durations in nanoseconds, grouped in log-linear buckets, plus the exact maximum.
-/// Recording costs one atomic add (and a load); counts and means are derived when read.
+/// Recording costs one atomic add on the thread's shard (and a load); counts and means are
+/// derived when read.
 pub(crate) struct Histogram {
+    /// `SHARDS` runs of `BUCKETS` counters.
     buckets: Box<[AtomicU64]>,
     max_ns: AtomicU64,
 }
@@ -24,6 +41,7 @@ impl std::fmt::Debug for Histogram {
     }
 }
 
+#[inline]
 fn bucket_of(ns: u64) -> usize {
     if ns < SUB as u64 {
         return ns as usize;
@@ -54,16 +72,17 @@ fn bucket_mid(b: usize) -> u64 {
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..BUCKETS * SHARDS).map(|_| AtomicU64::new(0)).collect(),
             max_ns: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
+    #[inline]
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.buckets[shard() * BUCKETS + bucket_of(ns)].fetch_add(1, Relaxed);
         if ns > self.max_ns.load(Relaxed) {
             self.max_ns.fetch_max(ns, Relaxed);
         }
@@ -74,8 +93,19 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Relaxed)).sum()
     }
 
+    /// Bucket counts, summed over the shards.
+    fn merged(&self) -> Vec<u64> {
+        let mut counts = vec![0u64; BUCKETS];
+        for shard in self.buckets.chunks(BUCKETS) {
+            for (total, b) in counts.iter_mut().zip(shard) {
+                *total += b.load(Relaxed);
+            }
+        }
+        counts
+    }
+
     pub(crate) fn summary(&self) -> LatencySummary {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let counts = self.merged();
         let count: u64 = counts.iter().sum();
         let max_ns = self.max_ns.load(Relaxed);
         let quantile = |q: f64| -> u64 {
@@ -145,6 +175,29 @@ mod tests {
             assert!(bucket_upper(b) >= ns, "{ns} above its bucket's upper bound");
             last = b;
         }
+    }
+
+    /// Bug caught: shards summed wrongly, so durations recorded on other threads vanish.
+    #[test]
+    fn records_from_many_threads_all_count() {
+        let h = std::sync::Arc::new(Histogram::default());
+        let threads: Vec<_> = (0..9)
+            .map(|t| {
+                let h = std::sync::Arc::clone(&h);
+                std::thread::spawn(move || {
+                    for i in 0..1000u64 {
+                        h.record(Duration::from_nanos(t * 1000 + i));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 9000);
+        assert_eq!(h.count(), 9000);
+        assert_eq!(s.max_ns, 8999);
     }
 
     proptest! {

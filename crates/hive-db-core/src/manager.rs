@@ -39,6 +39,7 @@ pub(crate) struct ConnectError {
 static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
 /// `at` as nanoseconds after [`EPOCH`], plus one so that zero can mean "not checked out".
+#[inline]
 pub(crate) fn stamp(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX - 1) + 1
 }
@@ -69,6 +70,7 @@ pub(crate) struct ConnSlot {
 
 impl ConnSlot {
     /// Publishes a checkout. `last_site` is the owner's copy of the site in the slot.
+    #[inline]
     pub(crate) fn check_out(
         &self,
         at: Instant,
@@ -83,6 +85,7 @@ impl ConnSlot {
     }
 
     /// Marks the connection returned; gives back the checkout if it had been reported leaked.
+    #[inline]
     pub(crate) fn check_in(&self) -> Option<Checkout> {
         let at = self.checked_out_at.load(Relaxed);
         self.checked_out_at.store(0, Release);
@@ -186,6 +189,7 @@ impl PoolShared {
         }
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
     }
@@ -394,6 +398,7 @@ pub(crate) fn validate(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The time from `since` to `now`, zero if `now` is earlier.
+#[inline]
 pub(crate) fn age(since: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(since)
 }

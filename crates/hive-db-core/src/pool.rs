@@ -63,12 +63,14 @@ impl PooledConnection {
 
 impl Deref for PooledConnection {
     type Target = Connection;
+    #[inline]
     fn deref(&self) -> &Connection {
         &self.conn.conn
     }
 }
 
 impl DerefMut for PooledConnection {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn.conn
     }
@@ -218,12 +220,14 @@ impl DbPool {
     }
 
     /// Checks out a connection, waiting up to `connection_timeout`.
+    #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
         let start = Instant::now();
         self.checkout_until(start, start + self.shared.config.connection_timeout, site)
     }
 
     /// The fast path: an idle connection now, or `None` without waiting.
+    #[inline]
     pub(crate) fn try_checkout(
         &self,
         site: &'static Location<'static>,
@@ -238,6 +242,7 @@ impl DbPool {
         Ok(None)
     }
 
+    #[inline]
     fn refuse_if_closed(&self) -> Result<()> {
         if self.shared.is_closed() {
             return Err(Error::Closed {
@@ -269,6 +274,7 @@ impl DbPool {
     }
 
     /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed.
+    #[inline]
     fn accept(
         &self,
         mut conn: r2d2::PooledConnection<HiveManager>,

@@ -131,6 +131,7 @@ impl Registry {
 
     /// A connection of `name`: the fast path under the lock-free map guard, the waiting path
     /// on an owned handle to the pool.
+    #[inline]
     fn checkout(
         &self,
         name: &DbName,
@@ -162,6 +163,7 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`], [`Error::Closed`], [`Error::Timeout`] (with the pool's
     /// counts), or [`Error::Open`] when connections cannot be opened for a permanent cause.
+    #[inline]
     #[track_caller]
     pub fn get(&self, name: &DbName) -> Result<PooledConnection> {
         self.checkout(name, Location::caller())
@@ -318,6 +320,7 @@ impl Registry {
     }
 }
 
+#[inline]
 fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<DbPool>> {
     match entries.get(name) {
         Some(Entry::Open(pool)) => Ok(pool),
@@ -355,6 +358,7 @@ impl DbHandle {
     /// # Errors
     ///
     /// As [`Registry::get`].
+    #[inline]
     #[track_caller]
     pub fn get(&self) -> Result<PooledConnection> {
         self.0.checkout(Location::caller())

@@ -18,11 +18,11 @@ use crate::measure::{Measured, Rng, Timing, peak_rss_bytes, run};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Seconds one round of one measurement runs.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, default_value_t = 0.2)]
     pub seconds: f64,
     /// Rounds: the paths of a scenario run in turn, this many times, and each is reported by
     /// its median round.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     pub rounds: usize,
     /// Rows in the point-read table.
     #[arg(long, default_value_t = 10_000)]
@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Print every round's result on standard error.
+    #[arg(long)]
+    pub verbose: bool,
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -136,6 +139,8 @@ pub struct Bench {
     args: BenchArgs,
     duration: Duration,
     rows: Vec<Row>,
+    /// Throughput of every round, by (scenario, path, threads), in round order.
+    rounds: Vec<((&'static str, &'static str, usize), Vec<f64>)>,
 }
 
 impl Bench {
@@ -160,6 +165,29 @@ impl Bench {
             measured,
             peak_rss_bytes: peak_rss_bytes(),
         });
+    }
+
+    /// The median over rounds of `a`'s throughput divided by `b`'s in the same round: both
+    /// ran within moments of each other, so a disturbed stretch of time hits both.
+    fn paired_ratio(&self, scenario: &str, a: &str, b: &str, threads: usize) -> Option<f64> {
+        let get = |path: &str| {
+            self.rounds
+                .iter()
+                .find(|((s, p, t), _)| *s == scenario && *p == path && *t == threads)
+                .map(|(_, v)| v)
+        };
+        let (a, b) = (get(a)?, get(b)?);
+        let mut ratios: Vec<f64> = a
+            .iter()
+            .zip(b)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a / b)
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(f64::total_cmp);
+        Some(ratios[ratios.len() / 2])
     }
 
     fn find(&self, scenario: &str, path: &str, threads: usize) -> Option<&Measured> {
@@ -203,8 +231,20 @@ fn compare(
             let i = (k + round) % paths.len();
             let (name, run) = &paths[i];
             let m = run(bench.duration).with_context(|| format!("{scenario} / {name}"))?;
+            if bench.args.verbose {
+                eprintln!(
+                    "  round {round}: {scenario} / {name} / {threads}: {:.0} ops/s, p50 {} ns",
+                    m.ops_per_sec, m.p50_ns
+                );
+            }
             all[i].push(m);
         }
+    }
+    for ((name, _), runs) in paths.iter().zip(&all) {
+        bench.rounds.push((
+            (scenario, *name, threads),
+            runs.iter().map(|m| m.ops_per_sec).collect(),
+        ));
     }
     for ((name, _), mut runs) in paths.iter().zip(all) {
         let worst_max = runs.iter().map(|m| m.max_ns).max().unwrap_or(0);
@@ -267,6 +307,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         args,
         duration,
         rows: Vec::new(),
+        rounds: Vec::new(),
     };
     if !bench.args.json {
         println!(
@@ -721,19 +762,12 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 fn report(bench: &Bench) -> anyhow::Result<()> {
     let t = bench.args.threads;
-    let ops = |s: &str, p: &str, n: usize| bench.find(s, p, n).map(|m| m.ops_per_sec);
     let write_reg = bench.find("write_contention", "registry write", t);
     let write_r2d2 = bench.find("write_contention", "r2d2 + busy_timeout", t);
     let checkout = bench.find("checkout", "registry get", 1);
     let r = Ratios {
-        point_read_ratio_1t: ratio(
-            ops("point_read", "registry get", 1),
-            ops("point_read", "raw connection", 1),
-        ),
-        point_read_ratio_8t: ratio(
-            ops("point_read", "registry get", t),
-            ops("point_read", "raw connection", t),
-        ),
+        point_read_ratio_1t: bench.paired_ratio("point_read", "registry get", "raw connection", 1),
+        point_read_ratio_8t: bench.paired_ratio("point_read", "registry get", "raw connection", t),
         checkout_p50_ns: checkout.map(|m| m.p50_ns),
         checkout_ratio_vs_r2d2_nocheck: ratio(
             checkout.map(|m| m.p50_ns as f64),
@@ -741,31 +775,16 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
                 .find("checkout", "r2d2 no check", 1)
                 .map(|m| m.p50_ns as f64),
         ),
-        write_throughput_ratio: ratio(
-            write_reg.map(|m| m.ops_per_sec),
-            write_r2d2.map(|m| m.ops_per_sec),
-        ),
+        write_throughput_ratio: bench.paired_ratio("write_contention", "registry write", "r2d2 + busy_timeout", t),
         write_max_latency_ratio: ratio(
             write_reg.map(|m| m.max_ns as f64),
             write_r2d2.map(|m| m.max_ns as f64),
         ),
         write_errors: write_reg.map(|m| m.errors),
-        vs_deadpool_ratio: ratio(
-            ops("point_read", "registry get", 1),
-            ops("point_read", "deadpool-sqlite", 1),
-        ),
-        vs_connect_per_op_ratio: ratio(
-            ops("point_read", "registry get", 1),
-            ops("point_read", "connect per op", 1),
-        ),
-        multi_db_ratio: ratio(
-            ops("multi_db", "registry get", t),
-            ops("multi_db", "raw connection", t),
-        ),
-        mixed_throughput_ratio: ratio(
-            ops("mixed", "registry", t),
-            ops("mixed", "r2d2 + busy_timeout", t),
-        ),
+        vs_deadpool_ratio: bench.paired_ratio("point_read", "registry get", "deadpool-sqlite", 1),
+        vs_connect_per_op_ratio: bench.paired_ratio("point_read", "registry get", "connect per op", 1),
+        multi_db_ratio: bench.paired_ratio("multi_db", "registry get", "raw connection", t),
+        mixed_throughput_ratio: bench.paired_ratio("mixed", "registry", "r2d2 + busy_timeout", t),
         peak_rss_bytes: peak_rss_bytes(),
     };
     let targets: Vec<(String, bool)> = [

@@ -135,12 +135,15 @@ fn three_inserts(tx: &Connection, rng: &mut Rng) -> hive_db_core::rusqlite::Resu
     Ok(())
 }
 
+/// (scenario, path, threads).
+type CellKey = (&'static str, &'static str, usize);
+
 pub struct Bench {
     args: BenchArgs,
     duration: Duration,
     rows: Vec<Row>,
     /// Throughput of every round, by (scenario, path, threads), in round order.
-    rounds: Vec<((&'static str, &'static str, usize), Vec<f64>)>,
+    rounds: Vec<(CellKey, Vec<f64>)>,
 }
 
 impl Bench {
@@ -775,14 +778,24 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
                 .find("checkout", "r2d2 no check", 1)
                 .map(|m| m.p50_ns as f64),
         ),
-        write_throughput_ratio: bench.paired_ratio("write_contention", "registry write", "r2d2 + busy_timeout", t),
+        write_throughput_ratio: bench.paired_ratio(
+            "write_contention",
+            "registry write",
+            "r2d2 + busy_timeout",
+            t,
+        ),
         write_max_latency_ratio: ratio(
             write_reg.map(|m| m.max_ns as f64),
             write_r2d2.map(|m| m.max_ns as f64),
         ),
         write_errors: write_reg.map(|m| m.errors),
         vs_deadpool_ratio: bench.paired_ratio("point_read", "registry get", "deadpool-sqlite", 1),
-        vs_connect_per_op_ratio: bench.paired_ratio("point_read", "registry get", "connect per op", 1),
+        vs_connect_per_op_ratio: bench.paired_ratio(
+            "point_read",
+            "registry get",
+            "connect per op",
+            1,
+        ),
         multi_db_ratio: bench.paired_ratio("multi_db", "registry get", "raw connection", t),
         mixed_throughput_ratio: bench.paired_ratio("mixed", "registry", "r2d2 + busy_timeout", t),
         peak_rss_bytes: peak_rss_bytes(),

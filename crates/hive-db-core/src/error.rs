@@ -83,6 +83,16 @@ pub enum Error {
         /// The file asked for.
         requested: PathBuf,
     },
+    /// The file is registered already, under another name.
+    #[error("database {db}: {path} is registered already as {registered_as}")]
+    PathInUse {
+        /// The database being registered.
+        db: DbName,
+        /// The file.
+        path: PathBuf,
+        /// The name it is registered under.
+        registered_as: DbName,
+    },
     /// No database of that name is registered.
     #[error("database {db} is not registered")]
     UnknownDatabase {
@@ -196,6 +206,7 @@ impl Error {
             Self::InvalidName { .. } | Self::InvalidEnv { .. } | Self::AlreadyInstalled => None,
             Self::InvalidConfig { db, .. }
             | Self::NameConflict { db, .. }
+            | Self::PathInUse { db, .. }
             | Self::UnknownDatabase { db }
             | Self::Closed { db }
             | Self::Open { db, .. }

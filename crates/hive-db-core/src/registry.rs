@@ -80,7 +80,8 @@ impl Registry {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for unworkable settings; [`Error::NameConflict`] when the name
-    /// is registered for another file, or the file under another name; [`Error::Open`],
+    /// is registered for another file; [`Error::PathInUse`] when the file is registered under
+    /// another name (two names would mean two writer lanes for one file); [`Error::Open`],
     /// [`Error::JournalMode`] or [`Error::Io`] when the file cannot be used. On error nothing
     /// is registered.
     pub fn register(&self, name: &DbName, path: impl AsRef<Path>, config: DbConfig) -> Result<()> {
@@ -104,10 +105,10 @@ impl Registry {
                 .iter()
                 .find(|(n, e)| matches!(e, Entry::Open(p) if p.path() == requested && *n != name))
             {
-                return Err(Error::NameConflict {
+                return Err(Error::PathInUse {
                     db: name.clone(),
-                    existing: requested.clone(),
-                    requested: PathBuf::from(format!("(already registered as {other})")),
+                    path: requested,
+                    registered_as: other.clone(),
                 });
             }
             match entries.get(name) {

@@ -22,7 +22,8 @@ fn same_name_other_path_is_a_conflict_and_same_path_is_idempotent() -> TestResul
     let alias = DbName::new("alias")?;
     let err = f.registry.register(&alias, f.path(), config()).unwrap_err();
     assert!(
-        matches!(err, Error::NameConflict { ref db, .. } if db == &alias),
+        matches!(err, Error::PathInUse { ref db, ref registered_as, .. }
+            if db == &alias && registered_as == &f.name),
         "{err:?}"
     );
     // A relative spelling of the same file is the same file.

@@ -434,66 +434,10 @@ fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     )
                 }),
             ),
-            (
-                "registry get",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| -> anyhow::Result<()> {
-                            let conn = registry.get(&db)?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        },
-                    )
-                }),
-            ),
-            (
-                "registry handle",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| -> anyhow::Result<()> {
-                            let conn = handle.get()?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        },
-                    )
-                }),
-            ),
-            (
-                "r2d2 default",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| -> anyhow::Result<()> {
-                            let conn = r2d2_default.get()?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        },
-                    )
-                }),
-            ),
-            (
-                "r2d2 no check",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| -> anyhow::Result<()> {
-                            let conn = r2d2_nocheck.get()?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        },
-                    )
-                }),
-            ),
+            pooled_reads("registry get", threads, rows, || Ok(registry.get(&db)?)),
+            pooled_reads("registry handle", threads, rows, || Ok(handle.get()?)),
+            pooled_reads("r2d2 default", threads, rows, || Ok(r2d2_default.get()?)),
+            pooled_reads("r2d2 no check", threads, rows, || Ok(r2d2_nocheck.get()?)),
             (
                 "deadpool-sqlite",
                 Box::new(|d| deadpool_reads(&runtime, &deadpool, threads, d, rows)),
@@ -522,6 +466,29 @@ fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
         compare(bench, "point_read", threads, Summary::Throughput, paths)?;
     }
     Ok(())
+}
+
+/// Point reads on connections from `get`, which checks one out of some pool.
+fn pooled_reads<'a, C, G>(name: &'static str, threads: usize, rows: u64, get: G) -> Candidate<'a>
+where
+    C: std::ops::Deref<Target = Connection>,
+    G: Fn() -> anyhow::Result<C> + Sync + 'a,
+{
+    (
+        name,
+        Box::new(move |d| {
+            run(
+                threads,
+                d,
+                Timing::None,
+                |_| Ok(()),
+                |_, rng| -> anyhow::Result<()> {
+                    let conn = get()?;
+                    Ok(point_read(&conn, rng, rows)?)
+                },
+            )
+        }),
+    )
 }
 
 /// deadpool-sqlite's way: an async checkout, then `interact` hops to a blocking thread.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure};
 use hive_db_core::{DbConfig, DbName, Registry};
 
-use crate::measure::{Rng, peak_rss_bytes};
+use crate::measure::{Rng, peak_rss_bytes, percentile};
 
 /// Flags of `loadtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -178,13 +178,7 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
     let stats = registry.db_stats(&name)?;
     let mut lat = latencies.into_inner().unwrap_or_else(|p| p.into_inner());
     lat.sort_unstable();
-    let pct = |q: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let rank = ((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len());
-        lat[rank - 1] as f64 / 1e3
-    };
+    let pct = |q: f64| percentile(&lat, q) as f64 / 1e3;
     let outcome = Outcome {
         workers: args.workers,
         readers: args.readers,

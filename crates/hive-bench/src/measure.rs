@@ -129,13 +129,7 @@ pub fn run<S, E: std::fmt::Display>(
         Ok((start.elapsed().as_secs_f64(), all))
     })?;
     latencies.sort_unstable();
-    let pct = |q: f64| -> u64 {
-        if latencies.is_empty() {
-            return 0;
-        }
-        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1]
-    };
+    let pct = |q: f64| percentile(&latencies, q);
     let ops = ops.load(Relaxed);
     Ok(Measured {
         ops,
@@ -148,6 +142,15 @@ pub fn run<S, E: std::fmt::Display>(
         max_ns: latencies.last().copied().unwrap_or(0),
         first_error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
     })
+}
+
+/// The `q`-quantile of `sorted` by the nearest-rank method; 0 when empty.
+pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// The process's peak resident set size so far, in bytes (Linux `VmHWM`).

@@ -206,6 +206,9 @@ type Candidate<'a> = (
     Box<dyn Fn(Duration) -> anyhow::Result<Measured> + 'a>,
 );
 
+/// The untimed pass each path gets before its measured rounds.
+const WARM_UP: Duration = Duration::from_millis(50);
+
 /// How a scenario's rounds are summarised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Summary {
@@ -228,6 +231,11 @@ fn compare(
     paths: Vec<Candidate<'_>>,
 ) -> anyhow::Result<()> {
     let rounds = bench.args.rounds.max(1);
+    // One short untimed pass first: pools grow to the thread count, statement caches and page
+    // caches fill, so no path pays its set-up inside a measured round.
+    for (name, run) in &paths {
+        run(WARM_UP).with_context(|| format!("{scenario} / {name} (warm-up)"))?;
+    }
     let mut all: Vec<Vec<Measured>> = vec![Vec::with_capacity(rounds); paths.len()];
     for round in 0..rounds {
         for k in 0..paths.len() {

@@ -44,6 +44,25 @@ pub(crate) fn stamp(at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX - 1) + 1
 }
 
+/// A clock the maintenance threads advance every [`TICK`], as a [`stamp`]: a checkout reads
+/// it with one load instead of a clock read (about 35 ns here). It serves validation windows
+/// and leak ages, where a few milliseconds do not matter.
+static COARSE_NOW: AtomicU64 = AtomicU64::new(0);
+
+/// How often [`COARSE_NOW`] advances.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// Advances the coarse clock.
+pub(crate) fn tick() {
+    COARSE_NOW.store(stamp(Instant::now()), Relaxed);
+}
+
+/// The coarse clock's time, as a [`stamp`].
+#[inline]
+pub(crate) fn coarse_now() -> u64 {
+    COARSE_NOW.load(Relaxed)
+}
+
 /// The instant a [`stamp`] stands for.
 pub(crate) fn unstamp(stamp: u64) -> Instant {
     *EPOCH + Duration::from_nanos(stamp.saturating_sub(1))
@@ -73,7 +92,7 @@ impl ConnSlot {
     #[inline]
     pub(crate) fn check_out(
         &self,
-        at: Instant,
+        at: u64,
         site: &'static Location<'static>,
         last_site: &mut Option<&'static Location<'static>>,
     ) {
@@ -81,7 +100,7 @@ impl ConnSlot {
             *lock(&self.site) = Some(site);
             *last_site = Some(site);
         }
-        self.checked_out_at.store(stamp(at), Release);
+        self.checked_out_at.store(at, Release);
     }
 
     /// Marks the connection returned; gives back the checkout if it had been reported leaked.
@@ -223,8 +242,9 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 /// A pooled SQLite connection with what the pool needs to know about it.
 pub(crate) struct HiveConn {
     pub(crate) conn: Connection,
-    /// When it was last checked out (or opened): validation is skipped if this is recent.
-    pub(crate) last_used: Instant,
+    /// When it was last checked out (or opened), as a [`stamp`]: validation is skipped if
+    /// this is recent.
+    pub(crate) last_used: u64,
     /// Set when it must not go back to the pool.
     pub(crate) discard: Option<CloseReason>,
     pub(crate) slot: Arc<ConnSlot>,
@@ -332,7 +352,7 @@ impl r2d2::ManageConnection for HiveManager {
                 tracing::debug!(db = %shared.name, id, "connection opened");
                 Ok(HiveConn {
                     conn,
-                    last_used: now,
+                    last_used: stamp(now),
                     discard: None,
                     slot,
                     last_site: None,

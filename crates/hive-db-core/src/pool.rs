@@ -16,7 +16,9 @@ use crate::config::DbConfig;
 use crate::connection::PreparedDatabase;
 use crate::error::{Error, Result};
 use crate::lane::WriterLane;
-use crate::manager::{HiveConn, HiveManager, PoolShared, age, lock, validate};
+use crate::manager::{
+    HiveConn, HiveManager, PoolShared, TICK, age, coarse_now, lock, stamp, tick, validate,
+};
 use crate::name::DbName;
 use crate::stats::{CloseReason, DbCounters, DbSnapshot, SqliteFacts};
 
@@ -29,6 +31,12 @@ static MAINTENANCE: Lazy<Arc<ScheduledThreadPool>> = Lazy::new(|| {
             .thread_name_pattern("hive-db-maint-{}")
             .build(),
     )
+});
+
+/// Advances the coarse clock that checkouts read (see `manager::coarse_now`).
+static TICKER: Lazy<JobHandle> = Lazy::new(|| {
+    tick();
+    MAINTENANCE.execute_at_fixed_rate(TICK, TICK, tick)
 });
 
 /// How long one blocking wait inside r2d2 lasts before we look for a permanent connect error.
@@ -161,6 +169,7 @@ impl DbPool {
         config: DbConfig,
         counters: Arc<DbCounters>,
     ) -> Result<Self> {
+        Lazy::force(&TICKER);
         let shared = Arc::new(PoolShared::new(
             name.clone(),
             prepared.path,
@@ -233,9 +242,9 @@ impl DbPool {
         site: &'static Location<'static>,
     ) -> Result<Option<PooledConnection>> {
         self.refuse_if_closed()?;
-        let now = Instant::now();
+        let now = coarse_now();
         while let Some(conn) = self.pool.try_get() {
-            if let Some(conn) = self.accept(conn, now, now, site) {
+            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
                 return Ok(Some(conn));
             }
         }
@@ -260,14 +269,15 @@ impl DbPool {
     ) -> Result<PooledConnection> {
         loop {
             self.refuse_if_closed()?;
-            let (conn, now) = match self.pool.try_get() {
-                Some(conn) => (conn, start),
+            let (conn, waited, now) = match self.pool.try_get() {
+                Some(conn) => (conn, Duration::ZERO, coarse_now()),
                 None => {
                     let conn = self.wait_for_connection(start, deadline)?;
-                    (conn, Instant::now())
+                    let now = Instant::now();
+                    (conn, age(start, now), stamp(now))
                 }
             };
-            if let Some(conn) = self.accept(conn, start, now, site) {
+            if let Some(conn) = self.accept(conn, waited, now, site) {
                 return Ok(conn);
             }
         }
@@ -278,12 +288,13 @@ impl DbPool {
     fn accept(
         &self,
         mut conn: r2d2::PooledConnection<HiveManager>,
-        start: Instant,
-        now: Instant,
+        waited: Duration,
+        now: u64,
         site: &'static Location<'static>,
     ) -> Option<PooledConnection> {
         let shared = &*self.shared;
-        if age(conn.last_used, now) >= shared.config.validate_after_idle
+        let idle_ns = now.saturating_sub(conn.last_used);
+        if u128::from(idle_ns) >= shared.config.validate_after_idle.as_nanos()
             && let Err(e) = validate(&conn.conn)
         {
             tracing::warn!(db = %shared.name, id = conn.id, error = %e, "connection failed validation; discarded");
@@ -300,7 +311,7 @@ impl DbPool {
         // Checkout time stands in for return time: a connection held longer than the window
         // is checked once more than strictly needed, and the return path reads no clock.
         *last_used = now;
-        shared.counters.acquire_wait.record(age(start, now));
+        shared.counters.acquire_wait.record(waited);
         Some(PooledConnection { conn })
     }
 
@@ -730,6 +741,37 @@ mod tests {
             "not the poisoned connection"
         );
         assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
+        Ok(())
+    }
+
+    /// Bug caught: a stale connection handed out unchecked because the clock checkouts read
+    /// (the coarse clock) stopped advancing.
+    #[test]
+    fn a_connection_idle_past_the_window_is_validated() -> TestResult {
+        let window = Duration::from_millis(100);
+        let (_dir, registry, name) = registry(
+            "idle-window",
+            DbConfig {
+                max_size: 1,
+                min_idle: 1,
+                validate_after_idle: window,
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        let poison = poison_hook(&pool);
+        // Replace the connection opened before the hook with one the hook can poison.
+        registry.get(&name)?.discard();
+        drop(registry.get(&name)?);
+        poison();
+        std::thread::sleep(window * 3);
+        let conn = registry.get(&name)?;
+        let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
+        assert_eq!(
+            one, 1,
+            "the poisoned connection was handed out without a check"
+        );
+        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 1);
         Ok(())
     }
 

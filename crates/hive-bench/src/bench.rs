@@ -562,6 +562,19 @@ fn deadpool_reads(
     })
 }
 
+/// One write transaction through the registry's writer lane.
+fn registry_write(registry: &Registry, db: &DbName, rng: &mut Rng) -> anyhow::Result<()> {
+    registry.write(db, |tx| three_inserts(tx, rng).map_err(anyhow::Error::from))
+}
+
+/// One write transaction on an r2d2 connection, waiting in SQLite's busy handler.
+fn r2d2_write(pool: &r2d2::Pool<SqliteConnectionManager>, rng: &mut Rng) -> anyhow::Result<()> {
+    let mut conn = pool.get()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    three_inserts(&tx, rng)?;
+    Ok(tx.commit()?)
+}
+
 fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let threads = bench.args.threads;
     let (db, _) = setup.database("writes_registry", 0)?;
@@ -578,11 +591,7 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     d,
                     each,
                     |_| Ok(()),
-                    |_, rng| {
-                        registry.write(&db, |tx| {
-                            three_inserts(tx, rng).map_err(anyhow::Error::from)
-                        })
-                    },
+                    |_, rng| registry_write(registry, &db, rng),
                 )
             }),
         ),
@@ -594,12 +603,7 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     d,
                     each,
                     |_| Ok(()),
-                    |_, rng| -> anyhow::Result<()> {
-                        let mut conn = pool.get()?;
-                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        three_inserts(&tx, rng)?;
-                        Ok(tx.commit()?)
-                    },
+                    |_, rng| r2d2_write(&pool, rng),
                 )
             }),
         ),
@@ -626,9 +630,7 @@ fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     |_| Ok(()),
                     |_, rng| {
                         if rng.next() % 5 == 0 {
-                            registry.write(&db, |tx| {
-                                three_inserts(tx, rng).map_err(anyhow::Error::from)
-                            })
+                            registry_write(registry, &db, rng)
                         } else {
                             registry.read(&db, |c| {
                                 point_read(c, rng, rows).map_err(anyhow::Error::from)
@@ -647,16 +649,12 @@ fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     each,
                     |_| Ok(()),
                     |_, rng| -> anyhow::Result<()> {
-                        let mut conn = pool.get()?;
                         if rng.next() % 5 == 0 {
-                            let tx =
-                                conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                            three_inserts(&tx, rng)?;
-                            tx.commit()?;
+                            r2d2_write(&pool, rng)
                         } else {
-                            point_read(&conn, rng, rows)?;
+                            let conn = pool.get()?;
+                            Ok(point_read(&conn, rng, rows)?)
                         }
-                        Ok(())
                     },
                 )
             }),

@@ -653,7 +653,7 @@ mod tests {
 
     /// Installs a hook that can poison connections; the returned function makes every
     /// connection opened so far fail each statement (interrupted), and later ones work.
-    fn poison_hook(pool: &DbPool) -> impl Fn() {
+    fn poison_hook(pool: &DbPool) -> impl Fn() + use<> {
         let generation = Arc::new(AtomicU64::new(0));
         let created = Arc::new(AtomicU64::new(0));
         let hook_gen = Arc::clone(&generation);
@@ -712,13 +712,13 @@ mod tests {
         Ok(())
     }
 
-    /// Bug caught: `last_used` never refreshed, so a connection in steady use is validated
-    /// again and again once it is older than the window.
-    #[test]
-    fn a_checkout_restarts_the_validation_window() -> TestResult {
-        let window = Duration::from_millis(200);
-        let (_dir, registry, name) = registry(
-            "window",
+    /// A one-connection pool whose connection the returned function can poison.
+    fn single_poisonable(
+        name: &str,
+        window: Duration,
+    ) -> anyhow::Result<(tempfile::TempDir, Registry, DbName, impl Fn())> {
+        let (dir, registry, name) = registry(
+            name,
             DbConfig {
                 max_size: 1,
                 min_idle: 1,
@@ -730,6 +730,15 @@ mod tests {
         let poison = poison_hook(&pool);
         // Replace the connection opened before the hook with one the hook can poison.
         registry.get(&name)?.discard();
+        Ok((dir, registry, name, poison))
+    }
+
+    /// Bug caught: `last_used` never refreshed, so a connection in steady use is validated
+    /// again and again once it is older than the window.
+    #[test]
+    fn a_checkout_restarts_the_validation_window() -> TestResult {
+        let window = Duration::from_millis(200);
+        let (_dir, registry, name, poison) = single_poisonable("window", window)?;
         std::thread::sleep(window + Duration::from_millis(50));
         // Idle past the window: validated (and passes), and the window restarts now.
         drop(registry.get(&name)?);
@@ -749,19 +758,7 @@ mod tests {
     #[test]
     fn a_connection_idle_past_the_window_is_validated() -> TestResult {
         let window = Duration::from_millis(100);
-        let (_dir, registry, name) = registry(
-            "idle-window",
-            DbConfig {
-                max_size: 1,
-                min_idle: 1,
-                validate_after_idle: window,
-                ..DbConfig::default()
-            },
-        )?;
-        let pool = registry.pool_for_test(&name)?;
-        let poison = poison_hook(&pool);
-        // Replace the connection opened before the hook with one the hook can poison.
-        registry.get(&name)?.discard();
+        let (_dir, registry, name, poison) = single_poisonable("idle-window", window)?;
         drop(registry.get(&name)?);
         poison();
         std::thread::sleep(window * 3);

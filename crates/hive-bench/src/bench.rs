@@ -551,15 +551,11 @@ fn deadpool_reads(
             let _ = h.await;
         }
     });
-    let secs = start.elapsed().as_secs_f64();
-    let ops = ops.load(Relaxed);
-    Ok(Measured {
-        ops,
-        errors: errors.load(Relaxed),
-        secs,
-        ops_per_sec: ops as f64 / secs,
-        ..Measured::default()
-    })
+    Ok(Measured::from_counts(
+        ops.load(Relaxed),
+        errors.load(Relaxed),
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 /// One write transaction through the registry's writer lane.

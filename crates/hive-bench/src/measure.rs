@@ -19,6 +19,19 @@ pub struct Measured {
     pub first_error: Option<String>,
 }
 
+impl Measured {
+    /// Counts over `secs`, without latencies.
+    pub fn from_counts(ops: u64, errors: u64, secs: f64) -> Self {
+        Self {
+            ops,
+            errors,
+            secs,
+            ops_per_sec: ops as f64 / secs,
+            ..Self::default()
+        }
+    }
+}
+
 /// How latency is taken.
 #[derive(Debug, Clone, Copy)]
 pub enum Timing {
@@ -130,17 +143,13 @@ pub fn run<S, E: std::fmt::Display>(
     })?;
     latencies.sort_unstable();
     let pct = |q: f64| percentile(&latencies, q);
-    let ops = ops.load(Relaxed);
     Ok(Measured {
-        ops,
-        errors: errors.load(Relaxed),
-        secs,
-        ops_per_sec: ops as f64 / secs,
         p50_ns: pct(0.5),
         p99_ns: pct(0.99),
         p999_ns: pct(0.999),
         max_ns: latencies.last().copied().unwrap_or(0),
         first_error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
+        ..Measured::from_counts(ops.load(Relaxed), errors.load(Relaxed), secs)
     })
 }
 

@@ -7,37 +7,47 @@
 //! a busy machine), so the waiter at the front of the queue spins briefly instead of sleeping:
 //! it is woken early, as soon as it becomes the front, and is usually ready on another core
 //! when the lane comes free.
+//!
+//! The lane's mutex guards only the queue. A waiter sleeps with `thread::park` and watches
+//! its own flags, so a hand-off never makes the new holder take the mutex again, and the
+//! wake-ups happen after the mutex is released.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 /// How long the front waiter spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
 
 /// A queued writer's place.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Waiter {
-    cv: Condvar,
-    /// Set (under the lane's mutex) when the lane is handed to this waiter.
+    thread: Thread,
+    /// Set, under the lane's mutex, when the lane is handed to this waiter.
     granted: AtomicBool,
-    /// True while this waiter sleeps on `cv`; only touched under the lane's mutex.
-    parked: AtomicBool,
-}
-
-impl Waiter {
-    fn wake_if_parked(&self) {
-        if self.parked.load(Ordering::Relaxed) {
-            self.cv.notify_one();
-        }
-    }
+    /// Set, under the lane's mutex, when this waiter becomes the front of the queue.
+    front: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct State {
     busy: bool,
     queue: VecDeque<Arc<Waiter>>,
+}
+
+impl State {
+    /// Marks the waiter now at the front and returns it, to be woken once the mutex is
+    /// released.
+    fn mark_front(&self) -> Option<Arc<Waiter>> {
+        let front = self.queue.front()?;
+        if front.front.swap(true, Ordering::AcqRel) {
+            None
+        } else {
+            Some(Arc::clone(front))
+        }
+    }
 }
 
 /// A FIFO lock with direct hand-off, bounded waits and a spinning front waiter.
@@ -65,13 +75,20 @@ impl WriterLane {
 
     /// Waits for the lane until `deadline`.
     pub(crate) fn acquire(&self, deadline: Instant) -> Result<LaneTurn<'_>, LaneTimeout> {
-        let mut state = self.lock();
-        if !state.busy {
-            state.busy = true;
-            return Ok(LaneTurn { lane: self });
-        }
-        let me = Arc::new(Waiter::default());
-        state.queue.push_back(Arc::clone(&me));
+        let me = {
+            let mut state = self.lock();
+            if !state.busy {
+                state.busy = true;
+                return Ok(LaneTurn { lane: self });
+            }
+            let me = Arc::new(Waiter {
+                thread: std::thread::current(),
+                granted: AtomicBool::new(false),
+                front: AtomicBool::new(state.queue.is_empty()),
+            });
+            state.queue.push_back(Arc::clone(&me));
+            me
+        };
         let mut spun = false;
         loop {
             if me.granted.load(Ordering::Acquire) {
@@ -79,42 +96,48 @@ impl WriterLane {
             }
             let now = Instant::now();
             if now >= deadline {
-                state.queue.retain(|w| !Arc::ptr_eq(w, &me));
-                if let Some(front) = state.queue.front() {
-                    front.wake_if_parked();
-                }
-                return Err(LaneTimeout {
-                    queued: state.queue.len(),
-                });
+                return self.give_up(&me);
             }
-            let front = state.queue.front().is_some_and(|w| Arc::ptr_eq(w, &me));
-            if front && !spun {
+            if !spun && me.front.load(Ordering::Acquire) {
                 spun = true;
-                drop(state);
-                let until = (now + SPIN).min(deadline);
-                let mut spins = 0u32;
-                while !me.granted.load(Ordering::Acquire) {
-                    std::hint::spin_loop();
-                    spins += 1;
-                    if spins.is_multiple_of(64) {
-                        if Instant::now() >= until {
-                            break;
-                        }
-                        // Two cores and more threads: let the lane holder run.
-                        std::thread::yield_now();
-                    }
-                }
-                state = self.lock();
+                Self::spin(&me, (now + SPIN).min(deadline));
                 continue;
             }
-            me.parked.store(true, Ordering::Relaxed);
-            state = me
-                .cv
-                .wait_timeout(state, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            me.parked.store(false, Ordering::Relaxed);
+            // A wake-up may be spurious or stale; the loop re-checks the flags.
+            std::thread::park_timeout(deadline - now);
         }
+    }
+
+    /// Spins until the lane is granted to `me` or `until` passes.
+    fn spin(me: &Waiter, until: Instant) {
+        let mut spins = 0u32;
+        while !me.granted.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(64) {
+                if Instant::now() >= until {
+                    return;
+                }
+                // Two cores and more threads: let the lane holder run.
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Leaves the queue at the deadline, unless the lane was granted in the meantime.
+    fn give_up(&self, me: &Arc<Waiter>) -> Result<LaneTurn<'_>, LaneTimeout> {
+        let (queued, wake) = {
+            let mut state = self.lock();
+            if me.granted.load(Ordering::Acquire) {
+                return Ok(LaneTurn { lane: self });
+            }
+            state.queue.retain(|w| !Arc::ptr_eq(w, me));
+            (state.queue.len(), state.mark_front())
+        };
+        if let Some(front) = wake {
+            front.thread.unpark();
+        }
+        Err(LaneTimeout { queued })
     }
 
     /// Writers waiting, the one holding the lane not included.
@@ -123,18 +146,28 @@ impl WriterLane {
     }
 
     fn release(&self) {
-        let mut state = self.lock();
-        match state.queue.pop_front() {
-            Some(next) => {
-                // The lane stays busy: it passes straight to `next`.
-                next.granted.store(true, Ordering::Release);
-                next.wake_if_parked();
-                // The new front starts spinning now, ready for the next hand-off.
-                if let Some(front) = state.queue.front() {
-                    front.wake_if_parked();
+        let (next, front) = {
+            let mut state = self.lock();
+            match state.queue.pop_front() {
+                Some(next) => {
+                    // The lane stays busy: it passes straight to `next`.
+                    next.granted.store(true, Ordering::Release);
+                    // The new front starts spinning now, ready for the next hand-off.
+                    (Some(next), state.mark_front())
+                }
+                None => {
+                    state.busy = false;
+                    (None, None)
                 }
             }
-            None => state.busy = false,
+        };
+        // A spinning waiter needs no wake-up; `unpark` costs a system call only for a
+        // parked one.
+        if let Some(next) = next {
+            next.thread.unpark();
+        }
+        if let Some(front) = front {
+            front.thread.unpark();
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Opening SQLite files: path checks, open flags, the one-time WAL bootstrap, and the
 //! per-connection PRAGMAs every pooled or fallback connection gets from one function.
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OpenFlags, ffi};
 
 use crate::config::DbConfig;
@@ -33,6 +36,7 @@ pub(crate) fn open_flags() -> OpenFlags {
 /// The rusqlite error of the first PRAGMA that fails.
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
     conn.busy_timeout(config.busy_timeout)?;
+    conn.wal_hook(Some(wal_hook));
     // `cache_size` is negative: KiB, not pages (SQLite's documented convention).
     let cache = -i64::from(config.cache_size_kib);
     conn.execute_batch(&format!(
@@ -43,6 +47,48 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         config.synchronous.as_sql(),
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
+}
+
+/// SQLite's own auto-checkpoint threshold: a commit that leaves this many frames in the WAL
+/// starts a passive checkpoint.
+pub(crate) const AUTOCHECKPOINT_FRAMES: c_int = 1000;
+
+thread_local! {
+    /// True while the writer lane commits on this thread: a due checkpoint is then only
+    /// recorded, to be run once the lane has passed on.
+    static DEFER_CHECKPOINT: Cell<bool> = const { Cell::new(false) };
+    /// Whether a deferred commit left a checkpoint due.
+    static CHECKPOINT_DUE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Replaces SQLite's auto-checkpoint hook, which would run the checkpoint (with its fsyncs)
+/// inside the committing statement. Outside the writer lane it does what SQLite's does; inside
+/// it, it leaves the checkpoint to [`commit_deferring_checkpoint`]'s caller, so that the
+/// writers queued behind do not wait for the disk.
+fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames < AUTOCHECKPOINT_FRAMES {
+        return Ok(());
+    }
+    if DEFER_CHECKPOINT.get() {
+        CHECKPOINT_DUE.set(true);
+    } else if let Err(e) = wal.checkpoint() {
+        // As with SQLite's own hook, a failed checkpoint does not fail the commit, which has
+        // happened; the next commit tries again.
+        tracing::debug!(error = %e, "automatic checkpoint failed");
+    }
+    // An error returned here would be reported as the commit's, though the commit happened.
+    Ok(())
+}
+
+/// Runs `commit` with the automatic checkpoint deferred. Returns its result, and whether the
+/// WAL has reached [`AUTOCHECKPOINT_FRAMES`], so that the caller should checkpoint.
+pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, bool) {
+    CHECKPOINT_DUE.set(false);
+    DEFER_CHECKPOINT.set(true);
+    let deferring = crate::pool::scopeguard(|| DEFER_CHECKPOINT.set(false));
+    let result = commit();
+    drop(deferring);
+    (result, CHECKPOINT_DUE.replace(false))
 }
 
 /// Opens one connection to a database file that [`prepare_database`] has prepared, with the

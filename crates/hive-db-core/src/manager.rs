@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{
-    AtomicBool, AtomicU32, AtomicU64,
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -171,8 +171,35 @@ pub(crate) struct PoolShared {
     pub(crate) slots: Mutex<Vec<Arc<ConnSlot>>>,
     /// Signalled when a connection closes while the pool is closing.
     pub(crate) slots_changed: Condvar,
+    /// Where the two-pass automatic checkpoint stands (see `pool::checkpoint_after_commit`).
+    pub(crate) checkpoint_step: AtomicU8,
     #[cfg(test)]
     pub(crate) connect_hook: Mutex<Option<ConnectHook>>,
+}
+
+/// Where a database's two-pass automatic checkpoint stands. Moves only forward: `Idle` to
+/// `FirstPass` to `CatchUp` and back to `Idle`. Every move but the one out of `FirstPass` is
+/// made inside the writer lane, and that one only by the job running the first pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum CheckpointStep {
+    Idle = 0,
+    FirstPass = 1,
+    CatchUp = 2,
+}
+
+impl CheckpointStep {
+    pub(crate) fn load(cell: &AtomicU8) -> Self {
+        match cell.load(Acquire) {
+            1 => Self::FirstPass,
+            2 => Self::CatchUp,
+            _ => Self::Idle,
+        }
+    }
+
+    pub(crate) fn store(self, cell: &AtomicU8) {
+        cell.store(self as u8, Release);
+    }
 }
 
 impl std::fmt::Debug for PoolShared {
@@ -203,6 +230,7 @@ impl PoolShared {
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
             slots_changed: Condvar::new(),
+            checkpoint_step: AtomicU8::new(CheckpointStep::Idle as u8),
             #[cfg(test)]
             connect_hook: Mutex::new(None),
         }

@@ -13,11 +13,12 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
 use crate::config::DbConfig;
-use crate::connection::PreparedDatabase;
+use crate::connection::{PreparedDatabase, commit_deferring_checkpoint};
 use crate::error::{Error, Result};
-use crate::lane::WriterLane;
+use crate::lane::{LaneTurn, WriterLane};
 use crate::manager::{
-    HiveConn, HiveManager, PoolShared, TICK, age, coarse_now, lock, stamp, tick, validate,
+    CheckpointStep, HiveConn, HiveManager, PoolShared, TICK, age, coarse_now, lock, stamp, tick,
+    validate,
 };
 use crate::name::DbName;
 use crate::stats::{CloseReason, DbCounters, DbSnapshot, SqliteFacts};
@@ -397,7 +398,7 @@ impl DbPool {
         let shared = &*self.shared;
         let start = Instant::now();
         let deadline = start + shared.config.connection_timeout;
-        let _turn = self.lane.acquire(deadline).map_err(|t| {
+        let turn = self.lane.acquire(deadline).map_err(|t| {
             shared.counters.timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
                 db: shared.name.clone(),
@@ -408,13 +409,39 @@ impl DbPool {
         let now = Instant::now();
         shared.counters.writer_wait.record(age(start, now));
         let mut conn = self.checkout_until(now, deadline, site)?;
-        let tx = Transaction::new(&mut conn, TransactionBehavior::Immediate)
-            .map_err(|e| self.sqlite_error("begin immediate", e))?;
+        let (outcome, checkpoint_due) = self.transact(&mut conn, f);
+        if checkpoint_due {
+            checkpoint_after_commit(conn, turn);
+        }
+        outcome
+    }
+
+    /// `f` in a `BEGIN IMMEDIATE` transaction on `conn`: committed on `Ok`, rolled back on
+    /// `Err` (and, through the transaction's drop, on panic). Also says whether the commit
+    /// left a checkpoint due.
+    fn transact<T, E>(
+        &self,
+        conn: &mut PooledConnection,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> (Result<T, E>, bool)
+    where
+        E: From<Error>,
+    {
+        let shared = &*self.shared;
+        let tx = match Transaction::new(conn, TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return (Err(self.sqlite_error("begin immediate", e).into()), false),
+        };
         match f(&tx) {
             Ok(value) => {
-                tx.commit().map_err(|e| self.sqlite_error("commit", e))?;
-                shared.counters.commits.fetch_add(1, Relaxed);
-                Ok(value)
+                let (committed, due) = commit_deferring_checkpoint(|| tx.commit());
+                match committed {
+                    Ok(()) => {
+                        shared.counters.commits.fetch_add(1, Relaxed);
+                        (Ok(value), due)
+                    }
+                    Err(e) => (Err(self.sqlite_error("commit", e).into()), due),
+                }
             }
             Err(err) => {
                 shared.counters.rollbacks.fetch_add(1, Relaxed);
@@ -422,7 +449,7 @@ impl DbPool {
                     tracing::warn!(db = %shared.name, error = %e, "rollback failed; connection discarded");
                     conn.discard();
                 }
-                Err(err)
+                (Err(err), false)
             }
         }
     }
@@ -586,6 +613,68 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// The automatic checkpoint of a `write` whose commit left the WAL at or past
+/// [`AUTOCHECKPOINT_FRAMES`](crate::connection::AUTOCHECKPOINT_FRAMES), in two passes.
+///
+/// A checkpoint spends most of its time in fsync, flushing the WAL. Run inside the lane (as
+/// SQLite's own hook would run it, inside the commit), it stalls every queued writer for that
+/// long. Run outside, it never catches up with writers that keep appending, so the WAL is
+/// never emptied and restarted, and grows without bound. So the first pass runs on a
+/// maintenance thread, concurrently with the writers, and flushes and copies the bulk; this
+/// writer returns at once. The next writer that finds a checkpoint due runs the second pass
+/// inside the lane, where nothing can be appended: it copies only what was written during the
+/// first and leaves the WAL fully copied, so the writer after it starts the WAL again from
+/// the beginning.
+fn checkpoint_after_commit(conn: PooledConnection, turn: LaneTurn<'_>) {
+    let shared = Arc::clone(&conn.conn.shared);
+    match CheckpointStep::load(&shared.checkpoint_step) {
+        CheckpointStep::Idle => {
+            CheckpointStep::FirstPass.store(&shared.checkpoint_step);
+            drop(turn);
+            // The connection goes with the job and returns to the pool when it is done.
+            MAINTENANCE.execute(move || {
+                let step = Arc::clone(&shared);
+                // Even if the job unwinds, the next due writer must find the catch-up step,
+                // or no `write` would checkpoint this database again.
+                let _next =
+                    scopeguard(move || CheckpointStep::CatchUp.store(&step.checkpoint_step));
+                checkpoint(&shared, &conn);
+                drop(conn);
+            });
+        }
+        CheckpointStep::CatchUp => {
+            checkpoint(&shared, &conn);
+            CheckpointStep::Idle.store(&shared.checkpoint_step);
+            drop(conn);
+            drop(turn);
+        }
+        // The first pass is still running.
+        CheckpointStep::FirstPass => {
+            drop(conn);
+            drop(turn);
+        }
+    }
+}
+
+/// A passive checkpoint, as SQLite's automatic one: it copies what it can without waiting for
+/// readers or writers.
+fn checkpoint(shared: &PoolShared, conn: &Connection) {
+    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((busy, wal_frames, copied)) => {
+            shared.counters.checkpoints.fetch_add(1, Relaxed);
+            tracing::trace!(db = %shared.name, busy, wal_frames, copied, "checkpoint");
+        }
+        Err(e) => tracing::debug!(db = %shared.name, error = %e, "checkpoint failed"),
+    }
 }
 
 #[cfg(test)]

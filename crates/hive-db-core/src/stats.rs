@@ -37,6 +37,7 @@ pub(crate) struct DbCounters {
     pub(crate) leaks: AtomicU64,
     pub(crate) commits: AtomicU64,
     pub(crate) rollbacks: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) writer_wait: Histogram,
@@ -74,6 +75,7 @@ impl DbCounters {
             leaks: self.leaks.load(Relaxed),
             commits: self.commits.load(Relaxed),
             rollbacks: self.rollbacks.load(Relaxed),
+            checkpoints: self.checkpoints.load(Relaxed),
         }
     }
 }
@@ -132,6 +134,9 @@ pub struct Totals {
     pub commits: u64,
     /// `write` transactions rolled back.
     pub rollbacks: u64,
+    /// Automatic checkpoint passes after `write` commits that left the WAL at or past
+    /// SQLite's auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
+    pub checkpoints: u64,
 }
 
 /// Facts about the database file.

@@ -1,0 +1,114 @@
+//! Automatic checkpoints: the registry replaces SQLite's auto-checkpoint hook so that `write`
+//! checkpoints in two passes (see docs/ARCHITECTURE.md). Whatever the path a commit takes,
+//! the WAL must stay bounded.
+
+use std::sync::{Arc, Barrier};
+
+use hive_db_core::rusqlite::params;
+
+use crate::support::{TestResult, config, fixture};
+
+/// Frames SQLite's auto-checkpoint lets the WAL reach before it checkpoints.
+const AUTOCHECKPOINT_FRAMES: u64 = 1000;
+/// Every test row carries a blob this big: two overflow pages and a leaf, so each commit
+/// appends at least three frames to the WAL.
+const BLOB: usize = 8 * 1024;
+
+fn wal_bytes(f: &crate::support::Fixture) -> anyhow::Result<u64> {
+    Ok(f.registry.db_stats(&f.name)?.sqlite.wal_bytes)
+}
+
+fn page_size(f: &crate::support::Fixture) -> anyhow::Result<u64> {
+    let size: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
+        Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?)
+    })?;
+    Ok(u64::try_from(size)?)
+}
+
+fn create_blob_table(f: &crate::support::Fixture) -> TestResult {
+    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+        tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, thread INTEGER, data BLOB)")?;
+        Ok(())
+    })
+}
+
+/// Bug caught: the checkpoint moved out of the writer lane never catches up with writers
+/// that keep appending, so the WAL is never restarted and grows with every commit (here to
+/// about 19,000 frames, some 75 MiB). Also: a checkpoint step that never returns to idle.
+#[test]
+fn the_wal_stays_bounded_under_steady_concurrent_writes() -> TestResult {
+    let f = Arc::new(fixture("ckpt_lane", config())?);
+    create_blob_table(&f)?;
+    let (threads, writes) = (8, 800);
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (f, barrier) = (Arc::clone(&f), Arc::clone(&barrier));
+            std::thread::spawn(move || -> TestResult {
+                let (t, blob) = (t as i64, vec![t as u8; BLOB]);
+                barrier.wait();
+                for _ in 0..writes {
+                    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+                        tx.execute(
+                            "INSERT INTO b (thread, data) VALUES (?1, ?2)",
+                            params![t, blob],
+                        )?;
+                        Ok(())
+                    })?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("writer thread panicked")?;
+    }
+
+    let rows: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
+        Ok(c.query_row("SELECT count(*) FROM b", [], |r| r.get(0))?)
+    })?;
+    assert_eq!(
+        rows,
+        (threads * writes) as i64,
+        "every committed row is there"
+    );
+    let stats = f.registry.db_stats(&f.name)?;
+    assert!(
+        stats.totals.checkpoints >= 2,
+        "about 19,000 frames were written, yet only {} checkpoint passes ran",
+        stats.totals.checkpoints
+    );
+    // Frames reach the threshold, plus what the writers append while the first pass runs;
+    // six thresholds leave room for a slow disk and are still a quarter of the unbounded size.
+    let limit = 6 * AUTOCHECKPOINT_FRAMES * (page_size(&f)? + 24);
+    let wal = wal_bytes(&f)?;
+    assert!(
+        wal <= limit,
+        "the WAL grew to {wal} bytes (limit {limit}): it is not being restarted"
+    );
+    Ok(())
+}
+
+/// Bug caught: replacing SQLite's auto-checkpoint hook stops checkpoints for commits that do
+/// not go through `write` (autocommit statements on a connection from `get`), so their WAL
+/// grows without bound.
+#[test]
+fn commits_outside_write_are_still_checkpointed() -> TestResult {
+    let f = fixture("ckpt_autocommit", config())?;
+    create_blob_table(&f)?;
+    let blob = vec![7u8; BLOB];
+    {
+        let conn = f.registry.get(&f.name)?;
+        let mut insert = conn.prepare("INSERT INTO b (thread, data) VALUES (0, ?1)")?;
+        for _ in 0..3000 {
+            insert.execute([&blob])?;
+        }
+    }
+    let limit = 2 * AUTOCHECKPOINT_FRAMES * (page_size(&f)? + 24);
+    let wal = wal_bytes(&f)?;
+    assert!(
+        wal <= limit,
+        "the WAL grew to {wal} bytes (limit {limit}) under autocommit inserts"
+    );
+    Ok(())
+}

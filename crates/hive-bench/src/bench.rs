@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Run only the paths whose names contain one of these (for profiling one path).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
     /// Print every round's result on standard error.
     #[arg(long)]
     pub verbose: bool,
@@ -144,7 +147,11 @@ pub struct Bench {
     rows: Vec<Row>,
     /// Throughput of every round, by (scenario, path, threads), in round order.
     rounds: Vec<(CellKey, Vec<f64>)>,
+    /// Size of the WAL files after `write_contention`: (registry, r2d2).
+    write_wal_bytes: Option<(u64, u64)>,
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 impl Bench {
     fn wants(&self, scenario: &str) -> bool {
@@ -228,9 +235,12 @@ fn compare(
     scenario: &'static str,
     threads: usize,
     summary: Summary,
-    paths: Vec<Candidate<'_>>,
+    mut paths: Vec<Candidate<'_>>,
 ) -> anyhow::Result<()> {
     let rounds = bench.args.rounds.max(1);
+    if !bench.args.paths.is_empty() {
+        paths.retain(|(name, _)| bench.args.paths.iter().any(|p| name.contains(p.as_str())));
+    }
     // One short untimed pass first: pools grow to the thread count, statement caches and page
     // caches fill, so no path pays its set-up inside a measured round.
     for (name, run) in &paths {
@@ -319,6 +329,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
         duration,
         rows: Vec::new(),
         rounds: Vec::new(),
+        write_wal_bytes: None,
     };
     if !bench.args.json {
         println!(
@@ -575,7 +586,7 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let threads = bench.args.threads;
     let (db, _) = setup.database("writes_registry", 0)?;
     let registry = &setup.registry;
-    let (_, path) = setup.database("writes_r2d2", 0)?;
+    let (r2d2_db, path) = setup.database("writes_r2d2", 0)?;
     let pool = setup.r2d2(&path, true)?;
     let each = Timing::Each;
     let paths: Vec<Candidate<'_>> = vec![
@@ -604,7 +615,21 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             }),
         ),
     ];
-    compare(bench, "write_contention", threads, Summary::Tail, paths)
+    compare(bench, "write_contention", threads, Summary::Tail, paths)?;
+    // How far each WAL grew: a checkpoint that never completes under steady writes lets it
+    // grow without bound, which throughput alone does not show.
+    let wal = |db: &DbName| -> anyhow::Result<u64> { Ok(registry.db_stats(db)?.sqlite.wal_bytes) };
+    let (registry_wal, r2d2_wal) = (wal(&db)?, wal(&r2d2_db)?);
+    bench.write_wal_bytes = Some((registry_wal, r2d2_wal));
+    if !bench.args.json {
+        println!(
+            "{:<17} WAL file after all rounds: registry {:.1} MiB, r2d2 {:.1} MiB",
+            "",
+            registry_wal as f64 / MIB,
+            r2d2_wal as f64 / MIB
+        );
+    }
+    Ok(())
 }
 
 fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -718,6 +743,8 @@ struct Ratios {
     write_throughput_ratio: Option<f64>,
     write_max_latency_ratio: Option<f64>,
     write_errors: Option<u64>,
+    write_wal_bytes_registry: Option<u64>,
+    write_wal_bytes_r2d2: Option<u64>,
     vs_deadpool_ratio: Option<f64>,
     vs_connect_per_op_ratio: Option<f64>,
     multi_db_ratio: Option<f64>,
@@ -758,6 +785,8 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
             write_r2d2.map(|m| m.max_ns as f64),
         ),
         write_errors: write_reg.map(|m| m.errors),
+        write_wal_bytes_registry: bench.write_wal_bytes.map(|w| w.0),
+        write_wal_bytes_r2d2: bench.write_wal_bytes.map(|w| w.1),
         vs_deadpool_ratio: bench.paired_ratio("point_read", "registry get", "deadpool-sqlite", 1),
         vs_connect_per_op_ratio: bench.paired_ratio(
             "point_read",
@@ -828,10 +857,7 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&value)?);
     } else {
         println!();
-        println!(
-            "peak RSS {:.1} MiB",
-            r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
-        );
+        println!("peak RSS {:.1} MiB", r.peak_rss_bytes as f64 / MIB);
         for (text, ok) in &targets {
             println!("{} {text}", if *ok { "met   " } else { "MISSED" });
         }

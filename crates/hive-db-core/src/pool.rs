@@ -622,10 +622,10 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 /// SQLite's own hook would run it, inside the commit), it stalls every queued writer for that
 /// long. Run outside, it never catches up with writers that keep appending, so the WAL is
 /// never emptied and restarted, and grows without bound. So the first pass runs on a
-/// maintenance thread, concurrently with the writers, and flushes and copies the bulk; this
-/// writer returns at once. The next writer that finds a checkpoint due runs the second pass
-/// inside the lane, where nothing can be appended: it copies only what was written during the
-/// first and leaves the WAL fully copied, so the writer after it starts the WAL again from
+/// maintenance thread, concurrently with the writers, and flushes and copies the bulk (see
+/// [`first_pass`]); this writer returns at once. The next writer that finds a checkpoint due
+/// runs the second pass inside the lane, where nothing can be appended: it copies only what
+/// was written during the last of the first pass's checkpoints and leaves the WAL fully copied, so the writer after it starts the WAL again from
 /// the beginning.
 fn checkpoint_after_commit(conn: PooledConnection, turn: LaneTurn<'_>) {
     let shared = Arc::clone(&conn.conn.shared);
@@ -640,7 +640,7 @@ fn checkpoint_after_commit(conn: PooledConnection, turn: LaneTurn<'_>) {
                 // or no `write` would checkpoint this database again.
                 let _next =
                     scopeguard(move || CheckpointStep::CatchUp.store(&step.checkpoint_step));
-                checkpoint(&shared, &conn);
+                first_pass(&shared, &conn);
                 drop(conn);
             });
         }
@@ -658,9 +658,33 @@ fn checkpoint_after_commit(conn: PooledConnection, turn: LaneTurn<'_>) {
     }
 }
 
+/// Frames a background pass may leave for the catch-up pass inside the lane.
+const CATCH_UP_FRAMES: i64 = 100;
+/// Background passes at most, before the catch-up pass is left to do the rest.
+const FIRST_PASSES: usize = 8;
+
+/// The first, background pass: passive checkpoints, repeated while the writers appended more
+/// than [`CATCH_UP_FRAMES`] during the previous one, so the pass inside the lane stays short.
+fn first_pass(shared: &PoolShared, conn: &Connection) {
+    let mut copied_before = None;
+    for _ in 0..FIRST_PASSES {
+        let Some(copied) = checkpoint(shared, conn) else {
+            return;
+        };
+        // Frames this pass copied (none if a writer restarted the WAL meanwhile).
+        if copied_before.is_some_and(|before: i64| copied.saturating_sub(before) <= CATCH_UP_FRAMES)
+        {
+            return;
+        }
+        copied_before = Some(copied);
+    }
+}
+
 /// A passive checkpoint, as SQLite's automatic one: it copies what it can without waiting for
-/// readers or writers.
-fn checkpoint(shared: &PoolShared, conn: &Connection) {
+/// readers or writers. Returns how many of the WAL's frames have been copied to the database
+/// (by this checkpoint and those before it since the WAL last restarted), or `None` if it
+/// failed.
+fn checkpoint(shared: &PoolShared, conn: &Connection) -> Option<i64> {
     let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -672,8 +696,12 @@ fn checkpoint(shared: &PoolShared, conn: &Connection) {
         Ok((busy, wal_frames, copied)) => {
             shared.counters.checkpoints.fetch_add(1, Relaxed);
             tracing::trace!(db = %shared.name, busy, wal_frames, copied, "checkpoint");
+            Some(copied)
         }
-        Err(e) => tracing::debug!(db = %shared.name, error = %e, "checkpoint failed"),
+        Err(e) => {
+            tracing::debug!(db = %shared.name, error = %e, "checkpoint failed");
+            None
+        }
     }
 }
 

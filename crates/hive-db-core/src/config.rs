@@ -47,6 +47,8 @@ impl Synchronous {
 /// | `synchronous` | NORMAL | `HIVE_DB_SYNCHRONOUS` (`off`/`normal`/`full`/`extra`) |
 /// | `cache_size_kib` | 10240 | `HIVE_DB_CACHE_SIZE_KIB` |
 /// | `foreign_keys` | true | `HIVE_DB_FOREIGN_KEYS` (`true`/`false`/`1`/`0`) |
+/// | `group_commit_max_writers` | 32 | `HIVE_DB_GROUP_COMMIT_MAX_WRITERS` (1 = off) |
+/// | `group_commit_max_age` | 2 ms | `HIVE_DB_GROUP_COMMIT_MAX_AGE_MS` |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DbConfig {
     /// Most connections open at once, checked out or idle. Default 10; at least 1.
@@ -79,6 +81,14 @@ pub struct DbConfig {
     pub cache_size_kib: u32,
     /// `PRAGMA foreign_keys`. Default true.
     pub foreign_keys: bool,
+    /// Most `write` calls that share one SQLite transaction when writers queue (group
+    /// commit; see [`WriteTx`](crate::WriteTx)). Default 32; 1 gives every `write` its own
+    /// transaction; at least 1.
+    pub group_commit_max_writers: u32,
+    /// A shared write transaction older than this commits instead of taking on the next
+    /// queued writer, which bounds how long the first writer in it waits for its commit.
+    /// Default 2 ms.
+    pub group_commit_max_age: Duration,
 }
 
 impl Default for DbConfig {
@@ -96,6 +106,8 @@ impl Default for DbConfig {
             synchronous: Synchronous::Normal,
             cache_size_kib: 10 * 1024,
             foreign_keys: true,
+            group_commit_max_writers: 32,
+            group_commit_max_age: Duration::from_millis(2),
         }
     }
 }
@@ -161,6 +173,12 @@ impl DbConfig {
         if let Some((var, v)) = get("HIVE_DB_FOREIGN_KEYS") {
             c.foreign_keys = parse_bool(var, &v)?;
         }
+        if let Some((var, v)) = get("HIVE_DB_GROUP_COMMIT_MAX_WRITERS") {
+            c.group_commit_max_writers = parse_u32(var, &v)?;
+        }
+        if let Some((var, v)) = get("HIVE_DB_GROUP_COMMIT_MAX_AGE_MS") {
+            c.group_commit_max_age = parse_ms(var, &v)?;
+        }
         Ok(c)
     }
 
@@ -181,6 +199,8 @@ impl DbConfig {
             Some("connection_timeout must be longer than zero".to_owned())
         } else if self.leak_threshold.is_some_and(|t| t.is_zero()) {
             Some("leak_threshold must be longer than zero, or None".to_owned())
+        } else if self.group_commit_max_writers == 0 {
+            Some("group_commit_max_writers must be at least 1".to_owned())
         } else if i32::try_from(self.busy_timeout.as_millis()).is_err() {
             Some("busy_timeout is longer than SQLite accepts (about 24 days)".to_owned())
         } else {
@@ -256,6 +276,8 @@ mod tests {
         assert_eq!(c.synchronous, Synchronous::Normal);
         assert_eq!(c.cache_size_kib, 10240);
         assert!(c.foreign_keys);
+        assert_eq!(c.group_commit_max_writers, 32);
+        assert_eq!(c.group_commit_max_age, Duration::from_millis(2));
     }
 
     /// Bug caught: an environment variable read under the wrong name or unit.
@@ -274,6 +296,8 @@ mod tests {
             ("HIVE_DB_SYNCHRONOUS", "FULL"),
             ("HIVE_DB_CACHE_SIZE_KIB", "4096"),
             ("HIVE_DB_FOREIGN_KEYS", "0"),
+            ("HIVE_DB_GROUP_COMMIT_MAX_WRITERS", "1"),
+            ("HIVE_DB_GROUP_COMMIT_MAX_AGE_MS", "10"),
         ]))?;
         assert_eq!(c.max_size, 20);
         assert_eq!(c.min_idle, 3);
@@ -287,6 +311,8 @@ mod tests {
         assert_eq!(c.synchronous, Synchronous::Full);
         assert_eq!(c.cache_size_kib, 4096);
         assert!(!c.foreign_keys);
+        assert_eq!(c.group_commit_max_writers, 1);
+        assert_eq!(c.group_commit_max_age, Duration::from_millis(10));
         Ok(())
     }
 
@@ -330,6 +356,10 @@ mod tests {
             },
             DbConfig {
                 leak_threshold: Some(Duration::ZERO),
+                ..DbConfig::default()
+            },
+            DbConfig {
+                group_commit_max_writers: 0,
                 ..DbConfig::default()
             },
         ] {

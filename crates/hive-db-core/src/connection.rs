@@ -37,6 +37,9 @@ pub(crate) fn open_flags() -> OpenFlags {
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
     conn.busy_timeout(config.busy_timeout)?;
     conn.wal_hook(Some(wal_hook));
+    // `write` keeps five statements of its own in the cache (BEGIN, COMMIT and three for
+    // savepoints); leave callers room beyond rusqlite's default of 16.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // `cache_size` is negative: KiB, not pages (SQLite's documented convention).
     let cache = -i64::from(config.cache_size_kib);
     conn.execute_batch(&format!(
@@ -48,6 +51,9 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
 }
+
+/// Prepared statements each connection keeps cached.
+const STATEMENT_CACHE: usize = 64;
 
 /// SQLite's own auto-checkpoint threshold: a commit that leaves this many frames in the WAL
 /// starts a passive checkpoint.

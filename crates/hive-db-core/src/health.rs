@@ -144,7 +144,7 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
             r.get::<_, i64>(0)
         })
         .map_err(|e| Error::sqlite(db, "read schema", e))?;
-        let Ok(_turn) = pool.lane.acquire(deadline) else {
+        let Ok(_turn) = pool.lane.acquire_plain(deadline) else {
             return Ok(Some(
                 "writes blocked: the writer lane stayed busy".to_owned(),
             ));

@@ -8,6 +8,9 @@
 //! it is woken early, as soon as it becomes the front, and is usually ready on another core
 //! when the lane comes free.
 //!
+//! A holder may also pass the lane on *with a payload* (the pool's open group-commit
+//! transaction) to the next waiter, if that waiter takes payloads; see [`LaneTurn::pass`].
+//!
 //! The lane's mutex guards only the queue. A waiter sleeps with `thread::park` and watches
 //! its own flags, so a hand-off never makes the new holder take the mutex again, and the
 //! wake-ups happen after the mutex is released.
@@ -23,24 +26,40 @@ const SPIN: Duration = Duration::from_micros(200);
 
 /// A queued writer's place.
 #[derive(Debug)]
-struct Waiter {
+struct Waiter<P> {
     thread: Thread,
     /// Set, under the lane's mutex, when the lane is handed to this waiter.
     granted: AtomicBool,
     /// Set, under the lane's mutex, when this waiter becomes the front of the queue.
     front: AtomicBool,
+    /// Whether this waiter can be handed a payload with the lane.
+    takes_payload: bool,
+    /// The payload handed over with the lane, if any; filled before `granted` is set.
+    payload: Mutex<Option<P>>,
 }
 
-#[derive(Debug, Default)]
-struct State {
+/// Who to wake once the lane's mutex is released: the new holder and the new front.
+type Woken<P> = (Option<Arc<Waiter<P>>>, Option<Arc<Waiter<P>>>);
+
+#[derive(Debug)]
+struct State<P> {
     busy: bool,
-    queue: VecDeque<Arc<Waiter>>,
+    queue: VecDeque<Arc<Waiter<P>>>,
 }
 
-impl State {
+impl<P> Default for State<P> {
+    fn default() -> Self {
+        Self {
+            busy: false,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<P> State<P> {
     /// Marks the waiter now at the front and returns it, to be woken once the mutex is
     /// released.
-    fn mark_front(&self) -> Option<Arc<Waiter>> {
+    fn mark_front(&self) -> Option<Arc<Waiter<P>>> {
         let front = self.queue.front()?;
         if front.front.swap(true, Ordering::AcqRel) {
             None
@@ -48,18 +67,64 @@ impl State {
             Some(Arc::clone(front))
         }
     }
+
+    /// Hands the lane to the front waiter, with `payload`; returns the new holder and the new
+    /// front, to be woken once the mutex is released. With no waiter, frees the lane.
+    fn hand_off(&mut self, payload: Option<P>) -> Woken<P> {
+        match self.queue.pop_front() {
+            Some(next) => {
+                if payload.is_some() {
+                    *lock(&next.payload) = payload;
+                }
+                // The lane stays busy: it passes straight to `next`.
+                next.granted.store(true, Ordering::Release);
+                // The new front starts spinning now, ready for the next hand-off.
+                (Some(next), self.mark_front())
+            }
+            None => {
+                self.busy = false;
+                (None, None)
+            }
+        }
+    }
 }
 
-/// A FIFO lock with direct hand-off, bounded waits and a spinning front waiter.
-#[derive(Debug, Default)]
-pub(crate) struct WriterLane {
-    state: Mutex<State>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Holding the lane; dropping it passes the lane on.
+/// Wakes the new holder and the new front after the lane's mutex is released. A spinning
+/// waiter needs no wake-up; `unpark` costs a system call only for a parked one.
+fn wake<P>((next, front): Woken<P>) {
+    if let Some(next) = next {
+        next.thread.unpark();
+    }
+    if let Some(front) = front {
+        front.thread.unpark();
+    }
+}
+
+/// A FIFO lock with direct hand-off, bounded waits, a spinning front waiter, and an optional
+/// payload passed from holder to holder.
 #[derive(Debug)]
-pub(crate) struct LaneTurn<'a> {
-    lane: &'a WriterLane,
+pub(crate) struct WriterLane<P = ()> {
+    state: Mutex<State<P>>,
+}
+
+impl<P> Default for WriterLane<P> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+/// Holding the lane; dropping it passes the lane on, without a payload.
+#[derive(Debug)]
+pub(crate) struct LaneTurn<'a, P = ()> {
+    lane: &'a WriterLane<P>,
+    /// False once the lane has been passed on with a payload.
+    held: bool,
 }
 
 /// The lane did not come round before the deadline.
@@ -68,23 +133,43 @@ pub(crate) struct LaneTimeout {
     pub(crate) queued: usize,
 }
 
-impl WriterLane {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+impl<P> WriterLane<P> {
+    fn lock(&self) -> MutexGuard<'_, State<P>> {
+        lock(&self.state)
     }
 
-    /// Waits for the lane until `deadline`.
-    pub(crate) fn acquire(&self, deadline: Instant) -> Result<LaneTurn<'_>, LaneTimeout> {
+    /// Waits for the lane until `deadline`. The lane may come with the previous holder's
+    /// payload.
+    pub(crate) fn acquire(
+        &self,
+        deadline: Instant,
+    ) -> Result<(LaneTurn<'_, P>, Option<P>), LaneTimeout> {
+        self.wait(deadline, true)
+    }
+
+    /// Waits for the lane until `deadline`, never taking a payload: a holder with one
+    /// finishes with it before this waiter's turn.
+    pub(crate) fn acquire_plain(&self, deadline: Instant) -> Result<LaneTurn<'_, P>, LaneTimeout> {
+        self.wait(deadline, false).map(|(turn, _)| turn)
+    }
+
+    fn wait(
+        &self,
+        deadline: Instant,
+        takes_payload: bool,
+    ) -> Result<(LaneTurn<'_, P>, Option<P>), LaneTimeout> {
         let me = {
             let mut state = self.lock();
             if !state.busy {
                 state.busy = true;
-                return Ok(LaneTurn { lane: self });
+                return Ok((self.turn(), None));
             }
             let me = Arc::new(Waiter {
                 thread: std::thread::current(),
                 granted: AtomicBool::new(false),
                 front: AtomicBool::new(state.queue.is_empty()),
+                takes_payload,
+                payload: Mutex::new(None),
             });
             state.queue.push_back(Arc::clone(&me));
             me
@@ -92,7 +177,7 @@ impl WriterLane {
         let mut spun = false;
         loop {
             if me.granted.load(Ordering::Acquire) {
-                return Ok(LaneTurn { lane: self });
+                return Ok(self.granted(&me));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -108,8 +193,19 @@ impl WriterLane {
         }
     }
 
+    fn turn(&self) -> LaneTurn<'_, P> {
+        LaneTurn {
+            lane: self,
+            held: true,
+        }
+    }
+
+    fn granted(&self, me: &Waiter<P>) -> (LaneTurn<'_, P>, Option<P>) {
+        (self.turn(), lock(&me.payload).take())
+    }
+
     /// Spins until the lane is granted to `me` or `until` passes.
-    fn spin(me: &Waiter, until: Instant) {
+    fn spin(me: &Waiter<P>, until: Instant) {
         let mut spins = 0u32;
         while !me.granted.load(Ordering::Acquire) {
             std::hint::spin_loop();
@@ -125,11 +221,11 @@ impl WriterLane {
     }
 
     /// Leaves the queue at the deadline, unless the lane was granted in the meantime.
-    fn give_up(&self, me: &Arc<Waiter>) -> Result<LaneTurn<'_>, LaneTimeout> {
+    fn give_up(&self, me: &Arc<Waiter<P>>) -> Result<(LaneTurn<'_, P>, Option<P>), LaneTimeout> {
         let (queued, wake) = {
             let mut state = self.lock();
             if me.granted.load(Ordering::Acquire) {
-                return Ok(LaneTurn { lane: self });
+                return Ok(self.granted(me));
             }
             state.queue.retain(|w| !Arc::ptr_eq(w, me));
             (state.queue.len(), state.mark_front())
@@ -146,35 +242,34 @@ impl WriterLane {
     }
 
     fn release(&self) {
-        let (next, front) = {
-            let mut state = self.lock();
-            match state.queue.pop_front() {
-                Some(next) => {
-                    // The lane stays busy: it passes straight to `next`.
-                    next.granted.store(true, Ordering::Release);
-                    // The new front starts spinning now, ready for the next hand-off.
-                    (Some(next), state.mark_front())
-                }
-                None => {
-                    state.busy = false;
-                    (None, None)
-                }
-            }
-        };
-        // A spinning waiter needs no wake-up; `unpark` costs a system call only for a
-        // parked one.
-        if let Some(next) = next {
-            next.thread.unpark();
-        }
-        if let Some(front) = front {
-            front.thread.unpark();
-        }
+        let woken = self.lock().hand_off(None);
+        wake(woken);
     }
 }
 
-impl Drop for LaneTurn<'_> {
+impl<'a, P> LaneTurn<'a, P> {
+    /// Hands the lane, with `payload`, to the oldest waiter, if there is one and it takes
+    /// payloads. Otherwise gives both back: the caller still holds the lane.
+    pub(crate) fn pass(mut self, payload: P) -> Result<(), (Self, P)> {
+        let woken = {
+            let mut state = self.lane.lock();
+            if !state.queue.front().is_some_and(|w| w.takes_payload) {
+                drop(state);
+                return Err((self, payload));
+            }
+            state.hand_off(Some(payload))
+        };
+        self.held = false;
+        wake(woken);
+        Ok(())
+    }
+}
+
+impl<P> Drop for LaneTurn<'_, P> {
     fn drop(&mut self) {
-        self.lane.release();
+        if self.held {
+            self.lane.release();
+        }
     }
 }
 
@@ -191,14 +286,14 @@ mod tests {
     /// Bug caught: writers served out of arrival order (barging, LIFO, or a thundering herd).
     #[test]
     fn serves_writers_in_arrival_order() {
-        let lane = Arc::new(WriterLane::default());
+        let lane = Arc::new(WriterLane::<()>::default());
         let order = Arc::new(Mutex::new(Vec::new()));
-        let first = lane.acquire(far()).expect("free lane");
+        let first = lane.acquire_plain(far()).expect("free lane");
         let mut handles = Vec::new();
         for i in 0..8 {
             let (thread_lane, order) = (Arc::clone(&lane), Arc::clone(&order));
             handles.push(std::thread::spawn(move || {
-                let _turn = thread_lane.acquire(far()).expect("lane within 30 s");
+                let _turn = thread_lane.acquire_plain(far()).expect("lane within 30 s");
                 order.lock().unwrap().push(i);
             }));
             // Wait until writer i is queued before starting writer i + 1.
@@ -216,22 +311,22 @@ mod tests {
     /// Bug caught: a timed-out waiter left in the queue, blocking everyone after it forever.
     #[test]
     fn a_timed_out_waiter_leaves_the_queue() {
-        let lane = Arc::new(WriterLane::default());
-        let turn = lane.acquire(far()).expect("free lane");
+        let lane = Arc::new(WriterLane::<()>::default());
+        let turn = lane.acquire_plain(far()).expect("free lane");
         let err = lane
-            .acquire(Instant::now() + Duration::from_millis(20))
+            .acquire_plain(Instant::now() + Duration::from_millis(20))
             .expect_err("lane is held");
         assert_eq!(err.queued, 0);
         assert_eq!(lane.queued(), 0);
         drop(turn);
-        let again = lane.acquire(Instant::now() + Duration::from_secs(5));
+        let again = lane.acquire_plain(Instant::now() + Duration::from_secs(5));
         assert!(again.is_ok(), "lane not free after the holder left");
     }
 
     /// Bug caught: two writers inside the lane at once.
     #[test]
     fn never_admits_two_writers() {
-        let lane = Arc::new(WriterLane::default());
+        let lane = Arc::new(WriterLane::<()>::default());
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(8));
         let handles: Vec<_> = (0..8)
@@ -241,7 +336,7 @@ mod tests {
                 std::thread::spawn(move || {
                     barrier.wait();
                     for _ in 0..500 {
-                        let _turn = lane.acquire(far()).expect("lane within 30 s");
+                        let _turn = lane.acquire_plain(far()).expect("lane within 30 s");
                         let n = inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         assert_eq!(n, 0, "two writers in the lane");
                         inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -252,5 +347,67 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
+    }
+
+    /// Bug caught: a payload passed with the lane lost, given to the wrong waiter, or given
+    /// out of arrival order.
+    #[test]
+    fn pass_hands_the_payload_to_the_oldest_waiter() {
+        let lane = Arc::new(WriterLane::<u32>::default());
+        let (first, none) = lane.acquire(far()).expect("free lane");
+        assert!(none.is_none(), "a free lane carries no payload");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for i in 0..4u32 {
+            let (thread_lane, got) = (Arc::clone(&lane), Arc::clone(&got));
+            handles.push(std::thread::spawn(move || {
+                let (turn, payload) = thread_lane.acquire(far()).expect("lane within 30 s");
+                got.lock().unwrap().push((i, payload));
+                let next = payload.map_or(100, |p| p + 1);
+                // Each holder passes a payload on; the last finds nobody and keeps the lane.
+                if let Err((turn, _)) = turn.pass(next) {
+                    drop(turn);
+                }
+            }));
+            while lane.queued() < i as usize + 1 {
+                std::thread::yield_now();
+            }
+        }
+        first.pass(10).expect("a waiter is queued");
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec![(0, Some(10)), (1, Some(11)), (2, Some(12)), (3, Some(13))]
+        );
+        assert!(
+            lane.acquire_plain(Instant::now() + Duration::from_secs(5))
+                .is_ok(),
+            "the last holder kept the lane"
+        );
+    }
+
+    /// Bug caught: a payload handed to a waiter that cannot take one (the health probe), which
+    /// would strand the open transaction it carries; or the lane lost when nobody takes it.
+    #[test]
+    fn pass_returns_the_payload_when_the_next_waiter_takes_none() {
+        let lane = Arc::new(WriterLane::<u32>::default());
+        let (turn, _) = lane.acquire(far()).expect("free lane");
+        // Nobody waiting: the holder keeps the lane and the payload.
+        let (turn, payload) = turn.pass(1).expect_err("nobody to pass to");
+        assert_eq!(payload, 1);
+        let plain = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || lane.acquire_plain(far()).map(drop).is_ok())
+        };
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        let (turn, payload) = turn.pass(2).expect_err("the front waiter takes no payload");
+        assert_eq!(payload, 2);
+        assert_eq!(lane.queued(), 1, "the plain waiter is still queued");
+        drop(turn);
+        assert!(plain.join().unwrap(), "the plain waiter got the lane");
     }
 }

@@ -3,7 +3,8 @@
 //! Each database is registered once under a [`DbName`] for one file and gets an r2d2 pool of
 //! connections that all carry the same settings ([`configure_connection`]), in WAL mode. The
 //! registry hands out connections ([`Registry::get`], [`Registry::read`]), runs write
-//! transactions through a per-database FIFO writer lane ([`Registry::write`]), keeps
+//! transactions through a per-database FIFO writer lane, committing the work of writers
+//! queued together at once ([`Registry::write`], [`WriteTx`]), keeps
 //! statistics ([`Registry::stats`]), checks health ([`Registry::health`]), reports leaks, and
 //! closes cleanly ([`Registry::close`]). A connection is never handed on dirty: one returned
 //! while its thread panics, inside an open transaction, or after a failed rollback is closed,
@@ -40,6 +41,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod config;
 mod connection;
 mod error;
@@ -53,6 +55,7 @@ mod pool;
 mod registry;
 mod stats;
 
+pub use batch::WriteTx;
 pub use config::{DbConfig, Synchronous};
 pub use connection::{PreparedDatabase, configure_connection, open_connection, prepare_database};
 pub use error::{Error, OpenCause, Result};

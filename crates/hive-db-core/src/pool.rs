@@ -9,9 +9,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::Connection;
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
+use crate::batch::{Batch, BatchFailure, Member, WriteTx, exec_cached};
 use crate::config::DbConfig;
 use crate::connection::{PreparedDatabase, commit_deferring_checkpoint};
 use crate::error::{Error, Result};
@@ -138,7 +139,7 @@ pub struct OutstandingConnection {
 pub(crate) struct DbPool {
     pub(crate) shared: Arc<PoolShared>,
     pool: r2d2::Pool<HiveManager>,
-    pub(crate) lane: WriterLane,
+    pub(crate) lane: WriterLane<Batch>,
     journal_mode: String,
     leak_job: Option<JobHandle>,
 }
@@ -385,12 +386,14 @@ impl DbPool {
         f(&conn)
     }
 
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction, after waiting for the writer lane.
-    /// Commits on `Ok`; rolls back on `Err` or panic.
+    /// Runs `f` in the database's write transaction, after waiting for the writer lane: a
+    /// `BEGIN IMMEDIATE` transaction, shared with the writers queued behind (group commit,
+    /// see `batch.rs`). `f`'s work commits on `Ok` (and this returns once it has), and is
+    /// rolled back on `Err` or panic.
     pub(crate) fn write<T, E>(
         &self,
         site: &'static Location<'static>,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<Error>,
@@ -398,7 +401,7 @@ impl DbPool {
         let shared = &*self.shared;
         let start = Instant::now();
         let deadline = start + shared.config.connection_timeout;
-        let turn = self.lane.acquire(deadline).map_err(|t| {
+        let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
             shared.counters.timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
                 db: shared.name.clone(),
@@ -408,49 +411,86 @@ impl DbPool {
         })?;
         let now = Instant::now();
         shared.counters.writer_wait.record(age(start, now));
-        let mut conn = self.checkout_until(now, deadline, site)?;
-        let (outcome, checkpoint_due) = self.transact(&mut conn, f);
-        if checkpoint_due {
-            checkpoint_after_commit(conn, turn);
+        let mut batch = match inherited {
+            Some(batch) => batch,
+            None => {
+                let conn = self.checkout_until(now, deadline, site)?;
+                Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
+            }
+        };
+        let (member, slot) = batch.run(&shared.name, f);
+        if batch.is_broken() {
+            self.abandon(batch, turn);
+        } else if batch.can_grow(&shared.config) {
+            if let Err((turn, batch)) = turn.pass(batch) {
+                self.commit(batch, turn);
+            }
+        } else {
+            self.commit(batch, turn);
         }
-        outcome
+        match member {
+            Member::Done(Ok(value)) => match slot.map(|s| s.wait()) {
+                Some(Ok(())) | None => Ok(value),
+                Some(Err(failure)) => Err(failure.into_error(&shared.name).into()),
+            },
+            Member::Done(Err(err)) => {
+                shared.counters.rollbacks.fetch_add(1, Relaxed);
+                Err(err)
+            }
+            Member::Panicked(panic) => {
+                shared.counters.rollbacks.fetch_add(1, Relaxed);
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
-    /// `f` in a `BEGIN IMMEDIATE` transaction on `conn`: committed on `Ok`, rolled back on
-    /// `Err` (and, through the transaction's drop, on panic). Also says whether the commit
-    /// left a checkpoint due.
-    fn transact<T, E>(
-        &self,
-        conn: &mut PooledConnection,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-    ) -> (Result<T, E>, bool)
-    where
-        E: From<Error>,
-    {
-        let shared = &*self.shared;
-        let tx = match Transaction::new(conn, TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(e) => return (Err(self.sqlite_error("begin immediate", e).into()), false),
-        };
-        match f(&tx) {
-            Ok(value) => {
-                let (committed, due) = commit_deferring_checkpoint(|| tx.commit());
-                match committed {
-                    Ok(()) => {
-                        shared.counters.commits.fetch_add(1, Relaxed);
-                        (Ok(value), due)
-                    }
-                    Err(e) => (Err(self.sqlite_error("commit", e).into()), due),
+    /// Commits `batch`, passes the lane on, then tells every writer in it how the commit went.
+    fn commit(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
+        let counters = &self.shared.counters;
+        let (mut conn, waiting) = batch.finish();
+        let (committed, due) = commit_deferring_checkpoint(|| exec_cached(&conn, "COMMIT"));
+        let n = waiting.len() as u64;
+        let outcome = match committed {
+            Ok(()) => {
+                counters.commits.fetch_add(n, Relaxed);
+                if n > 0 {
+                    counters.transactions.fetch_add(1, Relaxed);
                 }
+                Ok(())
             }
-            Err(err) => {
-                shared.counters.rollbacks.fetch_add(1, Relaxed);
-                if let Err(e) = tx.rollback() {
-                    tracing::warn!(db = %shared.name, error = %e, "rollback failed; connection discarded");
+            Err(e) => {
+                let failure = BatchFailure::from_sqlite("commit", &e);
+                drop(self.sqlite_error("commit", e));
+                counters.rollbacks.fetch_add(n, Relaxed);
+                if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
                     conn.discard();
                 }
-                (Err(err), false)
+                Err(failure)
             }
+        };
+        if due && outcome.is_ok() {
+            checkpoint_after_commit(conn, turn);
+        } else {
+            drop(conn);
+            drop(turn);
+        }
+        for slot in waiting {
+            slot.settle(outcome.clone());
+        }
+    }
+
+    /// Ends a batch whose transaction broke: rolls back, passes the lane on, and fails every
+    /// writer in it.
+    fn abandon(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
+        let (conn, waiting) = batch.abandon();
+        drop(conn);
+        drop(turn);
+        self.shared
+            .counters
+            .rollbacks
+            .fetch_add(waiting.len() as u64, Relaxed);
+        for slot in waiting {
+            slot.settle(Err(BatchFailure::abandoned()));
         }
     }
 
@@ -627,7 +667,7 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 /// runs the second pass inside the lane, where nothing can be appended: it copies only what
 /// was written during the last of the first pass's checkpoints and leaves the WAL fully copied, so the writer after it starts the WAL again from
 /// the beginning.
-fn checkpoint_after_commit(conn: PooledConnection, turn: LaneTurn<'_>) {
+fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>) {
     let shared = Arc::clone(&conn.conn.shared);
     match CheckpointStep::load(&shared.checkpoint_step) {
         CheckpointStep::Idle => {

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::Connection;
 
+use crate::batch::WriteTx;
 use crate::config::DbConfig;
 use crate::connection::{prepare_database, resolve_path};
 use crate::error::{Error, Result};
@@ -189,18 +190,23 @@ impl Registry {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction of `name`, after waiting in the database's
-    /// writer lane (FIFO). Commits when `f` returns `Ok`, rolls back when it returns `Err` or
-    /// panics.
+    /// writer lane (FIFO). `f`'s work commits when it returns `Ok`, and `write` returns once it
+    /// has; it is rolled back when `f` returns `Err` or panics (the panic then continues).
+    ///
+    /// Writers queued at once share one transaction, each in a savepoint of its own (group
+    /// commit): see [`WriteTx`] for what that means for `f`, and
+    /// [`DbConfig::group_commit_max_writers`] to turn it off.
     ///
     /// # Errors
     ///
     /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Sqlite`] when the
-    /// transaction cannot begin or commit; all converted into `E`; and whatever `f` returns.
+    /// transaction cannot begin or commit (also when the transaction shared with other
+    /// writers failed to commit); all converted into `E`; and whatever `f` returns.
     #[track_caller]
     pub fn write<T, E>(
         &self,
         name: &DbName,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<Error>,
@@ -386,7 +392,7 @@ impl DbHandle {
     #[track_caller]
     pub fn write<T, E: From<Error>>(
         &self,
-        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         self.0.write(Location::caller(), f)
     }

@@ -38,6 +38,7 @@ pub(crate) struct DbCounters {
     pub(crate) commits: AtomicU64,
     pub(crate) rollbacks: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    pub(crate) transactions: AtomicU64,
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) writer_wait: Histogram,
@@ -76,6 +77,7 @@ impl DbCounters {
             commits: self.commits.load(Relaxed),
             rollbacks: self.rollbacks.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
+            transactions: self.transactions.load(Relaxed),
         }
     }
 }
@@ -130,13 +132,17 @@ pub struct Totals {
     pub busy: u64,
     /// Holds longer than `leak_threshold`.
     pub leaks: u64,
-    /// `write` transactions committed.
+    /// `write` calls whose work committed.
     pub commits: u64,
-    /// `write` transactions rolled back.
+    /// `write` calls whose work was rolled back (the closure failed or panicked, or the
+    /// transaction it shared did not commit).
     pub rollbacks: u64,
     /// Automatic checkpoint passes after `write` commits that left the WAL at or past
     /// SQLite's auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
     pub checkpoints: u64,
+    /// SQLite write transactions `write` committed. Queued writers share one (group commit),
+    /// so `commits / transactions` is the mean number of writers per transaction.
+    pub transactions: u64,
 }
 
 /// Facts about the database file.

@@ -99,6 +99,8 @@ fn write_commits_on_ok_and_rolls_back_on_err() -> TestResult {
     assert_eq!(count_rows(&f)?, 1);
     let totals = f.registry.db_stats(&f.name)?.totals;
     assert_eq!((totals.commits, totals.rollbacks), (2, 1));
+    // One at a time, each write is its own transaction; the failed one commits none.
+    assert_eq!(totals.transactions, 2);
     Ok(())
 }
 

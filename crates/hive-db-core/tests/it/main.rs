@@ -4,6 +4,7 @@ mod checkpoint;
 mod close;
 mod concurrency;
 mod errors;
+mod group_commit;
 mod hygiene;
 mod model;
 mod observability;

@@ -269,7 +269,9 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A pooled SQLite connection with what the pool needs to know about it.
 pub(crate) struct HiveConn {
-    pub(crate) conn: Connection,
+    /// Boxed: r2d2 moves its connections by value on every checkout and return, and a
+    /// `rusqlite::Connection` is about 200 bytes.
+    pub(crate) conn: Box<Connection>,
     /// When it was last checked out (or opened), as a [`stamp`]: validation is skipped if
     /// this is recent.
     pub(crate) last_used: u64,
@@ -379,7 +381,7 @@ impl r2d2::ManageConnection for HiveManager {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
                 tracing::debug!(db = %shared.name, id, "connection opened");
                 Ok(HiveConn {
-                    conn,
+                    conn: Box::new(conn),
                     last_used: stamp(now),
                     discard: None,
                     slot,
@@ -449,4 +451,16 @@ pub(crate) fn validate(conn: &Connection) -> rusqlite::Result<()> {
 #[inline]
 pub(crate) fn age(since: Instant, now: Instant) -> Duration {
     now.saturating_duration_since(since)
+}
+#[cfg(test)]
+mod size_tests {
+    /// Bug caught: the connection stored inline again. r2d2 moves every pooled connection by
+    /// value on each checkout and return, and profiles showed those copies (over 300 bytes
+    /// with the connection inline) in the point-read path.
+    #[test]
+    fn a_pooled_connection_is_cheap_to_move() {
+        let pooled = std::mem::size_of::<r2d2::PooledConnection<super::HiveManager>>();
+        assert!(pooled <= 192, "r2d2's pooled connection is {pooled} bytes");
+        assert!(std::mem::size_of::<super::HiveConn>() <= 96);
+    }
 }

@@ -88,6 +88,16 @@ impl Setup {
 
     /// A fresh database with `rows` rows in `kv` and an empty `events` table, registered.
     fn database(&self, name: &str, rows: u64) -> anyhow::Result<(DbName, PathBuf)> {
+        self.database_with(name, rows, self.config.clone())
+    }
+
+    /// Like [`Setup::database`], registered with `config`.
+    fn database_with(
+        &self,
+        name: &str,
+        rows: u64,
+        config: DbConfig,
+    ) -> anyhow::Result<(DbName, PathBuf)> {
         let db = DbName::new(name)?;
         let path = self.dir.path().join(format!("{name}.db"));
         let prepared = prepare_database(&db, &path, &self.config)?;
@@ -106,8 +116,7 @@ impl Setup {
         tx.commit()?;
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
         drop(conn);
-        self.registry
-            .register(&db, &prepared.path, self.config.clone())?;
+        self.registry.register(&db, &prepared.path, config)?;
         Ok((db, prepared.path))
     }
 
@@ -622,6 +631,14 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let (db, _) = setup.database("writes_registry", 0)?;
     let registry = &setup.registry;
     let (r2d2_db, path) = setup.database("writes_r2d2", 0)?;
+    let (single_db, _) = setup.database_with(
+        "writes_single",
+        0,
+        DbConfig {
+            group_commit_max_writers: 1,
+            ..setup.config.clone()
+        },
+    )?;
     let pool = setup.r2d2(&path, true)?;
     let each = Timing::Each;
     let paths: Vec<Candidate<'_>> = vec![
@@ -634,6 +651,18 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     each,
                     |_| Ok(()),
                     |_, rng| registry_write(registry, &db, rng),
+                )
+            }),
+        ),
+        (
+            "registry, 1 per tx",
+            Box::new(|d| {
+                run(
+                    threads,
+                    d,
+                    each,
+                    |_| Ok(()),
+                    |_, rng| registry_write(registry, &single_db, rng),
                 )
             }),
         ),
@@ -776,6 +805,7 @@ struct Ratios {
     checkout_p50_ns: Option<u64>,
     checkout_ratio_vs_r2d2_nocheck: Option<f64>,
     write_throughput_ratio: Option<f64>,
+    write_throughput_ratio_one_per_tx: Option<f64>,
     write_max_latency_ratio: Option<f64>,
     write_errors: Option<u64>,
     write_wal_bytes_registry: Option<u64>,
@@ -812,6 +842,12 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
         write_throughput_ratio: bench.paired_ratio(
             "write_contention",
             "registry write",
+            "r2d2 + busy_timeout",
+            t,
+        ),
+        write_throughput_ratio_one_per_tx: bench.paired_ratio(
+            "write_contention",
+            "registry, 1 per tx",
             "r2d2 + busy_timeout",
             t,
         ),

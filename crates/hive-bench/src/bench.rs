@@ -367,6 +367,11 @@ fn print_row(scenario: &str, path: &str, threads: usize, m: &Measured) {
 }
 
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    report(&measure_all(args)?)
+}
+
+/// Runs every scenario `args` asks for.
+fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
     let mut bench = Bench {
         args,
         rows: Vec::new(),
@@ -398,7 +403,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     if bench.wants("multi_db") {
         multi_db(&mut bench, &setup).context("multi_db")?;
     }
-    report(&bench)
+    Ok(bench)
 }
 
 fn checkout(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -939,4 +944,48 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: a scenario or path of `cargo xtask bench` that fails to set up or errors
+    /// while measuring (a wrong statement, a pool that cannot be built, an API change the
+    /// bench no longer matches). Tiny rounds: this checks that everything runs, not speed.
+    #[test]
+    fn every_scenario_and_path_runs() -> anyhow::Result<()> {
+        let bench = measure_all(BenchArgs {
+            seconds: 0.01,
+            rounds: 1,
+            read_seconds: 0.005,
+            read_rounds: 1,
+            rows: 200,
+            threads: 4,
+            only: Vec::new(),
+            paths: Vec::new(),
+            verbose: false,
+            json: true,
+        })?;
+        // checkout 4, point_read 8 paths at 1 and 4 threads, write_contention 3, mixed 2, multi_db 2.
+        assert_eq!(
+            bench.rows.len(),
+            27,
+            "one row per scenario, path and thread count"
+        );
+        for row in &bench.rows {
+            let m = &row.measured;
+            assert!(
+                m.ops > 0 && m.errors == 0,
+                "{} / {} / {}: {} ops, {} errors, first: {:?}",
+                row.scenario,
+                row.path,
+                row.threads,
+                m.ops,
+                m.errors,
+                m.first_error
+            );
+        }
+        report(&bench)
+    }
 }

@@ -220,11 +220,10 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
         acknowledged.len()
     );
     ensure!(integrity == "ok", "integrity_check: {integrity}");
-    if stats.active != 0 || still_out != 0 {
-        bail!(
-            "{} connections still checked out after the run",
-            stats.active.max(still_out as u32)
-        );
+    // Checked after `close_all`, which waits for borrowed connections: right after the run
+    // a background checkpoint may still hold one for a few milliseconds.
+    if still_out != 0 {
+        bail!("{still_out} connections still checked out when the database closed");
     }
     Ok(())
 }
@@ -280,4 +279,23 @@ fn print_outcome(o: &Outcome, still_out: usize) {
         "  verification       {} of {} acknowledged writes present, integrity_check {}, {} connections left out",
         o.rows_verified, o.transactions, o.integrity_check, still_out
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: the README's main job failing end to end: an acknowledged write missing, a
+    /// failed operation, a damaged file, or a connection still out when the database closes.
+    /// The default size, so the WAL passes SQLite's checkpoint threshold several times.
+    #[test]
+    fn the_default_load_test_passes_its_own_verification() -> anyhow::Result<()> {
+        main(LoadArgs {
+            workers: 8,
+            transactions: 500,
+            readers: 2,
+            max_size: 10,
+            json: true,
+        })
+    }
 }

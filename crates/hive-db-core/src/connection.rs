@@ -63,8 +63,8 @@ thread_local! {
     /// True while the writer lane commits on this thread: a due checkpoint is then only
     /// recorded, to be run once the lane has passed on.
     static DEFER_CHECKPOINT: Cell<bool> = const { Cell::new(false) };
-    /// Whether a deferred commit left a checkpoint due.
-    static CHECKPOINT_DUE: Cell<bool> = const { Cell::new(false) };
+    /// The WAL's frames after a deferred commit that left a checkpoint due.
+    static CHECKPOINT_DUE: Cell<Option<c_int>> = const { Cell::new(None) };
 }
 
 /// Replaces SQLite's auto-checkpoint hook, which would run the checkpoint (with its fsyncs)
@@ -76,7 +76,7 @@ fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
         return Ok(());
     }
     if DEFER_CHECKPOINT.get() {
-        CHECKPOINT_DUE.set(true);
+        CHECKPOINT_DUE.set(Some(frames));
     } else if let Err(e) = wal.checkpoint() {
         // As with SQLite's own hook, a failed checkpoint does not fail the commit, which has
         // happened; the next commit tries again.
@@ -86,15 +86,16 @@ fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Runs `commit` with the automatic checkpoint deferred. Returns its result, and whether the
-/// WAL has reached [`AUTOCHECKPOINT_FRAMES`], so that the caller should checkpoint.
-pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, bool) {
-    CHECKPOINT_DUE.set(false);
+/// Runs `commit` with the automatic checkpoint deferred. Returns its result, and the WAL's
+/// frames if they have reached [`AUTOCHECKPOINT_FRAMES`], so that the caller should
+/// checkpoint.
+pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, Option<c_int>) {
+    CHECKPOINT_DUE.set(None);
     DEFER_CHECKPOINT.set(true);
     let deferring = crate::pool::scopeguard(|| DEFER_CHECKPOINT.set(false));
     let result = commit();
     drop(deferring);
-    (result, CHECKPOINT_DUE.replace(false))
+    (result, CHECKPOINT_DUE.take())
 }
 
 /// Opens one connection to a database file that [`prepare_database`] has prepared, with the

@@ -14,7 +14,7 @@ use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
 use crate::batch::{Batch, BatchFailure, Member, WriteTx, exec_cached};
 use crate::config::DbConfig;
-use crate::connection::{PreparedDatabase, commit_deferring_checkpoint};
+use crate::connection::{AUTOCHECKPOINT_FRAMES, PreparedDatabase, commit_deferring_checkpoint};
 use crate::error::{Error, Result};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::manager::{
@@ -33,6 +33,15 @@ static MAINTENANCE: Lazy<Arc<ScheduledThreadPool>> = Lazy::new(|| {
             .thread_name_pattern("hive-db-maint-{}")
             .build(),
     )
+});
+
+/// The threads that run first checkpoint passes (see `checkpoint_after_commit`), apart from
+/// `MAINTENANCE`, so that a slow disk delays neither the coarse clock nor connection opening.
+static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
+    ScheduledThreadPool::builder()
+        .num_threads(2)
+        .thread_name_pattern("hive-db-ckpt-{}")
+        .build()
 });
 
 /// Advances the coarse clock that checkouts read (see `manager::coarse_now`).
@@ -448,7 +457,7 @@ impl DbPool {
     fn commit(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
         let counters = &self.shared.counters;
         let (mut conn, waiting) = batch.finish();
-        let (committed, due) = commit_deferring_checkpoint(|| exec_cached(&conn, "COMMIT"));
+        let (committed, wal_frames) = commit_deferring_checkpoint(|| exec_cached(&conn, "COMMIT"));
         let n = waiting.len() as u64;
         let outcome = match committed {
             Ok(()) => {
@@ -468,8 +477,8 @@ impl DbPool {
                 Err(failure)
             }
         };
-        if due && outcome.is_ok() {
-            checkpoint_after_commit(conn, turn);
+        if let (Some(frames), Ok(())) = (wal_frames, &outcome) {
+            checkpoint_after_commit(conn, turn, frames);
         } else {
             drop(conn);
             drop(turn);
@@ -656,25 +665,32 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 }
 
 /// The automatic checkpoint of a `write` whose commit left the WAL at or past
-/// [`AUTOCHECKPOINT_FRAMES`](crate::connection::AUTOCHECKPOINT_FRAMES), in two passes.
+/// [`AUTOCHECKPOINT_FRAMES`], in two passes.
 ///
 /// A checkpoint spends most of its time in fsync, flushing the WAL. Run inside the lane (as
 /// SQLite's own hook would run it, inside the commit), it stalls every queued writer for that
 /// long. Run outside, it never catches up with writers that keep appending, so the WAL is
 /// never emptied and restarted, and grows without bound. So the first pass runs on a
-/// maintenance thread, concurrently with the writers, and flushes and copies the bulk (see
+/// checkpointer thread, concurrently with the writers, and flushes and copies the bulk (see
 /// [`first_pass`]); this writer returns at once. The next writer that finds a checkpoint due
 /// runs the second pass inside the lane, where nothing can be appended: it copies only what
 /// was written during the last of the first pass's checkpoints and leaves the WAL fully copied, so the writer after it starts the WAL again from
 /// the beginning.
-fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>) {
+fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>, wal_frames: i32) {
     let shared = Arc::clone(&conn.conn.shared);
-    match CheckpointStep::load(&shared.checkpoint_step) {
+    let mut step = CheckpointStep::load(&shared.checkpoint_step);
+    if step == CheckpointStep::FirstPass && wal_frames >= WAL_FRAMES_LIMIT {
+        // The writers outrun the background pass. Hold the lane, so nothing more is
+        // appended, until it finishes; then catch up here. The WAL stays bounded, at the
+        // cost of the writers queued meanwhile, as under SQLite's own checkpoint.
+        step = wait_for_first_pass(&shared);
+    }
+    match step {
         CheckpointStep::Idle => {
             CheckpointStep::FirstPass.store(&shared.checkpoint_step);
             drop(turn);
             // The connection goes with the job and returns to the pool when it is done.
-            MAINTENANCE.execute(move || {
+            CHECKPOINTER.execute(move || {
                 let step = Arc::clone(&shared);
                 // Even if the job unwinds, the next due writer must find the catch-up step,
                 // or no `write` would checkpoint this database again.
@@ -695,6 +711,27 @@ fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>) {
             drop(conn);
             drop(turn);
         }
+    }
+}
+
+/// WAL size, in frames, past which a writer waits for the background checkpoint pass
+/// instead of going on appending: four times SQLite's auto-checkpoint size.
+const WAL_FRAMES_LIMIT: i32 = 4 * AUTOCHECKPOINT_FRAMES;
+
+/// Waits, for at most the pool's `connection_timeout`, until the first pass has finished;
+/// returns the step it leaves.
+fn wait_for_first_pass(shared: &PoolShared) -> CheckpointStep {
+    let deadline = Instant::now() + shared.config.connection_timeout;
+    loop {
+        let step = CheckpointStep::load(&shared.checkpoint_step);
+        if step != CheckpointStep::FirstPass {
+            return step;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(db = %shared.name, "the background checkpoint is slow; writers go on");
+            return step;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 

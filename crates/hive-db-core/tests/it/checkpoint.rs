@@ -33,8 +33,9 @@ fn create_blob_table(f: &crate::support::Fixture) -> TestResult {
 }
 
 /// Bug caught: the checkpoint moved out of the writer lane never catches up with writers
-/// that keep appending, so the WAL is never restarted and grows with every commit (here to
-/// about 19,000 frames, some 75 MiB). Also: a checkpoint step that never returns to idle.
+/// that keep appending (group commit lets them append faster than it copies), so the WAL is
+/// restarted late or never and grows far past its limit (here to about 19,000 frames, some
+/// 75 MiB). Also: a checkpoint step that never returns to idle.
 #[test]
 fn the_wal_stays_bounded_under_steady_concurrent_writes() -> TestResult {
     let f = Arc::new(fixture("ckpt_lane", config())?);
@@ -78,8 +79,8 @@ fn the_wal_stays_bounded_under_steady_concurrent_writes() -> TestResult {
         "about 19,000 frames were written, yet only {} checkpoint passes ran",
         stats.totals.checkpoints
     );
-    // Frames reach the threshold, plus what the writers append while the first pass runs;
-    // six thresholds leave room for a slow disk and are still a quarter of the unbounded size.
+    // Writers that outrun the background pass wait for it at four thresholds, so the WAL
+    // stops near four thresholds plus one batch; six are still a third of the unbounded size.
     let limit = 6 * AUTOCHECKPOINT_FRAMES * (page_size(&f)? + 24);
     let wal = wal_bytes(&f)?;
     assert!(

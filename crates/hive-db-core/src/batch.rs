@@ -12,6 +12,7 @@
 //! one after another, and each `write` still returns only after its work has committed.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,6 +23,7 @@ use rusqlite::{Connection, ffi};
 
 use crate::config::DbConfig;
 use crate::error::{Error, extended_code};
+use crate::manager::PoolShared;
 use crate::name::DbName;
 use crate::pool::PooledConnection;
 
@@ -32,9 +34,20 @@ use crate::pool::PooledConnection;
 /// it (group commit): each closure runs inside a savepoint of its own, in FIFO order, and sees
 /// the work of the writers before it; a closure that fails or panics has its savepoint rolled
 /// back; the transaction commits once for all of them, and each `write` returns only after that
-/// commit. The closure must not end the transaction itself: a `COMMIT`, `ROLLBACK` or
-/// `RELEASE` of a savepoint it did not create fails the writers it shares the transaction
-/// with.
+/// commit. What sharing means for a closure:
+///
+/// - It must not end the transaction. A `COMMIT` it runs is turned into a rollback; a
+///   `ROLLBACK`, or a `RELEASE` of a savepoint it did not create, ends the transaction too.
+///   Either way nothing of the batch commits and every writer in it gets an error.
+/// - Deferred foreign-key violations (`DEFERRABLE INITIALLY DEFERRED`, or
+///   `PRAGMA defer_foreign_keys`) are found at the commit, so one writer's violation fails
+///   every writer in its batch, and nothing of it commits.
+/// - It must not wait for another thread's `write` to the same database to return: that
+///   write may be waiting for this closure's transaction to commit. (Waiting inside a
+///   closure holds up every writer of the database anyway.)
+///
+/// Set [`DbConfig::group_commit_max_writers`](crate::DbConfig::group_commit_max_writers) to 1
+/// for one transaction per `write`.
 pub struct WriteTx<'a> {
     conn: &'a Connection,
 }
@@ -51,6 +64,20 @@ impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTx").finish_non_exhaustive()
     }
+}
+
+thread_local! {
+    /// The connection whose writer's closure this thread is running, 0 for none.
+    static IN_CLOSURE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The commit hook of every pooled connection: true (turn the commit into a rollback) when
+/// the commit comes from inside a `write` closure on that same connection, that is when the
+/// closure ran `COMMIT` (or an autocommit statement after ending the transaction). Without
+/// it the work of the writers before it in the batch would commit while all of them are told
+/// it did not, and a retry would write it twice.
+pub(crate) fn vetoes_commit(conn_id: u64) -> bool {
+    IN_CLOSURE.get() == conn_id
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -124,14 +151,26 @@ impl CommitSlot {
 
     /// Waits for the commit. It comes once the writers after this one have run their
     /// closures: at most `group_commit_max_writers` of them, or until the batch is
-    /// `group_commit_max_age` old.
-    pub(crate) fn wait(&self) -> Result<(), BatchFailure> {
+    /// `group_commit_max_age` old, checked between closures. There is no giving up: the
+    /// work is in the transaction, and only the commit can say whether it stays. A wait
+    /// longer than `connection_timeout` is logged.
+    pub(crate) fn wait(&self, shared: &PoolShared) -> Result<(), BatchFailure> {
+        let start = Instant::now();
+        let patience = shared.config.connection_timeout;
+        let mut warned = false;
         loop {
             if let Some(outcome) = lock(&self.outcome).take() {
                 return outcome;
             }
+            let waited = start.elapsed();
+            if !warned && waited >= patience {
+                warned = true;
+                tracing::warn!(db = %shared.name, ?waited,
+                    "a write waits for the commit of the transaction it shares; a later \
+                     writer's closure is slow or blocked");
+            }
             // Spurious and stale wake-ups are possible; the loop re-checks.
-            std::thread::park();
+            std::thread::park_timeout(patience);
         }
     }
 }
@@ -170,6 +209,10 @@ impl Batch {
         })
     }
 
+    fn id(conn: &Option<PooledConnection>) -> u64 {
+        conn.as_ref().map_or(0, PooledConnection::id)
+    }
+
     fn conn(conn: &Option<PooledConnection>) -> &Connection {
         // Only `finish` takes the connection, and it consumes the batch.
         conn.as_deref()
@@ -193,7 +236,9 @@ impl Batch {
             let err = Error::sqlite(db, "begin savepoint", e);
             return (Member::Done(Err(err.into())), None);
         }
+        let outer = IN_CLOSURE.replace(Self::id(&self.conn));
         let result = catch_unwind(AssertUnwindSafe(|| f(&WriteTx { conn })));
+        IN_CLOSURE.set(outer);
         if conn.is_autocommit() {
             // The closure (or SQLite, after an error in it) ended the whole transaction.
             self.broken = true;

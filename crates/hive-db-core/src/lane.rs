@@ -283,6 +283,9 @@ mod tests {
         Instant::now() + Duration::from_secs(30)
     }
 
+    /// Far more than a few hand-offs take on a loaded machine, far less than `far()`.
+    const HAND_OFFS: Duration = Duration::from_secs(10);
+
     /// Bug caught: writers served out of arrival order (barging, LIFO, or a thundering herd).
     #[test]
     fn serves_writers_in_arrival_order() {
@@ -301,11 +304,17 @@ mod tests {
                 std::thread::yield_now();
             }
         }
+        let released = Instant::now();
         drop(first);
         for h in handles {
             h.join().unwrap();
         }
         assert_eq!(*order.lock().unwrap(), (0..8).collect::<Vec<_>>());
+        // Each waiter would still get the lane at its 30 s deadline after a lost wake-up.
+        assert!(
+            released.elapsed() < HAND_OFFS,
+            "a hand-off waited for a deadline"
+        );
     }
 
     /// Bug caught: a timed-out waiter left in the queue, blocking everyone after it forever.
@@ -373,10 +382,15 @@ mod tests {
                 std::thread::yield_now();
             }
         }
+        let released = Instant::now();
         first.pass(10).expect("a waiter is queued");
         for h in handles {
             h.join().unwrap();
         }
+        assert!(
+            released.elapsed() < HAND_OFFS,
+            "a hand-off waited for a deadline"
+        );
         assert_eq!(
             *got.lock().unwrap(),
             vec![(0, Some(10)), (1, Some(11)), (2, Some(12)), (3, Some(13))]
@@ -409,5 +423,42 @@ mod tests {
         assert_eq!(lane.queued(), 1, "the plain waiter is still queued");
         drop(turn);
         assert!(plain.join().unwrap(), "the plain waiter got the lane");
+    }
+
+    /// Bug caught: a waiter whose deadline passes just as the lane is handed to it, with a
+    /// payload, leaving the queue anyway: the lane would stay busy for good and the payload
+    /// (an open transaction) be lost.
+    #[test]
+    fn a_waiter_handed_the_lane_at_its_deadline_keeps_it() {
+        let lane = Arc::new(WriterLane::<u32>::default());
+        let (mut turn, _) = lane.acquire(far()).expect("free lane");
+        let waiter = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || {
+                lane.acquire(Instant::now() + Duration::from_millis(50))
+                    .map(|(turn, payload)| {
+                        drop(turn);
+                        payload
+                    })
+                    .map_err(|e| e.queued)
+            })
+        };
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        // Hold the queue's mutex past the waiter's deadline, so that it times out and blocks
+        // in `give_up`; then hand it the lane, as `pass` does, under that mutex.
+        let mut state = lane.lock();
+        std::thread::sleep(Duration::from_millis(300));
+        let woken = state.hand_off(Some(7));
+        drop(state);
+        turn.held = false;
+        wake(woken);
+        assert_eq!(waiter.join().unwrap(), Ok(Some(7)));
+        assert!(
+            lane.acquire_plain(Instant::now() + Duration::from_secs(5))
+                .is_ok(),
+            "the lane is free again"
+        );
     }
 }

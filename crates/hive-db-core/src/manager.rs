@@ -373,12 +373,16 @@ impl r2d2::ManageConnection for HiveManager {
         match catch_unwind(AssertUnwindSafe(|| self.inner.connect())) {
             Ok(Ok(_)) if shared.closed.load(SeqCst) => Err(closed()),
             Ok(Ok(conn)) => {
+                let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
+                // A `write` closure must not commit the transaction it shares with other
+                // writers: such a commit is turned into a rollback (see `batch.rs`).
+                conn.commit_hook(Some(move || crate::batch::vetoes_commit(id)))
+                    .map_err(|e| Error::sqlite(&shared.name, "install the commit hook", e))?;
                 let slot = Arc::new(ConnSlot::default());
                 lock(&shared.slots).push(Arc::clone(&slot));
                 shared.counters.created.fetch_add(1, Relaxed);
                 *lock(&shared.last_error) = None;
                 let now = Instant::now();
-                let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
                 tracing::debug!(db = %shared.name, id, "connection opened");
                 Ok(HiveConn {
                     conn: Box::new(conn),

@@ -69,6 +69,11 @@ impl std::fmt::Debug for PooledConnection {
 }
 
 impl PooledConnection {
+    /// This connection's number, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.conn.id
+    }
+
     /// The database this connection belongs to.
     pub fn db(&self) -> &DbName {
         &self.conn.shared.name
@@ -421,6 +426,15 @@ impl DbPool {
         let now = Instant::now();
         shared.counters.writer_wait.record(age(start, now));
         let mut batch = match inherited {
+            // Closed while this writer queued: the work already in the batch was accepted
+            // before, and commits; this writer's is refused, as any write after `close`.
+            Some(batch) if shared.is_closed() => {
+                self.commit(batch, turn);
+                return Err(Error::Closed {
+                    db: shared.name.clone(),
+                }
+                .into());
+            }
             Some(batch) => batch,
             None => {
                 let conn = self.checkout_until(now, deadline, site)?;
@@ -438,7 +452,7 @@ impl DbPool {
             self.commit(batch, turn);
         }
         match member {
-            Member::Done(Ok(value)) => match slot.map(|s| s.wait()) {
+            Member::Done(Ok(value)) => match slot.map(|s| s.wait(shared)) {
                 Some(Ok(())) | None => Ok(value),
                 Some(Err(failure)) => Err(failure.into_error(&shared.name).into()),
             },

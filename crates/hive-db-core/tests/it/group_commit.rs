@@ -116,72 +116,136 @@ fn spawn_writer(
     registry: &Registry,
     name: &hive_db_core::DbName,
     seq: i64,
-    end_transaction: bool,
+    end_with: Option<&'static str>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let (registry, name) = (registry.clone(), name.clone());
     std::thread::spawn(move || {
         registry.write(&name, |tx| -> anyhow::Result<()> {
             tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
-            if end_transaction {
-                // Against the contract: ends the transaction it shares with writer 0.
-                tx.execute_batch("ROLLBACK")?;
+            if let Some(sql) = end_with {
+                // Against the contract: ends the transaction it shares with writer 0. The
+                // error SQLite may report is ignored, as a careless closure would.
+                let _ = tx.execute_batch(sql);
             }
             Ok(())
         })
     })
 }
 
-/// Bug caught: a writer's closure that ends the shared transaction (here with `ROLLBACK`)
-/// leaves the writers before it waiting forever for a commit that never comes, or tells them
-/// `Ok` though their rows were rolled back; or the lane stays stuck for the writers after.
-#[test]
-fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() -> TestResult {
-    // A batch that never ages out, so writer 0's transaction is passed on however slowly
-    // this machine runs the test.
-    let f = fixture(
-        "group_broken",
-        DbConfig {
-            group_commit_max_age: Duration::from_secs(60),
-            ..config()
-        },
-    )?;
-    create_log(&f)?;
-    let queued = |n: u32| {
-        let (registry, name) = (f.registry.clone(), f.name.clone());
+/// A database whose batches never age out, so that writer 0's transaction is passed on
+/// however slowly this machine runs the test; with writer 0 inside its closure until `go`.
+struct HeldBatch {
+    f: crate::support::Fixture,
+    first: std::thread::JoinHandle<anyhow::Result<()>>,
+    go: std::sync::mpsc::Sender<()>,
+}
+
+impl HeldBatch {
+    fn start(name: &str) -> anyhow::Result<Self> {
+        let f = fixture(
+            name,
+            DbConfig {
+                group_commit_max_age: Duration::from_secs(60),
+                ..config()
+            },
+        )?;
+        create_log(&f)?;
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let first = {
+            let (registry, name) = (f.registry.clone(), f.name.clone());
+            std::thread::spawn(move || {
+                registry.write(&name, |tx| -> anyhow::Result<()> {
+                    tx.execute("INSERT INTO log (thread, seq) VALUES (1, 0)", [])?;
+                    go_rx.recv()?;
+                    Ok(())
+                })
+            })
+        };
+        anyhow::ensure!(eventually(Duration::from_secs(5), || {
+            f.registry.db_stats(&f.name).is_ok_and(|s| s.active == 1)
+        }));
+        Ok(Self { f, first, go })
+    }
+
+    /// Waits until `n` writers are queued behind writer 0.
+    fn queued(&self, n: u32) -> bool {
+        let (registry, name) = (self.f.registry.clone(), self.f.name.clone());
         eventually(Duration::from_secs(5), move || {
             registry.db_stats(&name).is_ok_and(|s| s.writer_queue == n)
         })
-    };
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let first = {
-        let (registry, name) = (f.registry.clone(), f.name.clone());
-        std::thread::spawn(move || {
-            registry.write(&name, |tx| -> anyhow::Result<()> {
-                tx.execute("INSERT INTO log (thread, seq) VALUES (1, 0)", [])?;
-                go_rx.recv()?;
-                Ok(())
-            })
-        })
-    };
-    assert!(eventually(Duration::from_secs(5), || {
-        f.registry.db_stats(&f.name).is_ok_and(|s| s.active == 1)
-    }));
-    let breaker = spawn_writer(&f.registry, &f.name, 1, true);
-    assert!(queued(1), "writer 1 queued");
-    let after = spawn_writer(&f.registry, &f.name, 2, false);
-    assert!(queued(2), "writer 2 queued");
-    go_tx.send(())?;
+    }
+}
 
-    let first = first.join().expect("writer 0");
-    let breaker = breaker.join().expect("writer 1");
-    let after = after.join().expect("writer 2");
-    let err = first.expect_err("writer 0's rows were rolled back by writer 1");
-    let err = err
-        .downcast_ref::<hive_db_core::Error>()
-        .expect("a registry error");
-    assert_eq!(err.db(), Some(&f.name));
-    assert!(breaker.is_err(), "writer 1 ended its own transaction");
-    assert!(after.is_ok(), "writer 2 runs in a fresh transaction");
-    assert_eq!(logged(&f)?, BTreeSet::from([(1, 2)]));
+/// Bug caught: a writer's closure that ends the shared transaction leaves the writers before
+/// it waiting forever for a commit that never comes, or tells them they failed while their
+/// rows committed (with `COMMIT`: a retry would write them twice), or `Ok` though their rows
+/// were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after.
+#[test]
+fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() -> TestResult {
+    for (i, sql) in ["ROLLBACK", "COMMIT"].into_iter().enumerate() {
+        let held = HeldBatch::start(&format!("group_broken_{i}"))?;
+        let breaker = spawn_writer(&held.f.registry, &held.f.name, 1, Some(sql));
+        assert!(held.queued(1), "writer 1 queued");
+        let after = spawn_writer(&held.f.registry, &held.f.name, 2, None);
+        assert!(held.queued(2), "writer 2 queued");
+        held.go.send(())?;
+
+        let first = held.first.join().expect("writer 0");
+        let breaker = breaker.join().expect("writer 1");
+        let after = after.join().expect("writer 2");
+        let err = first.expect_err("writer 0 shared its transaction with writer 1");
+        let err = err
+            .downcast_ref::<hive_db_core::Error>()
+            .expect("a registry error");
+        assert_eq!(err.db(), Some(&held.f.name));
+        assert!(
+            breaker.is_err(),
+            "{sql}: writer 1 ended its own transaction"
+        );
+        assert!(after.is_ok(), "{sql}: writer 2 runs in a fresh transaction");
+        assert_eq!(
+            logged(&held.f)?,
+            BTreeSet::from([(1, 2)]),
+            "{sql}: only writer 2's row"
+        );
+    }
+    Ok(())
+}
+
+/// Bug caught: a writer that was queued when its database closed writing anyway, because it
+/// inherited an open transaction and never checked out a connection; or the work accepted
+/// before the close lost with it.
+#[test]
+fn a_writer_queued_across_close_is_refused_and_the_batch_before_it_commits() -> TestResult {
+    let held = HeldBatch::start("group_closed")?;
+    let late = spawn_writer(&held.f.registry, &held.f.name, 1, None);
+    assert!(held.queued(1), "writer 1 queued");
+    let report = held
+        .f
+        .registry
+        .close(&held.f.name, Duration::from_millis(50))?;
+    assert_eq!(
+        report.still_out.len(),
+        1,
+        "writer 0's connection is still out"
+    );
+    held.go.send(())?;
+    held.first.join().expect("writer 0")?;
+    let late = late.join().expect("writer 1");
+    let err = late.expect_err("the database closed while writer 1 queued");
+    assert!(matches!(
+        err.downcast_ref::<hive_db_core::Error>(),
+        Some(hive_db_core::Error::Closed { .. })
+    ));
+    let conn = hive_db_core::rusqlite::Connection::open(held.f.path())?;
+    let rows: Vec<i64> = conn
+        .prepare("SELECT seq FROM log ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        rows,
+        vec![0],
+        "writer 0's row committed, writer 1's never written"
+    );
     Ok(())
 }

@@ -414,38 +414,10 @@ fn checkout(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let r2d2_default = setup.r2d2(&path, true)?;
     let r2d2_nocheck = setup.r2d2(&path, false)?;
     let paths: Vec<Candidate<'_>> = vec![
-        (
-            "registry get",
-            Box::new(|d| run(1, d, timing, |_| Ok(()), |_, _| registry.get(&db).map(drop))),
-        ),
-        (
-            "registry handle",
-            Box::new(|d| run(1, d, timing, |_| Ok(()), |_, _| handle.get().map(drop))),
-        ),
-        (
-            "r2d2 default",
-            Box::new(|d| {
-                run(
-                    1,
-                    d,
-                    timing,
-                    |_| Ok(()),
-                    |_, _| r2d2_default.get().map(drop),
-                )
-            }),
-        ),
-        (
-            "r2d2 no check",
-            Box::new(|d| {
-                run(
-                    1,
-                    d,
-                    timing,
-                    |_| Ok(()),
-                    |_, _| r2d2_nocheck.get().map(drop),
-                )
-            }),
-        ),
+        stateless("registry get", 1, timing, |_| registry.get(&db).map(drop)),
+        stateless("registry handle", 1, timing, |_| handle.get().map(drop)),
+        stateless("r2d2 default", 1, timing, |_| r2d2_default.get().map(drop)),
+        stateless("r2d2 no check", 1, timing, |_| r2d2_nocheck.get().map(drop)),
     ];
     compare(bench, "checkout", 1, Summary::Latency, paths)
 }
@@ -486,22 +458,11 @@ fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                     )
                 }),
             ),
-            (
-                "registry read",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| {
-                            registry.read(&db, |c| {
-                                point_read(c, rng, rows).map_err(anyhow::Error::from)
-                            })
-                        },
-                    )
-                }),
-            ),
+            stateless("registry read", threads, none, |rng| {
+                registry.read(&db, |c| {
+                    point_read(c, rng, rows).map_err(anyhow::Error::from)
+                })
+            }),
             pooled_reads("registry get", threads, rows, || Ok(registry.get(&db)?)),
             pooled_reads("registry handle", threads, rows, || Ok(handle.get()?)),
             pooled_reads("r2d2 default", threads, rows, || Ok(r2d2_default.get()?)),
@@ -510,30 +471,34 @@ fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                 "deadpool-sqlite",
                 Box::new(|d| deadpool_reads(&runtime, &deadpool, threads, d, rows)),
             ),
-            (
+            stateless(
                 "connect per op",
-                Box::new(|d| {
-                    run(
-                        threads,
-                        d,
-                        none,
-                        |_| Ok(()),
-                        |_, rng| -> anyhow::Result<()> {
-                            // The old service's way: open, every PRAGMA (journal_mode too), query, close.
-                            let conn = open_connection(&db, &path, &config)?;
-                            let _: String =
-                                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| {
-                                    r.get(0)
-                                })?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        },
-                    )
-                }),
+                threads,
+                none,
+                |rng| -> anyhow::Result<()> {
+                    // The old service's way: open, every PRAGMA (journal_mode too), query, close.
+                    let conn = open_connection(&db, &path, &config)?;
+                    let _: String =
+                        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                    Ok(point_read(&conn, rng, rows)?)
+                },
             ),
         ];
         compare(bench, "point_read", threads, Summary::Throughput, paths)?;
     }
     Ok(())
+}
+
+/// A path whose operation keeps no state of its own in each thread.
+fn stateless<'a, E, F>(name: &'static str, threads: usize, timing: Timing, op: F) -> Candidate<'a>
+where
+    E: std::fmt::Display,
+    F: Fn(&mut Rng) -> Result<(), E> + Sync + 'a,
+{
+    (
+        name,
+        Box::new(move |d| run(threads, d, timing, |_| Ok(()), |_, rng| op(rng))),
+    )
 }
 
 /// Point reads on connections from `get`, which checks one out of some pool.
@@ -647,42 +612,15 @@ fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let pool = setup.r2d2(&path, true)?;
     let each = Timing::Each;
     let paths: Vec<Candidate<'_>> = vec![
-        (
-            "registry write",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    each,
-                    |_| Ok(()),
-                    |_, rng| registry_write(registry, &db, rng),
-                )
-            }),
-        ),
-        (
-            "registry, 1 per tx",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    each,
-                    |_| Ok(()),
-                    |_, rng| registry_write(registry, &single_db, rng),
-                )
-            }),
-        ),
-        (
-            "r2d2 + busy_timeout",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    each,
-                    |_| Ok(()),
-                    |_, rng| r2d2_write(&pool, rng),
-                )
-            }),
-        ),
+        stateless("registry write", threads, each, |rng| {
+            registry_write(registry, &db, rng)
+        }),
+        stateless("registry, 1 per tx", threads, each, |rng| {
+            registry_write(registry, &single_db, rng)
+        }),
+        stateless("r2d2 + busy_timeout", threads, each, |rng| {
+            r2d2_write(&pool, rng)
+        }),
     ];
     compare(bench, "write_contention", threads, Summary::Tail, paths)?;
     // How far each WAL grew: a checkpoint that never completes under steady writes lets it
@@ -710,45 +648,23 @@ fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
     let pool = setup.r2d2(&path, true)?;
     let each = Timing::Each;
     let paths: Vec<Candidate<'_>> = vec![
-        (
-            "registry",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    each,
-                    |_| Ok(()),
-                    |_, rng| {
-                        if rng.next() % 5 == 0 {
-                            registry_write(registry, &db, rng)
-                        } else {
-                            registry.read(&db, |c| {
-                                point_read(c, rng, rows).map_err(anyhow::Error::from)
-                            })
-                        }
-                    },
-                )
-            }),
-        ),
-        (
-            "r2d2 + busy_timeout",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    each,
-                    |_| Ok(()),
-                    |_, rng| -> anyhow::Result<()> {
-                        if rng.next() % 5 == 0 {
-                            r2d2_write(&pool, rng)
-                        } else {
-                            let conn = pool.get()?;
-                            Ok(point_read(&conn, rng, rows)?)
-                        }
-                    },
-                )
-            }),
-        ),
+        stateless("registry", threads, each, |rng| {
+            if rng.next() % 5 == 0 {
+                registry_write(registry, &db, rng)
+            } else {
+                registry.read(&db, |c| {
+                    point_read(c, rng, rows).map_err(anyhow::Error::from)
+                })
+            }
+        }),
+        stateless("r2d2 + busy_timeout", threads, each, |rng| {
+            if rng.next() % 5 == 0 {
+                r2d2_write(&pool, rng)
+            } else {
+                let conn = pool.get()?;
+                Ok(point_read(&conn, rng, rows)?)
+            }
+        }),
     ];
     compare(bench, "mixed", threads, Summary::Tail, paths)
 }

@@ -12,9 +12,9 @@
 //! one after another, and each `write` still returns only after its work has committed.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::Instant;
@@ -36,9 +36,11 @@ use crate::pool::PooledConnection;
 /// back; the transaction commits once for all of them, and each `write` returns only after that
 /// commit. What sharing means for a closure:
 ///
-/// - It must not end the transaction. A `COMMIT` it runs is turned into a rollback; a
-///   `ROLLBACK`, or a `RELEASE` of a savepoint it did not create, ends the transaction too.
-///   Either way nothing of the batch commits and every writer in it gets an error.
+/// - It must not end the transaction. A `COMMIT` it runs is turned into a rollback (by a
+///   commit hook the registry installs on the connection for each transaction; do not
+///   replace it from inside the closure); a `ROLLBACK`, or a `RELEASE` of a savepoint it did
+///   not create, ends the transaction too. Either way nothing of the batch commits and every
+///   writer in it gets an error.
 /// - Deferred foreign-key violations (`DEFERRABLE INITIALLY DEFERRED`, or
 ///   `PRAGMA defer_foreign_keys`) are found at the commit, so one writer's violation fails
 ///   every writer in its batch, and nothing of it commits.
@@ -64,20 +66,6 @@ impl std::fmt::Debug for WriteTx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTx").finish_non_exhaustive()
     }
-}
-
-thread_local! {
-    /// The connection whose writer's closure this thread is running, 0 for none.
-    static IN_CLOSURE: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The commit hook of every pooled connection: true (turn the commit into a rollback) when
-/// the commit comes from inside a `write` closure on that same connection, that is when the
-/// closure ran `COMMIT` (or an autocommit statement after ending the transaction). Without
-/// it the work of the writers before it in the batch would commit while all of them are told
-/// it did not, and a retry would write it twice.
-pub(crate) fn vetoes_commit(conn_id: u64) -> bool {
-    IN_CLOSURE.get() == conn_id
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -191,26 +179,37 @@ pub(crate) struct Batch {
     /// The transaction ended early or a savepoint could not be set, released or rolled back:
     /// it must not take on more work or commit.
     broken: bool,
+    /// Read by the connection's commit hook: while set, any commit on the connection is
+    /// turned into a rollback. Set from `BEGIN` until the batch's own `COMMIT`.
+    veto: Arc<AtomicBool>,
     /// A closure panicked on the connection: it is closed, not pooled, once the batch ends,
     /// as any connection whose user panicked.
     tainted: bool,
 }
 
 impl Batch {
-    /// Begins the transaction on `conn`.
+    /// Begins the transaction on `conn`, with a commit hook that turns any commit but the
+    /// batch's own into a rollback. Without it, a closure's `COMMIT` (or an autocommit
+    /// statement after its `ROLLBACK`, or either from a nested `write` on another database)
+    /// would commit the work of the writers before it while all of them are told it did not,
+    /// and their retries would write it twice. The hook is installed for every batch, so a
+    /// hook a caller set on a pooled connection cannot take its place.
     pub(crate) fn begin(conn: PooledConnection) -> rusqlite::Result<Self> {
-        exec_cached(&conn, "BEGIN IMMEDIATE")?;
+        let veto = Arc::new(AtomicBool::new(true));
+        let hook = Arc::clone(&veto);
+        conn.commit_hook(Some(move || hook.load(Ordering::Relaxed)))?;
+        if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
+            veto.store(false, Ordering::Relaxed);
+            return Err(e);
+        }
         Ok(Self {
             conn: Some(conn),
             waiting: Vec::new(),
             started: Instant::now(),
             broken: false,
             tainted: false,
+            veto,
         })
-    }
-
-    fn id(conn: &Option<PooledConnection>) -> u64 {
-        conn.as_ref().map_or(0, PooledConnection::id)
     }
 
     fn conn(conn: &Option<PooledConnection>) -> &Connection {
@@ -236,9 +235,7 @@ impl Batch {
             let err = Error::sqlite(db, "begin savepoint", e);
             return (Member::Done(Err(err.into())), None);
         }
-        let outer = IN_CLOSURE.replace(Self::id(&self.conn));
         let result = catch_unwind(AssertUnwindSafe(|| f(&WriteTx { conn })));
-        IN_CLOSURE.set(outer);
         if conn.is_autocommit() {
             // The closure (or SQLite, after an error in it) ended the whole transaction.
             self.broken = true;
@@ -303,6 +300,8 @@ impl Batch {
 
     /// Takes the connection and the waiting writers, to commit or roll back.
     pub(crate) fn finish(mut self) -> (PooledConnection, Vec<Arc<CommitSlot>>) {
+        // From here on the batch's own COMMIT, and any later user of the connection, commits.
+        self.veto.store(false, Ordering::Relaxed);
         let waiting = std::mem::take(&mut self.waiting);
         let mut conn = self
             .conn
@@ -330,6 +329,7 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        self.veto.store(false, Ordering::Relaxed);
         // A batch is always finished. One dropped otherwise (an unwind through the pool's
         // own code) fails its writers rather than leave them waiting; its connection, still
         // inside the transaction, is closed on return, which rolls the transaction back.

@@ -173,6 +173,12 @@ pub(crate) struct PoolShared {
     pub(crate) slots_changed: Condvar,
     /// Where the two-pass automatic checkpoint stands (see `pool::checkpoint_after_commit`).
     pub(crate) checkpoint_step: AtomicU8,
+    /// Guards the end of a first pass, so that a writer waiting for it misses no signal.
+    pub(crate) checkpoint_lock: Mutex<()>,
+    /// Signalled when a first pass ends.
+    pub(crate) checkpoint_done: Condvar,
+    /// A writer waited for the current first pass until its timeout: no other waits for it.
+    pub(crate) checkpoint_overdue: AtomicBool,
     #[cfg(test)]
     pub(crate) connect_hook: Mutex<Option<ConnectHook>>,
 }
@@ -231,6 +237,9 @@ impl PoolShared {
             slots: Mutex::new(Vec::new()),
             slots_changed: Condvar::new(),
             checkpoint_step: AtomicU8::new(CheckpointStep::Idle as u8),
+            checkpoint_lock: Mutex::new(()),
+            checkpoint_done: Condvar::new(),
+            checkpoint_overdue: AtomicBool::new(false),
             #[cfg(test)]
             connect_hook: Mutex::new(None),
         }
@@ -374,10 +383,6 @@ impl r2d2::ManageConnection for HiveManager {
             Ok(Ok(_)) if shared.closed.load(SeqCst) => Err(closed()),
             Ok(Ok(conn)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-                // A `write` closure must not commit the transaction it shares with other
-                // writers: such a commit is turned into a rollback (see `batch.rs`).
-                conn.commit_hook(Some(move || crate::batch::vetoes_commit(id)))
-                    .map_err(|e| Error::sqlite(&shared.name, "install the commit hook", e))?;
                 let slot = Arc::new(ConnSlot::default());
                 lock(&shared.slots).push(Arc::clone(&slot));
                 shared.counters.created.fetch_add(1, Relaxed);

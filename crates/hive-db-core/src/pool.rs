@@ -12,7 +12,7 @@ use once_cell::sync::Lazy;
 use rusqlite::Connection;
 use scheduled_thread_pool::{JobHandle, ScheduledThreadPool};
 
-use crate::batch::{Batch, BatchFailure, Member, WriteTx, exec_cached};
+use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached};
 use crate::config::DbConfig;
 use crate::connection::{AUTOCHECKPOINT_FRAMES, PreparedDatabase, commit_deferring_checkpoint};
 use crate::error::{Error, Result};
@@ -69,11 +69,6 @@ impl std::fmt::Debug for PooledConnection {
 }
 
 impl PooledConnection {
-    /// This connection's number, unique in the process.
-    pub(crate) fn id(&self) -> u64 {
-        self.conn.id
-    }
-
     /// The database this connection belongs to.
     pub fn db(&self) -> &DbName {
         &self.conn.shared.name
@@ -491,14 +486,20 @@ impl DbPool {
                 Err(failure)
             }
         };
+        let settle = |waiting: Vec<Arc<CommitSlot>>| {
+            for slot in waiting {
+                slot.settle(outcome.clone());
+            }
+        };
         if let (Some(frames), Ok(())) = (wal_frames, &outcome) {
+            // The writers' work has committed: tell them before a checkpoint that may hold
+            // this thread for a while.
+            settle(waiting);
             checkpoint_after_commit(conn, turn, frames);
         } else {
             drop(conn);
             drop(turn);
-        }
-        for slot in waiting {
-            slot.settle(outcome.clone());
+            settle(waiting);
         }
     }
 
@@ -693,7 +694,10 @@ pub(crate) fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>, wal_frames: i32) {
     let shared = Arc::clone(&conn.conn.shared);
     let mut step = CheckpointStep::load(&shared.checkpoint_step);
-    if step == CheckpointStep::FirstPass && wal_frames >= WAL_FRAMES_LIMIT {
+    if step == CheckpointStep::FirstPass
+        && wal_frames >= WAL_FRAMES_LIMIT
+        && !shared.checkpoint_overdue.load(Relaxed)
+    {
         // The writers outrun the background pass. Hold the lane, so nothing more is
         // appended, until it finishes; then catch up here. The WAL stays bounded, at the
         // cost of the writers queued meanwhile, as under SQLite's own checkpoint.
@@ -705,11 +709,15 @@ fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>, wal
             drop(turn);
             // The connection goes with the job and returns to the pool when it is done.
             CHECKPOINTER.execute(move || {
-                let step = Arc::clone(&shared);
+                let done = Arc::clone(&shared);
                 // Even if the job unwinds, the next due writer must find the catch-up step,
                 // or no `write` would checkpoint this database again.
-                let _next =
-                    scopeguard(move || CheckpointStep::CatchUp.store(&step.checkpoint_step));
+                let _next = scopeguard(move || {
+                    let _signal = lock(&done.checkpoint_lock);
+                    CheckpointStep::CatchUp.store(&done.checkpoint_step);
+                    done.checkpoint_overdue.store(false, Relaxed);
+                    done.checkpoint_done.notify_all();
+                });
                 first_pass(&shared, &conn);
                 drop(conn);
             });
@@ -733,19 +741,28 @@ fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>, wal
 const WAL_FRAMES_LIMIT: i32 = 4 * AUTOCHECKPOINT_FRAMES;
 
 /// Waits, for at most the pool's `connection_timeout`, until the first pass has finished;
-/// returns the step it leaves.
+/// returns the step it leaves. If the pass is not done by then, no writer waits for it again
+/// until it is: the writers go on, and the WAL grows past the limit for that while.
 fn wait_for_first_pass(shared: &PoolShared) -> CheckpointStep {
     let deadline = Instant::now() + shared.config.connection_timeout;
+    let mut signal = lock(&shared.checkpoint_lock);
     loop {
         let step = CheckpointStep::load(&shared.checkpoint_step);
         if step != CheckpointStep::FirstPass {
             return step;
         }
-        if Instant::now() >= deadline {
-            tracing::warn!(db = %shared.name, "the background checkpoint is slow; writers go on");
+        let now = Instant::now();
+        if now >= deadline {
+            shared.checkpoint_overdue.store(true, Relaxed);
+            tracing::warn!(db = %shared.name,
+                "the background checkpoint is slower than the writers; they go on meanwhile");
             return step;
         }
-        std::thread::sleep(Duration::from_micros(200));
+        signal = shared
+            .checkpoint_done
+            .wait_timeout(signal, deadline - now)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
     }
 }
 

@@ -112,20 +112,37 @@ fn every_ok_write_commits_and_no_failed_one_does() -> TestResult {
     Ok(())
 }
 
+/// How writer 1 breaks the contract: SQL run on its shared transaction, directly or from
+/// inside a nested `write` to another database.
+#[derive(Clone, Copy)]
+enum Breach {
+    Direct(&'static str),
+    Nested(&'static str),
+}
+
 fn spawn_writer(
     registry: &Registry,
     name: &hive_db_core::DbName,
     seq: i64,
-    end_with: Option<&'static str>,
+    breach: Option<Breach>,
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let (registry, name) = (registry.clone(), name.clone());
     std::thread::spawn(move || {
         registry.write(&name, |tx| -> anyhow::Result<()> {
             tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
-            if let Some(sql) = end_with {
-                // Against the contract: ends the transaction it shares with writer 0. The
-                // error SQLite may report is ignored, as a careless closure would.
-                let _ = tx.execute_batch(sql);
+            // The errors SQLite may report are ignored, as a careless closure would.
+            match breach {
+                None => {}
+                Some(Breach::Direct(sql)) => {
+                    let _ = tx.execute_batch(sql);
+                }
+                Some(Breach::Nested(sql)) => {
+                    let other = hive_db_core::DbName::new("group_other")?;
+                    let _ = registry.write(&other, |_| -> anyhow::Result<()> {
+                        let _ = tx.execute_batch(sql);
+                        Ok(())
+                    });
+                }
             }
             Ok(())
         })
@@ -178,13 +195,27 @@ impl HeldBatch {
 
 /// Bug caught: a writer's closure that ends the shared transaction leaves the writers before
 /// it waiting forever for a commit that never comes, or tells them they failed while their
-/// rows committed (with `COMMIT`: a retry would write them twice), or `Ok` though their rows
-/// were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after.
+/// rows committed (with `COMMIT`, also from inside a nested `write` to another database, or
+/// an autocommit statement after `ROLLBACK`: a retry would write them twice), or `Ok` though
+/// their rows were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after.
 #[test]
 fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() -> TestResult {
-    for (i, sql) in ["ROLLBACK", "COMMIT"].into_iter().enumerate() {
+    let breaches = [
+        ("ROLLBACK", Breach::Direct("ROLLBACK")),
+        ("COMMIT", Breach::Direct("COMMIT")),
+        ("COMMIT in a nested write", Breach::Nested("COMMIT")),
+        (
+            "ROLLBACK, then an autocommit INSERT",
+            Breach::Direct("ROLLBACK; INSERT INTO log (thread, seq) VALUES (1, 99)"),
+        ),
+    ];
+    for (i, (sql, breach)) in breaches.into_iter().enumerate() {
         let held = HeldBatch::start(&format!("group_broken_{i}"))?;
-        let breaker = spawn_writer(&held.f.registry, &held.f.name, 1, Some(sql));
+        let other = hive_db_core::DbName::new("group_other")?;
+        held.f
+            .registry
+            .register(&other, held.f.dir.path().join("other.db"), config())?;
+        let breaker = spawn_writer(&held.f.registry, &held.f.name, 1, Some(breach));
         assert!(held.queued(1), "writer 1 queued");
         let after = spawn_writer(&held.f.registry, &held.f.name, 2, None);
         assert!(held.queued(2), "writer 2 queued");

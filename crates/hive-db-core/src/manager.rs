@@ -181,6 +181,12 @@ pub(crate) struct PoolShared {
     pub(crate) checkpoint_overdue: AtomicBool,
     #[cfg(test)]
     pub(crate) connect_hook: Mutex<Option<ConnectHook>>,
+    /// Runs at the start of each background checkpoint job (tests slow it down).
+    #[cfg(test)]
+    pub(crate) first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Writers that waited for a background checkpoint pass.
+    #[cfg(test)]
+    pub(crate) first_pass_waits: AtomicU32,
 }
 
 /// Where a database's two-pass automatic checkpoint stands. Moves only forward: `Idle` to
@@ -242,6 +248,10 @@ impl PoolShared {
             checkpoint_overdue: AtomicBool::new(false),
             #[cfg(test)]
             connect_hook: Mutex::new(None),
+            #[cfg(test)]
+            first_pass_hook: Mutex::new(None),
+            #[cfg(test)]
+            first_pass_waits: AtomicU32::new(0),
         }
     }
 

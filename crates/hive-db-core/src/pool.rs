@@ -718,6 +718,10 @@ fn checkpoint_after_commit<P>(conn: PooledConnection, turn: LaneTurn<'_, P>, wal
                     done.checkpoint_overdue.store(false, Relaxed);
                     done.checkpoint_done.notify_all();
                 });
+                #[cfg(test)]
+                if let Some(hook) = lock(&shared.first_pass_hook).clone() {
+                    hook();
+                }
                 first_pass(&shared, &conn);
                 drop(conn);
             });
@@ -744,6 +748,8 @@ const WAL_FRAMES_LIMIT: i32 = 4 * AUTOCHECKPOINT_FRAMES;
 /// returns the step it leaves. If the pass is not done by then, no writer waits for it again
 /// until it is: the writers go on, and the WAL grows past the limit for that while.
 fn wait_for_first_pass(shared: &PoolShared) -> CheckpointStep {
+    #[cfg(test)]
+    shared.first_pass_waits.fetch_add(1, Relaxed);
     let deadline = Instant::now() + shared.config.connection_timeout;
     let mut signal = lock(&shared.checkpoint_lock);
     loop {
@@ -1021,6 +1027,43 @@ mod tests {
                 .is_err()
         );
         assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
+        Ok(())
+    }
+
+    /// Bug caught: once a writer's wait for a slow background checkpoint pass timed out,
+    /// every later commit waited a whole `connection_timeout` again while holding the lane:
+    /// about one batch per timeout, and the queued writers timing out behind it.
+    #[test]
+    fn a_slow_checkpoint_pass_is_waited_for_once() -> TestResult {
+        let (_dir, registry, name) = registry(
+            "slow-ckpt",
+            DbConfig {
+                connection_timeout: Duration::from_millis(100),
+                ..DbConfig::default()
+            },
+        )?;
+        let pool = registry.pool_for_test(&name)?;
+        *lock(&pool.shared.first_pass_hook) =
+            Some(Arc::new(|| std::thread::sleep(Duration::from_secs(10))));
+        registry.write(&name, |tx| -> anyhow::Result<()> {
+            tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
+            Ok(())
+        })?;
+        // About three frames a write: the WAL passes 1000 frames (the slow pass starts) and
+        // then 4000 (the first writer there waits 100 ms for it, in vain) well within 10 s.
+        let blob = vec![1u8; 8 * 1024];
+        let start = Instant::now();
+        for _ in 0..1800 {
+            registry.write(&name, |tx| -> anyhow::Result<()> {
+                tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
+                Ok(())
+            })?;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the slow pass ended before the writes did; the test proves nothing"
+        );
+        assert_eq!(pool.shared.first_pass_waits.load(Relaxed), 1);
         Ok(())
     }
 }

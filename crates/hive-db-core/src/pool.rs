@@ -55,6 +55,10 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 
 /// A connection checked out of a pool. It derefs to [`rusqlite::Connection`]; dropping it
 /// returns it to the pool, unless it is dirty (see the crate docs), in which case it is closed.
+///
+/// The registry keeps two hooks on pooled connections: a WAL hook (automatic checkpoints) and
+/// a commit hook (see [`WriteTx`](crate::WriteTx)). Hooks set through this guard replace
+/// them and are themselves replaced the next time the connection runs a `write`.
 pub struct PooledConnection {
     conn: r2d2::PooledConnection<HiveManager>,
 }

@@ -193,11 +193,14 @@ impl Batch {
     /// statement after its `ROLLBACK`, or either from a nested `write` on another database)
     /// would commit the work of the writers before it while all of them are told it did not,
     /// and their retries would write it twice. The hook is installed for every batch, so a
-    /// hook a caller set on a pooled connection cannot take its place.
+    /// hook a caller set on a pooled connection cannot take its place; so is the WAL hook that
+    /// reports a due checkpoint.
     pub(crate) fn begin(conn: PooledConnection) -> rusqlite::Result<Self> {
         let veto = Arc::new(AtomicBool::new(true));
         let hook = Arc::clone(&veto);
         conn.commit_hook(Some(move || hook.load(Ordering::Relaxed)))?;
+        // The WAL hook that reports a due checkpoint, in case a caller replaced it.
+        conn.wal_hook(Some(crate::connection::wal_hook));
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             veto.store(false, Ordering::Relaxed);
             return Err(e);

@@ -71,7 +71,7 @@ thread_local! {
 /// inside the committing statement. Outside the writer lane it does what SQLite's does; inside
 /// it, it leaves the checkpoint to [`commit_deferring_checkpoint`]'s caller, so that the
 /// writers queued behind do not wait for the disk.
-fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+pub(crate) fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
     if frames < AUTOCHECKPOINT_FRAMES {
         return Ok(());
     }

@@ -745,6 +745,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
+/// A target of the form `value >= min`, as a line of the report and whether it is met.
+fn at_least(label: &str, value: Option<f64>, digits: usize, min: f64) -> Option<(String, bool)> {
+    value.map(|v| (format!("{label} {v:.digits$} >= {min}"), v >= min))
+}
+
+/// A target of the form `value <= max`.
+fn at_most(label: &str, value: Option<f64>, digits: usize, max: f64) -> Option<(String, bool)> {
+    value.map(|v| (format!("{label} {v:.digits$} <= {max}"), v <= max))
+}
+
 fn report(bench: &Bench) -> anyhow::Result<()> {
     let t = bench.args.threads;
     let write_reg = bench.find("write_contention", "registry write", t);
@@ -791,52 +801,55 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
         peak_rss_bytes: peak_rss_bytes(),
     };
     let targets: Vec<(String, bool)> = [
-        r.point_read_ratio_1t.map(|v| {
-            (
-                format!("point_read registry/raw 1 thread {v:.2} >= 0.90"),
-                v >= 0.90,
-            )
-        }),
-        r.point_read_ratio_8t.map(|v| {
-            (
-                format!("point_read registry/raw {t} threads {v:.2} >= 0.90"),
-                v >= 0.90,
-            )
-        }),
-        r.checkout_ratio_vs_r2d2_nocheck.map(|v| {
-            (
-                format!("checkout p50 registry/r2d2-no-check {v:.2} <= 1.20"),
-                v <= 1.2,
-            )
-        }),
-        r.checkout_p50_ns
-            .map(|v| (format!("checkout p50 {v} ns <= 1000 ns"), v <= 1000)),
-        r.write_errors
-            .map(|v| (format!("write_contention registry errors {v} == 0"), v == 0)),
-        r.write_throughput_ratio.map(|v| {
-            (
-                format!("write throughput registry/r2d2 {v:.2} >= 0.90"),
-                v >= 0.9,
-            )
-        }),
-        r.write_max_latency_ratio.map(|v| {
-            (
-                format!("write max latency registry/r2d2 {v:.3} <= 0.10"),
-                v <= 0.1,
-            )
-        }),
-        r.vs_deadpool_ratio.map(|v| {
-            (
-                format!("point_read registry/deadpool {v:.1} >= 5"),
-                v >= 5.0,
-            )
-        }),
-        r.vs_connect_per_op_ratio.map(|v| {
-            (
-                format!("point_read registry/connect-per-op {v:.0} >= 50"),
-                v >= 50.0,
-            )
-        }),
+        at_least(
+            "point_read registry/raw 1 thread",
+            r.point_read_ratio_1t,
+            2,
+            0.9,
+        ),
+        at_least(
+            &format!("point_read registry/raw {t} threads"),
+            r.point_read_ratio_8t,
+            2,
+            0.9,
+        ),
+        at_most(
+            "checkout p50 registry/r2d2-no-check",
+            r.checkout_ratio_vs_r2d2_nocheck,
+            2,
+            1.2,
+        ),
+        at_most(
+            "checkout p50 ns",
+            r.checkout_p50_ns.map(|v| v as f64),
+            0,
+            1000.0,
+        ),
+        at_most(
+            "write_contention registry errors",
+            r.write_errors.map(|v| v as f64),
+            0,
+            0.0,
+        ),
+        at_least(
+            "write throughput registry/r2d2",
+            r.write_throughput_ratio,
+            2,
+            0.9,
+        ),
+        at_most(
+            "write max latency registry/r2d2",
+            r.write_max_latency_ratio,
+            3,
+            0.1,
+        ),
+        at_least("point_read registry/deadpool", r.vs_deadpool_ratio, 1, 5.0),
+        at_least(
+            "point_read registry/connect-per-op",
+            r.vs_connect_per_op_ratio,
+            0,
+            50.0,
+        ),
     ]
     .into_iter()
     .flatten()

@@ -698,22 +698,11 @@ fn multi_db(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
                 )
             }),
         ),
-        (
-            "registry get",
-            Box::new(|d| {
-                run(
-                    threads,
-                    d,
-                    none,
-                    |_| Ok(()),
-                    |_, rng| -> anyhow::Result<()> {
-                        let (db, _) = &dbs[(rng.next() % 4) as usize];
-                        let conn = registry.get(db)?;
-                        Ok(point_read(&conn, rng, rows)?)
-                    },
-                )
-            }),
-        ),
+        stateless("registry get", threads, none, |rng| -> anyhow::Result<()> {
+            let (db, _) = &dbs[(rng.next() % 4) as usize];
+            let conn = registry.get(db)?;
+            Ok(point_read(&conn, rng, rows)?)
+        }),
     ];
     compare(bench, "multi_db", threads, Summary::Throughput, paths)
 }

@@ -466,7 +466,8 @@ impl DbPool {
         }
     }
 
-    /// Commits `batch`, passes the lane on, then tells every writer in it how the commit went.
+    /// Commits `batch` and tells every writer in it how the commit went: after passing the
+    /// lane on, or, when a checkpoint is due, before running it (which passes the lane on).
     fn commit(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
         let counters = &self.shared.counters;
         let (mut conn, waiting) = batch.finish();

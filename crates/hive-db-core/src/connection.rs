@@ -112,6 +112,29 @@ pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Co
     Ok(conn)
 }
 
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction on a plain (not pooled) connection: commits
+/// when `f` returns `Ok`, rolls back when it returns `Err` or panics. For applications that
+/// fall back to direct connections, so their transactions behave as [`crate::Registry::write`]'s
+/// (which adds the writer lane and group commit on top).
+///
+/// # Errors
+///
+/// `f`'s own error (after the rollback), or [`Error::Sqlite`] naming `db` when `BEGIN` or
+/// `COMMIT` fails (a failed `COMMIT` is rolled back).
+pub fn immediate_transaction<T, E: From<Error>>(
+    db: &DbName,
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| Error::sqlite(db, "begin", e))?;
+    // On `Err`, and while unwinding from a panic, dropping `tx` rolls it back.
+    let value = f(&tx)?;
+    tx.commit().map_err(|e| Error::sqlite(db, "commit", e))?;
+    Ok(value)
+}
+
 /// What [`prepare_database`] found out about a database file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -340,6 +363,56 @@ mod tests {
         let dir_mode = fs::metadata(dir.path().join("sub"))?.permissions().mode() & 0o777;
         assert_eq!(file_mode, 0o600);
         assert_eq!(dir_mode, 0o700);
+        Ok(())
+    }
+
+    /// Bug caught: the plain-connection transaction committing a failed closure's work, leaving
+    /// a panicking one's transaction open, or not taking the write lock at `BEGIN`.
+    #[test]
+    fn immediate_transaction_commits_only_ok() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("tx")?;
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        let prepared = prepare_database(&db, &dir.path().join("t.db"), &config)?;
+        let mut conn = open_connection(&db, &prepared.path, &config)?;
+        let other = open_connection(&db, &prepared.path, &config)?;
+        other.busy_timeout(std::time::Duration::ZERO)?;
+        conn.execute_batch("CREATE TABLE t (v INTEGER)")?;
+        immediate_transaction(&db, &mut conn, |tx| -> Result<()> {
+            // IMMEDIATE: the write lock is held from BEGIN, before any write, so another
+            // writer is refused.
+            let refused = other.execute_batch("BEGIN IMMEDIATE");
+            assert!(refused.is_err(), "write lock not held: {refused:?}");
+            tx.execute("INSERT INTO t VALUES (1)", [])
+                .map_err(|e| Error::sqlite(&db, "insert", e))?;
+            Ok(())
+        })
+        .map_err(|e: Error| anyhow::anyhow!(e))?;
+        let failed: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])
+                .map_err(|e| Error::sqlite(&db, "insert", e))?;
+            Err(Error::Closed { db: db.clone() })
+        });
+        assert!(matches!(failed, Err(Error::Closed { .. })));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
+                tx.execute("INSERT INTO t VALUES (3)", []).ok();
+                panic!("inside the transaction");
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(
+            conn.is_autocommit(),
+            "a panicking closure left the transaction open"
+        );
+        let values: Vec<i64> = conn
+            .prepare("SELECT v FROM t ORDER BY v")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(values, [1]);
         Ok(())
     }
 

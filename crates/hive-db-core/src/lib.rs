@@ -57,7 +57,10 @@ mod stats;
 
 pub use batch::WriteTx;
 pub use config::{DbConfig, Synchronous};
-pub use connection::{PreparedDatabase, configure_connection, open_connection, prepare_database};
+pub use connection::{
+    PreparedDatabase, configure_connection, immediate_transaction, open_connection,
+    prepare_database,
+};
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::LatencySummary;

@@ -257,11 +257,11 @@ fn print_outcome(o: &Outcome, still_out: usize) {
         "  pool               live {} (max {}), created {}, acquired {}, timeouts {}, busy {}, broken {}, leaks {}",
         s.live,
         s.max_size,
-        s.totals.created,
-        s.totals.acquired,
-        s.totals.timeouts,
-        s.totals.busy,
-        s.totals.broken,
+        s.totals.connections_created,
+        s.acquires(),
+        s.totals.acquire_timeouts + s.totals.writer_timeouts,
+        s.totals.busy_errors,
+        s.totals.connections_closed.broken,
         s.totals.leaks
     );
     println!(

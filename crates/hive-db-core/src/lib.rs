@@ -63,11 +63,13 @@ pub use connection::{
 };
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
-pub use histogram::LatencySummary;
+pub use histogram::{Bucket, LatencySummary};
 pub use name::{DbName, MAX_NAME_LEN};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
-pub use stats::{ClosedTotals, DbSnapshot, RegistrySnapshot, SqliteFacts, Totals};
+pub use stats::{
+    ClosedTotals, DbSnapshot, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION, SqliteFacts, Totals,
+};
 
 /// The rusqlite this crate is built against (one SQLite per process).
 pub use rusqlite;

@@ -13,7 +13,7 @@ usage: cargo xtask <task> [args]
 tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
   bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
-  loadtest   the seed's concurrent transaction workload through the registry, optimised
+  loadtest   the original service's concurrent transaction workload through the registry, optimised
              (--help for flags)";
 
 fn main() -> ExitCode {

@@ -1,4 +1,4 @@
-//! `cargo xtask loadtest`: the seed's concurrent transaction workload (workers each running
+//! `cargo xtask loadtest`: the original service's concurrent transaction workload (workers each running
 //! `CREATE TABLE IF NOT EXISTS`, one insert and one count per transaction) plus readers,
 //! through the registry on a temporary database, then a verification: every acknowledged
 //! write present once, `integrity_check` ok, nothing left checked out.

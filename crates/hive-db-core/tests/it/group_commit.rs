@@ -197,7 +197,8 @@ impl HeldBatch {
 /// it waiting forever for a commit that never comes, or tells them they failed while their
 /// rows committed (with `COMMIT`, also from inside a nested `write` to another database, or
 /// an autocommit statement after `ROLLBACK`: a retry would write them twice), or `Ok` though
-/// their rows were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after.
+/// their rows were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after;
+/// or the writers before it given an invented SQLite error instead of the batch's failure.
 #[test]
 fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() -> TestResult {
     let breaches = [
@@ -229,6 +230,20 @@ fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() 
             .downcast_ref::<hive_db_core::Error>()
             .expect("a registry error");
         assert_eq!(err.db(), Some(&held.f.name));
+        // What it is told is what happened: its batch failed under another writer. SQLite
+        // returned no error to it, so none is made up as its source.
+        assert!(
+            matches!(
+                err,
+                hive_db_core::Error::BatchFailed {
+                    op: "commit",
+                    code: None,
+                    ..
+                }
+            ),
+            "{sql}: {err:?}"
+        );
+        assert!(std::error::Error::source(err).is_none(), "{sql}: {err:?}");
         assert!(
             breaker.is_err(),
             "{sql}: writer 1 ended its own transaction"

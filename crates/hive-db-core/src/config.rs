@@ -1,4 +1,7 @@
 //! `DbConfig`: how one database's pool and connections behave, with defaults and env overrides.
+//!
+//! (Over 400 lines: about half is the tests of the environment parsing and of the documented
+//! defaults.)
 
 use std::time::Duration;
 

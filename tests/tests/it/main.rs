@@ -1,3 +1,4 @@
 //! Cross-crate and cross-process integration tests.
 
+mod crash;
 mod cross_process;

@@ -2,3 +2,4 @@
 
 mod crash;
 mod cross_process;
+mod names;

@@ -2,4 +2,5 @@
 
 mod crash;
 mod cross_process;
+mod files;
 mod names;

@@ -92,6 +92,7 @@ pub fn describe(err: &Error) -> String {
         Error::Sqlite { op, code, .. } => format!("Sqlite:{op}:{}", code.unwrap_or(-1)),
         Error::Io { op, source, .. } => format!("Io:{op}:{:?}", source.kind()),
         Error::InvalidConfig { .. } => "InvalidConfig".to_owned(),
+        Error::InvalidEnv { var, .. } => format!("InvalidEnv:{var}"),
         Error::InvalidName { .. } => "InvalidName".to_owned(),
         Error::Timeout { .. } => "Timeout".to_owned(),
         Error::WriterLaneTimeout { .. } => "WriterLaneTimeout".to_owned(),
@@ -131,12 +132,16 @@ impl ChildOutcome {
         self.status.is_some_and(|s| s.success())
     }
 
-    /// The lines of standard output that start with `prefix`, the prefix and one space removed.
-    pub fn values<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.stdout.lines().filter_map(move |l| {
-            l.strip_prefix(prefix)
-                .map(|rest| rest.strip_prefix(' ').unwrap_or(rest))
-        })
+    /// The lines of standard output whose first word is `key`, with the key and one space
+    /// removed.
+    pub fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.stdout
+            .lines()
+            .filter_map(move |l| match l.strip_prefix(key) {
+                Some("") => Some(""),
+                Some(rest) => rest.strip_prefix(' '),
+                None => None,
+            })
     }
 
     /// The first value of [`ChildOutcome::values`], or `""`.

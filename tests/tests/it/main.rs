@@ -2,5 +2,6 @@
 
 mod crash;
 mod cross_process;
+mod faults;
 mod files;
 mod names;

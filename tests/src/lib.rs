@@ -218,3 +218,18 @@ pub fn within<T: Send + 'static>(
     });
     rx.recv_timeout(bound).ok()
 }
+
+/// True when `tool` (a program such as `prlimit` or `setpriv`) can be started; otherwise
+/// prints why the calling test is skipped.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("skipped: {tool} is not installed");
+    }
+    found
+}

@@ -5,3 +5,4 @@ mod cross_process;
 mod faults;
 mod files;
 mod names;
+mod swapped;

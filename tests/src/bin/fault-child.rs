@@ -26,6 +26,9 @@
 //!   an accepted one `use`, `health` and `close`.
 //! - `timeouts DIR`: calls every public timeout argument at zero and at `Duration::MAX`
 //!   (`health`, `close`, `close_all`), printing `<call> <ok|panic>` for each.
+//! - `oom PATH`: registers PATH (created), sets SQLite's process-wide `hard_heap_limit` to
+//!   64 MiB, and writes a 200 MB value; prints `failed <error>` (or `failed none`), then
+//!   `after <ok|error>` for a small write, `rows N` and `health <status>`.
 //!
 //! Exit codes: 0 the scenario ran (whatever it found), 1 it could not run, 2 usage.
 
@@ -49,11 +52,12 @@ fn main() -> ExitCode {
         ["config", field, extreme, dir] => config_case(Case::Field(field, *extreme == "max"), dir),
         ["env", var, value, dir] => config_case(Case::Env(var, value), dir),
         ["timeouts", dir] => timeouts(dir),
+        ["oom", path] => oom(path),
         _ => {
             eprintln!(
                 "usage: fault-child register BAD GOOD | create PATH | fill PATH | nofile GOOD NEW \
                  | perm PATH create|open | config FIELD zero|max DIR | env VAR VALUE DIR \
-                 | timeouts DIR"
+                 | timeouts DIR | oom PATH"
             );
             return ExitCode::from(2);
         }
@@ -411,5 +415,47 @@ fn timeouts(dir: &str) -> anyhow::Result<()> {
         "close_all-zero {}",
         if result.is_ok() { "ok" } else { "panic" }
     );
+    Ok(())
+}
+
+fn oom(path: &str) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let db = DbName::new("oom")?;
+    registry.register(&db, path, created())?;
+    registry.write(&db, |tx| -> anyhow::Result<()> {
+        tx.execute_batch("CREATE TABLE t (v BLOB)")?;
+        Ok(())
+    })?;
+    registry.read(&db, |c| -> anyhow::Result<()> {
+        c.execute_batch("PRAGMA hard_heap_limit = 67108864")?;
+        Ok(())
+    })?;
+    let huge = registry.write(&db, |tx| -> anyhow::Result<()> {
+        tx.execute("INSERT INTO t VALUES (1)", [])?;
+        tx.execute("INSERT INTO t VALUES (randomblob(200000000))", [])?;
+        Ok(())
+    });
+    println!(
+        "failed {}",
+        if huge.is_ok() {
+            "none".to_owned()
+        } else {
+            outcome(huge)
+        }
+    );
+    let small = registry.write(&db, |tx| -> anyhow::Result<()> {
+        tx.execute("INSERT INTO t VALUES (2)", [])?;
+        Ok(())
+    });
+    println!("after {}", outcome(small));
+    let rows = registry.read(&db, |c| -> anyhow::Result<i64> {
+        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+    })?;
+    println!("rows {rows}");
+    println!(
+        "health {:?}",
+        registry.health(Duration::from_secs(2)).status
+    );
+    registry.close_all(Duration::from_secs(2));
     Ok(())
 }

@@ -987,3 +987,29 @@ fn largest_timeout_arguments_work() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bug caught: SQLite running out of memory (its hard heap limit) inside a `write` leaving
+/// part of the closure's work committed, breaking the pool's connection or writer lane, or
+/// crashing the process; the pool must be usable right after.
+#[test]
+fn sqlite_out_of_memory_rolls_back_and_the_pool_stays_usable() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // `hard_heap_limit` is process-wide: in a child, so no other test shares it.
+    let out = run_bounded(
+        Command::new(CHILD)
+            .args(["oom", &dir.path().join("oom.db").display().to_string()])
+            .env("RUST_BACKTRACE", "0"),
+        NO_HANG,
+    )?;
+    assert!(out.success(), "{out:?}");
+    let failed = out.value("failed");
+    assert!(
+        failed.rsplit(':').next() == Some("7"),
+        "not SQLITE_NOMEM: {failed:?}"
+    );
+    assert_eq!(out.value("after"), "ok", "{out:?}");
+    // Only the small write's row: the failed closure's first insert rolled back too.
+    assert_eq!(out.value("rows"), "1", "{out:?}");
+    assert_eq!(out.value("health"), "Healthy", "{out:?}");
+    Ok(())
+}

@@ -6,3 +6,4 @@ mod faults;
 mod files;
 mod names;
 mod swapped;
+mod wal;

@@ -29,6 +29,10 @@
 //! - `oom PATH`: registers PATH (created), sets SQLite's process-wide `hard_heap_limit` to
 //!   64 MiB, and writes a 200 MB value; prints `failed <error>` (or `failed none`), then
 //!   `after <ok|error>` for a small write, `rows N` and `health <status>`.
+//! - `many N DIR`: registers N databases in DIR (one connection each, none kept idle) and
+//!   runs `health` with a 10 s timeout while counting this process's threads; prints
+//!   `threads-before`, `threads-peak`, `health-ms`, `status` and `healthy` (databases
+//!   reported Healthy).
 //!
 //! Exit codes: 0 the scenario ran (whatever it found), 1 it could not run, 2 usage.
 
@@ -53,11 +57,12 @@ fn main() -> ExitCode {
         ["env", var, value, dir] => config_case(Case::Env(var, value), dir),
         ["timeouts", dir] => timeouts(dir),
         ["oom", path] => oom(path),
+        ["many", n, dir] => many(n, dir),
         _ => {
             eprintln!(
                 "usage: fault-child register BAD GOOD | create PATH | fill PATH | nofile GOOD NEW \
                  | perm PATH create|open | config FIELD zero|max DIR | env VAR VALUE DIR \
-                 | timeouts DIR | oom PATH"
+                 | timeouts DIR | oom PATH | many N DIR"
             );
             return ExitCode::from(2);
         }
@@ -457,5 +462,60 @@ fn oom(path: &str) -> anyhow::Result<()> {
         registry.health(Duration::from_secs(2)).status
     );
     registry.close_all(Duration::from_secs(2));
+    Ok(())
+}
+
+/// Threads of this process now (Linux: `/proc/self/task`).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
+fn many(n: &str, dir: &str) -> anyhow::Result<()> {
+    let n: usize = n.parse()?;
+    let registry = Registry::new();
+    let dir = std::path::Path::new(dir);
+    for i in 0..n {
+        registry.register(
+            &DbName::new(&format!("db{i}"))?,
+            dir.join(format!("db{i}.db")),
+            DbConfig {
+                max_size: 1,
+                min_idle: 0,
+                ..created()
+            },
+        )?;
+    }
+    let before = threads();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(threads());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        })
+    };
+    let start = Instant::now();
+    let report = registry.health(Duration::from_secs(10));
+    let took = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
+    println!("threads-before {before}");
+    // The sampler itself is one of the threads counted.
+    println!("threads-peak {}", peak.saturating_sub(1));
+    println!("health-ms {}", took.as_millis());
+    println!("status {:?}", report.status);
+    let healthy = report
+        .databases
+        .iter()
+        .filter(|d| d.status == hive_db_core::HealthStatus::Healthy)
+        .count();
+    println!("healthy {healthy}");
+    registry.close_all(Duration::from_secs(5));
     Ok(())
 }

@@ -155,34 +155,41 @@ fn verify(path: &Path, acked: &HashSet<Key>) -> anyhow::Result<usize> {
     Ok(present.len())
 }
 
+/// Kill rounds on one database before starting a fresh one: long enough for crash after crash
+/// on a recovered file, short enough that checking every acknowledgement stays cheap.
+const ROUNDS_PER_DATABASE: usize = 25;
+
 fn crash_rounds(sync: &str, rounds: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("crash.db");
-    // Run 0 creates the schema and commits a little, to the end.
-    let setup = run_bounded(
-        Command::new(WRITER).args([&path.display().to_string(), sync, "0", "2", "5", "32"]),
-        NO_HANG,
-    )?;
-    anyhow::ensure!(setup.success(), "setup run failed: {}", setup.stderr);
     let (mut rng, seed) = Rng::from_entropy();
-    let mut acked: HashSet<Key> = (0..2)
-        .flat_map(|t| (0..5).map(move |k| (0, t, k)))
-        .collect();
     let mut total_acks = 0;
-    for round in 1..=rounds {
-        let run = i64::try_from(round)?;
-        // Mostly mid-stream; one round in ten during start-up (register, WAL recovery).
-        let (delay, wait_ready) = if rng.range(0, 10) == 0 {
-            (Duration::from_millis(rng.range(0, 30)), false)
-        } else {
-            (Duration::from_millis(rng.range(1, 200)), true)
-        };
-        let acks = kill_round(&path, sync, run, delay, wait_ready)?;
-        total_acks += acks.len();
-        acked.extend(acks);
-        verify(&path, &acked).map_err(|e| {
-            anyhow::anyhow!("{sync} round {round} (seed {seed}, kill after {delay:?}): {e:#}")
-        })?;
+    let mut round = 0;
+    while round < rounds {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("crash.db");
+        // Run 0 creates the schema and commits a little, to the end.
+        let setup = run_bounded(
+            Command::new(WRITER).args([&path.display().to_string(), sync, "0", "2", "5", "32"]),
+            NO_HANG,
+        )?;
+        anyhow::ensure!(setup.success(), "setup run failed: {}", setup.stderr);
+        let mut acked: HashSet<Key> = (0..2)
+            .flat_map(|t| (0..5).map(move |k| (0, t, k)))
+            .collect();
+        for run in 1..=ROUNDS_PER_DATABASE.min(rounds - round) {
+            round += 1;
+            // Mostly mid-stream; one round in ten during start-up (register, WAL recovery).
+            let (delay, wait_ready) = if rng.range(0, 10) == 0 {
+                (Duration::from_millis(rng.range(0, 30)), false)
+            } else {
+                (Duration::from_millis(rng.range(1, 200)), true)
+            };
+            let acks = kill_round(&path, sync, i64::try_from(run)?, delay, wait_ready)?;
+            total_acks += acks.len();
+            acked.extend(acks);
+            verify(&path, &acked).map_err(|e| {
+                anyhow::anyhow!("{sync} round {round} (seed {seed}, kill after {delay:?}): {e:#}")
+            })?;
+        }
     }
     eprintln!("{sync}: {rounds} rounds, {total_acks} acknowledged commits checked");
     anyhow::ensure!(

@@ -1013,3 +1013,58 @@ fn sqlite_out_of_memory_rolls_back_and_the_pool_stays_usable() -> anyhow::Result
     assert_eq!(out.value("health"), "Healthy", "{out:?}");
     Ok(())
 }
+
+/// Databases for the many-databases health test: `HIVE_HEALTH_DATABASES`, default 250
+/// (registering costs a few syncs each; 1,000 take about 20 s here).
+fn many_databases() -> usize {
+    std::env::var("HIVE_HEALTH_DATABASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250)
+}
+
+/// Runs `fault-child many`; returns its output and the number of databases.
+fn health_over_many() -> anyhow::Result<(hive_tests::ChildOutcome, usize)> {
+    let dir = tempfile::tempdir()?;
+    let n = many_databases();
+    let out = run_bounded(
+        Command::new(CHILD)
+            .args(["many", &n.to_string()])
+            .arg(dir.path()),
+        Duration::from_secs(300),
+    )?;
+    anyhow::ensure!(out.success(), "{out:?}");
+    Ok((out, n))
+}
+
+/// Bug caught: `health` over many databases running past its timeout (checks run one after
+/// another, or a report that waits for the slowest), or reporting healthy databases as not.
+#[test]
+fn health_over_many_databases_returns_within_its_timeout() -> anyhow::Result<()> {
+    let (out, n) = health_over_many()?;
+    let took = Duration::from_millis(out.value("health-ms").parse()?);
+    // The child's timeout is 10 s; the report adds a 200 ms grace.
+    assert!(
+        took < Duration::from_secs(10) + SLACK,
+        "health took {took:?}"
+    );
+    assert_eq!(out.value("status"), "Healthy", "{out:?}");
+    assert_eq!(out.value("healthy"), n.to_string(), "{out:?}");
+    Ok(())
+}
+
+/// Bug caught: `health` starting one thread per database, so a host with thousands of
+/// databases spawns thousands of threads every check.
+#[test]
+#[ignore = "product bug: health starts one thread per database (182 at once for 250 databases in one run)"]
+fn health_over_many_databases_uses_a_bounded_number_of_threads() -> anyhow::Result<()> {
+    let (out, _) = health_over_many()?;
+    let before: usize = out.value("threads-before").parse()?;
+    let peak: usize = out.value("threads-peak").parse()?;
+    assert!(
+        peak.saturating_sub(before) <= 64,
+        "health ran {} threads at once",
+        peak.saturating_sub(before)
+    );
+    Ok(())
+}

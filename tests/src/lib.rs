@@ -40,14 +40,13 @@ pub const NO_HANG: Duration = Duration::from_secs(20);
 pub struct Rng(u64);
 
 impl Rng {
-    /// A generator seeded from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
+    /// A generator starting from `state`: the same state gives the same numbers.
+    pub fn new(state: u64) -> Self {
+        Self(state)
     }
 
-    /// A generator seeded from the clock and the standard library's random hasher keys; its
-    /// seed is returned too, so a failing run can be repeated.
-    pub fn from_entropy() -> (Self, u64) {
+    /// A generator starting from the clock and the standard library's random hasher keys.
+    pub fn from_entropy() -> Self {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u128(
@@ -56,8 +55,7 @@ impl Rng {
                 .unwrap_or_default()
                 .as_nanos(),
         );
-        let seed = h.finish();
-        (Self(seed), seed)
+        Self(h.finish())
     }
 
     /// The next 64 random bits.

@@ -112,7 +112,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let (registry, db, out) = (registry.clone(), db.clone(), Arc::clone(&out));
             let (run, commits) = (args.run, args.commits);
             std::thread::spawn(move || -> anyhow::Result<()> {
-                let (mut rng, _) = Rng::from_entropy();
+                let mut rng = Rng::from_entropy();
                 let mut k = 0;
                 while commits == 0 || k < commits {
                     transfer(&registry, &db, &mut rng, run, thread, k)

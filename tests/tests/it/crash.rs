@@ -160,7 +160,7 @@ fn verify(path: &Path, acked: &HashSet<Key>) -> anyhow::Result<usize> {
 const ROUNDS_PER_DATABASE: usize = 25;
 
 fn crash_rounds(sync: &str, rounds: usize) -> anyhow::Result<()> {
-    let (mut rng, seed) = Rng::from_entropy();
+    let mut rng = Rng::from_entropy();
     let mut total_acks = 0;
     let mut round = 0;
     while round < rounds {
@@ -187,7 +187,7 @@ fn crash_rounds(sync: &str, rounds: usize) -> anyhow::Result<()> {
             total_acks += acks.len();
             acked.extend(acks);
             verify(&path, &acked).map_err(|e| {
-                anyhow::anyhow!("{sync} round {round} (seed {seed}, kill after {delay:?}): {e:#}")
+                anyhow::anyhow!("{sync} round {round} (kill after {delay:?}): {e:#}")
             })?;
         }
     }

@@ -227,7 +227,7 @@ fn refused_or_fails_at_first_use(bad: &str, used: Option<&str>) -> bool {
 /// Makes the odd files in `dir`, one folder each; `None` for the device when `mknod` is not
 /// permitted.
 fn odd_files(dir: &Path) -> anyhow::Result<Vec<OddFile>> {
-    let (mut rng, _) = Rng::from_entropy();
+    let mut rng = Rng::from_entropy();
     let mut files = Vec::new();
     let mut add =
         |name: &'static str, accept: fn(&str, Option<&str>) -> bool| -> anyhow::Result<PathBuf> {

@@ -4,6 +4,7 @@ mod crash;
 mod cross_process;
 mod faults;
 mod files;
+mod hardening;
 mod names;
 mod swapped;
 mod wal;

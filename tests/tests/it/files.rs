@@ -162,7 +162,7 @@ fn one_file_through_dotdot_or_a_linked_folder_is_one_file() -> anyhow::Result<()
 /// Bug caught: a hard link to a registered file accepted under a second name: paths are
 /// compared, not the file's identity (device and inode).
 #[test]
-#[ignore = "product bug: a hard link to a registered file is not PathInUse (paths compared, not dev/inode); fails as Sqlite IOERR_SHORT_READ or registers"]
+#[ignore = "product bug: a hard link to a registered file is not PathInUse (paths compared, not dev/inode); it fails later as Sqlite IOERR_SHORT_READ"]
 fn one_file_through_a_hard_link_is_one_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = first_name(dir.path())?;

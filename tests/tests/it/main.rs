@@ -1,4 +1,11 @@
 //! Cross-crate and cross-process integration tests.
 
+mod crash;
 mod cross_process;
+mod faults;
+mod files;
+mod hardening;
+mod names;
+mod swapped;
 mod tidy;
+mod wal;

@@ -1,0 +1,71 @@
+//! SQLite hardening on every pooled connection: no extension loading, defensive mode.
+
+use hive_db_core::DbConfig;
+use hive_db_core::rusqlite::config::DbConfig as SqliteConfig;
+use hive_tests::registry_with;
+
+/// Bug caught: a connection setup that turns extension loading on
+/// (`sqlite3_enable_load_extension`), so SQL reaching the database could load native code.
+#[test]
+fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (registry, db) = registry_with(dir.path(), "ext", DbConfig::default())?;
+    let attempt = |c: &hive_db_core::rusqlite::Connection| {
+        c.query_row("SELECT load_extension('/nonexistent/libevil')", [], |_| {
+            Ok(())
+        })
+        .map_err(|e| e.to_string())
+    };
+    let from_read = registry.read(&db, |c| Ok::<_, hive_db_core::Error>(attempt(c)))?;
+    let from_write = registry.write(&db, |tx| Ok::<_, hive_db_core::Error>(attempt(tx)))?;
+    for result in [from_read, from_write] {
+        let message = result.expect_err("load_extension ran");
+        assert!(message.contains("not authorized"), "{message}");
+    }
+    Ok(())
+}
+
+/// Bug caught: the SQLite built into the workspace able to load extensions at all, so one
+/// `enable_load_extension` anywhere in the process (a dependency, a debug hook) opens it.
+#[test]
+#[ignore = "product bug: the bundled SQLite is built with SQLITE_ENABLE_LOAD_EXTENSION=1 (libsqlite3-sys default), not OMIT_LOAD_EXTENSION"]
+fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
+    let options: Vec<String> = registry.read(&db, |c| -> anyhow::Result<_> {
+        Ok(c.prepare("PRAGMA compile_options")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    })?;
+    assert!(
+        options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
+        "{options:?}"
+    );
+    Ok(())
+}
+
+/// Bug caught: pooled connections without `SQLITE_DBCONFIG_DEFENSIVE`, so SQL can corrupt
+/// the file on purpose (`PRAGMA writable_schema` and edits to `sqlite_schema`, writes to
+/// shadow tables).
+#[test]
+#[ignore = "product bug: SQLITE_DBCONFIG_DEFENSIVE is off on pooled connections (configure_connection never sets it)"]
+fn connections_are_defensive() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (registry, db) = registry_with(dir.path(), "defensive", DbConfig::default())?;
+    registry.write(&db, |tx| -> anyhow::Result<()> {
+        tx.execute_batch("CREATE TABLE t (v INTEGER)")?;
+        Ok(())
+    })?;
+    let on = registry.read(&db, |c| -> anyhow::Result<bool> {
+        Ok(c.db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE)?)
+    })?;
+    assert!(on, "SQLITE_DBCONFIG_DEFENSIVE is off");
+    let edited = registry.write(&db, |tx| -> anyhow::Result<()> {
+        tx.execute_batch(
+            "PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't';",
+        )?;
+        Ok(())
+    });
+    assert!(edited.is_err(), "sqlite_schema was edited");
+    Ok(())
+}

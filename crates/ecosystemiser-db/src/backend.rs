@@ -20,7 +20,10 @@ pub const DB_NAME: &str = "ecosystemiser";
 
 /// `DB_NAME` as a [`DbName`], built once.
 pub(crate) static ECO_NAME: Lazy<DbName> = Lazy::new(|| {
-    #[expect(clippy::unwrap_used, reason = "a constant, valid name; a unit test checks it")]
+    #[expect(
+        clippy::unwrap_used,
+        reason = "a constant, valid name; a unit test checks it"
+    )]
     DbName::new(DB_NAME).unwrap()
 });
 
@@ -229,7 +232,12 @@ impl EcoDb {
         }
         tracing::info!(db = %name, path = %path.display(), reason = reason.describe(),
             "EcoSystemiser uses the shared registry's pool");
-        Ok(Self::from_parts(name, path, Backend::Pooled(registry.clone()), reason))
+        Ok(Self::from_parts(
+            name,
+            path,
+            Backend::Pooled(registry.clone()),
+            reason,
+        ))
     }
 
     fn open_direct(settings: &Settings, reason: BackendReason) -> Result<Self> {
@@ -243,7 +251,13 @@ impl EcoDb {
         let wait = settings
             .direct_acquire_timeout
             .unwrap_or(config.connection_timeout);
-        let pool = Arc::new(DirectPool::new(name.clone(), path.clone(), config, limit, wait));
+        let pool = Arc::new(DirectPool::new(
+            name.clone(),
+            path.clone(),
+            config,
+            limit,
+            wait,
+        ));
         {
             let mut conn = pool.checkout()?;
             schema::migrate(&name, &path, &mut conn)?;
@@ -436,6 +450,34 @@ static PROCESS_DB: OnceCell<EcoDb> = OnceCell::new();
 /// Those of [`Settings::from_env`] and [`EcoDb::from_process`].
 pub fn ecosystemiser_db() -> Result<&'static EcoDb> {
     PROCESS_DB.get_or_try_init(|| EcoDb::from_process(&Settings::from_env()?))
+}
+
+/// The process database if it has been opened, without opening it.
+pub(crate) fn process_db_if_open() -> Option<&'static EcoDb> {
+    PROCESS_DB.get()
+}
+
+/// A connection of the process's database ([`ecosystemiser_db`], [`EcoDb::connection`]).
+///
+/// # Errors
+///
+/// Those of [`ecosystemiser_db`] and [`EcoDb::connection`].
+#[track_caller]
+pub fn ecosystemiser_connection() -> Result<EcoConnection> {
+    ecosystemiser_db()?.connection()
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction of the process's database
+/// ([`ecosystemiser_db`], [`EcoDb::transaction`]).
+///
+/// # Errors
+///
+/// Those of [`ecosystemiser_db`], converted into `E`, and of [`EcoDb::transaction`].
+#[track_caller]
+pub fn ecosystemiser_transaction<T, E: From<Error>>(
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    ecosystemiser_db()?.transaction(f)
 }
 
 /// [`EcoDb::integration_status`] of the process's database (the successor of

@@ -67,6 +67,7 @@ pub(crate) fn warn_once(reason: &str, path: &Path) {
 }
 
 /// How many direct-connection warnings this process has logged (0 or 1).
+#[cfg(test)]
 pub(crate) fn warnings_logged() -> u64 {
     WARNINGS.load(Ordering::Relaxed)
 }
@@ -98,10 +99,6 @@ impl DirectPool {
             timeouts: AtomicU64::new(0),
             open_errors: AtomicU64::new(0),
         }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Takes a permit, waiting up to the acquire timeout, then opens a connection.
@@ -198,5 +195,21 @@ impl Deref for DirectConnection {
 impl DerefMut for DirectConnection {
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: the fallback warning logged on every open or call instead of once per
+    /// process.
+    #[test]
+    fn the_warning_is_logged_once_per_process() {
+        let dir = std::env::temp_dir();
+        for _ in 0..5 {
+            warn_once("test", &dir);
+        }
+        assert_eq!(warnings_logged(), 1);
     }
 }

@@ -70,9 +70,7 @@ pub enum Error {
         source: rusqlite_migration::Error,
     },
     /// No direct connection became free within the bounded wait.
-    #[error(
-        "database {db}: no direct connection within {waited:?} ({in_use} of {limit} in use)"
-    )]
+    #[error("database {db}: no direct connection within {waited:?} ({in_use} of {limit} in use)")]
     DirectTimeout {
         /// The database.
         db: DbName,

@@ -163,11 +163,7 @@ pub struct EventStore {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self
-            .subscribers
-            .list
-            .read()
-            .map_or(0, |l| l.len());
+        let n = self.subscribers.list.read().map_or(0, |l| l.len());
         f.debug_struct("EventStore")
             .field("db", self.db.name())
             .field("subscribers", &n)
@@ -338,7 +334,8 @@ impl EventStore {
                 k,
             ),
         };
-        self.db.read(|conn| query_events(self.db.name(), conn, &sql, key, limit))
+        self.db
+            .read(|conn| query_events(self.db.name(), conn, &sql, key, limit))
     }
 
     /// [`EventStore::history`] of a simulation.
@@ -374,7 +371,8 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
-        let sql = const_format("SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_id = ?1 LIMIT ?2");
+        let sql =
+            const_format("SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_id = ?1 LIMIT ?2");
         let mut found = self
             .db
             .read(|conn| query_events(self.db.name(), conn, &sql, event_id, 1))?;
@@ -402,7 +400,10 @@ fn query_events(
         .query(params![key, limit])
         .map_err(|e| Error::sqlite(db, "query events", e))?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| Error::sqlite(db, "query events", e))? {
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| Error::sqlite(db, "query events", e))?
+    {
         events.push(event_of(db, row)?);
     }
     Ok(events)

@@ -10,7 +10,7 @@ mod adopt;
 
 use std::path::Path;
 
-use hive_db_core::rusqlite::{Connection, ErrorCode, TransactionBehavior, Transaction};
+use hive_db_core::rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use hive_db_core::{DbConfig, DbName, OpenCause, open_connection};
 use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
 

@@ -130,7 +130,7 @@ pub(crate) fn migrate_to(
         source => Error::Migration {
             db: db.clone(),
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         },
     })
 }

@@ -6,7 +6,7 @@ use ecosystemiser_db::{EcoDb, Settings};
 use hive_db_core::{DbConfig, Registry};
 
 /// Settings for `file` in `dir`, with small pools so tests stay light.
-pub fn settings(dir: &Path, file: &str) -> Settings {
+pub(crate) fn settings(dir: &Path, file: &str) -> Settings {
     let mut s = Settings::new(dir.join(file));
     s.db = DbConfig {
         max_size: 4,
@@ -18,13 +18,13 @@ pub fn settings(dir: &Path, file: &str) -> Settings {
 
 /// The two backends the crate can run on.
 #[derive(Debug, Clone, Copy)]
-pub enum Kind {
+pub(crate) enum Kind {
     Pooled,
     Direct,
 }
 
 /// A database of `kind` for `file` in `dir`; the registry (if any) is returned to keep it.
-pub fn open(kind: Kind, dir: &Path, file: &str) -> anyhow::Result<(EcoDb, Option<Registry>)> {
+pub(crate) fn open(kind: Kind, dir: &Path, file: &str) -> anyhow::Result<(EcoDb, Option<Registry>)> {
     let s = settings(dir, file);
     Ok(match kind {
         Kind::Pooled => {
@@ -36,4 +36,4 @@ pub fn open(kind: Kind, dir: &Path, file: &str) -> anyhow::Result<(EcoDb, Option
 }
 
 /// Both backends, for tests that must hold on each.
-pub const BOTH: [Kind; 2] = [Kind::Pooled, Kind::Direct];
+pub(crate) const BOTH: [Kind; 2] = [Kind::Pooled, Kind::Direct];

@@ -66,8 +66,8 @@ fn every_pragma_is_the_same_on_both_paths() -> anyhow::Result<()> {
     let b = pragmas(&*direct.connection()?)?;
     assert_eq!(a, b);
     // And inside a transaction, where the pooled path runs in the registry's writer lane.
-    let a = pooled.transaction(|c| pragmas(c))?;
-    let b = direct.transaction(|c| pragmas(c))?;
+    let a = pooled.transaction(pragmas)?;
+    let b = direct.transaction(pragmas)?;
     assert_eq!(a, b);
     assert!(a.contains(&("journal_mode".to_owned(), "Text(\"wal\")".to_owned())));
     Ok(())

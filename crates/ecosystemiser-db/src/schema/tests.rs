@@ -59,7 +59,9 @@ fn from_version_1_reaches_the_same_schema() -> anyhow::Result<()> {
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     assert_eq!(defaults, ["b"]);
-    let events: i64 = conn.query_row("SELECT count(*) FROM ecosystemiser_events", [], |r| r.get(0))?;
+    let events: i64 = conn.query_row("SELECT count(*) FROM ecosystemiser_events", [], |r| {
+        r.get(0)
+    })?;
     assert_eq!(events, 1);
     Ok(())
 }

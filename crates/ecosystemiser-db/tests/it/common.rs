@@ -24,7 +24,11 @@ pub(crate) enum Kind {
 }
 
 /// A database of `kind` for `file` in `dir`; the registry (if any) is returned to keep it.
-pub(crate) fn open(kind: Kind, dir: &Path, file: &str) -> anyhow::Result<(EcoDb, Option<Registry>)> {
+pub(crate) fn open(
+    kind: Kind,
+    dir: &Path,
+    file: &str,
+) -> anyhow::Result<(EcoDb, Option<Registry>)> {
     let s = settings(dir, file);
     Ok(match kind {
         Kind::Pooled => {

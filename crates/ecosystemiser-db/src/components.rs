@@ -167,10 +167,19 @@ fn check_spec(spec: &ComponentSpec) -> Result<()> {
     check_name("component spec version", &spec.version)
 }
 
-const SPEC_COLUMNS: &str = "ct.name, ct.category, cs.name, cs.version, cs.technical_params, \
-     cs.economic_params, cs.environmental_params, cs.metadata, ct.description, cs.is_default";
-const SPEC_FROM: &str =
-    "FROM component_specs cs JOIN component_types ct ON cs.component_type_id = ct.id";
+/// The query for full specs `WHERE $tail`: one constant string per use, values bound.
+macro_rules! select_specs {
+    ($tail:literal) => {
+        concat!(
+            "SELECT ct.name, ct.category, cs.name, cs.version, cs.technical_params, \
+             cs.economic_params, cs.environmental_params, cs.metadata, ct.description, \
+             cs.is_default \
+             FROM component_specs cs JOIN component_types ct ON cs.component_type_id = ct.id \
+             WHERE ",
+            $tail
+        )
+    };
+}
 
 impl ComponentLibrary {
     /// The component library of `db`.
@@ -258,20 +267,27 @@ impl ComponentLibrary {
         version: Option<&str>,
     ) -> Result<ComponentSpec> {
         let db = self.db.name();
-        let filter = match (name, version) {
-            (Some(_), Some(_)) => "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3",
-            (Some(_), None) => "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL",
-            (None, Some(_)) => {
-                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3"
-            }
-            (None, None) => "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL",
+        // Every variant binds all three parameters; "latest" is the highest id (insertion order).
+        let sql = match (name, version) {
+            (Some(_), Some(_)) => select_specs!(
+                "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3 ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (Some(_), None) => select_specs!(
+                "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (None, Some(_)) => select_specs!(
+                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3 \
+                 ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (None, None) => select_specs!(
+                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL \
+                 ORDER BY cs.id DESC LIMIT 1"
+            ),
         };
-        let sql =
-            format!("SELECT {SPEC_COLUMNS} {SPEC_FROM} WHERE {filter} ORDER BY cs.id DESC LIMIT 1");
         self.db.read(|conn| {
             let found = {
                 let mut stmt = conn
-                    .prepare_cached(&sql)
+                    .prepare_cached(sql)
                     .map_err(|e| Error::sqlite(db, "find component spec", e))?;
                 let mut rows = stmt
                     .query(params![component_type, name, version])
@@ -396,10 +412,10 @@ impl ComponentLibrary {
     /// The backend's errors; [`Error::Json`] for stored parameters that are not JSON objects.
     pub fn all_specs(&self) -> Result<Vec<ComponentSpec>> {
         let db = self.db.name();
-        let sql = format!("SELECT {SPEC_COLUMNS} {SPEC_FROM} ORDER BY ct.name, cs.name, cs.id");
+        let sql = select_specs!("1 ORDER BY ct.name, cs.name, cs.id");
         self.db.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(&sql)
+                .prepare_cached(sql)
                 .map_err(|e| Error::sqlite(db, "read component specs", e))?;
             let mut rows = stmt
                 .query([])

@@ -256,6 +256,21 @@ pub struct Runs {
     db: EcoDb,
 }
 
+/// The update of a run for a new generation, keeping the `min` or `max` best fitness.
+macro_rules! record_generation_sql {
+    ($better:literal) => {
+        concat!(
+            "UPDATE optimization_runs SET status = 'running', \
+             generations_completed = max(coalesce(generations_completed, 0), ?2 + 1), \
+             best_fitness = CASE WHEN ?3 IS NULL THEN best_fitness \
+                                 WHEN best_fitness IS NULL THEN ?3 \
+                                 ELSE ",
+            $better,
+            "(best_fitness, ?3) END WHERE optimization_id = ?1"
+        )
+    };
+}
+
 fn sql<'a>(
     db: &'a DbName,
     op: &'static str,
@@ -766,22 +781,13 @@ impl Runs {
                 Objective::Minimize => a.min(b),
                 Objective::Maximize => a.max(b),
             });
-        let better = match objective {
-            Objective::Minimize => "min",
-            Objective::Maximize => "max",
+        let update = match objective {
+            Objective::Minimize => record_generation_sql!("min"),
+            Objective::Maximize => record_generation_sql!("max"),
         };
-        // Only `min` or `max`, chosen above, is put into the SQL; values are bound.
-        let update = format!(
-            "UPDATE optimization_runs SET status = 'running',
-                 generations_completed = max(coalesce(generations_completed, 0), ?2 + 1),
-                 best_fitness = CASE WHEN ?3 IS NULL THEN best_fitness
-                                     WHEN best_fitness IS NULL THEN ?3
-                                     ELSE {better}(best_fitness, ?3) END
-             WHERE optimization_id = ?1"
-        );
         self.db.transaction(|conn| {
             let changed = conn
-                .prepare_cached(&update)
+                .prepare_cached(update)
                 .and_then(|mut s| s.execute(params![optimization_id, generation, best]))
                 .map_err(sql(db, "record generation"))?;
             require_row(db, "optimization run", optimization_id, changed)?;

@@ -50,8 +50,7 @@ fn event() -> impl Strategy<Value = Event> {
                 e.analysis_id,
                 e.optimization_id,
             ) = ids;
-            // `Some(Null)` is stored as NULL, as the schema module stored a missing metadata.
-            e.metadata = metadata.filter(|m| !m.is_null());
+            e.metadata = metadata;
             e
         })
 }

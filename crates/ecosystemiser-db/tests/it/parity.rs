@@ -168,3 +168,37 @@ fn the_same_operations_leave_the_same_rows() -> anyhow::Result<()> {
     assert_eq!(ea, eb);
     Ok(())
 }
+
+/// Bug caught: the status claiming the shared pool when the probe did not go through it (the
+/// original reported "integrated" from an import succeeding), or naming the wrong reason.
+#[test]
+fn status_never_claims_a_pool_that_is_not_in_use() -> anyhow::Result<()> {
+    use ecosystemiser_db::BackendReason;
+    let dir = tempfile::tempdir()?;
+    let (pooled, registry) = open(Kind::Pooled, dir.path(), "pooled.db")?;
+    let s = pooled.integration_status();
+    assert_eq!(
+        (s.backend, s.reason),
+        (BackendKind::SharedPool, BackendReason::GivenRegistry)
+    );
+    assert!(s.shared_pool_in_use && s.probe_ok);
+    assert_eq!(
+        s.schema_version,
+        Some(ecosystemiser_db::SCHEMA_VERSION as i64)
+    );
+    if let Some(registry) = registry {
+        registry.close(pooled.name(), std::time::Duration::from_secs(1))?;
+    }
+    let s = pooled.integration_status();
+    assert!(!s.shared_pool_in_use && !s.probe_ok, "{s:?}");
+    assert!(s.probe_error.is_some_and(|e| e.contains("closed")));
+
+    let (direct, _) = open(Kind::Direct, dir.path(), "direct.db")?;
+    let s = direct.integration_status();
+    assert_eq!(
+        (s.backend, s.reason),
+        (BackendKind::Direct, BackendReason::GivenDirect)
+    );
+    assert!(!s.shared_pool_in_use && s.probe_ok);
+    Ok(())
+}

@@ -436,10 +436,24 @@ impl ComponentLibrary {
     ///
     /// # Errors
     ///
-    /// The backend's errors; [`Error::Io`] naming the file or folder that could not be
+    /// The backend's errors; [`Error::InvalidInput`] when two specs would share a file name
+    /// (nothing is written then); [`Error::Io`] naming the file or folder that could not be
     /// written; [`Error::Yaml`] if a spec cannot be written as YAML.
     pub fn export_yaml(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let specs = self.all_specs()?;
+        // `<type>_<name>` is ambiguous when names hold underscores (`a_b` + `c`, `a` + `b_c`):
+        // refuse before writing anything rather than let one file overwrite another.
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
+        for spec in &specs {
+            let file = spec.file_name();
+            if !seen.insert(file.clone()) {
+                return Err(Error::InvalidInput {
+                    what: "export file",
+                    value: file.display().to_string(),
+                    reason: "two specs would be written to the same file",
+                });
+            }
+        }
         let mut written = Vec::with_capacity(specs.len());
         for spec in &specs {
             let path = dir.join(spec.file_name());

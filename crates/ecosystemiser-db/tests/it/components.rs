@@ -211,8 +211,36 @@ fn an_oversized_file_is_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bug caught: an export that lets one spec's file overwrite another's, losing it.
+#[test]
+fn ambiguous_export_names_are_refused_before_writing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(Kind::Direct, dir.path(), "eco.db")?;
+    let lib = ComponentLibrary::new(&db);
+    lib.add_type("a_b", "energy", None)?;
+    lib.add_type("a", "energy", None)?;
+    lib.add_spec(&ComponentSpec::new("a_b", "energy", "c", Map::new()))?;
+    lib.add_spec(&ComponentSpec::new("a", "energy", "b_c", Map::new()))?;
+    let out = dir.path().join("export");
+    let err = lib.export_yaml(&out).err();
+    assert!(
+        matches!(
+            err,
+            Some(Error::InvalidInput {
+                what: "export file",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(!out.exists());
+    Ok(())
+}
+
 fn name() -> impl Strategy<Value = String> {
-    "[a-z][a-z0-9_-]{0,12}"
+    // Any printable text without a path separator, a leading dot or an underscore (which
+    // would make `<type>_<name>` ambiguous; that case has its own test).
+    "[^/\\\\._\\p{C}\\p{Z}][^/\\\\_\\p{C}]{0,12}"
 }
 
 fn scalar() -> impl Strategy<Value = Value> {

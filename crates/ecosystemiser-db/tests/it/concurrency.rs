@@ -56,3 +56,14 @@ fn eight_threads_publish_and_nothing_is_lost() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bug caught: a repository handle that cannot be shared with the worker threads of the
+/// application or the load test.
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<ecosystemiser_db::EcoDb>();
+    check::<EventStore>();
+    check::<Runs>();
+    check::<ecosystemiser_db::ComponentLibrary>();
+}

@@ -41,9 +41,40 @@ fn at_the_limit_a_checkout_times_out_with_a_typed_error() -> anyhow::Result<()> 
     let c = db.connection()?;
     drop((b, c));
     let s = direct_stats(&db)?;
-    assert_eq!(s.in_use, 0);
-    // One for the migration at open, two, then one more.
-    assert_eq!(s.opened_total, 4);
+    assert_eq!((s.in_use, s.idle), (0, 2));
+    // The migration's connection is reused, one more is opened; `c` reuses `a`'s.
+    assert_eq!(s.opened_total, 2);
+    Ok(())
+}
+
+/// Bug caught: a connection kept for reuse while inside a transaction (the next user would
+/// find someone else's uncommitted work and locks), or one kept after a panic.
+#[test]
+fn only_clean_connections_are_kept() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = small(dir.path(), 2)?;
+    let conn = db.connection()?;
+    conn.execute_batch("CREATE TABLE t (x); BEGIN; INSERT INTO t VALUES (1);")?;
+    drop(conn);
+    let s = direct_stats(&db)?;
+    assert_eq!((s.closed_dirty, s.idle), (1, 0));
+    let conn = db.connection()?;
+    assert!(conn.is_autocommit());
+    let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    assert_eq!(rows, 0);
+    drop(conn);
+    let panicked = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let _conn = db.connection();
+                panic!("deliberate");
+            })
+            .join()
+            .is_err()
+    });
+    assert!(panicked);
+    let s = direct_stats(&db)?;
+    assert_eq!((s.closed_dirty, s.in_use), (2, 0));
     Ok(())
 }
 

@@ -9,3 +9,4 @@ mod legacy;
 mod parity;
 mod runs;
 mod schema;
+mod tidy;

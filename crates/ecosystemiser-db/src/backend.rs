@@ -213,7 +213,9 @@ impl EcoDb {
     ///
     /// # Errors
     ///
-    /// As [`EcoDb::with_registry`], and the core's errors for a file it cannot prepare.
+    /// [`Error::InvalidInput`] for a limit of zero connections or a zero wait (nothing is
+    /// created then); as [`EcoDb::with_registry`]; the core's errors for a file it cannot
+    /// prepare.
     pub fn direct(settings: &Settings) -> Result<Self> {
         Self::open_direct(settings, BackendReason::GivenDirect)
     }
@@ -257,9 +259,6 @@ impl EcoDb {
         let name = ECO_NAME.clone();
         let config = settings.db_config();
         config.validate(&name)?;
-        schema::inspect(&name, &settings.path, &config)?;
-        let prepared = hive_db_core::prepare_database(&name, &settings.path, &config)?;
-        let path = prepared.path;
         let limit = settings.direct_max_connections.unwrap_or(config.max_size);
         let wait = settings
             .direct_acquire_timeout
@@ -271,6 +270,9 @@ impl EcoDb {
                 reason: "need at least one connection and a wait longer than zero",
             });
         }
+        schema::inspect(&name, &settings.path, &config)?;
+        let prepared = hive_db_core::prepare_database(&name, &settings.path, &config)?;
+        let path = prepared.path;
         let pool = Arc::new(DirectPool::new(
             name.clone(),
             path.clone(),

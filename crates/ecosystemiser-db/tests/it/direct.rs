@@ -134,3 +134,18 @@ fn threads_never_exceed_the_limit_and_panics_free_permits() -> anyhow::Result<()
     assert_eq!((count, negative), (120, 0));
     Ok(())
 }
+
+/// Bug caught: a zero limit accepted (every checkout would time out) or the file created
+/// before the settings are refused.
+#[test]
+fn unworkable_settings_are_refused_before_anything_is_made() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut s = settings(dir.path(), "eco.db");
+    s.direct_max_connections = Some(0);
+    assert!(matches!(EcoDb::direct(&s), Err(Error::InvalidInput { .. })));
+    s.direct_max_connections = None;
+    s.direct_acquire_timeout = Some(Duration::ZERO);
+    assert!(matches!(EcoDb::direct(&s), Err(Error::InvalidInput { .. })));
+    assert!(!dir.path().join("eco.db").exists());
+    Ok(())
+}

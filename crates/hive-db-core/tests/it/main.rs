@@ -6,6 +6,7 @@ mod concurrency;
 mod errors;
 mod group_commit;
 mod hygiene;
+mod metrics;
 mod model;
 mod observability;
 mod support;

@@ -44,6 +44,8 @@
 mod batch;
 mod config;
 mod connection;
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
 mod error;
 pub mod global;
 mod health;

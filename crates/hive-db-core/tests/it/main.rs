@@ -3,6 +3,7 @@
 mod checkpoint;
 mod close;
 mod concurrency;
+mod endpoint;
 mod errors;
 mod group_commit;
 mod hygiene;

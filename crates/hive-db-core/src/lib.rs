@@ -10,6 +10,9 @@
 //! while its thread panics, inside an open transaction, or after a failed rollback is closed,
 //! not pooled.
 //!
+//! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
+//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
+//!
 //! # Examples
 //!
 //! ```

@@ -23,15 +23,15 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::health::HealthReport;
-use crate::health::HealthStatus;
+use crate::health::{HealthReport, HealthStatus};
 use crate::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 use crate::registry::Registry;
 use crate::stats::RegistrySnapshot;
+use crate::sync::lock;
 
 /// The longest request line accepted (method, target and version), in bytes: longer is `414`.
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
@@ -322,10 +322,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The accepting thread: hands connections to the serving threads, or answers `503` when

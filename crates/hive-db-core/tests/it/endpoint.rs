@@ -282,6 +282,29 @@ fn a_non_loopback_address_needs_the_opt_in() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a port in use reported as something else (or a panic), so the operator
+/// cannot tell why the endpoint did not start.
+#[test]
+fn a_port_in_use_is_a_bind_error_naming_the_address() -> TestResult {
+    let f = fixture("taken", config())?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let refused = endpoint::serve(
+        &f.registry,
+        EndpointConfig {
+            addr,
+            ..EndpointConfig::default()
+        },
+    );
+    match refused {
+        Err(e @ EndpointError::Bind { .. }) => {
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}
+
 /// Bug caught: a read with no deadline, so a client that sends half a request and stalls
 /// holds a serving thread forever and, with a few like it, the whole endpoint.
 #[test]

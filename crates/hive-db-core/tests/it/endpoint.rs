@@ -515,8 +515,8 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     let f = fixture("stopping", config())?;
     let config = EndpointConfig {
         threads: 3,
-        request_timeout: Duration::from_secs(600),
-        write_timeout: Duration::from_secs(600),
+        request_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
         ..EndpointConfig::default()
     };
     let ep = serve(&f, config.clone())?;
@@ -544,12 +544,16 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     Ok(())
 }
 
-/// Bug caught: an endpoint that cannot be handed to another thread or kept in a static.
+/// Bug caught: an endpoint that cannot be handed to another thread or kept in a static, or
+/// a `serve` that the installed registry (`&'static Registry`) cannot be passed to.
 #[test]
 fn endpoint_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Endpoint>();
     send_sync::<EndpointConfig>();
     send_sync::<EndpointError>();
-    let _ = Registry::new;
+    fn serve_installed(registry: &'static Registry) -> Result<Endpoint, EndpointError> {
+        endpoint::serve(registry, EndpointConfig::default())
+    }
+    let _ = serve_installed;
 }

@@ -848,6 +848,43 @@ mod tests {
         assert_eq!(path.ok().as_deref(), Some("/stats"));
     }
 
+    /// Bug caught: a health error message showing where a database lives (its file or its
+    /// folder) without `expose_paths`.
+    #[test]
+    fn health_errors_lose_their_paths() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let folder = dir.path().join("secret-folder-3b7e");
+        let registry = Registry::new();
+        let name = crate::name::DbName::new("hidden")?;
+        let config = crate::config::DbConfig {
+            create_if_missing: true,
+            ..crate::config::DbConfig::default()
+        };
+        registry.register(&name, folder.join("file-5c1d.db"), config)?;
+        let snapshot = registry.stats();
+        let path = snapshot.databases[0].path.display().to_string();
+        let mut report = HealthReport {
+            status: HealthStatus::Unhealthy,
+            databases: vec![crate::health::DbHealth {
+                name,
+                status: HealthStatus::Unhealthy,
+                latency: Duration::ZERO,
+                error: Some(format!(
+                    "cannot open {path}: gone; cannot create {}: denied",
+                    folder.display()
+                )),
+            }],
+            elapsed: Duration::ZERO,
+        };
+        redact_paths(&mut report, &snapshot);
+        let error = report.databases[0].error.clone().unwrap_or_default();
+        assert_eq!(
+            error,
+            "cannot open <path>: gone; cannot create <path>: denied"
+        );
+        Ok(())
+    }
+
     /// Bug caught: a zero, huge or non-loopback setting accepted and failing later (a
     /// deadline overflow panics; zero threads serve nothing).
     #[test]

@@ -83,6 +83,12 @@ fn endpoint_threads(addr: SocketAddr) -> usize {
         .unwrap_or(0)
 }
 
+/// Every thread of this process (`/proc/self/task`). Threads a serving thread starts
+/// without a name inherit its name, so `endpoint_threads` counts them too.
+fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
 fn serve(f: &Fixture, config: EndpointConfig) -> anyhow::Result<Endpoint> {
     Ok(endpoint::serve(&f.registry, config)?)
 }
@@ -434,6 +440,7 @@ fn two_hundred_connections_at_once() -> TestResult {
     )?;
     let addr = ep.addr();
     assert!(eventually(HANG, || endpoint_threads(addr) == threads + 1));
+    let tasks_before = process_threads();
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     let most_threads = std::thread::scope(|scope| -> anyhow::Result<usize> {
@@ -457,9 +464,11 @@ fn two_hundred_connections_at_once() -> TestResult {
             streams.push(s);
         }
         let mut most = endpoint_threads(addr);
+        let mut most_tasks = process_threads();
         let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
         for (i, mut s) in streams.into_iter().enumerate() {
             most = most.max(endpoint_threads(addr));
+            most_tasks = most_tasks.max(process_threads());
             let mut bytes = Vec::new();
             // Every connection ends within its bound: answered, or closed.
             let read = s.read_to_end(&mut bytes);
@@ -484,7 +493,15 @@ fn two_hundred_connections_at_once() -> TestResult {
             }
             *statuses.entry(status).or_default() += 1;
         }
-        eprintln!("flood replies by status (0 = closed unanswered): {statuses:?}");
+        eprintln!(
+            "flood replies by status (0 = closed unanswered): {statuses:?}; \
+             process threads {tasks_before} before, at most {most_tasks} during"
+        );
+        // Loose, for the tests running beside this one; a thread per connection adds 200.
+        assert!(
+            most_tasks < tasks_before + 100,
+            "{tasks_before} -> {most_tasks}"
+        );
         assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
         assert!(statuses.get(&503).is_some_and(|n| *n > 0), "{statuses:?}");
         assert!(

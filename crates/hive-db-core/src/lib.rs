@@ -10,6 +10,9 @@
 //! while its thread panics, inside an open transaction, or after a failed rollback is closed,
 //! not pooled.
 //!
+//! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
+//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
+//!
 //! # Examples
 //!
 //! ```
@@ -64,8 +67,11 @@ mod checkpoint;
 // One database.
 mod database;
 // The facade and its views.
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
 pub mod global;
 mod health;
+mod metrics;
 mod registry;
 
 pub use batch::{WriteTx, immediate_transaction};
@@ -73,6 +79,7 @@ pub use config::{DbConfig, Synchronous};
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
+pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 pub use name::{DbName, MAX_NAME_LEN, NameError};
 pub use open::{PreparedDatabase, configure_connection, open_connection, prepare_database};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};

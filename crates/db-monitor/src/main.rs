@@ -61,12 +61,16 @@ fn clap_error(e: &clap::Error) -> u8 {
             0
         }
         _ => {
+            // clap's first paragraph names the problem; the rest is usage and tips.
             let rendered = e.render().to_string();
-            let first = rendered
+            let first: Vec<&str> = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let first = first.join(" ");
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
             output::diag(&format!("{first} (see --help)"));
             COULD_NOT_RUN
         }

@@ -44,12 +44,15 @@
 mod batch;
 mod config;
 mod connection;
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
 mod error;
 pub mod global;
 mod health;
 mod histogram;
 mod lane;
 mod manager;
+mod metrics;
 mod name;
 mod pool;
 mod registry;
@@ -64,6 +67,7 @@ pub use connection::{
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
+pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 pub use name::{DbName, MAX_NAME_LEN};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};

@@ -145,14 +145,15 @@ impl Sampler {
                         latency_ms: h.latency.as_secs_f64() * 1e3,
                         error: h.error.clone(),
                     });
-                let facts = depth
-                    .endpoint_files
+                let facts = (depth.endpoint_files && !db.path.as_os_str().is_empty())
                     .then(|| file::facts_of(&db.path, self.timeout, depth.quick_check))
                     .flatten();
+                // An endpoint that hides paths sends them empty.
+                let path = Some(db.path.clone()).filter(|p| !p.as_os_str().is_empty());
                 DbRead {
                     source: endpoint.base().to_owned(),
                     name: db.name.as_str().to_owned(),
-                    path: Some(db.path.clone()),
+                    path,
                     taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
                     snapshot: Some(db),
                     health,

@@ -53,14 +53,14 @@ fn healthy_registry() -> TestResult {
         "--interval",
         "100ms",
         "--attach",
-        &server.url(),
+        &server.addr().to_string(),
     ]))?;
     assert_eq!(r.code, Some(0), "{r:?}");
     let v = r.json()?;
     assert_eq!(v["status"], "healthy");
     let d = &v["databases"][0];
     assert_eq!(d["name"], "inventory");
-    assert_eq!(d["source"], format!("http://{}", server.url()));
+    assert_eq!(d["source"], format!("http://{}", server.addr()));
     assert_eq!(d["pool"]["max"], 4);
     assert_eq!(d["pool"]["open"], true);
     assert!(d["pool"]["live"].as_u64().is_some_and(|n| n >= 1), "{d}");
@@ -77,7 +77,12 @@ fn healthy_registry() -> TestResult {
         "{d}"
     );
     // The table shows the pool too.
-    let r = run(monitor(dir.path()).args(["--interval", "100ms", "--attach", &server.url()]))?;
+    let r = run(monitor(dir.path()).args([
+        "--interval",
+        "100ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]))?;
     assert_eq!(r.code, Some(0), "{r:?}");
     for want in ["Pools", "live/max", "Counters", "Latency", "acquire wait"] {
         assert!(r.stdout.contains(want), "no {want:?} in\n{}", r.stdout);
@@ -110,7 +115,7 @@ fn leaking_registry_is_degraded() -> TestResult {
         "--interval",
         "100ms",
         "--attach",
-        &server.url(),
+        &server.addr().to_string(),
     ]))?;
     drop(held);
     assert_eq!(r.code, Some(1), "{r:?}");
@@ -149,8 +154,13 @@ fn timeouts_rising_is_degraded() -> TestResult {
         })
     };
     let server = serve_registry(&registry)?;
-    let r =
-        run(monitor(dir.path()).args(["--json", "--interval", "300ms", "--attach", &server.url()]));
+    let r = run(monitor(dir.path()).args([
+        "--json",
+        "--interval",
+        "300ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]));
     stop.store(true, Ordering::Relaxed);
     hammer.join().map_err(|_| "hammer panicked")?;
     drop(held);
@@ -180,8 +190,13 @@ fn closed_database_is_unhealthy() -> TestResult {
     let (registry, name) = registry_with(dir.path(), "inventory", DbConfig::default())?;
     registry.close(&name, Duration::from_secs(1))?;
     let server = serve_registry(&registry)?;
-    let r =
-        run(monitor(dir.path()).args(["--json", "--interval", "50ms", "--attach", &server.url()]))?;
+    let r = run(monitor(dir.path()).args([
+        "--json",
+        "--interval",
+        "50ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]))?;
     assert_eq!(r.code, Some(2), "{r:?}");
     let d = &r.json()?["databases"][0];
     assert_eq!(d["findings"][0]["kind"], "down");
@@ -214,7 +229,7 @@ fn continuous_rates_from_deltas() -> TestResult {
         "--interval",
         "250ms",
         "--attach",
-        &server.url(),
+        &server.addr().to_string(),
     ]));
     stop.store(true, Ordering::Relaxed);
     reader.join().map_err(|_| "reader panicked")?;
@@ -251,6 +266,34 @@ fn continuous_rates_from_deltas() -> TestResult {
         (summed - (last - first)).abs() < 0.5,
         "rates add to {summed}, totals grew by {}",
         last - first
+    );
+    Ok(())
+}
+
+/// Bug caught: an endpoint that hides paths (its default) sending empty ones that the
+/// monitor then opens as a file name, or shows as a path.
+#[test]
+fn endpoint_hiding_paths() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, _name) = registry_with(dir.path(), "inventory", DbConfig::default())?;
+    let server = hive_db_core::endpoint::serve(
+        &registry,
+        hive_db_core::endpoint::EndpointConfig::default(),
+    )?;
+    let r = run(monitor(dir.path()).args([
+        "--json",
+        "--interval",
+        "50ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let d = &r.json()?["databases"][0];
+    assert!(d["path"].is_null(), "{d}");
+    assert!(d["sqlite"]["quick_check"].is_null(), "{d}");
+    assert!(
+        d["sqlite"]["file_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{d}"
     );
     Ok(())
 }

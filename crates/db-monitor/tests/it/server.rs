@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hive_db_core::{HealthStatus, Registry};
+use hive_db_core::Registry;
+use hive_db_core::endpoint::{self, Endpoint, EndpointConfig, EndpointError};
 
 type Handler = dyn Fn(&str) -> (u16, String) + Send + Sync;
 
@@ -83,23 +84,14 @@ impl Drop for FakeServer {
     }
 }
 
-/// `registry` served as a hive-db endpoint: `/stats` its snapshot, `/health` its health.
-pub(crate) fn serve_registry(registry: &Registry) -> std::io::Result<FakeServer> {
-    let registry = registry.clone();
-    FakeServer::start(move |path| match path {
-        "/stats" => (
-            200,
-            serde_json::to_string(&registry.stats()).unwrap_or_default(),
-        ),
-        "/health" => {
-            let h = registry.health(Duration::from_secs(1));
-            let code = if h.status == HealthStatus::Unhealthy {
-                503
-            } else {
-                200
-            };
-            (code, serde_json::to_string(&h).unwrap_or_default())
-        }
-        _ => (404, "not found".to_owned()),
-    })
+/// `registry` serving its endpoint on loopback, with paths shown so the monitor can read
+/// the files' facts too.
+pub(crate) fn serve_registry(registry: &Registry) -> Result<Endpoint, EndpointError> {
+    endpoint::serve(
+        registry,
+        EndpointConfig {
+            expose_paths: true,
+            ..EndpointConfig::default()
+        },
+    )
 }

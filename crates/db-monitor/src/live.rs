@@ -53,6 +53,8 @@ struct Tally {
     peak_maxwait_ms: f64,
     worst: Option<HealthStatus>,
     trend: VecDeque<f64>,
+    /// Seen with a pool (an endpoint's database), so the pool figures mean something.
+    pool: bool,
 }
 
 /// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
@@ -191,6 +193,7 @@ fn tally(tallies: &mut HashMap<(String, String), Tally>, report: &Report) {
             .or_default();
         t.worst = Some(t.worst.map_or(d.status, |w| w.max(d.status)));
         if let Some(p) = &d.pool {
+            t.pool = true;
             t.peak_waiting = t.peak_waiting.max(p.waiting);
             t.peak_maxwait_ms = t.peak_maxwait_ms.max(p.maxwait_ms);
         }
@@ -239,6 +242,14 @@ fn summary(
     keys.sort();
     for key in keys {
         let t = &tallies[key];
+        if !t.pool {
+            out.push_str(&format!(
+                "  {}: worst {}\n",
+                key.1,
+                status_word(t.worst.unwrap_or(HealthStatus::Healthy))
+            ));
+            continue;
+        }
         let rate = if t.seconds > 0.0 {
             t.acquires as f64 / t.seconds
         } else {
@@ -301,14 +312,14 @@ impl Screen {
     ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
         let mut text = format!(
-            "db-monitor live  sample {n}  elapsed {}  every {}  status {}   (q to quit)\n\n",
+            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
             humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-            fmt::duration(interval),
+            humantime::format_duration(interval),
             status_word(report.status).to_uppercase()
         );
         text.push_str(&table::pools(report, Some(width)));
         text.push_str("\n\nacquires/s, last samples\n");
-        for d in &report.databases {
+        for d in report.databases.iter().filter(|d| d.pool.is_some()) {
             if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
                 let last = t.trend.back().copied().unwrap_or(0.0);
                 text.push_str(&format!(

@@ -15,7 +15,7 @@ use crate::probe::{self, ProbeResult};
 pub(crate) struct DbRead {
     /// The endpoint's `http://host:port`, or `file`.
     pub(crate) source: String,
-    /// The database's name (`*` for an endpoint that could not be read).
+    /// The database's name (`(endpoint)` for an endpoint that could not be read).
     pub(crate) name: String,
     /// Its file.
     pub(crate) path: Option<PathBuf>,
@@ -89,7 +89,7 @@ impl Sampler {
                     let message = format!("{e:#}");
                     dbs.push(DbRead {
                         source: endpoint.base().to_owned(),
-                        name: "*".to_owned(),
+                        name: "(endpoint)".to_owned(),
                         path: None,
                         snapshot: None,
                         taken_at_unix_ms: None,

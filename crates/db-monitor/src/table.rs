@@ -3,9 +3,12 @@
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 
 use crate::fmt;
-use crate::report::{DbReport, Percentiles, Report, status_word};
+use crate::rates::Rates;
+use crate::report::{DbReport, Percentiles, Pool, Report, status_word};
 
 const DASH: &str = "-";
+/// Terminal width from which the pool table is one table rather than two.
+const WIDE: u16 = 140;
 
 fn table(header: &[&str], width: Option<u16>) -> Table {
     let mut t = Table::new();
@@ -55,21 +58,33 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         }
         return t.to_string();
     }
-    let mut t = table(
+    // A wide terminal (or none) gets one table; a narrow one two, with short headings.
+    let wide = width.is_none_or(|w| w >= WIDE);
+    let state_heads: &[&str] = if wide {
         &[
             "db", "status", "live/max", "active", "idle", "waiting", "maxwait", "writer q",
-            "acq/s", "waits/s", "tmo/s", "busy/s", "tx/s", "p99 wait", "health",
-        ],
-        width,
-    );
+        ]
+    } else {
+        &[
+            "db", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
+        ]
+    };
+    let rate_heads = ["acq/s", "waits/s", "tmo/s", "busy/s", "tx/s", "p99 wait"];
+    let mut heads = state_heads.to_vec();
+    if wide {
+        heads.extend(rate_heads);
+        heads.push("health");
+    }
+    let mut state = table(&heads, width);
+    let mut rates = table(&[&["db"][..], &rate_heads[..]].concat(), width);
     for d in &report.databases {
         let pool = d.pool.as_ref();
-        let n =
-            |f: fn(&crate::report::Pool) -> u32| pool.map_or(DASH.to_owned(), |p| f(p).to_string());
-        let r = d.rates.as_ref();
-        let rate =
-            |f: fn(&crate::rates::Rates) -> f64| r.map_or(DASH.to_owned(), |r| fmt::rate(f(r)));
-        t.add_row(vec![
+        let n = |f: fn(&Pool) -> u32| pool.map_or(DASH.to_owned(), |p| f(p).to_string());
+        let health = d
+            .health
+            .as_ref()
+            .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms));
+        let mut row = vec![
             label(d, many),
             status_word(d.status).to_owned(),
             pool.map_or(DASH.to_owned(), |p| format!("{}/{}", p.live, p.max)),
@@ -78,6 +93,10 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
             n(|p| p.waiting),
             pool.map_or(DASH.to_owned(), |p| fmt::millis(p.maxwait_ms)),
             n(|p| p.writer_queue),
+        ];
+        let r = d.rates.as_ref();
+        let rate = |f: fn(&Rates) -> f64| r.map_or(DASH.to_owned(), |r| fmt::rate(f(r)));
+        let rate_cells = vec![
             rate(|r| r.acquires_per_s),
             rate(|r| r.waits_per_s),
             rate(|r| r.timeouts_per_s),
@@ -85,12 +104,21 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
             rate(|r| r.tx_per_s),
             r.and_then(|r| r.acquire_wait_p99_ms)
                 .map_or(DASH.to_owned(), fmt::millis),
-            d.health
-                .as_ref()
-                .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms)),
-        ]);
+        ];
+        if wide {
+            row.extend(rate_cells);
+            row.push(health);
+        } else {
+            row.push(health);
+            rates.add_row([vec![label(d, many)], rate_cells].concat());
+        }
+        state.add_row(row);
     }
-    t.to_string()
+    if wide {
+        state.to_string()
+    } else {
+        format!("{state}\n{rates}")
+    }
 }
 
 /// Every finding, one line each.

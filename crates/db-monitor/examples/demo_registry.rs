@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
                 let mut k = 0u64;
                 while Instant::now() < end {
                     k += 1;
-                    if k % 5 == 0 {
+                    if k.is_multiple_of(5) {
                         registry.write(&name, |tx| -> anyhow::Result<()> {
                             tx.execute(
                                 "INSERT INTO item (label) VALUES (?1)",
@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
                         })?;
                     }
                     // A load that rises and falls every 5 s, for the trend line.
-                    let busy = (start.elapsed().as_secs() / 5) % 2 == 0;
+                    let busy = (start.elapsed().as_secs() / 5).is_multiple_of(2);
                     std::thread::sleep(Duration::from_micros(if busy { 300 } else { 3000 }));
                 }
                 Ok(())

@@ -74,19 +74,19 @@ pub(crate) fn look(
         },
         probe: None,
     };
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => {
-            return down(format!("{} is a folder, not a database", path.display()));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return down(format!("database file {} does not exist", path.display()));
-        }
-        Err(e) => return down(format!("cannot read {}: {e}", path.display())),
-    }
+    // Open first, explain after: without SQLITE_OPEN_CREATE, the open itself is what keeps
+    // a missing database from being created.
     let conn = match open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, timeout) {
         Ok(c) => c,
-        Err(e) => return down(describe("open", path, &e)),
+        Err(e) => {
+            return down(match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => format!("{} is a folder, not a database", path.display()),
+                Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
+                    format!("database file {} does not exist", path.display())
+                }
+                _ => describe("open", path, &e),
+            });
+        }
     };
     let schema = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)

@@ -166,13 +166,15 @@ fn missing_database_is_unhealthy_and_not_created() -> TestResult {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir(&data)?;
-    let path = data.join("sub").join("gone.db");
-    let r = run(monitor(dir.path())
-        .arg("--db")
-        .arg(format!("gone={}", path.display())))?;
-    assert_eq!(r.code, Some(2), "{r:?}");
-    assert_eq!(r.stderr_lines().len(), 1, "{}", r.stderr);
-    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    // In a folder that exists (SQLite could create the file) and in one that does not.
+    for path in [data.join("gone.db"), data.join("sub").join("gone.db")] {
+        let r = run(monitor(dir.path())
+            .arg("--db")
+            .arg(format!("gone={}", path.display())))?;
+        assert_eq!(r.code, Some(2), "{r:?}");
+        assert_eq!(r.stderr_lines().len(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    }
     assert!(files_under(&data).is_empty());
     Ok(())
 }

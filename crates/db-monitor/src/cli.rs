@@ -52,7 +52,7 @@ pub(crate) struct Cli {
 
     /// Add a performance probe of SECONDS: reads per second against --db sources, /stats
     /// round trips against --attach sources.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_probe_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_probe_seconds, conflicts_with = "continuous")]
     pub(crate) probe: Option<f64>,
 
     /// Report again every --interval until --duration ends or `q` / Ctrl-C.

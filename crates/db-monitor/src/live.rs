@@ -30,8 +30,8 @@ pub(crate) struct Settings {
     pub(crate) slow: Duration,
     /// JSON lines even on a terminal.
     pub(crate) json: bool,
-    /// Where the history goes (JSON lines).
-    pub(crate) history: Option<(std::path::PathBuf, File)>,
+    /// Where the history goes (JSON lines), created once the first sample is read.
+    pub(crate) history: Option<std::path::PathBuf>,
 }
 
 /// One JSON line: a sample's report with its number and time since the start.
@@ -64,7 +64,7 @@ struct Tally {
 ///
 /// An endpoint that cannot be read at the first sample, a terminal that cannot be set up, or
 /// a history file that cannot be written.
-pub(crate) fn run(sampler: &Sampler, mut settings: Settings) -> Result<u8> {
+pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -79,6 +79,13 @@ pub(crate) fn run(sampler: &Sampler, mut settings: Settings) -> Result<u8> {
     if let Some(e) = first.endpoint_errors.first() {
         bail!("{e}");
     }
+    let mut history = match &settings.history {
+        Some(path) => Some((
+            path,
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
     let live = !settings.json && std::io::stdout().is_terminal();
     let mut screen = if live { Some(Screen::enter()?) } else { None };
     let start = Instant::now();
@@ -99,7 +106,7 @@ pub(crate) fn run(sampler: &Sampler, mut settings: Settings) -> Result<u8> {
             report: &report,
         })
         .context("cannot encode a sample as JSON")?;
-        if let Some((path, file)) = &mut settings.history {
+        if let Some((path, file)) = &mut history {
             writeln!(file, "{line}")
                 .and_then(|()| file.flush())
                 .with_context(|| format!("cannot write the history to {}", path.display()))?;

@@ -79,8 +79,8 @@ fn clap_error(e: &clap::Error) -> u8 {
 
 fn run(cli: &Cli) -> Result<u8> {
     let sources = source::resolve(cli)?;
-    if sources.default_db {
-        let path = &sources.files[0].path;
+    if let Some(spec) = sources.files.first().filter(|_| sources.default_db) {
+        let path = &spec.path;
         if !path.exists() {
             bail!(
                 "no EcoSystemiser database at {} yet: nothing to report (the application \
@@ -99,14 +99,6 @@ fn run(cli: &Cli) -> Result<u8> {
         timeout: cli.timeout,
     };
     if cli.continuous {
-        let history = match &cli.output {
-            Some(path) => Some((
-                path.clone(),
-                std::fs::File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?,
-            )),
-            None => None,
-        };
         return live::run(
             &sampler,
             live::Settings {
@@ -114,7 +106,7 @@ fn run(cli: &Cli) -> Result<u8> {
                 duration: cli.duration,
                 slow: cli.slow,
                 json: cli.json,
-                history,
+                history: cli.output.clone(),
             },
         );
     }

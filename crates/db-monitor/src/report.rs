@@ -146,8 +146,12 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
 
 fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport {
     let snap = read.snapshot.as_ref();
+    let restarted = before
+        .and_then(|b| b.uptime_ms)
+        .zip(read.uptime_ms)
+        .is_some_and(|(was, now)| now < was);
     let rates = match (before.and_then(|b| b.snapshot.as_ref()), snap) {
-        (Some(p), Some(c)) => {
+        (Some(p), Some(c)) if !restarted => {
             let ms = |r: &DbRead| r.taken_at_unix_ms.unwrap_or(0);
             let seconds = before.map_or(0.0, |b| ms(read).saturating_sub(ms(b)) as f64 / 1e3);
             rates::between(p, c, seconds)
@@ -327,5 +331,66 @@ pub(crate) fn status_word(s: HealthStatus) -> &'static str {
         HealthStatus::Healthy => "healthy",
         HealthStatus::Degraded => "degraded",
         HealthStatus::Unhealthy => "unhealthy",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hive_db_core::{DbConfig, DbName, Registry};
+
+    fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
+        let db = snapshot.databases[0].clone();
+        Sample {
+            taken_at_unix_ms: snapshot.taken_at_unix_ms,
+            dbs: vec![DbRead {
+                source: "http://127.0.0.1:1".to_owned(),
+                name: db.name.as_str().to_owned(),
+                path: None,
+                taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
+                uptime_ms: Some(uptime_ms),
+                snapshot: Some(db),
+                health: None,
+                facts: None,
+                probe: None,
+                error: None,
+            }],
+            endpoint_errors: Vec::new(),
+        }
+    }
+
+    /// Bug caught: rates across an application restart (counters back at zero and grown
+    /// again) taken as the interval's, or no rates at all between two ordinary reads.
+    #[test]
+    fn no_rates_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new();
+        let name = DbName::new("inventory").unwrap();
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        registry
+            .register(&name, dir.path().join("i.db"), config)
+            .unwrap();
+        let before = registry.stats();
+        std::thread::sleep(Duration::from_millis(5));
+        for _ in 0..3 {
+            drop(registry.get(&name).unwrap());
+        }
+        let after = registry.stats();
+        let slow = Duration::from_secs(1);
+        let ordinary = build(
+            Some(&read_of(before.clone(), 1000)),
+            &read_of(after.clone(), 2000),
+            slow,
+        );
+        let rates = ordinary.databases[0]
+            .rates
+            .as_ref()
+            .expect("rates between two reads");
+        assert!(rates.acquires_per_s > 0.0);
+        let restarted = build(Some(&read_of(before, 5000)), &read_of(after, 10), slow);
+        assert!(restarted.databases[0].rates.is_none());
     }
 }

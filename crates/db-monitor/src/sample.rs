@@ -23,6 +23,9 @@ pub(crate) struct DbRead {
     pub(crate) snapshot: Option<DbSnapshot>,
     /// The registry's clock when it took the snapshot, in ms since the Unix epoch.
     pub(crate) taken_at_unix_ms: Option<u64>,
+    /// How long the registry's process had run, in ms: smaller than at the last read means
+    /// it restarted and its counters began again at zero.
+    pub(crate) uptime_ms: Option<u64>,
     /// Its health check.
     pub(crate) health: Option<HealthFacts>,
     /// What SQLite says about the file, when the monitor could open it.
@@ -93,6 +96,7 @@ impl Sampler {
                         path: None,
                         snapshot: None,
                         taken_at_unix_ms: None,
+                        uptime_ms: None,
                         health: Some(HealthFacts {
                             status: HealthStatus::Unhealthy,
                             latency_ms: 0.0,
@@ -114,6 +118,7 @@ impl Sampler {
                 path: Some(spec.path.clone()),
                 snapshot: None,
                 taken_at_unix_ms: None,
+                uptime_ms: None,
                 health: Some(look.health),
                 facts: look.facts,
                 probe: look.probe,
@@ -155,6 +160,7 @@ impl Sampler {
                     name: db.name.as_str().to_owned(),
                     path,
                     taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
+                    uptime_ms: Some(snapshot.uptime_ms),
                     snapshot: Some(db),
                     health,
                     facts,

@@ -62,7 +62,8 @@ fn bad_durations() -> TestResult {
     refused(&["--continuous", "--interval", "soon"], 3, "not a duration")?;
     refused(&["--continuous", "--interval", "0s"], 3, "too short")?;
     refused(&["--duration", "1s"], 3, "--continuous")?;
-    refused(&["--probe", "0"], 3, "seconds")
+    refused(&["--probe", "0"], 3, "seconds")?;
+    refused(&["--continuous", "--probe", "1"], 3, "cannot be used with")
 }
 
 /// Bug caught: a config file that is missing, has a bad line, or lists nothing, read as

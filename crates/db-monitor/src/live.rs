@@ -95,7 +95,6 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     let mut cur = first;
     let mut n: u64 = 0;
     let mut pipe_closed = false;
-    let mut quit_by_key = false;
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
         worst = worst.max(report.status);
@@ -130,11 +129,18 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
         if settings.duration.is_some_and(|d| due > d) {
             break;
         }
-        if wait_until(start + due, &stop, screen.is_some())? {
-            quit_by_key = true;
-            break;
-        }
-        if stop.load(Ordering::Relaxed) {
+        let quit = loop {
+            match wait_until(start + due, &stop, screen.is_some())? {
+                Wake::Due => break stop.load(Ordering::Relaxed),
+                Wake::Quit => break true,
+                Wake::Resized => {
+                    if let Some(s) = &mut screen {
+                        s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?;
+                    }
+                }
+            }
+        };
+        if quit {
             break;
         }
         prev = Some(cur);
@@ -150,7 +156,6 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     if pipe_closed {
         return Ok(0);
     }
-    let _ = quit_by_key;
     let text = summary(n + 1, start.elapsed(), worst, &tallies);
     if was_live {
         if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
@@ -162,16 +167,26 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     Ok(report::exit_code(worst))
 }
 
-/// Waits until `until`; on a terminal, reads keys meanwhile. True when the user quit (`q`,
-/// Esc, Ctrl-C in raw mode).
-fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<bool> {
+/// Why [`wait_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The time came, or SIGINT / SIGTERM arrived (the caller looks at the flag).
+    Due,
+    /// `q`, Esc, or Ctrl-C in raw mode.
+    Quit,
+    /// The terminal changed size: draw again.
+    Resized,
+}
+
+/// Waits until `until`; on a terminal, reads keys meanwhile.
+fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<Wake> {
     loop {
         if stop.load(Ordering::Relaxed) {
-            return Ok(false);
+            return Ok(Wake::Due);
         }
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(false);
+            return Ok(Wake::Due);
         }
         let step = left.min(Duration::from_millis(50));
         if !keys {
@@ -181,14 +196,18 @@ fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<bool> {
         if !event::poll(step).context("cannot read the terminal")? {
             continue;
         }
-        if let Event::Key(k) = event::read().context("cannot read the terminal")? {
-            let ctrl_c =
-                k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-            if k.kind != KeyEventKind::Release
-                && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c)
-            {
-                return Ok(true);
+        match event::read().context("cannot read the terminal")? {
+            Event::Key(k) => {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if k.kind != KeyEventKind::Release
+                    && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c)
+                {
+                    return Ok(Wake::Quit);
+                }
             }
+            Event::Resize(..) => return Ok(Wake::Resized),
+            _ => {}
         }
     }
 }

@@ -297,3 +297,58 @@ fn endpoint_hiding_paths() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: slow acquires (callers queued behind a connection held for long) reported
+/// healthy because the lifetime percentiles are still low, or `--slow` ignored.
+#[test]
+fn slow_acquires_are_degraded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, name) = registry_with(
+        dir.path(),
+        "inventory",
+        DbConfig {
+            max_size: 1,
+            min_idle: 0,
+            ..DbConfig::default()
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let users: Vec<_> = (0..2)
+        .map(|_| {
+            let (registry, name, stop) = (registry.clone(), name.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(conn) = registry.get(&name) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        drop(conn);
+                    }
+                }
+            })
+        })
+        .collect();
+    let server = serve_registry(&registry)?;
+    let r = run(monitor(dir.path()).args([
+        "--json",
+        "--slow",
+        "50ms",
+        "--interval",
+        "1s",
+        "--attach",
+        &server.addr().to_string(),
+    ]));
+    stop.store(true, Ordering::Relaxed);
+    for u in users {
+        u.join().map_err(|_| "user panicked")?;
+    }
+    let r = r?;
+    assert!(matches!(r.code, Some(1 | 2)), "{r:?}");
+    let v = r.json()?;
+    let findings = v["databases"][0]["findings"]
+        .as_array()
+        .ok_or("no findings")?;
+    assert!(
+        findings.iter().any(|f| f["kind"] == "slow_acquire"),
+        "{findings:?}"
+    );
+    Ok(())
+}

@@ -32,9 +32,10 @@ fn json_lines_when_piped_and_history_kept() -> TestResult {
         .arg(format!("inventory={}", db.display())))?;
     assert_eq!(r.code, Some(0), "{r:?}");
     let got = lines(&r.stdout)?;
-    // Samples at 0, 200, ..., 1000 ms: six, give or take a late one.
+    // Samples at 0, 200, ..., 1000 ms: six, fewer on a loaded machine (late ticks are
+    // skipped), never more.
     assert!(
-        (4..=7).contains(&got.len()),
+        (2..=6).contains(&got.len()),
         "{} lines:\n{}",
         got.len(),
         r.stdout
@@ -68,7 +69,7 @@ fn errors_wait_for_the_next_interval() -> TestResult {
         .arg(format!("gone={}", dir.path().join("gone.db").display())))?;
     assert_eq!(r.code, Some(2), "{r:?}");
     let got = lines(&r.stdout)?;
-    assert!((4..=7).contains(&got.len()), "{} lines", got.len());
+    assert!((2..=6).contains(&got.len()), "{} lines", got.len());
     assert!(got.iter().all(|l| l["status"] == "unhealthy"));
     Ok(())
 }

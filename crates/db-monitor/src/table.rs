@@ -270,7 +270,9 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
                 ]);
             }
             None => {
-                t.add_row(vec![d.name.clone(), path]);
+                let mut row = vec![d.name.clone(), path];
+                row.resize(9, DASH.to_owned());
+                t.add_row(row);
             }
         }
     }

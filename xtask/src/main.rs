@@ -12,8 +12,9 @@ usage: cargo xtask <task> [args]
 
 tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
+             (the only place it is written; .ci/run calls it)
   bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
-  loadtest   the seed's concurrent transaction workload through the registry, optimised
+  loadtest   the original service's concurrent transaction workload through the registry, optimised
              (--help for flags)";
 
 fn main() -> ExitCode {
@@ -61,7 +62,8 @@ fn step(name: &str, mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The gate, in the same order as `.ci/run`.
+/// The gate, the only place it is written (`.ci/run` calls this). The tidy checks run as
+/// part of `cargo test --workspace` (the `hive-tests` package).
 fn ci() -> anyhow::Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);

@@ -1,8 +1,9 @@
-//! `cargo xtask loadtest`: the seed's concurrent transaction workload (workers each running
+//! `cargo xtask loadtest`: the original service's concurrent transaction workload (workers each running
 //! `CREATE TABLE IF NOT EXISTS`, one insert and one count per transaction) plus readers,
 //! through the registry on a temporary database, then a verification: every acknowledged
 //! write present once, `integrity_check` ok, nothing left checked out.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -14,22 +15,22 @@ use crate::measure::{Rng, peak_rss_bytes, percentile};
 
 /// Flags of `loadtest`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Writer threads.
     #[arg(long, default_value_t = 8)]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Transactions each writer runs.
     #[arg(long, default_value_t = 500)]
-    pub transactions: usize,
+    pub(crate) transactions: usize,
     /// Reader threads running point reads while the writers work.
     #[arg(long, default_value_t = 2)]
-    pub readers: usize,
+    pub(crate) readers: usize,
     /// Pool size (`max_size`); smaller than workers + readers exercises waiting.
     #[arg(long, default_value_t = 10)]
-    pub max_size: u32,
+    pub(crate) max_size: u32,
     /// Print the result as one JSON object.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -57,7 +58,7 @@ const TXN_SQL: &str = "CREATE TABLE IF NOT EXISTS load_test (
     id INTEGER PRIMARY KEY, worker INTEGER NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL,
     UNIQUE (worker, seq))";
 
-pub fn main(args: LoadArgs) -> anyhow::Result<()> {
+pub(crate) fn main(args: LoadArgs) -> anyhow::Result<()> {
     ensure!(args.workers > 0, "--workers must be at least 1");
     let dir = tempfile::tempdir()?;
     let registry = Registry::new();
@@ -75,77 +76,45 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
         tx.execute_batch(TXN_SQL)?;
         Ok(())
     })?;
+    let run = run_workload(&registry, &name, &args)?;
+    let verified = verify(&registry, &name, &run)?;
+    let outcome = Outcome::new(&args, &run, &verified, registry.db_stats(&name)?);
+    // Checked after `close_all`, which waits for borrowed connections: right after the run
+    // a background checkpoint may still hold one for a few milliseconds.
+    let reports = registry.close_all(Duration::from_secs(5));
+    let still_out: usize = reports.iter().map(|r| r.still_out.len()).sum();
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        print_outcome(&outcome, still_out);
+    }
+    check(&run, &verified, still_out)
+}
 
-    let acknowledged: Mutex<Vec<(usize, usize, i64)>> = Mutex::new(Vec::new());
-    let latencies: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-    let errors: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// What the writers and readers did.
+#[derive(Debug, Default)]
+struct Workload {
+    /// (worker, seq, row id) of every write that returned `Ok`.
+    acknowledged: Vec<(usize, usize, i64)>,
+    /// Every transaction's latency in nanoseconds, sorted.
+    latencies: Vec<u64>,
+    errors: Vec<String>,
+    reads: u64,
+    elapsed_secs: f64,
+}
+
+/// Runs `args.workers` writers and `args.readers` readers until the writers are done.
+fn run_workload(registry: &Registry, name: &DbName, args: &LoadArgs) -> anyhow::Result<Workload> {
+    let shared = Mutex::new(Workload::default());
     let writers_done = AtomicBool::new(false);
     let start = Instant::now();
+    let (shared_ref, done) = (&shared, &writers_done);
     let reads = std::thread::scope(|scope| -> anyhow::Result<u64> {
         let readers: Vec<_> = (0..args.readers)
-            .map(|r| {
-                let (registry, name, done, errors) = (&registry, &name, &writers_done, &errors);
-                scope.spawn(move || {
-                    let mut rng = Rng::new(1000 + r as u64);
-                    let mut n = 0u64;
-                    while !done.load(Relaxed) {
-                        let result = registry.read(name, |c| -> anyhow::Result<()> {
-                            let mut stmt =
-                                c.prepare_cached("SELECT payload FROM load_test WHERE id = ?1")?;
-                            let _: Option<String> = stmt
-                                .query_row([rng.below(1 + n % 4096)], |row| row.get(0))
-                                .map(Some)
-                                .or_else(|e| match e {
-                                    hive_db_core::rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                                    e => Err(e),
-                                })?;
-                            Ok(())
-                        });
-                        if let Err(e) = result {
-                            lock(errors).push(format!("reader {r}: {e:#}"));
-                        }
-                        n += 1;
-                    }
-                    n
-                })
-            })
+            .map(|r| scope.spawn(move || reader(registry, name, r, done, shared_ref)))
             .collect();
         let writers: Vec<_> = (0..args.workers)
-            .map(|w| {
-                let (registry, name, ack, lat, errors) =
-                    (&registry, &name, &acknowledged, &latencies, &errors);
-                let transactions = args.transactions;
-                scope.spawn(move || {
-                    let mut mine = Vec::with_capacity(transactions);
-                    let mut times = Vec::with_capacity(transactions);
-                    for seq in 0..transactions {
-                        let t0 = Instant::now();
-                        let result = registry.write(name, |tx| -> anyhow::Result<i64> {
-                            tx.execute_batch(TXN_SQL)?;
-                            tx.prepare_cached(
-                                "INSERT INTO load_test (worker, seq, payload) VALUES (?1, ?2, ?3)",
-                            )?
-                            .execute((
-                                w as i64,
-                                seq as i64,
-                                format!("worker {w} transaction {seq}"),
-                            ))?;
-                            let id = tx.last_insert_rowid();
-                            let count: i64 =
-                                tx.query_row("SELECT count(*) FROM load_test", [], |r| r.get(0))?;
-                            ensure!(count >= 1, "count after insert was {count}");
-                            Ok(id)
-                        });
-                        times.push(t0.elapsed().as_nanos() as u64);
-                        match result {
-                            Ok(id) => mine.push((w, seq, id)),
-                            Err(e) => lock(errors).push(format!("worker {w}: {e:#}")),
-                        }
-                    }
-                    lock(ack).extend(mine);
-                    lock(lat).extend(times);
-                })
-            })
+            .map(|w| scope.spawn(move || writer(registry, name, w, args.transactions, shared_ref)))
             .collect();
         for h in writers {
             h.join().map_err(|_| anyhow::anyhow!("a writer panicked"))?;
@@ -157,74 +126,160 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
         }
         Ok(reads)
     })?;
-    let elapsed = start.elapsed().as_secs_f64();
+    let mut run = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+    run.reads = reads;
+    run.elapsed_secs = start.elapsed().as_secs_f64();
+    run.latencies.sort_unstable();
+    Ok(run)
+}
 
-    // Verification.
-    let acknowledged = acknowledged.into_inner().unwrap_or_else(|p| p.into_inner());
-    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    let stored: Vec<(i64, i64, i64)> = registry.read(&name, |c| -> anyhow::Result<_> {
+/// Point reads until `done`; returns how many.
+fn reader(
+    registry: &Registry,
+    name: &DbName,
+    r: usize,
+    done: &AtomicBool,
+    shared: &Mutex<Workload>,
+) -> u64 {
+    let mut rng = Rng::new(1000 + r as u64);
+    let mut n = 0u64;
+    while !done.load(Relaxed) {
+        let result = registry.read(name, |c| -> anyhow::Result<()> {
+            let mut stmt = c.prepare_cached("SELECT payload FROM load_test WHERE id = ?1")?;
+            let _: Option<String> = stmt
+                .query_row([rng.below(1 + n % 4096)], |row| row.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    hive_db_core::rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    e => Err(e),
+                })?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            lock(shared).errors.push(format!("reader {r}: {e:#}"));
+        }
+        n += 1;
+    }
+    n
+}
+
+/// `transactions` write transactions of worker `w`, each timed.
+fn writer(
+    registry: &Registry,
+    name: &DbName,
+    w: usize,
+    transactions: usize,
+    shared: &Mutex<Workload>,
+) {
+    let mut mine = Vec::with_capacity(transactions);
+    let mut times = Vec::with_capacity(transactions);
+    let mut errors = Vec::new();
+    for seq in 0..transactions {
+        let t0 = Instant::now();
+        let result = registry.write(name, |tx| -> anyhow::Result<i64> {
+            tx.execute_batch(TXN_SQL)?;
+            tx.prepare_cached("INSERT INTO load_test (worker, seq, payload) VALUES (?1, ?2, ?3)")?
+                .execute((
+                    w as i64,
+                    seq as i64,
+                    format!("worker {w} transaction {seq}"),
+                ))?;
+            let id = tx.last_insert_rowid();
+            let count: i64 = tx.query_row("SELECT count(*) FROM load_test", [], |r| r.get(0))?;
+            ensure!(count >= 1, "count after insert was {count}");
+            Ok(id)
+        });
+        times.push(t0.elapsed().as_nanos() as u64);
+        match result {
+            Ok(id) => mine.push((w, seq, id)),
+            Err(e) => errors.push(format!("worker {w}: {e:#}")),
+        }
+    }
+    let mut shared = lock(shared);
+    shared.acknowledged.extend(mine);
+    shared.latencies.extend(times);
+    shared.errors.extend(errors);
+}
+
+/// What the database holds after the run.
+#[derive(Debug)]
+struct Verified {
+    /// Rows stored.
+    stored: usize,
+    /// Acknowledged writes not found.
+    missing: usize,
+    integrity: String,
+}
+
+fn verify(registry: &Registry, name: &DbName, run: &Workload) -> anyhow::Result<Verified> {
+    let stored: HashSet<(i64, i64, i64)> = registry.read(name, |c| -> anyhow::Result<_> {
         let mut stmt = c.prepare("SELECT id, worker, seq FROM load_test ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     })?;
-    let stored_set: std::collections::HashSet<(i64, i64, i64)> = stored.iter().copied().collect();
-    let missing = acknowledged
+    let missing = run
+        .acknowledged
         .iter()
-        .filter(|(w, s, id)| !stored_set.contains(&(*id, *w as i64, *s as i64)))
+        .filter(|(w, s, id)| !stored.contains(&(*id, *w as i64, *s as i64)))
         .count();
-    let integrity: String = registry.read(&name, |c| -> anyhow::Result<String> {
+    let integrity: String = registry.read(name, |c| -> anyhow::Result<String> {
         Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     })?;
-    let stats = registry.db_stats(&name)?;
-    let mut lat = latencies.into_inner().unwrap_or_else(|p| p.into_inner());
-    lat.sort_unstable();
-    let pct = |q: f64| percentile(&lat, q) as f64 / 1e3;
-    let outcome = Outcome {
-        workers: args.workers,
-        readers: args.readers,
-        transactions: acknowledged.len(),
-        errors: errors.len(),
-        first_error: errors.first().cloned(),
-        elapsed_secs: elapsed,
-        transactions_per_sec: acknowledged.len() as f64 / elapsed,
-        reads,
-        reads_per_sec: reads as f64 / elapsed,
-        txn_p50_us: pct(0.5),
-        txn_p99_us: pct(0.99),
-        txn_p999_us: pct(0.999),
-        txn_max_us: lat.last().map_or(0.0, |n| *n as f64 / 1e3),
-        rows_verified: acknowledged.len() - missing,
-        integrity_check: integrity.clone(),
-        peak_rss_bytes: peak_rss_bytes(),
-        stats: stats.clone(),
-    };
-    let reports = registry.close_all(Duration::from_secs(5));
-    let still_out: usize = reports.iter().map(|r| r.still_out.len()).sum();
+    Ok(Verified {
+        stored: stored.len(),
+        missing,
+        integrity,
+    })
+}
 
-    if args.json {
-        println!("{}", serde_json::to_string(&outcome)?);
-    } else {
-        print_outcome(&outcome, still_out);
+impl Outcome {
+    fn new(args: &LoadArgs, run: &Workload, v: &Verified, stats: hive_db_core::DbSnapshot) -> Self {
+        let pct = |q: f64| percentile(&run.latencies, q) as f64 / 1e3;
+        let done = run.acknowledged.len();
+        Self {
+            workers: args.workers,
+            readers: args.readers,
+            transactions: done,
+            errors: run.errors.len(),
+            first_error: run.errors.first().cloned(),
+            elapsed_secs: run.elapsed_secs,
+            transactions_per_sec: done as f64 / run.elapsed_secs,
+            reads: run.reads,
+            reads_per_sec: run.reads as f64 / run.elapsed_secs,
+            txn_p50_us: pct(0.5),
+            txn_p99_us: pct(0.99),
+            txn_p999_us: pct(0.999),
+            txn_max_us: run.latencies.last().map_or(0.0, |n| *n as f64 / 1e3),
+            rows_verified: done - v.missing,
+            integrity_check: v.integrity.clone(),
+            peak_rss_bytes: peak_rss_bytes(),
+            stats,
+        }
+    }
+}
+
+/// Fails unless every operation succeeded, every acknowledged write is stored once, the file
+/// is intact and no connection was left out.
+fn check(run: &Workload, v: &Verified, still_out: usize) -> anyhow::Result<()> {
+    if let Some(first) = run.errors.first() {
+        bail!("{} operations failed; first: {first}", run.errors.len());
     }
     ensure!(
-        errors.is_empty(),
-        "{} operations failed; first: {}",
-        errors.len(),
-        errors[0]
+        v.missing == 0,
+        "{} acknowledged writes are missing",
+        v.missing
     );
-    ensure!(missing == 0, "{missing} acknowledged writes are missing");
     ensure!(
-        stored.len() == acknowledged.len(),
+        v.stored == run.acknowledged.len(),
         "{} rows stored for {} acknowledged writes",
-        stored.len(),
-        acknowledged.len()
+        v.stored,
+        run.acknowledged.len()
     );
-    ensure!(integrity == "ok", "integrity_check: {integrity}");
-    // Checked after `close_all`, which waits for borrowed connections: right after the run
-    // a background checkpoint may still hold one for a few milliseconds.
-    if still_out != 0 {
-        bail!("{still_out} connections still checked out when the database closed");
-    }
+    ensure!(v.integrity == "ok", "integrity_check: {}", v.integrity);
+    ensure!(
+        still_out == 0,
+        "{still_out} connections still checked out when the database closed"
+    );
     Ok(())
 }
 

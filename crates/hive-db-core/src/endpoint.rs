@@ -23,15 +23,15 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::health::HealthReport;
-use crate::health::HealthStatus;
+use crate::health::{HealthReport, HealthStatus};
 use crate::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 use crate::registry::Registry;
 use crate::stats::RegistrySnapshot;
+use crate::sync::lock;
 
 /// The longest request line accepted (method, target and version), in bytes: longer is `414`.
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
@@ -225,7 +225,8 @@ impl Drop for Endpoint {
 /// - `/stats`: the [`RegistrySnapshot`] as JSON (paths empty unless
 ///   [`EndpointConfig::expose_paths`]);
 /// - `/health`: the [`HealthReport`] as JSON, `200` when healthy or degraded, `503` when
-///   unhealthy; one check answers for [`EndpointConfig::health_cache`].
+///   unhealthy; one check answers for [`EndpointConfig::health_cache`], and while a new
+///   one runs, requests get the previous answer.
 ///
 /// Anything else: `404` for another path, `405` for another method on these, `400` for a
 /// malformed request, `414` for a request line over [`MAX_REQUEST_LINE`] bytes, `431` for a
@@ -258,6 +259,7 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
     let state = Arc::new(State {
         registry: registry.clone(),
         health: Mutex::new(None),
+        checking: Mutex::new(()),
         in_flight: Arc::new(AtomicUsize::new(0)),
         stopping: Arc::clone(&stopping),
         config,
@@ -297,6 +299,8 @@ struct State {
     config: EndpointConfig,
     /// The last health check's answer and when it finished.
     health: Mutex<Option<(Instant, Response)>>,
+    /// Held while a health check runs.
+    checking: Mutex<()>,
     /// Connections accepted and not yet closed, queued or being served.
     in_flight: Arc<AtomicUsize>,
     stopping: Arc<AtomicBool>,
@@ -320,13 +324,10 @@ impl Drop for Connection {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The accepting thread: hands connections to the serving threads, or answers `503` when
 /// `max_connections` are in flight already.
 fn accept(state: &State, listener: &TcpListener, queue: &SyncSender<Connection>) {
+    let mut last_warning: Option<Instant> = None;
     while !state.stopping() {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -336,8 +337,12 @@ fn accept(state: &State, listener: &TcpListener, queue: &SyncSender<Connection>)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                // Out of file descriptors, say: back off rather than spin.
-                tracing::warn!(error = %e, "hive-db endpoint cannot accept a connection");
+                // Out of file descriptors, say: back off rather than spin, and warn once
+                // a minute rather than on every try.
+                if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "hive-db endpoint cannot accept a connection");
+                    last_warning = Some(Instant::now());
+                }
                 std::thread::sleep(POLL);
                 continue;
             }
@@ -608,13 +613,29 @@ fn route(state: &State, request: &Request<'_>) -> Response {
 }
 
 /// The cached answer to `/health`, or a new check when it is older than `health_cache`.
-/// One check runs at a time: requests that arrive meanwhile wait for its answer.
+/// One check runs at a time: requests that arrive meanwhile get the previous answer, or,
+/// before the first one, wait for it.
 fn health(state: &State) -> Response {
-    let mut cached = lock(&state.health);
-    if let Some((at, response)) = cached.as_ref()
-        && at.elapsed() < state.config.health_cache
-    {
-        return response.clone();
+    let cached = |fresh_only: bool| {
+        lock(&state.health)
+            .as_ref()
+            .filter(|(at, _)| !fresh_only || at.elapsed() < state.config.health_cache)
+            .map(|(_, response)| response.clone())
+    };
+    if let Some(response) = cached(true) {
+        return response;
+    }
+    let _turn = match state.checking.try_lock() {
+        Ok(turn) => turn,
+        Err(TryLockError::Poisoned(turn)) => turn.into_inner(),
+        Err(TryLockError::WouldBlock) => match cached(false) {
+            Some(stale) => return stale,
+            None => lock(&state.checking),
+        },
+    };
+    // Another request may have finished a check while this one waited for its turn.
+    if let Some(response) = cached(true) {
+        return response;
     }
     let mut report = state.registry.health(state.config.health_timeout);
     if !state.config.expose_paths {
@@ -626,7 +647,7 @@ fn health(state: &State) -> Response {
         200
     };
     let response = Response::json(status, &report);
-    *cached = Some((Instant::now(), response.clone()));
+    *lock(&state.health) = Some((Instant::now(), response.clone()));
     response
 }
 

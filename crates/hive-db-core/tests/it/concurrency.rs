@@ -1,4 +1,4 @@
-//! Real threads against small pools (seed defect 1: the pool never grew under load).
+//! Real threads against small pools.
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use hive_db_core::DbConfig;
 
 use crate::support::{TestResult, config, count_rows, create_table, fixture};
 
-/// Seed defect 1: the pool waited the full acquire timeout for an idle connection before
+/// Bug caught: a pool that waits the full acquire timeout for an idle connection before
 /// opening a new one, so it stayed at `min_idle`. Here `max_size` borrowers must hold a
 /// connection at the same time; a pool that does not grow makes them time out.
 #[test]

@@ -222,6 +222,45 @@ fn health_checks_are_cached() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: scrapes of `/health` queued behind a slow check (each waiting up to its
+/// timeout, holding a serving thread) instead of getting the previous answer.
+#[test]
+fn a_running_check_does_not_hold_up_other_health_requests() -> TestResult {
+    let f = fixture(
+        "slowcheck",
+        DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            ..config()
+        },
+    )?;
+    let ep = serve(
+        &f,
+        EndpointConfig {
+            health_timeout: Duration::from_secs(4),
+            health_cache: Duration::ZERO,
+            ..EndpointConfig::default()
+        },
+    )?;
+    assert_eq!(get(ep.addr(), "/health")?.status, 200);
+    let held = f.registry.get(&f.name)?;
+    std::thread::scope(|scope| -> TestResult {
+        let slow = scope.spawn(|| get(ep.addr(), "/health").map(|r| r.status));
+        // The check is waiting for the held connection.
+        assert!(eventually(HANG, || f
+            .registry
+            .db_stats(&f.name)
+            .is_ok_and(|s| s.waiting == 1)));
+        let meanwhile = get(ep.addr(), "/health")?;
+        assert_eq!(meanwhile.status, 200, "{}", meanwhile.text());
+        assert!(!slow.is_finished(), "the slow check ended first");
+        assert_eq!(slow.join().expect("slow request")?, 503);
+        Ok(())
+    })?;
+    drop(held);
+    Ok(())
+}
+
 /// Bug caught: the endpoint listening where other hosts can reach it because nobody said
 /// otherwise.
 #[test]
@@ -239,6 +278,29 @@ fn a_non_loopback_address_needs_the_opt_in() -> TestResult {
             matches!(refused, Err(EndpointError::NotLoopback { .. })),
             "{addr}: {refused:?}"
         );
+    }
+    Ok(())
+}
+
+/// Bug caught: a port in use reported as something else (or a panic), so the operator
+/// cannot tell why the endpoint did not start.
+#[test]
+fn a_port_in_use_is_a_bind_error_naming_the_address() -> TestResult {
+    let f = fixture("taken", config())?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let refused = endpoint::serve(
+        &f.registry,
+        EndpointConfig {
+            addr,
+            ..EndpointConfig::default()
+        },
+    );
+    match refused {
+        Err(e @ EndpointError::Bind { .. }) => {
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("{other:?}"),
     }
     Ok(())
 }

@@ -65,8 +65,15 @@ fn distinct_snapshot() -> anyhow::Result<RegistrySnapshot> {
                 distinct(value);
             }
         }
-        // A sum an f64 cannot hold exactly (2^53 + 1 ns).
-        db["hold_time"]["sum_ns"] = 9_007_199_254_740_993_u64.into();
+        // A sum whose seconds need more digits than an f64 keeps, and one hold past the
+        // last bound: in `+Inf` only.
+        db["hold_time"]["sum_ns"] = 12_345_678_901_234_567_891_u64.into();
+        let last = db["hold_time"]["buckets"]
+            .as_array()
+            .and_then(|b| b.last())
+            .and_then(|b| b["count"].as_u64())
+            .unwrap_or(0);
+        db["hold_time"]["count"] = (last + 1).into();
     }
     json["uptime_ms"] = 86_400_123_u64.into();
     Ok(serde_json::from_value(json)?)
@@ -222,7 +229,8 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
                 other => panic!("{metric}{suffix}: {other:?}"),
             };
             assert_eq!(untyped("_count"), summary.count as f64);
-            assert_eq!(untyped("_sum"), summary.sum_ns as f64 / 1e9, "{metric}_sum");
+            let sum = summary.sum_ns as f64 / 1e9;
+            assert!((untyped("_sum") - sum).abs() <= sum * 1e-15, "{metric}_sum");
         }
     }
     assert!(
@@ -230,9 +238,9 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
             .is_some_and(|d| d.open && d.acquire_wait.count > 0)
     );
     assert!(snap.get("beta").is_some_and(|d| !d.open));
-    // The exact decimal of 2^53 + 1 ns, which an f64 would print as ...992.
+    // The exact decimal, which an f64 would round.
     assert!(
-        text.contains("hive_db_connection_hold_seconds_sum{db=\"alpha\"} 9007199.254740993\n"),
+        text.contains("hive_db_connection_hold_seconds_sum{db=\"alpha\"} 12345678901.234567891\n"),
         "{text}"
     );
     assert!(text.contains("hive_db_maxwait_seconds{db=\"beta\"} 1.234567891\n"));

@@ -5,22 +5,22 @@ use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Registry};
 
-pub type TestResult = anyhow::Result<()>;
+pub(crate) type TestResult = anyhow::Result<()>;
 
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
-    pub registry: Registry,
-    pub name: DbName,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) registry: Registry,
+    pub(crate) name: DbName,
 }
 
 impl Fixture {
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().join(format!("{}.db", self.name))
     }
 }
 
 /// A config that creates its file, with short timeouts so failing tests fail fast.
-pub fn config() -> DbConfig {
+pub(crate) fn config() -> DbConfig {
     DbConfig {
         create_if_missing: true,
         connection_timeout: Duration::from_secs(5),
@@ -28,7 +28,7 @@ pub fn config() -> DbConfig {
     }
 }
 
-pub fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
+pub(crate) fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let registry = Registry::new();
     let name = DbName::new(name)?;
@@ -41,7 +41,7 @@ pub fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
 }
 
 /// Creates `t(id INTEGER PRIMARY KEY, v INTEGER)`.
-pub fn create_table(f: &Fixture) -> TestResult {
+pub(crate) fn create_table(f: &Fixture) -> TestResult {
     f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
@@ -50,7 +50,7 @@ pub fn create_table(f: &Fixture) -> TestResult {
     })
 }
 
-pub fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
+pub(crate) fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
     f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
         Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
     })
@@ -58,7 +58,7 @@ pub fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
 
 /// Polls `cond` until it holds or `limit` passes; background work (r2d2 replenishing idle
 /// connections) is asynchronous, so exact counts are checked once it settles.
-pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     loop {
         if cond() {
@@ -72,7 +72,7 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Open file descriptors of this process that point into `dir` (Linux `/proc/self/fd`).
-pub fn open_fds_under(dir: &Path) -> usize {
+pub(crate) fn open_fds_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };

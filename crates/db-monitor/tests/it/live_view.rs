@@ -46,6 +46,85 @@ fn sample_number(pane: &str) -> Option<u64> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
+/// A tmux server of its own running `args` of db-monitor in a shell script that then
+/// prints the exit code and the terminal's modes; killed on drop.
+struct Session {
+    socket: std::path::PathBuf,
+}
+
+impl Session {
+    fn start(dir: &Path, args: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let socket = dir.join("tmux.sock");
+        let script = dir.join("run.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+                 '{bin}' {args}\n\
+                 echo \"exit=$?\"\n\
+                 stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '\n\
+                 echo\n\
+                 exec sleep 600\n",
+                home = dir.display(),
+                bin = env!("CARGO_BIN_EXE_db-monitor"),
+            ),
+        )?;
+        tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "mon",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                "sh",
+                &script.display().to_string(),
+            ],
+        )?;
+        Ok(Self { socket })
+    }
+
+    fn pane(&self) -> Result<String, Box<dyn std::error::Error>> {
+        tmux(&self.socket, &["capture-pane", "-p", "-t", "mon"])
+    }
+
+    fn flag(&self, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(tmux(
+            &self.socket,
+            &["display", "-p", "-t", "mon", &format!("#{{{name}}}")],
+        )?
+        .trim()
+        .to_owned())
+    }
+
+    /// Waits for the script's lines after db-monitor ended and checks the terminal is back
+    /// as it was: off the alternate screen, cursor shown, cooked mode with echo. Returns the
+    /// pane.
+    fn assert_restored(&self) -> Result<String, Box<dyn std::error::Error>> {
+        let pane = wait_for(&self.socket, "the terminal modes", |p| {
+            (p.contains("exit=") && p.contains("icanon")).then(|| p.to_owned())
+        })?;
+        let modes = pane.lines().find(|l| l.contains("icanon")).unwrap_or("");
+        let modes: Vec<&str> = modes.split_whitespace().collect();
+        assert!(
+            modes.contains(&"icanon") && modes.contains(&"echo"),
+            "still raw: {pane}"
+        );
+        assert_eq!(self.flag("alternate_on")?, "0", "{pane}");
+        assert_eq!(self.flag("cursor_flag")?, "1", "{pane}");
+        Ok(pane)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&self.socket, &["kill-server"]);
+    }
+}
+
 /// Bug caught: a live view that scrolls instead of redrawing in place, does not redraw at
 /// all, ignores `q`, or leaves the terminal in raw mode or on the alternate screen.
 #[test]
@@ -57,80 +136,56 @@ fn live_view_redraws_and_q_restores_the_terminal() -> TestResult {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("inv.db");
     make_db(&db, 5)?;
-    let socket = dir.path().join("tmux.sock");
-    let script = dir.path().join("run.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
-             '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n\
-             echo \"exit=$?\"\n\
-             stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '\n\
-             echo\n\
-             exec sleep 600\n",
-            home = dir.path().display(),
-            bin = env!("CARGO_BIN_EXE_db-monitor"),
-            db = db.display(),
+    let session = Session::start(
+        dir.path(),
+        &format!(
+            "--continuous --interval 200ms --db 'inventory={}'",
+            db.display()
         ),
     )?;
-    tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "mon",
-            "-x",
-            "160",
-            "-y",
-            "40",
-            "sh",
-            &script.display().to_string(),
-        ],
+    let first = wait_for(&session.socket, "a first sample", sample_number)?;
+    let later = wait_for(&session.socket, "a later sample", |p| {
+        sample_number(p).filter(|n| *n >= first + 2)
+    })?;
+    assert!(later > first);
+    let pane = session.pane()?;
+    // Redrawn in place: one header, at the top, and the alternate screen is on.
+    assert_eq!(pane.matches("db-monitor live").count(), 1, "{pane}");
+    assert!(pane.starts_with("db-monitor live"), "{pane}");
+    assert!(pane.contains("inventory"), "{pane}");
+    assert_eq!(session.flag("alternate_on")?, "1");
+    tmux(&session.socket, &["send-keys", "-t", "mon", "q"])?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(pane.contains("samples over"), "no summary: {pane}");
+    Ok(())
+}
+
+/// Bug caught: an error in the middle of the live view (here the history file cannot be
+/// written) leaving the terminal raw and on the alternate screen, or its message lost there.
+#[test]
+fn live_view_error_restores_the_terminal() -> TestResult {
+    let full = Path::new("/dev/full");
+    if !Path::new(TMUX).exists() || !full.exists() {
+        println!("skipped: {TMUX} or /dev/full is not there");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let session = Session::start(
+        dir.path(),
+        &format!(
+            "--continuous --interval 200ms --output {} --db 'inventory={}'",
+            full.display(),
+            db.display()
+        ),
     )?;
-    let result = (|| -> TestResult {
-        let first = wait_for(&socket, "a first sample", sample_number)?;
-        let later = wait_for(&socket, "a later sample", |p| {
-            sample_number(p).filter(|n| *n >= first + 2)
-        })?;
-        assert!(later > first);
-        let pane = tmux(&socket, &["capture-pane", "-p", "-t", "mon"])?;
-        // Redrawn in place: one header, at the top, and the alternate screen is on.
-        assert_eq!(pane.matches("db-monitor live").count(), 1, "{pane}");
-        assert!(pane.starts_with("db-monitor live"), "{pane}");
-        assert!(pane.contains("inventory"), "{pane}");
-        assert_eq!(
-            tmux(&socket, &["display", "-p", "-t", "mon", "#{alternate_on}"])?.trim(),
-            "1"
-        );
-        tmux(&socket, &["send-keys", "-t", "mon", "q"])?;
-        let pane = wait_for(&socket, "the exit line", |p| {
-            p.contains("exit=").then(|| p.to_owned())
-        })?;
-        assert!(pane.contains("exit=0"), "{pane}");
-        assert!(pane.contains("samples over"), "no summary: {pane}");
-        // Restored: off the alternate screen, cursor shown, cooked mode with echo.
-        let pane = wait_for(&socket, "the terminal modes", |p| {
-            p.contains("icanon").then(|| p.to_owned())
-        })?;
-        assert!(
-            pane.contains(" icanon") || pane.contains("\nicanon"),
-            "still raw: {pane}"
-        );
-        assert!(
-            !pane.contains("-icanon") && !pane.contains("-echo "),
-            "still raw: {pane}"
-        );
-        assert_eq!(
-            tmux(&socket, &["display", "-p", "-t", "mon", "#{alternate_on}"])?.trim(),
-            "0"
-        );
-        assert_eq!(
-            tmux(&socket, &["display", "-p", "-t", "mon", "#{cursor_flag}"])?.trim(),
-            "1"
-        );
-        Ok(())
-    })();
-    let _ = tmux(&socket, &["kill-server"]);
-    result
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=3"), "{pane}");
+    assert!(
+        pane.contains("cannot write the history to /dev/full"),
+        "{pane}"
+    );
+    Ok(())
 }

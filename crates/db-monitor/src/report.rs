@@ -350,7 +350,11 @@ mod tests {
                 taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
                 uptime_ms: Some(uptime_ms),
                 snapshot: Some(db),
-                health: None,
+                health: Some(HealthFacts {
+                    status: HealthStatus::Healthy,
+                    latency_ms: 1.0,
+                    error: None,
+                }),
                 facts: None,
                 probe: None,
                 error: None,
@@ -392,5 +396,42 @@ mod tests {
         assert!(rates.acquires_per_s > 0.0);
         let restarted = build(Some(&read_of(before, 5000)), &read_of(after, 10), slow);
         assert!(restarted.databases[0].rates.is_none());
+    }
+
+    /// Bug caught: the leak check's "more live connections than the maximum" never firing
+    /// (it cannot happen in a healthy pool, so only a crafted snapshot shows it).
+    #[test]
+    fn more_live_than_max_is_degraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new();
+        let name = DbName::new("inventory").unwrap();
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        registry
+            .register(&name, dir.path().join("i.db"), config)
+            .unwrap();
+        let snapshot = registry.stats();
+        let fine = build(None, &read_of(snapshot.clone(), 1), Duration::from_secs(1));
+        assert!(
+            fine.databases[0]
+                .findings
+                .iter()
+                .all(|f| f.kind != "over_max")
+        );
+        let mut value = serde_json::to_value(&snapshot).unwrap();
+        value["databases"][0]["live"] = serde_json::json!(11);
+        value["databases"][0]["max_size"] = serde_json::json!(10);
+        let over: hive_db_core::RegistrySnapshot = serde_json::from_value(value).unwrap();
+        let report = build(None, &read_of(over, 1), Duration::from_secs(1));
+        let d = &report.databases[0];
+        assert!(
+            d.findings.iter().any(|f| f.kind == "over_max"),
+            "{:?}",
+            d.findings
+        );
+        assert_eq!(d.status, HealthStatus::Degraded);
+        assert_eq!(report.exit_code, 1);
     }
 }

@@ -1,6 +1,7 @@
 //! A registry under a little load, serving its endpoint, to try db-monitor against:
 //! `cargo run -p db-monitor --example demo_registry -- 127.0.0.1:9187 60` serves for 60 s,
-//! then `cargo run -p db-monitor -- --attach 127.0.0.1:9187 --continuous`.
+//! then `cargo run -p db-monitor -- --attach 127.0.0.1:9187 --continuous`. A third argument
+//! `leak` holds one connection of `inventory` past its 5 s leak threshold.
 //! Its databases live in a temporary folder removed at the end.
 
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:9187".to_owned())
         .parse()?;
     let seconds: u64 = args.next().map_or(Ok(60), |s| s.parse())?;
+    let leak = args.next().is_some_and(|a| a == "leak");
     let dir = tempfile::tempdir()?;
     let registry = Registry::new();
     let mut names = Vec::new();
@@ -42,6 +44,11 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     eprintln!("serving http://{} for {seconds}s", endpoint.addr());
+    let _held = if leak {
+        Some(registry.get(&names[0])?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..4)

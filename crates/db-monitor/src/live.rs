@@ -362,11 +362,20 @@ impl Screen {
             text.push_str(&findings);
         }
         queue!(self.out, cursor::MoveTo(0, 0))?;
-        for line in text.lines().take(usize::from(height.saturating_sub(1))) {
-            let line: String = line.chars().take(usize::from(width)).collect();
+        // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
+        let width = usize::from(width.max(1));
+        let rows = text.lines().flat_map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            if chars.is_empty() {
+                vec![String::new()]
+            } else {
+                chars.chunks(width).map(|c| c.iter().collect()).collect()
+            }
+        });
+        for row in rows.take(usize::from(height.saturating_sub(1))) {
             queue!(
                 self.out,
-                crossterm::style::Print(line),
+                crossterm::style::Print(row),
                 terminal::Clear(terminal::ClearType::UntilNewLine),
                 crossterm::style::Print("\r\n")
             )?;

@@ -237,7 +237,7 @@ fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Vec<Finding> 
                 Degraded,
                 "leak",
                 format!(
-                    "{} connection(s) held past leak_threshold since the application started{recent} (its log names the checkout site)",
+                    "{} connection(s) held past leak_threshold since the application started{recent}; its log names the checkout site",
                     t.leaks
                 ),
             );

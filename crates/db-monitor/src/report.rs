@@ -26,6 +26,52 @@ pub(crate) struct Report {
     /// The exit code that status gives (0, 1 or 2).
     pub(crate) exit_code: u8,
     pub(crate) databases: Vec<DbReport>,
+    /// Every pool added up (`maxwait_ms` the largest); `None` without pools.
+    pub(crate) total: Option<Total>,
+}
+
+/// The pools of every database added up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Total {
+    /// Databases with a pool.
+    pub(crate) pools: u32,
+    pub(crate) live: u32,
+    pub(crate) max: u32,
+    pub(crate) active: u32,
+    pub(crate) idle: u32,
+    pub(crate) waiting: u32,
+    /// The largest maxwait of any pool, in milliseconds.
+    pub(crate) maxwait_ms: f64,
+    pub(crate) writer_queue: u32,
+    /// Rates summed over the pools that have them.
+    pub(crate) acquires_per_s: f64,
+    pub(crate) waits_per_s: f64,
+    pub(crate) timeouts_per_s: f64,
+    pub(crate) busy_per_s: f64,
+    pub(crate) tx_per_s: f64,
+}
+
+fn total_of(databases: &[DbReport]) -> Option<Total> {
+    let mut t = Total::default();
+    for d in databases {
+        let Some(p) = &d.pool else { continue };
+        t.pools += 1;
+        t.live += p.live;
+        t.max += p.max;
+        t.active += p.active;
+        t.idle += p.idle;
+        t.waiting += p.waiting;
+        t.maxwait_ms = t.maxwait_ms.max(p.maxwait_ms);
+        t.writer_queue += p.writer_queue;
+        if let Some(r) = &d.rates {
+            t.acquires_per_s += r.acquires_per_s;
+            t.waits_per_s += r.waits_per_s;
+            t.timeouts_per_s += r.timeouts_per_s;
+            t.busy_per_s += r.busy_per_s;
+            t.tx_per_s += r.tx_per_s;
+        }
+    }
+    (t.pools > 0).then_some(t)
 }
 
 /// One database.
@@ -140,6 +186,7 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
         taken_at_unix_ms: cur.taken_at_unix_ms,
         status,
         exit_code: exit_code(status),
+        total: total_of(&databases),
         databases,
     }
 }

@@ -114,6 +114,42 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         }
         state.add_row(row);
     }
+    if let Some(t) = report.total.as_ref().filter(|t| t.pools > 1) {
+        let mut row = vec![
+            "total".to_owned(),
+            String::new(),
+            format!("{}/{}", t.live, t.max),
+            t.active.to_string(),
+            t.idle.to_string(),
+            t.waiting.to_string(),
+            fmt::millis(t.maxwait_ms),
+            t.writer_queue.to_string(),
+        ];
+        let has_rates = report.databases.iter().any(|d| d.rates.is_some());
+        let rate = |v: f64| {
+            if has_rates {
+                fmt::rate(v)
+            } else {
+                DASH.to_owned()
+            }
+        };
+        let rate_cells = vec![
+            rate(t.acquires_per_s),
+            rate(t.waits_per_s),
+            rate(t.timeouts_per_s),
+            rate(t.busy_per_s),
+            rate(t.tx_per_s),
+            String::new(),
+        ];
+        if wide {
+            row.extend(rate_cells);
+            row.push(String::new());
+        } else {
+            row.push(String::new());
+            rates.add_row([vec!["total".to_owned()], rate_cells].concat());
+        }
+        state.add_row(row);
+    }
     if wide {
         state.to_string()
     } else {

@@ -352,3 +352,54 @@ fn slow_acquires_are_degraded() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: the total row adding up the wrong figures, or one endpoint's databases
+/// reported as one.
+#[test]
+fn two_databases_add_up() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, _) = registry_with(
+        dir.path(),
+        "alpha",
+        DbConfig {
+            max_size: 3,
+            ..DbConfig::default()
+        },
+    )?;
+    let beta = DbName::new("beta")?;
+    let config = DbConfig {
+        create_if_missing: true,
+        max_size: 5,
+        ..DbConfig::default()
+    };
+    registry.register(&beta, dir.path().join("beta.db"), config)?;
+    let held = registry.get(&beta)?;
+    let server = serve_registry(&registry)?;
+    let addr = server.addr().to_string();
+    let r = run(monitor(dir.path()).args(["--json", "--interval", "50ms", "--attach", &addr]))?;
+    drop(held);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let v = r.json()?;
+    let names: Vec<_> = v["databases"]
+        .as_array()
+        .ok_or("no databases")?
+        .iter()
+        .map(|d| d["name"].clone())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let t = &v["total"];
+    assert_eq!(t["pools"], 2);
+    assert_eq!(t["max"], 8);
+    assert_eq!(t["active"], 1);
+    let live = |i: usize| v["databases"][i]["pool"]["live"].as_u64().unwrap_or(0);
+    assert_eq!(t["live"].as_u64(), Some(live(0) + live(1)));
+    let r = run(monitor(dir.path()).args(["--interval", "50ms", "--attach", &addr]))?;
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("total") && l.contains("/8")),
+        "{}",
+        r.stdout
+    );
+    Ok(())
+}

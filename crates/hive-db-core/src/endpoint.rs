@@ -43,6 +43,9 @@ pub const MAX_HEADERS: usize = 64;
 /// How often blocked threads look at the stop flag: the bound on [`Endpoint::stop`] when no
 /// health check is running.
 const POLL: Duration = Duration::from_millis(25);
+/// How often the accepting thread looks for connections within `BUSY_SPELL` of the last one.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+const BUSY_SPELL: Duration = Duration::from_secs(1);
 /// The most a thread spends reading and discarding what a refused client still sends, so
 /// that closing does not reset the connection before the client reads the answer.
 const DRAIN_TIME: Duration = Duration::from_millis(200);
@@ -328,11 +331,18 @@ impl Drop for Connection {
 /// `max_connections` are in flight already.
 fn accept(state: &State, listener: &TcpListener, queue: &SyncSender<Connection>) {
     let mut last_warning: Option<Instant> = None;
+    let mut last_accept = Instant::now();
     while !state.stopping() {
         let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                last_accept = Instant::now();
+                stream
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
+                // Look often while clients are coming, rarely when idle: a scrape every
+                // few seconds waits at most `POLL` for its connection to be taken.
+                let busy = last_accept.elapsed() < BUSY_SPELL;
+                std::thread::sleep(if busy { BUSY_POLL } else { POLL });
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -189,3 +189,77 @@ fn live_view_error_restores_the_terminal() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: the live view spinning forever at full CPU once its terminal is gone (the
+/// tmux server killed, an ssh session dropped), because the key reader loops on end of file
+/// and never returns to look at the hang-up.
+#[test]
+fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let socket = dir.path().join("tmux.sock");
+    let pid_file = dir.path().join("pid");
+    let script = dir.path().join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+             echo $$ > '{pid}'\n\
+             exec '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n",
+            home = dir.path().display(),
+            pid = pid_file.display(),
+            bin = env!("CARGO_BIN_EXE_db-monitor"),
+            db = db.display(),
+        ),
+    )?;
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "mon",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            &script.display().to_string(),
+        ],
+    )?;
+    let result = (|| -> TestResult {
+        wait_for(&socket, "a first sample", sample_number)?;
+        let pid = std::fs::read_to_string(&pid_file)?.trim().to_owned();
+        let proc_dir = Path::new("/proc").join(&pid);
+        tmux(&socket, &["kill-server"])?;
+        let start = Instant::now();
+        loop {
+            // Gone, or a zombie waiting for its new parent to reap it.
+            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            let state = state
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            if matches!(state, None | Some("Z" | "X")) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                // Leave nothing behind, then fail.
+                let _ = Command::new("kill").arg("-9").arg(&pid).status();
+                return Err(
+                    format!("db-monitor {pid} still running after its terminal went away").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    let _ = tmux(&socket, &["kill-server"]);
+    result
+}

@@ -36,10 +36,11 @@ impl Stamp {
         *EPOCH + Duration::from_nanos(self.0)
     }
 
-    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    /// Nanoseconds from `earlier` to `self`, zero if `earlier` is later (an integer, not a
+    /// `Duration`: the checkout path compares it with a precomputed bound).
     #[inline]
-    pub(crate) fn since(self, earlier: Self) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    pub(crate) fn nanos_since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
     }
 }
 
@@ -110,8 +111,8 @@ mod tests {
         assert_eq!(cell.load(Ordering::Relaxed), Some(origin));
         let later = Stamp::of(*EPOCH + Duration::from_millis(3));
         assert_eq!(cell.swap(Some(later), Ordering::Relaxed), Some(origin));
-        assert_eq!(later.since(origin), Duration::from_millis(3));
-        assert_eq!(origin.since(later), Duration::ZERO);
+        assert_eq!(later.nanos_since(origin), 3_000_000);
+        assert_eq!(origin.nanos_since(later), 0);
         assert_eq!(later.instant(), *EPOCH + Duration::from_millis(3));
         cell.store(None, Ordering::Relaxed);
         assert_eq!(cell.load(Ordering::Relaxed), None);

@@ -87,8 +87,7 @@ impl Pool {
         now: Stamp,
         site: &'static Location<'static>,
     ) -> Option<PooledConnection> {
-        let idle = now.since(conn.last_used);
-        if idle.as_nanos() >= u128::from(self.validate_after_idle_ns)
+        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns
             && let Err(e) = validate(&conn.conn)
         {
             tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hive_db_core::rusqlite::{self, Connection};
 use hive_db_core::{DbConfig, DbName, Registry};
 
 pub(crate) type TestResult = anyhow::Result<()>;
@@ -80,4 +81,42 @@ pub(crate) fn open_fds_under(dir: &Path) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.starts_with(dir))
         .count()
+}
+
+/// A connection's identity: the row of a temp table it carries for life, made on first use
+/// with the id `fresh` gives.
+pub(crate) fn connection_id(conn: &Connection, fresh: impl FnOnce() -> i64) -> anyhow::Result<i64> {
+    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
+    match conn.query_row("SELECT id FROM ident", [], |r| r.get(0)) {
+        Ok(id) => Ok(id),
+        Err(rusqlite::Error::QueryReturnedNoRows) => {
+            let id = fresh();
+            conn.execute("INSERT INTO ident VALUES (?1)", [id])?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bug caught: an identity that is not kept by the connection (so every checkout looks new)
+/// or shared between connections (so two look the same), which would blind the tests that
+/// check a connection is never handed out twice.
+#[test]
+fn connection_ids_follow_the_connection() -> TestResult {
+    let f = fixture(
+        "ids",
+        DbConfig {
+            max_size: 2,
+            ..config()
+        },
+    )?;
+    let (a, b) = (f.registry.get(&f.name)?, f.registry.get(&f.name)?);
+    let (id_a, id_b) = (connection_id(&a, || 1)?, connection_id(&b, || 2)?);
+    assert_eq!((id_a, id_b), (1, 2));
+    assert_eq!(
+        connection_id(&a, || 3)?,
+        1,
+        "the same connection changed identity"
+    );
+    Ok(())
 }

@@ -1,0 +1,410 @@
+//! `--continuous`: a sample every interval, drawn in place on a terminal or written as one
+//! JSON line per sample otherwise, with a summary at the end.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::{cursor, queue, terminal};
+use hive_db_core::HealthStatus;
+use serde::Serialize;
+
+use crate::output::{self, Written};
+use crate::report::{self, Report, status_word};
+use crate::sample::{Depth, Sample, Sampler};
+use crate::{fmt, table};
+
+/// Samples kept for the trend line.
+const TREND: usize = 40;
+
+/// How the loop is set up.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) interval: Duration,
+    pub(crate) duration: Option<Duration>,
+    pub(crate) slow: Duration,
+    /// JSON lines even on a terminal.
+    pub(crate) json: bool,
+    /// Where the history goes (JSON lines), created once the first sample is read.
+    pub(crate) history: Option<std::path::PathBuf>,
+}
+
+/// One JSON line: a sample's report with its number and time since the start.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    sample: u64,
+    elapsed_s: f64,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// Per database over the run, for the summary.
+#[derive(Debug, Default)]
+struct Tally {
+    acquires: u64,
+    timeouts: u64,
+    seconds: f64,
+    peak_waiting: u32,
+    peak_maxwait_ms: f64,
+    worst: Option<HealthStatus>,
+    trend: VecDeque<f64>,
+    /// Seen with a pool (an endpoint's database), so the pool figures mean something.
+    pool: bool,
+}
+
+/// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
+/// seen, or 0 when stdout was closed.
+///
+/// # Errors
+///
+/// An endpoint that cannot be read at the first sample, a terminal that cannot be set up, or
+/// a history file that cannot be written.
+pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
+            .context("cannot install the Ctrl-C handler")?;
+    }
+    let first = sampler.take(Depth {
+        quick_check: true,
+        endpoint_files: true,
+        probe: None,
+    });
+    if let Some(e) = first.endpoint_errors.first() {
+        bail!("{e}");
+    }
+    let mut history = match &settings.history {
+        Some(path) => Some((
+            path,
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let live = !settings.json && std::io::stdout().is_terminal();
+    let mut screen = if live { Some(Screen::enter()?) } else { None };
+    let start = Instant::now();
+    let mut tallies: HashMap<(String, String), Tally> = HashMap::new();
+    let mut worst = HealthStatus::Healthy;
+    let mut prev: Option<Sample> = None;
+    let mut cur = first;
+    let mut n: u64 = 0;
+    let mut pipe_closed = false;
+    loop {
+        let report = report::build(prev.as_ref(), &cur, settings.slow);
+        worst = worst.max(report.status);
+        tally(&mut tallies, &report);
+        let line = serde_json::to_string(&Line {
+            sample: n,
+            elapsed_s: start.elapsed().as_secs_f64(),
+            report: &report,
+        })
+        .context("cannot encode a sample as JSON")?;
+        if let Some((path, file)) = &mut history {
+            writeln!(file, "{line}")
+                .and_then(|()| file.flush())
+                .with_context(|| format!("cannot write the history to {}", path.display()))?;
+        }
+        match &mut screen {
+            Some(s) => s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?,
+            None => {
+                if output::stdout(&format!("{line}\n")).context("cannot write to stdout")?
+                    == Written::PipeClosed
+                {
+                    pipe_closed = true;
+                    break;
+                }
+            }
+        }
+        // The next sample is due at the next multiple of the interval; missed ones are
+        // skipped, so a slow source does not make samples pile up.
+        let elapsed = start.elapsed();
+        let k = elapsed.as_nanos() / settings.interval.as_nanos().max(1) + 1;
+        let due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
+        if settings.duration.is_some_and(|d| due > d) {
+            break;
+        }
+        let quit = loop {
+            match wait_until(start + due, &stop, screen.is_some())? {
+                Wake::Due => break stop.load(Ordering::Relaxed),
+                Wake::Quit => break true,
+                Wake::Resized => {
+                    if let Some(s) = &mut screen {
+                        s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?;
+                    }
+                }
+            }
+        };
+        if quit {
+            break;
+        }
+        prev = Some(cur);
+        cur = sampler.take(Depth {
+            quick_check: false,
+            endpoint_files: false,
+            probe: None,
+        });
+        n += 1;
+    }
+    let was_live = screen.is_some();
+    drop(screen);
+    if pipe_closed {
+        return Ok(0);
+    }
+    let text = summary(n + 1, start.elapsed(), worst, &tallies);
+    if was_live {
+        if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
+            return Ok(0);
+        }
+    } else {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    }
+    Ok(report::exit_code(worst))
+}
+
+/// Why [`wait_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The time came, or SIGINT / SIGTERM arrived (the caller looks at the flag).
+    Due,
+    /// `q`, Esc, or Ctrl-C in raw mode.
+    Quit,
+    /// The terminal changed size: draw again.
+    Resized,
+}
+
+/// Waits until `until`; on a terminal, reads keys meanwhile.
+fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<Wake> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Wake::Due);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Wake::Due);
+        }
+        let step = left.min(Duration::from_millis(50));
+        if !keys {
+            std::thread::sleep(step);
+            continue;
+        }
+        if !event::poll(step).context("cannot read the terminal")? {
+            continue;
+        }
+        match event::read().context("cannot read the terminal")? {
+            Event::Key(k) => {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if k.kind != KeyEventKind::Release
+                    && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c)
+                {
+                    return Ok(Wake::Quit);
+                }
+            }
+            Event::Resize(..) => return Ok(Wake::Resized),
+            _ => {}
+        }
+    }
+}
+
+fn tally(tallies: &mut HashMap<(String, String), Tally>, report: &Report) {
+    for d in &report.databases {
+        let t = tallies
+            .entry((d.source.clone(), d.name.clone()))
+            .or_default();
+        t.worst = Some(t.worst.map_or(d.status, |w| w.max(d.status)));
+        if let Some(p) = &d.pool {
+            t.pool = true;
+            t.peak_waiting = t.peak_waiting.max(p.waiting);
+            t.peak_maxwait_ms = t.peak_maxwait_ms.max(p.maxwait_ms);
+        }
+        if let Some(r) = &d.rates {
+            t.acquires += (r.acquires_per_s * r.seconds).round() as u64;
+            t.timeouts += r.timeouts;
+            t.seconds += r.seconds;
+            if t.trend.len() == TREND {
+                t.trend.pop_front();
+            }
+            t.trend.push_back(r.acquires_per_s);
+        }
+    }
+}
+
+/// `▁▃▅█`: values scaled to the largest.
+fn sparkline(values: &VecDeque<f64>) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let top = values.iter().copied().fold(0.0, f64::max);
+    values
+        .iter()
+        .map(|v| {
+            if top <= 0.0 {
+                BARS[0]
+            } else {
+                BARS[((v / top) * 7.0).round().clamp(0.0, 7.0) as usize]
+            }
+        })
+        .collect()
+}
+
+fn summary(
+    samples: u64,
+    elapsed: Duration,
+    worst: HealthStatus,
+    tallies: &HashMap<(String, String), Tally>,
+) -> String {
+    let mut out = format!(
+        "db-monitor: {samples} samples over {}, worst status {}\n",
+        fmt::duration(Duration::from_millis(
+            u64::try_from(elapsed.as_millis()).unwrap_or(0)
+        )),
+        status_word(worst).to_uppercase()
+    );
+    let mut keys: Vec<_> = tallies.keys().collect();
+    keys.sort();
+    for key in keys {
+        let t = &tallies[key];
+        if !t.pool {
+            out.push_str(&format!(
+                "  {}: worst {}\n",
+                key.1,
+                status_word(t.worst.unwrap_or(HealthStatus::Healthy))
+            ));
+            continue;
+        }
+        let rate = if t.seconds > 0.0 {
+            t.acquires as f64 / t.seconds
+        } else {
+            0.0
+        };
+        out.push_str(&format!(
+            "  {}: {} acquires ({}/s), {} timeouts, peak waiting {}, peak maxwait {}, worst {}\n",
+            key.1,
+            t.acquires,
+            fmt::rate(rate),
+            t.timeouts,
+            t.peak_waiting,
+            fmt::millis(t.peak_maxwait_ms),
+            status_word(t.worst.unwrap_or(HealthStatus::Healthy))
+        ));
+    }
+    out
+}
+
+/// The terminal in the live view's state (alternate screen, raw mode, hidden cursor), put
+/// back on drop and on panic.
+#[derive(Debug)]
+struct Screen {
+    out: std::io::Stdout,
+}
+
+/// Puts the terminal back; safe to call more than once.
+fn restore_terminal() {
+    let mut out = std::io::stdout();
+    let _ = terminal::disable_raw_mode();
+    let _ = crossterm::execute!(out, cursor::Show, terminal::LeaveAlternateScreen);
+}
+
+impl Screen {
+    fn enter() -> Result<Self> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Restore first, or the message lands on the alternate screen in raw mode.
+            restore_terminal();
+            previous(info);
+        }));
+        let mut out = std::io::stdout();
+        terminal::enable_raw_mode().context("cannot set up the terminal")?;
+        // From here on, Drop restores.
+        let screen = Self {
+            out: std::io::stdout(),
+        };
+        crossterm::execute!(out, terminal::EnterAlternateScreen, cursor::Hide)
+            .context("cannot set up the terminal")?;
+        Ok(screen)
+    }
+
+    fn draw(
+        &mut self,
+        report: &Report,
+        n: u64,
+        elapsed: Duration,
+        interval: Duration,
+        tallies: &HashMap<(String, String), Tally>,
+    ) -> Result<()> {
+        let (width, height) = terminal::size().unwrap_or((100, 30));
+        let mut text = format!(
+            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
+            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+            humantime::format_duration(interval),
+            status_word(report.status).to_uppercase()
+        );
+        text.push_str(&table::pools(report, Some(width)));
+        text.push_str("\n\nacquires/s, last samples\n");
+        for d in report.databases.iter().filter(|d| d.pool.is_some()) {
+            if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
+                let last = t.trend.back().copied().unwrap_or(0.0);
+                text.push_str(&format!(
+                    "  {:<16} {} {}/s\n",
+                    d.name,
+                    sparkline(&t.trend),
+                    fmt::rate(last)
+                ));
+            }
+        }
+        let findings = table::findings(report);
+        if !findings.is_empty() {
+            text.push_str("\nFindings\n");
+            text.push_str(&findings);
+        }
+        queue!(self.out, cursor::MoveTo(0, 0))?;
+        // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
+        let width = usize::from(width.max(1));
+        let rows = text.lines().flat_map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            if chars.is_empty() {
+                vec![String::new()]
+            } else {
+                chars.chunks(width).map(|c| c.iter().collect()).collect()
+            }
+        });
+        for row in rows.take(usize::from(height.saturating_sub(1))) {
+            queue!(
+                self.out,
+                crossterm::style::Print(row),
+                terminal::Clear(terminal::ClearType::UntilNewLine),
+                crossterm::style::Print("\r\n")
+            )?;
+        }
+        queue!(
+            self.out,
+            terminal::Clear(terminal::ClearType::FromCursorDown)
+        )?;
+        self.out.flush().context("cannot draw the live view")?;
+        Ok(())
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: a trend that divides by zero on an idle database or loses its scale.
+    #[test]
+    fn sparkline_scales_to_the_largest() {
+        let v: VecDeque<f64> = [0.0, 5.0, 10.0].into_iter().collect();
+        assert_eq!(sparkline(&v), "▁▅█");
+        let idle: VecDeque<f64> = [0.0, 0.0].into_iter().collect();
+        assert_eq!(sparkline(&idle), "▁▁");
+    }
+}

@@ -1,0 +1,173 @@
+//! One read of every source: what each endpoint and each file says now.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_db_core::{DbSnapshot, HealthStatus};
+
+use crate::attach::Endpoint;
+use crate::cli::DbSpec;
+use crate::file::{self, FileFacts, HealthFacts};
+use crate::probe::{self, ProbeResult};
+
+/// What one database looked like at one read.
+#[derive(Debug, Clone)]
+pub(crate) struct DbRead {
+    /// The endpoint's `http://host:port`, or `file`.
+    pub(crate) source: String,
+    /// The database's name (`(endpoint)` for an endpoint that could not be read).
+    pub(crate) name: String,
+    /// Its file.
+    pub(crate) path: Option<PathBuf>,
+    /// The registry's snapshot (endpoints only).
+    pub(crate) snapshot: Option<DbSnapshot>,
+    /// The registry's clock when it took the snapshot, in ms since the Unix epoch.
+    pub(crate) taken_at_unix_ms: Option<u64>,
+    /// How long the registry's process had run, in ms: smaller than at the last read means
+    /// it restarted and its counters began again at zero.
+    pub(crate) uptime_ms: Option<u64>,
+    /// Its health check.
+    pub(crate) health: Option<HealthFacts>,
+    /// What SQLite says about the file, when the monitor could open it.
+    pub(crate) facts: Option<FileFacts>,
+    /// `--probe`'s result.
+    pub(crate) probe: Option<ProbeResult>,
+    /// Why the source could not be read at all.
+    pub(crate) error: Option<String>,
+}
+
+impl DbRead {
+    /// The key that matches a database across two reads.
+    pub(crate) fn key(&self) -> (&str, &str) {
+        (&self.source, &self.name)
+    }
+}
+
+/// Every database at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    /// When the read started, in ms since the Unix epoch.
+    pub(crate) taken_at_unix_ms: u64,
+    pub(crate) dbs: Vec<DbRead>,
+    /// Endpoints that could not be read, with why.
+    pub(crate) endpoint_errors: Vec<String>,
+}
+
+/// What a read includes beyond the basics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Depth {
+    /// Run `quick_check` on files (it reads every page: once per run, not per interval).
+    pub(crate) quick_check: bool,
+    /// Open an endpoint's database files too for their SQLite facts.
+    pub(crate) endpoint_files: bool,
+    /// Run a performance probe this long.
+    pub(crate) probe: Option<Duration>,
+}
+
+/// Reads its sources on request.
+#[derive(Debug)]
+pub(crate) struct Sampler {
+    pub(crate) endpoints: Vec<Endpoint>,
+    pub(crate) files: Vec<DbSpec>,
+    pub(crate) timeout: Duration,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Sampler {
+    /// Reads every source once. An endpoint that fails is noted in `endpoint_errors` and as
+    /// an unhealthy row; it does not stop the others.
+    pub(crate) fn take(&self, depth: Depth) -> Sample {
+        let taken_at_unix_ms = unix_ms();
+        let mut dbs = Vec::new();
+        let mut endpoint_errors = Vec::new();
+        for endpoint in &self.endpoints {
+            match self.read_endpoint(endpoint, depth) {
+                Ok(rows) => dbs.extend(rows),
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    dbs.push(DbRead {
+                        source: endpoint.base().to_owned(),
+                        name: "(endpoint)".to_owned(),
+                        path: None,
+                        snapshot: None,
+                        taken_at_unix_ms: None,
+                        uptime_ms: None,
+                        health: Some(HealthFacts {
+                            status: HealthStatus::Unhealthy,
+                            latency_ms: 0.0,
+                            error: Some(message.clone()),
+                        }),
+                        facts: None,
+                        probe: None,
+                        error: Some(message.clone()),
+                    });
+                    endpoint_errors.push(message);
+                }
+            }
+        }
+        for spec in &self.files {
+            let look = file::look(&spec.path, self.timeout, depth.quick_check, depth.probe);
+            dbs.push(DbRead {
+                source: "file".to_owned(),
+                name: spec.name.as_str().to_owned(),
+                path: Some(spec.path.clone()),
+                snapshot: None,
+                taken_at_unix_ms: None,
+                uptime_ms: None,
+                health: Some(look.health),
+                facts: look.facts,
+                probe: look.probe,
+                error: None,
+            });
+        }
+        Sample {
+            taken_at_unix_ms,
+            dbs,
+            endpoint_errors,
+        }
+    }
+
+    fn read_endpoint(&self, endpoint: &Endpoint, depth: Depth) -> anyhow::Result<Vec<DbRead>> {
+        let snapshot = endpoint.stats()?;
+        let health = endpoint.health()?;
+        // One probe per endpoint, reported on its first database.
+        let mut probe = depth.probe.map(|d| probe::stats(endpoint, d));
+        Ok(snapshot
+            .databases
+            .into_iter()
+            .map(|db| {
+                let health = health
+                    .databases
+                    .iter()
+                    .find(|h| h.name == db.name)
+                    .map(|h| HealthFacts {
+                        status: h.status,
+                        latency_ms: h.latency.as_secs_f64() * 1e3,
+                        error: h.error.clone(),
+                    });
+                let facts = (depth.endpoint_files && !db.path.as_os_str().is_empty())
+                    .then(|| file::facts_of(&db.path, self.timeout, depth.quick_check))
+                    .flatten();
+                // An endpoint that hides paths sends them empty.
+                let path = Some(db.path.clone()).filter(|p| !p.as_os_str().is_empty());
+                DbRead {
+                    source: endpoint.base().to_owned(),
+                    name: db.name.as_str().to_owned(),
+                    path,
+                    taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
+                    uptime_ms: Some(snapshot.uptime_ms),
+                    snapshot: Some(db),
+                    health,
+                    facts,
+                    probe: probe.take(),
+                    error: None,
+                }
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,169 @@
+//! Where the monitor reads from: endpoints, database files named on the command line or in a
+//! config file, or the default EcoSystemiser database.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use hive_db_core::DbName;
+
+use crate::cli::{Cli, DbSpec, parse_db_spec};
+
+/// What to report on, checked and de-duplicated.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sources {
+    /// Endpoint base URLs (`http://host:port`).
+    pub(crate) endpoints: Vec<String>,
+    /// Database files to open read-only.
+    pub(crate) files: Vec<DbSpec>,
+    /// True when `files` is the default EcoSystemiser database, chosen because no source
+    /// was given.
+    pub(crate) default_db: bool,
+}
+
+/// The sources the command line names, or the default database when it names none.
+///
+/// # Errors
+///
+/// A config file that cannot be read or has errors, a name given twice, or, with no source,
+/// a default path that cannot be worked out.
+pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
+    let mut files = cli.db.clone();
+    if let Some(config) = &cli.config {
+        files.extend(read_config(config)?);
+    }
+    let mut seen = HashSet::new();
+    for spec in &files {
+        if !seen.insert(spec.name.clone()) {
+            bail!("database name `{}` is given twice", spec.name);
+        }
+    }
+    let mut endpoints = Vec::new();
+    for e in &cli.attach {
+        if endpoints.contains(e) {
+            bail!("endpoint {e} is given twice");
+        }
+        endpoints.push(e.clone());
+    }
+    let default_db = files.is_empty() && endpoints.is_empty();
+    if default_db {
+        let path = ecosystemiser_db_path(|var| std::env::var_os(var).map(PathBuf::from))?;
+        let name = DbName::new("ecosystemiser").context("the default database name")?;
+        files.push(DbSpec { name, path });
+    }
+    Ok(Sources {
+        endpoints,
+        files,
+        default_db,
+    })
+}
+
+/// The EcoSystemiser database file: `ECOSYSTEMISER_DB_PATH` when set (empty is an error),
+/// else `$XDG_DATA_HOME/ecosystemiser/ecosystemiser.db`, else
+/// `$HOME/.local/share/ecosystemiser/ecosystemiser.db`; relative XDG values are ignored.
+///
+/// This must match the data layer's `ecosystemiser_db_path()` (crate `ecosystemiser-db`),
+/// which db-monitor does not depend on: the monitor sees only hive-db-core.
+pub(crate) fn ecosystemiser_db_path(lookup: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
+    const VAR: &str = "ECOSYSTEMISER_DB_PATH";
+    if let Some(path) = lookup(VAR) {
+        if path.as_os_str().is_empty() {
+            bail!("{VAR} is set but empty");
+        }
+        return Ok(path);
+    }
+    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
+    let data_home = lookup("XDG_DATA_HOME")
+        .and_then(absolute)
+        .or_else(|| {
+            lookup("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local").join("share"))
+        })
+        .context("no data folder for the default database: set ECOSYSTEMISER_DB_PATH, XDG_DATA_HOME or HOME")?;
+    Ok(data_home.join("ecosystemiser").join("ecosystemiser.db"))
+}
+
+/// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a
+/// relative PATH is taken from the file's folder.
+fn read_config(path: &Path) -> Result<Vec<DbSpec>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse_config(&text, base).with_context(|| format!("config file {}", path.display()))
+}
+
+fn parse_config(text: &str, base: &Path) -> Result<Vec<DbSpec>> {
+    let mut specs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line
+            .split_once('#')
+            .map_or(line, |(before, _)| before)
+            .trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut spec = parse_db_spec(line)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("line {}", i + 1))?;
+        if spec.path.is_relative() {
+            spec.path = base.join(&spec.path);
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        bail!("lists no database (expected `NAME = PATH` lines)");
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
+        let map: HashMap<String, PathBuf> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), PathBuf::from(v)))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    /// Bug caught: a default path that differs from the data layer's (variable, then
+    /// XDG_DATA_HOME, then HOME; relative XDG values ignored; empty variable refused).
+    #[test]
+    fn default_path_follows_the_data_layer_rules() {
+        let p = ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "/srv/e.db")]));
+        assert_eq!(p.unwrap(), PathBuf::from("/srv/e.db"));
+        assert!(ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "")])).is_err());
+        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]));
+        assert_eq!(
+            p.unwrap(),
+            PathBuf::from("/x/ecosystemiser/ecosystemiser.db")
+        );
+        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]));
+        assert_eq!(
+            p.unwrap(),
+            PathBuf::from("/h/.local/share/ecosystemiser/ecosystemiser.db")
+        );
+        assert!(ecosystemiser_db_path(lookup(&[])).is_err());
+    }
+
+    /// Bug caught: comments or blank lines taken as entries, relative paths taken from the
+    /// working folder, or an error without its line number.
+    #[test]
+    fn config_lines() {
+        let specs = parse_config(
+            "# databases\n\ninv = inv.db  # the inventory\nlog=/var/log.db\n",
+            Path::new("/etc/hive"),
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].path, PathBuf::from("/etc/hive/inv.db"));
+        assert_eq!(specs[1].path, PathBuf::from("/var/log.db"));
+        let err = parse_config("inv = a.db\nbroken line\n", Path::new("/")).unwrap_err();
+        assert!(format!("{err:#}").starts_with("line 2: "), "{err:#}");
+        assert!(parse_config("# nothing\n", Path::new("/")).is_err());
+    }
+}

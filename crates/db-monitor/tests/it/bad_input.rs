@@ -1,0 +1,180 @@
+//! Bad input: one line on stderr naming the problem, exit 3, no panic, no file created.
+
+use std::net::TcpListener;
+
+use crate::server::FakeServer;
+use crate::{TestResult, files_under, make_db, monitor, run};
+
+/// Runs the monitor with `args` plus `--output` into a fresh folder and checks the common
+/// rules: exit `code`, one stderr line containing `want`, nothing on stdout, no file made.
+fn refused(args: &[&str], code: i32, want: &str) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir)?;
+    let output = out_dir.join("report.json");
+    let r = run(monitor(dir.path()).args(args).arg("--output").arg(&output))?;
+    assert_eq!(r.code, Some(code), "{args:?}: {r:?}");
+    let lines = r.stderr_lines();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {}", r.stderr);
+    assert!(
+        lines[0].contains(want),
+        "{args:?}: {:?} does not name {want:?}",
+        lines[0]
+    );
+    assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
+    assert!(files_under(&out_dir).is_empty(), "{args:?} created a file");
+    assert!(
+        !dir.path().join("default").exists(),
+        "{args:?} created the default database"
+    );
+    Ok(())
+}
+
+/// Bug caught: clap's own exit code 2 (which means unhealthy here) for a usage error, or
+/// its multi-line message.
+#[test]
+fn unknown_flag() -> TestResult {
+    refused(&["--no-such-flag"], 3, "--no-such-flag")
+}
+
+/// Bug caught: `--db` values without `=`, with an empty path or a bad name accepted.
+#[test]
+fn malformed_db_specs() -> TestResult {
+    refused(&["--db", "inventory"], 3, "NAME=PATH")?;
+    refused(&["--db", "inventory="], 3, "no PATH")?;
+    refused(&["--db", "bad name!=x.db"], 3, "bad database name")
+}
+
+/// Bug caught: two databases under one name, the second silently winning.
+#[test]
+fn duplicate_name() -> TestResult {
+    refused(
+        &["--db", "a=/x/1.db", "--db", "a=/x/2.db"],
+        3,
+        "given twice",
+    )
+}
+
+/// Bug caught: durations that do not parse, a zero interval (a busy loop), or `--duration`
+/// without `--continuous` ignored.
+#[test]
+fn bad_durations() -> TestResult {
+    refused(&["--continuous", "--interval", "soon"], 3, "not a duration")?;
+    refused(&["--continuous", "--interval", "0s"], 3, "too short")?;
+    refused(&["--duration", "1s"], 3, "--continuous")?;
+    refused(&["--probe", "0"], 3, "seconds")?;
+    refused(&["--continuous", "--probe", "1"], 3, "cannot be used with")
+}
+
+/// Bug caught: a config file that is missing, has a bad line, or lists nothing, read as
+/// "no databases" and reported healthy.
+#[test]
+fn bad_config_files() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("none.conf");
+    refused(
+        &["--config", &missing.display().to_string()],
+        3,
+        "cannot read config file",
+    )?;
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "a = a.db\nthis line is wrong\n")?;
+    refused(&["--config", &bad.display().to_string()], 3, "line 2")?;
+    let empty = dir.path().join("empty.conf");
+    std::fs::write(&empty, "# nothing here\n")?;
+    refused(
+        &["--config", &empty.display().to_string()],
+        3,
+        "lists no database",
+    )
+}
+
+/// Bug caught: an endpoint that refuses connections reported as an unhealthy database
+/// (exit 2) or hanging past the timeout.
+#[test]
+fn unreachable_endpoint() -> TestResult {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    refused(
+        &["--attach", &format!("127.0.0.1:{port}")],
+        3,
+        "cannot reach",
+    )?;
+    refused(&["--attach", "localhost"], 3, "no port")
+}
+
+/// Bug caught: any HTTP server taken for a hive-db endpoint, failing later with a serde
+/// message or reporting an empty registry as healthy.
+#[test]
+fn not_a_hive_endpoint() -> TestResult {
+    let html = FakeServer::start(|_| (200, "<html>hello</html>".to_owned()))?;
+    refused(&["--attach", &html.url()], 3, "not a hive-db endpoint")?;
+    let other_json = FakeServer::start(|_| (200, r#"{"databases": []}"#.to_owned()))?;
+    refused(&["--attach", &other_json.url()], 3, "no schema_version")?;
+    let missing = FakeServer::start(|_| (404, "not found".to_owned()))?;
+    refused(&["--attach", &missing.url()], 3, "HTTP 404")?;
+    let newer = FakeServer::start(|_| (200, r#"{"schema_version": 99}"#.to_owned()))?;
+    refused(&["--attach", &newer.url()], 3, "version 99")
+}
+
+/// Bug caught: a default path rule that takes an empty ECOSYSTEMISER_DB_PATH as the
+/// working folder.
+#[test]
+fn empty_default_path_variable() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let r = run(monitor(dir.path()).env("ECOSYSTEMISER_DB_PATH", ""))?;
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(
+        r.stderr.contains("ECOSYSTEMISER_DB_PATH is set but empty"),
+        "{}",
+        r.stderr
+    );
+    Ok(())
+}
+
+/// Bug caught: `--help` or `--version` mapped to exit 3 with the other clap errors, or the
+/// exit codes missing from the help.
+#[test]
+fn help_and_version_exit_zero() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let r = run(monitor(dir.path()).arg("--help"))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    for want in [
+        "Exit status",
+        "0  healthy",
+        "1  degraded",
+        "2  unhealthy",
+        "3  could not run",
+    ] {
+        assert!(
+            r.stdout.contains(want),
+            "help lacks {want:?}:\n{}",
+            r.stdout
+        );
+    }
+    let r = run(monitor(dir.path()).arg("--version"))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.starts_with("db-monitor "), "{}", r.stdout);
+    Ok(())
+}
+
+/// Bug caught: a report written to stdout panicking on a closed pipe (Rust ignores SIGPIPE,
+/// so the write fails) instead of ending quietly with 0.
+#[test]
+fn closed_pipe_one_shot_ends_quietly() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let mut child = monitor(dir.path())
+        .arg("--db")
+        .arg(format!("inventory={}", db.display()))
+        .spawn()?;
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let r = crate::finish(child)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The live view in a real terminal: tmux runs it, the test reads the screen.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{TestResult, make_db};
+
+const TMUX: &str = "/usr/bin/tmux";
+
+fn tmux(socket: &Path, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = Command::new(TMUX)
+        .arg("-S")
+        .arg(socket)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `check` on the pane until it returns Some or the hang bound passes.
+fn wait_for<T>(
+    socket: &Path,
+    what: &str,
+    check: impl Fn(&str) -> Option<T>,
+) -> Result<T, Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    loop {
+        let pane = tmux(socket, &["capture-pane", "-p", "-t", "mon"])?;
+        if let Some(v) = check(&pane) {
+            return Ok(v);
+        }
+        if start.elapsed() > crate::HANG {
+            return Err(format!("never saw {what}; the pane:\n{pane}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sample number in the live view's header line.
+fn sample_number(pane: &str) -> Option<u64> {
+    let line = pane.lines().find(|l| l.starts_with("db-monitor live"))?;
+    let rest = line.split("sample ").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A tmux server of its own running `args` of db-monitor in a shell script that then
+/// prints the exit code and the terminal's modes; killed on drop.
+struct Session {
+    socket: std::path::PathBuf,
+}
+
+impl Session {
+    fn start(dir: &Path, args: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let socket = dir.join("tmux.sock");
+        let script = dir.join("run.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+                 '{bin}' {args}\n\
+                 echo \"exit=$?\"\n\
+                 stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '\n\
+                 echo\n\
+                 exec sleep 600\n",
+                home = dir.display(),
+                bin = env!("CARGO_BIN_EXE_db-monitor"),
+            ),
+        )?;
+        tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                "mon",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                "sh",
+                &script.display().to_string(),
+            ],
+        )?;
+        Ok(Self { socket })
+    }
+
+    fn pane(&self) -> Result<String, Box<dyn std::error::Error>> {
+        tmux(&self.socket, &["capture-pane", "-p", "-t", "mon"])
+    }
+
+    fn flag(&self, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(tmux(
+            &self.socket,
+            &["display", "-p", "-t", "mon", &format!("#{{{name}}}")],
+        )?
+        .trim()
+        .to_owned())
+    }
+
+    /// Waits for the script's lines after db-monitor ended and checks the terminal is back
+    /// as it was: off the alternate screen, cursor shown, cooked mode with echo. Returns the
+    /// pane.
+    fn assert_restored(&self) -> Result<String, Box<dyn std::error::Error>> {
+        let pane = wait_for(&self.socket, "the terminal modes", |p| {
+            (p.contains("exit=") && p.contains("icanon")).then(|| p.to_owned())
+        })?;
+        let modes = pane.lines().find(|l| l.contains("icanon")).unwrap_or("");
+        let modes: Vec<&str> = modes.split_whitespace().collect();
+        assert!(
+            modes.contains(&"icanon") && modes.contains(&"echo"),
+            "still raw: {pane}"
+        );
+        assert_eq!(self.flag("alternate_on")?, "0", "{pane}");
+        assert_eq!(self.flag("cursor_flag")?, "1", "{pane}");
+        Ok(pane)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&self.socket, &["kill-server"]);
+    }
+}
+
+/// Bug caught: a live view that scrolls instead of redrawing in place, does not redraw at
+/// all, ignores `q`, or leaves the terminal in raw mode or on the alternate screen.
+#[test]
+fn live_view_redraws_and_q_restores_the_terminal() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let session = Session::start(
+        dir.path(),
+        &format!(
+            "--continuous --interval 200ms --db 'inventory={}'",
+            db.display()
+        ),
+    )?;
+    let first = wait_for(&session.socket, "a first sample", sample_number)?;
+    let later = wait_for(&session.socket, "a later sample", |p| {
+        sample_number(p).filter(|n| *n >= first + 2)
+    })?;
+    assert!(later > first);
+    let pane = session.pane()?;
+    // Redrawn in place: one header, at the top, and the alternate screen is on.
+    assert_eq!(pane.matches("db-monitor live").count(), 1, "{pane}");
+    assert!(pane.starts_with("db-monitor live"), "{pane}");
+    assert!(pane.contains("inventory"), "{pane}");
+    assert_eq!(session.flag("alternate_on")?, "1");
+    tmux(&session.socket, &["send-keys", "-t", "mon", "q"])?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(pane.contains("samples over"), "no summary: {pane}");
+    Ok(())
+}
+
+/// Bug caught: an error in the middle of the live view (here the history file cannot be
+/// written) leaving the terminal raw and on the alternate screen, or its message lost there.
+#[test]
+fn live_view_error_restores_the_terminal() -> TestResult {
+    let full = Path::new("/dev/full");
+    if !Path::new(TMUX).exists() || !full.exists() {
+        println!("skipped: {TMUX} or /dev/full is not there");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let session = Session::start(
+        dir.path(),
+        &format!(
+            "--continuous --interval 200ms --output {} --db 'inventory={}'",
+            full.display(),
+            db.display()
+        ),
+    )?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=3"), "{pane}");
+    assert!(
+        pane.contains("cannot write the history to /dev/full"),
+        "{pane}"
+    );
+    Ok(())
+}
+
+/// Bug caught: the live view spinning forever at full CPU once its terminal is gone (the
+/// tmux server killed, an ssh session dropped), because the key reader loops on end of file
+/// and never returns to look at the hang-up.
+#[test]
+fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let socket = dir.path().join("tmux.sock");
+    let pid_file = dir.path().join("pid");
+    let script = dir.path().join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+             echo $$ > '{pid}'\n\
+             exec '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n",
+            home = dir.path().display(),
+            pid = pid_file.display(),
+            bin = env!("CARGO_BIN_EXE_db-monitor"),
+            db = db.display(),
+        ),
+    )?;
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "mon",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            &script.display().to_string(),
+        ],
+    )?;
+    let result = (|| -> TestResult {
+        wait_for(&socket, "a first sample", sample_number)?;
+        let pid = std::fs::read_to_string(&pid_file)?.trim().to_owned();
+        let proc_dir = Path::new("/proc").join(&pid);
+        tmux(&socket, &["kill-server"])?;
+        let start = Instant::now();
+        loop {
+            // Gone, or a zombie waiting for its new parent to reap it.
+            let state = std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+            let state = state
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
+            if matches!(state, None | Some("Z" | "X")) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                // Leave nothing behind, then fail.
+                let _ = Command::new("kill").arg("-9").arg(&pid).status();
+                return Err(
+                    format!("db-monitor {pid} still running after its terminal went away").into(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    let _ = tmux(&socket, &["kill-server"]);
+    result
+}

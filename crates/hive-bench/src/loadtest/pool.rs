@@ -1,0 +1,107 @@
+//! A database's pool figures for the report, read from the registry's snapshot. Every use of
+//! the snapshot's fields is in this file, so a change of the snapshot changes only it.
+
+use hive_db_core::DbSnapshot;
+
+/// What the sampler tracks of one database between snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peaks {
+    /// Most connections open at once.
+    pub live: u32,
+    /// Most writers queued for the writer lane at once.
+    pub writer_queue: u32,
+    /// Largest `-wal` file, in bytes.
+    pub wal_bytes: u64,
+    /// Longest wait of a caller still waiting for a connection, in nanoseconds, where the
+    /// snapshot reports it.
+    pub maxwait_ns: Option<u64>,
+}
+
+impl Peaks {
+    /// Takes in one sample.
+    pub fn observe(&mut self, s: &DbSnapshot) {
+        self.live = self.live.max(s.live);
+        self.writer_queue = self.writer_queue.max(s.writer_queue);
+        self.wal_bytes = self.wal_bytes.max(s.sqlite.wal_bytes);
+        if let Some(w) = maxwait_ns(s) {
+            self.maxwait_ns = Some(self.maxwait_ns.unwrap_or(0).max(w));
+        }
+    }
+}
+
+/// `Some(connections open, max_size)` when a sample has more open than allowed.
+pub fn over_max(s: &DbSnapshot) -> Option<(u32, u32)> {
+    (s.live > s.max_size).then_some((s.live, s.max_size))
+}
+
+/// The age of the oldest waiter, where the snapshot has it (this snapshot does not).
+fn maxwait_ns(_s: &DbSnapshot) -> Option<u64> {
+    None
+}
+
+/// One database's pool figures over the run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PoolFigures {
+    /// The database's name.
+    pub name: String,
+    /// Its pool's `max_size`.
+    pub max_size: u32,
+    /// Most connections open at once (sampled).
+    pub live_peak: u32,
+    /// Connections opened.
+    pub connections_created: u64,
+    /// Successful checkouts.
+    pub acquires: u64,
+    /// 99th percentile of the wait for a connection, in nanoseconds.
+    pub acquire_wait_p99_ns: u64,
+    /// Longest wait for a connection, in nanoseconds.
+    pub acquire_wait_max_ns: u64,
+    /// Peak age of the oldest waiter (pgbouncer's `maxwait`), sampled, in nanoseconds;
+    /// `null` where the snapshot does not report it.
+    pub maxwait_peak_ns: Option<u64>,
+    /// Checkouts and writer-lane waits that timed out.
+    pub timeouts: u64,
+    /// SQLITE_BUSY / SQLITE_LOCKED seen.
+    pub busy: u64,
+    /// Most writers queued at once (sampled).
+    pub writer_queue_peak: u32,
+    /// `write` calls committed.
+    pub commits: u64,
+    /// SQLite commits those took.
+    pub write_transactions: u64,
+    /// Group-commit batch size: `write` closures per SQLite commit.
+    pub group_commit_batch: f64,
+    /// Largest `-wal` file seen, in bytes (sampled).
+    pub wal_peak_bytes: u64,
+    /// Checkpoint passes run after commits.
+    pub checkpoints: u64,
+}
+
+impl PoolFigures {
+    /// Figures from the last snapshot before close and the sampled peaks.
+    pub fn new(s: &DbSnapshot, peaks: &Peaks) -> Self {
+        let t = &s.totals;
+        Self {
+            name: s.name.to_string(),
+            max_size: s.max_size,
+            live_peak: peaks.live.max(s.live),
+            connections_created: t.created,
+            acquires: t.acquired,
+            acquire_wait_p99_ns: s.acquire_wait.p99_ns,
+            acquire_wait_max_ns: s.acquire_wait.max_ns,
+            maxwait_peak_ns: peaks.maxwait_ns,
+            timeouts: t.timeouts,
+            busy: t.busy,
+            writer_queue_peak: peaks.writer_queue.max(s.writer_queue),
+            commits: t.commits,
+            write_transactions: t.transactions,
+            group_commit_batch: if t.transactions == 0 {
+                0.0
+            } else {
+                t.commits as f64 / t.transactions as f64
+            },
+            wal_peak_bytes: peaks.wal_bytes.max(s.sqlite.wal_bytes),
+            checkpoints: t.checkpoints,
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The event store: events published in one transaction each, in-process subscribers told
+//! after the commit, and histories read back newest first. Its SQL is all here.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hive_db_core::rusqlite::{Connection, Row, params};
+use serde_json::Value;
+
+use crate::backend::EcoDb;
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::json;
+
+/// One event, as published and as read back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// Unique id. [`Event::new`] makes one; any unique text will do.
+    pub event_id: String,
+    /// The event's type, dotted by convention (`simulation.completed`).
+    pub event_type: String,
+    /// Who published it (the original's `source_agent` / `source_component`).
+    pub source: String,
+    /// When, as text; [`Event::new`] writes RFC 3339 UTC. Kept exactly as given.
+    pub timestamp: String,
+    /// Ties the events of one workflow together.
+    pub correlation_id: Option<String>,
+    /// The simulation it is about.
+    pub simulation_id: Option<String>,
+    /// The analysis run it is about.
+    pub analysis_id: Option<String>,
+    /// The optimization run it is about.
+    pub optimization_id: Option<String>,
+    /// The event's data.
+    pub payload: Value,
+    /// Extra data about the event; `None` is stored as NULL.
+    pub metadata: Option<Value>,
+}
+
+impl Event {
+    /// An event of `event_type` from `source` with `payload`, a new id and the time now.
+    pub fn new(event_type: impl Into<String>, source: impl Into<String>, payload: Value) -> Self {
+        Self {
+            event_id: clock::new_event_id(),
+            event_type: event_type.into(),
+            source: source.into(),
+            timestamp: clock::now_rfc3339(),
+            correlation_id: None,
+            simulation_id: None,
+            analysis_id: None,
+            optimization_id: None,
+            payload,
+            metadata: None,
+        }
+    }
+
+    /// With `correlation_id`.
+    #[must_use]
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+
+    /// About simulation `id`.
+    #[must_use]
+    pub fn for_simulation(mut self, id: impl Into<String>) -> Self {
+        self.simulation_id = Some(id.into());
+        self
+    }
+
+    /// About analysis run `id`.
+    #[must_use]
+    pub fn for_analysis(mut self, id: impl Into<String>) -> Self {
+        self.analysis_id = Some(id.into());
+        self
+    }
+
+    /// About optimization run `id`.
+    #[must_use]
+    pub fn for_optimization(mut self, id: impl Into<String>) -> Self {
+        self.optimization_id = Some(id.into());
+        self
+    }
+}
+
+/// Which events a subscriber wants: every one (`*`), one type exactly, or a dotted prefix
+/// (`simulation.*` matches `simulation.started` and `simulation.step.done`, not `simulation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pattern {
+    /// `*`.
+    All,
+    /// An exact event type.
+    Exact(String),
+    /// `prefix.*`: the prefix with its dot.
+    Prefix(String),
+}
+
+impl Pattern {
+    /// Parses `*`, `type` or `prefix.*`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for an empty pattern or one with `*` anywhere else.
+    pub fn parse(pattern: &str) -> Result<Self> {
+        let invalid = |reason| Error::InvalidInput {
+            what: "subscription pattern",
+            value: pattern.to_owned(),
+            reason,
+        };
+        if pattern == "*" {
+            return Ok(Self::All);
+        }
+        if pattern.is_empty() {
+            return Err(invalid("empty"));
+        }
+        match pattern.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('.') && prefix.len() > 1 && !prefix.contains('*') => {
+                Ok(Self::Prefix(prefix.to_owned()))
+            }
+            Some(_) => Err(invalid("`*` only alone or after a final dot (`prefix.*`)")),
+            None if pattern.contains('*') => {
+                Err(invalid("`*` only alone or after a final dot (`prefix.*`)"))
+            }
+            None => Ok(Self::Exact(pattern.to_owned())),
+        }
+    }
+
+    /// True when `event_type` matches.
+    pub fn matches(&self, event_type: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Exact(t) => t == event_type,
+            Self::Prefix(p) => event_type.starts_with(p.as_str()) && event_type.len() > p.len(),
+        }
+    }
+}
+
+/// A subscription's id, for [`EventStore::unsubscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
+
+type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
+
+struct Subscriber {
+    id: SubscriptionId,
+    pattern: Pattern,
+    callback: Callback,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    next: AtomicU64,
+    list: RwLock<Vec<Subscriber>>,
+}
+
+/// The event store of one [`EcoDb`]. Cloning is cheap; clones share the subscribers.
+#[derive(Clone)]
+pub struct EventStore {
+    db: EcoDb,
+    subscribers: Arc<Subscribers>,
+}
+
+impl std::fmt::Debug for EventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self
+            .subscribers
+            .list
+            .read()
+            .map_or(0, |l| l.len());
+        f.debug_struct("EventStore")
+            .field("db", self.db.name())
+            .field("subscribers", &n)
+            .finish()
+    }
+}
+
+/// Where the history of [`EventStore::history`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOf<'a> {
+    /// Events of one simulation.
+    Simulation(&'a str),
+    /// Events of one analysis run.
+    Analysis(&'a str),
+    /// Events of one optimization run.
+    Optimization(&'a str),
+    /// Events of one type.
+    Type(&'a str),
+    /// Events with one correlation id.
+    Correlation(&'a str),
+}
+
+const COLUMNS: &str = "event_id, event_type, source, timestamp, correlation_id, \
+                       simulation_id, analysis_id, optimization_id, payload, metadata";
+
+impl EventStore {
+    /// The event store of `db`, with no subscribers yet.
+    pub fn new(db: &EcoDb) -> Self {
+        Self {
+            db: db.clone(),
+            subscribers: Arc::default(),
+        }
+    }
+
+    /// Stores `event` in one transaction, then tells the matching subscribers (in the order
+    /// they subscribed, on this thread). A subscriber that panics is logged and skipped.
+    /// Returns the event id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`] for a payload that cannot be encoded; [`Error::Sqlite`] (a duplicate
+    /// event id among them) or the backend's errors; nothing is stored then and nobody told.
+    pub fn publish(&self, event: &Event) -> Result<String> {
+        let db = self.db.name();
+        let payload = json::encode(db, "event payload", &event.payload)?;
+        let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
+        self.db.transaction(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO ecosystemiser_events
+                     (event_id, event_type, source, timestamp, correlation_id,
+                      simulation_id, analysis_id, optimization_id, payload, metadata)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    event.event_id,
+                    event.event_type,
+                    event.source,
+                    event.timestamp,
+                    event.correlation_id,
+                    event.simulation_id,
+                    event.analysis_id,
+                    event.optimization_id,
+                    payload,
+                    metadata,
+                ])
+            })
+            .map_err(|e| Error::sqlite(db, "publish event", e))
+        })?;
+        self.notify(event);
+        Ok(event.event_id.clone())
+    }
+
+    fn notify(&self, event: &Event) {
+        let callbacks: Vec<Callback> = match self.subscribers.list.read() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+        .iter()
+        .filter(|s| s.pattern.matches(&event.event_type))
+        .map(|s| Arc::clone(&s.callback))
+        .collect();
+        // Called without the lock, so a callback may subscribe or publish.
+        for callback in callbacks {
+            if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
+                tracing::error!(event_type = %event.event_type, event_id = %event.event_id,
+                    "an event subscriber panicked");
+            }
+        }
+    }
+
+    /// Calls `callback` after each later publish through this store (or a clone) of an event
+    /// whose type matches `pattern` (see [`Pattern`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] for a bad pattern.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Result<SubscriptionId> {
+        let pattern = Pattern::parse(pattern)?;
+        let id = SubscriptionId(self.subscribers.next.fetch_add(1, Ordering::Relaxed));
+        let mut list = match self.subscribers.list.write() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        list.push(Subscriber {
+            id,
+            pattern,
+            callback: Arc::new(callback),
+        });
+        Ok(id)
+    }
+
+    /// Removes a subscription; false if it was not there.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let mut list = match self.subscribers.list.write() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        list.len() != before
+    }
+
+    /// Up to `limit` events of `of`, newest (last stored) first.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors; [`Error::Json`] for a stored value that is not JSON.
+    pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
+        let (sql, key) = match of {
+            HistoryOf::Simulation(k) => (
+                const_format(
+                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE simulation_id = ?1 \
+                     ORDER BY seq DESC LIMIT ?2",
+                ),
+                k,
+            ),
+            HistoryOf::Analysis(k) => (
+                const_format(
+                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE analysis_id = ?1 \
+                     ORDER BY seq DESC LIMIT ?2",
+                ),
+                k,
+            ),
+            HistoryOf::Optimization(k) => (
+                const_format(
+                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE optimization_id = ?1 \
+                     ORDER BY seq DESC LIMIT ?2",
+                ),
+                k,
+            ),
+            HistoryOf::Type(k) => (
+                const_format(
+                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_type = ?1 \
+                     ORDER BY seq DESC LIMIT ?2",
+                ),
+                k,
+            ),
+            HistoryOf::Correlation(k) => (
+                const_format(
+                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE correlation_id = ?1 \
+                     ORDER BY seq DESC LIMIT ?2",
+                ),
+                k,
+            ),
+        };
+        self.db.read(|conn| query_events(self.db.name(), conn, &sql, key, limit))
+    }
+
+    /// [`EventStore::history`] of a simulation.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::history`].
+    pub fn simulation_history(&self, simulation_id: &str, limit: u32) -> Result<Vec<Event>> {
+        self.history(HistoryOf::Simulation(simulation_id), limit)
+    }
+
+    /// [`EventStore::history`] of an analysis run.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::history`].
+    pub fn analysis_history(&self, analysis_id: &str, limit: u32) -> Result<Vec<Event>> {
+        self.history(HistoryOf::Analysis(analysis_id), limit)
+    }
+
+    /// [`EventStore::history`] of an optimization run.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::history`].
+    pub fn optimization_history(&self, optimization_id: &str, limit: u32) -> Result<Vec<Event>> {
+        self.history(HistoryOf::Optimization(optimization_id), limit)
+    }
+
+    /// One event by id.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::history`].
+    pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
+        let sql = const_format("SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_id = ?1 LIMIT ?2");
+        let mut found = self
+            .db
+            .read(|conn| query_events(self.db.name(), conn, &sql, event_id, 1))?;
+        Ok(found.pop())
+    }
+}
+
+/// The query text with the column list put in (the only thing ever formatted into SQL here;
+/// values are bound).
+fn const_format(template: &str) -> String {
+    template.replace("{COLUMNS}", COLUMNS)
+}
+
+fn query_events(
+    db: &hive_db_core::DbName,
+    conn: &Connection,
+    sql: &str,
+    key: &str,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| Error::sqlite(db, "query events", e))?;
+    let mut rows = stmt
+        .query(params![key, limit])
+        .map_err(|e| Error::sqlite(db, "query events", e))?;
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| Error::sqlite(db, "query events", e))? {
+        events.push(event_of(db, row)?);
+    }
+    Ok(events)
+}
+
+fn event_of(db: &hive_db_core::DbName, row: &Row<'_>) -> Result<Event> {
+    let text = |i| {
+        row.get::<_, String>(i)
+            .map_err(|e| Error::sqlite(db, "read event", e))
+    };
+    let opt = |i| {
+        row.get::<_, Option<String>>(i)
+            .map_err(|e| Error::sqlite(db, "read event", e))
+    };
+    let event_id = text(0)?;
+    Ok(Event {
+        event_type: text(1)?,
+        source: text(2)?,
+        timestamp: text(3)?,
+        correlation_id: opt(4)?,
+        simulation_id: opt(5)?,
+        analysis_id: opt(6)?,
+        optimization_id: opt(7)?,
+        payload: json::column(db, "event payload", row, 8)?.unwrap_or(Value::Null),
+        metadata: json::column(db, "event metadata", row, 9)?,
+        event_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: `prefix.*` matching the bare prefix or another prefix, `*` rules loose.
+    #[test]
+    fn patterns() -> Result<()> {
+        assert!(Pattern::parse("*")?.matches("anything"));
+        let exact = Pattern::parse("simulation.completed")?;
+        assert!(exact.matches("simulation.completed"));
+        assert!(!exact.matches("simulation.completed.late"));
+        let prefix = Pattern::parse("simulation.*")?;
+        assert!(prefix.matches("simulation.started"));
+        assert!(prefix.matches("simulation.step.done"));
+        assert!(!prefix.matches("simulation"));
+        assert!(!prefix.matches("simulation."));
+        assert!(!prefix.matches("simulations.started"));
+        for bad in ["", "sim*", "*.done", "a.*.b", ".*", "a.**"] {
+            assert!(
+                matches!(Pattern::parse(bad), Err(Error::InvalidInput { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! The schema as numbered migrations recorded in `PRAGMA user_version` (rusqlite_migration,
+//! each run in one `BEGIN IMMEDIATE` transaction), and the checks made before anything is
+//! written to a file.
+//!
+//! Every migration is idempotent (`IF NOT EXISTS`, shape checks before changes), so two
+//! processes migrating one file at once both succeed, and a file made by the original Python
+//! code (version 0 with its tables already there) is adopted in place.
+
+mod adopt;
+
+use std::path::Path;
+
+use hive_db_core::rusqlite::{Connection, ErrorCode, TransactionBehavior, Transaction};
+use hive_db_core::{DbConfig, DbName, OpenCause, open_connection};
+use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
+
+use crate::error::{Error, Result};
+
+/// The newest schema version this code knows.
+pub const SCHEMA_VERSION: usize = 2;
+
+const V1_SQL: &str = include_str!("v1.sql");
+const V2_SQL: &str = include_str!("v2.sql");
+
+/// The migrations, oldest first; version N is after the Nth.
+fn migrations() -> Migrations<'static> {
+    // The SQL runs inside each hook, after the checks that must come first.
+    Migrations::new(vec![M::up_with_hook("", v1), M::up_with_hook("", v2)])
+}
+
+/// Version 1: adopt an events table of either earlier shape, create whatever is missing, and
+/// copy the repository's separate `components` table into the library.
+fn v1(tx: &Transaction<'_>) -> HookResult {
+    let legacy_events = adopt::set_aside_old_events(tx)?;
+    tx.execute_batch(V1_SQL)?;
+    if let Some(shape) = legacy_events {
+        adopt::copy_old_events(tx, shape)?;
+    }
+    adopt::copy_components_table(tx)?;
+    Ok(())
+}
+
+/// Version 2: resolve duplicate default specs left by earlier code, then the indexes.
+fn v2(tx: &Transaction<'_>) -> HookResult {
+    adopt::resolve_duplicate_defaults(tx)?;
+    tx.execute_batch(V2_SQL)?;
+    Ok(())
+}
+
+/// Checks an existing file before anything is written to it: that it is a SQLite database,
+/// and that its schema is not newer than this code. A missing or empty file passes (it is
+/// created or initialised by the caller).
+///
+/// # Errors
+///
+/// [`Error::NotADatabase`] naming the path; [`Error::SchemaTooNew`]; the core's errors when
+/// the file cannot be opened.
+pub(crate) fn inspect(db: &DbName, path: &Path, config: &DbConfig) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+        // Missing, empty, a folder or unreadable: prepare_database reports the cause.
+        _ => return Ok(()),
+    }
+    let not_a_db = |source| Error::NotADatabase {
+        db: db.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = match open_connection(db, path, config) {
+        Ok(conn) => conn,
+        Err(hive_db_core::Error::Open {
+            cause: OpenCause::NotADatabase,
+            ..
+        }) => return Err(not_a_db(None)),
+        Err(e) => return Err(e.into()),
+    };
+    let found = user_version(&conn).map_err(|e| {
+        if e.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+            not_a_db(Some(e))
+        } else {
+            Error::sqlite(db, "read schema version", e)
+        }
+    })?;
+    if found > SCHEMA_VERSION as i64 || found < 0 {
+        return Err(Error::SchemaTooNew {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// The file's `PRAGMA user_version`.
+pub(crate) fn user_version(conn: &Connection) -> hive_db_core::rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Migrates the database on `conn` to [`SCHEMA_VERSION`], all pending migrations in one
+/// `BEGIN IMMEDIATE` transaction (so nothing is half-migrated).
+///
+/// # Errors
+///
+/// [`Error::SchemaTooNew`] when the file is newer than this code; [`Error::Migration`] when a
+/// migration fails (it is rolled back).
+pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result<()> {
+    migrate_to(db, path, conn, SCHEMA_VERSION)
+}
+
+/// Migrates to `version` (for tests of each step).
+pub(crate) fn migrate_to(
+    db: &DbName,
+    path: &Path,
+    conn: &mut Connection,
+    version: usize,
+) -> Result<()> {
+    conn.set_transaction_behavior(TransactionBehavior::Immediate);
+    let result = migrations().to_version(conn, version);
+    conn.set_transaction_behavior(TransactionBehavior::Deferred);
+    result.map_err(|source| match source {
+        rusqlite_migration::Error::MigrationDefinition(
+            MigrationDefinitionError::DatabaseTooFarAhead,
+        ) => Error::SchemaTooNew {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            found: user_version(conn).unwrap_or(-1),
+            known: SCHEMA_VERSION,
+        },
+        source => Error::Migration {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;

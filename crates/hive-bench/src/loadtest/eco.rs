@@ -1,59 +1,454 @@
-//! The `ecosystemiser` database's operations, through ecosystemiser-db's repositories.
+//! The `ecosystemiser` database's operations, each through ecosystemiser-db's repositories:
+//! component spec lookups, event publishes and histories, metric batches, and study steps
+//! that span the studies, simulations, links and metrics tables.
 
-use anyhow::bail;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use anyhow::ensure;
+use ecosystemiser_db::{
+    ComponentLibrary, ComponentSpec, EcoDb, Event, EventStore, Metric, NewSimulation, NewStudy,
+    RunStatus, Runs, Settings, StatusUpdate,
+};
+use hive_db_core::rusqlite::types::ValueRef;
+use hive_db_core::{DbConfig, Registry};
+use serde_json::{Value, json};
 
 use crate::loadtest::store::Store;
 use crate::loadtest::verify::Findings;
 use crate::loadtest::workload::{Ack, Worker};
 
-/// A write to the `ecosystemiser` database's own tables.
+/// The `ecosystemiser` database's index in the store.
+const ECO: usize = 0;
+
+/// Component types of the library, with their categories.
+const TYPES: [(&str, &str); 5] = [
+    ("battery", "storage"),
+    ("solar_pv", "generation"),
+    ("heat_pump", "conversion"),
+    ("grid", "transmission"),
+    ("wind_turbine", "generation"),
+];
+/// Specs per type; `model-0` is the default.
+const SPECS: u64 = 4;
+/// Simulations events and metrics are written for.
+const SIMULATIONS: u64 = 16;
+/// Simulations of each study.
+const STUDY_SIZE: u32 = 3;
+/// Metrics per batch.
+const BATCH: u64 = 10;
+/// Newest events a history query reads.
+const HISTORY: u32 = 20;
+
+/// The repositories of one `ecosystemiser` database.
+#[derive(Debug)]
+pub struct Eco {
+    library: ComponentLibrary,
+    events: EventStore,
+    runs: Runs,
+}
+
+impl Eco {
+    fn new(db: &EcoDb) -> Self {
+        Self {
+            library: ComponentLibrary::new(db),
+            events: EventStore::new(db),
+            runs: Runs::new(db),
+        }
+    }
+}
+
+fn settings(path: &Path, config: &DbConfig) -> Settings {
+    let mut settings = Settings::new(path);
+    settings.db = config.clone();
+    settings
+}
+
+/// Registers the `ecosystemiser` database in `registry` at `path` (the data layer migrates
+/// it to its full schema) and fills the component library and the simulations.
+///
+/// # Errors
+///
+/// When it cannot be registered, migrated or filled.
+pub fn register(registry: &Registry, path: &Path, config: &DbConfig) -> anyhow::Result<Eco> {
+    let eco = Eco::new(&EcoDb::with_registry(registry, &settings(path, config))?);
+    for (t, (name, category)) in TYPES.iter().enumerate() {
+        eco.library.add_type(name, category, Some("load test"))?;
+        for s in 0..SPECS {
+            let technical =
+                json!({"capacity_kw": 10 * (t as u64 + 1) * (s + 1), "efficiency": 0.9});
+            let Value::Object(technical) = technical else {
+                unreachable!("a JSON object literal")
+            };
+            eco.library.add_spec(&ComponentSpec::new(
+                *name,
+                *category,
+                format!("model-{s}"),
+                technical,
+            ))?;
+        }
+        eco.library.set_default(name, "model-0", "1.0.0")?;
+    }
+    for s in 0..SIMULATIONS {
+        eco.runs.create_simulation(&NewSimulation::new(
+            sim_id(s),
+            "configs/loadtest.yml",
+            "milp",
+        ))?;
+    }
+    Ok(eco)
+}
+
+/// The prepared `ecosystemiser` database at `path` through direct connections, one opened
+/// per operation (at most `limit` at once).
+///
+/// # Errors
+///
+/// When the file cannot be opened.
+pub fn direct(path: &Path, config: &DbConfig, limit: u32) -> anyhow::Result<Eco> {
+    let mut settings = settings(path, config);
+    settings.direct_max_connections = Some(limit);
+    Ok(Eco::new(&EcoDb::direct(&settings)?))
+}
+
+fn sim_id(n: u64) -> String {
+    format!("sim-{n}")
+}
+
+fn event_id(worker: u32, seq: u64) -> String {
+    format!("w{worker}-s{seq}")
+}
+
+fn event_payload(worker: u32, seq: u64) -> Value {
+    json!({"worker": worker, "seq": seq, "progress": seq % 100})
+}
+
+fn metric(worker: u32, seq: u64, i: u64) -> (String, f64) {
+    (format!("w{worker}-s{seq}-m{i}"), (seq * BATCH + i) as f64)
+}
+
+fn study_id(worker: u32, k: u32) -> String {
+    format!("study-w{worker}-{k}")
+}
+
+fn study_sim_id(worker: u32, k: u32, n: u32) -> String {
+    format!("study-w{worker}-{k}-sim-{n}")
+}
+
+/// A write to the `ecosystemiser` database's tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EcoAck {}
+pub enum EcoAck {
+    /// An event of simulation `sim`.
+    Event { worker: u32, seq: u64, sim: u64 },
+    /// A batch of [`BATCH`] metrics of simulation `sim`.
+    Metrics { worker: u32, seq: u64, sim: u64 },
+    /// Study `k` of `worker` created.
+    StudyCreated { worker: u32, k: u32 },
+    /// Simulation `n` of the study added.
+    StudySimAdded { worker: u32, k: u32, n: u32 },
+    /// Simulation `n` of the study finished, with its score, in operation `seq`.
+    StudySimFinished {
+        worker: u32,
+        k: u32,
+        n: u32,
+        seq: u64,
+    },
+}
 
-/// Per-worker state of these operations.
+/// Where a worker's current study is.
 #[derive(Debug, Default)]
-pub struct EcoWorker {}
-
-fn unavailable(op: &str) -> anyhow::Result<()> {
-    bail!("{op} needs the ecosystemiser-db repositories")
+pub struct EcoWorker {
+    /// Studies created so far; the current one is the last.
+    studies: u32,
+    added: u32,
+    finished: u32,
 }
 
-pub fn component_lookup<S: Store>(_w: &mut Worker<'_, S>) -> anyhow::Result<()> {
-    unavailable("component_lookup")
-}
-pub fn event_publish<S: Store>(_w: &mut Worker<'_, S>) -> anyhow::Result<()> {
-    unavailable("event_publish")
-}
-pub fn event_history<S: Store>(_w: &mut Worker<'_, S>) -> anyhow::Result<()> {
-    unavailable("event_history")
-}
-pub fn metrics_batch<S: Store>(_w: &mut Worker<'_, S>) -> anyhow::Result<()> {
-    unavailable("metrics_batch")
-}
-pub fn study_update<S: Store>(_w: &mut Worker<'_, S>) -> anyhow::Result<()> {
-    unavailable("study_update")
+fn repos<'s, S: Store>(w: &Worker<'s, S>) -> anyhow::Result<&'s Eco> {
+    w.store.eco()
 }
 
-/// Compares the tables with the acknowledged writes.
+/// Reads one spec: a named one or a type's default.
+///
+/// # Errors
+///
+/// The repository's, or a spec other than the one asked for.
+pub fn component_lookup<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+    let (name, _) = TYPES[(w.rng.next() % TYPES.len() as u64) as usize];
+    let pick = w.rng.next() % (SPECS + 1);
+    let wanted = (pick < SPECS).then(|| format!("model-{pick}"));
+    let spec = repos(w)?.library.spec(name, wanted.as_deref(), None)?;
+    ensure!(
+        spec.component_type == name && wanted.as_ref().map_or(spec.is_default, |n| spec.name == *n),
+        "asked for {name} {wanted:?}, got {} {} (default {})",
+        spec.component_type,
+        spec.name,
+        spec.is_default
+    );
+    Ok(())
+}
+
+/// Publishes one progress event of a random simulation.
+///
+/// # Errors
+///
+/// The repository's.
+pub fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+    let (worker, seq, sim) = (w.id, w.seq, w.rng.next() % SIMULATIONS);
+    let mut event = Event::new(
+        "simulation.progress",
+        "loadtest",
+        event_payload(worker, seq),
+    )
+    .for_simulation(sim_id(sim))
+    .correlated(format!("worker-{worker}"));
+    event.event_id = event_id(worker, seq);
+    repos(w)?.events.publish(&event)?;
+    w.acks.push(Ack::Eco(EcoAck::Event { worker, seq, sim }));
+    Ok(())
+}
+
+/// Reads the newest events of a random simulation.
+///
+/// # Errors
+///
+/// The repository's, or a history of another simulation or over its limit.
+pub fn event_history<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+    let sim = sim_id(w.rng.next() % SIMULATIONS);
+    let events = repos(w)?.events.simulation_history(&sim, HISTORY)?;
+    ensure!(events.len() <= HISTORY as usize, "{} events", events.len());
+    ensure!(
+        events
+            .iter()
+            .all(|e| e.simulation_id.as_deref() == Some(&sim)),
+        "history of {sim} holds another simulation's events"
+    );
+    Ok(())
+}
+
+/// Records a batch of metrics of a random simulation in one transaction.
+///
+/// # Errors
+///
+/// The repository's.
+pub fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+    let (worker, seq, sim) = (w.id, w.seq, w.rng.next() % SIMULATIONS);
+    let metrics: Vec<Metric> = (0..BATCH)
+        .map(|i| {
+            let (name, value) = metric(worker, seq, i);
+            Metric::new(name, value, Some("kWh"))
+        })
+        .collect();
+    let n = repos(w)?.runs.record_metrics(&sim_id(sim), &metrics)?;
+    ensure!(
+        n == metrics.len(),
+        "recorded {n} of {} metrics",
+        metrics.len()
+    );
+    w.acks.push(Ack::Eco(EcoAck::Metrics { worker, seq, sim }));
+    Ok(())
+}
+
+/// Moves this worker's study on by one step: create it; add its next simulation (the study
+/// runs; studies, simulations and their links in one transaction); or finish a simulation
+/// (its status, its score metric and the study's count, in one transaction).
+///
+/// # Errors
+///
+/// The repository's.
+pub fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+    let (worker, seq) = (w.id, w.seq);
+    let runs = &repos(w)?.runs;
+    let st = &mut w.eco;
+    if st.studies == 0 || st.finished == STUDY_SIZE {
+        let k = st.studies;
+        runs.create_study(&NewStudy {
+            study_id: study_id(worker, k),
+            study_type: "parametric".to_owned(),
+            total_simulations: STUDY_SIZE,
+            configuration: Some(json!({"parameter": "capacity_kw"})),
+            metadata: None,
+        })?;
+        *st = EcoWorker {
+            studies: k + 1,
+            added: 0,
+            finished: 0,
+        };
+        w.acks.push(Ack::Eco(EcoAck::StudyCreated { worker, k }));
+        return Ok(());
+    }
+    let k = st.studies - 1;
+    if st.finished < st.added {
+        let n = st.finished;
+        let progress = runs.finish_study_simulation(
+            &study_id(worker, k),
+            &study_sim_id(worker, k, n),
+            &StatusUpdate::to(RunStatus::Completed),
+            &[Metric::new("score", seq as f64, None)],
+        )?;
+        ensure!(
+            progress.completed_simulations == i64::from(n + 1),
+            "study {} counts {} finished, expected {}",
+            progress.study_id,
+            progress.completed_simulations,
+            n + 1
+        );
+        st.finished += 1;
+        w.acks
+            .push(Ack::Eco(EcoAck::StudySimFinished { worker, k, n, seq }));
+    } else {
+        let n = st.added;
+        runs.add_study_simulation(
+            &study_id(worker, k),
+            &NewSimulation::new(study_sim_id(worker, k, n), "configs/loadtest.yml", "milp"),
+            Some(&json!({"capacity_kw": 10 * (n + 1)})),
+            i64::from(n),
+        )?;
+        st.added += 1;
+        w.acks
+            .push(Ack::Eco(EcoAck::StudySimAdded { worker, k, n }));
+    }
+    Ok(())
+}
+
+/// Rows of a query on the `ecosystemiser` database, as strings keyed by their first column.
+fn rows<S: Store>(store: &S, sql: &str) -> anyhow::Result<HashMap<String, Vec<String>>> {
+    store.read(ECO, |c| {
+        let mut stmt = c.prepare(sql)?;
+        let n = stmt.column_count();
+        let mut out = HashMap::new();
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut values = Vec::with_capacity(n);
+            for i in 0..n {
+                values.push(match r.get_ref(i)? {
+                    ValueRef::Null => "NULL".to_owned(),
+                    ValueRef::Integer(n) => n.to_string(),
+                    ValueRef::Real(x) => x.to_string(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Blob(b) => format!("<{} bytes>", b.len()),
+                });
+            }
+            out.insert(values.remove(0), values);
+        }
+        Ok(out)
+    })
+}
+
+/// Compares events, metrics, studies and simulations with the acknowledged writes.
 ///
 /// # Errors
 ///
 /// When a table cannot be read.
-pub fn verify<S: Store>(_store: &S, _acks: &[Ack], _findings: &mut Findings) -> anyhow::Result<()> {
+pub fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
+    let mut events = HashMap::new();
+    let mut metrics: HashMap<String, f64> = HashMap::new();
+    let mut studies: HashMap<String, (u32, u32)> = HashMap::new();
+    let mut sims: HashMap<String, &str> =
+        (0..SIMULATIONS).map(|s| (sim_id(s), "pending")).collect();
+    for ack in acks {
+        let Ack::Eco(ack) = ack else { continue };
+        match *ack {
+            EcoAck::Event { worker, seq, sim } => {
+                events.insert(
+                    event_id(worker, seq),
+                    (sim_id(sim), event_payload(worker, seq)),
+                );
+            }
+            EcoAck::Metrics { worker, seq, sim } => {
+                for i in 0..BATCH {
+                    let (name, value) = metric(worker, seq, i);
+                    metrics.insert(format!("{}/{name}", sim_id(sim)), value);
+                }
+            }
+            EcoAck::StudyCreated { worker, k } => {
+                studies.insert(study_id(worker, k), (0, 0));
+            }
+            EcoAck::StudySimAdded { worker, k, n } => {
+                studies.entry(study_id(worker, k)).or_default().0 += 1;
+                sims.insert(study_sim_id(worker, k, n), "pending");
+            }
+            EcoAck::StudySimFinished { worker, k, n, seq } => {
+                studies.entry(study_id(worker, k)).or_default().1 += 1;
+                sims.insert(study_sim_id(worker, k, n), "completed");
+                metrics.insert(format!("{}/score", study_sim_id(worker, k, n)), seq as f64);
+            }
+        }
+    }
+
+    let stored = rows(
+        store,
+        "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
+    )?;
+    for (id, (sim, payload)) in &events {
+        f.checked += 1;
+        let ok = stored.get(id).is_some_and(|row| {
+            row[0] == *sim && serde_json::from_str::<Value>(&row[1]).is_ok_and(|p| p == *payload)
+        });
+        if !ok {
+            f.missing(format!("event {id}: stored as {:?}", stored.get(id)));
+        }
+    }
+    unexpected(f, "event", stored.keys(), |id| events.contains_key(id));
+
+    let stored = rows(
+        store,
+        "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
+    )?;
+    for (key, value) in &metrics {
+        f.checked += 1;
+        if stored.get(key).and_then(|r| r[0].parse::<f64>().ok()) != Some(*value) {
+            f.missing(format!(
+                "metric {key} = {value}: stored as {:?}",
+                stored.get(key)
+            ));
+        }
+    }
+    unexpected(f, "metric", stored.keys(), |k| metrics.contains_key(k));
+
+    let stored = rows(
+        store,
+        "SELECT s.study_id, s.status, s.completed_simulations,
+                (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
+         FROM studies s",
+    )?;
+    for (id, (added, finished)) in &studies {
+        f.checked += 1;
+        let status = match (*added, *finished) {
+            (0, _) => "pending",
+            (_, n) if n >= STUDY_SIZE => "completed",
+            _ => "running",
+        };
+        let want = [status.to_owned(), finished.to_string(), added.to_string()];
+        match stored.get(id) {
+            Some(row) if *row == want => {}
+            row => f.missing(format!("study {id}: expected {want:?}, stored {row:?}")),
+        }
+    }
+    unexpected(f, "study", stored.keys(), |id| studies.contains_key(id));
+
+    let stored = rows(store, "SELECT simulation_id, status FROM simulations")?;
+    for (id, status) in &sims {
+        f.checked += 1;
+        match stored.get(id) {
+            Some(row) if row[0] == *status => {}
+            row => f.missing(format!(
+                "simulation {id}: expected {status}, stored {row:?}"
+            )),
+        }
+    }
+    unexpected(f, "simulation", stored.keys(), |id| sims.contains_key(id));
     Ok(())
 }
 
-/// Registers the `ecosystemiser` database in `registry` at `path` with its full schema.
-///
-/// # Errors
-///
-/// When it cannot be registered or migrated.
-pub fn register(
-    registry: &hive_db_core::Registry,
-    path: &std::path::Path,
-    config: &hive_db_core::DbConfig,
-) -> anyhow::Result<()> {
-    let name = hive_db_core::DbName::new(crate::loadtest::setup::ECO_DB)?;
-    registry.register(&name, path, config.clone())?;
-    Ok(())
+fn unexpected<'a>(
+    f: &mut Findings,
+    what: &str,
+    stored: impl Iterator<Item = &'a String>,
+    acknowledged: impl Fn(&str) -> bool,
+) {
+    let extra: HashSet<&String> = stored.filter(|k| !acknowledged(k)).collect();
+    for key in extra {
+        f.unexpected(format!("{what} {key} was never acknowledged"));
+    }
 }

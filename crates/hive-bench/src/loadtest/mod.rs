@@ -116,7 +116,7 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let (_tmp, dir) = data_dir(plan)?;
     let workload = Workload::new(plan.mix.clone(), plan.app_dbs, faults);
     let registry = Registry::new();
-    let handles = setup::register_all(&registry, &dir, plan)?;
+    let (handles, eco) = setup::register_all(&registry, &dir, plan)?;
     let names: Vec<_> = handles.iter().map(|h| h.name().clone()).collect();
     let endpoint = match plan.listen {
         Some(addr) => endpoint::serve(&registry, addr)?,
@@ -131,7 +131,7 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
         true => Some(registry.get(&names[0])?),
         false => None,
     };
-    let store = RegistryStore::new(handles);
+    let store = RegistryStore::new(handles, eco);
     let stop = AtomicBool::new(false);
     let (ran, sampled) = std::thread::scope(|s| {
         let sampler = s.spawn(|| sampler::run(&registry, &stop));

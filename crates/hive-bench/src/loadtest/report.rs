@@ -56,11 +56,14 @@ pub fn operations(ran: &Ran, mix: &Mix) -> Vec<OpFigures> {
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRow {
     pub path: &'static str,
+    /// `full` (the whole mix) or `sql` (the mix without the data layer's operations, which
+    /// need the registry or direct connections; plain r2d2 runs this one).
+    pub workload: &'static str,
     pub ops: u64,
     pub seconds: f64,
     pub ops_per_sec: f64,
     pub errors: u64,
-    /// The registry's ops/s over this path's.
+    /// The registry's ops/s over this path's, on the same workload.
     pub registry_ratio: f64,
     /// True when this path's stored rows matched its acknowledged writes.
     pub content_verified: bool,
@@ -212,14 +215,15 @@ impl Report {
             writeln!(out)?;
             writeln!(
                 out,
-                "{:<15} {:>10} {:>9} {:>7} {:>16} {:>8}",
-                "compare", "ops", "ops/s", "errors", "registry / path", "content"
+                "{:<15} {:>8} {:>10} {:>9} {:>7} {:>16} {:>8}",
+                "compare", "workload", "ops", "ops/s", "errors", "registry / path", "content"
             )?;
             for c in &self.compare {
                 writeln!(
                     out,
-                    "{:<15} {:>10} {:>9.0} {:>7} {:>16.2} {:>8}",
+                    "{:<15} {:>8} {:>10} {:>9.0} {:>7} {:>16.2} {:>8}",
                     c.path,
+                    c.workload,
                     c.ops,
                     c.ops_per_sec,
                     c.errors,

@@ -8,8 +8,9 @@ use anyhow::Context;
 use hive_db_core::{DbConfig, DbHandle, DbName, Registry};
 
 use crate::loadtest::args::Plan;
+use crate::loadtest::eco::{self, Eco};
 use crate::loadtest::store::Store;
-use crate::loadtest::{eco, tasks};
+use crate::loadtest::tasks;
 
 /// The name of the EcoSystemiser database.
 pub const ECO_DB: &str = "ecosystemiser";
@@ -36,27 +37,35 @@ pub fn layout(dir: &Path, app_dbs: usize) -> anyhow::Result<Vec<(DbName, PathBuf
 }
 
 /// Registers every database of the run in `registry`, creates the schemas, and returns a
-/// handle on each, in store order.
+/// handle on each, in store order, with the data layer's repositories on `ecosystemiser`.
 ///
 /// # Errors
 ///
 /// When a database cannot be registered or its schema created.
-pub fn register_all(registry: &Registry, dir: &Path, plan: &Plan) -> anyhow::Result<Vec<DbHandle>> {
+pub fn register_all(
+    registry: &Registry,
+    dir: &Path,
+    plan: &Plan,
+) -> anyhow::Result<(Vec<DbHandle>, Eco)> {
     let config = db_config(plan);
+    let dbs = layout(dir, plan.app_dbs)?;
     let mut handles = Vec::new();
-    for (i, (name, path)) in layout(dir, plan.app_dbs)?.into_iter().enumerate() {
+    let mut eco = None;
+    for (i, (name, path)) in dbs.into_iter().enumerate() {
+        let context = || format!("cannot set up database {name} at {}", path.display());
         if i == 0 {
-            eco::register(registry, &path, &config)
+            eco = Some(eco::register(registry, &path, &config).with_context(context)?);
         } else {
             registry
                 .register(&name, &path, config.clone())
                 .map_err(anyhow::Error::from)
                 .and_then(|()| registry.write(&name, |tx| tasks::create(tx)))
+                .with_context(context)?;
         }
-        .with_context(|| format!("cannot set up database {name} at {}", path.display()))?;
         handles.push(registry.handle(&name)?);
     }
-    Ok(handles)
+    let eco = eco.context("no ecosystemiser database in the layout")?;
+    Ok((handles, eco))
 }
 
 /// Creates the run's databases in `dir` with their schemas, through a registry that is
@@ -67,7 +76,8 @@ pub fn register_all(registry: &Registry, dir: &Path, plan: &Plan) -> anyhow::Res
 /// As [`register_all`].
 pub fn create_files(dir: &Path, plan: &Plan) -> anyhow::Result<Vec<(DbName, PathBuf)>> {
     let registry = Registry::new();
-    register_all(&registry, dir, plan)?;
+    let (handles, eco) = register_all(&registry, dir, plan)?;
+    drop((handles, eco));
     registry.close_all(plan.close_timeout);
     layout(dir, plan.app_dbs)
 }

@@ -7,6 +7,8 @@ use hive_db_core::rusqlite::{Connection, TransactionBehavior};
 use hive_db_core::{DbConfig, DbHandle, DbName, immediate_transaction, open_connection};
 use r2d2_sqlite::SqliteConnectionManager;
 
+use crate::loadtest::eco::Eco;
+
 /// Read and write access to the load test's databases, by index (0 is `ecosystemiser`,
 /// then the application databases).
 pub trait Store: Sync {
@@ -24,6 +26,13 @@ pub trait Store: Sync {
         db: usize,
         f: impl FnOnce(&Connection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T>;
+
+    /// The data layer's repositories on the `ecosystemiser` database, on this path.
+    ///
+    /// # Errors
+    ///
+    /// On a path the data layer cannot run on.
+    fn eco(&self) -> anyhow::Result<&Eco>;
 }
 
 /// The way the operations reach SQLite.
@@ -54,11 +63,13 @@ impl Path {
 #[derive(Debug)]
 pub struct RegistryStore {
     handles: Vec<DbHandle>,
+    eco: Eco,
 }
 
 impl RegistryStore {
-    pub fn new(handles: Vec<DbHandle>) -> Self {
-        Self { handles }
+    /// `handles` in store order, and the repositories on the registry's `ecosystemiser`.
+    pub fn new(handles: Vec<DbHandle>, eco: Eco) -> Self {
+        Self { handles, eco }
     }
 }
 
@@ -78,6 +89,10 @@ impl Store for RegistryStore {
     ) -> anyhow::Result<T> {
         self.handles[db].write(|tx| f(tx))
     }
+
+    fn eco(&self) -> anyhow::Result<&Eco> {
+        Ok(&self.eco)
+    }
 }
 
 /// A connection opened, configured and closed for every operation.
@@ -85,11 +100,18 @@ impl Store for RegistryStore {
 pub struct ConnectPerOpStore {
     databases: Vec<(DbName, PathBuf)>,
     config: DbConfig,
+    eco: Eco,
 }
 
 impl ConnectPerOpStore {
-    pub fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig) -> Self {
-        Self { databases, config }
+    /// The files of `databases` (store order) with `config`'s PRAGMAs, and the data layer on
+    /// direct connections (one opened per operation).
+    pub fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig, eco: Eco) -> Self {
+        Self {
+            databases,
+            config,
+            eco,
+        }
     }
 
     fn open(&self, db: usize) -> anyhow::Result<(&DbName, Connection)> {
@@ -115,6 +137,10 @@ impl Store for ConnectPerOpStore {
     ) -> anyhow::Result<T> {
         let (name, mut conn) = self.open(db)?;
         immediate_transaction(name, &mut conn, |tx| f(tx))
+    }
+
+    fn eco(&self) -> anyhow::Result<&Eco> {
+        Ok(&self.eco)
     }
 }
 
@@ -159,5 +185,9 @@ impl Store for R2d2Store {
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    fn eco(&self) -> anyhow::Result<&Eco> {
+        anyhow::bail!("the data layer runs on the registry or on direct connections, not on r2d2")
     }
 }

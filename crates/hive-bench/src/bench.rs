@@ -39,7 +39,8 @@ pub struct BenchArgs {
     /// Threads for the multi-threaded scenarios.
     #[arg(long, default_value_t = 8)]
     pub threads: usize,
-    /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db).
+    /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db,
+    /// many_dbs).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Run only the paths whose names contain one of these (for profiling one path).
@@ -166,6 +167,7 @@ pub struct Bench {
     rounds: Vec<(CellKey, Vec<f64>)>,
     /// Size of the WAL files after `write_contention`: (registry, r2d2).
     write_wal_bytes: Option<(u64, u64)>,
+    many_dbs: Vec<crate::many_dbs::Step>,
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -377,6 +379,7 @@ fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
         rows: Vec::new(),
         rounds: Vec::new(),
         write_wal_bytes: None,
+        many_dbs: Vec::new(),
     };
     if !bench.args.json {
         let a = &bench.args;
@@ -402,6 +405,10 @@ fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
     }
     if bench.wants("multi_db") {
         multi_db(&mut bench, &setup).context("multi_db")?;
+    }
+    if bench.wants("many_dbs") {
+        let round = Duration::from_secs_f64(bench.args.read_seconds / 4.0);
+        bench.many_dbs = crate::many_dbs::bench(round, bench.args.json).context("many_dbs")?;
     }
     Ok(bench)
 }
@@ -846,6 +853,7 @@ fn report(bench: &Bench) -> anyhow::Result<()> {
     if bench.args.json {
         let mut value = serde_json::to_value(&r)?;
         value["rows"] = serde_json::to_value(&bench.rows)?;
+        value["many_dbs"] = serde_json::to_value(&bench.many_dbs)?;
         value["targets_met"] = targets.iter().filter(|(_, ok)| *ok).count().into();
         value["targets_total"] = targets.len().into();
         println!("{}", serde_json::to_string(&value)?);

@@ -3,6 +3,7 @@
 
 mod bench;
 mod loadtest;
+mod many_dbs;
 mod measure;
 mod procfs;
 

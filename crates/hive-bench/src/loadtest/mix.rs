@@ -178,7 +178,8 @@ impl Mix {
 impl fmt::Display for Mix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
-        for (op, w) in self.entries() {
+        for op in Op::ALL {
+            let w = self.weight(op);
             if !first {
                 f.write_str(",")?;
             }

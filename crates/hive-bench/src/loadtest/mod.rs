@@ -35,6 +35,7 @@ use hive_db_core::Registry;
 
 pub use args::LoadArgs;
 use args::Plan;
+use mix::Op;
 use pool::PoolFigures;
 use report::{ORIGINAL_OPS_PER_SEC, Report};
 use run::Limit;
@@ -261,10 +262,9 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
             Limit::Time(_) => None,
         },
         seed: plan.seed,
-        mix: plan
-            .mix
-            .entries()
-            .map(|(op, w)| (op.name(), w))
+        mix: Op::ALL
+            .into_iter()
+            .map(|op| (op.name(), plan.mix.weight(op)))
             .collect::<BTreeMap<_, _>>(),
         ops: ran.ops(),
         ops_per_sec,
@@ -291,7 +291,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::loadtest::mix::{Mix, Op};
+    use crate::loadtest::mix::Mix;
     use crate::loadtest::progress::Style;
 
     /// The short mode: about a second, two workers, every operation of the default mix.
@@ -401,7 +401,20 @@ mod tests {
         };
         let report = execute(&plan, Faults::default())?;
         assert!(report.verified, "{:?}", failed(&report));
-        assert_eq!(report.compare.len(), 3);
+        let paths: Vec<_> = report
+            .compare
+            .iter()
+            .map(|r| (r.path, r.workload))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                ("registry", "full"),
+                ("connect per op", "full"),
+                ("registry", "sql"),
+                ("r2d2 defaults", "sql")
+            ]
+        );
         for row in &report.compare {
             assert_eq!(row.ops, 80, "{}", row.path);
             assert_eq!(row.errors, 0, "{}", row.path);

@@ -142,6 +142,7 @@ impl Report {
             self.ratio_to_original
         )?;
         let mix: Vec<String> = self.mix.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Stated as --mix takes it, so a run can be repeated.
         writeln!(out, "mix: {}", mix.join(","))?;
         writeln!(out)?;
         writeln!(

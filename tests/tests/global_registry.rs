@@ -16,6 +16,6 @@ fn install_once_and_share() -> anyhow::Result<()> {
     // The installed registry is the same one: it knows the database registered through the
     // original handle.
     drop(installed.get(&db)?);
-    assert_eq!(registry.db_stats(&db)?.totals.acquired, 1);
+    assert_eq!(registry.db_stats(&db)?.acquires(), 1);
     Ok(())
 }

@@ -11,7 +11,9 @@ use crate::name::DbName;
 use crate::pool::DbPool;
 
 /// How a database, or the whole registry, is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// Answered in time with room to spare.
@@ -24,7 +26,7 @@ pub enum HealthStatus {
 }
 
 /// One database's health.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DbHealth {
     /// The database.
@@ -38,7 +40,7 @@ pub struct DbHealth {
 }
 
 /// Every open database's health, and the worst of them.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct HealthReport {
     /// The worst status of any database; `Healthy` for an empty registry.
@@ -172,10 +174,12 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
     }
     drop(conn);
     let note = result.map_err(|e| error_chain(&e))?;
-    let saturated = (before.waiting > 0 && before.active >= before.max_size).then(|| {
+    let saturated = (before.waiting > 0 && before.active() >= before.max_size).then(|| {
         format!(
             "pool saturated: {} of {} connections busy, {} callers waiting",
-            before.active, before.max_size, before.waiting
+            before.active(),
+            before.max_size,
+            before.waiting
         )
     });
     Ok((start.elapsed(), note.or(saturated)))

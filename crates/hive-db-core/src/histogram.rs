@@ -12,6 +12,14 @@ const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
 /// Copies of the buckets. Threads pick one by a thread-local index, so threads on different
 /// cores rarely increment the same cache line (every checkout records into a histogram).
 const SHARDS: usize = 4;
+/// Counters per shard: the exact sum of the shard's durations first, then its buckets.
+const STRIDE: usize = 1 + BUCKETS;
+
+/// The exported bucket bounds are the powers of two from 2^`FIRST_BOUND` ns (128 ns) to
+/// 2^`LAST_BOUND` ns (about 68.7 s). Each is an edge of the internal buckets, so the exported
+/// cumulative counts are exact.
+const FIRST_BOUND: u32 = 7;
+const LAST_BOUND: u32 = 36;
 
 /// This thread's shard.
 #[inline]
@@ -24,12 +32,13 @@ fn shard() -> usize {
     SHARD.with(|s| *s)
 }
 
-/// Counts of durations in nanoseconds, grouped in log-linear buckets, plus the exact maximum.
-/// Recording costs one atomic add on the thread's shard (and a load); counts and means are
-/// derived when read.
+/// Counts of durations in nanoseconds, grouped in log-linear buckets, plus the exact sum and
+/// maximum. Recording costs one atomic add on the thread's shard, a second one for the sum
+/// unless the duration is zero (an acquire that did not wait), and a load; counts and
+/// percentiles are derived when read.
 pub(crate) struct Histogram {
-    /// `SHARDS` runs of `BUCKETS` counters.
-    buckets: Box<[AtomicU64]>,
+    /// `SHARDS` runs of `STRIDE` counters: the shard's sum of nanoseconds, then its buckets.
+    cells: Box<[AtomicU64]>,
     max_ns: AtomicU64,
 }
 
@@ -63,16 +72,10 @@ fn bucket_upper(b: usize) -> u64 {
     low.saturating_add((1u64 << shift) - 1)
 }
 
-/// The middle of bucket `b`.
-fn bucket_mid(b: usize) -> u64 {
-    let low = if b == 0 { 0 } else { bucket_upper(b - 1) + 1 };
-    low + (bucket_upper(b) - low) / 2
-}
-
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            buckets: (0..BUCKETS * SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..STRIDE * SHARDS).map(|_| AtomicU64::new(0)).collect(),
             max_ns: AtomicU64::new(0),
         }
     }
@@ -82,7 +85,11 @@ impl Histogram {
     #[inline]
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[shard() * BUCKETS + bucket_of(ns)].fetch_add(1, Relaxed);
+        let run = shard() * STRIDE;
+        self.cells[run + 1 + bucket_of(ns)].fetch_add(1, Relaxed);
+        if ns != 0 {
+            self.cells[run].fetch_add(ns, Relaxed);
+        }
         if ns > self.max_ns.load(Relaxed) {
             self.max_ns.fetch_max(ns, Relaxed);
         }
@@ -90,22 +97,24 @@ impl Histogram {
 
     /// How many durations were recorded.
     pub(crate) fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+        self.merged().0.iter().sum()
     }
 
-    /// Bucket counts, summed over the shards.
-    fn merged(&self) -> Vec<u64> {
+    /// Bucket counts and the sum of nanoseconds, each summed over the shards.
+    fn merged(&self) -> (Vec<u64>, u64) {
         let mut counts = vec![0u64; BUCKETS];
-        for shard in self.buckets.chunks(BUCKETS) {
-            for (total, b) in counts.iter_mut().zip(shard) {
+        let mut sum_ns = 0u64;
+        for run in self.cells.chunks(STRIDE) {
+            sum_ns = sum_ns.wrapping_add(run[0].load(Relaxed));
+            for (total, b) in counts.iter_mut().zip(&run[1..]) {
                 *total += b.load(Relaxed);
             }
         }
-        counts
+        (counts, sum_ns)
     }
 
     pub(crate) fn summary(&self) -> LatencySummary {
-        let counts = self.merged();
+        let (counts, sum_ns) = self.merged();
         let count: u64 = counts.iter().sum();
         let max_ns = self.max_ns.load(Relaxed);
         let quantile = |q: f64| -> u64 {
@@ -123,32 +132,48 @@ impl Histogram {
             }
             max_ns
         };
+        let mut below = 0;
+        let mut b = 0;
+        let buckets = (FIRST_BOUND..=LAST_BOUND)
+            .map(|k| {
+                // Internal buckets end at 2^k - 1 for k >= SUB_BITS + 1: add up to there.
+                let edge = (1u64 << k) - 1;
+                while b < BUCKETS && bucket_upper(b) <= edge {
+                    below += counts[b];
+                    b += 1;
+                }
+                Bucket {
+                    le: (1u64 << k) as f64 / 1e9,
+                    count: below,
+                }
+            })
+            .collect();
         LatencySummary {
             count,
-            mean_ns: counts
-                .iter()
-                .enumerate()
-                .map(|(b, c)| u128::from(*c) * u128::from(bucket_mid(b)))
-                .sum::<u128>()
-                .checked_div(u128::from(count))
-                .map_or(0, |m| u64::try_from(m).unwrap_or(u64::MAX)),
+            sum_ns,
             p50_ns: quantile(0.50),
             p99_ns: quantile(0.99),
             p999_ns: quantile(0.999),
             max_ns,
+            buckets,
         }
     }
 }
 
-/// Percentiles of a duration histogram, in nanoseconds. Percentiles are bucket upper bounds:
-/// at most 12.5% above the true value, and never above the exact maximum.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// A duration histogram: its count, exact sum and maximum, percentiles, and cumulative bucket
+/// counts in the shape of a Prometheus histogram. Two snapshots' buckets subtract to the
+/// histogram of the interval between them.
+///
+/// Percentiles are internal bucket upper bounds (eight buckets per power of two): at most
+/// 12.5% above the true value, and never above the exact maximum. They cover every duration
+/// since the process started; for an interval's, subtract the buckets.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct LatencySummary {
-    /// How many durations were recorded.
+    /// How many durations were recorded (the `+Inf` bucket).
     pub count: u64,
-    /// Mean, in nanoseconds (from bucket midpoints: within 12.5%).
-    pub mean_ns: u64,
+    /// Sum of the durations, exact, in nanoseconds.
+    pub sum_ns: u64,
     /// Median, in nanoseconds.
     pub p50_ns: u64,
     /// 99th percentile, in nanoseconds.
@@ -157,6 +182,26 @@ pub struct LatencySummary {
     pub p999_ns: u64,
     /// Largest, exact, in nanoseconds.
     pub max_ns: u64,
+    /// Cumulative counts at fixed upper bounds, ascending: the powers of two from 128 ns to
+    /// about 68.7 s. The `+Inf` bucket is [`count`](Self::count).
+    pub buckets: Vec<Bucket>,
+}
+
+impl LatencySummary {
+    /// The mean duration in nanoseconds (0 when nothing was recorded).
+    pub fn mean_ns(&self) -> u64 {
+        self.sum_ns.checked_div(self.count).unwrap_or(0)
+    }
+}
+
+/// One cumulative bucket of a [`LatencySummary`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Bucket {
+    /// Upper bound, in seconds: the bucket counts durations below it (Prometheus `le`).
+    pub le: f64,
+    /// Durations recorded below `le`.
+    pub count: u64,
 }
 
 #[cfg(test)]
@@ -198,6 +243,32 @@ mod tests {
         assert_eq!(s.count, 9000);
         assert_eq!(h.count(), 9000);
         assert_eq!(s.max_ns, 8999);
+        assert_eq!(s.sum_ns, (0..9000u64).sum::<u64>());
+    }
+
+    /// Bug caught: cumulative buckets that count a duration at the wrong bound (one off at a
+    /// power of two), that are not cumulative, or a sum that drops the durations of a shard.
+    #[test]
+    fn buckets_are_cumulative_and_exact_at_their_bounds() {
+        let h = Histogram::default();
+        let values = [0u64, 1, 127, 128, 129, 1023, 1024, 1_000_000, 1 << 40];
+        for v in values {
+            h.record(Duration::from_nanos(v));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, values.len() as u64);
+        assert_eq!(s.sum_ns, values.iter().sum::<u64>());
+        assert_eq!(s.buckets.len(), (LAST_BOUND - FIRST_BOUND + 1) as usize);
+        for pair in s.buckets.windows(2) {
+            assert!(pair[0].le < pair[1].le && pair[0].count <= pair[1].count);
+        }
+        for bucket in &s.buckets {
+            let le_ns = (bucket.le * 1e9).round() as u64;
+            let exact = values.iter().filter(|v| **v < le_ns).count() as u64;
+            assert_eq!(bucket.count, exact, "bucket below {le_ns} ns");
+        }
+        // 2^40 ns is past the last bound: only in the +Inf bucket.
+        assert_eq!(s.buckets.last().map(|b| b.count), Some(s.count - 1));
     }
 
     proptest! {

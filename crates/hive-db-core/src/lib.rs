@@ -10,6 +10,9 @@
 //! while its thread panics, inside an open transaction, or after a failed rollback is closed,
 //! not pooled.
 //!
+//! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
+//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
+//!
 //! # Examples
 //!
 //! ```
@@ -44,12 +47,15 @@
 mod batch;
 mod config;
 mod connection;
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
 mod error;
 pub mod global;
 mod health;
 mod histogram;
 mod lane;
 mod manager;
+mod metrics;
 mod name;
 mod pool;
 mod registry;
@@ -63,11 +69,14 @@ pub use connection::{
 };
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
-pub use histogram::LatencySummary;
+pub use histogram::{Bucket, LatencySummary};
+pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 pub use name::{DbName, MAX_NAME_LEN};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
-pub use stats::{ClosedTotals, DbSnapshot, RegistrySnapshot, SqliteFacts, Totals};
+pub use stats::{
+    ClosedTotals, DbSnapshot, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION, SqliteFacts, Totals,
+};
 
 /// The rusqlite this crate is built against (one SQLite per process).
 pub use rusqlite;

@@ -63,6 +63,16 @@ pub(crate) fn coarse_now() -> u64 {
     COARSE_NOW.load(Relaxed)
 }
 
+/// Time since the clock's origin, which the first `Registry` sets.
+pub(crate) fn uptime() -> Duration {
+    EPOCH.elapsed()
+}
+
+/// Sets the clock's origin, if it is not set yet.
+pub(crate) fn start_clock() {
+    Lazy::force(&EPOCH);
+}
+
 /// The instant a [`stamp`] stands for.
 pub(crate) fn unstamp(stamp: u64) -> Instant {
     *EPOCH + Duration::from_nanos(stamp.saturating_sub(1))
@@ -165,7 +175,8 @@ pub(crate) struct PoolShared {
     pub(crate) closed: AtomicBool,
     /// Connections being opened right now; `close` waits for them too.
     pub(crate) connecting: AtomicU32,
-    pub(crate) waiting: AtomicU32,
+    /// When each caller now waiting for a connection started to wait (slow path only).
+    pub(crate) waiters: Mutex<Vec<Instant>>,
     pub(crate) last_error: Mutex<Option<ConnectError>>,
     /// Every live connection of this pool, checked out or idle.
     pub(crate) slots: Mutex<Vec<Arc<ConnSlot>>>,
@@ -238,7 +249,7 @@ impl PoolShared {
             counters,
             closed: AtomicBool::new(false),
             connecting: AtomicU32::new(0),
-            waiting: AtomicU32::new(0),
+            waiters: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
             slots_changed: Condvar::new(),

@@ -151,6 +151,14 @@ impl serde::Serialize for DbName {
     }
 }
 
+/// A name read from elsewhere (a snapshot another process wrote) is validated like any other.
+impl<'de> serde::Deserialize<'de> for DbName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::new(&name).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

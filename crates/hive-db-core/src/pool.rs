@@ -22,7 +22,7 @@ use crate::manager::{
     validate,
 };
 use crate::name::DbName;
-use crate::stats::{CloseReason, DbCounters, DbSnapshot, SqliteFacts};
+use crate::stats::{CloseReason, DbCounters, DbSnapshot, PoolGauges};
 
 /// The maintenance threads every pool in the process shares (connection opening, reaping,
 /// leak scans). r2d2 would otherwise start three threads per pool.
@@ -127,7 +127,7 @@ impl r2d2::HandleEvent for HoldTimer {
 }
 
 /// What `close` found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CloseReport {
     /// The database.
@@ -139,7 +139,7 @@ pub struct CloseReport {
 }
 
 /// A connection still borrowed when its pool closed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct OutstandingConnection {
     /// How long it had been held.
@@ -153,7 +153,6 @@ pub(crate) struct DbPool {
     pub(crate) shared: Arc<PoolShared>,
     pool: r2d2::Pool<HiveManager>,
     pub(crate) lane: WriterLane<Batch>,
-    journal_mode: String,
     leak_job: Option<JobHandle>,
 }
 
@@ -210,7 +209,6 @@ impl DbPool {
             shared,
             pool,
             lane: WriterLane::default(),
-            journal_mode: prepared.journal_mode,
             leak_job,
         };
         db.wait_for_min_idle()?;
@@ -282,17 +280,22 @@ impl DbPool {
         deadline: Instant,
         site: &'static Location<'static>,
     ) -> Result<PooledConnection> {
+        let mut had_to_wait = false;
         loop {
             self.refuse_if_closed()?;
             let (conn, waited, now) = match self.pool.try_get() {
                 Some(conn) => (conn, Duration::ZERO, coarse_now()),
                 None => {
+                    had_to_wait = true;
                     let conn = self.wait_for_connection(start, deadline)?;
                     let now = Instant::now();
                     (conn, age(start, now), stamp(now))
                 }
             };
             if let Some(conn) = self.accept(conn, waited, now, site) {
+                if had_to_wait {
+                    self.shared.counters.acquires_waited.fetch_add(1, Relaxed);
+                }
                 return Ok(conn);
             }
         }
@@ -337,15 +340,18 @@ impl DbPool {
         deadline: Instant,
     ) -> Result<r2d2::PooledConnection<HiveManager>> {
         let shared = &*self.shared;
-        shared.waiting.fetch_add(1, Relaxed);
+        lock(&shared.waiters).push(start);
         let _waiting = scopeguard(|| {
-            shared.waiting.fetch_sub(1, Relaxed);
+            let mut waiters = lock(&shared.waiters);
+            if let Some(i) = waiters.iter().position(|w| *w == start) {
+                waiters.swap_remove(i);
+            }
         });
         loop {
             self.refuse_if_closed()?;
             let now = Instant::now();
             if now >= deadline {
-                shared.counters.timeouts.fetch_add(1, Relaxed);
+                shared.counters.acquire_timeouts.fetch_add(1, Relaxed);
                 return Err(self.timeout_error(age(start, now)));
             }
             if let Ok(conn) = self.pool.get_timeout((deadline - now).min(WAIT_SLICE)) {
@@ -379,7 +385,7 @@ impl DbPool {
             total: state.connections,
             active: state.connections - state.idle_connections,
             idle: state.idle_connections,
-            waiting: self.shared.waiting.load(Relaxed),
+            waiting: u32::try_from(lock(&self.shared.waiters).len()).unwrap_or(u32::MAX),
             last_error: lock(&self.shared.last_error)
                 .as_ref()
                 .map(|e| e.message.clone()),
@@ -415,7 +421,7 @@ impl DbPool {
         let start = Instant::now();
         let deadline = start + shared.config.connection_timeout;
         let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
-            shared.counters.timeouts.fetch_add(1, Relaxed);
+            shared.counters.writer_timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
                 db: shared.name.clone(),
                 waited: start.elapsed(),
@@ -580,21 +586,24 @@ impl DbPool {
     }
 
     pub(crate) fn snapshot(&self) -> DbSnapshot {
-        let state = self.pool.state();
-        let mut snap = snapshot_of(
-            &self.shared.name,
-            &self.shared.path,
-            &self.shared.config,
-            &self.shared.counters,
-            !self.shared.is_closed(),
-        );
-        snap.live = state.connections;
-        snap.idle = state.idle_connections;
-        snap.active = state.connections - state.idle_connections;
-        snap.waiting = self.shared.waiting.load(Relaxed);
-        snap.writer_queue = u32::try_from(self.lane.queued()).unwrap_or(u32::MAX);
-        snap.sqlite.journal_mode.clone_from(&self.journal_mode);
-        snap
+        let shared = &*self.shared;
+        let gauges = (!shared.is_closed()).then(|| {
+            let state = self.pool.state();
+            let (waiting, oldest) = {
+                let waiters = lock(&shared.waiters);
+                (waiters.len(), waiters.iter().min().copied())
+            };
+            PoolGauges {
+                live: state.connections,
+                idle: state.idle_connections,
+                waiting: u32::try_from(waiting).unwrap_or(u32::MAX),
+                maxwait: oldest.map_or(Duration::ZERO, |at| at.elapsed()),
+                writer_queue: u32::try_from(self.lane.queued()).unwrap_or(u32::MAX),
+            }
+        });
+        shared
+            .counters
+            .snapshot(&shared.name, &shared.path, &shared.config, gauges)
     }
 
     /// A connection for the health check, waiting at most `timeout`.
@@ -614,40 +623,6 @@ impl DbPool {
     #[cfg(test)]
     pub(crate) fn r2d2_state(&self) -> r2d2::State {
         self.pool.state()
-    }
-}
-
-/// A snapshot of a database with no open pool: counters only.
-pub(crate) fn snapshot_of(
-    name: &DbName,
-    path: &Path,
-    config: &DbConfig,
-    counters: &DbCounters,
-    open: bool,
-) -> DbSnapshot {
-    let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    DbSnapshot {
-        name: name.clone(),
-        path: path.to_path_buf(),
-        open,
-        max_size: config.max_size,
-        min_idle: config.min_idle,
-        live: 0,
-        active: 0,
-        idle: 0,
-        waiting: 0,
-        writer_queue: 0,
-        totals: counters.totals(),
-        acquire_wait: counters.acquire_wait.summary(),
-        hold_time: counters.hold_time.summary(),
-        writer_wait: counters.writer_wait.summary(),
-        sqlite: SqliteFacts {
-            file_bytes: file_len(path),
-            wal_bytes: file_len(Path::new(&wal)),
-            journal_mode: String::new(),
-        },
     }
 }
 
@@ -935,12 +910,12 @@ mod tests {
         let s = registry.db_stats(&name)?;
         // Every idle connection was poisoned: each failed its check before a fresh one came.
         assert_eq!(
-            s.totals.validation_failures,
+            s.totals.connections_closed.validation_failed,
             u64::from(idle_before),
             "{s:#?}"
         );
         assert_eq!(
-            s.totals.created - s.totals.closed.total(),
+            s.totals.connections_created - s.totals.connections_closed.total(),
             u64::from(s.live)
         );
         assert_eq!(pool.r2d2_state().connections, s.live);
@@ -985,7 +960,14 @@ mod tests {
                 .is_err(),
             "not the poisoned connection"
         );
-        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
+        assert_eq!(
+            registry
+                .db_stats(&name)?
+                .totals
+                .connections_closed
+                .validation_failed,
+            0
+        );
         Ok(())
     }
 
@@ -1004,7 +986,14 @@ mod tests {
             one, 1,
             "the poisoned connection was handed out without a check"
         );
-        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 1);
+        assert_eq!(
+            registry
+                .db_stats(&name)?
+                .totals
+                .connections_closed
+                .validation_failed,
+            1
+        );
         Ok(())
     }
 
@@ -1031,7 +1020,14 @@ mod tests {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .is_err()
         );
-        assert_eq!(registry.db_stats(&name)?.totals.validation_failures, 0);
+        assert_eq!(
+            registry
+                .db_stats(&name)?
+                .totals
+                .connections_closed
+                .validation_failed,
+            0
+        );
         Ok(())
     }
 

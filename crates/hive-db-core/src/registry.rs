@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::manager::lock;
 use crate::name::{DbName, NameMap};
-use crate::pool::{CloseReport, DbPool, PooledConnection, snapshot_of};
+use crate::pool::{CloseReport, DbPool, PooledConnection};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 
 #[derive(Clone)]
@@ -43,9 +43,19 @@ struct Inner {
 ///
 /// Dropping the last clone closes every pool without waiting; use [`Registry::close_all`] to
 /// wait for borrowed connections.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        // The snapshot's uptime counts from the first registry.
+        crate::manager::start_clock();
+        Self {
+            inner: Arc::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -217,7 +227,7 @@ impl Registry {
 
     /// Every database, open or closed, sorted by name.
     pub fn stats(&self) -> RegistrySnapshot {
-        let mut databases: Vec<DbSnapshot> = {
+        let databases: Vec<DbSnapshot> = {
             let entries = self.inner.entries.load();
             entries
                 .iter()
@@ -227,15 +237,14 @@ impl Registry {
                         path,
                         config,
                         counters,
-                    } => Ok(snapshot_of(name, path, config, counters, false)),
+                    } => Ok(counters.snapshot(name, path, config, None)),
                 })
                 .collect::<Vec<_>>()
         }
         .into_iter()
         .map(|e| e.unwrap_or_else(|pool| pool.snapshot()))
         .collect();
-        databases.sort_by(|a, b| a.name.cmp(&b.name));
-        RegistrySnapshot { databases }
+        RegistrySnapshot::now(databases)
     }
 
     /// One database's snapshot.
@@ -250,7 +259,7 @@ impl Registry {
                 path,
                 config,
                 counters,
-            }) => return Ok(snapshot_of(name, path, config, counters, false)),
+            }) => return Ok(counters.snapshot(name, path, config, None)),
             None => return Err(Error::UnknownDatabase { db: name.clone() }),
         };
         Ok(pool.snapshot())

@@ -1,8 +1,10 @@
 //! Per-database counters kept by the registry, and the plain snapshots read from them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
+use crate::config::DbConfig;
 use crate::histogram::{Histogram, LatencySummary};
 use crate::name::DbName;
 
@@ -32,7 +34,9 @@ pub(crate) struct DbCounters {
     pub(crate) closed_lifetime: AtomicU64,
     pub(crate) closed_idle: AtomicU64,
     pub(crate) closed_pool_closed: AtomicU64,
-    pub(crate) timeouts: AtomicU64,
+    pub(crate) acquires_waited: AtomicU64,
+    pub(crate) acquire_timeouts: AtomicU64,
+    pub(crate) writer_timeouts: AtomicU64,
     pub(crate) busy: AtomicU64,
     pub(crate) leaks: AtomicU64,
     pub(crate) commits: AtomicU64,
@@ -42,6 +46,17 @@ pub(crate) struct DbCounters {
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) writer_wait: Histogram,
+}
+
+/// What a database's open pool adds to its counters in a snapshot: the state of its
+/// connections now. A closed database has none.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PoolGauges {
+    pub(crate) live: u32,
+    pub(crate) idle: u32,
+    pub(crate) waiting: u32,
+    pub(crate) maxwait: Duration,
+    pub(crate) writer_queue: u32,
 }
 
 impl DbCounters {
@@ -57,33 +72,66 @@ impl DbCounters {
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        let closed = ClosedTotals {
-            broken: self.closed_broken.load(Relaxed),
-            validation_failed: self.closed_validation.load(Relaxed),
-            max_lifetime: self.closed_lifetime.load(Relaxed),
-            idle_timeout: self.closed_idle.load(Relaxed),
-            pool_closed: self.closed_pool_closed.load(Relaxed),
-        };
         Totals {
-            acquired: self.acquire_wait.count(),
-            created: self.created.load(Relaxed),
+            acquires_waited: self.acquires_waited.load(Relaxed),
+            acquire_timeouts: self.acquire_timeouts.load(Relaxed),
+            writer_timeouts: self.writer_timeouts.load(Relaxed),
+            connections_created: self.created.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
-            closed,
-            timeouts: self.timeouts.load(Relaxed),
-            validation_failures: closed.validation_failed,
-            broken: closed.broken,
-            busy: self.busy.load(Relaxed),
+            connections_closed: ClosedTotals {
+                broken: self.closed_broken.load(Relaxed),
+                validation_failed: self.closed_validation.load(Relaxed),
+                max_lifetime: self.closed_lifetime.load(Relaxed),
+                idle_timeout: self.closed_idle.load(Relaxed),
+                pool_closed: self.closed_pool_closed.load(Relaxed),
+            },
+            busy_errors: self.busy.load(Relaxed),
             leaks: self.leaks.load(Relaxed),
             commits: self.commits.load(Relaxed),
             rollbacks: self.rollbacks.load(Relaxed),
+            write_transactions: self.transactions.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
-            transactions: self.transactions.load(Relaxed),
+        }
+    }
+
+    /// The snapshot of database `name` at `path`: these counters, the file sizes, and
+    /// `gauges` when its pool is open (`None` when closed).
+    pub(crate) fn snapshot(
+        &self,
+        name: &DbName,
+        path: &Path,
+        config: &DbConfig,
+        gauges: Option<PoolGauges>,
+    ) -> DbSnapshot {
+        let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let g = gauges.unwrap_or_default();
+        DbSnapshot {
+            name: name.clone(),
+            path: path.to_path_buf(),
+            open: gauges.is_some(),
+            max_size: config.max_size,
+            min_idle: config.min_idle,
+            live: g.live,
+            idle: g.idle,
+            waiting: g.waiting,
+            maxwait_ns: u64::try_from(g.maxwait.as_nanos()).unwrap_or(u64::MAX),
+            writer_queue: g.writer_queue,
+            totals: self.totals(),
+            acquire_wait: self.acquire_wait.summary(),
+            hold_time: self.hold_time.summary(),
+            writer_wait: self.writer_wait.summary(),
+            sqlite: SqliteFacts {
+                file_bytes: file_len(path),
+                wal_bytes: file_len(Path::new(&wal)),
+            },
         }
     }
 }
 
 /// Connections closed, by reason, since the process started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ClosedTotals {
     /// Returned while panicking, inside an open transaction, or after a failed rollback.
@@ -110,26 +158,28 @@ impl ClosedTotals {
 }
 
 /// Cumulative counters for one database since the process started (they survive close and
-/// re-register).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+/// re-register). Readers compute rates from the difference of two snapshots.
+///
+/// Successful acquires are [`DbSnapshot::acquire_wait`]'s `count`, and writes that took the
+/// writer lane are [`DbSnapshot::writer_wait`]'s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Totals {
-    /// Successful checkouts.
-    pub acquired: u64,
+    /// Successful acquires that found no idle connection and had to wait for one to be
+    /// returned or opened (pgx's `EmptyAcquireCount`).
+    pub acquires_waited: u64,
+    /// Acquires that gave up at `connection_timeout`.
+    pub acquire_timeouts: u64,
+    /// `write` calls that gave up waiting for the writer lane at `connection_timeout`.
+    pub writer_timeouts: u64,
     /// Connections opened.
-    pub created: u64,
+    pub connections_created: u64,
     /// Failed attempts to open a connection.
     pub connect_errors: u64,
     /// Connections closed, by reason.
-    pub closed: ClosedTotals,
-    /// Checkouts that timed out.
-    pub timeouts: u64,
-    /// Connections that failed validation (also in `closed.validation_failed`).
-    pub validation_failures: u64,
-    /// Connections discarded as broken (also in `closed.broken`).
-    pub broken: u64,
+    pub connections_closed: ClosedTotals,
     /// SQLITE_BUSY / SQLITE_LOCKED errors the registry saw.
-    pub busy: u64,
+    pub busy_errors: u64,
     /// Holds longer than `leak_threshold`.
     pub leaks: u64,
     /// `write` calls whose work committed.
@@ -137,55 +187,55 @@ pub struct Totals {
     /// `write` calls whose work was rolled back (the closure failed or panicked, or the
     /// transaction it shared did not commit).
     pub rollbacks: u64,
-    /// Automatic checkpoint passes after `write` commits that left the WAL at or past
-    /// SQLite's auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
-    pub checkpoints: u64,
     /// SQLite write transactions `write` committed. Queued writers share one (group commit),
-    /// so `commits / transactions` is the mean number of writers per transaction.
-    pub transactions: u64,
+    /// so `commits / write_transactions` is the mean number of writers per transaction.
+    pub write_transactions: u64,
+    /// Passive checkpoints run after `write` commits that left the WAL at or past SQLite's
+    /// auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
+    pub checkpoints: u64,
 }
 
 /// Facts about the database file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct SqliteFacts {
     /// Size of the database file in bytes.
     pub file_bytes: u64,
     /// Size of the `-wal` file in bytes (0 when absent).
     pub wal_bytes: u64,
-    /// The journal mode SQLite reported when the database was registered.
-    pub journal_mode: String,
 }
 
-/// One database's pool, now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// One database, now: its pool's state, cumulative counters and latency histograms.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DbSnapshot {
     /// The database.
     pub name: DbName,
     /// Its file.
     pub path: PathBuf,
-    /// False once closed.
+    /// True while registered and open (up); false once closed (down). A closed database
+    /// has no connections and keeps its counters.
     pub open: bool,
     /// `max_size` of its configuration.
     pub max_size: u32,
     /// `min_idle` of its configuration.
     pub min_idle: u32,
-    /// Connections open (active + idle).
+    /// Connections open, checked out or idle. Checked out: [`DbSnapshot::active`].
     pub live: u32,
-    /// Connections checked out.
-    pub active: u32,
     /// Connections idle in the pool.
     pub idle: u32,
-    /// Callers waiting for a connection.
+    /// Callers waiting for a connection (pending).
     pub waiting: u32,
+    /// How long the oldest caller still waiting for a connection has waited, in nanoseconds
+    /// (pgbouncer's `maxwait`); 0 when nobody waits.
+    pub maxwait_ns: u64,
     /// Writers queued for the writer lane, the one writing not included.
     pub writer_queue: u32,
     /// Cumulative counters.
     pub totals: Totals,
-    /// Time from asking for a connection to having it.
+    /// Time from asking for a connection to having it, for every successful acquire.
     pub acquire_wait: LatencySummary,
-    /// Time connections were held.
+    /// Time connections were held, from checkout to return.
     pub hold_time: LatencySummary,
     /// Time `write` callers waited for the writer lane.
     pub writer_wait: LatencySummary,
@@ -193,15 +243,54 @@ pub struct DbSnapshot {
     pub sqlite: SqliteFacts,
 }
 
-/// Every database in a registry, now, sorted by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+impl DbSnapshot {
+    /// Connections checked out: `live - idle`.
+    pub fn active(&self) -> u32 {
+        self.live.saturating_sub(self.idle)
+    }
+
+    /// Successful acquires since the process started.
+    pub fn acquires(&self) -> u64 {
+        self.acquire_wait.count
+    }
+}
+
+/// The version of the snapshot format, [`RegistrySnapshot::schema_version`]. It changes when
+/// a field is removed or changes meaning; new fields may appear without a change.
+pub const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+/// Every database in a registry, now, sorted by name. It is the wire format another process
+/// reads (JSON through serde): [`schema_version`](Self::schema_version) says which.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct RegistrySnapshot {
+    /// [`SNAPSHOT_SCHEMA_VERSION`] of the code that took it.
+    pub schema_version: u32,
+    /// When it was taken: milliseconds since the Unix epoch (wall clock).
+    pub taken_at_unix_ms: u64,
+    /// How long the process had been using hive-db-core when it was taken, in milliseconds
+    /// (since its first `Registry`). Counters start at zero then, so a smaller uptime than in
+    /// an earlier snapshot means a restart.
+    pub uptime_ms: u64,
     /// One entry per database name, open or closed.
     pub databases: Vec<DbSnapshot>,
 }
 
 impl RegistrySnapshot {
+    /// A snapshot of `databases`, taken now.
+    pub(crate) fn now(mut databases: Vec<DbSnapshot>) -> Self {
+        databases.sort_by(|a, b| a.name.cmp(&b.name));
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            schema_version: SNAPSHOT_SCHEMA_VERSION,
+            taken_at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, ms),
+            uptime_ms: ms(crate::manager::uptime()),
+            databases,
+        }
+    }
+
     /// The entry for `name`, if any.
     pub fn get(&self, name: &str) -> Option<&DbSnapshot> {
         self.databases.iter().find(|d| d.name.as_str() == name)

@@ -3,33 +3,20 @@
 use std::net::SocketAddr;
 
 use hive_db_core::Registry;
+use hive_db_core::endpoint::{self, Endpoint, EndpointConfig};
 
-/// A running endpoint; dropping it stops it.
-#[derive(Debug)]
-pub struct Endpoint {
-    addr: SocketAddr,
-}
-
-impl Endpoint {
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops it and waits until it has stopped.
-    pub fn stop(self) {}
-}
-
-/// Starts the endpoint for `registry` on `listen`, or `None` where this build has none.
-///
-/// The seam for hive-db-core's metrics endpoint: this build of the core has no endpoint yet,
-/// so there is nothing to serve and the report prints no monitor line.
+/// Starts hive-db-core's endpoint (`/metrics`, `/stats`, `/health`) for `registry` on
+/// `listen`, a loopback address.
 ///
 /// # Errors
 ///
-/// When the address cannot be bound.
-pub fn serve(_registry: &Registry, _listen: SocketAddr) -> anyhow::Result<Option<Endpoint>> {
-    Ok(None)
+/// When the address is not loopback or cannot be bound.
+pub fn serve(registry: &Registry, listen: SocketAddr) -> anyhow::Result<Endpoint> {
+    let config = EndpointConfig {
+        addr: listen,
+        ..EndpointConfig::default()
+    };
+    Ok(endpoint::serve(registry, config)?)
 }
 
 /// The command that watches `endpoint` live.

@@ -120,7 +120,10 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let (handles, eco) = setup::register_all(&registry, &dir, plan)?;
     let names: Vec<_> = handles.iter().map(|h| h.name().clone()).collect();
     let endpoint = match plan.listen {
-        Some(addr) => endpoint::serve(&registry, addr)?,
+        Some(addr) => Some(
+            endpoint::serve(&registry, addr)
+                .with_context(|| format!("cannot serve the metrics endpoint on {addr}"))?,
+        ),
         None => None,
     };
     let endpoint_addr = endpoint.as_ref().map(|e| e.addr().to_string());

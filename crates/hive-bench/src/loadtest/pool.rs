@@ -12,9 +12,8 @@ pub struct Peaks {
     pub writer_queue: u32,
     /// Largest `-wal` file, in bytes.
     pub wal_bytes: u64,
-    /// Longest wait of a caller still waiting for a connection, in nanoseconds, where the
-    /// snapshot reports it.
-    pub maxwait_ns: Option<u64>,
+    /// Longest wait of a caller still waiting for a connection, in nanoseconds.
+    pub maxwait_ns: u64,
 }
 
 impl Peaks {
@@ -23,20 +22,13 @@ impl Peaks {
         self.live = self.live.max(s.live);
         self.writer_queue = self.writer_queue.max(s.writer_queue);
         self.wal_bytes = self.wal_bytes.max(s.sqlite.wal_bytes);
-        if let Some(w) = maxwait_ns(s) {
-            self.maxwait_ns = Some(self.maxwait_ns.unwrap_or(0).max(w));
-        }
+        self.maxwait_ns = self.maxwait_ns.max(s.maxwait_ns);
     }
 }
 
 /// `Some(connections open, max_size)` when a sample has more open than allowed.
 pub fn over_max(s: &DbSnapshot) -> Option<(u32, u32)> {
     (s.live > s.max_size).then_some((s.live, s.max_size))
-}
-
-/// The age of the oldest waiter, where the snapshot has it (this snapshot does not).
-fn maxwait_ns(_s: &DbSnapshot) -> Option<u64> {
-    None
 }
 
 /// One database's pool figures over the run.
@@ -56,9 +48,11 @@ pub struct PoolFigures {
     pub acquire_wait_p99_ns: u64,
     /// Longest wait for a connection, in nanoseconds.
     pub acquire_wait_max_ns: u64,
-    /// Peak age of the oldest waiter (pgbouncer's `maxwait`), sampled, in nanoseconds;
-    /// `null` where the snapshot does not report it.
-    pub maxwait_peak_ns: Option<u64>,
+    /// Peak age of the oldest caller waiting for a connection (pgbouncer's `maxwait`),
+    /// sampled, in nanoseconds.
+    pub maxwait_peak_ns: u64,
+    /// Acquires that found no idle connection and waited.
+    pub acquires_waited: u64,
     /// Checkouts and writer-lane waits that timed out.
     pub timeouts: u64,
     /// SQLITE_BUSY / SQLITE_LOCKED seen.
@@ -85,20 +79,21 @@ impl PoolFigures {
             name: s.name.to_string(),
             max_size: s.max_size,
             live_peak: peaks.live.max(s.live),
-            connections_created: t.created,
-            acquires: t.acquired,
+            connections_created: t.connections_created,
+            acquires: s.acquires(),
             acquire_wait_p99_ns: s.acquire_wait.p99_ns,
             acquire_wait_max_ns: s.acquire_wait.max_ns,
-            maxwait_peak_ns: peaks.maxwait_ns,
-            timeouts: t.timeouts,
-            busy: t.busy,
+            maxwait_peak_ns: peaks.maxwait_ns.max(s.maxwait_ns),
+            acquires_waited: t.acquires_waited,
+            timeouts: t.acquire_timeouts + t.writer_timeouts,
+            busy: t.busy_errors,
             writer_queue_peak: peaks.writer_queue.max(s.writer_queue),
             commits: t.commits,
-            write_transactions: t.transactions,
-            group_commit_batch: if t.transactions == 0 {
+            write_transactions: t.write_transactions,
+            group_commit_batch: if t.write_transactions == 0 {
                 0.0
             } else {
-                t.commits as f64 / t.transactions as f64
+                t.commits as f64 / t.write_transactions as f64
             },
             wal_peak_bytes: peaks.wal_bytes.max(s.sqlite.wal_bytes),
             checkpoints: t.checkpoints,

@@ -193,8 +193,7 @@ impl Report {
                 d.max_size,
                 d.live_peak,
                 fmt_ns(d.acquire_wait_p99_ns),
-                d.maxwait_peak_ns
-                    .map_or_else(|| format!("({})", fmt_ns(d.acquire_wait_max_ns)), fmt_ns),
+                fmt_ns(d.maxwait_peak_ns),
                 d.timeouts,
                 d.busy,
                 d.writer_queue_peak,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry};
 
-use crate::support::{TestResult, config, fixture};
+use crate::support::{TestResult, config, create_table, fixture};
 
 /// Seed defect 6: a second registration with another path was silently ignored.
 #[test]
@@ -113,7 +113,7 @@ fn exhaustion_is_a_typed_timeout_with_counts() -> TestResult {
         msg.contains("exhausted") && msg.contains("active 2"),
         "{msg}"
     );
-    assert_eq!(f.registry.db_stats(&f.name)?.totals.timeouts, 1);
+    assert_eq!(f.registry.db_stats(&f.name)?.totals.acquire_timeouts, 1);
     Ok(())
 }
 
@@ -190,5 +190,46 @@ fn invalid_config_registers_nothing() -> TestResult {
         Err(Error::InvalidConfig { .. })
     ));
     assert!(!path.exists());
+    Ok(())
+}
+
+/// Bug caught: a writer that gave up waiting for the writer lane counted as a connection
+/// timeout (or not at all), so a monitor blames the pool for a slow writer.
+#[test]
+fn a_writer_lane_timeout_is_typed_and_counted_apart() -> TestResult {
+    let f = fixture(
+        "lane-timeout",
+        DbConfig {
+            connection_timeout: Duration::from_millis(100),
+            ..config()
+        },
+    )?;
+    create_table(&f)?;
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release_tx, release) = std::sync::mpsc::channel::<()>();
+    let f = &f;
+    std::thread::scope(|scope| -> TestResult {
+        let holder = scope.spawn(move || {
+            f.registry.write(&f.name, |_tx| -> anyhow::Result<()> {
+                entered_tx.send(())?;
+                // Holds the lane until the other writer has given up.
+                release.recv_timeout(Duration::from_secs(20))?;
+                Ok(())
+            })
+        });
+        entered.recv_timeout(Duration::from_secs(20))?;
+        let refused = f
+            .registry
+            .write(&f.name, |_tx| -> Result<(), Error> { Ok(()) });
+        release_tx.send(())?;
+        holder.join().expect("holder")?;
+        assert!(
+            matches!(refused, Err(Error::WriterLaneTimeout { ref db, .. }) if db == &f.name),
+            "{refused:?}"
+        );
+        Ok(())
+    })?;
+    let totals = f.registry.db_stats(&f.name)?.totals;
+    assert_eq!((totals.writer_timeouts, totals.acquire_timeouts), (1, 0));
     Ok(())
 }

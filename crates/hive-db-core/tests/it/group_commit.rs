@@ -104,9 +104,9 @@ fn every_ok_write_commits_and_no_failed_one_does() -> TestResult {
     assert_eq!(totals.commits + totals.rollbacks, attempted);
     assert_eq!(totals.commits, expected.len() as u64 + 1);
     assert!(
-        totals.transactions < totals.commits,
+        totals.write_transactions < totals.commits,
         "no batch formed: {} transactions for {} commits",
-        totals.transactions,
+        totals.write_transactions,
         totals.commits
     );
     Ok(())
@@ -179,7 +179,7 @@ impl HeldBatch {
             })
         };
         anyhow::ensure!(eventually(Duration::from_secs(5), || {
-            f.registry.db_stats(&f.name).is_ok_and(|s| s.active == 1)
+            f.registry.db_stats(&f.name).is_ok_and(|s| s.active() == 1)
         }));
         Ok(Self { f, first, go })
     }

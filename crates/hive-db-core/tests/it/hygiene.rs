@@ -36,8 +36,8 @@ fn uncommitted_work_is_never_handed_to_the_next_borrower() -> TestResult {
     assert_eq!(n, 0, "uncommitted row visible to the next borrower");
     drop(conn);
     let stats = f.registry.db_stats(&f.name)?;
-    assert_eq!(stats.totals.broken, 1);
-    assert_eq!(stats.totals.closed.broken, 1);
+    assert_eq!(stats.totals.connections_closed.broken, 1);
+    assert_eq!(stats.totals.connections_closed.broken, 1);
     Ok(())
 }
 
@@ -77,7 +77,7 @@ fn panic_inside_write_rolls_back_and_the_pool_recovers() -> TestResult {
     })?;
     assert_eq!(count_rows(&f)?, 1);
     let stats = f.registry.db_stats(&f.name)?;
-    assert_eq!(stats.totals.broken, u64::from(max) + 2);
+    assert_eq!(stats.totals.connections_closed.broken, u64::from(max) + 2);
     Ok(())
 }
 
@@ -100,7 +100,7 @@ fn write_commits_on_ok_and_rolls_back_on_err() -> TestResult {
     let totals = f.registry.db_stats(&f.name)?.totals;
     assert_eq!((totals.commits, totals.rollbacks), (2, 1));
     // One at a time, each write is its own transaction; the failed one commits none.
-    assert_eq!(totals.transactions, 2);
+    assert_eq!(totals.write_transactions, 2);
     Ok(())
 }
 
@@ -119,7 +119,7 @@ fn connection_dropped_during_panic_is_discarded() -> TestResult {
     assert!(eventually(Duration::from_secs(5), || {
         f.registry
             .db_stats(&f.name)
-            .is_ok_and(|s| s.totals.broken == 1 && s.live == 1)
+            .is_ok_and(|s| s.totals.connections_closed.broken == 1 && s.live == 1)
     }));
     drop(f.registry.get(&f.name)?);
     Ok(())

@@ -3,9 +3,11 @@
 mod checkpoint;
 mod close;
 mod concurrency;
+mod endpoint;
 mod errors;
 mod group_commit;
 mod hygiene;
+mod metrics;
 mod model;
 mod observability;
 mod support;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use hive_db_core::{DbConfig, DbName, HealthStatus, PooledConnection, Registry};
+use hive_db_core::{DbConfig, DbName, HealthStatus, PooledConnection, Registry, RegistrySnapshot};
 
 use crate::support::{TestResult, config, create_table, eventually, fixture};
 
@@ -40,16 +40,16 @@ fn counters_stay_exact_through_broken_connections() -> TestResult {
     }
     let settled = eventually(Duration::from_secs(5), || {
         let s = f.registry.db_stats(&f.name).expect("stats");
-        s.totals.created - s.totals.closed.total() == u64::from(s.live)
-            && s.active + s.idle == s.live
-            && s.active == 0
+        s.totals.connections_created - s.totals.connections_closed.total() == u64::from(s.live)
+            && s.idle <= s.live
+            && s.active() == 0
     });
     let s = f.registry.db_stats(&f.name)?;
     assert!(settled, "{s:#?}");
-    assert_eq!(s.totals.broken, 7);
+    assert_eq!(s.totals.connections_closed.broken, 7);
     assert!(s.live <= s.max_size);
     // 1 write + 20 gets + 1 read of the stats' own check? No: stats do not check out.
-    assert_eq!(s.totals.acquired, 21);
+    assert_eq!(s.acquires(), 21);
     assert_eq!(s.hold_time.count, 21);
     Ok(())
 }
@@ -89,19 +89,105 @@ fn a_long_hold_is_reported_as_a_leak_once() -> TestResult {
     Ok(())
 }
 
-/// Snapshots carry the SQLite facts and serialise to JSON.
+/// Bug caught: a snapshot field that serialises but does not read back (or reads back
+/// different), a missing schema version or clock, or file facts left at zero.
 #[test]
-fn snapshot_reports_file_facts_and_serialises() -> TestResult {
+fn snapshot_round_trips_through_json() -> TestResult {
     let f = fixture("facts", config())?;
     create_table(&f)?;
+    let closed = DbName::new("gone")?;
+    f.registry
+        .register(&closed, f.dir.path().join("gone.db"), config())?;
+    drop(f.registry.get(&closed)?);
+    f.registry.close(&closed, Duration::from_secs(1))?;
     let snap = f.registry.stats();
     let db = snap.get("facts").expect("registered database in stats");
-    assert_eq!(db.sqlite.journal_mode, "wal");
-    assert!(db.sqlite.file_bytes > 0 || db.sqlite.wal_bytes > 0);
-    assert!(db.open);
-    let json = serde_json::to_value(&snap)?;
-    assert_eq!(json["databases"][0]["name"], "facts");
-    assert_eq!(json["databases"][0]["max_size"], 10);
+    assert!(
+        db.sqlite.file_bytes > 0 && db.sqlite.wal_bytes > 0,
+        "{db:#?}"
+    );
+    assert!(db.open && db.live > 0);
+    assert_eq!(db.acquires(), db.acquire_wait.count);
+    assert!(db.hold_time.count > 0 && db.hold_time.sum_ns > 0);
+    let gone = snap.get("gone").expect("closed database in stats");
+    assert!(
+        !gone.open && gone.live == 0 && gone.acquires() == 1,
+        "{gone:#?}"
+    );
+    assert_eq!(snap.schema_version, hive_db_core::SNAPSHOT_SCHEMA_VERSION);
+    // 2020-01-01 in Unix milliseconds: the wall clock, not the process clock.
+    assert!(snap.taken_at_unix_ms > 1_577_836_800_000);
+
+    let json = serde_json::to_string(&snap)?;
+    let back: RegistrySnapshot = serde_json::from_str(&json)?;
+    assert_eq!(back, snap);
+    let value: serde_json::Value = serde_json::from_str(&json)?;
+    assert_eq!(value["databases"][0]["name"], "facts");
+    assert_eq!(value["databases"][0]["max_size"], 10);
+    Ok(())
+}
+
+/// Bug caught: a name read from another process's snapshot that skips validation (a path or
+/// URI smuggled in as a database name).
+#[test]
+fn a_deserialised_name_is_validated() -> TestResult {
+    let ok: DbName = serde_json::from_str("\"inventory\"")?;
+    assert_eq!(ok.as_str(), "inventory");
+    for bad in ["\"../etc/passwd\"", "\"\"", "\":memory:\""] {
+        assert!(
+            serde_json::from_str::<DbName>(bad).is_err(),
+            "{bad} accepted"
+        );
+    }
+    Ok(())
+}
+
+/// Bug caught: `acquires_waited` counting every acquire (or none), or the age of the oldest
+/// waiter taken from the newest one, or left behind after the waiters got their connection.
+#[test]
+fn waits_for_a_connection_are_counted_and_aged() -> TestResult {
+    let f = fixture(
+        "saturated",
+        DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            connection_timeout: Duration::from_secs(30),
+            ..config()
+        },
+    )?;
+    for _ in 0..5 {
+        drop(f.registry.get(&f.name)?);
+    }
+    let held = f.registry.get(&f.name)?;
+    let waiting = |n: u32| {
+        eventually(Duration::from_secs(10), || {
+            f.registry.db_stats(&f.name).is_ok_and(|s| s.waiting == n)
+        })
+    };
+    std::thread::scope(|scope| -> TestResult {
+        let first = scope.spawn(|| f.registry.get(&f.name).map(drop));
+        assert!(waiting(1), "the first waiter never queued");
+        let first_seen = Instant::now();
+        std::thread::sleep(Duration::from_millis(50));
+        let second = scope.spawn(|| f.registry.get(&f.name).map(drop));
+        assert!(waiting(2), "the second waiter never queued");
+        let oldest_at_least = first_seen.elapsed();
+        let s = f.registry.db_stats(&f.name)?;
+        assert!(
+            u128::from(s.maxwait_ns) >= oldest_at_least.as_nanos(),
+            "maxwait {} ns is younger than the first waiter ({oldest_at_least:?})",
+            s.maxwait_ns
+        );
+        assert_eq!(s.totals.acquires_waited, 0, "counted before it got one");
+        drop(held);
+        first.join().expect("first waiter")?;
+        second.join().expect("second waiter")?;
+        Ok(())
+    })?;
+    let s = f.registry.db_stats(&f.name)?;
+    assert_eq!((s.waiting, s.maxwait_ns), (0, 0));
+    assert_eq!(s.totals.acquires_waited, 2, "{s:#?}");
+    assert_eq!(s.acquires(), 8);
     Ok(())
 }
 

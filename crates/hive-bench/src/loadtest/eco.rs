@@ -2,7 +2,7 @@
 //! component spec lookups, event publishes and histories, metric batches, and study steps
 //! that span the studies, simulations, links and metrics tables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::ensure;
@@ -311,28 +311,60 @@ pub fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rows of a query on the `ecosystemiser` database, as strings keyed by their first column.
-fn rows<S: Store>(store: &S, sql: &str) -> anyhow::Result<HashMap<String, Vec<String>>> {
+/// Calls `row` with each row of a query on the `ecosystemiser` database, as strings, one at a
+/// time (the tables are not held in memory).
+fn each_row<S: Store>(store: &S, sql: &str, mut row: impl FnMut(&[String])) -> anyhow::Result<()> {
     store.read(ECO, |c| {
         let mut stmt = c.prepare(sql)?;
         let n = stmt.column_count();
-        let mut out = HashMap::new();
+        let mut values = vec![String::new(); n];
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let mut values = Vec::with_capacity(n);
-            for i in 0..n {
-                values.push(match r.get_ref(i)? {
-                    ValueRef::Null => "NULL".to_owned(),
-                    ValueRef::Integer(n) => n.to_string(),
-                    ValueRef::Real(x) => x.to_string(),
-                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    ValueRef::Blob(b) => format!("<{} bytes>", b.len()),
-                });
+            for (i, value) in values.iter_mut().enumerate() {
+                value.clear();
+                match r.get_ref(i)? {
+                    ValueRef::Null => value.push_str("NULL"),
+                    ValueRef::Integer(n) => value.push_str(&n.to_string()),
+                    ValueRef::Real(x) => value.push_str(&x.to_string()),
+                    ValueRef::Text(t) => value.push_str(&String::from_utf8_lossy(t)),
+                    ValueRef::Blob(b) => value.push_str(&format!("<{} bytes>", b.len())),
+                }
             }
-            out.insert(values.remove(0), values);
+            row(&values);
         }
-        Ok(out)
+        Ok(())
     })
+}
+
+/// Compares the rows of `sql` (key first) with `expected`: `same` says whether a stored row
+/// has the expected content. Acknowledged rows not stored, or stored otherwise, are missing;
+/// stored rows nobody acknowledged are unexpected.
+fn compare<S: Store, T: std::fmt::Debug>(
+    store: &S,
+    f: &mut Findings,
+    what: &str,
+    sql: &str,
+    mut expected: HashMap<String, T>,
+    same: impl Fn(&T, &[String]) -> bool,
+) -> anyhow::Result<()> {
+    each_row(store, sql, |row| match expected.remove(&row[0]) {
+        Some(want) => {
+            f.checked += 1;
+            if !same(&want, &row[1..]) {
+                f.missing(format!(
+                    "{what} {}: expected {want:?}, stored {:?}",
+                    row[0],
+                    &row[1..]
+                ));
+            }
+        }
+        None => f.unexpected(format!("{what} {} was never acknowledged", row[0])),
+    })?;
+    for (key, want) in expected {
+        f.checked += 1;
+        f.missing(format!("{what} {key} ({want:?}) is absent"));
+    }
+    Ok(())
 }
 
 /// Compares events, metrics, studies and simulations with the acknowledged writes.
@@ -375,80 +407,54 @@ pub fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Re
             }
         }
     }
-
-    let stored = rows(
+    compare(
         store,
+        f,
+        "event",
         "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
-    )?;
-    for (id, (sim, payload)) in &events {
-        f.checked += 1;
-        let ok = stored.get(id).is_some_and(|row| {
+        events,
+        |(sim, payload), row| {
             row[0] == *sim && serde_json::from_str::<Value>(&row[1]).is_ok_and(|p| p == *payload)
-        });
-        if !ok {
-            f.missing(format!("event {id}: stored as {:?}", stored.get(id)));
-        }
-    }
-    unexpected(f, "event", stored.keys(), |id| events.contains_key(id));
-
-    let stored = rows(
-        store,
-        "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
+        },
     )?;
-    for (key, value) in &metrics {
-        f.checked += 1;
-        if stored.get(key).and_then(|r| r[0].parse::<f64>().ok()) != Some(*value) {
-            f.missing(format!(
-                "metric {key} = {value}: stored as {:?}",
-                stored.get(key)
-            ));
-        }
-    }
-    unexpected(f, "metric", stored.keys(), |k| metrics.contains_key(k));
-
-    let stored = rows(
+    compare(
         store,
+        f,
+        "metric",
+        "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
+        metrics,
+        |value, row| row[0].parse::<f64>().ok() == Some(*value),
+    )?;
+    let studies = studies
+        .into_iter()
+        .map(|(id, (added, finished))| {
+            let status = match (added, finished) {
+                (0, _) => "pending",
+                (_, n) if n >= STUDY_SIZE => "completed",
+                _ => "running",
+            };
+            (
+                id,
+                [status.to_owned(), finished.to_string(), added.to_string()],
+            )
+        })
+        .collect();
+    compare(
+        store,
+        f,
+        "study",
         "SELECT s.study_id, s.status, s.completed_simulations,
                 (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
          FROM studies s",
+        studies,
+        |want, row| want[..] == *row,
     )?;
-    for (id, (added, finished)) in &studies {
-        f.checked += 1;
-        let status = match (*added, *finished) {
-            (0, _) => "pending",
-            (_, n) if n >= STUDY_SIZE => "completed",
-            _ => "running",
-        };
-        let want = [status.to_owned(), finished.to_string(), added.to_string()];
-        match stored.get(id) {
-            Some(row) if *row == want => {}
-            row => f.missing(format!("study {id}: expected {want:?}, stored {row:?}")),
-        }
-    }
-    unexpected(f, "study", stored.keys(), |id| studies.contains_key(id));
-
-    let stored = rows(store, "SELECT simulation_id, status FROM simulations")?;
-    for (id, status) in &sims {
-        f.checked += 1;
-        match stored.get(id) {
-            Some(row) if row[0] == *status => {}
-            row => f.missing(format!(
-                "simulation {id}: expected {status}, stored {row:?}"
-            )),
-        }
-    }
-    unexpected(f, "simulation", stored.keys(), |id| sims.contains_key(id));
-    Ok(())
-}
-
-fn unexpected<'a>(
-    f: &mut Findings,
-    what: &str,
-    stored: impl Iterator<Item = &'a String>,
-    acknowledged: impl Fn(&str) -> bool,
-) {
-    let extra: HashSet<&String> = stored.filter(|k| !acknowledged(k)).collect();
-    for key in extra {
-        f.unexpected(format!("{what} {key} was never acknowledged"));
-    }
+    compare(
+        store,
+        f,
+        "simulation",
+        "SELECT simulation_id, status FROM simulations",
+        sims,
+        |status, row| row[0] == *status,
+    )
 }

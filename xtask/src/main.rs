@@ -13,8 +13,8 @@ usage: cargo xtask <task> [args]
 tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
   bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
-  loadtest   the seed's concurrent transaction workload through the registry, optimised
-             (--help for flags)";
+  loadtest   an EcoSystemiser-shaped load on several databases, watched live and verified,
+             optimised (--help for flags)";
 
 fn main() -> ExitCode {
     match run() {

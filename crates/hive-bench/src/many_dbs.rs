@@ -14,7 +14,7 @@ use hive_db_core::{DbConfig, DbName, Registry, open_connection};
 use crate::procfs;
 
 /// The steps: databases registered in all after each.
-pub const STEPS: [usize; 4] = [1, 10, 100, 1000];
+pub(crate) const STEPS: [usize; 4] = [1, 10, 100, 1000];
 
 /// Rows in each database's table.
 const ROWS: i64 = 100;
@@ -24,28 +24,28 @@ const ROUNDS: usize = 9;
 
 /// One step's figures.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Step {
+pub(crate) struct Step {
     /// Databases registered.
-    pub databases: usize,
+    pub(crate) databases: usize,
     /// The process's threads after registering them.
-    pub threads: u64,
+    pub(crate) threads: u64,
     /// Threads more than before the registry existed.
-    pub threads_added: i64,
+    pub(crate) threads_added: i64,
     /// Resident memory over the process's before the registry, per database, in bytes.
-    pub rss_per_db_bytes: i64,
+    pub(crate) rss_per_db_bytes: i64,
     /// Mean time of one `register` at this step, in nanoseconds.
-    pub register_ns_per_db: u64,
+    pub(crate) register_ns_per_db: u64,
     /// Time of one `stats()` over every database (median of 5), in nanoseconds.
-    pub stats_ns: u64,
+    pub(crate) stats_ns: u64,
     /// Time of one `health()` over every database, in nanoseconds.
-    pub health_ns: u64,
+    pub(crate) health_ns: u64,
     /// True when `health()` said healthy for all.
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// The process's thread count peak seen while `health()` ran.
-    pub threads_during_health: u64,
+    pub(crate) threads_during_health: u64,
     /// Point reads per second on a random database, registry `get` over a raw connection
     /// (median of the rounds' ratios).
-    pub point_read_ratio: f64,
+    pub(crate) point_read_ratio: f64,
 }
 
 fn config() -> DbConfig {
@@ -91,7 +91,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// # Errors
 ///
 /// As [`run`].
-pub fn bench(round: Duration, json: bool) -> anyhow::Result<Vec<Step>> {
+pub(crate) fn bench(round: Duration, json: bool) -> anyhow::Result<Vec<Step>> {
     let dir = tempfile::tempdir()?;
     let steps: &[usize] = if cfg!(test) { &STEPS[..2] } else { &STEPS };
     let figures = run(dir.path(), steps, round)?;
@@ -106,7 +106,7 @@ pub fn bench(round: Duration, json: bool) -> anyhow::Result<Vec<Step>> {
 /// # Errors
 ///
 /// When a database cannot be created or read.
-pub fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Result<Vec<Step>> {
+pub(crate) fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Result<Vec<Step>> {
     let threads_before = procfs::thread_count();
     let rss_before = procfs::rss_bytes();
     let registry = Registry::new();
@@ -190,7 +190,7 @@ pub fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Result<Vec<S
 }
 
 /// Prints the steps as a table.
-pub fn print(steps: &[Step]) {
+pub(crate) fn print(steps: &[Step]) {
     println!();
     println!(
         "many_dbs: one registry, min_idle 1 each ({} rounds per point-read ratio)",

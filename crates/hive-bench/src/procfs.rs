@@ -16,17 +16,17 @@ fn status_field(field: &str) -> Option<u64> {
 }
 
 /// The process's threads now.
-pub fn thread_count() -> u64 {
+pub(crate) fn thread_count() -> u64 {
     status_field("Threads").unwrap_or(0)
 }
 
 /// The process's resident set size now, in bytes.
-pub fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     status_field("VmRSS").map_or(0, |kib| kib * 1024)
 }
 
 /// The process's peak resident set size so far, in bytes.
-pub fn peak_rss_bytes() -> u64 {
+pub(crate) fn peak_rss_bytes() -> u64 {
     status_field("VmHWM").map_or(0, |kib| kib * 1024)
 }
 
@@ -35,7 +35,7 @@ pub fn peak_rss_bytes() -> u64 {
 /// # Errors
 ///
 /// When `/proc/self/fd` cannot be read.
-pub fn open_files() -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn open_files() -> std::io::Result<Vec<PathBuf>> {
     let mut targets = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd")? {
         // A descriptor closed between listing and reading (the listing's own among them)
@@ -48,7 +48,7 @@ pub fn open_files() -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// How many of `files` point inside `dir`.
-pub fn files_under(files: &[PathBuf], dir: &Path) -> usize {
+pub(crate) fn files_under(files: &[PathBuf], dir: &Path) -> usize {
     files.iter().filter(|f| f.starts_with(dir)).count()
 }
 

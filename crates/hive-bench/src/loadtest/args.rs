@@ -16,43 +16,43 @@ use crate::loadtest::run::Limit;
     after_help = "Exit status: 0 when every check passed, 1 when a check failed (its \
     name is printed on standard error) or the load test could not run."
 )]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// Worker threads, each running operations drawn from the mix one after another.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub workers: u32,
+    pub(crate) workers: u32,
     /// How long the workers run, in seconds (unless --ops is given).
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Operations each worker runs, instead of running for --seconds.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub ops: Option<u64>,
+    pub(crate) ops: Option<u64>,
     /// Application databases next to `ecosystemiser`, each with the orchestrator's tasks.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=1000))]
-    pub databases: u32,
+    pub(crate) databases: u32,
     /// Seed of the workers' random operation streams: the same seed and worker count draw
     /// the same operations.
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Operation weights as name=weight,... (names left out keep their default weight).
     #[arg(long, default_value_t = Mix::default())]
-    pub mix: Mix,
+    pub(crate) mix: Mix,
     /// Pool size (`max_size`) of every database.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_size: u32,
+    pub(crate) max_size: u32,
     /// Folder for the database files: must not exist yet or be empty (default: a temporary
     /// folder, removed afterwards).
     #[arg(long)]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Where the metrics endpoint listens (loopback; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Also run the same workload, same seed, through a connection per operation and through
     /// plain r2d2, and print the ratios.
     #[arg(long)]
-    pub compare: bool,
+    pub(crate) compare: bool,
     /// Print the whole report as one JSON object on standard output.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -65,23 +65,23 @@ fn seconds(s: &str) -> Result<f64, String> {
 
 /// A checked load test: what to run, where, and how to show it.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub workers: usize,
-    pub limit: Limit,
-    pub app_dbs: usize,
-    pub seed: u64,
-    pub mix: Mix,
-    pub max_size: u32,
-    pub dir: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
-    pub compare: bool,
-    pub json: bool,
-    pub progress: Style,
+pub(crate) struct Plan {
+    pub(crate) workers: usize,
+    pub(crate) limit: Limit,
+    pub(crate) app_dbs: usize,
+    pub(crate) seed: u64,
+    pub(crate) mix: Mix,
+    pub(crate) max_size: u32,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) compare: bool,
+    pub(crate) json: bool,
+    pub(crate) progress: Style,
     /// Compare the whole process's open files before and after, not only those in the
     /// data folder (off in tests, whose neighbours open files at the same time).
-    pub whole_process_files: bool,
+    pub(crate) whole_process_files: bool,
     /// How long closing waits for borrowed connections.
-    pub close_timeout: Duration,
+    pub(crate) close_timeout: Duration,
 }
 
 impl Plan {
@@ -91,7 +91,7 @@ impl Plan {
     ///
     /// When task operations have a weight but there are no application databases, or
     /// `--dir` is not empty.
-    pub fn from_args(args: LoadArgs) -> anyhow::Result<Self> {
+    pub(crate) fn from_args(args: LoadArgs) -> anyhow::Result<Self> {
         ensure!(
             args.databases > 0 || !args.mix.has_tasks(),
             "the mix has task operations but --databases is 0: give task_* a weight of 0 \

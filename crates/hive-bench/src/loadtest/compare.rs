@@ -63,7 +63,7 @@ fn row(path: Path, workload: &'static str, o: &Outcome, registry_ops_per_sec: f6
 /// # Errors
 ///
 /// When a baseline cannot be set up or a worker panics.
-pub fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareRow>> {
+pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareRow>> {
     let mut rows = vec![row(
         Path::Registry,
         "full",

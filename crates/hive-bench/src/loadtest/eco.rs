@@ -42,7 +42,7 @@ const HISTORY: u32 = 20;
 
 /// The repositories of one `ecosystemiser` database.
 #[derive(Debug)]
-pub struct Eco {
+pub(crate) struct Eco {
     library: ComponentLibrary,
     events: EventStore,
     runs: Runs,
@@ -70,7 +70,7 @@ fn settings(path: &Path, config: &DbConfig) -> Settings {
 /// # Errors
 ///
 /// When it cannot be registered, migrated or filled.
-pub fn register(registry: &Registry, path: &Path, config: &DbConfig) -> anyhow::Result<Eco> {
+pub(crate) fn register(registry: &Registry, path: &Path, config: &DbConfig) -> anyhow::Result<Eco> {
     let eco = Eco::new(&EcoDb::with_registry(registry, &settings(path, config))?);
     for (t, (name, category)) in TYPES.iter().enumerate() {
         eco.library.add_type(name, category, Some("load test"))?;
@@ -105,7 +105,7 @@ pub fn register(registry: &Registry, path: &Path, config: &DbConfig) -> anyhow::
 /// # Errors
 ///
 /// When the file cannot be opened.
-pub fn direct(path: &Path, config: &DbConfig, limit: u32) -> anyhow::Result<Eco> {
+pub(crate) fn direct(path: &Path, config: &DbConfig, limit: u32) -> anyhow::Result<Eco> {
     let mut settings = settings(path, config);
     settings.direct_max_connections = Some(limit);
     Ok(Eco::new(&EcoDb::direct(&settings)?))
@@ -137,7 +137,7 @@ fn study_sim_id(worker: u32, k: u32, n: u32) -> String {
 
 /// A write to the `ecosystemiser` database's tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EcoAck {
+pub(crate) enum EcoAck {
     /// An event of simulation `sim`.
     Event { worker: u32, seq: u64, sim: u64 },
     /// A batch of [`BATCH`] metrics of simulation `sim`.
@@ -157,7 +157,7 @@ pub enum EcoAck {
 
 /// Where a worker's current study is.
 #[derive(Debug, Default)]
-pub struct EcoWorker {
+pub(crate) struct EcoWorker {
     /// Studies created so far; the current one is the last.
     studies: u32,
     added: u32,
@@ -173,7 +173,7 @@ fn repos<'s, S: Store>(w: &Worker<'s, S>) -> anyhow::Result<&'s Eco> {
 /// # Errors
 ///
 /// The repository's, or a spec other than the one asked for.
-pub fn component_lookup<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn component_lookup<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (name, _) = TYPES[(w.rng.next() % TYPES.len() as u64) as usize];
     let pick = w.rng.next() % (SPECS + 1);
     let wanted = (pick < SPECS).then(|| format!("model-{pick}"));
@@ -193,7 +193,7 @@ pub fn component_lookup<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The repository's.
-pub fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq, sim) = (w.id, w.seq, w.rng.next() % SIMULATIONS);
     let mut event = Event::new(
         "simulation.progress",
@@ -213,7 +213,7 @@ pub fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The repository's, or a history of another simulation or over its limit.
-pub fn event_history<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn event_history<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let sim = sim_id(w.rng.next() % SIMULATIONS);
     let events = repos(w)?.events.simulation_history(&sim, HISTORY)?;
     ensure!(events.len() <= HISTORY as usize, "{} events", events.len());
@@ -231,7 +231,7 @@ pub fn event_history<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The repository's.
-pub fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq, sim) = (w.id, w.seq, w.rng.next() % SIMULATIONS);
     let metrics: Vec<Metric> = (0..BATCH)
         .map(|i| {
@@ -256,7 +256,7 @@ pub fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The repository's.
-pub fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq) = (w.id, w.seq);
     let runs = &repos(w)?.runs;
     let st = &mut w.eco;
@@ -372,7 +372,7 @@ fn compare<S: Store, T: std::fmt::Debug>(
 /// # Errors
 ///
 /// When a table cannot be read.
-pub fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
+pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
     let mut events = HashMap::new();
     let mut metrics: HashMap<String, f64> = HashMap::new();
     let mut studies: HashMap<String, (u32, u32)> = HashMap::new();

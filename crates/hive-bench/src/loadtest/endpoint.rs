@@ -11,7 +11,7 @@ use hive_db_core::endpoint::{self, Endpoint, EndpointConfig};
 /// # Errors
 ///
 /// When the address is not loopback or cannot be bound.
-pub fn serve(registry: &Registry, listen: SocketAddr) -> anyhow::Result<Endpoint> {
+pub(crate) fn serve(registry: &Registry, listen: SocketAddr) -> anyhow::Result<Endpoint> {
     let config = EndpointConfig {
         addr: listen,
         ..EndpointConfig::default()
@@ -20,7 +20,7 @@ pub fn serve(registry: &Registry, listen: SocketAddr) -> anyhow::Result<Endpoint
 }
 
 /// The command that watches `endpoint` live.
-pub fn monitor_command(endpoint: &Endpoint) -> String {
+pub(crate) fn monitor_command(endpoint: &Endpoint) -> String {
     format!(
         "cargo run -p db-monitor -- --attach {} --continuous",
         endpoint.addr()

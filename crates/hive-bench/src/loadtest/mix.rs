@@ -10,7 +10,7 @@ use crate::measure::Rng;
 /// One kind of operation. The first six run on the `ecosystemiser` database, the task ones on
 /// the application databases (a random one each time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Op {
+pub(crate) enum Op {
     /// Read one component spec (by type and name) from the component library.
     ComponentLookup,
     /// Publish one event to the event store.
@@ -35,7 +35,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in report order.
-    pub const ALL: [Op; 10] = [
+    pub(crate) const ALL: [Op; 10] = [
         Op::ComponentLookup,
         Op::EventPublish,
         Op::EventHistory,
@@ -49,7 +49,7 @@ impl Op {
     ];
 
     /// The name used in `--mix`, the report and the JSON.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Op::ComponentLookup => "component_lookup",
             Op::EventPublish => "event_publish",
@@ -65,12 +65,12 @@ impl Op {
     }
 
     /// Its index in [`Op::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
     /// True for operations on the application databases.
-    pub fn is_task(self) -> bool {
+    pub(crate) fn is_task(self) -> bool {
         matches!(
             self,
             Op::TaskEnqueue | Op::TaskClaim | Op::TaskComplete | Op::TaskList
@@ -78,7 +78,7 @@ impl Op {
     }
 
     /// True for the operations that go through ecosystemiser-db's repositories.
-    pub fn needs_data_layer(self) -> bool {
+    pub(crate) fn needs_data_layer(self) -> bool {
         matches!(
             self,
             Op::ComponentLookup
@@ -103,7 +103,7 @@ impl fmt::Display for Op {
 /// Weights of the operations: each worker draws its next operation with probability
 /// weight / total. Parsed from `name=weight,...`; names left out keep their default weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mix {
+pub(crate) struct Mix {
     weights: [u32; Op::ALL.len()],
 }
 
@@ -132,12 +132,12 @@ impl Default for Mix {
 
 impl Mix {
     /// The weight of `op`.
-    pub fn weight(&self, op: Op) -> u32 {
+    pub(crate) fn weight(&self, op: Op) -> u32 {
         self.weights[op.index()]
     }
 
     /// The operations with a weight above zero, with their weights, in report order.
-    pub fn entries(&self) -> impl Iterator<Item = (Op, u32)> + '_ {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Op, u32)> + '_ {
         Op::ALL
             .into_iter()
             .map(|op| (op, self.weight(op)))
@@ -145,13 +145,13 @@ impl Mix {
     }
 
     /// True when some task operation has a weight: the application databases get work.
-    pub fn has_tasks(&self) -> bool {
+    pub(crate) fn has_tasks(&self) -> bool {
         self.entries().any(|(op, _)| op.is_task())
     }
 
     /// This mix without the data layer's operations (what a plain pool can run), or `None`
     /// when nothing is left.
-    pub fn without_data_layer(&self) -> Option<Mix> {
+    pub(crate) fn without_data_layer(&self) -> Option<Mix> {
         let mut mix = self.clone();
         for op in Op::ALL.into_iter().filter(|op| op.needs_data_layer()) {
             mix.weights[op.index()] = 0;
@@ -160,7 +160,7 @@ impl Mix {
     }
 
     /// Draws one operation.
-    pub fn pick(&self, rng: &mut Rng) -> Op {
+    pub(crate) fn pick(&self, rng: &mut Rng) -> Op {
         let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
         let mut ticket = rng.next() % total.max(1);
         for (op, w) in self.entries() {

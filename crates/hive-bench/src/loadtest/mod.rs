@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use anyhow::{Context, bail};
 use hive_db_core::Registry;
 
-pub use args::LoadArgs;
+pub(crate) use args::LoadArgs;
 use args::Plan;
 use mix::Op;
 use pool::PoolFigures;
@@ -50,7 +50,7 @@ use crate::procfs;
 /// # Errors
 ///
 /// When it cannot run, or when a check fails (the error names the failed checks).
-pub fn main(args: LoadArgs) -> anyhow::Result<()> {
+pub(crate) fn main(args: LoadArgs) -> anyhow::Result<()> {
     let plan = Plan::from_args(args)?;
     let report = execute(&plan, Faults::default())?;
     let mut out = std::io::stdout().lock();
@@ -77,7 +77,7 @@ pub fn main(args: LoadArgs) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// When the databases cannot be set up or a thread panics; failed checks are in the report.
-pub fn execute(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
+pub(crate) fn execute(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let mut report = run_registry(plan, faults)?;
     if plan.compare {
         report.compare = compare::run(plan, &report)?;

@@ -26,7 +26,7 @@ fn payload(worker: u32, seq: u64) -> String {
 /// # Errors
 ///
 /// The store's or SQLite's error.
-pub fn transaction<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn transaction<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq) = (w.id, w.seq);
     let drop_it = w.workload.take_drop_fault();
     let id = w.store.write(ECO, |tx| {
@@ -50,7 +50,11 @@ pub fn transaction<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// When the table cannot be read.
-pub fn verify<S: Store>(store: &S, acks: &[Ack], findings: &mut Findings) -> anyhow::Result<()> {
+pub(crate) fn verify<S: Store>(
+    store: &S,
+    acks: &[Ack],
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
     let stored: HashMap<i64, (u32, i64, String)> = store.read(ECO, |c| {
         let exists: bool = c.query_row(
             "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'load_test'",

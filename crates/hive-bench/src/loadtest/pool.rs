@@ -5,20 +5,20 @@ use hive_db_core::DbSnapshot;
 
 /// What the sampler tracks of one database between snapshots.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Peaks {
+pub(crate) struct Peaks {
     /// Most connections open at once.
-    pub live: u32,
+    pub(crate) live: u32,
     /// Most writers queued for the writer lane at once.
-    pub writer_queue: u32,
+    pub(crate) writer_queue: u32,
     /// Largest `-wal` file, in bytes.
-    pub wal_bytes: u64,
+    pub(crate) wal_bytes: u64,
     /// Longest wait of a caller still waiting for a connection, in nanoseconds.
-    pub maxwait_ns: u64,
+    pub(crate) maxwait_ns: u64,
 }
 
 impl Peaks {
     /// Takes in one sample.
-    pub fn observe(&mut self, s: &DbSnapshot) {
+    pub(crate) fn observe(&mut self, s: &DbSnapshot) {
         self.live = self.live.max(s.live);
         self.writer_queue = self.writer_queue.max(s.writer_queue);
         self.wal_bytes = self.wal_bytes.max(s.sqlite.wal_bytes);
@@ -27,53 +27,53 @@ impl Peaks {
 }
 
 /// `Some(connections open, max_size)` when a sample has more open than allowed.
-pub fn over_max(s: &DbSnapshot) -> Option<(u32, u32)> {
+pub(crate) fn over_max(s: &DbSnapshot) -> Option<(u32, u32)> {
     (s.live > s.max_size).then_some((s.live, s.max_size))
 }
 
 /// One database's pool figures over the run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PoolFigures {
+pub(crate) struct PoolFigures {
     /// The database's name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its pool's `max_size`.
-    pub max_size: u32,
+    pub(crate) max_size: u32,
     /// Most connections open at once (sampled).
-    pub live_peak: u32,
+    pub(crate) live_peak: u32,
     /// Connections opened.
-    pub connections_created: u64,
+    pub(crate) connections_created: u64,
     /// Successful checkouts.
-    pub acquires: u64,
+    pub(crate) acquires: u64,
     /// 99th percentile of the wait for a connection, in nanoseconds.
-    pub acquire_wait_p99_ns: u64,
+    pub(crate) acquire_wait_p99_ns: u64,
     /// Longest wait for a connection, in nanoseconds.
-    pub acquire_wait_max_ns: u64,
+    pub(crate) acquire_wait_max_ns: u64,
     /// Peak age of the oldest caller waiting for a connection (pgbouncer's `maxwait`),
     /// sampled, in nanoseconds.
-    pub maxwait_peak_ns: u64,
+    pub(crate) maxwait_peak_ns: u64,
     /// Acquires that found no idle connection and waited.
-    pub acquires_waited: u64,
+    pub(crate) acquires_waited: u64,
     /// Checkouts and writer-lane waits that timed out.
-    pub timeouts: u64,
+    pub(crate) timeouts: u64,
     /// SQLITE_BUSY / SQLITE_LOCKED seen.
-    pub busy: u64,
+    pub(crate) busy: u64,
     /// Most writers queued at once (sampled).
-    pub writer_queue_peak: u32,
+    pub(crate) writer_queue_peak: u32,
     /// `write` calls committed.
-    pub commits: u64,
+    pub(crate) commits: u64,
     /// SQLite commits those took.
-    pub write_transactions: u64,
+    pub(crate) write_transactions: u64,
     /// Group-commit batch size: `write` closures per SQLite commit.
-    pub group_commit_batch: f64,
+    pub(crate) group_commit_batch: f64,
     /// Largest `-wal` file seen, in bytes (sampled).
-    pub wal_peak_bytes: u64,
+    pub(crate) wal_peak_bytes: u64,
     /// Checkpoint passes run after commits.
-    pub checkpoints: u64,
+    pub(crate) checkpoints: u64,
 }
 
 impl PoolFigures {
     /// Figures from the last snapshot before close and the sampled peaks.
-    pub fn new(s: &DbSnapshot, peaks: &Peaks) -> Self {
+    pub(crate) fn new(s: &DbSnapshot, peaks: &Peaks) -> Self {
         let t = &s.totals;
         Self {
             name: s.name.to_string(),

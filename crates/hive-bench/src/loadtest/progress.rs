@@ -9,16 +9,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Counters the workers bump and the progress thread reads.
 #[derive(Debug, Default)]
-pub struct Live {
+pub(crate) struct Live {
     /// Operations finished, failed ones included.
-    pub ops: AtomicU64,
+    pub(crate) ops: AtomicU64,
     /// Operations failed.
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
 }
 
 /// How far the run is: by time or by operation count.
 #[derive(Debug, Clone, Copy)]
-pub enum Goal {
+pub(crate) enum Goal {
     /// Runs for this long.
     Time(Duration),
     /// Runs this many operations in all.
@@ -27,7 +27,7 @@ pub enum Goal {
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
+pub(crate) enum Style {
     /// Nothing (tests, and `--compare`'s baselines).
     Quiet,
     /// A bar when standard error is a terminal, else a line per second.
@@ -35,7 +35,7 @@ pub enum Style {
 }
 
 /// Shows progress of `label` until `done` is set.
-pub fn show(label: &str, live: &Live, goal: Goal, style: Style, done: &AtomicBool) {
+pub(crate) fn show(label: &str, live: &Live, goal: Goal, style: Style, done: &AtomicBool) {
     if style == Style::Quiet {
         return;
     }

@@ -11,25 +11,25 @@ use crate::loadtest::verify::Check;
 use crate::measure::percentile;
 
 /// Operations per second of the original system's load test (8 workers x 50 transactions).
-pub const ORIGINAL_OPS_PER_SEC: f64 = 264.0;
+pub(crate) const ORIGINAL_OPS_PER_SEC: f64 = 264.0;
 
 /// One operation's figures.
 #[derive(Debug, Clone, Serialize)]
-pub struct OpFigures {
-    pub name: &'static str,
-    pub weight: u32,
-    pub count: u64,
-    pub errors: u64,
-    pub ops_per_sec: f64,
-    pub p50_ns: u64,
-    pub p95_ns: u64,
-    pub p99_ns: u64,
-    pub p999_ns: u64,
-    pub max_ns: u64,
+pub(crate) struct OpFigures {
+    pub(crate) name: &'static str,
+    pub(crate) weight: u32,
+    pub(crate) count: u64,
+    pub(crate) errors: u64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50_ns: u64,
+    pub(crate) p95_ns: u64,
+    pub(crate) p99_ns: u64,
+    pub(crate) p999_ns: u64,
+    pub(crate) max_ns: u64,
 }
 
 /// Per-operation figures of a run.
-pub fn operations(ran: &Ran, mix: &Mix) -> Vec<OpFigures> {
+pub(crate) fn operations(ran: &Ran, mix: &Mix) -> Vec<OpFigures> {
     let secs = ran.elapsed.as_secs_f64().max(1e-9);
     Op::ALL
         .into_iter()
@@ -54,49 +54,49 @@ pub fn operations(ran: &Ran, mix: &Mix) -> Vec<OpFigures> {
 
 /// The same workload through another path, for `--compare`.
 #[derive(Debug, Clone, Serialize)]
-pub struct CompareRow {
-    pub path: &'static str,
+pub(crate) struct CompareRow {
+    pub(crate) path: &'static str,
     /// `full` (the whole mix) or `sql` (the mix without the data layer's operations, which
     /// need the registry or direct connections; plain r2d2 runs this one).
-    pub workload: &'static str,
-    pub ops: u64,
-    pub seconds: f64,
-    pub ops_per_sec: f64,
-    pub errors: u64,
+    pub(crate) workload: &'static str,
+    pub(crate) ops: u64,
+    pub(crate) seconds: f64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) errors: u64,
     /// The registry's ops/s over this path's, on the same workload.
-    pub registry_ratio: f64,
+    pub(crate) registry_ratio: f64,
     /// True when this path's stored rows matched its acknowledged writes.
-    pub content_verified: bool,
+    pub(crate) content_verified: bool,
 }
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub verified: bool,
+pub(crate) struct Report {
+    pub(crate) verified: bool,
     #[serde(serialize_with = "by_name")]
-    pub checks: Vec<Check>,
-    pub workers: usize,
+    pub(crate) checks: Vec<Check>,
+    pub(crate) workers: usize,
     /// Seconds the workers ran (measured).
-    pub seconds: f64,
+    pub(crate) seconds: f64,
     /// Operations per worker when the run was bounded by count.
-    pub ops_per_worker: Option<u64>,
-    pub seed: u64,
-    pub mix: BTreeMap<&'static str, u32>,
-    pub ops: u64,
-    pub ops_per_sec: f64,
-    pub errors: u64,
-    pub errors_by_kind: BTreeMap<String, ErrorKind>,
-    pub original_ops_per_sec: f64,
-    pub ratio_to_original: f64,
-    pub operations: Vec<OpFigures>,
-    pub databases: Vec<PoolFigures>,
-    pub peak_rss_bytes: u64,
-    pub open_files_before: usize,
-    pub open_files_after: usize,
-    pub samples: u64,
-    pub metrics_endpoint: Option<String>,
-    pub monitor_command: Option<String>,
-    pub compare: Vec<CompareRow>,
+    pub(crate) ops_per_worker: Option<u64>,
+    pub(crate) seed: u64,
+    pub(crate) mix: BTreeMap<&'static str, u32>,
+    pub(crate) ops: u64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) errors: u64,
+    pub(crate) errors_by_kind: BTreeMap<String, ErrorKind>,
+    pub(crate) original_ops_per_sec: f64,
+    pub(crate) ratio_to_original: f64,
+    pub(crate) operations: Vec<OpFigures>,
+    pub(crate) databases: Vec<PoolFigures>,
+    pub(crate) peak_rss_bytes: u64,
+    pub(crate) open_files_before: usize,
+    pub(crate) open_files_after: usize,
+    pub(crate) samples: u64,
+    pub(crate) metrics_endpoint: Option<String>,
+    pub(crate) monitor_command: Option<String>,
+    pub(crate) compare: Vec<CompareRow>,
 }
 
 fn by_name<S: serde::Serializer>(checks: &[Check], s: S) -> Result<S::Ok, S::Error> {
@@ -128,7 +128,7 @@ fn fmt_ns(ns: u64) -> String {
 
 impl Report {
     /// The report for people, on standard output.
-    pub fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    pub(crate) fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{:.0} ops/s over {:.2} s ({} ops, {} workers, seed {}), {} errors: {:.1} x the \

@@ -13,7 +13,7 @@ use crate::loadtest::workload::{Ack, Worker, Workload};
 
 /// How long the workers run.
 #[derive(Debug, Clone, Copy)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// Until this much time has passed.
     Time(Duration),
     /// Until each worker has run this many operations.
@@ -22,37 +22,37 @@ pub enum Limit {
 
 /// Errors of one kind.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ErrorKind {
+pub(crate) struct ErrorKind {
     /// How many.
-    pub count: u64,
+    pub(crate) count: u64,
     /// The first one's message, with its causes.
-    pub first: String,
+    pub(crate) first: String,
 }
 
 /// What the workers did.
 #[derive(Debug, Default)]
-pub struct Ran {
+pub(crate) struct Ran {
     /// From the start signal to the last worker's end.
-    pub elapsed: Duration,
+    pub(crate) elapsed: Duration,
     /// Sorted latencies in nanoseconds, per operation (index of [`Op::ALL`]), failed ones
     /// included.
-    pub latencies: Vec<Vec<u64>>,
+    pub(crate) latencies: Vec<Vec<u64>>,
     /// Failed operations, per operation.
-    pub failed: Vec<u64>,
+    pub(crate) failed: Vec<u64>,
     /// Errors by kind.
-    pub errors: BTreeMap<String, ErrorKind>,
+    pub(crate) errors: BTreeMap<String, ErrorKind>,
     /// Every acknowledged write of every worker.
-    pub acks: Vec<Ack>,
+    pub(crate) acks: Vec<Ack>,
 }
 
 impl Ran {
     /// Operations run, failed ones included.
-    pub fn ops(&self) -> u64 {
+    pub(crate) fn ops(&self) -> u64 {
         self.latencies.iter().map(|l| l.len() as u64).sum()
     }
 
     /// Operations failed.
-    pub fn error_count(&self) -> u64 {
+    pub(crate) fn error_count(&self) -> u64 {
         self.failed.iter().sum()
     }
 }
@@ -67,7 +67,7 @@ struct WorkerResult {
 
 /// A short name for the kind of `e`: the core error's variant, SQLite's error code, or the
 /// kind of pool error.
-pub fn error_kind(e: &anyhow::Error) -> String {
+pub(crate) fn error_kind(e: &anyhow::Error) -> String {
     if let Some(core) = e.downcast_ref::<hive_db_core::Error>() {
         // The variant's name: the Debug text up to its fields.
         let debug = format!("{core:?}");
@@ -94,7 +94,7 @@ pub fn error_kind(e: &anyhow::Error) -> String {
 /// # Errors
 ///
 /// When a worker thread panics.
-pub fn drive<S: Store>(
+pub(crate) fn drive<S: Store>(
     store: &S,
     workload: &Workload,
     workers: usize,

@@ -10,22 +10,22 @@ use hive_db_core::Registry;
 use crate::loadtest::pool::{Peaks, over_max};
 
 /// Time between samples.
-pub const INTERVAL: Duration = Duration::from_millis(10);
+pub(crate) const INTERVAL: Duration = Duration::from_millis(10);
 
 /// What the sampler saw.
 #[derive(Debug, Default)]
-pub struct Sampled {
+pub(crate) struct Sampled {
     /// Snapshots taken.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// Samples where a pool had more open than `max_size`: (database, live, max).
-    pub over_max: Vec<(String, u32, u32)>,
+    pub(crate) over_max: Vec<(String, u32, u32)>,
     /// Peaks per database name.
-    pub peaks: BTreeMap<String, Peaks>,
+    pub(crate) peaks: BTreeMap<String, Peaks>,
 }
 
 impl Sampled {
     /// Takes one snapshot in.
-    pub fn sample(&mut self, registry: &Registry) {
+    pub(crate) fn sample(&mut self, registry: &Registry) {
         self.samples += 1;
         for db in &registry.stats().databases {
             let name = db.name.to_string();
@@ -40,7 +40,7 @@ impl Sampled {
 }
 
 /// Samples `registry` every [`INTERVAL`] until `stop` is set, then once more.
-pub fn run(registry: &Registry, stop: &AtomicBool) -> Sampled {
+pub(crate) fn run(registry: &Registry, stop: &AtomicBool) -> Sampled {
     let mut sampled = Sampled::default();
     while !stop.load(Relaxed) {
         sampled.sample(registry);

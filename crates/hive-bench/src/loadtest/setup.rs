@@ -13,10 +13,10 @@ use crate::loadtest::store::Store;
 use crate::loadtest::tasks;
 
 /// The name of the EcoSystemiser database.
-pub const ECO_DB: &str = "ecosystemiser";
+pub(crate) const ECO_DB: &str = "ecosystemiser";
 
 /// The settings of every database of the run.
-pub fn db_config(plan: &Plan) -> DbConfig {
+pub(crate) fn db_config(plan: &Plan) -> DbConfig {
     DbConfig {
         create_if_missing: true,
         max_size: plan.max_size,
@@ -27,7 +27,7 @@ pub fn db_config(plan: &Plan) -> DbConfig {
 }
 
 /// The names and files of the run's databases in `dir`, `ecosystemiser` first.
-pub fn layout(dir: &Path, app_dbs: usize) -> anyhow::Result<Vec<(DbName, PathBuf)>> {
+pub(crate) fn layout(dir: &Path, app_dbs: usize) -> anyhow::Result<Vec<(DbName, PathBuf)>> {
     let mut dbs = vec![(DbName::new(ECO_DB)?, dir.join("ecosystemiser.db"))];
     for i in 1..=app_dbs {
         let name = format!("app-{i}");
@@ -42,7 +42,7 @@ pub fn layout(dir: &Path, app_dbs: usize) -> anyhow::Result<Vec<(DbName, PathBuf
 /// # Errors
 ///
 /// When a database cannot be registered or its schema created.
-pub fn register_all(
+pub(crate) fn register_all(
     registry: &Registry,
     dir: &Path,
     plan: &Plan,
@@ -74,7 +74,7 @@ pub fn register_all(
 /// # Errors
 ///
 /// As [`register_all`].
-pub fn create_files(dir: &Path, plan: &Plan) -> anyhow::Result<Vec<(DbName, PathBuf)>> {
+pub(crate) fn create_files(dir: &Path, plan: &Plan) -> anyhow::Result<Vec<(DbName, PathBuf)>> {
     let registry = Registry::new();
     let (handles, eco) = register_all(&registry, dir, plan)?;
     drop((handles, eco));
@@ -87,7 +87,7 @@ pub fn create_files(dir: &Path, plan: &Plan) -> anyhow::Result<Vec<(DbName, Path
 /// # Errors
 ///
 /// When the check cannot run.
-pub fn integrity<S: Store>(store: &S, db: usize) -> anyhow::Result<String> {
+pub(crate) fn integrity<S: Store>(store: &S, db: usize) -> anyhow::Result<String> {
     store.read(db, |c| {
         let mut stmt = c.prepare("PRAGMA integrity_check")?;
         let lines = stmt.query_map([], |r| r.get::<_, String>(0))?;

@@ -11,7 +11,7 @@ use crate::loadtest::eco::Eco;
 
 /// Read and write access to the load test's databases, by index (0 is `ecosystemiser`,
 /// then the application databases).
-pub trait Store: Sync {
+pub(crate) trait Store: Sync {
     /// Runs `f` with a connection of database `db`.
     fn read<T>(
         &self,
@@ -38,7 +38,7 @@ pub trait Store: Sync {
 /// The way the operations reach SQLite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Path {
+pub(crate) enum Path {
     /// The hive-db registry: pools, writer lane, group commit.
     Registry,
     /// `open_connection` (the registry's own PRAGMAs), the operation, close: the original
@@ -50,7 +50,7 @@ pub enum Path {
 
 impl Path {
     /// The label in reports.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Path::Registry => "registry",
             Path::ConnectPerOp => "connect per op",
@@ -61,14 +61,14 @@ impl Path {
 
 /// The registry, through a handle per database (no name lookup per operation).
 #[derive(Debug)]
-pub struct RegistryStore {
+pub(crate) struct RegistryStore {
     handles: Vec<DbHandle>,
     eco: Eco,
 }
 
 impl RegistryStore {
     /// `handles` in store order, and the repositories on the registry's `ecosystemiser`.
-    pub fn new(handles: Vec<DbHandle>, eco: Eco) -> Self {
+    pub(crate) fn new(handles: Vec<DbHandle>, eco: Eco) -> Self {
         Self { handles, eco }
     }
 }
@@ -97,7 +97,7 @@ impl Store for RegistryStore {
 
 /// A connection opened, configured and closed for every operation.
 #[derive(Debug)]
-pub struct ConnectPerOpStore {
+pub(crate) struct ConnectPerOpStore {
     databases: Vec<(DbName, PathBuf)>,
     config: DbConfig,
     eco: Eco,
@@ -106,7 +106,7 @@ pub struct ConnectPerOpStore {
 impl ConnectPerOpStore {
     /// The files of `databases` (store order) with `config`'s PRAGMAs, and the data layer on
     /// direct connections (one opened per operation).
-    pub fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig, eco: Eco) -> Self {
+    pub(crate) fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig, eco: Eco) -> Self {
         Self {
             databases,
             config,
@@ -146,7 +146,7 @@ impl Store for ConnectPerOpStore {
 
 /// One r2d2 pool per database, every setting r2d2's and r2d2_sqlite's default.
 #[derive(Debug)]
-pub struct R2d2Store {
+pub(crate) struct R2d2Store {
     pools: Vec<r2d2::Pool<SqliteConnectionManager>>,
 }
 
@@ -156,7 +156,7 @@ impl R2d2Store {
     /// # Errors
     ///
     /// When a pool cannot open its connections.
-    pub fn new(paths: &[PathBuf]) -> anyhow::Result<Self> {
+    pub(crate) fn new(paths: &[PathBuf]) -> anyhow::Result<Self> {
         let pools = paths
             .iter()
             .map(|p| r2d2::Pool::new(SqliteConnectionManager::file(p)))

@@ -12,7 +12,7 @@ use crate::loadtest::verify::Findings;
 use crate::loadtest::workload::{Ack, Worker};
 
 /// The schema of an application database.
-pub const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
@@ -43,7 +43,7 @@ fn result(worker: u32, seq: u64) -> String {
 /// # Errors
 ///
 /// SQLite's.
-pub fn create(conn: &Connection) -> anyhow::Result<()> {
+pub(crate) fn create(conn: &Connection) -> anyhow::Result<()> {
     conn.execute_batch(SCHEMA)?;
     Ok(())
 }
@@ -53,7 +53,7 @@ pub fn create(conn: &Connection) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The store's or SQLite's.
-pub fn enqueue<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn enqueue<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let db = w.random_app_db();
     let (worker, seq) = (w.id, w.seq);
     let queue = QUEUES[(seq % 3) as usize];
@@ -104,7 +104,7 @@ fn finish(tx: &Connection, id: i64, worker: u32, seq: u64) -> anyhow::Result<()>
 /// # Errors
 ///
 /// The store's or SQLite's.
-pub fn claim<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn claim<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let db = w.random_app_db();
     let worker = w.id;
     if let Some(id) = w.store.write(db, |tx| claim_oldest(tx, worker))? {
@@ -120,7 +120,7 @@ pub fn claim<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The store's or SQLite's.
-pub fn complete<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn complete<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let db = w.random_app_db();
     let (worker, seq) = (w.id, w.seq);
     let held = w.claimed[db - 1].first().copied();
@@ -152,7 +152,7 @@ pub fn complete<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
 /// # Errors
 ///
 /// The store's or SQLite's.
-pub fn list<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
+pub(crate) fn list<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let db = w.random_app_db();
     let status = ["pending", "claimed", "done"][(w.rng.next() % 3) as usize];
     let n = w.store.read(db, |c| {
@@ -201,7 +201,7 @@ type Row = (String, String, Option<u32>, Option<String>);
 /// # Errors
 ///
 /// When a tasks table cannot be read.
-pub fn verify<S: Store>(
+pub(crate) fn verify<S: Store>(
     store: &S,
     app_dbs: usize,
     acks: &[Ack],

@@ -2,9 +2,9 @@
 
 /// What comparing stored rows with acknowledged writes found.
 #[derive(Debug, Default)]
-pub struct Findings {
+pub(crate) struct Findings {
     /// Acknowledged writes compared.
-    pub checked: u64,
+    pub(crate) checked: u64,
     missing: u64,
     unexpected: u64,
     examples_missing: Vec<String>,
@@ -16,7 +16,7 @@ const EXAMPLES: usize = 3;
 
 impl Findings {
     /// An acknowledged write that is absent or has other content.
-    pub fn missing(&mut self, what: String) {
+    pub(crate) fn missing(&mut self, what: String) {
         self.missing += 1;
         if self.examples_missing.len() < EXAMPLES {
             self.examples_missing.push(what);
@@ -24,7 +24,7 @@ impl Findings {
     }
 
     /// Something stored that no worker saw acknowledged.
-    pub fn unexpected(&mut self, what: String) {
+    pub(crate) fn unexpected(&mut self, what: String) {
         self.unexpected += 1;
         if self.examples_unexpected.len() < EXAMPLES {
             self.examples_unexpected.push(what);
@@ -32,7 +32,7 @@ impl Findings {
     }
 
     /// The two checks these findings decide.
-    pub fn checks(&self) -> [Check; 2] {
+    pub(crate) fn checks(&self) -> [Check; 2] {
         [
             Check::new(
                 ACKNOWLEDGED_WRITES_PRESENT,
@@ -69,33 +69,33 @@ impl Findings {
 }
 
 /// Every operation succeeded.
-pub const NO_ERRORS: &str = "no_errors";
+pub(crate) const NO_ERRORS: &str = "no_errors";
 /// Every write a worker saw acknowledged is stored, with its content.
-pub const ACKNOWLEDGED_WRITES_PRESENT: &str = "acknowledged_writes_present";
+pub(crate) const ACKNOWLEDGED_WRITES_PRESENT: &str = "acknowledged_writes_present";
 /// Nothing is stored that should not be: no write nobody saw acknowledged.
-pub const NO_UNACKNOWLEDGED_WRITES: &str = "no_unacknowledged_writes";
+pub(crate) const NO_UNACKNOWLEDGED_WRITES: &str = "no_unacknowledged_writes";
 /// `PRAGMA integrity_check` said `ok` on every database.
-pub const INTEGRITY_CHECK: &str = "integrity_check";
+pub(crate) const INTEGRITY_CHECK: &str = "integrity_check";
 /// No pool ever had more connections than its `max_size`, at any sample.
-pub const LIVE_WITHIN_MAX: &str = "live_within_max";
+pub(crate) const LIVE_WITHIN_MAX: &str = "live_within_max";
 /// No connection was still checked out when the databases closed.
-pub const NO_CONNECTION_LEFT_OUT: &str = "no_connection_left_out";
+pub(crate) const NO_CONNECTION_LEFT_OUT: &str = "no_connection_left_out";
 /// The process had as many open files after closing as before opening.
-pub const OPEN_FILES_RELEASED: &str = "open_files_released";
+pub(crate) const OPEN_FILES_RELEASED: &str = "open_files_released";
 
 /// One named check.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     /// Its name (one of this module's constants).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// True when it passed.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// What it found, in words.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Check {
-    pub fn new(name: &'static str, passed: bool, detail: String) -> Self {
+    pub(crate) fn new(name: &'static str, passed: bool, detail: String) -> Self {
         Self {
             name,
             passed,
@@ -105,7 +105,7 @@ impl Check {
 }
 
 /// The names of the failed checks.
-pub fn failed(checks: &[Check]) -> Vec<&'static str> {
+pub(crate) fn failed(checks: &[Check]) -> Vec<&'static str> {
     checks
         .iter()
         .filter(|c| !c.passed)

@@ -11,30 +11,30 @@ use crate::measure::Rng;
 /// Faults a test can switch on to prove the verifier catches them. All off by default, and
 /// not reachable from the command line.
 #[derive(Debug, Default)]
-pub struct Faults {
+pub(crate) struct Faults {
     /// The first original-test transaction deletes its own row before committing, and its
     /// worker still records the insert as acknowledged: an acknowledged write goes missing.
-    pub drop_acknowledged_write: bool,
+    pub(crate) drop_acknowledged_write: bool,
     /// The load test checks out one connection of the `ecosystemiser` database and keeps it
     /// until after every database is closed.
-    pub leak_connection: bool,
+    pub(crate) leak_connection: bool,
 }
 
 /// What every worker shares: the mix, the databases, and the faults.
 #[derive(Debug)]
-pub struct Workload {
+pub(crate) struct Workload {
     /// The operations and their weights.
-    pub mix: Mix,
+    pub(crate) mix: Mix,
     /// Application databases (indexes `1..=app_dbs` of the store).
-    pub app_dbs: usize,
+    pub(crate) app_dbs: usize,
     /// Injected faults (tests only).
-    pub faults: Faults,
+    pub(crate) faults: Faults,
     /// Set once the dropped-write fault has fired.
     drop_fired: AtomicBool,
 }
 
 impl Workload {
-    pub fn new(mix: Mix, app_dbs: usize, faults: Faults) -> Self {
+    pub(crate) fn new(mix: Mix, app_dbs: usize, faults: Faults) -> Self {
         Self {
             mix,
             app_dbs,
@@ -44,7 +44,7 @@ impl Workload {
     }
 
     /// True exactly once when the dropped-write fault is on.
-    pub fn take_drop_fault(&self) -> bool {
+    pub(crate) fn take_drop_fault(&self) -> bool {
         self.faults.drop_acknowledged_write && !self.drop_fired.swap(true, Ordering::Relaxed)
     }
 }
@@ -52,7 +52,7 @@ impl Workload {
 /// A write a worker saw acknowledged (its `write` returned `Ok`). Contents are derived from
 /// `(worker, seq)`, so the record stays small and the verifier can rebuild them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ack {
+pub(crate) enum Ack {
     /// A row of the original test's `load_test` table.
     Original { id: i64, worker: u32, seq: u64 },
     /// A task enqueued on application database `db`.
@@ -76,20 +76,20 @@ pub enum Ack {
 }
 
 /// One worker's state.
-pub struct Worker<'a, S> {
+pub(crate) struct Worker<'a, S> {
     /// Its number, from 0.
-    pub id: u32,
+    pub(crate) id: u32,
     /// Its operations so far (the current one's number while it runs).
-    pub seq: u64,
-    pub rng: Rng,
-    pub store: &'a S,
-    pub workload: &'a Workload,
+    pub(crate) seq: u64,
+    pub(crate) rng: Rng,
+    pub(crate) store: &'a S,
+    pub(crate) workload: &'a Workload,
     /// Tasks this worker claimed and has not completed yet, per application database.
-    pub claimed: Vec<Vec<i64>>,
+    pub(crate) claimed: Vec<Vec<i64>>,
     /// Every write it saw acknowledged, in order.
-    pub acks: Vec<Ack>,
+    pub(crate) acks: Vec<Ack>,
     /// Per-worker state of the `ecosystemiser` operations.
-    pub eco: eco::EcoWorker,
+    pub(crate) eco: eco::EcoWorker,
 }
 
 impl<S> std::fmt::Debug for Worker<'_, S> {
@@ -103,7 +103,7 @@ impl<S> std::fmt::Debug for Worker<'_, S> {
 }
 
 impl<'a, S: Store> Worker<'a, S> {
-    pub fn new(id: u32, seed: u64, store: &'a S, workload: &'a Workload) -> Self {
+    pub(crate) fn new(id: u32, seed: u64, store: &'a S, workload: &'a Workload) -> Self {
         Self {
             id,
             seq: 0,
@@ -119,7 +119,7 @@ impl<'a, S: Store> Worker<'a, S> {
     }
 
     /// Draws the next operation.
-    pub fn next_op(&mut self) -> Op {
+    pub(crate) fn next_op(&mut self) -> Op {
         self.workload.mix.pick(&mut self.rng)
     }
 
@@ -128,7 +128,7 @@ impl<'a, S: Store> Worker<'a, S> {
     /// # Errors
     ///
     /// The operation's error; nothing of a failed write is recorded as acknowledged.
-    pub fn run(&mut self, op: Op) -> anyhow::Result<()> {
+    pub(crate) fn run(&mut self, op: Op) -> anyhow::Result<()> {
         self.seq += 1;
         match op {
             Op::OriginalTxn => original::transaction(self),
@@ -145,7 +145,7 @@ impl<'a, S: Store> Worker<'a, S> {
     }
 
     /// A random application database's index in the store.
-    pub fn random_app_db(&mut self) -> usize {
+    pub(crate) fn random_app_db(&mut self) -> usize {
         1 + (self.rng.next() % self.workload.app_dbs.max(1) as u64) as usize
     }
 }

@@ -12,7 +12,7 @@ use once_cell::sync::{Lazy, OnceCell};
 
 use crate::direct::{self, DirectConnection, DirectPool, DirectStats};
 use crate::error::{Error, Result, Through};
-use crate::path::ecosystemiser_db_path;
+use crate::path::db_path_from_lookup;
 use crate::schema;
 
 /// The name of the EcoSystemiser database in a registry.
@@ -20,7 +20,10 @@ pub const DB_NAME: &str = "ecosystemiser";
 
 /// `DB_NAME` as a [`DbName`], built once.
 pub(crate) static ECO_NAME: Lazy<DbName> = Lazy::new(|| {
-    #[expect(clippy::unwrap_used, reason = "a constant, valid name; a unit test checks it")]
+    #[expect(
+        clippy::unwrap_used,
+        reason = "a constant, valid name; a unit test checks it"
+    )]
     DbName::new(DB_NAME).unwrap()
 });
 
@@ -32,7 +35,7 @@ pub const DIRECT_MAX_VAR: &str = "ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS";
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
-    /// The database file. [`Settings::from_env`] takes [`ecosystemiser_db_path`]. Its folder
+    /// The database file. [`Settings::from_env`] takes [`ecosystemiser_db_path`](crate::ecosystemiser_db_path). Its folder
     /// is created (0700) and the file (0600) when missing.
     pub path: PathBuf,
     /// Pool and connection settings, used for the registry's pool and for every direct
@@ -59,17 +62,30 @@ impl Settings {
         }
     }
 
-    /// The path from [`ecosystemiser_db_path`], the pool settings from
+    /// The path from [`ecosystemiser_db_path`](crate::ecosystemiser_db_path), the pool settings from
     /// [`DbConfig::from_env`], and `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS` if set.
     ///
     /// # Errors
     ///
-    /// Those of [`ecosystemiser_db_path`] and [`DbConfig::from_env`]; [`Error::InvalidEnv`]
+    /// Those of [`ecosystemiser_db_path`](crate::ecosystemiser_db_path) and [`DbConfig::from_env`]; [`Error::InvalidEnv`]
     /// when `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS` is not a whole number of at least 1.
     pub fn from_env() -> Result<Self> {
-        let mut s = Self::new(ecosystemiser_db_path()?);
-        s.db = DbConfig::from_env()?;
-        if let Ok(v) = std::env::var(DIRECT_MAX_VAR) {
+        let mut s = Self::from_lookup(|var| std::env::var(var).ok())?;
+        // Read again as an OS string: a path need not be UTF-8.
+        s.path = crate::path::ecosystemiser_db_path()?;
+        Ok(s)
+    }
+
+    /// Like [`Settings::from_env`], reading variables through `lookup` (for tests and for
+    /// configuration that comes from elsewhere).
+    ///
+    /// # Errors
+    ///
+    /// As [`Settings::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut s = Self::new(db_path_from_lookup(|var| lookup(var).map(PathBuf::from))?);
+        s.db = DbConfig::from_lookup(&lookup)?;
+        if let Some(v) = lookup(DIRECT_MAX_VAR) {
             let n: u32 = v.trim().parse().map_err(|_| Error::InvalidEnv {
                 var: DIRECT_MAX_VAR,
                 reason: "not a whole number",
@@ -197,7 +213,9 @@ impl EcoDb {
     ///
     /// # Errors
     ///
-    /// As [`EcoDb::with_registry`], and the core's errors for a file it cannot prepare.
+    /// [`Error::InvalidInput`] for a limit of zero connections or a zero wait (nothing is
+    /// created then); as [`EcoDb::with_registry`]; the core's errors for a file it cannot
+    /// prepare.
     pub fn direct(settings: &Settings) -> Result<Self> {
         Self::open_direct(settings, BackendReason::GivenDirect)
     }
@@ -229,21 +247,39 @@ impl EcoDb {
         }
         tracing::info!(db = %name, path = %path.display(), reason = reason.describe(),
             "EcoSystemiser uses the shared registry's pool");
-        Ok(Self::from_parts(name, path, Backend::Pooled(registry.clone()), reason))
+        Ok(Self::from_parts(
+            name,
+            path,
+            Backend::Pooled(registry.clone()),
+            reason,
+        ))
     }
 
     fn open_direct(settings: &Settings, reason: BackendReason) -> Result<Self> {
         let name = ECO_NAME.clone();
         let config = settings.db_config();
         config.validate(&name)?;
-        schema::inspect(&name, &settings.path, &config)?;
-        let prepared = hive_db_core::prepare_database(&name, &settings.path, &config)?;
-        let path = prepared.path;
         let limit = settings.direct_max_connections.unwrap_or(config.max_size);
         let wait = settings
             .direct_acquire_timeout
             .unwrap_or(config.connection_timeout);
-        let pool = Arc::new(DirectPool::new(name.clone(), path.clone(), config, limit, wait));
+        if limit == 0 || wait.is_zero() {
+            return Err(Error::InvalidInput {
+                what: "direct connection settings",
+                value: format!("{limit} connections, {wait:?} wait"),
+                reason: "need at least one connection and a wait longer than zero",
+            });
+        }
+        schema::inspect(&name, &settings.path, &config)?;
+        let prepared = hive_db_core::prepare_database(&name, &settings.path, &config)?;
+        let path = prepared.path;
+        let pool = Arc::new(DirectPool::new(
+            name.clone(),
+            path.clone(),
+            config,
+            limit,
+            wait,
+        ));
         {
             let mut conn = pool.checkout()?;
             schema::migrate(&name, &path, &mut conn)?;
@@ -438,6 +474,34 @@ pub fn ecosystemiser_db() -> Result<&'static EcoDb> {
     PROCESS_DB.get_or_try_init(|| EcoDb::from_process(&Settings::from_env()?))
 }
 
+/// The process database if it has been opened, without opening it.
+pub(crate) fn process_db_if_open() -> Option<&'static EcoDb> {
+    PROCESS_DB.get()
+}
+
+/// A connection of the process's database ([`ecosystemiser_db`], [`EcoDb::connection`]).
+///
+/// # Errors
+///
+/// Those of [`ecosystemiser_db`] and [`EcoDb::connection`].
+#[track_caller]
+pub fn ecosystemiser_connection() -> Result<EcoConnection> {
+    ecosystemiser_db()?.connection()
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction of the process's database
+/// ([`ecosystemiser_db`], [`EcoDb::transaction`]).
+///
+/// # Errors
+///
+/// Those of [`ecosystemiser_db`], converted into `E`, and of [`EcoDb::transaction`].
+#[track_caller]
+pub fn ecosystemiser_transaction<T, E: From<Error>>(
+    f: impl FnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    ecosystemiser_db()?.transaction(f)
+}
+
 /// [`EcoDb::integration_status`] of the process's database (the successor of
 /// `validate_hive_integration`).
 ///
@@ -456,6 +520,47 @@ mod tests {
     #[test]
     fn the_name_is_valid() {
         assert_eq!(ECO_NAME.as_str(), DB_NAME);
+    }
+
+    /// Bug caught: the settings variables read under the wrong names, a bad value replaced
+    /// by a default instead of reported.
+    #[test]
+    fn settings_from_variables() -> Result<()> {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let s = Settings::from_lookup(vars(&[
+            ("ECOSYSTEMISER_DB_PATH", "/srv/eco.db"),
+            ("ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS", "3"),
+            ("HIVE_DB_MAX_CONNECTIONS", "7"),
+        ]))?;
+        assert_eq!(s.path, PathBuf::from("/srv/eco.db"));
+        assert_eq!((s.direct_max_connections, s.db.max_size), (Some(3), 7));
+        let s = Settings::from_lookup(vars(&[("HOME", "/home/u")]))?;
+        assert_eq!(s.direct_max_connections, None);
+        for bad in ["0", "many"] {
+            let r = Settings::from_lookup(move |k| match k {
+                "HOME" => Some("/home/u".to_owned()),
+                "ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS" => Some(bad.to_owned()),
+                _ => None,
+            });
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::InvalidEnv {
+                        var: DIRECT_MAX_VAR,
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        Ok(())
     }
 
     /// Bug caught: a handle that cannot be shared between threads.

@@ -46,11 +46,7 @@ pub(crate) fn new_event_id() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "evt-{:x}-{:x}-{n:x}",
-        since.as_micros(),
-        std::process::id()
-    )
+    format!("evt-{:x}-{:x}-{n:x}", since.as_micros(), std::process::id())
 }
 
 #[cfg(test)]
@@ -62,7 +58,10 @@ mod tests {
     fn known_dates() {
         assert_eq!(format_utc(0, 0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(format_utc(951_782_400, 5), "2000-02-29T00:00:00.000005Z");
-        assert_eq!(format_utc(1_735_689_599, 999_999), "2024-12-31T23:59:59.999999Z");
+        assert_eq!(
+            format_utc(1_735_689_599, 999_999),
+            "2024-12-31T23:59:59.999999Z"
+        );
         assert_eq!(format_utc(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
     }
 

@@ -151,7 +151,10 @@ fn check_name(what: &'static str, value: &str) -> Result<()> {
     if value == "." || value == ".." {
         return Err(invalid("a relative folder name"));
     }
-    if value.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
         return Err(invalid("contains a path separator or a control character"));
     }
     Ok(())
@@ -164,9 +167,19 @@ fn check_spec(spec: &ComponentSpec) -> Result<()> {
     check_name("component spec version", &spec.version)
 }
 
-const SPEC_COLUMNS: &str = "ct.name, ct.category, cs.name, cs.version, cs.technical_params, \
-     cs.economic_params, cs.environmental_params, cs.metadata, ct.description, cs.is_default";
-const SPEC_FROM: &str = "FROM component_specs cs JOIN component_types ct ON cs.component_type_id = ct.id";
+/// The query for full specs `WHERE $tail`: one constant string per use, values bound.
+macro_rules! select_specs {
+    ($tail:literal) => {
+        concat!(
+            "SELECT ct.name, ct.category, cs.name, cs.version, cs.technical_params, \
+             cs.economic_params, cs.environmental_params, cs.metadata, ct.description, \
+             cs.is_default \
+             FROM component_specs cs JOIN component_types ct ON cs.component_type_id = ct.id \
+             WHERE ",
+            $tail
+        )
+    };
+}
 
 impl ComponentLibrary {
     /// The component library of `db`.
@@ -254,17 +267,27 @@ impl ComponentLibrary {
         version: Option<&str>,
     ) -> Result<ComponentSpec> {
         let db = self.db.name();
-        let filter = match (name, version) {
-            (Some(_), Some(_)) => "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3",
-            (Some(_), None) => "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL",
-            (None, Some(_)) => "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3",
-            (None, None) => "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL",
+        // Every variant binds all three parameters; "latest" is the highest id (insertion order).
+        let sql = match (name, version) {
+            (Some(_), Some(_)) => select_specs!(
+                "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3 ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (Some(_), None) => select_specs!(
+                "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (None, Some(_)) => select_specs!(
+                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3 \
+                 ORDER BY cs.id DESC LIMIT 1"
+            ),
+            (None, None) => select_specs!(
+                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL \
+                 ORDER BY cs.id DESC LIMIT 1"
+            ),
         };
-        let sql = format!("SELECT {SPEC_COLUMNS} {SPEC_FROM} WHERE {filter} ORDER BY cs.id DESC LIMIT 1");
         self.db.read(|conn| {
             let found = {
                 let mut stmt = conn
-                    .prepare_cached(&sql)
+                    .prepare_cached(sql)
                     .map_err(|e| Error::sqlite(db, "find component spec", e))?;
                 let mut rows = stmt
                     .query(params![component_type, name, version])
@@ -389,10 +412,10 @@ impl ComponentLibrary {
     /// The backend's errors; [`Error::Json`] for stored parameters that are not JSON objects.
     pub fn all_specs(&self) -> Result<Vec<ComponentSpec>> {
         let db = self.db.name();
-        let sql = format!("SELECT {SPEC_COLUMNS} {SPEC_FROM} ORDER BY ct.name, cs.name, cs.id");
+        let sql = select_specs!("1 ORDER BY ct.name, cs.name, cs.id");
         self.db.read(|conn| {
             let mut stmt = conn
-                .prepare_cached(&sql)
+                .prepare_cached(sql)
                 .map_err(|e| Error::sqlite(db, "read component specs", e))?;
             let mut rows = stmt
                 .query([])
@@ -413,10 +436,24 @@ impl ComponentLibrary {
     ///
     /// # Errors
     ///
-    /// The backend's errors; [`Error::Io`] naming the file or folder that could not be
+    /// The backend's errors; [`Error::InvalidInput`] when two specs would share a file name
+    /// (nothing is written then); [`Error::Io`] naming the file or folder that could not be
     /// written; [`Error::Yaml`] if a spec cannot be written as YAML.
     pub fn export_yaml(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let specs = self.all_specs()?;
+        // `<type>_<name>` is ambiguous when names hold underscores (`a_b` + `c`, `a` + `b_c`):
+        // refuse before writing anything rather than let one file overwrite another.
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
+        for spec in &specs {
+            let file = spec.file_name();
+            if !seen.insert(file.clone()) {
+                return Err(Error::InvalidInput {
+                    what: "export file",
+                    value: file.display().to_string(),
+                    reason: "two specs would be written to the same file",
+                });
+            }
+        }
         let mut written = Vec::with_capacity(specs.len());
         for spec in &specs {
             let path = dir.join(spec.file_name());
@@ -445,8 +482,14 @@ impl ComponentLibrary {
                     source: Box::new(e),
                 };
                 check_spec(spec).map_err(wrap)?;
-                ensure_type(db, conn, &spec.component_type, &spec.category, spec.description.as_deref())
-                    .map_err(wrap)?;
+                ensure_type(
+                    db,
+                    conn,
+                    &spec.component_type,
+                    &spec.category,
+                    spec.description.as_deref(),
+                )
+                .map_err(wrap)?;
                 insert_spec(db, conn, spec).map_err(wrap)?;
             }
             Ok(files.len())
@@ -454,7 +497,12 @@ impl ComponentLibrary {
     }
 }
 
-fn not_found(db: &DbName, component_type: &str, name: Option<&str>, version: Option<&str>) -> Error {
+fn not_found(
+    db: &DbName,
+    component_type: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Error {
     Error::NotFound {
         db: db.clone(),
         what: "component spec",
@@ -485,7 +533,10 @@ fn ensure_type(
 ) -> Result<i64> {
     let existing: Option<(i64, String)> = conn
         .prepare_cached("SELECT id, category FROM component_types WHERE name = ?1")
-        .and_then(|mut s| s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(|e| Error::sqlite(db, "find component type", e))?;
     match existing {
         Some((_, ref existing_category)) if existing_category != category => {
@@ -532,7 +583,10 @@ fn insert_spec(db: &DbName, conn: &Connection, spec: &ComponentSpec) -> Result<i
                 "SELECT name, version FROM component_specs
                  WHERE component_type_id = ?1 AND is_default = 1",
             )
-            .and_then(|mut s| s.query_row([type_id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .and_then(|mut s| {
+                s.query_row([type_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
             .map_err(|e| Error::sqlite(db, "find default component spec", e))?;
         if let Some((name, version)) = existing {
             return Err(Error::DefaultExists {
@@ -564,13 +618,21 @@ fn insert_spec(db: &DbName, conn: &Connection, spec: &ComponentSpec) -> Result<i
     }
     let obj = |what, m: &Map<String, Value>| json::encode(db, what, &Value::Object(m.clone()));
     let technical = obj("technical parameters", &spec.technical)?;
-    let economic = spec.economic.as_ref().map(|m| obj("economic parameters", m)).transpose()?;
+    let economic = spec
+        .economic
+        .as_ref()
+        .map(|m| obj("economic parameters", m))
+        .transpose()?;
     let environmental = spec
         .environmental
         .as_ref()
         .map(|m| obj("environmental parameters", m))
         .transpose()?;
-    let metadata = spec.metadata.as_ref().map(|m| obj("metadata", m)).transpose()?;
+    let metadata = spec
+        .metadata
+        .as_ref()
+        .map(|m| obj("metadata", m))
+        .transpose()?;
     conn.prepare_cached(
         "INSERT INTO component_specs
              (component_type_id, name, version, technical_params, economic_params,
@@ -612,11 +674,13 @@ fn record_history(
 fn object(db: &DbName, what: &str, value: Option<Value>) -> Result<Option<Map<String, Value>>> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v).map(Some).map_err(|source| Error::Json {
-            db: db.clone(),
-            what: what.to_owned(),
-            source,
-        }),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                db: db.clone(),
+                what: what.to_owned(),
+                source,
+            }),
     }
 }
 
@@ -631,9 +695,17 @@ fn spec_of(db: &DbName, row: &Row<'_>) -> Result<ComponentSpec> {
     Ok(ComponentSpec {
         category: text(1)?,
         version: text(3)?,
-        technical: object(db, &what("technical parameters"), json::column(db, "technical parameters", row, 4)?)?
-            .unwrap_or_default(),
-        economic: object(db, &what("economic parameters"), json::column(db, "economic parameters", row, 5)?)?,
+        technical: object(
+            db,
+            &what("technical parameters"),
+            json::column(db, "technical parameters", row, 4)?,
+        )?
+        .unwrap_or_default(),
+        economic: object(
+            db,
+            &what("economic parameters"),
+            json::column(db, "economic parameters", row, 5)?,
+        )?,
         environmental: object(
             db,
             &what("environmental parameters"),

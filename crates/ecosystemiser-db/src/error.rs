@@ -67,12 +67,10 @@ pub enum Error {
         path: PathBuf,
         /// The migration error.
         #[source]
-        source: rusqlite_migration::Error,
+        source: Box<rusqlite_migration::Error>,
     },
     /// No direct connection became free within the bounded wait.
-    #[error(
-        "database {db}: no direct connection within {waited:?} ({in_use} of {limit} in use)"
-    )]
+    #[error("database {db}: no direct connection within {waited:?} ({in_use} of {limit} in use)")]
     DirectTimeout {
         /// The database.
         db: DbName,

@@ -163,11 +163,7 @@ pub struct EventStore {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self
-            .subscribers
-            .list
-            .read()
-            .map_or(0, |l| l.len());
+        let n = self.subscribers.list.read().map_or(0, |l| l.len());
         f.debug_struct("EventStore")
             .field("db", self.db.name())
             .field("subscribers", &n)
@@ -190,8 +186,19 @@ pub enum HistoryOf<'a> {
     Correlation(&'a str),
 }
 
-const COLUMNS: &str = "event_id, event_type, source, timestamp, correlation_id, \
-                       simulation_id, analysis_id, optimization_id, payload, metadata";
+/// The query for events matching `$filter` (on `?1`), newest first, at most `?2`: one
+/// constant string per filter, values bound.
+macro_rules! select_events {
+    ($filter:literal) => {
+        concat!(
+            "SELECT event_id, event_type, source, timestamp, correlation_id, simulation_id, \
+             analysis_id, optimization_id, payload, metadata \
+             FROM ecosystemiser_events WHERE ",
+            $filter,
+            " ORDER BY seq DESC LIMIT ?2"
+        )
+    };
+}
 
 impl EventStore {
     /// The event store of `db`, with no subscribers yet.
@@ -302,43 +309,14 @@ impl EventStore {
     /// The backend's errors; [`Error::Json`] for a stored value that is not JSON.
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
         let (sql, key) = match of {
-            HistoryOf::Simulation(k) => (
-                const_format(
-                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE simulation_id = ?1 \
-                     ORDER BY seq DESC LIMIT ?2",
-                ),
-                k,
-            ),
-            HistoryOf::Analysis(k) => (
-                const_format(
-                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE analysis_id = ?1 \
-                     ORDER BY seq DESC LIMIT ?2",
-                ),
-                k,
-            ),
-            HistoryOf::Optimization(k) => (
-                const_format(
-                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE optimization_id = ?1 \
-                     ORDER BY seq DESC LIMIT ?2",
-                ),
-                k,
-            ),
-            HistoryOf::Type(k) => (
-                const_format(
-                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_type = ?1 \
-                     ORDER BY seq DESC LIMIT ?2",
-                ),
-                k,
-            ),
-            HistoryOf::Correlation(k) => (
-                const_format(
-                    "SELECT {COLUMNS} FROM ecosystemiser_events WHERE correlation_id = ?1 \
-                     ORDER BY seq DESC LIMIT ?2",
-                ),
-                k,
-            ),
+            HistoryOf::Simulation(k) => (select_events!("simulation_id = ?1"), k),
+            HistoryOf::Analysis(k) => (select_events!("analysis_id = ?1"), k),
+            HistoryOf::Optimization(k) => (select_events!("optimization_id = ?1"), k),
+            HistoryOf::Type(k) => (select_events!("event_type = ?1"), k),
+            HistoryOf::Correlation(k) => (select_events!("correlation_id = ?1"), k),
         };
-        self.db.read(|conn| query_events(self.db.name(), conn, &sql, key, limit))
+        self.db
+            .read(|conn| query_events(self.db.name(), conn, sql, key, limit))
     }
 
     /// [`EventStore::history`] of a simulation.
@@ -374,18 +352,12 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
-        let sql = const_format("SELECT {COLUMNS} FROM ecosystemiser_events WHERE event_id = ?1 LIMIT ?2");
+        let sql = select_events!("event_id = ?1");
         let mut found = self
             .db
-            .read(|conn| query_events(self.db.name(), conn, &sql, event_id, 1))?;
+            .read(|conn| query_events(self.db.name(), conn, sql, event_id, 1))?;
         Ok(found.pop())
     }
-}
-
-/// The query text with the column list put in (the only thing ever formatted into SQL here;
-/// values are bound).
-fn const_format(template: &str) -> String {
-    template.replace("{COLUMNS}", COLUMNS)
 }
 
 fn query_events(
@@ -402,7 +374,10 @@ fn query_events(
         .query(params![key, limit])
         .map_err(|e| Error::sqlite(db, "query events", e))?;
     let mut events = Vec::new();
-    while let Some(row) = rows.next().map_err(|e| Error::sqlite(db, "query events", e))? {
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| Error::sqlite(db, "query events", e))?
+    {
         events.push(event_of(db, row)?);
     }
     Ok(events)

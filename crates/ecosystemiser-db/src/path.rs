@@ -93,11 +93,16 @@ mod tests {
             })
         ));
         let p = db_path_from_lookup(lookup(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]));
-        assert_eq!(p.ok(), Some(PathBuf::from("/x/ecosystemiser/ecosystemiser.db")));
+        assert_eq!(
+            p.ok(),
+            Some(PathBuf::from("/x/ecosystemiser/ecosystemiser.db"))
+        );
         let p = db_path_from_lookup(lookup(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]));
         assert_eq!(
             p.ok(),
-            Some(PathBuf::from("/h/.local/share/ecosystemiser/ecosystemiser.db"))
+            Some(PathBuf::from(
+                "/h/.local/share/ecosystemiser/ecosystemiser.db"
+            ))
         );
         assert!(matches!(
             db_path_from_lookup(lookup(&[])),

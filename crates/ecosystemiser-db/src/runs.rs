@@ -256,7 +256,25 @@ pub struct Runs {
     db: EcoDb,
 }
 
-fn sql<'a>(db: &'a DbName, op: &'static str) -> impl Fn(hive_db_core::rusqlite::Error) -> Error + 'a {
+/// The update of a run for a new generation, keeping the `min` or `max` best fitness.
+macro_rules! record_generation_sql {
+    ($better:literal) => {
+        concat!(
+            "UPDATE optimization_runs SET status = 'running', \
+             generations_completed = max(coalesce(generations_completed, 0), ?2 + 1), \
+             best_fitness = CASE WHEN ?3 IS NULL THEN best_fitness \
+                                 WHEN best_fitness IS NULL THEN ?3 \
+                                 ELSE ",
+            $better,
+            "(best_fitness, ?3) END WHERE optimization_id = ?1"
+        )
+    };
+}
+
+fn sql<'a>(
+    db: &'a DbName,
+    op: &'static str,
+) -> impl Fn(hive_db_core::rusqlite::Error) -> Error + 'a {
     move |e| Error::sqlite(db, op, e)
 }
 
@@ -289,7 +307,12 @@ fn insert_simulation(db: &DbName, conn: &Connection, sim: &NewSimulation) -> Res
     Ok(())
 }
 
-fn insert_metrics(db: &DbName, conn: &Connection, simulation_id: &str, metrics: &[Metric]) -> Result<()> {
+fn insert_metrics(
+    db: &DbName,
+    conn: &Connection,
+    simulation_id: &str,
+    metrics: &[Metric],
+) -> Result<()> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO simulation_metrics (simulation_id, metric_name, metric_value, unit)
@@ -303,7 +326,12 @@ fn insert_metrics(db: &DbName, conn: &Connection, simulation_id: &str, metrics: 
     Ok(())
 }
 
-fn update_simulation(db: &DbName, conn: &Connection, id: &str, update: &StatusUpdate) -> Result<()> {
+fn update_simulation(
+    db: &DbName,
+    conn: &Connection,
+    id: &str,
+    update: &StatusUpdate,
+) -> Result<()> {
     let changed = conn
         .prepare_cached(
             "UPDATE simulations SET status = ?2,
@@ -363,7 +391,11 @@ impl Runs {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown simulation; the backend's errors.
-    pub fn update_simulation_status(&self, simulation_id: &str, update: &StatusUpdate) -> Result<()> {
+    pub fn update_simulation_status(
+        &self,
+        simulation_id: &str,
+        update: &StatusUpdate,
+    ) -> Result<()> {
         self.db
             .transaction(|conn| update_simulation(self.db.name(), conn, simulation_id, update))
     }
@@ -440,7 +472,8 @@ impl Runs {
     /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
     pub fn create_study(&self, study: &NewStudy) -> Result<()> {
         let db = self.db.name();
-        let configuration = json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
+        let configuration =
+            json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "study metadata", study.metadata.as_ref())?;
         self.db.transaction(|conn| {
             conn.prepare_cached(
@@ -611,7 +644,13 @@ impl Runs {
                  VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
             )
             .and_then(|mut s| {
-                s.execute(params![run.analysis_id, run.source_type, run.source_id, strategies, metadata])
+                s.execute(params![
+                    run.analysis_id,
+                    run.source_type,
+                    run.source_id,
+                    strategies,
+                    metadata
+                ])
             })
             .map_err(sql(db, "create analysis run"))?;
             Ok(())
@@ -693,7 +732,8 @@ impl Runs {
     /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
     pub fn create_optimization_run(&self, run: &NewOptimizationRun) -> Result<()> {
         let db = self.db.name();
-        let configuration = json::encode_opt(db, "optimization configuration", run.configuration.as_ref())?;
+        let configuration =
+            json::encode_opt(db, "optimization configuration", run.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "optimization metadata", run.metadata.as_ref())?;
         self.db.transaction(|conn| {
             conn.prepare_cached(
@@ -734,26 +774,20 @@ impl Runs {
             .iter()
             .map(|i| Ok((i, json::encode(db, "individual parameters", &i.parameters)?)))
             .collect::<Result<Vec<_>>>()?;
-        let best = individuals.iter().map(|i| i.fitness).reduce(|a, b| match objective {
-            Objective::Minimize => a.min(b),
-            Objective::Maximize => a.max(b),
-        });
-        let better = match objective {
-            Objective::Minimize => "min",
-            Objective::Maximize => "max",
+        let best = individuals
+            .iter()
+            .map(|i| i.fitness)
+            .reduce(|a, b| match objective {
+                Objective::Minimize => a.min(b),
+                Objective::Maximize => a.max(b),
+            });
+        let update = match objective {
+            Objective::Minimize => record_generation_sql!("min"),
+            Objective::Maximize => record_generation_sql!("max"),
         };
-        // Only `min` or `max`, chosen above, is put into the SQL; values are bound.
-        let update = format!(
-            "UPDATE optimization_runs SET status = 'running',
-                 generations_completed = max(coalesce(generations_completed, 0), ?2 + 1),
-                 best_fitness = CASE WHEN ?3 IS NULL THEN best_fitness
-                                     WHEN best_fitness IS NULL THEN ?3
-                                     ELSE {better}(best_fitness, ?3) END
-             WHERE optimization_id = ?1"
-        );
         self.db.transaction(|conn| {
             let changed = conn
-                .prepare_cached(&update)
+                .prepare_cached(update)
                 .and_then(|mut s| s.execute(params![optimization_id, generation, best]))
                 .map_err(sql(db, "record generation"))?;
             require_row(db, "optimization run", optimization_id, changed)?;
@@ -765,8 +799,14 @@ impl Runs {
                 )
                 .map_err(sql(db, "record generation"))?;
             for (i, parameters) in &encoded {
-                stmt.execute(params![optimization_id, generation, i.individual_id, i.fitness, parameters])
-                    .map_err(sql(db, "record generation"))?;
+                stmt.execute(params![
+                    optimization_id,
+                    generation,
+                    i.individual_id,
+                    i.fitness,
+                    parameters
+                ])
+                .map_err(sql(db, "record generation"))?;
             }
             Ok(())
         })
@@ -777,7 +817,11 @@ impl Runs {
     /// # Errors
     ///
     /// [`Error::NotFound`] for an unknown run; the backend's errors.
-    pub fn update_optimization_status(&self, optimization_id: &str, update: &StatusUpdate) -> Result<()> {
+    pub fn update_optimization_status(
+        &self,
+        optimization_id: &str,
+        update: &StatusUpdate,
+    ) -> Result<()> {
         let db = self.db.name();
         self.db.transaction(|conn| {
             let changed = conn

@@ -80,11 +80,7 @@ fn collect(dir: &Path, depth: usize, files: &mut Vec<PathBuf>) -> Result<()> {
         let kind = entry.file_type().map_err(io("inspect", &path))?;
         if kind.is_dir() && depth < MAX_FOLDER_DEPTH {
             collect(&path, depth + 1, files)?;
-        } else if kind.is_file()
-            && path
-                .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml")
-        {
+        } else if kind.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             files.push(path);
         }
     }
@@ -111,7 +107,9 @@ mod tests {
     /// memory or stack instead of failing with a typed error.
     #[test]
     fn limits_refuse_bombs_and_deep_nesting() {
-        let mut bomb = String::from("type: t\ncategory: c\nname: n\ntechnical:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut bomb = String::from(
+            "type: t\ncategory: c\nname: n\ntechnical:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+        );
         for i in 1..12 {
             let prev = i - 1;
             bomb.push_str(&format!(

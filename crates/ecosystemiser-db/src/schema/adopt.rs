@@ -136,7 +136,10 @@ pub(super) fn copy_components_table(tx: &Transaction<'_>) -> HookResult {
          ORDER BY c.rowid",
         params![],
     )?;
-    tracing::info!(rows = copied, "components table copied into the component library");
+    tracing::info!(
+        rows = copied,
+        "components table copied into the component library"
+    );
     Ok(())
 }
 

@@ -10,7 +10,7 @@ mod adopt;
 
 use std::path::Path;
 
-use hive_db_core::rusqlite::{Connection, ErrorCode, TransactionBehavior, Transaction};
+use hive_db_core::rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use hive_db_core::{DbConfig, DbName, OpenCause, open_connection};
 use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
 
@@ -130,7 +130,7 @@ pub(crate) fn migrate_to(
         source => Error::Migration {
             db: db.clone(),
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         },
     })
 }

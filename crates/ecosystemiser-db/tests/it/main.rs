@@ -1,0 +1,12 @@
+//! Integration tests of ecosystemiser-db: one binary, one module per concern.
+
+mod common;
+mod components;
+mod concurrency;
+mod direct;
+mod events;
+mod legacy;
+mod parity;
+mod runs;
+mod schema;
+mod tidy;

@@ -1,0 +1,159 @@
+//! The run repositories: each write one transaction, counters moved together.
+
+use ecosystemiser_db::{
+    Error, Individual, Metric, NewAnalysisRun, NewOptimizationRun, NewSimulation, NewStudy,
+    Objective, RunStatus, Runs, StatusUpdate,
+};
+use serde_json::json;
+
+use crate::common::{BOTH, open};
+
+/// Bug caught: a study's counter moved without its simulation's status (or the other way
+/// round), a study that never completes, metrics written for an unknown simulation.
+#[test]
+fn a_study_runs_to_completion() -> anyhow::Result<()> {
+    for kind in BOTH {
+        let dir = tempfile::tempdir()?;
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        let runs = Runs::new(&db);
+        runs.create_study(&NewStudy {
+            study_id: "st".into(),
+            study_type: "parametric".into(),
+            total_simulations: 2,
+            configuration: Some(json!({"grid": [1, 2]})),
+            metadata: None,
+        })?;
+        for i in 0..2 {
+            runs.add_study_simulation(
+                "st",
+                &NewSimulation::new(format!("s{i}"), "a.yml", "milp"),
+                Some(&json!({"p": i})),
+                i,
+            )?;
+        }
+        assert_eq!(
+            runs.study("st")?.map(|s| s.status),
+            Some("running".to_owned())
+        );
+        let mut done = StatusUpdate::to(RunStatus::Completed);
+        done.duration_seconds = Some(1.5);
+        let p = runs.finish_study_simulation(
+            "st",
+            "s0",
+            &done,
+            &[Metric::new("cost", 3.0, Some("EUR"))],
+        )?;
+        assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
+        let p = runs.finish_study_simulation("st", "s1", &done, &[])?;
+        assert_eq!(
+            (
+                p.completed_simulations,
+                p.status.as_str(),
+                p.linked_simulations
+            ),
+            (2, "completed", 2)
+        );
+        let s0 = runs
+            .simulation("s0")?
+            .ok_or_else(|| anyhow::anyhow!("no s0"))?;
+        assert_eq!(
+            (s0.status.as_str(), s0.duration_seconds),
+            ("completed", Some(1.5))
+        );
+        assert!(s0.completed_at.is_some());
+        assert_eq!(runs.metrics("s0")?, [Metric::new("cost", 3.0, Some("EUR"))]);
+
+        // Not linked: nothing moves.
+        runs.create_simulation(&NewSimulation::new("loose", "a.yml", "milp"))?;
+        let err =
+            runs.finish_study_simulation("st", "loose", &done, &[Metric::new("x", 1.0, None)]);
+        assert!(
+            matches!(
+                err,
+                Err(Error::NotFound {
+                    what: "study simulation",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(runs.metrics("loose")?.is_empty());
+        assert_eq!(runs.study("st")?.map(|s| s.completed_simulations), Some(2));
+        let running =
+            runs.finish_study_simulation("st", "s0", &StatusUpdate::to(RunStatus::Running), &[]);
+        assert!(matches!(running, Err(Error::InvalidInput { .. })));
+        assert!(matches!(
+            runs.record_metrics("ghost", &[]),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            runs.update_simulation_status("ghost", &done),
+            Err(Error::NotFound { .. })
+        ));
+    }
+    Ok(())
+}
+
+/// Bug caught: best fitness taken the wrong way round, generations miscounted, a generation
+/// recorded for an unknown run.
+#[test]
+fn optimization_and_analysis_runs() -> anyhow::Result<()> {
+    for kind in BOTH {
+        let dir = tempfile::tempdir()?;
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        let runs = Runs::new(&db);
+        runs.create_optimization_run(&NewOptimizationRun {
+            optimization_id: "o".into(),
+            algorithm_type: "ga".into(),
+            objective_function: "cost".into(),
+            configuration: None,
+            metadata: None,
+        })?;
+        let ind = |id: &str, fitness| Individual {
+            individual_id: id.into(),
+            fitness,
+            parameters: json!({"x": fitness}),
+        };
+        runs.record_generation("o", 0, Objective::Minimize, &[ind("a", 3.0), ind("b", 2.0)])?;
+        runs.record_generation("o", 1, Objective::Minimize, &[ind("c", 2.5)])?;
+        let p = runs
+            .optimization("o")?
+            .ok_or_else(|| anyhow::anyhow!("no run"))?;
+        assert_eq!(
+            (p.generations_completed, p.best_fitness, p.iterations),
+            (2, Some(2.0), 3)
+        );
+        assert_eq!(p.status, "running");
+        runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Completed))?;
+        assert_eq!(
+            runs.optimization("o")?.map(|p| p.status),
+            Some("completed".into())
+        );
+        assert!(matches!(
+            runs.record_generation("x", 0, Objective::Maximize, &[ind("a", 1.0)]),
+            Err(Error::NotFound { .. })
+        ));
+
+        runs.create_analysis_run(&NewAnalysisRun {
+            analysis_id: "an".into(),
+            source_type: "study".into(),
+            source_id: "st".into(),
+            strategies: Some(json!(["economic"])),
+            metadata: None,
+        })?;
+        assert_eq!(
+            runs.record_analysis_results(
+                "an",
+                "economic",
+                &[("kpi".into(), json!({"lcoe": 0.1}))]
+            )?,
+            1
+        );
+        runs.update_analysis_status("an", &StatusUpdate::to(RunStatus::Failed))?;
+        assert!(matches!(
+            runs.record_analysis_results("none", "e", &[]),
+            Err(Error::NotFound { .. })
+        ));
+    }
+    Ok(())
+}

@@ -100,3 +100,40 @@ impl PoolFigures {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hive_db_core::{DbConfig, DbName, Registry};
+
+    use super::*;
+
+    /// Bug caught: the sampler's `live <= max_size` test never flagging a pool over its size
+    /// (a comparison the wrong way round, or of the wrong fields), so `live_within_max` can
+    /// never fail; or peaks that do not follow the samples.
+    #[test]
+    fn a_pool_over_its_size_is_flagged() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let registry = Registry::new();
+        let name = DbName::new("sampled")?;
+        let config = DbConfig {
+            create_if_missing: true,
+            max_size: 3,
+            min_idle: 1,
+            ..DbConfig::default()
+        };
+        registry.register(&name, dir.path().join("sampled.db"), config)?;
+        let snapshot = registry.db_stats(&name)?;
+        assert_eq!(over_max(&snapshot), None);
+        let mut value = serde_json::to_value(&snapshot)?;
+        value["live"] = 4.into();
+        value["writer_queue"] = 7.into();
+        let over: DbSnapshot = serde_json::from_value(value)?;
+        assert_eq!(over_max(&over), Some((4, 3)));
+        let mut peaks = Peaks::default();
+        peaks.observe(&over);
+        peaks.observe(&snapshot);
+        assert_eq!((peaks.live, peaks.writer_queue), (4, 7));
+        registry.close_all(std::time::Duration::from_secs(1));
+        Ok(())
+    }
+}

@@ -213,3 +213,35 @@ fn work<S: Store>(
     r.acks = std::mem::take(&mut w.acks);
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use hive_db_core::{DbName, Registry};
+
+    use super::*;
+
+    /// Bug caught: errors by kind lumping every failure together as `other` (the core's
+    /// variant or SQLite's code lost behind anyhow's wrapping), so the report cannot say what
+    /// failed.
+    #[test]
+    fn errors_are_sorted_by_kind() -> anyhow::Result<()> {
+        let registry = Registry::new();
+        let unknown = registry
+            .read(&DbName::new("nowhere")?, |_| Ok::<_, anyhow::Error>(()))
+            .unwrap_err()
+            .context("an operation");
+        assert_eq!(error_kind(&unknown), "core UnknownDatabase");
+        let conn = hive_db_core::rusqlite::Connection::open_in_memory()?;
+        let sqlite = anyhow::Error::from(
+            conn.execute("INSERT INTO missing VALUES (1)", [])
+                .unwrap_err(),
+        );
+        assert!(
+            error_kind(&sqlite).starts_with("sqlite "),
+            "{}",
+            error_kind(&sqlite)
+        );
+        assert_eq!(error_kind(&anyhow::anyhow!("something else")), "other");
+        Ok(())
+    }
+}

@@ -12,6 +12,7 @@ usage: cargo xtask <task> [args]
 
 tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
+             (the only place it is written; .ci/run calls it)
   bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
   loadtest   an EcoSystemiser-shaped load on several databases, watched live and verified,
              optimised (--help for flags)";
@@ -61,7 +62,8 @@ fn step(name: &str, mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The gate, in the same order as `.ci/run`.
+/// The gate, the only place it is written (`.ci/run` calls this). The tidy checks run as
+/// part of `cargo test --workspace` (the `hive-tests` package).
 fn ci() -> anyhow::Result<()> {
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);

@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 
 /// What one run measured.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Measured {
-    pub ops: u64,
-    pub errors: u64,
-    pub secs: f64,
-    pub ops_per_sec: f64,
+pub(crate) struct Measured {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) secs: f64,
+    pub(crate) ops_per_sec: f64,
     /// Per-operation latency percentiles in ns (batch means for `Timing::Batched`).
     pub p50_ns: u64,
     pub p99_ns: u64,
     pub p999_ns: u64,
-    pub max_ns: u64,
-    pub first_error: Option<String>,
+    pub(crate) max_ns: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 impl Measured {
     /// Counts over `secs`, without latencies.
-    pub fn from_counts(ops: u64, errors: u64, secs: f64) -> Self {
+    pub(crate) fn from_counts(ops: u64, errors: u64, secs: f64) -> Self {
         Self {
             ops,
             errors,
@@ -34,7 +34,7 @@ impl Measured {
 
 /// How latency is taken.
 #[derive(Debug, Clone, Copy)]
-pub enum Timing {
+pub(crate) enum Timing {
     /// Only count operations (no clock reads inside the loop).
     None,
     /// Time every operation.
@@ -44,13 +44,13 @@ pub enum Timing {
 }
 
 /// A small xorshift generator: fast, deterministic per thread.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -59,14 +59,14 @@ impl Rng {
         x
     }
     /// A number in `1..=n`, as SQLite's integer type.
-    pub fn below(&mut self, n: u64) -> i64 {
+    pub(crate) fn below(&mut self, n: u64) -> i64 {
         i64::try_from(self.next() % n.max(1) + 1).unwrap_or(i64::MAX)
     }
 }
 
 /// Runs `op` on `threads` threads for `duration`. Each thread first builds its own state
 /// with `setup(thread_index)`; the clock starts when all are ready.
-pub fn run<S, E: std::fmt::Display>(
+pub(crate) fn run<S, E: std::fmt::Display>(
     threads: usize,
     duration: Duration,
     timing: Timing,
@@ -154,7 +154,7 @@ pub fn run<S, E: std::fmt::Display>(
 }
 
 /// The `q`-quantile of `sorted` by the nearest-rank method; 0 when empty.
-pub fn percentile(sorted: &[u64], q: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], q: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -163,7 +163,7 @@ pub fn percentile(sorted: &[u64], q: f64) -> u64 {
 }
 
 /// The process's peak resident set size so far, in bytes (Linux `VmHWM`).
-pub fn peak_rss_bytes() -> u64 {
+pub(crate) fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

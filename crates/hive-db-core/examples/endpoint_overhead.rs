@@ -32,13 +32,12 @@ fn scrape(addr: SocketAddr) -> anyhow::Result<usize> {
     Ok(body.len())
 }
 
-/// Median nanoseconds per op of `op` over `rounds` runs of `ops`, and scrapes per second.
+/// Nanoseconds per op of `ops` runs of `op` while `scraper` runs, and its scrapes per second.
 fn measure(
     addr: SocketAddr,
     scraper: Scraper,
     ops: u32,
-    rounds: usize,
-    mut op: impl FnMut() -> anyhow::Result<()>,
+    op: &mut impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let scrapes = Arc::new(AtomicU64::new(0));
@@ -55,26 +54,25 @@ fn measure(
             Ok(())
         })
     });
-    let start = Instant::now();
-    let mut per_op = Vec::new();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        for _ in 0..ops {
-            op()?;
-        }
-        per_op.push(t.elapsed().as_nanos() as f64 / f64::from(ops));
+    let t = Instant::now();
+    for _ in 0..ops {
+        op()?;
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = thread {
         t.join()
             .map_err(|_| anyhow::anyhow!("scraper panicked"))??;
     }
-    per_op.sort_by(f64::total_cmp);
     Ok((
-        per_op[per_op.len() / 2],
-        scrapes.load(Ordering::Relaxed) as f64 / elapsed,
+        elapsed.as_nanos() as f64 / f64::from(ops),
+        scrapes.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
     ))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -105,7 +103,8 @@ fn main() -> anyhow::Result<()> {
     let ep = endpoint::serve(&registry, EndpointConfig::default())?;
     let page = scrape(ep.addr())?;
     println!(
-        "{ops} ops x {rounds} rounds per cell, median ns/op; /metrics page {page} bytes (8 databases)"
+        "{ops} ops per round, {rounds} rounds interleaved, median ns/op; \
+         /metrics page {page} bytes (8 databases)"
     );
     println!(
         "{:<12} {:>10} {:>14} {:>10} {:>14} {:>10}",
@@ -113,23 +112,34 @@ fn main() -> anyhow::Result<()> {
     );
     let mut id = 0i64;
     for label in ["checkout", "point_read"] {
-        let mut cells = Vec::new();
-        for scraper in [Scraper::None, Scraper::Paced, Scraper::FlatOut] {
-            let cell = measure(ep.addr(), scraper, ops, rounds, || {
-                if label == "checkout" {
-                    drop(registry.get(name)?);
-                } else {
-                    id = (id + 7) % 1000;
-                    let v: i64 = registry.read(name, |c| -> anyhow::Result<i64> {
-                        let mut stmt = c.prepare_cached("SELECT v FROM t WHERE id = ?1")?;
-                        Ok(stmt.query_row([id], |r| r.get(0))?)
-                    })?;
-                    anyhow::ensure!(v == id, "wrong row");
-                }
-                Ok(())
-            })?;
-            cells.push(cell);
+        let mut op = || -> anyhow::Result<()> {
+            if label == "checkout" {
+                drop(registry.get(name)?);
+            } else {
+                id = (id + 7) % 1000;
+                let v: i64 = registry.read(name, |c| -> anyhow::Result<i64> {
+                    let mut stmt = c.prepare_cached("SELECT v FROM t WHERE id = ?1")?;
+                    Ok(stmt.query_row([id], |r| r.get(0))?)
+                })?;
+                anyhow::ensure!(v == id, "wrong row");
+            }
+            Ok(())
+        };
+        // Rounds interleave the three cells, so that a change in the machine's load
+        // spreads over all of them.
+        let scrapers = [Scraper::None, Scraper::Paced, Scraper::FlatOut];
+        let mut cells = vec![(Vec::new(), Vec::new()); scrapers.len()];
+        for _ in 0..rounds {
+            for (cell, scraper) in cells.iter_mut().zip(scrapers) {
+                let (ns, rate) = measure(ep.addr(), scraper, ops, &mut op)?;
+                cell.0.push(ns);
+                cell.1.push(rate);
+            }
         }
+        let cells: Vec<(f64, f64)> = cells
+            .into_iter()
+            .map(|(ns, rate)| (median(ns), median(rate)))
+            .collect();
         let base = cells[0].0;
         println!(
             "{label:<12} {:>10.0} {:>8.0} {:>+4.0}% {:>10.1} {:>8.0} {:>+4.0}% {:>10.1}",

@@ -1,4 +1,5 @@
-//! Group commit: the write transaction that queued writers share.
+//! Group commit: the write transaction that queued writers share; and, for plain
+//! connections, [`immediate_transaction`], the same transaction shape without the sharing.
 //!
 //! The first writer to take a free writer lane checks out a connection and begins a
 //! `BEGIN IMMEDIATE` transaction: a [`Batch`]. Each writer's closure runs inside a savepoint of
@@ -10,22 +11,25 @@
 //! Writers run in FIFO order, one at a time, each seeing the work of those before it, and
 //! either all of a batch's work commits or none does; so the outcome is that of running them
 //! one after another, and each `write` still returns only after its work has committed.
+//!
+//! (Over 400 lines: the long [`WriteTx`] contract and the plain transaction's test.)
 
 use std::any::Any;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ffi};
+use rusqlite::Connection;
 
 use crate::config::DbConfig;
 use crate::error::{Error, extended_code};
-use crate::manager::PoolShared;
 use crate::name::DbName;
 use crate::pool::PooledConnection;
+use crate::sync::lock;
+use crate::wal::wal_hook;
 
 /// What a [`Registry::write`](crate::Registry::write) closure gets: its place in the
 /// database's write transaction. It derefs to the [`rusqlite::Connection`].
@@ -68,29 +72,27 @@ impl std::fmt::Debug for WriteTx<'_> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Runs one of the batch's fixed statements, prepared once per connection.
 pub(crate) fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// Why a batch did not commit, for each writer waiting on it.
+/// Why a batch did not commit, for each writer waiting on it: what SQLite said, kept as
+/// data (a `rusqlite::Error` cannot be cloned for every writer, and inventing one would claim
+/// an error SQLite never returned to them).
 #[derive(Debug, Clone)]
 pub(crate) struct BatchFailure {
     op: &'static str,
-    code: i32,
-    message: String,
+    code: Option<i32>,
+    reason: String,
 }
 
 impl BatchFailure {
     pub(crate) fn from_sqlite(op: &'static str, e: &rusqlite::Error) -> Self {
         Self {
             op,
-            code: extended_code(e).unwrap_or(ffi::SQLITE_ERROR),
-            message: e.to_string(),
+            code: extended_code(e),
+            reason: e.to_string(),
         }
     }
 
@@ -98,19 +100,19 @@ impl BatchFailure {
     pub(crate) fn abandoned() -> Self {
         Self {
             op: "commit",
-            code: ffi::SQLITE_ABORT,
-            message: "the shared write transaction ended before its commit: a writer's \
-                      statement ended it, or SQLite rolled it back after an error"
+            code: None,
+            reason: "it ended before its commit: a writer's statement ended it, or SQLite \
+                     rolled it back after an error"
                 .to_owned(),
         }
     }
 
     pub(crate) fn into_error(self, db: &DbName) -> Error {
-        Error::Sqlite {
+        Error::BatchFailed {
             db: db.clone(),
             op: self.op,
-            code: Some(self.code),
-            source: rusqlite::Error::SqliteFailure(ffi::Error::new(self.code), Some(self.message)),
+            code: self.code,
+            reason: self.reason,
         }
     }
 }
@@ -141,10 +143,9 @@ impl CommitSlot {
     /// closures: at most `group_commit_max_writers` of them, or until the batch is
     /// `group_commit_max_age` old, checked between closures. There is no giving up: the
     /// work is in the transaction, and only the commit can say whether it stays. A wait
-    /// longer than `connection_timeout` is logged.
-    pub(crate) fn wait(&self, shared: &PoolShared) -> Result<(), BatchFailure> {
+    /// longer than `patience` (the database's `connection_timeout`) is logged.
+    pub(crate) fn wait(&self, db: &DbName, patience: Duration) -> Result<(), BatchFailure> {
         let start = Instant::now();
-        let patience = shared.config.connection_timeout;
         let mut warned = false;
         loop {
             if let Some(outcome) = lock(&self.outcome).take() {
@@ -153,7 +154,7 @@ impl CommitSlot {
             let waited = start.elapsed();
             if !warned && waited >= patience {
                 warned = true;
-                tracing::warn!(db = %shared.name, ?waited,
+                tracing::warn!(db = %db, ?waited,
                     "a write waits for the commit of the transaction it shares; a later \
                      writer's closure is slow or blocked");
             }
@@ -200,7 +201,7 @@ impl Batch {
         let hook = Arc::clone(&veto);
         conn.commit_hook(Some(move || hook.load(Ordering::Relaxed)))?;
         // The WAL hook that reports a due checkpoint, in case a caller replaced it.
-        conn.wal_hook(Some(crate::connection::wal_hook));
+        conn.wal_hook(Some(wal_hook));
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
             veto.store(false, Ordering::Relaxed);
             return Err(e);
@@ -316,17 +317,24 @@ impl Batch {
         (conn, waiting)
     }
 
-    /// Ends a broken batch: rolls back what is left of the transaction, discards the
-    /// connection, and fails every waiting writer.
+    /// Ends a broken batch: rolls back what is left of the transaction and discards the
+    /// connection; the caller fails every waiting writer.
     pub(crate) fn abandon(self) -> (PooledConnection, Vec<Arc<CommitSlot>>) {
         let (mut conn, waiting) = self.finish();
-        if !conn.is_autocommit()
-            && let Err(e) = conn.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(error = %e, "rolling back an abandoned batch failed");
-        }
+        rollback(&mut conn);
         conn.discard();
         (conn, waiting)
+    }
+}
+
+/// Rolls back what is left of `conn`'s transaction, if it is in one; a connection whose
+/// rollback fails is discarded, never pooled.
+pub(crate) fn rollback(conn: &mut PooledConnection) {
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(db = %conn.db(), error = %e, "rolling back a write transaction failed");
+        conn.discard();
     }
 }
 
@@ -339,5 +347,86 @@ impl Drop for Batch {
         for slot in self.waiting.drain(..) {
             slot.settle(Err(BatchFailure::abandoned()));
         }
+    }
+}
+
+/// Runs `f` in one `BEGIN IMMEDIATE` transaction on a plain (not pooled) connection: commits
+/// when `f` returns `Ok`, rolls back when it returns `Err` or panics. For applications that
+/// fall back to direct connections, so their transactions behave as [`crate::Registry::write`]'s
+/// (which adds the writer lane and group commit on top).
+///
+/// # Errors
+///
+/// `f`'s own error (after the rollback), or [`Error::Sqlite`] naming `db` when `BEGIN` or
+/// `COMMIT` fails (a failed `COMMIT` is rolled back).
+pub fn immediate_transaction<T, E: From<Error>>(
+    db: &DbName,
+    conn: &mut Connection,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| Error::sqlite(db, "begin", e))?;
+    // On `Err`, and while unwinding from a panic, dropping `tx` rolls it back.
+    let value = f(&tx)?;
+    tx.commit().map_err(|e| Error::sqlite(db, "commit", e))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DbConfig;
+    use crate::error::Result;
+    use crate::open::{open_connection, prepare_database};
+
+    /// Bug caught: the plain-connection transaction committing a failed closure's work, leaving
+    /// a panicking one's transaction open, or not taking the write lock at `BEGIN`.
+    #[test]
+    fn immediate_transaction_commits_only_ok() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("tx")?;
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        let prepared = prepare_database(&db, &dir.path().join("t.db"), &config)?;
+        let mut conn = open_connection(&db, &prepared.path, &config)?;
+        let other = open_connection(&db, &prepared.path, &config)?;
+        other.busy_timeout(std::time::Duration::ZERO)?;
+        conn.execute_batch("CREATE TABLE t (v INTEGER)")?;
+        immediate_transaction(&db, &mut conn, |tx| -> Result<()> {
+            // IMMEDIATE: the write lock is held from BEGIN, before any write, so another
+            // writer is refused.
+            let refused = other.execute_batch("BEGIN IMMEDIATE");
+            assert!(refused.is_err(), "write lock not held: {refused:?}");
+            tx.execute("INSERT INTO t VALUES (1)", [])
+                .map_err(|e| Error::sqlite(&db, "insert", e))?;
+            Ok(())
+        })
+        .map_err(|e: Error| anyhow::anyhow!(e))?;
+        let failed: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])
+                .map_err(|e| Error::sqlite(&db, "insert", e))?;
+            Err(Error::Closed { db: db.clone() })
+        });
+        assert!(matches!(failed, Err(Error::Closed { .. })));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
+                tx.execute("INSERT INTO t VALUES (3)", []).ok();
+                panic!("inside the transaction");
+            });
+        }));
+        assert!(panicked.is_err());
+        assert!(
+            conn.is_autocommit(),
+            "a panicking closure left the transaction open"
+        );
+        let values: Vec<i64> = conn
+            .prepare("SELECT v FROM t ORDER BY v")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(values, [1]);
+        Ok(())
     }
 }

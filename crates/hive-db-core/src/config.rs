@@ -260,24 +260,62 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    /// Bug caught: documented defaults drifting from the code.
+    /// The rows of the defaults table in [`DbConfig`]'s documentation, read from this file:
+    /// (field, default as written, environment variable).
+    fn documented_defaults() -> Vec<(String, String, String)> {
+        include_str!("config.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("/// | `"))
+            .filter_map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let field = cells.first()?.strip_suffix('`')?;
+                let var = cells.get(2)?.split('`').nth(1)?;
+                Some((
+                    field.to_owned(),
+                    (*cells.get(1)?).to_owned(),
+                    var.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// A documented default ("5 s", "30 min", "off", "NORMAL") as its variable's value.
+    fn as_env_value(documented: &str) -> String {
+        let ms = |n: &str, unit: u64| n.parse::<u64>().map(|n| (n * unit).to_string());
+        match documented.split_once(' ') {
+            Some((n, "ms")) => ms(n, 1),
+            Some((n, "s")) => ms(n, 1000),
+            Some((n, "min")) => ms(n, 60_000),
+            _ if documented == "off" => Ok("0".to_owned()),
+            _ => Ok(documented.to_ascii_lowercase()),
+        }
+        .unwrap_or_else(|_| panic!("cannot read the documented default {documented:?}"))
+    }
+
+    /// Bug caught: a documented default that is not the code's (the table says 10, the code
+    /// says 11), or a field missing from the table. Each documented default, set through its
+    /// documented variable, must give back `DbConfig::default()`, and the table must name
+    /// every field.
     #[test]
-    fn defaults_match_the_documentation() {
-        let c = DbConfig::default();
-        assert_eq!(c.max_size, 10);
-        assert_eq!(c.min_idle, 2);
-        assert_eq!(c.connection_timeout, Duration::from_secs(5));
-        assert_eq!(c.busy_timeout, Duration::from_secs(5));
-        assert_eq!(c.validate_after_idle, Duration::from_millis(500));
-        assert_eq!(c.max_lifetime, Some(Duration::from_secs(1800)));
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(600)));
-        assert_eq!(c.leak_threshold, None);
-        assert!(!c.create_if_missing);
-        assert_eq!(c.synchronous, Synchronous::Normal);
-        assert_eq!(c.cache_size_kib, 10240);
-        assert!(c.foreign_keys);
-        assert_eq!(c.group_commit_max_writers, 32);
-        assert_eq!(c.group_commit_max_age, Duration::from_millis(2));
+    fn defaults_match_the_documentation() -> Result<()> {
+        let rows = documented_defaults();
+        let mut fields = serde_json::to_value(DbConfig::default())
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+            .unwrap_or_default();
+        fields.sort();
+        let mut documented: Vec<_> = rows.iter().map(|(f, ..)| f.clone()).collect();
+        documented.sort();
+        assert_eq!(
+            documented, fields,
+            "the table and the struct list different fields"
+        );
+        for (field, default, var) in &rows {
+            let value = as_env_value(default);
+            let c = DbConfig::from_lookup(|v| (v == var).then(|| value.clone()))?;
+            assert_eq!(c, DbConfig::default(), "{field}: documented as {default}");
+        }
+        Ok(())
     }
 
     /// Bug caught: an environment variable read under the wrong name or unit.
@@ -335,7 +373,9 @@ mod tests {
         assert!(matches!(err, Err(Error::InvalidEnv { .. })));
     }
 
-    /// Bug caught: settings that would make r2d2 panic (max_size 0, min_idle > max_size).
+    /// Bug caught: settings that would make r2d2 panic (max_size 0, min_idle > max_size), or
+    /// a busy timeout SQLite cannot take (it would be cut silently), let through; or the
+    /// longest one it can take refused.
     #[test]
     fn validate_refuses_unworkable_settings() -> Result<()> {
         let db = DbName::new("cfg")?;
@@ -362,11 +402,22 @@ mod tests {
                 group_commit_max_writers: 0,
                 ..DbConfig::default()
             },
+            DbConfig {
+                busy_timeout: Duration::from_millis(i32::MAX as u64 + 1),
+                ..DbConfig::default()
+            },
         ] {
             assert!(
-                matches!(bad.validate(&db), Err(Error::InvalidConfig { db: ref d, .. }) if d == &db)
+                matches!(bad.validate(&db), Err(Error::InvalidConfig { db: ref d, .. }) if d == &db),
+                "{bad:?} accepted"
             );
         }
+        // The longest busy timeout SQLite takes is accepted.
+        DbConfig {
+            busy_timeout: Duration::from_millis(i32::MAX as u64),
+            ..DbConfig::default()
+        }
+        .validate(&db)?;
         DbConfig::default().validate(&db)
     }
 }

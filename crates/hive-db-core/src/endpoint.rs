@@ -23,15 +23,15 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::health::HealthReport;
-use crate::health::HealthStatus;
+use crate::health::{HealthReport, HealthStatus};
 use crate::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 use crate::registry::Registry;
 use crate::stats::RegistrySnapshot;
+use crate::sync::lock;
 
 /// The longest request line accepted (method, target and version), in bytes: longer is `414`.
 pub const MAX_REQUEST_LINE: usize = 4 * 1024;
@@ -43,6 +43,9 @@ pub const MAX_HEADERS: usize = 64;
 /// How often blocked threads look at the stop flag: the bound on [`Endpoint::stop`] when no
 /// health check is running.
 const POLL: Duration = Duration::from_millis(25);
+/// How often the accepting thread looks for connections within `BUSY_SPELL` of the last one.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+const BUSY_SPELL: Duration = Duration::from_secs(1);
 /// The most a thread spends reading and discarding what a refused client still sends, so
 /// that closing does not reset the connection before the client reads the answer.
 const DRAIN_TIME: Duration = Duration::from_millis(200);
@@ -324,19 +327,22 @@ impl Drop for Connection {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The accepting thread: hands connections to the serving threads, or answers `503` when
 /// `max_connections` are in flight already.
 fn accept(state: &State, listener: &TcpListener, queue: &SyncSender<Connection>) {
     let mut last_warning: Option<Instant> = None;
+    let mut last_accept = Instant::now();
     while !state.stopping() {
         let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+            Ok((stream, _)) => {
+                last_accept = Instant::now();
+                stream
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(POLL);
+                // Look often while clients are coming, rarely when idle: a scrape every
+                // few seconds waits at most `POLL` for its connection to be taken.
+                let busy = last_accept.elapsed() < BUSY_SPELL;
+                std::thread::sleep(if busy { BUSY_POLL } else { POLL });
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -840,6 +846,43 @@ mod tests {
         assert_eq!(status(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Some(431));
         let path = parse(b"GET /stats?pretty HTTP/1.1\r\n\r\n").map(|r| r.path.to_owned());
         assert_eq!(path.ok().as_deref(), Some("/stats"));
+    }
+
+    /// Bug caught: a health error message showing where a database lives (its file or its
+    /// folder) without `expose_paths`.
+    #[test]
+    fn health_errors_lose_their_paths() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let folder = dir.path().join("secret-folder-3b7e");
+        let registry = Registry::new();
+        let name = crate::name::DbName::new("hidden")?;
+        let config = crate::config::DbConfig {
+            create_if_missing: true,
+            ..crate::config::DbConfig::default()
+        };
+        registry.register(&name, folder.join("file-5c1d.db"), config)?;
+        let snapshot = registry.stats();
+        let path = snapshot.databases[0].path.display().to_string();
+        let mut report = HealthReport {
+            status: HealthStatus::Unhealthy,
+            databases: vec![crate::health::DbHealth {
+                name,
+                status: HealthStatus::Unhealthy,
+                latency: Duration::ZERO,
+                error: Some(format!(
+                    "cannot open {path}: gone; cannot create {}: denied",
+                    folder.display()
+                )),
+            }],
+            elapsed: Duration::ZERO,
+        };
+        redact_paths(&mut report, &snapshot);
+        let error = report.databases[0].error.clone().unwrap_or_default();
+        assert_eq!(
+            error,
+            "cannot open <path>: gone; cannot create <path>: denied"
+        );
+        Ok(())
     }
 
     /// Bug caught: a zero, huge or non-loopback setting accepted and failing later (a

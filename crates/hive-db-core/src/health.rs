@@ -5,10 +5,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::manager::error_chain;
+use crate::database::Database;
+use crate::error::{Error, Result, error_chain};
 use crate::name::DbName;
-use crate::pool::DbPool;
 
 /// How a database, or the whole registry, is doing.
 #[derive(
@@ -54,7 +53,7 @@ pub struct HealthReport {
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
-pub(crate) fn check_all(pools: Vec<Arc<DbPool>>, timeout: Duration) -> HealthReport {
+pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthReport {
     let start = Instant::now();
     let (tx, rx) = mpsc::channel();
     let names: Vec<DbName> = pools.iter().map(|p| p.name().clone()).collect();
@@ -126,7 +125,7 @@ type Outcome = std::result::Result<(Duration, Option<String>), String>;
 /// A connection, then a schema read and a write-lock probe (`BEGIN IMMEDIATE; ROLLBACK`
 /// through the writer lane), with SQLite's busy timeout cut to the time left, so a database
 /// locked by another process cannot hold the check past `timeout`.
-fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
+fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let deadline = start + timeout;
     let db = pool.name();
@@ -137,7 +136,7 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
     };
     let before = pool.snapshot();
     let mut conn = pool
-        .checkout_within(timeout, Location::caller())
+        .checkout_until(start, deadline, Location::caller())
         .map_err(|e| error_chain(&e))?;
     let probe = || -> Result<Option<String>> {
         conn.busy_timeout(left())
@@ -146,7 +145,7 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
             r.get::<_, i64>(0)
         })
         .map_err(|e| Error::sqlite(db, "read schema", e))?;
-        let Ok(_turn) = pool.lane.acquire_plain(deadline) else {
+        let Some(_turn) = pool.hold_lane(deadline) else {
             return Ok(Some(
                 "writes blocked: the writer lane stayed busy".to_owned(),
             ));
@@ -156,11 +155,8 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
         match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
             Ok(()) => Ok(None),
             Err(e) => {
-                let e = Error::sqlite(db, "take the write lock", e);
+                let e = pool.sqlite_error("take the write lock", e);
                 if e.is_busy() {
-                    pool.counters()
-                        .busy
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     Ok(Some(format!("writes blocked: {}", error_chain(&e))))
                 } else {
                     Err(e)
@@ -169,7 +165,7 @@ fn check_one(pool: &DbPool, timeout: Duration) -> Outcome {
         }
     };
     let result = probe();
-    if !conn.is_autocommit() || conn.busy_timeout(pool.shared.config.busy_timeout).is_err() {
+    if !conn.is_autocommit() || conn.busy_timeout(pool.config().busy_timeout).is_err() {
         conn.discard();
     }
     drop(conn);

@@ -1,7 +1,10 @@
 //! A lock-free log-linear histogram of durations, cheap enough to record every checkout.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
+
+use crate::sync::lock;
 
 /// Sub-buckets per power of two: values land within 1/8 (12.5%) of their true size.
 const SUB_BITS: u32 = 3;
@@ -9,9 +12,15 @@ const SUB: usize = 1 << SUB_BITS;
 /// Values below `SUB` ns get a bucket each; above, 8 buckets per power of two up to 2^64.
 const BUCKETS: usize = SUB + (64 - SUB_BITS as usize) * SUB;
 
-/// Copies of the buckets. Threads pick one by a thread-local index, so threads on different
-/// cores rarely increment the same cache line (every checkout records into a histogram).
-const SHARDS: usize = 4;
+/// Shards a thread can own alone: while it lives, no other thread writes to its shard, so it
+/// updates its counters with a plain load and store instead of a locked read-modify-write
+/// (every checkout records into two histograms). Threads beyond these share one more shard,
+/// updated with atomic adds.
+const OWNED: usize = 8;
+/// The shard of threads that own none.
+const SHARED: usize = OWNED;
+/// Copies of the buckets: one per owning thread, and the shared one.
+const SHARDS: usize = OWNED + 1;
 /// Counters per shard: the exact sum of the shard's durations first, then its buckets.
 const STRIDE: usize = 1 + BUCKETS;
 
@@ -21,21 +30,58 @@ const STRIDE: usize = 1 + BUCKETS;
 const FIRST_BOUND: u32 = 7;
 const LAST_BOUND: u32 = 36;
 
-/// This thread's shard.
+/// Owned shards given back by threads that ended, and the next never handed out.
+static FREE_SHARDS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's claim on a shard, given back when the thread ends.
+struct ShardClaim(usize);
+
+impl ShardClaim {
+    fn claim() -> Self {
+        let free = lock(&FREE_SHARDS).pop();
+        Self(free.unwrap_or_else(|| {
+            NEXT_SHARD
+                .fetch_update(Relaxed, Relaxed, |n| (n < OWNED).then_some(n + 1))
+                .unwrap_or(SHARED)
+        }))
+    }
+}
+
+impl Drop for ShardClaim {
+    fn drop(&mut self) {
+        if self.0 != SHARED {
+            lock(&FREE_SHARDS).push(self.0);
+        }
+    }
+}
+
+thread_local! {
+    static SHARD: ShardClaim = ShardClaim::claim();
+}
+
+/// This thread's shard: its own, or [`SHARED`] (also while the thread is ending and its
+/// claim is gone).
 #[inline]
 fn shard() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    SHARD.try_with(|c| c.0).unwrap_or(SHARED)
+}
+
+/// Adds `v` to `cell` of `shard`: a plain load and store on an owned shard, an atomic add on
+/// the shared one.
+#[inline]
+fn add(cell: &AtomicU64, shard: usize, v: u64) {
+    if shard == SHARED {
+        cell.fetch_add(v, Relaxed);
+    } else {
+        cell.store(cell.load(Relaxed).wrapping_add(v), Relaxed);
     }
-    SHARD.with(|s| *s)
 }
 
 /// Counts of durations in nanoseconds, grouped in log-linear buckets, plus the exact sum and
-/// maximum. Recording costs one atomic add on the thread's shard, a second one for the sum
-/// unless the duration is zero (an acquire that did not wait), and a load; counts and
-/// percentiles are derived when read.
+/// maximum. Recording costs an add to a bucket of the thread's shard, a second one to the
+/// shard's sum unless the duration is zero (an acquire that did not wait), and a load; counts
+/// and percentiles are derived when read.
 pub(crate) struct Histogram {
     /// `SHARDS` runs of `STRIDE` counters: the shard's sum of nanoseconds, then its buckets.
     cells: Box<[AtomicU64]>,
@@ -85,10 +131,11 @@ impl Histogram {
     #[inline]
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let run = shard() * STRIDE;
-        self.cells[run + 1 + bucket_of(ns)].fetch_add(1, Relaxed);
+        let shard = shard();
+        let run = shard * STRIDE;
+        add(&self.cells[run + 1 + bucket_of(ns)], shard, 1);
         if ns != 0 {
-            self.cells[run].fetch_add(ns, Relaxed);
+            add(&self.cells[run], shard, ns);
         }
         if ns > self.max_ns.load(Relaxed) {
             self.max_ns.fetch_max(ns, Relaxed);
@@ -244,6 +291,36 @@ mod tests {
         assert_eq!(h.count(), 9000);
         assert_eq!(s.max_ns, 8999);
         assert_eq!(s.sum_ns, (0..9000u64).sum::<u64>());
+    }
+
+    /// Bug caught: owned shards not exclusive (two threads on one, losing updates, also once
+    /// a shard is given back and claimed again), or the shared shard's adds not atomic. More
+    /// threads than owned shards record at once, in waves.
+    #[test]
+    fn counts_stay_exact_with_more_threads_than_shards() {
+        const PER_THREAD: u64 = 100_000;
+        let h = std::sync::Arc::new(Histogram::default());
+        for _wave in 0..2 {
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2 * OWNED));
+            let threads: Vec<_> = (0..2 * OWNED)
+                .map(|_| {
+                    let (h, start) = (std::sync::Arc::clone(&h), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        for i in 1..=PER_THREAD {
+                            h.record(Duration::from_nanos(i));
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
+        let s = h.summary();
+        let threads = 2 * 2 * OWNED as u64;
+        assert_eq!(s.count, threads * PER_THREAD);
+        assert_eq!(s.sum_ns, threads * (1..=PER_THREAD).sum::<u64>());
     }
 
     /// Bug caught: cumulative buckets that count a duration at the wrong bound (one off at a

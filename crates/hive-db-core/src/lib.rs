@@ -44,34 +44,44 @@
 //! # }
 //! ```
 
-mod batch;
-mod config;
-mod connection;
-#[cfg(feature = "endpoint")]
-pub mod endpoint;
-mod error;
-pub mod global;
-mod health;
+// Layers, each using only those above it in this list (checked by the workspace's tidy
+// test; see docs/ARCHITECTURE.md).
+// Leaves.
+mod clock;
 mod histogram;
 mod lane;
-mod manager;
-mod metrics;
 mod name;
-mod pool;
-mod registry;
+mod sync;
+// Vocabulary.
+mod config;
+mod error;
 mod stats;
+// SQLite.
+mod open;
+mod wal;
+// One database's connections.
+mod pool;
+// Writes.
+mod batch;
+mod checkpoint;
+// One database.
+mod database;
+// The facade and its views.
+#[cfg(feature = "endpoint")]
+pub mod endpoint;
+pub mod global;
+mod health;
+mod metrics;
+mod registry;
 
-pub use batch::WriteTx;
+pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};
-pub use connection::{
-    PreparedDatabase, configure_connection, immediate_transaction, open_connection,
-    prepare_database,
-};
 pub use error::{Error, OpenCause, Result};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
 pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
-pub use name::{DbName, MAX_NAME_LEN};
+pub use name::{DbName, MAX_NAME_LEN, NameError};
+pub use open::{PreparedDatabase, configure_connection, open_connection, prepare_database};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
 pub use stats::{

@@ -11,22 +11,36 @@ use rusqlite::Connection;
 
 use crate::batch::WriteTx;
 use crate::config::DbConfig;
-use crate::connection::{prepare_database, resolve_path};
+use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
-use crate::manager::lock;
 use crate::name::{DbName, NameMap};
-use crate::pool::{CloseReport, DbPool, PooledConnection};
+use crate::open::{prepare_database, resolve_path};
+use crate::pool::{CloseReport, PooledConnection};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
+use crate::sync::lock;
 
 #[derive(Clone)]
 enum Entry {
-    Open(Arc<DbPool>),
+    Open(Arc<Database>),
     Closed {
         path: PathBuf,
         config: DbConfig,
         counters: Arc<DbCounters>,
     },
+}
+
+impl Entry {
+    fn snapshot(&self, name: &DbName) -> DbSnapshot {
+        match self {
+            Self::Open(db) => db.snapshot(),
+            Self::Closed {
+                path,
+                config,
+                counters,
+            } => counters.snapshot(name, path, config, None),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -51,7 +65,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         // The snapshot's uptime counts from the first registry.
-        crate::manager::start_clock();
+        crate::clock::start();
         Self {
             inner: Arc::default(),
         }
@@ -128,16 +142,16 @@ impl Registry {
             }
         };
         let prepared = prepare_database(name, path, &config)?;
-        let pool = DbPool::open(name.clone(), prepared, config, counters)?;
-        tracing::info!(db = %name, path = %pool.path().display(), "database registered");
-        let pool = Entry::Open(Arc::new(pool));
+        let db = Database::open(name.clone(), prepared, config, counters)?;
+        tracing::info!(db = %name, path = %db.path().display(), "database registered");
+        let db = Entry::Open(Arc::new(db));
         self.update_entries(|entries| {
-            entries.insert(name.clone(), pool);
+            entries.insert(name.clone(), db);
         });
         Ok(())
     }
 
-    fn pool(&self, name: &DbName) -> Result<Arc<DbPool>> {
+    fn pool(&self, name: &DbName) -> Result<Arc<Database>> {
         lookup(&self.inner.entries.load(), name).map(Arc::clone)
     }
 
@@ -227,24 +241,15 @@ impl Registry {
 
     /// Every database, open or closed, sorted by name.
     pub fn stats(&self) -> RegistrySnapshot {
-        let databases: Vec<DbSnapshot> = {
-            let entries = self.inner.entries.load();
-            entries
-                .iter()
-                .map(|(name, e)| match e {
-                    Entry::Open(pool) => Err(Arc::clone(pool)),
-                    Entry::Closed {
-                        path,
-                        config,
-                        counters,
-                    } => Ok(counters.snapshot(name, path, config, None)),
-                })
-                .collect::<Vec<_>>()
-        }
-        .into_iter()
-        .map(|e| e.unwrap_or_else(|pool| pool.snapshot()))
-        .collect();
-        RegistrySnapshot::now(databases)
+        // Copied out first: a snapshot reads the files' sizes, not under the map's guard.
+        let entries: Vec<(DbName, Entry)> = self
+            .inner
+            .entries
+            .load()
+            .iter()
+            .map(|(name, e)| (name.clone(), e.clone()))
+            .collect();
+        RegistrySnapshot::now(entries.iter().map(|(name, e)| e.snapshot(name)).collect())
     }
 
     /// One database's snapshot.
@@ -253,16 +258,10 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`].
     pub fn db_stats(&self, name: &DbName) -> Result<DbSnapshot> {
-        let pool = match self.inner.entries.load().get(name) {
-            Some(Entry::Open(pool)) => Arc::clone(pool),
-            Some(Entry::Closed {
-                path,
-                config,
-                counters,
-            }) => return Ok(counters.snapshot(name, path, config, None)),
-            None => return Err(Error::UnknownDatabase { db: name.clone() }),
-        };
-        Ok(pool.snapshot())
+        let entry = self.inner.entries.load().get(name).cloned();
+        entry
+            .map(|e| e.snapshot(name))
+            .ok_or_else(|| Error::UnknownDatabase { db: name.clone() })
     }
 
     /// Checks every open database at once, each on its own thread: a connection, a read of the
@@ -273,7 +272,7 @@ impl Registry {
         health::check_all(self.open_pools(), timeout)
     }
 
-    fn open_pools(&self) -> Vec<Arc<DbPool>> {
+    fn open_pools(&self) -> Vec<Arc<Database>> {
         let mut pools: Vec<_> = self
             .inner
             .entries
@@ -289,17 +288,15 @@ impl Registry {
     }
 
     /// Takes `name` out of service and moves it to closed: returns its entry's pool.
-    fn retire(&self, name: &DbName) -> Result<Arc<DbPool>> {
+    fn retire(&self, name: &DbName) -> Result<Arc<Database>> {
         let _changing = lock(&self.inner.changing);
         let pool = self.pool(name)?;
         // Refuse new checkouts at once, before anyone waits.
-        pool.shared
-            .closed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        pool.mark_closed();
         let closed = Entry::Closed {
             path: pool.path().to_path_buf(),
-            config: pool.shared.config.clone(),
-            counters: Arc::clone(&pool.shared.counters),
+            config: pool.config().clone(),
+            counters: Arc::clone(pool.counters()),
         };
         self.update_entries(|entries| {
             entries.insert(name.clone(), closed);
@@ -329,15 +326,10 @@ impl Registry {
             .collect();
         pools.iter().map(|p| p.close(deadline)).collect()
     }
-
-    #[cfg(test)]
-    pub(crate) fn pool_for_test(&self, name: &DbName) -> Result<Arc<DbPool>> {
-        self.pool(name)
-    }
 }
 
 #[inline]
-fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<DbPool>> {
+fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<Database>> {
     match entries.get(name) {
         Some(Entry::Open(pool)) => Ok(pool),
         Some(Entry::Closed { .. }) => Err(Error::Closed { db: name.clone() }),
@@ -350,7 +342,7 @@ fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<DbPo
 /// A handle keeps working until its database is closed; after that it fails with
 /// [`Error::Closed`], even if the name is registered again (take a new handle then).
 #[derive(Clone)]
-pub struct DbHandle(Arc<DbPool>);
+pub struct DbHandle(Arc<Database>);
 
 impl std::fmt::Debug for DbHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

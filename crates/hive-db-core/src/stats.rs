@@ -48,14 +48,19 @@ pub(crate) struct DbCounters {
     pub(crate) writer_wait: Histogram,
 }
 
-/// What a database's open pool adds to its counters in a snapshot: the state of its
-/// connections now. A closed database has none.
+/// The state of a pool's connections now.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PoolGauges {
     pub(crate) live: u32,
     pub(crate) idle: u32,
     pub(crate) waiting: u32,
     pub(crate) maxwait: Duration,
+}
+
+/// What an open database adds to its counters in a snapshot; a closed one has none.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gauges {
+    pub(crate) pool: PoolGauges,
     pub(crate) writer_queue: u32,
 }
 
@@ -101,7 +106,7 @@ impl DbCounters {
         name: &DbName,
         path: &Path,
         config: &DbConfig,
-        gauges: Option<PoolGauges>,
+        gauges: Option<Gauges>,
     ) -> DbSnapshot {
         let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let mut wal = path.as_os_str().to_owned();
@@ -113,10 +118,10 @@ impl DbCounters {
             open: gauges.is_some(),
             max_size: config.max_size,
             min_idle: config.min_idle,
-            live: g.live,
-            idle: g.idle,
-            waiting: g.waiting,
-            maxwait_ns: u64::try_from(g.maxwait.as_nanos()).unwrap_or(u64::MAX),
+            live: g.pool.live,
+            idle: g.pool.idle,
+            waiting: g.pool.waiting,
+            maxwait_ns: u64::try_from(g.pool.maxwait.as_nanos()).unwrap_or(u64::MAX),
             writer_queue: g.writer_queue,
             totals: self.totals(),
             acquire_wait: self.acquire_wait.summary(),
@@ -286,7 +291,7 @@ impl RegistrySnapshot {
             taken_at_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, ms),
-            uptime_ms: ms(crate::manager::uptime()),
+            uptime_ms: ms(crate::clock::uptime()),
             databases,
         }
     }

@@ -6,6 +6,7 @@
 //! `t(v)` through `Registry::write`, printing `done N`.
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ fn run() -> anyhow::Result<()> {
         .as_slice()
     {
         ["hold", path] => {
-            let conn = rusqlite::Connection::open(path)?;
+            let db = DbName::new("peer")?;
+            let conn = hive_db_core::open_connection(&db, Path::new(path), &DbConfig::default())?;
             conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (-1);")?;
             println!("locked");
             std::io::stdout().flush()?;

@@ -21,7 +21,7 @@ fn create_table(
     })
 }
 
-/// Seed defect 7: the health check could hang behind a lock. Another process holds the write
+/// Bug caught: a health check that hangs behind a lock. Another process holds the write
 /// lock of one database while SQLite's busy timeout is 60 s; the check still ends near its own
 /// timeout, names the blocked database, and the other database stays healthy.
 #[test]

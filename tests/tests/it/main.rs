@@ -1,3 +1,4 @@
 //! Cross-crate and cross-process integration tests.
 
 mod cross_process;
+mod tidy;

@@ -1,9 +1,9 @@
 //! `--compare`: the same workload, same seed and worker count, through a connection opened
 //! per operation (the original system's fallback) and through plain r2d2 with its defaults.
 //!
-//! The data layer runs on the registry or on direct connections, so the connect-per-op path
-//! runs the whole mix (the data layer on direct connections), and plain r2d2 runs the mix
-//! without the data layer's operations, next to a registry run of that same reduced mix.
+//! The data layer's repositories run only on the registry or on its own (reused) direct
+//! connections, so the baselines run the mix without the data layer's operations, next to a
+//! registry run of that same reduced mix; the registry's run of the whole mix heads the table.
 
 use anyhow::Context;
 
@@ -15,7 +15,7 @@ use crate::loadtest::setup::{self, db_config};
 use crate::loadtest::store::{ConnectPerOpStore, Path, R2d2Store, Store};
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
 use crate::loadtest::workload::{Faults, Workload};
-use crate::loadtest::{eco, run_registry, verify_content};
+use crate::loadtest::{run_registry, verify_content};
 
 /// What one path's run came to.
 #[derive(Debug)]
@@ -70,18 +70,6 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
         &Outcome::of(registry),
         registry.ops_per_sec,
     )];
-    let tmp = tempfile::Builder::new()
-        .prefix("hive-loadtest-")
-        .tempdir()?;
-    let dir = tmp.path().canonicalize()?;
-    let dbs = setup::create_files(&dir, plan)?;
-    let config = db_config(plan);
-    let eco = eco::direct(&dbs[0].1, &config, plan.workers as u32)?;
-    let store = ConnectPerOpStore::new(dbs, config, eco);
-    let cpo = baseline(plan, Path::ConnectPerOp, &store).context("the connect-per-op baseline")?;
-    rows.push(row(Path::ConnectPerOp, "full", &cpo, registry.ops_per_sec));
-    drop(store);
-
     let Some(mix) = plan.mix.without_data_layer() else {
         return Ok(rows);
     };
@@ -96,11 +84,19 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
     }
     let reg = Outcome::of(&run_registry(&sql, Faults::default())?);
     rows.push(row(Path::Registry, "sql", &reg, reg.ops_per_sec));
+
     let tmp = tempfile::Builder::new()
         .prefix("hive-loadtest-")
         .tempdir()?;
-    let dir = tmp.path().canonicalize()?;
-    let paths: Vec<_> = setup::create_files(&dir, &sql)?
+    let dbs = setup::create_files(&tmp.path().canonicalize()?, &sql)?;
+    let store = ConnectPerOpStore::new(dbs, db_config(&sql));
+    let cpo = baseline(&sql, Path::ConnectPerOp, &store).context("the connect-per-op baseline")?;
+    rows.push(row(Path::ConnectPerOp, "sql", &cpo, reg.ops_per_sec));
+
+    let tmp = tempfile::Builder::new()
+        .prefix("hive-loadtest-")
+        .tempdir()?;
+    let paths: Vec<_> = setup::create_files(&tmp.path().canonicalize()?, &sql)?
         .into_iter()
         .map(|(_, p)| p)
         .collect();

@@ -96,18 +96,6 @@ pub(crate) fn register(registry: &Registry, path: &Path, config: &DbConfig) -> a
     Ok(eco)
 }
 
-/// The prepared `ecosystemiser` database at `path` through direct connections, one opened
-/// per operation (at most `limit` at once).
-///
-/// # Errors
-///
-/// When the file cannot be opened.
-pub(crate) fn direct(path: &Path, config: &DbConfig, limit: u32) -> anyhow::Result<Eco> {
-    let mut settings = settings(path, config);
-    settings.direct_max_connections = Some(limit);
-    Ok(Eco::new(&EcoDb::direct(&settings)?))
-}
-
 pub(crate) fn sim_id(n: u64) -> String {
     format!("sim-{n}")
 }

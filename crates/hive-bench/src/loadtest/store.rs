@@ -100,18 +100,12 @@ impl Store for RegistryStore {
 pub(crate) struct ConnectPerOpStore {
     databases: Vec<(DbName, PathBuf)>,
     config: DbConfig,
-    eco: Eco,
 }
 
 impl ConnectPerOpStore {
-    /// The files of `databases` (store order) with `config`'s PRAGMAs, and the data layer on
-    /// direct connections (one opened per operation).
-    pub(crate) fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig, eco: Eco) -> Self {
-        Self {
-            databases,
-            config,
-            eco,
-        }
+    /// The files of `databases` (store order), opened with `config`'s PRAGMAs.
+    pub(crate) fn new(databases: Vec<(DbName, PathBuf)>, config: DbConfig) -> Self {
+        Self { databases, config }
     }
 
     fn open(&self, db: usize) -> anyhow::Result<(&DbName, Connection)> {
@@ -140,7 +134,7 @@ impl Store for ConnectPerOpStore {
     }
 
     fn eco(&self) -> anyhow::Result<&Eco> {
-        Ok(&self.eco)
+        anyhow::bail!("the data layer keeps its own connections: it does not run connect-per-op")
     }
 }
 
@@ -159,8 +153,8 @@ impl R2d2Store {
     pub(crate) fn new(paths: &[PathBuf]) -> anyhow::Result<Self> {
         let pools = paths
             .iter()
-            .map(|p| r2d2::Pool::new(SqliteConnectionManager::file(p)))
-            .collect::<Result<_, _>>()?;
+            .map(|p| crate::bench::baselines::r2d2_defaults(p))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Self { pools })
     }
 }

@@ -125,8 +125,8 @@ fn compare_runs_the_same_operations_on_every_path() -> anyhow::Result<()> {
         paths,
         [
             ("registry", "full"),
-            ("connect per op", "full"),
             ("registry", "sql"),
+            ("connect per op", "sql"),
             ("r2d2 defaults", "sql")
         ]
     );

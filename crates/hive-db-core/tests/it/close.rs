@@ -1,5 +1,4 @@
-//! Closing pools (seed defect 4: closing ignored borrowed connections, which came back later
-//! and stayed open).
+//! Closing pools: borrowed connections are waited for, and closed when they come back.
 
 use std::time::Duration;
 
@@ -7,7 +6,7 @@ use hive_db_core::{DbConfig, Error};
 
 use crate::support::{TestResult, config, eventually, fixture, open_fds_under};
 
-/// Seed defect 4: after close, a borrowed connection that comes back is closed, not pooled,
+/// Bug caught: closing that ignores borrowed connections. After close, a borrowed connection that comes back is closed, not pooled,
 /// and nothing of the database stays open.
 #[test]
 fn close_with_borrowed_connections_leaves_nothing_open() -> TestResult {

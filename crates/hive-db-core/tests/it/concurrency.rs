@@ -1,13 +1,13 @@
-//! Real threads against small pools (seed defect 1: the pool never grew under load).
+//! Real threads against small pools.
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use hive_db_core::DbConfig;
 
-use crate::support::{TestResult, config, count_rows, create_table, fixture};
+use crate::support::{TestResult, config, connection_id, count_rows, create_table, fixture};
 
-/// Seed defect 1: the pool waited the full acquire timeout for an idle connection before
+/// Bug caught: a pool that waits the full acquire timeout for an idle connection before
 /// opening a new one, so it stayed at `min_idle`. Here `max_size` borrowers must hold a
 /// connection at the same time; a pool that does not grow makes them time out.
 #[test]
@@ -85,18 +85,7 @@ fn more_threads_than_connections() -> TestResult {
                         })?;
                     } else {
                         let conn = registry.get(&name)?;
-                        // A connection's identity: its temp table's row, made on first use.
-                        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
-                        let id: i64 = match conn.query_row("SELECT id FROM ident", [], |r| r.get(0))
-                        {
-                            Ok(id) => id,
-                            Err(rusqlite::Error::QueryReturnedNoRows) => {
-                                let id = rand_id();
-                                conn.execute("INSERT INTO ident VALUES (?1)", [id])?;
-                                id
-                            }
-                            Err(e) => return Err(e.into()),
-                        };
+                        let id = connection_id(&conn, rand_id)?;
                         {
                             let mut used = in_use.lock().expect("lock");
                             assert!(!used.contains(&id), "connection {id} handed out twice");

@@ -83,6 +83,12 @@ fn endpoint_threads(addr: SocketAddr) -> usize {
         .unwrap_or(0)
 }
 
+/// Every thread of this process (`/proc/self/task`). Threads a serving thread starts
+/// without a name inherit its name, so `endpoint_threads` counts them too.
+fn process_threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
+}
+
 fn serve(f: &Fixture, config: EndpointConfig) -> anyhow::Result<Endpoint> {
     Ok(endpoint::serve(&f.registry, config)?)
 }
@@ -282,6 +288,29 @@ fn a_non_loopback_address_needs_the_opt_in() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a port in use reported as something else (or a panic), so the operator
+/// cannot tell why the endpoint did not start.
+#[test]
+fn a_port_in_use_is_a_bind_error_naming_the_address() -> TestResult {
+    let f = fixture("taken", config())?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?;
+    let refused = endpoint::serve(
+        &f.registry,
+        EndpointConfig {
+            addr,
+            ..EndpointConfig::default()
+        },
+    );
+    match refused {
+        Err(e @ EndpointError::Bind { .. }) => {
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    Ok(())
+}
+
 /// Bug caught: a read with no deadline, so a client that sends half a request and stalls
 /// holds a serving thread forever and, with a few like it, the whole endpoint.
 #[test]
@@ -411,6 +440,7 @@ fn two_hundred_connections_at_once() -> TestResult {
     )?;
     let addr = ep.addr();
     assert!(eventually(HANG, || endpoint_threads(addr) == threads + 1));
+    let tasks_before = process_threads();
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     let most_threads = std::thread::scope(|scope| -> anyhow::Result<usize> {
@@ -434,9 +464,11 @@ fn two_hundred_connections_at_once() -> TestResult {
             streams.push(s);
         }
         let mut most = endpoint_threads(addr);
+        let mut most_tasks = process_threads();
         let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
         for (i, mut s) in streams.into_iter().enumerate() {
             most = most.max(endpoint_threads(addr));
+            most_tasks = most_tasks.max(process_threads());
             let mut bytes = Vec::new();
             // Every connection ends within its bound: answered, or closed.
             let read = s.read_to_end(&mut bytes);
@@ -461,7 +493,15 @@ fn two_hundred_connections_at_once() -> TestResult {
             }
             *statuses.entry(status).or_default() += 1;
         }
-        eprintln!("flood replies by status (0 = closed unanswered): {statuses:?}");
+        eprintln!(
+            "flood replies by status (0 = closed unanswered): {statuses:?}; \
+             process threads {tasks_before} before, at most {most_tasks} during"
+        );
+        // Loose, for the tests running beside this one; a thread per connection adds 200.
+        assert!(
+            most_tasks < tasks_before + 100,
+            "{tasks_before} -> {most_tasks}"
+        );
         assert!(statuses.get(&200).is_some_and(|n| *n > 0), "{statuses:?}");
         assert!(statuses.get(&503).is_some_and(|n| *n > 0), "{statuses:?}");
         assert!(
@@ -492,8 +532,8 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     let f = fixture("stopping", config())?;
     let config = EndpointConfig {
         threads: 3,
-        request_timeout: Duration::from_secs(600),
-        write_timeout: Duration::from_secs(600),
+        request_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(60),
         ..EndpointConfig::default()
     };
     let ep = serve(&f, config.clone())?;
@@ -521,12 +561,16 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     Ok(())
 }
 
-/// Bug caught: an endpoint that cannot be handed to another thread or kept in a static.
+/// Bug caught: an endpoint that cannot be handed to another thread or kept in a static, or
+/// a `serve` that the installed registry (`&'static Registry`) cannot be passed to.
 #[test]
 fn endpoint_types_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Endpoint>();
     send_sync::<EndpointConfig>();
     send_sync::<EndpointError>();
-    let _ = Registry::new;
+    fn serve_installed(registry: &'static Registry) -> Result<Endpoint, EndpointError> {
+        endpoint::serve(registry, EndpointConfig::default())
+    }
+    let _ = serve_installed;
 }

@@ -1,4 +1,4 @@
-//! Typed errors: conflicts, bad paths, exhaustion and connect failures (seed defects 2, 6, 8).
+//! Typed errors: conflicts, bad paths, exhaustion and connect failures.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +6,7 @@ use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry};
 
 use crate::support::{TestResult, config, create_table, fixture};
 
-/// Seed defect 6: a second registration with another path was silently ignored.
+/// Bug caught: a second registration with another path silently ignored.
 #[test]
 fn same_name_other_path_is_a_conflict_and_same_path_is_idempotent() -> TestResult {
     let f = fixture("conflict", config())?;
@@ -72,7 +72,7 @@ fn bad_paths_fail_fast_and_register_nothing() -> TestResult {
     Ok(())
 }
 
-/// Seed defect 2: exhaustion gave a bare "queue empty" after ~15 s, naming neither the
+/// Bug caught: exhaustion giving a bare "queue empty" after ~15 s, naming neither the
 /// database nor the cause.
 #[test]
 fn exhaustion_is_a_typed_timeout_with_counts() -> TestResult {
@@ -106,7 +106,7 @@ fn exhaustion_is_a_typed_timeout_with_counts() -> TestResult {
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert!(waited >= timeout, "gave up early: {waited:?}");
-    // A generous bound: the wait must end, not hang for the seed's 15 s.
+    // A generous bound: the wait must end, not hang.
     assert!(waited < timeout * 10, "waited {waited:?}");
     let msg = err.to_string();
     assert!(
@@ -117,7 +117,7 @@ fn exhaustion_is_a_typed_timeout_with_counts() -> TestResult {
     Ok(())
 }
 
-/// Seed defect 8: connection errors were swallowed and replaced by a generic error. A
+/// Bug caught: connection errors swallowed and replaced by a generic error. A
 /// permanent cause (here the file vanished) fails fast, well before the timeout, with the
 /// cause and SQLite's extended code.
 #[test]
@@ -153,6 +153,16 @@ fn connect_errors_keep_their_cause_and_fail_fast() -> TestResult {
             assert_eq!(code.map(|c| c & 0xff), Some(rusqlite::ffi::SQLITE_CANTOPEN));
         }
         other => panic!("expected Open, got {other:?}"),
+    }
+    // The whole chain, as a binary prints it, says each thing once: the database, our
+    // words, SQLite's.
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    for once in [
+        "database vanishing",
+        "cannot open",
+        "unable to open database file",
+    ] {
+        assert_eq!(chain.matches(once).count(), 1, "{once:?} in {chain}");
     }
     assert!(f.registry.db_stats(&f.name)?.totals.connect_errors >= 1);
     Ok(())

@@ -1,5 +1,5 @@
-//! No connection is handed on dirty (seed defect 5: returning a connection silently rolled
-//! back, or leaked, what the caller had not committed).
+//! No connection is handed on dirty: returning one must neither silently roll back nor leak
+//! what the caller had not committed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -16,7 +16,7 @@ fn single() -> DbConfig {
     }
 }
 
-/// Seed defect 5: a connection returned inside an open transaction must not reach the next
+/// Bug caught: a connection returned inside an open transaction must not reach the next
 /// borrower with that transaction (and its locks and uncommitted rows) still open.
 #[test]
 fn uncommitted_work_is_never_handed_to_the_next_borrower() -> TestResult {

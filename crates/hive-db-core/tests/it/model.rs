@@ -9,6 +9,8 @@ use std::time::Duration;
 use hive_db_core::{DbConfig, DbName, Error, PooledConnection, Registry};
 use proptest::prelude::*;
 
+use crate::support::connection_id;
+
 const MAX: u32 = 3;
 
 #[derive(Debug, Clone)]
@@ -46,20 +48,6 @@ struct Model {
     next_value: i64,
 }
 
-/// A connection's identity, from a temp table it carries for life.
-fn ident(conn: &PooledConnection, fresh: &mut i64) -> anyhow::Result<i64> {
-    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
-    match conn.query_row("SELECT id FROM ident", [], |r| r.get(0)) {
-        Ok(id) => Ok(id),
-        Err(rusqlite::Error::QueryReturnedNoRows) => {
-            *fresh += 1;
-            conn.execute("INSERT INTO ident VALUES (?1)", [*fresh])?;
-            Ok(*fresh)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn run(ops: Vec<Op>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("model.db");
@@ -92,7 +80,10 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
                         held.len() < MAX as usize,
                         "got a connection beyond max_size"
                     );
-                    let id = ident(&conn, &mut fresh_id)?;
+                    let id = connection_id(&conn, || {
+                        fresh_id += 1;
+                        fresh_id
+                    })?;
                     assert!(
                         held.iter().all(|(_, other)| *other != id),
                         "connection {id} handed out twice"

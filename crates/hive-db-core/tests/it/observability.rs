@@ -1,5 +1,4 @@
-//! Statistics, leak detection and health (seed defects 3, 7 and the monitor's silent leak
-//! check).
+//! Statistics, leak detection and health.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ fn handles_are_send_and_sync() {
     assert_send::<PooledConnection>();
 }
 
-/// Seed defect 3: the live counter drifted upward when connections were replaced. After a
+/// Bug caught: the live counter drifting upward when connections were replaced. After a
 /// burst of checkouts, dirty returns and panics, every connection opened is either live or
 /// counted as closed, and live/active/idle agree.
 #[test]
@@ -54,7 +53,7 @@ fn counters_stay_exact_through_broken_connections() -> TestResult {
     Ok(())
 }
 
-/// The monitor's leak check could never fire (seed defect 14). A hold past the threshold is
+/// Bug caught: a leak check that can never fire. A hold past the threshold is
 /// counted once, with the checkout site, and the return is seen.
 #[test]
 fn a_long_hold_is_reported_as_a_leak_once() -> TestResult {
@@ -155,8 +154,10 @@ fn waits_for_a_connection_are_counted_and_aged() -> TestResult {
             ..config()
         },
     )?;
+    // Writes check out through the waiting path's entry; with a connection idle, none waits.
     for _ in 0..5 {
-        drop(f.registry.get(&f.name)?);
+        f.registry
+            .write(&f.name, |_tx| -> Result<(), hive_db_core::Error> { Ok(()) })?;
     }
     let held = f.registry.get(&f.name)?;
     let waiting = |n: u32| {
@@ -191,7 +192,7 @@ fn waits_for_a_connection_are_counted_and_aged() -> TestResult {
     Ok(())
 }
 
-/// Seed defect 7: the health check held the service-wide lock while waiting, and had no
+/// Bug caught: a health check that holds a registry-wide lock while waiting, or has no
 /// latency or overall status. Here another connection holds one database's write lock, with a
 /// 60 s busy timeout configured; the check still ends near its own timeout, reports writes
 /// blocked on that database only, and the overall status is the worst of the two.

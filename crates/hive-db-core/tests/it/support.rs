@@ -3,24 +3,25 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hive_db_core::rusqlite::{self, Connection};
 use hive_db_core::{DbConfig, DbName, Registry};
 
-pub type TestResult = anyhow::Result<()>;
+pub(crate) type TestResult = anyhow::Result<()>;
 
-pub struct Fixture {
-    pub dir: tempfile::TempDir,
-    pub registry: Registry,
-    pub name: DbName,
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) registry: Registry,
+    pub(crate) name: DbName,
 }
 
 impl Fixture {
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().join(format!("{}.db", self.name))
     }
 }
 
 /// A config that creates its file, with short timeouts so failing tests fail fast.
-pub fn config() -> DbConfig {
+pub(crate) fn config() -> DbConfig {
     DbConfig {
         create_if_missing: true,
         connection_timeout: Duration::from_secs(5),
@@ -28,7 +29,7 @@ pub fn config() -> DbConfig {
     }
 }
 
-pub fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
+pub(crate) fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
     let dir = tempfile::tempdir()?;
     let registry = Registry::new();
     let name = DbName::new(name)?;
@@ -41,7 +42,7 @@ pub fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
 }
 
 /// Creates `t(id INTEGER PRIMARY KEY, v INTEGER)`.
-pub fn create_table(f: &Fixture) -> TestResult {
+pub(crate) fn create_table(f: &Fixture) -> TestResult {
     f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
@@ -50,7 +51,7 @@ pub fn create_table(f: &Fixture) -> TestResult {
     })
 }
 
-pub fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
+pub(crate) fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
     f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
         Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
     })
@@ -58,7 +59,7 @@ pub fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
 
 /// Polls `cond` until it holds or `limit` passes; background work (r2d2 replenishing idle
 /// connections) is asynchronous, so exact counts are checked once it settles.
-pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     loop {
         if cond() {
@@ -72,7 +73,7 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Open file descriptors of this process that point into `dir` (Linux `/proc/self/fd`).
-pub fn open_fds_under(dir: &Path) -> usize {
+pub(crate) fn open_fds_under(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
     };
@@ -80,4 +81,42 @@ pub fn open_fds_under(dir: &Path) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.starts_with(dir))
         .count()
+}
+
+/// A connection's identity: the row of a temp table it carries for life, made on first use
+/// with the id `fresh` gives.
+pub(crate) fn connection_id(conn: &Connection, fresh: impl FnOnce() -> i64) -> anyhow::Result<i64> {
+    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
+    match conn.query_row("SELECT id FROM ident", [], |r| r.get(0)) {
+        Ok(id) => Ok(id),
+        Err(rusqlite::Error::QueryReturnedNoRows) => {
+            let id = fresh();
+            conn.execute("INSERT INTO ident VALUES (?1)", [id])?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Bug caught: an identity that is not kept by the connection (so every checkout looks new)
+/// or shared between connections (so two look the same), which would blind the tests that
+/// check a connection is never handed out twice.
+#[test]
+fn connection_ids_follow_the_connection() -> TestResult {
+    let f = fixture(
+        "ids",
+        DbConfig {
+            max_size: 2,
+            ..config()
+        },
+    )?;
+    let (a, b) = (f.registry.get(&f.name)?, f.registry.get(&f.name)?);
+    let (id_a, id_b) = (connection_id(&a, || 1)?, connection_id(&b, || 2)?);
+    assert_eq!((id_a, id_b), (1, 2));
+    assert_eq!(
+        connection_id(&a, || 3)?,
+        1,
+        "the same connection changed identity"
+    );
+    Ok(())
 }

@@ -1,28 +1,33 @@
 //! Opening SQLite files: path checks, open flags, the one-time WAL bootstrap, and the
-//! per-connection PRAGMAs every pooled or fallback connection gets from one function.
+//! per-connection PRAGMAs every pooled or fallback connection gets from one function. This is
+//! the only file that opens a SQLite connection.
 
-use std::cell::Cell;
-use std::ffi::c_int;
 use std::fs;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rusqlite::hooks::Wal;
-use rusqlite::{Connection, OpenFlags, ffi};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DbConfig;
-use crate::error::{Error, OpenCause, Result, extended_code};
+use crate::error::{Error, OpenCause, Result, classify};
 use crate::name::DbName;
+use crate::wal::wal_hook;
 
 /// Flags for every connection: read-write, no `CREATE` (files are made by
 /// [`prepare_database`] with safe permissions), no `URI` (a path is only ever a path), no
 /// following a symbolic link, extended result codes.
-pub(crate) fn open_flags() -> OpenFlags {
+fn open_flags() -> OpenFlags {
     OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_NOFOLLOW
         | OpenFlags::SQLITE_OPEN_EXRESCODE
+}
+
+/// Opens `path` with the registry's flags and nothing else: the one place a connection is
+/// opened. Callers configure it with [`configure_connection`] next.
+pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
+    Connection::open_with_flags(path, open_flags())
 }
 
 /// Applies the per-connection PRAGMAs of `config` to `conn`. Every connection the registry
@@ -55,49 +60,6 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
 /// Prepared statements each connection keeps cached.
 const STATEMENT_CACHE: usize = 64;
 
-/// SQLite's own auto-checkpoint threshold: a commit that leaves this many frames in the WAL
-/// starts a passive checkpoint.
-pub(crate) const AUTOCHECKPOINT_FRAMES: c_int = 1000;
-
-thread_local! {
-    /// True while the writer lane commits on this thread: a due checkpoint is then only
-    /// recorded, to be run once the lane has passed on.
-    static DEFER_CHECKPOINT: Cell<bool> = const { Cell::new(false) };
-    /// The WAL's frames after a deferred commit that left a checkpoint due.
-    static CHECKPOINT_DUE: Cell<Option<c_int>> = const { Cell::new(None) };
-}
-
-/// Replaces SQLite's auto-checkpoint hook, which would run the checkpoint (with its fsyncs)
-/// inside the committing statement. Outside the writer lane it does what SQLite's does; inside
-/// it, it leaves the checkpoint to [`commit_deferring_checkpoint`]'s caller, so that the
-/// writers queued behind do not wait for the disk.
-pub(crate) fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
-    if frames < AUTOCHECKPOINT_FRAMES {
-        return Ok(());
-    }
-    if DEFER_CHECKPOINT.get() {
-        CHECKPOINT_DUE.set(Some(frames));
-    } else if let Err(e) = wal.checkpoint() {
-        // As with SQLite's own hook, a failed checkpoint does not fail the commit, which has
-        // happened; the next commit tries again.
-        tracing::debug!(error = %e, "automatic checkpoint failed");
-    }
-    // An error returned here would be reported as the commit's, though the commit happened.
-    Ok(())
-}
-
-/// Runs `commit` with the automatic checkpoint deferred. Returns its result, and the WAL's
-/// frames if they have reached [`AUTOCHECKPOINT_FRAMES`], so that the caller should
-/// checkpoint.
-pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, Option<c_int>) {
-    CHECKPOINT_DUE.set(None);
-    DEFER_CHECKPOINT.set(true);
-    let deferring = crate::pool::scopeguard(|| DEFER_CHECKPOINT.set(false));
-    let result = commit();
-    drop(deferring);
-    (result, CHECKPOINT_DUE.take())
-}
-
 /// Opens one connection to a database file that [`prepare_database`] has prepared, with the
 /// registry's flags and [`configure_connection`]'s PRAGMAs.
 ///
@@ -106,33 +68,9 @@ pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, 
 /// [`Error::Open`] for permanent causes (not a database, permission, read-only, missing),
 /// [`Error::Sqlite`] for anything else; both name `db`.
 pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Connection> {
-    let conn = Connection::open_with_flags(path, open_flags())
-        .map_err(|e| classify(db, path, "open", e))?;
+    let conn = open_file(path).map_err(|e| classify(db, path, "open", e))?;
     configure_connection(&conn, config).map_err(|e| classify(db, path, "configure", e))?;
     Ok(conn)
-}
-
-/// Runs `f` in one `BEGIN IMMEDIATE` transaction on a plain (not pooled) connection: commits
-/// when `f` returns `Ok`, rolls back when it returns `Err` or panics. For applications that
-/// fall back to direct connections, so their transactions behave as [`crate::Registry::write`]'s
-/// (which adds the writer lane and group commit on top).
-///
-/// # Errors
-///
-/// `f`'s own error (after the rollback), or [`Error::Sqlite`] naming `db` when `BEGIN` or
-/// `COMMIT` fails (a failed `COMMIT` is rolled back).
-pub fn immediate_transaction<T, E: From<Error>>(
-    db: &DbName,
-    conn: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, E>,
-) -> std::result::Result<T, E> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| Error::sqlite(db, "begin", e))?;
-    // On `Err`, and while unwinding from a panic, dropping `tx` rolls it back.
-    let value = f(&tx)?;
-    tx.commit().map_err(|e| Error::sqlite(db, "commit", e))?;
-    Ok(value)
 }
 
 /// What [`prepare_database`] found out about a database file.
@@ -178,8 +116,7 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     }
     let canonical = fs::canonicalize(path).map_err(|e| io_open_error(db, path, e))?;
 
-    let conn = Connection::open_with_flags(&canonical, open_flags())
-        .map_err(|e| classify(db, &canonical, "open", e))?;
+    let conn = open_file(&canonical).map_err(|e| classify(db, &canonical, "open", e))?;
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| classify(db, &canonical, "set busy_timeout", e))?;
     if conn
@@ -280,32 +217,6 @@ fn io_open_error(db: &DbName, path: &Path, e: io::Error) -> Error {
     }
 }
 
-/// Sorts a rusqlite error into a permanent [`Error::Open`] or a plain [`Error::Sqlite`].
-pub(crate) fn classify(db: &DbName, path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
-    match permanent_cause(&e) {
-        Some(cause) => Error::Open {
-            db: db.clone(),
-            path: path.to_path_buf(),
-            cause,
-            code: extended_code(&e),
-            source: Some(Box::new(e)),
-        },
-        None => Error::sqlite(db, op, e),
-    }
-}
-
-/// The permanent cause behind a SQLite error, if it is one that waiting does not fix.
-pub(crate) fn permanent_cause(e: &rusqlite::Error) -> Option<OpenCause> {
-    let code = extended_code(e)?;
-    match code & 0xff {
-        ffi::SQLITE_NOTADB | ffi::SQLITE_CORRUPT => Some(OpenCause::NotADatabase),
-        ffi::SQLITE_CANTOPEN => Some(OpenCause::CannotOpen),
-        ffi::SQLITE_READONLY => Some(OpenCause::ReadOnly),
-        ffi::SQLITE_PERM | ffi::SQLITE_AUTH => Some(OpenCause::PermissionDenied),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +226,7 @@ mod tests {
         conn.pragma_query_value(None, name, |r| r.get(0))
     }
 
-    /// Bug caught: fallback and pooled connections getting different settings (seed defect 9),
+    /// Bug caught: fallback and pooled connections getting different settings,
     /// or cache_size written as pages instead of KiB.
     #[test]
     fn configure_applies_every_setting() -> anyhow::Result<()> {
@@ -363,56 +274,6 @@ mod tests {
         let dir_mode = fs::metadata(dir.path().join("sub"))?.permissions().mode() & 0o777;
         assert_eq!(file_mode, 0o600);
         assert_eq!(dir_mode, 0o700);
-        Ok(())
-    }
-
-    /// Bug caught: the plain-connection transaction committing a failed closure's work, leaving
-    /// a panicking one's transaction open, or not taking the write lock at `BEGIN`.
-    #[test]
-    fn immediate_transaction_commits_only_ok() -> anyhow::Result<()> {
-        let dir = tempfile::tempdir()?;
-        let db = DbName::new("tx")?;
-        let config = DbConfig {
-            create_if_missing: true,
-            ..DbConfig::default()
-        };
-        let prepared = prepare_database(&db, &dir.path().join("t.db"), &config)?;
-        let mut conn = open_connection(&db, &prepared.path, &config)?;
-        let other = open_connection(&db, &prepared.path, &config)?;
-        other.busy_timeout(std::time::Duration::ZERO)?;
-        conn.execute_batch("CREATE TABLE t (v INTEGER)")?;
-        immediate_transaction(&db, &mut conn, |tx| -> Result<()> {
-            // IMMEDIATE: the write lock is held from BEGIN, before any write, so another
-            // writer is refused.
-            let refused = other.execute_batch("BEGIN IMMEDIATE");
-            assert!(refused.is_err(), "write lock not held: {refused:?}");
-            tx.execute("INSERT INTO t VALUES (1)", [])
-                .map_err(|e| Error::sqlite(&db, "insert", e))?;
-            Ok(())
-        })
-        .map_err(|e: Error| anyhow::anyhow!(e))?;
-        let failed: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
-            tx.execute("INSERT INTO t VALUES (2)", [])
-                .map_err(|e| Error::sqlite(&db, "insert", e))?;
-            Err(Error::Closed { db: db.clone() })
-        });
-        assert!(matches!(failed, Err(Error::Closed { .. })));
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _: Result<()> = immediate_transaction(&db, &mut conn, |tx| {
-                tx.execute("INSERT INTO t VALUES (3)", []).ok();
-                panic!("inside the transaction");
-            });
-        }));
-        assert!(panicked.is_err());
-        assert!(
-            conn.is_autocommit(),
-            "a panicking closure left the transaction open"
-        );
-        let values: Vec<i64> = conn
-            .prepare("SELECT v FROM t ORDER BY v")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        assert_eq!(values, [1]);
         Ok(())
     }
 

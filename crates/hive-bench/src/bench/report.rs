@@ -1,0 +1,221 @@
+//! What a bench run concludes: the ratios the targets are stated in, the [`TARGETS`] table,
+//! and the summary (a table for people, or one JSON object).
+
+use super::harness::Bench;
+use crate::measure::peak_rss_bytes;
+
+/// The ratios the targets are stated in.
+#[derive(Debug, Default, serde::Serialize)]
+pub(super) struct Ratios {
+    point_read_ratio_1t: Option<f64>,
+    point_read_ratio_8t: Option<f64>,
+    checkout_p50_ns: Option<u64>,
+    checkout_ratio_vs_r2d2_nocheck: Option<f64>,
+    write_throughput_ratio: Option<f64>,
+    write_throughput_ratio_one_per_tx: Option<f64>,
+    write_max_latency_ratio: Option<f64>,
+    write_errors: Option<u64>,
+    write_wal_bytes_registry: Option<u64>,
+    write_wal_bytes_r2d2: Option<u64>,
+    vs_deadpool_ratio: Option<f64>,
+    vs_connect_per_op_ratio: Option<f64>,
+    multi_db_ratio: Option<f64>,
+    mixed_throughput_ratio: Option<f64>,
+    peak_rss_bytes: u64,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+impl Ratios {
+    /// The ratios of `bench`'s cells.
+    fn of(bench: &Bench) -> Self {
+        let t = bench.args.threads;
+        let write_reg = bench.find("write_contention", "registry write", t);
+        let write_r2d2 = bench.find("write_contention", "r2d2 + busy_timeout", t);
+        let checkout = bench.find("checkout", "registry get", 1);
+        Self {
+            point_read_ratio_1t: bench.paired_ratio(
+                "point_read",
+                "registry get",
+                "raw connection",
+                1,
+            ),
+            point_read_ratio_8t: bench.paired_ratio(
+                "point_read",
+                "registry get",
+                "raw connection",
+                t,
+            ),
+            checkout_p50_ns: checkout.map(|m| m.p50_ns),
+            checkout_ratio_vs_r2d2_nocheck: ratio(
+                checkout.map(|m| m.p50_ns as f64),
+                bench
+                    .find("checkout", "r2d2 no check", 1)
+                    .map(|m| m.p50_ns as f64),
+            ),
+            write_throughput_ratio: bench.paired_ratio(
+                "write_contention",
+                "registry write",
+                "r2d2 + busy_timeout",
+                t,
+            ),
+            write_throughput_ratio_one_per_tx: bench.paired_ratio(
+                "write_contention",
+                "registry, 1 per tx",
+                "r2d2 + busy_timeout",
+                t,
+            ),
+            write_max_latency_ratio: ratio(
+                write_reg.map(|m| m.max_ns as f64),
+                write_r2d2.map(|m| m.max_ns as f64),
+            ),
+            write_errors: write_reg.map(|m| m.errors),
+            write_wal_bytes_registry: bench.write_wal_bytes.map(|w| w.0),
+            write_wal_bytes_r2d2: bench.write_wal_bytes.map(|w| w.1),
+            vs_deadpool_ratio: bench.paired_ratio(
+                "point_read",
+                "registry get",
+                "deadpool-sqlite",
+                1,
+            ),
+            vs_connect_per_op_ratio: bench.paired_ratio(
+                "point_read",
+                "registry get",
+                "connect per op",
+                1,
+            ),
+            multi_db_ratio: bench.paired_ratio("multi_db", "registry get", "raw connection", t),
+            mixed_throughput_ratio: bench.paired_ratio(
+                "mixed",
+                "registry",
+                "r2d2 + busy_timeout",
+                t,
+            ),
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
+}
+
+/// Which side of its bound a target's value must be on.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+/// One performance target: a ratio of [`Ratios`] and its bound.
+#[derive(Debug)]
+struct Target {
+    /// What is measured; `{threads}` is replaced by the thread count.
+    label: &'static str,
+    value: fn(&Ratios) -> Option<f64>,
+    /// Decimals printed.
+    digits: usize,
+    bound: Bound,
+}
+
+/// The targets of the registry against its baselines (docs/PERFORMANCE.md explains them).
+const TARGETS: &[Target] = &[
+    Target {
+        label: "point_read registry/raw 1 thread",
+        value: |r| r.point_read_ratio_1t,
+        digits: 2,
+        bound: Bound::AtLeast(0.9),
+    },
+    Target {
+        label: "point_read registry/raw {threads} threads",
+        value: |r| r.point_read_ratio_8t,
+        digits: 2,
+        bound: Bound::AtLeast(0.9),
+    },
+    Target {
+        label: "checkout p50 registry/r2d2-no-check",
+        value: |r| r.checkout_ratio_vs_r2d2_nocheck,
+        digits: 2,
+        bound: Bound::AtMost(1.2),
+    },
+    Target {
+        label: "checkout p50 ns",
+        value: |r| r.checkout_p50_ns.map(|v| v as f64),
+        digits: 0,
+        bound: Bound::AtMost(1000.0),
+    },
+    Target {
+        label: "write_contention registry errors",
+        value: |r| r.write_errors.map(|v| v as f64),
+        digits: 0,
+        bound: Bound::AtMost(0.0),
+    },
+    Target {
+        label: "write throughput registry/r2d2",
+        value: |r| r.write_throughput_ratio,
+        digits: 2,
+        bound: Bound::AtLeast(0.9),
+    },
+    Target {
+        label: "write max latency registry/r2d2",
+        value: |r| r.write_max_latency_ratio,
+        digits: 3,
+        bound: Bound::AtMost(0.1),
+    },
+    Target {
+        label: "point_read registry/deadpool",
+        value: |r| r.vs_deadpool_ratio,
+        digits: 1,
+        bound: Bound::AtLeast(5.0),
+    },
+    Target {
+        label: "point_read registry/connect-per-op",
+        value: |r| r.vs_connect_per_op_ratio,
+        digits: 0,
+        bound: Bound::AtLeast(50.0),
+    },
+];
+
+impl Target {
+    /// The report's line for this target and whether it is met; `None` if its scenario did
+    /// not run.
+    fn check(&self, ratios: &Ratios, threads: usize) -> Option<(String, bool)> {
+        let v = (self.value)(ratios)?;
+        let label = self.label.replace("{threads}", &threads.to_string());
+        let digits = self.digits;
+        Some(match self.bound {
+            Bound::AtLeast(min) => (format!("{label} {v:.digits$} >= {min}"), v >= min),
+            Bound::AtMost(max) => (format!("{label} {v:.digits$} <= {max}"), v <= max),
+        })
+    }
+}
+
+/// Prints the ratios and targets of `bench`: a summary for people, or one JSON object.
+pub(super) fn report(bench: &Bench) -> anyhow::Result<()> {
+    let r = Ratios::of(bench);
+    let targets: Vec<(String, bool)> = TARGETS
+        .iter()
+        .filter_map(|t| t.check(&r, bench.args.threads))
+        .collect();
+    let met = targets.iter().filter(|(_, ok)| *ok).count();
+    if bench.args.json {
+        let mut value = serde_json::to_value(&r)?;
+        value["rows"] = serde_json::to_value(&bench.rows)?;
+        value["many_dbs"] = serde_json::to_value(&bench.many_dbs)?;
+        value["targets_met"] = met.into();
+        value["targets_total"] = targets.len().into();
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        println!();
+        println!(
+            "peak RSS {:.1} MiB",
+            r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+        for (text, ok) in &targets {
+            println!("{} {text}", if *ok { "met   " } else { "MISSED" });
+        }
+        println!("{met} of {} targets met", targets.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The two-pass automatic checkpoint of a `write` whose commit left the WAL at or past
+//! [`AUTOCHECKPOINT_FRAMES`].
+//!
+//! A checkpoint spends most of its time in fsync, flushing the WAL. Run inside the lane (as
+//! SQLite's own hook would run it, inside the commit), it stalls every queued writer for that
+//! long. Run outside, it never catches up with writers that keep appending, so the WAL is
+//! never emptied and restarted, and grows without bound. So the first pass runs on a
+//! checkpointer thread, concurrently with the writers, and flushes and copies the bulk (see
+//! [`first_pass`]); the writer that started it returns at once. The next writer that finds a
+//! checkpoint due runs the second pass inside the lane, where nothing can be appended: it
+//! copies only what was written during the last of the first pass's checkpoints and leaves
+//! the WAL fully copied, so the writer after it starts the WAL again from the beginning.
+
+#[cfg(test)]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{
+    AtomicBool, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+use rusqlite::Connection;
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use crate::lane::LaneTurn;
+use crate::name::DbName;
+use crate::pool::PooledConnection;
+use crate::stats::DbCounters;
+use crate::sync::{lock, wait_timeout};
+use crate::wal::{AUTOCHECKPOINT_FRAMES, passive_checkpoint};
+
+/// The threads that run first passes, apart from the pools' maintenance threads, so that a
+/// slow disk delays neither the coarse clock nor connection opening.
+static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
+    ScheduledThreadPool::builder()
+        .num_threads(2)
+        .thread_name_pattern("hive-db-ckpt-{}")
+        .build()
+});
+
+/// WAL size, in frames, past which a writer waits for the background checkpoint pass
+/// instead of going on appending: four times SQLite's auto-checkpoint size.
+const WAL_FRAMES_LIMIT: i32 = 4 * AUTOCHECKPOINT_FRAMES;
+/// Frames a background pass may leave for the catch-up pass inside the lane.
+const CATCH_UP_FRAMES: i64 = 100;
+/// Background passes at most, before the catch-up pass is left to do the rest.
+const FIRST_PASSES: usize = 8;
+
+/// Where a database's two-pass automatic checkpoint stands. Moves only forward: `Idle` to
+/// `FirstPass` to `CatchUp` and back to `Idle`. Every move but the one out of `FirstPass` is
+/// made inside the writer lane, and that one only by the job running the first pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Step {
+    Idle = 0,
+    FirstPass = 1,
+    CatchUp = 2,
+}
+
+/// One database's checkpoint state, shared with the job running its first pass.
+pub(crate) struct Checkpoints {
+    name: DbName,
+    /// How long a writer waits for a first pass: the database's `connection_timeout`.
+    patience: Duration,
+    counters: Arc<DbCounters>,
+    step: AtomicU8,
+    /// Guards the end of a first pass, so that a writer waiting for it misses no signal.
+    lock: Mutex<()>,
+    /// Signalled when a first pass ends.
+    done: Condvar,
+    /// A writer waited for the current first pass until its timeout: no other waits for it.
+    overdue: AtomicBool,
+    /// Runs at the start of each background checkpoint job (tests slow it down).
+    #[cfg(test)]
+    first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Writers that waited for a background checkpoint pass.
+    #[cfg(test)]
+    first_pass_waits: AtomicU32,
+}
+
+impl std::fmt::Debug for Checkpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoints")
+            .field("db", &self.name)
+            .field("step", &self.step())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoints {
+    pub(crate) fn new(name: DbName, patience: Duration, counters: Arc<DbCounters>) -> Self {
+        Self {
+            name,
+            patience,
+            counters,
+            step: AtomicU8::new(Step::Idle as u8),
+            lock: Mutex::new(()),
+            done: Condvar::new(),
+            overdue: AtomicBool::new(false),
+            #[cfg(test)]
+            first_pass_hook: Mutex::new(None),
+            #[cfg(test)]
+            first_pass_waits: AtomicU32::new(0),
+        }
+    }
+
+    fn step(&self) -> Step {
+        match self.step.load(Acquire) {
+            1 => Step::FirstPass,
+            2 => Step::CatchUp,
+            _ => Step::Idle,
+        }
+    }
+
+    fn set_step(&self, step: Step) {
+        self.step.store(step as u8, Release);
+    }
+
+    /// The checkpoint due after a commit that left `wal_frames` frames in the WAL, run with
+    /// the writer lane held by `turn`: starts the first pass in the background, or runs the
+    /// catch-up pass here, or (if the first pass is still running) nothing. Passes the lane
+    /// on when done with it; `conn` goes back to the pool when the pass that uses it ends.
+    pub(crate) fn after_commit<P>(
+        self: &Arc<Self>,
+        conn: PooledConnection,
+        turn: LaneTurn<'_, P>,
+        wal_frames: i32,
+    ) {
+        let mut step = self.step();
+        if step == Step::FirstPass && wal_frames >= WAL_FRAMES_LIMIT && !self.overdue.load(Relaxed)
+        {
+            // The writers outrun the background pass. Hold the lane, so nothing more is
+            // appended, until it finishes; then catch up here. The WAL stays bounded, at the
+            // cost of the writers queued meanwhile, as under SQLite's own checkpoint.
+            step = self.wait_for_first_pass();
+        }
+        match step {
+            Step::Idle => {
+                self.set_step(Step::FirstPass);
+                drop(turn);
+                let this = Arc::clone(self);
+                // The connection goes with the job and returns to the pool when it is done.
+                CHECKPOINTER.execute(move || {
+                    let done = Arc::clone(&this);
+                    // Even if the job unwinds, the next due writer must find the catch-up
+                    // step, or no `write` would checkpoint this database again.
+                    let _next = crate::sync::defer(move || {
+                        let _signal = lock(&done.lock);
+                        done.set_step(Step::CatchUp);
+                        done.overdue.store(false, Relaxed);
+                        done.done.notify_all();
+                    });
+                    #[cfg(test)]
+                    if let Some(hook) = lock(&this.first_pass_hook).clone() {
+                        hook();
+                    }
+                    this.first_pass(&conn);
+                    drop(conn);
+                });
+            }
+            Step::CatchUp => {
+                self.checkpoint(&conn);
+                self.set_step(Step::Idle);
+                drop(conn);
+                drop(turn);
+            }
+            // The first pass is still running.
+            Step::FirstPass => {
+                drop(conn);
+                drop(turn);
+            }
+        }
+    }
+
+    /// Waits, for at most `patience`, until the first pass has finished; returns the step it
+    /// leaves. If the pass is not done by then, no writer waits for it again until it is: the
+    /// writers go on, and the WAL grows past the limit for that while.
+    fn wait_for_first_pass(&self) -> Step {
+        #[cfg(test)]
+        self.first_pass_waits.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + self.patience;
+        let mut signal = lock(&self.lock);
+        loop {
+            let step = self.step();
+            if step != Step::FirstPass {
+                return step;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.overdue.store(true, Relaxed);
+                tracing::warn!(db = %self.name,
+                    "the background checkpoint is slower than the writers; they go on meanwhile");
+                return step;
+            }
+            signal = wait_timeout(&self.done, signal, deadline - now);
+        }
+    }
+
+    /// The first, background pass: passive checkpoints, repeated while the writers appended
+    /// more than [`CATCH_UP_FRAMES`] during the previous one, so the pass inside the lane
+    /// stays short.
+    fn first_pass(&self, conn: &Connection) {
+        let mut copied_before = None;
+        for _ in 0..FIRST_PASSES {
+            let Some(copied) = self.checkpoint(conn) else {
+                return;
+            };
+            // Frames this pass copied (none if a writer restarted the WAL meanwhile).
+            if copied_before
+                .is_some_and(|before: i64| copied.saturating_sub(before) <= CATCH_UP_FRAMES)
+            {
+                return;
+            }
+            copied_before = Some(copied);
+        }
+    }
+
+    /// One passive checkpoint, counted. Returns how many of the WAL's frames have been copied
+    /// (see [`crate::wal::Checkpointed`]), or `None` if it failed.
+    fn checkpoint(&self, conn: &Connection) -> Option<i64> {
+        match passive_checkpoint(conn) {
+            Ok(done) => {
+                self.counters.checkpoints.fetch_add(1, Relaxed);
+                tracing::trace!(db = %self.name, busy = done.busy, wal_frames = done.wal_frames,
+                    copied = done.copied, "checkpoint");
+                Some(done.copied)
+            }
+            Err(e) => {
+                tracing::debug!(db = %self.name, error = %e, "checkpoint failed");
+                None
+            }
+        }
+    }
+
+    /// Makes each background pass run `hook` first.
+    #[cfg(test)]
+    pub(crate) fn set_first_pass_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *lock(&self.first_pass_hook) = Some(hook);
+    }
+
+    /// Writers that waited for a background pass so far.
+    #[cfg(test)]
+    pub(crate) fn first_pass_waits(&self) -> u32 {
+        self.first_pass_waits.load(Relaxed)
+    }
+}

@@ -1,0 +1,393 @@
+//! Checking out a connection: the fast path (an idle connection, no clock read, no wait),
+//! the slow path (waiting for r2d2, failing early on a permanent connect error), and the
+//! validation of a connection that sat idle longer than `validate_after_idle`.
+
+use std::panic::Location;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::manager::{HiveConn, HiveManager, validate};
+use super::{Pool, PooledConnection};
+use crate::clock::{Stamp, coarse_now};
+use crate::error::{Error, Result};
+use crate::stats::CloseReason;
+
+/// How long one blocking wait inside r2d2 lasts before we look for a permanent connect error.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+
+impl Pool {
+    /// The fast path: an idle connection now, or `None` without waiting.
+    #[inline]
+    pub(crate) fn try_checkout(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<Option<PooledConnection>> {
+        self.refuse_if_closed()?;
+        let now = coarse_now();
+        while let Some(conn) = self.pool.try_get() {
+            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
+                return Ok(Some(conn));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks out a connection, waiting up to `connection_timeout`.
+    #[inline]
+    pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
+        let start = Instant::now();
+        self.checkout_until(start, start + self.config().connection_timeout, site)
+    }
+
+    #[inline]
+    fn refuse_if_closed(&self) -> Result<()> {
+        if self.shared.is_closed() {
+            return Err(Error::Closed {
+                db: self.name().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks out a connection for a caller that began to ask at `start`, waiting until
+    /// `deadline` at most.
+    pub(crate) fn checkout_until(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
+        let mut had_to_wait = false;
+        loop {
+            self.refuse_if_closed()?;
+            let (conn, waited, now) = match self.pool.try_get() {
+                Some(conn) => (conn, Duration::ZERO, coarse_now()),
+                None => {
+                    had_to_wait = true;
+                    let conn = self.wait_for_connection(start, deadline)?;
+                    let now = Instant::now();
+                    (conn, now.saturating_duration_since(start), Stamp::of(now))
+                }
+            };
+            if let Some(conn) = self.accept(conn, waited, now, site) {
+                if had_to_wait {
+                    self.counters().acquires_waited.fetch_add(1, Relaxed);
+                }
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed.
+    #[inline]
+    fn accept(
+        &self,
+        mut conn: r2d2::PooledConnection<HiveManager>,
+        waited: Duration,
+        now: Stamp,
+        site: &'static Location<'static>,
+    ) -> Option<PooledConnection> {
+        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns
+            && let Err(e) = validate(&conn.conn)
+        {
+            tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
+            conn.discard = Some(CloseReason::ValidationFailed);
+            return None;
+        }
+        let HiveConn {
+            slot,
+            last_site,
+            last_used,
+            ..
+        } = &mut *conn;
+        slot.check_out(now, site, last_site);
+        // Checkout time stands in for return time: a connection held longer than the window
+        // is checked once more than strictly needed, and the return path reads no clock.
+        *last_used = now;
+        self.counters().acquire_wait.record(waited);
+        Some(PooledConnection { conn })
+    }
+
+    /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
+    fn wait_for_connection(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<r2d2::PooledConnection<HiveManager>> {
+        let _waiting = self.shared.waiting(start);
+        loop {
+            self.refuse_if_closed()?;
+            let now = Instant::now();
+            if now >= deadline {
+                self.counters().acquire_timeouts.fetch_add(1, Relaxed);
+                return Err(self.timeout_error(now.saturating_duration_since(start)));
+            }
+            if let Ok(conn) = self.pool.get_timeout((deadline - now).min(WAIT_SLICE)) {
+                return Ok(conn);
+            }
+            // A cause that waiting cannot fix fails now, not at the deadline.
+            if let Some(err) = self.permanent_connect_error(start) {
+                return Err(err);
+            }
+        }
+    }
+
+    /// The last connect error, if it happened after `since` and waiting cannot fix it.
+    pub(super) fn permanent_connect_error(&self, since: Instant) -> Option<Error> {
+        let last = self.shared.last_connect_error()?;
+        let cause = last.cause.filter(|_| last.at >= since)?;
+        Some(Error::Open {
+            db: self.name().clone(),
+            path: self.path().to_path_buf(),
+            cause,
+            code: last.code,
+            source: Some(last.detail.into()),
+        })
+    }
+
+    pub(super) fn timeout_error(&self, waited: Duration) -> Error {
+        let state = self.pool.state();
+        Error::Timeout {
+            db: self.name().clone(),
+            waited,
+            total: state.connections,
+            active: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            waiting: self.shared.waiters().0,
+            last_error: self.shared.last_connect_error().map(|e| e.detail),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::DbConfig;
+    use crate::name::DbName;
+    use crate::open::prepare_database;
+
+    type TestResult = anyhow::Result<()>;
+
+    /// A pool on a new file in a temporary folder.
+    fn pool(name: &str, config: DbConfig) -> anyhow::Result<(tempfile::TempDir, Pool)> {
+        let dir = tempfile::tempdir()?;
+        let name = DbName::new(name)?;
+        let config = DbConfig {
+            create_if_missing: true,
+            ..config
+        };
+        let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
+        let pool = Pool::open(name, prepared.path, config, Arc::default())?;
+        Ok((dir, pool))
+    }
+
+    #[track_caller]
+    fn get(pool: &Pool) -> Result<PooledConnection> {
+        pool.checkout(Location::caller())
+    }
+
+    fn live(pool: &Pool) -> u32 {
+        pool.gauges().map_or(0, |g| g.live)
+    }
+
+    /// Bug caught: a panic inside connect escaping into r2d2's worker, which leaks the
+    /// pending slot for good (verified with r2d2 0.8.10), so the pool can never reach
+    /// max_size again.
+    #[test]
+    fn a_panicking_connect_is_an_error_and_frees_its_slot() -> TestResult {
+        let max = 3;
+        let (_dir, pool) = pool(
+            "panic-connect",
+            DbConfig {
+                max_size: max,
+                min_idle: 0,
+                connection_timeout: Duration::from_secs(10),
+                ..DbConfig::default()
+            },
+        )?;
+        let panics_left = Arc::new(AtomicU32::new(3));
+        let hook_panics = Arc::clone(&panics_left);
+        pool.shared.set_connect_hook(Arc::new(move |_conn| {
+            if hook_panics
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected connect panic");
+            }
+            Ok(())
+        }));
+        // Every slot can be held at once once connects stop panicking.
+        let held: Vec<_> = (0..max).map(|_| get(&pool)).collect::<Result<_>>()?;
+        assert_eq!(panics_left.load(SeqCst), 0);
+        assert_eq!(live(&pool), max);
+        let totals = pool.counters().totals();
+        assert_eq!(totals.connect_errors, 3);
+        drop(held);
+        Ok(())
+    }
+
+    /// Installs a hook that can poison connections; the returned function makes every
+    /// connection opened so far fail each statement (interrupted), and later ones work.
+    fn poison_hook(pool: &Pool) -> impl Fn() + use<> {
+        let generation = Arc::new(AtomicU64::new(0));
+        let created = Arc::new(AtomicU64::new(0));
+        let hook_gen = Arc::clone(&generation);
+        let hook_created = Arc::clone(&created);
+        pool.shared.set_connect_hook(Arc::new(move |conn| {
+            let mine = hook_created.fetch_add(1, SeqCst);
+            let current = Arc::clone(&hook_gen);
+            // Every statement of a connection made before the poisoning is interrupted.
+            conn.progress_handler(1, Some(move || current.load(SeqCst) > mine))?;
+            Ok(())
+        }));
+        move || generation.store(created.load(SeqCst), SeqCst)
+    }
+
+    /// Bug caught: a stale connection handed out unchecked after sitting idle, or the live
+    /// count drifting when failed connections are replaced .
+    #[test]
+    fn idle_connections_are_validated_and_replaced_exactly() -> TestResult {
+        let (_dir, pool) = pool(
+            "validate",
+            DbConfig {
+                max_size: 4,
+                min_idle: 0,
+                validate_after_idle: Duration::ZERO,
+                ..DbConfig::default()
+            },
+        )?;
+        let poison = poison_hook(&pool);
+        // Three connections (r2d2 may open one more in the background) go idle.
+        let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
+        drop(held);
+        std::thread::sleep(Duration::from_millis(50));
+        let idle_before = pool.gauges().map_or(0, |g| g.idle);
+        assert!(idle_before >= 3);
+        poison();
+        let conn = get(&pool)?;
+        let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
+        assert_eq!(one, 1, "a poisoned connection was handed out");
+        drop(conn);
+        let s = pool.counters().totals();
+        // Every idle connection was poisoned: each failed its check before a fresh one came.
+        assert_eq!(
+            s.connections_closed.validation_failed,
+            u64::from(idle_before),
+            "{s:#?}"
+        );
+        let live = live(&pool);
+        assert_eq!(
+            s.connections_created - s.connections_closed.total(),
+            u64::from(live)
+        );
+        assert_eq!(pool.shared.slots().len() as u32, live);
+        Ok(())
+    }
+
+    /// A one-connection pool whose connection the returned function can poison.
+    fn single_poisonable(
+        name: &str,
+        window: Duration,
+    ) -> anyhow::Result<(tempfile::TempDir, Pool, impl Fn())> {
+        let (dir, pool) = pool(
+            name,
+            DbConfig {
+                max_size: 1,
+                min_idle: 1,
+                validate_after_idle: window,
+                ..DbConfig::default()
+            },
+        )?;
+        let poison = poison_hook(&pool);
+        // Replace the connection opened before the hook with one the hook can poison.
+        get(&pool)?.discard();
+        Ok((dir, pool, poison))
+    }
+
+    /// Bug caught: `last_used` never refreshed, so a connection in steady use is validated
+    /// again and again once it is older than the window.
+    #[test]
+    fn a_checkout_restarts_the_validation_window() -> TestResult {
+        let window = Duration::from_millis(200);
+        let (_dir, pool, poison) = single_poisonable("window", window)?;
+        std::thread::sleep(window + Duration::from_millis(50));
+        // Idle past the window: validated (and passes), and the window restarts now.
+        drop(get(&pool)?);
+        poison();
+        let conn = get(&pool)?;
+        assert!(
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_err(),
+            "not the poisoned connection"
+        );
+        assert_eq!(
+            pool.counters()
+                .totals()
+                .connections_closed
+                .validation_failed,
+            0
+        );
+        Ok(())
+    }
+
+    /// Bug caught: a stale connection handed out unchecked because the clock checkouts read
+    /// (the coarse clock) stopped advancing.
+    #[test]
+    fn a_connection_idle_past_the_window_is_validated() -> TestResult {
+        let window = Duration::from_millis(100);
+        let (_dir, pool, poison) = single_poisonable("idle-window", window)?;
+        drop(get(&pool)?);
+        poison();
+        std::thread::sleep(window * 3);
+        let conn = get(&pool)?;
+        let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
+        assert_eq!(
+            one, 1,
+            "the poisoned connection was handed out without a check"
+        );
+        assert_eq!(
+            pool.counters()
+                .totals()
+                .connections_closed
+                .validation_failed,
+            1
+        );
+        Ok(())
+    }
+
+    /// Bug caught: validating on every checkout (r2d2's default, half the point-read speed)
+    /// instead of only after `validate_after_idle`.
+    #[test]
+    fn recently_used_connections_skip_validation() -> TestResult {
+        let (_dir, pool) = pool(
+            "no-validate",
+            DbConfig {
+                max_size: 2,
+                min_idle: 0,
+                validate_after_idle: Duration::from_secs(3600),
+                ..DbConfig::default()
+            },
+        )?;
+        let poison = poison_hook(&pool);
+        drop(get(&pool)?);
+        poison();
+        // Handed out unchecked: the poison shows only when the caller runs a statement.
+        let conn = get(&pool)?;
+        assert!(
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_err()
+        );
+        assert_eq!(
+            pool.counters()
+                .totals()
+                .connections_closed
+                .validation_failed,
+            0
+        );
+        Ok(())
+    }
+}

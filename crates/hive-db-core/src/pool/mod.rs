@@ -1,0 +1,231 @@
+//! One database's connections: an r2d2 pool with our manager, the checkout fast and slow
+//! paths with validation after idle, close, and the pool's gauges. It knows nothing of
+//! writes; the writer lane and group commit sit above it, in `database`.
+//!
+//! - `checkout`: the fast and slow checkout paths, validation after idle;
+//! - `shared`: the state the pool, its manager and its connections share, behind methods;
+//! - `manager`: the r2d2 manager (connect, the dirty-return checks);
+//! - `guard`: [`PooledConnection`], the public guard;
+//! - `leak`: each connection's checkout record and the leak scanner;
+//! - `maintenance`: the threads every pool shares.
+
+mod checkout;
+mod guard;
+mod leak;
+mod maintenance;
+mod manager;
+mod shared;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scheduled_thread_pool::JobHandle;
+
+pub use guard::PooledConnection;
+
+use crate::config::DbConfig;
+use crate::error::Result;
+use crate::name::DbName;
+use crate::stats::{DbCounters, PoolGauges};
+use manager::HiveManager;
+use shared::PoolShared;
+
+/// How long `close` sleeps at most between looks at the connections still out.
+const CLOSE_SLICE: Duration = Duration::from_millis(10);
+
+/// Records hold times from r2d2's check-in event, which r2d2 measures anyway.
+#[derive(Debug)]
+struct HoldTimer(Arc<DbCounters>);
+
+impl r2d2::HandleEvent for HoldTimer {
+    fn handle_checkin(&self, event: r2d2::event::CheckinEvent) {
+        self.0.hold_time.record(event.duration());
+    }
+}
+
+/// What `close` found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// The database.
+    pub db: DbName,
+    /// How long close waited for borrowed connections.
+    pub waited: Duration,
+    /// Connections still checked out at the deadline. Each is closed when it comes back.
+    pub still_out: Vec<OutstandingConnection>,
+}
+
+/// A connection still borrowed when its pool closed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct OutstandingConnection {
+    /// How long it had been held.
+    pub held: Duration,
+    /// Where it was checked out (`file:line:column`).
+    pub checked_out_at: String,
+}
+
+/// One database's pool of connections.
+pub(crate) struct Pool {
+    shared: Arc<PoolShared>,
+    pool: r2d2::Pool<HiveManager>,
+    /// `validate_after_idle` in nanoseconds, compared on every checkout.
+    validate_after_idle_ns: u64,
+    leak_job: Option<JobHandle>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("db", self.shared.name())
+            .field("path", &self.shared.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Connections still out are closed when they come back, never pooled again.
+        self.shared.mark_closed();
+        if let Some(job) = self.leak_job.take() {
+            job.cancel();
+        }
+    }
+}
+
+impl Pool {
+    /// Builds the pool for the file at `path`, which `prepare_database` has prepared, and
+    /// waits for `min_idle` connections.
+    ///
+    /// # Errors
+    ///
+    /// A permanent connect error at once; [`Error::Timeout`] if `min_idle` connections are
+    /// not open within `connection_timeout`.
+    pub(crate) fn open(
+        name: DbName,
+        path: PathBuf,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    ) -> Result<Self> {
+        let shared = Arc::new(PoolShared::new(name, path, config.clone(), counters));
+        let pool = r2d2::Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(Some(config.min_idle))
+            // Validation is ours: only after `validate_after_idle` (see `accept`).
+            .test_on_check_out(false)
+            .max_lifetime(config.max_lifetime)
+            .idle_timeout(config.idle_timeout)
+            .connection_timeout(config.connection_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .event_handler(Box::new(HoldTimer(Arc::clone(shared.counters()))))
+            .thread_pool(maintenance::threads())
+            .build_unchecked(HiveManager::new(Arc::clone(&shared)));
+        let leak_job = config
+            .leak_threshold
+            .map(|threshold| leak::spawn_scanner(Arc::downgrade(&shared), threshold));
+        let pool = Self {
+            shared,
+            pool,
+            validate_after_idle_ns: u64::try_from(config.validate_after_idle.as_nanos())
+                .unwrap_or(u64::MAX),
+            leak_job,
+        };
+        pool.wait_for_min_idle()?;
+        Ok(pool)
+    }
+
+    /// Waits until `min_idle` connections are open; a permanent connect error fails at once.
+    fn wait_for_min_idle(&self) -> Result<()> {
+        let start = Instant::now();
+        let timeout = self.config().connection_timeout;
+        let deadline = start + timeout;
+        loop {
+            if self.pool.state().connections >= self.config().min_idle {
+                return Ok(());
+            }
+            if let Some(err) = self.permanent_connect_error(start) {
+                return Err(err);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn name(&self) -> &DbName {
+        self.shared.name()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.shared.path()
+    }
+
+    pub(crate) fn config(&self) -> &DbConfig {
+        self.shared.config()
+    }
+
+    pub(crate) fn counters(&self) -> &Arc<DbCounters> {
+        self.shared.counters()
+    }
+
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// Refuses new checkouts at once; see [`Pool::close`] for the rest.
+    pub(crate) fn mark_closed(&self) {
+        self.shared.mark_closed();
+    }
+
+    /// The state of the connections now; `None` once closed.
+    pub(crate) fn gauges(&self) -> Option<PoolGauges> {
+        if self.is_closed() {
+            return None;
+        }
+        let state = self.pool.state();
+        let (waiting, maxwait) = self.shared.waiters();
+        Some(PoolGauges {
+            live: state.connections,
+            idle: state.idle_connections,
+            waiting,
+            maxwait,
+        })
+    }
+
+    /// Refuses new checkouts, waits until `deadline` for borrowed connections, closes every
+    /// connection that is back, and reports those still out.
+    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+        let shared = &*self.shared;
+        shared.mark_closed();
+        let start = Instant::now();
+        loop {
+            // Idle connections (and any a late connect added) are closed as they are taken.
+            while let Some(conn) = self.pool.try_get() {
+                drop(conn);
+            }
+            let Some((now, out)) = shared.settled(deadline, CLOSE_SLICE) else {
+                continue;
+            };
+            let still_out: Vec<_> = out
+                .iter()
+                .map(|c| OutstandingConnection {
+                    held: now.saturating_duration_since(c.at),
+                    checked_out_at: c.site.to_string(),
+                })
+                .collect();
+            for out in &still_out {
+                tracing::warn!(db = %shared.name(), held = ?out.held, site = %out.checked_out_at,
+                    "connection still borrowed when its pool closed; it will be closed when returned");
+            }
+            tracing::info!(db = %shared.name(), still_out = still_out.len(), "pool closed");
+            return CloseReport {
+                db: shared.name().clone(),
+                waited: now.saturating_duration_since(start),
+                still_out,
+            };
+        }
+    }
+}

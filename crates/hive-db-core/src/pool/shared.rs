@@ -1,0 +1,223 @@
+//! The state one database's pool shares with its manager, its connections and the leak
+//! scanner. Fields are private: each rule about them (the memory ordering of `closed`, the
+//! list of waiters) lives in one method here.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32,
+    Ordering::{Relaxed, SeqCst},
+};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::leak::{Checkout, ConnSlot};
+use crate::config::DbConfig;
+use crate::error::OpenCause;
+use crate::name::DbName;
+use crate::stats::DbCounters;
+use crate::sync::{ScopeGuard, lock, wait_timeout};
+
+/// The last error seen while opening a connection.
+#[derive(Debug, Clone)]
+pub(super) struct ConnectError {
+    pub(super) at: Instant,
+    /// What went wrong, without the database's name or path (the error that carries it on
+    /// names them): SQLite's message, or the panic's.
+    pub(super) detail: String,
+    /// Set when waiting cannot fix it.
+    pub(super) cause: Option<OpenCause>,
+    pub(super) code: Option<i32>,
+}
+
+/// Test-only fault injection into `connect`.
+#[cfg(test)]
+pub(super) type ConnectHook =
+    Arc<dyn Fn(&mut rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync>;
+
+/// State one database's pool shares with its manager, its connections and the leak scanner.
+pub(super) struct PoolShared {
+    name: DbName,
+    path: PathBuf,
+    config: DbConfig,
+    counters: Arc<DbCounters>,
+    /// Set once, by [`PoolShared::mark_closed`]; every access is `SeqCst` (see there).
+    closed: AtomicBool,
+    /// Connections being opened right now; `close` waits for them too.
+    connecting: AtomicU32,
+    /// When each caller now waiting for a connection began to wait (slow path only).
+    waiters: Mutex<Vec<Instant>>,
+    last_error: Mutex<Option<ConnectError>>,
+    /// Every live connection of this pool, checked out or idle.
+    slots: Mutex<Vec<Arc<ConnSlot>>>,
+    /// Signalled when a connection closes or a connect ends, for `close`.
+    slots_changed: Condvar,
+    #[cfg(test)]
+    connect_hook: Mutex<Option<ConnectHook>>,
+}
+
+impl std::fmt::Debug for PoolShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolShared")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolShared {
+    pub(super) fn new(
+        name: DbName,
+        path: PathBuf,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    ) -> Self {
+        Self {
+            name,
+            path,
+            config,
+            counters,
+            closed: AtomicBool::new(false),
+            connecting: AtomicU32::new(0),
+            waiters: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+            slots: Mutex::new(Vec::new()),
+            slots_changed: Condvar::new(),
+            #[cfg(test)]
+            connect_hook: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn name(&self) -> &DbName {
+        &self.name
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn config(&self) -> &DbConfig {
+        &self.config
+    }
+
+    pub(super) fn counters(&self) -> &Arc<DbCounters> {
+        &self.counters
+    }
+
+    /// Whether the pool is closed. `SeqCst`, as every access to `closed`: `connect` counts
+    /// itself in `connecting` and then checks `closed`, while `close` sets `closed` and then
+    /// reads `connecting`; with both sides sequentially consistent, at least one of them sees
+    /// the other, so no connection opened during a close outlives it. On x86 a `SeqCst` load
+    /// costs what a `Relaxed` one does.
+    #[inline]
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(SeqCst)
+    }
+
+    /// Refuses new checkouts from now on; connections still out are closed when returned.
+    pub(super) fn mark_closed(&self) {
+        self.closed.store(true, SeqCst);
+    }
+
+    /// Counts a connect in progress until the guard drops (see [`PoolShared::is_closed`]).
+    pub(super) fn connecting(&self) -> ScopeGuard<impl FnOnce() + '_> {
+        self.connecting.fetch_add(1, SeqCst);
+        crate::sync::defer(move || {
+            self.connecting.fetch_sub(1, SeqCst);
+            self.slots_changed.notify_all();
+        })
+    }
+
+    /// Joins the callers waiting for a connection, as one that began to wait at `since`,
+    /// until the guard drops.
+    pub(super) fn waiting(&self, since: Instant) -> ScopeGuard<impl FnOnce() + '_> {
+        lock(&self.waiters).push(since);
+        crate::sync::defer(move || {
+            let mut waiters = lock(&self.waiters);
+            if let Some(i) = waiters.iter().position(|w| *w == since) {
+                waiters.swap_remove(i);
+            }
+        })
+    }
+
+    /// Callers waiting for a connection, and how long the oldest of them has waited.
+    pub(super) fn waiters(&self) -> (u32, Duration) {
+        let waiters = lock(&self.waiters);
+        let oldest = waiters
+            .iter()
+            .min()
+            .map_or(Duration::ZERO, Instant::elapsed);
+        (u32::try_from(waiters.len()).unwrap_or(u32::MAX), oldest)
+    }
+
+    /// Records a failed connect: counted, logged with its whole chain, kept for the errors
+    /// of callers that wait.
+    pub(super) fn record_connect_error(
+        &self,
+        err: &crate::error::Error,
+        detail: String,
+        cause: Option<OpenCause>,
+        code: Option<i32>,
+    ) {
+        self.counters.connect_errors.fetch_add(1, Relaxed);
+        tracing::warn!(db = %self.name, error = %crate::error::error_chain(err), "cannot open a connection");
+        *lock(&self.last_error) = Some(ConnectError {
+            at: Instant::now(),
+            detail,
+            cause,
+            code,
+        });
+    }
+
+    pub(super) fn last_connect_error(&self) -> Option<ConnectError> {
+        lock(&self.last_error).clone()
+    }
+
+    /// Adds a new connection's slot; a successful connect also clears the last error.
+    pub(super) fn add_slot(&self, slot: Arc<ConnSlot>) {
+        lock(&self.slots).push(slot);
+        *lock(&self.last_error) = None;
+    }
+
+    /// Removes a closed connection's slot and tells `close`.
+    pub(super) fn remove_slot(&self, slot: &Arc<ConnSlot>) {
+        lock(&self.slots).retain(|s| !Arc::ptr_eq(s, slot));
+        self.slots_changed.notify_all();
+    }
+
+    /// The slots of every live connection, now.
+    pub(super) fn slots(&self) -> Vec<Arc<ConnSlot>> {
+        lock(&self.slots).clone()
+    }
+
+    /// For `close`: once no connection is live or being opened, or at `deadline`, returns the
+    /// checkouts still out (with the time it looked); otherwise waits up to `slice` for a
+    /// connection to close and returns `None`.
+    pub(super) fn settled(
+        &self,
+        deadline: Instant,
+        slice: Duration,
+    ) -> Option<(Instant, Vec<Checkout>)> {
+        let slots = lock(&self.slots);
+        let now = Instant::now();
+        if (slots.is_empty() && self.connecting.load(SeqCst) == 0) || now >= deadline {
+            return Some((now, slots.iter().filter_map(|s| s.checkout()).collect()));
+        }
+        drop(wait_timeout(
+            &self.slots_changed,
+            slots,
+            (deadline - now).min(slice),
+        ));
+        None
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_connect_hook(&self, hook: ConnectHook) {
+        *lock(&self.connect_hook) = Some(hook);
+    }
+
+    #[cfg(test)]
+    pub(super) fn connect_hook(&self) -> Option<ConnectHook> {
+        lock(&self.connect_hook).clone()
+    }
+}

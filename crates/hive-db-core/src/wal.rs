@@ -1,0 +1,75 @@
+//! The WAL hook every connection carries, and the checkpoint primitive: SQLite's own
+//! automatic checkpoint, moved to where the writer lane can run it outside the commit.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+
+use rusqlite::Connection;
+use rusqlite::hooks::Wal;
+
+/// SQLite's own auto-checkpoint threshold: a commit that leaves this many frames in the WAL
+/// starts a passive checkpoint.
+pub(crate) const AUTOCHECKPOINT_FRAMES: c_int = 1000;
+
+thread_local! {
+    /// True while the writer lane commits on this thread: a due checkpoint is then only
+    /// recorded, to be run once the lane has passed on.
+    static DEFER_CHECKPOINT: Cell<bool> = const { Cell::new(false) };
+    /// The WAL's frames after a deferred commit that left a checkpoint due.
+    static CHECKPOINT_DUE: Cell<Option<c_int>> = const { Cell::new(None) };
+}
+
+/// Replaces SQLite's auto-checkpoint hook, which would run the checkpoint (with its fsyncs)
+/// inside the committing statement. Outside the writer lane it does what SQLite's does; inside
+/// it, it leaves the checkpoint to [`commit_deferring_checkpoint`]'s caller, so that the
+/// writers queued behind do not wait for the disk.
+pub(crate) fn wal_hook(wal: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    if frames < AUTOCHECKPOINT_FRAMES {
+        return Ok(());
+    }
+    if DEFER_CHECKPOINT.get() {
+        CHECKPOINT_DUE.set(Some(frames));
+    } else if let Err(e) = wal.checkpoint() {
+        // As with SQLite's own hook, a failed checkpoint does not fail the commit, which has
+        // happened; the next commit tries again.
+        tracing::debug!(error = %e, "automatic checkpoint failed");
+    }
+    // An error returned here would be reported as the commit's, though the commit happened.
+    Ok(())
+}
+
+/// Runs `commit` with the automatic checkpoint deferred. Returns its result, and the WAL's
+/// frames if they have reached [`AUTOCHECKPOINT_FRAMES`], so that the caller should
+/// checkpoint.
+pub(crate) fn commit_deferring_checkpoint<T>(commit: impl FnOnce() -> T) -> (T, Option<c_int>) {
+    CHECKPOINT_DUE.set(None);
+    DEFER_CHECKPOINT.set(true);
+    let deferring = crate::sync::defer(|| DEFER_CHECKPOINT.set(false));
+    let result = commit();
+    drop(deferring);
+    (result, CHECKPOINT_DUE.take())
+}
+
+/// What one passive checkpoint did, as `PRAGMA wal_checkpoint` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpointed {
+    /// Whether a reader or writer kept it from finishing.
+    pub(crate) busy: bool,
+    /// Frames in the WAL.
+    pub(crate) wal_frames: i64,
+    /// Frames of the WAL copied to the database, by this checkpoint and those before it
+    /// since the WAL last restarted.
+    pub(crate) copied: i64,
+}
+
+/// A passive checkpoint, as SQLite's automatic one: it copies what it can without waiting for
+/// readers or writers.
+pub(crate) fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Checkpointed> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok(Checkpointed {
+            busy: r.get::<_, i64>(0)? != 0,
+            wal_frames: r.get(1)?,
+            copied: r.get(2)?,
+        })
+    })
+}

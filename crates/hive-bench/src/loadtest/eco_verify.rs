@@ -85,10 +85,7 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
         let Ack::Eco(ack) = ack else { continue };
         match *ack {
             EcoAck::Event { worker, seq, sim } => {
-                events.insert(
-                    event_id(worker, seq),
-                    (sim_id(sim), event_payload(worker, seq)),
-                );
+                events.insert(event_id(worker, seq), (sim, worker, seq));
             }
             EcoAck::Metrics { worker, seq, sim } => {
                 for i in 0..BATCH {
@@ -116,8 +113,10 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
         "event",
         "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
         events,
-        |(sim, payload), row| {
-            row[0] == *sim && serde_json::from_str::<Value>(&row[1]).is_ok_and(|p| p == *payload)
+        |&(sim, worker, seq), row| {
+            row[0] == sim_id(sim)
+                && serde_json::from_str::<Value>(&row[1])
+                    .is_ok_and(|p| p == event_payload(worker, seq))
         },
     )?;
     compare(

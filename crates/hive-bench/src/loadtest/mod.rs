@@ -32,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::{Context, bail};
-use hive_db_core::Registry;
+use hive_db_core::{DbConfig, Registry};
 
 pub(crate) use args::LoadArgs;
 use args::Plan;
@@ -40,7 +40,7 @@ use mix::Op;
 use pool::PoolFigures;
 use report::{ORIGINAL_OPS_PER_SEC, Report};
 use run::Limit;
-use store::{RegistryStore, Store};
+use store::{ConnectPerOpStore, RegistryStore, Store};
 use verify::{Check, Findings};
 use workload::{Ack, Faults, Workload};
 
@@ -153,6 +153,11 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
         (ran, sampler.join())
     });
     let ran = ran?;
+    eprintln!(
+        "DEBUG rss after run {} peak {}",
+        procfs::rss_bytes() >> 20,
+        procfs::peak_rss_bytes() >> 20
+    );
     let sampled = sampled.map_err(|_| anyhow::anyhow!("the pool sampler panicked"))?;
     let databases: Vec<PoolFigures> = registry
         .stats()
@@ -175,11 +180,25 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
         ran.error_count() == 0,
         format!("{} of {} operations failed", ran.error_count(), ran.ops()),
     )];
-    checks.extend(verify_content(&store, plan.app_dbs, &ran.acks)?.checks());
+    // Read back through new connections: what any new reader sees, with a small page cache
+    // that is gone after each read.
+    let reader = ConnectPerOpStore::new(
+        setup::layout(&dir, plan.app_dbs)?,
+        DbConfig {
+            cache_size_kib: 2048,
+            ..setup::db_config(plan)
+        },
+    );
+    checks.extend(verify_content(&reader, plan.app_dbs, &ran.acks)?.checks());
+    eprintln!(
+        "DEBUG rss after verify {} peak {}",
+        procfs::rss_bytes() >> 20,
+        procfs::peak_rss_bytes() >> 20
+    );
     let mut damaged = Vec::new();
     for (db, name) in names.iter().enumerate() {
         let result =
-            setup::integrity(&store, db).with_context(|| format!("integrity_check of {name}"))?;
+            setup::integrity(&reader, db).with_context(|| format!("integrity_check of {name}"))?;
         if result != "ok" {
             damaged.push(format!("{name}: {result}"));
         }
@@ -193,6 +212,11 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
             damaged.join("; ")
         },
     ));
+    eprintln!(
+        "DEBUG rss after integrity {} peak {}",
+        procfs::rss_bytes() >> 20,
+        procfs::peak_rss_bytes() >> 20
+    );
     checks.push(Check::new(
         verify::LIVE_WITHIN_MAX,
         sampled.over_max.is_empty() && sampled.samples > 0,

@@ -173,17 +173,18 @@ pub(crate) fn list<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A task as the acknowledged writes say it must be.
+/// A task as the acknowledged writes say it must be: who enqueued it in which operation,
+/// who claimed it, who completed it in which operation.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Expected {
-    payload: Option<String>,
+    enqueued: Option<(u32, u64)>,
     claimed_by: Option<u32>,
-    result: Option<String>,
+    done: Option<(u32, u64)>,
 }
 
 impl Expected {
     fn status(&self) -> &'static str {
-        match (&self.result, self.claimed_by) {
+        match (self.done, self.claimed_by) {
             (Some(_), _) => "done",
             (None, Some(_)) => "claimed",
             (None, None) => "pending",
@@ -191,12 +192,10 @@ impl Expected {
     }
 }
 
-type Row = (String, String, Option<u32>, Option<String>);
-
 /// Compares each application database's tasks with the acknowledged writes: every
 /// acknowledged task is there with its payload, in the state of its last acknowledged step
 /// (claimed by whom, completed with what), and no task or step is there that nobody saw
-/// acknowledged.
+/// acknowledged. The tables are read row by row, not held.
 ///
 /// # Errors
 ///
@@ -215,7 +214,7 @@ pub(crate) fn verify<S: Store>(
                 id,
                 worker,
                 seq,
-            } => expected[db - 1].entry(id).or_default().payload = Some(payload(worker, seq)),
+            } => expected[db - 1].entry(id).or_default().enqueued = Some((worker, seq)),
             Ack::TaskClaimed { db, id, worker } => {
                 expected[db - 1].entry(id).or_default().claimed_by = Some(worker);
             }
@@ -224,55 +223,74 @@ pub(crate) fn verify<S: Store>(
                 id,
                 worker,
                 seq,
-            } => expected[db - 1].entry(id).or_default().result = Some(result(worker, seq)),
+            } => expected[db - 1].entry(id).or_default().done = Some((worker, seq)),
             _ => {}
         }
     }
-    for (i, want) in expected.iter().enumerate() {
+    for (i, mut want) in expected.into_iter().enumerate() {
         let db = i + 1;
-        let stored: HashMap<i64, Row> = store.read(db, |c| {
+        store.read(db, |c| {
             let mut stmt =
                 c.prepare("SELECT id, payload, status, claimed_by, result FROM tasks")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let row: (String, String, Option<u32>, Option<String>) =
+                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+                compare(db, id, want.remove(&id), &row, findings);
+            }
+            Ok(())
         })?;
         for (id, e) in want {
             findings.checked += 1;
-            let Some((payload, status, claimed_by, result)) = stored.get(id) else {
-                findings.missing(format!("database {db}: task {id} is absent"));
-                continue;
-            };
-            if e.payload.as_ref().is_some_and(|p| p != payload) {
-                findings.missing(format!("database {db}: task {id} payload {payload}"));
-            }
-            let fields_ok = status == e.status()
-                && (e.claimed_by.is_none() || *claimed_by == e.claimed_by)
-                && (e.result.is_none() || *result == e.result);
-            if !fields_ok {
-                // A later step than any acknowledged one is an unacknowledged write; an
-                // earlier state means an acknowledged step was lost.
-                let text = format!(
-                    "database {db}: task {id} is {status} (by {claimed_by:?}, result \
-                     {result:?}); acknowledged: {e:?}"
-                );
-                if rank(status) > rank(e.status()) {
-                    findings.unexpected(text);
-                } else {
-                    findings.missing(text);
-                }
-            }
-        }
-        for id in stored.keys() {
-            if want.get(id).is_none_or(|e| e.payload.is_none()) {
-                findings.unexpected(format!(
-                    "database {db}: task {id} was never acknowledged as enqueued"
-                ));
-            }
+            findings.missing(format!("database {db}: task {id} ({e:?}) is absent"));
         }
     }
     Ok(())
+}
+
+/// Compares one stored task with what was acknowledged of it.
+fn compare(
+    db: usize,
+    id: i64,
+    want: Option<Expected>,
+    (stored_payload, status, claimed_by, stored_result): &(
+        String,
+        String,
+        Option<u32>,
+        Option<String>,
+    ),
+    findings: &mut Findings,
+) {
+    let Some(e) = want.filter(|e| e.enqueued.is_some()) else {
+        findings.unexpected(format!(
+            "database {db}: task {id} was never acknowledged as enqueued"
+        ));
+        return;
+    };
+    findings.checked += 1;
+    if e.enqueued
+        .is_some_and(|(w, s)| payload(w, s) != *stored_payload)
+    {
+        findings.missing(format!("database {db}: task {id} payload {stored_payload}"));
+    }
+    let fields_ok = status == e.status()
+        && (e.claimed_by.is_none() || *claimed_by == e.claimed_by)
+        && e.done
+            .is_none_or(|(w, s)| stored_result.as_deref() == Some(&result(w, s)));
+    if !fields_ok {
+        // A later step than any acknowledged one is an unacknowledged write; an earlier
+        // state means an acknowledged step was lost.
+        let text = format!(
+            "database {db}: task {id} is {status} (by {claimed_by:?}, result \
+             {stored_result:?}); acknowledged: {e:?}"
+        );
+        if rank(status) > rank(e.status()) {
+            findings.unexpected(text);
+        } else {
+            findings.missing(text);
+        }
+    }
 }
 
 fn rank(status: &str) -> u8 {

@@ -153,11 +153,6 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
         (ran, sampler.join())
     });
     let ran = ran?;
-    eprintln!(
-        "DEBUG rss after run {} peak {}",
-        procfs::rss_bytes() >> 20,
-        procfs::peak_rss_bytes() >> 20
-    );
     let sampled = sampled.map_err(|_| anyhow::anyhow!("the pool sampler panicked"))?;
     let databases: Vec<PoolFigures> = registry
         .stats()
@@ -190,11 +185,6 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
         },
     );
     checks.extend(verify_content(&reader, plan.app_dbs, &ran.acks)?.checks());
-    eprintln!(
-        "DEBUG rss after verify {} peak {}",
-        procfs::rss_bytes() >> 20,
-        procfs::peak_rss_bytes() >> 20
-    );
     let mut damaged = Vec::new();
     for (db, name) in names.iter().enumerate() {
         let result =
@@ -212,11 +202,6 @@ fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
             damaged.join("; ")
         },
     ));
-    eprintln!(
-        "DEBUG rss after integrity {} peak {}",
-        procfs::rss_bytes() >> 20,
-        procfs::peak_rss_bytes() >> 20
-    );
     checks.push(Check::new(
         verify::LIVE_WITHIN_MAX,
         sampled.over_max.is_empty() && sampled.samples > 0,

@@ -2,8 +2,8 @@
 //! run its share, timing every operation and counting errors by kind.
 
 use std::collections::BTreeMap;
-use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::loadtest::mix::Op;
@@ -105,25 +105,39 @@ pub(crate) fn drive<S: Store>(
     let live = Live::default();
     let stop = AtomicBool::new(false);
     let done = AtomicBool::new(false);
-    let barrier = Barrier::new(workers + 1);
+    let gate = Gate::default();
     let goal = match limit {
         Limit::Time(d) => Goal::Time(d),
         Limit::OpsPerWorker(n) => Goal::Ops(n * workers as u64),
     };
     std::thread::scope(|scope| -> anyhow::Result<Ran> {
-        let handles: Vec<_> = (0..workers)
+        let handles = (0..workers)
             .map(|id| {
-                let (live, stop, barrier) = (&live, &stop, &barrier);
+                let (live, stop, gate) = (&live, &stop, &gate);
                 std::thread::Builder::new()
                     .name(format!("load-worker-{id}"))
                     .spawn_scoped(scope, move || {
                         let mut w = Worker::new(id as u32, seed, store, workload);
-                        barrier.wait();
+                        let limit = if gate.wait() {
+                            limit
+                        } else {
+                            Limit::OpsPerWorker(0)
+                        };
                         work(&mut w, limit, live, stop)
                     })
             })
-            .collect::<Result<_, _>>()?;
-        barrier.wait();
+            .collect::<Result<Vec<_>, _>>();
+        // A worker that cannot be started must not leave the others waiting to start.
+        let handles = match handles {
+            Ok(handles) => {
+                gate.open(true);
+                handles
+            }
+            Err(e) => {
+                gate.open(false);
+                return Err(anyhow::Error::from(e).context("cannot start a load-test worker"));
+            }
+        };
         let start = Instant::now();
         let shown = scope.spawn(|| progress::show("loadtest", &live, goal, style, &done));
         if let Limit::Time(d) = limit {
@@ -173,6 +187,35 @@ pub(crate) fn drive<S: Store>(
         }
         Ok(ran)
     })
+}
+
+/// Where the workers wait until all of them are started: then they run, or, when one could
+/// not be started, they stop at once.
+#[derive(Debug, Default)]
+struct Gate {
+    open: Mutex<Option<bool>>,
+    opened: Condvar,
+}
+
+impl Gate {
+    /// Waits until the gate opens: `true` to run.
+    fn wait(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(run) = *open {
+                return run;
+            }
+            open = self
+                .opened
+                .wait(open)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn open(&self, run: bool) {
+        *self.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(run);
+        self.opened.notify_all();
+    }
 }
 
 fn work<S: Store>(

@@ -215,9 +215,22 @@ impl EventStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Json`] for a payload that cannot be encoded; [`Error::Sqlite`] (a duplicate
-    /// event id among them) or the backend's errors; nothing is stored then and nobody told.
+    /// [`Error::InvalidInput`] for an empty event id or type; [`Error::Json`] for a payload
+    /// that cannot be encoded; [`Error::Sqlite`] (a duplicate event id among them) or the
+    /// backend's errors; nothing is stored then and nobody told.
     pub fn publish(&self, event: &Event) -> Result<String> {
+        for (what, value) in [
+            ("event id", &event.event_id),
+            ("event type", &event.event_type),
+        ] {
+            if value.is_empty() {
+                return Err(Error::InvalidInput {
+                    what,
+                    value: String::new(),
+                    reason: "empty",
+                });
+            }
+        }
         let db = self.db.name();
         let payload = json::encode(db, "event payload", &event.payload)?;
         let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;

@@ -27,6 +27,11 @@ fn db_at(path: Option<&Path>) -> Result<EcoDb> {
     if let Some(db) = backend::process_db_if_open().filter(|db| same_file(db.path(), path)) {
         return Ok(db.clone());
     }
+    // The process database's own file, not opened yet: open it as the process database, so
+    // that one file does not get two sets of connections.
+    if crate::path::ecosystemiser_db_path().is_ok_and(|p| same_file(&p, path)) {
+        return ecosystemiser_db().cloned();
+    }
     let mut opened = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((_, db)) = opened.iter().find(|(p, _)| same_file(p, path)) {
         return Ok(db.clone());

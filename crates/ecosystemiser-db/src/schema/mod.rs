@@ -1,6 +1,6 @@
-//! The schema as numbered migrations recorded in `PRAGMA user_version` (rusqlite_migration,
-//! each run in one `BEGIN IMMEDIATE` transaction), and the checks made before anything is
-//! written to a file.
+//! The schema as numbered migrations recorded in `PRAGMA user_version` (rusqlite_migration;
+//! the pending ones run together in one `BEGIN IMMEDIATE` transaction, so a file is never
+//! left between versions), and the checks made before anything is written to a file.
 //!
 //! Every migration is idempotent (`IF NOT EXISTS`, shape checks before changes), so two
 //! processes migrating one file at once both succeed, and a file made by the original Python

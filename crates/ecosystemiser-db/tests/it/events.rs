@@ -162,6 +162,17 @@ fn subscribers_are_told_after_commit_by_pattern() -> anyhow::Result<()> {
         store.publish(&Event::new("analysis.done", "s", json!({})))?;
         // A duplicate id fails, and nobody hears of it.
         assert!(matches!(store.publish(&done), Err(Error::Sqlite { .. })));
+        let mut unnamed = Event::new("", "s", json!({}));
+        assert!(matches!(
+            store.publish(&unnamed),
+            Err(Error::InvalidInput { .. })
+        ));
+        unnamed.event_type = "simulation.x".into();
+        unnamed.event_id.clear();
+        assert!(matches!(
+            store.publish(&unnamed),
+            Err(Error::InvalidInput { .. })
+        ));
         assert!(store.unsubscribe(exact));
         assert!(!store.unsubscribe(exact));
         store.publish(&Event::new("simulation.completed", "s", json!({})))?;

@@ -100,7 +100,7 @@ CREATE INDEX idx_components_class ON components(component_class);
 /// Rows in every original table, as the Python code wrote them.
 const PY_DATA: &str = r#"
 INSERT INTO simulations VALUES ('sim-a', 'sys/a.yml', 'milp', 'completed', '2025-09-01 10:00:00',
-    '2025-09-01 10:05:00', 300.5, '/r/a', NULL, '{"seed": 1}');
+    '2025-09-01 10:05:00', 300.5, '/r/a', NULL, '{"run": 1}');
 INSERT INTO simulations (simulation_id, system_config_path, solver_type, status)
     VALUES ('sim-b', 'sys/b.yml', 'rule_based', 'failed');
 INSERT INTO simulation_metrics (simulation_id, metric_name, metric_value, unit)

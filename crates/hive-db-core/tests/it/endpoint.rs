@@ -421,6 +421,15 @@ fn oversized_and_malformed_requests_are_refused() -> TestResult {
     Ok(())
 }
 
+/// Sets its flag when dropped, also while a panic unwinds.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Bug caught: a thread or an unbounded queue per connection (200 clients at once would
 /// start 200 threads), connections past the cap left hanging, the endpoint down after a
 /// flood, or checkout slowed to a stop by it.
@@ -444,6 +453,9 @@ fn two_hundred_connections_at_once() -> TestResult {
     let stop = AtomicBool::new(false);
     let reads = AtomicU64::new(0);
     let most_threads = std::thread::scope(|scope| -> anyhow::Result<usize> {
+        // A failed assertion below must still stop the checkout thread, or the scope would
+        // wait for it for ever.
+        let _stop = StopOnDrop(&stop);
         let checkout = scope.spawn(|| -> TestResult {
             while !stop.load(Ordering::Relaxed) {
                 let n: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {

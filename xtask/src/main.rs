@@ -14,8 +14,8 @@ tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
              (the only place it is written; .ci/run calls it)
   bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
-  loadtest   the original service's concurrent transaction workload through the registry, optimised
-             (--help for flags)";
+  loadtest   an EcoSystemiser-shaped load on several databases, watched live and verified,
+             optimised (--help for flags)";
 
 fn main() -> ExitCode {
     match run() {

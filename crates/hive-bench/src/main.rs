@@ -3,7 +3,9 @@
 
 mod bench;
 mod loadtest;
+mod many_dbs;
 mod measure;
+mod procfs;
 
 use std::process::ExitCode;
 
@@ -20,7 +22,7 @@ struct Cli {
 enum Task {
     /// The registry against raw SQLite, r2d2, deadpool-sqlite and connect-per-op.
     Bench(bench::BenchArgs),
-    /// Concurrent transactions and reads through the registry, then a verification.
+    /// An EcoSystemiser-shaped load on several databases, watched live, then verified.
     Loadtest(loadtest::LoadArgs),
 }
 

@@ -28,6 +28,12 @@ pub(super) fn r2d2(
         .build(manager)?)
 }
 
+/// A plain r2d2 pool on `path` with every r2d2 and r2d2_sqlite default (none of the
+/// registry's PRAGMAs): the load test's `--compare` baseline.
+pub(crate) fn r2d2_defaults(path: &Path) -> anyhow::Result<r2d2::Pool<SqliteConnectionManager>> {
+    Ok(r2d2::Pool::new(SqliteConnectionManager::file(path))?)
+}
+
 /// One write transaction on an r2d2 connection, waiting in SQLite's busy handler.
 pub(super) fn r2d2_write(
     pool: &r2d2::Pool<SqliteConnectionManager>,

@@ -27,7 +27,8 @@ pub(crate) struct BenchArgs {
     /// Threads for the multi-threaded scenarios.
     #[arg(long, default_value_t = 8)]
     pub(crate) threads: usize,
-    /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db).
+    /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db,
+    /// many_dbs).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Run only the paths whose names contain one of these (for profiling one path).

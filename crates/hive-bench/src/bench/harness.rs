@@ -31,6 +31,8 @@ pub(super) struct Bench {
     rounds: Vec<(CellKey, Vec<f64>)>,
     /// Size of the WAL files after `write_contention`: (registry, r2d2).
     pub(super) write_wal_bytes: Option<(u64, u64)>,
+    /// The `many_dbs` steps.
+    pub(super) many_dbs: Vec<crate::many_dbs::Step>,
 }
 
 impl Bench {
@@ -40,6 +42,7 @@ impl Bench {
             rows: Vec::new(),
             rounds: Vec::new(),
             write_wal_bytes: None,
+            many_dbs: Vec::new(),
         }
     }
 

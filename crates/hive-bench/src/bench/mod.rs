@@ -9,7 +9,7 @@
 //! - `scenarios`: what is measured;
 //! - `report`: the ratios, the targets table and the summary.
 
-mod baselines;
+pub(crate) mod baselines;
 mod fixtures;
 mod flags;
 mod harness;
@@ -53,6 +53,10 @@ fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
     }
     if bench.wants("multi_db") {
         scenarios::multi_db(&mut bench, &setup).context("multi_db")?;
+    }
+    if bench.wants("many_dbs") {
+        let round = std::time::Duration::from_secs_f64(bench.args.read_seconds / 4.0);
+        bench.many_dbs = crate::many_dbs::bench(round, bench.args.json).context("many_dbs")?;
     }
     Ok(bench)
 }

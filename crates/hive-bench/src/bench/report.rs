@@ -202,6 +202,7 @@ pub(super) fn report(bench: &Bench) -> anyhow::Result<()> {
     if bench.args.json {
         let mut value = serde_json::to_value(&r)?;
         value["rows"] = serde_json::to_value(&bench.rows)?;
+        value["many_dbs"] = serde_json::to_value(&bench.many_dbs)?;
         value["targets_met"] = met.into();
         value["targets_total"] = targets.len().into();
         println!("{}", serde_json::to_string(&value)?);

@@ -1,0 +1,189 @@
+//! Tests of the load test in its short mode (about a second, two workers), with faults
+//! injected to show the verifier names the check they break.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::*;
+use crate::loadtest::mix::Mix;
+use crate::loadtest::progress::Style;
+
+/// The short mode: about a second, two workers, every operation of the default mix.
+fn short() -> Plan {
+    Plan {
+        workers: 2,
+        limit: Limit::Time(Duration::from_secs(1)),
+        app_dbs: 2,
+        seed: 7,
+        mix: Mix::default(),
+        max_size: 4,
+        dir: None,
+        listen: None,
+        compare: false,
+        json: true,
+        progress: Style::Quiet,
+        whole_process_files: false,
+        close_timeout: Duration::from_secs(1),
+    }
+}
+
+fn failed(report: &Report) -> Vec<&'static str> {
+    verify::failed(&report.checks)
+}
+
+/// Bug caught: the README's main job failing end to end in its short mode: a failing
+/// operation, an acknowledged write missing or changed, a write nobody acknowledged, a
+/// damaged file, a pool over its size, a connection or file left open after close; or a
+/// report that leaves an operation of the mix or a database out.
+#[test]
+fn the_short_load_test_passes_every_check() -> anyhow::Result<()> {
+    let plan = short();
+    let report = execute(&plan, Faults::default())?;
+    assert!(
+        report.verified,
+        "failed: {:?}\n{:#?}",
+        failed(&report),
+        report.checks
+    );
+    assert_eq!(report.checks.len(), 7);
+    assert_eq!(report.databases.len(), 1 + plan.app_dbs);
+    for (op, _) in plan.mix.entries() {
+        let o = report.operations.iter().find(|o| o.name == op.name());
+        assert!(o.is_some_and(|o| o.count > 0), "{op} never ran");
+    }
+    let value = serde_json::to_value(&report)?;
+    for key in [
+        "ops_per_sec",
+        "errors",
+        "verified",
+        "peak_rss_bytes",
+        "workers",
+        "seconds",
+    ] {
+        assert!(value.get(key).is_some(), "--json lacks {key}");
+    }
+    assert_eq!(
+        value["checks"][verify::ACKNOWLEDGED_WRITES_PRESENT]["passed"],
+        true
+    );
+    assert!(value["mix"]["original_txn"].is_u64());
+    Ok(())
+}
+
+/// Bug caught: a verifier that trusts acknowledgements instead of reading the rows back,
+/// so an acknowledged write that never reached the file passes.
+#[test]
+fn a_dropped_acknowledged_write_fails_its_check() -> anyhow::Result<()> {
+    let faults = Faults {
+        drop_acknowledged_write: true,
+        ..Faults::default()
+    };
+    let report = execute(&short(), faults)?;
+    assert_eq!(failed(&report), [verify::ACKNOWLEDGED_WRITES_PRESENT]);
+    assert!(!report.verified);
+    Ok(())
+}
+
+/// Bug caught: a verifier that does not look at what closing left checked out, so a
+/// leaked connection (and its open file) passes.
+#[test]
+fn a_leaked_connection_fails_its_check() -> anyhow::Result<()> {
+    let faults = Faults {
+        leak_connection: true,
+        ..Faults::default()
+    };
+    let plan = Plan {
+        close_timeout: Duration::from_millis(200),
+        ..short()
+    };
+    let report = execute(&plan, faults)?;
+    assert_eq!(
+        failed(&report),
+        [verify::NO_CONNECTION_LEFT_OUT, verify::OPEN_FILES_RELEASED]
+    );
+    Ok(())
+}
+
+/// Bug caught: `--compare` baselines that run another workload than the registry's (a
+/// different seed or mix), fail, or store something other than what they acknowledged.
+#[test]
+fn compare_runs_the_same_operations_on_every_path() -> anyhow::Result<()> {
+    let plan = Plan {
+        limit: Limit::OpsPerWorker(40),
+        compare: true,
+        ..short()
+    };
+    let report = execute(&plan, Faults::default())?;
+    assert!(report.verified, "{:?}", failed(&report));
+    let paths: Vec<_> = report
+        .compare
+        .iter()
+        .map(|r| (r.path, r.workload))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("registry", "full"),
+            ("registry", "sql"),
+            ("connect per op", "sql"),
+            ("r2d2 defaults", "sql")
+        ]
+    );
+    for row in &report.compare {
+        assert_eq!(row.ops, 80, "{}", row.path);
+        assert_eq!(row.errors, 0, "{}", row.path);
+        assert!(row.content_verified, "{}", row.path);
+    }
+    Ok(())
+}
+
+/// Bug caught: two runs with the same seed drawing different operations, so `--compare`
+/// and repeated runs measure different workloads.
+#[test]
+fn the_same_seed_draws_the_same_operations() -> anyhow::Result<()> {
+    let plan = Plan {
+        limit: Limit::OpsPerWorker(30),
+        ..short()
+    };
+    let counts = |r: &Report| -> Vec<(&'static str, u64)> {
+        r.operations.iter().map(|o| (o.name, o.count)).collect()
+    };
+    let a = execute(&plan, Faults::default())?;
+    let b = execute(&plan, Faults::default())?;
+    assert_eq!(counts(&a), counts(&b));
+    let c = execute(&Plan { seed: 8, ..plan }, Faults::default())?;
+    assert_ne!(counts(&a), counts(&c), "another seed, another draw");
+    Ok(())
+}
+
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: LoadArgs,
+}
+
+/// Bug caught: bad flags accepted (zero workers, a negative time, an unknown operation),
+/// or a mix with task operations but no database to run them on.
+#[test]
+fn bad_flags_are_refused() -> anyhow::Result<()> {
+    for bad in [
+        &["x", "--workers", "0"][..],
+        &["x", "--seconds", "-1"],
+        &["x", "--seconds", "nan"],
+        &["x", "--mix", "nope=1"],
+        &["x", "--ops", "0"],
+    ] {
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+    }
+    let cli = Cli::try_parse_from(["x", "--databases", "0"])?;
+    assert!(Plan::from_args(cli.args).is_err());
+    let tasks_off: String = Op::ALL
+        .iter()
+        .filter(|op| op.is_task())
+        .map(|op| format!("{op}=0,"))
+        .collect();
+    let cli = Cli::try_parse_from(["x", "--databases", "0", "--mix", &tasks_off])?;
+    assert_eq!(Plan::from_args(cli.args)?.app_dbs, 0);
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! Analysis runs: create, record results, change status.
+
+use hive_db_core::rusqlite::params;
+use serde_json::Value;
+
+use super::{Runs, StatusUpdate, require_row, sql};
+use crate::error::Result;
+use crate::json;
+
+/// An analysis run to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAnalysisRun {
+    /// Its id.
+    pub analysis_id: String,
+    /// What it analyses (`simulation`, `study`).
+    pub source_type: String,
+    /// The id of what it analyses.
+    pub source_id: String,
+    /// The strategies it runs; stored as JSON.
+    pub strategies: Option<Value>,
+    /// Anything else; stored as JSON.
+    pub metadata: Option<Value>,
+}
+
+impl Runs {
+    /// Creates an analysis run, status `pending`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
+    pub fn create_analysis_run(&self, run: &NewAnalysisRun) -> Result<()> {
+        let db = self.db.name();
+        let strategies = json::encode_opt(db, "analysis strategies", run.strategies.as_ref())?;
+        let metadata = json::encode_opt(db, "analysis metadata", run.metadata.as_ref())?;
+        self.db.transaction(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO analysis_runs (analysis_id, source_type, source_id, status,
+                                            strategies_executed, metadata)
+                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    run.analysis_id,
+                    run.source_type,
+                    run.source_id,
+                    strategies,
+                    metadata
+                ])
+            })
+            .map_err(sql(db, "create analysis run"))?;
+            Ok(())
+        })
+    }
+
+    /// Records the results of one strategy of an analysis run, in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown run; the backend's errors.
+    pub fn record_analysis_results(
+        &self,
+        analysis_id: &str,
+        strategy_name: &str,
+        results: &[(String, Value)],
+    ) -> Result<usize> {
+        let db = self.db.name();
+        let encoded = results
+            .iter()
+            .map(|(kind, data)| Ok((kind, json::encode(db, "analysis result", data)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.db.transaction(|conn| {
+            let exists: i64 = conn
+                .prepare_cached("SELECT count(*) FROM analysis_runs WHERE analysis_id = ?1")
+                .and_then(|mut s| s.query_row([analysis_id], |r| r.get(0)))
+                .map_err(sql(db, "find analysis run"))?;
+            require_row(db, "analysis run", analysis_id, usize::try_from(exists).unwrap_or(0))?;
+            let mut stmt = conn
+                .prepare_cached(
+                    "INSERT INTO analysis_results (analysis_id, strategy_name, result_type, result_data)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql(db, "record analysis results"))?;
+            for (kind, data) in &encoded {
+                stmt.execute(params![analysis_id, strategy_name, kind, data])
+                    .map_err(sql(db, "record analysis results"))?;
+            }
+            Ok(encoded.len())
+        })
+    }
+
+    /// Changes an analysis run's status (and the other fields given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown run; the backend's errors.
+    pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
+        let db = self.db.name();
+        self.db.transaction(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE analysis_runs SET status = ?2,
+                         completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
+                         duration_seconds = coalesce(?4, duration_seconds),
+                         results_path = coalesce(?5, results_path),
+                         error_message = coalesce(?6, error_message)
+                     WHERE analysis_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        analysis_id,
+                        update.status.as_str(),
+                        update.status.is_final(),
+                        update.duration_seconds,
+                        update.results_path,
+                        update.error_message
+                    ])
+                })
+                .map_err(sql(db, "update analysis status"))?;
+            require_row(db, "analysis run", analysis_id, changed)
+        })
+    }
+}

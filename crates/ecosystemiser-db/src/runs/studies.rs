@@ -1,0 +1,236 @@
+//! Studies: many simulations with a counter of those completed, moved in the same
+//! transaction as each simulation's final status.
+
+use hive_db_core::DbName;
+use hive_db_core::rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::simulations::{insert_metrics, insert_simulation, update_simulation};
+use super::{Metric, NewSimulation, Runs, StatusUpdate, require_row, sql};
+use crate::error::{Error, Result};
+use crate::json;
+
+/// A study (many simulations) to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStudy {
+    /// Its id.
+    pub study_id: String,
+    /// Its type (`parametric`, `monte_carlo`).
+    pub study_type: String,
+    /// How many simulations it will run.
+    pub total_simulations: u32,
+    /// Its configuration; stored as JSON.
+    pub configuration: Option<Value>,
+    /// Anything else; stored as JSON.
+    pub metadata: Option<Value>,
+}
+
+/// A study's progress as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct StudyProgress {
+    /// Its id.
+    pub study_id: String,
+    /// Its status, as stored.
+    pub status: String,
+    /// How many simulations it will run.
+    pub total_simulations: Option<i64>,
+    /// How many have ended.
+    pub completed_simulations: i64,
+    /// Simulations linked to it.
+    pub linked_simulations: i64,
+}
+
+impl Runs {
+    /// Creates a study, status `pending`, none of its simulations completed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
+    pub fn create_study(&self, study: &NewStudy) -> Result<()> {
+        let db = self.db.name();
+        let configuration =
+            json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
+        let metadata = json::encode_opt(db, "study metadata", study.metadata.as_ref())?;
+        self.db.transaction(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO studies (study_id, study_type, status, total_simulations,
+                                      completed_simulations, configuration, metadata)
+                 VALUES (?1, ?2, 'pending', ?3, 0, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    study.study_id,
+                    study.study_type,
+                    study.total_simulations,
+                    configuration,
+                    metadata
+                ])
+            })
+            .map_err(sql(db, "create study"))?;
+            Ok(())
+        })
+    }
+
+    /// Creates simulation `sim` as number `sequence_number` of study `study_id` with its
+    /// parameter set, in one transaction; the study becomes `running`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown study (nothing is written); the backend's errors.
+    pub fn add_study_simulation(
+        &self,
+        study_id: &str,
+        sim: &NewSimulation,
+        parameter_set: Option<&Value>,
+        sequence_number: i64,
+    ) -> Result<()> {
+        let db = self.db.name();
+        let parameters = json::encode_opt(db, "parameter set", parameter_set)?;
+        self.db.transaction(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE studies SET status = 'running'
+                     WHERE study_id = ?1 AND status = 'pending'",
+                )
+                .and_then(|mut s| s.execute([study_id]))
+                .map_err(sql(db, "start study"))?;
+            if changed == 0 {
+                study_exists(db, conn, study_id)?;
+            }
+            insert_simulation(db, conn, sim)?;
+            conn.prepare_cached(
+                "INSERT INTO study_simulations (study_id, simulation_id, parameter_set, sequence_number)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![study_id, sim.simulation_id, parameters, sequence_number]))
+            .map_err(sql(db, "link study simulation"))?;
+            Ok(())
+        })
+    }
+
+    /// Ends simulation `simulation_id` of study `study_id` with `update` and its final
+    /// `metrics`, and counts it in the study (which becomes `completed` with its last
+    /// simulation), all in one transaction. Returns the study's progress.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `update.status` is not final; [`Error::NotFound`] when the
+    /// simulation is not linked to the study; the backend's errors. Nothing is written then.
+    pub fn finish_study_simulation(
+        &self,
+        study_id: &str,
+        simulation_id: &str,
+        update: &StatusUpdate,
+        metrics: &[Metric],
+    ) -> Result<StudyProgress> {
+        if !update.status.is_final() {
+            return Err(Error::InvalidInput {
+                what: "status",
+                value: update.status.to_string(),
+                reason: "a finished simulation needs a final status",
+            });
+        }
+        let db = self.db.name();
+        self.db.transaction(|conn| {
+            let linked: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM study_simulations WHERE study_id = ?1 AND simulation_id = ?2",
+                )
+                .and_then(|mut s| s.query_row([study_id, simulation_id], |r| r.get(0)))
+                .map_err(sql(db, "find study simulation"))?;
+            require_row(
+                db,
+                "study simulation",
+                &format!("{study_id}/{simulation_id}"),
+                usize::try_from(linked).unwrap_or(0),
+            )?;
+            update_simulation(db, conn, simulation_id, update)?;
+            insert_metrics(db, conn, simulation_id, metrics)?;
+            conn.prepare_cached(
+                "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,
+                     status = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
+                                   THEN 'completed' ELSE 'running' END,
+                     completed_at = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
+                                         THEN CURRENT_TIMESTAMP ELSE completed_at END
+                 WHERE study_id = ?1",
+            )
+            .and_then(|mut s| s.execute([study_id]))
+            .map_err(sql(db, "count study simulation"))?;
+            study_progress(db, conn, study_id)?.ok_or_else(|| Error::NotFound {
+                db: db.clone(),
+                what: "study",
+                key: study_id.to_owned(),
+            })
+        })
+    }
+
+    /// Changes a study's status (and duration and results path when given).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for an unknown study; the backend's errors.
+    pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
+        let db = self.db.name();
+        self.db.transaction(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE studies SET status = ?2,
+                         completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
+                         duration_seconds = coalesce(?4, duration_seconds),
+                         results_path = coalesce(?5, results_path)
+                     WHERE study_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        study_id,
+                        update.status.as_str(),
+                        update.status.is_final(),
+                        update.duration_seconds,
+                        update.results_path
+                    ])
+                })
+                .map_err(sql(db, "update study status"))?;
+            require_row(db, "study", study_id, changed)
+        })
+    }
+
+    /// A study's progress, if it exists.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub fn study(&self, study_id: &str) -> Result<Option<StudyProgress>> {
+        self.db
+            .read(|conn| study_progress(self.db.name(), conn, study_id))
+    }
+}
+
+fn study_exists(db: &DbName, conn: &Connection, id: &str) -> Result<()> {
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM studies WHERE study_id = ?1")
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+        .map_err(sql(db, "find study"))?;
+    require_row(db, "study", id, usize::try_from(n).unwrap_or(0))
+}
+
+fn study_progress(db: &DbName, conn: &Connection, id: &str) -> Result<Option<StudyProgress>> {
+    conn.prepare_cached(
+        "SELECT s.study_id, s.status, s.total_simulations, coalesce(s.completed_simulations, 0),
+                (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
+         FROM studies s WHERE s.study_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.query_row([id], |r| {
+            Ok(StudyProgress {
+                study_id: r.get(0)?,
+                status: r.get(1)?,
+                total_simulations: r.get(2)?,
+                completed_simulations: r.get(3)?,
+                linked_simulations: r.get(4)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(sql(db, "read study"))
+}

@@ -27,7 +27,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
+    /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_analysis_run(&self, run: &NewAnalysisRun) -> Result<()> {
         let db = self.db.name();
         let strategies = json::encode_opt(db, "analysis strategies", run.strategies.as_ref())?;
@@ -56,7 +56,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown run; the backend's errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn record_analysis_results(
         &self,
         analysis_id: &str,
@@ -92,7 +92,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown run; the backend's errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
         let db = self.db.name();
         self.db.transaction(|conn| {

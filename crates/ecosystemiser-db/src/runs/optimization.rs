@@ -79,7 +79,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
+    /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_optimization_run(&self, run: &NewOptimizationRun) -> Result<()> {
         let db = self.db.name();
         let configuration =
@@ -111,7 +111,8 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown run (nothing is written); the backend's errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run (nothing is written); the
+    /// backend's errors.
     pub fn record_generation(
         &self,
         optimization_id: &str,
@@ -166,7 +167,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown run; the backend's errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_optimization_status(
         &self,
         optimization_id: &str,

@@ -156,7 +156,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
+    /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_simulation(&self, sim: &NewSimulation) -> Result<()> {
         self.db
             .transaction(|conn| insert_simulation(self.db.name(), conn, sim))
@@ -166,8 +166,8 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown simulation (nothing is written); the backend's
-    /// errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown simulation (nothing is
+    /// written); the backend's errors.
     pub fn record_metrics(&self, simulation_id: &str, metrics: &[Metric]) -> Result<usize> {
         let db = self.db.name();
         self.db.transaction(|conn| {
@@ -181,7 +181,7 @@ impl Runs {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] for an unknown simulation; the backend's errors.
+    /// [`Error::NotFound`](crate::Error::NotFound) for an unknown simulation; the backend's errors.
     pub fn update_simulation_status(
         &self,
         simulation_id: &str,

@@ -1,19 +1,34 @@
 //! The backend of the EcoSystemiser database: the shared registry's pool named
 //! `ecosystemiser`, or bounded direct connections; chosen once, then used the same way.
+//! The settings, the connection type, the integration status and the process-wide database
+//! have files of their own.
 
-use std::ops::{Deref, DerefMut};
+mod connection;
+mod process;
+mod settings;
+mod status;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use hive_db_core::rusqlite::Connection;
-use hive_db_core::{DbConfig, DbName, PooledConnection, Registry, immediate_transaction};
-use once_cell::sync::{Lazy, OnceCell};
+use hive_db_core::{DbName, Registry, immediate_transaction};
+use once_cell::sync::Lazy;
 
-use crate::direct::{self, DirectConnection, DirectPool, DirectStats};
+use crate::direct::{self, DirectPool, DirectStats};
 use crate::error::{Error, Result, Through};
-use crate::path::db_path_from_lookup;
 use crate::schema;
+
+use connection::Conn;
+
+pub use connection::EcoConnection;
+pub(crate) use process::process_db_if_open;
+pub use process::{
+    ecosystemiser_connection, ecosystemiser_db, ecosystemiser_transaction, integration_status,
+};
+pub use settings::{DIRECT_MAX_VAR, Settings};
+pub use status::IntegrationStatus;
+pub(crate) use status::error_chain;
 
 /// The name of the EcoSystemiser database in a registry.
 pub const DB_NAME: &str = "ecosystemiser";
@@ -26,88 +41,6 @@ pub(crate) static ECO_NAME: Lazy<DbName> = Lazy::new(|| {
     )]
     DbName::new(DB_NAME).unwrap()
 });
-
-/// The variable that sets [`Settings::direct_max_connections`].
-pub const DIRECT_MAX_VAR: &str = "ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS";
-
-/// How the EcoSystemiser database is opened. Plain data: build it with [`Settings::new`] or
-/// [`Settings::from_env`] and change fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Settings {
-    /// The database file. [`Settings::from_env`] takes [`ecosystemiser_db_path`](crate::ecosystemiser_db_path). Its folder
-    /// is created (0700) and the file (0600) when missing.
-    pub path: PathBuf,
-    /// Pool and connection settings, used for the registry's pool and for every direct
-    /// connection alike. `create_if_missing` is always turned on. Default
-    /// [`DbConfig::default`]; [`Settings::from_env`] reads [`DbConfig::from_env`].
-    pub db: DbConfig,
-    /// The most direct connections open at once. Default `None`: `db.max_size` (10 by
-    /// default), the size the registry's pool would have; `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS`
-    /// overrides it in [`Settings::from_env`].
-    pub direct_max_connections: Option<u32>,
-    /// The longest wait for a direct connection when all are in use, before
-    /// [`Error::DirectTimeout`]. Default `None`: `db.connection_timeout` (5 s by default).
-    pub direct_acquire_timeout: Option<Duration>,
-}
-
-impl Settings {
-    /// Defaults for the file at `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            db: DbConfig::default(),
-            direct_max_connections: None,
-            direct_acquire_timeout: None,
-        }
-    }
-
-    /// The path from [`ecosystemiser_db_path`](crate::ecosystemiser_db_path), the pool settings from
-    /// [`DbConfig::from_env`], and `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS` if set.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`ecosystemiser_db_path`](crate::ecosystemiser_db_path) and [`DbConfig::from_env`]; [`Error::InvalidEnv`]
-    /// when `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS` is not a whole number of at least 1.
-    pub fn from_env() -> Result<Self> {
-        let mut s = Self::from_lookup(|var| std::env::var(var).ok())?;
-        // Read again as an OS string: a path need not be UTF-8.
-        s.path = crate::path::ecosystemiser_db_path()?;
-        Ok(s)
-    }
-
-    /// Like [`Settings::from_env`], reading variables through `lookup` (for tests and for
-    /// configuration that comes from elsewhere).
-    ///
-    /// # Errors
-    ///
-    /// As [`Settings::from_env`].
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut s = Self::new(db_path_from_lookup(|var| lookup(var).map(PathBuf::from))?);
-        s.db = DbConfig::from_lookup(&lookup)?;
-        if let Some(v) = lookup(DIRECT_MAX_VAR) {
-            let n: u32 = v.trim().parse().map_err(|_| Error::InvalidEnv {
-                var: DIRECT_MAX_VAR,
-                reason: "not a whole number",
-            })?;
-            if n == 0 {
-                return Err(Error::InvalidEnv {
-                    var: DIRECT_MAX_VAR,
-                    reason: "zero: at least one connection is needed",
-                });
-            }
-            s.direct_max_connections = Some(n);
-        }
-        Ok(s)
-    }
-
-    fn db_config(&self) -> DbConfig {
-        DbConfig {
-            create_if_missing: true,
-            ..self.db.clone()
-        }
-    }
-}
 
 /// Which backend an [`EcoDb`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -174,26 +107,6 @@ pub enum BackendStats {
     SharedPool(Box<hive_db_core::DbSnapshot>),
     /// The direct connections' counters.
     Direct(DirectStats),
-}
-
-/// What [`EcoDb::integration_status`] found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct IntegrationStatus {
-    /// The backend in use.
-    pub backend: BackendKind,
-    /// Why it is in use.
-    pub reason: BackendReason,
-    /// The database file.
-    pub path: PathBuf,
-    /// True only when the backend is the shared pool and the probe went through it.
-    pub shared_pool_in_use: bool,
-    /// True when the probe query (`SELECT 1` and the schema version) succeeded.
-    pub probe_ok: bool,
-    /// The schema version the probe read.
-    pub schema_version: Option<i64>,
-    /// The probe's error, when it failed.
-    pub probe_error: Option<String>,
 }
 
 impl EcoDb {
@@ -396,120 +309,6 @@ impl EcoDb {
             Backend::Direct(pool) => BackendStats::Direct(pool.stats()),
         })
     }
-
-    /// Which backend is in use and why, and whether a probe query through it succeeds. It
-    /// reports the shared pool as in use only when the probe went through it.
-    pub fn integration_status(&self) -> IntegrationStatus {
-        let probe = self.read(|conn| -> Result<i64> {
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .and_then(|_| conn.pragma_query_value(None, "user_version", |r| r.get(0)))
-                .map_err(|e| Error::sqlite(&self.inner.name, "probe", e))
-        });
-        let backend = self.backend();
-        IntegrationStatus {
-            backend,
-            reason: self.inner.reason,
-            path: self.inner.path.clone(),
-            shared_pool_in_use: backend == BackendKind::SharedPool && probe.is_ok(),
-            probe_ok: probe.is_ok(),
-            schema_version: probe.as_ref().ok().copied(),
-            probe_error: probe.err().map(|e| error_chain(&e)),
-        }
-    }
-}
-
-/// `e` and its sources, joined with `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
-}
-
-#[derive(Debug)]
-enum Conn {
-    Pooled(PooledConnection),
-    Direct(DirectConnection),
-}
-
-/// A connection of an [`EcoDb`]. It derefs to [`Connection`]; dropping it returns it to the
-/// shared pool, or closes it and frees its direct-connection permit.
-#[derive(Debug)]
-pub struct EcoConnection(Conn);
-
-impl Deref for EcoConnection {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        match &self.0 {
-            Conn::Pooled(c) => c,
-            Conn::Direct(c) => c,
-        }
-    }
-}
-
-impl DerefMut for EcoConnection {
-    fn deref_mut(&mut self) -> &mut Connection {
-        match &mut self.0 {
-            Conn::Pooled(c) => c,
-            Conn::Direct(c) => c,
-        }
-    }
-}
-
-static PROCESS_DB: OnceCell<EcoDb> = OnceCell::new();
-
-/// The process's EcoSystemiser database, opened on first use with [`Settings::from_env`] and
-/// [`EcoDb::from_process`]: the installed registry's pool when one is installed by then,
-/// else direct connections. The choice is made once per process; a failed first open is
-/// not remembered, so a later call tries again.
-///
-/// # Errors
-///
-/// Those of [`Settings::from_env`] and [`EcoDb::from_process`].
-pub fn ecosystemiser_db() -> Result<&'static EcoDb> {
-    PROCESS_DB.get_or_try_init(|| EcoDb::from_process(&Settings::from_env()?))
-}
-
-/// The process database if it has been opened, without opening it.
-pub(crate) fn process_db_if_open() -> Option<&'static EcoDb> {
-    PROCESS_DB.get()
-}
-
-/// A connection of the process's database ([`ecosystemiser_db`], [`EcoDb::connection`]).
-///
-/// # Errors
-///
-/// Those of [`ecosystemiser_db`] and [`EcoDb::connection`].
-#[track_caller]
-pub fn ecosystemiser_connection() -> Result<EcoConnection> {
-    ecosystemiser_db()?.connection()
-}
-
-/// Runs `f` in one `BEGIN IMMEDIATE` transaction of the process's database
-/// ([`ecosystemiser_db`], [`EcoDb::transaction`]).
-///
-/// # Errors
-///
-/// Those of [`ecosystemiser_db`], converted into `E`, and of [`EcoDb::transaction`].
-#[track_caller]
-pub fn ecosystemiser_transaction<T, E: From<Error>>(
-    f: impl FnOnce(&Connection) -> Result<T, E>,
-) -> Result<T, E> {
-    ecosystemiser_db()?.transaction(f)
-}
-
-/// [`EcoDb::integration_status`] of the process's database (the successor of
-/// `validate_hive_integration`).
-///
-/// # Errors
-///
-/// Those of [`ecosystemiser_db`], when the database cannot be opened at all.
-pub fn integration_status() -> Result<IntegrationStatus> {
-    Ok(ecosystemiser_db()?.integration_status())
 }
 
 #[cfg(test)]
@@ -520,47 +319,6 @@ mod tests {
     #[test]
     fn the_name_is_valid() {
         assert_eq!(ECO_NAME.as_str(), DB_NAME);
-    }
-
-    /// Bug caught: the settings variables read under the wrong names, a bad value replaced
-    /// by a default instead of reported.
-    #[test]
-    fn settings_from_variables() -> Result<()> {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
-        let s = Settings::from_lookup(vars(&[
-            ("ECOSYSTEMISER_DB_PATH", "/srv/eco.db"),
-            ("ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS", "3"),
-            ("HIVE_DB_MAX_CONNECTIONS", "7"),
-        ]))?;
-        assert_eq!(s.path, PathBuf::from("/srv/eco.db"));
-        assert_eq!((s.direct_max_connections, s.db.max_size), (Some(3), 7));
-        let s = Settings::from_lookup(vars(&[("HOME", "/home/u")]))?;
-        assert_eq!(s.direct_max_connections, None);
-        for bad in ["0", "many"] {
-            let r = Settings::from_lookup(move |k| match k {
-                "HOME" => Some("/home/u".to_owned()),
-                "ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS" => Some(bad.to_owned()),
-                _ => None,
-            });
-            assert!(
-                matches!(
-                    r,
-                    Err(Error::InvalidEnv {
-                        var: DIRECT_MAX_VAR,
-                        ..
-                    })
-                ),
-                "{bad}"
-            );
-        }
-        Ok(())
     }
 
     /// Bug caught: a handle that cannot be shared between threads.

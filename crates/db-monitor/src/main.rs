@@ -3,6 +3,7 @@
 //! convention (see `--help`).
 
 mod attach;
+mod checks;
 mod cli;
 mod file;
 mod fmt;

@@ -1,6 +1,8 @@
 //! `--continuous`: a sample every interval, drawn in place on a terminal or written as one
 //! JSON line per sample otherwise, with a summary at the end.
 
+mod screen;
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
@@ -10,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use crossterm::{cursor, queue, terminal};
 use hive_db_core::HealthStatus;
 use serde::Serialize;
 
+use self::screen::Screen;
+use crate::fmt;
 use crate::output::{self, Written};
 use crate::report::{self, Report, status_word};
 use crate::sample::{Depth, Sample, Sampler};
-use crate::{fmt, table};
 
 /// Samples kept for the trend line.
 const TREND: usize = 40;
@@ -293,106 +295,6 @@ fn summary(
         ));
     }
     out
-}
-
-/// The terminal in the live view's state (alternate screen, raw mode, hidden cursor), put
-/// back on drop and on panic.
-#[derive(Debug)]
-struct Screen {
-    out: std::io::Stdout,
-}
-
-/// Puts the terminal back; safe to call more than once.
-fn restore_terminal() {
-    let mut out = std::io::stdout();
-    let _ = terminal::disable_raw_mode();
-    let _ = crossterm::execute!(out, cursor::Show, terminal::LeaveAlternateScreen);
-}
-
-impl Screen {
-    fn enter() -> Result<Self> {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            // Restore first, or the message lands on the alternate screen in raw mode.
-            restore_terminal();
-            previous(info);
-        }));
-        let mut out = std::io::stdout();
-        terminal::enable_raw_mode().context("cannot set up the terminal")?;
-        // From here on, Drop restores.
-        let screen = Self {
-            out: std::io::stdout(),
-        };
-        crossterm::execute!(out, terminal::EnterAlternateScreen, cursor::Hide)
-            .context("cannot set up the terminal")?;
-        Ok(screen)
-    }
-
-    fn draw(
-        &mut self,
-        report: &Report,
-        n: u64,
-        elapsed: Duration,
-        interval: Duration,
-        tallies: &HashMap<(String, String), Tally>,
-    ) -> Result<()> {
-        let (width, height) = terminal::size().unwrap_or((100, 30));
-        let mut text = format!(
-            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
-            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-            humantime::format_duration(interval),
-            status_word(report.status).to_uppercase()
-        );
-        text.push_str(&table::pools(report, Some(width)));
-        text.push_str("\n\nacquires/s, last samples\n");
-        for d in report.databases.iter().filter(|d| d.pool.is_some()) {
-            if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
-                let last = t.trend.back().copied().unwrap_or(0.0);
-                text.push_str(&format!(
-                    "  {:<16} {} {}/s\n",
-                    d.name,
-                    sparkline(&t.trend),
-                    fmt::rate(last)
-                ));
-            }
-        }
-        let findings = table::findings(report);
-        if !findings.is_empty() {
-            text.push_str("\nFindings\n");
-            text.push_str(&findings);
-        }
-        queue!(self.out, cursor::MoveTo(0, 0))?;
-        // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
-        let width = usize::from(width.max(1));
-        let rows = text.lines().flat_map(|line| {
-            let chars: Vec<char> = line.chars().collect();
-            if chars.is_empty() {
-                vec![String::new()]
-            } else {
-                chars.chunks(width).map(|c| c.iter().collect()).collect()
-            }
-        });
-        for row in rows.take(usize::from(height.saturating_sub(1))) {
-            queue!(
-                self.out,
-                crossterm::style::Print(row),
-                terminal::Clear(terminal::ClearType::UntilNewLine),
-                crossterm::style::Print("\r\n")
-            )?;
-        }
-        queue!(
-            self.out,
-            terminal::Clear(terminal::ClearType::FromCursorDown)
-        )?;
-        self.out.flush().context("cannot draw the live view")?;
-        Ok(())
-    }
-}
-
-impl Drop for Screen {
-    fn drop(&mut self) {
-        restore_terminal();
-    }
 }
 
 #[cfg(test)]

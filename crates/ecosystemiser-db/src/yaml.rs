@@ -14,6 +14,10 @@ pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 const MAX_DEPTH: usize = 32;
 /// The most aliases (`*ref`) accepted in one file.
 const MAX_ALIASES: usize = 256;
+/// The most scalar bytes one file may stand for, aliases expanded: twice what a file without
+/// aliases can hold, so that aliases cannot multiply a large scalar (the parser's default is
+/// 64 MiB).
+const MAX_SCALAR_BYTES: usize = 2 * MAX_FILE_BYTES as usize;
 /// Folders below the import folder searched for files.
 const MAX_FOLDER_DEPTH: usize = 8;
 
@@ -24,6 +28,10 @@ fn options() -> serde_saphyr::Options {
             max_aliases: MAX_ALIASES,
             max_anchors: MAX_ALIASES,
             max_nodes: 100_000,
+            // Two events at most per node (a collection's start and end), and some slack.
+            max_events: 300_000,
+            max_total_scalar_bytes: MAX_SCALAR_BYTES,
+            max_recorded_anchor_bytes: MAX_SCALAR_BYTES,
             max_documents: 1,
         },
         // `yes` / `on` stay strings inside free-form JSON parameters.

@@ -5,6 +5,7 @@ mod components;
 mod concurrency;
 mod direct;
 mod events;
+mod hostile_yaml;
 mod legacy;
 mod parity;
 mod runs;

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Error, Registry};
 
+mod crash_event;
+
+pub use crash_event::{crash_event, crash_event_id, parse_crash_event_id};
+
 /// A registry with one database `name` at `dir/name.db`, created if missing.
 ///
 /// # Errors

@@ -1,6 +1,7 @@
 //! Cross-crate and cross-process integration tests.
 
 mod crash;
+mod crash_events;
 mod cross_process;
 mod faults;
 mod files;

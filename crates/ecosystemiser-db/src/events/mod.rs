@@ -1,5 +1,9 @@
 //! The event store: events published in one transaction each, in-process subscribers told
-//! after the commit, and histories read back newest first. Its SQL is all here.
+//! after the commit, and histories read back newest first. Its SQL is all here;
+//! the event itself and subscription patterns have files of their own.
+
+mod event;
+mod pattern;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,132 +13,11 @@ use hive_db_core::rusqlite::{Connection, Row, params};
 use serde_json::Value;
 
 use crate::backend::EcoDb;
-use crate::clock;
 use crate::error::{Error, Result};
 use crate::json;
 
-/// One event, as published and as read back.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Event {
-    /// Unique id. [`Event::new`] makes one; any unique text will do.
-    pub event_id: String,
-    /// The event's type, dotted by convention (`simulation.completed`).
-    pub event_type: String,
-    /// Who published it (the original's `source_agent` / `source_component`).
-    pub source: String,
-    /// When, as text; [`Event::new`] writes RFC 3339 UTC. Kept exactly as given.
-    pub timestamp: String,
-    /// Ties the events of one workflow together.
-    pub correlation_id: Option<String>,
-    /// The simulation it is about.
-    pub simulation_id: Option<String>,
-    /// The analysis run it is about.
-    pub analysis_id: Option<String>,
-    /// The optimization run it is about.
-    pub optimization_id: Option<String>,
-    /// The event's data.
-    pub payload: Value,
-    /// Extra data about the event; `None` is stored as NULL.
-    pub metadata: Option<Value>,
-}
-
-impl Event {
-    /// An event of `event_type` from `source` with `payload`, a new id and the time now.
-    pub fn new(event_type: impl Into<String>, source: impl Into<String>, payload: Value) -> Self {
-        Self {
-            event_id: clock::new_event_id(),
-            event_type: event_type.into(),
-            source: source.into(),
-            timestamp: clock::now_rfc3339(),
-            correlation_id: None,
-            simulation_id: None,
-            analysis_id: None,
-            optimization_id: None,
-            payload,
-            metadata: None,
-        }
-    }
-
-    /// With `correlation_id`.
-    #[must_use]
-    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
-        self.correlation_id = Some(correlation_id.into());
-        self
-    }
-
-    /// About simulation `id`.
-    #[must_use]
-    pub fn for_simulation(mut self, id: impl Into<String>) -> Self {
-        self.simulation_id = Some(id.into());
-        self
-    }
-
-    /// About analysis run `id`.
-    #[must_use]
-    pub fn for_analysis(mut self, id: impl Into<String>) -> Self {
-        self.analysis_id = Some(id.into());
-        self
-    }
-
-    /// About optimization run `id`.
-    #[must_use]
-    pub fn for_optimization(mut self, id: impl Into<String>) -> Self {
-        self.optimization_id = Some(id.into());
-        self
-    }
-}
-
-/// Which events a subscriber wants: every one (`*`), one type exactly, or a dotted prefix
-/// (`simulation.*` matches `simulation.started` and `simulation.step.done`, not `simulation`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pattern {
-    /// `*`.
-    All,
-    /// An exact event type.
-    Exact(String),
-    /// `prefix.*`: the prefix with its dot.
-    Prefix(String),
-}
-
-impl Pattern {
-    /// Parses `*`, `type` or `prefix.*`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidInput`] for an empty pattern or one with `*` anywhere else.
-    pub fn parse(pattern: &str) -> Result<Self> {
-        let invalid = |reason| Error::InvalidInput {
-            what: "subscription pattern",
-            value: pattern.to_owned(),
-            reason,
-        };
-        if pattern == "*" {
-            return Ok(Self::All);
-        }
-        if pattern.is_empty() {
-            return Err(invalid("empty"));
-        }
-        match pattern.strip_suffix('*') {
-            Some(prefix) if prefix.ends_with('.') && prefix.len() > 1 && !prefix.contains('*') => {
-                Ok(Self::Prefix(prefix.to_owned()))
-            }
-            Some(_) => Err(invalid("`*` only alone or after a final dot (`prefix.*`)")),
-            None if pattern.contains('*') => {
-                Err(invalid("`*` only alone or after a final dot (`prefix.*`)"))
-            }
-            None => Ok(Self::Exact(pattern.to_owned())),
-        }
-    }
-
-    /// True when `event_type` matches.
-    pub fn matches(&self, event_type: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Exact(t) => t == event_type,
-            Self::Prefix(p) => event_type.starts_with(p.as_str()) && event_type.len() > p.len(),
-        }
-    }
-}
+pub use event::Event;
+pub use pattern::Pattern;
 
 /// A subscription's id, for [`EventStore::unsubscribe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -418,31 +301,4 @@ fn event_of(db: &hive_db_core::DbName, row: &Row<'_>) -> Result<Event> {
         metadata: json::column(db, "event metadata", row, 9)?,
         event_id,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bug caught: `prefix.*` matching the bare prefix or another prefix, `*` rules loose.
-    #[test]
-    fn patterns() -> Result<()> {
-        assert!(Pattern::parse("*")?.matches("anything"));
-        let exact = Pattern::parse("simulation.completed")?;
-        assert!(exact.matches("simulation.completed"));
-        assert!(!exact.matches("simulation.completed.late"));
-        let prefix = Pattern::parse("simulation.*")?;
-        assert!(prefix.matches("simulation.started"));
-        assert!(prefix.matches("simulation.step.done"));
-        assert!(!prefix.matches("simulation"));
-        assert!(!prefix.matches("simulation."));
-        assert!(!prefix.matches("simulations.started"));
-        for bad in ["", "sim*", "*.done", "a.*.b", ".*", "a.**"] {
-            assert!(
-                matches!(Pattern::parse(bad), Err(Error::InvalidInput { .. })),
-                "{bad:?} accepted"
-            );
-        }
-        Ok(())
-    }
 }

@@ -11,6 +11,7 @@ use rusqlite::Connection;
 
 use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached, rollback};
 use crate::checkpoint::Checkpoints;
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::{Error, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
@@ -126,7 +127,7 @@ impl Database {
     {
         let start = Instant::now();
         let config = self.config();
-        let deadline = start + config.connection_timeout;
+        let deadline = deadline(start, config.connection_timeout);
         let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
             self.counters().writer_timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {

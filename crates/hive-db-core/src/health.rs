@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::clock::deadline;
 use crate::database::Database;
 use crate::error::{Error, Result, error_chain};
 use crate::name::DbName;
@@ -72,7 +73,7 @@ pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthR
     }
     drop(tx);
     let mut results: Vec<Option<Outcome>> = vec![None; names.len()];
-    let deadline = start + timeout + REPORT_GRACE;
+    let deadline = deadline(start, timeout.saturating_add(REPORT_GRACE));
     while results.iter().any(Option::is_none) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -127,7 +128,7 @@ type Outcome = std::result::Result<(Duration, Option<String>), String>;
 /// locked by another process cannot hold the check past `timeout`.
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let deadline = start + timeout;
+    let deadline = deadline(start, timeout);
     let db = pool.name();
     let left = || {
         deadline

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::batch::WriteTx;
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -312,13 +313,13 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`], or [`Error::Closed`] if it is closed already.
     pub fn close(&self, name: &DbName, timeout: Duration) -> Result<CloseReport> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(Instant::now(), timeout);
         Ok(self.retire(name)?.close(deadline))
     }
 
     /// Closes every open database, all against one deadline `timeout` from now.
     pub fn close_all(&self, timeout: Duration) -> Vec<CloseReport> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(Instant::now(), timeout);
         let pools: Vec<_> = self
             .open_pools()
             .iter()

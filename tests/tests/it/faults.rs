@@ -937,7 +937,6 @@ fn every_setting_at_its_extremes_works_or_is_refused_by_name() -> anyhow::Result
 
 /// Bug caught: as above, for the settings that panic or abort today.
 #[test]
-#[ignore = "product bug: max_size u32::MAX aborts (687 GB allocation); connection_timeout Duration::MAX and max_lifetime/idle_timeout Some(0) panic"]
 fn settings_that_panic_or_abort_today_are_refused_by_name() -> anyhow::Result<()> {
     let cases = extreme_cases()
         .into_iter()
@@ -979,7 +978,6 @@ fn zero_timeout_arguments_work() -> anyhow::Result<()> {
 /// Bug caught: a `Duration::MAX` timeout argument panicking on `Instant + timeout` instead of
 /// meaning "no deadline" (or being clamped).
 #[test]
-#[ignore = "product bug: health, close and close_all panic with Duration::MAX (Instant + timeout overflows)"]
 fn largest_timeout_arguments_work() -> anyhow::Result<()> {
     let out = timeouts_child()?;
     for call in ["health-max", "close-max", "close_all-max"] {

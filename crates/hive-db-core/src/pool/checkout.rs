@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::manager::{HiveConn, HiveManager, validate};
 use super::{Pool, PooledConnection};
-use crate::clock::{Stamp, coarse_now};
+use crate::clock::{Stamp, coarse_now, deadline};
 use crate::error::{Error, Result};
 use crate::stats::CloseReason;
 
@@ -36,7 +36,11 @@ impl Pool {
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
         let start = Instant::now();
-        self.checkout_until(start, start + self.config().connection_timeout, site)
+        self.checkout_until(
+            start,
+            deadline(start, self.config().connection_timeout),
+            site,
+        )
     }
 
     #[inline]

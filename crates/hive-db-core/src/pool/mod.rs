@@ -24,6 +24,7 @@ use scheduled_thread_pool::JobHandle;
 
 pub use guard::PooledConnection;
 
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::Result;
 use crate::name::DbName;
@@ -139,7 +140,7 @@ impl Pool {
     fn wait_for_min_idle(&self) -> Result<()> {
         let start = Instant::now();
         let timeout = self.config().connection_timeout;
-        let deadline = start + timeout;
+        let deadline = deadline(start, timeout);
         loop {
             if self.pool.state().connections >= self.config().min_idle {
                 return Ok(());

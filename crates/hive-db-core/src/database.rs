@@ -201,6 +201,7 @@ impl Database {
             }
             Err(e) => {
                 let failure = BatchFailure::from_sqlite("commit", &e);
+                counters.count_commit_failure(failure.clone().into_error(self.name()).to_string());
                 self.count_if_busy(&e);
                 counters.rollbacks.fetch_add(n, Relaxed);
                 rollback(&mut conn);
@@ -230,11 +231,12 @@ impl Database {
         let (conn, waiting) = batch.abandon();
         drop(conn);
         drop(turn);
-        self.counters()
-            .rollbacks
-            .fetch_add(waiting.len() as u64, Relaxed);
+        let counters = self.counters();
+        counters.rollbacks.fetch_add(waiting.len() as u64, Relaxed);
+        let failure = BatchFailure::abandoned();
+        counters.count_commit_failure(failure.clone().into_error(self.name()).to_string());
         for slot in waiting {
-            slot.settle(Err(BatchFailure::abandoned()));
+            slot.settle(Err(failure.clone()));
         }
     }
 

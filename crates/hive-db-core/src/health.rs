@@ -2,6 +2,7 @@
 
 use std::panic::Location;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +20,11 @@ pub enum HealthStatus {
     /// Answered in time with room to spare.
     Healthy,
     /// Answered, but slowly (over half the timeout), with writes blocked by a lock held
-    /// elsewhere, or with callers queued at a full pool.
+    /// elsewhere, with callers queued at a full pool, or with a write transaction that failed
+    /// to commit within the last minute though one has committed since.
     Degraded,
-    /// Did not answer in time, or answered with an error.
+    /// Did not answer in time, answered with an error, or the last write transaction, within
+    /// the last minute, failed to commit (a full disk, an I/O error).
     Unhealthy,
 }
 
@@ -50,6 +53,9 @@ pub struct HealthReport {
     /// How long the whole check took.
     pub elapsed: Duration,
 }
+
+/// How long a write transaction that failed to commit keeps a database from being Healthy.
+const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
@@ -121,7 +127,7 @@ pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthR
 }
 
 /// The latency and, for a degraded pool, why; or the error.
-type Outcome = std::result::Result<(Duration, Option<String>), String>;
+type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 
 /// A connection, then a schema read and a write-lock probe (`BEGIN IMMEDIATE; ROLLBACK`
 /// through the writer lane), with SQLite's busy timeout cut to the time left, so a database
@@ -179,5 +185,30 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             before.waiting
         )
     });
-    Ok((start.elapsed(), note.or(saturated)))
+    let failing = recent_commit_failure(pool)?;
+    Ok((start.elapsed(), note.or(failing).or(saturated)))
+}
+
+/// A note if a write transaction failed to commit within [`COMMIT_FAILURE_MEMORY`], and an
+/// error if none has committed since: the probe's rollback cannot see a full disk.
+fn recent_commit_failure(pool: &Database) -> Outcome<Option<String>> {
+    let counters = pool.counters();
+    let Some(failure) = counters.last_commit_failure() else {
+        return Ok(None);
+    };
+    let ago = failure.at.elapsed();
+    if ago >= COMMIT_FAILURE_MEMORY {
+        return Ok(None);
+    }
+    if counters.commits.load(Relaxed) == failure.commits_before {
+        return Err(format!(
+            "writes fail: the last write transaction, {ago:.0?} ago, did not commit: {}",
+            failure.error
+        ));
+    }
+    Ok(Some(format!(
+        "{} write transactions did not commit, the last {ago:.0?} ago: {}",
+        counters.commit_failures.load(Relaxed),
+        failure.error
+    )))
 }

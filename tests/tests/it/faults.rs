@@ -265,7 +265,6 @@ fn a_file_size_limit_rolls_back_the_failed_write_and_writing_resumes() -> anyhow
 
 /// Bug caught: `health` reporting Healthy for a database whose writes cannot commit.
 #[test]
-#[ignore = "product bug: health is Healthy right after writes failed to commit (disk full); it never looks at commit failures"]
 fn health_is_not_healthy_after_commits_fail() -> anyhow::Result<()> {
     if !have_tool("prlimit") {
         return Ok(());

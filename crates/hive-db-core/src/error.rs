@@ -30,6 +30,8 @@ pub enum OpenCause {
     ReadOnly,
     /// A part of the path is not a folder, or SQLite could not open the file.
     CannotOpen,
+    /// The path names a FIFO, a socket or a device, not a regular file.
+    NotAFile,
 }
 
 impl fmt::Display for OpenCause {
@@ -42,6 +44,7 @@ impl fmt::Display for OpenCause {
             Self::PermissionDenied => "permission denied",
             Self::ReadOnly => "the file is read-only",
             Self::CannotOpen => "the file cannot be opened",
+            Self::NotAFile => "the path is not a regular file (a FIFO, socket or device)",
         })
     }
 }

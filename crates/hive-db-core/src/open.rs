@@ -89,9 +89,10 @@ pub struct PreparedDatabase {
 ///
 /// # Errors
 ///
-/// [`Error::Open`] when the path is a folder, a symbolic link, missing (and may not be
-/// created), not a database, read-only or not permitted; [`Error::JournalMode`] when SQLite
-/// will not use WAL; [`Error::Io`] when the file or folder cannot be created.
+/// [`Error::Open`] when the path is a folder, a symbolic link, a FIFO, socket or device,
+/// missing (and may not be created), not a database, read-only (also when its folder is) or
+/// not permitted; [`Error::JournalMode`] when SQLite will not use WAL; [`Error::Io`] when the
+/// file or folder cannot be created.
 pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<PreparedDatabase> {
     let open_err = |cause, source: Option<Box<dyn std::error::Error + Send + Sync>>| Error::Open {
         db: db.clone(),
@@ -105,6 +106,9 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
             return Err(open_err(OpenCause::Symlink, None));
         }
         Ok(meta) if meta.is_dir() => return Err(open_err(OpenCause::IsDirectory, None)),
+        // A FIFO, socket or device: SQLite would fail on it later, or (a device) accept it
+        // and make `-wal` and `-shm` next to it.
+        Ok(meta) if !meta.is_file() => return Err(open_err(OpenCause::NotAFile, None)),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if !config.create_if_missing {

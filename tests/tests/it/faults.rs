@@ -474,7 +474,6 @@ fn permission_denied_fails_fast_typed_and_creates_nothing() -> anyhow::Result<()
 /// `-shm` can be created) accepted at register, after which every write fails with
 /// SQLITE_READONLY_DIRECTORY.
 #[test]
-#[ignore = "product bug: a writable file in a read-only folder registers; every write then fails with SQLITE_READONLY_DIRECTORY (1544)"]
 fn a_database_in_a_read_only_folder_is_refused_at_register() -> anyhow::Result<()> {
     let Some((dir, bin)) = as_nobody_setup()? else {
         return Ok(());

@@ -379,7 +379,6 @@ fn odd_files_fail_with_typed_errors_and_spare_other_databases() -> anyhow::Resul
 /// file with `Error::Open` before SQLite opens it, and create no `-wal` or `-shm` next to it
 /// (for /dev/null, in /dev).
 #[test]
-#[ignore = "product bug: a FIFO gives Sqlite{op: open, IOERR_READ} not Open; a char device registers, then fails with IOERR_FSYNC"]
 fn special_files_are_refused_as_open_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for OddResult {

@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig as SqliteConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DbConfig;
@@ -41,6 +42,8 @@ pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
 /// The rusqlite error of the first PRAGMA that fails.
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
     conn.busy_timeout(config.busy_timeout)?;
+    // No `writable_schema` edits of `sqlite_schema` and no other file-corrupting SQL.
+    conn.set_db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.wal_hook(Some(wal_hook));
     // `write` keeps five statements of its own in the cache (BEGIN, COMMIT and three for
     // savepoints); leave callers room beyond rusqlite's default of 16.
@@ -51,11 +54,17 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         "PRAGMA synchronous = {};\n\
          PRAGMA cache_size = {cache};\n\
          PRAGMA foreign_keys = {};\n\
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;\n\
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};",
         config.synchronous.as_sql(),
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
 }
+
+/// The size, in bytes, SQLite truncates the WAL file to when it starts the WAL again after
+/// a checkpoint: about one automatic checkpoint's worth of 4 KiB pages, so a WAL that a long
+/// reader made grow returns to it on disk.
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// Prepared statements each connection keeps cached.
 const STATEMENT_CACHE: usize = 64;

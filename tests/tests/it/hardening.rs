@@ -48,7 +48,6 @@ fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
 /// the file on purpose (`PRAGMA writable_schema` and edits to `sqlite_schema`, writes to
 /// shadow tables).
 #[test]
-#[ignore = "product bug: SQLITE_DBCONFIG_DEFENSIVE is off on pooled connections (configure_connection never sets it)"]
 fn connections_are_defensive() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "defensive", DbConfig::default())?;

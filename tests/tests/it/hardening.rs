@@ -28,7 +28,6 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
 /// Bug caught: the SQLite built into the workspace able to load extensions at all, so one
 /// `enable_load_extension` anywhere in the process (a dependency, a debug hook) opens it.
 #[test]
-#[ignore = "product bug: the bundled SQLite is built with SQLITE_ENABLE_LOAD_EXTENSION=1 (libsqlite3-sys default), not OMIT_LOAD_EXTENSION"]
 fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;

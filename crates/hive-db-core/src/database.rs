@@ -16,7 +16,7 @@ use crate::config::DbConfig;
 use crate::error::{Error, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::name::DbName;
-use crate::open::PreparedDatabase;
+use crate::open::{FileId, PreparedDatabase};
 use crate::pool::{CloseReport, Pool, PooledConnection};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
 use crate::wal::commit_deferring_checkpoint;
@@ -47,7 +47,7 @@ impl Database {
             Arc::clone(&counters),
         ));
         Ok(Self {
-            pool: Pool::open(name, prepared.path, config, counters)?,
+            pool: Pool::open(name, prepared, config, counters)?,
             lane: WriterLane::default(),
             checkpoints,
         })
@@ -59,6 +59,16 @@ impl Database {
 
     pub(crate) fn path(&self) -> &Path {
         self.pool.path()
+    }
+
+    /// The identity of the file registered.
+    pub(crate) fn file_id(&self) -> FileId {
+        self.pool.file_id()
+    }
+
+    /// See [`Pool::check_file`].
+    pub(crate) fn check_file(&self) -> Result<()> {
+        self.pool.check_file()
     }
 
     pub(crate) fn config(&self) -> &DbConfig {

@@ -32,6 +32,9 @@ pub enum OpenCause {
     CannotOpen,
     /// The path names a FIFO, a socket or a device, not a regular file.
     NotAFile,
+    /// The file at the path is no longer the one registered: it was deleted, renamed or
+    /// replaced while the pool was open.
+    FileChanged,
 }
 
 impl fmt::Display for OpenCause {
@@ -45,6 +48,9 @@ impl fmt::Display for OpenCause {
             Self::ReadOnly => "the file is read-only",
             Self::CannotOpen => "the file cannot be opened",
             Self::NotAFile => "the path is not a regular file (a FIFO, socket or device)",
+            Self::FileChanged => {
+                "the file at the path is no longer the one registered (deleted, renamed or replaced)"
+            }
         })
     }
 }

@@ -141,6 +141,7 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
+    pool.check_file().map_err(|e| error_chain(&e))?;
     let before = pool.snapshot();
     let mut conn = pool
         .checkout_until(start, deadline, Location::caller())

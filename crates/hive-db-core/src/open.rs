@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig as SqliteConfig;
@@ -82,6 +82,25 @@ pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Co
     Ok(conn)
 }
 
+/// A file's identity, the same through every path that reaches it (hard links, `..`, linked
+/// folders, mounts): its device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path`, not following a final symbolic link.
+    pub(crate) fn of(path: &Path) -> io::Result<Self> {
+        let meta = fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
 /// What [`prepare_database`] found out about a database file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,6 +109,8 @@ pub struct PreparedDatabase {
     pub path: PathBuf,
     /// The journal mode SQLite reported after the switch to WAL (always `"wal"`).
     pub journal_mode: String,
+    /// The file's identity, which the pool compares with the file at `path` later.
+    pub(crate) file_id: FileId,
 }
 
 /// Checks `path`, creates the file when `config.create_if_missing` allows it (0600, in a
@@ -128,6 +149,7 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
         Err(e) => return Err(io_open_error(db, path, e)),
     }
     let canonical = fs::canonicalize(path).map_err(|e| io_open_error(db, path, e))?;
+    let file_id = FileId::of(&canonical).map_err(|e| io_open_error(db, path, e))?;
 
     let conn = open_file(&canonical).map_err(|e| classify(db, &canonical, "open", e))?;
     conn.busy_timeout(config.busy_timeout)
@@ -162,13 +184,16 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     Ok(PreparedDatabase {
         path: canonical,
         journal_mode: journal_mode.to_ascii_lowercase(),
+        file_id,
     })
 }
 
 /// Resolves `path` to the absolute form the registry compares names by, without creating
-/// anything: the canonical folder joined with the file name.
+/// anything: the canonical folder joined with the file name. Through folders that do not
+/// exist yet it resolves as the kernel will once they are made: `missing/../x.db` is `x.db`.
 pub(crate) fn resolve_path(db: &DbName, path: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(path).map_err(|e| io_open_error(db, path, e))?;
+    let absolute = through_missing_folders(&absolute);
     if let Ok(canonical) = fs::canonicalize(&absolute) {
         // Keep a symlink's own path: it is refused later, by name.
         if !fs::symlink_metadata(&absolute).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -181,6 +206,28 @@ pub(crate) fn resolve_path(db: &DbName, path: &Path) -> Result<PathBuf> {
             .unwrap_or(absolute.clone())),
         _ => Ok(absolute),
     }
+}
+
+/// `path` with its longest existing prefix made canonical and the rest resolved by name: a
+/// `..` after a folder that does not exist cancels it, as it will once the folder is made.
+fn through_missing_folders(path: &Path) -> PathBuf {
+    let Some((base, rest)) = path.ancestors().skip(1).find_map(|a| {
+        let rest = path.strip_prefix(a).ok()?;
+        fs::canonicalize(a).ok().map(|base| (base, rest))
+    }) else {
+        return path.to_path_buf();
+    };
+    let mut resolved = base;
+    for part in rest.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                resolved.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => resolved.push(other),
+        }
+    }
+    resolved
 }
 
 fn create_file(db: &DbName, path: &Path) -> Result<()> {

@@ -16,7 +16,7 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::name::{DbName, NameMap};
-use crate::open::{prepare_database, resolve_path};
+use crate::open::{FileId, prepare_database, resolve_path};
 use crate::pool::{CloseReport, PooledConnection};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 use crate::sync::lock;
@@ -127,10 +127,12 @@ impl Registry {
                     requested,
                 });
             }
-            if let Some((other, _)) = entries
-                .iter()
-                .find(|(n, e)| matches!(e, Entry::Open(p) if p.path() == requested && *n != name))
-            {
+            // The same file through another path (a hard link, a mount) is the same file.
+            let id = FileId::of(&requested).ok();
+            if let Some((other, _)) = entries.iter().find(|(n, e)| {
+                matches!(e, Entry::Open(p)
+                    if (p.path() == requested || Some(p.file_id()) == id) && *n != name)
+            }) {
                 return Err(Error::PathInUse {
                     db: name.clone(),
                     path: requested,

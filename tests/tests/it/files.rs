@@ -162,7 +162,6 @@ fn one_file_through_dotdot_or_a_linked_folder_is_one_file() -> anyhow::Result<()
 /// Bug caught: a hard link to a registered file accepted under a second name: paths are
 /// compared, not the file's identity (device and inode).
 #[test]
-#[ignore = "product bug: a hard link to a registered file is not PathInUse (paths compared, not dev/inode); it fails later as Sqlite IOERR_SHORT_READ"]
 fn one_file_through_a_hard_link_is_one_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = first_name(dir.path())?;
@@ -175,7 +174,6 @@ fn one_file_through_a_hard_link_is_one_file() -> anyhow::Result<()> {
 /// (`missing/../real/x.db`) registering the same file under a second name, and creating the
 /// missing folder on the way, before any check that the file is registered already.
 #[test]
-#[ignore = "product bug: missing/../real/x.db creates folder `missing` and registers the registered file under a second name"]
 fn one_file_through_a_missing_folder_is_one_file_and_creates_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = first_name(dir.path())?;

@@ -25,7 +25,7 @@ impl Pool {
         self.refuse_if_closed()?;
         let now = coarse_now();
         while let Some(conn) = self.pool.try_get() {
-            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
+            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site)? {
                 return Ok(Some(conn));
             }
         }
@@ -73,7 +73,7 @@ impl Pool {
                     (conn, now.saturating_duration_since(start), Stamp::of(now))
                 }
             };
-            if let Some(conn) = self.accept(conn, waited, now, site) {
+            if let Some(conn) = self.accept(conn, waited, now, site)? {
                 if had_to_wait {
                     self.counters().acquires_waited.fetch_add(1, Relaxed);
                 }
@@ -82,7 +82,8 @@ impl Pool {
         }
     }
 
-    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed.
+    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed, an
+    /// error if the file at the path is no longer the one registered.
     #[inline]
     fn accept(
         &self,
@@ -90,13 +91,24 @@ impl Pool {
         waited: Duration,
         now: Stamp,
         site: &'static Location<'static>,
-    ) -> Option<PooledConnection> {
-        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns
-            && let Err(e) = validate(&conn.conn)
-        {
-            tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
-            conn.discard = Some(CloseReason::ValidationFailed);
-            return None;
+    ) -> Result<Option<PooledConnection>> {
+        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns {
+            if let Err(e) = self.check_file() {
+                tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
+                // Copy the WAL into the file this connection has open and empty it: SQLite
+                // leaves the `-wal` of a moved file behind, and the next open of whatever
+                // file is at the path would replay it there.
+                let _ = conn
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                conn.discard = Some(CloseReason::ValidationFailed);
+                return Err(e);
+            }
+            if let Err(e) = validate(&conn.conn) {
+                tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
+                conn.discard = Some(CloseReason::ValidationFailed);
+                return Ok(None);
+            }
         }
         let HiveConn {
             slot,
@@ -109,7 +121,7 @@ impl Pool {
         // is checked once more than strictly needed, and the return path reads no clock.
         *last_used = now;
         self.counters().acquire_wait.record(waited);
-        Some(PooledConnection { conn })
+        Ok(Some(PooledConnection { conn }))
     }
 
     /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
@@ -185,7 +197,7 @@ mod tests {
             ..config
         };
         let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
-        let pool = Pool::open(name, prepared.path, config, Arc::default())?;
+        let pool = Pool::open(name, prepared, config, Arc::default())?;
         Ok((dir, pool))
     }
 

@@ -16,7 +16,7 @@ mod maintenance;
 mod manager;
 mod shared;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::Result;
 use crate::name::DbName;
+use crate::open::{FileId, PreparedDatabase};
 use crate::stats::{DbCounters, PoolGauges};
 use manager::HiveManager;
 use shared::PoolShared;
@@ -105,11 +106,17 @@ impl Pool {
     /// not open within `connection_timeout`.
     pub(crate) fn open(
         name: DbName,
-        path: PathBuf,
+        prepared: PreparedDatabase,
         config: DbConfig,
         counters: Arc<DbCounters>,
     ) -> Result<Self> {
-        let shared = Arc::new(PoolShared::new(name, path, config.clone(), counters));
+        let shared = Arc::new(PoolShared::new(
+            name,
+            prepared.path,
+            prepared.file_id,
+            config.clone(),
+            counters,
+        ));
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))
@@ -161,6 +168,22 @@ impl Pool {
 
     pub(crate) fn path(&self) -> &Path {
         self.shared.path()
+    }
+
+    /// The identity of the file registered.
+    pub(crate) fn file_id(&self) -> FileId {
+        self.shared.file_id()
+    }
+
+    /// Checks that the file at the path is still the one registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`](crate::Error::Open) with
+    /// [`OpenCause::FileChanged`](crate::OpenCause::FileChanged) when it was deleted, renamed
+    /// or replaced.
+    pub(crate) fn check_file(&self) -> Result<()> {
+        self.shared.check_file()
     }
 
     pub(crate) fn config(&self) -> &DbConfig {

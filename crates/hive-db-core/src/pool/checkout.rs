@@ -25,9 +25,10 @@ impl Pool {
         self.refuse_if_closed()?;
         let now = coarse_now();
         while let Some(conn) = self.pool.try_get() {
-            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site)? {
+            if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
                 return Ok(Some(conn));
             }
+            self.check_file()?;
         }
         Ok(None)
     }
@@ -73,17 +74,18 @@ impl Pool {
                     (conn, now.saturating_duration_since(start), Stamp::of(now))
                 }
             };
-            if let Some(conn) = self.accept(conn, waited, now, site)? {
+            if let Some(conn) = self.accept(conn, waited, now, site) {
                 if had_to_wait {
                     self.counters().acquires_waited.fetch_add(1, Relaxed);
                 }
                 return Ok(conn);
             }
+            self.check_file()?;
         }
     }
 
-    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed, an
-    /// error if the file at the path is no longer the one registered.
+    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed (also
+    /// when the file at the path is no longer the one registered: the caller then checks).
     #[inline]
     fn accept(
         &self,
@@ -91,9 +93,9 @@ impl Pool {
         waited: Duration,
         now: Stamp,
         site: &'static Location<'static>,
-    ) -> Result<Option<PooledConnection>> {
+    ) -> Option<PooledConnection> {
         if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns {
-            if let Err(e) = self.check_file() {
+            if self.check_file().is_err() {
                 tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
                 // Copy the WAL into the file this connection has open and empty it: SQLite
                 // leaves the `-wal` of a moved file behind, and the next open of whatever
@@ -102,12 +104,12 @@ impl Pool {
                     .conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
                 conn.discard = Some(CloseReason::ValidationFailed);
-                return Err(e);
+                return None;
             }
             if let Err(e) = validate(&conn.conn) {
                 tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
                 conn.discard = Some(CloseReason::ValidationFailed);
-                return Ok(None);
+                return None;
             }
         }
         let HiveConn {
@@ -121,7 +123,7 @@ impl Pool {
         // is checked once more than strictly needed, and the return path reads no clock.
         *last_used = now;
         self.counters().acquire_wait.record(waited);
-        Ok(Some(PooledConnection { conn }))
+        Some(PooledConnection { conn })
     }
 
     /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.

@@ -1,8 +1,9 @@
-//! Health checks: every database checked at once on its own thread, each bounded in time.
+//! Health checks: the databases shared among a bounded set of threads, each check cut to
+//! what is left of the timeout.
 
 use std::panic::Location;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -60,27 +61,54 @@ const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
+/// Most threads one `health` call runs checks on; they share the databases between them.
+const WORKERS: usize = 16;
+
 pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthReport {
     let start = Instant::now();
-    let (tx, rx) = mpsc::channel();
+    let end = deadline(start, timeout);
     let names: Vec<DbName> = pools.iter().map(|p| p.name().clone()).collect();
-    for (i, pool) in pools.into_iter().enumerate() {
-        let thread_tx = tx.clone();
+    let pools = Arc::new(pools);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let mut started = 0;
+    let mut spawn_error = None;
+    for _ in 0..names.len().min(WORKERS) {
+        let (pools, next, tx) = (Arc::clone(&pools), Arc::clone(&next), tx.clone());
         let spawned = std::thread::Builder::new()
             .name("hive-db-health".to_owned())
             .spawn(move || {
-                let result = check_one(&pool, timeout);
-                // The receiver may have given up on us; that is fine.
-                let _ = thread_tx.send((i, result));
+                // Each check gets what is left of the timeout; one that gets nothing is not run.
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(pool) = pools.get(i) else { break };
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let result = check_one(pool, left);
+                    // The receiver may have given up on us; that is fine.
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
             });
-        if let Err(e) = spawned {
-            let _ = tx.send((i, Err(format!("cannot start a health-check thread: {e}"))));
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => spawn_error = Some(format!("cannot start a health-check thread: {e}")),
+        }
+    }
+    if started == 0
+        && let Some(error) = spawn_error
+    {
+        for i in 0..names.len() {
+            let _ = tx.send((i, Err(error.clone())));
         }
     }
     drop(tx);
     let mut results: Vec<Option<Outcome>> = vec![None; names.len()];
     let deadline = deadline(start, timeout.saturating_add(REPORT_GRACE));
-    while results.iter().any(Option::is_none) {
+    for _ in 0..names.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, r)) => results[i] = Some(r),

@@ -1052,7 +1052,6 @@ fn health_over_many_databases_returns_within_its_timeout() -> anyhow::Result<()>
 /// Bug caught: `health` starting one thread per database, so a host with thousands of
 /// databases spawns thousands of threads every check.
 #[test]
-#[ignore = "product bug: health starts one thread per database (182 at once for 250 databases in one run)"]
 fn health_over_many_databases_uses_a_bounded_number_of_threads() -> anyhow::Result<()> {
     let (out, _) = health_over_many()?;
     let before: usize = out.value("threads-before").parse()?;

@@ -227,7 +227,12 @@ impl Pool {
         let start = Instant::now();
         loop {
             // Idle connections (and any a late connect added) are closed as they are taken.
-            while let Some(conn) = self.pool.try_get() {
+            // At most one pass over the pool each time round: were a taken connection to come
+            // back idle (the pool not marked closed), the deadline must still end this loop.
+            for _ in 0..=shared.config().max_size {
+                let Some(conn) = self.pool.try_get() else {
+                    break;
+                };
                 drop(conn);
             }
             let Some((now, out)) = shared.settled(deadline, CLOSE_SLICE) else {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
-use crate::pool::{CloseReport, Pool, PooledConnection};
+use crate::pool::{CloseReport, Pool, PooledConnection, enter, inside_write};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
 use crate::wal::commit_deferring_checkpoint;
 
@@ -120,6 +120,7 @@ impl Database {
         E: From<Error>,
     {
         let conn = self.checkout(site)?;
+        let _inside = enter(conn.pool_key(), false);
         f(&conn)
     }
 
@@ -135,6 +136,14 @@ impl Database {
     where
         E: From<Error>,
     {
+        if inside_write(self.pool.key()) {
+            return Err(Error::Reentrant {
+                db: self.name().clone(),
+                call: "write",
+                held: "its writer lane",
+            }
+            .into());
+        }
         let start = Instant::now();
         let config = self.config();
         let deadline = deadline(start, config.connection_timeout);
@@ -166,7 +175,10 @@ impl Database {
                 Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
             }
         };
-        let (member, slot) = batch.run(self.name(), f);
+        let (member, slot) = {
+            let _inside = enter(self.pool.key(), true);
+            batch.run(self.name(), f)
+        };
         if batch.is_broken() {
             self.abandon(batch, turn);
         } else if batch.can_grow(config) {

@@ -256,7 +256,7 @@ impl Database {
         let counters = self.counters();
         counters.rollbacks.fetch_add(waiting.len() as u64, Relaxed);
         let failure = BatchFailure::abandoned();
-        counters.count_commit_failure(failure.clone().into_error(self.name()).to_string());
+        counters.count_abandoned_transaction();
         for slot in waiting {
             slot.settle(Err(failure.clone()));
         }

@@ -218,8 +218,8 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     Ok((start.elapsed(), note.or(failing).or(saturated)))
 }
 
-/// A note if a write transaction failed to commit within [`COMMIT_FAILURE_MEMORY`], and an
-/// error if none has committed since: the probe's rollback cannot see a full disk.
+/// A note if a `COMMIT` failed within [`COMMIT_FAILURE_MEMORY`], and an error if no write
+/// has committed since: the probe's rollback cannot see a full disk.
 fn recent_commit_failure(pool: &Database) -> Outcome<Option<String>> {
     let counters = pool.counters();
     let Some(failure) = counters.last_commit_failure() else {

@@ -46,7 +46,7 @@ pub(crate) struct DbCounters {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) transactions: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
-    /// The last write transaction that failed to commit, for health.
+    /// The last write transaction whose `COMMIT` failed, for health.
     last_commit_failure: Mutex<Option<CommitFailure>>,
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
@@ -92,7 +92,13 @@ impl DbCounters {
         .fetch_add(1, Relaxed);
     }
 
-    /// Records a write transaction that did not commit; its writers got `error`.
+    /// Counts a write transaction that did not commit.
+    pub(crate) fn count_abandoned_transaction(&self) {
+        self.commit_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a write transaction whose `COMMIT` failed, and keeps it for health; its writers
+    /// got `error`.
     pub(crate) fn count_commit_failure(&self, error: String) {
         self.commit_failures.fetch_add(1, Relaxed);
         *lock(&self.last_commit_failure) = Some(CommitFailure {
@@ -232,7 +238,9 @@ pub struct Totals {
     pub checkpoints: u64,
     /// SQLite write transactions of `write` that did not commit: `COMMIT` failed (a full
     /// disk, an I/O error) or the transaction ended before it; their writers got
-    /// `BatchFailed`. `health` reports a database not Healthy for a while after one.
+    /// `BatchFailed`. `health` reports a database not Healthy for a while after a failed
+    /// `COMMIT` (an error inside the transaction is the closure's, and says nothing of the
+    /// database).
     #[serde(default)]
     pub failed_transactions: u64,
 }

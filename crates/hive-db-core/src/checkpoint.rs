@@ -24,6 +24,7 @@ use once_cell::sync::Lazy;
 use rusqlite::Connection;
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use crate::clock::deadline;
 use crate::lane::LaneTurn;
 use crate::name::DbName;
 use crate::pool::PooledConnection;
@@ -180,7 +181,7 @@ impl Checkpoints {
     fn wait_for_first_pass(&self) -> Step {
         #[cfg(test)]
         self.first_pass_waits.fetch_add(1, Relaxed);
-        let deadline = Instant::now() + self.patience;
+        let deadline = deadline(Instant::now(), self.patience);
         let mut signal = lock(&self.lock);
         loop {
             let step = self.step();

@@ -14,6 +14,17 @@ pub(crate) fn start() {
     Lazy::force(&EPOCH);
 }
 
+/// `start + timeout`, or, when that instant cannot be represented (`Duration::MAX`), one
+/// about a century later: a deadline that never comes, without `Instant` overflowing.
+#[inline]
+pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(NEVER))
+        .unwrap_or(start)
+}
+
 /// Time since the clock's origin.
 pub(crate) fn uptime() -> Duration {
     EPOCH.elapsed()
@@ -116,5 +127,17 @@ mod tests {
         assert_eq!(later.instant(), *EPOCH + Duration::from_millis(3));
         cell.store(None, Ordering::Relaxed);
         assert_eq!(cell.load(Ordering::Relaxed), None);
+    }
+
+    /// Bug caught: `Instant + Duration::MAX` panicking in a deadline, or an unrepresentable
+    /// deadline turned into one that has already passed.
+    #[test]
+    fn a_deadline_saturates_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert!(deadline(now, Duration::MAX) > now + Duration::from_secs(365 * 24 * 60 * 60));
     }
 }

@@ -33,6 +33,10 @@ impl Synchronous {
     }
 }
 
+/// The largest `max_size`: r2d2 reserves room for every connection up front, and each open
+/// connection holds file descriptors and a page cache.
+const MAX_POOL_SIZE: u32 = 1024;
+
 /// Settings for one registered database. Plain data: build it with struct update syntax from
 /// [`DbConfig::default()`] or read it with [`DbConfig::from_env`].
 ///
@@ -54,7 +58,8 @@ impl Synchronous {
 /// | `group_commit_max_age` | 2 ms | `HIVE_DB_GROUP_COMMIT_MAX_AGE_MS` |
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DbConfig {
-    /// Most connections open at once, checked out or idle. Default 10; at least 1.
+    /// Most connections open at once, checked out or idle. Default 10; at least 1, at most
+    /// 1024.
     pub max_size: u32,
     /// Idle connections the pool keeps ready. Default 2; at most `max_size`.
     pub min_idle: u32,
@@ -67,10 +72,11 @@ pub struct DbConfig {
     /// is handed out; one used more recently is handed out unchecked (HikariCP's bypass
     /// window). Default 500 ms.
     pub validate_after_idle: Duration,
-    /// An idle connection older than this is closed and replaced. Default 30 min; `None` never.
+    /// An idle connection older than this is closed and replaced. Default 30 min; `None` never;
+    /// not zero.
     pub max_lifetime: Option<Duration>,
     /// A connection idle for longer than this is closed, down to `min_idle`. Default 10 min;
-    /// `None` never.
+    /// `None` never; not zero.
     pub idle_timeout: Option<Duration>,
     /// A connection held longer than this is reported once as a possible leak, with the place
     /// it was checked out. Default `None` (off).
@@ -198,8 +204,17 @@ impl DbConfig {
                 "min_idle ({}) is larger than max_size ({})",
                 self.min_idle, self.max_size
             ))
+        } else if self.max_size > MAX_POOL_SIZE {
+            Some(format!(
+                "max_size ({}) is larger than {MAX_POOL_SIZE}",
+                self.max_size
+            ))
         } else if self.connection_timeout.is_zero() {
             Some("connection_timeout must be longer than zero".to_owned())
+        } else if self.max_lifetime.is_some_and(|t| t.is_zero()) {
+            Some("max_lifetime must be longer than zero, or None".to_owned())
+        } else if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            Some("idle_timeout must be longer than zero, or None".to_owned())
         } else if self.leak_threshold.is_some_and(|t| t.is_zero()) {
             Some("leak_threshold must be longer than zero, or None".to_owned())
         } else if self.group_commit_max_writers == 0 {
@@ -376,7 +391,8 @@ mod tests {
         assert!(matches!(err, Err(Error::InvalidEnv { .. })));
     }
 
-    /// Bug caught: settings that would make r2d2 panic (max_size 0, min_idle > max_size), or
+    /// Bug caught: settings that would make r2d2 panic (max_size 0, min_idle > max_size, a
+    /// zero max_lifetime or idle_timeout) or abort (a max_size it reserves room for), or
     /// a busy timeout SQLite cannot take (it would be cut silently), let through; or the
     /// longest one it can take refused.
     #[test]
@@ -398,6 +414,18 @@ mod tests {
                 ..DbConfig::default()
             },
             DbConfig {
+                max_size: MAX_POOL_SIZE + 1,
+                ..DbConfig::default()
+            },
+            DbConfig {
+                max_lifetime: Some(Duration::ZERO),
+                ..DbConfig::default()
+            },
+            DbConfig {
+                idle_timeout: Some(Duration::ZERO),
+                ..DbConfig::default()
+            },
+            DbConfig {
                 leak_threshold: Some(Duration::ZERO),
                 ..DbConfig::default()
             },
@@ -415,7 +443,13 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
-        // The longest busy timeout SQLite takes is accepted.
+        // The largest pool and the longest busy timeout SQLite takes are accepted.
+        DbConfig {
+            max_size: MAX_POOL_SIZE,
+            min_idle: 0,
+            ..DbConfig::default()
+        }
+        .validate(&db)?;
         DbConfig {
             busy_timeout: Duration::from_millis(i32::MAX as u64),
             ..DbConfig::default()

@@ -11,12 +11,13 @@ use rusqlite::Connection;
 
 use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached, rollback};
 use crate::checkpoint::Checkpoints;
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::{Error, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::name::DbName;
-use crate::open::PreparedDatabase;
-use crate::pool::{CloseReport, Pool, PooledConnection};
+use crate::open::{FileId, PreparedDatabase};
+use crate::pool::{CloseReport, Pool, PooledConnection, enter, inside_write};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
 use crate::wal::commit_deferring_checkpoint;
 
@@ -46,7 +47,7 @@ impl Database {
             Arc::clone(&counters),
         ));
         Ok(Self {
-            pool: Pool::open(name, prepared.path, config, counters)?,
+            pool: Pool::open(name, prepared, config, counters)?,
             lane: WriterLane::default(),
             checkpoints,
         })
@@ -58,6 +59,16 @@ impl Database {
 
     pub(crate) fn path(&self) -> &Path {
         self.pool.path()
+    }
+
+    /// The identity of the file registered.
+    pub(crate) fn file_id(&self) -> FileId {
+        self.pool.file_id()
+    }
+
+    /// See [`Pool::check_file`].
+    pub(crate) fn check_file(&self) -> Result<()> {
+        self.pool.check_file()
     }
 
     pub(crate) fn config(&self) -> &DbConfig {
@@ -109,6 +120,7 @@ impl Database {
         E: From<Error>,
     {
         let conn = self.checkout(site)?;
+        let _inside = enter(conn.pool_key(), false);
         f(&conn)
     }
 
@@ -124,9 +136,17 @@ impl Database {
     where
         E: From<Error>,
     {
+        if inside_write(self.pool.key()) {
+            return Err(Error::Reentrant {
+                db: self.name().clone(),
+                call: "write",
+                held: "its writer lane",
+            }
+            .into());
+        }
         let start = Instant::now();
         let config = self.config();
-        let deadline = start + config.connection_timeout;
+        let deadline = deadline(start, config.connection_timeout);
         let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
             self.counters().writer_timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
@@ -155,7 +175,10 @@ impl Database {
                 Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
             }
         };
-        let (member, slot) = batch.run(self.name(), f);
+        let (member, slot) = {
+            let _inside = enter(self.pool.key(), true);
+            batch.run(self.name(), f)
+        };
         if batch.is_broken() {
             self.abandon(batch, turn);
         } else if batch.can_grow(config) {
@@ -200,6 +223,7 @@ impl Database {
             }
             Err(e) => {
                 let failure = BatchFailure::from_sqlite("commit", &e);
+                counters.count_commit_failure(failure.clone().into_error(self.name()).to_string());
                 self.count_if_busy(&e);
                 counters.rollbacks.fetch_add(n, Relaxed);
                 rollback(&mut conn);
@@ -229,11 +253,12 @@ impl Database {
         let (conn, waiting) = batch.abandon();
         drop(conn);
         drop(turn);
-        self.counters()
-            .rollbacks
-            .fetch_add(waiting.len() as u64, Relaxed);
+        let counters = self.counters();
+        counters.rollbacks.fetch_add(waiting.len() as u64, Relaxed);
+        let failure = BatchFailure::abandoned();
+        counters.count_abandoned_transaction();
         for slot in waiting {
-            slot.settle(Err(BatchFailure::abandoned()));
+            slot.settle(Err(failure.clone()));
         }
     }
 

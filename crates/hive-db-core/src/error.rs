@@ -30,6 +30,11 @@ pub enum OpenCause {
     ReadOnly,
     /// A part of the path is not a folder, or SQLite could not open the file.
     CannotOpen,
+    /// The path names a FIFO, a socket or a device, not a regular file.
+    NotAFile,
+    /// The file at the path is no longer the one registered: it was deleted, renamed or
+    /// replaced while the pool was open.
+    FileChanged,
 }
 
 impl fmt::Display for OpenCause {
@@ -42,6 +47,10 @@ impl fmt::Display for OpenCause {
             Self::PermissionDenied => "permission denied",
             Self::ReadOnly => "the file is read-only",
             Self::CannotOpen => "the file cannot be opened",
+            Self::NotAFile => "the path is not a regular file (a FIFO, socket or device)",
+            Self::FileChanged => {
+                "the file at the path is no longer the one registered (deleted, renamed or replaced)"
+            }
         })
     }
 }
@@ -150,6 +159,21 @@ pub enum Error {
         /// Writers queued when the wait ended.
         queued: usize,
     },
+    /// A call made from inside a `read` or `write` closure of the same database, on the same
+    /// thread, that could only wait for that closure to end: a `write` inside a `write`
+    /// (its writer lane), or a connection when the closures hold every connection of the pool.
+    #[error(
+        "database {db}: {call} called from inside a read or write closure of this \
+             database on the same thread, which holds {held}; it could only wait for itself"
+    )]
+    Reentrant {
+        /// The database.
+        db: DbName,
+        /// The call: `"write"` or `"a connection"`.
+        call: &'static str,
+        /// What the thread holds: `"its writer lane"` or `"all its connections"`.
+        held: &'static str,
+    },
     /// SQLite reported an error.
     #[error("database {db}: {op} failed (sqlite code {})", code.map_or_else(|| "none".to_owned(), |c| c.to_string()))]
     Sqlite {
@@ -225,6 +249,7 @@ impl Error {
             | Self::Open { db, .. }
             | Self::Timeout { db, .. }
             | Self::WriterLaneTimeout { db, .. }
+            | Self::Reentrant { db, .. }
             | Self::Sqlite { db, .. }
             | Self::BatchFailed { db, .. }
             | Self::JournalMode { db, .. }

@@ -1,10 +1,13 @@
-//! Health checks: every database checked at once on its own thread, each bounded in time.
+//! Health checks: the databases shared among a bounded set of threads, each check cut to
+//! what is left of the timeout.
 
 use std::panic::Location;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::clock::deadline;
 use crate::database::Database;
 use crate::error::{Error, Result, error_chain};
 use crate::name::DbName;
@@ -18,9 +21,11 @@ pub enum HealthStatus {
     /// Answered in time with room to spare.
     Healthy,
     /// Answered, but slowly (over half the timeout), with writes blocked by a lock held
-    /// elsewhere, or with callers queued at a full pool.
+    /// elsewhere, with callers queued at a full pool, or with a write transaction that failed
+    /// to commit within the last minute though one has committed since.
     Degraded,
-    /// Did not answer in time, or answered with an error.
+    /// Did not answer in time, answered with an error, or the last write transaction, within
+    /// the last minute, failed to commit (a full disk, an I/O error).
     Unhealthy,
 }
 
@@ -50,30 +55,60 @@ pub struct HealthReport {
     pub elapsed: Duration,
 }
 
+/// How long a write transaction that failed to commit keeps a database from being Healthy.
+const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
+/// Most threads one `health` call runs checks on; they share the databases between them.
+const WORKERS: usize = 16;
+
 pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthReport {
     let start = Instant::now();
-    let (tx, rx) = mpsc::channel();
+    let end = deadline(start, timeout);
     let names: Vec<DbName> = pools.iter().map(|p| p.name().clone()).collect();
-    for (i, pool) in pools.into_iter().enumerate() {
-        let thread_tx = tx.clone();
+    let pools = Arc::new(pools);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let mut started = 0;
+    let mut spawn_error = None;
+    for _ in 0..names.len().min(WORKERS) {
+        let (pools, next, tx) = (Arc::clone(&pools), Arc::clone(&next), tx.clone());
         let spawned = std::thread::Builder::new()
             .name("hive-db-health".to_owned())
             .spawn(move || {
-                let result = check_one(&pool, timeout);
-                // The receiver may have given up on us; that is fine.
-                let _ = thread_tx.send((i, result));
+                // Each check gets what is left of the timeout; one that gets nothing is not run.
+                loop {
+                    let i = next.fetch_add(1, Relaxed);
+                    let Some(pool) = pools.get(i) else { break };
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    let result = check_one(pool, left);
+                    // The receiver may have given up on us; that is fine.
+                    if tx.send((i, result)).is_err() {
+                        break;
+                    }
+                }
             });
-        if let Err(e) = spawned {
-            let _ = tx.send((i, Err(format!("cannot start a health-check thread: {e}"))));
+        match spawned {
+            Ok(_) => started += 1,
+            Err(e) => spawn_error = Some(format!("cannot start a health-check thread: {e}")),
+        }
+    }
+    if started == 0
+        && let Some(error) = spawn_error
+    {
+        for i in 0..names.len() {
+            let _ = tx.send((i, Err(error.clone())));
         }
     }
     drop(tx);
     let mut results: Vec<Option<Outcome>> = vec![None; names.len()];
-    let deadline = start + timeout + REPORT_GRACE;
-    while results.iter().any(Option::is_none) {
+    let deadline = deadline(start, timeout.saturating_add(REPORT_GRACE));
+    for _ in 0..names.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok((i, r)) => results[i] = Some(r),
@@ -120,20 +155,21 @@ pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthR
 }
 
 /// The latency and, for a degraded pool, why; or the error.
-type Outcome = std::result::Result<(Duration, Option<String>), String>;
+type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 
 /// A connection, then a schema read and a write-lock probe (`BEGIN IMMEDIATE; ROLLBACK`
 /// through the writer lane), with SQLite's busy timeout cut to the time left, so a database
 /// locked by another process cannot hold the check past `timeout`.
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
-    let deadline = start + timeout;
+    let deadline = deadline(start, timeout);
     let db = pool.name();
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
+    pool.check_file().map_err(|e| error_chain(&e))?;
     let before = pool.snapshot();
     let mut conn = pool
         .checkout_until(start, deadline, Location::caller())
@@ -178,5 +214,30 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             before.waiting
         )
     });
-    Ok((start.elapsed(), note.or(saturated)))
+    let failing = recent_commit_failure(pool)?;
+    Ok((start.elapsed(), note.or(failing).or(saturated)))
+}
+
+/// A note if a `COMMIT` failed within [`COMMIT_FAILURE_MEMORY`], and an error if no write
+/// has committed since: the probe's rollback cannot see a full disk.
+fn recent_commit_failure(pool: &Database) -> Outcome<Option<String>> {
+    let counters = pool.counters();
+    let Some(failure) = counters.last_commit_failure() else {
+        return Ok(None);
+    };
+    let ago = failure.at.elapsed();
+    if ago >= COMMIT_FAILURE_MEMORY {
+        return Ok(None);
+    }
+    if counters.commits.load(Relaxed) == failure.commits_before {
+        return Err(format!(
+            "writes fail: the last write transaction, {ago:.0?} ago, did not commit: {}",
+            failure.error
+        ));
+    }
+    Ok(Some(format!(
+        "{} write transactions did not commit, the last {ago:.0?} ago: {}",
+        counters.commit_failures.load(Relaxed),
+        failure.error
+    )))
 }

@@ -4,9 +4,10 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rusqlite::config::DbConfig as SqliteConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DbConfig;
@@ -41,6 +42,8 @@ pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
 /// The rusqlite error of the first PRAGMA that fails.
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
     conn.busy_timeout(config.busy_timeout)?;
+    // No `writable_schema` edits of `sqlite_schema` and no other file-corrupting SQL.
+    conn.set_db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.wal_hook(Some(wal_hook));
     // `write` keeps five statements of its own in the cache (BEGIN, COMMIT and three for
     // savepoints); leave callers room beyond rusqlite's default of 16.
@@ -51,11 +54,17 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         "PRAGMA synchronous = {};\n\
          PRAGMA cache_size = {cache};\n\
          PRAGMA foreign_keys = {};\n\
-         PRAGMA temp_store = MEMORY;",
+         PRAGMA temp_store = MEMORY;\n\
+         PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};",
         config.synchronous.as_sql(),
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
 }
+
+/// The size, in bytes, SQLite truncates the WAL file to when it starts the WAL again after
+/// a checkpoint: about one automatic checkpoint's worth of 4 KiB pages, so a WAL that a long
+/// reader made grow returns to it on disk.
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// Prepared statements each connection keeps cached.
 const STATEMENT_CACHE: usize = 64;
@@ -73,6 +82,25 @@ pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Co
     Ok(conn)
 }
 
+/// A file's identity, the same through every path that reaches it (hard links, `..`, linked
+/// folders, mounts): its device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path`, not following a final symbolic link.
+    pub(crate) fn of(path: &Path) -> io::Result<Self> {
+        let meta = fs::symlink_metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
 /// What [`prepare_database`] found out about a database file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -81,6 +109,8 @@ pub struct PreparedDatabase {
     pub path: PathBuf,
     /// The journal mode SQLite reported after the switch to WAL (always `"wal"`).
     pub journal_mode: String,
+    /// The file's identity, which the pool compares with the file at `path` later.
+    pub(crate) file_id: FileId,
 }
 
 /// Checks `path`, creates the file when `config.create_if_missing` allows it (0600, in a
@@ -89,9 +119,10 @@ pub struct PreparedDatabase {
 ///
 /// # Errors
 ///
-/// [`Error::Open`] when the path is a folder, a symbolic link, missing (and may not be
-/// created), not a database, read-only or not permitted; [`Error::JournalMode`] when SQLite
-/// will not use WAL; [`Error::Io`] when the file or folder cannot be created.
+/// [`Error::Open`] when the path is a folder, a symbolic link, a FIFO, socket or device,
+/// missing (and may not be created), not a database, read-only (also when its folder is) or
+/// not permitted; [`Error::JournalMode`] when SQLite will not use WAL; [`Error::Io`] when the
+/// file or folder cannot be created.
 pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<PreparedDatabase> {
     let open_err = |cause, source: Option<Box<dyn std::error::Error + Send + Sync>>| Error::Open {
         db: db.clone(),
@@ -105,6 +136,9 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
             return Err(open_err(OpenCause::Symlink, None));
         }
         Ok(meta) if meta.is_dir() => return Err(open_err(OpenCause::IsDirectory, None)),
+        // A FIFO, socket or device: SQLite would fail on it later, or (a device) accept it
+        // and make `-wal` and `-shm` next to it.
+        Ok(meta) if !meta.is_file() => return Err(open_err(OpenCause::NotAFile, None)),
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if !config.create_if_missing {
@@ -115,6 +149,7 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
         Err(e) => return Err(io_open_error(db, path, e)),
     }
     let canonical = fs::canonicalize(path).map_err(|e| io_open_error(db, path, e))?;
+    let file_id = FileId::of(&canonical).map_err(|e| io_open_error(db, path, e))?;
 
     let conn = open_file(&canonical).map_err(|e| classify(db, &canonical, "open", e))?;
     conn.busy_timeout(config.busy_timeout)
@@ -149,13 +184,16 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     Ok(PreparedDatabase {
         path: canonical,
         journal_mode: journal_mode.to_ascii_lowercase(),
+        file_id,
     })
 }
 
 /// Resolves `path` to the absolute form the registry compares names by, without creating
-/// anything: the canonical folder joined with the file name.
+/// anything: the canonical folder joined with the file name. Through folders that do not
+/// exist yet it resolves as the kernel will once they are made: `missing/../x.db` is `x.db`.
 pub(crate) fn resolve_path(db: &DbName, path: &Path) -> Result<PathBuf> {
     let absolute = std::path::absolute(path).map_err(|e| io_open_error(db, path, e))?;
+    let absolute = through_missing_folders(&absolute);
     if let Ok(canonical) = fs::canonicalize(&absolute) {
         // Keep a symlink's own path: it is refused later, by name.
         if !fs::symlink_metadata(&absolute).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -168,6 +206,28 @@ pub(crate) fn resolve_path(db: &DbName, path: &Path) -> Result<PathBuf> {
             .unwrap_or(absolute.clone())),
         _ => Ok(absolute),
     }
+}
+
+/// `path` with its longest existing prefix made canonical and the rest resolved by name: a
+/// `..` after a folder that does not exist cancels it, as it will once the folder is made.
+fn through_missing_folders(path: &Path) -> PathBuf {
+    let Some((base, rest)) = path.ancestors().skip(1).find_map(|a| {
+        let rest = path.strip_prefix(a).ok()?;
+        fs::canonicalize(a).ok().map(|base| (base, rest))
+    }) else {
+        return path.to_path_buf();
+    };
+    let mut resolved = base;
+    for part in rest.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                resolved.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => resolved.push(other),
+        }
+    }
+    resolved
 }
 
 fn create_file(db: &DbName, path: &Path) -> Result<()> {

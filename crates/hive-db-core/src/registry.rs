@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::batch::WriteTx;
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::name::{DbName, NameMap};
-use crate::open::{prepare_database, resolve_path};
-use crate::pool::{CloseReport, PooledConnection};
+use crate::open::{FileId, prepare_database, resolve_path};
+use crate::pool::{CloseReport, PooledConnection, enter};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 use crate::sync::lock;
 
@@ -129,10 +130,12 @@ impl Registry {
                     requested,
                 });
             }
-            if let Some((other, _)) = entries
-                .iter()
-                .find(|(n, e)| matches!(e, Entry::Open(p) if p.path() == requested && *n != name))
-            {
+            // The same file through another path (a hard link, a mount) is the same file.
+            let id = FileId::of(&requested).ok();
+            if let Some((other, _)) = entries.iter().find(|(n, e)| {
+                matches!(e, Entry::Open(p)
+                    if (p.path() == requested || Some(p.file_id()) == id) && *n != name)
+            }) {
                 return Err(Error::PathInUse {
                     db: name.clone(),
                     path: requested,
@@ -200,9 +203,16 @@ impl Registry {
 
     /// Runs `f` with a connection of `name`.
     ///
+    /// `f` may call the registry again, for this database or another. A call that could only
+    /// wait for a closure this thread is running fails at once with [`Error::Reentrant`]: a
+    /// connection of `name` when the closures running on this thread hold all of its
+    /// connections (a pool of one, say), and, inside a [`Registry::write`], another `write` of
+    /// the same database.
+    ///
     /// # Errors
     ///
-    /// Those of [`Registry::get`], converted into `E`, and whatever `f` returns.
+    /// Those of [`Registry::get`] (and [`Error::Reentrant`], see above), converted into `E`,
+    /// and whatever `f` returns.
     #[track_caller]
     pub fn read<T, E>(
         &self,
@@ -213,6 +223,7 @@ impl Registry {
         E: From<Error>,
     {
         let conn = self.checkout(name, Location::caller())?;
+        let _inside = enter(conn.pool_key(), false);
         f(&conn)
     }
 
@@ -224,9 +235,15 @@ impl Registry {
     /// commit): see [`WriteTx`] for what that means for `f`, and
     /// [`DbConfig::group_commit_max_writers`] to turn it off.
     ///
+    /// `f` runs holding the database's writer lane and a connection. It may call the registry
+    /// again, but a `write` of the same database from inside it can only wait for itself, and
+    /// fails at once with [`Error::Reentrant`]; so does asking for a connection of it when
+    /// this thread's closures hold them all (see [`Registry::read`]). Reads of the same
+    /// database see `f`'s uncommitted work only through `f`'s own transaction.
+    ///
     /// # Errors
     ///
-    /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Sqlite`] when the
+    /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Reentrant`]; [`Error::Sqlite`] when the
     /// transaction cannot begin or commit (also when the transaction shared with other
     /// writers failed to commit); all converted into `E`; and whatever `f` returns.
     #[track_caller]
@@ -315,13 +332,13 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`], or [`Error::Closed`] if it is closed already.
     pub fn close(&self, name: &DbName, timeout: Duration) -> Result<CloseReport> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(Instant::now(), timeout);
         Ok(self.retire(name)?.close(deadline))
     }
 
     /// Closes every open database, all against one deadline `timeout` from now.
     pub fn close_all(&self, timeout: Duration) -> Vec<CloseReport> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline(Instant::now(), timeout);
         let pools: Vec<_> = self
             .open_pools()
             .iter()

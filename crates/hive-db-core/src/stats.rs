@@ -1,12 +1,14 @@
 //! Per-database counters kept by the registry, and the plain snapshots read from them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::DbConfig;
 use crate::histogram::{Histogram, LatencySummary};
 use crate::name::DbName;
+use crate::sync::lock;
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +45,23 @@ pub(crate) struct DbCounters {
     pub(crate) rollbacks: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
     pub(crate) transactions: AtomicU64,
+    pub(crate) commit_failures: AtomicU64,
+    /// The last write transaction whose `COMMIT` failed, for health.
+    last_commit_failure: Mutex<Option<CommitFailure>>,
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) writer_wait: Histogram,
+}
+
+/// A write transaction that did not commit.
+#[derive(Debug, Clone)]
+pub(crate) struct CommitFailure {
+    /// When.
+    pub(crate) at: Instant,
+    /// `commits` when it failed: a larger count now means a commit has worked since.
+    pub(crate) commits_before: u64,
+    /// The error its writers got.
+    pub(crate) error: String,
 }
 
 /// The state of a pool's connections now.
@@ -76,6 +92,27 @@ impl DbCounters {
         .fetch_add(1, Relaxed);
     }
 
+    /// Counts a write transaction that did not commit.
+    pub(crate) fn count_abandoned_transaction(&self) {
+        self.commit_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a write transaction whose `COMMIT` failed, and keeps it for health; its writers
+    /// got `error`.
+    pub(crate) fn count_commit_failure(&self, error: String) {
+        self.commit_failures.fetch_add(1, Relaxed);
+        *lock(&self.last_commit_failure) = Some(CommitFailure {
+            at: Instant::now(),
+            commits_before: self.commits.load(Relaxed),
+            error,
+        });
+    }
+
+    /// The last write transaction that did not commit, if any.
+    pub(crate) fn last_commit_failure(&self) -> Option<CommitFailure> {
+        lock(&self.last_commit_failure).clone()
+    }
+
     pub(crate) fn totals(&self) -> Totals {
         Totals {
             acquires_waited: self.acquires_waited.load(Relaxed),
@@ -96,6 +133,7 @@ impl DbCounters {
             rollbacks: self.rollbacks.load(Relaxed),
             write_transactions: self.transactions.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
+            failed_transactions: self.commit_failures.load(Relaxed),
         }
     }
 
@@ -198,6 +236,13 @@ pub struct Totals {
     /// Passive checkpoints run after `write` commits that left the WAL at or past SQLite's
     /// auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
     pub checkpoints: u64,
+    /// SQLite write transactions of `write` that did not commit: `COMMIT` failed (a full
+    /// disk, an I/O error) or the transaction ended before it; their writers got
+    /// `BatchFailed`. `health` reports a database not Healthy for a while after a failed
+    /// `COMMIT` (an error inside the transaction is the closure's, and says nothing of the
+    /// database).
+    #[serde(default)]
+    pub failed_transactions: u64,
 }
 
 /// Facts about the database file.

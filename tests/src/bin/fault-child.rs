@@ -96,6 +96,10 @@ fn quick() -> DbConfig {
 fn outcome(result: anyhow::Result<()>) -> String {
     match result {
         Ok(()) => "ok".to_owned(),
+        // A refusal to open is reported by its cause, also when SQLite's error is its source.
+        Err(err) if matches!(err.downcast_ref(), Some(hive_db_core::Error::Open { .. })) => {
+            describe_any(&err)
+        }
         Err(err) => match err
             .chain()
             .find_map(|e| e.downcast_ref::<rusqlite::Error>())

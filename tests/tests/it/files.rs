@@ -162,7 +162,6 @@ fn one_file_through_dotdot_or_a_linked_folder_is_one_file() -> anyhow::Result<()
 /// Bug caught: a hard link to a registered file accepted under a second name: paths are
 /// compared, not the file's identity (device and inode).
 #[test]
-#[ignore = "product bug: a hard link to a registered file is not PathInUse (paths compared, not dev/inode); it fails later as Sqlite IOERR_SHORT_READ"]
 fn one_file_through_a_hard_link_is_one_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = first_name(dir.path())?;
@@ -175,7 +174,6 @@ fn one_file_through_a_hard_link_is_one_file() -> anyhow::Result<()> {
 /// (`missing/../real/x.db`) registering the same file under a second name, and creating the
 /// missing folder on the way, before any check that the file is registered already.
 #[test]
-#[ignore = "product bug: missing/../real/x.db creates folder `missing` and registers the registered file under a second name"]
 fn one_file_through_a_missing_folder_is_one_file_and_creates_nothing() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let registry = first_name(dir.path())?;
@@ -379,7 +377,6 @@ fn odd_files_fail_with_typed_errors_and_spare_other_databases() -> anyhow::Resul
 /// file with `Error::Open` before SQLite opens it, and create no `-wal` or `-shm` next to it
 /// (for /dev/null, in /dev).
 #[test]
-#[ignore = "product bug: a FIFO gives Sqlite{op: open, IOERR_READ} not Open; a char device registers, then fails with IOERR_FSYNC"]
 fn special_files_are_refused_as_open_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     for OddResult {

@@ -20,7 +20,11 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
     let from_write = registry.write(&db, |tx| Ok::<_, hive_db_core::Error>(attempt(tx)))?;
     for result in [from_read, from_write] {
         let message = result.expect_err("load_extension ran");
-        assert!(message.contains("not authorized"), "{message}");
+        // Refused at run time, or, with extension loading compiled out, no such function.
+        assert!(
+            message.contains("not authorized") || message.contains("no such function"),
+            "{message}"
+        );
     }
     Ok(())
 }
@@ -28,7 +32,6 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
 /// Bug caught: the SQLite built into the workspace able to load extensions at all, so one
 /// `enable_load_extension` anywhere in the process (a dependency, a debug hook) opens it.
 #[test]
-#[ignore = "product bug: the bundled SQLite is built with SQLITE_ENABLE_LOAD_EXTENSION=1 (libsqlite3-sys default), not OMIT_LOAD_EXTENSION"]
 fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
@@ -48,7 +51,6 @@ fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
 /// the file on purpose (`PRAGMA writable_schema` and edits to `sqlite_schema`, writes to
 /// shadow tables).
 #[test]
-#[ignore = "product bug: SQLITE_DBCONFIG_DEFENSIVE is off on pooled connections (configure_connection never sets it)"]
 fn connections_are_defensive() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "defensive", DbConfig::default())?;

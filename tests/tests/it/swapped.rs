@@ -117,7 +117,6 @@ fn a_swapped_file_never_hangs_and_no_empty_database_appears() -> anyhow::Result<
 /// the `-wal` left at the path. The file's identity should be checked (on validation and in
 /// health) and a changed one reported with a typed error.
 #[test]
-#[ignore = "product bug: after delete/rename/replace, writes go on into the old inode, health is Healthy, a replacement gets the old rows"]
 fn a_swapped_file_is_detected() -> anyhow::Result<()> {
     for swap in SWAPS {
         let after = after_swap(swap)?;

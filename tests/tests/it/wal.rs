@@ -78,7 +78,6 @@ fn the_wal_stops_growing_once_a_long_reader_lets_go() -> anyhow::Result<()> {
 /// (SQLite rewinds it but never truncates without `journal_size_limit` or a truncating
 /// checkpoint), so one slow reader costs the disk space for good.
 #[test]
-#[ignore = "product bug: after a long reader lets go the WAL is reused but never truncated; it stays at its peak size on disk"]
 fn the_wal_returns_to_a_bounded_size_once_a_long_reader_lets_go() -> anyhow::Result<()> {
     let (peak, end) = pinned_then_released()?;
     assert!(

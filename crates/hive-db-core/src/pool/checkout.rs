@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::manager::{HiveConn, HiveManager, validate};
 use super::{Pool, PooledConnection};
-use crate::clock::{Stamp, coarse_now};
+use crate::clock::{Stamp, coarse_now, deadline};
 use crate::error::{Error, Result};
 use crate::stats::CloseReason;
 
@@ -28,6 +28,7 @@ impl Pool {
             if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
                 return Ok(Some(conn));
             }
+            self.check_file()?;
         }
         Ok(None)
     }
@@ -36,7 +37,11 @@ impl Pool {
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
         let start = Instant::now();
-        self.checkout_until(start, start + self.config().connection_timeout, site)
+        self.checkout_until(
+            start,
+            deadline(start, self.config().connection_timeout),
+            site,
+        )
     }
 
     #[inline]
@@ -75,10 +80,12 @@ impl Pool {
                 }
                 return Ok(conn);
             }
+            self.check_file()?;
         }
     }
 
-    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed.
+    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed (also
+    /// when the file at the path is no longer the one registered: the caller then checks).
     #[inline]
     fn accept(
         &self,
@@ -87,12 +94,23 @@ impl Pool {
         now: Stamp,
         site: &'static Location<'static>,
     ) -> Option<PooledConnection> {
-        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns
-            && let Err(e) = validate(&conn.conn)
-        {
-            tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
-            conn.discard = Some(CloseReason::ValidationFailed);
-            return None;
+        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns {
+            if self.check_file().is_err() {
+                tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
+                // Copy the WAL into the file this connection has open and empty it: SQLite
+                // leaves the `-wal` of a moved file behind, and the next open of whatever
+                // file is at the path would replay it there.
+                let _ = conn
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                conn.discard = Some(CloseReason::ValidationFailed);
+                return None;
+            }
+            if let Err(e) = validate(&conn.conn) {
+                tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
+                conn.discard = Some(CloseReason::ValidationFailed);
+                return None;
+            }
         }
         let HiveConn {
             slot,
@@ -114,6 +132,7 @@ impl Pool {
         start: Instant,
         deadline: Instant,
     ) -> Result<r2d2::PooledConnection<HiveManager>> {
+        self.refuse_waiting_for_itself()?;
         let _waiting = self.shared.waiting(start);
         loop {
             self.refuse_if_closed()?;
@@ -181,7 +200,7 @@ mod tests {
             ..config
         };
         let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
-        let pool = Pool::open(name, prepared.path, config, Arc::default())?;
+        let pool = Pool::open(name, prepared, config, Arc::default())?;
         Ok((dir, pool))
     }
 

@@ -33,6 +33,13 @@ impl PooledConnection {
         self.conn.shared.name()
     }
 
+    /// Which pool this connection belongs to, as a number: the same for every connection of
+    /// one open pool, and equal to its [`Pool::key`](super::Pool::key).
+    #[inline]
+    pub(crate) fn pool_key(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.conn.shared).addr()
+    }
+
     /// Marks the connection so that it is closed instead of pooled when dropped.
     pub fn discard(&mut self) {
         self.conn.discard = Some(CloseReason::Broken);

@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use super::leak::ConnSlot;
 use super::shared::PoolShared;
 use crate::clock::Stamp;
-use crate::error::{Error, Result, classify, extended_code, permanent_cause};
+use crate::error::{Error, OpenCause, Result, classify, extended_code, permanent_cause};
 use crate::open::{configure_connection, open_file};
 use crate::stats::CloseReason;
 
@@ -112,6 +112,15 @@ impl r2d2::ManageConnection for HiveManager {
         };
         if shared.is_closed() {
             return Err(closed());
+        }
+        // Never open another file at the registered path (it would take on the old `-wal`).
+        // A missing file is left to SQLite, which will not create it.
+        if shared.another_file_at_path()
+            && let Err(err) = shared.check_file()
+        {
+            let detail = OpenCause::FileChanged.to_string();
+            shared.record_connect_error(&err, detail, Some(OpenCause::FileChanged), None);
+            return Err(err);
         }
         // A panic escaping into r2d2's worker would leak the pending slot for good.
         match catch_unwind(AssertUnwindSafe(|| self.open())) {

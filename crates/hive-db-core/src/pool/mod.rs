@@ -16,7 +16,7 @@ mod maintenance;
 mod manager;
 mod shared;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,13 @@ use scheduled_thread_pool::JobHandle;
 
 pub use guard::PooledConnection;
 
+use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::Result;
 use crate::name::DbName;
+use crate::open::{FileId, PreparedDatabase};
 use crate::stats::{DbCounters, PoolGauges};
+use crate::sync::{ScopeGuard, defer};
 use manager::HiveManager;
 use shared::PoolShared;
 
@@ -94,7 +97,46 @@ impl Drop for Pool {
     }
 }
 
+thread_local! {
+    /// The `read` and `write` closures this thread is running, innermost last: their pool's
+    /// [`Pool::key`], and whether it is a `write` (which holds the writer lane). Each holds
+    /// one connection. A call that could only wait for one of them fails at once instead.
+    static INSIDE: std::cell::RefCell<Vec<(usize, bool)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks this thread as running a `read` (`lane` false) or `write` closure of the pool `key`
+/// until the guard drops.
+#[inline]
+pub(crate) fn enter(key: usize, lane: bool) -> ScopeGuard<impl FnOnce()> {
+    INSIDE.with_borrow_mut(|inside| inside.push((key, lane)));
+    defer(|| {
+        INSIDE.with_borrow_mut(|inside| inside.pop());
+    })
+}
+
+/// True when this thread is running a `write` closure of the pool `key`.
+#[inline]
+pub(crate) fn inside_write(key: usize) -> bool {
+    INSIDE.with_borrow(|inside| inside.iter().any(|&(k, lane)| lane && k == key))
+}
+
 impl Pool {
+    /// `Err` when waiting for a connection could only wait for this thread: its closures of
+    /// this database hold every connection of the pool.
+    pub(crate) fn refuse_waiting_for_itself(&self) -> Result<()> {
+        let key = self.key();
+        let held = INSIDE.with_borrow(|inside| inside.iter().filter(|(k, _)| *k == key).count());
+        if held > 0 && held >= self.config().max_size as usize {
+            return Err(crate::error::Error::Reentrant {
+                db: self.name().clone(),
+                call: "a connection",
+                held: "all its connections",
+            });
+        }
+        Ok(())
+    }
+
     /// Builds the pool for the file at `path`, which `prepare_database` has prepared, and
     /// waits for `min_idle` connections.
     ///
@@ -104,11 +146,17 @@ impl Pool {
     /// not open within `connection_timeout`.
     pub(crate) fn open(
         name: DbName,
-        path: PathBuf,
+        prepared: PreparedDatabase,
         config: DbConfig,
         counters: Arc<DbCounters>,
     ) -> Result<Self> {
-        let shared = Arc::new(PoolShared::new(name, path, config.clone(), counters));
+        let shared = Arc::new(PoolShared::new(
+            name,
+            prepared.path,
+            prepared.file_id,
+            config.clone(),
+            counters,
+        ));
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))
@@ -139,7 +187,7 @@ impl Pool {
     fn wait_for_min_idle(&self) -> Result<()> {
         let start = Instant::now();
         let timeout = self.config().connection_timeout;
-        let deadline = start + timeout;
+        let deadline = deadline(start, timeout);
         loop {
             if self.pool.state().connections >= self.config().min_idle {
                 return Ok(());
@@ -160,6 +208,28 @@ impl Pool {
 
     pub(crate) fn path(&self) -> &Path {
         self.shared.path()
+    }
+
+    /// This pool, as a number (see [`PooledConnection::pool_key`]).
+    #[inline]
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.shared).addr()
+    }
+
+    /// The identity of the file registered.
+    pub(crate) fn file_id(&self) -> FileId {
+        self.shared.file_id()
+    }
+
+    /// Checks that the file at the path is still the one registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`](crate::Error::Open) with
+    /// [`OpenCause::FileChanged`](crate::OpenCause::FileChanged) when it was deleted, renamed
+    /// or replaced.
+    pub(crate) fn check_file(&self) -> Result<()> {
+        self.shared.check_file()
     }
 
     pub(crate) fn config(&self) -> &DbConfig {
@@ -203,7 +273,12 @@ impl Pool {
         let start = Instant::now();
         loop {
             // Idle connections (and any a late connect added) are closed as they are taken.
-            while let Some(conn) = self.pool.try_get() {
+            // At most one pass over the pool each time round: were a taken connection to come
+            // back idle (the pool not marked closed), the deadline must still end this loop.
+            for _ in 0..=shared.config().max_size {
+                let Some(conn) = self.pool.try_get() else {
+                    break;
+                };
                 drop(conn);
             }
             let Some((now, out)) = shared.settled(deadline, CLOSE_SLICE) else {

@@ -14,6 +14,7 @@ use super::leak::{Checkout, ConnSlot};
 use crate::config::DbConfig;
 use crate::error::OpenCause;
 use crate::name::DbName;
+use crate::open::FileId;
 use crate::stats::DbCounters;
 use crate::sync::{ScopeGuard, lock, wait_timeout};
 
@@ -38,6 +39,8 @@ pub(super) type ConnectHook =
 pub(super) struct PoolShared {
     name: DbName,
     path: PathBuf,
+    /// The file registered at `path`.
+    file_id: FileId,
     config: DbConfig,
     counters: Arc<DbCounters>,
     /// Set once, by [`PoolShared::mark_closed`]; every access is `SeqCst` (see there).
@@ -69,12 +72,14 @@ impl PoolShared {
     pub(super) fn new(
         name: DbName,
         path: PathBuf,
+        file_id: FileId,
         config: DbConfig,
         counters: Arc<DbCounters>,
     ) -> Self {
         Self {
             name,
             path,
+            file_id,
             config,
             counters,
             closed: AtomicBool::new(false),
@@ -86,6 +91,31 @@ impl PoolShared {
             #[cfg(test)]
             connect_hook: Mutex::new(None),
         }
+    }
+
+    pub(super) fn file_id(&self) -> FileId {
+        self.file_id
+    }
+
+    /// `Err` when the file at the path is not the one registered: gone, or another file. An
+    /// error other than "not found" proves nothing and passes.
+    pub(super) fn check_file(&self) -> crate::error::Result<()> {
+        match FileId::of(&self.path) {
+            Ok(id) if id == self.file_id => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(crate::error::Error::Open {
+                db: self.name.clone(),
+                path: self.path.clone(),
+                cause: OpenCause::FileChanged,
+                code: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// True when a file other than the one registered is at the path.
+    pub(super) fn another_file_at_path(&self) -> bool {
+        FileId::of(&self.path).is_ok_and(|id| id != self.file_id)
     }
 
     pub(super) fn name(&self) -> &DbName {

@@ -88,7 +88,7 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
         &|d| Value::Int(d.sqlite.wal_bytes),
     );
 
-    let counters: [CounterFamily; 12] = [
+    let counters: [CounterFamily; 13] = [
         (
             "hive_db_acquires_total",
             "Successful connection acquires.",
@@ -148,6 +148,11 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
             "hive_db_checkpoints_total",
             "Passive WAL checkpoints run after commits.",
             |d| d.totals.checkpoints,
+        ),
+        (
+            "hive_db_failed_transactions_total",
+            "Write transactions whose COMMIT failed (disk full, I/O error): their work is lost.",
+            |d| d.totals.failed_transactions,
         ),
     ];
     for (name, help, value) in counters {

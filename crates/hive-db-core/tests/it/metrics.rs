@@ -136,6 +136,11 @@ fn expected(db: &DbSnapshot) -> Vec<Series> {
         ),
         ("hive_db_checkpoints_total", None, n(t.checkpoints)),
         (
+            "hive_db_failed_transactions_total",
+            None,
+            n(t.failed_transactions),
+        ),
+        (
             "hive_db_connections_closed_total",
             Some(("reason", "broken")),
             n(c.broken),
@@ -255,7 +260,7 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
             assert!(scrape.docs.contains_key(name), "{name} has no HELP");
         }
     }
-    assert_eq!(families.len(), 26, "{families:?}");
+    assert_eq!(families.len(), 27, "{families:?}");
     let allowed: BTreeSet<&str> = ["db", "state", "reason"].into();
     for s in &scrape.samples {
         assert!(s.metric.starts_with("hive_db_"), "{}", s.metric);
@@ -279,7 +284,7 @@ fn an_empty_registry_renders_headers_only() -> TestResult {
     let scrape = parse(&text)?;
     let samples: Vec<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert_eq!(samples, ["hive_db_uptime_seconds"]);
-    assert_eq!(scrape.docs.len(), 26);
+    assert_eq!(scrape.docs.len(), 27);
     Ok(())
 }
 

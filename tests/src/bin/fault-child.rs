@@ -35,6 +35,9 @@
 //!   reported Healthy).
 //!
 //! Exit codes: 0 the scenario ran (whatever it found), 1 it could not run, 2 usage.
+//!
+//! Over 400 lines on purpose: one small function per scenario, all behind one command line, so
+//! every risky scenario runs in its own process.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

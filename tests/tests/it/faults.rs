@@ -1,6 +1,9 @@
 //! Faults, each bounded in time: a lock held by another process, a full disk, no file
 //! descriptors left, permission denied, panics inside `write`, calls back into the registry
 //! from a closure, and settings at their extremes.
+//!
+//! Over 400 lines on purpose: one test per fault scenario of docs/RELIABILITY.md, each short,
+//! sharing this file's child-process helpers.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};

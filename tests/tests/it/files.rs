@@ -1,5 +1,8 @@
 //! Files on disk: permissions, symbolic links, one file under two paths, and odd files at
 //! register.
+//!
+//! Over 400 lines on purpose: one test per file scenario of docs/RELIABILITY.md, sharing its
+//! file fixtures.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,7 @@
 //! `--attach` against a registry serving its endpoint inside the test.
+//!
+//! Over 400 lines on purpose: one test per finding the monitor reports on a live endpoint,
+//! sharing one serving registry fixture.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

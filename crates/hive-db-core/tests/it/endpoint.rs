@@ -1,5 +1,8 @@
 //! The HTTP endpoint against a real registry, over loopback: routes and status codes, the
 //! health cache, and clients that are slow, oversized, malformed or too many.
+//!
+//! Over 400 lines on purpose: one test per route, limit and hostile client, sharing one
+//! raw-socket client.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

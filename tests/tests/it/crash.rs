@@ -5,14 +5,13 @@
 //! FULL (default 50).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use crate::crash_harness::{Key, Target};
 use hive_db_core::{DbConfig, DbName, Registry};
-use hive_tests::{NO_HANG, Rng, run_bounded};
+use hive_tests::run_bounded;
 
 const WRITER: &str = env!("CARGO_BIN_EXE_crash-writer");
 
@@ -26,73 +25,28 @@ fn rounds() -> usize {
         .unwrap_or(50)
 }
 
-/// One acknowledged commit: `(run, thread, k)`.
-type Key = (i64, i64, i64);
+/// The crash-writer and how to check what it left.
+const TARGET: Target = Target {
+    bin: WRITER,
+    what: "writer",
+    acked: "commits",
+    file: "crash.db",
+    // 32 writers at most in one group commit.
+    extra_args: &["32"],
+    // Long enough for crash after crash on a recovered file, short enough that checking
+    // every acknowledgement stays cheap.
+    rounds_per_database: 25,
+    parse_ack,
+    verify,
+};
 
-/// Runs the writer until `kill_after`, then SIGKILLs it; returns the acknowledgements it
-/// printed as whole lines (a line cut by the kill is not an acknowledgement).
-fn kill_round(
-    path: &Path,
-    sync: &str,
-    run: i64,
-    kill_after: Duration,
-    wait_ready: bool,
-) -> anyhow::Result<Vec<Key>> {
-    let mut child = Command::new(WRITER)
-        .args([
-            &path.display().to_string(),
-            sync,
-            &run.to_string(),
-            "4",
-            "0",
-            "32",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            if line.ends_with(b"\n") {
-                let _ = tx.send(String::from_utf8_lossy(&line).trim_end().to_owned());
-            }
-            line.clear();
-        }
-    });
-    let mut lines = Vec::new();
-    if wait_ready {
-        let ready = rx.recv_timeout(NO_HANG)?;
-        anyhow::ensure!(ready == "ready", "writer said {ready:?} before ready");
+/// `r t k` of an `ack r t k` line.
+fn parse_ack(text: &str) -> Option<Key> {
+    let mut parts = text.split(' ').map(str::parse);
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(r)), Some(Ok(t)), Some(Ok(k)), None) => Some((r, t, k)),
+        _ => None,
     }
-    std::thread::sleep(kill_after);
-    child.kill()?; // SIGKILL
-    let status = child.wait()?;
-    reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
-    lines.extend(rx.try_iter());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut stderr)?;
-    anyhow::ensure!(
-        status.code().is_none(),
-        "the writer ended by itself before the kill ({status}): {stderr}"
-    );
-    let mut acks = Vec::new();
-    for line in lines {
-        if line == "ready" {
-            continue;
-        }
-        let parts: Vec<&str> = line.split(' ').collect();
-        match parts.as_slice() {
-            ["ack", r, t, k] => acks.push((r.parse()?, t.parse()?, k.parse()?)),
-            _ => anyhow::bail!("unexpected writer output {line:?}"),
-        }
-    }
-    Ok(acks)
 }
 
 /// Reopens the database in a new registry (no manual step) and checks it against every
@@ -155,50 +109,6 @@ fn verify(path: &Path, acked: &HashSet<Key>) -> anyhow::Result<usize> {
     Ok(present.len())
 }
 
-/// Kill rounds on one database before starting a fresh one: long enough for crash after crash
-/// on a recovered file, short enough that checking every acknowledgement stays cheap.
-const ROUNDS_PER_DATABASE: usize = 25;
-
-fn crash_rounds(sync: &str, rounds: usize) -> anyhow::Result<()> {
-    let mut rng = Rng::from_entropy();
-    let mut total_acks = 0;
-    let mut round = 0;
-    while round < rounds {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("crash.db");
-        // Run 0 creates the schema and commits a little, to the end.
-        let setup = run_bounded(
-            Command::new(WRITER).args([&path.display().to_string(), sync, "0", "2", "5", "32"]),
-            NO_HANG,
-        )?;
-        anyhow::ensure!(setup.success(), "setup run failed: {}", setup.stderr);
-        let mut acked: HashSet<Key> = (0..2)
-            .flat_map(|t| (0..5).map(move |k| (0, t, k)))
-            .collect();
-        for run in 1..=ROUNDS_PER_DATABASE.min(rounds - round) {
-            round += 1;
-            // Mostly mid-stream; one round in ten during start-up (register, WAL recovery).
-            let (delay, wait_ready) = if rng.range(0, 10) == 0 {
-                (Duration::from_millis(rng.range(0, 30)), false)
-            } else {
-                (Duration::from_millis(rng.range(1, 200)), true)
-            };
-            let acks = kill_round(&path, sync, i64::try_from(run)?, delay, wait_ready)?;
-            total_acks += acks.len();
-            acked.extend(acks);
-            verify(&path, &acked).map_err(|e| {
-                anyhow::anyhow!("{sync} round {round} (kill after {delay:?}): {e:#}")
-            })?;
-        }
-    }
-    eprintln!("{sync}: {rounds} rounds, {total_acks} acknowledged commits checked");
-    anyhow::ensure!(
-        total_acks > rounds,
-        "the writer was killed before it committed anything in most rounds"
-    );
-    Ok(())
-}
-
 /// Bug caught: `write` returning `Ok` before its work is durable in the file (a group commit
 /// that acknowledges writers before the COMMIT, or a batch that commits only part of a
 /// writer's work), a transfer split across transactions (money created or lost), a database
@@ -206,13 +116,13 @@ fn crash_rounds(sync: &str, rounds: usize) -> anyhow::Result<()> {
 /// NORMAL, where the WAL is not synced on commit but a process crash loses nothing.
 #[test]
 fn sigkill_loses_no_acknowledged_commit_normal() -> anyhow::Result<()> {
-    crash_rounds("normal", rounds().div_ceil(2))
+    TARGET.crash_rounds("normal", rounds().div_ceil(2))
 }
 
 /// Bug caught: as for NORMAL, with `synchronous` FULL.
 #[test]
 fn sigkill_loses_no_acknowledged_commit_full() -> anyhow::Result<()> {
-    crash_rounds("full", rounds() / 2)
+    TARGET.crash_rounds("full", rounds() / 2)
 }
 
 /// Counts `fsync` and `fdatasync` calls of `crash-writer` under `strace -f -c`; returns the

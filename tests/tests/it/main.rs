@@ -2,6 +2,7 @@
 
 mod crash;
 mod crash_events;
+mod crash_harness;
 mod cross_process;
 mod faults;
 mod files;

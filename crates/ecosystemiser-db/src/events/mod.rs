@@ -314,6 +314,37 @@ mod tests {
     use super::*;
     use crate::Settings;
 
+    /// Bug caught: a history query that scans the events table or sorts it, because an
+    /// index it needs is missing or is a partial index SQLite cannot prove it may use.
+    #[test]
+    fn every_history_query_searches_an_index_in_order() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = EcoDb::direct(&Settings::new(dir.path().join("eco.db")))?;
+        let filters = [
+            select_events!("simulation_id = ?1"),
+            select_events!("analysis_id = ?1"),
+            select_events!("optimization_id = ?1"),
+            select_events!("event_type = ?1"),
+            select_events!("correlation_id = ?1"),
+            select_events!("event_id = ?1"),
+        ];
+        db.read(|conn| -> anyhow::Result<()> {
+            for sql in filters {
+                let plan: Vec<String> = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+                    .query_map(params!["x", 5], |r| r.get(3))?
+                    .collect::<std::result::Result<_, _>>()?;
+                let plan = plan.join("; ");
+                assert!(
+                    plan.starts_with("SEARCH ecosystemiser_events USING INDEX")
+                        && !plan.contains("TEMP B-TREE"),
+                    "{sql}: {plan}"
+                );
+            }
+            Ok(())
+        })
+    }
+
     /// Bug caught: a history query's LIMIT written as a bare parameter, which SQLite plans by
     /// its bound value, so the cached statement is re-prepared at every call.
     #[test]

@@ -17,15 +17,20 @@ use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
 use crate::error::{Error, Result};
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: usize = 2;
+pub const SCHEMA_VERSION: usize = 3;
 
 const V1_SQL: &str = include_str!("v1.sql");
 const V2_SQL: &str = include_str!("v2.sql");
+const V3_SQL: &str = include_str!("v3.sql");
 
 /// The migrations, oldest first; version N is after the Nth.
 fn migrations() -> Migrations<'static> {
     // The SQL runs inside each hook, after the checks that must come first.
-    Migrations::new(vec![M::up_with_hook("", v1), M::up_with_hook("", v2)])
+    Migrations::new(vec![
+        M::up_with_hook("", v1),
+        M::up_with_hook("", v2),
+        M::up(V3_SQL),
+    ])
 }
 
 /// Version 1: adopt an events table of either earlier shape, create whatever is missing, and

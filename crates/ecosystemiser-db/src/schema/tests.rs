@@ -66,6 +66,55 @@ fn from_version_1_reaches_the_same_schema() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bug caught: version 3 not composing with a file at version 2 (written by an older build):
+/// a schema that differs from a fresh one, or events lost or no longer found by their ids
+/// once the event indexes are replaced.
+#[test]
+fn from_version_2_reaches_the_same_schema_and_keeps_every_event() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 2)?;
+    conn.execute_batch(
+        "INSERT INTO ecosystemiser_events
+             (event_id, event_type, source, timestamp, payload, simulation_id, analysis_id,
+              optimization_id, correlation_id)
+         VALUES ('e1', 't', 's', 'now', '{}', 'sim-1', NULL, NULL, 'c1'),
+                ('e2', 't', 's', 'now', '{}', NULL, 'an-1', NULL, 'c1'),
+                ('e3', 't', 's', 'now', '{}', NULL, NULL, 'opt-1', NULL),
+                ('e4', 't', 's', 'now', '{}', NULL, NULL, NULL, NULL);",
+    )?;
+    migrate(&db, &path, &mut conn)?;
+    assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
+
+    let dir2 = tempfile::tempdir()?;
+    let (db2, path2, mut conn2) = fresh(dir2.path())?;
+    migrate(&db2, &path2, &mut conn2)?;
+    assert_eq!(objects(&conn)?, objects(&conn2)?);
+    let found =
+        |sql: &str| -> anyhow::Result<String> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    assert_eq!(
+        found("SELECT event_id FROM ecosystemiser_events WHERE simulation_id = 'sim-1'")?,
+        "e1"
+    );
+    assert_eq!(
+        found("SELECT event_id FROM ecosystemiser_events WHERE analysis_id = 'an-1'")?,
+        "e2"
+    );
+    assert_eq!(
+        found("SELECT event_id FROM ecosystemiser_events WHERE optimization_id = 'opt-1'")?,
+        "e3"
+    );
+    assert_eq!(
+        found(
+            "SELECT group_concat(event_id) FROM ecosystemiser_events WHERE correlation_id = 'c1'"
+        )?,
+        "e1,e2"
+    );
+    assert_eq!(found("SELECT CAST(count(*) AS TEXT) FROM ecosystemiser_events")?, "4");
+    conn.execute_batch("PRAGMA integrity_check")?;
+    Ok(())
+}
+
 /// Bug caught: a migration that is not idempotent, so a second process that migrates the
 /// same file at the same moment (both saw version 0) fails or duplicates rows.
 #[test]
@@ -77,6 +126,7 @@ fn each_migration_can_run_twice() -> anyhow::Result<()> {
     let tx = conn.transaction()?;
     v1(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     v2(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    tx.execute_batch(V3_SQL)?;
     tx.commit()?;
     assert_eq!(objects(&conn)?, before);
     Ok(())

@@ -1,0 +1,18 @@
+-- Version 3: smaller event indexes, so a publish writes fewer pages.
+--
+-- seq is the rowid, and every index ends with the rowid, so an index on (x) already keeps
+-- x's events in seq order: (correlation_id, seq) repeated the original (correlation_id)
+-- index entry for entry. Most events carry only one of a simulation, analysis or
+-- optimization id; partial indexes leave the NULLs out (a query `x = ?` implies
+-- `x IS NOT NULL`, so SQLite still uses them for every history query).
+
+DROP INDEX IF EXISTS idx_events_correlation_seq;
+DROP INDEX IF EXISTS idx_events_simulation_seq;
+DROP INDEX IF EXISTS idx_events_analysis_seq;
+DROP INDEX IF EXISTS idx_events_optimization_seq;
+CREATE INDEX IF NOT EXISTS idx_events_simulation
+    ON ecosystemiser_events (simulation_id) WHERE simulation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_events_analysis
+    ON ecosystemiser_events (analysis_id) WHERE analysis_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_events_optimization
+    ON ecosystemiser_events (optimization_id) WHERE optimization_id IS NOT NULL;

@@ -33,6 +33,11 @@
 //!   runs `health` with a 10 s timeout while counting this process's threads; prints
 //!   `threads-before`, `threads-peak`, `health-ms`, `status` and `healthy` (databases
 //!   reported Healthy).
+//! - `same-file FIRST SECOND`: registers FIRST (created) as `a` and commits a row, then
+//!   registers SECOND (not created) as `b`; prints `second <ok|error>`, `registered-as NAME`
+//!   when refused with `PathInUse`, and `new-entries N`, the entries that appeared in FIRST's
+//!   folder during the second registration. For one file reached through a bind mount, which
+//!   needs a mount namespace of its own.
 //!
 //! Exit codes: 0 the scenario ran (whatever it found), 1 it could not run, 2 usage.
 //!
@@ -61,11 +66,12 @@ fn main() -> ExitCode {
         ["timeouts", dir] => timeouts(dir),
         ["oom", path] => oom(path),
         ["many", n, dir] => many(n, dir),
+        ["same-file", first, second] => same_file(first, second),
         _ => {
             eprintln!(
                 "usage: fault-child register BAD GOOD | create PATH | fill PATH | nofile GOOD NEW \
                  | perm PATH create|open | config FIELD zero|max DIR | env VAR VALUE DIR \
-                 | timeouts DIR | oom PATH | many N DIR"
+                 | timeouts DIR | oom PATH | many N DIR | same-file FIRST SECOND"
             );
             return ExitCode::from(2);
         }
@@ -289,6 +295,36 @@ fn perm(path: &str, create: bool) -> anyhow::Result<()> {
         .and_then(|()| use_db(&registry, &db));
     println!("ms {}", start.elapsed().as_millis());
     println!("result {}", outcome(result));
+    Ok(())
+}
+
+fn same_file(first: &str, second: &str) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let a = DbName::new("a")?;
+    registry.register(&a, first, created())?;
+    registry.write(&a, |tx| -> anyhow::Result<()> {
+        tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")?;
+        Ok(())
+    })?;
+    let folder = std::path::Path::new(first)
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("{first} has no folder"))?;
+    let entries = || -> anyhow::Result<std::collections::BTreeSet<std::ffi::OsString>> {
+        std::fs::read_dir(folder)?
+            .map(|e| Ok(e?.file_name()))
+            .collect()
+    };
+    let before = entries()?;
+    let result = registry.register(&DbName::new("b")?, second, quick());
+    let after = entries()?;
+    println!(
+        "second {}",
+        result.as_ref().map_or_else(describe, |()| "ok".to_owned())
+    );
+    if let Err(hive_db_core::Error::PathInUse { registered_as, .. }) = &result {
+        println!("registered-as {registered_as}");
+    }
+    println!("new-entries {}", after.difference(&before).count());
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry};
-use hive_tests::{NO_HANG, Rng, run_bounded};
+use hive_tests::{NO_HANG, Rng, have_tool, run_bounded};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_fault-child");
 
@@ -187,6 +187,50 @@ fn one_file_through_a_missing_folder_is_one_file_and_creates_nothing() -> anyhow
         .join("real")
         .join("x.db");
     refused_as_second_name(&registry, dir.path(), &path)
+}
+
+/// Bug caught: the same file registered under a second name when it is reached through a
+/// bind mount, where no path spelling, link or canonical form gives it away (only the device
+/// and inode do), or the refused registration creating files on the way. Runs `fault-child` in
+/// a mount namespace of its own (`unshare`, as root; the CI runs as root), so the mount never
+/// shows outside the test.
+#[test]
+fn one_file_through_a_second_mount_point_is_one_file() -> anyhow::Result<()> {
+    let uid = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: a mount namespace needs root (the CI runs as root)");
+        return Ok(());
+    }
+    anyhow::ensure!(
+        have_tool("unshare") && have_tool("mount"),
+        "unshare and mount (util-linux) are needed as root"
+    );
+    let dir = tempfile::tempdir()?;
+    let (real, mnt) = (dir.path().join("real"), dir.path().join("mnt"));
+    std::fs::create_dir(&real)?;
+    std::fs::create_dir(&mnt)?;
+    let out = run_bounded(
+        Command::new("unshare").args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$1" "$2" && exec "$3" same-file "$1/x.db" "$2/x.db""#,
+            "sh",
+            &real.display().to_string(),
+            &mnt.display().to_string(),
+            CHILD,
+        ]),
+        NO_HANG,
+    )?;
+    anyhow::ensure!(out.success(), "{out:?}");
+    assert_eq!(out.value("second"), "PathInUse", "{out:?}");
+    assert_eq!(out.value("registered-as"), "a", "{out:?}");
+    assert_eq!(out.value("new-entries"), "0", "{out:?}");
+    // The mount was the child's alone: nothing of it, or in it, is left here.
+    assert_eq!(std::fs::read_dir(&mnt)?.count(), 0);
+    Ok(())
 }
 
 /// A real database at `path` in rollback-journal mode: a table over many pages.

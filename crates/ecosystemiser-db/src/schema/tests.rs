@@ -110,7 +110,10 @@ fn from_version_2_reaches_the_same_schema_and_keeps_every_event() -> anyhow::Res
         )?,
         "e1,e2"
     );
-    assert_eq!(found("SELECT CAST(count(*) AS TEXT) FROM ecosystemiser_events")?, "4");
+    assert_eq!(
+        found("SELECT CAST(count(*) AS TEXT) FROM ecosystemiser_events")?,
+        "4"
+    );
     conn.execute_batch("PRAGMA integrity_check")?;
     Ok(())
 }

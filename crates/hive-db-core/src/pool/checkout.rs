@@ -249,6 +249,85 @@ mod tests {
         Ok(())
     }
 
+    /// Bug caught: a long run of panicking connects (1,000 in a row) leaking slots one by one,
+    /// leaving a caller waiting past its timeout or with an untyped error, or the pool unable
+    /// to reach `max_size` once connects work again. r2d2 retries a failed connect after
+    /// `connection_timeout / 2` at most, so a short timeout keeps the thousand quick.
+    #[test]
+    fn a_thousand_connect_panics_leave_the_pool_whole() -> TestResult {
+        const PANICS: u32 = 1_000;
+        let max = 3;
+        let timeout = Duration::from_millis(20);
+        let (_dir, pool) = pool(
+            "panic-storm",
+            DbConfig {
+                max_size: max,
+                min_idle: 0,
+                connection_timeout: timeout,
+                ..DbConfig::default()
+            },
+        )?;
+        let panics_left = Arc::new(AtomicU32::new(PANICS));
+        let hook_panics = Arc::clone(&panics_left);
+        pool.shared.set_connect_hook(Arc::new(move |_conn| {
+            if hook_panics
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                panic!("injected connect panic");
+            }
+            Ok(())
+        }));
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let mut refused = 0u32;
+        while panics_left.load(SeqCst) > 0 {
+            assert!(
+                Instant::now() < give_up,
+                "{} panics left",
+                panics_left.load(SeqCst)
+            );
+            let start = Instant::now();
+            match get(&pool) {
+                // A connect between two panics may have worked: hand it back.
+                Ok(conn) => drop(conn),
+                Err(Error::Timeout { last_error, .. }) => {
+                    refused += 1;
+                    // A hang detector, not a timing assertion: 100 times the timeout.
+                    assert!(
+                        start.elapsed() < timeout * 100,
+                        "waited {:?}",
+                        start.elapsed()
+                    );
+                    if let Some(last) = last_error {
+                        assert!(last.contains("panicked"), "{last}");
+                    }
+                }
+                Err(other) => panic!("not a timeout: {other:?}"),
+            }
+        }
+        assert!(refused > 0, "no caller saw the connects fail");
+        // Every slot can be held at once once connects stop panicking.
+        let held: Vec<_> = std::iter::repeat_with(|| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match get(&pool) {
+                    Ok(conn) => return Ok(conn),
+                    Err(_) if Instant::now() < deadline => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .take(max as usize)
+        .collect::<Result<_>>()?;
+        assert_eq!(live(&pool), max);
+        assert_eq!(pool.counters().totals().connect_errors, u64::from(PANICS));
+        for conn in &held {
+            conn.execute_batch("CREATE TABLE IF NOT EXISTS t (v); INSERT INTO t VALUES (1);")?;
+        }
+        drop(held);
+        Ok(())
+    }
+
     /// Installs a hook that can poison connections; the returned function makes every
     /// connection opened so far fail each statement (interrupted), and later ones work.
     fn poison_hook(pool: &Pool) -> impl Fn() + use<> {

@@ -330,24 +330,24 @@ mod tests {
             },
         )?;
         db.checkpoints
-            .set_first_pass_hook(Arc::new(|| std::thread::sleep(Duration::from_secs(10))));
+            .set_first_pass_hook(Arc::new(|| std::thread::sleep(Duration::from_secs(30))));
         let site = Location::caller();
         db.write(site, |tx| -> anyhow::Result<()> {
             tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
             Ok(())
         })?;
-        // About three frames a write: the WAL passes 1000 frames (the slow pass starts) and
-        // then 4000 (the first writer there waits 100 ms for it, in vain) well within 10 s.
+        // About three frames a write: the WAL passes 4000 frames (the slow pass starts) and
+        // then 16,000 (the first writer there waits 100 ms for it, in vain) well within 30 s.
         let blob = vec![1u8; 8 * 1024];
         let start = Instant::now();
-        for _ in 0..1800 {
+        for _ in 0..6500 {
             db.write(site, |tx| -> anyhow::Result<()> {
                 tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
                 Ok(())
             })?;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(10),
+            start.elapsed() < Duration::from_secs(30),
             "the slow pass ended before the writes did; the test proves nothing"
         );
         assert_eq!(db.checkpoints.first_pass_waits(), 1);

@@ -3,7 +3,7 @@
 //! the database opens again (migrations included) with no manual step.
 //!
 //! `HIVE_CRASH_EVENT_ROUNDS` sets the number of kill rounds, split between `synchronous`
-//! NORMAL and FULL (default 20).
+//! NORMAL and FULL (default 100: 50 rounds each, as CI runs them).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -20,7 +20,7 @@ fn rounds() -> usize {
     std::env::var("HIVE_CRASH_EVENT_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(100)
 }
 
 /// The crash-events publisher and how to check what it left.

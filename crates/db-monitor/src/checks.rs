@@ -34,20 +34,19 @@ pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Ve
             );
         }
         let t = &s.totals;
-        if t.leaks > 0 {
-            let recent = rates.map_or(String::new(), |r| {
-                if r.leaks > 0 {
-                    format!(", {} in the last {:.1}s", r.leaks, r.seconds)
-                } else {
-                    String::new()
-                }
+        // Degraded while a connection is held past the threshold now, or (live) when one
+        // was in the last interval; a leak given back long ago is history, in the counters.
+        let recent = rates.map_or(0, |r| r.leaks);
+        if s.held_past_leak_threshold > 0 || recent > 0 {
+            let interval = rates.filter(|r| r.leaks > 0).map_or(String::new(), |r| {
+                format!(", {} new in the last {:.1}s", r.leaks, r.seconds)
             });
             add(
                 Degraded,
                 "leak",
                 format!(
-                    "{} connection(s) held past leak_threshold since the application started{recent}; its log names the checkout site",
-                    t.leaks
+                    "{} connection(s) held past leak_threshold now{interval} ({} since the application started); its log names the checkout site",
+                    s.held_past_leak_threshold, t.leaks
                 ),
             );
         }

@@ -122,6 +122,9 @@ pub(crate) struct Pool {
     /// Age of the oldest waiter, in milliseconds.
     pub(crate) maxwait_ms: f64,
     pub(crate) writer_queue: u32,
+    /// Connections checked out longer than the leak threshold now.
+    #[serde(default)]
+    pub(crate) held_past_leak_threshold: u32,
 }
 
 /// Latency summaries, in milliseconds.
@@ -245,6 +248,7 @@ fn pool_of(s: &DbSnapshot) -> Pool {
         waiting: s.waiting,
         maxwait_ms: s.maxwait_ns as f64 / 1e6,
         writer_queue: s.writer_queue,
+        held_past_leak_threshold: s.held_past_leak_threshold,
     }
 }
 

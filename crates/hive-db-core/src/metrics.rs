@@ -70,6 +70,12 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
         &|d| Value::Seconds(d.maxwait_ns),
     );
     family(
+        "hive_db_connections_held_past_leak_threshold",
+        Kind::Gauge,
+        "Connections checked out for longer than leak_threshold now (as of the last leak scan).",
+        &|d| Value::Int(d.held_past_leak_threshold.into()),
+    );
+    family(
         "hive_db_writer_lane_queued",
         Kind::Gauge,
         "Writers queued for the writer lane, the one writing not included.",

@@ -71,6 +71,7 @@ pub(crate) struct PoolGauges {
     pub(crate) idle: u32,
     pub(crate) waiting: u32,
     pub(crate) maxwait: Duration,
+    pub(crate) held_past_leak_threshold: u32,
 }
 
 /// What an open database adds to its counters in a snapshot; a closed one has none.
@@ -160,6 +161,7 @@ impl DbCounters {
             idle: g.pool.idle,
             waiting: g.pool.waiting,
             maxwait_ns: u64::try_from(g.pool.maxwait.as_nanos()).unwrap_or(u64::MAX),
+            held_past_leak_threshold: g.pool.held_past_leak_threshold,
             writer_queue: g.writer_queue,
             totals: self.totals(),
             acquire_wait: self.acquire_wait.summary(),
@@ -279,6 +281,12 @@ pub struct DbSnapshot {
     /// How long the oldest caller still waiting for a connection has waited, in nanoseconds
     /// (pgbouncer's `maxwait`); 0 when nobody waits.
     pub maxwait_ns: u64,
+    /// Connections checked out for longer than `leak_threshold` now, as of the leak
+    /// scanner's last pass (every half threshold, at most 1 s); 0 without a threshold.
+    /// `totals.leaks` counts every such checkout since start. Absent from snapshots of
+    /// older versions, where it reads as 0.
+    #[serde(default)]
+    pub held_past_leak_threshold: u32,
     /// Writers queued for the writer lane, the one writing not included.
     pub writer_queue: u32,
     /// Cumulative counters.

@@ -131,6 +131,53 @@ fn leaking_registry_is_degraded() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a leak finding that sticks once any connection was ever held past the
+/// threshold (read from the cumulative count), so a leak given back keeps the monitor at
+/// "degraded", exit 1, until the application restarts.
+#[test]
+fn a_leak_given_back_is_no_longer_degraded() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, name) = registry_with(
+        dir.path(),
+        "inventory",
+        DbConfig {
+            leak_threshold: Some(Duration::from_millis(50)),
+            ..DbConfig::default()
+        },
+    )?;
+    let held = registry.get(&name)?;
+    let start = Instant::now();
+    while registry.db_stats(&name)?.totals.leaks == 0 {
+        assert!(start.elapsed() < crate::HANG, "the leak was never reported");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+    while registry.db_stats(&name)?.held_past_leak_threshold > 0 {
+        assert!(
+            start.elapsed() < crate::HANG,
+            "the leak gauge never went down"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let server = serve_registry(&registry)?;
+    let r = run(monitor(dir.path()).args([
+        "--json",
+        "--interval",
+        "100ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let v = r.json()?;
+    assert_eq!(v["status"], "healthy", "{v}");
+    assert_eq!(v["databases"][0]["totals"]["leaks"], 1, "{v}");
+    assert_eq!(
+        v["databases"][0]["pool"]["held_past_leak_threshold"], 0,
+        "{v}"
+    );
+    Ok(())
+}
+
 /// Bug caught: acquire timeouts rising between the two reads not noticed (only totals
 /// looked at, or the reads compared the wrong way round).
 #[test]

@@ -73,22 +73,24 @@ impl ConnSlot {
             .and_then(|at| self.checkout_at(at))
     }
 
-    /// Marks the checkout in progress as reported, if it has been out at least `threshold` and
-    /// was not reported yet; returns it then.
-    fn report_leak(&self, now: Instant, threshold: Duration) -> Option<Checkout> {
+    /// For a checkout in progress that has been out at least `threshold`: `Some(Some(it))`
+    /// the first time it is seen so (it is marked as reported), `Some(None)` after that.
+    fn report_leak(&self, now: Instant, threshold: Duration) -> Option<Option<Checkout>> {
         let at = self.checked_out_at.load(Acquire)?;
         if now.saturating_duration_since(at.instant()) < threshold {
             return None;
         }
         if self.leak_reported.swap(Some(at), Relaxed) == Some(at) {
-            return None;
+            return Some(None);
         }
-        self.checkout_at(at)
+        Some(self.checkout_at(at))
     }
 }
 
-/// Scans the pool's connections every half `threshold` (5 ms to 1 s) and reports, once each,
-/// checkouts held longer than `threshold`. Stops by itself once the pool is gone.
+/// Scans the pool's connections every half `threshold` (5 ms to 1 s), reports, once each,
+/// checkouts held longer than `threshold`, and counts those held past it now (the gauge the
+/// snapshot shows, so a leak that was given back stops showing at the next scan). Stops by
+/// itself once the pool is gone.
 pub(super) fn spawn_scanner(shared: Weak<PoolShared>, threshold: Duration) -> JobHandle {
     let period = (threshold / 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
     maintenance::every(period, move || {
@@ -96,18 +98,22 @@ pub(super) fn spawn_scanner(shared: Weak<PoolShared>, threshold: Duration) -> Jo
             return;
         };
         let now = Instant::now();
-        for leak in shared
-            .slots()
-            .iter()
-            .filter_map(|s| s.report_leak(now, threshold))
-        {
-            shared.counters().leaks.fetch_add(1, Relaxed);
-            tracing::warn!(
-                db = %shared.name(),
-                held = ?now.saturating_duration_since(leak.at),
-                site = %leak.site,
-                "connection held longer than the leak threshold"
-            );
+        let mut held_past = 0u32;
+        for slot in shared.slots().iter() {
+            let Some(first_seen) = slot.report_leak(now, threshold) else {
+                continue;
+            };
+            held_past = held_past.saturating_add(1);
+            if let Some(leak) = first_seen {
+                shared.counters().leaks.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    db = %shared.name(),
+                    held = ?now.saturating_duration_since(leak.at),
+                    site = %leak.site,
+                    "connection held longer than the leak threshold"
+                );
+            }
         }
+        shared.set_held_past_threshold(held_past);
     })
 }

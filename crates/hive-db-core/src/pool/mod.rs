@@ -262,6 +262,7 @@ impl Pool {
             idle: state.idle_connections,
             waiting,
             maxwait,
+            held_past_leak_threshold: self.shared.held_past_threshold(),
         })
     }
 

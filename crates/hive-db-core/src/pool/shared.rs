@@ -47,6 +47,9 @@ pub(super) struct PoolShared {
     closed: AtomicBool,
     /// Connections being opened right now; `close` waits for them too.
     connecting: AtomicU32,
+    /// Connections checked out for longer than the leak threshold, as of the leak scanner's
+    /// last pass.
+    held_past_threshold: AtomicU32,
     /// When each caller now waiting for a connection began to wait (slow path only).
     waiters: Mutex<Vec<Instant>>,
     last_error: Mutex<Option<ConnectError>>,
@@ -84,6 +87,7 @@ impl PoolShared {
             counters,
             closed: AtomicBool::new(false),
             connecting: AtomicU32::new(0),
+            held_past_threshold: AtomicU32::new(0),
             waiters: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
@@ -95,6 +99,15 @@ impl PoolShared {
 
     pub(super) fn file_id(&self) -> FileId {
         self.file_id
+    }
+
+    /// Connections held past the leak threshold, as the leak scanner last counted them.
+    pub(super) fn held_past_threshold(&self) -> u32 {
+        self.held_past_threshold.load(Relaxed)
+    }
+
+    pub(super) fn set_held_past_threshold(&self, n: u32) {
+        self.held_past_threshold.store(n, Relaxed);
     }
 
     /// `Err` when the file at the path is not the one registered: gone, or another file. An

@@ -44,7 +44,14 @@ fn distinct_snapshot() -> anyhow::Result<RegistrySnapshot> {
         .as_array_mut()
         .ok_or_else(|| anyhow::anyhow!("no databases"))?;
     for db in dbs {
-        for key in ["max_size", "min_idle", "live", "waiting", "writer_queue"] {
+        for key in [
+            "max_size",
+            "min_idle",
+            "live",
+            "waiting",
+            "writer_queue",
+            "held_past_leak_threshold",
+        ] {
             distinct(&mut db[key]);
         }
         // Idle below live, so that active is positive and differs from both.
@@ -95,6 +102,11 @@ fn expected(db: &DbSnapshot) -> Vec<Series> {
         ("hive_db_connections_pending", None, db.waiting.into()),
         ("hive_db_writer_lane_queued", None, db.writer_queue.into()),
         ("hive_db_maxwait_seconds", None, db.maxwait_ns as f64 / 1e9),
+        (
+            "hive_db_connections_held_past_leak_threshold",
+            None,
+            db.held_past_leak_threshold.into(),
+        ),
         ("hive_db_file_size_bytes", None, n(db.sqlite.file_bytes)),
         ("hive_db_wal_size_bytes", None, n(db.sqlite.wal_bytes)),
         (
@@ -260,7 +272,7 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
             assert!(scrape.docs.contains_key(name), "{name} has no HELP");
         }
     }
-    assert_eq!(families.len(), 27, "{families:?}");
+    assert_eq!(families.len(), 28, "{families:?}");
     let allowed: BTreeSet<&str> = ["db", "state", "reason"].into();
     for s in &scrape.samples {
         assert!(s.metric.starts_with("hive_db_"), "{}", s.metric);
@@ -284,7 +296,7 @@ fn an_empty_registry_renders_headers_only() -> TestResult {
     let scrape = parse(&text)?;
     let samples: Vec<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert_eq!(samples, ["hive_db_uptime_seconds"]);
-    assert_eq!(scrape.docs.len(), 27);
+    assert_eq!(scrape.docs.len(), 28);
     Ok(())
 }
 

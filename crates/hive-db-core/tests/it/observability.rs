@@ -88,6 +88,41 @@ fn a_long_hold_is_reported_as_a_leak_once() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a leak that stays reported after the connection came back (only the
+/// cumulative count kept), so a monitor reading the snapshot says "degraded" for ever; or
+/// the gauge never counting a connection held past the threshold now.
+#[test]
+fn the_held_past_threshold_gauge_follows_the_leak_and_its_return() -> TestResult {
+    let f = fixture(
+        "leak-gauge",
+        DbConfig {
+            leak_threshold: Some(Duration::from_millis(30)),
+            ..config()
+        },
+    )?;
+    let held = [f.registry.get(&f.name)?, f.registry.get(&f.name)?];
+    let gauge = |n| {
+        eventually(Duration::from_secs(5), || {
+            f.registry
+                .db_stats(&f.name)
+                .is_ok_and(|s| s.held_past_leak_threshold == n)
+        })
+    };
+    assert!(
+        gauge(2),
+        "two connections held past the threshold not counted"
+    );
+    assert_eq!(f.registry.db_stats(&f.name)?.totals.leaks, 2);
+    drop(held);
+    assert!(gauge(0), "the gauge stayed up after both came back");
+    assert_eq!(
+        f.registry.db_stats(&f.name)?.totals.leaks,
+        2,
+        "the count is cumulative"
+    );
+    Ok(())
+}
+
 /// Bug caught: a snapshot field that serialises but does not read back (or reads back
 /// different), a missing schema version or clock, or file facts left at zero.
 #[test]
@@ -123,6 +158,18 @@ fn snapshot_round_trips_through_json() -> TestResult {
     let value: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(value["databases"][0]["name"], "facts");
     assert_eq!(value["databases"][0]["max_size"], 10);
+    // A snapshot from a version before `held_past_leak_threshold` still reads, as 0.
+    let mut older = value.clone();
+    for db in older["databases"].as_array_mut().into_iter().flatten() {
+        db.as_object_mut()
+            .and_then(|d| d.remove("held_past_leak_threshold"))
+            .ok_or_else(|| anyhow::anyhow!("no held_past_leak_threshold in {db}"))?;
+    }
+    let back: RegistrySnapshot = serde_json::from_value(older)?;
+    assert_eq!(
+        back.get("facts").map(|d| d.held_past_leak_threshold),
+        Some(0)
+    );
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! SQLite hardening on every pooled connection: no extension loading, defensive mode.
+//! SQLite as the workspace builds it and sets up every pooled connection: no extension
+//! loading, defensive mode, and a page cache of each connection's own.
 
 use hive_db_core::DbConfig;
 use hive_db_core::rusqlite::config::DbConfig as SqliteConfig;
@@ -44,6 +45,27 @@ fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
         options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
         "{options:?}"
     );
+    Ok(())
+}
+
+/// Bug caught: the bundled SQLite built with `SQLITE_ENABLE_MEMORY_MANAGEMENT` (as
+/// libsqlite3-sys builds it by default), which puts every connection's pages in one unified
+/// cache behind one mutex, so every page access of every pooled connection, in every thread,
+/// takes that lock. Still thread-safe (`THREADSAFE=1`): connections move between threads.
+#[test]
+fn each_connection_has_a_page_cache_of_its_own() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
+    let options: Vec<String> = registry.read(&db, |c| -> anyhow::Result<_> {
+        Ok(c.prepare("PRAGMA compile_options")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+    })?;
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+    assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
     Ok(())
 }
 

@@ -14,6 +14,63 @@ use crate::loadtest::store::Store;
 use crate::loadtest::verify::Findings;
 use crate::loadtest::workload::Ack;
 
+/// A metric row's key, `simulation/metric`, without its strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum MetricKey {
+    /// `sim-{sim}/w{worker}-s{seq}-m{i}` (see [`metric`]).
+    Batch {
+        sim: u64,
+        worker: u32,
+        seq: u64,
+        i: u64,
+    },
+    /// `study-w{worker}-{k}-sim-{n}/score`.
+    Score { worker: u32, k: u32, n: u32 },
+}
+
+impl MetricKey {
+    /// The key of a stored row, if an acknowledged write could have made it: it must read
+    /// back to the very string such a write used.
+    fn parse(key: &str) -> Option<Self> {
+        let (simulation, name) = key.split_once('/')?;
+        let parsed = if name == "score" {
+            let rest = simulation.strip_prefix("study-w")?;
+            let (worker, rest) = rest.split_once('-')?;
+            let (k, n) = rest.split_once("-sim-")?;
+            Self::Score {
+                worker: worker.parse().ok()?,
+                k: k.parse().ok()?,
+                n: n.parse().ok()?,
+            }
+        } else {
+            let rest = name.strip_prefix('w')?;
+            let (worker, rest) = rest.split_once("-s")?;
+            let (seq, i) = rest.split_once("-m")?;
+            Self::Batch {
+                sim: simulation.strip_prefix("sim-")?.parse().ok()?,
+                worker: worker.parse().ok()?,
+                seq: seq.parse().ok()?,
+                i: i.parse().ok()?,
+            }
+        };
+        (parsed.to_key() == key).then_some(parsed)
+    }
+
+    fn to_key(self) -> String {
+        match self {
+            Self::Batch {
+                sim,
+                worker,
+                seq,
+                i,
+            } => {
+                format!("{}/{}", sim_id(sim), metric(worker, seq, i).0)
+            }
+            Self::Score { worker, k, n } => format!("{}/score", study_sim_id(worker, k, n)),
+        }
+    }
+}
+
 /// Calls `row` with each row of a query on the `ecosystemiser` database, as strings, one at a
 /// time (the tables are not held in memory).
 fn each_row<S: Store>(store: &S, sql: &str, mut row: impl FnMut(&[String])) -> anyhow::Result<()> {
@@ -47,25 +104,45 @@ fn compare<S: Store, T: std::fmt::Debug>(
     f: &mut Findings,
     what: &str,
     sql: &str,
-    mut expected: HashMap<String, T>,
+    expected: HashMap<String, T>,
     same: impl Fn(&T, &[String]) -> bool,
 ) -> anyhow::Result<()> {
-    each_row(store, sql, |row| match expected.remove(&row[0]) {
-        Some(want) => {
-            f.checked += 1;
-            if !same(&want, &row[1..]) {
-                f.missing(format!(
-                    "{what} {}: expected {want:?}, stored {:?}",
-                    row[0],
-                    &row[1..]
-                ));
+    compare_by(store, f, what, sql, expected, |k| Some(k.to_owned()), same)
+}
+
+/// [`compare`] with keys of type `K`, parsed from each row's key by `key` (`None`: a key no
+/// acknowledged write could have).
+fn compare_by<S: Store, K, T>(
+    store: &S,
+    f: &mut Findings,
+    what: &str,
+    sql: &str,
+    mut expected: HashMap<K, T>,
+    key: impl Fn(&str) -> Option<K>,
+    same: impl Fn(&T, &[String]) -> bool,
+) -> anyhow::Result<()>
+where
+    K: std::hash::Hash + Eq + std::fmt::Debug,
+    T: std::fmt::Debug,
+{
+    each_row(store, sql, |row| {
+        match key(&row[0]).and_then(|k| expected.remove(&k)) {
+            Some(want) => {
+                f.checked += 1;
+                if !same(&want, &row[1..]) {
+                    f.missing(format!(
+                        "{what} {}: expected {want:?}, stored {:?}",
+                        row[0],
+                        &row[1..]
+                    ));
+                }
             }
+            None => f.unexpected(format!("{what} {} was never acknowledged", row[0])),
         }
-        None => f.unexpected(format!("{what} {} was never acknowledged", row[0])),
     })?;
     for (key, want) in expected {
         f.checked += 1;
-        f.missing(format!("{what} {key} ({want:?}) is absent"));
+        f.missing(format!("{what} {key:?} ({want:?}) is absent"));
     }
     Ok(())
 }
@@ -76,37 +153,20 @@ fn compare<S: Store, T: std::fmt::Debug>(
 ///
 /// When a table cannot be read.
 pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
-    let mut events = HashMap::new();
-    let mut metrics: HashMap<String, f64> = HashMap::new();
-    let mut studies: HashMap<String, (u32, u32)> = HashMap::new();
-    let mut sims: HashMap<String, &str> =
-        (0..SIMULATIONS).map(|s| (sim_id(s), "pending")).collect();
-    for ack in acks {
-        let Ack::Eco(ack) = ack else { continue };
-        match *ack {
-            EcoAck::Event { worker, seq, sim } => {
-                events.insert(event_id(worker, seq), (sim, worker, seq));
-            }
-            EcoAck::Metrics { worker, seq, sim } => {
-                for i in 0..BATCH {
-                    let (name, value) = metric(worker, seq, i);
-                    metrics.insert(format!("{}/{name}", sim_id(sim)), value);
-                }
-            }
-            EcoAck::StudyCreated { worker, k } => {
-                studies.insert(study_id(worker, k), (0, 0));
-            }
-            EcoAck::StudySimAdded { worker, k, n } => {
-                studies.entry(study_id(worker, k)).or_default().0 += 1;
-                sims.insert(study_sim_id(worker, k, n), "pending");
-            }
-            EcoAck::StudySimFinished { worker, k, n, seq } => {
-                studies.entry(study_id(worker, k)).or_default().1 += 1;
-                sims.insert(study_sim_id(worker, k, n), "completed");
-                metrics.insert(format!("{}/score", study_sim_id(worker, k, n)), seq as f64);
-            }
-        }
-    }
+    // One table at a time, each expectation built just before its comparison and dropped
+    // after it: together they would be most of the run's peak memory.
+    let eco = || {
+        acks.iter().filter_map(|a| match a {
+            Ack::Eco(ack) => Some(ack),
+            _ => None,
+        })
+    };
+    let events: HashMap<String, (u64, u32, u64)> = eco()
+        .filter_map(|ack| match *ack {
+            EcoAck::Event { worker, seq, sim } => Some((event_id(worker, seq), (sim, worker, seq))),
+            _ => None,
+        })
+        .collect();
     compare(
         store,
         f,
@@ -119,14 +179,55 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
                     .is_ok_and(|p| p == event_payload(worker, seq))
         },
     )?;
-    compare(
+    // Compact keys: a map of strings for every metric was the largest thing a run held.
+    let mut metrics: HashMap<MetricKey, f64> = HashMap::new();
+    for ack in eco() {
+        match *ack {
+            EcoAck::Metrics { worker, seq, sim } => {
+                for i in 0..BATCH {
+                    let key = MetricKey::Batch {
+                        sim,
+                        worker,
+                        seq,
+                        i,
+                    };
+                    metrics.insert(key, metric(worker, seq, i).1);
+                }
+            }
+            EcoAck::StudySimFinished { worker, k, n, seq } => {
+                metrics.insert(MetricKey::Score { worker, k, n }, seq as f64);
+            }
+            _ => {}
+        }
+    }
+    compare_by(
         store,
         f,
         "metric",
         "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
         metrics,
+        MetricKey::parse,
         |value, row| row[0].parse::<f64>().ok() == Some(*value),
     )?;
+    let mut studies: HashMap<String, (u32, u32)> = HashMap::new();
+    let mut sims: HashMap<String, &str> =
+        (0..SIMULATIONS).map(|s| (sim_id(s), "pending")).collect();
+    for ack in eco() {
+        match *ack {
+            EcoAck::StudyCreated { worker, k } => {
+                studies.insert(study_id(worker, k), (0, 0));
+            }
+            EcoAck::StudySimAdded { worker, k, n } => {
+                studies.entry(study_id(worker, k)).or_default().0 += 1;
+                sims.insert(study_sim_id(worker, k, n), "pending");
+            }
+            EcoAck::StudySimFinished { worker, k, n, .. } => {
+                studies.entry(study_id(worker, k)).or_default().1 += 1;
+                sims.insert(study_sim_id(worker, k, n), "completed");
+            }
+            _ => {}
+        }
+    }
     let studies = studies
         .into_iter()
         .map(|(id, (added, finished))| {
@@ -159,4 +260,40 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
         sims,
         |status, row| row[0] == *status,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MetricKey;
+
+    /// Bug caught: a metric key that does not read back from its own row (every batch metric
+    /// reported missing and unexpected), or a stored key spelled differently from any
+    /// acknowledged write (a leading zero, a stray suffix) taken for one.
+    #[test]
+    fn metric_keys_read_back_exactly() {
+        for key in [
+            MetricKey::Batch {
+                sim: 3,
+                worker: 7,
+                seq: 12_345,
+                i: 9,
+            },
+            MetricKey::Score {
+                worker: 2,
+                k: 4,
+                n: 1,
+            },
+        ] {
+            assert_eq!(MetricKey::parse(&key.to_key()), Some(key));
+        }
+        for stored in [
+            "sim-03/w7-s12345-m9",
+            "sim-3/w7-s12345-m9x",
+            "sim-3/score",
+            "study-w2-4-sim-1/w2-s1-m1x",
+            "no-slash",
+        ] {
+            assert_eq!(MetricKey::parse(stored), None, "{stored}");
+        }
+    }
 }

@@ -154,8 +154,16 @@ pub(crate) fn drive<S: Store>(
             ..Ran::default()
         };
         let mut panicked = false;
-        for h in handles {
-            match h.join() {
+        let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        // Room for every acknowledgement at once: growing the vector by doubling while the
+        // workers' own vectors are still held was the run's peak memory.
+        let total = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |r| r.acks.len()))
+            .sum();
+        ran.acks.reserve_exact(total);
+        for result in results {
+            match result {
                 Ok(r) => {
                     for (all, mine) in ran.latencies.iter_mut().zip(r.latencies) {
                         all.extend(mine);

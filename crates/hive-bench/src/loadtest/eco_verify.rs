@@ -179,36 +179,78 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
                     .is_ok_and(|p| p == event_payload(worker, seq))
         },
     )?;
-    // Compact keys: a map of strings for every metric was the largest thing a run held.
-    let mut metrics: HashMap<MetricKey, f64> = HashMap::new();
+    // One entry per acknowledged batch, not per metric: a batch's ten values follow from its
+    // key, so a map of every metric (the largest thing a run held) is not needed.
+    let mut batches: HashMap<(u32, u64), (u64, u16)> = HashMap::new();
+    let mut scores: HashMap<(u32, u32, u32), u64> = HashMap::new();
     for ack in eco() {
         match *ack {
             EcoAck::Metrics { worker, seq, sim } => {
-                for i in 0..BATCH {
-                    let key = MetricKey::Batch {
-                        sim,
-                        worker,
-                        seq,
-                        i,
-                    };
-                    metrics.insert(key, metric(worker, seq, i).1);
-                }
+                batches.insert((worker, seq), (sim, 0));
             }
             EcoAck::StudySimFinished { worker, k, n, seq } => {
-                metrics.insert(MetricKey::Score { worker, k, n }, seq as f64);
+                scores.insert((worker, k, n), seq);
             }
             _ => {}
         }
     }
-    compare_by(
+    each_row(
         store,
-        f,
-        "metric",
         "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
-        metrics,
-        MetricKey::parse,
-        |value, row| row[0].parse::<f64>().ok() == Some(*value),
+        |row| {
+            let stored = row[1].parse::<f64>().ok();
+            let expected = match MetricKey::parse(&row[0]) {
+                Some(MetricKey::Batch {
+                    sim,
+                    worker,
+                    seq,
+                    i,
+                }) => batches
+                    .get_mut(&(worker, seq))
+                    .filter(|(want_sim, seen)| {
+                        i < BATCH && *want_sim == sim && seen & (1 << i) == 0
+                    })
+                    .map(|(_, seen)| {
+                        *seen |= 1 << i;
+                        metric(worker, seq, i).1
+                    }),
+                Some(MetricKey::Score { worker, k, n }) => {
+                    scores.remove(&(worker, k, n)).map(|seq| seq as f64)
+                }
+                None => None,
+            };
+            match expected {
+                Some(want) => {
+                    f.checked += 1;
+                    if stored != Some(want) {
+                        f.missing(format!(
+                            "metric {}: expected {want}, stored {}",
+                            row[0], row[1]
+                        ));
+                    }
+                }
+                None => f.unexpected(format!("metric {} was never acknowledged", row[0])),
+            }
+        },
     )?;
+    for ((worker, seq), (sim, seen)) in batches {
+        for i in (0..BATCH).filter(|i| seen & (1 << i) == 0) {
+            f.checked += 1;
+            f.missing(format!(
+                "metric {}/{} ({}) is absent",
+                sim_id(sim),
+                metric(worker, seq, i).0,
+                metric(worker, seq, i).1
+            ));
+        }
+    }
+    for ((worker, k, n), seq) in scores {
+        f.checked += 1;
+        f.missing(format!(
+            "metric {}/score ({seq}) is absent",
+            study_sim_id(worker, k, n)
+        ));
+    }
     let mut studies: HashMap<String, (u32, u32)> = HashMap::new();
     let mut sims: HashMap<String, &str> =
         (0..SIMULATIONS).map(|s| (sim_id(s), "pending")).collect();

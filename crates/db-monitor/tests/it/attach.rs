@@ -93,10 +93,17 @@ fn healthy_registry() -> TestResult {
     Ok(())
 }
 
-/// Bug caught: a leak check that can never fire: a connection held past `leak_threshold`
-/// reported healthy, exit 0.
-#[test]
-fn leaking_registry_is_degraded() -> TestResult {
+/// A registry whose `inventory` (leak threshold 50 ms) has a connection held until the
+/// registry reported it as a leak; the connection is returned still held.
+fn leaked() -> Result<
+    (
+        tempfile::TempDir,
+        Registry,
+        DbName,
+        hive_db_core::PooledConnection,
+    ),
+    Box<dyn std::error::Error>,
+> {
     let dir = tempfile::tempdir()?;
     let (registry, name) = registry_with(
         dir.path(),
@@ -112,6 +119,14 @@ fn leaking_registry_is_degraded() -> TestResult {
         assert!(start.elapsed() < crate::HANG, "the leak was never reported");
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok((dir, registry, name, held))
+}
+
+/// Bug caught: a leak check that can never fire: a connection held past `leak_threshold`
+/// reported healthy, exit 0.
+#[test]
+fn leaking_registry_is_degraded() -> TestResult {
+    let (dir, registry, _name, held) = leaked()?;
     let server = serve_registry(&registry)?;
     let r = run(monitor(dir.path()).args([
         "--json",
@@ -136,21 +151,8 @@ fn leaking_registry_is_degraded() -> TestResult {
 /// "degraded", exit 1, until the application restarts.
 #[test]
 fn a_leak_given_back_is_no_longer_degraded() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let (registry, name) = registry_with(
-        dir.path(),
-        "inventory",
-        DbConfig {
-            leak_threshold: Some(Duration::from_millis(50)),
-            ..DbConfig::default()
-        },
-    )?;
-    let held = registry.get(&name)?;
+    let (dir, registry, name, held) = leaked()?;
     let start = Instant::now();
-    while registry.db_stats(&name)?.totals.leaks == 0 {
-        assert!(start.elapsed() < crate::HANG, "the leak was never reported");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     drop(held);
     while registry.db_stats(&name)?.held_past_leak_threshold > 0 {
         assert!(

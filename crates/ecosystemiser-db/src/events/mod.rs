@@ -79,8 +79,8 @@ macro_rules! select_events {
              FROM ecosystemiser_events WHERE ",
             $filter,
             // Not `LIMIT ?2`: SQLite plans a bare parameter in LIMIT by its bound value, so
-            // every new binding would re-prepare the cached statement (a third of a history
-            // query's time).
+            // every new binding would re-prepare the cached statement (about 4% of the load
+            // test's CPU went to it).
             " ORDER BY seq DESC LIMIT CAST(?2 AS INTEGER)"
         )
     };

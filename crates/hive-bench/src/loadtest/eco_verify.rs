@@ -104,45 +104,25 @@ fn compare<S: Store, T: std::fmt::Debug>(
     f: &mut Findings,
     what: &str,
     sql: &str,
-    expected: HashMap<String, T>,
+    mut expected: HashMap<String, T>,
     same: impl Fn(&T, &[String]) -> bool,
 ) -> anyhow::Result<()> {
-    compare_by(store, f, what, sql, expected, |k| Some(k.to_owned()), same)
-}
-
-/// [`compare`] with keys of type `K`, parsed from each row's key by `key` (`None`: a key no
-/// acknowledged write could have).
-fn compare_by<S: Store, K, T>(
-    store: &S,
-    f: &mut Findings,
-    what: &str,
-    sql: &str,
-    mut expected: HashMap<K, T>,
-    key: impl Fn(&str) -> Option<K>,
-    same: impl Fn(&T, &[String]) -> bool,
-) -> anyhow::Result<()>
-where
-    K: std::hash::Hash + Eq + std::fmt::Debug,
-    T: std::fmt::Debug,
-{
-    each_row(store, sql, |row| {
-        match key(&row[0]).and_then(|k| expected.remove(&k)) {
-            Some(want) => {
-                f.checked += 1;
-                if !same(&want, &row[1..]) {
-                    f.missing(format!(
-                        "{what} {}: expected {want:?}, stored {:?}",
-                        row[0],
-                        &row[1..]
-                    ));
-                }
+    each_row(store, sql, |row| match expected.remove(&row[0]) {
+        Some(want) => {
+            f.checked += 1;
+            if !same(&want, &row[1..]) {
+                f.missing(format!(
+                    "{what} {}: expected {want:?}, stored {:?}",
+                    row[0],
+                    &row[1..]
+                ));
             }
-            None => f.unexpected(format!("{what} {} was never acknowledged", row[0])),
         }
+        None => f.unexpected(format!("{what} {} was never acknowledged", row[0])),
     })?;
     for (key, want) in expected {
         f.checked += 1;
-        f.missing(format!("{what} {key:?} ({want:?}) is absent"));
+        f.missing(format!("{what} {key} ({want:?}) is absent"));
     }
     Ok(())
 }
@@ -235,13 +215,9 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
     )?;
     for ((worker, seq), (sim, seen)) in batches {
         for i in (0..BATCH).filter(|i| seen & (1 << i) == 0) {
+            let (name, value) = metric(worker, seq, i);
             f.checked += 1;
-            f.missing(format!(
-                "metric {}/{} ({}) is absent",
-                sim_id(sim),
-                metric(worker, seq, i).0,
-                metric(worker, seq, i).1
-            ));
+            f.missing(format!("metric {}/{name} ({value}) is absent", sim_id(sim)));
         }
     }
     for ((worker, k, n), seq) in scores {

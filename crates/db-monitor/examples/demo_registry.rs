@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
             ..DbConfig::default()
         };
         registry.register(&name, dir.path().join(format!("{n}.db")), config)?;
-        registry.write(&name, |tx| -> anyhow::Result<()> {
+        registry.write(&name, |tx| {
             tx.execute_batch("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT NOT NULL)")?;
             Ok(())
         })?;
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
                 while Instant::now() < end {
                     k += 1;
                     if k.is_multiple_of(5) {
-                        registry.write(&name, |tx| -> anyhow::Result<()> {
+                        registry.write(&name, |tx| {
                             tx.execute(
                                 "INSERT INTO item (label) VALUES (?1)",
                                 [format!("w{i}-{k}")],
@@ -67,8 +67,8 @@ fn main() -> anyhow::Result<()> {
                             Ok(())
                         })?;
                     } else {
-                        registry.read(&name, |c| -> anyhow::Result<i64> {
-                            Ok(c.query_row("SELECT count(*) FROM item", [], |r| r.get(0))?)
+                        registry.read(&name, |c| {
+                            c.query_row("SELECT count(*) FROM item", [], |r| r.get::<_, i64>(0))
                         })?;
                     }
                     // A load that rises and falls every 5 s, for the trend line.

@@ -122,7 +122,7 @@ pub(crate) fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Resul
             let t0 = Instant::now();
             registry.register(&name, &path, config())?;
             register_time += t0.elapsed();
-            registry.write(&name, |tx| -> anyhow::Result<()> {
+            registry.write(&name, |tx| {
                 tx.execute_batch("CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
                 let mut insert = tx.prepare("INSERT INTO kv (id, v) VALUES (?1, ?2)")?;
                 for id in 1..=ROWS {

@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         names.push(name);
     }
     let name = &names[0];
-    registry.write(name, |tx| -> anyhow::Result<()> {
+    registry.write(name, |tx| {
         tx.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")?;
         for i in 0..1000 {
             tx.execute("INSERT INTO t (id, v) VALUES (?1, ?1)", [i])?;
@@ -117,9 +117,9 @@ fn main() -> anyhow::Result<()> {
                 drop(registry.get(name)?);
             } else {
                 id = (id + 7) % 1000;
-                let v: i64 = registry.read(name, |c| -> anyhow::Result<i64> {
+                let v: i64 = registry.read(name, |c| {
                     let mut stmt = c.prepare_cached("SELECT v FROM t WHERE id = ?1")?;
-                    Ok(stmt.query_row([id], |r| r.get(0))?)
+                    stmt.query_row([id], |r| r.get(0))
                 })?;
                 anyhow::ensure!(v == id, "wrong row");
             }

@@ -110,8 +110,20 @@ impl Database {
         self.lane.acquire_plain(deadline).ok()
     }
 
-    /// Runs `f` on a pooled connection.
-    pub(crate) fn read<T, E>(
+    /// Runs `f` on a pooled connection; its SQLite error comes back naming the database.
+    #[inline]
+    pub(crate) fn read<T>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let conn = self.checkout(site)?;
+        let _inside = enter(conn.pool_key(), false);
+        f(&conn).map_err(|e| Error::sqlite(self.name(), "read", e))
+    }
+
+    /// Runs `f` on a pooled connection, for closures of an application's error type.
+    pub(crate) fn read_with<T, E>(
         &self,
         site: &'static Location<'static>,
         f: impl FnOnce(&Connection) -> Result<T, E>,
@@ -124,11 +136,23 @@ impl Database {
         f(&conn)
     }
 
+    /// [`Database::write_with`] for a closure that returns rusqlite's errors: they come back
+    /// naming the database, with SQLite's extended code.
+    pub(crate) fn write<T>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.write_with(site, |tx| {
+            f(tx).map_err(|e| Error::sqlite(self.name(), "write", e))
+        })
+    }
+
     /// Runs `f` in the database's write transaction, after waiting for the writer lane: a
     /// `BEGIN IMMEDIATE` transaction, shared with the writers queued behind (group commit,
     /// see `batch.rs`). `f`'s work commits on `Ok` (and this returns once it has), and is
     /// rolled back on `Err` or panic.
-    pub(crate) fn write<T, E>(
+    pub(crate) fn write_with<T, E>(
         &self,
         site: &'static Location<'static>,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
@@ -332,7 +356,7 @@ mod tests {
         db.checkpoints
             .set_first_pass_hook(Arc::new(|| std::thread::sleep(Duration::from_secs(30))));
         let site = Location::caller();
-        db.write(site, |tx| -> anyhow::Result<()> {
+        db.write(site, |tx| {
             tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
             Ok(())
         })?;
@@ -341,7 +365,7 @@ mod tests {
         let blob = vec![1u8; 8 * 1024];
         let start = Instant::now();
         for _ in 0..6500 {
-            db.write(site, |tx| -> anyhow::Result<()> {
+            db.write(site, |tx| {
                 tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
                 Ok(())
             })?;

@@ -288,6 +288,8 @@ impl Error {
 pub(crate) fn extended_code(err: &rusqlite::Error) -> Option<i32> {
     match err {
         rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code),
+        // A statement that does not prepare (no such column, a syntax error) comes as this.
+        rusqlite::Error::SqlInputError { error, .. } => Some(error.extended_code),
         _ => None,
     }
 }

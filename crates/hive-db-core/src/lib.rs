@@ -25,16 +25,24 @@
 //! let config = DbConfig { create_if_missing: true, ..DbConfig::default() };
 //! registry.register(&name, dir.path().join("inventory.db"), config)?;
 //!
-//! registry.write(&name, |tx| -> anyhow::Result<()> {
+//! registry.write(&name, |tx| {
 //!     tx.execute_batch("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT NOT NULL)")?;
 //!     tx.execute("INSERT INTO item (label) VALUES (?1)", ["bolt"])?;
 //!     Ok(())
 //! })?;
 //!
-//! let count: i64 = registry.read(&name, |conn| -> anyhow::Result<i64> {
-//!     Ok(conn.query_row("SELECT count(*) FROM item", [], |r| r.get(0))?)
-//! })?;
+//! let count: i64 =
+//!     registry.read(&name, |conn| conn.query_row("SELECT count(*) FROM item", [], |r| r.get(0)))?;
 //! assert_eq!(count, 1);
+//!
+//! // A closure of the application's own error type: the `_with` forms.
+//! let labels = registry.read_with(&name, |conn| -> anyhow::Result<Vec<String>> {
+//!     let mut stmt = conn.prepare("SELECT label FROM item")?;
+//!     let labels = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+//!     anyhow::ensure!(!labels.is_empty(), "no items");
+//!     Ok(labels)
+//! })?;
+//! assert_eq!(labels, ["bolt"]);
 //!
 //! let stats = registry.db_stats(&name)?;
 //! assert_eq!(stats.totals.commits, 1);
@@ -90,3 +98,8 @@ pub use stats::{
 
 /// The rusqlite this crate is built against (one SQLite per process).
 pub use rusqlite;
+
+// The README's Rust snippets, compiled and run as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -201,7 +201,8 @@ impl Registry {
         self.checkout(name, Location::caller())
     }
 
-    /// Runs `f` with a connection of `name`.
+    /// Runs `f` with a connection of `name`. An error `f` returns comes back as
+    /// [`Error::Sqlite`] naming the database, with SQLite's extended code.
     ///
     /// `f` may call the registry again, for this database or another. A call that could only
     /// wait for a closure this thread is running fails at once with [`Error::Reentrant`]: a
@@ -209,12 +210,33 @@ impl Registry {
     /// connections (a pool of one, say), and, inside a [`Registry::write`], another `write` of
     /// the same database.
     ///
+    /// For a closure of an application's own error type, see [`Registry::read_with`].
+    ///
     /// # Errors
     ///
-    /// Those of [`Registry::get`] (and [`Error::Reentrant`], see above), converted into `E`,
-    /// and whatever `f` returns.
+    /// Those of [`Registry::get`] (and [`Error::Reentrant`], see above), and
+    /// [`Error::Sqlite`] for the error `f` returns.
+    #[inline]
     #[track_caller]
-    pub fn read<T, E>(
+    pub fn read<T>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let conn = self.checkout(name, Location::caller())?;
+        let _inside = enter(conn.pool_key(), false);
+        f(&conn).map_err(|e| Error::sqlite(name, "read", e))
+    }
+
+    /// [`Registry::read`] for a closure of the caller's own error type `E`, which the
+    /// registry's errors convert into (`anyhow::Error` does, or an application error with a
+    /// `From<hive_db_core::Error>`). `f`'s error comes back as it was.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Registry::get`], converted into `E`, and whatever `f` returns.
+    #[track_caller]
+    pub fn read_with<T, E>(
         &self,
         name: &DbName,
         f: impl FnOnce(&Connection) -> Result<T, E>,
@@ -229,7 +251,8 @@ impl Registry {
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction of `name`, after waiting in the database's
     /// writer lane (FIFO). `f`'s work commits when it returns `Ok`, and `write` returns once it
-    /// has; it is rolled back when `f` returns `Err` or panics (the panic then continues).
+    /// has; it is rolled back when `f` returns `Err` or panics (the panic then continues). An
+    /// error `f` returns comes back as [`Error::Sqlite`] naming the database.
     ///
     /// Writers queued at once share one transaction, each in a savepoint of its own (group
     /// commit): see [`WriteTx`] for what that means for `f`, and
@@ -241,13 +264,33 @@ impl Registry {
     /// this thread's closures hold them all (see [`Registry::read`]). Reads of the same
     /// database see `f`'s uncommitted work only through `f`'s own transaction.
     ///
+    /// For a closure of an application's own error type, see [`Registry::write_with`].
+    ///
     /// # Errors
     ///
-    /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Reentrant`]; [`Error::Sqlite`] when the
-    /// transaction cannot begin or commit (also when the transaction shared with other
-    /// writers failed to commit); all converted into `E`; and whatever `f` returns.
+    /// Those of [`Registry::get`]; [`Error::WriterLaneTimeout`]; [`Error::Reentrant`];
+    /// [`Error::Sqlite`] when the transaction cannot begin or commit, or for the error `f`
+    /// returns; [`Error::BatchFailed`] when the transaction shared with other writers failed.
     #[track_caller]
-    pub fn write<T, E>(
+    pub fn write<T>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let site = Location::caller();
+        self.pool(name)?.write(site, f)
+    }
+
+    /// [`Registry::write`] for a closure of the caller's own error type `E`, which the
+    /// registry's errors convert into. `f`'s error comes back as it was (and its work is
+    /// rolled back).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Registry::write`] other than `f`'s, converted into `E`, and whatever `f`
+    /// returns.
+    #[track_caller]
+    pub fn write_with<T, E>(
         &self,
         name: &DbName,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
@@ -256,7 +299,7 @@ impl Registry {
         E: From<Error>,
     {
         let site = Location::caller();
-        self.pool(name)?.write(site, f)
+        self.pool(name)?.write_with(site, f)
     }
 
     /// Every database, open or closed, sorted by name.
@@ -397,12 +440,23 @@ impl DbHandle {
     /// # Errors
     ///
     /// As [`Registry::read`].
+    #[inline]
     #[track_caller]
-    pub fn read<T, E: From<Error>>(
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.0.read(Location::caller(), f)
+    }
+
+    /// Like [`Registry::read_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::read_with`].
+    #[track_caller]
+    pub fn read_with<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.0.read(Location::caller(), f)
+        self.0.read_with(Location::caller(), f)
     }
 
     /// Like [`Registry::write`].
@@ -411,11 +465,21 @@ impl DbHandle {
     ///
     /// As [`Registry::write`].
     #[track_caller]
-    pub fn write<T, E: From<Error>>(
+    pub fn write<T>(&self, f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>) -> Result<T> {
+        self.0.write(Location::caller(), f)
+    }
+
+    /// Like [`Registry::write_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write_with`].
+    #[track_caller]
+    pub fn write_with<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.0.write(Location::caller(), f)
+        self.0.write_with(Location::caller(), f)
     }
 
     /// The database's snapshot.

@@ -86,7 +86,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .register(&db, &args.path, config)
         .context("register")?;
     registry
-        .write(&db, |tx| -> anyhow::Result<()> {
+        .write(&db, |tx| {
             tx.execute_batch(
                 "CREATE TABLE IF NOT EXISTS checking (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS savings (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
@@ -149,7 +149,7 @@ fn transfer(
     // Padding makes the WAL grow, so crashes also land in checkpoints.
     let pad_len = rng.range(0, 1500) as usize;
     let pad = rng.bytes(pad_len);
-    registry.write(db, |tx| -> anyhow::Result<()> {
+    registry.write(db, |tx| {
         tx.execute(
             "UPDATE checking SET balance = balance - ?2 WHERE id = ?1",
             (from, amount),
@@ -164,7 +164,8 @@ fn transfer(
             (run, thread, k, amount, pad),
         )?;
         Ok(())
-    })
+    })?;
+    Ok(())
 }
 
 /// Prints one line and flushes it before returning.

@@ -102,8 +102,8 @@ fn quick() -> DbConfig {
 }
 
 /// A word for the result of using a database: `ok` or the error.
-fn outcome(result: anyhow::Result<()>) -> String {
-    match result {
+fn outcome<E: Into<anyhow::Error>>(result: Result<(), E>) -> String {
+    match result.map_err(Into::into) {
         Ok(()) => "ok".to_owned(),
         // A refusal to open is reported by its cause, also when SQLite's error is its source.
         Err(err) if matches!(err.downcast_ref(), Some(hive_db_core::Error::Open { .. })) => {
@@ -122,13 +122,13 @@ fn outcome(result: anyhow::Result<()>) -> String {
 }
 
 fn use_db(registry: &Registry, db: &DbName) -> anyhow::Result<()> {
-    registry.write(db, |tx| -> anyhow::Result<()> {
+    registry.write(db, |tx| {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS probe (v INTEGER); INSERT INTO probe VALUES (1);",
         )?;
         Ok(())
     })?;
-    registry.read(db, |c| -> anyhow::Result<()> {
+    registry.read_with(db, |c| -> anyhow::Result<_> {
         let n: i64 = c.query_row("SELECT count(*) FROM probe", [], |r| r.get(0))?;
         anyhow::ensure!(n > 0, "probe row missing");
         Ok(())
@@ -145,7 +145,7 @@ fn register(bad: &str, good: &str) -> anyhow::Result<()> {
         Ok(()) => {
             println!("bad ok");
             let used = registry
-                .read(&bad_db, |c| -> anyhow::Result<()> {
+                .read_with(&bad_db, |c| -> anyhow::Result<_> {
                     let integrity: String =
                         c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
                     anyhow::ensure!(integrity == "ok", "integrity_check: {integrity}");
@@ -202,7 +202,7 @@ fn fill(path: &str) -> anyhow::Result<()> {
     let db = DbName::new("fill")?;
     registry.register(&db, path, quick())?;
     let insert = |registry: &Registry| {
-        registry.write(&db, |tx| -> anyhow::Result<()> {
+        registry.write(&db, |tx| {
             tx.execute("INSERT INTO t (v) VALUES (zeroblob(8192))", [])?;
             Ok(())
         })
@@ -222,8 +222,8 @@ fn fill(path: &str) -> anyhow::Result<()> {
     };
     println!("failed {failure}");
     let rows = |registry: &Registry| {
-        registry.read(&db, |c| -> anyhow::Result<i64> {
-            Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+        registry.read(&db, |c| {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
         })
     };
     println!("rows {}", rows(&registry)?);
@@ -302,7 +302,7 @@ fn same_file(first: &str, second: &str) -> anyhow::Result<()> {
     let registry = Registry::new();
     let a = DbName::new("a")?;
     registry.register(&a, first, created())?;
-    registry.write(&a, |tx| -> anyhow::Result<()> {
+    registry.write(&a, |tx| {
         tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1);")?;
         Ok(())
     })?;
@@ -470,15 +470,15 @@ fn oom(path: &str) -> anyhow::Result<()> {
     let registry = Registry::new();
     let db = DbName::new("oom")?;
     registry.register(&db, path, created())?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch("CREATE TABLE t (v BLOB)")?;
         Ok(())
     })?;
-    registry.read(&db, |c| -> anyhow::Result<()> {
+    registry.read(&db, |c| {
         c.execute_batch("PRAGMA hard_heap_limit = 67108864")?;
         Ok(())
     })?;
-    let huge = registry.write(&db, |tx| -> anyhow::Result<()> {
+    let huge = registry.write(&db, |tx| {
         tx.execute("INSERT INTO t VALUES (1)", [])?;
         tx.execute("INSERT INTO t VALUES (randomblob(200000000))", [])?;
         Ok(())
@@ -491,13 +491,13 @@ fn oom(path: &str) -> anyhow::Result<()> {
             outcome(huge)
         }
     );
-    let small = registry.write(&db, |tx| -> anyhow::Result<()> {
+    let small = registry.write_with(&db, |tx| -> anyhow::Result<_> {
         tx.execute("INSERT INTO t VALUES (2)", [])?;
         Ok(())
     });
     println!("after {}", outcome(small));
-    let rows = registry.read(&db, |c| -> anyhow::Result<i64> {
-        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+    let rows: i64 = registry.read(&db, |c| {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
     })?;
     println!("rows {rows}");
     println!(

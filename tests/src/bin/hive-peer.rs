@@ -53,7 +53,7 @@ fn run() -> anyhow::Result<()> {
             };
             registry.register(&db, path, config)?;
             for i in 0..n {
-                registry.write(&db, |tx| -> anyhow::Result<()> {
+                registry.write(&db, |tx| {
                     tx.execute("INSERT INTO t (v) VALUES (?1)", [1_000_000 + i])?;
                     Ok(())
                 })?;

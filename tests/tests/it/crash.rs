@@ -55,26 +55,25 @@ fn verify(path: &Path, acked: &HashSet<Key>) -> anyhow::Result<usize> {
     let registry = Registry::new();
     let db = DbName::new("reopened")?;
     registry.register(&db, path, DbConfig::default())?;
-    let (integrity, balances, savings, ledger_sum, counter, keys) =
-        registry.read(&db, |c| -> anyhow::Result<_> {
-            let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
-            let balances: i64 = c.query_row(
-                "SELECT (SELECT sum(balance) FROM checking) + (SELECT sum(balance) FROM savings)",
-                [],
-                |r| r.get(0),
-            )?;
-            let savings: i64 = c.query_row("SELECT sum(balance) FROM savings", [], |r| r.get(0))?;
-            let ledger_sum: i64 =
-                c.query_row("SELECT coalesce(sum(amount), 0) FROM ledger", [], |r| {
-                    r.get(0)
-                })?;
-            let counter: i64 = c.query_row("SELECT n FROM counter", [], |r| r.get(0))?;
-            let keys: Vec<Key> = c
-                .prepare("SELECT run, thread, k FROM ledger")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok((integrity, balances, savings, ledger_sum, counter, keys))
-        })?;
+    let (integrity, balances, savings, ledger_sum, counter, keys) = registry.read(&db, |c| {
+        let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let balances: i64 = c.query_row(
+            "SELECT (SELECT sum(balance) FROM checking) + (SELECT sum(balance) FROM savings)",
+            [],
+            |r| r.get(0),
+        )?;
+        let savings: i64 = c.query_row("SELECT sum(balance) FROM savings", [], |r| r.get(0))?;
+        let ledger_sum: i64 =
+            c.query_row("SELECT coalesce(sum(amount), 0) FROM ledger", [], |r| {
+                r.get(0)
+            })?;
+        let counter: i64 = c.query_row("SELECT n FROM counter", [], |r| r.get(0))?;
+        let keys: Vec<Key> = c
+            .prepare("SELECT run, thread, k FROM ledger")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok((integrity, balances, savings, ledger_sum, counter, keys))
+    })?;
     registry.close_all(Duration::from_secs(5));
     anyhow::ensure!(integrity == "ok", "integrity_check: {integrity}");
     anyhow::ensure!(

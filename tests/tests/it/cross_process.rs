@@ -13,7 +13,7 @@ fn create_table(
     registry: &hive_db_core::Registry,
     db: &hive_db_core::DbName,
 ) -> anyhow::Result<()> {
-    registry.write(db, |tx| -> anyhow::Result<()> {
+    registry.write_with(db, |tx| -> anyhow::Result<_> {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
         )?;
@@ -83,8 +83,8 @@ fn health_stays_bounded_when_another_process_holds_the_lock() -> anyhow::Result<
         registry.health(Duration::from_secs(2)).status,
         HealthStatus::Healthy
     );
-    let n: i64 = registry.read(&locked, |c| -> anyhow::Result<i64> {
-        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+    let n: i64 = registry.read(&locked, |c| {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
     })?;
     assert_eq!(n, 0);
     Ok(())
@@ -115,7 +115,7 @@ fn two_processes_write_the_same_database_without_losing_rows() -> anyhow::Result
         .stdout(Stdio::piped())
         .spawn()?;
     for i in 0..per_side {
-        registry.write(&db, |tx| -> anyhow::Result<()> {
+        registry.write(&db, |tx| {
             tx.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
             Ok(())
         })?;
@@ -126,16 +126,16 @@ fn two_processes_write_the_same_database_without_losing_rows() -> anyhow::Result
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("done {per_side}")
     );
-    let (mine, theirs): (i64, i64) = registry.read(&db, |c| -> anyhow::Result<_> {
-        Ok(c.query_row(
+    let (mine, theirs): (i64, i64) = registry.read(&db, |c| {
+        c.query_row(
             "SELECT count(*) FILTER (WHERE v < 1000000), count(DISTINCT v) FILTER (WHERE v >= 1000000) FROM t",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
-        )?)
+        )
     })?;
     assert_eq!((mine, theirs), (per_side, per_side));
-    let integrity: String = registry.read(&db, |c| -> anyhow::Result<String> {
-        Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    let integrity: String = registry.read(&db, |c| {
+        c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
     })?;
     assert_eq!(integrity, "ok");
     Ok(())

@@ -39,7 +39,7 @@ fn tree(dir: &Path) -> anyhow::Result<BTreeSet<PathBuf>> {
 }
 
 fn create_table(registry: &Registry, db: &DbName) -> anyhow::Result<()> {
-    registry.write(db, |tx| -> anyhow::Result<()> {
+    registry.write_with(db, |tx| -> anyhow::Result<_> {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
         )?;
@@ -48,7 +48,7 @@ fn create_table(registry: &Registry, db: &DbName) -> anyhow::Result<()> {
 }
 
 fn count(registry: &Registry, db: &DbName, table: &str) -> anyhow::Result<i64> {
-    registry.read(db, |c| -> anyhow::Result<i64> {
+    registry.read_with(db, |c| -> anyhow::Result<_> {
         Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
     })
 }
@@ -85,7 +85,7 @@ fn a_lock_held_by_another_process_bounds_every_call() -> anyhow::Result<()> {
                 (0..3)
                     .map(|j| {
                         let start = Instant::now();
-                        let result = registry.write(&db, |tx| -> Result<(), Error> {
+                        let result = registry.write_with(&db, |tx| -> Result<(), Error> {
                             tx.execute("INSERT INTO t (v) VALUES (?1)", [i * 10 + j])
                                 .map(drop)
                                 .map_err(|e| panic!("insert after BEGIN IMMEDIATE failed: {e}"))
@@ -127,7 +127,7 @@ fn a_lock_held_by_another_process_bounds_every_call() -> anyhow::Result<()> {
     assert!(health_took < bound, "health took {health_took:?}");
     assert_ne!(health.status, HealthStatus::Healthy, "{health:#?}");
     // The first call after the release succeeds.
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
         Ok(())
     })?;
@@ -147,7 +147,7 @@ fn blob_table(path: &Path, rows: i64) -> anyhow::Result<()> {
             ..DbConfig::default()
         },
     )?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")?;
         for _ in 0..rows {
             tx.execute("INSERT INTO t (v) VALUES (zeroblob(100))", [])?;
@@ -258,8 +258,8 @@ fn a_file_size_limit_rolls_back_the_failed_write_and_writing_resumes() -> anyhow
     let registry = Registry::new();
     let db = DbName::new("check")?;
     registry.register(&db, &path, DbConfig::default())?;
-    let integrity: String = registry.read(&db, |c| -> anyhow::Result<String> {
-        Ok(c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    let integrity: String = registry.read(&db, |c| {
+        c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
     })?;
     assert_eq!(integrity, "ok");
     assert_eq!(count(&registry, &db, "t")?, 6 + committed);
@@ -292,14 +292,14 @@ fn max_page_count_full_rolls_back_and_writing_resumes() -> anyhow::Result<()> {
         ..DbConfig::default()
     };
     let (registry, db) = registry_with(dir.path(), "pages", config)?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB); CREATE TABLE marks (v INTEGER);",
         )?;
         Ok(())
     })?;
     let insert = |registry: &Registry| {
-        registry.write(&db, |tx| -> anyhow::Result<()> {
+        registry.write(&db, |tx| {
             tx.execute("INSERT INTO marks VALUES (1)", [])?;
             tx.execute("INSERT INTO t (v) VALUES (zeroblob(16384))", [])?;
             Ok(())
@@ -309,7 +309,7 @@ fn max_page_count_full_rolls_back_and_writing_resumes() -> anyhow::Result<()> {
         insert(&registry)?;
     }
     // One connection in the pool: the limit set here applies to every later write.
-    registry.read(&db, |c| -> anyhow::Result<()> {
+    registry.read(&db, |c| {
         let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
         c.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 6))?;
         Ok(())
@@ -318,7 +318,7 @@ fn max_page_count_full_rolls_back_and_writing_resumes() -> anyhow::Result<()> {
     let err = loop {
         match insert(&registry) {
             Ok(()) => committed += 1,
-            Err(e) => break e,
+            Err(e) => break anyhow::Error::from(e),
         }
         assert!(committed < 100, "max_page_count was never reached");
     };
@@ -332,7 +332,7 @@ fn max_page_count_full_rolls_back_and_writing_resumes() -> anyhow::Result<()> {
     // The failed closure's first insert rolled back with its second.
     assert_eq!(count(&registry, &db, "marks")?, committed);
     assert_eq!(count(&registry, &db, "t")?, committed);
-    registry.read(&db, |c| -> anyhow::Result<()> {
+    registry.read(&db, |c| {
         c.execute_batch("PRAGMA max_page_count = 1073741823")?;
         Ok(())
     })?;
@@ -503,7 +503,7 @@ fn a_thousand_panics_inside_write_roll_back_and_leave_capacity_intact() -> anyho
         ..DbConfig::default()
     };
     let (registry, db) = registry_with(dir.path(), "panics", config)?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write_with(&db, |tx| -> anyhow::Result<_> {
         tx.execute_batch("CREATE TABLE lost (v INTEGER); CREATE TABLE kept (v INTEGER);")?;
         Ok(())
     })?;
@@ -514,7 +514,7 @@ fn a_thousand_panics_inside_write_roll_back_and_leave_capacity_intact() -> anyho
             std::thread::spawn(move || -> anyhow::Result<()> {
                 for i in 0..500 {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        registry.write(&db, |tx| -> anyhow::Result<()> {
+                        registry.write(&db, |tx| -> hive_db_core::rusqlite::Result<()> {
                             tx.execute("INSERT INTO lost VALUES (?1)", [t * 1000 + i])?;
                             panic!("injected panic {t} {i}");
                         })
@@ -522,7 +522,7 @@ fn a_thousand_panics_inside_write_roll_back_and_leave_capacity_intact() -> anyho
                     anyhow::ensure!(result.is_err(), "the panic did not propagate");
                     panics.fetch_add(1, Ordering::Relaxed);
                     // A writer that may share a batch with the next panicking one.
-                    registry.write(&db, |tx| -> anyhow::Result<()> {
+                    registry.write(&db, |tx| {
                         tx.execute("INSERT INTO kept VALUES (?1)", [t * 1000 + i])?;
                         Ok(())
                     })?;
@@ -563,7 +563,7 @@ fn a_thousand_panics_inside_write_roll_back_and_leave_capacity_intact() -> anyho
     drop(held);
     let stats = registry.db_stats(&db)?;
     assert!(stats.totals.rollbacks >= 1000, "{:?}", stats.totals);
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute("INSERT INTO kept VALUES (-1)", [])?;
         Ok(())
     })?;
@@ -658,11 +658,11 @@ fn run_nested(
         let start = Instant::now();
         let mut inner = None;
         let outer = match case.outer {
-            Call::Read => r.read(&db, |_| -> Result<(), Error> {
+            Call::Read => r.read_with(&db, |_| -> Result<(), Error> {
                 inner = Some(call(&r, &target, case.inner));
                 Ok(())
             }),
-            Call::Write => r.write(&db, |_| -> Result<(), Error> {
+            Call::Write => r.write_with(&db, |_| -> Result<(), Error> {
                 inner = Some(call(&r, &target, case.inner));
                 Ok(())
             }),

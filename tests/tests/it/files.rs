@@ -38,7 +38,7 @@ fn create() -> DbConfig {
 }
 
 fn commit_one(registry: &Registry, db: &DbName) -> anyhow::Result<()> {
-    registry.write(db, |tx| -> anyhow::Result<()> {
+    registry.write_with(db, |tx| -> anyhow::Result<_> {
         tx.execute_batch("CREATE TABLE IF NOT EXISTS t (v INTEGER); INSERT INTO t VALUES (1);")?;
         Ok(())
     })

@@ -17,8 +17,8 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
         })
         .map_err(|e| e.to_string())
     };
-    let from_read = registry.read(&db, |c| Ok::<_, hive_db_core::Error>(attempt(c)))?;
-    let from_write = registry.write(&db, |tx| Ok::<_, hive_db_core::Error>(attempt(tx)))?;
+    let from_read = registry.read(&db, |c| Ok(attempt(c)))?;
+    let from_write = registry.write(&db, |tx| Ok(attempt(tx)))?;
     for result in [from_read, from_write] {
         let message = result.expect_err("load_extension ran");
         // Refused at run time, or, with extension loading compiled out, no such function.
@@ -36,10 +36,10 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
 fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
-    let options: Vec<String> = registry.read(&db, |c| -> anyhow::Result<_> {
-        Ok(c.prepare("PRAGMA compile_options")?
+    let options: Vec<String> = registry.read(&db, |c| {
+        c.prepare("PRAGMA compile_options")?
             .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()
     })?;
     assert!(
         options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
@@ -56,10 +56,10 @@ fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
 fn each_connection_has_a_page_cache_of_its_own() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
-    let options: Vec<String> = registry.read(&db, |c| -> anyhow::Result<_> {
-        Ok(c.prepare("PRAGMA compile_options")?
+    let options: Vec<String> = registry.read(&db, |c| {
+        c.prepare("PRAGMA compile_options")?
             .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()
     })?;
     assert!(
         !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
@@ -76,15 +76,15 @@ fn each_connection_has_a_page_cache_of_its_own() -> anyhow::Result<()> {
 fn connections_are_defensive() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (registry, db) = registry_with(dir.path(), "defensive", DbConfig::default())?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch("CREATE TABLE t (v INTEGER)")?;
         Ok(())
     })?;
-    let on = registry.read(&db, |c| -> anyhow::Result<bool> {
-        Ok(c.db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE)?)
+    let on = registry.read(&db, |c| {
+        c.db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE)
     })?;
     assert!(on, "SQLITE_DBCONFIG_DEFENSIVE is off");
-    let edited = registry.write(&db, |tx| -> anyhow::Result<()> {
+    let edited = registry.write(&db, |tx| {
         tx.execute_batch(
             "PRAGMA writable_schema = ON; UPDATE sqlite_schema SET sql = 'garbage' WHERE name = 't';",
         )?;

@@ -56,7 +56,7 @@ fn after_swap(swap: Swap) -> anyhow::Result<AfterSwap> {
         ..DbConfig::default()
     };
     registry.register(&db, &path, config)?;
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")?;
         Ok(())
     })?;
@@ -74,13 +74,13 @@ fn after_swap(swap: Swap) -> anyhow::Result<AfterSwap> {
     std::thread::sleep(Duration::from_millis(5));
     let start = Instant::now();
     let write = registry
-        .write(&db, |tx| -> anyhow::Result<()> {
+        .write_with(&db, |tx| -> anyhow::Result<_> {
             tx.execute("INSERT INTO t VALUES (4)", [])?;
             Ok(())
         })
         .map_err(|e| describe_any(&e));
     let read = registry
-        .read(&db, |c| -> anyhow::Result<i64> {
+        .read_with(&db, |c| -> anyhow::Result<_> {
             Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
         })
         .map_err(|e| describe_any(&e));

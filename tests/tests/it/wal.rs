@@ -14,7 +14,7 @@ fn wal_bytes(db_path: &Path) -> u64 {
 
 fn commit_rows(registry: &Registry, db: &hive_db_core::DbName, n: usize) -> anyhow::Result<()> {
     for _ in 0..n {
-        registry.write(db, |tx| -> anyhow::Result<()> {
+        registry.write(db, |tx| {
             tx.execute("INSERT INTO t (v) VALUES (randomblob(6000))", [])?;
             Ok(())
         })?;
@@ -35,7 +35,7 @@ fn pinned_then_released() -> anyhow::Result<(u64, u64)> {
         },
     )?;
     let path = dir.path().join("wal.db");
-    registry.write(&db, |tx| -> anyhow::Result<()> {
+    registry.write(&db, |tx| {
         tx.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")?;
         Ok(())
     })?;

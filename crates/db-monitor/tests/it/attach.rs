@@ -24,7 +24,7 @@ fn registry_with(
         ..config
     };
     registry.register(&name, dir.join(format!("{name}.db")), config)?;
-    registry.write(&name, |tx| -> anyhow::Result<()> {
+    registry.write(&name, |tx| {
         tx.execute_batch("CREATE TABLE item (id INTEGER PRIMARY KEY, label TEXT)")?;
         Ok(())
     })?;
@@ -45,7 +45,7 @@ fn healthy_registry() -> TestResult {
         },
     )?;
     for i in 0..5 {
-        registry.write(&name, |tx| -> anyhow::Result<()> {
+        registry.write(&name, |tx| {
             tx.execute("INSERT INTO item (label) VALUES (?1)", [format!("n{i}")])?;
             Ok(())
         })?;
@@ -266,8 +266,8 @@ fn continuous_rates_from_deltas() -> TestResult {
         let (registry, name, stop) = (registry.clone(), name.clone(), Arc::clone(&stop));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let _ = registry.read(&name, |c| -> anyhow::Result<i64> {
-                    Ok(c.query_row("SELECT count(*) FROM item", [], |r| r.get(0))?)
+                let _ = registry.read(&name, |c| {
+                    c.query_row("SELECT count(*) FROM item", [], |r| r.get::<_, i64>(0))
                 });
                 std::thread::sleep(Duration::from_millis(1));
             }

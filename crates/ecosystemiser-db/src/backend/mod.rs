@@ -284,7 +284,7 @@ impl EcoDb {
     ) -> Result<T, E> {
         match &self.inner.backend {
             Backend::Pooled(registry) => registry
-                .write(&self.inner.name, |tx| f(tx).map_err(Through::Caller))
+                .write_with(&self.inner.name, |tx| f(tx).map_err(Through::Caller))
                 .map_err(Through::into_caller),
             Backend::Direct(pool) => {
                 let mut conn = pool.checkout()?;

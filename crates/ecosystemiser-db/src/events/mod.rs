@@ -328,7 +328,7 @@ mod tests {
             select_events!("correlation_id = ?1"),
             select_events!("event_id = ?1"),
         ];
-        db.read(|conn| -> anyhow::Result<()> {
+        db.read(|conn| {
             for sql in filters {
                 let plan: Vec<String> = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
@@ -357,7 +357,7 @@ mod tests {
                 .for_simulation("sim-1");
             store.publish(&event)?;
         }
-        db.read(|conn| -> anyhow::Result<()> {
+        db.read(|conn| {
             let sql = select_events!("simulation_id = ?1");
             for limit in 1..=3 {
                 let found = query_events(db.name(), conn, sql, "sim-1", limit)?;

@@ -61,9 +61,7 @@ pub(super) fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()
                 }),
             ),
             stateless("registry read", threads, none, |rng| {
-                registry.read(&db, |c| {
-                    point_read(c, rng, rows).map_err(anyhow::Error::from)
-                })
+                registry.read(&db, |c| point_read(c, rng, rows))
             }),
             pooled_reads("registry get", threads, rows, || Ok(registry.get(&db)?)),
             pooled_reads("registry handle", threads, rows, || Ok(handle.get()?)),
@@ -93,7 +91,7 @@ pub(super) fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()
 
 /// One write transaction through the registry's writer lane.
 fn registry_write(registry: &Registry, db: &DbName, rng: &mut Rng) -> anyhow::Result<()> {
-    registry.write(db, |tx| three_inserts(tx, rng).map_err(anyhow::Error::from))
+    Ok(registry.write(db, |tx| three_inserts(tx, rng))?)
 }
 
 pub(super) fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
@@ -152,9 +150,7 @@ pub(super) fn mixed(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()> {
             if rng.next() % 5 == 0 {
                 registry_write(registry, &db, rng)
             } else {
-                registry.read(&db, |c| {
-                    point_read(c, rng, rows).map_err(anyhow::Error::from)
-                })
+                Ok(registry.read(&db, |c| point_read(c, rng, rows))?)
             }
         }),
         stateless("r2d2 + busy_timeout", threads, each, |rng| {

@@ -278,7 +278,7 @@ mod tests {
     fn errors_are_sorted_by_kind() -> anyhow::Result<()> {
         let registry = Registry::new();
         let unknown = registry
-            .read(&DbName::new("nowhere")?, |_| Ok::<_, anyhow::Error>(()))
+            .read_with(&DbName::new("nowhere")?, |_| Ok::<_, anyhow::Error>(()))
             .unwrap_err()
             .context("an operation");
         assert_eq!(error_kind(&unknown), "core UnknownDatabase");

@@ -59,7 +59,7 @@ pub(crate) fn register_all(
             registry
                 .register(&name, &path, config.clone())
                 .map_err(anyhow::Error::from)
-                .and_then(|()| registry.write(&name, |tx| tasks::create(tx)))
+                .and_then(|()| registry.write_with(&name, |tx| tasks::create(tx)))
                 .with_context(context)?;
         }
         handles.push(registry.handle(&name)?);

@@ -79,7 +79,7 @@ impl Store for RegistryStore {
         db: usize,
         f: impl FnOnce(&Connection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        self.handles[db].read(f)
+        self.handles[db].read_with(f)
     }
 
     fn write<T>(
@@ -87,7 +87,7 @@ impl Store for RegistryStore {
         db: usize,
         f: impl FnOnce(&Connection) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        self.handles[db].write(|tx| f(tx))
+        self.handles[db].write_with(|tx| f(tx))
     }
 
     fn eco(&self) -> anyhow::Result<&Eco> {

@@ -20,17 +20,17 @@ fn wal_bytes(f: &crate::support::Fixture) -> anyhow::Result<u64> {
 }
 
 fn page_size(f: &crate::support::Fixture) -> anyhow::Result<u64> {
-    let size: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
-        Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?)
+    let size: i64 = f.registry.read(&f.name, |c| {
+        c.query_row("PRAGMA page_size", [], |r| r.get(0))
     })?;
     Ok(u64::try_from(size)?)
 }
 
 fn create_blob_table(f: &crate::support::Fixture) -> TestResult {
-    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
-        tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, thread INTEGER, data BLOB)")?;
-        Ok(())
-    })
+    f.registry.write(&f.name, |tx| {
+        tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, thread INTEGER, data BLOB)")
+    })?;
+    Ok(())
 }
 
 /// Bug caught: the checkpoint moved out of the writer lane never catches up with writers
@@ -50,7 +50,7 @@ fn the_wal_stays_bounded_under_steady_concurrent_writes() -> TestResult {
                 let (t, blob) = (t as i64, vec![t as u8; BLOB]);
                 barrier.wait();
                 for _ in 0..writes {
-                    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+                    f.registry.write(&f.name, |tx| {
                         tx.execute(
                             "INSERT INTO b (thread, data) VALUES (?1, ?2)",
                             params![t, blob],
@@ -66,8 +66,8 @@ fn the_wal_stays_bounded_under_steady_concurrent_writes() -> TestResult {
         h.join().expect("writer thread panicked")?;
     }
 
-    let rows: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
-        Ok(c.query_row("SELECT count(*) FROM b", [], |r| r.get(0))?)
+    let rows: i64 = f.registry.read(&f.name, |c| {
+        c.query_row("SELECT count(*) FROM b", [], |r| r.get(0))
     })?;
     assert_eq!(
         rows,

@@ -79,7 +79,7 @@ fn more_threads_than_connections() -> TestResult {
                 barrier.wait();
                 for i in 0..40 {
                     if i % 4 == 0 {
-                        registry.write(&name, |tx| -> anyhow::Result<()> {
+                        registry.write(&name, |tx| {
                             tx.execute("INSERT INTO t (v) VALUES (?1)", [t as i64])?;
                             Ok(())
                         })?;
@@ -133,7 +133,7 @@ fn writer_lane_is_fifo_through_the_registry() -> TestResult {
     let first = {
         let (registry, name) = (f.registry.clone(), f.name.clone());
         std::thread::spawn(move || {
-            registry.write(&name, |tx| -> anyhow::Result<()> {
+            registry.write_with(&name, |tx| -> anyhow::Result<()> {
                 tx.execute("INSERT INTO t (v) VALUES (0)", [])?;
                 entered_tx.send(())?;
                 release_rx.recv()?;
@@ -146,7 +146,7 @@ fn writer_lane_is_fifo_through_the_registry() -> TestResult {
     for i in 1..=6 {
         let (registry, name) = (f.registry.clone(), f.name.clone());
         queued.push(std::thread::spawn(move || {
-            registry.write(&name, |tx| -> anyhow::Result<()> {
+            registry.write(&name, |tx| {
                 tx.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
                 Ok(())
             })
@@ -164,10 +164,10 @@ fn writer_lane_is_fifo_through_the_registry() -> TestResult {
     for h in queued {
         h.join().expect("queued writer")?;
     }
-    let order: Vec<i64> = f.registry.read(&f.name, |c| -> anyhow::Result<Vec<i64>> {
+    let order: Vec<i64> = f.registry.read(&f.name, |c| {
         let mut stmt = c.prepare("SELECT v FROM t ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     })?;
     assert_eq!(order, (0..=6).collect::<Vec<i64>>());
     Ok(())
@@ -183,7 +183,7 @@ fn readers_do_not_queue_behind_writers() -> TestResult {
     let writer = {
         let (registry, name) = (f.registry.clone(), f.name.clone());
         std::thread::spawn(move || {
-            registry.write(&name, |tx| -> anyhow::Result<()> {
+            registry.write_with(&name, |tx| -> anyhow::Result<_> {
                 tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
                 entered_tx.send(())?;
                 release_rx.recv()?;

@@ -469,8 +469,8 @@ fn two_hundred_connections_at_once() -> TestResult {
         let _stop = StopOnDrop(&stop);
         let checkout = scope.spawn(|| -> TestResult {
             while !stop.load(Ordering::Relaxed) {
-                let n: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
-                    Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+                let n: i64 = f.registry.read(&f.name, |c| {
+                    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
                 })?;
                 assert_eq!(n, 0);
                 reads.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry};
+use hive_db_core::{DbConfig, DbName, Error, OpenCause, Registry, rusqlite};
 
 use crate::support::{TestResult, config, create_table, fixture};
 
@@ -220,7 +220,7 @@ fn a_writer_lane_timeout_is_typed_and_counted_apart() -> TestResult {
     let f = &f;
     std::thread::scope(|scope| -> TestResult {
         let holder = scope.spawn(move || {
-            f.registry.write(&f.name, |_tx| -> anyhow::Result<()> {
+            f.registry.write_with(&f.name, |_tx| -> anyhow::Result<()> {
                 entered_tx.send(())?;
                 // Holds the lane until the other writer has given up.
                 release.recv_timeout(Duration::from_secs(20))?;
@@ -228,9 +228,7 @@ fn a_writer_lane_timeout_is_typed_and_counted_apart() -> TestResult {
             })
         });
         entered.recv_timeout(Duration::from_secs(20))?;
-        let refused = f
-            .registry
-            .write(&f.name, |_tx| -> Result<(), Error> { Ok(()) });
+        let refused = f.registry.write(&f.name, |_tx| Ok(()));
         release_tx.send(())?;
         holder.join().expect("holder")?;
         assert!(
@@ -241,5 +239,62 @@ fn a_writer_lane_timeout_is_typed_and_counted_apart() -> TestResult {
     })?;
     let totals = f.registry.db_stats(&f.name)?.totals;
     assert_eq!((totals.writer_timeouts, totals.acquire_timeouts), (1, 0));
+    Ok(())
+}
+
+/// Bug caught: a closure's rusqlite error coming back without the database's name, or with
+/// SQLite's extended code lost, from the short `read`/`write` forms (on the registry and on a
+/// handle); and a failed short `write` leaving its work behind.
+#[test]
+fn closure_errors_name_the_database_and_keep_the_extended_code() -> TestResult {
+    let f = fixture("closure_err", config())?;
+    create_table(&f)?;
+    f.registry.write(&f.name, |tx| {
+        tx.execute_batch("CREATE TABLE u (k INTEGER PRIMARY KEY, v TEXT UNIQUE)")?;
+        tx.execute("INSERT INTO u (k, v) VALUES (1, 'a')", [])?;
+        Ok(())
+    })?;
+    let handle = f.registry.handle(&f.name)?;
+    let results = [
+        f.registry.read(&f.name, |c| {
+            c.query_row("SELECT nope FROM u", [], |r| r.get::<_, i64>(0))
+        }),
+        handle.read(|c| c.query_row("SELECT nope FROM u", [], |r| r.get::<_, i64>(0))),
+        f.registry.write(&f.name, |tx| {
+            tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
+            tx.execute("INSERT INTO u (k, v) VALUES (2, 'a')", [])
+                .map(|n| n as i64)
+        }),
+        handle.write(|tx| {
+            tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
+            tx.execute("INSERT INTO u (k, v) VALUES (1, 'b')", [])
+                .map(|n| n as i64)
+        }),
+    ];
+    let expected = [
+        ("read", None),
+        ("read", None),
+        ("write", Some(rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)),
+        ("write", Some(rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)),
+    ];
+    for (result, (op_wanted, code_wanted)) in results.into_iter().zip(expected) {
+        let err = result.expect_err("the closure failed");
+        assert!(
+            matches!(&err, Error::Sqlite { db, op, .. } if db == &f.name && *op == op_wanted),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("closure_err"), "{err}");
+        if let Some(code) = code_wanted {
+            assert_eq!(err.sqlite_code(), Some(code), "{err:?}");
+        } else {
+            assert_eq!(
+                err.sqlite_code(),
+                Some(rusqlite::ffi::SQLITE_ERROR),
+                "{err:?}"
+            );
+        }
+    }
+    // Neither failed write left its row in `t`.
+    assert_eq!(crate::support::count_rows(&f)?, 0);
     Ok(())
 }

@@ -13,22 +13,21 @@ use hive_db_core::{DbConfig, Registry};
 use crate::support::{TestResult, config, eventually, fixture};
 
 fn create_log(f: &crate::support::Fixture) -> TestResult {
-    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+    f.registry.write(&f.name, |tx| {
         tx.execute_batch(
             "CREATE TABLE log (thread INTEGER NOT NULL, seq INTEGER NOT NULL, \
              PRIMARY KEY (thread, seq))",
-        )?;
-        Ok(())
-    })
+        )
+    })?;
+    Ok(())
 }
 
 fn logged(f: &crate::support::Fixture) -> anyhow::Result<BTreeSet<(i64, i64)>> {
-    f.registry
-        .read(&f.name, |c| -> anyhow::Result<BTreeSet<(i64, i64)>> {
-            let mut stmt = c.prepare("SELECT thread, seq FROM log")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
+    Ok(f.registry.read(&f.name, |c| {
+        let mut stmt = c.prepare("SELECT thread, seq FROM log")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    })?)
 }
 
 /// Bug caught: in a shared transaction, a failed or panicking writer's rows committed with
@@ -50,7 +49,7 @@ fn every_ok_write_commits_and_no_failed_one_does() -> TestResult {
                 let mut ok = Vec::new();
                 for seq in 0..writes {
                     let outcome = catch_unwind(AssertUnwindSafe(|| {
-                        f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+                        f.registry.write_with(&f.name, |tx| -> anyhow::Result<_> {
                             tx.execute(
                                 "INSERT INTO log (thread, seq) VALUES (?1, ?2)",
                                 params![t, seq],
@@ -66,12 +65,12 @@ fn every_ok_write_commits_and_no_failed_one_does() -> TestResult {
                     if let Ok(Ok(())) = outcome {
                         // `write` returned, so its rows are committed: another connection
                         // sees them now, not only once the batch's last writer commits.
-                        let seen: i64 = f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
-                            Ok(c.query_row(
+                        let seen: i64 = f.registry.read(&f.name, |c| {
+                            c.query_row(
                                 "SELECT count(*) FROM log WHERE thread = ?1 AND seq = ?2",
                                 params![t, seq],
                                 |r| r.get(0),
-                            )?)
+                            )
                         })?;
                         anyhow::ensure!(seen == 1, "write {t}/{seq} returned Ok before its commit");
                         ok.push((t, seq));
@@ -128,7 +127,7 @@ fn spawn_writer(
 ) -> std::thread::JoinHandle<anyhow::Result<()>> {
     let (registry, name) = (registry.clone(), name.clone());
     std::thread::spawn(move || {
-        registry.write(&name, |tx| -> anyhow::Result<()> {
+        registry.write_with(&name, |tx| -> anyhow::Result<_> {
             tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
             // The errors SQLite may report are ignored, as a careless closure would.
             match breach {
@@ -138,7 +137,7 @@ fn spawn_writer(
                 }
                 Some(Breach::Nested(sql)) => {
                     let other = hive_db_core::DbName::new("group_other")?;
-                    let _ = registry.write(&other, |_| -> anyhow::Result<()> {
+                    let _ = registry.write(&other, |_| {
                         let _ = tx.execute_batch(sql);
                         Ok(())
                     });
@@ -171,7 +170,7 @@ impl HeldBatch {
         let first = {
             let (registry, name) = (f.registry.clone(), f.name.clone());
             std::thread::spawn(move || {
-                registry.write(&name, |tx| -> anyhow::Result<()> {
+                registry.write_with(&name, |tx| -> anyhow::Result<_> {
                     tx.execute("INSERT INTO log (thread, seq) VALUES (1, 0)", [])?;
                     go_rx.recv()?;
                     Ok(())

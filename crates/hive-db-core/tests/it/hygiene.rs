@@ -58,10 +58,11 @@ fn panic_inside_write_rolls_back_and_the_pool_recovers() -> TestResult {
     create_table(&f)?;
     for _ in 0..max + 2 {
         let r = catch_unwind(AssertUnwindSafe(|| {
-            f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
-                tx.execute("INSERT INTO t (v) VALUES (7)", [])?;
-                panic!("boom inside write");
-            })
+            f.registry
+                .write(&f.name, |tx| -> hive_db_core::rusqlite::Result<()> {
+                    tx.execute("INSERT INTO t (v) VALUES (7)", [])?;
+                    panic!("boom inside write");
+                })
         }));
         assert!(r.is_err());
     }
@@ -71,7 +72,7 @@ fn panic_inside_write_rolls_back_and_the_pool_recovers() -> TestResult {
         .map(|_| f.registry.get(&f.name))
         .collect::<Result<_, _>>()?;
     drop(held);
-    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+    f.registry.write(&f.name, |tx| {
         tx.execute("INSERT INTO t (v) VALUES (8)", [])?;
         Ok(())
     })?;
@@ -86,13 +87,13 @@ fn panic_inside_write_rolls_back_and_the_pool_recovers() -> TestResult {
 fn write_commits_on_ok_and_rolls_back_on_err() -> TestResult {
     let f = fixture("txn", config())?;
     create_table(&f)?;
-    let r: anyhow::Result<()> = f.registry.write(&f.name, |tx| {
+    let r: anyhow::Result<()> = f.registry.write_with(&f.name, |tx| -> anyhow::Result<_> {
         tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
         anyhow::bail!("caller changed its mind")
     });
     assert!(r.is_err());
     assert_eq!(count_rows(&f)?, 0);
-    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+    f.registry.write(&f.name, |tx| {
         tx.execute("INSERT INTO t (v) VALUES (2)", [])?;
         Ok(())
     })?;

@@ -20,12 +20,12 @@ fn distinct_snapshot() -> anyhow::Result<RegistrySnapshot> {
     let f = fixture("alpha", config())?;
     create_table(&f)?;
     for i in 0..20 {
-        f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+        f.registry.write(&f.name, |tx| {
             tx.execute("INSERT INTO t (v) VALUES (?1)", [i])?;
             Ok(())
         })?;
     }
-    let _ = f.registry.write(&f.name, |_| -> anyhow::Result<()> {
+    let _ = f.registry.write_with(&f.name, |_| -> anyhow::Result<()> {
         anyhow::bail!("roll back")
     });
     let beta = DbName::new("beta")?;
@@ -309,15 +309,13 @@ fn no_path_or_sql_in_the_output() -> TestResult {
     let registry = hive_db_core::Registry::new();
     let name = DbName::new("plain")?;
     registry.register(&name, folder.join("hidden-file-91c2.db"), config())?;
-    registry.write(&name, |tx| -> anyhow::Result<()> {
+    registry.write(&name, |tx| {
         tx.execute_batch(
             "CREATE TABLE tbl_recognisable_9 (x); INSERT INTO tbl_recognisable_9 VALUES (1)",
         )?;
         Ok(())
     })?;
-    let _ = registry.read(&name, |c| -> anyhow::Result<()> {
-        Ok(c.execute_batch("SELECT * FROM missing_tbl_5d")?)
-    });
+    let _ = registry.read(&name, |c| c.execute_batch("SELECT * FROM missing_tbl_5d"));
     let text = prometheus_text(&registry.stats());
     assert!(text.contains("hive_db_up{db=\"plain\"} 1"), "{text}");
     for secret in [

@@ -75,7 +75,7 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
     };
     let registry = Registry::new();
     registry.register(&name, &path, config.clone())?;
-    registry.write(&name, |tx| -> anyhow::Result<()> {
+    registry.write(&name, |tx| {
         tx.execute_batch("CREATE TABLE t (v INTEGER PRIMARY KEY)")?;
         Ok(())
     })?;
@@ -130,7 +130,7 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
                 let v = model.next_value;
                 let kind = op.clone();
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    registry.write(&name, |tx| -> anyhow::Result<()> {
+                    registry.write_with(&name, |tx| -> anyhow::Result<_> {
                         tx.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
                         match kind {
                             Op::FailedWrite => anyhow::bail!("refused"),
@@ -168,7 +168,7 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
         assert!(s.idle <= s.live, "{s:#?}");
         assert_eq!(s.active() as usize, held.len(), "{s:#?}");
         let rows: BTreeSet<i64> = registry
-            .read(&name, |c| -> anyhow::Result<_> {
+            .read_with(&name, |c| -> anyhow::Result<_> {
                 let mut stmt = c.prepare("SELECT v FROM t")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 Ok(rows.collect::<Result<_, _>>()?)

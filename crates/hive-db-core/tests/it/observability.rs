@@ -203,8 +203,7 @@ fn waits_for_a_connection_are_counted_and_aged() -> TestResult {
     )?;
     // Writes check out through the waiting path's entry; with a connection idle, none waits.
     for _ in 0..5 {
-        f.registry
-            .write(&f.name, |_tx| -> Result<(), hive_db_core::Error> { Ok(()) })?;
+        f.registry.write(&f.name, |_tx| Ok(()))?;
     }
     let held = f.registry.get(&f.name)?;
     let waiting = |n: u32| {

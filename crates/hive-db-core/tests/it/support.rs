@@ -43,18 +43,18 @@ pub(crate) fn fixture(name: &str, config: DbConfig) -> anyhow::Result<Fixture> {
 
 /// Creates `t(id INTEGER PRIMARY KEY, v INTEGER)`.
 pub(crate) fn create_table(f: &Fixture) -> TestResult {
-    f.registry.write(&f.name, |tx| -> anyhow::Result<()> {
+    f.registry.write(&f.name, |tx| {
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)",
-        )?;
-        Ok(())
-    })
+        )
+    })?;
+    Ok(())
 }
 
 pub(crate) fn count_rows(f: &Fixture) -> anyhow::Result<i64> {
-    f.registry.read(&f.name, |c| -> anyhow::Result<i64> {
-        Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
-    })
+    Ok(f.registry.read(&f.name, |c| {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+    })?)
 }
 
 /// Polls `cond` until it holds or `limit` passes; background work (r2d2 replenishing idle

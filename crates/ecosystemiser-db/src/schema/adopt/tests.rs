@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use hive_db_core::rusqlite::{Connection, params};
-use hive_db_core::{DbConfig, Registry};
+use hive_db_core::{DbConfig, DbName, Registry, open_connection, prepare_database};
 
 use crate::backend::{EcoDb, Settings};
 use crate::error::Error;
@@ -86,9 +86,21 @@ fn shapes() -> Vec<Shape> {
     all
 }
 
+/// A connection to `path` (made if missing) without any migration, for what the original
+/// code or someone with a SQLite shell did to a file.
+fn raw(path: &Path) -> anyhow::Result<Connection> {
+    let db = DbName::new("ecosystemiser")?;
+    let config = DbConfig {
+        create_if_missing: true,
+        ..DbConfig::default()
+    };
+    let path = prepare_database(&db, path, &config)?.path;
+    Ok(open_connection(&db, &path, &config)?)
+}
+
 /// Writes `shape` to `path` as the original code did: plain SQLite, no migration.
 fn build(path: &Path, shape: Shape) -> anyhow::Result<()> {
-    let conn = Connection::open(path)?;
+    let conn = raw(path)?;
     let mut parts = Vec::new();
     if shape.tables {
         parts.extend([TABLES, TABLES_DATA]);
@@ -253,8 +265,8 @@ fn every_original_shape_adopts_to_the_fresh_schema_and_indexed_histories() -> an
         }
         // What the original's components table brings, which adoption must keep.
         let components_path = dir.path().join(format!("components-{backend:?}.db"));
-        Connection::open(&components_path)?.execute_batch(COMPONENTS)?;
-        let components = schema(&Connection::open(&components_path)?)?;
+        raw(&components_path)?.execute_batch(COMPONENTS)?;
+        let components = schema(&raw(&components_path)?)?;
 
         for (i, shape) in shapes().into_iter().enumerate() {
             let path = dir.path().join(format!("adopted-{backend:?}-{i}.db"));
@@ -330,9 +342,9 @@ fn what_someone_added_stays() -> anyhow::Result<()> {
             EVENTS_SCHEMA_MODULE_DATA,
             ADDED,
         ] {
-            Connection::open(&path)?.execute_batch(sql)?;
+            raw(&path)?.execute_batch(sql)?;
         }
-        let before = schema(&Connection::open(&path)?)?;
+        let before = schema(&raw(&path)?)?;
         let (db, _registry) = open(backend, &path)?;
         let conn = db.connection()?;
         let after = schema(&conn)?;
@@ -404,7 +416,7 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
         for (i, (events, added)) in cases.iter().enumerate() {
             let path = dir.path().join(format!("refused-{backend:?}-{i}.db"));
             for sql in [TABLES, events, EVENTS_SCHEMA_MODULE_DATA, added] {
-                Connection::open(&path)?.execute_batch(sql)?;
+                raw(&path)?.execute_batch(sql)?;
             }
             let dump = |conn: &Connection| -> anyhow::Result<_> {
                 let events = strings(
@@ -415,17 +427,13 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
                 let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
                 Ok((schema(conn)?, events, version))
             };
-            let before = dump(&Connection::open(&path)?)?;
+            let before = dump(&raw(&path)?)?;
             let err = open(backend, &path).err();
             assert!(
                 matches!(err, Some(Error::Migration { .. })),
                 "{backend:?} case {i}: {err:?}"
             );
-            assert_eq!(
-                dump(&Connection::open(&path)?)?,
-                before,
-                "{backend:?} {added}"
-            );
+            assert_eq!(dump(&raw(&path)?)?, before, "{backend:?} {added}");
         }
     }
     Ok(())

@@ -18,7 +18,8 @@ pub(super) enum OldEvents {
 const SET_ASIDE: &str = "ecosystemiser_events_before_v1";
 
 /// Indexes of the old events tables that the new table's own replace: the schema module's
-/// two, whose names version 1 creates again, and the event bus's three on `(x, timestamp)`.
+/// two, which the new table has under the same names (version 4 makes them, once the names
+/// are free), and the event bus's three on `(x, timestamp)`.
 /// Any other index or trigger of the old table is someone's own and is carried over.
 const SUPERSEDED: [&str; 5] = [
     "idx_ecosystemiser_events_type",
@@ -32,7 +33,7 @@ const SUPERSEDED: [&str; 5] = [
 #[derive(Debug)]
 pub(super) struct SetAside {
     shape: OldEvents,
-    /// Its columns that neither shape has (someone added them); copied as they are.
+    /// Its columns that its shape does not have (someone added them); copied as they are.
     extra_columns: Vec<OldColumn>,
     /// `CREATE INDEX` and `CREATE TRIGGER` statements of its own indexes and triggers (not
     /// the [`SUPERSEDED`] ones), as they named the table before it was set aside.

@@ -86,6 +86,22 @@ macro_rules! select_events {
     };
 }
 
+impl<'a> HistoryOf<'a> {
+    /// Its query (key `?1`, limit `?2`) and key.
+    pub(crate) fn query(self) -> (&'static str, &'a str) {
+        match self {
+            Self::Simulation(k) => (select_events!("simulation_id = ?1"), k),
+            Self::Analysis(k) => (select_events!("analysis_id = ?1"), k),
+            Self::Optimization(k) => (select_events!("optimization_id = ?1"), k),
+            Self::Type(k) => (select_events!("event_type = ?1"), k),
+            Self::Correlation(k) => (select_events!("correlation_id = ?1"), k),
+        }
+    }
+}
+
+/// The query of [`EventStore::get`] (key `?1`, limit `?2`).
+pub(crate) const EVENT_BY_ID: &str = select_events!("event_id = ?1");
+
 impl EventStore {
     /// The event store of `db`, with no subscribers yet.
     pub fn new(db: &EcoDb) -> Self {
@@ -207,13 +223,7 @@ impl EventStore {
     ///
     /// The backend's errors; [`Error::Json`] for a stored value that is not JSON.
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
-        let (sql, key) = match of {
-            HistoryOf::Simulation(k) => (select_events!("simulation_id = ?1"), k),
-            HistoryOf::Analysis(k) => (select_events!("analysis_id = ?1"), k),
-            HistoryOf::Optimization(k) => (select_events!("optimization_id = ?1"), k),
-            HistoryOf::Type(k) => (select_events!("event_type = ?1"), k),
-            HistoryOf::Correlation(k) => (select_events!("correlation_id = ?1"), k),
-        };
+        let (sql, key) = of.query();
         self.db
             .read(|conn| query_events(self.db.name(), conn, sql, key, limit))
     }
@@ -251,10 +261,9 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
-        let sql = select_events!("event_id = ?1");
         let mut found = self
             .db
-            .read(|conn| query_events(self.db.name(), conn, sql, event_id, 1))?;
+            .read(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;
         Ok(found.pop())
     }
 }

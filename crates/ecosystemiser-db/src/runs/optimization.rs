@@ -57,6 +57,8 @@ pub struct OptimizationProgress {
     pub best_fitness: Option<f64>,
     /// Individuals recorded.
     pub iterations: i64,
+    /// Why it failed, as last given.
+    pub error_message: Option<String>,
 }
 
 /// The update of a run for a new generation, keeping the `min` or `max` best fitness.
@@ -163,7 +165,7 @@ impl Runs {
         })
     }
 
-    /// Changes an optimization run's status (and duration and results path when given).
+    /// Changes an optimization run's status (and the other fields given).
     ///
     /// # Errors
     ///
@@ -180,7 +182,8 @@ impl Runs {
                     "UPDATE optimization_runs SET status = ?2,
                          completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
                          duration_seconds = coalesce(?4, duration_seconds),
-                         results_path = coalesce(?5, results_path)
+                         results_path = coalesce(?5, results_path),
+                         error_message = coalesce(?6, error_message)
                      WHERE optimization_id = ?1",
                 )
                 .and_then(|mut s| {
@@ -189,7 +192,8 @@ impl Runs {
                         update.status.as_str(),
                         update.status.is_final(),
                         update.duration_seconds,
-                        update.results_path
+                        update.results_path,
+                        update.error_message
                     ])
                 })
                 .map_err(sql(db, "update optimization status"))?;
@@ -209,7 +213,8 @@ impl Runs {
                 "SELECT r.optimization_id, r.status, coalesce(r.generations_completed, 0),
                         r.best_fitness,
                         (SELECT count(*) FROM optimization_iterations i
-                         WHERE i.optimization_id = r.optimization_id)
+                         WHERE i.optimization_id = r.optimization_id),
+                        r.error_message
                  FROM optimization_runs r WHERE r.optimization_id = ?1",
             )
             .and_then(|mut s| {
@@ -220,6 +225,7 @@ impl Runs {
                         generations_completed: r.get(2)?,
                         best_fitness: r.get(3)?,
                         iterations: r.get(4)?,
+                        error_message: r.get(5)?,
                     })
                 })
                 .optional()

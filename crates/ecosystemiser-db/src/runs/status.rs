@@ -49,7 +49,7 @@ pub struct StatusUpdate {
     pub duration_seconds: Option<f64>,
     /// Where its results are.
     pub results_path: Option<String>,
-    /// Why it failed (not stored for studies, whose table has no such column).
+    /// Why it failed; stored for every kind of run.
     pub error_message: Option<String>,
 }
 

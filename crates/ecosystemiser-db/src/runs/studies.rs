@@ -39,6 +39,8 @@ pub struct StudyProgress {
     pub completed_simulations: i64,
     /// Simulations linked to it.
     pub linked_simulations: i64,
+    /// Why it failed, as last given.
+    pub error_message: Option<String>,
 }
 
 impl Runs {
@@ -165,7 +167,7 @@ impl Runs {
         })
     }
 
-    /// Changes a study's status (and duration and results path when given).
+    /// Changes a study's status (and the other fields given).
     ///
     /// # Errors
     ///
@@ -178,7 +180,8 @@ impl Runs {
                     "UPDATE studies SET status = ?2,
                          completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
                          duration_seconds = coalesce(?4, duration_seconds),
-                         results_path = coalesce(?5, results_path)
+                         results_path = coalesce(?5, results_path),
+                         error_message = coalesce(?6, error_message)
                      WHERE study_id = ?1",
                 )
                 .and_then(|mut s| {
@@ -187,7 +190,8 @@ impl Runs {
                         update.status.as_str(),
                         update.status.is_final(),
                         update.duration_seconds,
-                        update.results_path
+                        update.results_path,
+                        update.error_message
                     ])
                 })
                 .map_err(sql(db, "update study status"))?;
@@ -217,7 +221,8 @@ fn study_exists(db: &DbName, conn: &Connection, id: &str) -> Result<()> {
 fn study_progress(db: &DbName, conn: &Connection, id: &str) -> Result<Option<StudyProgress>> {
     conn.prepare_cached(
         "SELECT s.study_id, s.status, s.total_simulations, coalesce(s.completed_simulations, 0),
-                (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
+                (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id),
+                s.error_message
          FROM studies s WHERE s.study_id = ?1",
     )
     .and_then(|mut s| {
@@ -228,6 +233,7 @@ fn study_progress(db: &DbName, conn: &Connection, id: &str) -> Result<Option<Stu
                 total_simulations: r.get(2)?,
                 completed_simulations: r.get(3)?,
                 linked_simulations: r.get(4)?,
+                error_message: r.get(5)?,
             })
         })
         .optional()

@@ -1,6 +1,7 @@
 //! Adopting what the original Python code left in a file: the events table in either of its
 //! two shapes, the repository's separate `components` table, duplicate default specs. Every
-//! row is kept.
+//! row is kept, and so is every column, index, trigger and view someone added; what cannot
+//! be kept is refused, with the file left as it was.
 
 use hive_db_core::rusqlite::{Transaction, params};
 use rusqlite_migration::{HookError, HookResult};
@@ -16,8 +17,40 @@ pub(super) enum OldEvents {
 
 const SET_ASIDE: &str = "ecosystemiser_events_before_v1";
 
-fn columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, HookError> {
-    let mut stmt = tx.prepare("SELECT name FROM pragma_table_info(?1)")?;
+/// Indexes of the old events tables that the new table's own replace: the schema module's
+/// two, which the new table has under the same names (version 4 makes them, once the names
+/// are free), and the event bus's three on `(x, timestamp)`.
+/// Any other index or trigger of the old table is someone's own and is carried over.
+const SUPERSEDED: [&str; 5] = [
+    "idx_ecosystemiser_events_type",
+    "idx_ecosystemiser_events_correlation",
+    "idx_ecosys_events_simulation",
+    "idx_ecosys_events_analysis",
+    "idx_ecosys_events_optimization",
+];
+
+/// An events table of an earlier shape, set aside to be copied.
+#[derive(Debug)]
+pub(super) struct SetAside {
+    shape: OldEvents,
+    /// Its columns that its shape does not have (someone added them); copied as they are.
+    extra_columns: Vec<OldColumn>,
+    /// `CREATE INDEX` and `CREATE TRIGGER` statements of its own indexes and triggers (not
+    /// the [`SUPERSEDED`] ones), as they named the table before it was set aside.
+    own_objects: Vec<(String, String)>,
+}
+
+/// A column of the old events table, as `pragma_table_xinfo` describes it.
+#[derive(Debug)]
+struct OldColumn {
+    name: String,
+    decl_type: String,
+    not_null: bool,
+    default: Option<String>,
+}
+
+pub(super) fn columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, HookError> {
+    let mut stmt = tx.prepare("SELECT name FROM pragma_table_xinfo(?1)")?;
     let names = stmt
         .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -32,9 +65,45 @@ fn table_exists(tx: &Transaction<'_>, table: &str) -> Result<bool, HookError> {
     )? > 0)
 }
 
-/// Renames an events table of an earlier shape out of the way (its indexes go with it), so
-/// that the new table and its indexes can be created; returns its shape.
-pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<OldEvents>, HookError> {
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The columns of each old shape, in the new table's terms: (new column, old column).
+fn mapping(shape: OldEvents) -> &'static [(&'static str, &'static str)] {
+    match shape {
+        OldEvents::SchemaModule => &[
+            ("event_id", "event_id"),
+            ("event_type", "event_type"),
+            ("source", "source_agent"),
+            ("timestamp", "timestamp"),
+            ("correlation_id", "correlation_id"),
+            ("payload", "payload"),
+            ("metadata", "metadata"),
+            ("created_at", "created_at"),
+        ],
+        OldEvents::EventBus => &[
+            ("event_id", "event_id"),
+            ("event_type", "event_type"),
+            ("source", "source_component"),
+            ("timestamp", "timestamp"),
+            ("correlation_id", "correlation_id"),
+            ("simulation_id", "simulation_id"),
+            ("analysis_id", "analysis_id"),
+            ("optimization_id", "optimization_id"),
+            ("payload", "payload"),
+            ("metadata", "metadata"),
+            ("created_at", "created_at"),
+        ],
+    }
+}
+
+/// Renames an events table of an earlier shape out of the way (its indexes and triggers go
+/// with it), so that the new table and its indexes can be created; returns what
+/// [`copy_old_events`] needs to carry everything over. Refuses (changing nothing) what it
+/// could not carry over whole.
+pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<SetAside>, HookError> {
     let cols = columns(tx, "ecosystemiser_events")?;
     if cols.is_empty() || cols.iter().any(|c| c == "seq") {
         return Ok(None);
@@ -54,49 +123,213 @@ pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<OldEve
             "{SET_ASIDE} exists already; left unchanged"
         )));
     }
-    tx.execute_batch(&format!(
+    refuse_constraints_the_copy_loses(tx)?;
+    let extra_columns = extra_columns(tx, shape)?;
+    // A rename rewrites other tables' foreign keys to the set-aside name, which is dropped.
+    let referencing: Vec<String> = tx
+        .prepare(
+            "SELECT DISTINCT m.name FROM sqlite_schema m, pragma_foreign_key_list(m.name) f
+             WHERE m.type = 'table' AND f.\"table\" = 'ecosystemiser_events'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !referencing.is_empty() {
+        return Err(HookError::Hook(format!(
+            "tables {referencing:?} have foreign keys to the old ecosystemiser_events; left unchanged"
+        )));
+    }
+    let own_objects = tx
+        .prepare(
+            "SELECT name, sql FROM sqlite_schema
+             WHERE tbl_name = 'ecosystemiser_events' AND type IN ('index', 'trigger')
+               AND sql IS NOT NULL ORDER BY rowid",
+        )?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .filter(|o| {
+            o.as_ref()
+                .map_or(true, |(name, _)| !SUPERSEDED.contains(&name.as_str()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Legacy mode: views and other tables' triggers keep naming `ecosystemiser_events`, which
+    // is the new table once this migration commits, instead of following the old one into
+    // the set-aside name and breaking when it is dropped.
+    let legacy: bool = tx.pragma_query_value(None, "legacy_alter_table", |r| r.get(0))?;
+    tx.pragma_update(None, "legacy_alter_table", true)?;
+    let renamed = tx.execute_batch(&format!(
         "ALTER TABLE ecosystemiser_events RENAME TO {SET_ASIDE}"
-    ))?;
-    Ok(Some(shape))
+    ));
+    tx.pragma_update(None, "legacy_alter_table", legacy)?;
+    renamed?;
+    Ok(Some(SetAside {
+        shape,
+        extra_columns,
+        own_objects,
+    }))
+}
+
+/// Refuses an old events table with constraints that its copy would not have: a key or
+/// `UNIQUE` beyond `event_id`, or a `CHECK`, `COLLATE`, `REFERENCES` or generated column
+/// (neither shape has any; the test is by word, so it errs towards refusing).
+fn refuse_constraints_the_copy_loses(tx: &Transaction<'_>) -> HookResult {
+    let sql: String = tx.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'ecosystemiser_events'",
+        [],
+        |r| r.get(0),
+    )?;
+    let words: Vec<String> = sql
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map(str::to_uppercase)
+        .collect();
+    let keys: Vec<String> = tx
+        .prepare(
+            "SELECT l.name FROM pragma_index_list('ecosystemiser_events') l
+             WHERE l.origin <> 'c'
+               AND (SELECT group_concat(i.name) FROM pragma_index_info(l.name) i)
+                   IS NOT 'event_id'",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let found: Vec<&str> = ["CHECK", "COLLATE", "REFERENCES", "GENERATED"]
+        .into_iter()
+        .filter(|w| words.iter().any(|x| x == w))
+        .collect();
+    if !found.is_empty() || !keys.is_empty() {
+        return Err(HookError::Hook(format!(
+            "ecosystemiser_events has constraints its copy would lose ({found:?}, keys \
+             {keys:?}); left unchanged"
+        )));
+    }
+    Ok(())
+}
+
+/// The old table's columns that its shape does not have.
+fn extra_columns(tx: &Transaction<'_>, shape: OldEvents) -> Result<Vec<OldColumn>, HookError> {
+    let known = mapping(shape);
+    let mut stmt = tx.prepare(
+        "SELECT name, type, \"notnull\", dflt_value, pk, hidden
+         FROM pragma_table_xinfo('ecosystemiser_events') ORDER BY cid",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut extra = Vec::new();
+    while let Some(r) = rows.next()? {
+        let name: String = r.get(0)?;
+        if known.iter().any(|(_, old)| *old == name) {
+            continue;
+        }
+        let (pk, hidden): (i64, i64) = (r.get(4)?, r.get(5)?);
+        if pk != 0 || hidden != 0 {
+            return Err(HookError::Hook(format!(
+                "column {name} of ecosystemiser_events is part of its key or generated, which \
+                 the new table cannot carry; left unchanged"
+            )));
+        }
+        // `source` is filled from the shape's own source column.
+        if name == "source" {
+            return Err(HookError::Hook(
+                "ecosystemiser_events has both a source column and its shape's own; left \
+                 unchanged"
+                    .to_owned(),
+            ));
+        }
+        extra.push(OldColumn {
+            name,
+            decl_type: r.get(1)?,
+            not_null: r.get(2)?,
+            default: r.get(3)?,
+        });
+    }
+    Ok(extra)
 }
 
 /// Copies every row of the set-aside events table into the new one, in insertion order,
-/// checks the count, and only then drops the old table.
-pub(super) fn copy_old_events(tx: &Transaction<'_>, shape: OldEvents) -> HookResult {
-    // JSON columns of the old tables had NUMERIC affinity: a payload such as `5` was stored
-    // as a number, hence the casts. A NULL event id (possible in a TEXT primary key) gets a
-    // stable stand-in.
-    let copy = match shape {
-        OldEvents::SchemaModule => format!(
-            "INSERT INTO ecosystemiser_events
-                 (event_id, event_type, source, timestamp, correlation_id,
-                  payload, metadata, created_at)
-             SELECT coalesce(event_id, 'legacy-' || rowid), event_type, source_agent,
-                    timestamp, correlation_id, CAST(payload AS TEXT), CAST(metadata AS TEXT),
-                    created_at
-             FROM {SET_ASIDE} ORDER BY rowid"
-        ),
-        OldEvents::EventBus => format!(
-            "INSERT INTO ecosystemiser_events
-                 (event_id, event_type, source, timestamp, correlation_id,
-                  simulation_id, analysis_id, optimization_id, payload, metadata, created_at)
-             SELECT coalesce(event_id, 'legacy-' || rowid), event_type, source_component,
-                    timestamp, correlation_id, simulation_id, analysis_id, optimization_id,
-                    CAST(payload AS TEXT), CAST(metadata AS TEXT), created_at
-             FROM {SET_ASIDE} ORDER BY rowid"
-        ),
-    };
+/// with the columns someone added to it; checks the count, and only then drops the old table
+/// and makes its own indexes and triggers again on the new one.
+pub(super) fn copy_old_events(tx: &Transaction<'_>, old: &SetAside) -> HookResult {
+    let new_columns = columns(tx, "ecosystemiser_events")?;
+    let mut targets = Vec::new();
+    let mut sources = Vec::new();
+    for (new, from) in mapping(old.shape) {
+        targets.push(quoted(new));
+        // JSON columns of the old tables had NUMERIC affinity: a payload such as `5` was
+        // stored as a number, hence the casts. A NULL event id (possible in a TEXT primary
+        // key) gets a stable stand-in.
+        sources.push(match *new {
+            "event_id" => "coalesce(event_id, 'legacy-' || rowid)".to_owned(),
+            "payload" | "metadata" => format!("CAST({from} AS TEXT)"),
+            _ => quoted(from),
+        });
+    }
+    for c in &old.extra_columns {
+        // A column the new table has (a run id added to the schema module's table) is
+        // filled; any other is added, declared as it was. The text comes from the file's own
+        // schema, never from a caller.
+        if !new_columns.contains(&c.name) {
+            let mut add = format!(
+                "ALTER TABLE ecosystemiser_events ADD COLUMN {} {}",
+                quoted(&c.name),
+                c.decl_type
+            );
+            if c.not_null {
+                add.push_str(" NOT NULL");
+            }
+            if let Some(d) = &c.default {
+                add.push_str(&format!(" DEFAULT {d}"));
+            }
+            tx.execute_batch(&add).map_err(|e| {
+                HookError::Hook(format!(
+                    "column {} of the old ecosystemiser_events cannot be added to the new one \
+                     ({e}); left unchanged",
+                    c.name
+                ))
+            })?;
+        }
+        targets.push(quoted(&c.name));
+        sources.push(quoted(&c.name));
+    }
+    let copy = format!(
+        "INSERT INTO ecosystemiser_events ({}) SELECT {} FROM {SET_ASIDE} ORDER BY rowid",
+        targets.join(", "),
+        sources.join(", ")
+    );
     let copied = tx.execute(&copy, [])?;
-    let old: i64 = tx.query_row(&format!("SELECT count(*) FROM {SET_ASIDE}"), [], |r| {
+    let count: i64 = tx.query_row(&format!("SELECT count(*) FROM {SET_ASIDE}"), [], |r| {
         r.get(0)
     })?;
-    if i64::try_from(copied).ok() != Some(old) {
+    if i64::try_from(copied).ok() != Some(count) {
         return Err(HookError::Hook(format!(
-            "copied {copied} of {old} events; left unchanged"
+            "copied {copied} of {count} events; left unchanged"
         )));
     }
     tx.execute_batch(&format!("DROP TABLE {SET_ASIDE}"))?;
-    tracing::info!(rows = old, ?shape, "events table adopted");
+    // After the copy, so that a trigger does not fire for the rows carried over.
+    for (name, sql) in &old.own_objects {
+        tx.execute_batch(sql).map_err(|e| {
+            HookError::Hook(format!(
+                "{name} of the old ecosystemiser_events cannot be made on the new one ({e}); \
+                 left unchanged"
+            ))
+        })?;
+    }
+    tracing::info!(rows = count, shape = ?old.shape, "events table adopted");
+    Ok(())
+}
+
+/// Checks that every view still works after the events table was replaced (a view naming
+/// a column of the old shape would not), so that adoption refuses instead of breaking it.
+pub(super) fn check_views(tx: &Transaction<'_>) -> HookResult {
+    let views: Vec<String> = tx
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'view' ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for view in views {
+        tx.prepare(&format!("SELECT * FROM {} LIMIT 0", quoted(&view)))
+            .map_err(|e| {
+                HookError::Hook(format!(
+                    "view {view} would no longer work on the new ecosystemiser_events ({e}); \
+                     left unchanged"
+                ))
+            })?;
+    }
     Ok(())
 }
 
@@ -160,3 +393,6 @@ pub(super) fn resolve_duplicate_defaults(tx: &Transaction<'_>) -> HookResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

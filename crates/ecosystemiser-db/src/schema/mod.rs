@@ -4,7 +4,10 @@
 //!
 //! Every migration is idempotent (`IF NOT EXISTS`, shape checks before changes), so two
 //! processes migrating one file at once both succeed, and a file made by the original Python
-//! code (version 0 with its tables already there) is adopted in place.
+//! code (version 0 with its tables already there) is adopted in place, ending with the
+//! schema of a fresh file. No migration drops what it does not know: a column, index,
+//! trigger or view someone added stays, or the migration fails and the file is left as it
+//! was.
 
 mod adopt;
 
@@ -17,7 +20,7 @@ use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
 use crate::error::{Error, Result};
 
 /// The newest schema version this code knows.
-pub const SCHEMA_VERSION: usize = 3;
+pub const SCHEMA_VERSION: usize = 4;
 
 const V1_SQL: &str = include_str!("v1.sql");
 const V2_SQL: &str = include_str!("v2.sql");
@@ -30,16 +33,21 @@ fn migrations() -> Migrations<'static> {
         M::up_with_hook("", v1),
         M::up_with_hook("", v2),
         M::up(V3_SQL),
+        M::up_with_hook("", v4),
     ])
 }
 
-/// Version 1: adopt an events table of either earlier shape, create whatever is missing, and
-/// copy the repository's separate `components` table into the library.
+/// Version 1: adopt an events table of either earlier shape (with what someone added to it),
+/// create whatever is missing, and copy the repository's separate `components` table into
+/// the library.
 fn v1(tx: &Transaction<'_>) -> HookResult {
     let legacy_events = adopt::set_aside_old_events(tx)?;
     tx.execute_batch(V1_SQL)?;
-    if let Some(shape) = legacy_events {
-        adopt::copy_old_events(tx, shape)?;
+    // The set-aside table takes its indexes' names along, so `IF NOT EXISTS` skips ours of
+    // the same names; version 4 creates them once the names are free again.
+    if let Some(old) = legacy_events {
+        adopt::copy_old_events(tx, &old)?;
+        adopt::check_views(tx)?;
     }
     adopt::copy_components_table(tx)?;
     Ok(())
@@ -49,6 +57,29 @@ fn v1(tx: &Transaction<'_>) -> HookResult {
 fn v2(tx: &Transaction<'_>) -> HookResult {
     adopt::resolve_duplicate_defaults(tx)?;
     tx.execute_batch(V2_SQL)?;
+    Ok(())
+}
+
+/// The columns version 4 adds: (table, column, declaration).
+const V4_COLUMNS: [(&str, &str, &str); 2] = [
+    ("optimization_runs", "error_message", "TEXT"),
+    ("studies", "error_message", "TEXT"),
+];
+
+/// Version 4: an error message for optimization runs and studies (a column someone added
+/// under that name already is kept as it is), and the version 1 indexes that adopting the
+/// schema module's events table leaves out (in version 1 here, and in files older builds
+/// adopted). Every statement of version 1 is `IF NOT EXISTS`, so running it again creates
+/// exactly what is missing and changes nothing else.
+fn v4(tx: &Transaction<'_>) -> HookResult {
+    tx.execute_batch(V1_SQL)?;
+    for (table, column, declaration) in V4_COLUMNS {
+        if !adopt::columns(tx, table)?.iter().any(|c| c == column) {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))?;
+        }
+    }
     Ok(())
 }
 

@@ -118,6 +118,137 @@ fn from_version_2_reaches_the_same_schema_and_keeps_every_event() -> anyhow::Res
     Ok(())
 }
 
+/// Every row of every table but `sqlite_sequence`, in the columns of `cols_from` (so that
+/// columns a later version adds do not count), in insertion order.
+fn rows(conn: &Connection, cols_from: &Connection) -> anyhow::Result<Vec<String>> {
+    let tables: Vec<String> = cols_from
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name <> 'sqlite_sequence'
+             ORDER BY name",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for t in tables {
+        let cols: Vec<String> = cols_from
+            .prepare("SELECT name FROM pragma_table_info(?1)")?
+            .query_map([&t], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let sql = format!(
+            "SELECT '{t}: ' || quote({}) FROM {t} ORDER BY rowid",
+            cols.join(") || '|' || quote(")
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        out.extend(
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// Bug caught: version 4 not composing with a file at version 3: rows lost or changed,
+/// the error message columns missing, or a schema that differs from a fresh one.
+#[test]
+fn from_version_3_keeps_every_row_and_gains_the_error_messages() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 3)?;
+    conn.execute_batch(
+        "INSERT INTO simulations (simulation_id, system_config_path, solver_type, status,
+                                  error_message)
+             VALUES ('s', 'a.yml', 'milp', 'failed', 'diverged');
+         INSERT INTO simulation_metrics (simulation_id, metric_name, metric_value)
+             VALUES ('s', 'cost', 1.5);
+         INSERT INTO studies (study_id, study_type, status, total_simulations)
+             VALUES ('st', 'parametric', 'running', 2);
+         INSERT INTO study_simulations (study_id, simulation_id, sequence_number)
+             VALUES ('st', 's', 0);
+         INSERT INTO analysis_runs (analysis_id, source_type, source_id, status)
+             VALUES ('an', 'study', 'st', 'completed');
+         INSERT INTO analysis_results (analysis_id, strategy_name, result_type, result_data)
+             VALUES ('an', 'economic', 'kpi', '{}');
+         INSERT INTO optimization_runs (optimization_id, algorithm_type, objective_function,
+                                        status, best_fitness)
+             VALUES ('o', 'ga', 'cost', 'running', 0.5);
+         INSERT INTO optimization_iterations
+             (optimization_id, generation, individual_id, fitness, parameters)
+             VALUES ('o', 0, 'i', 0.5, '{}');
+         INSERT INTO component_types (name, category) VALUES ('battery', 'energy');
+         INSERT INTO component_specs (component_type_id, name, technical_params, is_default)
+             VALUES (1, 'a', '{}', 1);
+         INSERT INTO version_history (component_spec_id, version) VALUES (1, '1.0.0');
+         INSERT INTO ecosystemiser_events
+             (event_id, event_type, source, timestamp, payload, simulation_id)
+             VALUES ('e1', 't', 's', 'now', '{}', 's');
+         INSERT INTO event_subscriptions (subscriber_id, event_type) VALUES ('ui', '*');",
+    )?;
+    let dir3 = tempfile::tempdir()?;
+    let (db3, path3, mut v3) = fresh(dir3.path())?;
+    migrate_to(&db3, &path3, &mut v3, 3)?;
+    let before = rows(&conn, &v3)?;
+    assert_eq!(before.len(), 13);
+    migrate(&db, &path, &mut conn)?;
+    assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
+    assert_eq!(rows(&conn, &v3)?, before);
+    let new: Vec<Option<String>> = conn
+        .prepare(
+            "SELECT error_message FROM optimization_runs
+             UNION ALL SELECT error_message FROM studies",
+        )?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    assert_eq!(new, [None, None]);
+
+    let dir2 = tempfile::tempdir()?;
+    let (db2, path2, mut conn2) = fresh(dir2.path())?;
+    migrate(&db2, &path2, &mut conn2)?;
+    assert_eq!(objects(&conn)?, objects(&conn2)?);
+    Ok(())
+}
+
+/// Bug caught: a file adopted by an older build (at version 3 without the schema module's
+/// two events indexes, which its adoption lost) left without them, so correlation and type
+/// histories keep scanning every event.
+#[test]
+fn version_4_creates_the_indexes_an_older_adoption_left_out() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 3)?;
+    conn.execute_batch(
+        "DROP INDEX idx_ecosystemiser_events_type;
+         DROP INDEX idx_ecosystemiser_events_correlation;",
+    )?;
+    migrate(&db, &path, &mut conn)?;
+    let dir2 = tempfile::tempdir()?;
+    let (db2, path2, mut conn2) = fresh(dir2.path())?;
+    migrate(&db2, &path2, &mut conn2)?;
+    assert_eq!(objects(&conn)?, objects(&conn2)?);
+    Ok(())
+}
+
+/// Bug caught: version 4 failing on, or replacing, an `error_message` column someone had
+/// already added to a table (with a type of their own).
+#[test]
+fn version_4_keeps_an_error_message_column_someone_added() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 3)?;
+    conn.execute_batch(
+        "ALTER TABLE studies ADD COLUMN error_message VARCHAR(200) DEFAULT 'none';
+         INSERT INTO studies (study_id, study_type, status) VALUES ('st', 'p', 'failed');",
+    )?;
+    migrate(&db, &path, &mut conn)?;
+    let (decl, value): (String, String) = conn.query_row(
+        "SELECT (SELECT type FROM pragma_table_info('studies') WHERE name = 'error_message'),
+                error_message FROM studies",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!((decl.as_str(), value.as_str()), ("VARCHAR(200)", "none"));
+    Ok(())
+}
+
 /// Bug caught: a migration that is not idempotent, so a second process that migrates the
 /// same file at the same moment (both saw version 0) fails or duplicates rows.
 #[test]
@@ -130,6 +261,7 @@ fn each_migration_can_run_twice() -> anyhow::Result<()> {
     v1(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     v2(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     tx.execute_batch(V3_SQL)?;
+    v4(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     tx.commit()?;
     assert_eq!(objects(&conn)?, before);
     Ok(())

@@ -157,3 +157,74 @@ fn optimization_and_analysis_runs() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bug caught: a caller's failure reason dropped: `StatusUpdate::error_message` accepted for
+/// optimization runs and studies but not stored (their tables had no such column), or a
+/// later update without one erasing it.
+#[test]
+fn every_kind_of_run_keeps_its_error_message() -> anyhow::Result<()> {
+    for kind in BOTH {
+        let dir = tempfile::tempdir()?;
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        let runs = Runs::new(&db);
+        let failed = |why: &str| {
+            let mut u = StatusUpdate::to(RunStatus::Failed);
+            u.error_message = Some(why.to_owned());
+            u
+        };
+        runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
+        runs.update_simulation_status("s", &failed("solver diverged"))?;
+        runs.create_optimization_run(&NewOptimizationRun {
+            optimization_id: "o".into(),
+            algorithm_type: "ga".into(),
+            objective_function: "cost".into(),
+            configuration: None,
+            metadata: None,
+        })?;
+        runs.update_optimization_status("o", &failed("population collapsed"))?;
+        runs.create_study(&NewStudy {
+            study_id: "st".into(),
+            study_type: "parametric".into(),
+            total_simulations: 2,
+            configuration: None,
+            metadata: None,
+        })?;
+        runs.update_study_status("st", &failed("grid invalid"))?;
+        runs.create_analysis_run(&NewAnalysisRun {
+            analysis_id: "an".into(),
+            source_type: "study".into(),
+            source_id: "st".into(),
+            strategies: None,
+            metadata: None,
+        })?;
+        runs.update_analysis_status("an", &failed("no results"))?;
+        // An update without a message keeps the stored one.
+        runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Cancelled))?;
+        runs.update_study_status("st", &StatusUpdate::to(RunStatus::Cancelled))?;
+
+        let sim = runs
+            .simulation("s")?
+            .ok_or_else(|| anyhow::anyhow!("no s"))?;
+        assert_eq!(sim.error_message.as_deref(), Some("solver diverged"));
+        let opt = runs
+            .optimization("o")?
+            .ok_or_else(|| anyhow::anyhow!("no o"))?;
+        assert_eq!(
+            (opt.status.as_str(), opt.error_message.as_deref()),
+            ("cancelled", Some("population collapsed"))
+        );
+        let study = runs.study("st")?.ok_or_else(|| anyhow::anyhow!("no st"))?;
+        assert_eq!(
+            (study.status.as_str(), study.error_message.as_deref()),
+            ("cancelled", Some("grid invalid"))
+        );
+        // Analysis runs have no read of their own.
+        let analysis: Option<String> = db.connection()?.query_row(
+            "SELECT error_message FROM analysis_runs WHERE analysis_id = 'an'",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(analysis.as_deref(), Some("no results"));
+    }
+    Ok(())
+}

@@ -2,150 +2,37 @@
 //! events table in either of its shapes, the separate components table), and refusing files
 //! it must not touch.
 //!
-//! Over 400 lines on purpose: the old schemas' DDL and rows it adopts are spelled out here,
-//! next to the checks of every row.
+//! The original's DDL and rows are in `tests/fixtures/original/`, shared with the unit tests
+//! that compare adopted schemas with fresh ones.
 
 use std::path::Path;
 
-use ecosystemiser_db::{ComponentLibrary, EcoDb, Error, EventStore, HistoryOf, SCHEMA_VERSION};
+use ecosystemiser_db::{
+    ComponentLibrary, EcoDb, Error, EventStore, HistoryOf, RunStatus, Runs, SCHEMA_VERSION,
+    StatusUpdate,
+};
 use hive_db_core::Registry;
 use hive_db_core::rusqlite::{Connection, types::Value};
 use serde_json::json;
 
 use crate::common::{BOTH, Kind, open, settings};
 
-/// The original schema module's tables, with its events table (`source_agent`).
-const PY_SCHEMA: &str = r#"
-CREATE TABLE simulations (simulation_id TEXT PRIMARY KEY, system_config_path TEXT NOT NULL,
-    solver_type TEXT NOT NULL, status TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    completed_at TIMESTAMP, duration_seconds REAL, results_path TEXT, error_message TEXT, metadata JSON);
-CREATE TABLE simulation_metrics (id INTEGER PRIMARY KEY AUTOINCREMENT, simulation_id TEXT NOT NULL,
-    metric_name TEXT NOT NULL, metric_value REAL NOT NULL, unit TEXT,
-    timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (simulation_id) REFERENCES simulations (simulation_id));
-CREATE INDEX idx_simulations_status ON simulations(status, created_at);
-CREATE INDEX idx_simulation_metrics_sim ON simulation_metrics(simulation_id, metric_name);
-CREATE TABLE studies (study_id TEXT PRIMARY KEY, study_type TEXT NOT NULL, status TEXT NOT NULL,
-    total_simulations INTEGER, completed_simulations INTEGER DEFAULT 0,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, completed_at TIMESTAMP, duration_seconds REAL,
-    results_path TEXT, configuration JSON, metadata JSON);
-CREATE TABLE study_simulations (id INTEGER PRIMARY KEY AUTOINCREMENT, study_id TEXT NOT NULL,
-    simulation_id TEXT NOT NULL, parameter_set JSON, sequence_number INTEGER,
-    FOREIGN KEY (study_id) REFERENCES studies (study_id),
-    FOREIGN KEY (simulation_id) REFERENCES simulations (simulation_id));
-CREATE INDEX idx_studies_status ON studies(status, created_at);
-CREATE INDEX idx_study_simulations ON study_simulations(study_id, sequence_number);
-CREATE TABLE analysis_runs (analysis_id TEXT PRIMARY KEY, source_type TEXT NOT NULL,
-    source_id TEXT NOT NULL, status TEXT NOT NULL, strategies_executed JSON,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, completed_at TIMESTAMP, duration_seconds REAL,
-    results_path TEXT, error_message TEXT, metadata JSON);
-CREATE TABLE analysis_results (id INTEGER PRIMARY KEY AUTOINCREMENT, analysis_id TEXT NOT NULL,
-    strategy_name TEXT NOT NULL, result_type TEXT NOT NULL, result_data JSON NOT NULL,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (analysis_id) REFERENCES analysis_runs (analysis_id));
-CREATE INDEX idx_analysis_runs_source ON analysis_runs(source_type, source_id);
-CREATE INDEX idx_analysis_results ON analysis_results(analysis_id, strategy_name);
-CREATE TABLE optimization_runs (optimization_id TEXT PRIMARY KEY, algorithm_type TEXT NOT NULL,
-    objective_function TEXT NOT NULL, status TEXT NOT NULL, generations_completed INTEGER DEFAULT 0,
-    best_fitness REAL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, completed_at TIMESTAMP,
-    duration_seconds REAL, results_path TEXT, configuration JSON, metadata JSON);
-CREATE TABLE optimization_iterations (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    optimization_id TEXT NOT NULL, generation INTEGER NOT NULL, individual_id TEXT NOT NULL,
-    fitness REAL NOT NULL, parameters JSON NOT NULL, timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (optimization_id) REFERENCES optimization_runs (optimization_id));
-CREATE INDEX idx_optimization_runs_status ON optimization_runs(status, created_at);
-CREATE INDEX idx_optimization_iterations ON optimization_iterations(optimization_id, generation, fitness);
-CREATE TABLE component_types (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
-    category TEXT NOT NULL, description TEXT, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-CREATE TABLE component_specs (id INTEGER PRIMARY KEY AUTOINCREMENT,
-    component_type_id INTEGER NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL DEFAULT '1.0.0',
-    technical_params JSON NOT NULL, economic_params JSON, environmental_params JSON, metadata JSON,
-    is_default BOOLEAN DEFAULT 0, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
-    FOREIGN KEY (component_type_id) REFERENCES component_types (id),
-    UNIQUE(component_type_id, name, version));
-CREATE INDEX idx_component_type ON component_specs (component_type_id);
-CREATE INDEX idx_is_default ON component_specs (is_default);
-CREATE TABLE event_subscriptions (id INTEGER PRIMARY KEY AUTOINCREMENT, subscriber_id TEXT NOT NULL,
-    event_type TEXT NOT NULL, callback_url TEXT, active BOOLEAN DEFAULT 1,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-CREATE INDEX idx_event_subscriptions ON event_subscriptions(event_type, active);
-"#;
+const PY_SCHEMA: &str = include_str!("../fixtures/original/schema.sql");
 
-const PY_EVENTS_SCHEMA_MODULE: &str = r#"
-CREATE TABLE ecosystemiser_events (event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL,
-    source_agent TEXT NOT NULL, timestamp TEXT NOT NULL, correlation_id TEXT,
-    payload JSON NOT NULL, metadata JSON, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-CREATE INDEX idx_ecosystemiser_events_type ON ecosystemiser_events(event_type, timestamp);
-CREATE INDEX idx_ecosystemiser_events_correlation ON ecosystemiser_events(correlation_id);
-"#;
+const PY_EVENTS_SCHEMA_MODULE: &str = include_str!("../fixtures/original/events_schema_module.sql");
 
-const PY_EVENTS_BUS: &str = r#"
-CREATE TABLE ecosystemiser_events (event_id TEXT PRIMARY KEY, event_type TEXT NOT NULL,
-    timestamp TEXT NOT NULL, source_component TEXT NOT NULL, correlation_id TEXT,
-    simulation_id TEXT, analysis_id TEXT, optimization_id TEXT, payload TEXT NOT NULL,
-    metadata TEXT NOT NULL, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-CREATE INDEX idx_ecosys_events_simulation ON ecosystemiser_events(simulation_id, timestamp);
-CREATE INDEX idx_ecosys_events_analysis ON ecosystemiser_events(analysis_id, timestamp);
-CREATE INDEX idx_ecosys_events_optimization ON ecosystemiser_events(optimization_id, timestamp);
-"#;
+const PY_EVENTS_BUS: &str = include_str!("../fixtures/original/events_bus.sql");
 
-/// The component repository's own table.
-const PY_COMPONENTS: &str = r#"
-CREATE TABLE components (id TEXT PRIMARY KEY, category TEXT NOT NULL, component_class TEXT NOT NULL,
-    technical_data TEXT NOT NULL, economic_data TEXT, metadata TEXT,
-    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-CREATE INDEX idx_components_category ON components(category);
-CREATE INDEX idx_components_class ON components(component_class);
-"#;
+const PY_COMPONENTS: &str = include_str!("../fixtures/original/components.sql");
 
-/// Rows in every original table, as the Python code wrote them.
-const PY_DATA: &str = r#"
-INSERT INTO simulations VALUES ('sim-a', 'sys/a.yml', 'milp', 'completed', '2025-09-01 10:00:00',
-    '2025-09-01 10:05:00', 300.5, '/r/a', NULL, '{"run": 1}');
-INSERT INTO simulations (simulation_id, system_config_path, solver_type, status)
-    VALUES ('sim-b', 'sys/b.yml', 'rule_based', 'failed');
-INSERT INTO simulation_metrics (simulation_id, metric_name, metric_value, unit)
-    VALUES ('sim-a', 'cost', 12.5, 'EUR'), ('sim-a', 'co2', 3.25, 'kg');
-INSERT INTO studies (study_id, study_type, status, total_simulations, completed_simulations, configuration)
-    VALUES ('study-1', 'parametric', 'running', 2, 1, '{"grid": [1, 2]}');
-INSERT INTO study_simulations (study_id, simulation_id, parameter_set, sequence_number)
-    VALUES ('study-1', 'sim-a', '{"p": 1}', 0), ('study-1', 'sim-b', '{"p": 2}', 1);
-INSERT INTO analysis_runs (analysis_id, source_type, source_id, status, strategies_executed)
-    VALUES ('an-1', 'simulation', 'sim-a', 'completed', '["economic"]');
-INSERT INTO analysis_results (analysis_id, strategy_name, result_type, result_data)
-    VALUES ('an-1', 'economic', 'kpi', '{"lcoe": 0.12}');
-INSERT INTO optimization_runs (optimization_id, algorithm_type, objective_function, status,
-    generations_completed, best_fitness) VALUES ('opt-1', 'ga', 'cost', 'running', 2, 0.5);
-INSERT INTO optimization_iterations (optimization_id, generation, individual_id, fitness, parameters)
-    VALUES ('opt-1', 0, 'i0', 0.9, '{"x": 1}'), ('opt-1', 1, 'i1', 0.5, '{"x": 2}');
-INSERT INTO component_types (name, category, description) VALUES ('battery', 'energy', 'storage');
-INSERT INTO component_specs (component_type_id, name, version, technical_params, is_default)
-    VALUES (1, 'lfp', '1.0.0', '{"capacity_kwh": 10}', 1), (1, 'nmc', '1.0.0', '{"capacity_kwh": 12}', 1);
-INSERT INTO event_subscriptions (subscriber_id, event_type, callback_url)
-    VALUES ('ui', 'simulation.*', 'http://localhost/cb');
-"#;
+const PY_DATA: &str = include_str!("../fixtures/original/data.sql");
 
-const PY_EVENTS_SCHEMA_MODULE_DATA: &str = r#"
-INSERT INTO ecosystemiser_events (event_id, event_type, source_agent, timestamp, correlation_id, payload, metadata)
-    VALUES ('old-1', 'simulation.started', 'cli', '2025-09-01T10:00:00+00:00', 'wf-1', '{"n": 1}', NULL),
-           ('old-2', 'simulation.completed', 'cli', '2025-09-01T10:05:00+00:00', 'wf-1', '5', '{"m": true}');
-"#;
+const PY_EVENTS_SCHEMA_MODULE_DATA: &str =
+    include_str!("../fixtures/original/events_schema_module_data.sql");
 
-const PY_EVENTS_BUS_DATA: &str = r#"
-INSERT INTO ecosystemiser_events (event_id, event_type, timestamp, source_component, correlation_id,
-    simulation_id, analysis_id, optimization_id, payload, metadata)
-    VALUES ('bus-1', 'simulation.started', '2025-09-01T10:00:00+00:00', 'solver', 'wf-2', 'sim-a', NULL, NULL, '{"n": 1}', '{}'),
-           ('bus-2', 'analysis.completed', '2025-09-01T10:06:00+00:00', 'analyser', 'wf-2', NULL, 'an-1', NULL, '{"kpi": 0.12}', '{}'),
-           ('bus-3', 'optimization.generation', '2025-09-01T10:07:00+00:00', 'ga', NULL, NULL, NULL, 'opt-1', '[1, 2]', '{"g": 1}');
-"#;
+const PY_EVENTS_BUS_DATA: &str = include_str!("../fixtures/original/events_bus_data.sql");
 
-const PY_COMPONENTS_DATA: &str = r#"
-INSERT INTO components (id, category, component_class, technical_data, economic_data, metadata)
-    VALUES ('sonnen_eco_10', 'energy', 'Battery', '{"capacity_kwh": 10}', '{"capex": 9000}', '{"vendor": "sonnen"}'),
-           ('water_grid', 'water', 'WaterGrid', '{"max_flow": 5.5}', NULL, NULL);
-"#;
+const PY_COMPONENTS_DATA: &str = include_str!("../fixtures/original/components_data.sql");
 
 fn build(path: &Path, sql: &[&str]) -> anyhow::Result<()> {
     let conn = Connection::open(path)?;
@@ -183,9 +70,22 @@ const KEPT_TABLES: &[&str] = &[
     "event_subscriptions",
 ];
 
+/// The kept tables' rows in the original's columns (later versions add columns, NULL in
+/// the rows they find).
 fn snapshot(path: &Path) -> anyhow::Result<Vec<Vec<String>>> {
     let conn = Connection::open(path)?;
-    KEPT_TABLES.iter().map(|t| rows(&conn, t, "*")).collect()
+    let original = Connection::open_in_memory()?;
+    original.execute_batch(PY_SCHEMA)?;
+    KEPT_TABLES
+        .iter()
+        .map(|t| {
+            let cols: Vec<String> = original
+                .prepare("SELECT name FROM pragma_table_info(?1)")?
+                .query_map([t], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            rows(&conn, t, &cols.join(", "))
+        })
+        .collect()
 }
 
 fn user_version(path: &Path) -> anyhow::Result<i64> {
@@ -328,6 +228,46 @@ fn adopts_a_file_with_the_event_bus_table_and_components() -> anyhow::Result<()>
         let grid = lib.spec("WaterGrid", Some("water_grid"), Some("1.0.0"))?;
         assert_eq!(grid.technical["max_flow"], json!(5.5));
         assert_eq!(grid.economic, None);
+    }
+    Ok(())
+}
+
+/// Bug caught: a file from the original code adopted without the version 4 columns, so
+/// the failure reason of its optimization runs and studies is still dropped.
+#[test]
+fn an_original_file_stores_error_messages_of_its_runs() -> anyhow::Result<()> {
+    for kind in BOTH {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("eco.db");
+        build(
+            &path,
+            &[PY_SCHEMA, PY_EVENTS_BUS, PY_DATA, PY_EVENTS_BUS_DATA],
+        )?;
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        assert_eq!(user_version(&path)?, SCHEMA_VERSION as i64);
+        let runs = Runs::new(&db);
+        let mut failed = StatusUpdate::to(RunStatus::Failed);
+        failed.error_message = Some("out of memory".into());
+        runs.update_optimization_status("opt-1", &failed)?;
+        runs.update_study_status("study-1", &failed)?;
+        let opt = runs
+            .optimization("opt-1")?
+            .ok_or_else(|| anyhow::anyhow!("no opt-1"))?;
+        assert_eq!(
+            (
+                opt.generations_completed,
+                opt.iterations,
+                opt.error_message.as_deref()
+            ),
+            (2, 2, Some("out of memory"))
+        );
+        let study = runs
+            .study("study-1")?
+            .ok_or_else(|| anyhow::anyhow!("no study-1"))?;
+        assert_eq!(
+            (study.linked_simulations, study.error_message.as_deref()),
+            (2, Some("out of memory"))
+        );
     }
     Ok(())
 }

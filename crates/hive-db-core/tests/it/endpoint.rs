@@ -89,12 +89,12 @@ pub(crate) fn endpoint_threads(addr: SocketAddr) -> usize {
 /// True once no thread of the endpoint at `addr` is listed. A joined thread can stay in
 /// `/proc/self/task` for a moment after `join` returns (the kernel wakes the joiner before it
 /// has reaped the task), so this allows a short grace, far below the stalled client's 60 s
-/// request timeout that an unjoined serving thread would still be waiting in.
+/// request timeout that an unjoined endpoint thread would still be waiting in.
 pub(crate) fn gone(addr: SocketAddr) -> bool {
     eventually(Duration::from_millis(500), || endpoint_threads(addr) == 0)
 }
 
-/// Every thread of this process (`/proc/self/task`). Threads a serving thread starts
+/// Every thread of this process (`/proc/self/task`). Threads an endpoint thread starts
 /// without a name inherit its name, so `endpoint_threads` counts them too.
 pub(crate) fn process_threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
@@ -423,7 +423,7 @@ fn oversized_and_malformed_requests_are_refused() -> TestResult {
         let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
         let reply = exchange(ep.addr(), request)?;
         assert_eq!(reply.status, status, "{shown:?}: {}", reply.head);
-        // The one serving thread survived it.
+        // The endpoint and its one worker survived it.
         assert_eq!(get(ep.addr(), "/metrics")?.status, 200, "after {shown:?}");
     }
     // A client that connects and closes without a word gets nothing and costs nothing.
@@ -564,7 +564,7 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     assert!(eventually(HANG, || endpoint_threads(addr) == 4));
     let mut stalled = connect(addr)?;
     stalled.write_all(b"GET /")?;
-    // Let a serving thread take it and block reading.
+    // Let the endpoint take it and wait for the rest of its head.
     assert_eq!(get(addr, "/metrics")?.status, 200);
     let started = Instant::now();
     ep.stop();

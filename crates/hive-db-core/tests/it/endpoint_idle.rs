@@ -67,6 +67,29 @@ fn still_waiting(stream: &TcpStream) -> anyhow::Result<bool> {
     Ok(waiting)
 }
 
+/// Bytes the endpoint at `server` has not read yet from the client at `client`, from the
+/// receive queue of its end of the connection (`/proc/net/tcp`, IPv4); none before it exists.
+fn unread_by_endpoint(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => Some(format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(v4.ip().octets()),
+            v4.port()
+        )),
+        SocketAddr::V6(_) => None,
+    };
+    let (local, remote) = (hex(server)?, hex(client)?);
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&local.as_str()) || fields.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        let (_, rx) = fields.get(4)?.split_once(':')?;
+        u64::from_str_radix(rx, 16).ok()
+    })
+}
+
 /// Bug caught: each socket that connects and sends nothing (or a byte now and then) holding
 /// a serving thread for the whole request timeout, so that a few hundred of them deny
 /// `/metrics` for minutes, whether the cap refuses the scrape (at the default cap) or queues
@@ -186,8 +209,13 @@ fn at_the_cap_the_oldest_silent_connection_makes_room() -> TestResult {
     for _ in 1..cap {
         silent.push(connect(addr)?);
     }
-    // Let the endpoint take them all and read the first one's bytes.
-    std::thread::sleep(Duration::from_millis(500));
+    // The silent ones are taken in order before the scrape; the first one's bytes must have
+    // been read for it to count as begun.
+    let begun = started.local_addr()?;
+    assert!(
+        eventually(HANG, || unread_by_endpoint(addr, begun) == Some(0)),
+        "the endpoint never read the begun request"
+    );
     let (reply, took) = scrape(addr)?;
     eprintln!("scrape at a full cap answered in {took:?}");
     assert_eq!(reply.status, 200, "{}", reply.head);

@@ -26,6 +26,9 @@ pub(super) const LISTENER: Token = Token(1);
 const FIRST: usize = 2;
 /// How long to wait before accepting again after an error (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(25);
+/// Connections accepted in one go before the other sockets get their turn, so that a flood
+/// of connections cannot starve the requests already in.
+const ACCEPT_BATCH: usize = 64;
 /// At most one warning of each kind a minute.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -118,7 +121,7 @@ impl Poller {
 
     fn accept(&self, run: &mut Run) {
         run.accept_again = None;
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => self.admit(run, stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -134,17 +137,14 @@ impl Poller {
                 }
             }
         }
+        // More may be waiting, and the listener will not report them again: come back
+        // right after the other sockets' turn.
+        run.accept_again = Some(Instant::now());
     }
 
-    /// Takes a new connection, making room at the cap by closing the oldest that has sent
-    /// nothing (or else the oldest still sending its head), or refusing it when every open
-    /// one is being answered.
+    /// Takes a new connection, making room at the cap, or refuses it when there is none.
     fn admit(&self, run: &mut Run, mut stream: mio::net::TcpStream) {
         if run.connections.len() >= self.state.config.max_connections {
-            let silent = run.connections.iter().find(|(_, c)| c.is_silent());
-            let victim = silent
-                .or_else(|| run.connections.iter().find(|(_, c)| c.is_reading()))
-                .map(|(id, _)| *id);
             if warn_now(&mut run.warned_cap) {
                 tracing::warn!(
                     max_connections = self.state.config.max_connections,
@@ -152,12 +152,9 @@ impl Poller {
                      or refusing new ones while all are being answered"
                 );
             }
-            match victim.and_then(|id| self.remove(run, id)) {
-                Some(mut oldest) => refuse_busy(oldest.stream()),
-                None => {
-                    refuse_busy(&mut stream);
-                    return;
-                }
+            if !self.make_room(run) {
+                refuse_busy(&mut stream);
+                return;
             }
         }
         let _ = stream.set_nodelay(true);
@@ -177,6 +174,45 @@ impl Poller {
         run.connections.insert(id, connection);
         // Its request is often in already: read it now, before it could be taken for idle.
         self.progress(run, id);
+    }
+
+    /// Closes, with `503`, the oldest connection that has sent nothing, or else the oldest
+    /// still sending its head. False when every open connection is being answered.
+    fn make_room(&self, run: &mut Run) -> bool {
+        let max = self.state.config.max_connections;
+        let oldest = |run: &Run, which: fn(&Connection) -> bool| {
+            run.connections
+                .iter()
+                .find(|(_, c)| which(c))
+                .map(|(id, _)| *id)
+        };
+        while run.connections.len() >= max {
+            let Some(id) = oldest(run, Connection::is_silent) else {
+                break;
+            };
+            // Its request may have come since its last readiness was handled (a scraper
+            // accepted a moment before its bytes): read first, and spare it if so.
+            self.progress(run, id);
+            if run.connections.get(&id).is_some_and(Connection::is_silent) {
+                self.evict(run, id);
+            }
+        }
+        if run.connections.len() < max {
+            return true;
+        }
+        match oldest(run, Connection::is_reading) {
+            Some(id) => {
+                self.evict(run, id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn evict(&self, run: &mut Run, id: usize) {
+        if let Some(mut connection) = self.remove(run, id) {
+            refuse_busy(connection.stream());
+        }
     }
 
     fn progress(&self, run: &mut Run, id: usize) {

@@ -77,7 +77,11 @@ impl Poller {
                 (a, b) => a.or(b),
             };
             let timeout = due.map(|at| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let polled = self.poll.poll(&mut events, timeout);
+            if self.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     if warn_now(&mut poll_warned) {
                         tracing::error!(error = %e, "hive-db endpoint cannot poll its sockets");
@@ -86,24 +90,11 @@ impl Poller {
                 }
                 continue;
             }
-            if self.stopping.load(Ordering::Relaxed) {
-                return;
-            }
             for event in &events {
                 match event.token() {
                     WAKER => {}
                     LISTENER => self.accept(&mut run),
-                    Token(token) => {
-                        let id = token - FIRST;
-                        // A bug in one request must not take the endpoint down.
-                        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            self.progress(&mut run, id);
-                        }));
-                        if step.is_err() {
-                            tracing::error!("hive-db endpoint: a request panicked");
-                            self.remove(&mut run, id);
-                        }
-                    }
+                    Token(token) => self.progress(&mut run, token - FIRST),
                 }
             }
             while let Ok(done) = self.done.try_recv() {
@@ -215,12 +206,20 @@ impl Poller {
         }
     }
 
+    /// Takes connection `id` as far as its socket allows now.
     fn progress(&self, run: &mut Run, id: usize) {
-        let Some(connection) = run.connections.get_mut(&id) else {
-            return;
-        };
-        let next = connection.progress(&self.state.config);
-        self.then(run, id, next);
+        // A bug in one request (its parsing, say) must not take the endpoint down.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(connection) = run.connections.get_mut(&id) else {
+                return;
+            };
+            let next = connection.progress(&self.state.config);
+            self.then(run, id, next);
+        }));
+        if step.is_err() {
+            tracing::error!("hive-db endpoint: a request panicked");
+            self.remove(run, id);
+        }
     }
 
     fn then(&self, run: &mut Run, id: usize, next: Next) {

@@ -24,10 +24,17 @@ pub struct EndpointConfig {
     /// Listen on an address other hosts can reach (`0.0.0.0`, a LAN address). Default
     /// `false`. The endpoint has no authentication; open it only behind a firewall or proxy.
     pub allow_non_loopback: bool,
-    /// Threads serving requests, besides the one accepting connections. Default 2, at most 64.
+    /// Worker threads that build answers (a snapshot, its JSON, a health check), besides the
+    /// one thread that accepts, reads and writes every connection. Default 2, at most 64.
+    /// One health check runs at a time, so with two or more a slow check never holds up
+    /// `/metrics`; with one, `/metrics` and `/stats` wait behind it.
     pub threads: usize,
-    /// Connections served or queued for a thread at once; one more is answered `503` and
-    /// closed at once. Default 32, from 1 to 4096.
+    /// Connections open at once: waiting for their request, being answered or written to.
+    /// Each costs a file descriptor and at most [`MAX_REQUEST_HEAD`](super::MAX_REQUEST_HEAD)
+    /// bytes, not a thread. When one more arrives, the oldest connection that has sent
+    /// nothing yet is answered `503` and closed to make room (if every one has sent
+    /// something, the oldest still sending its request head); when every one is being
+    /// answered, the new one is answered `503` and closed. Default 32, from 1 to 4096.
     pub max_connections: usize,
     /// Time a client has to send its whole request head once connected; then it gets `408`.
     /// Default 5 s, at most 1 h.
@@ -121,6 +128,13 @@ pub enum EndpointError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The operating system refused the poller (epoll) that watches the sockets.
+    #[error("cannot set up polling for the endpoint's sockets")]
+    Poll {
         /// The operating system's error.
         #[source]
         source: io::Error,

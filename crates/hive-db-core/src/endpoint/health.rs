@@ -1,40 +1,64 @@
 //! `/health`: one check at a time, its answer cached for `health_cache`, paths redacted.
+//!
+//! The cache lives on the polling thread (no lock); the check itself runs on a worker.
 
 use std::path::Path;
-use std::sync::TryLockError;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::State;
 use super::response::Response;
 use crate::health::{HealthReport, HealthStatus};
 use crate::stats::RegistrySnapshot;
-use crate::sync::lock;
 
-/// The cached answer to `/health`, or a new check when it is older than `health_cache`.
-/// One check runs at a time: requests that arrive meanwhile get the previous answer, or,
-/// before the first one, wait for it.
-pub(super) fn health(state: &State) -> Response {
-    let cached = |fresh_only: bool| {
-        lock(&state.health)
-            .as_ref()
-            .filter(|(at, _)| !fresh_only || at.elapsed() < state.config.health_cache)
-            .map(|(_, response)| response.clone())
-    };
-    if let Some(response) = cached(true) {
-        return response;
+/// The last check's answer and who waits for the next one. Owned by the polling thread.
+#[derive(Debug, Default)]
+pub(super) struct HealthCache {
+    /// The last check's answer and when it came.
+    last: Option<(Instant, Response)>,
+    /// A check is running on a worker.
+    checking: bool,
+    /// Connections waiting for the running check's answer.
+    waiting: Vec<usize>,
+}
+
+/// What to do with a `/health` request.
+#[derive(Debug)]
+pub(super) enum Ask {
+    /// Answer this now.
+    Answer(Response),
+    /// The connection waits for the running check; start one first when `start` is set.
+    Wait { start: bool },
+}
+
+impl HealthCache {
+    /// The cached answer while it is younger than `fresh_for`; else, while a check runs, the
+    /// previous answer; else (or before the first answer) a place among the check's waiters.
+    pub(super) fn ask(&mut self, conn: usize, now: Instant, fresh_for: Duration) -> Ask {
+        if let Some((at, response)) = &self.last {
+            let fresh = now.saturating_duration_since(*at) < fresh_for;
+            if fresh || self.checking {
+                return Ask::Answer(response.clone());
+            }
+        }
+        self.waiting.push(conn);
+        let start = !self.checking;
+        self.checking = true;
+        Ask::Wait { start }
     }
-    let _turn = match state.checking.try_lock() {
-        Ok(turn) => turn,
-        Err(TryLockError::Poisoned(turn)) => turn.into_inner(),
-        Err(TryLockError::WouldBlock) => match cached(false) {
-            Some(stale) => return stale,
-            None => lock(&state.checking),
-        },
-    };
-    // Another request may have finished a check while this one waited for its turn.
-    if let Some(response) = cached(true) {
-        return response;
+
+    /// A check ended with `response`: kept for the next requests when `keep`, and returned
+    /// with the connections to send it to.
+    pub(super) fn checked(&mut self, response: &Response, now: Instant, keep: bool) -> Vec<usize> {
+        self.checking = false;
+        if keep {
+            self.last = Some((now, response.clone()));
+        }
+        std::mem::take(&mut self.waiting)
     }
+}
+
+/// Runs the health check, within `health_timeout`, and renders its answer.
+pub(super) fn check(state: &State) -> Response {
     let mut report = state.registry.health(state.config.health_timeout);
     if !state.config.expose_paths {
         redact_paths(&mut report, &state.registry.stats());
@@ -44,9 +68,7 @@ pub(super) fn health(state: &State) -> Response {
     } else {
         200
     };
-    let response = Response::json(status, &report);
-    *lock(&state.health) = Some((Instant::now(), response.clone()));
-    response
+    Response::json(status, &report)
 }
 
 /// Replaces each database's path, and its folder, in the report's error messages.
@@ -72,9 +94,48 @@ fn redact_paths(report: &mut HealthReport, snapshot: &RegistrySnapshot) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+
+    /// Bug caught: a check started for every request (scrapes loading the writer lane), a
+    /// request held up by a running check when an older answer exists, a waiter forgotten
+    /// when the check ends, or a stale answer served as fresh for ever.
+    #[test]
+    fn one_check_at_a_time_and_its_answer_cached() {
+        let t0 = Instant::now();
+        let cache_for = Duration::from_secs(1);
+        let mut cache = HealthCache::default();
+        assert!(matches!(
+            cache.ask(1, t0, cache_for),
+            Ask::Wait { start: true }
+        ));
+        assert!(matches!(
+            cache.ask(2, t0, cache_for),
+            Ask::Wait { start: false }
+        ));
+        let ok = Response::text(200, "ok");
+        assert_eq!(cache.checked(&ok, t0, true), vec![1, 2]);
+        let within = t0 + Duration::from_millis(500);
+        assert!(matches!(cache.ask(3, within, cache_for), Ask::Answer(r) if r.status == 200));
+        let later = t0 + Duration::from_secs(2);
+        assert!(matches!(
+            cache.ask(4, later, cache_for),
+            Ask::Wait { start: true }
+        ));
+        // While that check runs, the stale answer is served at once.
+        assert!(matches!(cache.ask(5, later, cache_for), Ask::Answer(r) if r.status == 200));
+        let failed = Response::text(500, "panicked");
+        assert_eq!(cache.checked(&failed, later, false), vec![4]);
+        assert!(matches!(
+            cache.ask(6, later, cache_for),
+            Ask::Wait { start: true }
+        ));
+        let mut uncached = HealthCache::default();
+        uncached.checked(&ok, t0, true);
+        assert!(matches!(
+            uncached.ask(7, t0, Duration::ZERO),
+            Ask::Wait { start: true }
+        ));
+    }
 
     /// Bug caught: a health error message showing where a database lives (its file or its
     /// folder) without `expose_paths`.

@@ -1,10 +1,13 @@
 //! The optional HTTP endpoint: `/metrics`, `/stats` and `/health` of a live registry.
 //!
-//! A small HTTP/1.1 server on [`std::net::TcpListener`], with no async runtime and no HTTP
-//! crate: one thread accepts, a fixed few serve, one request per connection. Every read and
-//! write is bounded by a deadline, connections past a cap are answered `503` at once, and a
-//! request head larger than a few kilobytes is refused, so a slow or hostile client holds at
-//! most one serving thread, and only until its deadline.
+//! A small HTTP/1.1 server with no async runtime and no HTTP crate, one request per
+//! connection. One thread watches every socket through `mio` (epoll): it accepts, reads
+//! request heads and writes answers without ever blocking, so an idle or trickling client
+//! costs a socket and a few bytes, not a thread. A fixed few worker threads build the answers
+//! that take time (a snapshot, a health check). Every request head has a deadline and a
+//! size cap, every answer a write deadline, and the open connections a cap: past it the
+//! oldest connection that has sent nothing makes room, so a scrape is answered while
+//! hundreds of idle or slow sockets are open.
 //!
 //! ```no_run
 //! use hive_db_core::Registry;
@@ -19,29 +22,28 @@
 //! ```
 
 mod config;
+mod connection;
 mod health;
 mod http;
+mod poller;
 mod response;
 mod routes;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+
+use mio::{Interest, Poll, Waker};
 
 use crate::registry::Registry;
-use response::Response;
-use workers::{Connection, accept, serve_queued};
+use poller::{LISTENER, Poller, WAKER};
+use workers::work;
 
 pub use config::{EndpointConfig, EndpointError};
 pub use http::{MAX_HEADERS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE};
-
-/// How often blocked threads look at the stop flag: the bound on [`Endpoint::stop`] when no
-/// health check is running.
-const POLL: Duration = Duration::from_millis(25);
 
 /// A running endpoint. It stops when dropped or on [`stop`](Self::stop).
 ///
@@ -50,6 +52,8 @@ const POLL: Duration = Duration::from_millis(25);
 pub struct Endpoint {
     addr: SocketAddr,
     stopping: Arc<AtomicBool>,
+    /// Wakes the polling thread to see `stopping`.
+    waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -59,15 +63,20 @@ impl Endpoint {
         self.addr
     }
 
-    /// Stops accepting, closes queued connections unserved, and joins every thread. Returns
-    /// within about 25 ms, or, when a `/health` request is running its check, within that
-    /// check's timeout; a client being written to is dropped at its next write.
+    /// Stops accepting, closes every open connection (answered or not), and joins every
+    /// thread. Returns at once, or, when a worker is building an answer, once it is built:
+    /// within the health check's timeout for a check.
     pub fn stop(mut self) {
         self.shut_down();
     }
 
     fn shut_down(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
+        if self.waker.wake().is_err() {
+            tracing::error!("cannot wake the hive-db endpoint's polling thread to stop it");
+        }
+        // The polling thread first: it holds the sender of the workers' jobs, so its end
+        // ends them.
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 tracing::error!("a hive-db endpoint thread panicked");
@@ -100,15 +109,16 @@ impl Drop for Endpoint {
 /// Anything else: `404` for another path, `405` for another method on these, `400` for a
 /// malformed request, `414` for a request line over [`MAX_REQUEST_LINE`] bytes, `431` for a
 /// head over [`MAX_REQUEST_HEAD`] bytes or [`MAX_HEADERS`] lines, `408` when the head does not
-/// arrive within [`EndpointConfig::request_timeout`], `503` past
-/// [`EndpointConfig::max_connections`].
+/// arrive within [`EndpointConfig::request_timeout`], `503` to a connection closed to make
+/// room past [`EndpointConfig::max_connections`], or refused there when every open one is
+/// being answered.
 ///
 /// # Errors
 ///
 /// [`EndpointError::NotLoopback`] for an address other hosts can reach without
 /// [`EndpointConfig::allow_non_loopback`]; [`EndpointError::InvalidConfig`] naming the field;
-/// [`EndpointError::Bind`] when the address cannot be bound; [`EndpointError::Spawn`] when a
-/// thread cannot be started.
+/// [`EndpointError::Bind`] when the address cannot be bound; [`EndpointError::Poll`] when
+/// the system refuses the poller; [`EndpointError::Spawn`] when a thread cannot be started.
 pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, EndpointError> {
     config.validate()?;
     let listener = TcpListener::bind(config.addr).map_err(|source| EndpointError::Bind {
@@ -120,63 +130,67 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
         source,
     };
     let addr = listener.local_addr().map_err(bind_err)?;
-    // Non-blocking so the accepting thread sees the stop flag.
+    // Non-blocking: the polling thread never waits on one socket.
     listener.set_nonblocking(true).map_err(bind_err)?;
+    let mut listener = mio::net::TcpListener::from_std(listener);
+    let poll_err = |source| EndpointError::Poll { source };
+    let poll = Poll::new().map_err(poll_err)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(poll_err)?);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(poll_err)?;
 
     let stopping = Arc::new(AtomicBool::new(false));
-    let (queue, queued) = mpsc::sync_channel::<Connection>(config.max_connections);
     let state = Arc::new(State {
         registry: registry.clone(),
-        health: Mutex::new(None),
-        checking: Mutex::new(()),
-        in_flight: Arc::new(AtomicUsize::new(0)),
-        stopping: Arc::clone(&stopping),
         config,
     });
+    let (jobs, queued) = mpsc::channel();
+    let (done, finished) = mpsc::channel();
     let queued = Arc::new(Mutex::new(queued));
     let mut endpoint = Endpoint {
         addr,
-        stopping,
+        stopping: Arc::clone(&stopping),
+        waker: Arc::clone(&waker),
         threads: Vec::new(),
     };
     // Thread names show the port (`top -H`, /proc/PID/task/*/comm: 15 characters at most).
     let thread_name = format!("hive-http-{}", addr.port());
+    let poller = Poller {
+        poll,
+        listener,
+        state: Arc::clone(&state),
+        stopping,
+        jobs,
+        done: finished,
+    };
+    let spawned = std::thread::Builder::new()
+        .name(thread_name.clone())
+        .spawn(move || poller.run());
+    // On error, dropping `endpoint` stops the threads already started.
+    endpoint
+        .threads
+        .push(spawned.map_err(|source| EndpointError::Spawn { source })?);
     for _ in 0..state.config.threads {
-        let (state, queued) = (Arc::clone(&state), Arc::clone(&queued));
+        let (state, queued, done, waker) = (
+            Arc::clone(&state),
+            Arc::clone(&queued),
+            done.clone(),
+            Arc::clone(&waker),
+        );
         let spawned = std::thread::Builder::new()
             .name(thread_name.clone())
-            .spawn(move || serve_queued(&state, &queued));
-        // On error, dropping `endpoint` stops the threads already started.
+            .spawn(move || work(&state, &queued, &done, &waker));
         endpoint
             .threads
             .push(spawned.map_err(|source| EndpointError::Spawn { source })?);
     }
-    let accepting = Arc::clone(&state);
-    let spawned = std::thread::Builder::new()
-        .name(thread_name)
-        .spawn(move || accept(&accepting, &listener, &queue));
-    endpoint
-        .threads
-        .push(spawned.map_err(|source| EndpointError::Spawn { source })?);
     tracing::info!(%addr, "hive-db endpoint serving /metrics, /stats and /health");
     Ok(endpoint)
 }
 
-/// What the endpoint's threads share.
+/// What the polling thread and the workers share.
 struct State {
     registry: Registry,
     config: EndpointConfig,
-    /// The last health check's answer and when it finished.
-    health: Mutex<Option<(Instant, Response)>>,
-    /// Held while a health check runs.
-    checking: Mutex<()>,
-    /// Connections accepted and not yet closed, queued or being served.
-    in_flight: Arc<AtomicUsize>,
-    stopping: Arc<AtomicBool>,
-}
-
-impl State {
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
 }

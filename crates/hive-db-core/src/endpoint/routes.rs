@@ -1,27 +1,50 @@
 //! The routes: `/metrics`, `/stats` and `/health`, and the answers to anything else.
 
 use super::State;
-use super::health::health;
+use super::health::check;
 use super::http::Request;
 use super::response::Response;
 use crate::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 
-pub(super) fn route(state: &State, request: &Request<'_>) -> Response {
-    let known = matches!(request.path, "/metrics" | "/stats" | "/health");
-    if !known {
-        return Response::text(404, "not found: try /metrics, /stats or /health\n");
-    }
+/// What a request asks for, once it is known to be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Route {
+    Metrics,
+    Stats,
+    Health,
+}
+
+/// The route of a request, or the answer to one that has none (`404`, `405`). Cheap: the
+/// polling thread calls it.
+pub(super) fn route(request: &Request<'_>) -> Result<Route, Response> {
+    let route = match request.path {
+        "/metrics" => Route::Metrics,
+        "/stats" => Route::Stats,
+        "/health" => Route::Health,
+        _ => {
+            return Err(Response::text(
+                404,
+                "not found: try /metrics, /stats or /health\n",
+            ));
+        }
+    };
     if request.method != "GET" {
-        return Response::text(405, "only GET is served\n").header("Allow", "GET");
+        return Err(Response::text(405, "only GET is served\n").header("Allow", "GET"));
     }
-    match request.path {
-        "/metrics" => Response {
+    Ok(route)
+}
+
+/// The answer to a route: a snapshot, or a health check that can take up to
+/// `health_timeout`. Slow: a worker thread calls it.
+pub(super) fn render(state: &State, route: Route) -> Response {
+    match route {
+        Route::Metrics => Response {
             status: 200,
             content_type: PROMETHEUS_CONTENT_TYPE,
             extra: None,
             body: prometheus_text(&state.registry.stats()).into_bytes(),
         },
-        "/stats" => {
+        Route::Stats => {
             let mut snapshot = state.registry.stats();
             if !state.config.expose_paths {
                 for db in &mut snapshot.databases {
@@ -30,6 +53,6 @@ pub(super) fn route(state: &State, request: &Request<'_>) -> Response {
             }
             Response::json(200, &snapshot)
         }
-        _ => health(state),
+        Route::Health => check(state),
     }
 }

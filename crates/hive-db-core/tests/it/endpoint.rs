@@ -15,21 +15,21 @@ use hive_db_core::{DbConfig, HealthReport, HealthStatus, Registry, RegistrySnaps
 use crate::support::{Fixture, TestResult, config, create_table, eventually, fixture};
 
 /// A generous bound on any one exchange: a hang fails the test instead of stalling it.
-const HANG: Duration = Duration::from_secs(20);
+pub(crate) const HANG: Duration = Duration::from_secs(20);
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
-fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, HANG)?;
     stream.set_read_timeout(Some(HANG))?;
     stream.set_write_timeout(Some(HANG))?;
@@ -37,7 +37,7 @@ fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
 }
 
 /// Reads a whole reply, up to the server's close.
-fn read_reply(stream: &mut TcpStream) -> anyhow::Result<Reply> {
+pub(crate) fn read_reply(stream: &mut TcpStream) -> anyhow::Result<Reply> {
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes)?;
     let split = bytes
@@ -66,7 +66,7 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Reply> {
     read_reply(&mut stream)
 }
 
-fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
     exchange(
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
@@ -74,7 +74,7 @@ fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Reply> {
 }
 
 /// This process's threads named after the endpoint on `addr`'s port.
-fn endpoint_threads(addr: SocketAddr) -> usize {
+pub(crate) fn endpoint_threads(addr: SocketAddr) -> usize {
     let name = format!("hive-http-{}", addr.port());
     std::fs::read_dir("/proc/self/task")
         .map(|tasks| {
@@ -89,18 +89,18 @@ fn endpoint_threads(addr: SocketAddr) -> usize {
 /// True once no thread of the endpoint at `addr` is listed. A joined thread can stay in
 /// `/proc/self/task` for a moment after `join` returns (the kernel wakes the joiner before it
 /// has reaped the task), so this allows a short grace, far below the stalled client's 60 s
-/// request timeout that an unjoined serving thread would still be waiting in.
-fn gone(addr: SocketAddr) -> bool {
+/// request timeout that an unjoined endpoint thread would still be waiting in.
+pub(crate) fn gone(addr: SocketAddr) -> bool {
     eventually(Duration::from_millis(500), || endpoint_threads(addr) == 0)
 }
 
-/// Every thread of this process (`/proc/self/task`). Threads a serving thread starts
+/// Every thread of this process (`/proc/self/task`). Threads an endpoint thread starts
 /// without a name inherit its name, so `endpoint_threads` counts them too.
-fn process_threads() -> usize {
+pub(crate) fn process_threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
 }
 
-fn serve(f: &Fixture, config: EndpointConfig) -> anyhow::Result<Endpoint> {
+pub(crate) fn serve(f: &Fixture, config: EndpointConfig) -> anyhow::Result<Endpoint> {
     Ok(endpoint::serve(&f.registry, config)?)
 }
 
@@ -423,7 +423,7 @@ fn oversized_and_malformed_requests_are_refused() -> TestResult {
         let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
         let reply = exchange(ep.addr(), request)?;
         assert_eq!(reply.status, status, "{shown:?}: {}", reply.head);
-        // The one serving thread survived it.
+        // The endpoint and its one worker survived it.
         assert_eq!(get(ep.addr(), "/metrics")?.status, 200, "after {shown:?}");
     }
     // A client that connects and closes without a word gets nothing and costs nothing.
@@ -433,7 +433,7 @@ fn oversized_and_malformed_requests_are_refused() -> TestResult {
 }
 
 /// Sets its flag when dropped, also while a panic unwinds.
-struct StopOnDrop<'a>(&'a AtomicBool);
+pub(crate) struct StopOnDrop<'a>(pub(crate) &'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
@@ -564,7 +564,7 @@ fn stop_and_drop_are_prompt_and_join_every_thread() -> TestResult {
     assert!(eventually(HANG, || endpoint_threads(addr) == 4));
     let mut stalled = connect(addr)?;
     stalled.write_all(b"GET /")?;
-    // Let a serving thread take it and block reading.
+    // Let the endpoint take it and wait for the rest of its head.
     assert_eq!(get(addr, "/metrics")?.status, 200);
     let started = Instant::now();
     ep.stop();

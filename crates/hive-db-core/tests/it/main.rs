@@ -4,6 +4,7 @@ mod checkpoint;
 mod close;
 mod concurrency;
 mod endpoint;
+mod endpoint_idle;
 mod errors;
 mod group_commit;
 mod hygiene;

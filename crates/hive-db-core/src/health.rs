@@ -53,6 +53,11 @@ pub struct HealthReport {
     pub databases: Vec<DbHealth>,
     /// How long the whole check took.
     pub elapsed: Duration,
+    /// Facts about the process that do not change any database's status but that an
+    /// operator should know: today, how the process's SQLite differs from the build hive-db
+    /// is tested with ([`SqliteBuild::deviations`](crate::SqliteBuild::deviations)).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 /// How long a write transaction that failed to commit keeps a database from being Healthy.
@@ -150,6 +155,11 @@ pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthR
             .max()
             .unwrap_or(HealthStatus::Healthy),
         databases,
+        notes: crate::open::sqlite_build()
+            .deviations()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         elapsed: start.elapsed(),
     }
 }

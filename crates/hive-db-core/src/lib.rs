@@ -75,6 +75,8 @@ mod checkpoint;
 // One database.
 mod database;
 // The facade and its views.
+#[cfg(test)]
+mod doc_facts;
 #[cfg(feature = "endpoint")]
 pub mod endpoint;
 pub mod global;
@@ -93,7 +95,8 @@ pub use open::{PreparedDatabase, configure_connection, open_connection, prepare_
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
 pub use stats::{
-    ClosedTotals, DbSnapshot, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION, SqliteFacts, Totals,
+    ClosedTotals, DbSnapshot, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION, SqliteBuild, SqliteFacts,
+    Totals,
 };
 
 /// The rusqlite this crate is built against (one SQLite per process).

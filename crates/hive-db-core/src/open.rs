@@ -7,12 +7,14 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use once_cell::sync::Lazy;
 use rusqlite::config::DbConfig as SqliteConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DbConfig;
 use crate::error::{Error, OpenCause, Result, classify};
 use crate::name::DbName;
+use crate::stats::SqliteBuild;
 use crate::wal::{JOURNAL_SIZE_LIMIT, wal_hook};
 
 /// Flags for every connection: read-write, no `CREATE` (files are made by
@@ -59,6 +61,35 @@ pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::R
         config.synchronous.as_sql(),
         if config.foreign_keys { "ON" } else { "OFF" },
     ))
+}
+
+/// How the process's SQLite was compiled, read once per process (from an in-memory
+/// connection's `PRAGMA compile_options`); the first call warns once when it differs from the
+/// build hive-db is tested with.
+pub(crate) fn sqlite_build() -> &'static SqliteBuild {
+    static BUILD: Lazy<SqliteBuild> = Lazy::new(|| {
+        let read = || -> rusqlite::Result<SqliteBuild> {
+            let conn = Connection::open_in_memory()?;
+            let version: String = conn.query_row("SELECT sqlite_version()", [], |r| r.get(0))?;
+            let mut stmt = conn.prepare("PRAGMA compile_options")?;
+            let options = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(SqliteBuild::from_compile_options(
+                version,
+                options.iter().map(String::as_str),
+            ))
+        };
+        let build = read().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read SQLite's compile options");
+            SqliteBuild::from_compile_options(rusqlite::version().to_owned(), [])
+        });
+        for deviation in build.deviations() {
+            tracing::warn!(sqlite = %build.version, "{deviation}");
+        }
+        build
+    });
+    &BUILD
 }
 
 /// Prepared statements each connection keeps cached.

@@ -19,7 +19,7 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::name::{DbName, NameMap};
-use crate::open::{FileId, prepare_database, resolve_path};
+use crate::open::{FileId, prepare_database, resolve_path, sqlite_build};
 use crate::pool::{CloseReport, PooledConnection, enter};
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 use crate::sync::lock;
@@ -116,6 +116,8 @@ impl Registry {
     pub fn register(&self, name: &DbName, path: impl AsRef<Path>, config: DbConfig) -> Result<()> {
         let path = path.as_ref();
         config.validate(name)?;
+        // Read (and warned about, if it differs from the tested build) once per process.
+        sqlite_build();
         let requested = resolve_path(name, path)?;
         let _changing = lock(&self.inner.changing);
         let counters = {
@@ -312,7 +314,10 @@ impl Registry {
             .iter()
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
-        RegistrySnapshot::now(entries.iter().map(|(name, e)| e.snapshot(name)).collect())
+        RegistrySnapshot::now(
+            entries.iter().map(|(name, e)| e.snapshot(name)).collect(),
+            sqlite_build().clone(),
+        )
     }
 
     /// One database's snapshot.

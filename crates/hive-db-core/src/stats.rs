@@ -235,8 +235,8 @@ pub struct Totals {
     /// SQLite write transactions `write` committed. Queued writers share one (group commit),
     /// so `commits / write_transactions` is the mean number of writers per transaction.
     pub write_transactions: u64,
-    /// Passive checkpoints run after `write` commits that left the WAL at or past SQLite's
-    /// auto-checkpoint size (1000 frames); see docs/ARCHITECTURE.md.
+    /// Passive checkpoints run after `write` commits that left the WAL at or past the
+    /// auto-checkpoint size (4000 frames); see docs/ARCHITECTURE.md.
     pub checkpoints: u64,
     /// SQLite write transactions of `write` that did not commit: `COMMIT` failed (a full
     /// disk, an I/O error) or the transaction ended before it; their writers got
@@ -332,11 +332,69 @@ pub struct RegistrySnapshot {
     pub uptime_ms: u64,
     /// One entry per database name, open or closed.
     pub databases: Vec<DbSnapshot>,
+    /// How the process's SQLite was compiled (`None` in snapshots of older versions).
+    #[serde(default)]
+    pub sqlite_build: Option<SqliteBuild>,
+}
+
+/// How the SQLite linked into this process was compiled, in the two respects hive-db
+/// relies on. Both come from compile-time flags that a workspace sets for `libsqlite3-sys`
+/// (`LIBSQLITE3_FLAGS`, see the README); an application that depends on hive-db-core from a
+/// workspace of its own gets libsqlite3-sys's defaults unless it sets them too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SqliteBuild {
+    /// SQLite's version, as `sqlite_version()` gives it.
+    pub version: String,
+    /// Extension loading compiled out (`SQLITE_OMIT_LOAD_EXTENSION`): no SQL or code in the
+    /// process can load a shared library into SQLite.
+    pub load_extension_omitted: bool,
+    /// Each connection has its own page cache (`SQLITE_ENABLE_MEMORY_MANAGEMENT` not set):
+    /// with it, every page access of every connection takes one process-wide mutex.
+    pub page_cache_per_connection: bool,
+}
+
+impl SqliteBuild {
+    /// Reads the build from SQLite's `version` and its `PRAGMA compile_options` list.
+    pub(crate) fn from_compile_options<'a>(
+        version: String,
+        options: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let (mut omitted, mut managed) = (false, false);
+        for option in options {
+            omitted |= option == "OMIT_LOAD_EXTENSION";
+            managed |= option == "ENABLE_MEMORY_MANAGEMENT";
+        }
+        Self {
+            version,
+            load_extension_omitted: omitted,
+            page_cache_per_connection: !managed,
+        }
+    }
+
+    /// What differs from the build hive-db is tested and measured with, one line each
+    /// (empty when nothing does).
+    pub fn deviations(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.load_extension_omitted {
+            out.push(
+                "SQLite was built with extension loading (set LIBSQLITE3_FLAGS with \
+                 -DSQLITE_OMIT_LOAD_EXTENSION to compile it out)",
+            );
+        }
+        if !self.page_cache_per_connection {
+            out.push(
+                "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: one page cache mutex for \
+                 every connection (set LIBSQLITE3_FLAGS with -USQLITE_ENABLE_MEMORY_MANAGEMENT)",
+            );
+        }
+        out
+    }
 }
 
 impl RegistrySnapshot {
     /// A snapshot of `databases`, taken now.
-    pub(crate) fn now(mut databases: Vec<DbSnapshot>) -> Self {
+    pub(crate) fn now(mut databases: Vec<DbSnapshot>, sqlite_build: SqliteBuild) -> Self {
         databases.sort_by(|a, b| a.name.cmp(&b.name));
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
@@ -346,11 +404,46 @@ impl RegistrySnapshot {
                 .map_or(0, ms),
             uptime_ms: ms(crate::clock::uptime()),
             databases,
+            sqlite_build: Some(sqlite_build),
         }
     }
 
     /// The entry for `name`, if any.
     pub fn get(&self, name: &str) -> Option<&DbSnapshot> {
         self.databases.iter().find(|d| d.name.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteBuild;
+
+    /// Bug caught: a build with extension loading, or with the process-wide page cache,
+    /// reported as the tested one (no warning, no health note), or a hardened build warned
+    /// about.
+    #[test]
+    fn the_sqlite_build_is_judged_by_its_compile_options() {
+        let hardened = SqliteBuild::from_compile_options(
+            "3.50.0".to_owned(),
+            ["COMPILER=gcc", "OMIT_LOAD_EXTENSION", "THREADSAFE=1"],
+        );
+        assert!(hardened.load_extension_omitted && hardened.page_cache_per_connection);
+        assert!(hardened.deviations().is_empty(), "{hardened:?}");
+
+        let defaults = SqliteBuild::from_compile_options(
+            "3.50.0".to_owned(),
+            ["ENABLE_MEMORY_MANAGEMENT", "THREADSAFE=1"],
+        );
+        assert!(!defaults.load_extension_omitted && !defaults.page_cache_per_connection);
+        let deviations = defaults.deviations();
+        assert_eq!(deviations.len(), 2, "{deviations:?}");
+        assert!(deviations.iter().all(|d| d.contains("LIBSQLITE3_FLAGS")));
+
+        // A prefix is not the option.
+        let near = SqliteBuild::from_compile_options(
+            "3.50.0".to_owned(),
+            ["OMIT_LOAD_EXTENSION_X", "ENABLE_MEMORY_MANAGEMENT_Y"],
+        );
+        assert!(!near.load_extension_omitted && near.page_cache_per_connection);
     }
 }

@@ -348,3 +348,21 @@ fn a_file_that_is_not_a_database_is_a_typed_error() -> anyhow::Result<()> {
     assert_eq!(std::fs::read_to_string(&path)?, junk);
     Ok(())
 }
+
+/// Bug caught: a schema version added in the code while docs/MIGRATION.md kept stating the
+/// old one (it said 2 when the code was at 3).
+#[test]
+fn migration_doc_states_the_current_schema_version() {
+    let doc = include_str!("../../../../docs/MIGRATION.md");
+    let doc = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    let stated = format!("`PRAGMA user_version` (now {SCHEMA_VERSION})");
+    assert!(
+        doc.contains(&stated),
+        "docs/MIGRATION.md does not say {stated:?}"
+    );
+    let describes = format!("Version {SCHEMA_VERSION} adds");
+    assert!(
+        doc.contains(&describes),
+        "docs/MIGRATION.md does not say what {describes:?}"
+    );
+}

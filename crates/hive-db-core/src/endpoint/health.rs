@@ -164,6 +164,7 @@ mod tests {
                 )),
             }],
             elapsed: Duration::ZERO,
+            notes: Vec::new(),
         };
         redact_paths(&mut report, &snapshot);
         let error = report.databases[0].error.clone().unwrap_or_default();

@@ -335,3 +335,45 @@ fn health_of_empty_and_closed() -> TestResult {
     assert!(report.databases.is_empty());
     Ok(())
 }
+
+/// Bug caught: the snapshot and health silent about how the process's SQLite was built, so
+/// an application built without the workspace's SQLite flags could not tell. In this
+/// workspace (`.cargo/config.toml` sets them) the build is the tested one: extension loading
+/// compiled out (checked against SQLite itself) and no health note.
+#[test]
+fn the_snapshot_and_health_say_how_sqlite_was_built() -> TestResult {
+    let f = fixture("build_facts", config())?;
+    let snapshot = f.registry.stats();
+    let build = snapshot
+        .sqlite_build
+        .clone()
+        .expect("a current snapshot has the build");
+    assert_eq!(build.version, hive_db_core::rusqlite::version());
+    let options: Vec<String> = f.registry.read(&f.name, |c| {
+        c.prepare("PRAGMA compile_options")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    })?;
+    assert_eq!(
+        build.load_extension_omitted,
+        options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
+        "{options:?}"
+    );
+    assert_eq!(
+        build.page_cache_per_connection,
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+    assert!(build.deviations().is_empty(), "{build:?}");
+    assert!(f.registry.health(Duration::from_secs(2)).notes.is_empty());
+    // It travels in the wire format, and an older snapshot without it still reads.
+    let json = serde_json::to_value(&snapshot)?;
+    assert_eq!(json["sqlite_build"]["load_extension_omitted"], true);
+    let mut old = json.clone();
+    old.as_object_mut()
+        .expect("an object")
+        .remove("sqlite_build");
+    let read: hive_db_core::RegistrySnapshot = serde_json::from_value(old)?;
+    assert_eq!(read.sqlite_build, None);
+    Ok(())
+}

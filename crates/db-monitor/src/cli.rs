@@ -29,7 +29,7 @@ Exit status (the Nagios plugin convention):
 /// and reports it once, as JSON, or live.
 #[derive(Debug, Parser)]
 #[command(name = "db-monitor", version, about, after_help = AFTER_HELP)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// Read a live registry's endpoint at ADDR (`host:port` or `http://host:port`); repeatable.
     #[arg(long = "attach", value_name = "ADDR", value_parser = parse_attach)]
     pub(crate) attach: Vec<String>,
@@ -123,6 +123,20 @@ pub(crate) fn parse_attach(s: &str) -> Result<String, String> {
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("`{s}`: `{port}` is not a port number"))?;
     Ok(format!("http://{authority}"))
+}
+
+/// The first paragraph of a clap error, on one line, without `error: `: it names the problem;
+/// the rest is usage and tips.
+pub(crate) fn first_paragraph(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    first.strip_prefix("error: ").unwrap_or(&first).to_owned()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -1,0 +1,109 @@
+//! db-monitor: reads the pool state of hive-db registries, from their endpoints or their
+//! database files, and reports it once, as JSON, or live.
+//!
+//! The `db-monitor` binary is [`parse_args`] and [`run`]; exit codes follow the Nagios plugin
+//! convention (see `--help`).
+
+mod attach;
+mod checks;
+mod cli;
+mod file;
+mod fmt;
+mod live;
+mod once;
+mod output;
+mod probe;
+mod rates;
+mod report;
+mod sample;
+mod source;
+mod table;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+
+pub use crate::cli::Cli;
+
+use crate::attach::Endpoint;
+use crate::sample::Sampler;
+
+/// Exit code for "could not run" (Nagios UNKNOWN): bad arguments or config file, an endpoint
+/// that cannot be reached, no database to report on.
+pub const COULD_NOT_RUN: u8 = 3;
+
+/// The command line `args` (the program's name first), or the exit code to end with at once:
+/// `--help` and `--version` print and give 0; any other clap error is one line on stderr and
+/// [`COULD_NOT_RUN`] (clap itself would exit 2, which here means unhealthy).
+///
+/// # Errors
+///
+/// The exit code, when the command line asks for no report.
+pub fn parse_args<I, T>(args: I) -> Result<Cli, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::error::ErrorKind;
+    let e = match Cli::try_parse_from(args) {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return Err(ExitCode::SUCCESS);
+    }
+    output::diag(&format!("{} (see --help)", cli::first_paragraph(&e)));
+    Err(ExitCode::from(COULD_NOT_RUN))
+}
+
+/// Reports on the sources `cli` names: once, or with `--continuous` until it ends.
+///
+/// Returns the exit code of the worst status reported: 0 healthy, 1 degraded, 2 unhealthy;
+/// 0 when stdout was closed (`| head`).
+///
+/// # Errors
+///
+/// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a config file that cannot
+/// be read, an endpoint that cannot be read at the first sample, a missing default database,
+/// a report that cannot be written.
+pub fn run(cli: &Cli) -> Result<ExitCode> {
+    let sources = source::resolve(cli)?;
+    if let Some(spec) = sources.files.first().filter(|_| sources.default_db) {
+        let path = &spec.path;
+        if !path.exists() {
+            bail!(
+                "no EcoSystemiser database at {} yet: nothing to report (the application \
+                 creates it on first use); name one with --db, --config or --attach",
+                path.display()
+            );
+        }
+    }
+    let sampler = Sampler {
+        endpoints: sources
+            .endpoints
+            .iter()
+            .map(|e| Endpoint::new(e, cli.timeout))
+            .collect(),
+        files: sources.files,
+        timeout: cli.timeout,
+    };
+    let code = if cli.continuous {
+        live::run(
+            &sampler,
+            live::Settings {
+                interval: cli.interval.unwrap_or(Duration::from_secs(2)),
+                duration: cli.duration,
+                slow: cli.slow,
+                json: cli.json,
+                history: cli.output.clone(),
+            },
+        )?
+    } else {
+        once::run(cli, &sampler)?
+    };
+    Ok(ExitCode::from(code))
+}

@@ -8,6 +8,7 @@ mod attach;
 mod checks;
 mod cli;
 mod file;
+mod finding;
 mod fmt;
 mod live;
 mod once;
@@ -17,6 +18,7 @@ mod rates;
 mod report;
 mod sample;
 mod source;
+mod status;
 mod table;
 
 use std::ffi::OsString;
@@ -27,13 +29,11 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 pub use crate::cli::Cli;
+pub use crate::finding::{Finding, FindingKind};
+pub use crate::status::COULD_NOT_RUN;
 
 use crate::attach::Endpoint;
 use crate::sample::Sampler;
-
-/// Exit code for "could not run" (Nagios UNKNOWN): bad arguments or config file, an endpoint
-/// that cannot be reached, no database to report on.
-pub const COULD_NOT_RUN: u8 = 3;
 
 /// The command line `args` (the program's name first), or the exit code to end with at once:
 /// `--help` and `--version` print and give 0; any other clap error is one line on stderr and

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::checks::assess;
 use crate::file::{FileFacts, HealthFacts};
+use crate::finding::Finding;
 use crate::probe::ProbeResult;
 use crate::rates::{self, Rates};
 use crate::sample::{DbRead, Sample};
+use crate::status;
 
 /// The version of the report's JSON shape.
 pub(crate) const REPORT_VERSION: u32 = 1;
@@ -98,16 +100,6 @@ pub(crate) struct DbReport {
     pub(crate) probe: Option<ProbeResult>,
 }
 
-/// Why a database is not healthy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Finding {
-    pub(crate) status: HealthStatus,
-    /// A short kind: `down`, `health`, `leak`, `over_max`, `timeouts`, `slow_acquire`,
-    /// `busy`, `corrupt`.
-    pub(crate) kind: String,
-    pub(crate) message: String,
-}
-
 /// A pool's state now, in pgbouncer's and HikariCP's terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pool {
@@ -160,15 +152,6 @@ impl From<&LatencySummary> for Percentiles {
     }
 }
 
-/// The exit code of a status: 0 healthy, 1 degraded, 2 unhealthy.
-pub(crate) fn exit_code(status: HealthStatus) -> u8 {
-    match status {
-        HealthStatus::Healthy => 0,
-        HealthStatus::Degraded => 1,
-        HealthStatus::Unhealthy => 2,
-    }
-}
-
 /// The report of `cur`, with rates and the checks that need two reads when `prev` is given.
 /// `slow` is the acquire wait above which a database is degraded.
 pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Report {
@@ -189,7 +172,7 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
         report_version: REPORT_VERSION,
         taken_at_unix_ms: cur.taken_at_unix_ms,
         status,
-        exit_code: exit_code(status),
+        exit_code: status::exit_code(status),
         total: total_of(&databases),
         databases,
     }
@@ -252,18 +235,10 @@ fn pool_of(s: &DbSnapshot) -> Pool {
     }
 }
 
-/// `healthy`, `degraded`, `unhealthy`.
-pub(crate) fn status_word(s: HealthStatus) -> &'static str {
-    match s {
-        HealthStatus::Healthy => "healthy",
-        HealthStatus::Degraded => "degraded",
-        HealthStatus::Unhealthy => "unhealthy",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::FindingKind;
     use hive_db_core::{DbConfig, DbName, Registry};
 
     fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
@@ -345,7 +320,7 @@ mod tests {
             fine.databases[0]
                 .findings
                 .iter()
-                .all(|f| f.kind != "over_max")
+                .all(|f| f.kind != FindingKind::OverMax)
         );
         let mut value = serde_json::to_value(&snapshot).unwrap();
         value["databases"][0]["live"] = serde_json::json!(11);
@@ -354,7 +329,7 @@ mod tests {
         let report = build(None, &read_of(over, 1), Duration::from_secs(1));
         let d = &report.databases[0];
         assert!(
-            d.findings.iter().any(|f| f.kind == "over_max"),
+            d.findings.iter().any(|f| f.kind == FindingKind::OverMax),
             "{:?}",
             d.findings
         );

@@ -2,9 +2,9 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 
-use crate::fmt;
 use crate::rates::Rates;
-use crate::report::{DbReport, Percentiles, Pool, Report, status_word};
+use crate::report::{DbReport, Percentiles, Pool, Report};
+use crate::{fmt, status};
 
 const DASH: &str = "-";
 /// Terminal width from which the pool table is one table rather than two.
@@ -47,7 +47,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         for d in &report.databases {
             t.add_row(vec![
                 label(d, many),
-                status_word(d.status).to_owned(),
+                status::word(d.status).to_owned(),
                 d.health
                     .as_ref()
                     .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms)),
@@ -86,7 +86,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
             .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms));
         let mut row = vec![
             label(d, many),
-            status_word(d.status).to_owned(),
+            status::word(d.status).to_owned(),
             pool.map_or(DASH.to_owned(), |p| format!("{}/{}", p.live, p.max)),
             n(|p| p.active),
             n(|p| p.idle),
@@ -164,7 +164,7 @@ pub(crate) fn findings(report: &Report) -> String {
         for f in &d.findings {
             out.push_str(&format!(
                 "{:<9} {}: {}\n",
-                status_word(f.status).to_uppercase(),
+                status::word(f.status).to_uppercase(),
                 d.name,
                 f.message
             ));
@@ -190,7 +190,7 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
     let mut out = format!(
         "db-monitor: {} database(s), status {}\n\n{heading}\n{}\n",
         report.databases.len(),
-        status_word(report.status).to_uppercase(),
+        status::word(report.status).to_uppercase(),
         pools(report, width)
     );
     let with_totals: Vec<_> = report

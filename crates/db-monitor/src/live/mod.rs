@@ -16,10 +16,10 @@ use hive_db_core::HealthStatus;
 use serde::Serialize;
 
 use self::screen::Screen;
-use crate::fmt;
 use crate::output::{self, Written};
-use crate::report::{self, Report, status_word};
+use crate::report::{self, Report};
 use crate::sample::{Depth, Sample, Sampler};
+use crate::{fmt, status};
 
 /// Samples kept for the trend line.
 const TREND: usize = 40;
@@ -166,7 +166,7 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     } else {
         let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
-    Ok(report::exit_code(worst))
+    Ok(status::exit_code(worst))
 }
 
 /// Why [`wait_until`] returned.
@@ -264,7 +264,7 @@ fn summary(
         fmt::duration(Duration::from_millis(
             u64::try_from(elapsed.as_millis()).unwrap_or(0)
         )),
-        status_word(worst).to_uppercase()
+        status::word(worst).to_uppercase()
     );
     let mut keys: Vec<_> = tallies.keys().collect();
     keys.sort();
@@ -274,7 +274,7 @@ fn summary(
             out.push_str(&format!(
                 "  {}: worst {}\n",
                 key.1,
-                status_word(t.worst.unwrap_or(HealthStatus::Healthy))
+                status::word(t.worst.unwrap_or(HealthStatus::Healthy))
             ));
             continue;
         }
@@ -291,7 +291,7 @@ fn summary(
             t.timeouts,
             t.peak_waiting,
             fmt::millis(t.peak_maxwait_ms),
-            status_word(t.worst.unwrap_or(HealthStatus::Healthy))
+            status::word(t.worst.unwrap_or(HealthStatus::Healthy))
         ));
     }
     out

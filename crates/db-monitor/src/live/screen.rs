@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use crossterm::{cursor, queue, terminal};
 
 use super::{Tally, sparkline};
-use crate::report::{Report, status_word};
-use crate::{fmt, table};
+use crate::report::Report;
+use crate::{fmt, status, table};
 
 /// The terminal in the live view's state (alternate screen, raw mode, hidden cursor), put
 /// back on drop and on panic.
@@ -58,7 +58,7 @@ impl Screen {
             "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
             humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
             humantime::format_duration(interval),
-            status_word(report.status).to_uppercase()
+            status::word(report.status).to_uppercase()
         );
         text.push_str(&table::pools(report, Some(width)));
         text.push_str("\n\nacquires/s, last samples\n");

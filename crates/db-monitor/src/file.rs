@@ -15,34 +15,37 @@ use crate::probe::ProbeResult;
 
 /// What SQLite says about a database file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct FileFacts {
+#[non_exhaustive]
+pub struct FileFacts {
     /// Size of the database file in bytes.
-    pub(crate) file_bytes: u64,
+    pub file_bytes: u64,
     /// Size of its `-wal` file in bytes (0 when absent).
-    pub(crate) wal_bytes: u64,
+    pub wal_bytes: u64,
     /// `PRAGMA page_size`.
-    pub(crate) page_size: u64,
+    pub page_size: u64,
     /// `PRAGMA page_count`.
-    pub(crate) page_count: u64,
+    pub page_count: u64,
     /// `PRAGMA freelist_count`: unused pages.
-    pub(crate) freelist_count: u64,
+    pub freelist_count: u64,
     /// `PRAGMA journal_mode`.
-    pub(crate) journal_mode: String,
+    pub journal_mode: String,
     /// `ok`, the first problem `PRAGMA quick_check` found, or why it did not finish; `None`
     /// when it was not run.
-    pub(crate) quick_check: Option<String>,
+    pub quick_check: Option<String>,
     /// True when `quick_check` found a problem.
-    pub(crate) corrupt: bool,
+    pub corrupt: bool,
 }
 
 /// A health check's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct HealthFacts {
-    pub(crate) status: HealthStatus,
+#[non_exhaustive]
+pub struct HealthFacts {
+    /// Healthy, degraded or unhealthy.
+    pub status: HealthStatus,
     /// Time the check took, in milliseconds.
-    pub(crate) latency_ms: f64,
+    pub latency_ms: f64,
     /// What went wrong or made it degraded.
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// What a look at one file found: its facts and health, or why it could not be read.

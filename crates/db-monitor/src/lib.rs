@@ -29,7 +29,11 @@ use anyhow::{Result, bail};
 use clap::Parser;
 
 pub use crate::cli::Cli;
+pub use crate::file::{FileFacts, HealthFacts};
 pub use crate::finding::{Finding, FindingKind};
+pub use crate::probe::ProbeResult;
+pub use crate::rates::Rates;
+pub use crate::report::{DbReport, Latencies, Percentiles, Pool, Report, Total};
 pub use crate::status::COULD_NOT_RUN;
 
 use crate::attach::Endpoint;

@@ -65,7 +65,7 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
         table::full(&report, width)
     };
     match output::stdout(&text).context("cannot write to stdout")? {
-        Written::Yes => Ok(report.exit_code),
+        Written::Yes => Ok(report.exit_code()),
         Written::PipeClosed => Ok(0),
     }
 }

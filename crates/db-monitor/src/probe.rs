@@ -9,23 +9,24 @@ use crate::attach::Endpoint;
 
 /// What a probe measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ProbeResult {
+#[non_exhaustive]
+pub struct ProbeResult {
     /// `reads` (a read transaction on the file) or `stats` (a `/stats` round trip).
-    pub(crate) what: String,
+    pub what: String,
     /// How long it ran, in seconds.
-    pub(crate) seconds: f64,
+    pub seconds: f64,
     /// Operations that succeeded.
-    pub(crate) ops: u64,
+    pub ops: u64,
     /// Operations that failed.
-    pub(crate) errors: u64,
+    pub errors: u64,
     /// `ops / seconds`.
-    pub(crate) per_second: f64,
+    pub per_second: f64,
     /// Latency of the operations, in milliseconds.
-    pub(crate) p50_ms: f64,
+    pub p50_ms: f64,
     /// 99th percentile latency, in milliseconds.
-    pub(crate) p99_ms: f64,
+    pub p99_ms: f64,
     /// Largest latency, in milliseconds.
-    pub(crate) max_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Small read transactions on `conn` for `length`: each reads the schema's row count, so it

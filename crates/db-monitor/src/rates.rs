@@ -6,32 +6,33 @@ use serde::{Deserialize, Serialize};
 
 /// What happened between two snapshots, per second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Rates {
+#[non_exhaustive]
+pub struct Rates {
     /// Seconds between the two snapshots (the registry's clock).
-    pub(crate) seconds: f64,
+    pub seconds: f64,
     /// Successful acquires.
-    pub(crate) acquires_per_s: f64,
+    pub acquires_per_s: f64,
     /// Acquires that had to wait for a connection.
-    pub(crate) waits_per_s: f64,
+    pub waits_per_s: f64,
     /// Acquires that gave up at `connection_timeout`.
-    pub(crate) timeouts_per_s: f64,
+    pub timeouts_per_s: f64,
     /// SQLITE_BUSY / SQLITE_LOCKED errors.
-    pub(crate) busy_per_s: f64,
+    pub busy_per_s: f64,
     /// Write transactions committed.
-    pub(crate) tx_per_s: f64,
+    pub tx_per_s: f64,
     /// `write` calls committed (several share a transaction under group commit).
-    pub(crate) commits_per_s: f64,
+    pub commits_per_s: f64,
     /// Acquire timeouts in the interval (a count, for the leak check).
-    pub(crate) timeouts: u64,
+    pub timeouts: u64,
     /// Leaks reported in the interval.
-    pub(crate) leaks: u64,
+    pub leaks: u64,
     /// SQLITE_BUSY errors in the interval.
-    pub(crate) busy: u64,
+    pub busy: u64,
     /// 99th percentile of the interval's acquire waits in milliseconds, interpolated within
     /// its bucket as Prometheus's `histogram_quantile` does; `None` without acquires.
-    pub(crate) acquire_wait_p99_ms: Option<f64>,
+    pub acquire_wait_p99_ms: Option<f64>,
     /// 99th percentile of the interval's connection holds in milliseconds.
-    pub(crate) hold_p99_ms: Option<f64>,
+    pub hold_p99_ms: Option<f64>,
 }
 
 /// The rates from `prev` to `cur`, `seconds` apart; `None` when a counter went backwards

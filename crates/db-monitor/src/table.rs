@@ -47,7 +47,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         for d in &report.databases {
             t.add_row(vec![
                 label(d, many),
-                status::word(d.status).to_owned(),
+                status::word(d.status()).to_owned(),
                 d.health
                     .as_ref()
                     .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms)),
@@ -86,7 +86,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
             .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms));
         let mut row = vec![
             label(d, many),
-            status::word(d.status).to_owned(),
+            status::word(d.status()).to_owned(),
             pool.map_or(DASH.to_owned(), |p| format!("{}/{}", p.live, p.max)),
             n(|p| p.active),
             n(|p| p.idle),
@@ -114,7 +114,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         }
         state.add_row(row);
     }
-    if let Some(t) = report.total.as_ref().filter(|t| t.pools > 1) {
+    if let Some(t) = report.total().filter(|t| t.pools > 1) {
         let mut row = vec![
             "total".to_owned(),
             String::new(),
@@ -190,7 +190,7 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
     let mut out = format!(
         "db-monitor: {} database(s), status {}\n\n{heading}\n{}\n",
         report.databases.len(),
-        status::word(report.status).to_uppercase(),
+        status::word(report.status()).to_uppercase(),
         pools(report, width)
     );
     let with_totals: Vec<_> = report

@@ -99,7 +99,7 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     let mut pipe_closed = false;
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
-        worst = worst.max(report.status);
+        worst = worst.max(report.status());
         tally(&mut tallies, &report);
         let line = serde_json::to_string(&Line {
             sample: n,
@@ -219,7 +219,7 @@ fn tally(tallies: &mut HashMap<(String, String), Tally>, report: &Report) {
         let t = tallies
             .entry((d.source.clone(), d.name.clone()))
             .or_default();
-        t.worst = Some(t.worst.map_or(d.status, |w| w.max(d.status)));
+        t.worst = Some(t.worst.map_or(d.status(), |w| w.max(d.status())));
         if let Some(p) = &d.pool {
             t.pool = true;
             t.peak_waiting = t.peak_waiting.max(p.waiting);

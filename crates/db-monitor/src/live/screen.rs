@@ -58,7 +58,7 @@ impl Screen {
             "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
             humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
             humantime::format_duration(interval),
-            status::word(report.status).to_uppercase()
+            status::word(report.status()).to_uppercase()
         );
         text.push_str(&table::pools(report, Some(width)));
         text.push_str("\n\nacquires/s, last samples\n");

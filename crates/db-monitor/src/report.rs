@@ -102,6 +102,13 @@ pub struct Total {
 }
 
 impl Total {
+    /// `pool` alone, with its `rates`.
+    pub(crate) fn of(pool: &Pool, rates: Option<&Rates>) -> Self {
+        let mut t = Self::default();
+        t.add(pool, rates);
+        t
+    }
+
     fn add(&mut self, p: &Pool, rates: Option<&Rates>) {
         self.pools += 1;
         self.live += p.live;

@@ -6,6 +6,7 @@ mod screen;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,7 +34,7 @@ pub(crate) struct Settings {
     /// JSON lines even on a terminal.
     pub(crate) json: bool,
     /// Where the history goes (JSON lines), created once the first sample is read.
-    pub(crate) history: Option<std::path::PathBuf>,
+    pub(crate) history: Option<PathBuf>,
 }
 
 /// One JSON line: a sample's report with its number and time since the start.
@@ -81,68 +82,20 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
     if let Some(e) = first.endpoint_errors.first() {
         bail!("{e}");
     }
-    let mut history = match &settings.history {
-        Some(path) => Some((
-            path,
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => None,
-    };
-    let live = !settings.json && std::io::stdout().is_terminal();
-    let mut screen = if live { Some(Screen::enter()?) } else { None };
-    let start = Instant::now();
-    let mut tallies: HashMap<(String, String), Tally> = HashMap::new();
-    let mut worst = HealthStatus::Healthy;
+    let mut view = View::new(&settings)?;
     let mut prev: Option<Sample> = None;
     let mut cur = first;
-    let mut n: u64 = 0;
-    let mut pipe_closed = false;
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
-        worst = worst.max(report.status());
-        tally(&mut tallies, &report);
-        let line = serde_json::to_string(&Line {
-            sample: n,
-            elapsed_s: start.elapsed().as_secs_f64(),
-            report: &report,
-        })
-        .context("cannot encode a sample as JSON")?;
-        if let Some((path, file)) = &mut history {
-            writeln!(file, "{line}")
-                .and_then(|()| file.flush())
-                .with_context(|| format!("cannot write the history to {}", path.display()))?;
-        }
-        match &mut screen {
-            Some(s) => s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?,
-            None => {
-                if output::stdout(&format!("{line}\n")).context("cannot write to stdout")?
-                    == Written::PipeClosed
-                {
-                    pipe_closed = true;
-                    break;
-                }
-            }
+        if view.show(&report)? == Written::PipeClosed {
+            return Ok(0);
         }
         // The next sample is due at the next multiple of the interval; missed ones are
         // skipped, so a slow source does not make samples pile up.
-        let elapsed = start.elapsed();
+        let elapsed = view.start.elapsed();
         let k = elapsed.as_nanos() / settings.interval.as_nanos().max(1) + 1;
         let due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
-        if settings.duration.is_some_and(|d| due > d) {
-            break;
-        }
-        let quit = loop {
-            match wait_until(start + due, &stop, screen.is_some())? {
-                Wake::Due => break stop.load(Ordering::Relaxed),
-                Wake::Quit => break true,
-                Wake::Resized => {
-                    if let Some(s) = &mut screen {
-                        s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?;
-                    }
-                }
-            }
-        };
-        if quit {
+        if settings.duration.is_some_and(|d| due > d) || view.wait(&report, due, &stop)? {
             break;
         }
         prev = Some(cur);
@@ -151,22 +104,114 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
             endpoint_files: false,
             probe: None,
         });
-        n += 1;
     }
-    let was_live = screen.is_some();
-    drop(screen);
-    if pipe_closed {
-        return Ok(0);
+    view.finish()
+}
+
+/// Where the samples go (the terminal's live view, or JSON lines on stdout, and the history
+/// file) and what the summary needs.
+#[derive(Debug)]
+struct View {
+    interval: Duration,
+    start: Instant,
+    /// Samples shown so far.
+    shown: u64,
+    worst: HealthStatus,
+    tallies: HashMap<(String, String), Tally>,
+    history: Option<(PathBuf, File)>,
+    screen: Option<Screen>,
+}
+
+impl View {
+    fn new(settings: &Settings) -> Result<Self> {
+        let history = match &settings.history {
+            Some(path) => Some((
+                path.clone(),
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let live = !settings.json && std::io::stdout().is_terminal();
+        Ok(Self {
+            interval: settings.interval,
+            start: Instant::now(),
+            shown: 0,
+            worst: HealthStatus::Healthy,
+            tallies: HashMap::new(),
+            history,
+            screen: if live { Some(Screen::enter()?) } else { None },
+        })
     }
-    let text = summary(n + 1, start.elapsed(), worst, &tallies);
-    if was_live {
-        if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
-            return Ok(0);
+
+    /// Counts `report` in, saves it to the history, and draws it or writes its JSON line.
+    fn show(&mut self, report: &Report) -> Result<Written> {
+        let n = self.shown;
+        self.shown += 1;
+        self.worst = self.worst.max(report.status());
+        tally(&mut self.tallies, report);
+        let line = serde_json::to_string(&Line {
+            sample: n,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            report,
+        })
+        .context("cannot encode a sample as JSON")?;
+        if let Some((path, file)) = &mut self.history {
+            writeln!(file, "{line}")
+                .and_then(|()| file.flush())
+                .with_context(|| format!("cannot write the history to {}", path.display()))?;
         }
-    } else {
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        match &mut self.screen {
+            Some(s) => {
+                s.draw(
+                    report,
+                    n,
+                    self.start.elapsed(),
+                    self.interval,
+                    &self.tallies,
+                )?;
+                Ok(Written::Yes)
+            }
+            None => output::stdout(&format!("{line}\n")).context("cannot write to stdout"),
+        }
     }
-    Ok(status::exit_code(worst))
+
+    /// Waits until `due` after the start, drawing `report` again when the terminal changes
+    /// size. True when the run is to end.
+    fn wait(&mut self, report: &Report, due: Duration, stop: &AtomicBool) -> Result<bool> {
+        loop {
+            match wait_until(self.start + due, stop, self.screen.is_some())? {
+                Wake::Due => return Ok(stop.load(Ordering::Relaxed)),
+                Wake::Quit => return Ok(true),
+                Wake::Resized => {
+                    if let Some(s) = &mut self.screen {
+                        let n = self.shown.saturating_sub(1);
+                        s.draw(
+                            report,
+                            n,
+                            self.start.elapsed(),
+                            self.interval,
+                            &self.tallies,
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the live view and writes the summary (on stdout after a live view, else on
+    /// stderr, so that stdout stays JSON lines). The exit code of the worst status seen.
+    fn finish(mut self) -> Result<u8> {
+        let was_live = self.screen.take().is_some();
+        let text = summary(self.shown, self.start.elapsed(), self.worst, &self.tallies);
+        if was_live {
+            if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
+                return Ok(0);
+            }
+        } else {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+        Ok(status::exit_code(self.worst))
+    }
 }
 
 /// Why [`wait_until`] returned.

@@ -54,30 +54,13 @@ impl Screen {
         tallies: &HashMap<(String, String), Tally>,
     ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
-        let mut text = format!(
-            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
+        let header = format!(
+            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)",
             humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
             humantime::format_duration(interval),
             status::word(report.status()).to_uppercase()
         );
-        text.push_str(&table::pools(report, Some(width)));
-        text.push_str("\n\nacquires/s, last samples\n");
-        for d in report.databases.iter().filter(|d| d.pool.is_some()) {
-            if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
-                let last = t.trend.back().copied().unwrap_or(0.0);
-                text.push_str(&format!(
-                    "  {:<16} {} {}/s\n",
-                    d.name,
-                    sparkline(&t.trend),
-                    fmt::rate(last)
-                ));
-            }
-        }
-        let findings = table::findings(report);
-        if !findings.is_empty() {
-            text.push_str("\nFindings\n");
-            text.push_str(&findings);
-        }
+        let text = format!("{header}\n\n{}", body(report, width, tallies));
         queue!(self.out, cursor::MoveTo(0, 0))?;
         // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
         let width = usize::from(width.max(1));
@@ -104,6 +87,29 @@ impl Screen {
         self.out.flush().context("cannot draw the live view")?;
         Ok(())
     }
+}
+
+/// The pools, each pool's trend of acquires per second, and the findings.
+fn body(report: &Report, width: u16, tallies: &HashMap<(String, String), Tally>) -> String {
+    let mut text = table::pools(report, Some(width));
+    text.push_str("\n\nacquires/s, last samples\n");
+    for d in report.databases.iter().filter(|d| d.pool.is_some()) {
+        if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
+            let last = t.trend.back().copied().unwrap_or(0.0);
+            text.push_str(&format!(
+                "  {:<16} {} {}/s\n",
+                d.name,
+                sparkline(&t.trend),
+                fmt::rate(last)
+            ));
+        }
+    }
+    let findings = table::findings(report);
+    if !findings.is_empty() {
+        text.push_str("\nFindings\n");
+        text.push_str(&findings);
+    }
+    text
 }
 
 impl Drop for Screen {

@@ -22,7 +22,7 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
     let full = Depth {
         quick_check: true,
         endpoint_files: true,
-        probe: cli.probe.map(Duration::from_secs_f64),
+        probe: cli.probe,
     };
     // An endpoint is read twice, an interval apart, for rates and the checks that compare
     // two reads (acquire timeouts rising, an interval's p99 wait).

@@ -2,7 +2,7 @@
 //! config file, or the default EcoSystemiser database.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use hive_db_core::DbName;
@@ -47,8 +47,8 @@ pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
     }
     let default_db = files.is_empty() && endpoints.is_empty();
     if default_db {
-        let path = ecosystemiser_db_path(|var| std::env::var_os(var).map(PathBuf::from))?;
-        let name = DbName::new("ecosystemiser").context("the default database name")?;
+        let path = ecosystemiser_db::ecosystemiser_db_path()?;
+        let name = DbName::new(ecosystemiser_db::DB_NAME).context("the default database name")?;
         files.push(DbSpec { name, path });
     }
     Ok(Sources {
@@ -56,32 +56,6 @@ pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
         files,
         default_db,
     })
-}
-
-/// The EcoSystemiser database file: `ECOSYSTEMISER_DB_PATH` when set (empty is an error),
-/// else `$XDG_DATA_HOME/ecosystemiser/ecosystemiser.db`, else
-/// `$HOME/.local/share/ecosystemiser/ecosystemiser.db`; relative XDG values are ignored.
-///
-/// This must match the data layer's `ecosystemiser_db_path()` (crate `ecosystemiser-db`),
-/// which db-monitor does not depend on: the monitor sees only hive-db-core.
-pub(crate) fn ecosystemiser_db_path(lookup: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
-    const VAR: &str = "ECOSYSTEMISER_DB_PATH";
-    if let Some(path) = lookup(VAR) {
-        if path.as_os_str().is_empty() {
-            bail!("{VAR} is set but empty");
-        }
-        return Ok(path);
-    }
-    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
-    let data_home = lookup("XDG_DATA_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            lookup("HOME")
-                .and_then(absolute)
-                .map(|h| h.join(".local").join("share"))
-        })
-        .context("no data folder for the default database: set ECOSYSTEMISER_DB_PATH, XDG_DATA_HOME or HOME")?;
-    Ok(data_home.join("ecosystemiser").join("ecosystemiser.db"))
 }
 
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a
@@ -120,35 +94,7 @@ fn parse_config(text: &str, base: &Path) -> Result<Vec<DbSpec>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
-        let map: HashMap<String, PathBuf> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), PathBuf::from(v)))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    /// Bug caught: a default path that differs from the data layer's (variable, then
-    /// XDG_DATA_HOME, then HOME; relative XDG values ignored; empty variable refused).
-    #[test]
-    fn default_path_follows_the_data_layer_rules() {
-        let p = ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "/srv/e.db")]));
-        assert_eq!(p.unwrap(), PathBuf::from("/srv/e.db"));
-        assert!(ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "")])).is_err());
-        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]));
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/x/ecosystemiser/ecosystemiser.db")
-        );
-        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]));
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/h/.local/share/ecosystemiser/ecosystemiser.db")
-        );
-        assert!(ecosystemiser_db_path(lookup(&[])).is_err());
-    }
+    use std::path::PathBuf;
 
     /// Bug caught: comments or blank lines taken as entries, relative paths taken from the
     /// working folder, or an error without its line number.

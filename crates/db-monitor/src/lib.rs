@@ -4,22 +4,33 @@
 //! The `db-monitor` binary is [`parse_args`] and [`run`]; exit codes follow the Nagios plugin
 //! convention (see `--help`).
 
-mod attach;
-mod checks;
+// The modules in layers, leaves first: each uses only the modules above it in this list
+// (the workspace's tidy test checks it; docs/ARCHITECTURE.md gives the same order). Inside a
+// layer the order is alphabetical, as rustfmt keeps it, and no module uses a later one.
+//
+// Leaves: the command line, findings, short human forms, stdout, rates, statuses and exit
+// codes.
 mod cli;
-mod file;
 mod finding;
 mod fmt;
-mod live;
-mod once;
 mod output;
-mod probe;
 mod rates;
-mod report;
+mod status;
+// An endpoint: its client, the probe.
+mod attach;
+mod probe;
+// Reading: a database file, one sample of every source, the sources.
+mod file;
 mod sample;
 mod source;
-mod status;
+// Judging: the checks, and the report they go into.
+mod checks;
+mod report;
+// Rendering: the tables.
 mod table;
+// The modes: `--continuous`, the one-shot report.
+mod live;
+mod once;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -2,8 +2,8 @@
 //! JSON line per sample otherwise, with a summary at the end.
 
 mod screen;
+mod tally;
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,17 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use hive_db_core::HealthStatus;
 use serde::Serialize;
 
 use self::screen::Screen;
+use self::tally::Tallies;
 use crate::output::{self, Written};
 use crate::report::{self, Report};
 use crate::sample::{Depth, Sample, Sampler};
-use crate::{fmt, status};
-
-/// Samples kept for the trend line.
-const TREND: usize = 40;
+use crate::status;
 
 /// How the loop is set up.
 #[derive(Debug)]
@@ -44,20 +41,6 @@ struct Line<'a> {
     elapsed_s: f64,
     #[serde(flatten)]
     report: &'a Report,
-}
-
-/// Per database over the run, for the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    acquires: u64,
-    timeouts: u64,
-    seconds: f64,
-    peak_waiting: u32,
-    peak_maxwait_ms: f64,
-    worst: Option<HealthStatus>,
-    trend: VecDeque<f64>,
-    /// Seen with a pool (an endpoint's database), so the pool figures mean something.
-    pool: bool,
 }
 
 /// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
@@ -116,8 +99,7 @@ struct View {
     start: Instant,
     /// Samples shown so far.
     shown: u64,
-    worst: HealthStatus,
-    tallies: HashMap<(String, String), Tally>,
+    tallies: Tallies,
     history: Option<(PathBuf, File)>,
     screen: Option<Screen>,
 }
@@ -136,8 +118,7 @@ impl View {
             interval: settings.interval,
             start: Instant::now(),
             shown: 0,
-            worst: HealthStatus::Healthy,
-            tallies: HashMap::new(),
+            tallies: Tallies::default(),
             history,
             screen: if live { Some(Screen::enter()?) } else { None },
         })
@@ -147,8 +128,7 @@ impl View {
     fn show(&mut self, report: &Report) -> Result<Written> {
         let n = self.shown;
         self.shown += 1;
-        self.worst = self.worst.max(report.status());
-        tally(&mut self.tallies, report);
+        self.tallies.add(report);
         let line = serde_json::to_string(&Line {
             sample: n,
             elapsed_s: self.start.elapsed().as_secs_f64(),
@@ -202,7 +182,7 @@ impl View {
     /// stderr, so that stdout stays JSON lines). The exit code of the worst status seen.
     fn finish(mut self) -> Result<u8> {
         let was_live = self.screen.take().is_some();
-        let text = summary(self.shown, self.start.elapsed(), self.worst, &self.tallies);
+        let text = self.tallies.summary(self.shown, self.start.elapsed());
         if was_live {
             if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
                 return Ok(0);
@@ -210,7 +190,7 @@ impl View {
         } else {
             let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
-        Ok(status::exit_code(self.worst))
+        Ok(status::exit_code(self.tallies.worst()))
     }
 }
 
@@ -256,102 +236,5 @@ fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<Wake> {
             Event::Resize(..) => return Ok(Wake::Resized),
             _ => {}
         }
-    }
-}
-
-fn tally(tallies: &mut HashMap<(String, String), Tally>, report: &Report) {
-    for d in &report.databases {
-        let t = tallies
-            .entry((d.source.clone(), d.name.clone()))
-            .or_default();
-        t.worst = Some(t.worst.map_or(d.status(), |w| w.max(d.status())));
-        if let Some(p) = &d.pool {
-            t.pool = true;
-            t.peak_waiting = t.peak_waiting.max(p.waiting);
-            t.peak_maxwait_ms = t.peak_maxwait_ms.max(p.maxwait_ms);
-        }
-        if let Some(r) = &d.rates {
-            t.acquires += (r.acquires_per_s * r.seconds).round() as u64;
-            t.timeouts += r.timeouts;
-            t.seconds += r.seconds;
-            if t.trend.len() == TREND {
-                t.trend.pop_front();
-            }
-            t.trend.push_back(r.acquires_per_s);
-        }
-    }
-}
-
-/// `▁▃▅█`: values scaled to the largest.
-fn sparkline(values: &VecDeque<f64>) -> String {
-    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let top = values.iter().copied().fold(0.0, f64::max);
-    values
-        .iter()
-        .map(|v| {
-            if top <= 0.0 {
-                BARS[0]
-            } else {
-                BARS[((v / top) * 7.0).round().clamp(0.0, 7.0) as usize]
-            }
-        })
-        .collect()
-}
-
-fn summary(
-    samples: u64,
-    elapsed: Duration,
-    worst: HealthStatus,
-    tallies: &HashMap<(String, String), Tally>,
-) -> String {
-    let mut out = format!(
-        "db-monitor: {samples} samples over {}, worst status {}\n",
-        fmt::duration(Duration::from_millis(
-            u64::try_from(elapsed.as_millis()).unwrap_or(0)
-        )),
-        status::word(worst).to_uppercase()
-    );
-    let mut keys: Vec<_> = tallies.keys().collect();
-    keys.sort();
-    for key in keys {
-        let t = &tallies[key];
-        if !t.pool {
-            out.push_str(&format!(
-                "  {}: worst {}\n",
-                key.1,
-                status::word(t.worst.unwrap_or(HealthStatus::Healthy))
-            ));
-            continue;
-        }
-        let rate = if t.seconds > 0.0 {
-            t.acquires as f64 / t.seconds
-        } else {
-            0.0
-        };
-        out.push_str(&format!(
-            "  {}: {} acquires ({}/s), {} timeouts, peak waiting {}, peak maxwait {}, worst {}\n",
-            key.1,
-            t.acquires,
-            fmt::rate(rate),
-            t.timeouts,
-            t.peak_waiting,
-            fmt::millis(t.peak_maxwait_ms),
-            status::word(t.worst.unwrap_or(HealthStatus::Healthy))
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bug caught: a trend that divides by zero on an idle database or loses its scale.
-    #[test]
-    fn sparkline_scales_to_the_largest() {
-        let v: VecDeque<f64> = [0.0, 5.0, 10.0].into_iter().collect();
-        assert_eq!(sparkline(&v), "▁▅█");
-        let idle: VecDeque<f64> = [0.0, 0.0].into_iter().collect();
-        assert_eq!(sparkline(&idle), "▁▁");
     }
 }

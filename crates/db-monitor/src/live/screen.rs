@@ -1,14 +1,13 @@
 //! The live view on a terminal: the alternate screen in raw mode, drawn in place each
 //! sample, and put back on drop and on panic.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use crossterm::{cursor, queue, terminal};
 
-use super::{Tally, sparkline};
+use super::tally::{Tallies, sparkline};
 use crate::report::Report;
 use crate::{fmt, status, table};
 
@@ -51,7 +50,7 @@ impl Screen {
         n: u64,
         elapsed: Duration,
         interval: Duration,
-        tallies: &HashMap<(String, String), Tally>,
+        tallies: &Tallies,
     ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
         let header = format!(
@@ -90,11 +89,11 @@ impl Screen {
 }
 
 /// The pools, each pool's trend of acquires per second, and the findings.
-fn body(report: &Report, width: u16, tallies: &HashMap<(String, String), Tally>) -> String {
+fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
     let mut text = table::pools(report, Some(width));
     text.push_str("\n\nacquires/s, last samples\n");
     for d in report.databases.iter().filter(|d| d.pool.is_some()) {
-        if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
+        if let Some(t) = tallies.of(d) {
             let last = t.trend.back().copied().unwrap_or(0.0);
             text.push_str(&format!(
                 "  {:<16} {} {}/s\n",

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::cli::Cli;
 use crate::output::{self, Written};
@@ -19,24 +19,13 @@ use crate::table;
 ///
 /// An endpoint that cannot be read at the first read, or a report that cannot be written.
 pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
-    let full = Depth {
-        quick_check: true,
-        endpoint_files: true,
-        probe: cli.probe,
-    };
+    let full = Depth::full(cli.probe);
     // An endpoint is read twice, an interval apart, for rates and the checks that compare
     // two reads (acquire timeouts rising, an interval's p99 wait).
     let (first, last) = if sampler.endpoints.is_empty() {
         (None, sampler.take(full))
     } else {
-        let first = sampler.take(Depth {
-            quick_check: false,
-            endpoint_files: false,
-            probe: None,
-        });
-        if let Some(e) = first.endpoint_errors.first() {
-            bail!("{e}");
-        }
+        let first = sampler.take_first(Depth::BASIC)?;
         std::thread::sleep(cli.interval.unwrap_or(Duration::from_secs(1)));
         (Some(first), sampler.take(full))
     };

@@ -146,8 +146,8 @@ fn crate_modules_used(code: &str) -> Vec<String> {
     used
 }
 
-/// The module a file of `crates/hive-db-core/src` belongs to (`pool/leak.rs` is `pool`);
-/// `None` for the crate root.
+/// The module a file of a crate's `src` belongs to (`pool/leak.rs` is `pool`); `None` for
+/// the crate root.
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
@@ -201,22 +201,32 @@ fn layer_violations(module: &str, code: &str) -> Vec<String> {
 /// a layer above, which is how import circles start.
 #[test]
 fn core_modules_import_only_from_below() {
-    let src = workspace().join("crates/hive-db-core/src");
-    let mut problems = Vec::new();
-    for file in rust_files(&src) {
-        let Some(module) = module_of(&src, &file) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&file).expect("readable source");
-        for p in layer_violations(&module, &code_of(&text)) {
-            problems.push(format!("{}: {p}", relative(&file)));
-        }
-    }
+    let problems = crate_problems(
+        &workspace().join("crates/hive-db-core/src"),
+        layer_violations,
+    );
     assert!(
         problems.is_empty(),
         "layer rule broken:\n{}",
         problems.join("\n")
     );
+}
+
+/// What `check` (given a module and its code) finds in the files of the crate whose sources
+/// are in `src`, each line naming its file; the crate roots are left out.
+fn crate_problems(src: &Path, check: impl Fn(&str, &str) -> Vec<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for file in rust_files(src) {
+        // A binary's root uses its library by the library's name, not through `crate::`.
+        let Some(module) = module_of(src, &file).filter(|m| m != "main") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        for p in check(&module, &code_of(&text)) {
+            problems.push(format!("{}: {p}", relative(&file)));
+        }
+    }
+    problems
 }
 
 /// Bug caught: the layer check passing everything (a parser that finds no imports), so the
@@ -287,17 +297,7 @@ fn monitor_modules_import_only_from_above() {
         "no modules found in {MONITOR_LIB}: {order:?}"
     );
     let src = root.parent().expect("lib.rs sits in src");
-    let mut problems = Vec::new();
-    for file in rust_files(src) {
-        // The binary's root uses the library by its name, not through `crate::`.
-        let Some(module) = module_of(src, &file).filter(|m| m != "main") else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&file).expect("readable source");
-        for p in order_violations(&order, &module, &code_of(&text)) {
-            problems.push(format!("{}: {p}", relative(&file)));
-        }
-    }
+    let problems = crate_problems(src, |module, code| order_violations(&order, module, code));
     assert!(
         problems.is_empty(),
         "layer rule broken:\n{}",

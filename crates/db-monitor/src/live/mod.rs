@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use serde::Serialize;
 
@@ -57,14 +57,7 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let first = sampler.take(Depth {
-        quick_check: true,
-        endpoint_files: true,
-        probe: None,
-    });
-    if let Some(e) = first.endpoint_errors.first() {
-        bail!("{e}");
-    }
+    let first = sampler.take_first(Depth::full(None))?;
     let mut view = View::new(&settings)?;
     let mut prev: Option<Sample> = None;
     let mut cur = first;
@@ -82,11 +75,7 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
             break;
         }
         prev = Some(cur);
-        cur = sampler.take(Depth {
-            quick_check: false,
-            endpoint_files: false,
-            probe: None,
-        });
+        cur = sampler.take(Depth::BASIC);
     }
     view.finish()
 }
@@ -140,18 +129,25 @@ impl View {
                 .and_then(|()| file.flush())
                 .with_context(|| format!("cannot write the history to {}", path.display()))?;
         }
+        if self.screen.is_some() {
+            self.draw(report)?;
+            return Ok(Written::Yes);
+        }
+        output::stdout(&format!("{line}\n")).context("cannot write to stdout")
+    }
+
+    /// Draws `report`, the last sample shown, on the live view if there is one.
+    fn draw(&mut self, report: &Report) -> Result<()> {
+        let n = self.shown.saturating_sub(1);
         match &mut self.screen {
-            Some(s) => {
-                s.draw(
-                    report,
-                    n,
-                    self.start.elapsed(),
-                    self.interval,
-                    &self.tallies,
-                )?;
-                Ok(Written::Yes)
-            }
-            None => output::stdout(&format!("{line}\n")).context("cannot write to stdout"),
+            Some(s) => s.draw(
+                report,
+                n,
+                self.start.elapsed(),
+                self.interval,
+                &self.tallies,
+            ),
+            None => Ok(()),
         }
     }
 
@@ -162,18 +158,7 @@ impl View {
             match wait_until(self.start + due, stop, self.screen.is_some())? {
                 Wake::Due => return Ok(stop.load(Ordering::Relaxed)),
                 Wake::Quit => return Ok(true),
-                Wake::Resized => {
-                    if let Some(s) = &mut self.screen {
-                        let n = self.shown.saturating_sub(1);
-                        s.draw(
-                            report,
-                            n,
-                            self.start.elapsed(),
-                            self.interval,
-                            &self.tallies,
-                        )?;
-                    }
-                }
+                Wake::Resized => self.draw(report)?,
             }
         }
     }

@@ -392,7 +392,7 @@ fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
         t.add_row(vec![
             d.name.clone(),
             format!("{} for {:.1}s", p.what, p.seconds),
-            fmt::rate(p.per_second),
+            fmt::rate(p.per_second()),
             p.ops.to_string(),
             p.errors.to_string(),
             fmt::millis(p.p50_ms),

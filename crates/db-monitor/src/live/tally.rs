@@ -36,13 +36,13 @@ impl Tally {
             self.peak_maxwait_ms = self.peak_maxwait_ms.max(p.maxwait_ms);
         }
         if let Some(r) = &d.rates {
-            self.acquires += (r.acquires_per_s * r.seconds).round() as u64;
+            self.acquires += r.acquires;
             self.timeouts += r.timeouts;
             self.seconds += r.seconds;
             if self.trend.len() == TREND {
                 self.trend.pop_front();
             }
-            self.trend.push_back(r.acquires_per_s);
+            self.trend.push_back(r.per_second(r.acquires));
         }
     }
 

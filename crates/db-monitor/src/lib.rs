@@ -2,7 +2,28 @@
 //! database files, and reports it once, as JSON, or live.
 //!
 //! The `db-monitor` binary is [`parse_args`] and [`run`]; exit codes follow the Nagios plugin
-//! convention (see `--help`).
+//! convention (see `--help`). [`Report`] is what a report says; `--json` prints it.
+//!
+//! # Examples
+//!
+//! ```
+//! use hive_db_core::{DbConfig, DbName, Registry};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("inventory.db");
+//! let registry = Registry::new();
+//! let config = DbConfig { create_if_missing: true, ..DbConfig::default() };
+//! registry.register(&DbName::new("inventory")?, path.clone(), config)?;
+//!
+//! let db = format!("inventory={}", path.display());
+//! let cli = db_monitor::parse_args(["db-monitor", "--json", "--db", db.as_str()])
+//!     .map_err(|code| anyhow::anyhow!("refused: {code:?}"))?;
+//! // Prints the report on stdout; a healthy database exits 0.
+//! assert_eq!(db_monitor::run(&cli)?, std::process::ExitCode::SUCCESS);
+//! # Ok(())
+//! # }
+//! ```
 
 // The modules in layers, leaves first: each uses only the modules above it in this list
 // (the workspace's tidy test checks it; docs/ARCHITECTURE.md gives the same order). Inside a

@@ -57,7 +57,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Parser;
 
 pub use crate::cli::Cli;
@@ -108,16 +108,6 @@ where
 /// a report that cannot be written.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     let sources = source::resolve(cli)?;
-    if let Some(spec) = sources.files.first().filter(|_| sources.default_db) {
-        let path = &spec.path;
-        if !path.exists() {
-            bail!(
-                "no EcoSystemiser database at {} yet: nothing to report (the application \
-                 creates it on first use); name one with --db, --config or --attach",
-                path.display()
-            );
-        }
-    }
     let sampler = Sampler {
         endpoints: sources
             .endpoints

@@ -16,9 +16,6 @@ pub(crate) struct Sources {
     pub(crate) endpoints: Vec<String>,
     /// Database files to open read-only.
     pub(crate) files: Vec<DbSpec>,
-    /// True when `files` is the default EcoSystemiser database, chosen because no source
-    /// was given.
-    pub(crate) default_db: bool,
 }
 
 /// The sources the command line names, or the default database when it names none.
@@ -26,7 +23,7 @@ pub(crate) struct Sources {
 /// # Errors
 ///
 /// A config file that cannot be read or has errors, a name given twice, or, with no source,
-/// a default path that cannot be worked out.
+/// a default database whose path cannot be worked out or that does not exist yet.
 pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
     let mut files = cli.db.clone();
     if let Some(config) = &cli.config {
@@ -45,17 +42,24 @@ pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
         }
         endpoints.push(e.clone());
     }
-    let default_db = files.is_empty() && endpoints.is_empty();
-    if default_db {
-        let path = ecosystemiser_db::ecosystemiser_db_path()?;
-        let name = DbName::new(ecosystemiser_db::DB_NAME).context("the default database name")?;
-        files.push(DbSpec { name, path });
+    if files.is_empty() && endpoints.is_empty() {
+        files.push(default_db()?);
     }
-    Ok(Sources {
-        endpoints,
-        files,
-        default_db,
-    })
+    Ok(Sources { endpoints, files })
+}
+
+/// The EcoSystemiser database, which must exist: the monitor never creates one.
+fn default_db() -> Result<DbSpec> {
+    let path = ecosystemiser_db::ecosystemiser_db_path()?;
+    if !path.exists() {
+        bail!(
+            "no EcoSystemiser database at {} yet: nothing to report (the application \
+             creates it on first use); name one with --db, --config or --attach",
+            path.display()
+        );
+    }
+    let name = DbName::new(ecosystemiser_db::DB_NAME).context("the default database name")?;
+    Ok(DbSpec { name, path })
 }
 
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a

@@ -3,132 +3,154 @@
 
 use std::time::Duration;
 
-use hive_db_core::HealthStatus;
+use hive_db_core::{DbSnapshot, HealthStatus};
 
+use crate::finding::{Finding, FindingKind};
 use crate::rates::Rates;
-use crate::report::{Finding, status_word};
 use crate::sample::DbRead;
+use crate::{fmt, status};
+
+use HealthStatus::{Degraded, Unhealthy};
 
 /// The checks: health, corruption, and for a pool the leak check (holds past the leak
 /// threshold, more connections than the maximum, acquire timeouts rising) and slow acquires.
+/// `rates` are those of the interval before `read`, when there was one.
 pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Vec<Finding> {
-    use HealthStatus::{Degraded, Unhealthy};
+    if let Some(error) = &read.error {
+        return vec![Finding::new(Unhealthy, FindingKind::Down, error)];
+    }
     let mut out = Vec::new();
-    let mut add = |status, kind: &str, message: String| {
-        out.push(Finding {
-            status,
-            kind: kind.to_owned(),
-            message,
+    if let Some(s) = &read.snapshot {
+        out.extend(closed(s));
+        out.extend(leak(s, rates));
+        out.extend(over_max(s));
+        out.extend(timeouts(s, rates));
+        out.extend(slow_acquire(s, rates, slow));
+        out.extend(busy(rates));
+    }
+    out.extend(corrupt(read));
+    out.extend(health(read));
+    out
+}
+
+fn closed(s: &DbSnapshot) -> Option<Finding> {
+    (!s.open).then(|| {
+        Finding::new(
+            Unhealthy,
+            FindingKind::Down,
+            "closed: registered once, not open now",
+        )
+    })
+}
+
+/// Degraded while a connection is held past the threshold now, or (live) when one was in the
+/// last interval; a leak given back long ago is history, in the counters.
+fn leak(s: &DbSnapshot, rates: Option<&Rates>) -> Option<Finding> {
+    let recent = rates.filter(|r| r.leaks > 0);
+    if s.held_past_leak_threshold == 0 && recent.is_none() {
+        return None;
+    }
+    let interval = recent.map_or(String::new(), |r| {
+        format!(", {} new in the last {:.1}s", r.leaks, r.seconds)
+    });
+    Some(Finding::new(
+        Degraded,
+        FindingKind::Leak,
+        format!(
+            "{} connection(s) held past leak_threshold now{interval} ({} since the application \
+             started); its log names the checkout site",
+            s.held_past_leak_threshold, s.totals.leaks
+        ),
+    ))
+}
+
+fn over_max(s: &DbSnapshot) -> Option<Finding> {
+    (s.live > s.max_size).then(|| {
+        Finding::new(
+            Degraded,
+            FindingKind::OverMax,
+            format!("{} live connections, above max_size {}", s.live, s.max_size),
+        )
+    })
+}
+
+fn timeouts(s: &DbSnapshot, rates: Option<&Rates>) -> Option<Finding> {
+    let r = rates.filter(|r| r.timeouts > 0)?;
+    Some(Finding::new(
+        Degraded,
+        FindingKind::Timeouts,
+        format!(
+            "acquire timeouts rising: {} in the last {:.1}s ({} since start)",
+            r.timeouts, r.seconds, s.totals.acquire_timeouts
+        ),
+    ))
+}
+
+/// The oldest waiter's wait now, else the interval's p99 wait, against `slow`.
+fn slow_acquire(s: &DbSnapshot, rates: Option<&Rates>, slow: Duration) -> Option<Finding> {
+    let maxwait = Duration::from_nanos(s.maxwait_ns);
+    let message = if maxwait > slow {
+        format!(
+            "the oldest caller has waited {} for a connection (--slow {})",
+            fmt::duration(maxwait),
+            fmt::duration(slow)
+        )
+    } else {
+        let p99 = rates
+            .and_then(|r| r.acquire_wait_p99_ms)
+            .filter(|ms| *ms > slow.as_secs_f64() * 1e3)?;
+        format!(
+            "p99 acquire wait {} in the last interval (--slow {})",
+            fmt::millis(p99),
+            fmt::duration(slow)
+        )
+    };
+    Some(Finding::new(Degraded, FindingKind::SlowAcquire, message))
+}
+
+fn busy(rates: Option<&Rates>) -> Option<Finding> {
+    let r = rates.filter(|r| r.busy > 0)?;
+    Some(Finding::new(
+        Degraded,
+        FindingKind::Busy,
+        format!(
+            "{} SQLITE_BUSY errors in the last {:.1}s: another process holds locks",
+            r.busy, r.seconds
+        ),
+    ))
+}
+
+fn corrupt(read: &DbRead) -> Option<Finding> {
+    let f = read.facts.as_ref().filter(|f| f.corrupt)?;
+    Some(Finding::new(
+        Unhealthy,
+        FindingKind::Corrupt,
+        format!(
+            "quick_check: {}",
+            f.quick_check.as_deref().unwrap_or("failed")
+        ),
+    ))
+}
+
+/// A health check that is not healthy, unless it only repeats the corruption of a file; an
+/// open pool without a health check at all.
+fn health(read: &DbRead) -> Option<Finding> {
+    let Some(h) = &read.health else {
+        return read.snapshot.as_ref().is_some_and(|s| s.open).then(|| {
+            Finding::new(
+                Degraded,
+                FindingKind::Health,
+                "open, but missing from the endpoint's health report",
+            )
         });
     };
-    if let Some(error) = &read.error {
-        add(Unhealthy, "down", error.clone());
-        return out;
+    let repeats_corrupt = read.facts.as_ref().is_some_and(|f| f.corrupt) && read.snapshot.is_none();
+    if h.status == HealthStatus::Healthy || repeats_corrupt {
+        return None;
     }
-    if let Some(s) = &read.snapshot {
-        if !s.open {
-            add(
-                Unhealthy,
-                "down",
-                "closed: registered once, not open now".to_owned(),
-            );
-        }
-        let t = &s.totals;
-        // Degraded while a connection is held past the threshold now, or (live) when one
-        // was in the last interval; a leak given back long ago is history, in the counters.
-        let recent = rates.map_or(0, |r| r.leaks);
-        if s.held_past_leak_threshold > 0 || recent > 0 {
-            let interval = rates.filter(|r| r.leaks > 0).map_or(String::new(), |r| {
-                format!(", {} new in the last {:.1}s", r.leaks, r.seconds)
-            });
-            add(
-                Degraded,
-                "leak",
-                format!(
-                    "{} connection(s) held past leak_threshold now{interval} ({} since the application started); its log names the checkout site",
-                    s.held_past_leak_threshold, t.leaks
-                ),
-            );
-        }
-        if s.live > s.max_size {
-            add(
-                Degraded,
-                "over_max",
-                format!("{} live connections, above max_size {}", s.live, s.max_size),
-            );
-        }
-        if let Some(r) = rates.filter(|r| r.timeouts > 0) {
-            add(
-                Degraded,
-                "timeouts",
-                format!(
-                    "acquire timeouts rising: {} in the last {:.1}s ({} since start)",
-                    r.timeouts, r.seconds, t.acquire_timeouts
-                ),
-            );
-        }
-        let maxwait = Duration::from_nanos(s.maxwait_ns);
-        if maxwait > slow {
-            add(
-                Degraded,
-                "slow_acquire",
-                format!(
-                    "the oldest caller has waited {} for a connection (--slow {})",
-                    crate::fmt::duration(maxwait),
-                    crate::fmt::duration(slow)
-                ),
-            );
-        } else if let Some(p99) = rates
-            .and_then(|r| r.acquire_wait_p99_ms)
-            .filter(|ms| *ms > slow.as_secs_f64() * 1e3)
-        {
-            add(
-                Degraded,
-                "slow_acquire",
-                format!(
-                    "p99 acquire wait {} in the last interval (--slow {})",
-                    crate::fmt::millis(p99),
-                    crate::fmt::duration(slow)
-                ),
-            );
-        }
-        if let Some(r) = rates.filter(|r| r.busy > 0) {
-            add(
-                Degraded,
-                "busy",
-                format!(
-                    "{} SQLITE_BUSY errors in the last {:.1}s: another process holds locks",
-                    r.busy, r.seconds
-                ),
-            );
-        }
-    }
-    if let Some(f) = read.facts.as_ref().filter(|f| f.corrupt) {
-        add(
-            Unhealthy,
-            "corrupt",
-            format!(
-                "quick_check: {}",
-                f.quick_check.as_deref().unwrap_or("failed")
-            ),
-        );
-    }
-    if let Some(h) = &read.health {
-        if h.status > HealthStatus::Healthy
-            && !(read.facts.as_ref().is_some_and(|f| f.corrupt) && read.snapshot.is_none())
-        {
-            let message = h
-                .error
-                .clone()
-                .unwrap_or_else(|| format!("health check {}", status_word(h.status)));
-            add(h.status, "health", message);
-        }
-    } else if read.snapshot.as_ref().is_some_and(|s| s.open) {
-        add(
-            Degraded,
-            "health",
-            "open, but missing from the endpoint's health report".to_owned(),
-        );
-    }
-    out
+    let message = h
+        .error
+        .clone()
+        .unwrap_or_else(|| format!("health check {}", status::word(h.status)));
+    Some(Finding::new(h.status, FindingKind::Health, message))
 }

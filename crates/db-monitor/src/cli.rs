@@ -23,13 +23,18 @@ Exit status (the Nagios plugin convention):
      answer its health check
   3  could not run: bad arguments or config file, an endpoint that cannot be reached or is
      not a hive-db endpoint, or no database to report on
-  --continuous exits with the worst status it saw. A closed output pipe ends it with 0.";
+  --continuous exits with the worst status it saw. A closed output pipe ends it with 0.
+
+Durations:
+  A DURATION is a number of seconds, as `watch -n 1` and `vmstat 1` read it (`1`, `1.5`,
+  `30`), or a number with a unit (`500ms`, `2s`, `1m`, `1h 30m`), more than zero;
+  --interval and --timeout at least 10ms.";
 
 /// Reads the pool state of hive-db registries, from their endpoints or their database files,
 /// and reports it once, as JSON, or live.
 #[derive(Debug, Parser)]
 #[command(name = "db-monitor", version, about, after_help = AFTER_HELP)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// Read a live registry's endpoint at ADDR (`host:port` or `http://host:port`); repeatable.
     #[arg(long = "attach", value_name = "ADDR", value_parser = parse_attach)]
     pub(crate) attach: Vec<String>,
@@ -50,30 +55,31 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
 
-    /// Add a performance probe of SECONDS: reads per second against --db sources, /stats
-    /// round trips against --attach sources.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_probe_seconds, conflicts_with = "continuous")]
-    pub(crate) probe: Option<f64>,
+    /// Add a performance probe this long (at most 1h): reads per second against --db
+    /// sources, /stats round trips against --attach sources.
+    #[arg(long, value_name = "DURATION", value_parser = parse_probe, allow_negative_numbers = true, conflicts_with = "continuous")]
+    pub(crate) probe: Option<Duration>,
 
     /// Report again every --interval until --duration ends or `q` / Ctrl-C.
     #[arg(long)]
     pub(crate) continuous: bool,
 
-    /// Time between samples [default: 2s with --continuous; 1s between the two reads of a
-    /// one-shot report of an endpoint].
-    #[arg(long, value_name = "DURATION", value_parser = parse_interval)]
+    /// Time between samples, in seconds or with a unit (`1`, `0.5`, `500ms`) [default: 2 with
+    /// --continuous; 1 between the two reads of a one-shot report of an endpoint].
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, allow_negative_numbers = true)]
     pub(crate) interval: Option<Duration>,
 
-    /// How long --continuous runs [default: until `q` or Ctrl-C].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "continuous")]
+    /// How long --continuous runs, in seconds or with a unit (`30`, `10m`) [default: until `q`
+    /// or Ctrl-C].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_negative_numbers = true, requires = "continuous")]
     pub(crate) duration: Option<Duration>,
 
     /// An acquire wait (maxwait, or the p99 of an interval) longer than this is degraded.
-    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) slow: Duration,
 
     /// Bound of each health check, HTTP request and quick_check.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval, allow_negative_numbers = true)]
     pub(crate) timeout: Duration,
 }
 
@@ -125,12 +131,42 @@ pub(crate) fn parse_attach(s: &str) -> Result<String, String> {
     Ok(format!("http://{authority}"))
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); try 2s or 500ms"))
+/// The first paragraph of a clap error, on one line, without `error: `: it names the problem;
+/// the rest is usage and tips.
+pub(crate) fn first_paragraph(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = first.join(" ");
+    first.strip_prefix("error: ").unwrap_or(&first).to_owned()
 }
 
-/// A duration that must not be zero.
+/// A duration more than zero: a bare number of seconds (`1`, `1.5`), as `watch -n`,
+/// `vmstat` and `iostat` read it, or a number with units (`500ms`, `2s`, `1m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(seconds) if seconds < 0.0 => {
+            return Err(format!(
+                "`{s}` is negative: a duration must be more than zero"
+            ));
+        }
+        Ok(seconds) => Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("`{s}` is not a number of seconds"))?,
+        Err(_) => humantime::parse_duration(s).map_err(|e| {
+            format!("`{s}` is not a duration ({e}); try 2 (seconds), 1.5, 500ms or 1m")
+        })?,
+    };
+    if d.is_zero() {
+        return Err(format!("`{s}` is zero: a duration must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// A duration of at least 10ms: a loop's period or a bound on a request.
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(10) {
@@ -139,13 +175,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_probe_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
-        _ => Err(format!(
-            "`{s}` is not a number of seconds between 0 and 3600"
-        )),
+/// A probe's length: at most an hour.
+fn parse_probe(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("`{s}` is too long for a probe (at most 1h)"));
     }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -190,5 +226,43 @@ mod tests {
         assert!(parse_attach("localhost:0").is_err());
         assert!(parse_attach("localhost:x").is_err());
         assert!(parse_attach("http://h:1/stats").is_err());
+    }
+
+    /// Bug caught: a bare number refused (`--interval 1` as `watch -n 1` takes it) or read as
+    /// milliseconds, fractions of a second lost, or units no longer read.
+    #[test]
+    fn durations_as_seconds_or_with_units() -> Result<(), String> {
+        assert_eq!(parse_duration("1")?, Duration::from_secs(1));
+        assert_eq!(parse_duration("30")?, Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5")?, Duration::from_millis(1500));
+        assert_eq!(parse_duration("0.25")?, Duration::from_millis(250));
+        assert_eq!(parse_duration("500ms")?, Duration::from_millis(500));
+        assert_eq!(parse_duration("2s")?, Duration::from_secs(2));
+        assert_eq!(parse_duration("1m")?, Duration::from_secs(60));
+        assert_eq!(parse_interval("0.5")?, Duration::from_millis(500));
+        assert_eq!(parse_probe("2")?, Duration::from_secs(2));
+        Ok(())
+    }
+
+    /// Bug caught: zero (a busy loop), a negative number, a number that is no duration
+    /// (`inf`, `NaN`) or words accepted, or refused without saying why.
+    #[test]
+    fn durations_refused_with_the_reason() {
+        let refused = |s: &str, why: &str| {
+            let err = parse_duration(s).expect_err(s);
+            assert!(err.contains(why), "{s}: {err}");
+        };
+        refused("0", "zero");
+        refused("0.0", "zero");
+        refused("0s", "zero");
+        refused("-1", "negative");
+        refused("-0.5", "negative");
+        refused("inf", "not a number of seconds");
+        refused("NaN", "not a number of seconds");
+        refused("soon", "not a duration");
+        refused("1 parsec", "not a duration");
+        refused("", "not a duration");
+        assert!(parse_interval("0.001").is_err_and(|e| e.contains("too short")));
+        assert!(parse_probe("2h").is_err_and(|e| e.contains("too long")));
     }
 }

@@ -15,34 +15,37 @@ use crate::probe::ProbeResult;
 
 /// What SQLite says about a database file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct FileFacts {
+#[non_exhaustive]
+pub struct FileFacts {
     /// Size of the database file in bytes.
-    pub(crate) file_bytes: u64,
+    pub file_bytes: u64,
     /// Size of its `-wal` file in bytes (0 when absent).
-    pub(crate) wal_bytes: u64,
+    pub wal_bytes: u64,
     /// `PRAGMA page_size`.
-    pub(crate) page_size: u64,
+    pub page_size: u64,
     /// `PRAGMA page_count`.
-    pub(crate) page_count: u64,
+    pub page_count: u64,
     /// `PRAGMA freelist_count`: unused pages.
-    pub(crate) freelist_count: u64,
+    pub freelist_count: u64,
     /// `PRAGMA journal_mode`.
-    pub(crate) journal_mode: String,
+    pub journal_mode: String,
     /// `ok`, the first problem `PRAGMA quick_check` found, or why it did not finish; `None`
     /// when it was not run.
-    pub(crate) quick_check: Option<String>,
+    pub quick_check: Option<String>,
     /// True when `quick_check` found a problem.
-    pub(crate) corrupt: bool,
+    pub corrupt: bool,
 }
 
 /// A health check's outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct HealthFacts {
-    pub(crate) status: HealthStatus,
+#[non_exhaustive]
+pub struct HealthFacts {
+    /// Healthy, degraded or unhealthy.
+    pub status: HealthStatus,
     /// Time the check took, in milliseconds.
-    pub(crate) latency_ms: f64,
+    pub latency_ms: f64,
     /// What went wrong or made it degraded.
-    pub(crate) error: Option<String>,
+    pub error: Option<String>,
 }
 
 /// What a look at one file found: its facts and health, or why it could not be read.
@@ -78,15 +81,7 @@ pub(crate) fn look(
     // a missing database from being created.
     let conn = match open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, timeout) {
         Ok(c) => c,
-        Err(e) => {
-            return down(match std::fs::metadata(path) {
-                Ok(m) if m.is_dir() => format!("{} is a folder, not a database", path.display()),
-                Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
-                    format!("database file {} does not exist", path.display())
-                }
-                _ => describe("open", path, &e),
-            });
-        }
+        Err(e) => return down(not_opened(path, &e)),
     };
     let schema = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
@@ -99,24 +94,7 @@ pub(crate) fn look(
         Ok(f) => f,
         Err(e) => return down(describe("read the facts of", path, &e)),
     };
-    let lock_note = write_lock_probe(path, start + timeout);
-    let latency = start.elapsed();
-    let mut health = HealthFacts {
-        status: HealthStatus::Healthy,
-        latency_ms: ms(latency),
-        error: None,
-    };
-    if let Some(note) = lock_note {
-        health.status = HealthStatus::Degraded;
-        health.error = Some(note);
-    } else if latency > timeout / 2 {
-        health.status = HealthStatus::Degraded;
-        health.error = Some(format!(
-            "slow: the check took {} (read {})",
-            crate::fmt::duration(latency),
-            crate::fmt::duration(read_latency)
-        ));
-    }
+    let mut health = health(path, start, read_latency, timeout);
     if quick_check {
         let (verdict, corrupt) = run_quick_check(&conn, timeout);
         if corrupt {
@@ -131,6 +109,41 @@ pub(crate) fn look(
         facts: Some(facts),
         health,
         probe,
+    }
+}
+
+/// Why the database at `path` could not be opened: no such file, a folder, or SQLite's reason.
+fn not_opened(path: &Path, e: &rusqlite::Error) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => format!("{} is a folder, not a database", path.display()),
+        Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
+            format!("database file {} does not exist", path.display())
+        }
+        _ => describe("open", path, e),
+    }
+}
+
+/// The health of a file that could be read (`read_latency` after `start`): degraded while
+/// another connection holds the write lock, or when the check took over half of `timeout`.
+fn health(path: &Path, start: Instant, read_latency: Duration, timeout: Duration) -> HealthFacts {
+    let lock_note = write_lock_probe(path, start + timeout);
+    let latency = start.elapsed();
+    let slow = || {
+        format!(
+            "slow: the check took {} (read {})",
+            crate::fmt::duration(latency),
+            crate::fmt::duration(read_latency)
+        )
+    };
+    let error = lock_note.or_else(|| (latency > timeout / 2).then(slow));
+    HealthFacts {
+        status: if error.is_some() {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        },
+        latency_ms: ms(latency),
+        error,
     }
 }
 

@@ -3,29 +3,55 @@
 use std::time::{Duration, Instant};
 
 use hive_db_core::rusqlite::Connection;
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::attach::Endpoint;
 
-/// What a probe measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ProbeResult {
+/// What a probe measured. Its JSON also carries `per_second`, after `errors`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct ProbeResult {
     /// `reads` (a read transaction on the file) or `stats` (a `/stats` round trip).
-    pub(crate) what: String,
+    pub what: String,
     /// How long it ran, in seconds.
-    pub(crate) seconds: f64,
+    pub seconds: f64,
     /// Operations that succeeded.
-    pub(crate) ops: u64,
+    pub ops: u64,
     /// Operations that failed.
-    pub(crate) errors: u64,
-    /// `ops / seconds`.
-    pub(crate) per_second: f64,
+    pub errors: u64,
     /// Latency of the operations, in milliseconds.
-    pub(crate) p50_ms: f64,
+    pub p50_ms: f64,
     /// 99th percentile latency, in milliseconds.
-    pub(crate) p99_ms: f64,
+    pub p99_ms: f64,
     /// Largest latency, in milliseconds.
-    pub(crate) max_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ProbeResult {
+    /// Operations that succeeded per second (0 for a probe of no time).
+    pub fn per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.ops as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+impl Serialize for ProbeResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("ProbeResult", 8)?;
+        s.serialize_field("what", &self.what)?;
+        s.serialize_field("seconds", &self.seconds)?;
+        s.serialize_field("ops", &self.ops)?;
+        s.serialize_field("errors", &self.errors)?;
+        s.serialize_field("per_second", &self.per_second())?;
+        s.serialize_field("p50_ms", &self.p50_ms)?;
+        s.serialize_field("p99_ms", &self.p99_ms)?;
+        s.serialize_field("max_ms", &self.max_ms)?;
+        s.end()
+    }
 }
 
 /// Small read transactions on `conn` for `length`: each reads the schema's row count, so it
@@ -73,13 +99,35 @@ fn run(what: &str, length: Duration, mut op: impl FnMut() -> bool) -> ProbeResul
         seconds,
         ops,
         errors,
-        per_second: if seconds > 0.0 {
-            ops as f64 / seconds
-        } else {
-            0.0
-        },
         p50_ms: at(0.5),
         p99_ms: at(0.99),
         max_ms: at(1.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: `per_second` missing from the JSON or out of its place now that it is
+    /// computed, not stored, or computed from the errors or the wrong time.
+    #[test]
+    fn json_has_the_rate_after_the_errors() -> serde_json::Result<()> {
+        let p = ProbeResult {
+            what: "reads".to_owned(),
+            seconds: 2.0,
+            ops: 500,
+            errors: 3,
+            p50_ms: 0.1,
+            p99_ms: 0.5,
+            max_ms: 2.0,
+        };
+        let text = serde_json::to_string(&p)?;
+        assert!(
+            text.contains(r#""errors":3,"per_second":250.0,"p50_ms""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<ProbeResult>(&text)?, p);
+        Ok(())
     }
 }

@@ -4,34 +4,101 @@
 use hive_db_core::{DbSnapshot, LatencySummary};
 use serde::{Deserialize, Serialize};
 
-/// What happened between two snapshots, per second.
+/// What happened between two snapshots of one database: counts over `seconds`, and the
+/// interval's percentiles. Rates are [`Rates::per_second`] of a count; the JSON carries the
+/// rates and three of the counts (its fields: `seconds`, `acquires_per_s`, `waits_per_s`,
+/// `timeouts_per_s`, `busy_per_s`, `tx_per_s`, `commits_per_s`, `timeouts`, `leaks`, `busy`,
+/// `acquire_wait_p99_ms`, `hold_p99_ms`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Rates {
+#[serde(into = "RatesJson", from = "RatesJson")]
+#[non_exhaustive]
+pub struct Rates {
     /// Seconds between the two snapshots (the registry's clock).
-    pub(crate) seconds: f64,
+    pub seconds: f64,
     /// Successful acquires.
-    pub(crate) acquires_per_s: f64,
+    pub acquires: u64,
     /// Acquires that had to wait for a connection.
-    pub(crate) waits_per_s: f64,
+    pub waits: u64,
     /// Acquires that gave up at `connection_timeout`.
-    pub(crate) timeouts_per_s: f64,
+    pub timeouts: u64,
     /// SQLITE_BUSY / SQLITE_LOCKED errors.
-    pub(crate) busy_per_s: f64,
+    pub busy: u64,
     /// Write transactions committed.
-    pub(crate) tx_per_s: f64,
+    pub tx: u64,
     /// `write` calls committed (several share a transaction under group commit).
-    pub(crate) commits_per_s: f64,
-    /// Acquire timeouts in the interval (a count, for the leak check).
-    pub(crate) timeouts: u64,
-    /// Leaks reported in the interval.
-    pub(crate) leaks: u64,
-    /// SQLITE_BUSY errors in the interval.
-    pub(crate) busy: u64,
+    pub commits: u64,
+    /// Leaks reported.
+    pub leaks: u64,
     /// 99th percentile of the interval's acquire waits in milliseconds, interpolated within
     /// its bucket as Prometheus's `histogram_quantile` does; `None` without acquires.
-    pub(crate) acquire_wait_p99_ms: Option<f64>,
+    pub acquire_wait_p99_ms: Option<f64>,
     /// 99th percentile of the interval's connection holds in milliseconds.
-    pub(crate) hold_p99_ms: Option<f64>,
+    pub hold_p99_ms: Option<f64>,
+}
+
+impl Rates {
+    /// `count` per second over the interval (0 for an interval of no time).
+    pub fn per_second(&self, count: u64) -> f64 {
+        if self.seconds > 0.0 {
+            count as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// [`Rates`] as the report's JSON has them.
+#[derive(Serialize, Deserialize)]
+struct RatesJson {
+    seconds: f64,
+    acquires_per_s: f64,
+    waits_per_s: f64,
+    timeouts_per_s: f64,
+    busy_per_s: f64,
+    tx_per_s: f64,
+    commits_per_s: f64,
+    timeouts: u64,
+    leaks: u64,
+    busy: u64,
+    acquire_wait_p99_ms: Option<f64>,
+    hold_p99_ms: Option<f64>,
+}
+
+impl From<Rates> for RatesJson {
+    fn from(r: Rates) -> Self {
+        Self {
+            seconds: r.seconds,
+            acquires_per_s: r.per_second(r.acquires),
+            waits_per_s: r.per_second(r.waits),
+            timeouts_per_s: r.per_second(r.timeouts),
+            busy_per_s: r.per_second(r.busy),
+            tx_per_s: r.per_second(r.tx),
+            commits_per_s: r.per_second(r.commits),
+            timeouts: r.timeouts,
+            leaks: r.leaks,
+            busy: r.busy,
+            acquire_wait_p99_ms: r.acquire_wait_p99_ms,
+            hold_p99_ms: r.hold_p99_ms,
+        }
+    }
+}
+
+impl From<RatesJson> for Rates {
+    fn from(j: RatesJson) -> Self {
+        let count = |per_s: f64| (per_s * j.seconds).round() as u64;
+        Self {
+            seconds: j.seconds,
+            acquires: count(j.acquires_per_s),
+            waits: count(j.waits_per_s),
+            timeouts: j.timeouts,
+            busy: j.busy,
+            tx: count(j.tx_per_s),
+            commits: count(j.commits_per_s),
+            leaks: j.leaks,
+            acquire_wait_p99_ms: j.acquire_wait_p99_ms,
+            hold_p99_ms: j.hold_p99_ms,
+        }
+    }
 }
 
 /// The rates from `prev` to `cur`, `seconds` apart; `None` when a counter went backwards
@@ -42,25 +109,15 @@ pub(crate) fn between(prev: &DbSnapshot, cur: &DbSnapshot, seconds: f64) -> Opti
     }
     let (p, c) = (&prev.totals, &cur.totals);
     let d = |a: u64, b: u64| b.checked_sub(a);
-    let acquires = d(prev.acquires(), cur.acquires())?;
-    let waits = d(p.acquires_waited, c.acquires_waited)?;
-    let timeouts = d(p.acquire_timeouts, c.acquire_timeouts)?;
-    let busy = d(p.busy_errors, c.busy_errors)?;
-    let tx = d(p.write_transactions, c.write_transactions)?;
-    let commits = d(p.commits, c.commits)?;
-    let leaks = d(p.leaks, c.leaks)?;
-    let per_s = |n: u64| n as f64 / seconds;
     Some(Rates {
         seconds,
-        acquires_per_s: per_s(acquires),
-        waits_per_s: per_s(waits),
-        timeouts_per_s: per_s(timeouts),
-        busy_per_s: per_s(busy),
-        tx_per_s: per_s(tx),
-        commits_per_s: per_s(commits),
-        timeouts,
-        leaks,
-        busy,
+        acquires: d(prev.acquires(), cur.acquires())?,
+        waits: d(p.acquires_waited, c.acquires_waited)?,
+        timeouts: d(p.acquire_timeouts, c.acquire_timeouts)?,
+        busy: d(p.busy_errors, c.busy_errors)?,
+        tx: d(p.write_transactions, c.write_transactions)?,
+        commits: d(p.commits, c.commits)?,
+        leaks: d(p.leaks, c.leaks)?,
         acquire_wait_p99_ms: interval_quantile(&prev.acquire_wait, &cur.acquire_wait, 0.99)
             .map(|s| s * 1e3),
         hold_p99_ms: interval_quantile(&prev.hold_time, &cur.hold_time, 0.99).map(|s| s * 1e3),
@@ -143,5 +200,32 @@ mod tests {
         assert_eq!(interval_quantile(&cur, &later, 0.5), Some(0.008));
         // Counters that went backwards (a restart): none.
         assert_eq!(interval_quantile(&later, &cur, 0.5), None);
+    }
+
+    /// Bug caught: a rate in the JSON under another name, divided by the wrong count or not
+    /// per second, now that the rates are computed from counts; or the JSON not reading back.
+    #[test]
+    fn json_has_the_rates_per_second() -> serde_json::Result<()> {
+        let r = Rates {
+            seconds: 2.0,
+            acquires: 10,
+            waits: 4,
+            timeouts: 2,
+            busy: 6,
+            tx: 8,
+            commits: 12,
+            leaks: 1,
+            acquire_wait_p99_ms: Some(1.5),
+            hold_p99_ms: None,
+        };
+        let v = serde_json::to_value(&r)?;
+        let want = serde_json::json!({
+            "seconds": 2.0, "acquires_per_s": 5.0, "waits_per_s": 2.0, "timeouts_per_s": 1.0,
+            "busy_per_s": 3.0, "tx_per_s": 4.0, "commits_per_s": 6.0, "timeouts": 2,
+            "leaks": 1, "busy": 6, "acquire_wait_p99_ms": 1.5, "hold_p99_ms": null,
+        });
+        assert_eq!(v, want);
+        assert_eq!(serde_json::from_value::<Rates>(v)?, r);
+        Ok(())
     }
 }

@@ -5,145 +5,242 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hive_db_core::{DbSnapshot, HealthStatus, LatencySummary, Totals};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::checks::assess;
 use crate::file::{FileFacts, HealthFacts};
+use crate::finding::Finding;
 use crate::probe::ProbeResult;
 use crate::rates::{self, Rates};
 use crate::sample::{DbRead, Sample};
+use crate::status;
 
 /// The version of the report's JSON shape.
 pub(crate) const REPORT_VERSION: u32 = 1;
 
-/// Everything one report says.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Report {
-    pub(crate) report_version: u32,
+/// Everything one report says. Its JSON (`--json`) also carries `report_version`, `status`,
+/// `exit_code` and `total`, all derived from these fields.
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct Report {
     /// When the (last) read started, in ms since the Unix epoch.
-    pub(crate) taken_at_unix_ms: u64,
-    /// The worst status of any database.
-    pub(crate) status: HealthStatus,
-    /// The exit code that status gives (0, 1 or 2).
-    pub(crate) exit_code: u8,
-    pub(crate) databases: Vec<DbReport>,
+    pub taken_at_unix_ms: u64,
+    /// Every database, in the order of the sources.
+    pub databases: Vec<DbReport>,
+}
+
+impl Report {
+    /// The worst status of any database (healthy without databases).
+    pub fn status(&self) -> HealthStatus {
+        self.databases
+            .iter()
+            .map(DbReport::status)
+            .max()
+            .unwrap_or(HealthStatus::Healthy)
+    }
+
+    /// The exit code of [`Report::status`]: 0 healthy, 1 degraded, 2 unhealthy.
+    pub fn exit_code(&self) -> u8 {
+        status::exit_code(self.status())
+    }
+
     /// Every pool added up (`maxwait_ms` the largest); `None` without pools.
-    pub(crate) total: Option<Total>,
+    pub fn total(&self) -> Option<Total> {
+        let mut t = Total::default();
+        for d in &self.databases {
+            let Some(p) = &d.pool else { continue };
+            t.add(p, d.rates.as_ref());
+        }
+        (t.pools > 0).then_some(t)
+    }
+}
+
+impl Serialize for Report {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Report", 6)?;
+        s.serialize_field("report_version", &REPORT_VERSION)?;
+        s.serialize_field("taken_at_unix_ms", &self.taken_at_unix_ms)?;
+        s.serialize_field("status", &self.status())?;
+        s.serialize_field("exit_code", &self.exit_code())?;
+        s.serialize_field("databases", &self.databases)?;
+        s.serialize_field("total", &self.total())?;
+        s.end()
+    }
 }
 
 /// The pools of every database added up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Total {
+#[non_exhaustive]
+pub struct Total {
     /// Databases with a pool.
-    pub(crate) pools: u32,
-    pub(crate) live: u32,
-    pub(crate) max: u32,
-    pub(crate) active: u32,
-    pub(crate) idle: u32,
-    pub(crate) waiting: u32,
+    pub pools: u32,
+    /// Open connections.
+    pub live: u32,
+    /// The pools' maximum sizes.
+    pub max: u32,
+    /// Connections checked out.
+    pub active: u32,
+    /// Connections idle in their pool.
+    pub idle: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u32,
     /// The largest maxwait of any pool, in milliseconds.
-    pub(crate) maxwait_ms: f64,
-    pub(crate) writer_queue: u32,
-    /// Rates summed over the pools that have them.
-    pub(crate) acquires_per_s: f64,
-    pub(crate) waits_per_s: f64,
-    pub(crate) timeouts_per_s: f64,
-    pub(crate) busy_per_s: f64,
-    pub(crate) tx_per_s: f64,
+    pub maxwait_ms: f64,
+    /// Writers queued for their database's writer lane.
+    pub writer_queue: u32,
+    /// Successful acquires per second, summed over the pools that have rates.
+    pub acquires_per_s: f64,
+    /// Acquires that waited, per second.
+    pub waits_per_s: f64,
+    /// Acquire timeouts per second.
+    pub timeouts_per_s: f64,
+    /// SQLITE_BUSY errors per second.
+    pub busy_per_s: f64,
+    /// Write transactions per second.
+    pub tx_per_s: f64,
 }
 
-fn total_of(databases: &[DbReport]) -> Option<Total> {
-    let mut t = Total::default();
-    for d in databases {
-        let Some(p) = &d.pool else { continue };
-        t.pools += 1;
-        t.live += p.live;
-        t.max += p.max;
-        t.active += p.active;
-        t.idle += p.idle;
-        t.waiting += p.waiting;
-        t.maxwait_ms = t.maxwait_ms.max(p.maxwait_ms);
-        t.writer_queue += p.writer_queue;
-        if let Some(r) = &d.rates {
-            t.acquires_per_s += r.acquires_per_s;
-            t.waits_per_s += r.waits_per_s;
-            t.timeouts_per_s += r.timeouts_per_s;
-            t.busy_per_s += r.busy_per_s;
-            t.tx_per_s += r.tx_per_s;
+impl Total {
+    /// `pool` alone, with its `rates`.
+    pub(crate) fn of(pool: &Pool, rates: Option<&Rates>) -> Self {
+        let mut t = Self::default();
+        t.add(pool, rates);
+        t
+    }
+
+    fn add(&mut self, p: &Pool, rates: Option<&Rates>) {
+        self.pools += 1;
+        self.live += p.live;
+        self.max += p.max;
+        self.active += p.active;
+        self.idle += p.idle;
+        self.waiting += p.waiting;
+        self.maxwait_ms = self.maxwait_ms.max(p.maxwait_ms);
+        self.writer_queue += p.writer_queue;
+        if let Some(r) = rates {
+            self.acquires_per_s += r.per_second(r.acquires);
+            self.waits_per_s += r.per_second(r.waits);
+            self.timeouts_per_s += r.per_second(r.timeouts);
+            self.busy_per_s += r.per_second(r.busy);
+            self.tx_per_s += r.per_second(r.tx);
         }
     }
-    (t.pools > 0).then_some(t)
 }
 
-/// One database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct DbReport {
+/// One database. Its JSON also carries `status`, derived from the findings.
+#[derive(Debug, Clone, Deserialize)]
+#[non_exhaustive]
+pub struct DbReport {
     /// `http://host:port` of its endpoint, or `file`.
-    pub(crate) source: String,
-    pub(crate) name: String,
-    pub(crate) path: Option<PathBuf>,
-    pub(crate) status: HealthStatus,
+    pub source: String,
+    /// Its name in the registry, or the one given with `--db` or `--config`.
+    pub name: String,
+    /// Its file (`None` when the endpoint hides paths).
+    pub path: Option<PathBuf>,
     /// Why the status is not healthy, worst first.
-    pub(crate) findings: Vec<Finding>,
+    pub findings: Vec<Finding>,
     /// The pool (endpoints only: a pool lives in its application's process).
-    pub(crate) pool: Option<Pool>,
+    pub pool: Option<Pool>,
     /// Cumulative counters since the application started (endpoints only).
-    pub(crate) totals: Option<Totals>,
+    pub totals: Option<Totals>,
     /// Latencies since the application started (endpoints only).
-    pub(crate) latency: Option<Latencies>,
+    pub latency: Option<Latencies>,
     /// Rates between the last two reads (endpoints only, from the second read on).
-    pub(crate) rates: Option<Rates>,
-    pub(crate) health: Option<HealthFacts>,
-    pub(crate) sqlite: Option<FileFacts>,
-    pub(crate) probe: Option<ProbeResult>,
+    pub rates: Option<Rates>,
+    /// Its health check.
+    pub health: Option<HealthFacts>,
+    /// What SQLite says about its file.
+    pub sqlite: Option<FileFacts>,
+    /// `--probe`'s result.
+    pub probe: Option<ProbeResult>,
 }
 
-/// Why a database is not healthy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Finding {
-    pub(crate) status: HealthStatus,
-    /// A short kind: `down`, `health`, `leak`, `over_max`, `timeouts`, `slow_acquire`,
-    /// `busy`, `corrupt`.
-    pub(crate) kind: String,
-    pub(crate) message: String,
+impl DbReport {
+    /// The worst status of its findings (healthy without findings).
+    pub fn status(&self) -> HealthStatus {
+        self.findings
+            .iter()
+            .map(|f| f.status)
+            .max()
+            .unwrap_or(HealthStatus::Healthy)
+    }
+}
+
+impl Serialize for DbReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("DbReport", 12)?;
+        s.serialize_field("source", &self.source)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("path", &self.path)?;
+        s.serialize_field("status", &self.status())?;
+        s.serialize_field("findings", &self.findings)?;
+        s.serialize_field("pool", &self.pool)?;
+        s.serialize_field("totals", &self.totals)?;
+        s.serialize_field("latency", &self.latency)?;
+        s.serialize_field("rates", &self.rates)?;
+        s.serialize_field("health", &self.health)?;
+        s.serialize_field("sqlite", &self.sqlite)?;
+        s.serialize_field("probe", &self.probe)?;
+        s.end()
+    }
 }
 
 /// A pool's state now, in pgbouncer's and HikariCP's terms.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Pool {
+#[non_exhaustive]
+pub struct Pool {
     /// Registered and open.
-    pub(crate) open: bool,
-    pub(crate) live: u32,
-    pub(crate) max: u32,
-    pub(crate) min_idle: u32,
-    pub(crate) active: u32,
-    pub(crate) idle: u32,
-    pub(crate) waiting: u32,
+    pub open: bool,
+    /// Open connections.
+    pub live: u32,
+    /// `max_size`.
+    pub max: u32,
+    /// `min_idle`.
+    pub min_idle: u32,
+    /// Connections checked out.
+    pub active: u32,
+    /// Connections idle in the pool.
+    pub idle: u32,
+    /// Callers waiting for a connection.
+    pub waiting: u32,
     /// Age of the oldest waiter, in milliseconds.
-    pub(crate) maxwait_ms: f64,
-    pub(crate) writer_queue: u32,
+    pub maxwait_ms: f64,
+    /// Writers queued for the writer lane.
+    pub writer_queue: u32,
     /// Connections checked out longer than the leak threshold now.
     #[serde(default)]
-    pub(crate) held_past_leak_threshold: u32,
+    pub held_past_leak_threshold: u32,
 }
 
 /// Latency summaries, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Latencies {
-    pub(crate) acquire_wait: Percentiles,
-    pub(crate) hold_time: Percentiles,
-    pub(crate) writer_wait: Percentiles,
+#[non_exhaustive]
+pub struct Latencies {
+    /// Waits for a connection.
+    pub acquire_wait: Percentiles,
+    /// How long connections were held.
+    pub hold_time: Percentiles,
+    /// Waits for the writer lane.
+    pub writer_wait: Percentiles,
 }
 
 /// One histogram's count and percentiles, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Percentiles {
-    pub(crate) count: u64,
-    pub(crate) mean_ms: f64,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
-    pub(crate) p999_ms: f64,
-    pub(crate) max_ms: f64,
+#[non_exhaustive]
+pub struct Percentiles {
+    /// How many were recorded.
+    pub count: u64,
+    /// Their mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
 }
 
 impl From<&LatencySummary> for Percentiles {
@@ -160,15 +257,6 @@ impl From<&LatencySummary> for Percentiles {
     }
 }
 
-/// The exit code of a status: 0 healthy, 1 degraded, 2 unhealthy.
-pub(crate) fn exit_code(status: HealthStatus) -> u8 {
-    match status {
-        HealthStatus::Healthy => 0,
-        HealthStatus::Degraded => 1,
-        HealthStatus::Unhealthy => 2,
-    }
-}
-
 /// The report of `cur`, with rates and the checks that need two reads when `prev` is given.
 /// `slow` is the acquire wait above which a database is degraded.
 pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Report {
@@ -180,17 +268,8 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
             db_report(before, read, slow)
         })
         .collect();
-    let status = databases
-        .iter()
-        .map(|d| d.status)
-        .max()
-        .unwrap_or(HealthStatus::Healthy);
     Report {
-        report_version: REPORT_VERSION,
         taken_at_unix_ms: cur.taken_at_unix_ms,
-        status,
-        exit_code: exit_code(status),
-        total: total_of(&databases),
         databases,
     }
 }
@@ -215,7 +294,6 @@ fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport
         source: read.source.clone(),
         name: read.name.clone(),
         path: read.path.clone(),
-        status: findings.first().map_or(HealthStatus::Healthy, |f| f.status),
         findings,
         pool: snap.map(pool_of),
         totals: snap.map(|s| s.totals),
@@ -252,18 +330,10 @@ fn pool_of(s: &DbSnapshot) -> Pool {
     }
 }
 
-/// `healthy`, `degraded`, `unhealthy`.
-pub(crate) fn status_word(s: HealthStatus) -> &'static str {
-    match s {
-        HealthStatus::Healthy => "healthy",
-        HealthStatus::Degraded => "degraded",
-        HealthStatus::Unhealthy => "unhealthy",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::FindingKind;
     use hive_db_core::{DbConfig, DbName, Registry};
 
     fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
@@ -320,45 +390,88 @@ mod tests {
             .rates
             .as_ref()
             .expect("rates between two reads");
-        assert!(rates.acquires_per_s > 0.0);
+        assert_eq!(rates.acquires, 3);
         let restarted = build(Some(&read_of(before, 5000)), &read_of(after, 10), slow);
         assert!(restarted.databases[0].rates.is_none());
+    }
+
+    /// A registry with one database, `inventory`, in `dir`; its snapshot with `live` and
+    /// `max_size` set as given.
+    fn snapshot_with(
+        dir: &std::path::Path,
+        live: u32,
+        max_size: u32,
+    ) -> Result<hive_db_core::RegistrySnapshot, Box<dyn std::error::Error>> {
+        let registry = Registry::new();
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        registry.register(&DbName::new("inventory")?, dir.join("i.db"), config)?;
+        let mut value = serde_json::to_value(registry.stats())?;
+        value["databases"][0]["live"] = serde_json::json!(live);
+        value["databases"][0]["max_size"] = serde_json::json!(max_size);
+        Ok(serde_json::from_value(value)?)
     }
 
     /// Bug caught: the leak check's "more live connections than the maximum" never firing
     /// (it cannot happen in a healthy pool, so only a crafted snapshot shows it).
     #[test]
-    fn more_live_than_max_is_degraded() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new();
-        let name = DbName::new("inventory").unwrap();
-        let config = DbConfig {
-            create_if_missing: true,
-            ..DbConfig::default()
-        };
-        registry
-            .register(&name, dir.path().join("i.db"), config)
-            .unwrap();
-        let snapshot = registry.stats();
-        let fine = build(None, &read_of(snapshot.clone(), 1), Duration::from_secs(1));
+    fn more_live_than_max_is_degraded() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let slow = Duration::from_secs(1);
+        let fine = build(None, &read_of(snapshot_with(dir.path(), 0, 10)?, 1), slow);
         assert!(
             fine.databases[0]
                 .findings
                 .iter()
-                .all(|f| f.kind != "over_max")
+                .all(|f| f.kind != FindingKind::OverMax)
         );
-        let mut value = serde_json::to_value(&snapshot).unwrap();
-        value["databases"][0]["live"] = serde_json::json!(11);
-        value["databases"][0]["max_size"] = serde_json::json!(10);
-        let over: hive_db_core::RegistrySnapshot = serde_json::from_value(value).unwrap();
-        let report = build(None, &read_of(over, 1), Duration::from_secs(1));
+        let report = build(None, &read_of(snapshot_with(dir.path(), 11, 10)?, 1), slow);
         let d = &report.databases[0];
         assert!(
-            d.findings.iter().any(|f| f.kind == "over_max"),
+            d.findings.iter().any(|f| f.kind == FindingKind::OverMax),
             "{:?}",
             d.findings
         );
-        assert_eq!(d.status, HealthStatus::Degraded);
-        assert_eq!(report.exit_code, 1);
+        assert_eq!(d.status(), HealthStatus::Degraded);
+        assert_eq!(report.exit_code(), 1);
+        Ok(())
+    }
+
+    /// Bug caught: a derived figure (`status`, `exit_code`, `total`, a database's `status`)
+    /// missing from the JSON, out of its place, or not following the findings, now that the
+    /// report computes it instead of storing it; or the JSON not reading back.
+    #[test]
+    fn json_carries_what_is_derived() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let report = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 11, 10)?, 1),
+            Duration::from_secs(1),
+        );
+        let text = serde_json::to_string(&report)?;
+        let at = |key: &str| text.find(&format!("\"{key}\":"));
+        let order = [
+            "report_version",
+            "taken_at_unix_ms",
+            "status",
+            "exit_code",
+            "databases",
+            "total",
+        ]
+        .map(at);
+        assert!(order.iter().all(Option::is_some), "{text}");
+        assert!(order.is_sorted(), "top-level fields out of order: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        assert_eq!(v["report_version"], REPORT_VERSION);
+        assert_eq!(v["status"], "degraded");
+        assert_eq!(v["exit_code"], 1);
+        assert_eq!(v["total"]["live"], 11);
+        assert_eq!(v["databases"][0]["status"], "degraded");
+        assert_eq!(v["databases"][0]["findings"][0]["kind"], "over_max");
+        let back: Report = serde_json::from_str(&text)?;
+        assert_eq!(serde_json::to_string(&back)?, text);
+        Ok(())
     }
 }

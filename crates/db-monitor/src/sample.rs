@@ -64,6 +64,24 @@ pub(crate) struct Depth {
     pub(crate) probe: Option<Duration>,
 }
 
+impl Depth {
+    /// The basics: what the reads between a run's first and last include.
+    pub(crate) const BASIC: Self = Self {
+        quick_check: false,
+        endpoint_files: false,
+        probe: None,
+    };
+
+    /// Everything, and a probe this long when given.
+    pub(crate) const fn full(probe: Option<Duration>) -> Self {
+        Self {
+            quick_check: true,
+            endpoint_files: true,
+            probe,
+        }
+    }
+}
+
 /// Reads its sources on request.
 #[derive(Debug)]
 pub(crate) struct Sampler {
@@ -130,6 +148,20 @@ impl Sampler {
             dbs,
             endpoint_errors,
         }
+    }
+
+    /// The first read of a run: as [`Sampler::take`], but an endpoint that cannot be read is
+    /// an error, since a run cannot start without it (later reads report it as a row).
+    ///
+    /// # Errors
+    ///
+    /// The first endpoint that could not be read, and why.
+    pub(crate) fn take_first(&self, depth: Depth) -> anyhow::Result<Sample> {
+        let sample = self.take(depth);
+        if let Some(e) = sample.endpoint_errors.first() {
+            anyhow::bail!("{e}");
+        }
+        Ok(sample)
     }
 
     fn read_endpoint(&self, endpoint: &Endpoint, depth: Depth) -> anyhow::Result<Vec<DbRead>> {

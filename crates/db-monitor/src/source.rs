@@ -2,7 +2,7 @@
 //! config file, or the default EcoSystemiser database.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use hive_db_core::DbName;
@@ -16,9 +16,6 @@ pub(crate) struct Sources {
     pub(crate) endpoints: Vec<String>,
     /// Database files to open read-only.
     pub(crate) files: Vec<DbSpec>,
-    /// True when `files` is the default EcoSystemiser database, chosen because no source
-    /// was given.
-    pub(crate) default_db: bool,
 }
 
 /// The sources the command line names, or the default database when it names none.
@@ -26,7 +23,7 @@ pub(crate) struct Sources {
 /// # Errors
 ///
 /// A config file that cannot be read or has errors, a name given twice, or, with no source,
-/// a default path that cannot be worked out.
+/// a default database whose path cannot be worked out or that does not exist yet.
 pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
     let mut files = cli.db.clone();
     if let Some(config) = &cli.config {
@@ -45,43 +42,24 @@ pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
         }
         endpoints.push(e.clone());
     }
-    let default_db = files.is_empty() && endpoints.is_empty();
-    if default_db {
-        let path = ecosystemiser_db_path(|var| std::env::var_os(var).map(PathBuf::from))?;
-        let name = DbName::new("ecosystemiser").context("the default database name")?;
-        files.push(DbSpec { name, path });
+    if files.is_empty() && endpoints.is_empty() {
+        files.push(default_db()?);
     }
-    Ok(Sources {
-        endpoints,
-        files,
-        default_db,
-    })
+    Ok(Sources { endpoints, files })
 }
 
-/// The EcoSystemiser database file: `ECOSYSTEMISER_DB_PATH` when set (empty is an error),
-/// else `$XDG_DATA_HOME/ecosystemiser/ecosystemiser.db`, else
-/// `$HOME/.local/share/ecosystemiser/ecosystemiser.db`; relative XDG values are ignored.
-///
-/// This must match the data layer's `ecosystemiser_db_path()` (crate `ecosystemiser-db`),
-/// which db-monitor does not depend on: the monitor sees only hive-db-core.
-pub(crate) fn ecosystemiser_db_path(lookup: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf> {
-    const VAR: &str = "ECOSYSTEMISER_DB_PATH";
-    if let Some(path) = lookup(VAR) {
-        if path.as_os_str().is_empty() {
-            bail!("{VAR} is set but empty");
-        }
-        return Ok(path);
+/// The EcoSystemiser database, which must exist: the monitor never creates one.
+fn default_db() -> Result<DbSpec> {
+    let path = ecosystemiser_db::ecosystemiser_db_path()?;
+    if !path.exists() {
+        bail!(
+            "no EcoSystemiser database at {} yet: nothing to report (the application \
+             creates it on first use); name one with --db, --config or --attach",
+            path.display()
+        );
     }
-    let absolute = |p: PathBuf| Some(p).filter(|p| p.is_absolute());
-    let data_home = lookup("XDG_DATA_HOME")
-        .and_then(absolute)
-        .or_else(|| {
-            lookup("HOME")
-                .and_then(absolute)
-                .map(|h| h.join(".local").join("share"))
-        })
-        .context("no data folder for the default database: set ECOSYSTEMISER_DB_PATH, XDG_DATA_HOME or HOME")?;
-    Ok(data_home.join("ecosystemiser").join("ecosystemiser.db"))
+    let name = DbName::new(ecosystemiser_db::DB_NAME).context("the default database name")?;
+    Ok(DbSpec { name, path })
 }
 
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a
@@ -120,35 +98,7 @@ fn parse_config(text: &str, base: &Path) -> Result<Vec<DbSpec>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<PathBuf> {
-        let map: HashMap<String, PathBuf> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), PathBuf::from(v)))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    /// Bug caught: a default path that differs from the data layer's (variable, then
-    /// XDG_DATA_HOME, then HOME; relative XDG values ignored; empty variable refused).
-    #[test]
-    fn default_path_follows_the_data_layer_rules() {
-        let p = ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "/srv/e.db")]));
-        assert_eq!(p.unwrap(), PathBuf::from("/srv/e.db"));
-        assert!(ecosystemiser_db_path(lookup(&[("ECOSYSTEMISER_DB_PATH", "")])).is_err());
-        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "/x"), ("HOME", "/h")]));
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/x/ecosystemiser/ecosystemiser.db")
-        );
-        let p = ecosystemiser_db_path(lookup(&[("XDG_DATA_HOME", "rel"), ("HOME", "/h")]));
-        assert_eq!(
-            p.unwrap(),
-            PathBuf::from("/h/.local/share/ecosystemiser/ecosystemiser.db")
-        );
-        assert!(ecosystemiser_db_path(lookup(&[])).is_err());
-    }
+    use std::path::PathBuf;
 
     /// Bug caught: comments or blank lines taken as entries, relative paths taken from the
     /// working folder, or an error without its line number.

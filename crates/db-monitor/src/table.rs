@@ -2,9 +2,9 @@
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 
-use crate::fmt;
-use crate::rates::Rates;
-use crate::report::{DbReport, Percentiles, Pool, Report, status_word};
+use crate::file::FileFacts;
+use crate::report::{DbReport, Percentiles, Report, Total};
+use crate::{fmt, status};
 
 const DASH: &str = "-";
 /// Terminal width from which the pool table is one table rather than two.
@@ -40,120 +40,149 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         .collect::<std::collections::HashSet<_>>()
         .len()
         > 1;
-    let any_pool = report.databases.iter().any(|d| d.pool.is_some());
-    if !any_pool {
-        // Files only: no pool to show, only how each answered.
-        let mut t = table(&["db", "status", "health", "note"], width);
-        for d in &report.databases {
-            t.add_row(vec![
-                label(d, many),
-                status_word(d.status).to_owned(),
-                d.health
-                    .as_ref()
-                    .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms)),
-                d.findings
-                    .first()
-                    .map_or(String::new(), |f| f.message.clone()),
-            ]);
-        }
-        return t.to_string();
+    if report.databases.iter().all(|d| d.pool.is_none()) {
+        return files(report, many, width);
     }
-    // A wide terminal (or none) gets one table; a narrow one two, with short headings.
-    let wide = width.is_none_or(|w| w >= WIDE);
-    let state_heads: &[&str] = if wide {
-        &[
-            "db", "status", "live/max", "active", "idle", "waiting", "maxwait", "writer q",
-        ]
-    } else {
-        &[
-            "db", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
-        ]
-    };
-    let rate_heads = ["acq/s", "waits/s", "tmo/s", "busy/s", "tx/s", "p99 wait"];
-    let mut heads = state_heads.to_vec();
-    if wide {
-        heads.extend(rate_heads);
-        heads.push("health");
-    }
-    let mut state = table(&heads, width);
-    let mut rates = table(&[&["db"][..], &rate_heads[..]].concat(), width);
+    let mut tables = PoolTables::new(width);
     for d in &report.databases {
-        let pool = d.pool.as_ref();
-        let n = |f: fn(&Pool) -> u32| pool.map_or(DASH.to_owned(), |p| f(p).to_string());
-        let health = d
-            .health
-            .as_ref()
-            .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms));
-        let mut row = vec![
+        // One pool added up is that pool.
+        let pool = d.pool.as_ref().map(|p| Total::of(p, d.rates.as_ref()));
+        let p99 = d.rates.as_ref().and_then(|r| r.acquire_wait_p99_ms);
+        tables.add(
             label(d, many),
-            status_word(d.status).to_owned(),
-            pool.map_or(DASH.to_owned(), |p| format!("{}/{}", p.live, p.max)),
-            n(|p| p.active),
-            n(|p| p.idle),
-            n(|p| p.waiting),
-            pool.map_or(DASH.to_owned(), |p| fmt::millis(p.maxwait_ms)),
-            n(|p| p.writer_queue),
-        ];
-        let r = d.rates.as_ref();
-        let rate = |f: fn(&Rates) -> f64| r.map_or(DASH.to_owned(), |r| fmt::rate(f(r)));
-        let rate_cells = vec![
-            rate(|r| r.acquires_per_s),
-            rate(|r| r.waits_per_s),
-            rate(|r| r.timeouts_per_s),
-            rate(|r| r.busy_per_s),
-            rate(|r| r.tx_per_s),
-            r.and_then(|r| r.acquire_wait_p99_ms)
-                .map_or(DASH.to_owned(), fmt::millis),
-        ];
-        if wide {
-            row.extend(rate_cells);
-            row.push(health);
-        } else {
-            row.push(health);
-            rates.add_row([vec![label(d, many)], rate_cells].concat());
-        }
-        state.add_row(row);
+            status::word(d.status()),
+            pool.as_ref(),
+            pool.as_ref().filter(|_| d.rates.is_some()),
+            p99.map_or(DASH.to_owned(), fmt::millis),
+            health(d),
+        );
     }
-    if let Some(t) = report.total.as_ref().filter(|t| t.pools > 1) {
-        let mut row = vec![
-            "total".to_owned(),
-            String::new(),
-            format!("{}/{}", t.live, t.max),
-            t.active.to_string(),
-            t.idle.to_string(),
-            t.waiting.to_string(),
-            fmt::millis(t.maxwait_ms),
-            t.writer_queue.to_string(),
-        ];
+    if let Some(t) = report.total().filter(|t| t.pools > 1) {
         let has_rates = report.databases.iter().any(|d| d.rates.is_some());
-        let rate = |v: f64| {
-            if has_rates {
-                fmt::rate(v)
-            } else {
-                DASH.to_owned()
-            }
-        };
-        let rate_cells = vec![
-            rate(t.acquires_per_s),
-            rate(t.waits_per_s),
-            rate(t.timeouts_per_s),
-            rate(t.busy_per_s),
-            rate(t.tx_per_s),
+        let rates = Some(&t).filter(|_| has_rates);
+        tables.add(
+            "total".to_owned(),
+            "",
+            Some(&t),
+            rates,
             String::new(),
-        ];
-        if wide {
-            row.extend(rate_cells);
-            row.push(String::new());
-        } else {
-            row.push(String::new());
-            rates.add_row([vec!["total".to_owned()], rate_cells].concat());
-        }
-        state.add_row(row);
+            String::new(),
+        );
     }
-    if wide {
-        state.to_string()
-    } else {
-        format!("{state}\n{rates}")
+    tables.render()
+}
+
+/// Files only: no pool to show, only how each answered.
+fn files(report: &Report, many: bool, width: Option<u16>) -> String {
+    let mut t = table(&["db", "status", "health", "note"], width);
+    for d in &report.databases {
+        t.add_row(vec![
+            label(d, many),
+            status::word(d.status()).to_owned(),
+            health(d),
+            d.findings
+                .first()
+                .map_or(String::new(), |f| f.message.clone()),
+        ]);
+    }
+    t.to_string()
+}
+
+fn health(d: &DbReport) -> String {
+    d.health
+        .as_ref()
+        .map_or(DASH.to_owned(), |h| fmt::millis(h.latency_ms))
+}
+
+/// The pool tables: on a wide terminal (or none) one table; on a narrow one two, the state
+/// with short headings and the rates.
+struct PoolTables {
+    wide: bool,
+    state: Table,
+    rates: Table,
+}
+
+impl PoolTables {
+    const RATES: [&str; 6] = ["acq/s", "waits/s", "tmo/s", "busy/s", "tx/s", "p99 wait"];
+
+    fn new(width: Option<u16>) -> Self {
+        let wide = width.is_none_or(|w| w >= WIDE);
+        let mut heads: Vec<&str> = if wide {
+            vec![
+                "db", "status", "live/max", "active", "idle", "waiting", "maxwait", "writer q",
+            ]
+        } else {
+            vec![
+                "db", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
+            ]
+        };
+        if wide {
+            heads.extend(Self::RATES);
+            heads.push("health");
+        }
+        Self {
+            wide,
+            state: table(&heads, width),
+            rates: table(&[&["db"][..], &Self::RATES[..]].concat(), width),
+        }
+    }
+
+    /// One row: `pool`'s state (dashes without), `rates`' figures (dashes without) and the
+    /// interval's p99 wait, and the health check's latency.
+    fn add(
+        &mut self,
+        label: String,
+        status: &str,
+        pool: Option<&Total>,
+        rates: Option<&Total>,
+        p99: String,
+        health: String,
+    ) {
+        let state = pool.map_or_else(
+            || vec![DASH.to_owned(); 6],
+            |p| {
+                vec![
+                    format!("{}/{}", p.live, p.max),
+                    p.active.to_string(),
+                    p.idle.to_string(),
+                    p.waiting.to_string(),
+                    fmt::millis(p.maxwait_ms),
+                    p.writer_queue.to_string(),
+                ]
+            },
+        );
+        let mut rate_cells = rates.map_or_else(
+            || vec![DASH.to_owned(); 5],
+            |r| {
+                [
+                    r.acquires_per_s,
+                    r.waits_per_s,
+                    r.timeouts_per_s,
+                    r.busy_per_s,
+                    r.tx_per_s,
+                ]
+                .map(fmt::rate)
+                .to_vec()
+            },
+        );
+        rate_cells.push(p99);
+        let mut row = [vec![label.clone(), status.to_owned()], state].concat();
+        if self.wide {
+            row.extend(rate_cells);
+            row.push(health);
+        } else {
+            row.push(health);
+            self.rates.add_row([vec![label], rate_cells].concat());
+        }
+        self.state.add_row(row);
+    }
+
+    fn render(&self) -> String {
+        if self.wide {
+            self.state.to_string()
+        } else {
+            format!("{}\n{}", self.state, self.rates)
+        }
     }
 }
 
@@ -164,7 +193,7 @@ pub(crate) fn findings(report: &Report) -> String {
         for f in &d.findings {
             out.push_str(&format!(
                 "{:<9} {}: {}\n",
-                status_word(f.status).to_uppercase(),
+                status::word(f.status).to_uppercase(),
                 d.name,
                 f.message
             ));
@@ -175,88 +204,138 @@ pub(crate) fn findings(report: &Report) -> String {
 
 /// The one-shot report: pools, counters, latencies, SQLite facts, probes and findings.
 pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
-    let heading = if report.databases.iter().any(|d| d.pool.is_some()) {
-        let window = report
-            .databases
-            .iter()
-            .find_map(|d| d.rates.as_ref())
-            .map_or(String::new(), |r| {
-                format!(" (rates over the last {:.1}s)", r.seconds)
-            });
-        format!("Pools{window}")
-    } else {
-        "Databases".to_owned()
-    };
     let mut out = format!(
-        "db-monitor: {} database(s), status {}\n\n{heading}\n{}\n",
+        "db-monitor: {} database(s), status {}\n\n{}\n{}\n",
         report.databases.len(),
-        status_word(report.status).to_uppercase(),
+        status::word(report.status()).to_uppercase(),
+        heading(report),
         pools(report, width)
     );
-    let with_totals: Vec<_> = report
+    let sections = [
+        (
+            "Counters since the application started",
+            counters(report, width),
+        ),
+        (
+            "Latency since the application started",
+            latencies(report, width),
+        ),
+        ("SQLite", Some(sqlite(report, width))),
+        ("Probe", probes(report, width)),
+    ];
+    for (title, table) in sections {
+        if let Some(t) = table {
+            out.push_str(&format!("\n{title}\n{t}\n"));
+        }
+    }
+    let f = findings(report);
+    if !f.is_empty() {
+        out.push_str(&format!("\nFindings\n{f}"));
+    }
+    out
+}
+
+/// `Pools (rates over the last 2.0s)`, or `Databases` without pools.
+fn heading(report: &Report) -> String {
+    if report.databases.iter().all(|d| d.pool.is_none()) {
+        return "Databases".to_owned();
+    }
+    let window = report
         .databases
         .iter()
-        .filter_map(|d| Some((d, d.totals.as_ref()?, d.latency.as_ref()?)))
-        .collect();
-    if !with_totals.is_empty() {
-        let mut t = table(
-            &[
-                "db",
-                "acquires",
-                "waited",
-                "timeouts",
-                "busy",
-                "leaks",
-                "commits",
-                "rollbacks",
-                "write tx",
-                "checkpoints",
-                "opened",
-                "closed",
-            ],
-            width,
-        );
-        for (d, tot, lat) in &with_totals {
-            t.add_row(vec![
-                d.name.clone(),
-                lat.acquire_wait.count.to_string(),
-                tot.acquires_waited.to_string(),
-                tot.acquire_timeouts.to_string(),
-                tot.busy_errors.to_string(),
-                tot.leaks.to_string(),
-                tot.commits.to_string(),
-                tot.rollbacks.to_string(),
-                tot.write_transactions.to_string(),
-                tot.checkpoints.to_string(),
-                tot.connections_created.to_string(),
-                tot.connections_closed.total().to_string(),
-            ]);
-        }
-        out.push_str(&format!("\nCounters since the application started\n{t}\n"));
-        let mut t = table(
-            &[
-                "db",
-                "histogram",
-                "count",
-                "mean",
-                "p50",
-                "p99",
-                "p99.9",
-                "max",
-            ],
-            width,
-        );
-        for (d, _, lat) in &with_totals {
-            for (what, p) in [
-                ("acquire wait", &lat.acquire_wait),
-                ("hold time", &lat.hold_time),
-                ("writer wait", &lat.writer_wait),
-            ] {
-                t.add_row(latency_row(&d.name, what, p));
-            }
-        }
-        out.push_str(&format!("\nLatency since the application started\n{t}\n"));
+        .find_map(|d| d.rates.as_ref())
+        .map_or(String::new(), |r| {
+            format!(" (rates over the last {:.1}s)", r.seconds)
+        });
+    format!("Pools{window}")
+}
+
+/// The counters of each database that has them (endpoints only).
+fn counters(report: &Report, width: Option<u16>) -> Option<Table> {
+    let mut t = table(
+        &[
+            "db",
+            "acquires",
+            "waited",
+            "timeouts",
+            "busy",
+            "leaks",
+            "commits",
+            "rollbacks",
+            "write tx",
+            "checkpoints",
+            "opened",
+            "closed",
+        ],
+        width,
+    );
+    for d in &report.databases {
+        let (Some(tot), Some(lat)) = (&d.totals, &d.latency) else {
+            continue;
+        };
+        t.add_row(vec![
+            d.name.clone(),
+            lat.acquire_wait.count.to_string(),
+            tot.acquires_waited.to_string(),
+            tot.acquire_timeouts.to_string(),
+            tot.busy_errors.to_string(),
+            tot.leaks.to_string(),
+            tot.commits.to_string(),
+            tot.rollbacks.to_string(),
+            tot.write_transactions.to_string(),
+            tot.checkpoints.to_string(),
+            tot.connections_created.to_string(),
+            tot.connections_closed.total().to_string(),
+        ]);
     }
+    (t.row_count() > 0).then_some(t)
+}
+
+/// The latency histograms of each database that has counters (endpoints only).
+fn latencies(report: &Report, width: Option<u16>) -> Option<Table> {
+    let mut t = table(
+        &[
+            "db",
+            "histogram",
+            "count",
+            "mean",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+        ],
+        width,
+    );
+    for d in &report.databases {
+        let Some(lat) = d.latency.as_ref().filter(|_| d.totals.is_some()) else {
+            continue;
+        };
+        for (what, p) in [
+            ("acquire wait", &lat.acquire_wait),
+            ("hold time", &lat.hold_time),
+            ("writer wait", &lat.writer_wait),
+        ] {
+            t.add_row(latency_row(&d.name, what, p));
+        }
+    }
+    (t.row_count() > 0).then_some(t)
+}
+
+fn latency_row(name: &str, what: &str, p: &Percentiles) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        what.to_owned(),
+        p.count.to_string(),
+        fmt::millis(p.mean_ms),
+        fmt::millis(p.p50_ms),
+        fmt::millis(p.p99_ms),
+        fmt::millis(p.p999_ms),
+        fmt::millis(p.max_ms),
+    ]
+}
+
+/// Every database's file and what SQLite says about it.
+fn sqlite(report: &Report, width: Option<u16>) -> Table {
     let mut t = table(
         &[
             "db",
@@ -276,83 +355,50 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
             .path
             .as_ref()
             .map_or(DASH.to_owned(), |p| p.display().to_string());
+        let mut row = vec![d.name.clone(), path];
         match &d.sqlite {
-            Some(s) => {
-                let page = |v: u64| {
-                    if v == 0 {
-                        DASH.to_owned()
-                    } else {
-                        v.to_string()
-                    }
-                };
-                t.add_row(vec![
-                    d.name.clone(),
-                    path,
-                    fmt::bytes(s.file_bytes),
-                    fmt::bytes(s.wal_bytes),
-                    page(s.page_size),
-                    page(s.page_count),
-                    if s.page_size == 0 {
-                        DASH.to_owned()
-                    } else {
-                        s.freelist_count.to_string()
-                    },
-                    if s.journal_mode.is_empty() {
-                        DASH.to_owned()
-                    } else {
-                        s.journal_mode.clone()
-                    },
-                    s.quick_check.clone().unwrap_or_else(|| DASH.to_owned()),
-                ]);
-            }
-            None => {
-                let mut row = vec![d.name.clone(), path];
-                row.resize(9, DASH.to_owned());
-                t.add_row(row);
-            }
+            Some(s) => row.extend(sqlite_cells(s)),
+            None => row.resize(9, DASH.to_owned()),
         }
+        t.add_row(row);
     }
-    out.push_str(&format!("\nSQLite\n{t}\n"));
-    let probes: Vec<_> = report
-        .databases
-        .iter()
-        .filter_map(|d| Some((d, d.probe.as_ref()?)))
-        .collect();
-    if !probes.is_empty() {
-        let mut t = table(
-            &["db", "probe", "ops/s", "ops", "errors", "p50", "p99", "max"],
-            width,
-        );
-        for (d, p) in probes {
-            t.add_row(vec![
-                d.name.clone(),
-                format!("{} for {:.1}s", p.what, p.seconds),
-                fmt::rate(p.per_second),
-                p.ops.to_string(),
-                p.errors.to_string(),
-                fmt::millis(p.p50_ms),
-                fmt::millis(p.p99_ms),
-                fmt::millis(p.max_ms),
-            ]);
-        }
-        out.push_str(&format!("\nProbe\n{t}\n"));
-    }
-    let f = findings(report);
-    if !f.is_empty() {
-        out.push_str(&format!("\nFindings\n{f}"));
-    }
-    out
+    t
 }
 
-fn latency_row(name: &str, what: &str, p: &Percentiles) -> Vec<String> {
+/// Size, WAL, page size, pages, free pages, journal mode, quick_check; a dash for what was
+/// not read (an endpoint's file on another host has sizes only).
+fn sqlite_cells(s: &FileFacts) -> Vec<String> {
+    let read = s.page_size != 0;
+    let or_dash = |known: bool, v: String| if known { v } else { DASH.to_owned() };
     vec![
-        name.to_owned(),
-        what.to_owned(),
-        p.count.to_string(),
-        fmt::millis(p.mean_ms),
-        fmt::millis(p.p50_ms),
-        fmt::millis(p.p99_ms),
-        fmt::millis(p.p999_ms),
-        fmt::millis(p.max_ms),
+        fmt::bytes(s.file_bytes),
+        fmt::bytes(s.wal_bytes),
+        or_dash(read, s.page_size.to_string()),
+        or_dash(s.page_count != 0, s.page_count.to_string()),
+        or_dash(read, s.freelist_count.to_string()),
+        or_dash(!s.journal_mode.is_empty(), s.journal_mode.clone()),
+        s.quick_check.clone().unwrap_or_else(|| DASH.to_owned()),
     ]
+}
+
+/// The `--probe` results.
+fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
+    let mut t = table(
+        &["db", "probe", "ops/s", "ops", "errors", "p50", "p99", "max"],
+        width,
+    );
+    for d in &report.databases {
+        let Some(p) = &d.probe else { continue };
+        t.add_row(vec![
+            d.name.clone(),
+            format!("{} for {:.1}s", p.what, p.seconds),
+            fmt::rate(p.per_second()),
+            p.ops.to_string(),
+            p.errors.to_string(),
+            fmt::millis(p.p50_ms),
+            fmt::millis(p.p99_ms),
+            fmt::millis(p.max_ms),
+        ]);
+    }
+    (t.row_count() > 0).then_some(t)
 }

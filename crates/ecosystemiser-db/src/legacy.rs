@@ -134,7 +134,7 @@ pub fn validate_hive_integration() -> bool {
     match backend::integration_status() {
         Ok(status) => status.probe_ok,
         Err(e) => {
-            tracing::warn!(error = %backend::error_chain(&e), "EcoSystemiser database unavailable");
+            tracing::warn!(error = %hive_db_core::error_chain(&e), "EcoSystemiser database unavailable");
             false
         }
     }

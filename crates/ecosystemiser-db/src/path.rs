@@ -1,5 +1,6 @@
 //! Where the EcoSystemiser database lives: `ECOSYSTEMISER_DB_PATH`, else the per-user data
-//! folder. Working the path out has no side effects; the folder is made at first open.
+//! folder. Working the path out has no side effects; the folder is made at first open. The
+//! one statement of the rule: db-monitor uses it to find the database it reports on.
 
 use std::path::{Path, PathBuf};
 
@@ -75,8 +76,9 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    /// Bug caught: the variable ignored, an empty value taken as the working folder, or the
-    /// XDG order (variable, XDG_DATA_HOME, HOME) wrong.
+    /// Bug caught: the variable ignored, an empty value taken as the working folder, the XDG
+    /// order (variable, XDG_DATA_HOME, HOME) wrong, or a relative XDG_DATA_HOME or HOME used.
+    /// db-monitor finds the database it reports on by default through this same function.
     #[test]
     fn variable_then_xdg_then_home() {
         let p = db_path_from_lookup(lookup(&[
@@ -84,6 +86,8 @@ mod tests {
             ("XDG_DATA_HOME", "/x"),
         ]));
         assert_eq!(p.ok(), Some(PathBuf::from("/srv/eco.db")));
+        let p = db_path_from_lookup(lookup(&[(DB_PATH_VAR, "/srv/e.db")]));
+        assert_eq!(p.ok(), Some(PathBuf::from("/srv/e.db")));
         let p = db_path_from_lookup(lookup(&[(DB_PATH_VAR, ""), ("HOME", "/h")]));
         assert!(matches!(
             p,
@@ -106,6 +110,10 @@ mod tests {
         );
         assert!(matches!(
             db_path_from_lookup(lookup(&[])),
+            Err(Error::NoDataDir)
+        ));
+        assert!(matches!(
+            db_path_from_lookup(lookup(&[("XDG_DATA_HOME", "rel"), ("HOME", "home")])),
             Err(Error::NoDataDir)
         ));
     }

@@ -326,8 +326,10 @@ pub(crate) fn classify(db: &DbName, path: &Path, op: &'static str, e: rusqlite::
     }
 }
 
-/// `err` and its sources, joined with ": ", each once.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// `err` and its sources on one line, joined with `: `, as anyhow's `{:#}` prints them: for
+/// logs and reports that keep an error as text. The one such function in the workspace;
+/// ecosystemiser-db uses it too.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

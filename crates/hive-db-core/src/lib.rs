@@ -86,7 +86,7 @@ mod registry;
 
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};
-pub use error::{Error, OpenCause, Result};
+pub use error::{Error, OpenCause, Result, error_chain};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
 pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};

@@ -1,5 +1,6 @@
-//! Tidy checks over the workspace's sources (after rust-analyzer's `tidy.rs`): the layer rule
-//! of hive-db-core, a `//!` line at the top of every file, and one place that opens SQLite.
+//! Tidy checks over the workspace's sources (after rust-analyzer's `tidy.rs`): the layer rules
+//! of hive-db-core and db-monitor, a `//!` line at the top of every file, and one place that
+//! opens SQLite.
 //!
 //! They read the repository's files and write nothing.
 
@@ -21,6 +22,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["health", "registry", "global", "metrics", "endpoint"],
     ),
 ];
+
+/// db-monitor's crate root. Its `mod` lines list the crate's modules in layers, lowest first,
+/// and a module may use only those listed before it (docs/ARCHITECTURE.md gives the order).
+const MONITOR_LIB: &str = "crates/db-monitor/src/lib.rs";
 
 /// The one file that opens SQLite connections.
 const OPENS_SQLITE: &str = "crates/hive-db-core/src/open.rs";
@@ -141,8 +146,8 @@ fn crate_modules_used(code: &str) -> Vec<String> {
     used
 }
 
-/// The module a file of `crates/hive-db-core/src` belongs to (`pool/leak.rs` is `pool`);
-/// `None` for the crate root.
+/// The module a file of a crate's `src` belongs to (`pool/leak.rs` is `pool`); `None` for
+/// the crate root.
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).ok()?;
     let first = rel.components().next()?.as_os_str().to_str()?;
@@ -196,22 +201,32 @@ fn layer_violations(module: &str, code: &str) -> Vec<String> {
 /// a layer above, which is how import circles start.
 #[test]
 fn core_modules_import_only_from_below() {
-    let src = workspace().join("crates/hive-db-core/src");
-    let mut problems = Vec::new();
-    for file in rust_files(&src) {
-        let Some(module) = module_of(&src, &file) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&file).expect("readable source");
-        for p in layer_violations(&module, &code_of(&text)) {
-            problems.push(format!("{}: {p}", relative(&file)));
-        }
-    }
+    let problems = crate_problems(
+        &workspace().join("crates/hive-db-core/src"),
+        layer_violations,
+    );
     assert!(
         problems.is_empty(),
         "layer rule broken:\n{}",
         problems.join("\n")
     );
+}
+
+/// What `check` (given a module and its code) finds in the files of the crate whose sources
+/// are in `src`, each line naming its file; the crate roots are left out.
+fn crate_problems(src: &Path, check: impl Fn(&str, &str) -> Vec<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for file in rust_files(src) {
+        // A binary's root uses its library by the library's name, not through `crate::`.
+        let Some(module) = module_of(src, &file).filter(|m| m != "main") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("readable source");
+        for p in check(&module, &code_of(&text)) {
+            problems.push(format!("{}: {p}", relative(&file)));
+        }
+    }
+    problems
 }
 
 /// Bug caught: the layer check passing everything (a parser that finds no imports), so the
@@ -227,6 +242,83 @@ fn the_layer_check_finds_upward_imports() {
     let code = code_of("// crate::registry\nuse hive_db_core::Registry;\n");
     assert!(layer_violations("sync", &code).is_empty());
     assert_eq!(layer_violations("nowhere", "").len(), 1);
+}
+
+/// The modules `root` (a crate root's text) declares with `mod name;`, in order.
+fn declared_modules(root: &str) -> Vec<String> {
+    code_of(root)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            Some(
+                line.strip_prefix("mod ")?
+                    .strip_suffix(';')?
+                    .trim()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The uses in `code`, the code of a file of `module`, of modules not declared before it in
+/// `order`.
+fn order_violations(order: &[String], module: &str, code: &str) -> Vec<String> {
+    let rank = |m: &str| order.iter().position(|o| o == m);
+    let Some(own) = rank(module) else {
+        return vec![format!(
+            "module `{module}` is not declared in the crate root"
+        )];
+    };
+    crate_modules_used(code)
+        .into_iter()
+        .filter(|used| used != module)
+        .filter_map(|used| match rank(&used) {
+            Some(r) if r < own => None,
+            Some(_) => Some(format!(
+                "`{module}` uses `crate::{used}`, which the crate root declares after it"
+            )),
+            None => Some(format!(
+                "`{module}` uses `crate::{used}`, which is not a module of the crate root \
+                 (name the module, not a re-export)"
+            )),
+        })
+        .collect()
+}
+
+/// Bug caught: a db-monitor module importing one declared after it in lib.rs, which is how
+/// an import circle (such as `checks` and `report` importing each other) comes back.
+#[test]
+fn monitor_modules_import_only_from_above() {
+    let root = workspace().join(MONITOR_LIB);
+    let order = declared_modules(&std::fs::read_to_string(&root).expect("readable lib.rs"));
+    assert!(
+        order.len() > 5,
+        "no modules found in {MONITOR_LIB}: {order:?}"
+    );
+    let src = root.parent().expect("lib.rs sits in src");
+    let problems = crate_problems(src, |module, code| order_violations(&order, module, code));
+    assert!(
+        problems.is_empty(),
+        "layer rule broken:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Bug caught: the module order read wrong from a crate root, or the order check passing
+/// everything, so the test above could never fail.
+#[test]
+fn the_order_check_finds_upward_imports() {
+    let order = declared_modules("//! Root.\n// leaves\nmod fmt;\nmod sample;\npub mod report;\n");
+    assert_eq!(order, ["fmt", "sample", "report"]);
+    assert!(order_violations(&order, "report", "use crate::{fmt, sample::Sample};").is_empty());
+    let upward = "use crate::report::Report;\nfn f() { crate::sample::take(); }";
+    assert_eq!(order_violations(&order, "fmt", upward).len(), 2);
+    assert_eq!(
+        order_violations(&order, "sample", "use crate::Report;").len(),
+        1
+    );
+    assert_eq!(order_violations(&order, "nowhere", "").len(), 1);
 }
 
 /// Bug caught: a source file whose purpose is not stated at its top.

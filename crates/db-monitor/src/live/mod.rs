@@ -2,27 +2,25 @@
 //! JSON line per sample otherwise, with a summary at the end.
 
 mod screen;
+mod tally;
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use hive_db_core::HealthStatus;
 use serde::Serialize;
 
 use self::screen::Screen;
-use crate::fmt;
+use self::tally::Tallies;
 use crate::output::{self, Written};
-use crate::report::{self, Report, status_word};
+use crate::report::{self, Report};
 use crate::sample::{Depth, Sample, Sampler};
-
-/// Samples kept for the trend line.
-const TREND: usize = 40;
+use crate::status;
 
 /// How the loop is set up.
 #[derive(Debug)]
@@ -33,7 +31,7 @@ pub(crate) struct Settings {
     /// JSON lines even on a terminal.
     pub(crate) json: bool,
     /// Where the history goes (JSON lines), created once the first sample is read.
-    pub(crate) history: Option<std::path::PathBuf>,
+    pub(crate) history: Option<PathBuf>,
 }
 
 /// One JSON line: a sample's report with its number and time since the start.
@@ -43,20 +41,6 @@ struct Line<'a> {
     elapsed_s: f64,
     #[serde(flatten)]
     report: &'a Report,
-}
-
-/// Per database over the run, for the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    acquires: u64,
-    timeouts: u64,
-    seconds: f64,
-    peak_waiting: u32,
-    peak_maxwait_ms: f64,
-    worst: Option<HealthStatus>,
-    trend: VecDeque<f64>,
-    /// Seen with a pool (an endpoint's database), so the pool figures mean something.
-    pool: bool,
 }
 
 /// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
@@ -73,100 +57,126 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let first = sampler.take(Depth {
-        quick_check: true,
-        endpoint_files: true,
-        probe: None,
-    });
-    if let Some(e) = first.endpoint_errors.first() {
-        bail!("{e}");
-    }
-    let mut history = match &settings.history {
-        Some(path) => Some((
-            path,
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => None,
-    };
-    let live = !settings.json && std::io::stdout().is_terminal();
-    let mut screen = if live { Some(Screen::enter()?) } else { None };
-    let start = Instant::now();
-    let mut tallies: HashMap<(String, String), Tally> = HashMap::new();
-    let mut worst = HealthStatus::Healthy;
+    let first = sampler.take_first(Depth::full(None))?;
+    let mut view = View::new(&settings)?;
     let mut prev: Option<Sample> = None;
     let mut cur = first;
-    let mut n: u64 = 0;
-    let mut pipe_closed = false;
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
-        worst = worst.max(report.status);
-        tally(&mut tallies, &report);
+        if view.show(&report)? == Written::PipeClosed {
+            return Ok(0);
+        }
+        // The next sample is due at the next multiple of the interval; missed ones are
+        // skipped, so a slow source does not make samples pile up.
+        let elapsed = view.start.elapsed();
+        let k = elapsed.as_nanos() / settings.interval.as_nanos().max(1) + 1;
+        let due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
+        if settings.duration.is_some_and(|d| due > d) || view.wait(&report, due, &stop)? {
+            break;
+        }
+        prev = Some(cur);
+        cur = sampler.take(Depth::BASIC);
+    }
+    view.finish()
+}
+
+/// Where the samples go (the terminal's live view, or JSON lines on stdout, and the history
+/// file) and what the summary needs.
+#[derive(Debug)]
+struct View {
+    interval: Duration,
+    start: Instant,
+    /// Samples shown so far.
+    shown: u64,
+    tallies: Tallies,
+    history: Option<(PathBuf, File)>,
+    screen: Option<Screen>,
+}
+
+impl View {
+    fn new(settings: &Settings) -> Result<Self> {
+        let history = match &settings.history {
+            Some(path) => Some((
+                path.clone(),
+                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let live = !settings.json && std::io::stdout().is_terminal();
+        Ok(Self {
+            interval: settings.interval,
+            start: Instant::now(),
+            shown: 0,
+            tallies: Tallies::default(),
+            history,
+            screen: if live { Some(Screen::enter()?) } else { None },
+        })
+    }
+
+    /// Counts `report` in, saves it to the history, and draws it or writes its JSON line.
+    fn show(&mut self, report: &Report) -> Result<Written> {
+        let n = self.shown;
+        self.shown += 1;
+        self.tallies.add(report);
         let line = serde_json::to_string(&Line {
             sample: n,
-            elapsed_s: start.elapsed().as_secs_f64(),
-            report: &report,
+            elapsed_s: self.start.elapsed().as_secs_f64(),
+            report,
         })
         .context("cannot encode a sample as JSON")?;
-        if let Some((path, file)) = &mut history {
+        if let Some((path, file)) = &mut self.history {
             writeln!(file, "{line}")
                 .and_then(|()| file.flush())
                 .with_context(|| format!("cannot write the history to {}", path.display()))?;
         }
-        match &mut screen {
-            Some(s) => s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?,
-            None => {
-                if output::stdout(&format!("{line}\n")).context("cannot write to stdout")?
-                    == Written::PipeClosed
-                {
-                    pipe_closed = true;
-                    break;
-                }
+        if self.screen.is_some() {
+            self.draw(report)?;
+            return Ok(Written::Yes);
+        }
+        output::stdout(&format!("{line}\n")).context("cannot write to stdout")
+    }
+
+    /// Draws `report`, the last sample shown, on the live view if there is one.
+    fn draw(&mut self, report: &Report) -> Result<()> {
+        let n = self.shown.saturating_sub(1);
+        match &mut self.screen {
+            Some(s) => s.draw(
+                report,
+                n,
+                self.start.elapsed(),
+                self.interval,
+                &self.tallies,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until `due` after the start, drawing `report` again when the terminal changes
+    /// size. True when the run is to end.
+    fn wait(&mut self, report: &Report, due: Duration, stop: &AtomicBool) -> Result<bool> {
+        loop {
+            match wait_until(self.start + due, stop, self.screen.is_some())? {
+                Wake::Due => return Ok(stop.load(Ordering::Relaxed)),
+                Wake::Quit => return Ok(true),
+                Wake::Resized => self.draw(report)?,
             }
         }
-        // The next sample is due at the next multiple of the interval; missed ones are
-        // skipped, so a slow source does not make samples pile up.
-        let elapsed = start.elapsed();
-        let k = elapsed.as_nanos() / settings.interval.as_nanos().max(1) + 1;
-        let due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
-        if settings.duration.is_some_and(|d| due > d) {
-            break;
-        }
-        let quit = loop {
-            match wait_until(start + due, &stop, screen.is_some())? {
-                Wake::Due => break stop.load(Ordering::Relaxed),
-                Wake::Quit => break true,
-                Wake::Resized => {
-                    if let Some(s) = &mut screen {
-                        s.draw(&report, n, start.elapsed(), settings.interval, &tallies)?;
-                    }
-                }
+    }
+
+    /// Leaves the live view and writes the summary (on stdout after a live view, else on
+    /// stderr, so that stdout stays JSON lines). The exit code of the worst status seen.
+    fn finish(mut self) -> Result<u8> {
+        let was_live = self.screen.take().is_some();
+        let text = self.tallies.summary(self.shown, self.start.elapsed());
+        if was_live {
+            if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
+                return Ok(0);
             }
-        };
-        if quit {
-            break;
+        } else {
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
-        prev = Some(cur);
-        cur = sampler.take(Depth {
-            quick_check: false,
-            endpoint_files: false,
-            probe: None,
-        });
-        n += 1;
+        Ok(status::exit_code(self.tallies.worst()))
     }
-    let was_live = screen.is_some();
-    drop(screen);
-    if pipe_closed {
-        return Ok(0);
-    }
-    let text = summary(n + 1, start.elapsed(), worst, &tallies);
-    if was_live {
-        if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
-            return Ok(0);
-        }
-    } else {
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-    }
-    Ok(report::exit_code(worst))
 }
 
 /// Why [`wait_until`] returned.
@@ -211,102 +221,5 @@ fn wait_until(until: Instant, stop: &AtomicBool, keys: bool) -> Result<Wake> {
             Event::Resize(..) => return Ok(Wake::Resized),
             _ => {}
         }
-    }
-}
-
-fn tally(tallies: &mut HashMap<(String, String), Tally>, report: &Report) {
-    for d in &report.databases {
-        let t = tallies
-            .entry((d.source.clone(), d.name.clone()))
-            .or_default();
-        t.worst = Some(t.worst.map_or(d.status, |w| w.max(d.status)));
-        if let Some(p) = &d.pool {
-            t.pool = true;
-            t.peak_waiting = t.peak_waiting.max(p.waiting);
-            t.peak_maxwait_ms = t.peak_maxwait_ms.max(p.maxwait_ms);
-        }
-        if let Some(r) = &d.rates {
-            t.acquires += (r.acquires_per_s * r.seconds).round() as u64;
-            t.timeouts += r.timeouts;
-            t.seconds += r.seconds;
-            if t.trend.len() == TREND {
-                t.trend.pop_front();
-            }
-            t.trend.push_back(r.acquires_per_s);
-        }
-    }
-}
-
-/// `▁▃▅█`: values scaled to the largest.
-fn sparkline(values: &VecDeque<f64>) -> String {
-    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-    let top = values.iter().copied().fold(0.0, f64::max);
-    values
-        .iter()
-        .map(|v| {
-            if top <= 0.0 {
-                BARS[0]
-            } else {
-                BARS[((v / top) * 7.0).round().clamp(0.0, 7.0) as usize]
-            }
-        })
-        .collect()
-}
-
-fn summary(
-    samples: u64,
-    elapsed: Duration,
-    worst: HealthStatus,
-    tallies: &HashMap<(String, String), Tally>,
-) -> String {
-    let mut out = format!(
-        "db-monitor: {samples} samples over {}, worst status {}\n",
-        fmt::duration(Duration::from_millis(
-            u64::try_from(elapsed.as_millis()).unwrap_or(0)
-        )),
-        status_word(worst).to_uppercase()
-    );
-    let mut keys: Vec<_> = tallies.keys().collect();
-    keys.sort();
-    for key in keys {
-        let t = &tallies[key];
-        if !t.pool {
-            out.push_str(&format!(
-                "  {}: worst {}\n",
-                key.1,
-                status_word(t.worst.unwrap_or(HealthStatus::Healthy))
-            ));
-            continue;
-        }
-        let rate = if t.seconds > 0.0 {
-            t.acquires as f64 / t.seconds
-        } else {
-            0.0
-        };
-        out.push_str(&format!(
-            "  {}: {} acquires ({}/s), {} timeouts, peak waiting {}, peak maxwait {}, worst {}\n",
-            key.1,
-            t.acquires,
-            fmt::rate(rate),
-            t.timeouts,
-            t.peak_waiting,
-            fmt::millis(t.peak_maxwait_ms),
-            status_word(t.worst.unwrap_or(HealthStatus::Healthy))
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bug caught: a trend that divides by zero on an idle database or loses its scale.
-    #[test]
-    fn sparkline_scales_to_the_largest() {
-        let v: VecDeque<f64> = [0.0, 5.0, 10.0].into_iter().collect();
-        assert_eq!(sparkline(&v), "▁▅█");
-        let idle: VecDeque<f64> = [0.0, 0.0].into_iter().collect();
-        assert_eq!(sparkline(&idle), "▁▁");
     }
 }

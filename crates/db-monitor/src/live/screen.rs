@@ -1,16 +1,15 @@
 //! The live view on a terminal: the alternate screen in raw mode, drawn in place each
 //! sample, and put back on drop and on panic.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use crossterm::{cursor, queue, terminal};
 
-use super::{Tally, sparkline};
-use crate::report::{Report, status_word};
-use crate::{fmt, table};
+use super::tally::{Tallies, sparkline};
+use crate::report::Report;
+use crate::{fmt, status, table};
 
 /// The terminal in the live view's state (alternate screen, raw mode, hidden cursor), put
 /// back on drop and on panic.
@@ -51,33 +50,16 @@ impl Screen {
         n: u64,
         elapsed: Duration,
         interval: Duration,
-        tallies: &HashMap<(String, String), Tally>,
+        tallies: &Tallies,
     ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
-        let mut text = format!(
-            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)\n\n",
+        let header = format!(
+            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)",
             humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
             humantime::format_duration(interval),
-            status_word(report.status).to_uppercase()
+            status::word(report.status()).to_uppercase()
         );
-        text.push_str(&table::pools(report, Some(width)));
-        text.push_str("\n\nacquires/s, last samples\n");
-        for d in report.databases.iter().filter(|d| d.pool.is_some()) {
-            if let Some(t) = tallies.get(&(d.source.clone(), d.name.clone())) {
-                let last = t.trend.back().copied().unwrap_or(0.0);
-                text.push_str(&format!(
-                    "  {:<16} {} {}/s\n",
-                    d.name,
-                    sparkline(&t.trend),
-                    fmt::rate(last)
-                ));
-            }
-        }
-        let findings = table::findings(report);
-        if !findings.is_empty() {
-            text.push_str("\nFindings\n");
-            text.push_str(&findings);
-        }
+        let text = format!("{header}\n\n{}", body(report, width, tallies));
         queue!(self.out, cursor::MoveTo(0, 0))?;
         // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
         let width = usize::from(width.max(1));
@@ -104,6 +86,29 @@ impl Screen {
         self.out.flush().context("cannot draw the live view")?;
         Ok(())
     }
+}
+
+/// The pools, each pool's trend of acquires per second, and the findings.
+fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
+    let mut text = table::pools(report, Some(width));
+    text.push_str("\n\nacquires/s, last samples\n");
+    for d in report.databases.iter().filter(|d| d.pool.is_some()) {
+        if let Some(t) = tallies.of(d) {
+            let last = t.trend.back().copied().unwrap_or(0.0);
+            text.push_str(&format!(
+                "  {:<16} {} {}/s\n",
+                d.name,
+                sparkline(&t.trend),
+                fmt::rate(last)
+            ));
+        }
+    }
+    let findings = table::findings(report);
+    if !findings.is_empty() {
+        text.push_str("\nFindings\n");
+        text.push_str(&findings);
+    }
+    text
 }
 
 impl Drop for Screen {

@@ -55,14 +55,23 @@ fn duplicate_name() -> TestResult {
     )
 }
 
-/// Bug caught: durations that do not parse, a zero interval (a busy loop), or `--duration`
-/// without `--continuous` ignored.
+/// Bug caught: durations that do not parse, a zero interval (a busy loop), a negative one
+/// taken for an unknown flag or accepted, or `--duration` without `--continuous` ignored;
+/// any of them ending with clap's exit code 2 instead of 3.
 #[test]
 fn bad_durations() -> TestResult {
     refused(&["--continuous", "--interval", "soon"], 3, "not a duration")?;
-    refused(&["--continuous", "--interval", "0s"], 3, "too short")?;
+    refused(&["--continuous", "--interval", "0s"], 3, "zero")?;
+    refused(&["--continuous", "--interval", "0"], 3, "zero")?;
+    refused(&["--continuous", "--interval", "-1"], 3, "`-1` is negative")?;
+    refused(&["--continuous", "--interval", "0.001"], 3, "too short")?;
+    refused(&["--continuous", "--duration", "0"], 3, "zero")?;
+    refused(&["--continuous", "--duration", "-30"], 3, "negative")?;
+    refused(&["--slow", "fast"], 3, "not a duration")?;
+    refused(&["--timeout", "NaN"], 3, "not a number of seconds")?;
     refused(&["--duration", "1s"], 3, "--continuous")?;
-    refused(&["--probe", "0"], 3, "seconds")?;
+    refused(&["--probe", "0"], 3, "zero")?;
+    refused(&["--probe", "2h"], 3, "at most 1h")?;
     refused(&["--continuous", "--probe", "1"], 3, "cannot be used with")
 }
 
@@ -135,7 +144,7 @@ fn empty_default_path_variable() -> TestResult {
 }
 
 /// Bug caught: `--help` or `--version` mapped to exit 3 with the other clap errors, or the
-/// exit codes missing from the help.
+/// exit codes or the way to write a duration missing from the help.
 #[test]
 fn help_and_version_exit_zero() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -147,6 +156,7 @@ fn help_and_version_exit_zero() -> TestResult {
         "1  degraded",
         "2  unhealthy",
         "3  could not run",
+        "A DURATION is a number of seconds",
     ] {
         assert!(
             r.stdout.contains(want),

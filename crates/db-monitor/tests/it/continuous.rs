@@ -10,8 +10,9 @@ fn lines(stdout: &str) -> Result<Vec<serde_json::Value>, serde_json::Error> {
 }
 
 /// Bug caught: a table or escape codes on a pipe instead of JSON lines, samples that are
-/// not numbered in order, `--duration` ignored, or the history thrown away instead of kept
-/// in `--output`.
+/// not numbered in order, `--duration` ignored, bare numbers not read as seconds (`1` and
+/// `0.2`, as `vmstat 1` reads them), or the history thrown away instead of kept in
+/// `--output`.
 #[test]
 fn json_lines_when_piped_and_history_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -22,9 +23,9 @@ fn json_lines_when_piped_and_history_kept() -> TestResult {
         .args([
             "--continuous",
             "--duration",
-            "1s",
+            "1",
             "--interval",
-            "200ms",
+            "0.2",
             "--output",
         ])
         .arg(&history)

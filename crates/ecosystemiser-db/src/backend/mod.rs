@@ -28,7 +28,6 @@ pub use process::{
 };
 pub use settings::{DIRECT_MAX_VAR, Settings};
 pub use status::IntegrationStatus;
-pub(crate) use status::error_chain;
 
 /// The name of the EcoSystemiser database in a registry.
 pub const DB_NAME: &str = "ecosystemiser";

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use hive_db_core::error_chain;
+
 use super::{BackendKind, BackendReason, EcoDb};
 use crate::error::{Error, Result};
 
@@ -46,16 +48,4 @@ impl EcoDb {
             probe_error: probe.err().map(|e| error_chain(&e)),
         }
     }
-}
-
-/// `e` and its sources, joined with `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }

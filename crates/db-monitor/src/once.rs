@@ -1,0 +1,60 @@
+//! The one-shot report: one read (two for an endpoint, an interval apart), checked, written
+//! as tables or JSON.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cli::Cli;
+use crate::output::{self, Written};
+use crate::report;
+use crate::sample::{Depth, Sampler};
+use crate::table;
+
+/// Reads, reports, and returns the exit code of the report's status (0 when stdout was
+/// closed).
+///
+/// # Errors
+///
+/// An endpoint that cannot be read at the first read, or a report that cannot be written.
+pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
+    let full = Depth::full(cli.probe);
+    // An endpoint is read twice, an interval apart, for rates and the checks that compare
+    // two reads (acquire timeouts rising, an interval's p99 wait).
+    let (first, last) = if sampler.endpoints.is_empty() {
+        (None, sampler.take(full))
+    } else {
+        let first = sampler.take_first(Depth::BASIC)?;
+        std::thread::sleep(cli.interval.unwrap_or(Duration::from_secs(1)));
+        (Some(first), sampler.take(full))
+    };
+    let report = report::build(first.as_ref(), &last, cli.slow);
+    let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+    if let Some(path) = &cli.output {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    for d in &report.databases {
+        for f in d
+            .findings
+            .iter()
+            .filter(|f| f.status == hive_db_core::HealthStatus::Unhealthy)
+        {
+            output::diag(&format!("{}: {}", d.name, f.message));
+        }
+    }
+    let text = if cli.json {
+        format!("{json}\n")
+    } else {
+        let width = std::io::stdout()
+            .is_terminal()
+            .then(|| crossterm::terminal::size().ok().map(|(w, _)| w))
+            .flatten();
+        table::full(&report, width)
+    };
+    match output::stdout(&text).context("cannot write to stdout")? {
+        Written::Yes => Ok(report.exit_code()),
+        Written::PipeClosed => Ok(0),
+    }
+}

@@ -13,11 +13,12 @@ use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
 use crate::config::DbConfig;
-use crate::error::{Error, Result, extended_code, is_busy_code};
+use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
-use crate::pool::{CloseReport, Pool, PooledConnection, enter, inside_write};
+use crate::pool::{CloseReport, Pool, PooledConnection};
+use crate::reentry::{connections_held, enter, inside_write};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
 use crate::wal::commit_deferring_checkpoint;
 
@@ -91,6 +92,10 @@ impl Database {
     /// A connection, waiting up to `connection_timeout`.
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
+        if let Some(conn) = self.pool.try_checkout(site)? {
+            return Ok(conn);
+        }
+        self.refuse_waiting_for_itself()?;
         self.pool.checkout(site)
     }
 
@@ -101,7 +106,24 @@ impl Database {
         deadline: Instant,
         site: &'static Location<'static>,
     ) -> Result<PooledConnection> {
+        if let Some(conn) = self.pool.try_checkout(site)? {
+            return Ok(conn);
+        }
+        self.refuse_waiting_for_itself()?;
         self.pool.checkout_until(start, deadline, site)
+    }
+
+    /// `Err` when waiting for a connection could only wait for this thread: its closures of
+    /// this database hold every connection of the pool.
+    fn refuse_waiting_for_itself(&self) -> Result<()> {
+        let held = connections_held(self.pool.key());
+        if held > 0 && held >= self.config().max_size as usize {
+            return Err(Error::Reentrant {
+                db: self.name().clone(),
+                call: Reentry::Connection,
+            });
+        }
+        Ok(())
     }
 
     /// The writer lane until `deadline`, without taking over an open transaction: for a
@@ -163,8 +185,7 @@ impl Database {
         if inside_write(self.pool.key()) {
             return Err(Error::Reentrant {
                 db: self.name().clone(),
-                call: "write",
-                held: "its writer lane",
+                call: Reentry::Write,
             }
             .into());
         }

@@ -55,6 +55,33 @@ impl fmt::Display for OpenCause {
     }
 }
 
+/// A call that could only wait for a closure its own thread is running (see
+/// [`Error::Reentrant`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum Reentry {
+    /// A `write` inside a `write` of the same database: the outer one holds its writer lane.
+    Write,
+    /// A connection, when the thread's `read` and `write` closures hold every connection of
+    /// the pool.
+    Connection,
+}
+
+impl fmt::Display for Reentry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Write => {
+                "write called from inside a write closure of this database on the same \
+                 thread, which holds its writer lane"
+            }
+            Self::Connection => {
+                "a connection asked for from inside read or write closures of this database \
+                 on the same thread, which hold all of its connections"
+            }
+        })
+    }
+}
+
 /// Everything that can go wrong in hive-db-core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -162,17 +189,12 @@ pub enum Error {
     /// A call made from inside a `read` or `write` closure of the same database, on the same
     /// thread, that could only wait for that closure to end: a `write` inside a `write`
     /// (its writer lane), or a connection when the closures hold every connection of the pool.
-    #[error(
-        "database {db}: {call} called from inside a read or write closure of this \
-             database on the same thread, which holds {held}; it could only wait for itself"
-    )]
+    #[error("database {db}: {call}; it could only wait for itself")]
     Reentrant {
         /// The database.
         db: DbName,
-        /// The call: `"write"` or `"a connection"`.
-        call: &'static str,
-        /// What the thread holds: `"its writer lane"` or `"all its connections"`.
-        held: &'static str,
+        /// Which call, and what the thread's closures hold that it would wait for.
+        call: Reentry,
     },
     /// SQLite reported an error.
     #[error("database {db}: {op} failed (sqlite code {})", code.map_or_else(|| "none".to_owned(), |c| c.to_string()))]

@@ -72,6 +72,7 @@ mod pool;
 // Writes.
 mod batch;
 mod checkpoint;
+mod reentry;
 // One database.
 mod database;
 // The facade and its views.
@@ -86,7 +87,7 @@ mod registry;
 
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};
-pub use error::{Error, OpenCause, Result, error_chain};
+pub use error::{Error, OpenCause, Reentry, Result, error_chain};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
 pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};

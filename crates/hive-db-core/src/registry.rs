@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::name::{DbName, NameMap};
 use crate::open::{FileId, prepare_database, resolve_path, sqlite_build};
-use crate::pool::{CloseReport, PooledConnection, enter};
+use crate::pool::{CloseReport, PooledConnection};
+use crate::reentry::enter;
 use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
 use crate::sync::lock;
 

@@ -132,7 +132,6 @@ impl Pool {
         start: Instant,
         deadline: Instant,
     ) -> Result<r2d2::PooledConnection<HiveManager>> {
-        self.refuse_waiting_for_itself()?;
         let _waiting = self.shared.waiting(start);
         loop {
             self.refuse_if_closed()?;

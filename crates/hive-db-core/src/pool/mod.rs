@@ -30,7 +30,6 @@ use crate::error::Result;
 use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
 use crate::stats::{DbCounters, PoolGauges};
-use crate::sync::{ScopeGuard, defer};
 use manager::HiveManager;
 use shared::PoolShared;
 
@@ -97,46 +96,7 @@ impl Drop for Pool {
     }
 }
 
-thread_local! {
-    /// The `read` and `write` closures this thread is running, innermost last: their pool's
-    /// [`Pool::key`], and whether it is a `write` (which holds the writer lane). Each holds
-    /// one connection. A call that could only wait for one of them fails at once instead.
-    static INSIDE: std::cell::RefCell<Vec<(usize, bool)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Marks this thread as running a `read` (`lane` false) or `write` closure of the pool `key`
-/// until the guard drops.
-#[inline]
-pub(crate) fn enter(key: usize, lane: bool) -> ScopeGuard<impl FnOnce()> {
-    INSIDE.with_borrow_mut(|inside| inside.push((key, lane)));
-    defer(|| {
-        INSIDE.with_borrow_mut(|inside| inside.pop());
-    })
-}
-
-/// True when this thread is running a `write` closure of the pool `key`.
-#[inline]
-pub(crate) fn inside_write(key: usize) -> bool {
-    INSIDE.with_borrow(|inside| inside.iter().any(|&(k, lane)| lane && k == key))
-}
-
 impl Pool {
-    /// `Err` when waiting for a connection could only wait for this thread: its closures of
-    /// this database hold every connection of the pool.
-    pub(crate) fn refuse_waiting_for_itself(&self) -> Result<()> {
-        let key = self.key();
-        let held = INSIDE.with_borrow(|inside| inside.iter().filter(|(k, _)| *k == key).count());
-        if held > 0 && held >= self.config().max_size as usize {
-            return Err(crate::error::Error::Reentrant {
-                db: self.name().clone(),
-                call: "a connection",
-                held: "all its connections",
-            });
-        }
-        Ok(())
-    }
-
     /// Builds the pool for the file at `path`, which `prepare_database` has prepared, and
     /// waits for `min_idle` connections.
     ///

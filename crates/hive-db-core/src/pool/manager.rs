@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use super::leak::ConnSlot;
 use super::shared::PoolShared;
 use crate::clock::Stamp;
-use crate::error::{Error, OpenCause, Result, classify, extended_code, permanent_cause};
-use crate::open::{configure_connection, open_file};
+use crate::error::{Error, OpenCause, Result};
+use crate::open::{classify_open, configure_connection, open_file};
 use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -144,9 +144,15 @@ impl r2d2::ManageConnection for HiveManager {
                 })
             }
             Ok(Err(e)) => {
-                // SQLite's message alone: the error built from it later names the rest.
-                let (cause, code, detail) = (permanent_cause(&e), extended_code(&e), e.to_string());
-                let err = classify(shared.name(), shared.path(), "open connection", e);
+                let err = classify_open(shared.name(), shared.path(), "open connection", e);
+                // The refusal alone (SQLite's message, or the operating system's): the error
+                // built from it later names the rest.
+                let detail = std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), ToString::to_string);
+                let (cause, code) = match &err {
+                    Error::Open { cause, code, .. } => (Some(*cause), *code),
+                    other => (None, other.sqlite_code()),
+                };
                 shared.record_connect_error(&err, detail, cause, code);
                 Err(err)
             }

@@ -32,7 +32,9 @@ pub(super) struct HiveConn {
     pub(super) last_site: Option<&'static Location<'static>>,
     pub(super) shared: Arc<PoolShared>,
     pub(super) id: u64,
-    born: Instant,
+    /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
+    /// closes it instead of handing it out.
+    pub(super) retire_at: Stamp,
 }
 
 impl std::fmt::Debug for HiveConn {
@@ -50,11 +52,7 @@ impl Drop for HiveConn {
         let reason = self.discard.unwrap_or_else(|| {
             if shared.is_closed() {
                 CloseReason::PoolClosed
-            } else if shared
-                .config()
-                .max_lifetime
-                .is_some_and(|l| self.born.elapsed() >= l)
-            {
+            } else if Stamp::of(Instant::now()) >= self.retire_at {
                 CloseReason::Lifetime
             } else {
                 CloseReason::IdleTimeout
@@ -140,7 +138,10 @@ impl r2d2::ManageConnection for HiveManager {
                     last_site: None,
                     shared: Arc::clone(shared),
                     id,
-                    born: now,
+                    retire_at: shared
+                        .config()
+                        .max_lifetime
+                        .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
                 })
             }
             Ok(Err(e)) => {

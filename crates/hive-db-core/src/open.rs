@@ -105,7 +105,8 @@ pub(crate) fn classify_open(
 /// The operating system's refusal to let this process read and write the database at `path`,
 /// its `-wal` or its `-shm` (companions that do not exist are skipped), if it refuses one. Asks
 /// with `faccessat` and opens nothing: closing a descriptor of the file would drop the locks
-/// this process's other connections hold on it.
+/// this process's other connections hold on it. (Before Linux 5.8, which has no `faccessat2`,
+/// the question fails and SQLite's own cause stands.)
 fn refused_by_os(path: &Path) -> Option<io::Error> {
     use rustix::fs::{Access, AtFlags, CWD, accessat};
     ["", "-wal", "-shm"].into_iter().find_map(|suffix| {

@@ -1,6 +1,7 @@
 //! Checking out a connection: the fast path (an idle connection, no clock read, no wait),
-//! the slow path (waiting for r2d2, failing early on a permanent connect error), and the
-//! validation of a connection that sat idle longer than `validate_after_idle`.
+//! the slow path (waiting for r2d2, failing early on a permanent connect error), the
+//! validation of a connection that sat idle longer than `validate_after_idle`, and the closing
+//! of one past `max_lifetime` or `idle_timeout`.
 
 use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;

@@ -42,6 +42,17 @@ impl Stamp {
         Self(u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// Later than every instant: what [`Stamp::after`] gives past the end of the range.
+    pub(crate) const NEVER: Self = Self(u64::MAX);
+
+    /// `self + by`, or [`Stamp::NEVER`] when that is past the end of the range.
+    pub(crate) fn after(self, by: Duration) -> Self {
+        u64::try_from(by.as_nanos())
+            .ok()
+            .and_then(|n| self.0.checked_add(n))
+            .map_or(Self::NEVER, Self)
+    }
+
     /// The instant this stamp stands for.
     pub(crate) fn instant(self) -> Instant {
         *EPOCH + Duration::from_nanos(self.0)

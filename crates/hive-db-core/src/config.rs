@@ -72,11 +72,22 @@ pub struct DbConfig {
     /// is handed out; one used more recently is handed out unchecked (HikariCP's bypass
     /// window). Default 500 ms.
     pub validate_after_idle: Duration,
-    /// An idle connection older than this is closed and replaced. Default 30 min; `None` never;
-    /// not zero.
+    /// A connection older than this is closed and replaced. Default 30 min; `None` never; not
+    /// zero.
+    ///
+    /// Checked whenever the connection is checked out, to within the 5 ms coarse clock: a
+    /// checkout never gets a connection more than about 5 ms past its lifetime, and closes it
+    /// instead. A connection nobody checks out is closed by r2d2's reaper, which looks every
+    /// 30 s.
     pub max_lifetime: Option<Duration>,
     /// A connection idle for longer than this is closed, down to `min_idle`. Default 10 min;
     /// `None` never; not zero.
+    ///
+    /// Checked whenever the connection is checked out, to within the 5 ms coarse clock,
+    /// counting idle time from its last checkout (so a long hold counts as idle): the
+    /// checkout closes it and takes another, unless the pool would then have fewer than
+    /// `min_idle` connections. Connections nobody checks out are closed by r2d2's reaper,
+    /// which looks every 30 s.
     pub idle_timeout: Option<Duration>,
     /// A connection held longer than this is reported once as a possible leak, with the place
     /// it was checked out. Default `None` (off).

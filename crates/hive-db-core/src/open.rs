@@ -12,7 +12,7 @@ use rusqlite::config::DbConfig as SqliteConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::DbConfig;
-use crate::error::{Error, OpenCause, Result, classify};
+use crate::error::{Error, OpenCause, Result, classify, extended_code};
 use crate::name::DbName;
 use crate::stats::SqliteBuild;
 use crate::wal::{JOURNAL_SIZE_LIMIT, wal_hook};
@@ -103,9 +103,65 @@ const STATEMENT_CACHE: usize = 64;
 /// [`Error::Open`] for permanent causes (not a database, permission, read-only, missing),
 /// [`Error::Sqlite`] for anything else; both name `db`.
 pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Connection> {
-    let conn = open_file(path).map_err(|e| classify(db, path, "open", e))?;
-    configure_connection(&conn, config).map_err(|e| classify(db, path, "configure", e))?;
+    let conn = open_file(path).map_err(|e| classify_open(db, path, "open", e))?;
+    configure_connection(&conn, config).map_err(|e| classify_open(db, path, "configure", e))?;
     Ok(conn)
+}
+
+/// [`classify`], and for SQLite's "cannot open" the cause the operating system gives: when it
+/// refuses this process the database file, its `-wal` or its `-shm` (or a folder on the way),
+/// the error is [`OpenCause::PermissionDenied`], with the refusal as its source. SQLite itself
+/// reports only that it could not open a file.
+pub(crate) fn classify_open(
+    db: &DbName,
+    path: &Path,
+    op: &'static str,
+    e: rusqlite::Error,
+) -> Error {
+    let code = extended_code(&e);
+    if code.is_some_and(|c| c & 0xff == rusqlite::ffi::SQLITE_CANTOPEN)
+        && let Some(refusal) = refused_by_os(path)
+    {
+        return Error::Open {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            cause: OpenCause::PermissionDenied,
+            code,
+            source: Some(Box::new(refusal)),
+        };
+    }
+    classify(db, path, op, e)
+}
+
+/// The operating system's refusal to let this process read and write the database at `path`,
+/// its `-wal` or its `-shm` (companions that do not exist are skipped), if it refuses one. Asks
+/// with `faccessat` and opens nothing: closing a descriptor of the file would drop the locks
+/// this process's other connections hold on it. (Before Linux 5.8, which has no `faccessat2`,
+/// the question fails and SQLite's own cause stands.)
+fn refused_by_os(path: &Path) -> Option<io::Error> {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    ["", "-wal", "-shm"].into_iter().find_map(|suffix| {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let refusal = accessat(
+            CWD,
+            file.as_os_str(),
+            Access::READ_OK | Access::WRITE_OK,
+            AtFlags::EACCESS | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .err()
+        .map(io::Error::from)
+        .filter(|e| e.kind() == io::ErrorKind::PermissionDenied)?;
+        Some(if suffix.is_empty() {
+            refusal
+        } else {
+            // Name the companion: the error names only the database.
+            io::Error::new(
+                refusal.kind(),
+                format!("{}: {refusal}", Path::new(&file).display()),
+            )
+        })
+    })
 }
 
 /// A file's identity, the same through every path that reaches it (hard links, `..`, linked
@@ -177,12 +233,12 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     let canonical = fs::canonicalize(path).map_err(|e| io_open_error(db, path, e))?;
     let file_id = FileId::of(&canonical).map_err(|e| io_open_error(db, path, e))?;
 
-    let conn = open_file(&canonical).map_err(|e| classify(db, &canonical, "open", e))?;
+    let conn = open_file(&canonical).map_err(|e| classify_open(db, &canonical, "open", e))?;
     conn.busy_timeout(config.busy_timeout)
-        .map_err(|e| classify(db, &canonical, "set busy_timeout", e))?;
+        .map_err(|e| classify_open(db, &canonical, "set busy_timeout", e))?;
     if conn
         .is_readonly(rusqlite::MAIN_DB)
-        .map_err(|e| classify(db, &canonical, "check read-only", e))?
+        .map_err(|e| classify_open(db, &canonical, "check read-only", e))?
     {
         return Err(Error::Open {
             db: db.clone(),
@@ -194,19 +250,20 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     }
     let journal_mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(|e| classify(db, &canonical, "set journal_mode", e))?;
+        .map_err(|e| classify_open(db, &canonical, "set journal_mode", e))?;
     if !journal_mode.eq_ignore_ascii_case("wal") {
         return Err(Error::JournalMode {
             db: db.clone(),
             actual: journal_mode,
         });
     }
-    configure_connection(&conn, config).map_err(|e| classify(db, &canonical, "configure", e))?;
+    configure_connection(&conn, config)
+        .map_err(|e| classify_open(db, &canonical, "configure", e))?;
     // Read the schema once, so a damaged file fails here and not on first use.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
         r.get::<_, i64>(0)
     })
-    .map_err(|e| classify(db, &canonical, "read schema", e))?;
+    .map_err(|e| classify_open(db, &canonical, "read schema", e))?;
     Ok(PreparedDatabase {
         path: canonical,
         journal_mode: journal_mode.to_ascii_lowercase(),

@@ -19,7 +19,14 @@
 //!   registering NEW (created) and `new-ms` its duration, `good <ok|error>` for a write and read
 //!   on GOOD, and, after closing the hoard, `new-after <ok|error>`.
 //! - `perm PATH create|open`: registers PATH (created or not) and prints `result <ok|error>`
-//!   and `ms` its duration. For running as another user.
+//!   and `ms` its duration; for an error also `error MESSAGE` (its whole chain) and, for one
+//!   about a database, `error-db NAME`. For running as another user.
+//! - `perm-live PATH`: registers PATH (created; at most two connections, none kept idle),
+//!   commits a row, holds one connection, makes the file mode 0000, and asks for a second
+//!   connection, which must be opened; prints `second <ok|error>`, `second-ms`, for an error
+//!   `second-error MESSAGE` and `second-error-db NAME`, then `held <ok|error>` for a read on the
+//!   held connection, and `after <ok|error>` for a read once the mode is 0600 again. For
+//!   running as another user (root ignores the mode).
 //! - `config FIELD zero|max DIR` and `env VAR VALUE DIR`: registers `DIR/x.db` (created) with
 //!   one `DbConfig` field at zero or at its type's largest value, or with one `HIVE_DB_*`
 //!   variable set; prints `register <ok|error>` (with `reason` for `InvalidConfig`), then for
@@ -61,6 +68,7 @@ fn main() -> ExitCode {
         ["fill", path] => fill(path),
         ["nofile", good, new] => nofile(good, new),
         ["perm", path, mode] => perm(path, *mode == "create"),
+        ["perm-live", path] => perm_live(path),
         ["config", field, extreme, dir] => config_case(Case::Field(field, *extreme == "max"), dir),
         ["env", var, value, dir] => config_case(Case::Env(var, value), dir),
         ["timeouts", dir] => timeouts(dir),
@@ -70,7 +78,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: fault-child register BAD GOOD | create PATH | fill PATH | nofile GOOD NEW \
-                 | perm PATH create|open | config FIELD zero|max DIR | env VAR VALUE DIR \
+                 | perm PATH create|open | perm-live PATH | config FIELD zero|max DIR | env VAR VALUE DIR \
                  | timeouts DIR | oom PATH | many N DIR | same-file FIRST SECOND"
             );
             return ExitCode::from(2);
@@ -294,7 +302,57 @@ fn perm(path: &str, create: bool) -> anyhow::Result<()> {
         .map_err(anyhow::Error::from)
         .and_then(|()| use_db(&registry, &db));
     println!("ms {}", start.elapsed().as_millis());
+    print_error("", result.as_ref().err());
     println!("result {}", outcome(result));
+    Ok(())
+}
+
+/// For an error: `<prefix>error MESSAGE`, its whole chain, and for one about a database
+/// `<prefix>error-db NAME`.
+fn print_error(prefix: &str, err: Option<&anyhow::Error>) {
+    let Some(err) = err else { return };
+    if let Some(db) = err
+        .downcast_ref::<hive_db_core::Error>()
+        .and_then(hive_db_core::Error::db)
+    {
+        println!("{prefix}error-db {db}");
+    }
+    println!("{prefix}error {err:#}");
+}
+
+fn perm_live(path: &str) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let db = DbName::new("live")?;
+    registry.register(
+        &db,
+        path,
+        DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            ..created()
+        },
+    )?;
+    use_db(&registry, &db)?;
+    let held = registry.get(&db)?;
+    let mode = |m: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(m));
+    mode(0o000)?;
+    let start = Instant::now();
+    let second = registry.get(&db).map(drop).map_err(anyhow::Error::from);
+    println!("second-ms {}", start.elapsed().as_millis());
+    print_error("second-", second.as_ref().err());
+    println!("second {}", outcome(second));
+    let read = held
+        .query_row("SELECT count(*) FROM probe", [], |r| r.get::<_, i64>(0))
+        .map(drop)
+        .map_err(anyhow::Error::from);
+    println!("held {}", outcome(read));
+    mode(0o600)?;
+    println!(
+        "after {}",
+        outcome(registry.get(&db).map(drop).map_err(anyhow::Error::from))
+    );
+    drop(held);
+    registry.close_all(Duration::from_secs(2));
     Ok(())
 }
 

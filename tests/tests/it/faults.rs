@@ -395,6 +395,9 @@ fn as_nobody_setup() -> anyhow::Result<Option<(tempfile::TempDir, PathBuf)>> {
         ("locked", 0o700, 0o600),
         ("ro", 0o755, 0o644),
         ("sharedro", 0o755, 0o666),
+        ("noaccess", 0o755, 0o000),
+        ("writeonly", 0o755, 0o200),
+        ("walblocked", 0o777, 0o666),
     ] {
         let folder = dir.path().join(folder);
         let made = run_bounded(
@@ -408,22 +411,32 @@ fn as_nobody_setup() -> anyhow::Result<Option<(tempfile::TempDir, PathBuf)>> {
     Ok(Some((dir, bin)))
 }
 
-/// Runs `fault-child perm` as user and group 65534 (nobody); returns `(result word, ms)`.
-fn perm_as_nobody(bin: &Path, path: &Path, create: bool) -> anyhow::Result<(String, u64)> {
+/// Runs the copy of `fault-child` at `bin` with `args` as user and group 65534 (nobody).
+fn as_nobody(bin: &Path, args: &[&str]) -> anyhow::Result<hive_tests::ChildOutcome> {
+    let bin = bin.display().to_string();
     let out = run_bounded(
-        Command::new("setpriv").args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            &bin.display().to_string(),
-            "perm",
-            &path.display().to_string(),
-            if create { "create" } else { "open" },
-        ]),
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                &bin,
+            ])
+            .args(args),
         NO_HANG,
     )?;
     anyhow::ensure!(out.success(), "{out:?}");
+    Ok(out)
+}
+
+/// Runs `fault-child perm` as nobody; returns `(result word, ms)`.
+fn perm_as_nobody(bin: &Path, path: &Path, create: bool) -> anyhow::Result<(String, u64)> {
+    let path = path.display().to_string();
+    let out = as_nobody(
+        bin,
+        &["perm", &path, if create { "create" } else { "open" }],
+    )?;
     Ok((out.value("result").to_owned(), out.value("ms").parse()?))
 }
 
@@ -486,6 +499,69 @@ fn a_database_in_a_read_only_folder_is_refused_at_register() -> anyhow::Result<(
         result.starts_with("Open:"),
         "a database whose folder is read-only gave {result} (register should refuse it)"
     );
+    Ok(())
+}
+
+/// Bug caught: a database file the user may not read (mode 0000, or 0200: write-only), or a
+/// `-wal` next to it that it may not open, refused as `Open { CannotOpen }` (SQLite's "unable
+/// to open database file") instead of with the operating system's cause, permission denied;
+/// or the error not naming the database and the file.
+#[test]
+fn an_unreadable_database_file_is_permission_denied_at_register() -> anyhow::Result<()> {
+    let Some((dir, bin)) = as_nobody_setup()? else {
+        return Ok(());
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let wal = dir.path().join("walblocked/x.db-wal");
+    std::fs::write(&wal, b"")?;
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o000))?;
+    for (folder, names) in [
+        ("noaccess", "x.db"),
+        ("writeonly", "x.db"),
+        ("walblocked", "x.db-wal"),
+    ] {
+        let path = std::fs::canonicalize(dir.path().join(folder).join("x.db"))?;
+        let out = as_nobody(&bin, &["perm", &path.display().to_string(), "open"])?;
+        assert_eq!(
+            out.value("result"),
+            "Open:PermissionDenied",
+            "{folder}: {out:?}"
+        );
+        assert_eq!(out.value("error-db"), "perm", "{folder}: {out:?}");
+        let message = out.value("error");
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(names),
+            "{folder}: {message}"
+        );
+    }
+    Ok(())
+}
+
+/// Bug caught: when the database file's mode changes under a live pool so that this user may
+/// no longer open it, a checkout that must open a new connection waits out its timeout, or
+/// fails as `Open { CannotOpen }` instead of naming the database, the file and permission
+/// denied; or the refusal spoils the connection already open, or the pool once the mode is
+/// back.
+#[test]
+fn a_file_made_unreadable_under_a_live_pool_is_permission_denied_at_the_next_open()
+-> anyhow::Result<()> {
+    let Some((dir, bin)) = as_nobody_setup()? else {
+        return Ok(());
+    };
+    // A folder of nobody's own, where its child makes and chmods its database.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own)?;
+    std::os::unix::fs::chown(&own, Some(65534), Some(65534))?;
+    let path = own.join("x.db");
+    let out = as_nobody(&bin, &["perm-live", &path.display().to_string()])?;
+    assert_eq!(out.value("second"), "Open:PermissionDenied", "{out:?}");
+    assert_eq!(out.value("second-error-db"), "live", "{out:?}");
+    let message = out.value("second-error");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    // Refused at the first failed open, not at the 2 s connection timeout.
+    assert!(out.value("second-ms").parse::<u64>()? < 1_500, "{out:?}");
+    assert_eq!(out.value("held"), "ok", "{out:?}");
+    assert_eq!(out.value("after"), "ok", "{out:?}");
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Checking out a connection: the fast path (an idle connection, no clock read, no wait),
-//! the slow path (waiting for r2d2, failing early on a permanent connect error), and the
-//! validation of a connection that sat idle longer than `validate_after_idle`.
+//! the slow path (waiting for r2d2, failing early on a permanent connect error), the
+//! validation of a connection that sat idle longer than `validate_after_idle`, and the closing
+//! of one past `max_lifetime` or `idle_timeout`.
 
 use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
@@ -84,8 +85,8 @@ impl Pool {
         }
     }
 
-    /// Validates `conn` if it sat idle too long, then hands it out; `None` if it failed (also
-    /// when the file at the path is no longer the one registered: the caller then checks).
+    /// Hands `conn` out unless [`Pool::usable`] finds it must close; `None` then (also when
+    /// the file at the path is no longer the one registered: the caller then checks).
     #[inline]
     fn accept(
         &self,
@@ -94,23 +95,13 @@ impl Pool {
         now: Stamp,
         site: &'static Location<'static>,
     ) -> Option<PooledConnection> {
-        if now.nanos_since(conn.last_used) >= self.validate_after_idle_ns {
-            if self.check_file().is_err() {
-                tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
-                // Copy the WAL into the file this connection has open and empty it: SQLite
-                // leaves the `-wal` of a moved file behind, and the next open of whatever
-                // file is at the path would replay it there.
-                let _ = conn
-                    .conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                conn.discard = Some(CloseReason::ValidationFailed);
-                return None;
-            }
-            if let Err(e) = validate(&conn.conn) {
-                tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
-                conn.discard = Some(CloseReason::ValidationFailed);
-                return None;
-            }
+        // Two comparisons with the checkout's own clock reading, so `max_lifetime` and
+        // `idle_timeout` hold at the coarse clock's granularity, not r2d2's 30 s reaper's.
+        let idle_ns = now.nanos_since(conn.last_used);
+        if (idle_ns >= self.look_after_idle_ns || now >= conn.retire_at)
+            && !self.usable(&mut conn, now, Duration::from_nanos(idle_ns))
+        {
+            return None;
         }
         let HiveConn {
             slot,
@@ -124,6 +115,46 @@ impl Pool {
         *last_used = now;
         self.counters().acquire_wait.record(waited);
         Some(PooledConnection { conn })
+    }
+
+    /// For a connection past its lifetime or idle for `idle` (at least the shorter of
+    /// `validate_after_idle` and `idle_timeout`): `false`, marked with the reason it closes
+    /// for, when it reached `max_lifetime`, when it sat idle past `idle_timeout` and the pool
+    /// keeps `min_idle` without it, or when it fails validation (idle past
+    /// `validate_after_idle`).
+    #[cold]
+    fn usable(&self, conn: &mut HiveConn, now: Stamp, idle: Duration) -> bool {
+        let config = self.config();
+        if now >= conn.retire_at {
+            conn.discard = Some(CloseReason::Lifetime);
+            return false;
+        }
+        if config.idle_timeout.is_some_and(|t| idle >= t)
+            && self.pool.state().connections > config.min_idle
+        {
+            conn.discard = Some(CloseReason::IdleTimeout);
+            return false;
+        }
+        if idle < config.validate_after_idle {
+            return true;
+        }
+        if self.check_file().is_err() {
+            tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
+            // Copy the WAL into the file this connection has open and empty it: SQLite
+            // leaves the `-wal` of a moved file behind, and the next open of whatever
+            // file is at the path would replay it there.
+            let _ = conn
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            conn.discard = Some(CloseReason::ValidationFailed);
+            return false;
+        }
+        if let Err(e) = validate(&conn.conn) {
+            tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
+            conn.discard = Some(CloseReason::ValidationFailed);
+            return false;
+        }
+        true
     }
 
     /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
@@ -485,6 +516,88 @@ mod tests {
                 .validation_failed,
             0
         );
+        Ok(())
+    }
+
+    /// Checks out and returns a connection every few milliseconds for `period`, so none of
+    /// them ever sits idle for long.
+    fn keep_busy(pool: &Pool, period: Duration) -> TestResult {
+        let end = Instant::now() + period;
+        while Instant::now() < end {
+            drop(get(pool)?);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Bug caught: `max_lifetime` enforced only by r2d2's reaper, every 30 s, so with a
+    /// lifetime of 300 ms a connection is still handed out seconds later; or enforced only on
+    /// connections that sat idle (a connection in steady use is never retired).
+    #[test]
+    fn a_connection_past_its_lifetime_is_closed_at_checkout() -> TestResult {
+        let (_dir, pool) = pool(
+            "lifetime",
+            DbConfig {
+                max_size: 1,
+                min_idle: 1,
+                max_lifetime: Some(Duration::from_millis(300)),
+                idle_timeout: None,
+                validate_after_idle: Duration::from_secs(3600),
+                ..DbConfig::default()
+            },
+        )?;
+        // In steady use for a second: never idle, so only its age can retire it.
+        keep_busy(&pool, Duration::from_secs(1))?;
+        let totals = pool.counters().totals();
+        // About three lifetimes passed; r2d2's reaper would not have run yet (30 s).
+        assert!(
+            totals.connections_closed.max_lifetime >= 2,
+            "{:#?}",
+            totals.connections_closed
+        );
+        assert_eq!(
+            totals.connections_closed.total(),
+            totals.connections_closed.max_lifetime
+        );
+        // Idle past its lifetime, the next checkout gets a new connection.
+        std::thread::sleep(Duration::from_millis(400));
+        let before = pool.counters().totals();
+        drop(get(&pool)?);
+        let after = pool.counters().totals();
+        assert_eq!(
+            after.connections_closed.max_lifetime,
+            before.connections_closed.max_lifetime + 1
+        );
+        assert!(after.connections_created > before.connections_created);
+        Ok(())
+    }
+
+    /// Bug caught: `idle_timeout` enforced only by r2d2's reaper, every 30 s (or only once
+    /// `validate_after_idle` has passed), so idle connections past a 300 ms timeout are handed
+    /// out seconds later; or closed at checkout even when that leaves fewer than `min_idle`.
+    #[test]
+    fn connections_idle_past_the_timeout_close_at_checkout_down_to_min_idle() -> TestResult {
+        let (_dir, pool) = pool(
+            "idle-timeout",
+            DbConfig {
+                max_size: 3,
+                min_idle: 1,
+                max_lifetime: None,
+                idle_timeout: Some(Duration::from_millis(300)),
+                validate_after_idle: Duration::from_secs(3600),
+                ..DbConfig::default()
+            },
+        )?;
+        let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
+        drop(held);
+        assert_eq!(live(&pool), 3);
+        std::thread::sleep(Duration::from_secs(1));
+        let conn = get(&pool)?;
+        let closed = pool.counters().totals().connections_closed;
+        // Two closed; the third is the `min_idle` the pool keeps, and is handed out.
+        assert_eq!(closed.idle_timeout, 2, "{closed:#?}");
+        assert_eq!(closed.total(), 2, "{closed:#?}");
+        drop(conn);
         Ok(())
     }
 }

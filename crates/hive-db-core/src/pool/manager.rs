@@ -12,8 +12,8 @@ use rusqlite::Connection;
 use super::leak::ConnSlot;
 use super::shared::PoolShared;
 use crate::clock::Stamp;
-use crate::error::{Error, OpenCause, Result, classify, extended_code, permanent_cause};
-use crate::open::{configure_connection, open_file};
+use crate::error::{Error, OpenCause, Result};
+use crate::open::{classify_open, configure_connection, open_file};
 use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -32,7 +32,9 @@ pub(super) struct HiveConn {
     pub(super) last_site: Option<&'static Location<'static>>,
     pub(super) shared: Arc<PoolShared>,
     pub(super) id: u64,
-    born: Instant,
+    /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
+    /// closes it instead of handing it out.
+    pub(super) retire_at: Stamp,
 }
 
 impl std::fmt::Debug for HiveConn {
@@ -50,11 +52,7 @@ impl Drop for HiveConn {
         let reason = self.discard.unwrap_or_else(|| {
             if shared.is_closed() {
                 CloseReason::PoolClosed
-            } else if shared
-                .config()
-                .max_lifetime
-                .is_some_and(|l| self.born.elapsed() >= l)
-            {
+            } else if Stamp::of(Instant::now()) >= self.retire_at {
                 CloseReason::Lifetime
             } else {
                 CloseReason::IdleTimeout
@@ -140,13 +138,22 @@ impl r2d2::ManageConnection for HiveManager {
                     last_site: None,
                     shared: Arc::clone(shared),
                     id,
-                    born: now,
+                    retire_at: shared
+                        .config()
+                        .max_lifetime
+                        .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
                 })
             }
             Ok(Err(e)) => {
-                // SQLite's message alone: the error built from it later names the rest.
-                let (cause, code, detail) = (permanent_cause(&e), extended_code(&e), e.to_string());
-                let err = classify(shared.name(), shared.path(), "open connection", e);
+                let err = classify_open(shared.name(), shared.path(), "open connection", e);
+                // The refusal alone (SQLite's message, or the operating system's): the error
+                // built from it later names the rest.
+                let detail = std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), ToString::to_string);
+                let (cause, code) = match &err {
+                    Error::Open { cause, code, .. } => (Some(*cause), *code),
+                    other => (None, other.sqlite_code()),
+                };
                 shared.record_connect_error(&err, detail, cause, code);
                 Err(err)
             }

@@ -72,8 +72,9 @@ pub struct OutstandingConnection {
 pub(crate) struct Pool {
     shared: Arc<PoolShared>,
     pool: r2d2::Pool<HiveManager>,
-    /// `validate_after_idle` in nanoseconds, compared on every checkout.
-    validate_after_idle_ns: u64,
+    /// The shorter of `validate_after_idle` and `idle_timeout` in nanoseconds, compared on
+    /// every checkout: a connection idle this long is looked at before it is handed out.
+    look_after_idle_ns: u64,
     leak_job: Option<JobHandle>,
 }
 
@@ -135,8 +136,15 @@ impl Pool {
         let pool = Self {
             shared,
             pool,
-            validate_after_idle_ns: u64::try_from(config.validate_after_idle.as_nanos())
-                .unwrap_or(u64::MAX),
+            look_after_idle_ns: u64::try_from(
+                config
+                    .idle_timeout
+                    .map_or(config.validate_after_idle, |t| {
+                        t.min(config.validate_after_idle)
+                    })
+                    .as_nanos(),
+            )
+            .unwrap_or(u64::MAX),
             leak_job,
         };
         pool.wait_for_min_idle()?;

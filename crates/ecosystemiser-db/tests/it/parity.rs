@@ -43,7 +43,7 @@ const PRAGMAS: &[&str] = &[
     "application_id",
 ];
 
-fn pragmas(conn: &Connection) -> anyhow::Result<Vec<(String, String)>> {
+fn pragmas(conn: &Connection) -> hive_db_core::rusqlite::Result<Vec<(String, String)>> {
     PRAGMAS
         .iter()
         .map(|p| {
@@ -178,27 +178,24 @@ fn status_never_claims_a_pool_that_is_not_in_use() -> anyhow::Result<()> {
     let (pooled, registry) = open(Kind::Pooled, dir.path(), "pooled.db")?;
     let s = pooled.integration_status();
     assert_eq!(
-        (s.backend, s.reason),
+        (s.backend(), s.reason),
         (BackendKind::SharedPool, BackendReason::GivenRegistry)
     );
-    assert!(s.shared_pool_in_use && s.probe_ok);
-    assert_eq!(
-        s.schema_version,
-        Some(ecosystemiser_db::SCHEMA_VERSION as i64)
-    );
+    assert!(s.shared_pool_in_use());
+    assert_eq!(s.probe, Ok(ecosystemiser_db::SCHEMA_VERSION as i64));
     if let Some(registry) = registry {
         registry.close(pooled.name(), std::time::Duration::from_secs(1))?;
     }
     let s = pooled.integration_status();
-    assert!(!s.shared_pool_in_use && !s.probe_ok, "{s:?}");
-    assert!(s.probe_error.is_some_and(|e| e.contains("closed")));
+    assert!(!s.shared_pool_in_use(), "{s:?}");
+    assert!(s.probe.is_err_and(|e| e.contains("closed")));
 
     let (direct, _) = open(Kind::Direct, dir.path(), "direct.db")?;
     let s = direct.integration_status();
     assert_eq!(
-        (s.backend, s.reason),
+        (s.backend(), s.reason),
         (BackendKind::Direct, BackendReason::GivenDirect)
     );
-    assert!(!s.shared_pool_in_use && s.probe_ok);
+    assert!(!s.shared_pool_in_use() && s.probe.is_ok());
     Ok(())
 }

@@ -1,15 +1,12 @@
-//! The fallback (a private registry) is bounded, counted, carries the shared pool's settings,
-//! and notices a replaced file.
+//! The fallback (a private registry) is bounded, counted, and notices a replaced file (that
+//! it carries the shared pool's settings is in `parity.rs`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use ecosystemiser_db::{BackendStats, EcoDb, Error, Settings};
-use hive_db_core::rusqlite::Connection;
-use hive_db_core::rusqlite::config::DbConfig as SqliteConfig;
-use hive_db_core::rusqlite::types::Value;
-use hive_db_core::{DbConfig, DbSnapshot, OpenCause, Registry, Synchronous};
+use ecosystemiser_db::{BackendStats, EcoDb, Error};
+use hive_db_core::{DbSnapshot, OpenCause};
 
 use crate::common::settings;
 
@@ -161,67 +158,6 @@ fn unworkable_settings_are_refused_before_anything_is_made() -> anyhow::Result<(
     s.direct_acquire_timeout = Some(Duration::ZERO);
     assert!(matches!(EcoDb::direct(&s), Err(Error::InvalidInput { .. })));
     assert!(!dir.path().join("eco.db").exists());
-    Ok(())
-}
-
-/// Every setting the core gives a connection that SQLite can report: the PRAGMAs, and
-/// defensive mode.
-fn settings_of(conn: &Connection) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for p in [
-        "journal_mode",
-        "synchronous",
-        "cache_size",
-        "foreign_keys",
-        "temp_store",
-        "busy_timeout",
-        "journal_size_limit",
-        "wal_autocheckpoint",
-    ] {
-        let v: Value = conn.pragma_query_value(None, p, |r| r.get(0))?;
-        out.push((p.to_owned(), format!("{v:?}")));
-    }
-    let defensive = conn.db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
-    out.push(("defensive".to_owned(), defensive.to_string()));
-    Ok(out)
-}
-
-/// Bug caught: the fallback's pool built from settings of its own (the core's defaults, or
-/// only some of the application's), so its connections differ from the shared pool's.
-#[test]
-fn the_fallback_carries_every_setting_of_the_shared_pool() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    // None of these is a default, so a fallback that ignored one would differ.
-    let custom = |file: &str| {
-        let mut s = Settings::new(dir.path().join(file));
-        s.db = DbConfig {
-            busy_timeout: Duration::from_millis(1234),
-            cache_size_kib: 2048,
-            synchronous: Synchronous::Full,
-            foreign_keys: false,
-            min_idle: 0,
-            ..DbConfig::default()
-        };
-        s
-    };
-    let registry = Registry::new();
-    let pooled = EcoDb::with_registry(&registry, &custom("pooled.db"))?;
-    let direct = EcoDb::direct(&custom("direct.db"))?;
-    let shared = settings_of(&*pooled.connection()?)?;
-    assert_eq!(shared, settings_of(&*direct.connection()?)?);
-    for want in [
-        ("busy_timeout", "Integer(1234)"),
-        ("cache_size", "Integer(-2048)"),
-        ("synchronous", "Integer(2)"),
-        ("foreign_keys", "Integer(0)"),
-        ("journal_mode", "Text(\"wal\")"),
-        ("defensive", "true"),
-    ] {
-        assert!(
-            shared.contains(&(want.0.to_owned(), want.1.to_owned())),
-            "{want:?} not in {shared:?}"
-        );
-    }
     Ok(())
 }
 

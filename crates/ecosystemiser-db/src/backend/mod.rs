@@ -118,21 +118,23 @@ impl EcoDb {
     ///
     /// # Errors
     ///
-    /// [`Error::NotADatabase`](crate::Error::NotADatabase), [`Error::SchemaTooNew`](crate::Error::SchemaTooNew) or [`Error::Migration`](crate::Error::Migration) for the file;
-    /// the registry's errors ([`Error::Core`](crate::Error::Core)), among them a name conflict when `ecosystemiser`
-    /// is registered for another file.
+    /// [`Error::NotADatabase`](crate::Error::NotADatabase),
+    /// [`Error::SchemaTooNew`](crate::Error::SchemaTooNew) or
+    /// [`Error::Migration`](crate::Error::Migration) for the file; the registry's errors
+    /// ([`Error::Core`](crate::Error::Core)), among them a name conflict when `ecosystemiser` is
+    /// registered for another file.
     pub fn with_registry(registry: &Registry, settings: &Settings) -> Result<Self> {
         Self::pooled(registry, settings, BackendReason::GivenRegistry)
     }
 
     /// The database on the fallback: a private registry of its own, whose pool is bounded by
-    /// [`Settings::direct_max_connections`] and waits at most
-    /// [`Settings::direct_acquire_timeout`]. Its pool closes when the last clone is dropped.
+    /// [`Settings::direct_max_connections`] and waits at most [`Settings::direct_acquire_timeout`].
+    /// Its pool closes when the last clone is dropped.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a limit of zero connections or a zero wait (nothing is
-    /// created then); as [`EcoDb::with_registry`].
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a limit of zero connections or a
+    /// zero wait (nothing is created then); as [`EcoDb::with_registry`].
     pub fn direct(settings: &Settings) -> Result<Self> {
         Self::open_direct(settings, BackendReason::GivenDirect)
     }
@@ -210,21 +212,23 @@ impl EcoDb {
         self.inner.reason
     }
 
-    /// A connection, for reads or for work that manages its own transactions. Dropping it
-    /// returns it to its pool.
+    /// A connection, for reads or for work that manages its own transactions. Dropping it returns
+    /// it to its pool.
     ///
     /// # Errors
     ///
-    /// The pool's errors ([`Error::Core`](crate::Error::Core)): among them `hive_db_core::Error::Timeout` naming
-    /// the database when every connection stays in use for the bounded wait, and
-    /// `hive_db_core::Error::Open` with `OpenCause::FileChanged` when the file was replaced.
+    /// The pool's errors ([`Error::Core`](crate::Error::Core)): among them
+    /// `hive_db_core::Error::Timeout` naming the database when every connection stays in use for
+    /// the bounded wait, and `hive_db_core::Error::Open` with `OpenCause::FileChanged` when the
+    /// file was replaced.
     #[track_caller]
     pub fn connection(&self) -> Result<EcoConnection> {
         Ok(EcoConnection(self.inner.registry.get(&ECO_NAME)?))
     }
 
-    /// Runs `f` with a connection (as [`EcoDb::connection`]). An error `f` returns comes back
-    /// as [`Error::Core`](crate::Error::Core) holding the core's `Sqlite` error, which names the database.
+    /// Runs `f` with a connection (as [`EcoDb::connection`]). An error `f` returns comes back as
+    /// [`Error::Core`](crate::Error::Core) holding the core's `Sqlite` error, which names the
+    /// database.
     ///
     /// For a closure of another error type, see [`EcoDb::read_with`].
     ///
@@ -236,8 +240,8 @@ impl EcoDb {
         Ok(self.inner.registry.read(&ECO_NAME, f)?)
     }
 
-    /// [`EcoDb::read`] for a closure of the caller's own error type `E`, which the core's
-    /// errors convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error comes
+    /// [`EcoDb::read`] for a closure of the caller's own error type `E`, which the core's errors
+    /// convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error comes
     /// back as it was.
     ///
     /// # Errors
@@ -251,14 +255,15 @@ impl EcoDb {
         self.inner.registry.read_with(&ECO_NAME, f)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: its work commits when it returns `Ok`
-    /// (and `transaction` returns once it has), and is rolled back when it returns `Err` or
-    /// panics (the panic then continues). An error `f` returns comes back as [`Error::Core`](crate::Error::Core)
-    /// holding the core's `Sqlite` error, which names the database.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: its work commits when it returns `Ok` (and
+    /// `transaction` returns once it has), and is rolled back when it returns `Err` or panics (the
+    /// panic then continues). An error `f` returns comes back as
+    /// [`Error::Core`](crate::Error::Core) holding the core's `Sqlite` error, which names the
+    /// database.
     ///
-    /// This is the registry's `write`, on either backend: writers wait in the database's
-    /// FIFO lane and queued ones share one commit, each in a savepoint of its own; `f` must
-    /// not run `COMMIT`, `ROLLBACK` or `BEGIN` itself (see `hive_db_core::WriteTx`).
+    /// This is the registry's `write`, on either backend: writers wait in the database's FIFO lane
+    /// and queued ones share one commit, each in a savepoint of its own; `f` must not run `COMMIT`,
+    /// `ROLLBACK` or `BEGIN` itself (see `hive_db_core::WriteTx`).
     ///
     /// For a closure of another error type, see [`EcoDb::transaction_with`].
     ///
@@ -271,14 +276,14 @@ impl EcoDb {
         Ok(self.inner.registry.write(&ECO_NAME, |tx| f(tx))?)
     }
 
-    /// [`EcoDb::transaction`] for a closure of the caller's own error type `E`, which the
-    /// core's errors convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error
+    /// [`EcoDb::transaction`] for a closure of the caller's own error type `E`, which the core's
+    /// errors convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error
     /// comes back as it was (and its work is rolled back).
     ///
     /// # Errors
     ///
-    /// Those of [`EcoDb::transaction`] other than `f`'s, converted into `E`, and whatever
-    /// `f` returns.
+    /// Those of [`EcoDb::transaction`] other than `f`'s, converted into `E`, and whatever `f`
+    /// returns.
     #[track_caller]
     pub fn transaction_with<T, E: From<hive_db_core::Error>>(
         &self,
@@ -291,7 +296,8 @@ impl EcoDb {
     ///
     /// # Errors
     ///
-    /// [`Error::Core`](crate::Error::Core) when the shared pool's database is no longer in its registry.
+    /// [`Error::Core`](crate::Error::Core) when the shared pool's database is no longer in its
+    /// registry.
     pub fn stats(&self) -> Result<BackendStats> {
         let snapshot = Box::new(self.inner.registry.db_stats(&ECO_NAME)?);
         Ok(match self.backend() {

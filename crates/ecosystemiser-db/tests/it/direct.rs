@@ -183,8 +183,11 @@ fn a_replaced_file_fails_with_the_cores_file_changed_error() -> anyhow::Result<(
     assert!(
         matches!(
             written,
-            Err(Error::Core(hive_db_core::Error::Open { cause: OpenCause::FileChanged, ref db, .. }))
-                if db.as_str() == "ecosystemiser"
+            Err(Error::Core(hive_db_core::Error::Open {
+                cause: OpenCause::FileChanged,
+                ref db,
+                ..
+            })) if db.as_str() == "ecosystemiser"
         ),
         "{written:?}"
     );

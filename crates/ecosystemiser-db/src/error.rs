@@ -2,7 +2,6 @@
 //! it is about, and why.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use hive_db_core::DbName;
 use hive_db_core::rusqlite;
@@ -68,18 +67,6 @@ pub enum Error {
         /// The migration error.
         #[source]
         source: Box<rusqlite_migration::Error>,
-    },
-    /// No direct connection became free within the bounded wait.
-    #[error("database {db}: no direct connection within {waited:?} ({in_use} of {limit} in use)")]
-    DirectTimeout {
-        /// The database.
-        db: DbName,
-        /// How long the caller waited.
-        waited: Duration,
-        /// Direct connections in use when the wait ended.
-        in_use: u32,
-        /// The most direct connections allowed at once.
-        limit: u32,
     },
     /// The connection pool of the legacy API was closed with `close_all`.
     #[error("database {db}: the legacy connection pool was closed")]
@@ -213,28 +200,6 @@ impl Error {
                 ..
             } => Some(e.extended_code),
             _ => None,
-        }
-    }
-}
-
-/// Lets closures of one error type `E` run through the core's `read` / `write`, which need
-/// `From<hive_db_core::Error>`: the core's errors go through [`Error`] into `E`.
-pub(crate) enum Through<E> {
-    Core(hive_db_core::Error),
-    Caller(E),
-}
-
-impl<E> From<hive_db_core::Error> for Through<E> {
-    fn from(e: hive_db_core::Error) -> Self {
-        Self::Core(e)
-    }
-}
-
-impl<E: From<Error>> Through<E> {
-    pub(crate) fn into_caller(self) -> E {
-        match self {
-            Self::Core(e) => E::from(Error::Core(e)),
-            Self::Caller(e) => e,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The old API, kept working as thin deprecated shims over the new one (see
 //! `docs/MIGRATION.md` for each call's successor).
 //!
-//! A call that names a path other than the process database's gets direct connections to that
-//! file, bounded and counted like the process fallback, one set per file.
+//! A call that names a path other than the process database's gets the fallback for that
+//! file (a private registry, bounded and counted like the process fallback), one per file.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,11 +105,11 @@ pub fn get_db_connection(db_path: Option<&Path>) -> Result<EcoConnection> {
     since = "0.1.0",
     note = "use `ecosystemiser_transaction(f)` for the process database, or `EcoDb::transaction` on a database opened for the file"
 )]
-pub fn ecosystemiser_transaction_at<T, E: From<Error>>(
+pub fn ecosystemiser_transaction_at<T, E: From<Error> + From<hive_db_core::Error>>(
     db_path: &Path,
     f: impl FnOnce(&Connection) -> Result<T, E>,
 ) -> Result<T, E> {
-    db_at(Some(db_path))?.transaction(f)
+    db_at(Some(db_path))?.transaction_with(f)
 }
 
 /// True when the process database's backend answers a probe query.
@@ -132,7 +132,7 @@ pub fn ecosystemiser_transaction_at<T, E: From<Error>>(
 )]
 pub fn validate_hive_integration() -> bool {
     match backend::integration_status() {
-        Ok(status) => status.probe_ok,
+        Ok(status) => status.probe.is_ok(),
         Err(e) => {
             tracing::warn!(error = %hive_db_core::error_chain(&e), "EcoSystemiser database unavailable");
             false
@@ -141,7 +141,7 @@ pub fn validate_hive_integration() -> bool {
 }
 
 /// The old connection pool, now a view of the process database's backend: connections come
-/// from the shared registry's pool or the bounded direct connections, whichever the process
+/// from the shared registry's pool or the fallback's private one, whichever the process
 /// uses. `pool_size` is kept for the signature; the backend's own bound applies
 /// ([`Settings::direct_max_connections`] or the registry's `max_size`).
 ///

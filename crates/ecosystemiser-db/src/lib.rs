@@ -3,9 +3,9 @@
 //! [`EcoDb`] is the EcoSystemiser database: when the process has a hive-db-core registry
 //! (installed with `hive_db_core::global::install`, or handed over with
 //! [`EcoDb::with_registry`]) it uses that registry's pool named `ecosystemiser`; otherwise it
-//! uses direct connections, opened through hive-db-core's own connection function (so they
-//! carry the same PRAGMAs), at most [`Settings::direct_max_connections`] at once with a
-//! bounded wait, counted ([`EcoDb::stats`]) and warned about once per process. Opening it
+//! falls back to a private registry of its own (so the same pool, PRAGMAs, validation and
+//! counters), at most [`Settings::direct_max_connections`] connections with a bounded wait,
+//! counted ([`EcoDb::stats`]) and warned about once per process. Opening it
 //! migrates the schema ([`SCHEMA_VERSION`], in `PRAGMA user_version`), adopting files made
 //! by the original Python code in place. On top sit the repositories: the
 //! [`ComponentLibrary`] (with YAML import and export), the [`EventStore`] (subscribers and
@@ -52,12 +52,12 @@
 //! assert_eq!(history[0].payload["cost"], json!(1234.5));
 //!
 //! // Plain SQL, in one BEGIN IMMEDIATE transaction, with bound parameters.
-//! let n: i64 = db.transaction(|conn| -> anyhow::Result<i64> {
+//! let n: i64 = db.transaction(|conn| {
 //!     let sql = "SELECT count(*) FROM simulations WHERE status = ?1";
-//!     Ok(conn.query_row(sql, ["completed"], |r| r.get(0))?)
+//!     conn.query_row(sql, ["completed"], |r| r.get(0))
 //! })?;
 //! assert_eq!(n, 1);
-//! assert!(db.integration_status().shared_pool_in_use);
+//! assert!(db.integration_status().shared_pool_in_use());
 //! # Ok(())
 //! # }
 //! ```
@@ -81,7 +81,6 @@ pub use backend::{
     ecosystemiser_transaction, integration_status,
 };
 pub use components::{ComponentLibrary, ComponentSpec, ComponentType, SpecSummary, VersionEntry};
-pub use direct::DirectStats;
 pub use error::{Error, Result};
 pub use events::{Event, EventStore, HistoryOf, Pattern, SubscriptionId};
 #[expect(deprecated, reason = "the legacy API is re-exported for its callers")]

@@ -351,9 +351,10 @@ impl Drop for Batch {
 }
 
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction on a plain (not pooled) connection: commits
-/// when `f` returns `Ok`, rolls back when it returns `Err` or panics. For applications that
-/// fall back to direct connections, so their transactions behave as [`crate::Registry::write`]'s
-/// (which adds the writer lane and group commit on top).
+/// when `f` returns `Ok`, rolls back when it returns `Err` or panics. For code on a plain
+/// connection from [`crate::open_connection`] (the benchmark's connect-per-operation
+/// baseline), so its transactions behave as [`crate::Registry::write`]'s (which adds the
+/// writer lane and group commit on top).
 ///
 /// # Errors
 ///

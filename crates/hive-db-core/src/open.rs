@@ -1,6 +1,6 @@
 //! Opening SQLite files: path checks, open flags, the one-time WAL bootstrap, and the
-//! per-connection PRAGMAs every pooled or fallback connection gets from one function. This is
-//! the only file that opens a SQLite connection.
+//! per-connection PRAGMAs every connection gets from one function. This is the only file that
+//! opens a SQLite connection.
 
 use std::fs;
 use std::io;
@@ -34,8 +34,9 @@ pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Applies the per-connection PRAGMAs of `config` to `conn`. Every connection the registry
-/// pools, and every fallback connection an application opens, goes through this one function,
-/// so their settings cannot drift apart.
+/// pools, and every plain connection opened with [`open_connection`], goes through this one
+/// function, so their settings cannot drift apart. (Public for pools of other crates that
+/// must carry the same settings, such as the benchmark's r2d2 baseline.)
 ///
 /// `busy_timeout` comes first, so that nothing after it can fail on a lock without waiting.
 ///
@@ -96,7 +97,9 @@ pub(crate) fn sqlite_build() -> &'static SqliteBuild {
 const STATEMENT_CACHE: usize = 64;
 
 /// Opens one connection to a database file that [`prepare_database`] has prepared, with the
-/// registry's flags and [`configure_connection`]'s PRAGMAs.
+/// registry's flags and [`configure_connection`]'s PRAGMAs: for code that must look at a file
+/// without registering it (ecosystemiser-db's check before anything is written, another
+/// process in a test, the benchmark's connect-per-operation baseline).
 ///
 /// # Errors
 ///
@@ -187,10 +190,8 @@ impl FileId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PreparedDatabase {
-    /// The canonical path of the file.
+    /// The canonical path of the file (in WAL mode: anything else is an error).
     pub path: PathBuf,
-    /// The journal mode SQLite reported after the switch to WAL (always `"wal"`).
-    pub journal_mode: String,
     /// The file's identity, which the pool compares with the file at `path` later.
     pub(crate) file_id: FileId,
 }
@@ -266,7 +267,6 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     .map_err(|e| classify_open(db, &canonical, "read schema", e))?;
     Ok(PreparedDatabase {
         path: canonical,
-        journal_mode: journal_mode.to_ascii_lowercase(),
         file_id,
     })
 }

@@ -40,7 +40,7 @@ const TARGET: Target = Target {
 fn verify(path: &Path, acked: &HashSet<Key>) -> anyhow::Result<usize> {
     let registry = Registry::new();
     let db = EcoDb::with_registry(&registry, &Settings::new(path))?;
-    let (integrity, ids) = db.read(|c| -> anyhow::Result<_> {
+    let (integrity, ids) = db.read(|c| {
         let integrity: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         let ids: Vec<String> = c
             .prepare("SELECT event_id FROM ecosystemiser_events")?

@@ -1,38 +1,24 @@
-//! [`EcoConnection`]: a pooled or a direct connection behind one type.
+//! [`EcoConnection`]: a connection of the shared or the private registry's pool.
 
 use std::ops::{Deref, DerefMut};
 
 use hive_db_core::PooledConnection;
 use hive_db_core::rusqlite::Connection;
 
-use crate::direct::DirectConnection;
-
+/// A connection of an [`EcoDb`](super::EcoDb). It derefs to [`Connection`]; dropping it
+/// returns it to its pool (the shared registry's or the fallback's private one).
 #[derive(Debug)]
-pub(super) enum Conn {
-    Pooled(PooledConnection),
-    Direct(DirectConnection),
-}
-
-/// A connection of an [`EcoDb`](super::EcoDb). It derefs to [`Connection`]; dropping it returns it to the
-/// shared pool, or closes it and frees its direct-connection permit.
-#[derive(Debug)]
-pub struct EcoConnection(pub(super) Conn);
+pub struct EcoConnection(pub(super) PooledConnection);
 
 impl Deref for EcoConnection {
     type Target = Connection;
     fn deref(&self) -> &Connection {
-        match &self.0 {
-            Conn::Pooled(c) => c,
-            Conn::Direct(c) => c,
-        }
+        &self.0
     }
 }
 
 impl DerefMut for EcoConnection {
     fn deref_mut(&mut self) -> &mut Connection {
-        match &mut self.0 {
-            Conn::Pooled(c) => c,
-            Conn::Direct(c) => c,
-        }
+        &mut self.0
     }
 }

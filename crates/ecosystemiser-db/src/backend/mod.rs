@@ -1,7 +1,7 @@
-//! The backend of the EcoSystemiser database: the shared registry's pool named
-//! `ecosystemiser`, or bounded direct connections; chosen once, then used the same way.
-//! The settings, the connection type, the integration status and the process-wide database
-//! have files of their own.
+//! The backend of the EcoSystemiser database: always a hive-db-core registry's pool named
+//! `ecosystemiser`: the shared registry's, or the fallback's private one; chosen once, then
+//! used the same way. The settings, the connection type, the integration status and the
+//! process-wide database have files of their own.
 
 mod connection;
 mod process;
@@ -11,15 +11,13 @@ mod status;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hive_db_core::rusqlite::Connection;
-use hive_db_core::{DbName, Registry, immediate_transaction};
+use hive_db_core::rusqlite::{self, Connection};
+use hive_db_core::{DbConfig, DbName, Registry};
 use once_cell::sync::Lazy;
 
-use crate::direct::{self, DirectPool, DirectStats};
-use crate::error::{Error, Result, Through};
+use crate::direct;
+use crate::error::Result;
 use crate::schema;
-
-use connection::Conn;
 
 pub use connection::EcoConnection;
 pub(crate) use process::process_db_if_open;
@@ -45,9 +43,10 @@ pub(crate) static ECO_NAME: Lazy<DbName> = Lazy::new(|| {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum BackendKind {
-    /// The pool named `ecosystemiser` in a hive-db-core registry.
+    /// The pool named `ecosystemiser` in a hive-db-core registry the application has.
     SharedPool,
-    /// Direct connections, bounded by a semaphore.
+    /// The fallback: the pool of a private registry of ecosystemiser-db's own, bounded by
+    /// [`Settings::direct_max_connections`].
     Direct,
 }
 
@@ -57,11 +56,11 @@ pub enum BackendKind {
 pub enum BackendReason {
     /// A process-wide registry was installed (`hive_db_core::global::install`).
     GlobalRegistryInstalled,
-    /// No process-wide registry was installed, so direct connections.
+    /// No process-wide registry was installed, so the fallback.
     NoGlobalRegistry,
     /// The application handed over a registry of its own ([`EcoDb::with_registry`]).
     GivenRegistry,
-    /// The application asked for direct connections ([`EcoDb::direct`]).
+    /// The application asked for the fallback ([`EcoDb::direct`]).
     GivenDirect,
 }
 
@@ -74,38 +73,42 @@ impl BackendReason {
             Self::GivenDirect => "the application asked for direct connections",
         }
     }
-}
 
-#[derive(Debug)]
-enum Backend {
-    Pooled(Registry),
-    Direct(Arc<DirectPool>),
+    /// The backend this reason chooses.
+    pub fn backend(self) -> BackendKind {
+        match self {
+            Self::GlobalRegistryInstalled | Self::GivenRegistry => BackendKind::SharedPool,
+            Self::NoGlobalRegistry | Self::GivenDirect => BackendKind::Direct,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Inner {
-    name: DbName,
     path: PathBuf,
-    backend: Backend,
+    /// The shared registry, or the fallback's private one (which this owns: dropping the last
+    /// clone of the database closes its pool).
+    registry: Registry,
     reason: BackendReason,
 }
 
 /// The EcoSystemiser database: a connection and a transaction entry point over whichever
-/// backend was chosen, with the schema migrated to the newest version on open. Cloning is
+/// registry was chosen, with the schema migrated to the newest version on open. Cloning is
 /// cheap; every clone is the same database. `Send + Sync`.
 #[derive(Debug, Clone)]
 pub struct EcoDb {
     inner: Arc<Inner>,
 }
 
-/// Counters of an [`EcoDb`]'s backend.
+/// Counters of an [`EcoDb`]'s backend: the core's snapshot of its pool, whichever registry
+/// holds it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[non_exhaustive]
 pub enum BackendStats {
     /// The shared pool's snapshot.
     SharedPool(Box<hive_db_core::DbSnapshot>),
-    /// The direct connections' counters.
-    Direct(DirectStats),
+    /// The fallback's snapshot (its `max_size` is the fallback's bound).
+    Direct(Box<hive_db_core::DbSnapshot>),
 }
 
 impl EcoDb {
@@ -114,26 +117,28 @@ impl EcoDb {
     ///
     /// # Errors
     ///
-    /// [`Error::NotADatabase`], [`Error::SchemaTooNew`] or [`Error::Migration`] for the file;
-    /// the registry's errors ([`Error::Core`]), among them a name conflict when `ecosystemiser`
-    /// is registered for another file.
+    /// [`Error::NotADatabase`](crate::Error::NotADatabase),
+    /// [`Error::SchemaTooNew`](crate::Error::SchemaTooNew) or
+    /// [`Error::Migration`](crate::Error::Migration) for the file; the registry's errors
+    /// ([`Error::Core`](crate::Error::Core)), among them a name conflict when `ecosystemiser` is
+    /// registered for another file.
     pub fn with_registry(registry: &Registry, settings: &Settings) -> Result<Self> {
         Self::pooled(registry, settings, BackendReason::GivenRegistry)
     }
 
-    /// The database on direct connections (see [`Settings::direct_max_connections`]).
+    /// The database on the fallback: a private registry of its own, whose pool is bounded by
+    /// [`Settings::direct_max_connections`] and waits at most [`Settings::direct_acquire_timeout`].
+    /// Its pool closes when the last clone is dropped.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for a limit of zero connections or a zero wait (nothing is
-    /// created then); as [`EcoDb::with_registry`]; the core's errors for a file it cannot
-    /// prepare.
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a limit of zero connections or a
+    /// zero wait (nothing is created then); as [`EcoDb::with_registry`].
     pub fn direct(settings: &Settings) -> Result<Self> {
         Self::open_direct(settings, BackendReason::GivenDirect)
     }
 
-    /// The installed process-wide registry's pool when there is one, else direct
-    /// connections.
+    /// The installed process-wide registry's pool when there is one, else the fallback.
     ///
     /// # Errors
     ///
@@ -148,72 +153,47 @@ impl EcoDb {
     }
 
     fn pooled(registry: &Registry, settings: &Settings, reason: BackendReason) -> Result<Self> {
-        let name = ECO_NAME.clone();
-        let config = settings.db_config();
-        schema::inspect(&name, &settings.path, &config)?;
-        registry.register(&name, &settings.path, config)?;
-        let path = registry.handle(&name)?.path().to_path_buf();
-        {
-            let mut conn = registry.get(&name)?;
-            schema::migrate(&name, &path, &mut conn)?;
-        }
-        tracing::info!(db = %name, path = %path.display(), reason = reason.describe(),
-            "EcoSystemiser uses the shared registry's pool");
-        Ok(Self::from_parts(
-            name,
-            path,
-            Backend::Pooled(registry.clone()),
-            reason,
-        ))
+        let db = Self::open(registry.clone(), settings, settings.db_config(), reason)?;
+        tracing::info!(db = %ECO_NAME.as_str(), path = %db.path().display(),
+            reason = reason.describe(), "EcoSystemiser uses the shared registry's pool");
+        Ok(db)
     }
 
     fn open_direct(settings: &Settings, reason: BackendReason) -> Result<Self> {
-        let name = ECO_NAME.clone();
-        let config = settings.db_config();
-        config.validate(&name)?;
-        let limit = settings.direct_max_connections.unwrap_or(config.max_size);
-        let wait = settings
-            .direct_acquire_timeout
-            .unwrap_or(config.connection_timeout);
-        if limit == 0 || wait.is_zero() {
-            return Err(Error::InvalidInput {
-                what: "direct connection settings",
-                value: format!("{limit} connections, {wait:?} wait"),
-                reason: "need at least one connection and a wait longer than zero",
-            });
-        }
-        schema::inspect(&name, &settings.path, &config)?;
-        let prepared = hive_db_core::prepare_database(&name, &settings.path, &config)?;
-        let path = prepared.path;
-        let pool = Arc::new(DirectPool::new(
-            name.clone(),
-            path.clone(),
-            config,
-            limit,
-            wait,
-        ));
-        {
-            let mut conn = pool.checkout()?;
-            schema::migrate(&name, &path, &mut conn)?;
-        }
-        direct::warn_once(reason.describe(), &path);
-        Ok(Self::from_parts(name, path, Backend::Direct(pool), reason))
+        let config = direct::config(settings)?;
+        let db = Self::open(Registry::new(), settings, config, reason)?;
+        direct::warn_once(reason.describe(), db.path());
+        Ok(db)
     }
 
-    fn from_parts(name: DbName, path: PathBuf, backend: Backend, reason: BackendReason) -> Self {
-        Self {
+    /// Checks the file, registers it in `registry` and migrates it.
+    fn open(
+        registry: Registry,
+        settings: &Settings,
+        config: DbConfig,
+        reason: BackendReason,
+    ) -> Result<Self> {
+        let name = &*ECO_NAME;
+        config.validate(name)?;
+        schema::inspect(name, &settings.path, &config)?;
+        registry.register(name, &settings.path, config)?;
+        let path = registry.handle(name)?.path().to_path_buf();
+        {
+            let mut conn = registry.get(name)?;
+            schema::migrate(name, &path, &mut conn)?;
+        }
+        Ok(Self {
             inner: Arc::new(Inner {
-                name,
                 path,
-                backend,
+                registry,
                 reason,
             }),
-        }
+        })
     }
 
     /// The database's name (`ecosystemiser`).
     pub fn name(&self) -> &DbName {
-        &self.inner.name
+        &ECO_NAME
     }
 
     /// The database file (canonical).
@@ -223,10 +203,7 @@ impl EcoDb {
 
     /// The backend in use.
     pub fn backend(&self) -> BackendKind {
-        match self.inner.backend {
-            Backend::Pooled(_) => BackendKind::SharedPool,
-            Backend::Direct(_) => BackendKind::Direct,
-        }
+        self.inner.reason.backend()
     }
 
     /// Why that backend is in use.
@@ -234,78 +211,97 @@ impl EcoDb {
         self.inner.reason
     }
 
-    /// A connection, for reads or for work that manages its own transactions. Dropping it
-    /// returns it to the pool or closes it (freeing its direct-connection permit).
+    /// A connection, for reads or for work that manages its own transactions. Dropping it returns
+    /// it to its pool.
     ///
     /// # Errors
     ///
-    /// The pool's errors ([`Error::Core`], a timeout among them), or
-    /// [`Error::DirectTimeout`] when every direct connection stays in use for the bounded
-    /// wait.
+    /// The pool's errors ([`Error::Core`](crate::Error::Core)): among them
+    /// `hive_db_core::Error::Timeout` naming the database when every connection stays in use for
+    /// the bounded wait, and `hive_db_core::Error::Open` with `OpenCause::FileChanged` when the
+    /// file was replaced.
     #[track_caller]
     pub fn connection(&self) -> Result<EcoConnection> {
-        Ok(EcoConnection(match &self.inner.backend {
-            Backend::Pooled(registry) => Conn::Pooled(registry.get(&self.inner.name)?),
-            Backend::Direct(pool) => Conn::Direct(pool.checkout()?),
-        }))
+        Ok(EcoConnection(self.inner.registry.get(&ECO_NAME)?))
     }
 
-    /// Runs `f` with a connection (as [`EcoDb::connection`]).
+    /// Runs `f` with a connection (as [`EcoDb::connection`]). An error `f` returns comes back as
+    /// [`Error::Core`](crate::Error::Core) holding the core's `Sqlite` error, which names the
+    /// database.
+    ///
+    /// For a closure of another error type, see [`EcoDb::read_with`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`EcoDb::connection`], and `f`'s, as above.
+    #[track_caller]
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        Ok(self.inner.registry.read(&ECO_NAME, f)?)
+    }
+
+    /// [`EcoDb::read`] for a closure of the caller's own error type `E`, which the core's errors
+    /// convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error comes
+    /// back as it was.
     ///
     /// # Errors
     ///
     /// Those of [`EcoDb::connection`], converted into `E`, and whatever `f` returns.
     #[track_caller]
-    pub fn read<T, E: From<Error>>(
+    pub fn read_with<T, E: From<hive_db_core::Error>>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E> {
-        let conn = self.connection()?;
-        f(&conn)
+        self.inner.registry.read_with(&ECO_NAME, f)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: its work commits when it returns `Ok`
-    /// (and `transaction` returns once it has), and is rolled back when it returns `Err` or
-    /// panics (the panic then continues).
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction: its work commits when it returns `Ok` (and
+    /// `transaction` returns once it has), and is rolled back when it returns `Err` or panics (the
+    /// panic then continues). An error `f` returns comes back as
+    /// [`Error::Core`](crate::Error::Core) holding the core's `Sqlite` error, which names the
+    /// database.
     ///
-    /// On the shared pool this is the registry's `write`: writers wait in the database's
-    /// FIFO lane and queued ones share one commit, each in a savepoint of its own; `f` must
-    /// not run `COMMIT`, `ROLLBACK` or `BEGIN` itself (see `hive_db_core::WriteTx`).
+    /// This is the registry's `write`, on either backend: writers wait in the database's FIFO lane
+    /// and queued ones share one commit, each in a savepoint of its own; `f` must not run `COMMIT`,
+    /// `ROLLBACK` or `BEGIN` itself (see `hive_db_core::WriteTx`).
+    ///
+    /// For a closure of another error type, see [`EcoDb::transaction_with`].
     ///
     /// # Errors
     ///
     /// Those of [`EcoDb::connection`], the core's errors when the transaction cannot begin or
-    /// commit, all converted into `E`, and whatever `f` returns.
+    /// commit, and `f`'s, all as [`Error::Core`](crate::Error::Core).
     #[track_caller]
-    pub fn transaction<T, E: From<Error>>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
-        match &self.inner.backend {
-            Backend::Pooled(registry) => registry
-                .write_with(&self.inner.name, |tx| f(tx).map_err(Through::Caller))
-                .map_err(Through::into_caller),
-            Backend::Direct(pool) => {
-                let mut conn = pool.checkout()?;
-                immediate_transaction(&self.inner.name, &mut conn, |tx| {
-                    f(tx).map_err(Through::Caller)
-                })
-                .map_err(Through::into_caller)
-            }
-        }
+    pub fn transaction<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        Ok(self.inner.registry.write(&ECO_NAME, |tx| f(tx))?)
     }
 
-    /// The backend's counters.
+    /// [`EcoDb::transaction`] for a closure of the caller's own error type `E`, which the core's
+    /// errors convert into ([`Error`](crate::Error) does, and so does `anyhow::Error`). `f`'s error
+    /// comes back as it was (and its work is rolled back).
     ///
     /// # Errors
     ///
-    /// [`Error::Core`] when the shared pool's database is no longer in its registry.
+    /// Those of [`EcoDb::transaction`] other than `f`'s, converted into `E`, and whatever `f`
+    /// returns.
+    #[track_caller]
+    pub fn transaction_with<T, E: From<hive_db_core::Error>>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.inner.registry.write_with(&ECO_NAME, |tx| f(tx))
+    }
+
+    /// The backend's counters: the core's snapshot of the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Core`](crate::Error::Core) when the shared pool's database is no longer in its
+    /// registry.
     pub fn stats(&self) -> Result<BackendStats> {
-        Ok(match &self.inner.backend {
-            Backend::Pooled(registry) => {
-                BackendStats::SharedPool(Box::new(registry.db_stats(&self.inner.name)?))
-            }
-            Backend::Direct(pool) => BackendStats::Direct(pool.stats()),
+        let snapshot = Box::new(self.inner.registry.db_stats(&ECO_NAME)?);
+        Ok(match self.backend() {
+            BackendKind::SharedPool => BackendStats::SharedPool(snapshot),
+            BackendKind::Direct => BackendStats::Direct(snapshot),
         })
     }
 }
@@ -325,6 +321,6 @@ mod tests {
     fn handles_are_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<EcoDb>();
-        check::<Error>();
+        check::<crate::Error>();
     }
 }

@@ -1,11 +1,11 @@
 //! The process's EcoSystemiser database, opened once on first use, and the functions that
 //! use it.
 
-use hive_db_core::rusqlite::Connection;
+use hive_db_core::rusqlite::{self, Connection};
 use once_cell::sync::OnceCell;
 
 use super::{EcoConnection, EcoDb, IntegrationStatus, Settings};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 static PROCESS_DB: OnceCell<EcoDb> = OnceCell::new();
 
@@ -37,15 +37,16 @@ pub fn ecosystemiser_connection() -> Result<EcoConnection> {
 }
 
 /// Runs `f` in one `BEGIN IMMEDIATE` transaction of the process's database
-/// ([`ecosystemiser_db`], [`EcoDb::transaction`]).
+/// ([`ecosystemiser_db`], [`EcoDb::transaction`]; for a closure of another error type,
+/// `ecosystemiser_db()?.transaction_with(f)`).
 ///
 /// # Errors
 ///
-/// Those of [`ecosystemiser_db`], converted into `E`, and of [`EcoDb::transaction`].
+/// Those of [`ecosystemiser_db`] and of [`EcoDb::transaction`].
 #[track_caller]
-pub fn ecosystemiser_transaction<T, E: From<Error>>(
-    f: impl FnOnce(&Connection) -> Result<T, E>,
-) -> Result<T, E> {
+pub fn ecosystemiser_transaction<T>(
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T> {
     ecosystemiser_db()?.transaction(f)
 }
 

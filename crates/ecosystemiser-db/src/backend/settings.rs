@@ -19,16 +19,19 @@ pub struct Settings {
     /// The database file. [`Settings::from_env`] takes [`ecosystemiser_db_path`](crate::ecosystemiser_db_path). Its folder
     /// is created (0700) and the file (0600) when missing.
     pub path: PathBuf,
-    /// Pool and connection settings, used for the registry's pool and for every direct
-    /// connection alike. `create_if_missing` is always turned on. Default
-    /// [`DbConfig::default`]; [`Settings::from_env`] reads [`DbConfig::from_env`].
+    /// Pool and connection settings, used for the shared registry's pool and for the
+    /// fallback's private one alike (which takes its bound and wait from the two fields
+    /// below). `create_if_missing` is always turned on. Default [`DbConfig::default`];
+    /// [`Settings::from_env`] reads [`DbConfig::from_env`].
     pub db: DbConfig,
-    /// The most direct connections open at once. Default `None`: `db.max_size` (10 by
-    /// default), the size the registry's pool would have; `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS`
-    /// overrides it in [`Settings::from_env`].
+    /// The most connections the fallback keeps open at once (its private pool's
+    /// `max_size`). Default `None`: `db.max_size` (10 by default), the size the registry's
+    /// pool would have; `ECOSYSTEMISER_DIRECT_MAX_CONNECTIONS` overrides it in
+    /// [`Settings::from_env`].
     pub direct_max_connections: Option<u32>,
-    /// The longest wait for a direct connection when all are in use, before
-    /// [`Error::DirectTimeout`]. Default `None`: `db.connection_timeout` (5 s by default).
+    /// The longest wait for a fallback connection when all are in use (its private pool's
+    /// `connection_timeout`), before the core's `Timeout` error naming the database. Default
+    /// `None`: `db.connection_timeout` (5 s by default).
     pub direct_acquire_timeout: Option<Duration>,
 }
 
@@ -82,7 +85,7 @@ impl Settings {
         Ok(s)
     }
 
-    pub(super) fn db_config(&self) -> DbConfig {
+    pub(crate) fn db_config(&self) -> DbConfig {
         DbConfig {
             create_if_missing: true,
             ..self.db.clone()

@@ -19,7 +19,7 @@ impl ComponentLibrary {
         check_name("component type", name)?;
         check_name("component category", category)?;
         self.db
-            .transaction(|conn| ensure_type(self.db.name(), conn, name, category, description))
+            .transaction_with(|conn| ensure_type(self.db.name(), conn, name, category, description))
     }
 
     /// Adds `spec` to its type, in one transaction, and records it in the version history.
@@ -34,7 +34,7 @@ impl ComponentLibrary {
     pub fn add_spec(&self, spec: &ComponentSpec) -> Result<i64> {
         check_spec(spec)?;
         self.db
-            .transaction(|conn| insert_spec(self.db.name(), conn, spec))
+            .transaction_with(|conn| insert_spec(self.db.name(), conn, spec))
     }
 
     /// Makes `name` version `version` the default spec of `component_type`, in one
@@ -45,7 +45,7 @@ impl ComponentLibrary {
     /// [`Error::UnknownComponentType`], [`Error::NotFound`], the backend's errors.
     pub fn set_default(&self, component_type: &str, name: &str, version: &str) -> Result<()> {
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let type_id = type_id(db, conn, component_type)?;
             let spec_id: i64 = conn
                 .query_row(

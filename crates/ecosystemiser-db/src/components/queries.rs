@@ -54,7 +54,7 @@ impl ComponentLibrary {
                  ORDER BY cs.id DESC LIMIT 1"
             ),
         };
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let found = {
                 let mut stmt = conn
                     .prepare_cached(sql)
@@ -87,7 +87,7 @@ impl ComponentLibrary {
     /// The backend's errors.
     pub fn list_types(&self) -> Result<Vec<ComponentType>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT ct.name, ct.category, ct.description, count(cs.id)
@@ -118,7 +118,7 @@ impl ComponentLibrary {
     /// The backend's errors.
     pub fn list_specs(&self, component_type: Option<&str>) -> Result<Vec<SpecSummary>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT ct.name, ct.category, cs.name, cs.version, cs.is_default
@@ -150,7 +150,7 @@ impl ComponentLibrary {
     /// The backend's errors.
     pub fn version_history(&self, component_type: &str, name: &str) -> Result<Vec<VersionEntry>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT vh.version, vh.change_description, vh.changed_by, vh.changed_at
@@ -183,7 +183,7 @@ impl ComponentLibrary {
     pub fn all_specs(&self) -> Result<Vec<ComponentSpec>> {
         let db = self.db.name();
         let sql = select_specs!("1 ORDER BY ct.name, cs.name, cs.id");
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let mut stmt = conn
                 .prepare_cached(sql)
                 .map_err(|e| Error::sqlite(db, "read component specs", e))?;

@@ -53,7 +53,7 @@ impl ComponentLibrary {
     pub fn import_yaml(&self, dir: &Path) -> Result<usize> {
         let files = yaml::read_dir(dir)?;
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             for (path, spec) in &files {
                 let wrap = |e: Error| Error::Import {
                     path: path.clone(),

@@ -136,7 +136,7 @@ impl EventStore {
         let db = self.db.name();
         let payload = json::encode(db, "event payload", &event.payload)?;
         let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO ecosystemiser_events
                      (event_id, event_type, source, timestamp, correlation_id,
@@ -225,7 +225,7 @@ impl EventStore {
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
         let (sql, key) = of.query();
         self.db
-            .read(|conn| query_events(self.db.name(), conn, sql, key, limit))
+            .read_with(|conn| query_events(self.db.name(), conn, sql, key, limit))
     }
 
     /// [`EventStore::history`] of a simulation.
@@ -263,7 +263,7 @@ impl EventStore {
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
         let mut found = self
             .db
-            .read(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;
+            .read_with(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;
         Ok(found.pop())
     }
 }
@@ -337,7 +337,7 @@ mod tests {
             select_events!("correlation_id = ?1"),
             select_events!("event_id = ?1"),
         ];
-        db.read(|conn| {
+        Ok(db.read(|conn| {
             for sql in filters {
                 let plan: Vec<String> = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
@@ -351,7 +351,7 @@ mod tests {
                 );
             }
             Ok(())
-        })
+        })?)
     }
 
     /// Bug caught: a history query's LIMIT written as a bare parameter, which SQLite plans by
@@ -366,7 +366,7 @@ mod tests {
                 .for_simulation("sim-1");
             store.publish(&event)?;
         }
-        db.read(|conn| {
+        db.read_with(|conn| {
             let sql = select_events!("simulation_id = ?1");
             for limit in 1..=3 {
                 let found = query_events(db.name(), conn, sql, "sim-1", limit)?;

@@ -32,7 +32,7 @@ impl Runs {
         let db = self.db.name();
         let strategies = json::encode_opt(db, "analysis strategies", run.strategies.as_ref())?;
         let metadata = json::encode_opt(db, "analysis metadata", run.metadata.as_ref())?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO analysis_runs (analysis_id, source_type, source_id, status,
                                             strategies_executed, metadata)
@@ -68,7 +68,7 @@ impl Runs {
             .iter()
             .map(|(kind, data)| Ok((kind, json::encode(db, "analysis result", data)?)))
             .collect::<Result<Vec<_>>>()?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let exists: i64 = conn
                 .prepare_cached("SELECT count(*) FROM analysis_runs WHERE analysis_id = ?1")
                 .and_then(|mut s| s.query_row([analysis_id], |r| r.get(0)))
@@ -95,7 +95,7 @@ impl Runs {
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE analysis_runs SET status = ?2,

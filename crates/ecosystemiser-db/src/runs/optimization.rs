@@ -87,7 +87,7 @@ impl Runs {
         let configuration =
             json::encode_opt(db, "optimization configuration", run.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "optimization metadata", run.metadata.as_ref())?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO optimization_runs (optimization_id, algorithm_type, objective_function,
                                                 status, generations_completed, configuration, metadata)
@@ -138,7 +138,7 @@ impl Runs {
             Objective::Minimize => record_generation_sql!("min"),
             Objective::Maximize => record_generation_sql!("max"),
         };
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(update)
                 .and_then(|mut s| s.execute(params![optimization_id, generation, best]))
@@ -176,7 +176,7 @@ impl Runs {
         update: &StatusUpdate,
     ) -> Result<()> {
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE optimization_runs SET status = ?2,
@@ -208,7 +208,7 @@ impl Runs {
     /// The backend's errors.
     pub fn optimization(&self, optimization_id: &str) -> Result<Option<OptimizationProgress>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             conn.prepare_cached(
                 "SELECT r.optimization_id, r.status, coalesce(r.generations_completed, 0),
                         r.best_fitness,

@@ -159,7 +159,7 @@ impl Runs {
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_simulation(&self, sim: &NewSimulation) -> Result<()> {
         self.db
-            .transaction(|conn| insert_simulation(self.db.name(), conn, sim))
+            .transaction_with(|conn| insert_simulation(self.db.name(), conn, sim))
     }
 
     /// Records `metrics` of a simulation, all in one transaction. Returns how many.
@@ -170,7 +170,7 @@ impl Runs {
     /// written); the backend's errors.
     pub fn record_metrics(&self, simulation_id: &str, metrics: &[Metric]) -> Result<usize> {
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             simulation_exists(db, conn, simulation_id)?;
             insert_metrics(db, conn, simulation_id, metrics)?;
             Ok(metrics.len())
@@ -188,7 +188,7 @@ impl Runs {
         update: &StatusUpdate,
     ) -> Result<()> {
         self.db
-            .transaction(|conn| update_simulation(self.db.name(), conn, simulation_id, update))
+            .transaction_with(|conn| update_simulation(self.db.name(), conn, simulation_id, update))
     }
 
     /// A simulation, if it exists.
@@ -198,7 +198,7 @@ impl Runs {
     /// The backend's errors.
     pub fn simulation(&self, simulation_id: &str) -> Result<Option<Simulation>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             let row = conn
                 .prepare_cached(
                     "SELECT simulation_id, system_config_path, solver_type, status, created_at,
@@ -237,7 +237,7 @@ impl Runs {
     /// The backend's errors.
     pub fn metrics(&self, simulation_id: &str) -> Result<Vec<Metric>> {
         let db = self.db.name();
-        self.db.read(|conn| {
+        self.db.read_with(|conn| {
             conn.prepare_cached(
                 "SELECT metric_name, metric_value, unit FROM simulation_metrics
                  WHERE simulation_id = ?1 ORDER BY id",

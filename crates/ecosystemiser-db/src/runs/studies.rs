@@ -54,7 +54,7 @@ impl Runs {
         let configuration =
             json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "study metadata", study.metadata.as_ref())?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO studies (study_id, study_type, status, total_simulations,
                                       completed_simulations, configuration, metadata)
@@ -89,7 +89,7 @@ impl Runs {
     ) -> Result<()> {
         let db = self.db.name();
         let parameters = json::encode_opt(db, "parameter set", parameter_set)?;
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE studies SET status = 'running'
@@ -134,7 +134,7 @@ impl Runs {
             });
         }
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let linked: i64 = conn
                 .prepare_cached(
                     "SELECT count(*) FROM study_simulations WHERE study_id = ?1 AND simulation_id = ?2",
@@ -174,7 +174,7 @@ impl Runs {
     /// [`Error::NotFound`] for an unknown study; the backend's errors.
     pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
         let db = self.db.name();
-        self.db.transaction(|conn| {
+        self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE studies SET status = ?2,
@@ -206,7 +206,7 @@ impl Runs {
     /// The backend's errors.
     pub fn study(&self, study_id: &str) -> Result<Option<StudyProgress>> {
         self.db
-            .read(|conn| study_progress(self.db.name(), conn, study_id))
+            .read_with(|conn| study_progress(self.db.name(), conn, study_id))
     }
 }
 

@@ -27,15 +27,14 @@ fn battery(name: &str, version: &str, default: bool) -> ComponentSpec {
 
 /// Rows of the library's tables, to show a failed call wrote nothing.
 fn counts(db: &EcoDb) -> anyhow::Result<(i64, i64, i64)> {
-    db.read(|c| {
+    Ok(db.read(|c| {
         c.query_row(
             "SELECT (SELECT count(*) FROM component_types), (SELECT count(*) FROM component_specs),
                     (SELECT count(*) FROM version_history)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .map_err(anyhow::Error::from)
-    })
+    })?)
 }
 
 /// Bug caught: "latest" by a one-second timestamp (two specs added in the same second), the

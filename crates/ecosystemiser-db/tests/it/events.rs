@@ -139,7 +139,6 @@ fn subscribers_are_told_after_commit_by_pattern() -> anyhow::Result<()> {
                             [&e.event_id],
                             |r| r.get(0),
                         )
-                        .map_err(anyhow::Error::from)
                     })
                     .unwrap_or(-1);
                 if let Ok(mut s) = seen.lock() {

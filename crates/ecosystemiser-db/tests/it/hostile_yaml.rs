@@ -39,15 +39,14 @@ fn import_bounded(db: &EcoDb, dir: PathBuf) -> ecosystemiser_db::Result<usize> {
 
 /// Rows of the library's tables.
 fn counts(db: &EcoDb) -> anyhow::Result<(i64, i64, i64)> {
-    db.read(|c| {
+    Ok(db.read(|c| {
         c.query_row(
             "SELECT (SELECT count(*) FROM component_types), (SELECT count(*) FROM component_specs),
                     (SELECT count(*) FROM version_history)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
-        .map_err(anyhow::Error::from)
-    })
+    })?)
 }
 
 /// Imports a folder holding [`GOOD`] and `write`'s hostile file `b_hostile.yaml`; checks the

@@ -107,13 +107,10 @@ fn process_shims_child() -> anyhow::Result<()> {
         (BackendKind::Direct, BackendReason::NoGlobalRegistry, false)
     };
     assert_eq!(
-        (status.backend, status.reason, status.shared_pool_in_use),
+        (status.backend(), status.reason, status.shared_pool_in_use()),
         expected
     );
-    assert_eq!(
-        status.schema_version,
-        Some(ecosystemiser_db::SCHEMA_VERSION as i64)
-    );
+    assert_eq!(status.probe, Ok(ecosystemiser_db::SCHEMA_VERSION as i64));
 
     let path = std::path::PathBuf::from(std::env::var("ECOSYSTEMISER_DB_PATH")?);
     ecosystemiser_db::ecosystemiser_transaction_at(&path, |c| {

@@ -1,11 +1,15 @@
 //! The shared pool and the direct fallback behave the same: same PRAGMAs, same results.
 
+use std::time::Duration;
+
 use ecosystemiser_db::{
-    BackendKind, ComponentLibrary, ComponentSpec, Event, EventStore, Metric, NewSimulation,
-    RunStatus, Runs, StatusUpdate,
+    BackendKind, ComponentLibrary, ComponentSpec, EcoDb, Event, EventStore, Metric, NewSimulation,
+    RunStatus, Runs, Settings, StatusUpdate,
 };
 use hive_db_core::rusqlite::Connection;
+use hive_db_core::rusqlite::config::DbConfig as SqliteConfig;
 use hive_db_core::rusqlite::types::Value;
+use hive_db_core::{DbConfig, Registry, Synchronous};
 use serde_json::json;
 
 use crate::common::{Kind, open};
@@ -43,14 +47,19 @@ const PRAGMAS: &[&str] = &[
     "application_id",
 ];
 
-fn pragmas(conn: &Connection) -> anyhow::Result<Vec<(String, String)>> {
-    PRAGMAS
+/// Every setting in `PRAGMAS`, and defensive mode (a setting the core makes that no PRAGMA
+/// reports).
+fn pragmas(conn: &Connection) -> hive_db_core::rusqlite::Result<Vec<(String, String)>> {
+    let mut out = PRAGMAS
         .iter()
         .map(|p| {
             let v: Value = conn.pragma_query_value(None, p, |r| r.get(0))?;
             Ok(((*p).to_owned(), format!("{v:?}")))
         })
-        .collect()
+        .collect::<hive_db_core::rusqlite::Result<Vec<_>>>()?;
+    let defensive = conn.db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE)?;
+    out.push(("defensive".to_owned(), defensive.to_string()));
+    Ok(out)
 }
 
 /// Bug caught: direct connections opened with settings of their own (no WAL, another busy
@@ -70,6 +79,45 @@ fn every_pragma_is_the_same_on_both_paths() -> anyhow::Result<()> {
     let b = direct.transaction(pragmas)?;
     assert_eq!(a, b);
     assert!(a.contains(&("journal_mode".to_owned(), "Text(\"wal\")".to_owned())));
+    Ok(())
+}
+
+/// Bug caught: the fallback's pool built from settings of its own (the core's defaults, or
+/// only some of the application's), so its connections differ from the shared pool's.
+#[test]
+fn the_fallback_carries_every_setting_of_the_shared_pool() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // None of these is a default, so a fallback that ignored one would differ.
+    let custom = |file: &str| {
+        let mut s = Settings::new(dir.path().join(file));
+        s.db = DbConfig {
+            busy_timeout: Duration::from_millis(1234),
+            cache_size_kib: 2048,
+            synchronous: Synchronous::Full,
+            foreign_keys: false,
+            min_idle: 0,
+            ..DbConfig::default()
+        };
+        s
+    };
+    let registry = Registry::new();
+    let pooled = EcoDb::with_registry(&registry, &custom("pooled.db"))?;
+    let direct = EcoDb::direct(&custom("direct.db"))?;
+    let shared = pragmas(&*pooled.connection()?)?;
+    assert_eq!(shared, pragmas(&*direct.connection()?)?);
+    for want in [
+        ("busy_timeout", "Integer(1234)"),
+        ("cache_size", "Integer(-2048)"),
+        ("synchronous", "Integer(2)"),
+        ("foreign_keys", "Integer(0)"),
+        ("journal_mode", "Text(\"wal\")"),
+        ("defensive", "true"),
+    ] {
+        assert!(
+            shared.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} not in {shared:?}"
+        );
+    }
     Ok(())
 }
 
@@ -178,27 +226,24 @@ fn status_never_claims_a_pool_that_is_not_in_use() -> anyhow::Result<()> {
     let (pooled, registry) = open(Kind::Pooled, dir.path(), "pooled.db")?;
     let s = pooled.integration_status();
     assert_eq!(
-        (s.backend, s.reason),
+        (s.backend(), s.reason),
         (BackendKind::SharedPool, BackendReason::GivenRegistry)
     );
-    assert!(s.shared_pool_in_use && s.probe_ok);
-    assert_eq!(
-        s.schema_version,
-        Some(ecosystemiser_db::SCHEMA_VERSION as i64)
-    );
+    assert!(s.shared_pool_in_use());
+    assert_eq!(s.probe, Ok(ecosystemiser_db::SCHEMA_VERSION as i64));
     if let Some(registry) = registry {
         registry.close(pooled.name(), std::time::Duration::from_secs(1))?;
     }
     let s = pooled.integration_status();
-    assert!(!s.shared_pool_in_use && !s.probe_ok, "{s:?}");
-    assert!(s.probe_error.is_some_and(|e| e.contains("closed")));
+    assert!(!s.shared_pool_in_use(), "{s:?}");
+    assert!(s.probe.is_err_and(|e| e.contains("closed")));
 
     let (direct, _) = open(Kind::Direct, dir.path(), "direct.db")?;
     let s = direct.integration_status();
     assert_eq!(
-        (s.backend, s.reason),
+        (s.backend(), s.reason),
         (BackendKind::Direct, BackendReason::GivenDirect)
     );
-    assert!(!s.shared_pool_in_use && s.probe_ok);
+    assert!(!s.shared_pool_in_use() && s.probe.is_ok());
     Ok(())
 }

@@ -10,6 +10,7 @@ mod status;
 mod studies;
 
 use hive_db_core::DbName;
+use hive_db_core::rusqlite::{Connection, params};
 
 use crate::backend::EcoDb;
 use crate::error::{Error, Result};
@@ -25,6 +26,88 @@ pub use studies::{NewStudy, StudyProgress};
 #[derive(Debug, Clone)]
 pub struct Runs {
     db: EcoDb,
+}
+
+/// The `UPDATE` of a status change, for the run table `$table` keyed by `$key`: one
+/// template for every kind of run.
+macro_rules! status_update_sql {
+    ($table:literal, $key:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET status = ?2,
+                 completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
+                 duration_seconds = coalesce(?4, duration_seconds),
+                 results_path = coalesce(?5, results_path),
+                 error_message = coalesce(?6, error_message)
+             WHERE ",
+            $key,
+            " = ?1"
+        )
+    };
+}
+
+/// A kind of run, as far as a status change is concerned.
+#[derive(Debug, Clone, Copy)]
+enum RunKind {
+    Simulation,
+    Study,
+    Analysis,
+    Optimization,
+}
+
+impl RunKind {
+    /// The status change's SQL, the operation's name for errors, and what a missing row is.
+    fn status_update(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Simulation => (
+                status_update_sql!("simulations", "simulation_id"),
+                "update simulation status",
+                "simulation",
+            ),
+            Self::Study => (
+                status_update_sql!("studies", "study_id"),
+                "update study status",
+                "study",
+            ),
+            Self::Analysis => (
+                status_update_sql!("analysis_runs", "analysis_id"),
+                "update analysis status",
+                "analysis run",
+            ),
+            Self::Optimization => (
+                status_update_sql!("optimization_runs", "optimization_id"),
+                "update optimization status",
+                "optimization run",
+            ),
+        }
+    }
+}
+
+/// Applies `update` to the run `id` of `kind`: every field given is stored (a final status
+/// also sets `completed_at`), every field left `None` keeps its value.
+fn update_status(
+    db: &DbName,
+    conn: &Connection,
+    kind: RunKind,
+    id: &str,
+    update: &StatusUpdate,
+) -> Result<()> {
+    let (statement, op, what) = kind.status_update();
+    let changed = conn
+        .prepare_cached(statement)
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                update.status.as_str(),
+                update.status.is_final(),
+                update.duration_seconds,
+                update.results_path,
+                update.error_message
+            ])
+        })
+        .map_err(sql(db, op))?;
+    require_row(db, what, id, changed)
 }
 
 fn sql<'a>(

@@ -4,7 +4,7 @@
 use hive_db_core::rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::{Runs, StatusUpdate, require_row, sql};
+use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::Result;
 use crate::json;
 
@@ -177,27 +177,7 @@ impl Runs {
     ) -> Result<()> {
         let db = self.db.name();
         self.db.transaction_with(|conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE optimization_runs SET status = ?2,
-                         completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
-                         duration_seconds = coalesce(?4, duration_seconds),
-                         results_path = coalesce(?5, results_path),
-                         error_message = coalesce(?6, error_message)
-                     WHERE optimization_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        optimization_id,
-                        update.status.as_str(),
-                        update.status.is_final(),
-                        update.duration_seconds,
-                        update.results_path,
-                        update.error_message
-                    ])
-                })
-                .map_err(sql(db, "update optimization status"))?;
-            require_row(db, "optimization run", optimization_id, changed)
+            update_status(db, conn, RunKind::Optimization, optimization_id, update)
         })
     }
 

@@ -4,7 +4,7 @@ use hive_db_core::DbName;
 use hive_db_core::rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::{Runs, StatusUpdate, require_row, sql};
+use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::Result;
 use crate::json;
 
@@ -122,35 +122,6 @@ pub(super) fn insert_metrics(
     Ok(())
 }
 
-pub(super) fn update_simulation(
-    db: &DbName,
-    conn: &Connection,
-    id: &str,
-    update: &StatusUpdate,
-) -> Result<()> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE simulations SET status = ?2,
-                 completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
-                 duration_seconds = coalesce(?4, duration_seconds),
-                 results_path = coalesce(?5, results_path),
-                 error_message = coalesce(?6, error_message)
-             WHERE simulation_id = ?1",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                id,
-                update.status.as_str(),
-                update.status.is_final(),
-                update.duration_seconds,
-                update.results_path,
-                update.error_message
-            ])
-        })
-        .map_err(sql(db, "update simulation status"))?;
-    require_row(db, "simulation", id, changed)
-}
-
 impl Runs {
     /// Creates a simulation, status `pending`.
     ///
@@ -187,8 +158,15 @@ impl Runs {
         simulation_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
-        self.db
-            .transaction_with(|conn| update_simulation(self.db.name(), conn, simulation_id, update))
+        self.db.transaction_with(|conn| {
+            update_status(
+                self.db.name(),
+                conn,
+                RunKind::Simulation,
+                simulation_id,
+                update,
+            )
+        })
     }
 
     /// A simulation, if it exists.

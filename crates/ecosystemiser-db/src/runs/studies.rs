@@ -5,8 +5,8 @@ use hive_db_core::DbName;
 use hive_db_core::rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::simulations::{insert_metrics, insert_simulation, update_simulation};
-use super::{Metric, NewSimulation, Runs, StatusUpdate, require_row, sql};
+use super::simulations::{insert_metrics, insert_simulation};
+use super::{Metric, NewSimulation, RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::{Error, Result};
 use crate::json;
 
@@ -147,7 +147,7 @@ impl Runs {
                 &format!("{study_id}/{simulation_id}"),
                 usize::try_from(linked).unwrap_or(0),
             )?;
-            update_simulation(db, conn, simulation_id, update)?;
+            update_status(db, conn, RunKind::Simulation, simulation_id, update)?;
             insert_metrics(db, conn, simulation_id, metrics)?;
             conn.prepare_cached(
                 "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,
@@ -174,29 +174,8 @@ impl Runs {
     /// [`Error::NotFound`] for an unknown study; the backend's errors.
     pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
         let db = self.db.name();
-        self.db.transaction_with(|conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE studies SET status = ?2,
-                         completed_at = CASE WHEN ?3 THEN CURRENT_TIMESTAMP ELSE completed_at END,
-                         duration_seconds = coalesce(?4, duration_seconds),
-                         results_path = coalesce(?5, results_path),
-                         error_message = coalesce(?6, error_message)
-                     WHERE study_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        study_id,
-                        update.status.as_str(),
-                        update.status.is_final(),
-                        update.duration_seconds,
-                        update.results_path,
-                        update.error_message
-                    ])
-                })
-                .map_err(sql(db, "update study status"))?;
-            require_row(db, "study", study_id, changed)
-        })
+        self.db
+            .transaction_with(|conn| update_status(db, conn, RunKind::Study, study_id, update))
     }
 
     /// A study's progress, if it exists.

@@ -73,7 +73,6 @@ mod legacy;
 mod path;
 mod runs;
 mod schema;
-mod yaml;
 
 pub use backend::{
     BackendKind, BackendReason, BackendStats, DB_NAME, DIRECT_MAX_VAR, EcoConnection, EcoDb,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::loadtest::mix::Op;
@@ -179,12 +180,7 @@ pub(crate) fn drive<S: Store>(
         let start = Instant::now();
         let shown = scope.spawn(|| progress::show("loadtest", &live, goal, style, &done));
         if let Limit::Time(d) = limit {
-            // Woken early only if every worker has already stopped (never, by time).
-            let deadline = start + d;
-            while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
-                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
-            }
-            stop.store(true, Relaxed);
+            stop_at(start + d, &handles, &stop);
         }
         let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
         let mut ran = Ran::default();
@@ -201,6 +197,15 @@ pub(crate) fn drive<S: Store>(
         }
         Ok(ran)
     })
+}
+
+/// Waits until `deadline`, or until every worker has stopped, then tells the workers to stop.
+fn stop_at<T>(deadline: Instant, workers: &[ScopedJoinHandle<'_, T>], stop: &AtomicBool) {
+    // Woken early only if every worker has already stopped (never, by time).
+    while Instant::now() < deadline && !workers.iter().all(|h| h.is_finished()) {
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+    stop.store(true, Relaxed);
 }
 
 /// Where the workers wait until all of them are started: then they run, or, when one could

@@ -107,13 +107,17 @@ fn code_of(text: &str) -> String {
 /// imports that close it. Every module must be on a line, and every name on a line must be
 /// a module.
 ///
-/// Roots are not layered: the crate root (`lib.rs`, `main.rs`) may use anything and is no
-/// module to import from (name the module that defines an item, not a re-export); a
-/// folder's `mod.rs` is its folder's root, which its files may use (the type they extend
-/// with `impl` blocks, as `pool/checkout.rs` extends `Pool`) and which may use them (its
-/// re-exports), so uses between a `mod.rs` and the files under it are not checked. Unit
+/// Roots are on no line. The crate root (`lib.rs`, `main.rs`) may use anything and is no
+/// module to import from (name the module that defines an item, not a re-export). A folder's
+/// `mod.rs` is its folder's root: it may use its files (`mod` is the importer's side), or its
+/// files may use it (the type they extend with `impl` blocks, as `pool/checkout.rs` extends
+/// `Pool`), but not both ways: a circle through a `mod.rs` is reported like one within a
+/// layer. Its re-exports of its files' items (`pub use file::Item`) are naming, not use. Unit
 /// tests (a `#[cfg(test)] mod tests` at the bottom of a file, or a test module's own file)
 /// may use anything.
+///
+/// Every crate is checked and every violation collected before the test fails, so one
+/// crate's violations never hide another's.
 const LAYERED: &[&str] = &[
     "hive-db-core",
     "ecosystemiser-db",
@@ -272,10 +276,26 @@ fn resolve(from: &[String], path: &[String], known: &BTreeSet<ModPath>) -> ModPa
     at
 }
 
-/// The paths into the crate that `code`, the code of module `from`, names: each as written
-/// and the module it resolves to.
-fn imports(code: &str, from: &[String], known: &BTreeSet<ModPath>) -> Vec<(String, ModPath)> {
+/// A path into the crate that a file names.
+struct Import {
+    /// As written, groups expanded: `super::shared::PoolShared`.
+    text: String,
+    /// The module it names.
+    target: ModPath,
+    /// Inside a re-export (`pub use`, `pub(crate) use`).
+    reexport: bool,
+}
+
+/// The paths into the crate that `code`, the code of module `from`, names.
+fn imports(code: &str, from: &[String], known: &BTreeSet<ModPath>) -> Vec<Import> {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut reexports = Vec::new();
+    for statement in ["pub use ", "pub(crate) use ", "pub(super) use "] {
+        for (start, _) in code.match_indices(statement) {
+            let end = code[start..].find(';').map_or(code.len(), |n| start + n);
+            reexports.push(start..end);
+        }
+    }
     let mut out = Vec::new();
     let mut prev = ' ';
     for (i, c) in code.char_indices() {
@@ -294,15 +314,21 @@ fn imports(code: &str, from: &[String], known: &BTreeSet<ModPath>) -> Vec<(Strin
         if !["crate", "super", "self"].contains(&name.as_str()) && !known.contains(&child) {
             continue;
         }
+        let reexport = reexports.iter().any(|r| r.contains(&i));
         for path in paths(rest) {
-            out.push((path.join("::"), resolve(from, &path, known)));
+            out.push(Import {
+                text: path.join("::"),
+                target: resolve(from, &path, known),
+                reexport,
+            });
         }
     }
     out
 }
 
-/// A use of a module of the same layer, kept to look for circles.
-struct SameLayer {
+/// A use that is allowed unless it closes a circle: of a module of the same layer, of a
+/// lower one, or between a folder's `mod.rs` (`mod`) and one of its files.
+struct Use {
     scope: ModPath,
     from: String,
     to: String,
@@ -354,7 +380,7 @@ fn layer_problems(krate: &str, doc: &str, files: &[(String, String)]) -> Vec<Str
             }
         }
     }
-    let mut same_layer = Vec::new();
+    let mut uses = Vec::new();
     for (rel, module, text) in &sources {
         let Some((name, scope)) = module.split_last() else {
             continue;
@@ -367,7 +393,12 @@ fn layer_problems(krate: &str, doc: &str, files: &[(String, String)]) -> Vec<Str
                 scope_label(scope)
             ));
         }
-        for (import, target) in imports(&code_of(text), module, &known) {
+        for Import {
+            text: import,
+            target,
+            reexport,
+        } in imports(&code_of(text), module, &known)
+        {
             if target == *module {
                 continue;
             }
@@ -384,18 +415,27 @@ fn layer_problems(krate: &str, doc: &str, files: &[(String, String)]) -> Vec<Str
                 .zip(&target)
                 .take_while(|(a, b)| a == b)
                 .count();
-            // A folder's `mod.rs` and the files under it (see `LAYERED`).
-            let (Some(from), Some(to)) = (module.get(common), target.get(common)) else {
-                continue;
+            let mod_rs = "mod".to_owned();
+            let (from, to) = match (module.get(common), target.get(common)) {
+                // A folder's `mod.rs` re-exporting what its files define.
+                (None, Some(_)) if reexport => continue,
+                // A folder's `mod.rs` and its files: not layered, only never both ways.
+                (None, Some(to)) => (&mod_rs, to),
+                (Some(from), None) => (from, &mod_rs),
+                (Some(from), Some(to)) => (from, to),
+                (None, None) => continue,
             };
             let scope = &module[..common];
-            let (Some(rf), Some(rt)) = (
-                layers.rank(&scope_name(scope), from),
-                layers.rank(&scope_name(scope), to),
-            ) else {
+            let rank = |m: &String| match m.as_str() {
+                "mod" => Some(None),
+                _ => layers.rank(&scope_name(scope), m).map(Some),
+            };
+            let (Some(rf), Some(rt)) = (rank(from), rank(to)) else {
                 continue; // reported above as a module on no line
             };
-            if rf < rt {
+            if let (Some(rf), Some(rt)) = (rf, rt)
+                && rf < rt
+            {
                 problems.push(format!(
                     "{}: `{import}`: in {}, `{from}` (layer {}) uses `{to}` (layer {}); a module \
                      may use only modules of lower layers, or of its own without a circle",
@@ -404,8 +444,8 @@ fn layer_problems(krate: &str, doc: &str, files: &[(String, String)]) -> Vec<Str
                     rf + 1,
                     rt + 1
                 ));
-            } else if rf == rt {
-                same_layer.push(SameLayer {
+            } else {
+                uses.push(Use {
                     scope: scope.to_vec(),
                     from: from.clone(),
                     to: to.clone(),
@@ -415,17 +455,18 @@ fn layer_problems(krate: &str, doc: &str, files: &[(String, String)]) -> Vec<Str
             }
         }
     }
-    problems.extend(circles(&same_layer));
+    problems.extend(circles(&uses));
     problems
 }
 
-/// Each circle among uses within one layer, once: `a` uses `b` uses `a`.
-fn circles(uses: &[SameLayer]) -> Vec<String> {
+/// Each circle among `uses` (within one layer, or through a folder's `mod.rs`), once: `a`
+/// uses `b` uses `a`.
+fn circles(uses: &[Use]) -> Vec<String> {
     let mut reported = BTreeSet::new();
     let mut out = Vec::new();
     for first in uses {
         // The shortest way back from `first.to` to `first.from`, breadth first.
-        let mut came_by: BTreeMap<&str, &SameLayer> = BTreeMap::new();
+        let mut came_by: BTreeMap<&str, &Use> = BTreeMap::new();
         let mut queue = std::collections::VecDeque::from([first.to.as_str()]);
         while let Some(at) = queue.pop_front() {
             if at == first.from {
@@ -457,17 +498,18 @@ fn circles(uses: &[SameLayer]) -> Vec<String> {
         if !reported.insert((first.scope.clone(), members)) {
             continue;
         }
-        let names: Vec<&str> = steps.iter().map(|s| s.from.as_str()).collect();
+        let name = |m: &str| if m == "mod" { "mod.rs" } else { m }.to_owned();
+        let names: Vec<String> = steps.iter().map(|s| name(&s.from)).collect();
         let how: Vec<String> = steps
             .iter()
             .map(|s| format!("{} names `{}`", s.file, s.import))
             .collect();
         out.push(format!(
-            "circle in one layer of {}: {} -> {}; modules of one layer may use each other only \
-             one way ({})",
+            "circle in {}: {} -> {}; modules of one layer, and a folder's mod.rs and its files, \
+             may use each other only one way ({})",
             scope_label(&first.scope),
             names.join(" -> "),
-            first.from,
+            name(&first.from),
             how.join("; ")
         ));
     }
@@ -534,10 +576,13 @@ fn the_layer_check_finds_upward_imports_and_circles() {
 
     let mut bad = clean.to_vec();
     // Upward at the top level, upward inside `f/`, upward from `f/mod.rs` (as the folder
-    // `f`), a circle inside layer 1 of `f/`, and the crate root named as a module. A file
-    // using its own folder's `mod.rs` is no problem.
+    // `f`), a circle inside layer 1 of `f/`, a circle through `f/mod.rs` (which calls
+    // `a::f()`), and the crate root named as a module. The upward use inside `f/` hides in a
+    // group. (`f/mod.rs` re-exporting `c`, which uses nothing of it, is no problem.)
     bad[1].1.push_str("fn x() { crate::f::c::g(); }\n");
-    bad[3].1.push_str("use super::c::C;\nuse super::Thing;\n");
+    bad[3]
+        .1
+        .push_str("use super::{b::B, c::C};\nuse super::Thing;\n");
     bad[2].1.push_str("use crate::high::H;\n");
     bad[4].1.push_str("use super::a::A;\nuse crate::Re;\n");
     let problems = layer_problems("demo", doc, &bad);
@@ -546,7 +591,8 @@ fn the_layer_check_finds_upward_imports_and_circles() {
         "crates/demo/src/f/a.rs: `super::c::C`: in `f/`, `a` (layer 1) uses `c` (layer 2)",
         "crates/demo/src/f/mod.rs: `crate::high::H`: in the crate's top level, `f` (layer 2) uses `high` (layer 3)",
         "crates/demo/src/f/b.rs: `crate::Re` names the crate root",
-        "circle in one layer of `f/`: a -> b -> a;",
+        "circle in `f/`: a -> b -> a;",
+        "circle in `f/`: mod.rs -> a -> mod.rs;",
     ];
     for e in expect {
         assert!(

@@ -569,7 +569,7 @@ fn the_layer_check_finds_upward_imports_and_circles() {
         ),
         file("f/a.rs", "use crate::low::L;\nuse super::b::B;\n"),
         file("f/b.rs", "use crate::{low::{self, L}};\n"),
-        file("f/c.rs", "use super::{a::A, b::B};\n"),
+        file("f/c.rs", "use super::{a::A, b::B};\nuse super::Thing;\n"),
         file("high.rs", "use crate::f::C;\nuse crate::low;\n"),
     ];
     assert_eq!(layer_problems("demo", doc, &clean), Vec::<String>::new());
@@ -578,7 +578,8 @@ fn the_layer_check_finds_upward_imports_and_circles() {
     // Upward at the top level, upward inside `f/`, upward from `f/mod.rs` (as the folder
     // `f`), a circle inside layer 1 of `f/`, a circle through `f/mod.rs` (which calls
     // `a::f()`), and the crate root named as a module. The upward use inside `f/` hides in a
-    // group. (`f/mod.rs` re-exporting `c`, which uses nothing of it, is no problem.)
+    // group. (`f/mod.rs` re-exporting what `c` defines while `c` uses `f/mod.rs` is no
+    // problem.)
     bad[1].1.push_str("fn x() { crate::f::c::g(); }\n");
     bad[3]
         .1

@@ -26,7 +26,7 @@
 //! ```
 
 // The modules in layers, leaves first: each uses only the modules above it in this list
-// (the workspace's tidy test checks it; docs/ARCHITECTURE.md gives the same order). Inside a
+// (docs/ARCHITECTURE.md declares the layers and the workspace's tidy test checks them). Inside a
 // layer the order is alphabetical, as rustfmt keeps it, and no module uses a later one.
 //
 // Leaves: the command line, findings, short human forms, stdout, rates, statuses and exit

@@ -65,7 +65,6 @@
 mod backend;
 mod clock;
 mod components;
-mod direct;
 mod error;
 mod events;
 mod json;
@@ -73,7 +72,6 @@ mod legacy;
 mod path;
 mod runs;
 mod schema;
-mod yaml;
 
 pub use backend::{
     BackendKind, BackendReason, BackendStats, DB_NAME, DIRECT_MAX_VAR, EcoConnection, EcoDb,

@@ -3,13 +3,13 @@
 //! database, the time of `stats()` and `health()` over all of them, and a point read on a
 //! random one through the registry against a raw connection.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hive_db_core::rusqlite::Connection;
-use hive_db_core::{DbConfig, DbName, Registry, open_connection};
+use hive_db_core::{DbConfig, DbName, HealthReport, Registry, open_connection};
 
 use crate::procfs;
 
@@ -114,24 +114,8 @@ pub(crate) fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Resul
     let mut out = Vec::new();
     let mut seed = 0x5EED_u64;
     for &target in steps {
-        let mut register_time = Duration::ZERO;
         let added = target.saturating_sub(names.len());
-        while names.len() < target {
-            let name = DbName::new(&format!("db-{}", names.len()))?;
-            let path = dir.join(format!("{name}.db"));
-            let t0 = Instant::now();
-            registry.register(&name, &path, config())?;
-            register_time += t0.elapsed();
-            registry.write(&name, |tx| {
-                tx.execute_batch("CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
-                let mut insert = tx.prepare("INSERT INTO kv (id, v) VALUES (?1, ?2)")?;
-                for id in 1..=ROWS {
-                    insert.execute((id, format!("value {id}")))?;
-                }
-                Ok(())
-            })?;
-            names.push((name, path));
-        }
+        let register_time = grow(&registry, dir, &mut names, target)?;
         let threads = procfs::thread_count();
         let rss = procfs::rss_bytes();
         let mut stats_times: Vec<f64> = (0..5)
@@ -142,22 +126,7 @@ pub(crate) fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Resul
             })
             .collect();
         stats_times.sort_by(f64::total_cmp);
-        let done = AtomicBool::new(false);
-        let (health, health_ns, threads_during_health) = std::thread::scope(|s| {
-            let watcher = s.spawn(|| {
-                let mut peak = 0;
-                while !done.load(Relaxed) {
-                    peak = peak.max(procfs::thread_count());
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                peak
-            });
-            let t0 = Instant::now();
-            let health = registry.health(Duration::from_secs(5));
-            let ns = t0.elapsed().as_nanos() as u64;
-            done.store(true, Relaxed);
-            (health, ns, watcher.join().unwrap_or(0))
-        });
+        let (health, health_ns, threads_during_health) = timed_health(&registry);
         // xorshift: a random database, the same one for both paths.
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -187,6 +156,55 @@ pub(crate) fn run(dir: &Path, steps: &[usize], round: Duration) -> anyhow::Resul
     }
     registry.close_all(Duration::from_secs(5));
     Ok(out)
+}
+
+/// Registers and fills databases in `dir` until `names` has `target` of them; the time
+/// spent registering.
+fn grow(
+    registry: &Registry,
+    dir: &Path,
+    names: &mut Vec<(DbName, PathBuf)>,
+    target: usize,
+) -> anyhow::Result<Duration> {
+    let mut register_time = Duration::ZERO;
+    while names.len() < target {
+        let name = DbName::new(&format!("db-{}", names.len()))?;
+        let path = dir.join(format!("{name}.db"));
+        let t0 = Instant::now();
+        registry.register(&name, &path, config())?;
+        register_time += t0.elapsed();
+        registry.write(&name, |tx| {
+            tx.execute_batch("CREATE TABLE kv (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+            let mut insert = tx.prepare("INSERT INTO kv (id, v) VALUES (?1, ?2)")?;
+            for id in 1..=ROWS {
+                insert.execute((id, format!("value {id}")))?;
+            }
+            Ok(())
+        })?;
+        names.push((name, path));
+    }
+    Ok(register_time)
+}
+
+/// One health check of every database: the report, its time in nanoseconds, and the most
+/// threads the process had meanwhile.
+fn timed_health(registry: &Registry) -> (HealthReport, u64, u64) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(Relaxed) {
+                peak = peak.max(procfs::thread_count());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        });
+        let t0 = Instant::now();
+        let health = registry.health(Duration::from_secs(5));
+        let ns = t0.elapsed().as_nanos() as u64;
+        done.store(true, Relaxed);
+        (health, ns, watcher.join().unwrap_or(0))
+    })
 }
 
 /// Prints the steps as a table.

@@ -88,40 +88,8 @@ pub(crate) fn run<S, E: std::fmt::Display>(
                     barrier.wait();
                     let mut state = state?;
                     let mut rng = Rng::new(t as u64 + 1);
-                    let mut lat = Vec::new();
-                    let mut n = 0u64;
-                    let mut failed = 0u64;
-                    let record = |r: Result<(), E>, failed: &mut u64| {
-                        if let Err(e) = r {
-                            *failed += 1;
-                            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                            if first.is_none() {
-                                *first = Some(e.to_string());
-                            }
-                        }
-                    };
-                    while !stop.load(Relaxed) {
-                        match timing {
-                            Timing::None => {
-                                record(op(&mut state, &mut rng), &mut failed);
-                                n += 1;
-                            }
-                            Timing::Each => {
-                                let start = Instant::now();
-                                record(op(&mut state, &mut rng), &mut failed);
-                                lat.push(start.elapsed().as_nanos() as u64);
-                                n += 1;
-                            }
-                            Timing::Batched(k) => {
-                                let start = Instant::now();
-                                for _ in 0..k {
-                                    record(op(&mut state, &mut rng), &mut failed);
-                                }
-                                lat.push(start.elapsed().as_nanos() as u64 / u64::from(k));
-                                n += u64::from(k);
-                            }
-                        }
-                    }
+                    let (lat, n, failed) =
+                        measure_thread(&mut state, &mut rng, timing, stop, op, first_error);
                     ops.fetch_add(n, Relaxed);
                     errors.fetch_add(failed, Relaxed);
                     Ok(lat)
@@ -151,6 +119,54 @@ pub(crate) fn run<S, E: std::fmt::Display>(
         first_error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
         ..Measured::from_counts(ops.load(Relaxed), errors.load(Relaxed), secs)
     })
+}
+
+/// One thread of [`run`]: runs `op` on `state` until `stop`, timed as `timing` says, and
+/// keeps the first error's text in `first_error`. Returns the latencies, the operations run
+/// and how many failed.
+fn measure_thread<S, E: std::fmt::Display>(
+    state: &mut S,
+    rng: &mut Rng,
+    timing: Timing,
+    stop: &AtomicBool,
+    op: impl Fn(&mut S, &mut Rng) -> Result<(), E>,
+    first_error: &std::sync::Mutex<Option<String>>,
+) -> (Vec<u64>, u64, u64) {
+    let mut lat = Vec::new();
+    let mut n = 0u64;
+    let mut failed = 0u64;
+    let record = |r: Result<(), E>, failed: &mut u64| {
+        if let Err(e) = r {
+            *failed += 1;
+            let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(e.to_string());
+            }
+        }
+    };
+    while !stop.load(Relaxed) {
+        match timing {
+            Timing::None => {
+                record(op(state, rng), &mut failed);
+                n += 1;
+            }
+            Timing::Each => {
+                let start = Instant::now();
+                record(op(state, rng), &mut failed);
+                lat.push(start.elapsed().as_nanos() as u64);
+                n += 1;
+            }
+            Timing::Batched(k) => {
+                let start = Instant::now();
+                for _ in 0..k {
+                    record(op(state, rng), &mut failed);
+                }
+                lat.push(start.elapsed().as_nanos() as u64 / u64::from(k));
+                n += u64::from(k);
+            }
+        }
+    }
+    (lat, n, failed)
 }
 
 /// The `q`-quantile of `sorted` by the nearest-rank method; 0 when empty.

@@ -4,6 +4,7 @@
 //! process-wide database have files of their own.
 
 mod connection;
+mod direct;
 mod process;
 mod settings;
 mod status;
@@ -15,7 +16,6 @@ use hive_db_core::rusqlite::{self, Connection};
 use hive_db_core::{DbConfig, DbName, Registry};
 use once_cell::sync::Lazy;
 
-use crate::direct;
 use crate::error::Result;
 use crate::schema;
 

@@ -8,6 +8,7 @@ mod queries;
 mod spec;
 mod sql;
 mod transfer;
+mod yaml;
 
 use crate::backend::EcoDb;
 

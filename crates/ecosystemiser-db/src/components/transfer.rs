@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use super::ComponentLibrary;
 use super::spec::check_spec;
 use super::sql::{ensure_type, insert_spec};
+use super::yaml;
 use crate::error::{Error, Result};
-use crate::yaml;
 
 impl ComponentLibrary {
     /// Writes every spec to `dir`, one YAML file each at

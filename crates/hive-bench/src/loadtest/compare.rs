@@ -9,13 +9,13 @@ use anyhow::Context;
 
 use crate::loadtest::args::Plan;
 use crate::loadtest::progress::Style;
+use crate::loadtest::registry::{run_registry, verify_content};
 use crate::loadtest::report::{CompareRow, Report};
 use crate::loadtest::run;
 use crate::loadtest::setup::{self, db_config};
 use crate::loadtest::store::{ConnectPerOpStore, Path, R2d2Store, Store};
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
 use crate::loadtest::workload::{Faults, Workload};
-use crate::loadtest::{run_registry, verify_content};
 
 /// What one path's run came to.
 #[derive(Debug)]

@@ -135,13 +135,21 @@ fn compare<S: Store, T: std::fmt::Debug>(
 pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
     // One table at a time, each expectation built just before its comparison and dropped
     // after it: together they would be most of the run's peak memory.
-    let eco = || {
-        acks.iter().filter_map(|a| match a {
-            Ack::Eco(ack) => Some(ack),
-            _ => None,
-        })
-    };
-    let events: HashMap<String, (u64, u32, u64)> = eco()
+    verify_events(store, acks, f)?;
+    verify_metrics(store, acks, f)?;
+    verify_studies(store, acks, f)
+}
+
+/// The acknowledged writes to the `ecosystemiser` tables.
+fn eco(acks: &[Ack]) -> impl Iterator<Item = &EcoAck> {
+    acks.iter().filter_map(|a| match a {
+        Ack::Eco(ack) => Some(ack),
+        _ => None,
+    })
+}
+
+fn verify_events<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
+    let events: HashMap<String, (u64, u32, u64)> = eco(acks)
         .filter_map(|ack| match *ack {
             EcoAck::Event { worker, seq, sim } => Some((event_id(worker, seq), (sim, worker, seq))),
             _ => None,
@@ -158,12 +166,15 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
                 && serde_json::from_str::<Value>(&row[1])
                     .is_ok_and(|p| p == event_payload(worker, seq))
         },
-    )?;
+    )
+}
+
+fn verify_metrics<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
     // One entry per acknowledged batch, not per metric: a batch's ten values follow from its
     // key, so a map of every metric (the largest thing a run held) is not needed.
     let mut batches: HashMap<(u32, u64), (u64, u16)> = HashMap::new();
     let mut scores: HashMap<(u32, u32, u32), u64> = HashMap::new();
-    for ack in eco() {
+    for ack in eco(acks) {
         match *ack {
             EcoAck::Metrics { worker, seq, sim } => {
                 batches.insert((worker, seq), (sim, 0));
@@ -179,26 +190,7 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
         "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
         |row| {
             let stored = row[1].parse::<f64>().ok();
-            let expected = match MetricKey::parse(&row[0]) {
-                Some(MetricKey::Batch {
-                    sim,
-                    worker,
-                    seq,
-                    i,
-                }) => batches
-                    .get_mut(&(worker, seq))
-                    .filter(|(want_sim, seen)| {
-                        i < BATCH && *want_sim == sim && seen & (1 << i) == 0
-                    })
-                    .map(|(_, seen)| {
-                        *seen |= 1 << i;
-                        metric(worker, seq, i).1
-                    }),
-                Some(MetricKey::Score { worker, k, n }) => {
-                    scores.remove(&(worker, k, n)).map(|seq| seq as f64)
-                }
-                None => None,
-            };
+            let expected = take_expected(&row[0], &mut batches, &mut scores);
             match expected {
                 Some(want) => {
                     f.checked += 1;
@@ -227,10 +219,39 @@ pub(crate) fn verify<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> any
             study_sim_id(worker, k, n)
         ));
     }
+    Ok(())
+}
+
+/// The value acknowledged for the metric row `key`, taken out of `batches` (a batch's
+/// values are marked seen one by one) or `scores`; `None` when nobody acknowledged it.
+fn take_expected(
+    key: &str,
+    batches: &mut HashMap<(u32, u64), (u64, u16)>,
+    scores: &mut HashMap<(u32, u32, u32), u64>,
+) -> Option<f64> {
+    match MetricKey::parse(key)? {
+        MetricKey::Batch {
+            sim,
+            worker,
+            seq,
+            i,
+        } => batches
+            .get_mut(&(worker, seq))
+            .filter(|(want_sim, seen)| i < BATCH && *want_sim == sim && seen & (1 << i) == 0)
+            .map(|(_, seen)| {
+                *seen |= 1 << i;
+                metric(worker, seq, i).1
+            }),
+        MetricKey::Score { worker, k, n } => scores.remove(&(worker, k, n)).map(|seq| seq as f64),
+    }
+}
+
+/// Studies (status, finished and added simulations) and simulations (status).
+fn verify_studies<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow::Result<()> {
     let mut studies: HashMap<String, (u32, u32)> = HashMap::new();
     let mut sims: HashMap<String, &str> =
         (0..SIMULATIONS).map(|s| (sim_id(s), "pending")).collect();
-    for ack in eco() {
+    for ack in eco(acks) {
         match *ack {
             EcoAck::StudyCreated { worker, k } => {
                 studies.insert(study_id(worker, k), (0, 0));

@@ -145,6 +145,25 @@ impl Report {
         // Stated as --mix takes it, so a run can be repeated.
         writeln!(out, "mix: {}", mix.join(","))?;
         writeln!(out)?;
+        self.print_operations(out)?;
+        writeln!(out)?;
+        self.print_databases(out)?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "peak RSS {:.1} MiB; open files {} before, {} after; {} pool samples",
+            self.peak_rss_bytes as f64 / MIB,
+            self.open_files_before,
+            self.open_files_after,
+            self.samples
+        )?;
+        self.print_compare(out)?;
+        writeln!(out)?;
+        self.print_checks(out)
+    }
+
+    /// Per operation: its weight, count, rate, latencies and errors; then errors by kind.
+    fn print_operations(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{:<17} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
@@ -169,7 +188,11 @@ impl Report {
         for (kind, e) in &self.errors_by_kind {
             writeln!(out, "error {kind}: {} (first: {})", e.count, e.first)?;
         }
-        writeln!(out)?;
+        Ok(())
+    }
+
+    /// Per database: its pool's and writer lane's figures.
+    fn print_databases(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{:<15} {:>4} {:>4} {:>9} {:>9} {:>8} {:>5} {:>5} {:>7} {:>8} {:>8}",
@@ -202,15 +225,11 @@ impl Report {
                 d.commits
             )?;
         }
-        writeln!(out)?;
-        writeln!(
-            out,
-            "peak RSS {:.1} MiB; open files {} before, {} after; {} pool samples",
-            self.peak_rss_bytes as f64 / MIB,
-            self.open_files_before,
-            self.open_files_after,
-            self.samples
-        )?;
+        Ok(())
+    }
+
+    /// `--compare`'s rows, if any.
+    fn print_compare(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         if !self.compare.is_empty() {
             writeln!(out)?;
             writeln!(
@@ -232,7 +251,11 @@ impl Report {
                 )?;
             }
         }
-        writeln!(out)?;
+        Ok(())
+    }
+
+    /// Each check, then the verdict.
+    fn print_checks(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         for c in &self.checks {
             writeln!(
                 out,

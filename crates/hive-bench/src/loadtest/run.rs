@@ -1,15 +1,18 @@
 //! Running the workers: each draws operations from the mix until the time is up or it has
-//! run its share, timing every operation and counting errors by kind.
+//! run its share, runs each (the one place that maps an operation to its code), timing every
+//! operation and counting errors by kind.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::loadtest::mix::Op;
 use crate::loadtest::progress::{self, Goal, Live, Style};
 use crate::loadtest::store::Store;
 use crate::loadtest::workload::{Ack, Worker, Workload};
+use crate::loadtest::{eco_ops, original, tasks};
 
 /// How long the workers run.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +57,42 @@ impl Ran {
     /// Operations failed.
     pub(crate) fn error_count(&self) -> u64 {
         self.failed.iter().sum()
+    }
+
+    /// Takes in the workers' results: `true` when a worker panicked.
+    fn absorb(&mut self, results: Vec<std::thread::Result<WorkerResult>>) -> bool {
+        self.latencies = vec![Vec::new(); Op::ALL.len()];
+        self.failed = vec![0; Op::ALL.len()];
+        let mut panicked = false;
+        // Room for every acknowledgement at once: growing the vector by doubling while the
+        // workers' own vectors are still held was the run's peak memory.
+        let total = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |r| r.acks.len()))
+            .sum();
+        self.acks.reserve_exact(total);
+        for result in results {
+            match result {
+                Ok(r) => {
+                    for (all, mine) in self.latencies.iter_mut().zip(r.latencies) {
+                        all.extend(mine);
+                    }
+                    for (all, mine) in self.failed.iter_mut().zip(r.failed) {
+                        *all += mine;
+                    }
+                    for (kind, e) in r.errors {
+                        let entry = self.errors.entry(kind).or_insert_with(|| ErrorKind {
+                            count: 0,
+                            first: e.first.clone(),
+                        });
+                        entry.count += e.count;
+                    }
+                    self.acks.extend(r.acks);
+                }
+                Err(_) => panicked = true,
+            }
+        }
+        panicked
     }
 }
 
@@ -141,48 +180,11 @@ pub(crate) fn drive<S: Store>(
         let start = Instant::now();
         let shown = scope.spawn(|| progress::show("loadtest", &live, goal, style, &done));
         if let Limit::Time(d) = limit {
-            // Woken early only if every worker has already stopped (never, by time).
-            let deadline = start + d;
-            while Instant::now() < deadline && !handles.iter().all(|h| h.is_finished()) {
-                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
-            }
-            stop.store(true, Relaxed);
+            stop_at(start + d, &handles, &stop);
         }
-        let mut ran = Ran {
-            latencies: vec![Vec::new(); Op::ALL.len()],
-            failed: vec![0; Op::ALL.len()],
-            ..Ran::default()
-        };
-        let mut panicked = false;
         let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
-        // Room for every acknowledgement at once: growing the vector by doubling while the
-        // workers' own vectors are still held was the run's peak memory.
-        let total = results
-            .iter()
-            .map(|r| r.as_ref().map_or(0, |r| r.acks.len()))
-            .sum();
-        ran.acks.reserve_exact(total);
-        for result in results {
-            match result {
-                Ok(r) => {
-                    for (all, mine) in ran.latencies.iter_mut().zip(r.latencies) {
-                        all.extend(mine);
-                    }
-                    for (all, mine) in ran.failed.iter_mut().zip(r.failed) {
-                        *all += mine;
-                    }
-                    for (kind, e) in r.errors {
-                        let entry = ran.errors.entry(kind).or_insert_with(|| ErrorKind {
-                            count: 0,
-                            first: e.first.clone(),
-                        });
-                        entry.count += e.count;
-                    }
-                    ran.acks.extend(r.acks);
-                }
-                Err(_) => panicked = true,
-            }
-        }
+        let mut ran = Ran::default();
+        let panicked = ran.absorb(results);
         ran.elapsed = start.elapsed();
         done.store(true, Relaxed);
         shown.thread().unpark();
@@ -195,6 +197,15 @@ pub(crate) fn drive<S: Store>(
         }
         Ok(ran)
     })
+}
+
+/// Waits until `deadline`, or until every worker has stopped, then tells the workers to stop.
+fn stop_at<T>(deadline: Instant, workers: &[ScopedJoinHandle<'_, T>], stop: &AtomicBool) {
+    // Woken early only if every worker has already stopped (never, by time).
+    while Instant::now() < deadline && !workers.iter().all(|h| h.is_finished()) {
+        std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+    stop.store(true, Relaxed);
 }
 
 /// Where the workers wait until all of them are started: then they run, or, when one could
@@ -247,7 +258,7 @@ fn work<S: Store>(
         }
         let op = w.next_op();
         let t0 = Instant::now();
-        let outcome = w.run(op);
+        let outcome = run_op(w, op);
         r.latencies[op.index()].push(t0.elapsed().as_nanos() as u64);
         n += 1;
         live.ops.fetch_add(1, Relaxed);
@@ -263,6 +274,27 @@ fn work<S: Store>(
     }
     r.acks = std::mem::take(&mut w.acks);
     r
+}
+
+/// Runs `op` once as worker `w`'s next operation.
+///
+/// # Errors
+///
+/// The operation's error; nothing of a failed write is recorded as acknowledged.
+fn run_op<S: Store>(w: &mut Worker<'_, S>, op: Op) -> anyhow::Result<()> {
+    w.seq += 1;
+    match op {
+        Op::OriginalTxn => original::transaction(w),
+        Op::TaskEnqueue => tasks::enqueue(w),
+        Op::TaskClaim => tasks::claim(w),
+        Op::TaskComplete => tasks::complete(w),
+        Op::TaskList => tasks::list(w),
+        Op::ComponentLookup => eco_ops::component_lookup(w),
+        Op::EventPublish => eco_ops::event_publish(w),
+        Op::EventHistory => eco_ops::event_history(w),
+        Op::MetricsBatch => eco_ops::metrics_batch(w),
+        Op::StudyUpdate => eco_ops::study_update(w),
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::*;
-use crate::loadtest::mix::Mix;
+use crate::loadtest::mix::{Mix, Op};
 use crate::loadtest::progress::Style;
+use crate::loadtest::run::Limit;
+use crate::loadtest::verify;
 
 /// The short mode: about a second, two workers, every operation of the default mix.
 fn short() -> Plan {

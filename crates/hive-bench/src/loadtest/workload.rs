@@ -1,11 +1,11 @@
-//! One worker of the load test: its own random stream, the operations it runs, and the
-//! record of every write it saw acknowledged.
+//! What the load test's workers share and hold: the workload, each worker's own random
+//! stream and state, and the record of every write it saw acknowledged. A leaf: the
+//! operations use these types, and the runner dispatches to the operations.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::loadtest::eco::EcoAck;
 use crate::loadtest::mix::{Mix, Op};
-use crate::loadtest::store::Store;
-use crate::loadtest::{eco, original, tasks};
 use crate::measure::Rng;
 
 /// Faults a test can switch on to prove the verifier catches them. All off by default, and
@@ -72,7 +72,16 @@ pub(crate) enum Ack {
         seq: u64,
     },
     /// A write to the `ecosystemiser` database's own tables.
-    Eco(eco::EcoAck),
+    Eco(EcoAck),
+}
+
+/// Where a worker's current study is (see `eco_ops::study_update`).
+#[derive(Debug, Default)]
+pub(crate) struct EcoWorker {
+    /// Studies created so far; the current one is the last.
+    pub(crate) studies: u32,
+    pub(crate) added: u32,
+    pub(crate) finished: u32,
 }
 
 /// One worker's state.
@@ -89,7 +98,7 @@ pub(crate) struct Worker<'a, S> {
     /// Every write it saw acknowledged, in order.
     pub(crate) acks: Vec<Ack>,
     /// Per-worker state of the `ecosystemiser` operations.
-    pub(crate) eco: eco::EcoWorker,
+    pub(crate) eco: EcoWorker,
 }
 
 impl<S> std::fmt::Debug for Worker<'_, S> {
@@ -102,7 +111,7 @@ impl<S> std::fmt::Debug for Worker<'_, S> {
     }
 }
 
-impl<'a, S: Store> Worker<'a, S> {
+impl<'a, S> Worker<'a, S> {
     pub(crate) fn new(id: u32, seed: u64, store: &'a S, workload: &'a Workload) -> Self {
         Self {
             id,
@@ -114,34 +123,13 @@ impl<'a, S: Store> Worker<'a, S> {
             workload,
             claimed: vec![Vec::new(); workload.app_dbs],
             acks: Vec::new(),
-            eco: eco::EcoWorker::default(),
+            eco: EcoWorker::default(),
         }
     }
 
     /// Draws the next operation.
     pub(crate) fn next_op(&mut self) -> Op {
         self.workload.mix.pick(&mut self.rng)
-    }
-
-    /// Runs `op` once.
-    ///
-    /// # Errors
-    ///
-    /// The operation's error; nothing of a failed write is recorded as acknowledged.
-    pub(crate) fn run(&mut self, op: Op) -> anyhow::Result<()> {
-        self.seq += 1;
-        match op {
-            Op::OriginalTxn => original::transaction(self),
-            Op::TaskEnqueue => tasks::enqueue(self),
-            Op::TaskClaim => tasks::claim(self),
-            Op::TaskComplete => tasks::complete(self),
-            Op::TaskList => tasks::list(self),
-            Op::ComponentLookup => eco::component_lookup(self),
-            Op::EventPublish => eco::event_publish(self),
-            Op::EventHistory => eco::event_history(self),
-            Op::MetricsBatch => eco::metrics_batch(self),
-            Op::StudyUpdate => eco::study_update(self),
-        }
     }
 
     /// A random application database's index in the store.

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::State;
 use super::response::Response;
+use super::state::State;
 use crate::health::{HealthReport, HealthStatus};
 use crate::stats::RegistrySnapshot;
 

@@ -28,6 +28,7 @@ mod http;
 mod poller;
 mod response;
 mod routes;
+mod state;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
@@ -40,6 +41,7 @@ use mio::{Interest, Poll, Waker};
 
 use crate::registry::Registry;
 use poller::{LISTENER, Poller, WAKER};
+use state::State;
 use workers::work;
 
 pub use config::{EndpointConfig, EndpointError};
@@ -187,10 +189,4 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
     }
     tracing::info!(%addr, "hive-db endpoint serving /metrics, /stats and /health");
     Ok(endpoint)
-}
-
-/// What the polling thread and the workers share.
-struct State {
-    registry: Registry,
-    config: EndpointConfig,
 }

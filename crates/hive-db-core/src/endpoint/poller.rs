@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
-use super::State;
 use super::connection::{Connection, Next, refuse_busy};
 use super::health::{Ask, HealthCache};
 use super::http::parse;
 use super::response::Response;
 use super::routes::{Route, route};
+use super::state::State;
 use super::workers::{Done, Job};
 
 pub(super) const WAKER: Token = Token(0);

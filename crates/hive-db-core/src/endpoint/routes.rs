@@ -1,9 +1,9 @@
 //! The routes: `/metrics`, `/stats` and `/health`, and the answers to anything else.
 
-use super::State;
 use super::health::check;
 use super::http::Request;
 use super::response::Response;
+use super::state::State;
 use crate::metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 
 /// What a request asks for, once it is known to be served.

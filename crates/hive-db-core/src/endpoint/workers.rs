@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use mio::Waker;
 
-use super::State;
 use super::response::Response;
 use super::routes::{Route, render};
+use super::state::State;
 use crate::sync::lock;
 
 /// Work for a worker: the answer to `route` for connection `conn`, or, without one, the

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
-use super::leak::ConnSlot;
 use super::shared::PoolShared;
+use super::slot::ConnSlot;
 use crate::clock::Stamp;
 use crate::error::{Error, OpenCause, Result};
 use crate::open::{classify_open, configure_connection, open_file};

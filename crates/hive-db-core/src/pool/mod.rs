@@ -6,7 +6,9 @@
 //! - `shared`: the state the pool, its manager and its connections share, behind methods;
 //! - `manager`: the r2d2 manager (connect, the dirty-return checks);
 //! - `guard`: [`PooledConnection`], the public guard;
-//! - `leak`: each connection's checkout record and the leak scanner;
+//! - `slot`: each connection's checkout record (`ConnSlot`), which `close` and the leak
+//!   scanner read;
+//! - `leak`: the leak scanner;
 //! - `maintenance`: the threads every pool shares.
 
 mod checkout;
@@ -15,6 +17,7 @@ mod leak;
 mod maintenance;
 mod manager;
 mod shared;
+mod slot;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::leak::{Checkout, ConnSlot};
+use super::slot::{Checkout, ConnSlot};
 use crate::config::DbConfig;
 use crate::error::OpenCause;
 use crate::name::DbName;

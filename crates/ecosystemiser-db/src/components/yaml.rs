@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::components::ComponentSpec;
+use super::spec::ComponentSpec;
 use crate::error::{Error, Result};
 
 /// The largest spec file read, in bytes.

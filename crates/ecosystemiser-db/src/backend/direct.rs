@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hive_db_core::DbConfig;
 
-use crate::backend::Settings;
+use super::settings::Settings;
 use crate::error::{Error, Result};
 
 /// Warnings about the fallback this process has logged: at most one.

@@ -18,7 +18,7 @@ use std::sync::atomic::{
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use once_cell::sync::Lazy;
 use rusqlite::Connection;
@@ -26,9 +26,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::clock::deadline;
 use crate::lane::LaneTurn;
-use crate::name::DbName;
-use crate::pool::PooledConnection;
-use crate::stats::DbCounters;
+use crate::pool::{DbInfo, PooledConnection};
 use crate::sync::{lock, wait_timeout};
 use crate::wal::{WAL_FRAMES_LIMIT, passive_checkpoint};
 
@@ -59,10 +57,8 @@ enum Step {
 
 /// One database's checkpoint state, shared with the job running its first pass.
 pub(crate) struct Checkpoints {
-    name: DbName,
-    /// How long a writer waits for a first pass: the database's `connection_timeout`.
-    patience: Duration,
-    counters: Arc<DbCounters>,
+    /// The database's facts; a writer waits for a first pass up to its `connection_timeout`.
+    info: Arc<DbInfo>,
     step: AtomicU8,
     /// Guards the end of a first pass, so that a writer waiting for it misses no signal.
     lock: Mutex<()>,
@@ -81,18 +77,16 @@ pub(crate) struct Checkpoints {
 impl std::fmt::Debug for Checkpoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoints")
-            .field("db", &self.name)
+            .field("db", &self.info.name)
             .field("step", &self.step())
             .finish_non_exhaustive()
     }
 }
 
 impl Checkpoints {
-    pub(crate) fn new(name: DbName, patience: Duration, counters: Arc<DbCounters>) -> Self {
+    pub(crate) fn new(info: Arc<DbInfo>) -> Self {
         Self {
-            name,
-            patience,
-            counters,
+            info,
             step: AtomicU8::new(Step::Idle as u8),
             lock: Mutex::new(()),
             done: Condvar::new(),
@@ -178,7 +172,7 @@ impl Checkpoints {
     fn wait_for_first_pass(&self) -> Step {
         #[cfg(test)]
         self.first_pass_waits.fetch_add(1, Relaxed);
-        let deadline = deadline(Instant::now(), self.patience);
+        let deadline = deadline(Instant::now(), self.info.config.connection_timeout);
         let mut signal = lock(&self.lock);
         loop {
             let step = self.step();
@@ -188,7 +182,7 @@ impl Checkpoints {
             let now = Instant::now();
             if now >= deadline {
                 self.overdue.store(true, Relaxed);
-                tracing::warn!(db = %self.name,
+                tracing::warn!(db = %self.info.name,
                     "the background checkpoint is slower than the writers; they go on meanwhile");
                 return step;
             }
@@ -220,13 +214,13 @@ impl Checkpoints {
     fn checkpoint(&self, conn: &Connection) -> Option<i64> {
         match passive_checkpoint(conn) {
             Ok(done) => {
-                self.counters.checkpoints.fetch_add(1, Relaxed);
-                tracing::trace!(db = %self.name, busy = done.busy, wal_frames = done.wal_frames,
+                self.info.counters.checkpoints.fetch_add(1, Relaxed);
+                tracing::trace!(db = %self.info.name, busy = done.busy, wal_frames = done.wal_frames,
                     copied = done.copied, "checkpoint");
                 Some(done.copied)
             }
             Err(e) => {
-                tracing::debug!(db = %self.name, error = %e, "checkpoint failed");
+                tracing::debug!(db = %self.info.name, error = %e, "checkpoint failed");
                 None
             }
         }

@@ -2,7 +2,6 @@
 //! `read`, `write` (group commit through the lane) and its snapshot.
 
 use std::panic::Location;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -12,19 +11,17 @@ use rusqlite::Connection;
 use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached, rollback};
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
-use crate::config::DbConfig;
 use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
-use crate::name::DbName;
-use crate::open::{FileId, PreparedDatabase};
-use crate::pool::{CloseReport, Pool, PooledConnection};
+use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
 use crate::reentry::{connections_held, enter, inside_write};
-use crate::stats::{DbCounters, DbSnapshot, Gauges};
+use crate::stats::{DbSnapshot, Gauges};
 use crate::wal::commit_deferring_checkpoint;
 
 /// One database's pool, writer lane and checkpoint state.
 #[derive(Debug)]
 pub(crate) struct Database {
+    info: Arc<DbInfo>,
     pool: Pool,
     lane: WriterLane<Batch>,
     checkpoints: Arc<Checkpoints>,
@@ -36,48 +33,19 @@ impl Database {
     /// # Errors
     ///
     /// Those of opening its `min_idle` connections.
-    pub(crate) fn open(
-        name: DbName,
-        prepared: PreparedDatabase,
-        config: DbConfig,
-        counters: Arc<DbCounters>,
-    ) -> Result<Self> {
-        let checkpoints = Arc::new(Checkpoints::new(
-            name.clone(),
-            config.connection_timeout,
-            Arc::clone(&counters),
-        ));
+    pub(crate) fn open(info: Arc<DbInfo>) -> Result<Self> {
         Ok(Self {
-            pool: Pool::open(name, prepared, config, counters)?,
+            pool: Pool::open(Arc::clone(&info))?,
             lane: WriterLane::default(),
-            checkpoints,
+            checkpoints: Arc::new(Checkpoints::new(Arc::clone(&info))),
+            info,
         })
     }
 
-    pub(crate) fn name(&self) -> &DbName {
-        self.pool.name()
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        self.pool.path()
-    }
-
-    /// The identity of the file registered.
-    pub(crate) fn file_id(&self) -> FileId {
-        self.pool.file_id()
-    }
-
-    /// See [`Pool::check_file`].
-    pub(crate) fn check_file(&self) -> Result<()> {
-        self.pool.check_file()
-    }
-
-    pub(crate) fn config(&self) -> &DbConfig {
-        self.pool.config()
-    }
-
-    pub(crate) fn counters(&self) -> &Arc<DbCounters> {
-        self.pool.counters()
+    /// The database's facts.
+    #[inline]
+    pub(crate) fn info(&self) -> &Arc<DbInfo> {
+        &self.info
     }
 
     /// An idle connection now, or `None` without waiting.
@@ -117,9 +85,9 @@ impl Database {
     /// this database hold every connection of the pool.
     fn refuse_waiting_for_itself(&self) -> Result<()> {
         let held = connections_held(self.pool.key());
-        if held > 0 && held >= self.config().max_size as usize {
+        if held > 0 && held >= self.info().config.max_size as usize {
             return Err(Error::Reentrant {
-                db: self.name().clone(),
+                db: self.info().name.clone(),
                 call: Reentry::Connection,
             });
         }
@@ -141,7 +109,7 @@ impl Database {
     ) -> Result<T> {
         let conn = self.checkout(site)?;
         let _inside = enter(conn.pool_key(), false);
-        f(&conn).map_err(|e| Error::sqlite(self.name(), "read", e))
+        f(&conn).map_err(|e| Error::sqlite(&self.info().name, "read", e))
     }
 
     /// Runs `f` on a pooled connection, for closures of an application's error type.
@@ -166,7 +134,7 @@ impl Database {
         f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
         self.write_with(site, |tx| {
-            f(tx).map_err(|e| Error::sqlite(self.name(), "write", e))
+            f(tx).map_err(|e| Error::sqlite(&self.info().name, "write", e))
         })
     }
 
@@ -184,24 +152,25 @@ impl Database {
     {
         if inside_write(self.pool.key()) {
             return Err(Error::Reentrant {
-                db: self.name().clone(),
+                db: self.info().name.clone(),
                 call: Reentry::Write,
             }
             .into());
         }
         let start = Instant::now();
-        let config = self.config();
+        let config = &self.info().config;
         let deadline = deadline(start, config.connection_timeout);
         let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
-            self.counters().writer_timeouts.fetch_add(1, Relaxed);
+            self.info().counters.writer_timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
-                db: self.name().clone(),
+                db: self.info().name.clone(),
                 waited: start.elapsed(),
                 queued: t.queued,
             }
         })?;
         let now = Instant::now();
-        self.counters()
+        self.info()
+            .counters
             .writer_wait
             .record(now.saturating_duration_since(start));
         let mut batch = match inherited {
@@ -210,7 +179,7 @@ impl Database {
             Some(batch) if self.pool.is_closed() => {
                 self.commit(batch, turn);
                 return Err(Error::Closed {
-                    db: self.name().clone(),
+                    db: self.info().name.clone(),
                 }
                 .into());
             }
@@ -222,7 +191,7 @@ impl Database {
         };
         let (member, slot) = {
             let _inside = enter(self.pool.key(), true);
-            batch.run(self.name(), f)
+            batch.run(&self.info().name, f)
         };
         if batch.is_broken() {
             self.abandon(batch, turn);
@@ -235,17 +204,17 @@ impl Database {
         }
         match member {
             Member::Done(Ok(value)) => {
-                match slot.map(|s| s.wait(self.name(), config.connection_timeout)) {
+                match slot.map(|s| s.wait(&self.info().name, config.connection_timeout)) {
                     Some(Ok(())) | None => Ok(value),
-                    Some(Err(failure)) => Err(failure.into_error(self.name()).into()),
+                    Some(Err(failure)) => Err(failure.into_error(&self.info().name).into()),
                 }
             }
             Member::Done(Err(err)) => {
-                self.counters().rollbacks.fetch_add(1, Relaxed);
+                self.info().counters.rollbacks.fetch_add(1, Relaxed);
                 Err(err)
             }
             Member::Panicked(panic) => {
-                self.counters().rollbacks.fetch_add(1, Relaxed);
+                self.info().counters.rollbacks.fetch_add(1, Relaxed);
                 std::panic::resume_unwind(panic)
             }
         }
@@ -254,7 +223,7 @@ impl Database {
     /// Commits `batch` and tells every writer in it how the commit went: after passing the
     /// lane on, or, when a checkpoint is due, before running it (which passes the lane on).
     fn commit(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
-        let counters = self.counters();
+        let counters = &self.info().counters;
         let (mut conn, waiting) = batch.finish();
         let (committed, wal_frames) = commit_deferring_checkpoint(|| exec_cached(&conn, "COMMIT"));
         let n = waiting.len() as u64;
@@ -268,7 +237,9 @@ impl Database {
             }
             Err(e) => {
                 let failure = BatchFailure::from_sqlite("commit", &e);
-                counters.count_commit_failure(failure.clone().into_error(self.name()).to_string());
+                counters.count_commit_failure(
+                    failure.clone().into_error(&self.info().name).to_string(),
+                );
                 self.count_if_busy(&e);
                 counters.rollbacks.fetch_add(n, Relaxed);
                 rollback(&mut conn);
@@ -298,7 +269,7 @@ impl Database {
         let (conn, waiting) = batch.abandon();
         drop(conn);
         drop(turn);
-        let counters = self.counters();
+        let counters = &self.info().counters;
         counters.rollbacks.fetch_add(waiting.len() as u64, Relaxed);
         let failure = BatchFailure::abandoned();
         counters.count_abandoned_transaction();
@@ -310,13 +281,13 @@ impl Database {
     /// Wraps a rusqlite error with the database's name, counting it if it is a busy one.
     pub(crate) fn sqlite_error(&self, op: &'static str, e: rusqlite::Error) -> Error {
         self.count_if_busy(&e);
-        Error::sqlite(self.name(), op, e)
+        Error::sqlite(&self.info().name, op, e)
     }
 
     /// Counts `e` in `busy_errors` if SQLite reported the database busy or locked.
     fn count_if_busy(&self, e: &rusqlite::Error) {
         if extended_code(e).is_some_and(is_busy_code) {
-            self.counters().busy.fetch_add(1, Relaxed);
+            self.info().counters.busy.fetch_add(1, Relaxed);
         }
     }
 
@@ -336,8 +307,7 @@ impl Database {
             pool,
             writer_queue: u32::try_from(self.lane.queued()).unwrap_or(u32::MAX),
         });
-        self.counters()
-            .snapshot(self.name(), self.path(), self.config(), gauges)
+        self.info.snapshot(gauges)
     }
 }
 
@@ -346,6 +316,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::config::DbConfig;
+    use crate::name::DbName;
     use crate::open::prepare_database;
 
     type TestResult = anyhow::Result<()>;
@@ -358,7 +330,7 @@ mod tests {
             ..config
         };
         let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
-        let db = Database::open(name, prepared, config, Arc::default())?;
+        let db = Database::open(DbInfo::new(name, prepared, config, Arc::default()))?;
         Ok((dir, db))
     }
 

@@ -72,7 +72,7 @@ const WORKERS: usize = 16;
 pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthReport {
     let start = Instant::now();
     let end = deadline(start, timeout);
-    let names: Vec<DbName> = pools.iter().map(|p| p.name().clone()).collect();
+    let names: Vec<DbName> = pools.iter().map(|p| p.info().name.clone()).collect();
     let pools = Arc::new(pools);
     let next = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
@@ -173,13 +173,13 @@ type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let deadline = deadline(start, timeout);
-    let db = pool.name();
+    let db = &pool.info().name;
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
-    pool.check_file().map_err(|e| error_chain(&e))?;
+    pool.info().check_file().map_err(|e| error_chain(&e))?;
     let before = pool.snapshot();
     let mut conn = pool
         .checkout_until(start, deadline, Location::caller())
@@ -211,7 +211,7 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
         }
     };
     let result = probe();
-    if !conn.is_autocommit() || conn.busy_timeout(pool.config().busy_timeout).is_err() {
+    if !conn.is_autocommit() || conn.busy_timeout(pool.info().config.busy_timeout).is_err() {
         conn.discard();
     }
     drop(conn);
@@ -231,7 +231,7 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
 /// A note if a `COMMIT` failed within [`COMMIT_FAILURE_MEMORY`], and an error if no write
 /// has committed since: the probe's rollback cannot see a full disk.
 fn recent_commit_failure(pool: &Database) -> Outcome<Option<String>> {
-    let counters = pool.counters();
+    let counters = &pool.info().counters;
     let Some(failure) = counters.last_commit_failure() else {
         return Ok(None);
     };

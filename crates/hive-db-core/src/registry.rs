@@ -4,7 +4,7 @@
 //! split, the facade would be scattered over files.)
 
 use std::panic::Location;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -20,30 +20,23 @@ use crate::error::{Error, Result};
 use crate::health::{self, HealthReport};
 use crate::name::{DbName, NameMap};
 use crate::open::{FileId, prepare_database, resolve_path, sqlite_build};
-use crate::pool::{CloseReport, PooledConnection};
+use crate::pool::{CloseReport, DbInfo, PooledConnection};
 use crate::reentry::enter;
-use crate::stats::{DbCounters, DbSnapshot, RegistrySnapshot};
+use crate::stats::{DbSnapshot, RegistrySnapshot};
 use crate::sync::lock;
 
 #[derive(Clone)]
 enum Entry {
     Open(Arc<Database>),
-    Closed {
-        path: PathBuf,
-        config: DbConfig,
-        counters: Arc<DbCounters>,
-    },
+    /// A closed database's facts, kept for its snapshot and for its counters to carry on.
+    Closed(Arc<DbInfo>),
 }
 
 impl Entry {
-    fn snapshot(&self, name: &DbName) -> DbSnapshot {
+    fn snapshot(&self) -> DbSnapshot {
         match self {
             Self::Open(db) => db.snapshot(),
-            Self::Closed {
-                path,
-                config,
-                counters,
-            } => counters.snapshot(name, path, config, None),
+            Self::Closed(info) => info.snapshot(None),
         }
     }
 }
@@ -124,12 +117,12 @@ impl Registry {
         let counters = {
             let entries = self.inner.entries.load();
             if let Some(Entry::Open(pool)) = entries.get(name) {
-                if pool.path() == requested {
+                if pool.info().path == requested {
                     return Ok(());
                 }
                 return Err(Error::NameConflict {
                     db: name.clone(),
-                    existing: pool.path().to_path_buf(),
+                    existing: pool.info().path.to_path_buf(),
                     requested,
                 });
             }
@@ -137,7 +130,7 @@ impl Registry {
             let id = FileId::of(&requested).ok();
             if let Some((other, _)) = entries.iter().find(|(n, e)| {
                 matches!(e, Entry::Open(p)
-                    if (p.path() == requested || Some(p.file_id()) == id) && *n != name)
+                    if (p.info().path == requested || Some(p.info().file_id) == id) && *n != name)
             }) {
                 return Err(Error::PathInUse {
                     db: name.clone(),
@@ -146,13 +139,13 @@ impl Registry {
                 });
             }
             match entries.get(name) {
-                Some(Entry::Closed { counters, .. }) => Arc::clone(counters),
+                Some(Entry::Closed(info)) => Arc::clone(&info.counters),
                 _ => Arc::default(),
             }
         };
         let prepared = prepare_database(name, path, &config)?;
-        let db = Database::open(name.clone(), prepared, config, counters)?;
-        tracing::info!(db = %name, path = %db.path().display(), "database registered");
+        let db = Database::open(DbInfo::new(name.clone(), prepared, config, counters))?;
+        tracing::info!(db = %name, path = %db.info().path.display(), "database registered");
         let db = Entry::Open(Arc::new(db));
         self.update_entries(|entries| {
             entries.insert(name.clone(), db);
@@ -316,7 +309,7 @@ impl Registry {
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
         RegistrySnapshot::now(
-            entries.iter().map(|(name, e)| e.snapshot(name)).collect(),
+            entries.iter().map(|(_, e)| e.snapshot()).collect(),
             sqlite_build().clone(),
         )
     }
@@ -329,7 +322,7 @@ impl Registry {
     pub fn db_stats(&self, name: &DbName) -> Result<DbSnapshot> {
         let entry = self.inner.entries.load().get(name).cloned();
         entry
-            .map(|e| e.snapshot(name))
+            .map(|e| e.snapshot())
             .ok_or_else(|| Error::UnknownDatabase { db: name.clone() })
     }
 
@@ -352,7 +345,7 @@ impl Registry {
                 Entry::Closed { .. } => None,
             })
             .collect();
-        pools.sort_by(|a, b| a.name().cmp(b.name()));
+        pools.sort_by(|a, b| a.info().name.cmp(&b.info().name));
         pools
     }
 
@@ -362,11 +355,7 @@ impl Registry {
         let pool = self.pool(name)?;
         // Refuse new checkouts at once, before anyone waits.
         pool.mark_closed();
-        let closed = Entry::Closed {
-            path: pool.path().to_path_buf(),
-            config: pool.config().clone(),
-            counters: Arc::clone(pool.counters()),
-        };
+        let closed = Entry::Closed(Arc::clone(pool.info()));
         self.update_entries(|entries| {
             entries.insert(name.clone(), closed);
         });
@@ -391,7 +380,7 @@ impl Registry {
         let pools: Vec<_> = self
             .open_pools()
             .iter()
-            .filter_map(|p| self.retire(p.name()).ok())
+            .filter_map(|p| self.retire(&p.info().name).ok())
             .collect();
         pools.iter().map(|p| p.close(deadline)).collect()
     }
@@ -415,19 +404,21 @@ pub struct DbHandle(Arc<Database>);
 
 impl std::fmt::Debug for DbHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DbHandle").field(self.0.name()).finish()
+        f.debug_tuple("DbHandle")
+            .field(&self.0.info().name)
+            .finish()
     }
 }
 
 impl DbHandle {
     /// The database's name.
     pub fn name(&self) -> &DbName {
-        self.0.name()
+        &self.0.info().name
     }
 
     /// The database's canonical path.
     pub fn path(&self) -> &Path {
-        self.0.path()
+        &self.0.info().path
     }
 
     /// Like [`Registry::get`].

@@ -29,7 +29,7 @@ impl Pool {
             if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
                 return Ok(Some(conn));
             }
-            self.check_file()?;
+            self.info().check_file()?;
         }
         Ok(None)
     }
@@ -40,7 +40,7 @@ impl Pool {
         let start = Instant::now();
         self.checkout_until(
             start,
-            deadline(start, self.config().connection_timeout),
+            deadline(start, self.info().config.connection_timeout),
             site,
         )
     }
@@ -49,7 +49,7 @@ impl Pool {
     fn refuse_if_closed(&self) -> Result<()> {
         if self.shared.is_closed() {
             return Err(Error::Closed {
-                db: self.name().clone(),
+                db: self.info().name.clone(),
             });
         }
         Ok(())
@@ -77,11 +77,11 @@ impl Pool {
             };
             if let Some(conn) = self.accept(conn, waited, now, site) {
                 if had_to_wait {
-                    self.counters().acquires_waited.fetch_add(1, Relaxed);
+                    self.info().counters.acquires_waited.fetch_add(1, Relaxed);
                 }
                 return Ok(conn);
             }
-            self.check_file()?;
+            self.info().check_file()?;
         }
     }
 
@@ -113,7 +113,7 @@ impl Pool {
         // Checkout time stands in for return time: a connection held longer than the window
         // is checked once more than strictly needed, and the return path reads no clock.
         *last_used = now;
-        self.counters().acquire_wait.record(waited);
+        self.info().counters.acquire_wait.record(waited);
         Some(PooledConnection { conn })
     }
 
@@ -124,7 +124,7 @@ impl Pool {
     /// `validate_after_idle`).
     #[cold]
     fn usable(&self, conn: &mut HiveConn, now: Stamp, idle: Duration) -> bool {
-        let config = self.config();
+        let config = &self.info().config;
         if now >= conn.retire_at {
             conn.discard = Some(CloseReason::Lifetime);
             return false;
@@ -138,8 +138,8 @@ impl Pool {
         if idle < config.validate_after_idle {
             return true;
         }
-        if self.check_file().is_err() {
-            tracing::warn!(db = %self.name(), id = conn.id, "database file deleted, renamed or replaced; connection discarded");
+        if self.info().check_file().is_err() {
+            tracing::warn!(db = %self.info().name, id = conn.id, "database file deleted, renamed or replaced; connection discarded");
             // Copy the WAL into the file this connection has open and empty it: SQLite
             // leaves the `-wal` of a moved file behind, and the next open of whatever
             // file is at the path would replay it there.
@@ -150,7 +150,7 @@ impl Pool {
             return false;
         }
         if let Err(e) = validate(&conn.conn) {
-            tracing::warn!(db = %self.name(), id = conn.id, error = %e, "connection failed validation; discarded");
+            tracing::warn!(db = %self.info().name, id = conn.id, error = %e, "connection failed validation; discarded");
             conn.discard = Some(CloseReason::ValidationFailed);
             return false;
         }
@@ -168,7 +168,7 @@ impl Pool {
             self.refuse_if_closed()?;
             let now = Instant::now();
             if now >= deadline {
-                self.counters().acquire_timeouts.fetch_add(1, Relaxed);
+                self.info().counters.acquire_timeouts.fetch_add(1, Relaxed);
                 return Err(self.timeout_error(now.saturating_duration_since(start)));
             }
             if let Ok(conn) = self.pool.get_timeout((deadline - now).min(WAIT_SLICE)) {
@@ -186,8 +186,8 @@ impl Pool {
         let last = self.shared.last_connect_error()?;
         let cause = last.cause.filter(|_| last.at >= since)?;
         Some(Error::Open {
-            db: self.name().clone(),
-            path: self.path().to_path_buf(),
+            db: self.info().name.clone(),
+            path: self.info().path.to_path_buf(),
             cause,
             code: last.code,
             source: Some(last.detail.into()),
@@ -197,7 +197,7 @@ impl Pool {
     pub(super) fn timeout_error(&self, waited: Duration) -> Error {
         let state = self.pool.state();
         Error::Timeout {
-            db: self.name().clone(),
+            db: self.info().name.clone(),
             waited,
             total: state.connections,
             active: state.connections - state.idle_connections,
@@ -230,7 +230,12 @@ mod tests {
             ..config
         };
         let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
-        let pool = Pool::open(name, prepared, config, Arc::default())?;
+        let pool = Pool::open(crate::pool::DbInfo::new(
+            name,
+            prepared,
+            config,
+            Arc::default(),
+        ))?;
         Ok((dir, pool))
     }
 
@@ -273,7 +278,7 @@ mod tests {
         let held: Vec<_> = (0..max).map(|_| get(&pool)).collect::<Result<_>>()?;
         assert_eq!(panics_left.load(SeqCst), 0);
         assert_eq!(live(&pool), max);
-        let totals = pool.counters().totals();
+        let totals = pool.info().counters.totals();
         assert_eq!(totals.connect_errors, 3);
         drop(held);
         Ok(())
@@ -350,7 +355,10 @@ mod tests {
         .take(max as usize)
         .collect::<Result<_>>()?;
         assert_eq!(live(&pool), max);
-        assert_eq!(pool.counters().totals().connect_errors, u64::from(PANICS));
+        assert_eq!(
+            pool.info().counters.totals().connect_errors,
+            u64::from(PANICS)
+        );
         for conn in &held {
             conn.execute_batch("CREATE TABLE IF NOT EXISTS t (v); INSERT INTO t VALUES (1);")?;
         }
@@ -400,7 +408,7 @@ mod tests {
         let one: i64 = conn.query_row("SELECT 1", [], |r| r.get(0))?;
         assert_eq!(one, 1, "a poisoned connection was handed out");
         drop(conn);
-        let s = pool.counters().totals();
+        let s = pool.info().counters.totals();
         // Every idle connection was poisoned: each failed its check before a fresh one came.
         assert_eq!(
             s.connections_closed.validation_failed,
@@ -453,7 +461,8 @@ mod tests {
             "not the poisoned connection"
         );
         assert_eq!(
-            pool.counters()
+            pool.info()
+                .counters
                 .totals()
                 .connections_closed
                 .validation_failed,
@@ -478,7 +487,8 @@ mod tests {
             "the poisoned connection was handed out without a check"
         );
         assert_eq!(
-            pool.counters()
+            pool.info()
+                .counters
                 .totals()
                 .connections_closed
                 .validation_failed,
@@ -510,7 +520,8 @@ mod tests {
                 .is_err()
         );
         assert_eq!(
-            pool.counters()
+            pool.info()
+                .counters
                 .totals()
                 .connections_closed
                 .validation_failed,
@@ -548,7 +559,7 @@ mod tests {
         )?;
         // In steady use for a second: never idle, so only its age can retire it.
         keep_busy(&pool, Duration::from_secs(1))?;
-        let totals = pool.counters().totals();
+        let totals = pool.info().counters.totals();
         // About three lifetimes passed; r2d2's reaper would not have run yet (30 s).
         assert!(
             totals.connections_closed.max_lifetime >= 2,
@@ -561,9 +572,9 @@ mod tests {
         );
         // Idle past its lifetime, the next checkout gets a new connection.
         std::thread::sleep(Duration::from_millis(400));
-        let before = pool.counters().totals();
+        let before = pool.info().counters.totals();
         drop(get(&pool)?);
-        let after = pool.counters().totals();
+        let after = pool.info().counters.totals();
         assert_eq!(
             after.connections_closed.max_lifetime,
             before.connections_closed.max_lifetime + 1
@@ -593,7 +604,7 @@ mod tests {
         assert_eq!(live(&pool), 3);
         std::thread::sleep(Duration::from_secs(1));
         let conn = get(&pool)?;
-        let closed = pool.counters().totals().connections_closed;
+        let closed = pool.info().counters.totals().connections_closed;
         // Two closed; the third is the `min_idle` the pool keeps, and is handed out.
         assert_eq!(closed.idle_timeout, 2, "{closed:#?}");
         assert_eq!(closed.total(), 2, "{closed:#?}");

@@ -21,7 +21,7 @@ pub struct PooledConnection {
 impl std::fmt::Debug for PooledConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PooledConnection")
-            .field("db", self.conn.shared.name())
+            .field("db", &self.conn.shared.info().name)
             .field("id", &self.conn.id)
             .finish_non_exhaustive()
     }
@@ -30,7 +30,7 @@ impl std::fmt::Debug for PooledConnection {
 impl PooledConnection {
     /// The database this connection belongs to.
     pub fn db(&self) -> &DbName {
-        self.conn.shared.name()
+        &self.conn.shared.info().name
     }
 
     /// Which pool this connection belongs to, as a number: the same for every connection of
@@ -68,7 +68,7 @@ impl Drop for PooledConnection {
         let conn = &*self.conn;
         if let Some(leak) = conn.slot.check_in() {
             tracing::info!(
-                db = %conn.shared.name(),
+                db = %conn.shared.info().name,
                 held = ?leak.at.elapsed(),
                 site = %leak.site,
                 "connection reported as a possible leak was returned"

@@ -28,9 +28,9 @@ pub(super) fn spawn_scanner(shared: Weak<PoolShared>, threshold: Duration) -> Jo
             };
             held_past = held_past.saturating_add(1);
             if let Some(leak) = first_seen {
-                shared.counters().leaks.fetch_add(1, Relaxed);
+                shared.info().counters.leaks.fetch_add(1, Relaxed);
                 tracing::warn!(
-                    db = %shared.name(),
+                    db = %shared.info().name,
                     held = ?now.saturating_duration_since(leak.at),
                     site = %leak.site,
                     "connection held longer than the leak threshold"

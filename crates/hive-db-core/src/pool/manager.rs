@@ -40,7 +40,7 @@ pub(super) struct HiveConn {
 impl std::fmt::Debug for HiveConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveConn")
-            .field("db", self.shared.name())
+            .field("db", &self.shared.info().name)
             .field("id", &self.id)
             .finish_non_exhaustive()
     }
@@ -58,8 +58,8 @@ impl Drop for HiveConn {
                 CloseReason::IdleTimeout
             }
         });
-        shared.counters().count_close(reason);
-        tracing::debug!(db = %shared.name(), id = self.id, ?reason, "connection closed");
+        shared.info().counters.count_close(reason);
+        tracing::debug!(db = %shared.info().name, id = self.id, ?reason, "connection closed");
         shared.remove_slot(&self.slot);
     }
 }
@@ -72,7 +72,7 @@ pub(super) struct HiveManager {
 impl std::fmt::Debug for HiveManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveManager")
-            .field("db", self.shared.name())
+            .field("db", &self.shared.info().name)
             .finish_non_exhaustive()
     }
 }
@@ -88,12 +88,12 @@ impl HiveManager {
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
         )]
-        let mut conn = open_file(self.shared.path())?;
+        let mut conn = open_file(&self.shared.info().path)?;
         #[cfg(test)]
         if let Some(hook) = self.shared.connect_hook() {
             hook(&mut conn)?;
         }
-        configure_connection(&conn, self.shared.config())?;
+        configure_connection(&conn, &self.shared.info().config)?;
         Ok(conn)
     }
 }
@@ -106,15 +106,15 @@ impl r2d2::ManageConnection for HiveManager {
         let shared = &self.shared;
         let _connecting = shared.connecting();
         let closed = || Error::Closed {
-            db: shared.name().clone(),
+            db: shared.info().name.clone(),
         };
         if shared.is_closed() {
             return Err(closed());
         }
         // Never open another file at the registered path (it would take on the old `-wal`).
         // A missing file is left to SQLite, which will not create it.
-        if shared.another_file_at_path()
-            && let Err(err) = shared.check_file()
+        if shared.info().another_file_at_path()
+            && let Err(err) = shared.info().check_file()
         {
             let detail = OpenCause::FileChanged.to_string();
             shared.record_connect_error(&err, detail, Some(OpenCause::FileChanged), None);
@@ -127,9 +127,9 @@ impl r2d2::ManageConnection for HiveManager {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
                 let slot = Arc::new(ConnSlot::default());
                 shared.add_slot(Arc::clone(&slot));
-                shared.counters().created.fetch_add(1, Relaxed);
+                shared.info().counters.created.fetch_add(1, Relaxed);
                 let now = Instant::now();
-                tracing::debug!(db = %shared.name(), id, "connection opened");
+                tracing::debug!(db = %shared.info().name, id, "connection opened");
                 Ok(HiveConn {
                     conn: Box::new(conn),
                     last_used: Stamp::of(now),
@@ -139,13 +139,19 @@ impl r2d2::ManageConnection for HiveManager {
                     shared: Arc::clone(shared),
                     id,
                     retire_at: shared
-                        .config()
+                        .info()
+                        .config
                         .max_lifetime
                         .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
                 })
             }
             Ok(Err(e)) => {
-                let err = classify_open(shared.name(), shared.path(), "open connection", e);
+                let err = classify_open(
+                    &shared.info().name,
+                    &shared.info().path,
+                    "open connection",
+                    e,
+                );
                 // The refusal alone (SQLite's message, or the operating system's): the error
                 // built from it later names the rest.
                 let detail = std::error::Error::source(&err)
@@ -165,7 +171,7 @@ impl r2d2::ManageConnection for HiveManager {
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 let detail = format!("opening a connection panicked: {message}");
                 let err = Error::ConnectPanicked {
-                    db: shared.name().clone(),
+                    db: shared.info().name.clone(),
                     message,
                 };
                 shared.record_connect_error(&err, detail, None, None);
@@ -175,7 +181,7 @@ impl r2d2::ManageConnection for HiveManager {
     }
 
     fn is_valid(&self, conn: &mut HiveConn) -> Result<()> {
-        validate(&conn.conn).map_err(|e| Error::sqlite(self.shared.name(), "validate", e))
+        validate(&conn.conn).map_err(|e| Error::sqlite(&self.shared.info().name, "validate", e))
     }
 
     fn has_broken(&self, conn: &mut HiveConn) -> bool {
@@ -184,10 +190,10 @@ impl r2d2::ManageConnection for HiveManager {
         }
         let shared = &self.shared;
         if std::thread::panicking() {
-            tracing::warn!(db = %shared.name(), id = conn.id, "connection returned by a panicking thread; discarded");
+            tracing::warn!(db = %shared.info().name, id = conn.id, "connection returned by a panicking thread; discarded");
         } else if !conn.conn.is_autocommit() {
             tracing::warn!(
-                db = %shared.name(),
+                db = %shared.info().name,
                 id = conn.id,
                 "connection returned inside an open transaction; its uncommitted work is rolled back and the connection discarded"
             );

@@ -13,25 +13,24 @@
 
 mod checkout;
 mod guard;
+mod info;
 mod leak;
 mod maintenance;
 mod manager;
 mod shared;
 mod slot;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::JobHandle;
 
 pub use guard::PooledConnection;
+pub(crate) use info::DbInfo;
 
 use crate::clock::deadline;
-use crate::config::DbConfig;
 use crate::error::Result;
 use crate::name::DbName;
-use crate::open::{FileId, PreparedDatabase};
 use crate::stats::{DbCounters, PoolGauges};
 use manager::HiveManager;
 use shared::PoolShared;
@@ -84,8 +83,8 @@ pub(crate) struct Pool {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("db", self.shared.name())
-            .field("path", &self.shared.path())
+            .field("db", &self.shared.info().name)
+            .field("path", &self.shared.info().path)
             .finish_non_exhaustive()
     }
 }
@@ -108,19 +107,9 @@ impl Pool {
     ///
     /// A permanent connect error at once; [`Error::Timeout`] if `min_idle` connections are
     /// not open within `connection_timeout`.
-    pub(crate) fn open(
-        name: DbName,
-        prepared: PreparedDatabase,
-        config: DbConfig,
-        counters: Arc<DbCounters>,
-    ) -> Result<Self> {
-        let shared = Arc::new(PoolShared::new(
-            name,
-            prepared.path,
-            prepared.file_id,
-            config.clone(),
-            counters,
-        ));
+    pub(crate) fn open(info: Arc<DbInfo>) -> Result<Self> {
+        let config = &info.config;
+        let shared = Arc::new(PoolShared::new(Arc::clone(&info)));
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))
@@ -130,7 +119,7 @@ impl Pool {
             .idle_timeout(config.idle_timeout)
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .event_handler(Box::new(HoldTimer(Arc::clone(shared.counters()))))
+            .event_handler(Box::new(HoldTimer(Arc::clone(&info.counters))))
             .thread_pool(maintenance::threads())
             .build_unchecked(HiveManager::new(Arc::clone(&shared)));
         let leak_job = config
@@ -157,10 +146,10 @@ impl Pool {
     /// Waits until `min_idle` connections are open; a permanent connect error fails at once.
     fn wait_for_min_idle(&self) -> Result<()> {
         let start = Instant::now();
-        let timeout = self.config().connection_timeout;
+        let timeout = self.info().config.connection_timeout;
         let deadline = deadline(start, timeout);
         loop {
-            if self.pool.state().connections >= self.config().min_idle {
+            if self.pool.state().connections >= self.info().config.min_idle {
                 return Ok(());
             }
             if let Some(err) = self.permanent_connect_error(start) {
@@ -173,42 +162,16 @@ impl Pool {
         }
     }
 
-    pub(crate) fn name(&self) -> &DbName {
-        self.shared.name()
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        self.shared.path()
+    /// The database's facts.
+    #[inline]
+    pub(crate) fn info(&self) -> &DbInfo {
+        self.shared.info()
     }
 
     /// This pool, as a number (see [`PooledConnection::pool_key`]).
     #[inline]
     pub(crate) fn key(&self) -> usize {
         Arc::as_ptr(&self.shared).addr()
-    }
-
-    /// The identity of the file registered.
-    pub(crate) fn file_id(&self) -> FileId {
-        self.shared.file_id()
-    }
-
-    /// Checks that the file at the path is still the one registered.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Open`](crate::Error::Open) with
-    /// [`OpenCause::FileChanged`](crate::OpenCause::FileChanged) when it was deleted, renamed
-    /// or replaced.
-    pub(crate) fn check_file(&self) -> Result<()> {
-        self.shared.check_file()
-    }
-
-    pub(crate) fn config(&self) -> &DbConfig {
-        self.shared.config()
-    }
-
-    pub(crate) fn counters(&self) -> &Arc<DbCounters> {
-        self.shared.counters()
     }
 
     #[inline]
@@ -247,7 +210,7 @@ impl Pool {
             // Idle connections (and any a late connect added) are closed as they are taken.
             // At most one pass over the pool each time round: were a taken connection to come
             // back idle (the pool not marked closed), the deadline must still end this loop.
-            for _ in 0..=shared.config().max_size {
+            for _ in 0..=shared.info().config.max_size {
                 let Some(conn) = self.pool.try_get() else {
                     break;
                 };
@@ -264,12 +227,12 @@ impl Pool {
                 })
                 .collect();
             for out in &still_out {
-                tracing::warn!(db = %shared.name(), held = ?out.held, site = %out.checked_out_at,
+                tracing::warn!(db = %shared.info().name, held = ?out.held, site = %out.checked_out_at,
                     "connection still borrowed when its pool closed; it will be closed when returned");
             }
-            tracing::info!(db = %shared.name(), still_out = still_out.len(), "pool closed");
+            tracing::info!(db = %shared.info().name, still_out = still_out.len(), "pool closed");
             return CloseReport {
-                db: shared.name().clone(),
+                db: shared.info().name.clone(),
                 waited: now.saturating_duration_since(start),
                 still_out,
             };

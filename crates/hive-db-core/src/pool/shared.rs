@@ -2,7 +2,6 @@
 //! scanner. Fields are private: each rule about them (the memory ordering of `closed`, the
 //! list of waiters) lives in one method here.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{
     AtomicBool, AtomicU32,
     Ordering::{Relaxed, SeqCst},
@@ -10,12 +9,9 @@ use std::sync::atomic::{
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use super::info::DbInfo;
 use super::slot::{Checkout, ConnSlot};
-use crate::config::DbConfig;
 use crate::error::OpenCause;
-use crate::name::DbName;
-use crate::open::FileId;
-use crate::stats::DbCounters;
 use crate::sync::{ScopeGuard, lock, wait_timeout};
 
 /// The last error seen while opening a connection.
@@ -37,12 +33,7 @@ pub(super) type ConnectHook =
 
 /// State one database's pool shares with its manager, its connections and the leak scanner.
 pub(super) struct PoolShared {
-    name: DbName,
-    path: PathBuf,
-    /// The file registered at `path`.
-    file_id: FileId,
-    config: DbConfig,
-    counters: Arc<DbCounters>,
+    info: Arc<DbInfo>,
     /// Set once, by [`PoolShared::mark_closed`]; every access is `SeqCst` (see there).
     closed: AtomicBool,
     /// Connections being opened right now; `close` waits for them too.
@@ -64,27 +55,17 @@ pub(super) struct PoolShared {
 impl std::fmt::Debug for PoolShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolShared")
-            .field("name", &self.name)
-            .field("path", &self.path)
+            .field("db", &self.info.name)
+            .field("path", &self.info.path)
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
     }
 }
 
 impl PoolShared {
-    pub(super) fn new(
-        name: DbName,
-        path: PathBuf,
-        file_id: FileId,
-        config: DbConfig,
-        counters: Arc<DbCounters>,
-    ) -> Self {
+    pub(super) fn new(info: Arc<DbInfo>) -> Self {
         Self {
-            name,
-            path,
-            file_id,
-            config,
-            counters,
+            info,
             closed: AtomicBool::new(false),
             connecting: AtomicU32::new(0),
             held_past_threshold: AtomicU32::new(0),
@@ -97,8 +78,10 @@ impl PoolShared {
         }
     }
 
-    pub(super) fn file_id(&self) -> FileId {
-        self.file_id
+    /// The database's facts.
+    #[inline]
+    pub(super) fn info(&self) -> &DbInfo {
+        &self.info
     }
 
     /// Connections held past the leak threshold, as the leak scanner last counted them.
@@ -108,43 +91,6 @@ impl PoolShared {
 
     pub(super) fn set_held_past_threshold(&self, n: u32) {
         self.held_past_threshold.store(n, Relaxed);
-    }
-
-    /// `Err` when the file at the path is not the one registered: gone, or another file. An
-    /// error other than "not found" proves nothing and passes.
-    pub(super) fn check_file(&self) -> crate::error::Result<()> {
-        match FileId::of(&self.path) {
-            Ok(id) if id == self.file_id => Ok(()),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(crate::error::Error::Open {
-                db: self.name.clone(),
-                path: self.path.clone(),
-                cause: OpenCause::FileChanged,
-                code: None,
-                source: None,
-            }),
-        }
-    }
-
-    /// True when a file other than the one registered is at the path.
-    pub(super) fn another_file_at_path(&self) -> bool {
-        FileId::of(&self.path).is_ok_and(|id| id != self.file_id)
-    }
-
-    pub(super) fn name(&self) -> &DbName {
-        &self.name
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub(super) fn config(&self) -> &DbConfig {
-        &self.config
-    }
-
-    pub(super) fn counters(&self) -> &Arc<DbCounters> {
-        &self.counters
     }
 
     /// Whether the pool is closed. `SeqCst`, as every access to `closed`: `connect` counts
@@ -202,8 +148,8 @@ impl PoolShared {
         cause: Option<OpenCause>,
         code: Option<i32>,
     ) {
-        self.counters.connect_errors.fetch_add(1, Relaxed);
-        tracing::warn!(db = %self.name, error = %crate::error::error_chain(err), "cannot open a connection");
+        self.info.counters.connect_errors.fetch_add(1, Relaxed);
+        tracing::warn!(db = %self.info.name, error = %crate::error::error_chain(err), "cannot open a connection");
         *lock(&self.last_error) = Some(ConnectError {
             at: Instant::now(),
             detail,

@@ -1,6 +1,7 @@
 //! Our r2d2 connection manager: connecting never panics outward, connect errors keep their
 //! cause, and a connection that is dirty (returned while panicking, inside a transaction,
-//! after a failed rollback, or after its pool closed) is discarded instead of pooled.
+//! after a failed rollback, after its pool closed, or with its session changed) is discarded
+//! instead of pooled.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 
 use super::leak::ConnSlot;
+use super::session::SessionChanged;
 use super::shared::PoolShared;
 use crate::clock::Stamp;
 use crate::error::{Error, OpenCause, Result, classify, extended_code, permanent_cause};
@@ -27,6 +29,8 @@ pub(super) struct HiveConn {
     pub(super) last_used: Stamp,
     /// Set when it must not go back to the pool.
     pub(super) discard: Option<CloseReason>,
+    /// Set when a borrower changed what the next one would inherit.
+    pub(super) session_changed: SessionChanged,
     pub(super) slot: Arc<ConnSlot>,
     /// The site last written into `slot` (owner's copy, to skip rewriting the same one).
     pub(super) last_site: Option<&'static Location<'static>>,
@@ -84,8 +88,9 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings.
-    fn open(&self) -> rusqlite::Result<Connection> {
+    /// A new connection with the database's settings, watched for session changes from then
+    /// on (so the setup itself is not one).
+    fn open(&self) -> rusqlite::Result<(Connection, SessionChanged)> {
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
@@ -96,7 +101,8 @@ impl HiveManager {
             hook(&mut conn)?;
         }
         configure_connection(&conn, self.shared.config())?;
-        Ok(conn)
+        let session_changed = SessionChanged::watch(&conn)?;
+        Ok((conn, session_changed))
     }
 }
 
@@ -125,7 +131,7 @@ impl r2d2::ManageConnection for HiveManager {
         // A panic escaping into r2d2's worker would leak the pending slot for good.
         match catch_unwind(AssertUnwindSafe(|| self.open())) {
             Ok(Ok(_)) if shared.is_closed() => Err(closed()),
-            Ok(Ok(conn)) => {
+            Ok(Ok((conn, session_changed))) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
                 let slot = Arc::new(ConnSlot::default());
                 shared.add_slot(Arc::clone(&slot));
@@ -136,6 +142,7 @@ impl r2d2::ManageConnection for HiveManager {
                     conn: Box::new(conn),
                     last_used: Stamp::of(now),
                     discard: None,
+                    session_changed,
                     slot,
                     last_site: None,
                     shared: Arc::clone(shared),
@@ -186,6 +193,14 @@ impl r2d2::ManageConnection for HiveManager {
             );
         } else if shared.is_closed() {
             conn.discard = Some(CloseReason::PoolClosed);
+            return true;
+        } else if conn.session_changed.is_set() {
+            tracing::debug!(
+                db = %shared.name(),
+                id = conn.id,
+                "connection returned with its session changed (a PRAGMA, a temporary object or an attached database); closed"
+            );
+            conn.discard = Some(CloseReason::SessionChanged);
             return true;
         } else {
             return false;

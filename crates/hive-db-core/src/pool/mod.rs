@@ -5,6 +5,7 @@
 //! - `checkout`: the fast and slow checkout paths, validation after idle;
 //! - `shared`: the state the pool, its manager and its connections share, behind methods;
 //! - `manager`: the r2d2 manager (connect, the dirty-return checks);
+//! - `session`: the authorizer that marks a connection whose session a borrower changed;
 //! - `guard`: [`PooledConnection`], the public guard;
 //! - `leak`: each connection's checkout record and the leak scanner;
 //! - `maintenance`: the threads every pool shares.
@@ -14,6 +15,7 @@ mod guard;
 mod leak;
 mod maintenance;
 mod manager;
+mod session;
 mod shared;
 
 use std::path::Path;

@@ -10,4 +10,5 @@ mod hygiene;
 mod metrics;
 mod model;
 mod observability;
+mod session;
 mod support;

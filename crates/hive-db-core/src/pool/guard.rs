@@ -62,7 +62,7 @@ impl PooledConnection {
     /// type's docs); it is then closed when dropped.
     #[inline]
     pub(crate) fn session_changed(&self) -> bool {
-        self.conn.session_changed.is_set()
+        self.conn.slot.session_changed()
     }
 }
 

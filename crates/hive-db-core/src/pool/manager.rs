@@ -11,7 +11,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 
 use super::leak::ConnSlot;
-use super::session::SessionChanged;
+use super::session;
 use super::shared::PoolShared;
 use crate::clock::Stamp;
 use crate::error::{Error, OpenCause, Result, classify, extended_code, permanent_cause};
@@ -29,8 +29,6 @@ pub(super) struct HiveConn {
     pub(super) last_used: Stamp,
     /// Set when it must not go back to the pool.
     pub(super) discard: Option<CloseReason>,
-    /// Set when a borrower changed what the next one would inherit.
-    pub(super) session_changed: SessionChanged,
     pub(super) slot: Arc<ConnSlot>,
     /// The site last written into `slot` (owner's copy, to skip rewriting the same one).
     pub(super) last_site: Option<&'static Location<'static>>,
@@ -88,9 +86,9 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings, watched for session changes from then
-    /// on (so the setup itself is not one).
-    fn open(&self) -> rusqlite::Result<(Connection, SessionChanged)> {
+    /// A new connection with the database's settings, watched for session changes (marked in
+    /// `slot`) from then on, so the setup itself is not one.
+    fn open(&self, slot: &Arc<ConnSlot>) -> rusqlite::Result<Connection> {
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
@@ -101,8 +99,8 @@ impl HiveManager {
             hook(&mut conn)?;
         }
         configure_connection(&conn, self.shared.config())?;
-        let session_changed = SessionChanged::watch(&conn)?;
-        Ok((conn, session_changed))
+        session::watch(&conn, Arc::clone(slot))?;
+        Ok(conn)
     }
 }
 
@@ -129,11 +127,11 @@ impl r2d2::ManageConnection for HiveManager {
             return Err(err);
         }
         // A panic escaping into r2d2's worker would leak the pending slot for good.
-        match catch_unwind(AssertUnwindSafe(|| self.open())) {
+        let slot = Arc::new(ConnSlot::default());
+        match catch_unwind(AssertUnwindSafe(|| self.open(&slot))) {
             Ok(Ok(_)) if shared.is_closed() => Err(closed()),
-            Ok(Ok((conn, session_changed))) => {
+            Ok(Ok(conn)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-                let slot = Arc::new(ConnSlot::default());
                 shared.add_slot(Arc::clone(&slot));
                 shared.counters().created.fetch_add(1, Relaxed);
                 let now = Instant::now();
@@ -142,7 +140,6 @@ impl r2d2::ManageConnection for HiveManager {
                     conn: Box::new(conn),
                     last_used: Stamp::of(now),
                     discard: None,
-                    session_changed,
                     slot,
                     last_site: None,
                     shared: Arc::clone(shared),
@@ -194,7 +191,7 @@ impl r2d2::ManageConnection for HiveManager {
         } else if shared.is_closed() {
             conn.discard = Some(CloseReason::PoolClosed);
             return true;
-        } else if conn.session_changed.is_set() {
+        } else if conn.slot.session_changed() {
             tracing::debug!(
                 db = %shared.name(),
                 id = conn.id,

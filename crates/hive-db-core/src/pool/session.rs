@@ -1,14 +1,15 @@
 //! What a borrower can change on a pooled connection that the next borrower would inherit:
 //! session PRAGMAs, temporary schema objects, attached databases. SQLite's authorizer reports
 //! each such statement while it is prepared (never again for a cached statement), and marks
-//! the connection, which is then closed on its return instead of pooled. One change it
+//! the connection's slot, so that it is closed on its return instead of pooled. One change it
 //! refuses: taking the file out of WAL mode, which closing the connection would not undo.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use rusqlite::Connection;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+
+use super::leak::ConnSlot;
 
 /// PRAGMAs that take an argument and still leave the session as it was: queries that name a
 /// table, an index or a limit, and maintenance.
@@ -72,34 +73,18 @@ fn leaves_wal(ctx: &AuthContext<'_>) -> bool {
     )
 }
 
-/// Set once a statement that changes the connection's session has been prepared on it.
-#[derive(Debug, Default)]
-pub(super) struct SessionChanged(Arc<AtomicBool>);
-
-impl SessionChanged {
-    /// Watches `conn` from now on. Call it once the registry's own setup is done, and only
-    /// once: setting an authorizer expires every statement prepared on the connection.
-    pub(super) fn watch(conn: &Connection) -> rusqlite::Result<Self> {
-        let changed = Self::default();
-        let flag = Arc::clone(&changed.0);
-        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
-            if changes_session(&ctx) {
-                flag.store(true, Relaxed);
-            }
-            if leaves_wal(&ctx) {
-                Authorization::Deny
-            } else {
-                Authorization::Allow
-            }
-        }))?;
-        Ok(changed)
-    }
-
-    /// Whether the connection must not go back to the pool. Relaxed: the flag is set on the
-    /// thread that holds the connection, and handing the connection to another thread orders
-    /// it.
-    #[inline]
-    pub(super) fn is_set(&self) -> bool {
-        self.0.load(Relaxed)
-    }
+/// Watches `conn` from now on: `slot` is marked when a statement that changes the
+/// connection's session is prepared on it. Call it once the registry's own setup is done, and
+/// only once: setting an authorizer expires every statement prepared on the connection.
+pub(super) fn watch(conn: &Connection, slot: Arc<ConnSlot>) -> rusqlite::Result<()> {
+    conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+        if changes_session(&ctx) {
+            slot.mark_session_changed();
+        }
+        if leaves_wal(&ctx) {
+            Authorization::Deny
+        } else {
+            Authorization::Allow
+        }
+    }))
 }

@@ -291,9 +291,11 @@ impl Batch {
         }
     }
 
-    /// Whether the next queued writer may join this batch, under `config`'s limits.
+    /// Whether the next queued writer may join this batch, under `config`'s limits. Not once a
+    /// writer changed the connection's session: the next writer must not inherit that either.
     pub(crate) fn can_grow(&self, config: &DbConfig) -> bool {
         !self.broken
+            && self.conn.as_ref().is_some_and(|c| !c.session_changed())
             && self.waiting.len() < config.group_commit_max_writers as usize
             && self.started.elapsed() < config.group_commit_max_age
     }

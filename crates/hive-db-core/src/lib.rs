@@ -7,8 +7,9 @@
 //! queued together at once ([`Registry::write`], [`WriteTx`]), keeps
 //! statistics ([`Registry::stats`]), checks health ([`Registry::health`]), reports leaks, and
 //! closes cleanly ([`Registry::close`]). A connection is never handed on dirty: one returned
-//! while its thread panics, inside an open transaction, or after a failed rollback is closed,
-//! not pooled.
+//! while its thread panics, inside an open transaction, after a failed rollback, or with its
+//! session changed through SQL (a PRAGMA that sets something, a temporary table, an attached
+//! database: see [`PooledConnection`]) is closed, not pooled.
 //!
 //! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
 //! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.

@@ -203,6 +203,7 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
             ("max_lifetime", c.max_lifetime),
             ("idle_timeout", c.idle_timeout),
             ("pool_closed", c.pool_closed),
+            ("session_changed", c.session_changed),
         ] {
             let name = "hive_db_connections_closed_total";
             sample(&mut out, name, db, Some(("reason", reason)), Value::Int(n));

@@ -23,6 +23,9 @@ pub(crate) enum CloseReason {
     IdleTimeout,
     /// Its pool was closed.
     PoolClosed,
+    /// Returned with its session changed: a PRAGMA that sets something, a temporary object, an
+    /// attached database.
+    SessionChanged,
 }
 
 /// Cumulative counters for one database name. The registry keeps them across close and
@@ -36,6 +39,7 @@ pub(crate) struct DbCounters {
     pub(crate) closed_lifetime: AtomicU64,
     pub(crate) closed_idle: AtomicU64,
     pub(crate) closed_pool_closed: AtomicU64,
+    pub(crate) closed_session_changed: AtomicU64,
     pub(crate) acquires_waited: AtomicU64,
     pub(crate) acquire_timeouts: AtomicU64,
     pub(crate) writer_timeouts: AtomicU64,
@@ -89,6 +93,7 @@ impl DbCounters {
             CloseReason::Lifetime => &self.closed_lifetime,
             CloseReason::IdleTimeout => &self.closed_idle,
             CloseReason::PoolClosed => &self.closed_pool_closed,
+            CloseReason::SessionChanged => &self.closed_session_changed,
         }
         .fetch_add(1, Relaxed);
     }
@@ -127,6 +132,7 @@ impl DbCounters {
                 max_lifetime: self.closed_lifetime.load(Relaxed),
                 idle_timeout: self.closed_idle.load(Relaxed),
                 pool_closed: self.closed_pool_closed.load(Relaxed),
+                session_changed: self.closed_session_changed.load(Relaxed),
             },
             busy_errors: self.busy.load(Relaxed),
             leaks: self.leaks.load(Relaxed),
@@ -189,6 +195,12 @@ pub struct ClosedTotals {
     pub idle_timeout: u64,
     /// Closed with their pool.
     pub pool_closed: u64,
+    /// Returned with their session changed through SQL, so as not to hand the change on: a
+    /// PRAGMA that sets something, a temporary table, index, view or trigger, an attached
+    /// database (see `PooledConnection`). Absent from snapshots of older versions, where it
+    /// reads as 0.
+    #[serde(default)]
+    pub session_changed: u64,
 }
 
 impl ClosedTotals {
@@ -199,6 +211,7 @@ impl ClosedTotals {
             + self.max_lifetime
             + self.idle_timeout
             + self.pool_closed
+            + self.session_changed
     }
 }
 

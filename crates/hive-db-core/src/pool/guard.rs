@@ -11,9 +11,22 @@ use crate::stats::CloseReason;
 /// A connection checked out of a pool. It derefs to [`rusqlite::Connection`]; dropping it
 /// returns it to the pool, unless it is dirty (see the crate docs), in which case it is closed.
 ///
-/// The registry keeps two hooks on pooled connections: a WAL hook (automatic checkpoints) and
-/// a commit hook (see [`WriteTx`](crate::WriteTx)). Hooks set through this guard replace
-/// them and are themselves replaced the next time the connection runs a `write`.
+/// A connection whose session was changed through SQL is dirty too, so that the next borrower
+/// gets the configured settings: a PRAGMA that sets something (`PRAGMA query_only = ON`,
+/// `PRAGMA foreign_keys = OFF`, `PRAGMA busy_timeout = 0`, ...), a temporary table, index,
+/// view or trigger, `ATTACH` or `DETACH`. Read-only PRAGMAs (`PRAGMA user_version`,
+/// `PRAGMA table_info(t)`), maintenance (`PRAGMA optimize`, `PRAGMA wal_checkpoint`) and
+/// writes of the file's header (`PRAGMA user_version = 3`) are not. The check is SQLite's
+/// authorizer, which sees a statement when it is prepared. Changes made through rusqlite's
+/// own methods rather than SQL ([`Connection::busy_timeout`], `set_db_config`, limits,
+/// functions) are not seen: restore them, or call [`discard`](Self::discard).
+/// One change is refused outright ("not authorized"): taking the file out of WAL mode
+/// (`PRAGMA journal_mode = DELETE`), which outlives the connection.
+///
+/// The registry keeps three hooks on pooled connections: a WAL hook (automatic checkpoints), a
+/// commit hook (see [`WriteTx`](crate::WriteTx)) and the authorizer. Hooks set through this
+/// guard replace them; the first two are replaced again the next time the connection runs a
+/// `write`. Replace the authorizer only on a connection you then discard.
 pub struct PooledConnection {
     pub(super) conn: r2d2::PooledConnection<HiveManager>,
 }
@@ -43,6 +56,13 @@ impl PooledConnection {
     /// Marks the connection so that it is closed instead of pooled when dropped.
     pub fn discard(&mut self) {
         self.conn.discard = Some(CloseReason::Broken);
+    }
+
+    /// Whether a statement prepared on it changed what its next user would inherit (see the
+    /// type's docs); it is then closed when dropped.
+    #[inline]
+    pub(crate) fn session_changed(&self) -> bool {
+        self.conn.slot.session_changed()
     }
 }
 

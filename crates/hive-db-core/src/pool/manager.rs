@@ -1,6 +1,7 @@
 //! Our r2d2 connection manager: connecting never panics outward, connect errors keep their
 //! cause, and a connection that is dirty (returned while panicking, inside a transaction,
-//! after a failed rollback, or after its pool closed) is discarded instead of pooled.
+//! after a failed rollback, after its pool closed, or with its session changed) is discarded
+//! instead of pooled.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
+use super::session;
 use super::shared::PoolShared;
 use super::slot::ConnSlot;
 use crate::clock::Stamp;
@@ -82,8 +84,9 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings.
-    fn open(&self) -> rusqlite::Result<Connection> {
+    /// A new connection with the database's settings, watched for session changes (marked in
+    /// `slot`) from then on, so the setup itself is not one.
+    fn open(&self, slot: &Arc<ConnSlot>) -> rusqlite::Result<Connection> {
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
@@ -94,6 +97,7 @@ impl HiveManager {
             hook(&mut conn)?;
         }
         configure_connection(&conn, &self.shared.info().config)?;
+        session::watch(&conn, Arc::clone(slot))?;
         Ok(conn)
     }
 }
@@ -121,11 +125,11 @@ impl r2d2::ManageConnection for HiveManager {
             return Err(err);
         }
         // A panic escaping into r2d2's worker would leak the pending slot for good.
-        match catch_unwind(AssertUnwindSafe(|| self.open())) {
+        let slot = Arc::new(ConnSlot::default());
+        match catch_unwind(AssertUnwindSafe(|| self.open(&slot))) {
             Ok(Ok(_)) if shared.is_closed() => Err(closed()),
             Ok(Ok(conn)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-                let slot = Arc::new(ConnSlot::default());
                 shared.add_slot(Arc::clone(&slot));
                 shared.info().counters.created.fetch_add(1, Relaxed);
                 let now = Instant::now();
@@ -199,6 +203,14 @@ impl r2d2::ManageConnection for HiveManager {
             );
         } else if shared.is_closed() {
             conn.discard = Some(CloseReason::PoolClosed);
+            return true;
+        } else if conn.slot.session_changed() {
+            tracing::debug!(
+                db = %shared.info().name,
+                id = conn.id,
+                "connection returned with its session changed (a PRAGMA, a temporary object or an attached database); closed"
+            );
+            conn.discard = Some(CloseReason::SessionChanged);
             return true;
         } else {
             return false;

@@ -5,6 +5,7 @@
 //! - `checkout`: the fast and slow checkout paths, validation after idle;
 //! - `shared`: the state the pool, its manager and its connections share, behind methods;
 //! - `manager`: the r2d2 manager (connect, the dirty-return checks);
+//! - `session`: the authorizer that marks a connection whose session a borrower changed;
 //! - `guard`: [`PooledConnection`], the public guard;
 //! - `slot`: each connection's checkout record (`ConnSlot`), which `close` and the leak
 //!   scanner read;
@@ -17,6 +18,7 @@ mod info;
 mod leak;
 mod maintenance;
 mod manager;
+mod session;
 mod shared;
 mod slot;
 

@@ -65,7 +65,7 @@ fn more_threads_than_connections() -> TestResult {
         },
     )?;
     create_table(&f)?;
-    let in_use: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let in_use: Arc<Mutex<Vec<usize>>> = Arc::default();
     let barrier = Arc::new(Barrier::new(threads));
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -85,7 +85,7 @@ fn more_threads_than_connections() -> TestResult {
                         })?;
                     } else {
                         let conn = registry.get(&name)?;
-                        let id = connection_id(&conn, rand_id)?;
+                        let id = connection_id(&conn);
                         {
                             let mut used = in_use.lock().expect("lock");
                             assert!(!used.contains(&id), "connection {id} handed out twice");
@@ -113,13 +113,6 @@ fn more_threads_than_connections() -> TestResult {
     );
     assert_eq!(stats.totals.busy_errors, 0);
     Ok(())
-}
-
-fn rand_id() -> i64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    (h.finish() >> 1) as i64
 }
 
 /// Writers are served in the order they arrive at the lane.

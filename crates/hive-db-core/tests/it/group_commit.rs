@@ -257,6 +257,32 @@ fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() 
     Ok(())
 }
 
+/// Bug caught: a writer's session change reaching the writers queued behind it in the same
+/// batch, who inherit its connection without a return to the pool in between: after writer
+/// 1's `PRAGMA query_only = ON`, writer 2's insert is refused. The batch must end with the
+/// writer that changed the session, and its connection be closed.
+#[test]
+fn a_writer_that_changes_the_session_ends_its_batch() -> TestResult {
+    let held = HeldBatch::start("group_session")?;
+    let changer = spawn_writer(
+        &held.f.registry,
+        &held.f.name,
+        1,
+        Some(Breach::Direct("PRAGMA query_only = ON")),
+    );
+    assert!(held.queued(1), "writer 1 queued");
+    let after = spawn_writer(&held.f.registry, &held.f.name, 2, None);
+    assert!(held.queued(2), "writer 2 queued");
+    held.go.send(())?;
+    held.first.join().expect("writer 0")?;
+    changer.join().expect("writer 1")?;
+    after.join().expect("writer 2")?;
+    assert_eq!(logged(&held.f)?, BTreeSet::from([(1, 0), (1, 1), (1, 2)]));
+    let totals = held.f.registry.db_stats(&held.f.name)?.totals;
+    assert_eq!(totals.connections_closed.session_changed, 1, "{totals:?}");
+    Ok(())
+}
+
 /// Bug caught: a writer that was queued when its database closed writing anyway, because it
 /// inherited an open transaction and never checked out a connection; or the work accepted
 /// before the close lost with it.

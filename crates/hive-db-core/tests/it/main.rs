@@ -11,4 +11,5 @@ mod hygiene;
 mod metrics;
 mod model;
 mod observability;
+mod session;
 mod support;

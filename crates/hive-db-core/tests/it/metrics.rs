@@ -177,6 +177,11 @@ fn expected(db: &DbSnapshot) -> Vec<Series> {
             Some(("reason", "pool_closed")),
             n(c.pool_closed),
         ),
+        (
+            "hive_db_connections_closed_total",
+            Some(("reason", "session_changed")),
+            n(c.session_changed),
+        ),
     ]
 }
 

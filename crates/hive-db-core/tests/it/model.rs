@@ -83,8 +83,7 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
         committed: BTreeSet::new(),
         next_value: 0,
     };
-    let mut held: Vec<(PooledConnection, i64)> = Vec::new();
-    let mut fresh_id = 0;
+    let mut held: Vec<(PooledConnection, usize)> = Vec::new();
 
     for op in ops {
         match op {
@@ -94,10 +93,7 @@ fn run(ops: Vec<Op>) -> anyhow::Result<()> {
                         held.len() < MAX as usize,
                         "got a connection beyond max_size"
                     );
-                    let id = connection_id(&conn, || {
-                        fresh_id += 1;
-                        fresh_id
-                    })?;
+                    let id = connection_id(&conn);
                     assert!(
                         held.iter().all(|(_, other)| *other != id),
                         "connection {id} handed out twice"

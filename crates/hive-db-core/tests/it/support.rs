@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hive_db_core::rusqlite::{self, Connection};
+use hive_db_core::rusqlite::Connection;
 use hive_db_core::{DbConfig, DbName, Registry};
 
 pub(crate) type TestResult = anyhow::Result<()>;
@@ -83,19 +83,11 @@ pub(crate) fn open_fds_under(dir: &Path) -> usize {
         .count()
 }
 
-/// A connection's identity: the row of a temp table it carries for life, made on first use
-/// with the id `fresh` gives.
-pub(crate) fn connection_id(conn: &Connection, fresh: impl FnOnce() -> i64) -> anyhow::Result<i64> {
-    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS ident (id INTEGER)")?;
-    match conn.query_row("SELECT id FROM ident", [], |r| r.get(0)) {
-        Ok(id) => Ok(id),
-        Err(rusqlite::Error::QueryReturnedNoRows) => {
-            let id = fresh();
-            conn.execute("INSERT INTO ident VALUES (?1)", [id])?;
-            Ok(id)
-        }
-        Err(e) => Err(e.into()),
-    }
+/// A connection's identity: where its `rusqlite::Connection` lives, which stays put for the
+/// connection's life (the pool boxes it) and differs between connections alive at once. Not a
+/// temporary table: that changes the session, and the connection would be closed on return.
+pub(crate) fn connection_id(conn: &Connection) -> usize {
+    std::ptr::from_ref(conn).addr()
 }
 
 /// Bug caught: an identity that is not kept by the connection (so every checkout looks new)
@@ -111,12 +103,20 @@ fn connection_ids_follow_the_connection() -> TestResult {
         },
     )?;
     let (a, b) = (f.registry.get(&f.name)?, f.registry.get(&f.name)?);
-    let (id_a, id_b) = (connection_id(&a, || 1)?, connection_id(&b, || 2)?);
-    assert_eq!((id_a, id_b), (1, 2));
+    let (id_a, id_b) = (connection_id(&a), connection_id(&b));
+    assert_ne!(id_a, id_b, "two connections look the same");
+    // The guard moves; the connection, and so its identity, does not.
+    let moved = a;
     assert_eq!(
-        connection_id(&a, || 3)?,
-        1,
+        connection_id(&moved),
+        id_a,
         "the same connection changed identity"
+    );
+    drop((moved, b));
+    let again = f.registry.get(&f.name)?;
+    assert!(
+        [id_a, id_b].contains(&connection_id(&again)),
+        "a pooled connection came back with another identity"
     );
     Ok(())
 }

@@ -11,7 +11,9 @@
 //! not pooled.
 //!
 //! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
-//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
+//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback, and
+//! announces the endpoint in a per-user folder, where the `discovery` module (feature
+//! `discovery`, part of `endpoint`) lists the running ones for a monitor.
 //!
 //! # Examples
 //!
@@ -75,6 +77,8 @@ mod checkpoint;
 // One database.
 mod database;
 // The facade and its views.
+#[cfg(feature = "discovery")]
+pub mod discovery;
 #[cfg(test)]
 mod doc_facts;
 #[cfg(feature = "endpoint")]

@@ -19,7 +19,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("database", &["database"]),
     (
         "facade and views",
-        &["health", "registry", "global", "metrics", "endpoint"],
+        &[
+            "health",
+            "registry",
+            "global",
+            "metrics",
+            "discovery",
+            "endpoint",
+        ],
     ),
 ];
 

@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod announce;
 mod config;
 mod connection;
 mod health;
@@ -31,6 +32,7 @@ mod routes;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -39,10 +41,11 @@ use std::thread::JoinHandle;
 use mio::{Interest, Poll, Waker};
 
 use crate::registry::Registry;
+use announce::{Announced, announce};
 use poller::{LISTENER, Poller, WAKER};
 use workers::work;
 
-pub use config::{EndpointConfig, EndpointError};
+pub use config::{Announce, EndpointConfig, EndpointError};
 pub use http::{MAX_HEADERS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE};
 
 /// A running endpoint. It stops when dropped or on [`stop`](Self::stop).
@@ -55,12 +58,20 @@ pub struct Endpoint {
     /// Wakes the polling thread to see `stopping`.
     waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
+    /// Its announcement, removed first when it stops.
+    announced: Option<Announced>,
 }
 
 impl Endpoint {
     /// The address it listens on, with the real port when the configured one was 0.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The file announcing it ([`EndpointConfig::announce`]), while it runs; `None` when
+    /// announcing is off or the file could not be written.
+    pub fn announcement(&self) -> Option<&Path> {
+        self.announced.as_ref().map(Announced::path)
     }
 
     /// Stops accepting, closes every open connection (answered or not), and joins every
@@ -71,6 +82,8 @@ impl Endpoint {
     }
 
     fn shut_down(&mut self) {
+        // First, so that no monitor finds an endpoint that no longer answers.
+        self.announced = None;
         self.stopping.store(true, Ordering::Relaxed);
         if self.waker.wake().is_err() {
             tracing::error!("cannot wake the hive-db endpoint's polling thread to stop it");
@@ -153,6 +166,7 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
         stopping: Arc::clone(&stopping),
         waker: Arc::clone(&waker),
         threads: Vec::new(),
+        announced: None,
     };
     // Thread names show the port (`top -H`, /proc/PID/task/*/comm: 15 characters at most).
     let thread_name = format!("hive-http-{}", addr.port());
@@ -185,6 +199,8 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
             .threads
             .push(spawned.map_err(|source| EndpointError::Spawn { source })?);
     }
+    // Once every thread runs: a monitor that reads the file finds it answering.
+    endpoint.announced = announce(&state.config.announce, addr);
     tracing::info!(%addr, "hive-db endpoint serving /metrics, /stats and /health");
     Ok(endpoint)
 }

@@ -8,8 +8,11 @@ use hive_db_core::DbName;
 
 const AFTER_HELP: &str = "\
 Sources:
-  With no --attach, --db or --config, db-monitor reports on the EcoSystemiser database:
-  ECOSYSTEMISER_DB_PATH when set, else $XDG_DATA_HOME/ecosystemiser/ecosystemiser.db, else
+  With no --attach, --db or --config, db-monitor reports on every registry of this user on
+  this host that serves its endpoint (each announces itself in $XDG_RUNTIME_DIR/hive-db,
+  else /tmp/hive-db-UID; with --continuous, registries that start or stop come and go),
+  and on the EcoSystemiser database when it exists: ECOSYSTEMISER_DB_PATH when set, else
+  $XDG_DATA_HOME/ecosystemiser/ecosystemiser.db, else
   ~/.local/share/ecosystemiser/ecosystemiser.db. It never creates a database.
   A --config file lists one database per line as `NAME = PATH`; `#` starts a comment and a
   relative PATH is taken from the file's folder.
@@ -21,8 +24,8 @@ Exit status (the Nagios plugin convention):
      database whose write lock is held by another connection
   2  unhealthy: a database that is closed, missing, not a database, corrupt, or does not
      answer its health check
-  3  could not run: bad arguments or config file, an endpoint that cannot be reached or is
-     not a hive-db endpoint, or no database to report on
+  3  could not run: bad arguments or config file, an --attach endpoint that cannot be
+     reached or is not a hive-db endpoint, or nothing to report on
   --continuous exits with the worst status it saw. A closed output pipe ends it with 0.
 
 Durations:

@@ -50,7 +50,7 @@ struct Line<'a> {
 ///
 /// An endpoint that cannot be read at the first sample, a terminal that cannot be set up, or
 /// a history file that cannot be written.
-pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
+pub(crate) fn run(sampler: &mut Sampler, settings: Settings) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -75,6 +75,8 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
             break;
         }
         prev = Some(cur);
+        // Registries that started or stopped since the last sample come and go.
+        sampler.refresh();
         cur = sampler.take(Depth::BASIC);
     }
     view.finish()

@@ -90,6 +90,12 @@ impl Screen {
 
 /// The pools, each pool's trend of acquires per second, and the findings.
 fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
+    if report.databases.is_empty() {
+        // Every registry found earlier has stopped; one that starts shows at the next sample.
+        return "No database now: no registry of this user is running here. Waiting for one \
+                to start."
+            .to_owned();
+    }
     let mut text = table::pools(report, Some(width));
     text.push_str("\n\nacquires/s, last samples\n");
     for d in report.databases.iter().filter(|d| d.pool.is_some()) {

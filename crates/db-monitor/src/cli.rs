@@ -28,6 +28,14 @@ Exit status (the Nagios plugin convention):
      reached or is not a hive-db endpoint, or nothing to report on
   --continuous exits with the worst status it saw. A closed output pipe ends it with 0.
 
+Replay:
+  --replay FILE reads the JSON lines that --continuous --output FILE wrote (or the report a
+  one-shot --output wrote). Alone it prints the summary and the report of the worst sample
+  (--json: that report as JSON, the summary on stderr). With --continuous it steps through
+  the samples in the live view on a terminal (right arrow or space: next; left: previous;
+  Home, End; q quits), and writes them again as JSON lines elsewhere. It exits with the
+  worst status recorded, and with 3 for a file that is truncated or not a recording.
+
 Durations:
   A DURATION is a number of seconds, as `watch -n 1` and `vmstat 1` read it (`1`, `1.5`,
   `30`), or a number with a unit (`500ms`, `2s`, `1m`, `1h 30m`), more than zero;
@@ -63,9 +71,15 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_probe, allow_negative_numbers = true, conflicts_with = "continuous")]
     pub(crate) probe: Option<Duration>,
 
-    /// Report again every --interval until --duration ends or `q` / Ctrl-C.
+    /// Report again every --interval until --duration ends or `q` / Ctrl-C; with --replay,
+    /// step through the samples (JSON lines when stdout is not a terminal).
     #[arg(long)]
     pub(crate) continuous: bool,
+
+    /// Show again the samples that `--continuous --output FILE` recorded: the summary and
+    /// the worst interval's report; with --continuous, every sample.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["attach", "db", "config", "output", "probe", "duration", "interval"])]
+    pub(crate) replay: Option<PathBuf>,
 
     /// Time between samples, in seconds or with a unit (`1`, `0.5`, `500ms`) [default: 2 with
     /// --continuous; 1 between the two reads of a one-shot report of an endpoint].

@@ -99,18 +99,26 @@ where
     Err(ExitCode::from(COULD_NOT_RUN))
 }
 
-/// Reports on the sources `cli` names: once, or with `--continuous` until it ends.
+/// Reports on the sources `cli` names: once, or with `--continuous` until it ends; or
+/// shows a recording again (`--replay`).
 ///
 /// Returns the exit code of the worst status reported: 0 healthy, 1 degraded, 2 unhealthy;
 /// 0 when stdout was closed (`| head`).
 ///
 /// # Errors
 ///
-/// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a config file that cannot
-/// be read, an endpoint that cannot be read at the first sample, nothing to report on (no
+/// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a recording that is
+/// truncated or not one, a config file that cannot be read, an endpoint that cannot be read at the first sample, nothing to report on (no
 /// source named, no registry announced and no default database), a report that cannot be
 /// written.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
+    if let Some(path) = &cli.replay {
+        let settings = live::ReplaySettings {
+            continuous: cli.continuous,
+            json: cli.json,
+        };
+        return Ok(ExitCode::from(live::replay(path, settings)?));
+    }
     let sources = source::resolve(cli)?;
     let mut sampler = Sampler {
         endpoints: sources

@@ -1,6 +1,7 @@
 //! `--continuous`: a sample every interval, drawn in place on a terminal or written as one
 //! JSON line per sample otherwise, with a summary at the end.
 
+mod replay;
 mod screen;
 mod tally;
 
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+pub(crate) use self::replay::{Settings as ReplaySettings, run as replay};
 use self::screen::Screen;
 use self::tally::Tallies;
 use crate::output::{self, Written};
@@ -34,13 +36,15 @@ pub(crate) struct Settings {
     pub(crate) history: Option<PathBuf>,
 }
 
-/// One JSON line: a sample's report with its number and time since the start.
-#[derive(Debug, Serialize)]
-struct Line<'a> {
+/// One JSON line of `--continuous` (and of its `--output` history, which `--replay` reads):
+/// a sample's report (`R` is `&Report` when written, `Report` when read back) with its
+/// number and time since the start.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line<R> {
     sample: u64,
     elapsed_s: f64,
     #[serde(flatten)]
-    report: &'a Report,
+    report: R,
 }
 
 /// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
@@ -141,14 +145,16 @@ impl View {
     /// Draws `report`, the last sample shown, on the live view if there is one.
     fn draw(&mut self, report: &Report) -> Result<()> {
         let n = self.shown.saturating_sub(1);
+        let header = screen::header(
+            "live",
+            &n.to_string(),
+            self.start.elapsed(),
+            self.interval,
+            report,
+            "q quits",
+        );
         match &mut self.screen {
-            Some(s) => s.draw(
-                report,
-                n,
-                self.start.elapsed(),
-                self.interval,
-                &self.tallies,
-            ),
+            Some(s) => s.draw(&header, report, &self.tallies),
             None => Ok(()),
         }
     }

@@ -263,3 +263,62 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
     let _ = tmux(&socket, &["kill-server"]);
     result
 }
+
+/// The `sample N/M` of the replay's header.
+fn replay_position(pane: &str) -> Option<(usize, usize)> {
+    let line = pane.lines().find(|l| l.starts_with("db-monitor replay"))?;
+    let (n, m) = line
+        .split("sample ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .split_once('/')?;
+    Some((n.parse().ok()?, m.parse().ok()?))
+}
+
+/// Bug caught: `--replay --continuous` on a terminal not stepping (keys ignored, a step
+/// past either end, the live view's clock running instead), or `q` leaving the terminal
+/// raw, or no summary after it.
+#[test]
+fn replay_steps_through_the_samples() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (history, lines) = crate::replay::record(dir.path())?;
+    let session = Session::start(
+        dir.path(),
+        &format!("--replay '{}' --continuous", history.display()),
+    )?;
+    let total = lines.len();
+    let at = |want: usize| {
+        wait_for(&session.socket, &format!("sample {want}/{total}"), |p| {
+            replay_position(p).filter(|&(n, m)| n == want && m == total)
+        })
+    };
+    at(1)?;
+    let key = |k: &str| tmux(&session.socket, &["send-keys", "-t", "mon", k]);
+    key("Left")?;
+    key("Right")?;
+    at(2)?;
+    key("Space")?;
+    at(3)?;
+    key("Left")?;
+    at(2)?;
+    key("End")?;
+    at(total)?;
+    key("Right")?;
+    key("Home")?;
+    at(1)?;
+    let pane = session.pane()?;
+    assert!(pane.contains("inventory"), "{pane}");
+    key("q")?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(
+        pane.contains(&format!("{total} samples over")),
+        "no summary: {pane}"
+    );
+    Ok(())
+}

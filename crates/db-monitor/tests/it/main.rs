@@ -7,6 +7,7 @@ mod continuous;
 mod discover;
 mod live_view;
 mod one_shot;
+mod replay;
 mod server;
 
 use std::io::Read;

@@ -237,3 +237,39 @@ fn foreign_files_are_skipped_with_their_reason() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: another user's announcement followed (they could point the monitor at
+/// their own server), or another user's folder used for announcements. Needs root to
+/// give files away; skipped otherwise.
+#[test]
+fn other_users_files_and_folders_are_refused() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self")?.uid() != 0 {
+        println!("skipped: only root can give a file to another user");
+        return Ok(());
+    }
+    const NOBODY: u32 = 65534;
+    let f = fixture("others", config())?;
+    let folder = f.dir.path().join("hive-db");
+    std::fs::create_dir(&folder)?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+    let theirs = folder.join("theirs.json");
+    std::fs::write(&theirs, announcement_json("127.0.0.1:9", |_| {})?)?;
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), None)?;
+    let listing = discovery::list_in(&folder)?;
+    assert!(listing.live.is_empty(), "{:?}", listing.live);
+    assert!(matches!(
+        listing.skipped[..],
+        [ref s] if matches!(s.reason, SkipReason::NotOurs { owner: NOBODY })
+    ));
+
+    std::os::unix::fs::chown(&folder, Some(NOBODY), None)?;
+    assert!(matches!(
+        discovery::list_in(&folder),
+        Err(DiscoveryError::UnsafeFolder { .. })
+    ));
+    let ep = endpoint::serve(&f.registry, announcing_in(&folder))?;
+    assert!(ep.announcement().is_none());
+    assert_eq!(std::fs::read_dir(&folder)?.count(), 1);
+    Ok(())
+}

@@ -108,9 +108,9 @@ where
 /// # Errors
 ///
 /// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a recording that is
-/// truncated or not one, a config file that cannot be read, an endpoint that cannot be read at the first sample, nothing to report on (no
-/// source named, no registry announced and no default database), a report that cannot be
-/// written.
+/// truncated or not one, a config file that cannot be read, an endpoint named with
+/// `--attach` that cannot be read at the first sample, nothing to report on (no source
+/// named, no registry announced and no default database), a report that cannot be written.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
     if let Some(path) = &cli.replay {
         let settings = live::ReplaySettings {

@@ -119,6 +119,10 @@ impl Drop for Endpoint {
 ///   [`EndpointConfig::health_cache`], and while a new one runs, requests get the previous
 ///   answer.
 ///
+/// Unless [`EndpointConfig::announce`] is [`Announce::Off`], the endpoint announces its
+/// address in this user's folder (see [`discovery`](crate::discovery)), so that `db-monitor`
+/// with no arguments finds it; the file is removed when the endpoint stops.
+///
 /// Anything else: `404` for another path, `405` for another method on these, `400` for a
 /// malformed request, `414` for a request line over [`MAX_REQUEST_LINE`] bytes, `431` for a
 /// head over [`MAX_REQUEST_HEAD`] bytes or [`MAX_HEADERS`] lines, `408` when the head does not

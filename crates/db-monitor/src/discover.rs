@@ -9,7 +9,6 @@ use std::time::Duration;
 use hive_db_core::discovery::{self, Announcement};
 
 use crate::attach::Endpoint;
-use crate::output;
 
 /// The announced endpoints, as of the last [`Discovered::refresh`].
 #[derive(Debug)]
@@ -37,16 +36,17 @@ impl Discovered {
     }
 
     /// Lists the folder again: new endpoints join, those whose announcement went away
-    /// leave. A file that is not an announcement, another user's, or one pointing off
-    /// loopback is warned about once on stderr and never followed; stale ones (a process
-    /// that was killed) are removed by the listing, silently. A folder that cannot be read
-    /// is warned about and lists nothing.
-    pub(crate) fn refresh(&mut self) {
+    /// leave. Returns the warnings not given before in this run: a file that is not an
+    /// announcement, another user's, or one pointing off loopback (never followed), or a
+    /// folder that cannot be read (nothing found). Stale announcements (a process that was
+    /// killed) are removed by the listing, silently.
+    pub(crate) fn refresh(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
         let live = match discovery::list() {
             Ok(listing) => {
                 for s in listing.skipped {
                     if s.reason.is_suspicious() {
-                        self.warn(format!("ignoring {s}"));
+                        self.warn(format!("ignoring {s}"), &mut warnings);
                     } else {
                         tracing::debug!("{s}");
                     }
@@ -54,10 +54,11 @@ impl Discovered {
                 listing.live
             }
             Err(e) => {
-                self.warn(format!(
+                let message = format!(
                     "cannot look for registries: {}",
                     hive_db_core::error_chain(&e)
-                ));
+                );
+                self.warn(message, &mut warnings);
                 Vec::new()
             }
         };
@@ -69,11 +70,12 @@ impl Discovered {
             };
             self.endpoints.push((a, endpoint));
         }
+        warnings
     }
 
-    fn warn(&mut self, message: String) {
+    fn warn(&mut self, message: String, warnings: &mut Vec<String>) {
         if self.warned.insert(message.clone()) {
-            output::diag(&message);
+            warnings.push(message);
         }
     }
 

@@ -130,7 +130,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         files: sources.files,
         timeout: cli.timeout,
     };
-    sampler.refresh();
+    for warning in sampler.refresh() {
+        output::diag(&warning);
+    }
     if !sampler.has_endpoints() && sampler.files.is_empty() {
         anyhow::bail!("{}", source::nothing_to_monitor(Discovered::folder())?);
     }

@@ -110,11 +110,13 @@ impl Sampler {
                 .is_some_and(|d| d.endpoints().next().is_some())
     }
 
-    /// Looks for announced endpoints again (when discovering).
-    pub(crate) fn refresh(&mut self) {
-        if let Some(d) = &mut self.discovered {
-            d.refresh();
-        }
+    /// Looks for announced endpoints again (when discovering); the warnings not given
+    /// before (files there that are ignored).
+    pub(crate) fn refresh(&mut self) -> Vec<String> {
+        self.discovered
+            .as_mut()
+            .map(Discovered::refresh)
+            .unwrap_or_default()
     }
 
     /// Reads every source once. An endpoint that fails is noted as an unhealthy row (and,

@@ -80,7 +80,8 @@ pub(crate) fn run(sampler: &mut Sampler, settings: Settings) -> Result<u8> {
         }
         prev = Some(cur);
         // Registries that started or stopped since the last sample come and go.
-        sampler.refresh();
+        let warnings = sampler.refresh();
+        view.warn(warnings);
         cur = sampler.take(Depth::BASIC);
     }
     view.finish()
@@ -95,6 +96,8 @@ struct View {
     /// Samples shown so far.
     shown: u64,
     tallies: Tallies,
+    /// Warnings given during the live view, shown under it.
+    notes: Vec<String>,
     history: Option<(PathBuf, File)>,
     screen: Option<Screen>,
 }
@@ -114,6 +117,7 @@ impl View {
             start: Instant::now(),
             shown: 0,
             tallies: Tallies::default(),
+            notes: Vec::new(),
             history,
             screen: if live { Some(Screen::enter()?) } else { None },
         })
@@ -142,6 +146,18 @@ impl View {
         output::stdout(&format!("{line}\n")).context("cannot write to stdout")
     }
 
+    /// Warnings that arose during the run: on stderr, or under the live view, which
+    /// stderr would be drawn over.
+    fn warn(&mut self, warnings: Vec<String>) {
+        if self.screen.is_some() {
+            self.notes.extend(warnings);
+        } else {
+            for w in warnings {
+                output::diag(&w);
+            }
+        }
+    }
+
     /// Draws `report`, the last sample shown, on the live view if there is one.
     fn draw(&mut self, report: &Report) -> Result<()> {
         let n = self.shown.saturating_sub(1);
@@ -154,7 +170,7 @@ impl View {
             "q quits",
         );
         match &mut self.screen {
-            Some(s) => s.draw(&header, report, &self.tallies),
+            Some(s) => s.draw(&header, report, &self.tallies, &self.notes),
             None => Ok(()),
         }
     }
@@ -175,6 +191,10 @@ impl View {
     /// stderr, so that stdout stays JSON lines). The exit code of the worst status seen.
     fn finish(mut self) -> Result<u8> {
         let was_live = self.screen.take().is_some();
+        // What was shown under the live view stays on the terminal once it is gone.
+        for note in self.notes.drain(..) {
+            output::diag(&note);
+        }
         let text = self.tallies.summary(self.shown, self.start.elapsed());
         if was_live {
             if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {

@@ -244,7 +244,7 @@ fn step(path: &Path, samples: &[Line<Report>]) -> Result<Written> {
             &s.report,
             "←/→ step, q quits",
         );
-        screen.draw(&header, &s.report, &tallies)?;
+        screen.draw(&header, &s.report, &tallies, &[])?;
         match next_key()? {
             Step::Next => at = (at + 1).min(total - 1),
             Step::Previous => at = at.saturating_sub(1),

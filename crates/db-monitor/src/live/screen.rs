@@ -45,10 +45,22 @@ impl Screen {
     }
 
     /// Draws `report` under `header` (a sample's number, time and status), with the trend
-    /// from `tallies`.
-    pub(super) fn draw(&mut self, header: &str, report: &Report, tallies: &Tallies) -> Result<()> {
+    /// from `tallies`, and `notes` (warnings) at the end.
+    pub(super) fn draw(
+        &mut self,
+        header: &str,
+        report: &Report,
+        tallies: &Tallies,
+        notes: &[String],
+    ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
-        let text = format!("{header}\n\n{}", body(report, width, tallies));
+        let mut text = format!("{header}\n\n{}", body(report, width, tallies));
+        if !notes.is_empty() {
+            text.push_str("\nNotes\n");
+            for n in notes {
+                text.push_str(&format!("db-monitor: {n}\n"));
+            }
+        }
         queue!(self.out, cursor::MoveTo(0, 0))?;
         // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
         let width = usize::from(width.max(1));

@@ -322,3 +322,41 @@ fn replay_steps_through_the_samples() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: a file that appears in the announcement folder during the live view warned
+/// about on stderr, which the next redraw wipes out, instead of under the view (and again
+/// once it ends); or not warned about at all.
+#[test]
+fn live_view_shows_warnings_under_the_view() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    // No source named: the default database, and the registries announced in `run/`.
+    make_db(&dir.path().join("none.db"), 5)?;
+    let folder = dir.path().join("run").join("hive-db");
+    std::fs::create_dir_all(&folder)?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+    let session = Session::start(dir.path(), "--continuous --interval 100ms")?;
+    wait_for(&session.socket, "a first sample", sample_number)?;
+    std::fs::write(folder.join("stray.json"), "not an announcement")?;
+    let pane = wait_for(&session.socket, "the warning under the view", |p| {
+        p.contains("ignoring").then(|| p.to_owned())
+    })?;
+    assert!(pane.contains("Notes"), "{pane}");
+    assert!(
+        pane.contains("stray.json: not a hive-db endpoint announcement"),
+        "{pane}"
+    );
+    // Still there a few samples later: not wiped by a redraw.
+    let later = wait_for(&session.socket, "later samples", |p| {
+        sample_number(p).filter(|n| *n >= 5).map(|_| p.to_owned())
+    })?;
+    assert!(later.contains("stray.json"), "{later}");
+    tmux(&session.socket, &["send-keys", "-t", "mon", "q"])?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("db-monitor: ignoring"), "{pane}");
+    Ok(())
+}

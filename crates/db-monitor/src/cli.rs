@@ -8,8 +8,11 @@ use hive_db_core::DbName;
 
 const AFTER_HELP: &str = "\
 Sources:
-  With no --attach, --db or --config, db-monitor reports on the EcoSystemiser database:
-  ECOSYSTEMISER_DB_PATH when set, else $XDG_DATA_HOME/ecosystemiser/ecosystemiser.db, else
+  With no --attach, --db or --config, db-monitor reports on every registry of this user on
+  this host that serves its endpoint (each announces itself in $XDG_RUNTIME_DIR/hive-db,
+  else /tmp/hive-db-UID; with --continuous, registries that start or stop come and go),
+  and on the EcoSystemiser database when it exists: ECOSYSTEMISER_DB_PATH when set, else
+  $XDG_DATA_HOME/ecosystemiser/ecosystemiser.db, else
   ~/.local/share/ecosystemiser/ecosystemiser.db. It never creates a database.
   A --config file lists one database per line as `NAME = PATH`; `#` starts a comment and a
   relative PATH is taken from the file's folder.
@@ -21,9 +24,17 @@ Exit status (the Nagios plugin convention):
      database whose write lock is held by another connection
   2  unhealthy: a database that is closed, missing, not a database, corrupt, or does not
      answer its health check
-  3  could not run: bad arguments or config file, an endpoint that cannot be reached or is
-     not a hive-db endpoint, or no database to report on
+  3  could not run: bad arguments or config file, an --attach endpoint that cannot be
+     reached or is not a hive-db endpoint, or nothing to report on
   --continuous exits with the worst status it saw. A closed output pipe ends it with 0.
+
+Replay:
+  --replay FILE reads the JSON lines that --continuous --output FILE wrote (or the report a
+  one-shot --output wrote). Alone it prints the summary and the report of the worst sample
+  (--json: that report as JSON, the summary on stderr). With --continuous it steps through
+  the samples in the live view on a terminal (right arrow or space: next; left: previous;
+  Home, End; q quits), and writes them again as JSON lines elsewhere. It exits with the
+  worst status recorded, and with 3 for a file that is truncated or not a recording.
 
 Durations:
   A DURATION is a number of seconds, as `watch -n 1` and `vmstat 1` read it (`1`, `1.5`,
@@ -60,9 +71,15 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_probe, allow_negative_numbers = true, conflicts_with = "continuous")]
     pub(crate) probe: Option<Duration>,
 
-    /// Report again every --interval until --duration ends or `q` / Ctrl-C.
+    /// Report again every --interval until --duration ends or `q` / Ctrl-C; with --replay,
+    /// step through the samples (JSON lines when stdout is not a terminal).
     #[arg(long)]
     pub(crate) continuous: bool,
+
+    /// Show again the samples that `--continuous --output FILE` recorded: the summary and
+    /// the worst interval's report; with --continuous, every sample.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["attach", "db", "config", "output", "probe", "duration", "interval"])]
+    pub(crate) replay: Option<PathBuf>,
 
     /// Time between samples, in seconds or with a unit (`1`, `0.5`, `500ms`) [default: 2 with
     /// --continuous; 1 between the two reads of a one-shot report of an endpoint].

@@ -40,7 +40,9 @@ mod status;
 // An endpoint: its client, the probe.
 mod attach;
 mod probe;
-// Reading: a database file, one sample of every source, the sources.
+// Reading: the announced endpoints, a database file, one sample of every source, the
+// sources.
+mod discover;
 mod file;
 mod sample;
 mod source;
@@ -69,6 +71,7 @@ pub use crate::report::{DbReport, Latencies, Percentiles, Pool, Report, Total};
 pub use crate::status::COULD_NOT_RUN;
 
 use crate::attach::Endpoint;
+use crate::discover::Discovered;
 use crate::sample::Sampler;
 
 /// The command line `args` (the program's name first), or the exit code to end with at once:
@@ -96,30 +99,46 @@ where
     Err(ExitCode::from(COULD_NOT_RUN))
 }
 
-/// Reports on the sources `cli` names: once, or with `--continuous` until it ends.
+/// Reports on the sources `cli` names: once, or with `--continuous` until it ends; or
+/// shows a recording again (`--replay`).
 ///
 /// Returns the exit code of the worst status reported: 0 healthy, 1 degraded, 2 unhealthy;
 /// 0 when stdout was closed (`| head`).
 ///
 /// # Errors
 ///
-/// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a config file that cannot
-/// be read, an endpoint that cannot be read at the first sample, a missing default database,
-/// a report that cannot be written.
+/// Whatever keeps it from reporting (exit with [`COULD_NOT_RUN`]): a recording that is
+/// truncated or not one, a config file that cannot be read, an endpoint named with
+/// `--attach` that cannot be read at the first sample, nothing to report on (no source
+/// named, no registry announced and no default database), a report that cannot be written.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
+    if let Some(path) = &cli.replay {
+        let settings = live::ReplaySettings {
+            continuous: cli.continuous,
+            json: cli.json,
+        };
+        return Ok(ExitCode::from(live::replay(path, settings)?));
+    }
     let sources = source::resolve(cli)?;
-    let sampler = Sampler {
+    let mut sampler = Sampler {
         endpoints: sources
             .endpoints
             .iter()
             .map(|e| Endpoint::new(e, cli.timeout))
             .collect(),
+        discovered: sources.discover.then(|| Discovered::new(cli.timeout)),
         files: sources.files,
         timeout: cli.timeout,
     };
+    for warning in sampler.refresh() {
+        output::diag(&warning);
+    }
+    if !sampler.has_endpoints() && sampler.files.is_empty() {
+        anyhow::bail!("{}", source::nothing_to_monitor(Discovered::folder())?);
+    }
     let code = if cli.continuous {
         live::run(
-            &sampler,
+            &mut sampler,
             live::Settings {
                 interval: cli.interval.unwrap_or(Duration::from_secs(2)),
                 duration: cli.duration,

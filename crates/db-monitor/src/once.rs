@@ -22,7 +22,7 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
     let full = Depth::full(cli.probe);
     // An endpoint is read twice, an interval apart, for rates and the checks that compare
     // two reads (acquire timeouts rising, an interval's p99 wait).
-    let (first, last) = if sampler.endpoints.is_empty() {
+    let (first, last) = if !sampler.has_endpoints() {
         (None, sampler.take(full))
     } else {
         let first = sampler.take_first(Depth::BASIC)?;

@@ -7,6 +7,7 @@ use hive_db_core::{DbSnapshot, HealthStatus};
 
 use crate::attach::Endpoint;
 use crate::cli::DbSpec;
+use crate::discover::Discovered;
 use crate::file::{self, FileFacts, HealthFacts};
 use crate::probe::{self, ProbeResult};
 
@@ -49,7 +50,7 @@ pub(crate) struct Sample {
     /// When the read started, in ms since the Unix epoch.
     pub(crate) taken_at_unix_ms: u64,
     pub(crate) dbs: Vec<DbRead>,
-    /// Endpoints that could not be read, with why.
+    /// Endpoints named with `--attach` that could not be read, with why.
     pub(crate) endpoint_errors: Vec<String>,
 }
 
@@ -85,7 +86,10 @@ impl Depth {
 /// Reads its sources on request.
 #[derive(Debug)]
 pub(crate) struct Sampler {
+    /// The endpoints named with `--attach`.
     pub(crate) endpoints: Vec<Endpoint>,
+    /// With no source named: the endpoints this user's registries announce.
+    pub(crate) discovered: Option<Discovered>,
     pub(crate) files: Vec<DbSpec>,
     pub(crate) timeout: Duration,
 }
@@ -97,15 +101,42 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 impl Sampler {
-    /// Reads every source once. An endpoint that fails is noted in `endpoint_errors` and as
-    /// an unhealthy row; it does not stop the others.
+    /// Whether any endpoint is read, named or found.
+    pub(crate) fn has_endpoints(&self) -> bool {
+        !self.endpoints.is_empty()
+            || self
+                .discovered
+                .as_ref()
+                .is_some_and(|d| d.endpoints().next().is_some())
+    }
+
+    /// Looks for announced endpoints again (when discovering); the warnings not given
+    /// before (files there that are ignored).
+    pub(crate) fn refresh(&mut self) -> Vec<String> {
+        self.discovered
+            .as_mut()
+            .map(Discovered::refresh)
+            .unwrap_or_default()
+    }
+
+    /// Reads every source once. An endpoint that fails is noted as an unhealthy row (and,
+    /// when named with `--attach`, in `endpoint_errors`); it does not stop the others. A
+    /// found endpoint that fails and is no longer announced stopped meanwhile: it is left
+    /// out.
     pub(crate) fn take(&self, depth: Depth) -> Sample {
         let taken_at_unix_ms = unix_ms();
         let mut dbs = Vec::new();
         let mut endpoint_errors = Vec::new();
-        for endpoint in &self.endpoints {
+        let named = self.endpoints.iter().map(|e| (e, true));
+        let found = self
+            .discovered
+            .iter()
+            .flat_map(Discovered::endpoints)
+            .map(|e| (e, false));
+        for (endpoint, named) in named.chain(found) {
             match self.read_endpoint(endpoint, depth) {
                 Ok(rows) => dbs.extend(rows),
+                Err(_) if !named && !Discovered::still_announced(endpoint.base()) => {}
                 Err(e) => {
                     let message = format!("{e:#}");
                     dbs.push(DbRead {
@@ -124,7 +155,9 @@ impl Sampler {
                         probe: None,
                         error: Some(message.clone()),
                     });
-                    endpoint_errors.push(message);
+                    if named {
+                        endpoint_errors.push(message);
+                    }
                 }
             }
         }
@@ -150,8 +183,9 @@ impl Sampler {
         }
     }
 
-    /// The first read of a run: as [`Sampler::take`], but an endpoint that cannot be read is
-    /// an error, since a run cannot start without it (later reads report it as a row).
+    /// The first read of a run: as [`Sampler::take`], but an endpoint named with `--attach`
+    /// that cannot be read is an error, since a run cannot start without it (later reads
+    /// report it as a row).
     ///
     /// # Errors
     ///

@@ -1,8 +1,9 @@
 //! Where the monitor reads from: endpoints, database files named on the command line or in a
-//! config file, or the default EcoSystemiser database.
+//! config file, or, when none is named, the registries this user runs here and the default
+//! EcoSystemiser database.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use hive_db_core::DbName;
@@ -16,14 +17,17 @@ pub(crate) struct Sources {
     pub(crate) endpoints: Vec<String>,
     /// Database files to open read-only.
     pub(crate) files: Vec<DbSpec>,
+    /// No source was named: look for the endpoints this user's registries announce.
+    pub(crate) discover: bool,
 }
 
-/// The sources the command line names, or the default database when it names none.
+/// The sources the command line names; when it names none, discovery and the default
+/// database if it exists.
 ///
 /// # Errors
 ///
 /// A config file that cannot be read or has errors, a name given twice, or, with no source,
-/// a default database whose path cannot be worked out or that does not exist yet.
+/// a default database whose path cannot be worked out.
 pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
     let mut files = cli.db.clone();
     if let Some(config) = &cli.config {
@@ -42,24 +46,42 @@ pub(crate) fn resolve(cli: &Cli) -> Result<Sources> {
         }
         endpoints.push(e.clone());
     }
-    if files.is_empty() && endpoints.is_empty() {
-        files.push(default_db()?);
+    let discover = files.is_empty() && endpoints.is_empty();
+    if discover {
+        files.extend(default_db()?);
     }
-    Ok(Sources { endpoints, files })
+    Ok(Sources {
+        endpoints,
+        files,
+        discover,
+    })
 }
 
-/// The EcoSystemiser database, which must exist: the monitor never creates one.
-fn default_db() -> Result<DbSpec> {
+/// The EcoSystemiser database, when it exists: the monitor never creates one.
+fn default_db() -> Result<Option<DbSpec>> {
     let path = ecosystemiser_db::ecosystemiser_db_path()?;
     if !path.exists() {
-        bail!(
-            "no EcoSystemiser database at {} yet: nothing to report (the application \
-             creates it on first use); name one with --db, --config or --attach",
-            path.display()
-        );
+        return Ok(None);
     }
     let name = DbName::new(ecosystemiser_db::DB_NAME).context("the default database name")?;
-    Ok(DbSpec { name, path })
+    Ok(Some(DbSpec { name, path }))
+}
+
+/// Why a run with no source named has nothing to report on: no registry announced in
+/// `folder`, and no default database yet.
+///
+/// # Errors
+///
+/// A default database whose path cannot be worked out.
+pub(crate) fn nothing_to_monitor(folder: Option<PathBuf>) -> Result<String> {
+    let path = ecosystemiser_db::ecosystemiser_db_path()?;
+    let folder = folder.map_or_else(|| "(unknown)".to_owned(), |f| f.display().to_string());
+    Ok(format!(
+        "nothing to monitor: no registry of this user announces an endpoint in {folder}, \
+         and no EcoSystemiser database at {} yet (the application creates it on \
+         first use); name a source with --attach, --db or --config",
+        path.display()
+    ))
 }
 
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a

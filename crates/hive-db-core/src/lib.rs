@@ -12,7 +12,9 @@
 //! database: see [`PooledConnection`]) is closed, not pooled.
 //!
 //! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
-//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
+//! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback, and
+//! announces the endpoint in a per-user folder, where the `discovery` module (feature
+//! `discovery`, part of `endpoint`) lists the running ones for a monitor.
 //!
 //! # Examples
 //!
@@ -77,6 +79,8 @@ mod reentry;
 // One database.
 mod database;
 // The facade and its views.
+#[cfg(feature = "discovery")]
+pub mod discovery;
 #[cfg(test)]
 mod doc_facts;
 #[cfg(feature = "endpoint")]

@@ -4,6 +4,7 @@ mod crash;
 mod crash_events;
 mod crash_harness;
 mod cross_process;
+mod dashboard;
 mod faults;
 mod files;
 mod hardening;

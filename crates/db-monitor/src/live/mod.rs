@@ -1,6 +1,7 @@
 //! `--continuous`: a sample every interval, drawn in place on a terminal or written as one
 //! JSON line per sample otherwise, with a summary at the end.
 
+mod replay;
 mod screen;
 mod tally;
 
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+pub(crate) use self::replay::{Settings as ReplaySettings, run as replay};
 use self::screen::Screen;
 use self::tally::Tallies;
 use crate::output::{self, Written};
@@ -34,13 +36,15 @@ pub(crate) struct Settings {
     pub(crate) history: Option<PathBuf>,
 }
 
-/// One JSON line: a sample's report with its number and time since the start.
-#[derive(Debug, Serialize)]
-struct Line<'a> {
+/// One JSON line of `--continuous` (and of its `--output` history, which `--replay` reads):
+/// a sample's report (`R` is `&Report` when written, `Report` when read back) with its
+/// number and time since the start.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line<R> {
     sample: u64,
     elapsed_s: f64,
     #[serde(flatten)]
-    report: &'a Report,
+    report: R,
 }
 
 /// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
@@ -50,7 +54,7 @@ struct Line<'a> {
 ///
 /// An endpoint that cannot be read at the first sample, a terminal that cannot be set up, or
 /// a history file that cannot be written.
-pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
+pub(crate) fn run(sampler: &mut Sampler, settings: Settings) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -75,6 +79,9 @@ pub(crate) fn run(sampler: &Sampler, settings: Settings) -> Result<u8> {
             break;
         }
         prev = Some(cur);
+        // Registries that started or stopped since the last sample come and go.
+        let warnings = sampler.refresh();
+        view.warn(warnings);
         cur = sampler.take(Depth::BASIC);
     }
     view.finish()
@@ -89,6 +96,8 @@ struct View {
     /// Samples shown so far.
     shown: u64,
     tallies: Tallies,
+    /// Warnings given during the live view, shown under it.
+    notes: Vec<String>,
     history: Option<(PathBuf, File)>,
     screen: Option<Screen>,
 }
@@ -108,6 +117,7 @@ impl View {
             start: Instant::now(),
             shown: 0,
             tallies: Tallies::default(),
+            notes: Vec::new(),
             history,
             screen: if live { Some(Screen::enter()?) } else { None },
         })
@@ -136,17 +146,31 @@ impl View {
         output::stdout(&format!("{line}\n")).context("cannot write to stdout")
     }
 
+    /// Warnings that arose during the run: on stderr, or under the live view, which
+    /// stderr would be drawn over.
+    fn warn(&mut self, warnings: Vec<String>) {
+        if self.screen.is_some() {
+            self.notes.extend(warnings);
+        } else {
+            for w in warnings {
+                output::diag(&w);
+            }
+        }
+    }
+
     /// Draws `report`, the last sample shown, on the live view if there is one.
     fn draw(&mut self, report: &Report) -> Result<()> {
         let n = self.shown.saturating_sub(1);
+        let header = screen::header(
+            "live",
+            &n.to_string(),
+            self.start.elapsed(),
+            self.interval,
+            report,
+            "q quits",
+        );
         match &mut self.screen {
-            Some(s) => s.draw(
-                report,
-                n,
-                self.start.elapsed(),
-                self.interval,
-                &self.tallies,
-            ),
+            Some(s) => s.draw(&header, report, &self.tallies, &self.notes),
             None => Ok(()),
         }
     }
@@ -167,6 +191,10 @@ impl View {
     /// stderr, so that stdout stays JSON lines). The exit code of the worst status seen.
     fn finish(mut self) -> Result<u8> {
         let was_live = self.screen.take().is_some();
+        // What was shown under the live view stays on the terminal once it is gone.
+        for note in self.notes.drain(..) {
+            output::diag(&note);
+        }
         let text = self.tallies.summary(self.shown, self.start.elapsed());
         if was_live {
             if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {

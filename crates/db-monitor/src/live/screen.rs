@@ -44,22 +44,23 @@ impl Screen {
         Ok(screen)
     }
 
+    /// Draws `report` under `header` (a sample's number, time and status), with the trend
+    /// from `tallies`, and `notes` (warnings) at the end.
     pub(super) fn draw(
         &mut self,
+        header: &str,
         report: &Report,
-        n: u64,
-        elapsed: Duration,
-        interval: Duration,
         tallies: &Tallies,
+        notes: &[String],
     ) -> Result<()> {
         let (width, height) = terminal::size().unwrap_or((100, 30));
-        let header = format!(
-            "db-monitor live  sample {n}  {} elapsed  every {}  {}  (q quits)",
-            humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-            humantime::format_duration(interval),
-            status::word(report.status()).to_uppercase()
-        );
-        let text = format!("{header}\n\n{}", body(report, width, tallies));
+        let mut text = format!("{header}\n\n{}", body(report, width, tallies));
+        if !notes.is_empty() {
+            text.push_str("\nNotes\n");
+            for n in notes {
+                text.push_str(&format!("db-monitor: {n}\n"));
+            }
+        }
         queue!(self.out, cursor::MoveTo(0, 0))?;
         // Long lines (findings) wrap; the last row stays empty so nothing scrolls.
         let width = usize::from(width.max(1));
@@ -89,7 +90,31 @@ impl Screen {
 }
 
 /// The pools, each pool's trend of acquires per second, and the findings.
+/// The header of a sample: its number, the time since the start, the interval and the
+/// overall status, then `keys`.
+pub(super) fn header(
+    what: &str,
+    n: &str,
+    elapsed: Duration,
+    interval: Duration,
+    report: &Report,
+    keys: &str,
+) -> String {
+    format!(
+        "db-monitor {what}  sample {n}  {} elapsed  every {}  {}  ({keys})",
+        humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+        humantime::format_duration(interval),
+        status::word(report.status()).to_uppercase()
+    )
+}
+
 fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
+    if report.databases.is_empty() {
+        // Every registry found earlier has stopped; one that starts shows at the next sample.
+        return "No database now: no registry of this user is running here. Waiting for one \
+                to start."
+            .to_owned();
+    }
     let mut text = table::pools(report, Some(width));
     text.push_str("\n\nacquires/s, last samples\n");
     for d in report.databases.iter().filter(|d| d.pool.is_some()) {

@@ -328,9 +328,13 @@ fn continuous_rates_from_deltas() -> TestResult {
 fn endpoint_hiding_paths() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (registry, _name) = registry_with(dir.path(), "inventory", DbConfig::default())?;
+    // Announced nowhere: the user's own monitors never see a test's registry.
     let server = hive_db_core::endpoint::serve(
         &registry,
-        hive_db_core::endpoint::EndpointConfig::default(),
+        hive_db_core::endpoint::EndpointConfig {
+            announce: hive_db_core::endpoint::Announce::Off,
+            ..hive_db_core::endpoint::EndpointConfig::default()
+        },
     )?;
     let r = run(monitor(dir.path()).args([
         "--json",

@@ -59,7 +59,7 @@ impl Session {
         std::fs::write(
             &script,
             format!(
-                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
                  '{bin}' {args}\n\
                  echo \"exit=$?\"\n\
                  stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '\n\
@@ -208,7 +208,7 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
     std::fs::write(
         &script,
         format!(
-            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
              echo $$ > '{pid}'\n\
              exec '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n",
             home = dir.path().display(),
@@ -262,4 +262,101 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
     })();
     let _ = tmux(&socket, &["kill-server"]);
     result
+}
+
+/// The `sample N/M` of the replay's header.
+fn replay_position(pane: &str) -> Option<(usize, usize)> {
+    let line = pane.lines().find(|l| l.starts_with("db-monitor replay"))?;
+    let (n, m) = line
+        .split("sample ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .split_once('/')?;
+    Some((n.parse().ok()?, m.parse().ok()?))
+}
+
+/// Bug caught: `--replay --continuous` on a terminal not stepping (keys ignored, a step
+/// past either end, the live view's clock running instead), or `q` leaving the terminal
+/// raw, or no summary after it.
+#[test]
+fn replay_steps_through_the_samples() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (history, lines) = crate::replay::record(dir.path())?;
+    let session = Session::start(
+        dir.path(),
+        &format!("--replay '{}' --continuous", history.display()),
+    )?;
+    let total = lines.len();
+    let at = |want: usize| {
+        wait_for(&session.socket, &format!("sample {want}/{total}"), |p| {
+            replay_position(p).filter(|&(n, m)| n == want && m == total)
+        })
+    };
+    at(1)?;
+    let key = |k: &str| tmux(&session.socket, &["send-keys", "-t", "mon", k]);
+    key("Left")?;
+    key("Right")?;
+    at(2)?;
+    key("Space")?;
+    at(3)?;
+    key("Left")?;
+    at(2)?;
+    key("End")?;
+    at(total)?;
+    key("Right")?;
+    key("Home")?;
+    at(1)?;
+    let pane = session.pane()?;
+    assert!(pane.contains("inventory"), "{pane}");
+    key("q")?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=0"), "{pane}");
+    assert!(
+        pane.contains(&format!("{total} samples over")),
+        "no summary: {pane}"
+    );
+    Ok(())
+}
+
+/// Bug caught: a file that appears in the announcement folder during the live view warned
+/// about on stderr, which the next redraw wipes out, instead of under the view (and again
+/// once it ends); or not warned about at all.
+#[test]
+fn live_view_shows_warnings_under_the_view() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    // No source named: the default database, and the registries announced in `run/`.
+    make_db(&dir.path().join("none.db"), 5)?;
+    let folder = dir.path().join("run").join("hive-db");
+    std::fs::create_dir_all(&folder)?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+    let session = Session::start(dir.path(), "--continuous --interval 100ms")?;
+    wait_for(&session.socket, "a first sample", sample_number)?;
+    std::fs::write(folder.join("stray.json"), "not an announcement")?;
+    let pane = wait_for(&session.socket, "the warning under the view", |p| {
+        p.contains("ignoring").then(|| p.to_owned())
+    })?;
+    assert!(pane.contains("Notes"), "{pane}");
+    assert!(
+        pane.contains("stray.json: not a hive-db endpoint announcement"),
+        "{pane}"
+    );
+    // Still there a few samples later: not wiped by a redraw.
+    let later = wait_for(&session.socket, "later samples", |p| {
+        sample_number(p).filter(|n| *n >= 5).map(|_| p.to_owned())
+    })?;
+    assert!(later.contains("stray.json"), "{later}");
+    tmux(&session.socket, &["send-keys", "-t", "mon", "q"])?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("db-monitor: ignoring"), "{pane}");
+    Ok(())
 }

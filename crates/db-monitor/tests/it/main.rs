@@ -4,8 +4,10 @@
 mod attach;
 mod bad_input;
 mod continuous;
+mod discover;
 mod live_view;
 mod one_shot;
+mod replay;
 mod server;
 
 use std::io::Read;
@@ -42,11 +44,13 @@ impl Run {
     }
 }
 
-/// The binary, with a home, data folder and default database path of its own under `home`,
-/// so no test can reach the real default database.
+/// The binary, with a home, data folder, default database path and runtime folder of its
+/// own under `home`, so no test can reach the real default database or the registries the
+/// user (or another test) runs.
 pub(crate) fn monitor(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_db-monitor"));
     cmd.env("HOME", home.join("home"))
+        .env("XDG_RUNTIME_DIR", runtime_dir(home))
         .env("XDG_DATA_HOME", home.join("xdg"))
         .env("ECOSYSTEMISER_DB_PATH", home.join("default").join("eco.db"))
         .env_remove("DB_MONITOR_LOG")
@@ -54,6 +58,12 @@ pub(crate) fn monitor(home: &Path) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// The runtime folder [`monitor`] gives the binary under `home`: registries announced in
+/// `runtime_dir(home)/hive-db` are the ones it finds.
+pub(crate) fn runtime_dir(home: &Path) -> PathBuf {
+    home.join("run")
 }
 
 /// Runs `cmd` to its end within [`HANG`], killing it past that.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hive_db_core::Registry;
-use hive_db_core::endpoint::{self, Endpoint, EndpointConfig, EndpointError};
+use hive_db_core::endpoint::{self, Announce, Endpoint, EndpointConfig, EndpointError};
 
 type Handler = dyn Fn(&str) -> (u16, String) + Send + Sync;
 
@@ -85,12 +85,13 @@ impl Drop for FakeServer {
 }
 
 /// `registry` serving its endpoint on loopback, with paths shown so the monitor can read
-/// the files' facts too.
+/// the files' facts too; not announced, so the user's own monitors never see it.
 pub(crate) fn serve_registry(registry: &Registry) -> Result<Endpoint, EndpointError> {
     endpoint::serve(
         registry,
         EndpointConfig {
             expose_paths: true,
+            announce: Announce::Off,
             ..EndpointConfig::default()
         },
     )

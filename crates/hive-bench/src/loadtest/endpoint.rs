@@ -21,8 +21,10 @@ pub(crate) fn serve(registry: &Registry, listen: SocketAddr) -> anyhow::Result<E
 
 /// The command that watches `endpoint` live.
 pub(crate) fn monitor_command(endpoint: &Endpoint) -> String {
+    // The endpoint announces itself, so the monitor finds it without an address; the
+    // address is there for a monitor run as another user or from a copied command.
     format!(
-        "cargo run -p db-monitor -- --attach {} --continuous",
+        "cargo run -p db-monitor -- --continuous (or --attach {} --continuous)",
         endpoint.addr()
     )
 }

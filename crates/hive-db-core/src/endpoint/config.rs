@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Largest accepted value of each timeout in [`EndpointConfig`].
@@ -53,6 +54,25 @@ pub struct EndpointConfig {
     /// `/health` replaces paths in its error messages with `<path>`. `/metrics` never shows
     /// them.
     pub expose_paths: bool,
+    /// Where the endpoint announces itself so that `db-monitor` finds it without being told
+    /// its address. Default [`Announce::RuntimeFolder`].
+    pub announce: Announce,
+}
+
+/// Where [`serve`](super::serve) announces the endpoint: a file of `0600` naming this
+/// process and the address, in a folder of `0700` (see
+/// [`discovery`](crate::discovery)), removed when the endpoint stops. An announcement that
+/// cannot be written is logged as a warning; the endpoint serves anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Announce {
+    /// Do not announce: only those told the address find the endpoint.
+    Off,
+    /// In this user's folder, [`discovery::folder`](crate::discovery::folder): where
+    /// `db-monitor` looks.
+    #[default]
+    RuntimeFolder,
+    /// In this folder, created if missing (its parent must exist), under the same rules.
+    Folder(PathBuf),
 }
 
 impl Default for EndpointConfig {
@@ -67,6 +87,7 @@ impl Default for EndpointConfig {
             health_timeout: Duration::from_secs(1),
             health_cache: Duration::from_secs(1),
             expose_paths: false,
+            announce: Announce::RuntimeFolder,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod announce;
 mod config;
 mod connection;
 mod health;
@@ -32,6 +33,7 @@ mod state;
 mod workers;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -40,11 +42,12 @@ use std::thread::JoinHandle;
 use mio::{Interest, Poll, Waker};
 
 use crate::registry::Registry;
+use announce::{Announced, announce};
 use poller::{LISTENER, Poller, WAKER};
 use state::State;
 use workers::work;
 
-pub use config::{EndpointConfig, EndpointError};
+pub use config::{Announce, EndpointConfig, EndpointError};
 pub use http::{MAX_HEADERS, MAX_REQUEST_HEAD, MAX_REQUEST_LINE};
 
 /// A running endpoint. It stops when dropped or on [`stop`](Self::stop).
@@ -57,12 +60,20 @@ pub struct Endpoint {
     /// Wakes the polling thread to see `stopping`.
     waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
+    /// Its announcement, removed first when it stops.
+    announced: Option<Announced>,
 }
 
 impl Endpoint {
     /// The address it listens on, with the real port when the configured one was 0.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The file announcing it ([`EndpointConfig::announce`]), while it runs; `None` when
+    /// announcing is off or the file could not be written.
+    pub fn announcement(&self) -> Option<&Path> {
+        self.announced.as_ref().map(Announced::path)
     }
 
     /// Stops accepting, closes every open connection (answered or not), and joins every
@@ -73,6 +84,8 @@ impl Endpoint {
     }
 
     fn shut_down(&mut self) {
+        // First, so that no monitor finds an endpoint that no longer answers.
+        self.announced = None;
         self.stopping.store(true, Ordering::Relaxed);
         if self.waker.wake().is_err() {
             tracing::error!("cannot wake the hive-db endpoint's polling thread to stop it");
@@ -107,6 +120,10 @@ impl Drop for Endpoint {
 ///   degraded, `503` when unhealthy; one check answers for
 ///   [`EndpointConfig::health_cache`], and while a new one runs, requests get the previous
 ///   answer.
+///
+/// Unless [`EndpointConfig::announce`] is [`Announce::Off`], the endpoint announces its
+/// address in this user's folder (see [`discovery`](crate::discovery)), so that `db-monitor`
+/// with no arguments finds it; the file is removed when the endpoint stops.
 ///
 /// Anything else: `404` for another path, `405` for another method on these, `400` for a
 /// malformed request, `414` for a request line over [`MAX_REQUEST_LINE`] bytes, `431` for a
@@ -155,6 +172,7 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
         stopping: Arc::clone(&stopping),
         waker: Arc::clone(&waker),
         threads: Vec::new(),
+        announced: None,
     };
     // Thread names show the port (`top -H`, /proc/PID/task/*/comm: 15 characters at most).
     let thread_name = format!("hive-http-{}", addr.port());
@@ -187,6 +205,8 @@ pub fn serve(registry: &Registry, config: EndpointConfig) -> Result<Endpoint, En
             .threads
             .push(spawned.map_err(|source| EndpointError::Spawn { source })?);
     }
+    // Once every thread runs: a monitor that reads the file finds it answering.
+    endpoint.announced = announce(&state.config.announce, addr);
     tracing::info!(%addr, "hive-db endpoint serving /metrics, /stats and /health");
     Ok(endpoint)
 }

@@ -9,7 +9,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hive_db_core::endpoint::{self, Endpoint, EndpointConfig, EndpointError};
+use hive_db_core::endpoint::{self, Announce, Endpoint, EndpointConfig, EndpointError};
 use hive_db_core::{DbConfig, HealthReport, HealthStatus, Registry, RegistrySnapshot};
 
 use crate::support::{Fixture, TestResult, config, create_table, eventually, fixture};
@@ -100,7 +100,13 @@ pub(crate) fn process_threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count)
 }
 
+/// `f`'s registry served with `config`, announced nowhere: the tests' endpoints stay out of
+/// the user's discovery folder (the announcement's own tests name a folder of their own).
 pub(crate) fn serve(f: &Fixture, config: EndpointConfig) -> anyhow::Result<Endpoint> {
+    let config = EndpointConfig {
+        announce: Announce::Off,
+        ..config
+    };
     Ok(endpoint::serve(&f.registry, config)?)
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests of hive-db-core's public API, one module per concern.
 
+mod announce;
 mod checkpoint;
 mod close;
 mod concurrency;

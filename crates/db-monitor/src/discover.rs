@@ -1,0 +1,92 @@
+//! With no source named: the endpoints this user's registries announce on this host
+//! (hive-db-core's `discovery`), listed again before each sample so that registries that
+//! start or stop during a run come and go.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hive_db_core::discovery::{self, Announcement};
+
+use crate::attach::Endpoint;
+
+/// The announced endpoints, as of the last [`Discovered::refresh`].
+#[derive(Debug)]
+pub(crate) struct Discovered {
+    timeout: Duration,
+    /// One client per announced endpoint, kept across refreshes.
+    endpoints: Vec<(Announcement, Endpoint)>,
+    /// Files and problems already warned about, so each is said once per run.
+    warned: HashSet<String>,
+}
+
+impl Discovered {
+    /// Nothing found yet; [`Discovered::refresh`] lists the folder.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            endpoints: Vec::new(),
+            warned: HashSet::new(),
+        }
+    }
+
+    /// The folder announcements are read from, for messages.
+    pub(crate) fn folder() -> Option<PathBuf> {
+        discovery::folder().ok()
+    }
+
+    /// Lists the folder again: new endpoints join, those whose announcement went away
+    /// leave. Returns the warnings not given before in this run: a file that is not an
+    /// announcement, another user's, or one pointing off loopback (never followed), or a
+    /// folder that cannot be read (nothing found). Stale announcements (a process that was
+    /// killed) are removed by the listing, silently.
+    pub(crate) fn refresh(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let live = match discovery::list() {
+            Ok(listing) => {
+                for s in listing.skipped {
+                    if s.reason.is_suspicious() {
+                        self.warn(format!("ignoring {s}"), &mut warnings);
+                    } else {
+                        tracing::debug!("{s}");
+                    }
+                }
+                listing.live
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot look for registries: {}",
+                    hive_db_core::error_chain(&e)
+                );
+                self.warn(message, &mut warnings);
+                Vec::new()
+            }
+        };
+        let mut old = std::mem::take(&mut self.endpoints);
+        for a in live {
+            let endpoint = match old.iter().position(|(o, _)| *o == a) {
+                Some(i) => old.swap_remove(i).1,
+                None => Endpoint::new(&format!("http://{}", a.addr), self.timeout),
+            };
+            self.endpoints.push((a, endpoint));
+        }
+        warnings
+    }
+
+    fn warn(&mut self, message: String, warnings: &mut Vec<String>) {
+        if self.warned.insert(message.clone()) {
+            warnings.push(message);
+        }
+    }
+
+    /// The endpoints found, in the order of process id and port.
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().map(|(_, e)| e)
+    }
+
+    /// Whether the endpoint at `base` is still announced by a running process: one that
+    /// could not be read but is no longer announced stopped meanwhile, which is no failure.
+    pub(crate) fn still_announced(base: &str) -> bool {
+        discovery::list().is_ok_and(|l| l.live.iter().any(|a| format!("http://{}", a.addr) == base))
+    }
+}

@@ -63,7 +63,7 @@ impl Database {
     }
 
     /// The identity of the file registered.
-    pub(crate) fn file_id(&self) -> FileId {
+    pub(crate) fn file_id(&self) -> Option<FileId> {
         self.pool.file_id()
     }
 

@@ -137,7 +137,7 @@ impl Registry {
             let id = FileId::of(&requested).ok();
             if let Some((other, _)) = entries.iter().find(|(n, e)| {
                 matches!(e, Entry::Open(p)
-                    if (p.path() == requested || Some(p.file_id()) == id) && *n != name)
+                    if (p.path() == requested || (id.is_some() && p.file_id() == id)) && *n != name)
             }) {
                 return Err(Error::PathInUse {
                     db: name.clone(),

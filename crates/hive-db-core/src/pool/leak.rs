@@ -24,7 +24,7 @@ pub(super) struct Checkout {
 /// owner writes it with plain atomic stores on checkout and return; the site sits behind a
 /// mutex that is only taken when a connection is checked out from a new place.
 #[derive(Debug, Default)]
-pub(super) struct ConnSlot {
+pub(crate) struct ConnSlot {
     /// When the current checkout began; `None` while idle.
     checked_out_at: AtomicStamp,
     /// The `checked_out_at` of the checkout last reported as a leak.

@@ -18,26 +18,27 @@ use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A pooled SQLite connection with what the pool needs to know about it.
-pub(super) struct HiveConn {
-    /// Boxed: r2d2 moves its connections by value on every checkout and return, and a
-    /// `rusqlite::Connection` is about 200 bytes.
-    pub(super) conn: Box<Connection>,
+/// A pooled connection (SQLite's by default; the `postgres` feature's pool keeps its clients
+/// in it too) with what the pool needs to know about it.
+pub(crate) struct HiveConn<C = Box<Connection>> {
+    /// Boxed for SQLite: r2d2 moves its connections by value on every checkout and return,
+    /// and a `rusqlite::Connection` is about 200 bytes.
+    pub(crate) conn: C,
     /// When it was last checked out (or opened): validation is skipped if this is recent.
-    pub(super) last_used: Stamp,
+    pub(crate) last_used: Stamp,
     /// Set when it must not go back to the pool.
-    pub(super) discard: Option<CloseReason>,
-    pub(super) slot: Arc<ConnSlot>,
+    pub(crate) discard: Option<CloseReason>,
+    pub(crate) slot: Arc<ConnSlot>,
     /// The site last written into `slot` (owner's copy, to skip rewriting the same one).
-    pub(super) last_site: Option<&'static Location<'static>>,
-    pub(super) shared: Arc<PoolShared>,
-    pub(super) id: u64,
+    pub(crate) last_site: Option<&'static Location<'static>>,
+    pub(crate) shared: Arc<PoolShared>,
+    pub(crate) id: u64,
     /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
     /// closes it instead of handing it out.
-    pub(super) retire_at: Stamp,
+    pub(crate) retire_at: Stamp,
 }
 
-impl std::fmt::Debug for HiveConn {
+impl<C> std::fmt::Debug for HiveConn<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveConn")
             .field("db", self.shared.name())
@@ -46,7 +47,67 @@ impl std::fmt::Debug for HiveConn {
     }
 }
 
-impl Drop for HiveConn {
+impl<C> HiveConn<C> {
+    /// A connection just opened for the pool of `shared`: counted, given a slot and an id.
+    pub(crate) fn opened(conn: C, shared: &Arc<PoolShared>) -> Self {
+        let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
+        let slot = Arc::new(ConnSlot::default());
+        shared.add_slot(Arc::clone(&slot));
+        shared.counters().created.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        tracing::debug!(db = %shared.name(), id, "connection opened");
+        Self {
+            conn,
+            last_used: Stamp::of(now),
+            discard: None,
+            slot,
+            last_site: None,
+            shared: Arc::clone(shared),
+            id,
+            retire_at: shared
+                .config()
+                .max_lifetime
+                .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
+        }
+    }
+
+    /// Marks the checkout over in the connection's slot (the guard's drop), noting the return
+    /// of one reported as a possible leak.
+    pub(crate) fn check_in(&self) {
+        if let Some(leak) = self.slot.check_in() {
+            tracing::info!(
+                db = %self.shared.name(),
+                held = ?leak.at.elapsed(),
+                site = %leak.site,
+                "connection reported as a possible leak was returned"
+            );
+        }
+    }
+
+    /// `true`, with the reason set, when the connection must not go back to the pool for a
+    /// reason that does not depend on the engine: its thread panics, or its pool is closed.
+    /// `dirty` names an engine's own reason (an open transaction, say), logged as broken.
+    pub(crate) fn broken_on_return(&mut self, dirty: Option<&str>) -> bool {
+        if self.discard.is_some() {
+            return true;
+        }
+        let shared = &self.shared;
+        if std::thread::panicking() {
+            tracing::warn!(db = %shared.name(), id = self.id, "connection returned by a panicking thread; discarded");
+        } else if let Some(why) = dirty {
+            tracing::warn!(db = %shared.name(), id = self.id, "connection returned {why}; discarded");
+        } else if shared.is_closed() {
+            self.discard = Some(CloseReason::PoolClosed);
+            return true;
+        } else {
+            return false;
+        }
+        self.discard = Some(CloseReason::Broken);
+        true
+    }
+}
+
+impl<C> Drop for HiveConn<C> {
     fn drop(&mut self) {
         let shared = &self.shared;
         let reason = self.discard.unwrap_or_else(|| {
@@ -65,7 +126,7 @@ impl Drop for HiveConn {
 }
 
 /// The r2d2 manager for one database.
-pub(super) struct HiveManager {
+pub(crate) struct HiveManager {
     shared: Arc<PoolShared>,
 }
 
@@ -123,27 +184,7 @@ impl r2d2::ManageConnection for HiveManager {
         // A panic escaping into r2d2's worker would leak the pending slot for good.
         match catch_unwind(AssertUnwindSafe(|| self.open())) {
             Ok(Ok(_)) if shared.is_closed() => Err(closed()),
-            Ok(Ok(conn)) => {
-                let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-                let slot = Arc::new(ConnSlot::default());
-                shared.add_slot(Arc::clone(&slot));
-                shared.counters().created.fetch_add(1, Relaxed);
-                let now = Instant::now();
-                tracing::debug!(db = %shared.name(), id, "connection opened");
-                Ok(HiveConn {
-                    conn: Box::new(conn),
-                    last_used: Stamp::of(now),
-                    discard: None,
-                    slot,
-                    last_site: None,
-                    shared: Arc::clone(shared),
-                    id,
-                    retire_at: shared
-                        .config()
-                        .max_lifetime
-                        .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
-                })
-            }
+            Ok(Ok(conn)) => Ok(HiveConn::opened(Box::new(conn), shared)),
             Ok(Err(e)) => {
                 let err = classify_open(shared.name(), shared.path(), "open connection", e);
                 // The refusal alone (SQLite's message, or the operating system's): the error
@@ -179,26 +220,11 @@ impl r2d2::ManageConnection for HiveManager {
     }
 
     fn has_broken(&self, conn: &mut HiveConn) -> bool {
-        if conn.discard.is_some() {
-            return true;
-        }
-        let shared = &self.shared;
-        if std::thread::panicking() {
-            tracing::warn!(db = %shared.name(), id = conn.id, "connection returned by a panicking thread; discarded");
-        } else if !conn.conn.is_autocommit() {
-            tracing::warn!(
-                db = %shared.name(),
-                id = conn.id,
-                "connection returned inside an open transaction; its uncommitted work is rolled back and the connection discarded"
-            );
-        } else if shared.is_closed() {
-            conn.discard = Some(CloseReason::PoolClosed);
-            return true;
-        } else {
-            return false;
-        }
-        conn.discard = Some(CloseReason::Broken);
-        true
+        // Asked only when nothing else marked it: `is_autocommit` is a cheap read.
+        let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit()).then_some(
+            "inside an open transaction (its uncommitted work is rolled back)",
+        );
+        conn.broken_on_return(dirty)
     }
 }
 

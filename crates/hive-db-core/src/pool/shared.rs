@@ -36,11 +36,12 @@ pub(super) type ConnectHook =
     Arc<dyn Fn(&mut rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync>;
 
 /// State one database's pool shares with its manager, its connections and the leak scanner.
-pub(super) struct PoolShared {
+pub(crate) struct PoolShared {
     name: DbName,
     path: PathBuf,
-    /// The file registered at `path`.
-    file_id: FileId,
+    /// The file registered at `path`; `None` for a database on a server, whose `path` is only
+    /// what snapshots show of where it is (never a password).
+    file_id: Option<FileId>,
     config: DbConfig,
     counters: Arc<DbCounters>,
     /// Set once, by [`PoolShared::mark_closed`]; every access is `SeqCst` (see there).
@@ -75,7 +76,7 @@ impl PoolShared {
     pub(super) fn new(
         name: DbName,
         path: PathBuf,
-        file_id: FileId,
+        file_id: Option<FileId>,
         config: DbConfig,
         counters: Arc<DbCounters>,
     ) -> Self {
@@ -97,7 +98,7 @@ impl PoolShared {
         }
     }
 
-    pub(super) fn file_id(&self) -> FileId {
+    pub(super) fn file_id(&self) -> Option<FileId> {
         self.file_id
     }
 
@@ -113,8 +114,11 @@ impl PoolShared {
     /// `Err` when the file at the path is not the one registered: gone, or another file. An
     /// error other than "not found" proves nothing and passes.
     pub(super) fn check_file(&self) -> crate::error::Result<()> {
+        let Some(file_id) = self.file_id else {
+            return Ok(());
+        };
         match FileId::of(&self.path) {
-            Ok(id) if id == self.file_id => Ok(()),
+            Ok(id) if id == file_id => Ok(()),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(crate::error::Error::Open {
                 db: self.name.clone(),
@@ -128,7 +132,8 @@ impl PoolShared {
 
     /// True when a file other than the one registered is at the path.
     pub(super) fn another_file_at_path(&self) -> bool {
-        FileId::of(&self.path).is_ok_and(|id| id != self.file_id)
+        self.file_id
+            .is_some_and(|file_id| FileId::of(&self.path).is_ok_and(|id| id != file_id))
     }
 
     pub(super) fn name(&self) -> &DbName {

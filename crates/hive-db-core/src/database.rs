@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
+use crate::backend::Backend;
 use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached, rollback};
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
@@ -336,8 +337,13 @@ impl Database {
             pool,
             writer_queue: u32::try_from(self.lane.queued()).unwrap_or(u32::MAX),
         });
-        self.counters()
-            .snapshot(self.name(), self.path(), self.config(), gauges)
+        self.counters().snapshot(
+            self.name(),
+            Backend::Sqlite,
+            self.path(),
+            self.config(),
+            gauges,
+        )
     }
 }
 

@@ -11,12 +11,15 @@ use std::path::{Path, PathBuf};
 /// `#[cfg(test)] mod tests` at the bottom of a file) may use anything. docs/ARCHITECTURE.md
 /// shows the same table.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("leaves", &["sync", "clock", "histogram", "lane", "name"]),
+    (
+        "leaves",
+        &["sync", "clock", "histogram", "lane", "name", "backend"],
+    ),
     ("vocabulary", &["error", "config", "stats"]),
     ("SQLite", &["wal", "open"]),
     ("one database's connections", &["pool"]),
     ("writes", &["batch", "checkpoint"]),
-    ("database", &["database"]),
+    ("database", &["database", "pg"]),
     (
         "facade and views",
         &["health", "registry", "global", "metrics", "endpoint"],

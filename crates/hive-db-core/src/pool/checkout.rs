@@ -31,7 +31,8 @@ impl Pool {
     /// Checks out a connection, waiting up to `connection_timeout`.
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
-        self.checkout_raw(site).map(|conn| PooledConnection { conn })
+        self.checkout_raw(site)
+            .map(|conn| PooledConnection { conn })
     }
 
     /// Checks out a connection for a caller that began to ask at `start`, waiting until

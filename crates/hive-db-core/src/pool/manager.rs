@@ -144,7 +144,7 @@ impl HiveManager {
     }
 
     /// A new connection with the database's settings.
-    fn open(&self) -> rusqlite::Result<Connection> {
+    fn open(&self) -> rusqlite::Result<Box<Connection>> {
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
@@ -155,7 +155,7 @@ impl HiveManager {
             hook(&mut conn)?;
         }
         configure_connection(&conn, self.shared.config())?;
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 }
 
@@ -165,13 +165,6 @@ impl r2d2::ManageConnection for HiveManager {
 
     fn connect(&self) -> Result<HiveConn> {
         let shared = &self.shared;
-        let _connecting = shared.connecting();
-        let closed = || Error::Closed {
-            db: shared.name().clone(),
-        };
-        if shared.is_closed() {
-            return Err(closed());
-        }
         // Never open another file at the registered path (it would take on the old `-wal`).
         // A missing file is left to SQLite, which will not create it.
         if shared.another_file_at_path()
@@ -181,38 +174,11 @@ impl r2d2::ManageConnection for HiveManager {
             shared.record_connect_error(&err, detail, Some(OpenCause::FileChanged), None);
             return Err(err);
         }
-        // A panic escaping into r2d2's worker would leak the pending slot for good.
-        match catch_unwind(AssertUnwindSafe(|| self.open())) {
-            Ok(Ok(_)) if shared.is_closed() => Err(closed()),
-            Ok(Ok(conn)) => Ok(HiveConn::opened(Box::new(conn), shared)),
-            Ok(Err(e)) => {
-                let err = classify_open(shared.name(), shared.path(), "open connection", e);
-                // The refusal alone (SQLite's message, or the operating system's): the error
-                // built from it later names the rest.
-                let detail = std::error::Error::source(&err)
-                    .map_or_else(|| err.to_string(), ToString::to_string);
-                let (cause, code) = match &err {
-                    Error::Open { cause, code, .. } => (Some(*cause), *code),
-                    other => (None, other.sqlite_code()),
-                };
-                shared.record_connect_error(&err, detail, cause, code);
-                Err(err)
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                let detail = format!("opening a connection panicked: {message}");
-                let err = Error::ConnectPanicked {
-                    db: shared.name().clone(),
-                    message,
-                };
-                shared.record_connect_error(&err, detail, None, None);
-                Err(err)
-            }
-        }
+        connect_guarded(
+            shared,
+            || self.open(),
+            |e| classify_open(shared.name(), shared.path(), "open connection", e),
+        )
     }
 
     fn is_valid(&self, conn: &mut HiveConn) -> Result<()> {
@@ -221,10 +187,64 @@ impl r2d2::ManageConnection for HiveManager {
 
     fn has_broken(&self, conn: &mut HiveConn) -> bool {
         // Asked only when nothing else marked it: `is_autocommit` is a cheap read.
-        let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit()).then_some(
-            "inside an open transaction (its uncommitted work is rolled back)",
-        );
+        let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit())
+            .then_some("inside an open transaction (its uncommitted work is rolled back)");
         conn.broken_on_return(dirty)
+    }
+}
+
+/// Opens a connection of the pool of `shared` with `open`, and `failed` turns its error into
+/// ours: counted as a connect in progress (for `close`), refused once the pool is closed, a
+/// panic in `open` turned into an error (one escaping into r2d2's worker would leak the pending
+/// slot for good), and a failure recorded for the callers that wait.
+pub(crate) fn connect_guarded<C, E>(
+    shared: &Arc<PoolShared>,
+    open: impl FnOnce() -> std::result::Result<C, E>,
+    failed: impl FnOnce(E) -> Error,
+) -> Result<HiveConn<C>> {
+    let _connecting = shared.connecting();
+    let closed = || Error::Closed {
+        db: shared.name().clone(),
+    };
+    if shared.is_closed() {
+        return Err(closed());
+    }
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(Ok(_)) if shared.is_closed() => Err(closed()),
+        Ok(Ok(conn)) => Ok(HiveConn::opened(conn, shared)),
+        Ok(Err(e)) => {
+            let err = failed(e);
+            // The refusal alone (SQLite's message, the server's, or the operating system's):
+            // the error built from it later names the rest.
+            let detail = match &err {
+                // The client's message is a heading ("error connecting to server"); the
+                // cause under it says what happened.
+                #[cfg(feature = "postgres")]
+                Error::Postgres { source, .. } => crate::error::error_chain(source),
+                _ => std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), ToString::to_string),
+            };
+            let (cause, code) = match &err {
+                Error::Open { cause, code, .. } => (Some(*cause), *code),
+                other => (None, other.sqlite_code()),
+            };
+            shared.record_connect_error(&err, detail, cause, code);
+            Err(err)
+        }
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            let detail = format!("opening a connection panicked: {message}");
+            let err = Error::ConnectPanicked {
+                db: shared.name().clone(),
+                message,
+            };
+            shared.record_connect_error(&err, detail, None, None);
+            Err(err)
+        }
     }
 }
 

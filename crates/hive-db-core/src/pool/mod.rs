@@ -28,6 +28,8 @@ use scheduled_thread_pool::JobHandle;
 
 pub use guard::PooledConnection;
 pub(crate) use manager::HiveConn;
+#[cfg(feature = "postgres")]
+pub(crate) use manager::connect_guarded;
 pub(crate) use shared::PoolShared;
 
 use crate::clock::deadline;

@@ -73,7 +73,7 @@ impl std::fmt::Debug for PoolShared {
 }
 
 impl PoolShared {
-    pub(super) fn new(
+    pub(crate) fn new(
         name: DbName,
         path: PathBuf,
         file_id: Option<FileId>,
@@ -136,7 +136,7 @@ impl PoolShared {
             .is_some_and(|file_id| FileId::of(&self.path).is_ok_and(|id| id != file_id))
     }
 
-    pub(super) fn name(&self) -> &DbName {
+    pub(crate) fn name(&self) -> &DbName {
         &self.name
     }
 
@@ -144,7 +144,7 @@ impl PoolShared {
         &self.path
     }
 
-    pub(super) fn config(&self) -> &DbConfig {
+    pub(crate) fn config(&self) -> &DbConfig {
         &self.config
     }
 
@@ -158,7 +158,7 @@ impl PoolShared {
     /// the other, so no connection opened during a close outlives it. On x86 a `SeqCst` load
     /// costs what a `Relaxed` one does.
     #[inline]
-    pub(super) fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
     }
 

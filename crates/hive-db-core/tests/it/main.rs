@@ -11,4 +11,6 @@ mod hygiene;
 mod metrics;
 mod model;
 mod observability;
+mod pg;
+mod pg_server;
 mod support;

@@ -20,7 +20,7 @@ use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
 use crate::pool::{CloseReport, Pool, PooledConnection};
 use crate::reentry::{connections_held, enter, inside_write};
-use crate::stats::{DbCounters, DbSnapshot, Gauges};
+use crate::stats::{DbCounters, DbSnapshot};
 use crate::wal::commit_deferring_checkpoint;
 
 /// One database's pool, writer lane and checkpoint state.
@@ -333,17 +333,8 @@ impl Database {
 
     /// The database's snapshot, now.
     pub(crate) fn snapshot(&self) -> DbSnapshot {
-        let gauges = self.pool.gauges().map(|pool| Gauges {
-            pool,
-            writer_queue: u32::try_from(self.lane.queued()).unwrap_or(u32::MAX),
-        });
-        self.counters().snapshot(
-            self.name(),
-            Backend::Sqlite,
-            self.path(),
-            self.config(),
-            gauges,
-        )
+        let queued = u32::try_from(self.lane.queued()).unwrap_or(u32::MAX);
+        self.pool.snapshot(Backend::Sqlite, queued)
     }
 }
 

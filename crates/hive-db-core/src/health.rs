@@ -38,7 +38,7 @@ impl OpenDb {
         match self {
             Self::Sqlite(db) => db.close(deadline),
             #[cfg(feature = "postgres")]
-            Self::Postgres(db) => db.close(deadline),
+            Self::Postgres(db) => db.pool().close(deadline),
         }
     }
 

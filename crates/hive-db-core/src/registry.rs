@@ -168,13 +168,17 @@ impl Registry {
             }
         };
         let prepared = prepare_database(name, path, &config)?;
-        let db = Database::open(name.clone(), prepared, config, counters)?;
-        tracing::info!(db = %name, path = %db.path().display(), "database registered");
-        let db = Entry::Open(Arc::new(db));
-        self.update_entries(|entries| {
-            entries.insert(name.clone(), db);
-        });
+        let db = Arc::new(Database::open(name.clone(), prepared, config, counters)?);
+        self.add(name, db.path(), Entry::Open(Arc::clone(&db)));
         Ok(())
+    }
+
+    /// Puts a newly opened database in the map. Callers hold `changing`.
+    fn add(&self, name: &DbName, shown: &Path, entry: Entry) {
+        tracing::info!(db = %name, path = %shown.display(), "database registered");
+        self.update_entries(|entries| {
+            entries.insert(name.clone(), entry);
+        });
     }
 
     /// Registers `name` for the PostgreSQL database at `url` (`postgres://`, `postgresql://`,
@@ -217,12 +221,8 @@ impl Registry {
                 None => Arc::default(),
             }
         };
-        let db = PgDatabase::open(name, url, config, counters)?;
-        tracing::info!(db = %name, target = %db.shown().display(), "database registered");
-        let db = Entry::Postgres(Arc::new(db));
-        self.update_entries(|entries| {
-            entries.insert(name.clone(), db);
-        });
+        let db = Arc::new(PgDatabase::open(name, url, config, counters)?);
+        self.add(name, db.shown(), Entry::Postgres(Arc::clone(&db)));
         Ok(())
     }
 
@@ -463,7 +463,7 @@ impl Registry {
             }
             #[cfg(feature = "postgres")]
             Some(Entry::Postgres(db)) => {
-                db.mark_closed();
+                db.pool().mark_closed();
                 let closed = Entry::Closed {
                     path: db.shown().to_path_buf(),
                     config: db.config().clone(),

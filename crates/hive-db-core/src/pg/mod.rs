@@ -27,8 +27,8 @@ use crate::backend::Backend;
 use crate::config::DbConfig;
 use crate::error::{Error, Result};
 use crate::name::DbName;
-use crate::pool::{CloseReport, Pool, PoolShared};
-use crate::stats::{DbCounters, DbSnapshot, Gauges};
+use crate::pool::{Pool, PoolShared};
+use crate::stats::{DbCounters, DbSnapshot};
 use manager::{PgManager, breaks_connection, pg_error, retryable};
 
 /// One registered PostgreSQL database.
@@ -307,29 +307,14 @@ impl PgDatabase {
         base.mul_f64(factor)
     }
 
-    /// Refuses new checkouts at once; see [`PgDatabase::close`] for the rest.
-    pub(crate) fn mark_closed(&self) {
-        self.pool.mark_closed();
-    }
-
-    /// Closes the pool (see [`Pool::close`]).
-    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
-        self.pool.close(deadline)
+    /// Its pool, for close.
+    pub(crate) fn pool(&self) -> &Pool<PgManager> {
+        &self.pool
     }
 
     /// The database's snapshot, now.
     pub(crate) fn snapshot(&self) -> DbSnapshot {
-        let gauges = self.pool.gauges().map(|pool| Gauges {
-            pool,
-            writer_queue: 0,
-        });
-        self.counters().snapshot(
-            self.name(),
-            Backend::Postgres,
-            self.shown(),
-            self.config(),
-            gauges,
-        )
+        self.pool.snapshot(Backend::Postgres, 0)
     }
 
     /// The health probe: a client within what is left of `timeout`, a round trip bounded by

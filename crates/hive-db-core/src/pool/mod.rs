@@ -32,12 +32,13 @@ pub(crate) use manager::HiveConn;
 pub(crate) use manager::connect_guarded;
 pub(crate) use shared::PoolShared;
 
+use crate::backend::Backend;
 use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::error::Result;
 use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
-use crate::stats::{DbCounters, PoolGauges};
+use crate::stats::{DbCounters, DbSnapshot, Gauges, PoolGauges};
 use manager::HiveManager;
 
 /// How long `close` sleeps at most between looks at the connections still out.
@@ -261,6 +262,13 @@ impl<M: Engine> Pool<M> {
             maxwait,
             held_past_leak_threshold: self.shared.held_past_threshold(),
         })
+    }
+
+    /// The snapshot of this pool's database on `backend`, with `writer_queue` writers queued.
+    pub(crate) fn snapshot(&self, backend: Backend, writer_queue: u32) -> DbSnapshot {
+        let gauges = self.gauges().map(|pool| Gauges { pool, writer_queue });
+        self.counters()
+            .snapshot(self.name(), backend, self.path(), self.config(), gauges)
     }
 
     /// Refuses new checkouts, waits until `deadline` for borrowed connections, closes every

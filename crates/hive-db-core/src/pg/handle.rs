@@ -1,7 +1,5 @@
-//! The public faces of a PostgreSQL database: [`PgHandle`] (typed `read` and `write`) and
-//! [`PgConnection`], the guard of a checked-out client.
+//! [`PgHandle`]: the public face of a PostgreSQL database, with typed `read` and `write`.
 
-use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 use std::path::Path;
 use std::sync::Arc;
@@ -9,10 +7,10 @@ use std::sync::Arc;
 use postgres::{Client, Transaction};
 
 use super::PgDatabase;
-use super::manager::PgManager;
+use super::guard::PgConnection;
 use crate::error::{Error, Result};
 use crate::name::DbName;
-use crate::stats::{CloseReason, DbSnapshot};
+use crate::stats::DbSnapshot;
 
 /// One PostgreSQL database of a registry, from
 /// [`Registry::postgres`](crate::Registry::postgres). Cloning is cheap.
@@ -132,60 +130,5 @@ impl PgHandle {
     /// The database's snapshot.
     pub fn stats(&self) -> DbSnapshot {
         self.0.snapshot()
-    }
-}
-
-/// A PostgreSQL client checked out of a pool. It derefs to [`postgres::Client`]; dropping it
-/// returns it to the pool reset (`DISCARD ALL`), or closes it: when it is closed, when an
-/// error marked it, when a transaction is left open, or when its thread panics.
-///
-/// Like every `postgres::Client`, it must not be used from inside a tokio runtime.
-pub struct PgConnection {
-    conn: r2d2::PooledConnection<PgManager>,
-}
-
-impl std::fmt::Debug for PgConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgConnection")
-            .field("db", self.conn.shared.name())
-            .field("id", &self.conn.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PgConnection {
-    pub(super) fn new(conn: r2d2::PooledConnection<PgManager>) -> Self {
-        Self { conn }
-    }
-
-    /// The database this client belongs to.
-    pub fn db(&self) -> &DbName {
-        self.conn.shared.name()
-    }
-
-    /// Marks the client so that it is closed instead of pooled when dropped (after an error
-    /// that says its connection can no longer be trusted, say).
-    pub fn discard(&mut self) {
-        self.conn.discard = Some(CloseReason::Broken);
-    }
-}
-
-impl Deref for PgConnection {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        &self.conn.conn
-    }
-}
-
-impl DerefMut for PgConnection {
-    fn deref_mut(&mut self) -> &mut Client {
-        &mut self.conn.conn
-    }
-}
-
-impl Drop for PgConnection {
-    fn drop(&mut self) {
-        self.conn.check_in();
-        // `self.conn` drops next: r2d2 asks `has_broken` (the reset), then pools or closes it.
     }
 }

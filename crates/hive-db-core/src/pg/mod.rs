@@ -5,9 +5,11 @@
 //!
 //! - `config`: [`PgConfig`], and the connection string parsed and shown without a password;
 //! - `manager`: the r2d2 manager, the return rules and the SQLSTATE classes;
-//! - `handle`: [`PgHandle`] and [`PgConnection`], the public faces.
+//! - `guard`: [`PgConnection`], the guard of a checked-out client;
+//! - `handle`: [`PgHandle`], the public face with typed `read` and `write`.
 
 mod config;
+mod guard;
 mod handle;
 mod manager;
 
@@ -21,7 +23,8 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Transaction};
 
 pub use config::PgConfig;
-pub use handle::{PgConnection, PgHandle};
+pub use guard::PgConnection;
+pub use handle::PgHandle;
 
 use crate::backend::Backend;
 use crate::config::DbConfig;

@@ -203,7 +203,6 @@ impl Registry {
     /// is registered.
     #[cfg(feature = "postgres")]
     pub fn register_postgres(&self, name: &DbName, url: &str, config: PgConfig) -> Result<()> {
-        config.pool.validate(name)?;
         let requested = PgDatabase::shown_of(name, url, &config)?;
         let _changing = lock(&self.inner.changing);
         let counters = {

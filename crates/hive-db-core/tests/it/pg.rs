@@ -548,3 +548,52 @@ fn each_engine_refuses_the_others_names_and_calls() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: a PostgreSQL pool without the SQLite pools' leak reports (the shared scanner
+/// not started for it), or without `max_lifetime` enforced at checkout.
+#[test]
+fn leaks_are_reported_and_lifetimes_kept() -> TestResult {
+    let mut config = config(1, 1);
+    config.pool.leak_threshold = Some(Duration::from_millis(100));
+    config.pool.max_lifetime = Some(Duration::from_millis(300));
+    let (registry, name) = registered("pg-leak-life", config)?;
+    let db = registry.postgres(&name)?;
+    let mut conn = db.get()?;
+    let pid = backend_pid(&mut conn)?;
+    thread::sleep(Duration::from_millis(400));
+    let snap = db.stats();
+    assert_eq!(snap.totals.leaks, 1, "{:?}", snap.totals);
+    assert_eq!(snap.held_past_leak_threshold, 1);
+    drop(conn);
+    // Past its lifetime: the checkout closes it and opens another.
+    assert_ne!(db.read(backend_pid)?, pid);
+    assert_eq!(db.stats().totals.connections_closed.max_lifetime, 1);
+    Ok(())
+}
+
+/// Bug caught: a client returned while its thread panicked (in a write closure) pooled
+/// again, or the panic swallowed.
+#[test]
+fn a_panicking_write_closes_its_connection_and_the_panic_goes_on() -> TestResult {
+    let (registry, name) = registered("pg-panic", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
+    let pid = db.read(backend_pid)?;
+    let writer = db.clone();
+    let panicked = thread::spawn(move || {
+        writer.write(|tx| -> Result<(), postgres::Error> {
+            tx.batch_execute("INSERT INTO t VALUES (1)")?;
+            panic!("injected")
+        })
+    })
+    .join();
+    assert!(panicked.is_err(), "the panic did not reach the caller");
+    let (next, rows) = db.read(|c| {
+        let rows: i64 = c.query_one("SELECT count(*) FROM t", &[])?.try_get(0)?;
+        Ok((backend_pid(c)?, rows))
+    })?;
+    assert_ne!(next, pid);
+    assert_eq!(rows, 0);
+    assert_eq!(db.stats().totals.connections_closed.broken, 1);
+    Ok(())
+}

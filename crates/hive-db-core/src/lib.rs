@@ -13,6 +13,11 @@
 //! [`prometheus_text`] renders a snapshot as Prometheus text; with the `endpoint` cargo
 //! feature, `endpoint::serve` serves it, the snapshot and health over HTTP on loopback.
 //!
+//! With the `postgres` cargo feature, a PostgreSQL database is registered by URL in the same
+//! registry (`Registry::register_postgres`) and used through a `PgHandle`
+//! (`Registry::postgres`), whose closures get the `postgres` crate's own client and
+//! transaction types; it shares the pools' machinery, the snapshot, health and metrics.
+//!
 //! # Examples
 //!
 //! ```

@@ -67,7 +67,8 @@ struct Inner {
     changing: Mutex<()>,
 }
 
-/// The registry of named SQLite pools. Cloning it is cheap; every clone is the same registry.
+/// The registry of named database pools: SQLite files, and PostgreSQL databases with the
+/// `postgres` feature. Cloning it is cheap; every clone is the same registry.
 ///
 /// Dropping the last clone closes every pool without waiting; use [`Registry::close_all`] to
 /// wait for borrowed connections.

@@ -216,9 +216,12 @@ impl Sampler {
                         latency_ms: h.latency.as_secs_f64() * 1e3,
                         error: h.error.clone(),
                     });
-                let facts = (depth.endpoint_files && !db.path.as_os_str().is_empty())
-                    .then(|| file::facts_of(&db.path, self.timeout, depth.quick_check))
-                    .flatten();
+                // A PostgreSQL database's path is its URL (no password): no file to look at.
+                let facts = (depth.endpoint_files
+                    && db.backend == hive_db_core::Backend::Sqlite
+                    && !db.path.as_os_str().is_empty())
+                .then(|| file::facts_of(&db.path, self.timeout, depth.quick_check))
+                .flatten();
                 // An endpoint that hides paths sends them empty.
                 let path = Some(db.path.clone()).filter(|p| !p.as_os_str().is_empty());
                 DbRead {

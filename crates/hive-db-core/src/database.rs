@@ -15,7 +15,7 @@ use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
 use crate::lane::{LaneTurn, WriterLane};
 use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
 use crate::reentry::{connections_held, enter, inside_write};
-use crate::stats::{DbSnapshot, Gauges};
+use crate::stats::DbSnapshot;
 use crate::wal::commit_deferring_checkpoint;
 
 /// One database's pool, writer lane and checkpoint state.
@@ -303,11 +303,8 @@ impl Database {
 
     /// The database's snapshot, now.
     pub(crate) fn snapshot(&self) -> DbSnapshot {
-        let gauges = self.pool.gauges().map(|pool| Gauges {
-            pool,
-            writer_queue: u32::try_from(self.lane.queued()).unwrap_or(u32::MAX),
-        });
-        self.info.snapshot(gauges)
+        let queued = u32::try_from(self.lane.queued()).unwrap_or(u32::MAX);
+        self.pool.snapshot(queued)
     }
 }
 

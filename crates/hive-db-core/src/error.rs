@@ -253,6 +253,58 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The database runs on another engine than the call is for: a SQLite call on a
+    /// PostgreSQL database, or the other way round.
+    #[error("database {db} is a {actual} database; {call} is for {expected} databases")]
+    WrongBackend {
+        /// The database.
+        db: DbName,
+        /// The call made.
+        call: &'static str,
+        /// The engine the call is for.
+        expected: crate::backend::Backend,
+        /// The engine the database runs on.
+        actual: crate::backend::Backend,
+    },
+    /// A PostgreSQL connection string (URL or `key=value` pairs) that does not parse. The
+    /// reason never quotes the string (it may hold a password).
+    #[error("database {db}: invalid PostgreSQL connection string: {reason}")]
+    InvalidUrl {
+        /// The database being registered.
+        db: DbName,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A PostgreSQL error: connecting, or a statement of a `read` or `write`. The server's
+    /// SQLSTATE is in `code` when it sent one.
+    #[cfg(feature = "postgres")]
+    #[error("database {db}: {op} failed (sqlstate {})", code.as_deref().unwrap_or("none"))]
+    Postgres {
+        /// The database.
+        db: DbName,
+        /// What was being done.
+        op: &'static str,
+        /// The SQLSTATE, as `40001`.
+        code: Option<String>,
+        /// The client's error.
+        #[source]
+        source: postgres::Error,
+    },
+    /// A PostgreSQL `write` whose transaction the server failed for a serialization failure
+    /// or a deadlock (SQLSTATE 40001, 40P01) on every one of its `attempts`.
+    #[cfg(feature = "postgres")]
+    #[error("database {db}: write gave up after {attempts} attempts (sqlstate {code})")]
+    WriteConflict {
+        /// The database.
+        db: DbName,
+        /// How many times the transaction ran.
+        attempts: u32,
+        /// The last attempt's SQLSTATE.
+        code: String,
+        /// The last attempt's error.
+        #[source]
+        source: postgres::Error,
+    },
     /// `global::install` was called twice.
     #[error("a global registry is installed already")]
     AlreadyInstalled,
@@ -276,7 +328,11 @@ impl Error {
             | Self::BatchFailed { db, .. }
             | Self::JournalMode { db, .. }
             | Self::ConnectPanicked { db, .. }
-            | Self::Io { db, .. } => Some(db),
+            | Self::Io { db, .. }
+            | Self::WrongBackend { db, .. }
+            | Self::InvalidUrl { db, .. } => Some(db),
+            #[cfg(feature = "postgres")]
+            Self::Postgres { db, .. } | Self::WriteConflict { db, .. } => Some(db),
         }
     }
 

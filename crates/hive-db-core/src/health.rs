@@ -11,6 +11,46 @@ use crate::clock::deadline;
 use crate::database::Database;
 use crate::error::{Error, Result, error_chain};
 use crate::name::DbName;
+#[cfg(feature = "postgres")]
+use crate::pg::PgDatabase;
+use crate::pool::{CloseReport, DbInfo};
+use crate::stats::DbSnapshot;
+
+/// An open database of either engine, as health checks and `close` see it.
+#[derive(Debug, Clone)]
+pub(crate) enum OpenDb {
+    Sqlite(Arc<Database>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<PgDatabase>),
+}
+
+impl OpenDb {
+    /// The database's facts.
+    pub(crate) fn info(&self) -> &Arc<DbInfo> {
+        match self {
+            Self::Sqlite(db) => db.info(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(db) => db.info(),
+        }
+    }
+
+    /// Closes its pool (see `Pool::close`).
+    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+        match self {
+            Self::Sqlite(db) => db.close(deadline),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(db) => db.pool().close(deadline),
+        }
+    }
+
+    fn check(&self, timeout: Duration) -> Outcome {
+        match self {
+            Self::Sqlite(db) => check_one(db, timeout),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(db) => check_postgres(db, timeout),
+        }
+    }
+}
 
 /// How a database, or the whole registry, is doing.
 #[derive(
@@ -69,7 +109,7 @@ const REPORT_GRACE: Duration = Duration::from_millis(200);
 /// Most threads one `health` call runs checks on; they share the databases between them.
 const WORKERS: usize = 16;
 
-pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthReport {
+pub(crate) fn check_all(pools: Vec<OpenDb>, timeout: Duration) -> HealthReport {
     let start = Instant::now();
     let end = deadline(start, timeout);
     let names: Vec<DbName> = pools.iter().map(|p| p.info().name.clone()).collect();
@@ -91,7 +131,7 @@ pub(crate) fn check_all(pools: Vec<Arc<Database>>, timeout: Duration) -> HealthR
                     if left.is_zero() {
                         break;
                     }
-                    let result = check_one(pool, left);
+                    let result = pool.check(left);
                     // The receiver may have given up on us; that is fine.
                     if tx.send((i, result)).is_err() {
                         break;
@@ -216,16 +256,30 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     }
     drop(conn);
     let note = result.map_err(|e| error_chain(&e))?;
-    let saturated = (before.waiting > 0 && before.active() >= before.max_size).then(|| {
+    let saturated = saturation(&before);
+    let failing = recent_commit_failure(pool)?;
+    Ok((start.elapsed(), note.or(failing).or(saturated)))
+}
+
+/// A note when callers wait at a full pool.
+fn saturation(before: &DbSnapshot) -> Option<String> {
+    (before.waiting > 0 && before.active() >= before.max_size).then(|| {
         format!(
             "pool saturated: {} of {} connections busy, {} callers waiting",
             before.active(),
             before.max_size,
             before.waiting
         )
-    });
-    let failing = recent_commit_failure(pool)?;
-    Ok((start.elapsed(), note.or(failing).or(saturated)))
+    })
+}
+
+/// A client within `timeout`, then a round trip bounded by what is left of it and `SELECT 1`.
+#[cfg(feature = "postgres")]
+fn check_postgres(db: &PgDatabase, timeout: Duration) -> Outcome {
+    let start = Instant::now();
+    let before = db.snapshot();
+    db.probe(timeout).map_err(|e| error_chain(&e))?;
+    Ok((start.elapsed(), saturation(&before)))
 }
 
 /// A note if a `COMMIT` failed within [`COMMIT_FAILURE_MEMORY`], and an error if no write

@@ -16,6 +16,11 @@
 //! announces the endpoint in a per-user folder, where the `discovery` module (feature
 //! `discovery`, part of `endpoint`) lists the running ones for a monitor.
 //!
+//! With the `postgres` cargo feature, a PostgreSQL database is registered by URL in the same
+//! registry (`Registry::register_postgres`) and used through a `PgHandle`
+//! (`Registry::postgres`), whose closures get the `postgres` crate's own client and
+//! transaction types; it shares the pools' machinery, the snapshot, health and metrics.
+//!
 //! # Examples
 //!
 //! ```
@@ -58,6 +63,7 @@
 // Layers, each using only those above it in this list (checked by the workspace's tidy
 // test; see docs/ARCHITECTURE.md).
 // Leaves.
+mod backend;
 mod clock;
 mod histogram;
 mod lane;
@@ -78,6 +84,8 @@ mod checkpoint;
 mod reentry;
 // One database.
 mod database;
+#[cfg(feature = "postgres")]
+mod pg;
 // The facade and its views.
 #[cfg(feature = "discovery")]
 pub mod discovery;
@@ -90,6 +98,7 @@ mod health;
 mod metrics;
 mod registry;
 
+pub use backend::Backend;
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};
 pub use error::{Error, OpenCause, Reentry, Result, error_chain};
@@ -98,6 +107,8 @@ pub use histogram::{Bucket, LatencySummary};
 pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
 pub use name::{DbName, MAX_NAME_LEN, NameError};
 pub use open::{PreparedDatabase, configure_connection, open_connection, prepare_database};
+#[cfg(feature = "postgres")]
+pub use pg::{PgConfig, PgConnection, PgHandle};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
 pub use stats::{
@@ -107,6 +118,10 @@ pub use stats::{
 
 /// The rusqlite this crate is built against (one SQLite per process).
 pub use rusqlite;
+
+/// The `postgres` client crate this crate is built against (cargo feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use postgres;
 
 // The README's Rust snippets, compiled and run as doctests so they cannot go stale.
 #[cfg(doctest)]

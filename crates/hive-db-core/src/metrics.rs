@@ -94,7 +94,7 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
         &|d| Value::Int(d.sqlite.wal_bytes),
     );
 
-    let counters: [CounterFamily; 13] = [
+    let counters: [CounterFamily; 14] = [
         (
             "hive_db_acquires_total",
             "Successful connection acquires.",
@@ -160,9 +160,26 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
             "Write transactions whose COMMIT failed (disk full, I/O error): their work is lost.",
             |d| d.totals.failed_transactions,
         ),
+        (
+            "hive_db_write_retries_total",
+            "PostgreSQL write transactions re-run after a serialization failure or deadlock.",
+            |d| d.totals.write_retries,
+        ),
     ];
     for (name, help, value) in counters {
         family(name, Kind::Counter, help, &|d| Value::Int(value(d)));
+    }
+
+    // The engine as an info metric, so every other family keeps its one `db` label.
+    header(
+        &mut out,
+        "hive_db_backend_info",
+        Kind::Gauge,
+        "Always 1; the backend label names the database's engine (sqlite or postgres).",
+    );
+    for db in dbs {
+        let backend = Some(("backend", db.backend.as_str()));
+        sample(&mut out, "hive_db_backend_info", db, backend, Value::Int(1));
     }
 
     header(

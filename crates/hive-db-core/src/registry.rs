@@ -12,14 +12,17 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+use crate::backend::Backend;
 use crate::batch::WriteTx;
 use crate::clock::deadline;
 use crate::config::DbConfig;
 use crate::database::Database;
 use crate::error::{Error, Result};
-use crate::health::{self, HealthReport};
+use crate::health::{self, HealthReport, OpenDb};
 use crate::name::{DbName, NameMap};
 use crate::open::{FileId, prepare_database, resolve_path, sqlite_build};
+#[cfg(feature = "postgres")]
+use crate::pg::{PgConfig, PgDatabase, PgHandle};
 use crate::pool::{CloseReport, DbInfo, PooledConnection};
 use crate::reentry::enter;
 use crate::stats::{DbSnapshot, RegistrySnapshot};
@@ -28,6 +31,8 @@ use crate::sync::lock;
 #[derive(Clone)]
 enum Entry {
     Open(Arc<Database>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<PgDatabase>),
     /// A closed database's facts, kept for its snapshot and for its counters to carry on.
     Closed(Arc<DbInfo>),
 }
@@ -36,6 +41,8 @@ impl Entry {
     fn snapshot(&self) -> DbSnapshot {
         match self {
             Self::Open(db) => db.snapshot(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(db) => db.snapshot(),
             Self::Closed(info) => info.snapshot(None),
         }
     }
@@ -51,7 +58,8 @@ struct Inner {
     changing: Mutex<()>,
 }
 
-/// The registry of named SQLite pools. Cloning it is cheap; every clone is the same registry.
+/// The registry of named database pools: SQLite files, and PostgreSQL databases with the
+/// `postgres` feature. Cloning it is cheap; every clone is the same registry.
 ///
 /// Dropping the last clone closes every pool without waiting; use [`Registry::close_all`] to
 /// wait for borrowed connections.
@@ -116,6 +124,14 @@ impl Registry {
         let _changing = lock(&self.inner.changing);
         let counters = {
             let entries = self.inner.entries.load();
+            #[cfg(feature = "postgres")]
+            if let Some(Entry::Postgres(pg)) = entries.get(name) {
+                return Err(Error::NameConflict {
+                    db: name.clone(),
+                    existing: pg.info().path.to_path_buf(),
+                    requested,
+                });
+            }
             if let Some(Entry::Open(pool)) = entries.get(name) {
                 if pool.info().path == requested {
                     return Ok(());
@@ -130,7 +146,7 @@ impl Registry {
             let id = FileId::of(&requested).ok();
             if let Some((other, _)) = entries.iter().find(|(n, e)| {
                 matches!(e, Entry::Open(p)
-                    if (p.info().path == requested || Some(p.info().file_id) == id) && *n != name)
+                    if (p.info().path == requested || (id.is_some() && p.info().file_id == id)) && *n != name)
             }) {
                 return Err(Error::PathInUse {
                     db: name.clone(),
@@ -144,13 +160,87 @@ impl Registry {
             }
         };
         let prepared = prepare_database(name, path, &config)?;
-        let db = Database::open(DbInfo::new(name.clone(), prepared, config, counters))?;
-        tracing::info!(db = %name, path = %db.info().path.display(), "database registered");
-        let db = Entry::Open(Arc::new(db));
-        self.update_entries(|entries| {
-            entries.insert(name.clone(), db);
-        });
+        let db = Arc::new(Database::open(DbInfo::new(
+            name.clone(),
+            prepared,
+            config,
+            counters,
+        ))?);
+        self.add(name, &db.info().path, Entry::Open(Arc::clone(&db)));
         Ok(())
+    }
+
+    /// Puts a newly opened database in the map. Callers hold `changing`.
+    fn add(&self, name: &DbName, shown: &Path, entry: Entry) {
+        tracing::info!(db = %name, path = %shown.display(), "database registered");
+        self.update_entries(|entries| {
+            entries.insert(name.clone(), entry);
+        });
+    }
+
+    /// Registers `name` for the PostgreSQL database at `url` (`postgres://`, `postgresql://`,
+    /// or libpq's `key=value` pairs, as `postgres::Config` parses them) and opens its pool,
+    /// waiting up to `connection_timeout` for `min_idle` connections. Connections go through
+    /// [`PgHandle`], from [`Registry::postgres`].
+    ///
+    /// The password in `url` is never shown: errors, logs, snapshots and metrics show the
+    /// database as `postgres://user@host:port/db`. Registering the same name with the same
+    /// `url` again does nothing; a closed name can be registered again, for either engine,
+    /// and its counters carry on.
+    ///
+    /// The PostgreSQL client runs a tokio runtime of its own per connection: call this and
+    /// every [`PgHandle`] method outside any tokio runtime (see [`PgHandle`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`]; [`Error::InvalidUrl`] naming the database (never quoting the
+    /// string); [`Error::NameConflict`] when the name is registered for a SQLite file or
+    /// another URL; [`Error::Timeout`], with the last connect error (a refused connection, a
+    /// failed login), when `min_idle` connections cannot be opened in time. On error nothing
+    /// is registered.
+    #[cfg(feature = "postgres")]
+    pub fn register_postgres(&self, name: &DbName, url: &str, config: PgConfig) -> Result<()> {
+        let requested = PgDatabase::shown_of(name, url, &config)?;
+        let _changing = lock(&self.inner.changing);
+        let counters = {
+            let entries = self.inner.entries.load();
+            let conflict = |existing: &Path| Error::NameConflict {
+                db: name.clone(),
+                existing: existing.to_path_buf(),
+                requested,
+            };
+            match entries.get(name) {
+                Some(Entry::Postgres(pg)) if pg.registered_as(url) => return Ok(()),
+                Some(Entry::Postgres(pg)) => return Err(conflict(&pg.info().path)),
+                Some(Entry::Open(db)) => return Err(conflict(&db.info().path)),
+                Some(Entry::Closed(info)) => Arc::clone(&info.counters),
+                None => Arc::default(),
+            }
+        };
+        let db = Arc::new(PgDatabase::open(name, url, config, counters)?);
+        self.add(name, &db.info().path, Entry::Postgres(Arc::clone(&db)));
+        Ok(())
+    }
+
+    /// The PostgreSQL database `name`: typed `read` and `write` with `postgres` clients.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`], [`Error::Closed`], or [`Error::WrongBackend`] for a SQLite
+    /// database.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self, name: &DbName) -> Result<PgHandle> {
+        match self.inner.entries.load().get(name) {
+            Some(Entry::Postgres(db)) => Ok(PgHandle(Arc::clone(db))),
+            Some(Entry::Open(_)) => Err(Error::WrongBackend {
+                db: name.clone(),
+                call: "postgres",
+                expected: Backend::Postgres,
+                actual: Backend::Sqlite,
+            }),
+            Some(Entry::Closed(_)) => Err(Error::Closed { db: name.clone() }),
+            None => Err(Error::UnknownDatabase { db: name.clone() }),
+        }
     }
 
     fn pool(&self, name: &DbName) -> Result<Arc<Database>> {
@@ -331,35 +421,51 @@ impl Registry {
     /// timeout cut to what is left of `timeout`. Returns within about `timeout` whatever any
     /// one database does.
     pub fn health(&self, timeout: Duration) -> HealthReport {
-        health::check_all(self.open_pools(), timeout)
+        health::check_all(self.open_databases(), timeout)
     }
 
-    fn open_pools(&self) -> Vec<Arc<Database>> {
-        let mut pools: Vec<_> = self
+    fn open_databases(&self) -> Vec<OpenDb> {
+        let mut open: Vec<_> = self
             .inner
             .entries
             .load()
             .values()
             .filter_map(|e| match e {
-                Entry::Open(p) => Some(Arc::clone(p)),
-                Entry::Closed { .. } => None,
+                Entry::Open(db) => Some(OpenDb::Sqlite(Arc::clone(db))),
+                #[cfg(feature = "postgres")]
+                Entry::Postgres(db) => Some(OpenDb::Postgres(Arc::clone(db))),
+                Entry::Closed(_) => None,
             })
             .collect();
-        pools.sort_by(|a, b| a.info().name.cmp(&b.info().name));
-        pools
+        open.sort_by(|a, b| a.info().name.cmp(&b.info().name));
+        open
     }
 
-    /// Takes `name` out of service and moves it to closed: returns its entry's pool.
-    fn retire(&self, name: &DbName) -> Result<Arc<Database>> {
+    /// Takes `name` out of service and moves it to closed: returns its open database.
+    fn retire(&self, name: &DbName) -> Result<OpenDb> {
         let _changing = lock(&self.inner.changing);
-        let pool = self.pool(name)?;
+        let entries = self.inner.entries.load();
         // Refuse new checkouts at once, before anyone waits.
-        pool.mark_closed();
-        let closed = Entry::Closed(Arc::clone(pool.info()));
+        let (open, closed) = match entries.get(name) {
+            Some(Entry::Open(db)) => {
+                db.mark_closed();
+                let closed = Entry::Closed(Arc::clone(db.info()));
+                (OpenDb::Sqlite(Arc::clone(db)), closed)
+            }
+            #[cfg(feature = "postgres")]
+            Some(Entry::Postgres(db)) => {
+                db.pool().mark_closed();
+                let closed = Entry::Closed(Arc::clone(db.pool().info()));
+                (OpenDb::Postgres(Arc::clone(db)), closed)
+            }
+            Some(Entry::Closed(_)) => return Err(Error::Closed { db: name.clone() }),
+            None => return Err(Error::UnknownDatabase { db: name.clone() }),
+        };
+        drop(entries);
         self.update_entries(|entries| {
             entries.insert(name.clone(), closed);
         });
-        Ok(pool)
+        Ok(open)
     }
 
     /// Closes `name`: new checkouts fail at once with [`Error::Closed`]; borrowed connections
@@ -377,12 +483,12 @@ impl Registry {
     /// Closes every open database, all against one deadline `timeout` from now.
     pub fn close_all(&self, timeout: Duration) -> Vec<CloseReport> {
         let deadline = deadline(Instant::now(), timeout);
-        let pools: Vec<_> = self
-            .open_pools()
+        let open: Vec<_> = self
+            .open_databases()
             .iter()
-            .filter_map(|p| self.retire(&p.info().name).ok())
+            .filter_map(|db| self.retire(&db.info().name).ok())
             .collect();
-        pools.iter().map(|p| p.close(deadline)).collect()
+        open.iter().map(|db| db.close(deadline)).collect()
     }
 }
 
@@ -390,7 +496,14 @@ impl Registry {
 fn lookup<'a>(entries: &'a NameMap<Entry>, name: &DbName) -> Result<&'a Arc<Database>> {
     match entries.get(name) {
         Some(Entry::Open(pool)) => Ok(pool),
-        Some(Entry::Closed { .. }) => Err(Error::Closed { db: name.clone() }),
+        #[cfg(feature = "postgres")]
+        Some(Entry::Postgres(_)) => Err(Error::WrongBackend {
+            db: name.clone(),
+            call: "a SQLite call",
+            expected: Backend::Sqlite,
+            actual: Backend::Postgres,
+        }),
+        Some(Entry::Closed(_)) => Err(Error::Closed { db: name.clone() }),
         None => Err(Error::UnknownDatabase { db: name.clone() }),
     }
 }

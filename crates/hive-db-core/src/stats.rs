@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
 use crate::config::DbConfig;
 use crate::histogram::{Histogram, LatencySummary};
 use crate::name::DbName;
@@ -50,6 +51,7 @@ pub(crate) struct DbCounters {
     pub(crate) checkpoints: AtomicU64,
     pub(crate) transactions: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
+    pub(crate) write_retries: AtomicU64,
     /// The last write transaction whose `COMMIT` failed, for health.
     last_commit_failure: Mutex<Option<CommitFailure>>,
     pub(crate) acquire_wait: Histogram,
@@ -141,24 +143,30 @@ impl DbCounters {
             write_transactions: self.transactions.load(Relaxed),
             checkpoints: self.checkpoints.load(Relaxed),
             failed_transactions: self.commit_failures.load(Relaxed),
+            write_retries: self.write_retries.load(Relaxed),
         }
     }
 
-    /// The snapshot of database `name` at `path`: these counters, the file sizes, and
-    /// `gauges` when its pool is open (`None` when closed).
+    /// The snapshot of database `name` of `backend` at `path`: these counters, the file
+    /// sizes (SQLite), and `gauges` when its pool is open (`None` when closed).
     pub(crate) fn snapshot(
         &self,
         name: &DbName,
+        backend: Backend,
         path: &Path,
         config: &DbConfig,
         gauges: Option<Gauges>,
     ) -> DbSnapshot {
-        let file_len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let file_len = |p: &Path| match backend {
+            Backend::Sqlite => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            Backend::Postgres => 0,
+        };
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let g = gauges.unwrap_or_default();
         DbSnapshot {
             name: name.clone(),
+            backend,
             path: path.to_path_buf(),
             open: gauges.is_some(),
             max_size: config.max_size,
@@ -258,6 +266,11 @@ pub struct Totals {
     /// database).
     #[serde(default)]
     pub failed_transactions: u64,
+    /// PostgreSQL `write` transactions re-run after the server reported a serialization
+    /// failure or a deadlock (SQLSTATE 40001, 40P01); always 0 for SQLite. Absent from
+    /// snapshots of older versions, where it reads as 0.
+    #[serde(default)]
+    pub write_retries: u64,
 }
 
 /// Facts about the database file.
@@ -276,7 +289,12 @@ pub struct SqliteFacts {
 pub struct DbSnapshot {
     /// The database.
     pub name: DbName,
-    /// Its file.
+    /// The engine it runs on. Absent from snapshots of older versions, where it reads as
+    /// SQLite.
+    #[serde(default)]
+    pub backend: Backend,
+    /// Its file; for PostgreSQL, the server and database as `postgres://user@host:port/db`
+    /// (never a password).
     pub path: PathBuf,
     /// True while registered and open (up); false once closed (down). A closed database
     /// has no connections and keeps its counters.
@@ -310,7 +328,7 @@ pub struct DbSnapshot {
     pub hold_time: LatencySummary,
     /// Time `write` callers waited for the writer lane.
     pub writer_wait: LatencySummary,
-    /// The database file.
+    /// The database file (zeros for PostgreSQL).
     pub sqlite: SqliteFacts,
 }
 

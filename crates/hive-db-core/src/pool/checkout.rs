@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::manager::{HiveConn, HiveManager, validate};
-use super::{Pool, PooledConnection};
+use super::{Engine, Pool, PooledConnection};
 use crate::clock::{Stamp, coarse_now, deadline};
 use crate::error::{Error, Result};
 use crate::stats::CloseReason;
@@ -23,6 +23,55 @@ impl Pool {
         &self,
         site: &'static Location<'static>,
     ) -> Result<Option<PooledConnection>> {
+        Ok(self
+            .try_checkout_raw(site)?
+            .map(|conn| PooledConnection { conn }))
+    }
+
+    /// Checks out a connection, waiting up to `connection_timeout`.
+    #[inline]
+    pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
+        self.checkout_raw(site)
+            .map(|conn| PooledConnection { conn })
+    }
+
+    /// Checks out a connection for a caller that began to ask at `start`, waiting until
+    /// `deadline` at most.
+    pub(crate) fn checkout_until(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
+        self.checkout_raw_until(start, deadline, site)
+            .map(|conn| PooledConnection { conn })
+    }
+}
+
+impl Engine for HiveManager {
+    type Conn = Box<rusqlite::Connection>;
+
+    fn validate_idle(conn: &mut HiveConn) -> std::result::Result<(), String> {
+        if conn.shared.info().check_file().is_err() {
+            // Copy the WAL into the file this connection has open and empty it: SQLite
+            // leaves the `-wal` of a moved file behind, and the next open of whatever
+            // file is at the path would replay it there.
+            let _ = conn
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            return Err("database file deleted, renamed or replaced".to_owned());
+        }
+        validate(&conn.conn).map_err(|e| e.to_string())
+    }
+}
+
+impl<M: Engine> Pool<M> {
+    /// The fast path: an idle connection now, or `None` without waiting.
+    #[inline]
+    pub(crate) fn try_checkout_raw(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<Option<r2d2::PooledConnection<M>>> {
         self.refuse_if_closed()?;
         let now = coarse_now();
         while let Some(conn) = self.pool.try_get() {
@@ -36,9 +85,12 @@ impl Pool {
 
     /// Checks out a connection, waiting up to `connection_timeout`.
     #[inline]
-    pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
+    pub(crate) fn checkout_raw(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<r2d2::PooledConnection<M>> {
         let start = Instant::now();
-        self.checkout_until(
+        self.checkout_raw_until(
             start,
             deadline(start, self.info().config.connection_timeout),
             site,
@@ -57,12 +109,12 @@ impl Pool {
 
     /// Checks out a connection for a caller that began to ask at `start`, waiting until
     /// `deadline` at most.
-    pub(crate) fn checkout_until(
+    pub(crate) fn checkout_raw_until(
         &self,
         start: Instant,
         deadline: Instant,
         site: &'static Location<'static>,
-    ) -> Result<PooledConnection> {
+    ) -> Result<r2d2::PooledConnection<M>> {
         let mut had_to_wait = false;
         loop {
             self.refuse_if_closed()?;
@@ -90,11 +142,11 @@ impl Pool {
     #[inline]
     fn accept(
         &self,
-        mut conn: r2d2::PooledConnection<HiveManager>,
+        mut conn: r2d2::PooledConnection<M>,
         waited: Duration,
         now: Stamp,
         site: &'static Location<'static>,
-    ) -> Option<PooledConnection> {
+    ) -> Option<r2d2::PooledConnection<M>> {
         // Two comparisons with the checkout's own clock reading, so `max_lifetime` and
         // `idle_timeout` hold at the coarse clock's granularity, not r2d2's 30 s reaper's.
         let idle_ns = now.nanos_since(conn.last_used);
@@ -114,7 +166,7 @@ impl Pool {
         // is checked once more than strictly needed, and the return path reads no clock.
         *last_used = now;
         self.info().counters.acquire_wait.record(waited);
-        Some(PooledConnection { conn })
+        Some(conn)
     }
 
     /// For a connection past its lifetime or idle for `idle` (at least the shorter of
@@ -123,7 +175,7 @@ impl Pool {
     /// keeps `min_idle` without it, or when it fails validation (idle past
     /// `validate_after_idle`).
     #[cold]
-    fn usable(&self, conn: &mut HiveConn, now: Stamp, idle: Duration) -> bool {
+    fn usable(&self, conn: &mut HiveConn<M::Conn>, now: Stamp, idle: Duration) -> bool {
         let config = &self.info().config;
         if now >= conn.retire_at {
             conn.discard = Some(CloseReason::Lifetime);
@@ -138,19 +190,8 @@ impl Pool {
         if idle < config.validate_after_idle {
             return true;
         }
-        if self.info().check_file().is_err() {
-            tracing::warn!(db = %self.info().name, id = conn.id, "database file deleted, renamed or replaced; connection discarded");
-            // Copy the WAL into the file this connection has open and empty it: SQLite
-            // leaves the `-wal` of a moved file behind, and the next open of whatever
-            // file is at the path would replay it there.
-            let _ = conn
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            conn.discard = Some(CloseReason::ValidationFailed);
-            return false;
-        }
-        if let Err(e) = validate(&conn.conn) {
-            tracing::warn!(db = %self.info().name, id = conn.id, error = %e, "connection failed validation; discarded");
+        if let Err(why) = M::validate_idle(conn) {
+            tracing::warn!(db = %self.info().name, id = conn.id, error = %why, "connection failed validation; discarded");
             conn.discard = Some(CloseReason::ValidationFailed);
             return false;
         }
@@ -162,7 +203,7 @@ impl Pool {
         &self,
         start: Instant,
         deadline: Instant,
-    ) -> Result<r2d2::PooledConnection<HiveManager>> {
+    ) -> Result<r2d2::PooledConnection<M>> {
         let _waiting = self.shared.waiting(start);
         loop {
             self.refuse_if_closed()?;

@@ -85,15 +85,7 @@ impl Drop for PooledConnection {
     fn drop(&mut self) {
         // No clock read here: r2d2 measures the hold (see `HoldTimer`) and `last_used` is the
         // checkout time.
-        let conn = &*self.conn;
-        if let Some(leak) = conn.slot.check_in() {
-            tracing::info!(
-                db = %conn.shared.info().name,
-                held = ?leak.at.elapsed(),
-                site = %leak.site,
-                "connection reported as a possible leak was returned"
-            );
-        }
+        self.conn.check_in();
         // `self.conn` drops next: r2d2 asks `has_broken`, then pools or closes it.
     }
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::config::DbConfig;
 use crate::error::{Error, OpenCause, Result};
 use crate::name::DbName;
@@ -15,17 +16,18 @@ use crate::stats::{DbCounters, DbSnapshot, Gauges};
 #[derive(Debug)]
 pub(crate) struct DbInfo {
     pub(crate) name: DbName,
-    /// The canonical path registered.
+    /// The canonical path registered; for a database on a server, only what snapshots show of
+    /// where it is (never a password).
     pub(crate) path: PathBuf,
-    /// The file registered at `path`.
-    pub(crate) file_id: FileId,
+    /// The file registered at `path`; `None` for a database on a server.
+    pub(crate) file_id: Option<FileId>,
     pub(crate) config: DbConfig,
     pub(crate) counters: Arc<DbCounters>,
 }
 
 impl DbInfo {
-    /// The facts of `name`, prepared by `prepare_database`, with counters carried over from
-    /// an earlier registration or new.
+    /// The facts of the SQLite database `name`, prepared by `prepare_database`, with counters
+    /// carried over from an earlier registration or new.
     pub(crate) fn new(
         name: DbName,
         prepared: PreparedDatabase,
@@ -35,7 +37,23 @@ impl DbInfo {
         Arc::new(Self {
             name,
             path: prepared.path,
-            file_id: prepared.file_id,
+            file_id: Some(prepared.file_id),
+            config,
+            counters,
+        })
+    }
+
+    /// The facts of a database on a server, shown as `shown` (never with a password).
+    pub(crate) fn on_server(
+        name: DbName,
+        shown: PathBuf,
+        config: DbConfig,
+        counters: Arc<DbCounters>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            path: shown,
+            file_id: None,
             config,
             counters,
         })
@@ -48,8 +66,11 @@ impl DbInfo {
     ///
     /// [`Error::Open`] with [`OpenCause::FileChanged`].
     pub(crate) fn check_file(&self) -> Result<()> {
+        let Some(file_id) = self.file_id else {
+            return Ok(());
+        };
         match FileId::of(&self.path) {
-            Ok(id) if id == self.file_id => Ok(()),
+            Ok(id) if id == file_id => Ok(()),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Ok(()),
             _ => Err(Error::Open {
                 db: self.name.clone(),
@@ -63,12 +84,21 @@ impl DbInfo {
 
     /// True when a file other than the one registered is at the path.
     pub(crate) fn another_file_at_path(&self) -> bool {
-        FileId::of(&self.path).is_ok_and(|id| id != self.file_id)
+        self.file_id
+            .is_some_and(|file_id| FileId::of(&self.path).is_ok_and(|id| id != file_id))
+    }
+
+    /// The engine: a SQLite file has a file identity, a database on a server none.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.file_id {
+            Some(_) => Backend::Sqlite,
+            None => Backend::Postgres,
+        }
     }
 
     /// The database's snapshot: its counters, file sizes, and `gauges` while it is open.
     pub(crate) fn snapshot(&self, gauges: Option<Gauges>) -> DbSnapshot {
         self.counters
-            .snapshot(&self.name, &self.path, &self.config, gauges)
+            .snapshot(&self.name, self.backend(), &self.path, &self.config, gauges)
     }
 }

@@ -1,7 +1,7 @@
 //! Our r2d2 connection manager: connecting never panics outward, connect errors keep their
 //! cause, and a connection that is dirty (returned while panicking, inside a transaction,
-//! after a failed rollback, after its pool closed, or with its session changed) is discarded
-//! instead of pooled.
+//! after a failed rollback, after its pool closed, or with its session changed by its
+//! borrower) is discarded instead of pooled.
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
@@ -20,26 +20,27 @@ use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A pooled SQLite connection with what the pool needs to know about it.
-pub(super) struct HiveConn {
-    /// Boxed: r2d2 moves its connections by value on every checkout and return, and a
-    /// `rusqlite::Connection` is about 200 bytes.
-    pub(super) conn: Box<Connection>,
+/// A pooled connection (SQLite's by default; the `postgres` feature's pool keeps its clients
+/// in it too) with what the pool needs to know about it.
+pub(crate) struct HiveConn<C = Box<Connection>> {
+    /// Boxed for SQLite: r2d2 moves its connections by value on every checkout and return,
+    /// and a `rusqlite::Connection` is about 200 bytes.
+    pub(crate) conn: C,
     /// When it was last checked out (or opened): validation is skipped if this is recent.
-    pub(super) last_used: Stamp,
+    pub(crate) last_used: Stamp,
     /// Set when it must not go back to the pool.
-    pub(super) discard: Option<CloseReason>,
-    pub(super) slot: Arc<ConnSlot>,
+    pub(crate) discard: Option<CloseReason>,
+    pub(crate) slot: Arc<ConnSlot>,
     /// The site last written into `slot` (owner's copy, to skip rewriting the same one).
-    pub(super) last_site: Option<&'static Location<'static>>,
-    pub(super) shared: Arc<PoolShared>,
-    pub(super) id: u64,
+    pub(crate) last_site: Option<&'static Location<'static>>,
+    pub(crate) shared: Arc<PoolShared>,
+    pub(crate) id: u64,
     /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
     /// closes it instead of handing it out.
-    pub(super) retire_at: Stamp,
+    pub(crate) retire_at: Stamp,
 }
 
-impl std::fmt::Debug for HiveConn {
+impl<C> std::fmt::Debug for HiveConn<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveConn")
             .field("db", &self.shared.info().name)
@@ -48,7 +49,76 @@ impl std::fmt::Debug for HiveConn {
     }
 }
 
-impl Drop for HiveConn {
+impl<C> HiveConn<C> {
+    /// A connection just opened for the pool of `shared`: counted, given a slot and an id.
+    pub(crate) fn opened(conn: C, shared: &Arc<PoolShared>) -> Self {
+        let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
+        let slot = Arc::new(ConnSlot::default());
+        shared.add_slot(Arc::clone(&slot));
+        shared.info().counters.created.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        tracing::debug!(db = %shared.info().name, id, "connection opened");
+        Self {
+            conn,
+            last_used: Stamp::of(now),
+            discard: None,
+            slot,
+            last_site: None,
+            shared: Arc::clone(shared),
+            id,
+            retire_at: shared
+                .info()
+                .config
+                .max_lifetime
+                .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
+        }
+    }
+
+    /// Marks the checkout over in the connection's slot (the guard's drop), noting the return
+    /// of one reported as a possible leak.
+    pub(crate) fn check_in(&self) {
+        if let Some(leak) = self.slot.check_in() {
+            tracing::info!(
+                db = %self.shared.info().name,
+                held = ?leak.at.elapsed(),
+                site = %leak.site,
+                "connection reported as a possible leak was returned"
+            );
+        }
+    }
+
+    /// `true`, with the reason set, when the connection must not go back to the pool for a
+    /// reason that does not depend on the engine: its thread panics, or its pool is closed.
+    /// `dirty` names an engine's own reason (an open transaction, say), logged as broken.
+    pub(crate) fn broken_on_return(&mut self, dirty: Option<&str>) -> bool {
+        if self.discard.is_some() {
+            return true;
+        }
+        let shared = &self.shared;
+        if std::thread::panicking() {
+            tracing::warn!(db = %shared.info().name, id = self.id, "connection returned by a panicking thread; discarded");
+        } else if let Some(why) = dirty {
+            tracing::warn!(db = %shared.info().name, id = self.id, "connection returned {why}; discarded");
+        } else if shared.is_closed() {
+            self.discard = Some(CloseReason::PoolClosed);
+            return true;
+        } else if self.slot.session_changed() {
+            tracing::debug!(
+                db = %shared.info().name,
+                id = self.id,
+                "connection returned with its session changed (a PRAGMA, a temporary object or an attached database); closed"
+            );
+            self.discard = Some(CloseReason::SessionChanged);
+            return true;
+        } else {
+            return false;
+        }
+        self.discard = Some(CloseReason::Broken);
+        true
+    }
+}
+
+impl<C> Drop for HiveConn<C> {
     fn drop(&mut self) {
         let shared = &self.shared;
         let reason = self.discard.unwrap_or_else(|| {
@@ -67,7 +137,7 @@ impl Drop for HiveConn {
 }
 
 /// The r2d2 manager for one database.
-pub(super) struct HiveManager {
+pub(crate) struct HiveManager {
     shared: Arc<PoolShared>,
 }
 
@@ -84,9 +154,8 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings, watched for session changes (marked in
-    /// `slot`) from then on, so the setup itself is not one.
-    fn open(&self, slot: &Arc<ConnSlot>) -> rusqlite::Result<Connection> {
+    /// A new connection with the database's settings.
+    fn open(&self) -> rusqlite::Result<Box<Connection>> {
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
@@ -97,8 +166,7 @@ impl HiveManager {
             hook(&mut conn)?;
         }
         configure_connection(&conn, &self.shared.info().config)?;
-        session::watch(&conn, Arc::clone(slot))?;
-        Ok(conn)
+        Ok(Box::new(conn))
     }
 }
 
@@ -108,13 +176,6 @@ impl r2d2::ManageConnection for HiveManager {
 
     fn connect(&self) -> Result<HiveConn> {
         let shared = &self.shared;
-        let _connecting = shared.connecting();
-        let closed = || Error::Closed {
-            db: shared.info().name.clone(),
-        };
-        if shared.is_closed() {
-            return Err(closed());
-        }
         // Never open another file at the registered path (it would take on the old `-wal`).
         // A missing file is left to SQLite, which will not create it.
         if shared.info().another_file_at_path()
@@ -124,64 +185,22 @@ impl r2d2::ManageConnection for HiveManager {
             shared.record_connect_error(&err, detail, Some(OpenCause::FileChanged), None);
             return Err(err);
         }
-        // A panic escaping into r2d2's worker would leak the pending slot for good.
-        let slot = Arc::new(ConnSlot::default());
-        match catch_unwind(AssertUnwindSafe(|| self.open(&slot))) {
-            Ok(Ok(_)) if shared.is_closed() => Err(closed()),
-            Ok(Ok(conn)) => {
-                let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-                shared.add_slot(Arc::clone(&slot));
-                shared.info().counters.created.fetch_add(1, Relaxed);
-                let now = Instant::now();
-                tracing::debug!(db = %shared.info().name, id, "connection opened");
-                Ok(HiveConn {
-                    conn: Box::new(conn),
-                    last_used: Stamp::of(now),
-                    discard: None,
-                    slot,
-                    last_site: None,
-                    shared: Arc::clone(shared),
-                    id,
-                    retire_at: shared
-                        .info()
-                        .config
-                        .max_lifetime
-                        .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
-                })
-            }
-            Ok(Err(e)) => {
-                let err = classify_open(
+        let conn = connect_guarded(
+            shared,
+            || self.open(),
+            |e| {
+                classify_open(
                     &shared.info().name,
                     &shared.info().path,
                     "open connection",
                     e,
-                );
-                // The refusal alone (SQLite's message, or the operating system's): the error
-                // built from it later names the rest.
-                let detail = std::error::Error::source(&err)
-                    .map_or_else(|| err.to_string(), ToString::to_string);
-                let (cause, code) = match &err {
-                    Error::Open { cause, code, .. } => (Some(*cause), *code),
-                    other => (None, other.sqlite_code()),
-                };
-                shared.record_connect_error(&err, detail, cause, code);
-                Err(err)
-            }
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                let detail = format!("opening a connection panicked: {message}");
-                let err = Error::ConnectPanicked {
-                    db: shared.info().name.clone(),
-                    message,
-                };
-                shared.record_connect_error(&err, detail, None, None);
-                Err(err)
-            }
-        }
+                )
+            },
+        )?;
+        // Watched from now on, so the registry's own setup is not a session change.
+        session::watch(&conn.conn, Arc::clone(&conn.slot))
+            .map_err(|e| Error::sqlite(&shared.info().name, "watch the session", e))?;
+        Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut HiveConn) -> Result<()> {
@@ -189,34 +208,65 @@ impl r2d2::ManageConnection for HiveManager {
     }
 
     fn has_broken(&self, conn: &mut HiveConn) -> bool {
-        if conn.discard.is_some() {
-            return true;
+        // Asked only when nothing else marked it: `is_autocommit` is a cheap read.
+        let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit())
+            .then_some("inside an open transaction (its uncommitted work is rolled back)");
+        conn.broken_on_return(dirty)
+    }
+}
+
+/// Opens a connection of the pool of `shared` with `open`, and `failed` turns its error into
+/// ours: counted as a connect in progress (for `close`), refused once the pool is closed, a
+/// panic in `open` turned into an error (one escaping into r2d2's worker would leak the pending
+/// slot for good), and a failure recorded for the callers that wait.
+pub(crate) fn connect_guarded<C, E>(
+    shared: &Arc<PoolShared>,
+    open: impl FnOnce() -> std::result::Result<C, E>,
+    failed: impl FnOnce(E) -> Error,
+) -> Result<HiveConn<C>> {
+    let _connecting = shared.connecting();
+    let closed = || Error::Closed {
+        db: shared.info().name.clone(),
+    };
+    if shared.is_closed() {
+        return Err(closed());
+    }
+    match catch_unwind(AssertUnwindSafe(open)) {
+        Ok(Ok(_)) if shared.is_closed() => Err(closed()),
+        Ok(Ok(conn)) => Ok(HiveConn::opened(conn, shared)),
+        Ok(Err(e)) => {
+            let err = failed(e);
+            // The refusal alone (SQLite's message, the server's, or the operating system's):
+            // the error built from it later names the rest.
+            let detail = match &err {
+                // The client's message is a heading ("error connecting to server"); the
+                // cause under it says what happened.
+                #[cfg(feature = "postgres")]
+                Error::Postgres { source, .. } => crate::error::error_chain(source),
+                _ => std::error::Error::source(&err)
+                    .map_or_else(|| err.to_string(), ToString::to_string),
+            };
+            let (cause, code) = match &err {
+                Error::Open { cause, code, .. } => (Some(*cause), *code),
+                other => (None, other.sqlite_code()),
+            };
+            shared.record_connect_error(&err, detail, cause, code);
+            Err(err)
         }
-        let shared = &self.shared;
-        if std::thread::panicking() {
-            tracing::warn!(db = %shared.info().name, id = conn.id, "connection returned by a panicking thread; discarded");
-        } else if !conn.conn.is_autocommit() {
-            tracing::warn!(
-                db = %shared.info().name,
-                id = conn.id,
-                "connection returned inside an open transaction; its uncommitted work is rolled back and the connection discarded"
-            );
-        } else if shared.is_closed() {
-            conn.discard = Some(CloseReason::PoolClosed);
-            return true;
-        } else if conn.slot.session_changed() {
-            tracing::debug!(
-                db = %shared.info().name,
-                id = conn.id,
-                "connection returned with its session changed (a PRAGMA, a temporary object or an attached database); closed"
-            );
-            conn.discard = Some(CloseReason::SessionChanged);
-            return true;
-        } else {
-            return false;
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            let detail = format!("opening a connection panicked: {message}");
+            let err = Error::ConnectPanicked {
+                db: shared.info().name.clone(),
+                message,
+            };
+            shared.record_connect_error(&err, detail, None, None);
+            Err(err)
         }
-        conn.discard = Some(CloseReason::Broken);
-        true
     }
 }
 

@@ -11,6 +11,10 @@
 //!   scanner read;
 //! - `leak`: the leak scanner;
 //! - `maintenance`: the threads every pool shares.
+//!
+//! [`Pool`] is generic over its r2d2 manager ([`Engine`]): the SQLite manager here, and the
+//! PostgreSQL one of the `postgres` feature (`crate::pg`), share checkout, lifetimes,
+//! validation after idle, leak reports, gauges and close.
 
 mod checkout;
 mod guard;
@@ -29,13 +33,16 @@ use scheduled_thread_pool::JobHandle;
 
 pub use guard::PooledConnection;
 pub(crate) use info::DbInfo;
+pub(crate) use manager::HiveConn;
+#[cfg(feature = "postgres")]
+pub(crate) use manager::connect_guarded;
+pub(crate) use shared::PoolShared;
 
 use crate::clock::deadline;
 use crate::error::Result;
 use crate::name::DbName;
-use crate::stats::{DbCounters, PoolGauges};
+use crate::stats::{DbCounters, DbSnapshot, Gauges, PoolGauges};
 use manager::HiveManager;
-use shared::PoolShared;
 
 /// How long `close` sleeps at most between looks at the connections still out.
 const CLOSE_SLICE: Duration = Duration::from_millis(10);
@@ -72,17 +79,29 @@ pub struct OutstandingConnection {
     pub checked_out_at: String,
 }
 
+/// What a pool needs of an engine beyond r2d2's manager: the check of a connection that sat
+/// idle past `validate_after_idle`.
+pub(crate) trait Engine:
+    r2d2::ManageConnection<Connection = HiveConn<Self::Conn>, Error = crate::error::Error>
+{
+    /// The engine's connection, kept in a [`HiveConn`].
+    type Conn: Send + 'static;
+
+    /// `Err` (with why, for the log) when the idle connection must be closed, not handed out.
+    fn validate_idle(conn: &mut HiveConn<Self::Conn>) -> std::result::Result<(), String>;
+}
+
 /// One database's pool of connections.
-pub(crate) struct Pool {
+pub(crate) struct Pool<M: Engine = HiveManager> {
     shared: Arc<PoolShared>,
-    pool: r2d2::Pool<HiveManager>,
+    pool: r2d2::Pool<M>,
     /// The shorter of `validate_after_idle` and `idle_timeout` in nanoseconds, compared on
     /// every checkout: a connection idle this long is looked at before it is handed out.
     look_after_idle_ns: u64,
     leak_job: Option<JobHandle>,
 }
 
-impl std::fmt::Debug for Pool {
+impl<M: Engine> std::fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("db", &self.shared.info().name)
@@ -91,7 +110,7 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-impl Drop for Pool {
+impl<M: Engine> Drop for Pool<M> {
     fn drop(&mut self) {
         // Connections still out are closed when they come back, never pooled again.
         self.shared.mark_closed();
@@ -110,8 +129,18 @@ impl Pool {
     /// A permanent connect error at once; [`Error::Timeout`] if `min_idle` connections are
     /// not open within `connection_timeout`.
     pub(crate) fn open(info: Arc<DbInfo>) -> Result<Self> {
-        let config = &info.config;
-        let shared = Arc::new(PoolShared::new(Arc::clone(&info)));
+        let shared = Arc::new(PoolShared::new(info));
+        let pool = Self::build(HiveManager::new(Arc::clone(&shared)), shared);
+        pool.wait_for_min_idle()?;
+        Ok(pool)
+    }
+}
+
+impl<M: Engine> Pool<M> {
+    /// The pool of `manager`, which shares `shared`; r2d2 starts opening `min_idle`
+    /// connections in the background.
+    pub(crate) fn build(manager: M, shared: Arc<PoolShared>) -> Self {
+        let config = &shared.info().config;
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle))
@@ -121,32 +150,31 @@ impl Pool {
             .idle_timeout(config.idle_timeout)
             .connection_timeout(config.connection_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .event_handler(Box::new(HoldTimer(Arc::clone(&info.counters))))
+            .event_handler(Box::new(HoldTimer(Arc::clone(&shared.info().counters))))
             .thread_pool(maintenance::threads())
-            .build_unchecked(HiveManager::new(Arc::clone(&shared)));
+            .build_unchecked(manager);
         let leak_job = config
             .leak_threshold
             .map(|threshold| leak::spawn_scanner(Arc::downgrade(&shared), threshold));
-        let pool = Self {
+        let look_after_idle_ns = u64::try_from(
+            config
+                .idle_timeout
+                .map_or(config.validate_after_idle, |t| {
+                    t.min(config.validate_after_idle)
+                })
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX);
+        Self {
             shared,
             pool,
-            look_after_idle_ns: u64::try_from(
-                config
-                    .idle_timeout
-                    .map_or(config.validate_after_idle, |t| {
-                        t.min(config.validate_after_idle)
-                    })
-                    .as_nanos(),
-            )
-            .unwrap_or(u64::MAX),
+            look_after_idle_ns,
             leak_job,
-        };
-        pool.wait_for_min_idle()?;
-        Ok(pool)
+        }
     }
 
     /// Waits until `min_idle` connections are open; a permanent connect error fails at once.
-    fn wait_for_min_idle(&self) -> Result<()> {
+    pub(crate) fn wait_for_min_idle(&self) -> Result<()> {
         let start = Instant::now();
         let timeout = self.info().config.connection_timeout;
         let deadline = deadline(start, timeout);
@@ -166,7 +194,7 @@ impl Pool {
 
     /// The database's facts.
     #[inline]
-    pub(crate) fn info(&self) -> &DbInfo {
+    pub(crate) fn info(&self) -> &Arc<DbInfo> {
         self.shared.info()
     }
 
@@ -200,6 +228,12 @@ impl Pool {
             maxwait,
             held_past_leak_threshold: self.shared.held_past_threshold(),
         })
+    }
+
+    /// The snapshot of this pool's database, with `writer_queue` writers queued.
+    pub(crate) fn snapshot(&self, writer_queue: u32) -> DbSnapshot {
+        let gauges = self.gauges().map(|pool| Gauges { pool, writer_queue });
+        self.info().snapshot(gauges)
     }
 
     /// Refuses new checkouts, waits until `deadline` for borrowed connections, closes every

@@ -32,7 +32,7 @@ pub(super) type ConnectHook =
     Arc<dyn Fn(&mut rusqlite::Connection) -> rusqlite::Result<()> + Send + Sync>;
 
 /// State one database's pool shares with its manager, its connections and the leak scanner.
-pub(super) struct PoolShared {
+pub(crate) struct PoolShared {
     info: Arc<DbInfo>,
     /// Set once, by [`PoolShared::mark_closed`]; every access is `SeqCst` (see there).
     closed: AtomicBool,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for PoolShared {
 }
 
 impl PoolShared {
-    pub(super) fn new(info: Arc<DbInfo>) -> Self {
+    pub(crate) fn new(info: Arc<DbInfo>) -> Self {
         Self {
             info,
             closed: AtomicBool::new(false),
@@ -80,7 +80,7 @@ impl PoolShared {
 
     /// The database's facts.
     #[inline]
-    pub(super) fn info(&self) -> &DbInfo {
+    pub(crate) fn info(&self) -> &Arc<DbInfo> {
         &self.info
     }
 
@@ -99,7 +99,7 @@ impl PoolShared {
     /// the other, so no connection opened during a close outlives it. On x86 a `SeqCst` load
     /// costs what a `Relaxed` one does.
     #[inline]
-    pub(super) fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(SeqCst)
     }
 

@@ -25,7 +25,7 @@ pub(super) struct Checkout {
 /// own because the return path reads this cache line anyway: a separate one cost the
 /// checkout bench about 10% of its median.
 #[derive(Debug, Default)]
-pub(super) struct ConnSlot {
+pub(crate) struct ConnSlot {
     /// When the current checkout began; `None` while idle.
     checked_out_at: AtomicStamp,
     /// The `checked_out_at` of the checkout last reported as a leak.

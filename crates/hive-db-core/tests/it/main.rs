@@ -12,5 +12,7 @@ mod hygiene;
 mod metrics;
 mod model;
 mod observability;
+mod pg;
+mod pg_server;
 mod session;
 mod support;

@@ -152,6 +152,12 @@ fn expected(db: &DbSnapshot) -> Vec<Series> {
             None,
             n(t.failed_transactions),
         ),
+        ("hive_db_write_retries_total", None, n(t.write_retries)),
+        (
+            "hive_db_backend_info",
+            Some(("backend", db.backend.as_str())),
+            1.0,
+        ),
         (
             "hive_db_connections_closed_total",
             Some(("reason", "broken")),
@@ -277,8 +283,8 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
             assert!(scrape.docs.contains_key(name), "{name} has no HELP");
         }
     }
-    assert_eq!(families.len(), 28, "{families:?}");
-    let allowed: BTreeSet<&str> = ["db", "state", "reason"].into();
+    assert_eq!(families.len(), 30, "{families:?}");
+    let allowed: BTreeSet<&str> = ["db", "state", "reason", "backend"].into();
     for s in &scrape.samples {
         assert!(s.metric.starts_with("hive_db_"), "{}", s.metric);
         for key in s.labels.keys() {
@@ -301,7 +307,7 @@ fn an_empty_registry_renders_headers_only() -> TestResult {
     let scrape = parse(&text)?;
     let samples: Vec<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert_eq!(samples, ["hive_db_uptime_seconds"]);
-    assert_eq!(scrape.docs.len(), 28);
+    assert_eq!(scrape.docs.len(), 30);
     Ok(())
 }
 

@@ -124,7 +124,8 @@ fn the_held_past_threshold_gauge_follows_the_leak_and_its_return() -> TestResult
 }
 
 /// Bug caught: a snapshot field that serialises but does not read back (or reads back
-/// different), a missing schema version or clock, or file facts left at zero.
+/// different), a missing schema version or clock, file facts left at zero, or a snapshot of
+/// an older version (no backend, no write retries) that no longer reads.
 #[test]
 fn snapshot_round_trips_through_json() -> TestResult {
     let f = fixture("facts", config())?;
@@ -158,18 +159,26 @@ fn snapshot_round_trips_through_json() -> TestResult {
     let value: serde_json::Value = serde_json::from_str(&json)?;
     assert_eq!(value["databases"][0]["name"], "facts");
     assert_eq!(value["databases"][0]["max_size"], 10);
-    // A snapshot from a version before `held_past_leak_threshold` still reads, as 0.
+    assert_eq!(value["databases"][0]["backend"], "sqlite");
+    // A snapshot from a version before `held_past_leak_threshold`, `backend` and
+    // `write_retries` still reads: as 0, SQLite, 0.
     let mut older = value.clone();
     for db in older["databases"].as_array_mut().into_iter().flatten() {
-        db.as_object_mut()
-            .and_then(|d| d.remove("held_past_leak_threshold"))
-            .ok_or_else(|| anyhow::anyhow!("no held_past_leak_threshold in {db}"))?;
+        for field in ["held_past_leak_threshold", "backend"] {
+            db.as_object_mut()
+                .and_then(|d| d.remove(field))
+                .ok_or_else(|| anyhow::anyhow!("no {field} in {db}"))?;
+        }
+        db["totals"]
+            .as_object_mut()
+            .and_then(|t| t.remove("write_retries"))
+            .ok_or_else(|| anyhow::anyhow!("no write_retries in {db}"))?;
     }
     let back: RegistrySnapshot = serde_json::from_value(older)?;
-    assert_eq!(
-        back.get("facts").map(|d| d.held_past_leak_threshold),
-        Some(0)
-    );
+    let facts = back.get("facts").expect("facts in the older snapshot");
+    assert_eq!(facts.held_past_leak_threshold, 0);
+    assert_eq!(facts.backend, hive_db_core::Backend::Sqlite);
+    assert_eq!(facts.totals.write_retries, 0);
     Ok(())
 }
 

@@ -1,0 +1,202 @@
+//! `PgConfig`, and the parsing of a PostgreSQL connection string into the client's config
+//! with the pool's bounds applied, and into the form shown to people (never a password).
+
+use std::time::Duration;
+
+use crate::config::DbConfig;
+use crate::error::{Error, Result};
+use crate::name::DbName;
+
+/// Settings for one PostgreSQL database: the pool's, shared with SQLite, and the write
+/// retries. Plain data: build it with struct update syntax from [`PgConfig::default()`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgConfig {
+    /// The pool: `max_size`, `min_idle`, `connection_timeout` (also the connect timeout,
+    /// unless the URL sets a shorter `connect_timeout`), `validate_after_idle`,
+    /// `max_lifetime`, `idle_timeout` and `leak_threshold`, as for SQLite. Its SQLite-only
+    /// fields (`busy_timeout`, `synchronous`, `cache_size_kib`, `foreign_keys`,
+    /// `create_if_missing`, group commit) do not apply. Default [`DbConfig::default()`].
+    pub pool: DbConfig,
+    /// How many times a `write` is re-run after the server failed its transaction for a
+    /// serialization failure or a deadlock (SQLSTATE 40001, 40P01). Default 3; 0 never.
+    pub write_retries: u32,
+    /// The pause before the first re-run; each later one doubles it. Each pause is drawn at
+    /// random between half and one and a half times that (jitter), so writers that
+    /// conflicted do not meet again. Default 5 ms.
+    pub retry_backoff: Duration,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self {
+            pool: DbConfig::default(),
+            write_retries: 3,
+            retry_backoff: Duration::from_millis(5),
+        }
+    }
+}
+
+/// A parsed connection string: the client's config, and how to show it.
+pub(super) struct Target {
+    pub(super) config: postgres::Config,
+    /// `postgres://user@host:port/dbname`, without the password.
+    pub(super) shown: String,
+}
+
+/// Option names a parse error may quote: nothing else of the string is ever repeated (a
+/// malformed string may have a password where a name was expected).
+const OPTIONS: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslmode",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// Parses `url` (`postgres://`, `postgresql://` or libpq's `key=value` pairs) for database
+/// `db`: the connect timeout is at most `connection_timeout`, unacknowledged writes to a dead
+/// server give up after it too (`tcp_user_timeout`), and the server sees the database's name
+/// as `application_name` unless the string sets one.
+pub(super) fn parse(db: &DbName, url: &str, pool: &DbConfig) -> Result<Target> {
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        let message = e.to_string();
+        let quoted_ok = message
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .all(|quoted| OPTIONS.contains(&quoted));
+        Error::InvalidUrl {
+            db: db.clone(),
+            reason: if quoted_ok && !message.contains("got") {
+                message
+            } else {
+                "it does not parse (details withheld: they would quote the string)".to_owned()
+            },
+        }
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(Error::InvalidUrl {
+            db: db.clone(),
+            reason: "no host".to_owned(),
+        });
+    }
+    let timeout = pool.connection_timeout;
+    if config
+        .get_connect_timeout()
+        .is_none_or(|t| t.is_zero() || *t > timeout)
+    {
+        config.connect_timeout(timeout);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(db.as_str());
+    }
+    let shown = shown(&config);
+    Ok(Target { config, shown })
+}
+
+/// `postgres://user@host:port,host2:port2/dbname`, from the parsed config: no password, and no
+/// option that could carry one.
+fn shown(config: &postgres::Config) -> String {
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let host = match host {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
+        })
+        .collect();
+    let dbname = config.get_dbname().unwrap_or_default();
+    format!("postgres://{user}{}/{dbname}", hosts.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = anyhow::Result<()>;
+
+    /// Bug caught: a password (in a URL, in key=value pairs, or where a malformed string puts
+    /// it) repeated in what the registry shows or in the error of a string that does not
+    /// parse.
+    #[test]
+    fn a_password_is_never_shown() -> TestResult {
+        let db = DbName::new("pw")?;
+        let pool = DbConfig::default();
+        for url in [
+            "postgres://app:s3cret-pw@db.example:6543/shop",
+            "postgresql://app:s3cret-pw@db.example/shop?sslmode=disable",
+            "host=db.example user=app password=s3cret-pw dbname=shop",
+        ] {
+            let target = parse(&db, url, &pool)?;
+            assert!(!target.shown.contains("s3cret"), "{}", target.shown);
+            assert!(target.shown.starts_with("postgres://app@db.example:"));
+            assert!(target.shown.ends_with("/shop"), "{}", target.shown);
+        }
+        for bad in [
+            "host=db.example password=s3cret pw",
+            "host=db.example password=s3cret s3cret-key=1",
+            "postgres://app:s3cret@db.example:notaport/shop",
+            "host='db.example password=s3cret",
+        ] {
+            let Err(err) = parse(&db, bad, &pool) else {
+                panic!("{bad} parsed");
+            };
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+            let text = crate::error::error_chain(&err);
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("database pw"), "{text}");
+        }
+        Ok(())
+    }
+
+    /// Bug caught: a URL without its own `connect_timeout` (or with a longer one) connecting
+    /// with no bound, so a checkout against a silent server outlives `connection_timeout`.
+    #[test]
+    fn the_connect_timeout_is_bounded_by_the_pools() -> TestResult {
+        let db = DbName::new("ct")?;
+        let pool = DbConfig {
+            connection_timeout: Duration::from_secs(2),
+            ..DbConfig::default()
+        };
+        for (url, expected) in [
+            ("postgres://h/d", 2),
+            ("postgres://h/d?connect_timeout=60", 2),
+            ("postgres://h/d?connect_timeout=1", 1),
+        ] {
+            let target = parse(&db, url, &pool)?;
+            assert_eq!(
+                target.config.get_connect_timeout(),
+                Some(&Duration::from_secs(expected)),
+                "{url}"
+            );
+        }
+        Ok(())
+    }
+}

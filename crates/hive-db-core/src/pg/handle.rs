@@ -1,0 +1,136 @@
+//! [`PgHandle`]: the public face of a PostgreSQL database, with typed `read` and `write`.
+
+use std::panic::Location;
+use std::path::Path;
+use std::sync::Arc;
+
+use postgres::{Client, Transaction};
+
+use super::PgDatabase;
+use super::guard::PgConnection;
+use crate::error::{Error, Result};
+use crate::name::DbName;
+use crate::stats::DbSnapshot;
+
+/// One PostgreSQL database of a registry, from
+/// [`Registry::postgres`](crate::Registry::postgres). Cloning is cheap.
+///
+/// Closures get the `postgres` crate's own types: a [`Client`] to read, a [`Transaction`] to
+/// write. There is no writer lane: the server orders concurrent writers itself.
+///
+/// Each client runs its own current-thread tokio runtime, so none of these methods may be
+/// called from inside a tokio runtime (an async task, or a `block_on`): the client panics
+/// there. From async code, call them in `tokio::task::spawn_blocking`.
+///
+/// A handle keeps working until its database is closed; after that it fails with
+/// [`Error::Closed`], even if the name is registered again (take a new handle then).
+#[derive(Clone)]
+pub struct PgHandle(pub(crate) Arc<PgDatabase>);
+
+impl std::fmt::Debug for PgHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PgHandle")
+            .field(&self.0.info().name)
+            .finish()
+    }
+}
+
+impl PgHandle {
+    /// The database's name.
+    pub fn name(&self) -> &DbName {
+        &self.0.info().name
+    }
+
+    /// Where it is, as `postgres://user@host:port/db`: never the password.
+    pub fn target(&self) -> &Path {
+        &self.0.info().path
+    }
+
+    /// Checks out a client, waiting up to `connection_timeout`. The caller's location is
+    /// recorded for leak reports. On return it is reset (`DISCARD ALL`) before the next
+    /// borrower gets it, or closed when that fails (a transaction left open, say).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`]; [`Error::Timeout`] naming the database, with the pool's counts and
+    /// the last connect error (a server that refuses connections, say).
+    #[track_caller]
+    pub fn get(&self) -> Result<PgConnection> {
+        self.0.checkout(Location::caller())
+    }
+
+    /// Runs `f` with a client. An error `f` returns comes back as [`Error::Postgres`] naming
+    /// the database, with the SQLSTATE; one that says the connection is gone (class 08, a
+    /// server shutdown 57P01-57P03, a read-only transaction 25006) also closes the connection
+    /// instead of pooling it.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`PgHandle::get`], and [`Error::Postgres`] for the error `f` returns.
+    #[track_caller]
+    pub fn read<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T> {
+        self.0.read(Location::caller(), f)
+    }
+
+    /// [`PgHandle::read`] for a closure of the caller's own error type `E`, which the
+    /// registry's errors convert into. `f`'s error comes back as it was (the registry cannot
+    /// see into it: a broken connection is found when it is returned).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`PgHandle::get`], converted into `E`, and whatever `f` returns.
+    #[track_caller]
+    pub fn read_with<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.read_with(Location::caller(), f)
+    }
+
+    /// Runs `f` in a transaction (the server's default isolation; `f` may begin with `SET
+    /// TRANSACTION ISOLATION LEVEL ..`). Its work commits when `f` returns `Ok`, and `write`
+    /// returns once it has; it is rolled back when `f` returns `Err` or panics.
+    ///
+    /// **`f` may run more than once.** When the server fails the transaction for a
+    /// serialization failure or a deadlock (SQLSTATE 40001, 40P01), in `f` or at commit, the
+    /// work is rolled back and `f` runs again in a new transaction, after a pause with
+    /// jitter, up to [`PgConfig::write_retries`](super::PgConfig::write_retries) times; each
+    /// re-run is counted in the snapshot's `totals.write_retries`. So `f` must do nothing
+    /// outside the transaction that may not be repeated, and must not keep state across
+    /// runs it would not want doubled.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`PgHandle::get`]; [`Error::Postgres`] when the transaction cannot begin or
+    /// commit, or for the error `f` returns; [`Error::WriteConflict`] when every attempt
+    /// failed for a serialization failure or deadlock.
+    #[track_caller]
+    pub fn write<T>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        self.0.write(Location::caller(), f)
+    }
+
+    /// [`PgHandle::write`] for a closure of the caller's own error type `E`. `f`'s error comes
+    /// back as it was, and its work is rolled back; the registry cannot see into it, so only
+    /// a serialization failure or deadlock reported at begin or commit re-runs `f` (return
+    /// `postgres::Error` and use [`PgHandle::write`] to have those inside `f` re-run too).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`PgHandle::write`] other than `f`'s, converted into `E`, and whatever `f`
+    /// returns.
+    #[track_caller]
+    pub fn write_with<T, E: From<Error>>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.write_with(Location::caller(), f)
+    }
+
+    /// The database's snapshot.
+    pub fn stats(&self) -> DbSnapshot {
+        self.0.snapshot()
+    }
+}

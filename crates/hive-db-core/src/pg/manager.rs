@@ -1,0 +1,118 @@
+//! The r2d2 manager of PostgreSQL clients: connect bounded by the connect timeout, validation
+//! bounded by `Client::is_valid`, and the return rules (a client goes back only clean: not
+//! closed, not marked by a connection-class error, no transaction open, session reset), with
+//! the SQLSTATE classes that decide them.
+
+use std::sync::Arc;
+
+use postgres::{Client, NoTls};
+
+use crate::error::{Error, Result};
+use crate::pool::{Engine, HiveConn, PoolShared, connect_guarded};
+
+/// A pooled PostgreSQL client. Boxed: r2d2 moves connections by value.
+pub(super) type PgConn = HiveConn<Box<Client>>;
+
+/// The r2d2 manager for one PostgreSQL database.
+pub(crate) struct PgManager {
+    shared: Arc<PoolShared>,
+    config: postgres::Config,
+}
+
+impl std::fmt::Debug for PgManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgManager")
+            .field("db", &self.shared.info().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgManager {
+    pub(super) fn new(shared: Arc<PoolShared>, config: postgres::Config) -> Self {
+        Self { shared, config }
+    }
+}
+
+/// What resets a returned client's session: settings, temporary tables, prepared statements,
+/// listeners, advisory locks. It fails inside a transaction block (open or failed), which is
+/// how a transaction left open is found.
+const RESET: &str = "DISCARD ALL";
+
+impl r2d2::ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = Error;
+
+    fn connect(&self) -> Result<PgConn> {
+        let shared = &self.shared;
+        connect_guarded(
+            shared,
+            || self.config.connect(NoTls).map(Box::new),
+            |e| pg_error(&shared.info().name, "connect", e),
+        )
+    }
+
+    fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
+        conn.conn
+            .is_valid(self.shared.info().config.connection_timeout)
+            .map_err(|e| pg_error(&self.shared.info().name, "validate", e))
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        let skip = conn.discard.is_some() || std::thread::panicking() || self.shared.is_closed();
+        let dirty = if skip {
+            None
+        } else if conn.conn.is_closed() {
+            Some("after its server connection closed")
+        } else if let Err(e) = conn.conn.batch_execute(RESET) {
+            tracing::debug!(db = %self.shared.info().name, id = conn.id, error = %e, "session reset failed");
+            Some("with a transaction open or a session that could not be reset")
+        } else {
+            // The reset dropped the server's prepared statements, the client's cached type
+            // lookups among them.
+            conn.conn.clear_type_cache();
+            None
+        };
+        conn.broken_on_return(dirty)
+    }
+}
+
+impl Engine for PgManager {
+    type Conn = Box<Client>;
+
+    fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
+        let timeout = conn.shared.info().config.connection_timeout;
+        conn.conn.is_valid(timeout).map_err(|e| e.to_string())
+    }
+}
+
+/// The client's error as ours, naming the database, with the SQLSTATE.
+pub(super) fn pg_error(db: &crate::name::DbName, op: &'static str, e: postgres::Error) -> Error {
+    Error::Postgres {
+        db: db.clone(),
+        op,
+        code: e.code().map(|c| c.code().to_owned()),
+        source: e,
+    }
+}
+
+/// The SQLSTATE of `e`, if the server sent one.
+fn sqlstate(e: &postgres::Error) -> Option<&str> {
+    e.code().map(postgres::error::SqlState::code)
+}
+
+/// Whether `e` says the connection can no longer be trusted, so it must be closed at once,
+/// never handed on: the client is closed, or the server reported a connection exception
+/// (class 08), a shutdown (57P01 admin, 57P02 crash, 57P03 cannot connect now), or a
+/// read-only transaction (25006: a standby, after a switchover).
+pub(super) fn breaks_connection(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || sqlstate(e).is_some_and(|code| {
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+        })
+}
+
+/// The SQLSTATE if `e` is a serialization failure (40001) or a deadlock (40P01): the
+/// transaction may succeed if run again.
+pub(super) fn retryable(e: &postgres::Error) -> Option<&str> {
+    sqlstate(e).filter(|code| matches!(*code, "40001" | "40P01"))
+}

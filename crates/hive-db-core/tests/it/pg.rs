@@ -1,0 +1,599 @@
+//! PostgreSQL databases in the registry, against a private server (see `pg_server`): typed
+//! reads and writes, retries, eviction of broken connections, session reset, typed errors
+//! that never show a password, close, stats, health and metrics.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hive_db_core::postgres;
+use hive_db_core::{
+    Backend, DbConfig, DbName, Error, HealthStatus, PgConfig, Registry, error_chain,
+    prometheus_text,
+};
+
+use crate::pg_server::server;
+use crate::support::TestResult;
+
+/// Pool settings that fail fast.
+fn config(max_size: u32, min_idle: u32) -> PgConfig {
+    PgConfig {
+        pool: DbConfig {
+            max_size,
+            min_idle,
+            connection_timeout: Duration::from_secs(5),
+            ..DbConfig::default()
+        },
+        ..PgConfig::default()
+    }
+}
+
+/// A registry with `name` registered for a new database of the test server.
+fn registered(name: &str, config: PgConfig) -> anyhow::Result<(Registry, DbName)> {
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new(name)?;
+    registry.register_postgres(&name, &url, config)?;
+    Ok((registry, name))
+}
+
+fn backend_pid(client: &mut postgres::Client) -> Result<i32, postgres::Error> {
+    client.query_one("SELECT pg_backend_pid()", &[])?.try_get(0)
+}
+
+/// A port nothing listens on.
+fn refused_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Bug caught: a write that did not commit, a read that cannot see it, or a PostgreSQL
+/// database missing from the snapshot, health or metrics, or shown there as SQLite.
+#[test]
+fn a_write_commits_and_a_read_sees_it() -> TestResult {
+    let (registry, name) = registered("pg-round-trip", config(4, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| {
+        tx.batch_execute("CREATE TABLE item (id serial PRIMARY KEY, label text NOT NULL)")?;
+        tx.execute("INSERT INTO item (label) VALUES ($1)", &[&"bolt"])
+    })?;
+    let labels = db.read(|c| {
+        c.query("SELECT label FROM item", &[])?
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    assert_eq!(labels, ["bolt"]);
+
+    let snap = registry.db_stats(&name)?;
+    assert_eq!(snap.backend, Backend::Postgres);
+    assert!(snap.open);
+    assert_eq!(snap.totals.commits, 1);
+    assert_eq!(snap.totals.write_transactions, 1);
+    assert_eq!(snap.acquires(), 2);
+    assert!(snap.live >= 1);
+    assert!(
+        snap.path
+            .to_string_lossy()
+            .starts_with("postgres://postgres@127.0.0.1:")
+    );
+
+    let health = registry.health(Duration::from_secs(5));
+    assert_eq!(health.status, HealthStatus::Healthy, "{health:?}");
+    let text = prometheus_text(&registry.stats());
+    assert!(
+        text.contains("hive_db_backend_info{db=\"pg-round-trip\",backend=\"postgres\"} 1"),
+        "{text}"
+    );
+    // The snapshot's wire form reads back, backend and all.
+    let json = serde_json::to_string(&registry.stats())?;
+    let back: hive_db_core::RegistrySnapshot = serde_json::from_str(&json)?;
+    assert_eq!(back.databases[0].backend, Backend::Postgres);
+    let report = registry.close(&name, Duration::from_secs(2))?;
+    assert!(report.still_out.is_empty());
+    Ok(())
+}
+
+/// Bug caught: a connection string that does not parse registered anyway, failing later with
+/// an untyped error, or an error that does not name the database or quotes the password.
+#[test]
+fn a_bad_url_is_a_typed_error_naming_the_database() -> TestResult {
+    let registry = Registry::new();
+    let name = DbName::new("pg-bad-url")?;
+    for url in [
+        "postgres://app:hunter2@127.0.0.1:notaport/db",
+        "host=127.0.0.1 password=hunter2 hunter2x=1",
+        "mysql://app:hunter2@127.0.0.1/db",
+    ] {
+        let err = registry
+            .register_postgres(&name, url, PgConfig::default())
+            .expect_err(url);
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err:?}");
+        let text = error_chain(&err);
+        assert!(text.contains("pg-bad-url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    assert!(registry.stats().databases.is_empty());
+    Ok(())
+}
+
+/// Bug caught: registering or reading a database whose server refuses connections hanging
+/// (no connect timeout, an unbounded wait), or failing with an error that does not name the
+/// database, does not say why, or shows the password.
+#[test]
+fn an_unreachable_server_gives_a_typed_error_within_the_timeout() -> TestResult {
+    let registry = Registry::new();
+    let url = format!("postgres://app:hunter2@127.0.0.1:{}/db", refused_port()?);
+    let timeout = Duration::from_millis(500);
+    let mut config = config(2, 1);
+    config.pool.connection_timeout = timeout;
+
+    let name = DbName::new("pg-refused")?;
+    let start = Instant::now();
+    let err = registry
+        .register_postgres(&name, &url, config.clone())
+        .expect_err("registered");
+    assert!(start.elapsed() < timeout * 4, "{:?}", start.elapsed());
+    let Error::Timeout { db, last_error, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(db, &name);
+    let text = error_chain(&err);
+    assert!(
+        last_error.as_deref().is_some_and(|e| e.contains("refused")),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(registry.stats().databases.is_empty());
+
+    // With min_idle 0 it registers, and a read times out, typed, naming it.
+    config.pool.min_idle = 0;
+    registry.register_postgres(&name, &url, config)?;
+    let start = Instant::now();
+    let err = registry
+        .postgres(&name)?
+        .read(|c| c.batch_execute("SELECT 1"))
+        .expect_err("read");
+    assert!(start.elapsed() < timeout * 4, "{:?}", start.elapsed());
+    assert!(
+        matches!(&err, Error::Timeout { db, .. } if db == &name),
+        "{err:?}"
+    );
+    assert!(!error_chain(&err).contains("hunter2"));
+    let health = registry.health(Duration::from_millis(500));
+    assert_eq!(health.status, HealthStatus::Unhealthy, "{health:?}");
+    Ok(())
+}
+
+/// Bug caught: the password of a registered URL in the snapshot (JSON), the metrics, the
+/// health report or a `Debug` print.
+#[test]
+fn a_password_never_shows() -> TestResult {
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    // Trust authentication ignores the password; it is still in the string.
+    let url = url.replace("postgres@", "postgres:hunter2@");
+    let registry = Registry::new();
+    let name = DbName::new("pg-password")?;
+    registry.register_postgres(&name, &url, config(2, 1))?;
+    let handle = registry.postgres(&name)?;
+    handle.read(|c| c.batch_execute("SELECT 1"))?;
+    let shown = [
+        serde_json::to_string(&registry.stats())?,
+        prometheus_text(&registry.stats()),
+        format!("{:?}", registry.health(Duration::from_secs(5))),
+        format!("{registry:?} {handle:?} {:?}", handle.get()?),
+        handle.target().display().to_string(),
+    ];
+    for text in shown {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    Ok(())
+}
+
+/// Bug caught: the work of a write whose closure failed committed (in part), or the error
+/// lost its SQLSTATE or the database's name.
+#[test]
+fn a_failing_write_rolls_back() -> TestResult {
+    let (registry, name) = registered("pg-rollback", config(2, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int PRIMARY KEY)"))?;
+    let err = db
+        .write(|tx| {
+            tx.execute("INSERT INTO t VALUES (1)", &[])?;
+            tx.execute("INSERT INTO t VALUES (1)", &[])
+        })
+        .expect_err("duplicate key");
+    let Error::Postgres {
+        db: named, code, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(named, &name);
+    assert_eq!(code.as_deref(), Some("23505"));
+    let n: i64 = db.read(|c| c.query_one("SELECT count(*) FROM t", &[])?.try_get(0))?;
+    assert_eq!(n, 0, "the failed write's first insert committed");
+    let totals = db.stats().totals;
+    assert_eq!((totals.commits, totals.rollbacks), (1, 1));
+    Ok(())
+}
+
+/// Bug caught: a serialization failure between two concurrent SERIALIZABLE writers returned
+/// to the caller instead of re-running the write, or re-runs not counted.
+#[test]
+fn a_serialization_failure_is_retried_and_counted() -> TestResult {
+    let (registry, name) = registered("pg-serial", config(4, 2))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE duty (doctor text, on_call bool)"))?;
+    db.write(|tx| tx.batch_execute("INSERT INTO duty VALUES ('a', true), ('b', true)"))?;
+    // Write skew: each reads both rows, then, once both have read, takes itself off call.
+    let barrier = Arc::new(Barrier::new(2));
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|doctor| {
+            let (db, barrier) = (db.clone(), Arc::clone(&barrier));
+            thread::spawn(move || {
+                let mut first = true;
+                db.write(|tx| {
+                    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")?;
+                    let on: i64 = tx
+                        .query_one("SELECT count(*) FROM duty WHERE on_call", &[])?
+                        .try_get(0)?;
+                    if std::mem::take(&mut first) {
+                        barrier.wait();
+                    }
+                    if on >= 2 {
+                        tx.execute(
+                            "UPDATE duty SET on_call = false WHERE doctor = $1",
+                            &[&doctor],
+                        )?;
+                    }
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer panicked")?;
+    }
+    let on: i64 = db.read(|c| {
+        c.query_one("SELECT count(*) FROM duty WHERE on_call", &[])?
+            .try_get(0)
+    })?;
+    assert_eq!(on, 1, "both writers committed over each other");
+    assert!(
+        db.stats().totals.write_retries >= 1,
+        "{:?}",
+        db.stats().totals
+    );
+    Ok(())
+}
+
+/// Bug caught: a write that keeps failing with a serialization failure re-run without bound,
+/// or given up on with an untyped error or an uncounted retry.
+#[test]
+fn a_write_that_keeps_conflicting_gives_up_after_the_bound() -> TestResult {
+    let mut config = config(2, 1);
+    config.write_retries = 2;
+    let (registry, name) = registered("pg-give-up", config)?;
+    let db = registry.postgres(&name)?;
+    let mut runs = 0;
+    let err = db
+        .write(|tx| {
+            runs += 1;
+            tx.batch_execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$",
+            )
+        })
+        .expect_err("conflict");
+    assert_eq!(runs, 3);
+    assert!(
+        matches!(&err, Error::WriteConflict { db, attempts: 3, code, .. } if db == &name && code == "40001"),
+        "{err:?}"
+    );
+    assert_eq!(db.stats().totals.write_retries, 2);
+    // Not retried: any other error.
+    let mut runs = 0;
+    let _ = db.write(|tx| {
+        runs += 1;
+        tx.batch_execute("SELECT no_such_column FROM pg_class")
+    });
+    assert_eq!(runs, 1);
+    Ok(())
+}
+
+/// Bug caught: a connection whose server process was terminated handed out again (every
+/// later borrower failing), instead of closed so the next borrower gets a working one.
+#[test]
+fn a_connection_whose_backend_was_killed_is_evicted() -> TestResult {
+    let (registry, name) = registered("pg-killed", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    let pid = db.read(backend_pid)?;
+    let killed: bool = server()?
+        .admin()?
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])?
+        .try_get(0)?;
+    assert!(killed);
+    // The first borrower meets the dead connection (the window skips validation)...
+    let first = db.read(backend_pid);
+    // ...and whatever it saw, the next one gets a working connection.
+    let next = db.read(backend_pid)?;
+    assert_ne!(next, pid);
+    if let Ok(p) = first {
+        assert_ne!(p, pid);
+    }
+    assert!(
+        db.stats().totals.connections_closed.broken
+            + db.stats().totals.connections_closed.validation_failed
+            >= 1
+    );
+    Ok(())
+}
+
+/// Bug caught: a connection-class error forgotten once the closure returned: a client that
+/// reported a read-only transaction (25006: a standby after a switchover) pooled again,
+/// because its session reset succeeds.
+#[test]
+fn a_connection_class_error_evicts_the_connection() -> TestResult {
+    let (registry, name) = registered("pg-read-only", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
+    let pid = db.read(backend_pid)?;
+    let err = db
+        .read(|c| {
+            c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
+            c.batch_execute("INSERT INTO t VALUES (1)")
+        })
+        .expect_err("read-only");
+    assert!(
+        matches!(&err, Error::Postgres { code: Some(c), .. } if c == "25006"),
+        "{err:?}"
+    );
+    assert_ne!(
+        db.read(backend_pid)?,
+        pid,
+        "the connection was pooled again"
+    );
+    assert_eq!(db.stats().totals.connections_closed.broken, 1);
+    Ok(())
+}
+
+/// Bug caught: session state a borrower changed (search_path, a temporary table,
+/// statement_timeout) leaking to the next borrower of the same connection.
+#[test]
+fn a_returned_connection_is_clean_for_the_next_borrower() -> TestResult {
+    let (registry, name) = registered("pg-session", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    let (pid, defaults) = db.read(|c| {
+        let path: String = c.query_one("SHOW search_path", &[])?.try_get(0)?;
+        Ok((backend_pid(c)?, path))
+    })?;
+    db.read(|c| {
+        c.batch_execute(
+            "CREATE SCHEMA elsewhere; SET search_path TO elsewhere; \
+             CREATE TEMP TABLE scratch (x int); SET statement_timeout = '1ms'; \
+             PREPARE p AS SELECT 1",
+        )
+    })?;
+    let (pid_after, path, temp, timeout, prepared) = db.read(|c| {
+        let path: String = c.query_one("SHOW search_path", &[])?.try_get(0)?;
+        let temp: Option<String> = c
+            .query_one("SELECT to_regclass('pg_temp.scratch')::text", &[])?
+            .try_get(0)?;
+        let timeout: String = c.query_one("SHOW statement_timeout", &[])?.try_get(0)?;
+        let prepared: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE name = 'p'",
+                &[],
+            )?
+            .try_get(0)?;
+        Ok((backend_pid(c)?, path, temp, timeout, prepared))
+    })?;
+    assert_eq!(pid_after, pid, "reset, not replaced");
+    assert_eq!(path, defaults);
+    assert_eq!(temp, None);
+    assert_eq!(timeout, "0");
+    assert_eq!(prepared, 0);
+    // Typed queries still work after the reset dropped the server's statements.
+    let n: i64 = db.read(|c| c.query_one("SELECT $1::bigint", &[&7i64])?.try_get(0))?;
+    assert_eq!(n, 7);
+    Ok(())
+}
+
+/// Bug caught: a client returned by a `get` guard inside an open transaction handed to the
+/// next borrower, who would run inside it (and could commit the first one's work).
+#[test]
+fn a_transaction_left_open_is_not_handed_on() -> TestResult {
+    let (registry, name) = registered("pg-open-tx", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
+    let pid = {
+        let mut conn = db.get()?;
+        conn.batch_execute("BEGIN; INSERT INTO t VALUES (1)")?;
+        backend_pid(&mut conn)?
+    };
+    let (next, rows) = db.read(|c| {
+        c.batch_execute("COMMIT")?;
+        let rows: i64 = c.query_one("SELECT count(*) FROM t", &[])?.try_get(0)?;
+        Ok((backend_pid(c)?, rows))
+    })?;
+    assert_ne!(next, pid);
+    assert_eq!(
+        rows, 0,
+        "the next borrower committed the abandoned transaction"
+    );
+    assert_eq!(db.stats().totals.connections_closed.broken, 1);
+    Ok(())
+}
+
+/// Bug caught: a checkout of an exhausted pool waiting past `connection_timeout`, or failing
+/// with an untyped error that does not name the database.
+#[test]
+fn exhaustion_times_out_with_a_typed_error() -> TestResult {
+    let mut config = config(1, 1);
+    config.pool.connection_timeout = Duration::from_millis(300);
+    let (registry, name) = registered("pg-exhausted", config)?;
+    let db = registry.postgres(&name)?;
+    let held = db.get()?;
+    let start = Instant::now();
+    let err = db.get().expect_err("pool of one, held");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert!(
+        matches!(&err, Error::Timeout { db, total: 1, active: 1, .. } if db == &name),
+        "{err:?}"
+    );
+    assert_eq!(db.stats().totals.acquire_timeouts, 1);
+    drop(held);
+    db.read(|c| c.batch_execute("SELECT 1"))?;
+    Ok(())
+}
+
+/// Bug caught: close not waiting for a borrowed client, not reporting one still out at the
+/// deadline, or a handle working after close.
+#[test]
+fn close_waits_and_reports() -> TestResult {
+    let (registry, name) = registered("pg-close", config(2, 1))?;
+    let db = registry.postgres(&name)?;
+    let conn = db.get()?;
+    let returner = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        drop(conn);
+    });
+    let report = registry.close(&name, Duration::from_secs(5))?;
+    returner.join().expect("returner panicked");
+    assert!(report.still_out.is_empty(), "{report:?}");
+    assert!(report.waited >= Duration::from_millis(150), "{report:?}");
+    assert!(matches!(db.get(), Err(Error::Closed { .. })));
+    let snap = registry.db_stats(&name)?;
+    assert!(!snap.open);
+    assert_eq!(snap.backend, Backend::Postgres);
+
+    // A client kept past the deadline is reported, with where it was taken.
+    registry.register_postgres(&name, &server()?.fresh_db()?, config(2, 1))?;
+    let kept = registry.postgres(&name)?.get()?;
+    let report = registry.close(&name, Duration::from_millis(100))?;
+    assert_eq!(report.still_out.len(), 1, "{report:?}");
+    assert!(
+        report.still_out[0].checked_out_at.contains("pg.rs"),
+        "{report:?}"
+    );
+    drop(kept);
+    Ok(())
+}
+
+/// Bug caught: a SQLite call on a PostgreSQL name (or the other way round) reaching the
+/// wrong pool, or failing with an error that does not say which engine the name is; a name
+/// taken by one engine registered again for the other.
+#[test]
+fn each_engine_refuses_the_others_names_and_calls() -> TestResult {
+    let (registry, pg) = registered("pg-engine", config(1, 0))?;
+    let dir = tempfile::tempdir()?;
+    let lite = DbName::new("lite")?;
+    let lite_config = DbConfig {
+        create_if_missing: true,
+        ..DbConfig::default()
+    };
+    registry.register(&lite, dir.path().join("lite.db"), lite_config.clone())?;
+
+    let err = registry
+        .read(&pg, |c| c.execute_batch("SELECT 1"))
+        .expect_err("sqlite call");
+    assert!(
+        matches!(&err, Error::WrongBackend { db, actual: Backend::Postgres, .. } if db == &pg),
+        "{err:?}"
+    );
+    assert!(matches!(registry.get(&pg), Err(Error::WrongBackend { .. })));
+    assert!(matches!(
+        registry.write(&pg, |_| Ok(())),
+        Err(Error::WrongBackend { .. })
+    ));
+    let err = registry.postgres(&lite).expect_err("postgres call");
+    assert!(
+        matches!(&err, Error::WrongBackend { db, actual: Backend::Sqlite, .. } if db == &lite),
+        "{err:?}"
+    );
+    let url = server()?.fresh_db()?;
+    assert!(matches!(
+        registry.register_postgres(&lite, &url, config(1, 0)),
+        Err(Error::NameConflict { .. })
+    ));
+    assert!(matches!(
+        registry.register(&pg, dir.path().join("other.db"), lite_config),
+        Err(Error::NameConflict { .. })
+    ));
+    // The same name for the same URL again is a no-op; for another URL, a conflict.
+    let pg_url = registry.postgres(&pg)?.target().display().to_string();
+    assert!(pg_url.starts_with("postgres://"));
+    assert!(matches!(
+        registry.register_postgres(&pg, &url, config(1, 0)),
+        Err(Error::NameConflict { .. })
+    ));
+    let kinds: Vec<_> = registry
+        .stats()
+        .databases
+        .iter()
+        .map(|d| (d.name.to_string(), d.backend))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("lite".to_owned(), Backend::Sqlite),
+            ("pg-engine".to_owned(), Backend::Postgres)
+        ]
+    );
+    Ok(())
+}
+
+/// Bug caught: a PostgreSQL pool without the SQLite pools' leak reports (the shared scanner
+/// not started for it), or without `max_lifetime` enforced at checkout.
+#[test]
+fn leaks_are_reported_and_lifetimes_kept() -> TestResult {
+    let mut config = config(1, 1);
+    config.pool.leak_threshold = Some(Duration::from_millis(100));
+    config.pool.max_lifetime = Some(Duration::from_millis(300));
+    let (registry, name) = registered("pg-leak-life", config)?;
+    let db = registry.postgres(&name)?;
+    let mut conn = db.get()?;
+    let pid = backend_pid(&mut conn)?;
+    thread::sleep(Duration::from_millis(400));
+    let snap = db.stats();
+    assert_eq!(snap.totals.leaks, 1, "{:?}", snap.totals);
+    assert_eq!(snap.held_past_leak_threshold, 1);
+    drop(conn);
+    // Past its lifetime: the checkout closes it and opens another.
+    assert_ne!(db.read(backend_pid)?, pid);
+    assert_eq!(db.stats().totals.connections_closed.max_lifetime, 1);
+    Ok(())
+}
+
+/// Bug caught: a client returned while its thread panicked (in a write closure) pooled
+/// again, or the panic swallowed.
+#[test]
+fn a_panicking_write_closes_its_connection_and_the_panic_goes_on() -> TestResult {
+    let (registry, name) = registered("pg-panic", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
+    let pid = db.read(backend_pid)?;
+    let writer = db.clone();
+    let panicked = thread::spawn(move || {
+        writer.write(|tx| -> Result<(), postgres::Error> {
+            tx.batch_execute("INSERT INTO t VALUES (1)")?;
+            panic!("injected")
+        })
+    })
+    .join();
+    assert!(panicked.is_err(), "the panic did not reach the caller");
+    let (next, rows) = db.read(|c| {
+        let rows: i64 = c.query_one("SELECT count(*) FROM t", &[])?.try_get(0)?;
+        Ok((backend_pid(c)?, rows))
+    })?;
+    assert_ne!(next, pid);
+    assert_eq!(rows, 0);
+    assert_eq!(db.stats().totals.connections_closed.broken, 1);
+    Ok(())
+}

@@ -78,6 +78,22 @@ fn ci() -> anyhow::Result<()> {
         "warnings",
     ]);
     step("cargo clippy", clippy)?;
+    // The core as a dependent application builds it: default features, no dev-dependencies
+    // (the workspace's own build turns on the features its tests need).
+    let mut core = cargo();
+    core.args([
+        "clippy",
+        "--package",
+        "hive-db-core",
+        "--lib",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    step(
+        "cargo clippy -p hive-db-core --lib (default features)",
+        core,
+    )?;
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     step("cargo test --workspace", test)?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+#[cfg(feature = "postgres")]
 use crate::backend::Backend;
 use crate::batch::WriteTx;
 use crate::clock::deadline;

@@ -7,7 +7,7 @@ mod pattern;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hive_db_core::rusqlite::{Connection, Row, params};
 use serde_json::Value;
@@ -35,6 +35,19 @@ struct Subscriber {
 struct Subscribers {
     next: AtomicU64,
     list: RwLock<Vec<Subscriber>>,
+}
+
+impl Subscribers {
+    /// The list to read. A subscriber that panicked is caught outside the lock, so a poisoned
+    /// lock still holds a whole list: it is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Subscriber>> {
+        self.list.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The list to change (see [`Subscribers::read`] on poisoning).
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Subscriber>> {
+        self.list.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The event store of one [`EcoDb`]. Cloning is cheap; clones share the subscribers.
@@ -164,14 +177,13 @@ impl EventStore {
     }
 
     fn notify(&self, event: &Event) {
-        let callbacks: Vec<Callback> = match self.subscribers.list.read() {
-            Ok(list) => list,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-        .iter()
-        .filter(|s| s.pattern.matches(&event.event_type))
-        .map(|s| Arc::clone(&s.callback))
-        .collect();
+        let callbacks: Vec<Callback> = self
+            .subscribers
+            .read()
+            .iter()
+            .filter(|s| s.pattern.matches(&event.event_type))
+            .map(|s| Arc::clone(&s.callback))
+            .collect();
         // Called without the lock, so a callback may subscribe or publish.
         for callback in callbacks {
             if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
@@ -194,10 +206,7 @@ impl EventStore {
     ) -> Result<SubscriptionId> {
         let pattern = Pattern::parse(pattern)?;
         let id = SubscriptionId(self.subscribers.next.fetch_add(1, Ordering::Relaxed));
-        let mut list = match self.subscribers.list.write() {
-            Ok(list) => list,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut list = self.subscribers.write();
         list.push(Subscriber {
             id,
             pattern,
@@ -208,10 +217,7 @@ impl EventStore {
 
     /// Removes a subscription; false if it was not there.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let mut list = match self.subscribers.list.write() {
-            Ok(list) => list,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut list = self.subscribers.write();
         let before = list.len();
         list.retain(|s| s.id != id);
         list.len() != before

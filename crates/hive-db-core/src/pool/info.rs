@@ -44,6 +44,7 @@ impl DbInfo {
     }
 
     /// The facts of a database on a server, shown as `shown` (never with a password).
+    #[cfg(feature = "postgres")]
     pub(crate) fn on_server(
         name: DbName,
         shown: PathBuf,

@@ -60,9 +60,18 @@ impl Database {
     /// A connection, waiting up to `connection_timeout`.
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {
-        if let Some(conn) = self.pool.try_checkout(site)? {
-            return Ok(conn);
+        match self.pool.try_checkout(site)? {
+            Some(conn) => Ok(conn),
+            None => self.checkout_waiting(site),
         }
+    }
+
+    /// A connection for a caller whose fast path found none idle: waits up to
+    /// `connection_timeout`, unless it could only wait for its own thread.
+    pub(crate) fn checkout_waiting(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection> {
         self.refuse_waiting_for_itself()?;
         self.pool.checkout(site)
     }

@@ -1,7 +1,7 @@
 //! `Registry`: the named pools of one process, behind a cheap cloneable handle.
 //!
-//! (Just over 400 lines: one short method per call of the public API, each with its docs;
-//! split, the facade would be scattered over files.)
+//! (About 600 lines: one short method per call of the public API, for both engines, each
+//! with its docs; split, the facade would be scattered over files.)
 
 use std::panic::Location;
 use std::path::Path;
@@ -125,21 +125,17 @@ impl Registry {
         let _changing = lock(&self.inner.changing);
         let counters = {
             let entries = self.inner.entries.load();
-            #[cfg(feature = "postgres")]
-            if let Some(Entry::Postgres(pg)) = entries.get(name) {
+            let existing = match entries.get(name) {
+                Some(Entry::Open(db)) if db.info().path == requested => return Ok(()),
+                Some(Entry::Open(db)) => Some(db.info()),
+                #[cfg(feature = "postgres")]
+                Some(Entry::Postgres(pg)) => Some(pg.info()),
+                _ => None,
+            };
+            if let Some(existing) = existing {
                 return Err(Error::NameConflict {
                     db: name.clone(),
-                    existing: pg.info().path.to_path_buf(),
-                    requested,
-                });
-            }
-            if let Some(Entry::Open(pool)) = entries.get(name) {
-                if pool.info().path == requested {
-                    return Ok(());
-                }
-                return Err(Error::NameConflict {
-                    db: name.clone(),
-                    existing: pool.info().path.to_path_buf(),
+                    existing: existing.path.clone(),
                     requested,
                 });
             }
@@ -263,7 +259,7 @@ impl Registry {
         }
         let pool = Arc::clone(pool);
         drop(entries);
-        pool.checkout(site)
+        pool.checkout_waiting(site)
     }
 
     /// A handle on one database that skips the name lookup on every call (for hot loops).

@@ -82,6 +82,44 @@ impl fmt::Display for Reentry {
     }
 }
 
+/// Why a PostgreSQL server refused the registry ([`Error::Refused`]): causes that waiting
+/// does not fix, so a checkout or a `register` fails at once instead of at its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The server refused the login: a wrong password, an unknown role, or no `pg_hba.conf`
+    /// line that lets it in (SQLSTATE 28P01, 28000).
+    Authentication,
+    /// The server accepts only TLS connections. The registry connects without TLS today:
+    /// connect over a trusted network or through a TLS-terminating proxy.
+    TlsRequired,
+    /// The database does not exist on the server (SQLSTATE 3D000).
+    NoSuchDatabase,
+    /// The server registered as the primary cannot take writes: a standby (in recovery), or
+    /// a server with `default_transaction_read_only` on.
+    NotWritable,
+    /// The server registered as a read replica is not a standby.
+    NotAReplica,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Authentication => "authentication failed",
+            Self::TlsRequired => {
+                "the server requires TLS, which the registry does not speak yet (connect over \
+                 a trusted network, or through a TLS-terminating proxy)"
+            }
+            Self::NoSuchDatabase => "the database does not exist on the server",
+            Self::NotWritable => {
+                "registered as the primary, but the server cannot take writes (a standby, or \
+                 default_transaction_read_only is on)"
+            }
+            Self::NotAReplica => "registered as a read replica, but the server is not a standby",
+        })
+    }
+}
+
 /// Everything that can go wrong in hive-db-core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -305,6 +343,21 @@ pub enum Error {
         #[source]
         source: postgres::Error,
     },
+    /// A PostgreSQL server refused the registry for a reason that waiting does not fix.
+    #[error("database {db}: the server at {} refused: {cause}{}", target.display(), code.as_deref().map(|c| format!(" (sqlstate {c})")).unwrap_or_default())]
+    Refused {
+        /// The database.
+        db: DbName,
+        /// The server, as `postgres://user@host:port/db` (never a password).
+        target: PathBuf,
+        /// Why.
+        cause: Refusal,
+        /// The SQLSTATE, when the server sent one.
+        code: Option<String>,
+        /// The server's or the client's own words.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// `global::install` was called twice.
     #[error("a global registry is installed already")]
     AlreadyInstalled,
@@ -330,7 +383,8 @@ impl Error {
             | Self::ConnectPanicked { db, .. }
             | Self::Io { db, .. }
             | Self::WrongBackend { db, .. }
-            | Self::InvalidUrl { db, .. } => Some(db),
+            | Self::InvalidUrl { db, .. }
+            | Self::Refused { db, .. } => Some(db),
             #[cfg(feature = "postgres")]
             Self::Postgres { db, .. } | Self::WriteConflict { db, .. } => Some(db),
         }

@@ -14,7 +14,7 @@ use crate::name::DbName;
 #[cfg(feature = "postgres")]
 use crate::pg::PgDatabase;
 use crate::pool::{CloseReport, DbInfo};
-use crate::stats::DbSnapshot;
+use crate::stats::{DbSnapshot, PgFacts};
 
 /// An open database of either engine, as health checks and `close` see it.
 #[derive(Debug, Clone)]
@@ -39,7 +39,16 @@ impl OpenDb {
         match self {
             Self::Sqlite(db) => db.close(deadline),
             #[cfg(feature = "postgres")]
-            Self::Postgres(db) => db.pool().close(deadline),
+            Self::Postgres(db) => db.close(deadline),
+        }
+    }
+
+    /// For a PostgreSQL database, its servers as last measured.
+    fn postgres_facts(&self) -> Option<PgFacts> {
+        match self {
+            Self::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(db) => Some(db.facts()),
         }
     }
 
@@ -81,6 +90,10 @@ pub struct DbHealth {
     pub latency: Duration,
     /// What went wrong, if anything.
     pub error: Option<String>,
+    /// For a PostgreSQL database: its servers (version, standby or not, connections of
+    /// `max_connections`, each replica's state and lag) as last measured. `None` for SQLite.
+    #[serde(default)]
+    pub postgres: Option<PgFacts>,
 }
 
 /// Every open database's health, and the worst of them.
@@ -173,19 +186,27 @@ pub(crate) fn check_all(pools: Vec<OpenDb>, timeout: Duration) -> HealthReport {
                 },
                 latency,
                 error: note,
+                postgres: None,
             },
             Some(Err(error)) => DbHealth {
                 name,
                 status: HealthStatus::Unhealthy,
                 latency: start.elapsed(),
                 error: Some(error),
+                postgres: None,
             },
             None => DbHealth {
                 name,
                 status: HealthStatus::Unhealthy,
                 latency: start.elapsed(),
                 error: Some(format!("no answer within {timeout:?}")),
+                postgres: None,
             },
+        })
+        .zip(pools.iter())
+        .map(|(health, pool)| DbHealth {
+            postgres: pool.postgres_facts(),
+            ..health
         })
         .collect();
     HealthReport {
@@ -273,13 +294,57 @@ fn saturation(before: &DbSnapshot) -> Option<String> {
     })
 }
 
-/// A client within `timeout`, then a round trip bounded by what is left of it and `SELECT 1`.
+/// A client within `timeout`, then a round trip bounded by what is left of it and `SELECT 1`;
+/// then what the monitor last saw: a replica not taking reads, a primary it could not reach,
+/// a server near `max_connections` each make the database degraded.
 #[cfg(feature = "postgres")]
 fn check_postgres(db: &PgDatabase, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let before = db.snapshot();
     db.probe(timeout).map_err(|e| error_chain(&e))?;
-    Ok((start.elapsed(), saturation(&before)))
+    let mut notes: Vec<String> = saturation(&before).into_iter().collect();
+    notes.extend(postgres_notes(&db.facts()));
+    Ok((
+        start.elapsed(),
+        (!notes.is_empty()).then(|| notes.join("; ")),
+    ))
+}
+
+/// A server whose client connections reach this share of `max_connections` is near full.
+#[cfg(feature = "postgres")]
+const NEAR_MAX_CONNECTIONS: f64 = 0.9;
+
+/// What about a PostgreSQL database's servers makes it degraded, one line each.
+#[cfg(feature = "postgres")]
+fn postgres_notes(facts: &PgFacts) -> Vec<String> {
+    let near_full = |server: &crate::stats::ServerFacts| {
+        f64::from(server.connections) >= f64::from(server.max_connections) * NEAR_MAX_CONNECTIONS
+    };
+    let mut notes = Vec::new();
+    if let Some(error) = &facts.primary_error {
+        notes.push(format!("primary: {error}"));
+    }
+    if let Some(server) = facts.primary.as_ref().filter(|s| near_full(s)) {
+        notes.push(format!(
+            "primary: {} of max_connections {} in use",
+            server.connections, server.max_connections
+        ));
+    }
+    for replica in &facts.replicas {
+        if replica.status != crate::stats::ReplicaStatus::Up {
+            notes.push(format!(
+                "replica {} {}: {}",
+                replica.target.display(),
+                match replica.status {
+                    crate::stats::ReplicaStatus::Lagging => "lagging",
+                    crate::stats::ReplicaStatus::NotAReplica => "not a standby",
+                    _ => "down",
+                },
+                replica.error.as_deref().unwrap_or("skipped")
+            ));
+        }
+    }
+    notes
 }
 
 /// A note if a `COMMIT` failed within [`COMMIT_FAILURE_MEMORY`], and an error if no write

@@ -101,7 +101,7 @@ mod registry;
 pub use backend::Backend;
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};
-pub use error::{Error, OpenCause, Reentry, Result, error_chain};
+pub use error::{Error, OpenCause, Reentry, Refusal, Result, error_chain};
 pub use health::{DbHealth, HealthReport, HealthStatus};
 pub use histogram::{Bucket, LatencySummary};
 pub use metrics::{PROMETHEUS_CONTENT_TYPE, prometheus_text};
@@ -112,8 +112,8 @@ pub use pg::{PgConfig, PgConnection, PgHandle};
 pub use pool::{CloseReport, OutstandingConnection, PooledConnection};
 pub use registry::{DbHandle, Registry};
 pub use stats::{
-    ClosedTotals, DbSnapshot, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION, SqliteBuild, SqliteFacts,
-    Totals,
+    ClosedTotals, DbSnapshot, PgFacts, RegistrySnapshot, ReplicaSnapshot, ReplicaStatus,
+    SNAPSHOT_SCHEMA_VERSION, ServerFacts, SqliteBuild, SqliteFacts, Totals,
 };
 
 /// The rusqlite this crate is built against (one SQLite per process).

@@ -227,6 +227,8 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
         }
     }
 
+    postgres_families(&mut out, dbs);
+
     let histograms: [HistogramFamily; 3] = [
         (
             "hive_db_acquire_wait_seconds",
@@ -304,6 +306,142 @@ impl std::fmt::Display for Value {
         }
         let frac = format!("{frac:0digits$}");
         write!(f, "{whole}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+/// The families of PostgreSQL databases' servers, as their monitor last measured them; none
+/// without a PostgreSQL database. The `server` label is `primary` or a replica's
+/// `postgres://user@host:port/db`.
+fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
+    let pg: Vec<(&DbSnapshot, &crate::stats::PgFacts)> = dbs
+        .iter()
+        .filter_map(|d| d.postgres.as_ref().map(|p| (d, p)))
+        .collect();
+    if pg.is_empty() {
+        return;
+    }
+    type ServerValue = fn(&crate::stats::ServerFacts) -> u64;
+    let servers: [(&str, &str, ServerValue); 3] = [
+        (
+            "hive_db_pg_server_connections",
+            "Client connections to the server, from any application.",
+            |s| s.connections.into(),
+        ),
+        (
+            "hive_db_pg_server_max_connections",
+            "The server's max_connections.",
+            |s| s.max_connections.into(),
+        ),
+        (
+            "hive_db_pg_server_in_recovery",
+            "1 when the server is a standby (in recovery), 0 for a primary.",
+            |s| u64::from(s.in_recovery),
+        ),
+    ];
+    for (name, help, value) in servers {
+        header(out, name, Kind::Gauge, help);
+        for (db, facts) in &pg {
+            if let Some(primary) = &facts.primary {
+                sample(
+                    out,
+                    name,
+                    db,
+                    Some(("server", "primary")),
+                    Value::Int(value(primary)),
+                );
+            }
+            for replica in &facts.replicas {
+                if let Some(server) = &replica.server {
+                    let target = replica.target.to_string_lossy();
+                    sample(
+                        out,
+                        name,
+                        db,
+                        Some(("server", &target)),
+                        Value::Int(value(server)),
+                    );
+                }
+            }
+        }
+    }
+    header(
+        out,
+        "hive_db_pg_primary_reachable",
+        Kind::Gauge,
+        "1 when the monitor's last measure of the primary worked and found it writable.",
+    );
+    for (db, facts) in &pg {
+        let up = facts.primary.is_some() && facts.primary_error.is_none();
+        sample(
+            out,
+            "hive_db_pg_primary_reachable",
+            db,
+            None,
+            Value::Int(up.into()),
+        );
+    }
+    header(
+        out,
+        "hive_db_pg_replica_up",
+        Kind::Gauge,
+        "1 when the read replica takes reads: reachable, a standby, within the lag bound.",
+    );
+    for (db, facts) in &pg {
+        for replica in &facts.replicas {
+            let target = replica.target.to_string_lossy();
+            let up = replica.status == crate::stats::ReplicaStatus::Up;
+            sample(
+                out,
+                "hive_db_pg_replica_up",
+                db,
+                Some(("server", &target)),
+                Value::Int(up.into()),
+            );
+        }
+    }
+    header(
+        out,
+        "hive_db_pg_replica_lag_seconds",
+        Kind::Gauge,
+        "How far the read replica is behind the primary, measured from their WAL positions.",
+    );
+    for (db, facts) in &pg {
+        for replica in &facts.replicas {
+            if let Some(lag) = replica.lag_ms {
+                let target = replica.target.to_string_lossy();
+                let name = "hive_db_pg_replica_lag_seconds";
+                sample(out, name, db, Some(("server", &target)), Value::Millis(lag));
+            }
+        }
+    }
+    header(
+        out,
+        "hive_db_pg_replica_reads_total",
+        Kind::Counter,
+        "Reads the read replica served.",
+    );
+    for (db, facts) in &pg {
+        for replica in &facts.replicas {
+            let target = replica.target.to_string_lossy();
+            let name = "hive_db_pg_replica_reads_total";
+            sample(
+                out,
+                name,
+                db,
+                Some(("server", &target)),
+                Value::Int(replica.reads),
+            );
+        }
+    }
+    header(
+        out,
+        "hive_db_pg_replica_fallbacks_total",
+        Kind::Counter,
+        "Reads meant for a replica that went to the primary: none was up, within the lag bound and free in time.",
+    );
+    for (db, facts) in &pg {
+        let name = "hive_db_pg_replica_fallbacks_total";
+        sample(out, name, db, None, Value::Int(facts.replica_fallbacks));
     }
 }
 

@@ -207,7 +207,9 @@ impl Registry {
                 requested,
             };
             match entries.get(name) {
-                Some(Entry::Postgres(pg)) if pg.registered_as(url) => return Ok(()),
+                Some(Entry::Postgres(pg)) if pg.registered_as(url, &config.replicas) => {
+                    return Ok(());
+                }
                 Some(Entry::Postgres(pg)) => return Err(conflict(&pg.info().path)),
                 Some(Entry::Open(db)) => return Err(conflict(&db.info().path)),
                 Some(Entry::Closed(info)) => Arc::clone(&info.counters),
@@ -451,8 +453,8 @@ impl Registry {
             }
             #[cfg(feature = "postgres")]
             Some(Entry::Postgres(db)) => {
-                db.pool().mark_closed();
-                let closed = Entry::Closed(Arc::clone(db.pool().info()));
+                db.mark_closed();
+                let closed = Entry::Closed(Arc::clone(db.info()));
                 (OpenDb::Postgres(Arc::clone(db)), closed)
             }
             Some(Entry::Closed(_)) => return Err(Error::Closed { db: name.clone() }),

@@ -185,6 +185,7 @@ impl DbCounters {
                 file_bytes: file_len(path),
                 wal_bytes: file_len(Path::new(&wal)),
             },
+            postgres: None,
         }
     }
 }
@@ -330,6 +331,87 @@ pub struct DbSnapshot {
     pub writer_wait: LatencySummary,
     /// The database file (zeros for PostgreSQL).
     pub sqlite: SqliteFacts,
+    /// For a PostgreSQL database: its servers, as last measured. `None` for SQLite, and in
+    /// snapshots of older versions.
+    #[serde(default)]
+    pub postgres: Option<PgFacts>,
+}
+
+/// What the registry last measured of a PostgreSQL database's servers (every
+/// `PgConfig::monitor_interval`, on a connection of its own outside the pool).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct PgFacts {
+    /// The primary (the server writes go to), once measured; `None` while it cannot be
+    /// reached.
+    pub primary: Option<ServerFacts>,
+    /// What the last attempt to measure the primary failed with, if it failed.
+    pub primary_error: Option<String>,
+    /// The read replicas, in the order registered.
+    pub replicas: Vec<ReplicaSnapshot>,
+    /// Reads meant for a replica that went to the primary because none was usable (down,
+    /// lagging past the bound, or without a free connection in time).
+    pub replica_fallbacks: u64,
+}
+
+/// Facts one PostgreSQL server reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ServerFacts {
+    /// `server_version`, as `15.10 (Debian 15.10-0+deb12u1)`.
+    pub version: String,
+    /// `pg_is_in_recovery()`: a standby (true) or a primary (false).
+    pub in_recovery: bool,
+    /// `default_transaction_read_only` is on: a primary that refuses writes.
+    pub read_only: bool,
+    /// Client connections to the server now, from any application (`pg_stat_activity`).
+    pub connections: u32,
+    /// Its `max_connections`.
+    pub max_connections: u32,
+    /// How long ago it was measured, in milliseconds, as of the snapshot.
+    pub age_ms: u64,
+}
+
+/// Whether a read replica takes reads.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReplicaStatus {
+    /// Reachable, a standby, and within the lag bound: it takes reads.
+    Up,
+    /// Reachable, but further behind the primary than the lag bound, or its lag cannot be
+    /// measured (the primary cannot be reached): skipped.
+    Lagging,
+    /// Cannot be reached, or broke a read's connection: skipped until it answers again.
+    Down,
+    /// Answers, but is not a standby (it was promoted, say): skipped.
+    NotAReplica,
+}
+
+/// One read replica of a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ReplicaSnapshot {
+    /// Where it is, as `postgres://user@host:port/db` (never a password).
+    pub target: PathBuf,
+    /// Whether it takes reads.
+    pub status: ReplicaStatus,
+    /// How far behind the primary it is, in milliseconds: the time since the moment whose
+    /// writes it has all replayed, measured by comparing its replay position with the
+    /// primary's write position sampled over time. `None` until measured.
+    pub lag_ms: Option<u64>,
+    /// Its server's facts, once measured.
+    pub server: Option<ServerFacts>,
+    /// Why it is down or skipped, if it is.
+    pub error: Option<String>,
+    /// Its pool's connections, open and idle.
+    pub live: u32,
+    /// Idle ones among them.
+    pub idle: u32,
+    /// Reads it served.
+    pub reads: u64,
 }
 
 impl DbSnapshot {

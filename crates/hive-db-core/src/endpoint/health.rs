@@ -162,6 +162,7 @@ mod tests {
                     "cannot open {path}: gone; cannot create {}: denied",
                     folder.display()
                 )),
+                postgres: None,
             }],
             elapsed: Duration::ZERO,
             notes: Vec::new(),

@@ -7,15 +7,17 @@ use crate::config::DbConfig;
 use crate::error::{Error, Result};
 use crate::name::DbName;
 
-/// Settings for one PostgreSQL database: the pool's, shared with SQLite, and the write
-/// retries. Plain data: build it with struct update syntax from [`PgConfig::default()`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings for one PostgreSQL database: the pool's, shared with SQLite, the write retries,
+/// and its read replicas. Plain data: build it with struct update syntax from
+/// [`PgConfig::default()`].
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgConfig {
     /// The pool: `max_size`, `min_idle`, `connection_timeout` (also the connect timeout,
     /// unless the URL sets a shorter `connect_timeout`), `validate_after_idle`,
     /// `max_lifetime`, `idle_timeout` and `leak_threshold`, as for SQLite. Its SQLite-only
     /// fields (`busy_timeout`, `synchronous`, `cache_size_kib`, `foreign_keys`,
-    /// `create_if_missing`, group commit) do not apply. Default [`DbConfig::default()`].
+    /// `create_if_missing`, group commit) do not apply. Each replica gets a pool of its own
+    /// with the same settings. Default [`DbConfig::default()`].
     pub pool: DbConfig,
     /// How many times a `write` is re-run after the server failed its transaction for a
     /// serialization failure or a deadlock (SQLSTATE 40001, 40P01). Default 3; 0 never.
@@ -24,6 +26,15 @@ pub struct PgConfig {
     /// random between half and one and a half times that (jitter), so writers that
     /// conflicted do not meet again. Default 5 ms.
     pub retry_backoff: Duration,
+    /// Connection strings of read replicas (standbys of the primary, streaming from it):
+    /// `read` goes to one of them while its lag is within `max_replica_lag`. Shown, like the
+    /// primary's, without passwords. Default none.
+    pub replicas: Vec<String>,
+    /// The most a replica may lag behind the primary and still take reads. Default 1 s.
+    pub max_replica_lag: Duration,
+    /// How often the registry measures its servers (facts, replica lag), on one connection
+    /// per server outside the pools. Default 250 ms.
+    pub monitor_interval: Duration,
 }
 
 impl Default for PgConfig {
@@ -32,7 +43,51 @@ impl Default for PgConfig {
             pool: DbConfig::default(),
             write_retries: 3,
             retry_backoff: Duration::from_millis(5),
+            replicas: Vec::new(),
+            max_replica_lag: Duration::from_secs(1),
+            monitor_interval: Duration::from_millis(250),
         }
+    }
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the replicas' connection strings: they may hold passwords.
+        f.debug_struct("PgConfig")
+            .field("pool", &self.pool)
+            .field("write_retries", &self.write_retries)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("replicas", &self.replicas.len())
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("monitor_interval", &self.monitor_interval)
+            .finish()
+    }
+}
+
+impl PgConfig {
+    /// Checks the settings a database cannot run with.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming `db`.
+    pub(super) fn validate(&self, db: &DbName) -> Result<()> {
+        self.pool.validate(db)?;
+        let invalid = |reason: &str| Error::InvalidConfig {
+            db: db.clone(),
+            reason: reason.to_owned(),
+        };
+        if self.monitor_interval < Duration::from_millis(10)
+            || self.monitor_interval > Duration::from_secs(60)
+        {
+            return Err(invalid("monitor_interval must be between 10 ms and 60 s"));
+        }
+        if self.max_replica_lag.is_zero() {
+            return Err(invalid("max_replica_lag must be above zero"));
+        }
+        if self.replicas.len() > 64 {
+            return Err(invalid("at most 64 replicas"));
+        }
+        Ok(())
     }
 }
 
@@ -88,6 +143,14 @@ pub(super) fn parse(db: &DbName, url: &str, pool: &DbConfig) -> Result<Target> {
             },
         }
     })?;
+    if config.get_ssl_mode() == postgres::config::SslMode::Require {
+        return Err(Error::InvalidUrl {
+            db: db.clone(),
+            reason: "sslmode=require: the registry does not speak TLS yet (connect over a \
+                     trusted network, or through a TLS-terminating proxy)"
+                .to_owned(),
+        });
+    }
     if config.get_hosts().is_empty() {
         return Err(Error::InvalidUrl {
             db: db.clone(),

@@ -46,7 +46,7 @@ impl PgHandle {
         &self.0.info().path
     }
 
-    /// Checks out a client, waiting up to `connection_timeout`. The caller's location is
+    /// Checks out a client of the primary, waiting up to `connection_timeout`. The caller's location is
     /// recorded for leak reports. On return it is reset (`DISCARD ALL`) before the next
     /// borrower gets it, or closed when that fails (a transaction left open, say).
     ///
@@ -59,22 +59,47 @@ impl PgHandle {
         self.0.checkout(Location::caller())
     }
 
-    /// Runs `f` with a client. An error `f` returns comes back as [`Error::Postgres`] naming
-    /// the database, with the SQLSTATE; one that says the connection is gone (class 08, a
-    /// server shutdown 57P01-57P03, a read-only transaction 25006) also closes the connection
-    /// instead of pooling it.
+    /// Runs `f` with a client: of a read replica that is up and within
+    /// [`PgConfig::max_replica_lag`](super::PgConfig::max_replica_lag) of the primary, taken
+    /// in turn, else of the primary. So `f` may see data up to that bound older than the
+    /// primary's (use [`PgHandle::read_primary`] to read one's own writes). Without replicas,
+    /// every read goes to the primary.
+    ///
+    /// **`f` may run twice.** When a replica breaks the connection during `f`, or cancels its
+    /// statement for a conflict with the replay of the primary's changes (SQLSTATE 40001),
+    /// the replica is skipped and `f` runs again on the primary. A read that waits more than
+    /// 250 ms for a replica's connection goes to the primary too.
+    ///
+    /// An error `f` returns comes back as [`Error::Postgres`] naming the database, with the
+    /// SQLSTATE; one that says the connection is gone (class 08, a server shutdown
+    /// 57P01-57P03, a read-only transaction 25006) also closes the connection instead of
+    /// pooling it, and has the pool's other connections checked before their next use.
     ///
     /// # Errors
     ///
     /// Those of [`PgHandle::get`], and [`Error::Postgres`] for the error `f` returns.
     #[track_caller]
-    pub fn read<T>(&self, f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>) -> Result<T> {
+    pub fn read<T>(&self, f: impl FnMut(&mut Client) -> Result<T, postgres::Error>) -> Result<T> {
         self.0.read(Location::caller(), f)
     }
 
+    /// [`PgHandle::read`] on the primary, always: it sees every write that has returned.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`PgHandle::get`], and [`Error::Postgres`] for the error `f` returns.
+    #[track_caller]
+    pub fn read_primary<T>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        self.0.read_primary(Location::caller(), f)
+    }
+
     /// [`PgHandle::read`] for a closure of the caller's own error type `E`, which the
-    /// registry's errors convert into. `f`'s error comes back as it was (the registry cannot
-    /// see into it: a broken connection is found when it is returned).
+    /// registry's errors convert into. `f` runs once, on a replica or the primary as for
+    /// `read`; its error comes back as it was (the registry cannot see into it: a broken
+    /// connection is found when it is returned).
     ///
     /// # Errors
     ///

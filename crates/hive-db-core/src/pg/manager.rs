@@ -8,7 +8,7 @@ use std::sync::Arc;
 use postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
-use crate::pool::{Engine, HiveConn, PoolShared, connect_guarded};
+use crate::pool::{DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
 
 /// A pooled PostgreSQL client. Boxed: r2d2 moves connections by value.
 pub(super) type PgConn = HiveConn<Box<Client>>;
@@ -47,7 +47,7 @@ impl r2d2::ManageConnection for PgManager {
         connect_guarded(
             shared,
             || self.config.connect(NoTls).map(Box::new),
-            |e| pg_error(&shared.info().name, "connect", e),
+            |e| connect_error(shared.info(), e),
         )
     }
 
@@ -82,6 +82,21 @@ impl Engine for PgManager {
     fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
         let timeout = conn.shared.info().config.connection_timeout;
         conn.conn.is_valid(timeout).map_err(|e| e.to_string())
+    }
+}
+
+/// A connect error as ours: [`Error::Refused`] when waiting cannot fix it (a refused login, a
+/// missing database, a server that wants TLS), else [`Error::Postgres`].
+pub(super) fn connect_error(info: &DbInfo, e: postgres::Error) -> Error {
+    match super::server::refusal(&e) {
+        Some(cause) => Error::Refused {
+            db: info.name.clone(),
+            target: info.path.clone(),
+            cause,
+            code: e.code().map(|c| c.code().to_owned()),
+            source: Some(Box::new(e)),
+        },
+        None => pg_error(&info.name, "connect", e),
     }
 }
 

@@ -1,17 +1,24 @@
 //! PostgreSQL databases in the registry (cargo feature `postgres`): a [`Pool`] over our own
-//! r2d2 manager of `postgres::Client`s, typed `read` and `write` (a transaction per write,
-//! re-run on serialization failure or deadlock), the snapshot and the health probe. No writer
-//! lane: the server orders concurrent writers itself.
+//! r2d2 manager of `postgres::Client`s for the primary and one per read replica, typed
+//! `read` (to a replica within the lag bound, else the primary) and `write` (a transaction
+//! per write on the primary, re-run on serialization failure or deadlock), the snapshot and
+//! the health probe. No writer lane: the server orders concurrent writers itself.
 //!
 //! - `config`: [`PgConfig`], and the connection string parsed and shown without a password;
+//! - `server`: what a server says about itself, and the refusals waiting does not fix;
 //! - `manager`: the r2d2 manager, the return rules and the SQLSTATE classes;
 //! - `guard`: [`PgConnection`], the guard of a checked-out client;
+//! - `replica`: a read replica's pool and state, and the lag from the primary's positions;
+//! - `monitor`: the thread that measures the servers;
 //! - `handle`: [`PgHandle`], the public face with typed `read` and `write`.
 
 mod config;
 mod guard;
 mod handle;
 mod manager;
+mod monitor;
+mod replica;
+mod server;
 
 use std::hash::{BuildHasher, RandomState};
 use std::panic::Location;
@@ -26,31 +33,45 @@ pub use config::PgConfig;
 pub use guard::PgConnection;
 pub use handle::PgHandle;
 
+use crate::clock::Stamp;
 use crate::error::{Error, Result};
 use crate::name::DbName;
-use crate::pool::{DbInfo, Pool, PoolShared};
-use crate::stats::{DbCounters, DbSnapshot};
+use crate::pool::{CloseReport, DbInfo, Pool, PoolShared};
+use crate::stats::{CloseReason, DbCounters, DbSnapshot, PgFacts};
 use manager::{PgManager, breaks_connection, pg_error, retryable};
+use monitor::Servers;
 
-/// One registered PostgreSQL database.
+/// One registered PostgreSQL database: its primary's pool, its replicas and their monitor.
 pub(crate) struct PgDatabase {
     pool: Pool<PgManager>,
-    /// The connection string as registered (it may hold a password: never shown), to tell a
-    /// repeated registration from a conflicting one.
-    url: String,
+    servers: Arc<Servers>,
+    /// The connection strings as registered (they may hold passwords: never shown), to tell
+    /// a repeated registration from a conflicting one.
+    urls: Vec<String>,
     write_retries: u32,
     retry_backoff: Duration,
 }
 
 impl std::fmt::Debug for PgDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Not the connection string: it may hold a password.
+        // Not the connection strings: they may hold passwords.
         f.debug_struct("PgDatabase")
             .field("db", &self.info().name)
             .field("target", &self.info().path)
+            .field("replicas", &self.servers.replicas.len())
             .finish_non_exhaustive()
     }
 }
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        self.servers.stop();
+    }
+}
+
+/// The longest a read waits for a replica's connection before it goes to the primary: a
+/// replica that cannot hand one out at once is no help to a read.
+const REPLICA_WAIT: Duration = Duration::from_millis(250);
 
 /// How a write attempt failed: the registry's own step (begin, commit) or the closure.
 enum Failure<E, O = Error> {
@@ -68,32 +89,69 @@ struct Seen {
 }
 
 impl PgDatabase {
-    /// Parses `url`, builds the pool and waits for its `min_idle` connections.
+    /// Parses `url` and the replicas' strings, builds the pools, checks each server is what
+    /// it is registered as, waits for the primary's `min_idle` connections, and starts the
+    /// monitor.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`], [`Error::InvalidUrl`], or [`Error::Timeout`] (with the last
-    /// connect error) when `min_idle` connections are not open within `connection_timeout`.
+    /// [`Error::InvalidConfig`], [`Error::InvalidUrl`], [`Error::Refused`] (a server that
+    /// cannot be what it is registered as, or refuses us for good), or [`Error::Timeout`]
+    /// (with the last connect error) when `min_idle` connections are not open within
+    /// `connection_timeout`.
     pub(crate) fn open(
         name: &DbName,
         url: &str,
         config: PgConfig,
         counters: Arc<DbCounters>,
     ) -> Result<Self> {
-        config.pool.validate(name)?;
+        config.validate(name)?;
         let target = config::parse(name, url, &config.pool)?;
-        let shared = Arc::new(PoolShared::new(DbInfo::on_server(
-            name.clone(),
-            target.shown.into(),
-            config.pool,
-            counters,
-        )));
-        let manager = PgManager::new(Arc::clone(&shared), target.config);
-        let pool = Pool::build(manager, shared);
+        let replica_targets = config
+            .replicas
+            .iter()
+            .map(|r| config::parse(name, r, &config.pool))
+            .collect::<Result<Vec<_>>>()?;
+        let pool_of = |target: config::Target| {
+            let shared = Arc::new(PoolShared::new(DbInfo::on_server(
+                name.clone(),
+                target.shown.into(),
+                config.pool.clone(),
+                Arc::clone(&counters),
+            )));
+            let manager = PgManager::new(Arc::clone(&shared), target.config);
+            Pool::build(manager, shared)
+        };
+        let primary_config = target.config.clone();
+        let pool = pool_of(target);
+        let replicas = replica_targets
+            .into_iter()
+            .map(|t| {
+                let client = t.config.clone();
+                replica::Replica::new(pool_of(t), client)
+            })
+            .collect();
+        let servers = Arc::new(Servers::new(
+            Arc::clone(pool.shared()),
+            &primary_config,
+            replicas,
+            config.max_replica_lag,
+            config.monitor_interval,
+        ));
+        servers.first_round()?;
         pool.wait_for_min_idle()?;
+        servers.start().map_err(|source| Error::Io {
+            db: name.clone(),
+            op: "start the monitor thread of",
+            path: pool.info().path.clone(),
+            source,
+        })?;
+        let mut urls = vec![url.to_owned()];
+        urls.extend(config.replicas);
         Ok(Self {
             pool,
-            url: url.to_owned(),
+            servers,
+            urls,
             write_retries: config.write_retries,
             retry_backoff: config.retry_backoff,
         })
@@ -114,38 +172,102 @@ impl PgDatabase {
         self.pool.info()
     }
 
-    /// Whether `url` is the connection string this database was registered with.
-    pub(crate) fn registered_as(&self, url: &str) -> bool {
-        self.url == url
+    /// Whether `url` and `replicas` are the connection strings this database was
+    /// registered with.
+    pub(crate) fn registered_as(&self, url: &str, replicas: &[String]) -> bool {
+        self.urls.first().is_some_and(|u| u == url) && self.urls[1..] == *replicas
     }
 
-    /// A client, waiting up to `connection_timeout`.
+    /// A client of the primary, waiting up to `connection_timeout`.
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PgConnection> {
-        self.pool.checkout_raw(site).map(PgConnection::new)
+        let start = Instant::now();
+        let deadline = crate::clock::deadline(start, self.info().config.connection_timeout);
+        checkout_from(&self.pool, start, deadline, site)
     }
 
-    /// A client for a caller that began to ask at `start`, waiting until `deadline`.
-    fn checkout_until(
-        &self,
-        start: Instant,
-        deadline: Instant,
-        site: &'static Location<'static>,
-    ) -> Result<PgConnection> {
-        self.pool
-            .checkout_raw_until(start, deadline, site)
-            .map(PgConnection::new)
-    }
-
-    /// Our error for the client's, marking the connection for closing if the error says it
-    /// can no longer be trusted.
+    /// Our error for the client's. One that says the connection can no longer be trusted
+    /// closes it, and makes the pool's other connections suspect: the server may be gone
+    /// (restarted, failed over), and each is checked before its next use.
     fn error(&self, conn: &mut PgConnection, op: &'static str, e: postgres::Error) -> Error {
         if breaks_connection(&e) {
             conn.discard();
+            self.pool.shared().suspect_all();
         }
         pg_error(&self.info().name, op, e)
     }
 
+    /// A replica to read from: the next in turn that is up and within the lag bound.
+    #[inline]
+    fn pick_replica(&self) -> Option<&replica::Replica> {
+        let replicas = &self.servers.replicas;
+        if replicas.is_empty() {
+            return None;
+        }
+        let now = crate::clock::coarse_now();
+        let first = self.servers.next.fetch_add(1, Relaxed);
+        let found = (0..replicas.len())
+            .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))
+            .find(|r| r.eligible(now, self.servers.max_lag));
+        if found.is_none() {
+            self.servers.fallbacks.fetch_add(1, Relaxed);
+        }
+        found
+    }
+
+    /// A client of `replica` within [`REPLICA_WAIT`], or `None` (the replica marked down when
+    /// it could not connect).
+    fn replica_client(
+        &self,
+        replica: &replica::Replica,
+        site: &'static Location<'static>,
+    ) -> Option<PgConnection> {
+        let start = Instant::now();
+        let wait = self.info().config.connection_timeout.min(REPLICA_WAIT);
+        match checkout_from(&replica.pool, start, start + wait, site) {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                if !matches!(
+                    &e,
+                    Error::Timeout {
+                        last_error: None,
+                        ..
+                    }
+                ) {
+                    replica.down(crate::error::error_chain(&e));
+                }
+                self.servers.fallbacks.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    }
+
     pub(crate) fn read<T>(
+        &self,
+        site: &'static Location<'static>,
+        mut f: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        if let Some(replica) = self.pick_replica()
+            && let Some(mut conn) = self.replica_client(replica, site)
+        {
+            replica.count_read();
+            match f(&mut conn) {
+                Ok(v) => return Ok(v),
+                // The replica broke the connection, or cancelled the read for a conflict
+                // with its replay: the primary answers instead.
+                Err(e) if breaks_connection(&e) || retryable(&e).is_some() => {
+                    if breaks_connection(&e) {
+                        conn.discard();
+                        replica.down(crate::error::error_chain(&e));
+                    }
+                    self.servers.fallbacks.fetch_add(1, Relaxed);
+                }
+                Err(e) => return Err(pg_error(&self.info().name, "read", e)),
+            }
+        }
+        self.read_primary(site, f)
+    }
+
+    pub(crate) fn read_primary<T>(
         &self,
         site: &'static Location<'static>,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
@@ -159,6 +281,12 @@ impl PgDatabase {
         site: &'static Location<'static>,
         f: impl FnOnce(&mut Client) -> Result<T, E>,
     ) -> Result<T, E> {
+        if let Some(replica) = self.pick_replica()
+            && let Some(mut conn) = self.replica_client(replica, site)
+        {
+            replica.count_read();
+            return f(&mut conn);
+        }
         let mut conn = self.checkout(site)?;
         f(&mut conn)
     }
@@ -279,6 +407,7 @@ impl PgDatabase {
             Failure::Closure(seen, e) => {
                 if seen.breaks {
                     conn.discard();
+                    self.pool.shared().suspect_all();
                 }
                 Failure::Closure(seen, e)
             }
@@ -296,14 +425,39 @@ impl PgDatabase {
         base.mul_f64(factor)
     }
 
-    /// Its pool, for close.
-    pub(crate) fn pool(&self) -> &Pool<PgManager> {
-        &self.pool
+    /// Refuses new checkouts at once, on the primary and every replica.
+    pub(crate) fn mark_closed(&self) {
+        self.pool.mark_closed();
+        for replica in &self.servers.replicas {
+            replica.pool.mark_closed();
+        }
     }
 
-    /// The database's snapshot, now.
+    /// Stops the monitor and closes the replicas' pools, then the primary's (see
+    /// `Pool::close`); the report covers them all.
+    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+        self.servers.stop();
+        let mut still_out = Vec::new();
+        for replica in &self.servers.replicas {
+            still_out.extend(replica.pool.close(deadline).still_out);
+        }
+        let mut report = self.pool.close(deadline);
+        report.still_out.extend(still_out);
+        report
+    }
+
+    /// The database's snapshot, now, with its servers as last measured.
     pub(crate) fn snapshot(&self) -> DbSnapshot {
-        self.pool.snapshot(0)
+        let mut snapshot = self.pool.snapshot(0);
+        if snapshot.open {
+            snapshot.postgres = Some(self.servers.facts());
+        }
+        snapshot
+    }
+
+    /// Its servers as last measured.
+    pub(crate) fn facts(&self) -> PgFacts {
+        self.servers.facts()
     }
 
     /// The health probe: a client within what is left of `timeout`, a round trip bounded by
@@ -311,7 +465,7 @@ impl PgDatabase {
     pub(crate) fn probe(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
         let deadline = crate::clock::deadline(start, timeout);
-        let mut conn = self.checkout_until(start, deadline, Location::caller())?;
+        let mut conn = checkout_from(&self.pool, start, deadline, Location::caller())?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
@@ -320,5 +474,36 @@ impl PgDatabase {
         conn.query_one("SELECT 1", &[])
             .map(drop)
             .map_err(|e| self.error(&mut conn, "SELECT 1", e))
+    }
+}
+
+/// A client of `pool` for a caller that began to ask at `start`, waiting until `deadline`. A
+/// connection last known good before the pool's connections became suspect (see
+/// [`PoolShared::suspect_all`]) is checked first with a round trip, and closed if it fails.
+fn checkout_from(
+    pool: &Pool<PgManager>,
+    start: Instant,
+    deadline: Instant,
+    site: &'static Location<'static>,
+) -> Result<PgConnection> {
+    loop {
+        let mut conn = pool.checkout_raw_until(start, deadline, site)?;
+        let suspect = pool
+            .shared()
+            .suspect_since()
+            .is_some_and(|since| conn.trusted_at <= since);
+        if suspect {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(10));
+            let timeout = left.min(pool.info().config.connection_timeout);
+            if let Err(e) = conn.conn.is_valid(timeout) {
+                tracing::debug!(db = %pool.info().name, id = conn.id, error = %e, "suspect connection failed its check; closed");
+                conn.discard = Some(CloseReason::ValidationFailed);
+                continue;
+            }
+            conn.trusted_at = Stamp::of(Instant::now());
+        }
+        return Ok(PgConnection::new(conn));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::manager::{HiveConn, HiveManager, validate};
+use super::shared::Permanent;
 use super::{Engine, Pool, PooledConnection};
 use crate::clock::{Stamp, coarse_now, deadline};
 use crate::error::{Error, Result};
@@ -197,6 +198,7 @@ impl<M: Engine> Pool<M> {
             conn.discard = Some(CloseReason::ValidationFailed);
             return false;
         }
+        conn.trusted_at = now;
         true
     }
 
@@ -228,12 +230,23 @@ impl<M: Engine> Pool<M> {
     pub(super) fn permanent_connect_error(&self, since: Instant) -> Option<Error> {
         let last = self.shared.last_connect_error()?;
         let cause = last.cause.filter(|_| last.at >= since)?;
-        Some(Error::Open {
-            db: self.info().name.clone(),
-            path: self.info().path.to_path_buf(),
-            cause,
-            code: last.code,
-            source: Some(last.detail.into()),
+        let db = self.info().name.clone();
+        let path = self.info().path.to_path_buf();
+        Some(match cause {
+            Permanent::File(cause) => Error::Open {
+                db,
+                path,
+                cause,
+                code: last.code,
+                source: Some(last.detail.into()),
+            },
+            Permanent::Server(cause, code) => Error::Refused {
+                db,
+                target: path,
+                cause,
+                code,
+                source: Some(last.detail.into()),
+            },
         })
     }
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 
 use super::session;
-use super::shared::PoolShared;
+use super::shared::{Permanent, PoolShared};
 use super::slot::ConnSlot;
 use crate::clock::Stamp;
 use crate::error::{Error, OpenCause, Result};
@@ -35,6 +35,9 @@ pub(crate) struct HiveConn<C = Box<Connection>> {
     pub(crate) last_site: Option<&'static Location<'static>>,
     pub(crate) shared: Arc<PoolShared>,
     pub(crate) id: u64,
+    /// When it was last known good: opened, or passed a check since. A connection known good
+    /// only before [`PoolShared::suspect_since`] is checked before its next checkout.
+    pub(crate) trusted_at: Stamp,
     /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
     /// closes it instead of handing it out.
     pub(crate) retire_at: Stamp,
@@ -66,6 +69,7 @@ impl<C> HiveConn<C> {
             last_site: None,
             shared: Arc::clone(shared),
             id,
+            trusted_at: Stamp::of(now),
             retire_at: shared
                 .info()
                 .config
@@ -182,7 +186,12 @@ impl r2d2::ManageConnection for HiveManager {
             && let Err(err) = shared.info().check_file()
         {
             let detail = OpenCause::FileChanged.to_string();
-            shared.record_connect_error(&err, detail, Some(OpenCause::FileChanged), None);
+            shared.record_connect_error(
+                &err,
+                detail,
+                Some(Permanent::File(OpenCause::FileChanged)),
+                None,
+            );
             return Err(err);
         }
         let conn = connect_guarded(
@@ -247,7 +256,10 @@ pub(crate) fn connect_guarded<C, E>(
                     .map_or_else(|| err.to_string(), ToString::to_string),
             };
             let (cause, code) = match &err {
-                Error::Open { cause, code, .. } => (Some(*cause), *code),
+                Error::Open { cause, code, .. } => (Some(Permanent::File(*cause)), *code),
+                Error::Refused { cause, code, .. } => {
+                    (Some(Permanent::Server(*cause, code.clone())), None)
+                }
                 other => (None, other.sqlite_code()),
             };
             shared.record_connect_error(&err, detail, cause, code);

@@ -198,6 +198,12 @@ impl<M: Engine> Pool<M> {
         self.shared.info()
     }
 
+    /// The state it shares with its manager and connections.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<PoolShared> {
+        &self.shared
+    }
+
     /// This pool, as a number (see [`PooledConnection::pool_key`]).
     #[inline]
     pub(crate) fn key(&self) -> usize {

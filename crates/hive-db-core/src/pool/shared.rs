@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::info::DbInfo;
 use super::slot::{Checkout, ConnSlot};
-use crate::error::OpenCause;
+use crate::clock::{AtomicStamp, Stamp};
+use crate::error::{OpenCause, Refusal};
 use crate::sync::{ScopeGuard, lock, wait_timeout};
 
 /// The last error seen while opening a connection.
@@ -22,8 +23,17 @@ pub(super) struct ConnectError {
     /// names them): SQLite's message, or the panic's.
     pub(super) detail: String,
     /// Set when waiting cannot fix it.
-    pub(super) cause: Option<OpenCause>,
+    pub(super) cause: Option<Permanent>,
     pub(super) code: Option<i32>,
+}
+
+/// A connect error that waiting cannot fix.
+#[derive(Debug, Clone)]
+pub(crate) enum Permanent {
+    /// The file cannot be opened as registered.
+    File(OpenCause),
+    /// A server refused us, with the SQLSTATE it sent.
+    Server(Refusal, Option<String>),
 }
 
 /// Test-only fault injection into `connect`.
@@ -48,6 +58,9 @@ pub(crate) struct PoolShared {
     slots: Mutex<Vec<Arc<ConnSlot>>>,
     /// Signalled when a connection closes or a connect ends, for `close`.
     slots_changed: Condvar,
+    /// Connections last known good before this moment must be checked before their next
+    /// checkout (see [`PoolShared::suspect_all`]); `None` until something made them suspect.
+    suspect_since: AtomicStamp,
     #[cfg(test)]
     connect_hook: Mutex<Option<ConnectHook>>,
 }
@@ -73,6 +86,7 @@ impl PoolShared {
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
             slots_changed: Condvar::new(),
+            suspect_since: AtomicStamp::default(),
             #[cfg(test)]
             connect_hook: Mutex::new(None),
         }
@@ -106,6 +120,22 @@ impl PoolShared {
     /// Refuses new checkouts from now on; connections still out are closed when returned.
     pub(super) fn mark_closed(&self) {
         self.closed.store(true, SeqCst);
+    }
+
+    /// Makes every connection opened or checked before now suspect: its next checkout checks
+    /// it with a round trip first, and closes it if that fails. For an error that says the
+    /// server itself may be gone (a restart, a failover), when the other connections to it
+    /// are likely dead too.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn suspect_all(&self) {
+        self.suspect_since
+            .store(Some(Stamp::of(Instant::now())), Relaxed);
+    }
+
+    /// Since when connections last known good earlier are suspect, if ever.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn suspect_since(&self) -> Option<Stamp> {
+        self.suspect_since.load(Relaxed)
     }
 
     /// Counts a connect in progress until the guard drops (see [`PoolShared::is_closed`]).
@@ -145,7 +175,7 @@ impl PoolShared {
         &self,
         err: &crate::error::Error,
         detail: String,
-        cause: Option<OpenCause>,
+        cause: Option<Permanent>,
         code: Option<i32>,
     ) {
         self.info.counters.connect_errors.fetch_add(1, Relaxed);

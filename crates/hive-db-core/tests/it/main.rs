@@ -13,6 +13,7 @@ mod metrics;
 mod model;
 mod observability;
 mod pg;
+mod pg_roles;
 mod pg_server;
 mod session;
 mod support;

@@ -1,0 +1,262 @@
+//! The monitor of one PostgreSQL database's servers: a thread that, every
+//! `monitor_interval`, asks the primary and each replica for their facts on a connection of
+//! its own (outside the pools), keeps the primary's write positions, and from them each
+//! replica's lag. A server that cannot be reached makes its pool's connections suspect, so
+//! they are checked before their next use: after a restart or a failover, none that the
+//! server dropped is handed on.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::Thread;
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::replica::{Replica, WalHistory};
+use super::server::{Measured, no_writable_host, refusal};
+use crate::error::{Error, Refusal, Result, error_chain};
+use crate::pool::PoolShared;
+use crate::stats::PgFacts;
+use crate::sync::lock;
+
+/// The longest a monitor's connect may take: a silent server must not stall the rounds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the monitor last saw of the primary.
+#[derive(Default)]
+struct PrimaryState {
+    measured: Option<Measured>,
+    error: Option<String>,
+}
+
+/// A database's servers, as the reads and the monitor share them.
+pub(super) struct Servers {
+    primary: Arc<PoolShared>,
+    primary_config: postgres::Config,
+    primary_state: Mutex<PrimaryState>,
+    history: Mutex<WalHistory>,
+    pub(super) replicas: Vec<Replica>,
+    /// Round-robin position among the replicas.
+    pub(super) next: AtomicUsize,
+    pub(super) fallbacks: AtomicU64,
+    pub(super) max_lag: Duration,
+    interval: Duration,
+    stop: AtomicBool,
+    thread: Mutex<Option<Thread>>,
+}
+
+/// `config` for the monitor's own connection: a short connect timeout and its own name.
+fn monitor_config(config: &postgres::Config, db: &str) -> postgres::Config {
+    let mut config = config.clone();
+    if config
+        .get_connect_timeout()
+        .is_none_or(|t| *t > CONNECT_TIMEOUT)
+    {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.application_name(&format!("{db} (hive-db monitor)"));
+    config
+}
+
+impl Servers {
+    pub(super) fn new(
+        primary: Arc<PoolShared>,
+        primary_config: &postgres::Config,
+        replicas: Vec<Replica>,
+        max_lag: Duration,
+        interval: Duration,
+    ) -> Self {
+        let db = primary.info().name.to_string();
+        Self {
+            primary_config: monitor_config(primary_config, &db),
+            primary,
+            primary_state: Mutex::default(),
+            history: Mutex::default(),
+            replicas,
+            next: AtomicUsize::new(0),
+            fallbacks: AtomicU64::new(0),
+            max_lag,
+            interval,
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn monitor_configs(&self) -> Vec<postgres::Config> {
+        self.replicas
+            .iter()
+            .map(|r| monitor_config(&r.config, r.pool.info().name.as_str()))
+            .collect()
+    }
+
+    /// The first round, at `register`: each server measured once, and refused when it
+    /// cannot be what it is registered as (a primary that cannot take writes, a replica that
+    /// is not a standby) or refuses us for good (a login, a missing database). A server that
+    /// cannot be reached is not refused here: the pool's wait for `min_idle` judges the
+    /// primary, and a replica stays down until it answers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] naming the server.
+    pub(super) fn first_round(&self) -> Result<()> {
+        let refused = |target: &Path, cause, e: Option<postgres::Error>| Error::Refused {
+            db: self.primary.info().name.clone(),
+            target: target.to_path_buf(),
+            cause,
+            code: e
+                .as_ref()
+                .and_then(|e| e.code().map(|c| c.code().to_owned())),
+            source: e.map(|e| Box::new(e) as _),
+        };
+        let check = |config: &postgres::Config,
+                     client: &mut Option<Client>,
+                     target: &Path,
+                     primary: bool|
+         -> Result<()> {
+            match measure(config, client) {
+                Ok(m) => match m.wrong_role(primary) {
+                    Some(cause) => Err(refused(target, cause, None)),
+                    None => Ok(()),
+                },
+                Err(e) => match refusal(&e) {
+                    Some(cause) => Err(refused(target, cause, Some(e))),
+                    None if primary && no_writable_host(&e) => {
+                        Err(refused(target, Refusal::NotWritable, Some(e)))
+                    }
+                    None => Ok(()),
+                },
+            }
+        };
+        let configs = self.monitor_configs();
+        let mut primary = None;
+        check(
+            &self.primary_config,
+            &mut primary,
+            &self.primary.info().path,
+            true,
+        )?;
+        let mut clients: Vec<Option<Client>> = (0..configs.len()).map(|_| None).collect();
+        for ((replica, client), config) in self.replicas.iter().zip(&mut clients).zip(&configs) {
+            check(config, client, replica.target(), false)?;
+        }
+        self.round(&mut primary, &mut clients, &configs);
+        Ok(())
+    }
+
+    /// Starts the monitor's thread; it ends at [`Servers::stop`] or when `self` is dropped.
+    pub(super) fn start(self: &Arc<Self>) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let configs = self.monitor_configs();
+        let replicas = configs.len();
+        let handle = std::thread::Builder::new()
+            .name(format!("hive-pg-monitor-{}", self.primary.info().name))
+            .spawn(move || run(&weak, &configs, replicas))?;
+        *lock(&self.thread) = Some(handle.thread().clone());
+        Ok(())
+    }
+
+    /// Ends the monitor's thread (at its next wake-up, which this brings forward).
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        if let Some(thread) = lock(&self.thread).take() {
+            thread.unpark();
+        }
+    }
+
+    /// One round: the primary, then each replica against the primary's positions.
+    fn round(
+        &self,
+        primary: &mut Option<Client>,
+        replicas: &mut [Option<Client>],
+        configs: &[postgres::Config],
+    ) {
+        let keep = (self.max_lag * 2).max(Duration::from_secs(10));
+        let primary_ok = match measure(&self.primary_config, primary) {
+            Ok(m) => {
+                let mut state = lock(&self.primary_state);
+                let ok = m.wrong_role(true).is_none();
+                if ok {
+                    lock(&self.history).push(m.at, m.wal, keep);
+                    state.error = None;
+                } else {
+                    // A primary demoted under us: writes fail there. Its connections go, and
+                    // the monitor's own reconnects (to a writable host, if the URL names one).
+                    state.error = Some(
+                        "the server is in recovery or read-only: it cannot take writes".to_owned(),
+                    );
+                    self.primary.suspect_all();
+                    *primary = None;
+                }
+                state.measured = Some(m);
+                ok
+            }
+            Err(e) => {
+                let why = error_chain(&e);
+                let mut state = lock(&self.primary_state);
+                if state.error.is_none() {
+                    tracing::warn!(db = %self.primary.info().name, error = %why, "the primary cannot be reached");
+                }
+                state.error = Some(why);
+                self.primary.suspect_all();
+                false
+            }
+        };
+        for ((replica, client), config) in self.replicas.iter().zip(replicas).zip(configs) {
+            match measure(config, client) {
+                Ok(m) => {
+                    let fresh = (primary_ok && m.in_recovery)
+                        .then(|| lock(&self.history).fresh_as_of(m.wal))
+                        .flatten();
+                    replica.measured(m, fresh);
+                }
+                Err(e) => replica.down(error_chain(&e)),
+            }
+        }
+    }
+
+    /// What the snapshot shows.
+    pub(super) fn facts(&self) -> PgFacts {
+        let state = lock(&self.primary_state);
+        PgFacts {
+            primary: state.measured.as_ref().map(Measured::facts),
+            primary_error: state.error.clone(),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| r.snapshot(self.max_lag))
+                .collect(),
+            replica_fallbacks: self.fallbacks.load(Relaxed),
+        }
+    }
+}
+
+/// Measures the server of `config` on `client`, connecting it first when needed; a failure
+/// drops the connection, so the next round connects again.
+fn measure(
+    config: &postgres::Config,
+    client: &mut Option<Client>,
+) -> Result<Measured, postgres::Error> {
+    let c = match client {
+        Some(c) if !c.is_closed() => c,
+        _ => client.insert(config.connect(NoTls)?),
+    };
+    Measured::query(c).inspect_err(|_| *client = None)
+}
+
+fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
+    let mut primary = None;
+    let mut clients: Vec<Option<Client>> = (0..replicas).map(|_| None).collect();
+    loop {
+        let Some(servers) = weak.upgrade() else {
+            return;
+        };
+        if servers.stop.load(Relaxed) {
+            return;
+        }
+        servers.round(&mut primary, &mut clients, configs);
+        let interval = servers.interval;
+        drop(servers);
+        std::thread::park_timeout(interval);
+    }
+}

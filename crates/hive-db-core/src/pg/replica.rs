@@ -1,0 +1,247 @@
+//! Read replicas: each one's pool and state, the primary's write positions over time, and the
+//! lag they give: how long ago the primary had written no more than a replica has replayed.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::manager::PgManager;
+use super::server::Measured;
+use crate::clock::{AtomicStamp, Stamp};
+use crate::pool::Pool;
+use crate::stats::{ReplicaSnapshot, ReplicaStatus};
+use crate::sync::lock;
+
+/// The primary's WAL write position, sampled over time: `(when, bytes written)`, oldest
+/// first, positions never decreasing.
+#[derive(Debug, Default)]
+pub(super) struct WalHistory {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl WalHistory {
+    /// Adds a sample and forgets those older than `keep` (at least two stay). While the
+    /// position stays the same, only the first and the latest time it was seen are kept:
+    /// the primary had written no more at the later time, and already that much at the
+    /// earlier one. A position below the last (a new primary after a failover, whose history
+    /// is its own) starts the history again.
+    pub(super) fn push(&mut self, at: Instant, wal: u64, keep: Duration) {
+        let len = self.samples.len();
+        let repeated = len >= 2 && self.samples.get(len - 2).is_some_and(|s| s.1 == wal);
+        match self.samples.back_mut() {
+            Some(last) if last.1 == wal && repeated => last.0 = at,
+            Some(last) if last.1 > wal => {
+                self.samples.clear();
+                self.samples.push_back((at, wal));
+            }
+            _ => self.samples.push_back((at, wal)),
+        }
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| at.saturating_duration_since(*t) > keep)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// The latest moment at which the primary had written no more than `replayed`: the
+    /// replica has everything the primary had then. Between two samples the moment is
+    /// interpolated, as if WAL were written at an even rate between them. A replica behind
+    /// the oldest sample gets the oldest sample's time (its lag is at least that). `None`
+    /// with no sample yet.
+    pub(super) fn fresh_as_of(&self, replayed: u64) -> Option<Instant> {
+        let last = *self.samples.back()?;
+        if replayed >= last.1 {
+            return Some(last.0);
+        }
+        // Samples at or below `replayed` come first; `next` is the first beyond it.
+        let next = self.samples.partition_point(|(_, wal)| *wal <= replayed);
+        let Some(prev) = next.checked_sub(1).and_then(|i| self.samples.get(i)) else {
+            return self.samples.front().map(|(t, _)| *t);
+        };
+        let after = self.samples.get(next)?;
+        let span = after.0.saturating_duration_since(prev.0);
+        let bytes = after.1.saturating_sub(prev.1).max(1);
+        let part = replayed.saturating_sub(prev.1) as f64 / bytes as f64;
+        Some(prev.0 + span.mul_f64(part.clamp(0.0, 1.0)))
+    }
+}
+
+/// What the monitor last saw of a replica.
+const UNSEEN: u8 = 0;
+const STANDBY: u8 = 1;
+const DOWN: u8 = 2;
+const NOT_A_REPLICA: u8 = 3;
+
+/// One read replica.
+pub(super) struct Replica {
+    pub(super) pool: Pool<PgManager>,
+    /// What the monitor connects with.
+    pub(super) config: postgres::Config,
+    /// One of the states above.
+    seen: AtomicU8,
+    /// The moment whose writes it has all replayed, as last measured.
+    fresh_as_of: AtomicStamp,
+    reads: AtomicU64,
+    detail: Mutex<Detail>,
+}
+
+#[derive(Default)]
+struct Detail {
+    server: Option<Measured>,
+    error: Option<String>,
+}
+
+impl Replica {
+    pub(super) fn new(pool: Pool<PgManager>, config: postgres::Config) -> Self {
+        Self {
+            pool,
+            config,
+            seen: AtomicU8::new(UNSEEN),
+            fresh_as_of: AtomicStamp::default(),
+            reads: AtomicU64::new(0),
+            detail: Mutex::new(Detail::default()),
+        }
+    }
+
+    /// Where it is, never with a password.
+    pub(super) fn target(&self) -> &PathBuf {
+        &self.pool.info().path
+    }
+
+    /// Whether it takes a read now: a standby that answered, with everything the primary
+    /// had written `max_lag` ago.
+    #[inline]
+    pub(super) fn eligible(&self, now: Stamp, max_lag: Duration) -> bool {
+        self.seen.load(Relaxed) == STANDBY
+            && self
+                .fresh_as_of
+                .load(Relaxed)
+                .is_some_and(|fresh| Duration::from_nanos(now.nanos_since(fresh)) <= max_lag)
+    }
+
+    pub(super) fn count_read(&self) {
+        self.reads.fetch_add(1, Relaxed);
+    }
+
+    /// The monitor measured it: a standby (`fresh_as_of` set when the primary's history
+    /// tells) or a server that is not one.
+    pub(super) fn measured(&self, m: Measured, fresh_as_of: Option<Instant>) {
+        if m.in_recovery {
+            if let Some(fresh) = fresh_as_of {
+                self.fresh_as_of.store(Some(Stamp::of(fresh)), Relaxed);
+            }
+            self.seen.store(STANDBY, Relaxed);
+            let mut detail = lock(&self.detail);
+            detail.server = Some(m);
+            detail.error = None;
+        } else {
+            self.seen.store(NOT_A_REPLICA, Relaxed);
+            let mut detail = lock(&self.detail);
+            detail.server = Some(m);
+            detail.error = Some("the server is not a standby (promoted?)".to_owned());
+        }
+    }
+
+    /// It cannot be reached, or broke a read's connection: skipped until the monitor
+    /// reaches it again, and its connections are checked before their next use.
+    pub(super) fn down(&self, why: String) {
+        if self.seen.swap(DOWN, Relaxed) != DOWN {
+            tracing::warn!(db = %self.pool.info().name, replica = %self.target().display(), error = %why, "read replica down; reads go elsewhere");
+        }
+        self.pool.shared().suspect_all();
+        lock(&self.detail).error = Some(why);
+    }
+
+    /// Its state now, judged against `max_lag`.
+    pub(super) fn snapshot(&self, max_lag: Duration) -> ReplicaSnapshot {
+        let now = Instant::now();
+        let lag = self
+            .fresh_as_of
+            .load(Relaxed)
+            .map(|fresh| now.saturating_duration_since(fresh.instant()));
+        let seen = self.seen.load(Relaxed);
+        let status = match seen {
+            STANDBY if lag.is_some_and(|l| l <= max_lag) => ReplicaStatus::Up,
+            STANDBY => ReplicaStatus::Lagging,
+            NOT_A_REPLICA => ReplicaStatus::NotAReplica,
+            _ => ReplicaStatus::Down,
+        };
+        let detail = lock(&self.detail);
+        let error = match (status, &detail.error) {
+            (_, Some(e)) => Some(e.clone()),
+            (ReplicaStatus::Lagging, None) => Some(match lag {
+                Some(l) => format!("lagging {l:.1?} behind the primary (bound {max_lag:?})"),
+                None => "its lag is not measured yet".to_owned(),
+            }),
+            (ReplicaStatus::Down, None) => Some("not reached yet".to_owned()),
+            _ => None,
+        };
+        let gauges = self.pool.gauges().unwrap_or_default();
+        ReplicaSnapshot {
+            target: self.target().clone(),
+            status,
+            lag_ms: lag.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+            server: detail.server.as_ref().map(Measured::facts),
+            error,
+            live: gauges.live,
+            idle: gauges.idle,
+            reads: self.reads.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEEP: Duration = Duration::from_secs(60);
+
+    /// Bug caught: a replica at or past the primary's last position given a lag, one between
+    /// two samples given either end instead of the moment in between, or one behind every
+    /// sample taken for fresh.
+    #[test]
+    fn the_lag_is_read_from_the_primarys_positions() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut h = WalHistory::default();
+        assert_eq!(h.fresh_as_of(0), None);
+        h.push(t0, 1000, KEEP);
+        h.push(t0 + s(1), 2000, KEEP);
+        // Idle from 1 s to 2 s: the middle sample is not kept.
+        h.push(t0 + Duration::from_millis(1500), 2000, KEEP);
+        h.push(t0 + s(2), 2000, KEEP);
+        h.push(t0 + s(3), 4000, KEEP);
+        assert_eq!(h.samples.len(), 4);
+
+        assert_eq!(h.fresh_as_of(4000), Some(t0 + s(3)));
+        assert_eq!(h.fresh_as_of(9000), Some(t0 + s(3)));
+        assert_eq!(h.fresh_as_of(2000), Some(t0 + s(2)));
+        // Halfway between 2000 (at 2 s) and 4000 (at 3 s).
+        assert_eq!(h.fresh_as_of(3000), Some(t0 + Duration::from_millis(2500)));
+        // Between 1000 (at 0 s) and 2000 (first seen at 1 s), not at 2 s.
+        assert_eq!(h.fresh_as_of(1500), Some(t0 + Duration::from_millis(500)));
+        // Behind everything known: at least as old as the oldest sample.
+        assert_eq!(h.fresh_as_of(10), Some(t0));
+    }
+
+    /// Bug caught: samples kept for ever (memory grows with uptime), or a new primary's
+    /// lower positions mixed with the old one's, so lag is judged against the wrong server.
+    #[test]
+    fn old_samples_go_and_a_new_primary_starts_again() {
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(5);
+        let mut h = WalHistory::default();
+        for i in 0..100u64 {
+            h.push(t0 + Duration::from_secs(i), i * 10, keep);
+        }
+        assert!(h.samples.len() <= 7, "{}", h.samples.len());
+        h.push(t0 + Duration::from_secs(101), 5, keep);
+        assert_eq!(h.samples.len(), 1);
+        assert_eq!(h.fresh_as_of(5), Some(t0 + Duration::from_secs(101)));
+    }
+}

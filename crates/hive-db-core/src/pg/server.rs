@@ -1,0 +1,102 @@
+//! What a PostgreSQL server says about itself ([`ServerFacts`] and its write position), in one
+//! statement that works on a primary and on a standby; the role check of `register`; and the
+//! sorting of the client's connect errors into refusals that waiting does not fix.
+
+use std::time::Instant;
+
+use postgres::Client;
+
+use crate::error::Refusal;
+use crate::stats::ServerFacts;
+
+/// One statement, one round trip: version, role, read-only default, client connections,
+/// `max_connections`, and the WAL position (written on a primary, replayed on a standby) as
+/// bytes from the start.
+const FACTS: &str = "SELECT current_setting('server_version'), pg_is_in_recovery(), \
+     current_setting('default_transaction_read_only') = 'on', \
+     (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
+     current_setting('max_connections')::int4, \
+     COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+     ELSE pg_current_wal_lsn() END, '0/0'), 0)::int8";
+
+/// A server's facts as measured at `at`, with its WAL position.
+#[derive(Debug, Clone)]
+pub(super) struct Measured {
+    pub(super) at: Instant,
+    pub(super) version: String,
+    pub(super) in_recovery: bool,
+    pub(super) read_only: bool,
+    pub(super) connections: u32,
+    pub(super) max_connections: u32,
+    /// Bytes of WAL written (a primary) or replayed (a standby).
+    pub(super) wal: u64,
+}
+
+impl Measured {
+    /// Asks the server on `client`.
+    pub(super) fn query(client: &mut Client) -> Result<Self, postgres::Error> {
+        let row = client.query_one(FACTS, &[])?;
+        let count = |i: usize| -> Result<u32, postgres::Error> {
+            Ok(u32::try_from(row.try_get::<_, i32>(i)?).unwrap_or(0))
+        };
+        Ok(Self {
+            at: Instant::now(),
+            version: row.try_get(0)?,
+            in_recovery: row.try_get(1)?,
+            read_only: row.try_get(2)?,
+            connections: count(3)?,
+            max_connections: count(4)?,
+            wal: u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0),
+        })
+    }
+
+    /// The public facts, aged as of now.
+    pub(super) fn facts(&self) -> ServerFacts {
+        ServerFacts {
+            version: self.version.clone(),
+            in_recovery: self.in_recovery,
+            read_only: self.read_only,
+            connections: self.connections,
+            max_connections: self.max_connections,
+            age_ms: u64::try_from(self.at.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Why a server registered as the primary (`primary`) or as a replica cannot be one.
+    pub(super) fn wrong_role(&self, primary: bool) -> Option<Refusal> {
+        if primary && (self.in_recovery || self.read_only) {
+            Some(Refusal::NotWritable)
+        } else if !primary && !self.in_recovery {
+            Some(Refusal::NotAReplica)
+        } else {
+            None
+        }
+    }
+}
+
+/// The refusal behind a connect error, when waiting cannot fix it: a login refused (28P01,
+/// 28000; 28000 for want of TLS is [`Refusal::TlsRequired`]) or a database that does not
+/// exist (3D000).
+pub(super) fn refusal(e: &postgres::Error) -> Option<Refusal> {
+    let db = e.as_db_error()?;
+    match db.code().code() {
+        "28000" if db.message().contains("no encryption") => Some(Refusal::TlsRequired),
+        "28P01" | "28000" => Some(Refusal::Authentication),
+        "3D000" => Some(Refusal::NoSuchDatabase),
+        _ => None,
+    }
+}
+
+/// Whether the client gave up connecting because no host would take writes (a URL with
+/// `target_session_attrs=read-write` whose every server is a standby or read-only): during a
+/// failover, until a standby is promoted.
+pub(super) fn no_writable_host(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::PermissionDenied;
+        }
+        source = s.source();
+    }
+    false
+}

@@ -1,0 +1,237 @@
+//! PostgreSQL servers that are not what they are registered as, or that refuse us: typed
+//! errors naming the database and the cause, at once rather than at the timeout; and the
+//! server facts the registry measures. One private server (see `pg_server`).
+
+use std::time::{Duration, Instant};
+
+use hive_db_core::{DbConfig, DbName, Error, PgConfig, Refusal, Registry, prometheus_text};
+
+use crate::pg_server::server;
+use crate::support::TestResult;
+
+/// A configuration whose timeout is long, so a refusal that waited for it shows.
+fn patient(min_idle: u32) -> PgConfig {
+    PgConfig {
+        pool: DbConfig {
+            max_size: 4,
+            min_idle,
+            connection_timeout: Duration::from_secs(20),
+            ..DbConfig::default()
+        },
+        ..PgConfig::default()
+    }
+}
+
+/// The database part of `url`, for SQL.
+fn db_of(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or_default()
+}
+
+/// Bug caught: a database that does not exist retried until `connection_timeout` (every
+/// caller stuck 20 s), or reported as a plain timeout; at register, and when it is dropped
+/// under a registered pool.
+#[test]
+fn a_missing_database_is_refused_at_once() -> TestResult {
+    let srv = server()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-no-db")?;
+    let start = Instant::now();
+    let err = registry
+        .register_postgres(&name, &srv.url("no_such_database"), patient(1))
+        .expect_err("registered");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::Refused { db, cause: Refusal::NoSuchDatabase, code: Some(c), .. }
+            if db == &name && c == "3D000"),
+        "{err:?}"
+    );
+    assert!(registry.stats().databases.is_empty());
+
+    // Dropped while registered: a checkout that must connect is refused at once too.
+    let url = srv.fresh_db()?;
+    registry.register_postgres(&name, &url, patient(0))?;
+    srv.admin()?
+        .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", db_of(&url)))?;
+    let start = Instant::now();
+    let err = registry
+        .postgres(&name)?
+        .read_primary(|c| c.batch_execute("SELECT 1"))
+        .expect_err("read");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(
+            &err,
+            Error::Refused {
+                cause: Refusal::NoSuchDatabase,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// Bug caught: a primary registered as a read replica, so "replica" reads went to a server
+/// the registry believes lags behind another, or lag measured against itself.
+#[test]
+fn a_replica_that_is_a_primary_is_refused() -> TestResult {
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-not-replica")?;
+    let config = PgConfig {
+        replicas: vec![url.clone()],
+        ..patient(1)
+    };
+    let err = registry
+        .register_postgres(&name, &url, config)
+        .expect_err("registered");
+    assert!(
+        matches!(&err, Error::Refused { db, cause: Refusal::NotAReplica, .. } if db == &name),
+        "{err:?}"
+    );
+    assert!(registry.stats().databases.is_empty());
+    Ok(())
+}
+
+/// Bug caught: a primary that refuses writes (read-only by default) registered, so every
+/// write failed later with 25006 and its connections were evicted one by one.
+#[test]
+fn a_read_only_primary_is_refused() -> TestResult {
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    srv.admin()?.batch_execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db_of(&url)
+    ))?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-read-only-primary")?;
+    let err = registry
+        .register_postgres(&name, &url, patient(1))
+        .expect_err("registered");
+    assert!(
+        matches!(
+            &err,
+            Error::Refused {
+                cause: Refusal::NotWritable,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(error_text(&err).contains("pg-read-only-primary"));
+    Ok(())
+}
+
+fn error_text(err: &Error) -> String {
+    hive_db_core::error_chain(err)
+}
+
+/// Bug caught: a server (here, a role) at its connection limit making a checkout hang, or
+/// fail with an error that does not say why; 53300 is not a refusal for good, so it waits
+/// its timeout, then names the cause.
+#[test]
+fn a_server_at_its_connection_limit_gives_a_typed_error() -> TestResult {
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    srv.admin()?.batch_execute(
+        "DO $$ BEGIN CREATE ROLE limited LOGIN CONNECTION LIMIT 2; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+    )?;
+    let url = url.replacen("postgres@", "limited@", 1);
+    let registry = Registry::new();
+    let name = DbName::new("pg-at-limit")?;
+    let timeout = Duration::from_millis(800);
+    let mut config = patient(0);
+    config.pool.connection_timeout = timeout;
+    registry.register_postgres(&name, &url, config)?;
+    let db = registry.postgres(&name)?;
+    // The monitor holds one of the two; the first checkout takes the other.
+    let held = db.get()?;
+    let start = Instant::now();
+    let err = db.get().expect_err("a third connection");
+    assert!(start.elapsed() < timeout * 4, "{:?}", start.elapsed());
+    let Error::Timeout {
+        db: n, last_error, ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(n, &name);
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("too many connections")),
+        "{err:?}"
+    );
+    drop(held);
+    Ok(())
+}
+
+/// Bug caught: a URL asking for TLS accepted and then failing on every connect with an
+/// error that does not say the registry has no TLS.
+#[test]
+fn a_url_that_requires_tls_is_refused_as_unsupported() -> TestResult {
+    let registry = Registry::new();
+    let name = DbName::new("pg-tls")?;
+    let err = registry
+        .register_postgres(
+            &name,
+            "postgres://app:pw@127.0.0.1:1/db?sslmode=require",
+            PgConfig::default(),
+        )
+        .expect_err("registered");
+    assert!(matches!(&err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(error_text(&err).contains("TLS"), "{err:?}");
+    Ok(())
+}
+
+/// Bug caught: the server facts (version, role, connections of max_connections) missing
+/// from the snapshot, health or metrics of a PostgreSQL database, or wrong.
+#[test]
+fn server_facts_are_in_the_snapshot_health_and_metrics() -> TestResult {
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-facts")?;
+    registry.register_postgres(&name, &url, patient(1))?;
+    let snapshot = registry.db_stats(&name)?;
+    let facts = snapshot.postgres.clone().expect("postgres facts");
+    let primary = facts.primary.expect("primary measured at register");
+    assert!(primary.version.starts_with("15"), "{primary:?}");
+    assert!(!primary.in_recovery && !primary.read_only);
+    assert_eq!(primary.max_connections, 200);
+    // The pool's connection and the monitor's, at least.
+    assert!(primary.connections >= 2, "{primary:?}");
+    assert!(facts.replicas.is_empty());
+
+    let health = registry.health(Duration::from_secs(5));
+    let db = &health.databases[0];
+    assert!(
+        db.postgres
+            .as_ref()
+            .and_then(|p| p.primary.as_ref())
+            .is_some(),
+        "{db:?}"
+    );
+
+    let text = prometheus_text(&registry.stats());
+    assert!(
+        text.contains("hive_db_pg_server_max_connections{db=\"pg-facts\",server=\"primary\"} 200"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hive_db_pg_primary_reachable{db=\"pg-facts\"} 1"),
+        "{text}"
+    );
+
+    // SQLite-only registries print none of these families.
+    assert!(!prometheus_text(&Registry::new().stats()).contains("hive_db_pg_"));
+    Ok(())
+}

@@ -13,6 +13,5 @@ mod metrics;
 mod model;
 mod observability;
 mod pg;
-mod pg_server;
 mod session;
 mod support;

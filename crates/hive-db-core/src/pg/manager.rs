@@ -4,6 +4,7 @@
 //! the SQLSTATE classes that decide them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
@@ -78,6 +79,10 @@ impl r2d2::ManageConnection for PgManager {
 
 impl Engine for PgManager {
     type Conn = Box<Client>;
+
+    /// Attempts every 500 ms at most while a server is away: writes resume within that of a
+    /// restart's end or a standby's promotion.
+    const RECONNECT_CAP: Option<Duration> = Some(Duration::from_secs(1));
 
     fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
         let timeout = conn.shared.info().config.connection_timeout;

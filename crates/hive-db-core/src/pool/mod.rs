@@ -87,6 +87,12 @@ pub(crate) trait Engine:
     /// The engine's connection, kept in a [`HiveConn`].
     type Conn: Send + 'static;
 
+    /// The most r2d2 waits between two attempts to open a connection after a failure is
+    /// half of this (it doubles the pause from 400 ms up to that). `None`: the database's
+    /// `connection_timeout`. A server that comes back (a restart, a failover) is found
+    /// within that pause of its return.
+    const RECONNECT_CAP: Option<Duration> = None;
+
     /// `Err` (with why, for the log) when the idle connection must be closed, not handed out.
     fn validate_idle(conn: &mut HiveConn<Self::Conn>) -> std::result::Result<(), String>;
 }
@@ -148,7 +154,9 @@ impl<M: Engine> Pool<M> {
             .test_on_check_out(false)
             .max_lifetime(config.max_lifetime)
             .idle_timeout(config.idle_timeout)
-            .connection_timeout(config.connection_timeout)
+            // r2d2 uses it only to cap the pause between connect attempts (its `get` and
+            // `build` are not used: our waits have their own deadlines).
+            .connection_timeout(M::RECONNECT_CAP.unwrap_or(config.connection_timeout))
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .event_handler(Box::new(HoldTimer(Arc::clone(&shared.info().counters))))
             .thread_pool(maintenance::threads())

@@ -14,6 +14,5 @@ mod model;
 mod observability;
 mod pg;
 mod pg_roles;
-mod pg_server;
 mod session;
 mod support;

@@ -1,4 +1,4 @@
-//! PostgreSQL databases in the registry, against a private server (see `pg_server`): typed
+//! PostgreSQL databases in the registry, against a private server (`hive_pg_harness`): typed
 //! reads and writes, retries, eviction of broken connections, session reset, typed errors
 //! that never show a password, close, stats, health and metrics.
 
@@ -12,8 +12,8 @@ use hive_db_core::{
     prometheus_text,
 };
 
-use crate::pg_server::server;
 use crate::support::TestResult;
+use hive_pg_harness::{require_postgres, server};
 
 /// Pool settings that fail fast.
 fn config(max_size: u32, min_idle: u32) -> PgConfig {
@@ -51,6 +51,7 @@ fn refused_port() -> anyhow::Result<u16> {
 /// database missing from the snapshot, health or metrics, or shown there as SQLite.
 #[test]
 fn a_write_commits_and_a_read_sees_it() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-round-trip", config(4, 1))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| {
@@ -169,6 +170,7 @@ fn an_unreachable_server_gives_a_typed_error_within_the_timeout() -> TestResult 
 /// health report or a `Debug` print.
 #[test]
 fn a_password_never_shows() -> TestResult {
+    require_postgres!();
     let srv = server()?;
     let url = srv.fresh_db()?;
     // Trust authentication ignores the password; it is still in the string.
@@ -195,6 +197,7 @@ fn a_password_never_shows() -> TestResult {
 /// lost its SQLSTATE or the database's name.
 #[test]
 fn a_failing_write_rolls_back() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-rollback", config(2, 1))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| tx.batch_execute("CREATE TABLE t (v int PRIMARY KEY)"))?;
@@ -223,6 +226,7 @@ fn a_failing_write_rolls_back() -> TestResult {
 /// to the caller instead of re-running the write, or re-runs not counted.
 #[test]
 fn a_serialization_failure_is_retried_and_counted() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-serial", config(4, 2))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| tx.batch_execute("CREATE TABLE duty (doctor text, on_call bool)"))?;
@@ -274,6 +278,7 @@ fn a_serialization_failure_is_retried_and_counted() -> TestResult {
 /// or given up on with an untyped error or an uncounted retry.
 #[test]
 fn a_write_that_keeps_conflicting_gives_up_after_the_bound() -> TestResult {
+    require_postgres!();
     let mut config = config(2, 1);
     config.write_retries = 2;
     let (registry, name) = registered("pg-give-up", config)?;
@@ -307,6 +312,7 @@ fn a_write_that_keeps_conflicting_gives_up_after_the_bound() -> TestResult {
 /// later borrower failing), instead of closed so the next borrower gets a working one.
 #[test]
 fn a_connection_whose_backend_was_killed_is_evicted() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-killed", config(1, 1))?;
     let db = registry.postgres(&name)?;
     let pid = db.read(backend_pid)?;
@@ -336,6 +342,7 @@ fn a_connection_whose_backend_was_killed_is_evicted() -> TestResult {
 /// because its session reset succeeds.
 #[test]
 fn a_connection_class_error_evicts_the_connection() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-read-only", config(1, 1))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
@@ -363,6 +370,7 @@ fn a_connection_class_error_evicts_the_connection() -> TestResult {
 /// statement_timeout) leaking to the next borrower of the same connection.
 #[test]
 fn a_returned_connection_is_clean_for_the_next_borrower() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-session", config(1, 1))?;
     let db = registry.postgres(&name)?;
     let (pid, defaults) = db.read(|c| {
@@ -405,6 +413,7 @@ fn a_returned_connection_is_clean_for_the_next_borrower() -> TestResult {
 /// next borrower, who would run inside it (and could commit the first one's work).
 #[test]
 fn a_transaction_left_open_is_not_handed_on() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-open-tx", config(1, 1))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
@@ -431,6 +440,7 @@ fn a_transaction_left_open_is_not_handed_on() -> TestResult {
 /// with an untyped error that does not name the database.
 #[test]
 fn exhaustion_times_out_with_a_typed_error() -> TestResult {
+    require_postgres!();
     let mut config = config(1, 1);
     config.pool.connection_timeout = Duration::from_millis(300);
     let (registry, name) = registered("pg-exhausted", config)?;
@@ -457,6 +467,7 @@ fn exhaustion_times_out_with_a_typed_error() -> TestResult {
 /// deadline, or a handle working after close.
 #[test]
 fn close_waits_and_reports() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-close", config(2, 1))?;
     let db = registry.postgres(&name)?;
     let conn = db.get()?;
@@ -491,6 +502,7 @@ fn close_waits_and_reports() -> TestResult {
 /// taken by one engine registered again for the other.
 #[test]
 fn each_engine_refuses_the_others_names_and_calls() -> TestResult {
+    require_postgres!();
     let (registry, pg) = registered("pg-engine", config(1, 0))?;
     let dir = tempfile::tempdir()?;
     let lite = DbName::new("lite")?;
@@ -553,6 +565,7 @@ fn each_engine_refuses_the_others_names_and_calls() -> TestResult {
 /// not started for it), or without `max_lifetime` enforced at checkout.
 #[test]
 fn leaks_are_reported_and_lifetimes_kept() -> TestResult {
+    require_postgres!();
     let mut config = config(1, 1);
     config.pool.leak_threshold = Some(Duration::from_millis(100));
     config.pool.max_lifetime = Some(Duration::from_millis(300));
@@ -575,6 +588,7 @@ fn leaks_are_reported_and_lifetimes_kept() -> TestResult {
 /// again, or the panic swallowed.
 #[test]
 fn a_panicking_write_closes_its_connection_and_the_panic_goes_on() -> TestResult {
+    require_postgres!();
     let (registry, name) = registered("pg-panic", config(1, 1))?;
     let db = registry.postgres(&name)?;
     db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;

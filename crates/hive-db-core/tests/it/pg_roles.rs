@@ -1,12 +1,12 @@
 //! PostgreSQL servers that are not what they are registered as, or that refuse us: typed
 //! errors naming the database and the cause, at once rather than at the timeout; and the
-//! server facts the registry measures. One private server (see `pg_server`).
+//! server facts the registry measures. One private server (`hive_pg_harness`).
 
 use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Error, PgConfig, Refusal, Registry, prometheus_text};
 
-use crate::pg_server::server;
+use hive_pg_harness::{require_postgres, server};
 use crate::support::TestResult;
 
 /// A configuration whose timeout is long, so a refusal that waited for it shows.
@@ -32,6 +32,7 @@ fn db_of(url: &str) -> &str {
 /// under a registered pool.
 #[test]
 fn a_missing_database_is_refused_at_once() -> TestResult {
+    require_postgres!();
     let srv = server()?;
     let registry = Registry::new();
     let name = DbName::new("pg-no-db")?;
@@ -83,6 +84,7 @@ fn a_missing_database_is_refused_at_once() -> TestResult {
 /// the registry believes lags behind another, or lag measured against itself.
 #[test]
 fn a_replica_that_is_a_primary_is_refused() -> TestResult {
+    require_postgres!();
     let url = server()?.fresh_db()?;
     let registry = Registry::new();
     let name = DbName::new("pg-not-replica")?;
@@ -105,6 +107,7 @@ fn a_replica_that_is_a_primary_is_refused() -> TestResult {
 /// write failed later with 25006 and its connections were evicted one by one.
 #[test]
 fn a_read_only_primary_is_refused() -> TestResult {
+    require_postgres!();
     let srv = server()?;
     let url = srv.fresh_db()?;
     srv.admin()?.batch_execute(&format!(
@@ -139,6 +142,7 @@ fn error_text(err: &Error) -> String {
 /// its timeout, then names the cause.
 #[test]
 fn a_server_at_its_connection_limit_gives_a_typed_error() -> TestResult {
+    require_postgres!();
     let srv = server()?;
     let url = srv.fresh_db()?;
     srv.admin()?.batch_execute(
@@ -197,6 +201,7 @@ fn a_url_that_requires_tls_is_refused_as_unsupported() -> TestResult {
 /// from the snapshot, health or metrics of a PostgreSQL database, or wrong.
 #[test]
 fn server_facts_are_in_the_snapshot_health_and_metrics() -> TestResult {
+    require_postgres!();
     let url = server()?.fresh_db()?;
     let registry = Registry::new();
     let name = DbName::new("pg-facts")?;

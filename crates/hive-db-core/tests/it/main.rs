@@ -13,6 +13,7 @@ mod metrics;
 mod model;
 mod observability;
 mod pg;
+mod pg_cluster;
 mod pg_roles;
 mod session;
 mod support;

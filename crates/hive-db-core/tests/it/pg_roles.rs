@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Error, PgConfig, Refusal, Registry, prometheus_text};
 
-use hive_pg_harness::{require_postgres, server};
 use crate::support::TestResult;
+use hive_pg_harness::{require_postgres, server};
 
 /// A configuration whose timeout is long, so a refusal that waited for it shows.
 fn patient(min_idle: u32) -> PgConfig {

@@ -1,0 +1,412 @@
+//! PostgreSQL with replication, against real clusters the tests start (`hive_pg_harness`):
+//! reads on replicas within the lag bound, a replica that falls behind or dies, a server
+//! restarted under a busy pool, and failover rounds (kill -9 the primary under writes,
+//! promote the synchronous standby, check every acknowledged write).
+//!
+//! `HIVE_PG_FAILOVER_ROUNDS` sets the number of failover rounds (default 2; 50 on demand).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hive_db_core::{
+    DbConfig, DbName, HealthStatus, PgConfig, PgHandle, Registry, ReplicaStatus, prometheus_text,
+};
+use hive_pg_harness::{Cluster, Server, require_postgres};
+
+use crate::support::TestResult;
+
+/// Settings for these tests: quick to notice, quick to give up.
+fn config(replicas: Vec<String>) -> PgConfig {
+    PgConfig {
+        pool: DbConfig {
+            max_size: 8,
+            min_idle: 2,
+            connection_timeout: Duration::from_secs(10),
+            ..DbConfig::default()
+        },
+        replicas,
+        max_replica_lag: Duration::from_millis(500),
+        monitor_interval: Duration::from_millis(50),
+        ..PgConfig::default()
+    }
+}
+
+/// Waits up to 20 s for `pred` on the database's replicas.
+fn wait_for(
+    registry: &Registry,
+    name: &DbName,
+    what: &str,
+    pred: impl Fn(&[hive_db_core::ReplicaSnapshot]) -> bool,
+) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let snapshot = registry.db_stats(name)?;
+        let facts = snapshot.postgres.expect("postgres facts");
+        if pred(&facts.replicas) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: {:#?}", facts.replicas);
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether the server the read ran on is a standby.
+fn read_on_standby(db: &PgHandle) -> anyhow::Result<bool> {
+    Ok(db.read(|c| c.query_one("SELECT pg_is_in_recovery()", &[])?.try_get(0))?)
+}
+
+/// Bug caught: reads never reaching the replicas, or reaching one that lags past the bound
+/// (replay paused), or an explicit primary read served by a replica; lag missing from the
+/// snapshot, health or metrics.
+#[test]
+fn reads_go_to_replicas_within_the_lag_bound() -> TestResult {
+    require_postgres!();
+    let cluster = Cluster::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-replicas")?;
+    let replicas = vec![
+        cluster.sync_standby().url("postgres"),
+        cluster.async_replica().url("postgres"),
+    ];
+    registry.register_postgres(&name, &cluster.primary().url("postgres"), config(replicas))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (id bigserial PRIMARY KEY, v int)"))?;
+    wait_for(&registry, &name, "both replicas up", |r| {
+        r.iter().all(|r| r.status == ReplicaStatus::Up)
+    })?;
+
+    for _ in 0..20 {
+        assert!(read_on_standby(&db)?, "a read went to the primary");
+        let on_primary: bool =
+            db.read_primary(|c| c.query_one("SELECT pg_is_in_recovery()", &[])?.try_get(0))?;
+        assert!(!on_primary, "read_primary went to a standby");
+    }
+    let facts = registry.db_stats(&name)?.postgres.expect("facts");
+    assert!(facts.replicas.iter().all(|r| r.reads >= 5), "{facts:#?}");
+    let server = facts.replicas[0].server.clone().expect("measured");
+    assert!(server.in_recovery, "{server:?}");
+
+    // The asynchronous replica stops replaying: it falls behind as the primary writes on.
+    cluster.async_replica().pause_replay()?;
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (db, writing) = (db.clone(), Arc::clone(&writing));
+        thread::spawn(move || -> TestResult {
+            while writing.load(Relaxed) {
+                db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (1)", &[]))?;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+    };
+    let result = (|| -> TestResult {
+        wait_for(&registry, &name, "the paused replica lagging", |r| {
+            r[1].status == ReplicaStatus::Lagging && r[1].lag_ms.is_some_and(|l| l > 500)
+        })?;
+        let before = registry.db_stats(&name)?.postgres.expect("facts").replicas[1].reads;
+        for _ in 0..20 {
+            assert!(read_on_standby(&db)?);
+        }
+        let facts = registry.db_stats(&name)?.postgres.expect("facts");
+        assert_eq!(
+            facts.replicas[1].reads, before,
+            "a read went to the lagging replica"
+        );
+        assert_eq!(facts.replicas[0].status, ReplicaStatus::Up, "{facts:#?}");
+
+        let health = registry.health(Duration::from_secs(5));
+        assert_eq!(health.status, HealthStatus::Degraded, "{health:#?}");
+        let error = health.databases[0].error.clone().unwrap_or_default();
+        assert!(error.contains("lagging"), "{error}");
+        let text = prometheus_text(&registry.stats());
+        assert!(
+            text.contains("hive_db_pg_replica_lag_seconds{db=\"pg-replicas\""),
+            "{text}"
+        );
+        assert!(text.contains(
+            "hive_db_pg_replica_up{db=\"pg-replicas\",server=\"postgres://postgres@127.0.0.1:"
+        ));
+        Ok(())
+    })();
+    writing.store(false, Relaxed);
+    writer.join().expect("writer")?;
+    result?;
+
+    cluster.async_replica().resume_replay()?;
+    wait_for(&registry, &name, "the replica back within the bound", |r| {
+        r[1].status == ReplicaStatus::Up
+    })?;
+    Ok(())
+}
+
+/// Bug caught: a replica killed under readers handing them errors (a read on a dead
+/// connection not given to another server), or staying in the rotation; health not saying
+/// so.
+#[test]
+fn a_replica_killed_during_reads_is_skipped() -> TestResult {
+    require_postgres!();
+    let cluster = Cluster::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-replica-killed")?;
+    let replicas = vec![cluster.async_replica().url("postgres")];
+    registry.register_postgres(&name, &cluster.primary().url("postgres"), config(replicas))?;
+    let db = registry.postgres(&name)?;
+    wait_for(&registry, &name, "the replica up", |r| {
+        r[0].status == ReplicaStatus::Up
+    })?;
+
+    let reading = Arc::new(AtomicBool::new(true));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (db, reading, errors) = (db.clone(), Arc::clone(&reading), Arc::clone(&errors));
+            thread::spawn(move || {
+                while reading.load(Relaxed) {
+                    if let Err(e) = db.read(|c| c.query_one("SELECT 1", &[]).map(drop)) {
+                        errors
+                            .lock()
+                            .expect("errors")
+                            .push(hive_db_core::error_chain(&e));
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    cluster.async_replica().kill9()?;
+    let down = wait_for(&registry, &name, "the replica down", |r| {
+        r[0].status == ReplicaStatus::Down
+    });
+    thread::sleep(Duration::from_millis(300));
+    reading.store(false, Relaxed);
+    for r in readers {
+        r.join().expect("reader");
+    }
+    down?;
+    let errors = errors.lock().expect("errors").clone();
+    assert!(errors.is_empty(), "reads failed: {errors:?}");
+    let facts = registry.db_stats(&name)?.postgres.expect("facts");
+    assert!(facts.replica_fallbacks > 0, "{facts:#?}");
+    let health = registry.health(Duration::from_secs(5));
+    assert_eq!(health.status, HealthStatus::Degraded, "{health:#?}");
+    assert!(
+        health.databases[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("down")),
+        "{health:#?}"
+    );
+    Ok(())
+}
+
+/// One operation's outcome: when it started, and its error if it failed.
+type Outcome = (Instant, Option<String>);
+
+/// Runs `threads` threads of `op` until `stop`, recording each outcome.
+fn load(
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+    op: impl Fn(usize, u64) -> Result<(), hive_db_core::Error> + Send + Sync + 'static,
+) -> Vec<thread::JoinHandle<Vec<Outcome>>> {
+    let op = Arc::new(op);
+    (0..threads)
+        .map(|t| {
+            let (stop, op) = (Arc::clone(stop), Arc::clone(&op));
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut i = 0;
+                while !stop.load(Relaxed) {
+                    let start = Instant::now();
+                    let r = op(t, i).err().map(|e| hive_db_core::error_chain(&e));
+                    if r.is_some() {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    out.push((start, r));
+                    i += 1;
+                }
+                out
+            })
+        })
+        .collect()
+}
+
+/// Bug caught: after a server restart, connections the server dropped handed to callers
+/// (an error after the pool had already recovered: the idle connections that sat through the
+/// restart are dead), or the pool not recovering at all.
+#[test]
+fn a_restart_under_a_busy_pool_hands_on_no_broken_connection() -> TestResult {
+    require_postgres!();
+    let server = Server::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-restart")?;
+    let mut cfg = config(Vec::new());
+    cfg.pool.min_idle = 8;
+    // No validation after idle to rely on: only the pool's suspicion finds the dead ones.
+    cfg.pool.validate_after_idle = Duration::from_secs(600);
+    registry.register_postgres(&name, &server.url("postgres"), cfg)?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE r (t int, i bigint)"))?;
+    let op = {
+        let db = db.clone();
+        move |t: usize, i: u64| {
+            if t % 2 == 0 {
+                db.write(|tx| {
+                    tx.execute("INSERT INTO r VALUES ($1, $2)", &[&(t as i32), &(i as i64)])
+                        .map(drop)
+                })
+            } else {
+                db.read_primary(|c| c.query_one("SELECT count(*) FROM r", &[]).map(drop))
+            }
+        }
+    };
+
+    // Two callers keep the pool busy through the restart; the other connections sit idle
+    // in it, and the restart kills them all.
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = load(2, &stop, op.clone());
+    thread::sleep(Duration::from_millis(300));
+    server.node().restart()?;
+    let up = Instant::now();
+    let deadline = up + Duration::from_secs(5);
+    let mut probe_errors = 0;
+    while db.read_primary(|c| c.batch_execute("SELECT 1")).is_err() {
+        probe_errors += 1;
+        anyhow::ensure!(Instant::now() < deadline, "the pool did not recover");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let recovered = Instant::now();
+    // Then a burst wide enough to reach every connection in the pool.
+    let burst_stop = Arc::new(AtomicBool::new(false));
+    let burst = load(8, &burst_stop, op);
+    thread::sleep(Duration::from_secs(1));
+    burst_stop.store(true, Relaxed);
+    stop.store(true, Relaxed);
+    let outcomes: Vec<Outcome> = steady
+        .into_iter()
+        .chain(burst)
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|(at, e)| *at > recovered && e.is_some())
+        .collect();
+    assert!(late.is_empty(), "errors after recovery: {late:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|(at, e)| *at > recovered && e.is_none())
+            .count()
+            > 100
+    );
+    // Before recovery, only callers already on a connection when it broke may fail: the
+    // first error makes the rest suspect, and each is checked before it is handed on.
+    let errors = outcomes.iter().filter(|(_, e)| e.is_some()).count() + probe_errors;
+    eprintln!(
+        "restart: recovered {:?} after the server was up; {errors} errors before",
+        recovered - up,
+    );
+    let failed: Vec<_> = outcomes.iter().filter_map(|(_, e)| e.as_ref()).collect();
+    assert!(errors <= 3, "dead connections handed on: {failed:?}");
+    assert!(
+        recovered - up < Duration::from_secs(2),
+        "{:?}",
+        recovered - up
+    );
+    Ok(())
+}
+
+/// One failover round: writers on the multi-host URL, kill -9 of the primary, promotion of
+/// the synchronous standby; every acknowledged write must be on the new primary. Returns
+/// the time from the promotion to the first write that succeeded after it.
+fn failover_round(round: usize) -> anyhow::Result<Duration> {
+    let cluster = Cluster::start()?;
+    let registry = Registry::new();
+    let name = DbName::new(&format!("pg-failover-{round}"))?;
+    registry.register_postgres(&name, &cluster.failover_url("postgres"), config(Vec::new()))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE f (t int, i bigint, PRIMARY KEY (t, i))"))?;
+
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = {
+        let (db, acked) = (db.clone(), Arc::clone(&acked));
+        load(4, &stop, move |t, i| {
+            db.write(|tx| {
+                tx.execute("INSERT INTO f VALUES ($1, $2)", &[&(t as i32), &(i as i64)])
+                    .map(drop)
+            })?;
+            acked.lock().expect("acked").insert((t as i32, i as i64));
+            Ok(())
+        })
+    };
+    thread::sleep(Duration::from_millis(400));
+    cluster.primary().kill9()?;
+    thread::sleep(Duration::from_millis(100));
+    cluster.sync_standby().promote()?;
+    let promoted = Instant::now();
+    // Writes go on until one has succeeded after the promotion, then a little longer.
+    let deadline = promoted + Duration::from_secs(20);
+    let first = loop {
+        let ok = db.write(|tx| tx.execute("SELECT 1", &[]).map(drop)).is_ok();
+        if ok {
+            break Instant::now();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no write succeeded 20 s after promotion"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    thread::sleep(Duration::from_millis(300));
+    stop.store(true, Relaxed);
+    let outcomes: Vec<Outcome> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    let late: Vec<_> = outcomes
+        .iter()
+        .filter(|(at, e)| *at > first && e.is_some())
+        .collect();
+    anyhow::ensure!(late.is_empty(), "writes failed after recovery: {late:?}");
+
+    let acked = acked.lock().expect("acked").clone();
+    let on_new: BTreeSet<(i32, i64)> = db.read_primary(|c| {
+        c.query("SELECT t, i FROM f", &[])?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    })?;
+    let lost: Vec<_> = acked.difference(&on_new).collect();
+    anyhow::ensure!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    anyhow::ensure!(acked.len() > 10, "too few writes to judge: {}", acked.len());
+    Ok(first - promoted)
+}
+
+/// Bug caught: after the primary dies and a standby is promoted, the pool staying on the
+/// dead server (writes never resume, or only after minutes of back-off), handing on
+/// connections to it after recovery, or an acknowledged commit missing on the new primary.
+#[test]
+fn failover_rounds_lose_no_acknowledged_write() -> TestResult {
+    require_postgres!();
+    let rounds: usize = std::env::var("HIVE_PG_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let took = failover_round(round)?;
+        assert!(took < Duration::from_secs(5), "round {round}: {took:?}");
+        times.push(took);
+    }
+    times.sort();
+    eprintln!(
+        "failover: {rounds} rounds, promotion to first write: min {:?}, median {:?}, max {:?}",
+        times.first(),
+        times.get(times.len() / 2),
+        times.last()
+    );
+    Ok(())
+}

@@ -90,8 +90,10 @@ pub enum Refusal {
     /// The server refused the login: a wrong password, an unknown role, or no `pg_hba.conf`
     /// line that lets it in (SQLSTATE 28P01, 28000).
     Authentication,
-    /// The server accepts only TLS connections. The registry connects without TLS today:
-    /// connect over a trusted network or through a TLS-terminating proxy.
+    /// No `pg_hba.conf` line lets this connection in without TLS (SQLSTATE 28000, "no
+    /// encryption"): the server accepts this user only over TLS, or not from this host at
+    /// all. The registry connects without TLS today: connect over a trusted network or
+    /// through a TLS-terminating proxy, or add a line for it.
     TlsRequired,
     /// The database does not exist on the server (SQLSTATE 3D000).
     NoSuchDatabase,
@@ -107,8 +109,8 @@ impl fmt::Display for Refusal {
         f.write_str(match self {
             Self::Authentication => "authentication failed",
             Self::TlsRequired => {
-                "the server requires TLS, which the registry does not speak yet (connect over \
-                 a trusted network, or through a TLS-terminating proxy)"
+                "no pg_hba.conf line lets this connection in without TLS (the server may \
+                 require TLS, which the registry does not speak yet)"
             }
             Self::NoSuchDatabase => "the database does not exist on the server",
             Self::NotWritable => {

@@ -252,7 +252,7 @@ fn a_restart_under_a_busy_pool_hands_on_no_broken_connection() -> TestResult {
     let op = {
         let db = db.clone();
         move |t: usize, i: u64| {
-            if t % 2 == 0 {
+            if t.is_multiple_of(2) {
                 db.write(|tx| {
                     tx.execute("INSERT INTO r VALUES ($1, $2)", &[&(t as i32), &(i as i64)])
                         .map(drop)

@@ -240,3 +240,74 @@ fn server_facts_are_in_the_snapshot_health_and_metrics() -> TestResult {
     assert!(!prometheus_text(&Registry::new().stats()).contains("hive_db_pg_"));
     Ok(())
 }
+
+/// Bug caught: a wrong password retried until `connection_timeout` (every caller stuck),
+/// reported as a plain timeout, or quoted in the error; a server that lets a user in only
+/// over TLS reported as anything but that.
+#[test]
+fn a_refused_login_and_a_tls_only_user_are_refused_at_once() -> TestResult {
+    require_postgres!();
+    // A server of its own: its pg_hba.conf changes.
+    let srv = hive_pg_harness::Server::start()?;
+    srv.admin()?
+        .batch_execute("CREATE ROLE pwuser LOGIN PASSWORD 'right-pw'; CREATE ROLE tlsuser LOGIN")?;
+    let hba = srv.node().data().join("pg_hba.conf");
+    // Rewritten in place, so it keeps its owner.
+    std::fs::write(
+        &hba,
+        "local all all trust\n\
+         host all postgres 127.0.0.1/32 trust\n\
+         host all pwuser 127.0.0.1/32 scram-sha-256\n\
+         hostssl all tlsuser 127.0.0.1/32 trust\n",
+    )?;
+    srv.admin()?.batch_execute("SELECT pg_reload_conf()")?;
+    let url = |user: &str| srv.url("postgres").replacen("postgres@", user, 1);
+
+    let registry = Registry::new();
+    let name = DbName::new("pg-login")?;
+    let start = Instant::now();
+    let err = registry
+        .register_postgres(&name, &url("pwuser:wrong-pw@"), patient(1))
+        .expect_err("registered");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::Refused { db, cause: Refusal::Authentication, code: Some(c), .. }
+            if db == &name && c == "28P01"),
+        "{err:?}"
+    );
+    assert!(
+        !error_text(&err).contains("wrong-pw"),
+        "{}",
+        error_text(&err)
+    );
+
+    let err = registry
+        .register_postgres(&name, &url("tlsuser@"), patient(1))
+        .expect_err("registered");
+    assert!(
+        matches!(
+            &err,
+            Error::Refused {
+                cause: Refusal::TlsRequired,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(error_text(&err).contains("TLS"), "{}", error_text(&err));
+
+    // The right password gets in.
+    registry.register_postgres(&name, &url("pwuser:right-pw@"), patient(1))?;
+    registry
+        .postgres(&name)?
+        .read(|c| c.batch_execute("SELECT 1"))?;
+    assert!(
+        !serde_json::to_string(&registry.stats())?.contains("right-pw"),
+        "a password in the snapshot"
+    );
+    Ok(())
+}

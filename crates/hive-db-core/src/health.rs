@@ -330,10 +330,11 @@ fn postgres_notes(facts: &PgFacts) -> Vec<String> {
             server.connections, server.max_connections
         ));
     }
-    for replica in &facts.replicas {
+    for (i, replica) in facts.replicas.iter().enumerate() {
         if replica.status != crate::stats::ReplicaStatus::Up {
             notes.push(format!(
-                "replica {} {}: {}",
+                "replica{} ({}) {}: {}",
+                i + 1,
                 replica.target.display(),
                 match replica.status {
                     crate::stats::ReplicaStatus::Lagging => "lagging",

@@ -309,9 +309,15 @@ impl std::fmt::Display for Value {
     }
 }
 
+/// The `server` label of the replica at `index` of `PgConfig::replicas`: `replica1`, ...
+/// (a position, not an address: labels name no hosts or paths).
+fn replica_label(index: usize) -> String {
+    format!("replica{}", index + 1)
+}
+
 /// The families of PostgreSQL databases' servers, as their monitor last measured them; none
-/// without a PostgreSQL database. The `server` label is `primary` or a replica's
-/// `postgres://user@host:port/db`.
+/// without a PostgreSQL database. The `server` label is `primary`, or `replica1`, `replica2`
+/// ... in the order of `PgConfig::replicas`.
 fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
     let pg: Vec<(&DbSnapshot, &crate::stats::PgFacts)> = dbs
         .iter()
@@ -350,9 +356,9 @@ fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
                     Value::Int(value(primary)),
                 );
             }
-            for replica in &facts.replicas {
+            for (i, replica) in facts.replicas.iter().enumerate() {
                 if let Some(server) = &replica.server {
-                    let target = replica.target.to_string_lossy();
+                    let target = replica_label(i);
                     sample(
                         out,
                         name,
@@ -387,8 +393,8 @@ fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
         "1 when the read replica takes reads: reachable, a standby, within the lag bound.",
     );
     for (db, facts) in &pg {
-        for replica in &facts.replicas {
-            let target = replica.target.to_string_lossy();
+        for (i, replica) in facts.replicas.iter().enumerate() {
+            let target = replica_label(i);
             let up = replica.status == crate::stats::ReplicaStatus::Up;
             sample(
                 out,
@@ -406,9 +412,9 @@ fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
         "How far the read replica is behind the primary, measured from their WAL positions.",
     );
     for (db, facts) in &pg {
-        for replica in &facts.replicas {
+        for (i, replica) in facts.replicas.iter().enumerate() {
             if let Some(lag) = replica.lag_ms {
-                let target = replica.target.to_string_lossy();
+                let target = replica_label(i);
                 let name = "hive_db_pg_replica_lag_seconds";
                 sample(out, name, db, Some(("server", &target)), Value::Millis(lag));
             }
@@ -421,8 +427,8 @@ fn postgres_families(out: &mut String, dbs: &[DbSnapshot]) {
         "Reads the read replica served.",
     );
     for (db, facts) in &pg {
-        for replica in &facts.replicas {
-            let target = replica.target.to_string_lossy();
+        for (i, replica) in facts.replicas.iter().enumerate() {
+            let target = replica_label(i);
             let name = "hive_db_pg_replica_reads_total";
             sample(
                 out,

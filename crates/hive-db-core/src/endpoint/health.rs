@@ -76,6 +76,9 @@ fn redact_paths(report: &mut HealthReport, snapshot: &RegistrySnapshot) {
     let mut paths: Vec<String> = Vec::new();
     for db in &snapshot.databases {
         paths.push(db.path.display().to_string());
+        for replica in db.postgres.iter().flat_map(|p| &p.replicas) {
+            paths.push(replica.target.display().to_string());
+        }
         if let Some(parent) = db.path.parent().filter(|p| *p != Path::new("/")) {
             paths.push(parent.display().to_string());
         }
@@ -83,6 +86,14 @@ fn redact_paths(report: &mut HealthReport, snapshot: &RegistrySnapshot) {
     paths.retain(|p| !p.is_empty());
     // Longest first, so a file's path goes before its folder's.
     paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for replica in report
+        .databases
+        .iter_mut()
+        .filter_map(|d| d.postgres.as_mut())
+        .flat_map(|p| &mut p.replicas)
+    {
+        replica.target = std::path::PathBuf::new();
+    }
     for error in report.databases.iter_mut().filter_map(|d| d.error.as_mut()) {
         for path in &paths {
             if error.contains(path.as_str()) {
@@ -174,5 +185,54 @@ mod tests {
             "cannot open <path>: gone; cannot create <path>: denied"
         );
         Ok(())
+    }
+
+    /// Bug caught: a PostgreSQL replica's address (in its health line, or in the server
+    /// facts of the report) shown without `expose_paths`.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn replica_addresses_are_hidden_too() {
+        let target = std::path::PathBuf::from("postgres://app@replica-host-9f2a:5432/shop");
+        let replica = crate::stats::ReplicaSnapshot {
+            target: target.clone(),
+            status: crate::stats::ReplicaStatus::Down,
+            lag_ms: None,
+            server: None,
+            error: None,
+            live: 0,
+            idle: 0,
+            reads: 0,
+        };
+        let facts = crate::stats::PgFacts {
+            replicas: vec![replica],
+            ..crate::stats::PgFacts::default()
+        };
+        let name = crate::name::DbName::new("shop").expect("a valid name");
+        let mut snapshot = crate::registry::Registry::new().stats();
+        let mut db = crate::pool::DbInfo::on_server(
+            name.clone(),
+            "postgres://app@primary-host/shop".into(),
+            crate::config::DbConfig::default(),
+            std::sync::Arc::default(),
+        )
+        .snapshot(None);
+        db.postgres = Some(facts.clone());
+        snapshot.databases.push(db);
+        let mut report = HealthReport {
+            status: HealthStatus::Degraded,
+            databases: vec![crate::health::DbHealth {
+                name,
+                status: HealthStatus::Degraded,
+                latency: Duration::ZERO,
+                error: Some(format!("replica1 ({}) down: refused", target.display())),
+                postgres: Some(facts),
+            }],
+            elapsed: Duration::ZERO,
+            notes: Vec::new(),
+        };
+        redact_paths(&mut report, &snapshot);
+        let text = serde_json::to_string(&report).expect("serialises");
+        assert!(!text.contains("replica-host-9f2a"), "{text}");
+        assert!(text.contains("replica1 (<path>) down"), "{text}");
     }
 }

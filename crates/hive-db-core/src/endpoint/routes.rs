@@ -49,6 +49,9 @@ pub(super) fn render(state: &State, route: Route) -> Response {
             if !state.config.expose_paths {
                 for db in &mut snapshot.databases {
                     db.path = std::path::PathBuf::new();
+                    for replica in db.postgres.iter_mut().flat_map(|p| &mut p.replicas) {
+                        replica.target = std::path::PathBuf::new();
+                    }
                 }
             }
             Response::json(200, &snapshot)

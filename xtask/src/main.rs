@@ -13,7 +13,9 @@ usage: cargo xtask <task> [args]
 tasks:
   ci         the gate: fmt --check, clippy -D warnings, tests, docs -D warnings
              (the only place it is written; .ci/run calls it)
-  bench      the registry against raw SQLite, r2d2 and deadpool, optimised (--help for flags)
+  bench      the registry against raw SQLite, r2d2 and deadpool, and on a private
+             PostgreSQL against a raw client, r2d2_postgres and deadpool-postgres,
+             optimised (--help for flags)
   loadtest   an EcoSystemiser-shaped load on several databases, watched live and verified,
              optimised (--help for flags)";
 

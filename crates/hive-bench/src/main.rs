@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// The registry against raw SQLite, r2d2, deadpool-sqlite and connect-per-op.
+    /// The registry against raw SQLite, r2d2, deadpool-sqlite and connect-per-op; on
+    /// PostgreSQL, against a raw client, r2d2_postgres and deadpool-postgres.
     Bench(bench::BenchArgs),
     /// An EcoSystemiser-shaped load on several databases, watched live, then verified.
     Loadtest(loadtest::LoadArgs),

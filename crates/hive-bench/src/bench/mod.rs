@@ -1,18 +1,22 @@
 //! `cargo xtask bench`: the registry against a raw connection per thread, r2d2 (with and
-//! without its check on every checkout), deadpool-sqlite and a connection per operation, all
-//! in one process and one run, so the ratios compare like with like.
+//! without its check on every checkout), deadpool-sqlite and a connection per operation, and
+//! on PostgreSQL against a raw client, r2d2_postgres and deadpool-postgres, all in one process
+//! and one run, so the ratios compare like with like.
 //!
 //! - `flags`: the command line;
 //! - `fixtures`: the databases and the statements the scenarios run;
 //! - `baselines`: the r2d2 and deadpool pools measured against;
 //! - `harness`: rotating rounds, medians, paired ratios, the table's rows;
 //! - `scenarios`: what is measured;
+//! - `pg`: PostgreSQL point reads against r2d2_postgres and deadpool-postgres, on a private
+//!   server;
 //! - `report`: the ratios, the targets table and the summary.
 
 pub(crate) mod baselines;
 mod fixtures;
 mod flags;
 mod harness;
+mod pg;
 mod report;
 mod scenarios;
 
@@ -54,6 +58,9 @@ fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
     if bench.wants("multi_db") {
         scenarios::multi_db(&mut bench, &setup).context("multi_db")?;
     }
+    if bench.wants(pg::SCENARIO) {
+        pg::point_reads(&mut bench, &setup).context(pg::SCENARIO)?;
+    }
     if bench.wants("many_dbs") {
         let round = std::time::Duration::from_secs_f64(bench.args.read_seconds / 4.0);
         bench.many_dbs = crate::many_dbs::bench(round, bench.args.json).context("many_dbs")?;
@@ -82,10 +89,12 @@ mod tests {
             verbose: false,
             json: true,
         })?;
-        // checkout 4, point_read 8 paths at 1 and 4 threads, write_contention 3, mixed 2, multi_db 2.
+        // checkout 4, point_read 8 paths at 1 and 4 threads, write_contention 3, mixed 2,
+        // multi_db 2; pg_point_read 5 paths at 1 and 4 threads where PostgreSQL runs.
+        let pg = if hive_pg_harness::available()? { 10 } else { 0 };
         assert_eq!(
             bench.rows.len(),
-            27,
+            27 + pg,
             "one row per scenario, path and thread count"
         );
         for row in &bench.rows {

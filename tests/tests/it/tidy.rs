@@ -123,6 +123,7 @@ const LAYERED: &[&str] = &[
     "ecosystemiser-db",
     "db-monitor",
     "hive-bench",
+    "pg-harness",
 ];
 
 /// A module's path from the crate root: `["pool", "leak"]`; `[]` is the root.

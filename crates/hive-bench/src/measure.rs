@@ -144,7 +144,9 @@ fn measure_thread<S, E: std::fmt::Display>(
             }
         }
     };
-    while !stop.load(Relaxed) {
+    // At least one operation per thread: on a loaded machine a thread may first run after a
+    // short window has already closed, and a path measured at 0 ops says nothing.
+    loop {
         match timing {
             Timing::None => {
                 record(op(state, rng), &mut failed);
@@ -164,6 +166,9 @@ fn measure_thread<S, E: std::fmt::Display>(
                 lat.push(start.elapsed().as_nanos() as u64 / u64::from(k));
                 n += u64::from(k);
             }
+        }
+        if stop.load(Relaxed) {
+            break;
         }
     }
     (lat, n, failed)

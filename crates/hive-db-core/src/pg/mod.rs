@@ -207,7 +207,7 @@ impl PgDatabase {
         let first = self.servers.next.fetch_add(1, Relaxed);
         let found = (0..replicas.len())
             .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))
-            .find(|r| r.eligible(now, self.servers.max_lag));
+            .find(|r| r.eligible(now, self.servers.max_lag, self.servers.grace()));
         if found.is_none() {
             self.servers.fallbacks.fetch_add(1, Relaxed);
         }

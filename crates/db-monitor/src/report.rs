@@ -350,7 +350,7 @@ pub(crate) mod tests {
     use crate::finding::FindingKind;
     use hive_db_core::{DbConfig, DbName, Registry};
 
-    fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
+    pub(crate) fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
         let db = snapshot.databases[0].clone();
         Sample {
             taken_at_unix_ms: snapshot.taken_at_unix_ms,
@@ -411,7 +411,7 @@ pub(crate) mod tests {
 
     /// A registry with one database, `inventory`, in `dir`; its snapshot with `live` and
     /// `max_size` set as given.
-    fn snapshot_with(
+    pub(crate) fn snapshot_with(
         dir: &std::path::Path,
         live: u32,
         max_size: u32,

@@ -1,14 +1,16 @@
 //! The report as tables for people.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use hive_db_core::{Backend, PgFacts, ServerFacts};
 
 use crate::file::FileFacts;
 use crate::report::{DbReport, Percentiles, Report, Total};
 use crate::{fmt, status};
 
 const DASH: &str = "-";
-/// Terminal width from which the pool table is one table rather than two.
-const WIDE: u16 = 140;
+/// Terminal width from which the pool table is one table rather than two: the width it
+/// takes with a PostgreSQL database in it.
+const WIDE: u16 = 152;
 
 fn table(header: &[&str], width: Option<u16>) -> Table {
     let mut t = Table::new();
@@ -50,6 +52,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let p99 = d.rates.as_ref().and_then(|r| r.acquire_wait_p99_ms);
         tables.add(
             label(d, many),
+            engine(d),
             status::word(d.status()),
             pool.as_ref(),
             pool.as_ref().filter(|_| d.rates.is_some()),
@@ -62,6 +65,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let rates = Some(&t).filter(|_| has_rates);
         tables.add(
             "total".to_owned(),
+            "",
             "",
             Some(&t),
             rates,
@@ -88,6 +92,11 @@ fn files(report: &Report, many: bool, width: Option<u16>) -> String {
     t.to_string()
 }
 
+/// `sqlite`, `postgres`, or a dash when unknown (an endpoint that could not be read).
+fn engine(d: &DbReport) -> &'static str {
+    d.backend.map_or(DASH, Backend::as_str)
+}
+
 fn health(d: &DbReport) -> String {
     d.health
         .as_ref()
@@ -109,11 +118,12 @@ impl PoolTables {
         let wide = width.is_none_or(|w| w >= WIDE);
         let mut heads: Vec<&str> = if wide {
             vec![
-                "db", "status", "live/max", "active", "idle", "waiting", "maxwait", "writer q",
+                "db", "engine", "status", "live/max", "active", "idle", "waiting", "maxwait",
+                "writer q",
             ]
         } else {
             vec![
-                "db", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
+                "db", "engine", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
             ]
         };
         if wide {
@@ -127,11 +137,13 @@ impl PoolTables {
         }
     }
 
-    /// One row: `pool`'s state (dashes without), `rates`' figures (dashes without) and the
-    /// interval's p99 wait, and the health check's latency.
+    /// One row: the database's engine and status, `pool`'s state (dashes without), `rates`'
+    /// figures (dashes without) and the interval's p99 wait, and the health check's latency.
+    #[expect(clippy::too_many_arguments, reason = "one argument per column group")]
     fn add(
         &mut self,
         label: String,
+        engine: &str,
         status: &str,
         pool: Option<&Total>,
         rates: Option<&Total>,
@@ -166,7 +178,11 @@ impl PoolTables {
             },
         );
         rate_cells.push(p99);
-        let mut row = [vec![label.clone(), status.to_owned()], state].concat();
+        let mut row = [
+            vec![label.clone(), engine.to_owned(), status.to_owned()],
+            state,
+        ]
+        .concat();
         if self.wide {
             row.extend(rate_cells);
             row.push(health);
@@ -212,16 +228,17 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
         pools(report, width)
     );
     let sections = [
+        ("PostgreSQL servers", servers(report, width)),
         (
             "Counters since the application started",
-            counters(report, width),
+            counters(report, width).map(|t| t.to_string()),
         ),
         (
             "Latency since the application started",
-            latencies(report, width),
+            latencies(report, width).map(|t| t.to_string()),
         ),
-        ("SQLite", Some(sqlite(report, width))),
-        ("Probe", probes(report, width)),
+        ("SQLite", sqlite(report, width).map(|t| t.to_string())),
+        ("Probe", probes(report, width).map(|t| t.to_string())),
     ];
     for (title, table) in sections {
         if let Some(t) = table {
@@ -334,8 +351,9 @@ fn latency_row(name: &str, what: &str, p: &Percentiles) -> Vec<String> {
     ]
 }
 
-/// Every database's file and what SQLite says about it.
-fn sqlite(report: &Report, width: Option<u16>) -> Table {
+/// Every SQLite database's file and what SQLite says about it; `None` when every database
+/// is a PostgreSQL one.
+fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
     let mut t = table(
         &[
             "db",
@@ -350,7 +368,8 @@ fn sqlite(report: &Report, width: Option<u16>) -> Table {
         ],
         width,
     );
-    for d in &report.databases {
+    let postgres = |d: &&DbReport| d.backend == Some(Backend::Postgres);
+    for d in report.databases.iter().filter(|d| !postgres(d)) {
         let path = d
             .path
             .as_ref()
@@ -362,7 +381,121 @@ fn sqlite(report: &Report, width: Option<u16>) -> Table {
         }
         t.add_row(row);
     }
-    t
+    let all_postgres =
+        !report.databases.is_empty() && report.databases.iter().all(|d| postgres(&d));
+    (!all_postgres).then_some(t)
+}
+
+/// The servers of each PostgreSQL database: its primary (version, standby or not, client
+/// connections of `max_connections`) and each replica (status, lag, reads served), then the
+/// reads that fell back to the primary. `None` without PostgreSQL databases.
+pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
+    let mut t = table(
+        &[
+            "db",
+            "role",
+            "server",
+            "status",
+            "version",
+            "standby",
+            "connections",
+            "lag",
+            "reads",
+        ],
+        width,
+    );
+    let mut fallbacks = String::new();
+    for d in &report.databases {
+        let Some(pg) = &d.postgres else { continue };
+        let target = d
+            .path
+            .as_ref()
+            .map_or(DASH.to_owned(), |p| p.display().to_string());
+        let status = match (&pg.primary, &pg.primary_error) {
+            (_, Some(_)) => "unreachable",
+            (Some(_), None) => "up",
+            (None, None) => DASH,
+        };
+        t.add_row(server_row(
+            &d.name,
+            "primary",
+            target,
+            status,
+            pg.primary.as_ref(),
+            DASH.to_owned(),
+            DASH.to_owned(),
+        ));
+        for r in &pg.replicas {
+            t.add_row(server_row(
+                &d.name,
+                "replica",
+                r.target.display().to_string(),
+                status::replica(r.status),
+                r.server.as_ref(),
+                r.lag_ms
+                    .map_or(DASH.to_owned(), |ms| fmt::millis(ms as f64)),
+                r.reads.to_string(),
+            ));
+        }
+        fallbacks.push_str(&fallback_line(&d.name, pg));
+    }
+    (t.row_count() > 0).then(|| format!("{t}\n{fallbacks}").trim_end().to_owned())
+}
+
+/// One server's row: `status` is its registry's view of it; the version, standby or not and
+/// connections are what it said of itself (dashes until measured).
+fn server_row(
+    db: &str,
+    role: &str,
+    target: String,
+    status: &str,
+    facts: Option<&ServerFacts>,
+    lag: String,
+    reads: String,
+) -> Vec<String> {
+    let (version, standby, connections) = facts.map_or_else(
+        || (DASH.to_owned(), DASH.to_owned(), DASH.to_owned()),
+        |f| {
+            let standby = match (f.in_recovery, f.read_only) {
+                (true, _) => "yes",
+                (false, true) => "no, read-only",
+                (false, false) => "no",
+            };
+            (
+                // `15.10 (Debian 15.10-0+deb12u1)`: the number says enough here.
+                f.version
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or(DASH)
+                    .to_owned(),
+                standby.to_owned(),
+                format!("{}/{}", f.connections, f.max_connections),
+            )
+        },
+    );
+    vec![
+        db.to_owned(),
+        role.to_owned(),
+        target,
+        status.to_owned(),
+        version,
+        standby,
+        connections,
+        lag,
+        reads,
+    ]
+}
+
+/// `orders: 3 replica fallbacks (reads sent to the primary)`, for a database with replicas
+/// or fallbacks; empty otherwise.
+fn fallback_line(db: &str, pg: &PgFacts) -> String {
+    if pg.replicas.is_empty() && pg.replica_fallbacks == 0 {
+        return String::new();
+    }
+    format!(
+        "{db}: {} replica fallbacks (reads meant for a replica, sent to the primary)\n",
+        pg.replica_fallbacks
+    )
 }
 
 /// Size, WAL, page size, pages, free pages, journal mode, quick_check; a dash for what was
@@ -401,4 +534,95 @@ fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
         ]);
     }
     (t.row_count() > 0).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::build;
+    use crate::report::tests::{
+        healthy, pg_sample, primary_facts, read_of, replica, snapshot_with,
+    };
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// The line of `text` that holds every one of `parts`.
+    fn line_with<'a>(text: &'a str, parts: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// Bug caught: a PostgreSQL database shown without its engine, without its servers
+    /// (primary's version, standby or not, connections of max_connections; a replica's
+    /// status, lag and reads; the fallbacks), or with a SQLite section of zeros.
+    #[test]
+    fn postgres_engine_and_servers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let pg = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [
+                replica(5433, "lagging", Some(1500), Some("behind"), 9),
+                replica(5434, "down", None, Some("connection refused"), 0)
+            ],
+            "replica_fallbacks": 4
+        });
+        let report = build(
+            None,
+            &pg_sample(dir.path(), pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(
+            line_with(&text, &["orders", "postgres", "degraded", "0/10"]).is_some(),
+            "{text}"
+        );
+        assert!(text.contains("\nPostgreSQL servers\n"), "{text}");
+        let primary = line_with(&text, &["primary", ":5432/orders"]).ok_or(text.clone())?;
+        for want in [" up ", "15.10 ", " no ", "7/100"] {
+            assert!(primary.contains(want), "no {want:?} in {primary}");
+        }
+        assert!(!primary.contains("Debian"), "{primary}");
+        let lagging = line_with(&text, &["replica", ":5433/orders"]).ok_or(text.clone())?;
+        for want in ["lagging", " yes ", "3/100", "1.50s", " 9 "] {
+            assert!(lagging.contains(want), "no {want:?} in {lagging}");
+        }
+        let down = line_with(&text, &["replica", ":5434/orders"]).ok_or(text.clone())?;
+        assert!(down.contains(" down "), "{down}");
+        assert!(text.contains("orders: 4 replica fallbacks"), "{text}");
+        assert!(!text.contains("\nSQLite\n"), "{text}");
+        Ok(())
+    }
+
+    /// Bug caught: a SQLite-only report changed beyond the engine column (a servers section
+    /// appearing, the SQLite section lost), or the engine column missing from the narrow
+    /// table or out of its place after the name.
+    #[test]
+    fn sqlite_only_gains_only_the_engine() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let report = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 0, 10)?, 1),
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(!text.contains("PostgreSQL"), "{text}");
+        assert!(text.contains("\nSQLite\n"), "{text}");
+        assert_eq!(servers(&report, None), None);
+        for width in [None, Some(100)] {
+            let pools = pools(&report, width);
+            let head = line_with(&pools, &["db", "status"]).ok_or(pools.clone())?;
+            let words: Vec<&str> = head
+                .split(|c: char| c.is_whitespace() || c == '│')
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(words[..3], ["db", "engine", "status"], "{pools}");
+            assert!(
+                line_with(&pools, &["inventory", "sqlite", "healthy"]).is_some(),
+                "{pools}"
+            );
+        }
+        Ok(())
+    }
 }

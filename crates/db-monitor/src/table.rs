@@ -1,7 +1,7 @@
 //! The report as tables for people.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
-use hive_db_core::{Backend, PgFacts, ServerFacts};
+use hive_db_core::{Backend, PgFacts, ReplicaStatus, ServerFacts};
 
 use crate::file::FileFacts;
 use crate::report::{DbReport, Percentiles, Report, Total};
@@ -386,39 +386,35 @@ fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
     (!all_postgres).then_some(t)
 }
 
-/// The servers of each PostgreSQL database: its primary (version, standby or not, client
+/// The servers of each PostgreSQL database: its primary (version, a standby or not, client
 /// connections of `max_connections`) and each replica (status, lag, reads served), then the
 /// reads that fell back to the primary. `None` without PostgreSQL databases.
 pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
     let mut t = table(
         &[
-            "db",
-            "role",
-            "server",
-            "status",
-            "version",
-            "standby",
-            "connections",
-            "lag",
-            "reads",
+            "db", "role", "server", "status", "version", "conns", "lag", "reads",
         ],
         width,
     );
     let mut fallbacks = String::new();
     for d in &report.databases {
         let Some(pg) = &d.postgres else { continue };
-        let target = d
-            .path
-            .as_ref()
-            .map_or(DASH.to_owned(), |p| p.display().to_string());
+        let target = d.path.as_ref().map_or(DASH.to_owned(), |p| server(p));
         let status = match (&pg.primary, &pg.primary_error) {
             (_, Some(_)) => "unreachable",
             (Some(_), None) => "up",
             (None, None) => DASH,
         };
+        // A primary that says it is a standby, or refuses writes, takes no writes: said
+        // where its role is.
+        let role = match &pg.primary {
+            Some(f) if f.in_recovery => "primary, standby",
+            Some(f) if f.read_only => "primary, read-only",
+            _ => "primary",
+        };
         t.add_row(server_row(
             &d.name,
-            "primary",
+            role,
             target,
             status,
             pg.primary.as_ref(),
@@ -429,9 +425,12 @@ pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
             t.add_row(server_row(
                 &d.name,
                 "replica",
-                r.target.display().to_string(),
+                server(&r.target),
                 status::replica(r.status),
-                r.server.as_ref(),
+                // What a down server said of itself before is no longer so.
+                r.server
+                    .as_ref()
+                    .filter(|_| r.status != ReplicaStatus::Down),
                 r.lag_ms
                     .map_or(DASH.to_owned(), |ms| fmt::millis(ms as f64)),
                 r.reads.to_string(),
@@ -442,8 +441,21 @@ pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
     (t.row_count() > 0).then(|| format!("{t}\n{fallbacks}").trim_end().to_owned())
 }
 
-/// One server's row: `status` is its registry's view of it; the version, standby or not and
-/// connections are what it said of itself (dashes until measured).
+/// `host:port/db` of `postgres://user@host:port/db`: what tells servers apart, narrow
+/// enough for the table (the JSON keeps the whole target).
+fn server(target: &std::path::Path) -> String {
+    let url = target.to_string_lossy();
+    let rest = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .unwrap_or(&url);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    rest[start..].to_owned()
+}
+
+/// One server's row: `status` is its registry's view of it; the version and connections (of
+/// `max_connections`) are what it said of itself (dashes until measured).
 fn server_row(
     db: &str,
     role: &str,
@@ -453,14 +465,9 @@ fn server_row(
     lag: String,
     reads: String,
 ) -> Vec<String> {
-    let (version, standby, connections) = facts.map_or_else(
-        || (DASH.to_owned(), DASH.to_owned(), DASH.to_owned()),
+    let (version, connections) = facts.map_or_else(
+        || (DASH.to_owned(), DASH.to_owned()),
         |f| {
-            let standby = match (f.in_recovery, f.read_only) {
-                (true, _) => "yes",
-                (false, true) => "no, read-only",
-                (false, false) => "no",
-            };
             (
                 // `15.10 (Debian 15.10-0+deb12u1)`: the number says enough here.
                 f.version
@@ -468,7 +475,6 @@ fn server_row(
                     .next()
                     .unwrap_or(DASH)
                     .to_owned(),
-                standby.to_owned(),
                 format!("{}/{}", f.connections, f.max_connections),
             )
         },
@@ -479,7 +485,6 @@ fn server_row(
         target,
         status.to_owned(),
         version,
-        standby,
         connections,
         lag,
         reads,
@@ -554,8 +559,8 @@ mod tests {
     }
 
     /// Bug caught: a PostgreSQL database shown without its engine, without its servers
-    /// (primary's version, standby or not, connections of max_connections; a replica's
-    /// status, lag and reads; the fallbacks), or with a SQLite section of zeros.
+    /// (primary's version, connections of max_connections, and whether it is a standby; a
+    /// replica's status, lag and reads; the fallbacks), or with a SQLite section of zeros.
     #[test]
     fn postgres_engine_and_servers() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -580,19 +585,59 @@ mod tests {
         );
         assert!(text.contains("\nPostgreSQL servers\n"), "{text}");
         let primary = line_with(&text, &["primary", ":5432/orders"]).ok_or(text.clone())?;
-        for want in [" up ", "15.10 ", " no ", "7/100"] {
+        for want in [" up ", "15.10 ", "7/100"] {
             assert!(primary.contains(want), "no {want:?} in {primary}");
         }
-        assert!(!primary.contains("Debian"), "{primary}");
+        assert!(
+            !primary.contains("Debian") && !primary.contains("standby"),
+            "{primary}"
+        );
         let lagging = line_with(&text, &["replica", ":5433/orders"]).ok_or(text.clone())?;
-        for want in ["lagging", " yes ", "3/100", "1.50s", " 9 "] {
+        for want in ["lagging", "3/100", "1.50s", " 9 "] {
             assert!(lagging.contains(want), "no {want:?} in {lagging}");
         }
         let down = line_with(&text, &["replica", ":5434/orders"]).ok_or(text.clone())?;
         assert!(down.contains(" down "), "{down}");
+        assert!(!down.contains("15.10") && !down.contains("/100"), "{down}");
         assert!(text.contains("orders: 4 replica fallbacks"), "{text}");
         assert!(!text.contains("\nSQLite\n"), "{text}");
+
+        // A primary that turned out a standby says so where its role is.
+        let mut standby = primary_facts();
+        standby["in_recovery"] = true.into();
+        let pg = serde_json::json!({
+            "primary": standby,
+            "primary_error": null,
+            "replicas": [],
+            "replica_fallbacks": 0
+        });
+        let report = build(
+            None,
+            &pg_sample(dir.path(), pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(
+            line_with(&text, &["orders", "primary, standby", ":5432/orders"]).is_some(),
+            "{text}"
+        );
+        assert!(!text.contains("fallbacks"), "{text}");
         Ok(())
+    }
+
+    /// Bug caught: a server shown with its scheme and user (the table too wide for a
+    /// terminal), or cut wrong: an `@` in the database name taken for the user's end, a
+    /// multi-host target losing a host.
+    #[test]
+    fn servers_are_host_port_and_database() {
+        let short = |t: &str| server(std::path::Path::new(t));
+        assert_eq!(short("postgres://app@db1:5432/orders"), "db1:5432/orders");
+        assert_eq!(short("postgresql://db1:5432/orders"), "db1:5432/orders");
+        assert_eq!(
+            short("postgres://app@h1:5432,h2:5433/o@x"),
+            "h1:5432,h2:5433/o@x"
+        );
+        assert_eq!(short("db1:5432"), "db1:5432");
     }
 
     /// Bug caught: a SQLite-only report changed beyond the engine column (a servers section

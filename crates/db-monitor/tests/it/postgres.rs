@@ -141,8 +141,17 @@ fn attach_shows_engines_and_servers() -> TestResult {
     line(&["orders", "postgres", "degraded"])?;
     line(&["inventory", "sqlite", "healthy"])?;
     assert!(out.contains("\nPostgreSQL servers\n"), "{out}");
-    let primary_row = line(&["orders", "primary", " up "])?;
-    assert!(primary_row.contains(" no "), "{primary_row}");
+    // The primary, not a standby, with its version and connections.
+    let primary_row = line(&["orders", "primary", " up ", " 15."])?;
+    assert!(!primary_row.contains("standby"), "{primary_row}");
+    let conns = primary_row
+        .split_whitespace()
+        .find(|w| w.contains('/') && !w.contains(':'))
+        .ok_or(primary_row.clone())?;
+    assert!(
+        conns.split('/').all(|n| n.parse::<u32>().is_ok()),
+        "{conns}"
+    );
     line(&[
         "orders",
         "replica",

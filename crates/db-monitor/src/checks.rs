@@ -15,7 +15,7 @@ use HealthStatus::{Degraded, Unhealthy};
 
 /// The checks: health, corruption, for a pool the leak check (holds past the leak threshold,
 /// more connections than the maximum, acquire timeouts rising) and slow acquires, and for
-/// PostgreSQL a primary that could not be measured and replicas not taking reads. `rates`
+/// PostgreSQL a primary it cannot reach or write to and replicas not taking reads. `rates`
 /// are those of the interval before `read`, when there was one.
 pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Vec<Finding> {
     if let Some(error) = &read.error {
@@ -42,8 +42,8 @@ pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Ve
     out
 }
 
-/// A PostgreSQL database's servers as its registry last measured them: a primary it could
-/// not measure, and each replica not taking reads, make it degraded. Reads still work (they
+/// A PostgreSQL database's servers as its registry last measured them: a primary it cannot
+/// reach or write to, and each replica not taking reads, make it degraded. Reads still work (they
 /// fall back to the primary; a primary that is really gone fails the health check). The
 /// messages are the registry's own health notes, word for word, so the health finding that
 /// repeats them can leave them out.

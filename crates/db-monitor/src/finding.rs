@@ -25,7 +25,8 @@ pub enum FindingKind {
     Busy,
     /// `quick_check` found a problem.
     Corrupt,
-    /// PostgreSQL: the registry could not measure the primary server.
+    /// PostgreSQL: the registry's monitor cannot reach the primary, or it no longer takes
+    /// writes.
     Primary,
     /// PostgreSQL: a read replica does not take reads (lagging, down, or not a standby).
     Replica,

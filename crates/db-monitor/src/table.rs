@@ -400,10 +400,17 @@ pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
     for d in &report.databases {
         let Some(pg) = &d.postgres else { continue };
         let target = d.path.as_ref().map_or(DASH.to_owned(), |p| server(p));
-        let status = match (&pg.primary, &pg.primary_error) {
-            (_, Some(_)) => "unreachable",
-            (Some(_), None) => "up",
-            (None, None) => DASH,
+        // The registry keeps a primary's last facts when it cannot reach it: they are
+        // shown only while they are current (reached, or reached and refusing writes).
+        let refuses_writes = pg
+            .primary
+            .as_ref()
+            .is_some_and(|f| f.in_recovery || f.read_only);
+        let (status, facts) = match (&pg.primary, &pg.primary_error) {
+            (Some(f), Some(_)) if refuses_writes => ("no writes", Some(f)),
+            (_, Some(_)) => ("unreachable", None),
+            (Some(f), None) => ("up", Some(f)),
+            (None, None) => (DASH, None),
         };
         // A primary that says it is a standby, or refuses writes, takes no writes: said
         // where its role is.
@@ -417,7 +424,7 @@ pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
             role,
             target,
             status,
-            pg.primary.as_ref(),
+            facts,
             DASH.to_owned(),
             DASH.to_owned(),
         ));
@@ -602,27 +609,45 @@ mod tests {
         assert!(text.contains("orders: 4 replica fallbacks"), "{text}");
         assert!(!text.contains("\nSQLite\n"), "{text}");
 
-        // A primary that turned out a standby says so where its role is.
+        // A primary that turned out a standby says so where its role is, and that it takes
+        // no writes.
         let mut standby = primary_facts();
         standby["in_recovery"] = true.into();
+        let refusing = "the server is in recovery or read-only: it cannot take writes";
+        let text = primary_only(dir.path(), standby, refusing)?;
+        let row = line_with(&text, &["orders", "primary, standby", ":5432/orders"])
+            .ok_or(text.clone())?;
+        assert!(row.contains("no writes") && row.contains("7/100"), "{row}");
+        assert!(!text.contains("fallbacks"), "{text}");
+
+        // One the registry cannot reach: its facts from before are no longer so.
+        let text = primary_only(dir.path(), primary_facts(), "connection refused")?;
+        let row = line_with(&text, &["orders", "primary", ":5432/orders"]).ok_or(text.clone())?;
+        assert!(
+            row.contains("unreachable") && !row.contains("7/100"),
+            "{row}"
+        );
+        Ok(())
+    }
+
+    /// The full report of `orders` with only a primary, of `facts`, and `error`.
+    fn primary_only(
+        dir: &std::path::Path,
+        facts: serde_json::Value,
+        error: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
         let pg = serde_json::json!({
-            "primary": standby,
-            "primary_error": null,
+            "primary": facts,
+            "primary_error": error,
             "replicas": [],
             "replica_fallbacks": 0
         });
         let report = build(
             None,
-            &pg_sample(dir.path(), pg, healthy())?,
+            &pg_sample(dir, pg, healthy())?,
             Duration::from_secs(1),
         );
-        let text = full(&report, None);
-        assert!(
-            line_with(&text, &["orders", "primary, standby", ":5432/orders"]).is_some(),
-            "{text}"
-        );
-        assert!(!text.contains("fallbacks"), "{text}");
-        Ok(())
+        Ok(full(&report, None))
     }
 
     /// Bug caught: a server shown with its scheme and user (the table too wide for a

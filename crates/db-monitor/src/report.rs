@@ -345,12 +345,15 @@ fn pool_of(s: &DbSnapshot) -> Pool {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::finding::FindingKind;
+    use crate::table::{full, pools, servers};
     use hive_db_core::{DbConfig, DbName, Registry};
 
-    pub(crate) fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
         let db = snapshot.databases[0].clone();
         Sample {
             taken_at_unix_ms: snapshot.taken_at_unix_ms,
@@ -411,7 +414,7 @@ pub(crate) mod tests {
 
     /// A registry with one database, `inventory`, in `dir`; its snapshot with `live` and
     /// `max_size` set as given.
-    pub(crate) fn snapshot_with(
+    fn snapshot_with(
         dir: &std::path::Path,
         live: u32,
         max_size: u32,
@@ -490,7 +493,7 @@ pub(crate) mod tests {
     }
 
     /// A PostgreSQL primary at 15.10 with 7 of 100 connections in use.
-    pub(crate) fn primary_facts() -> serde_json::Value {
+    fn primary_facts() -> serde_json::Value {
         serde_json::json!({
             "version": "15.10 (Debian 15.10-0+deb12u1)",
             "in_recovery": false,
@@ -502,7 +505,7 @@ pub(crate) mod tests {
     }
 
     /// A replica at `port` with `status`, its lag, error and reads.
-    pub(crate) fn replica(
+    fn replica(
         port: u16,
         status: &str,
         lag_ms: Option<u64>,
@@ -529,7 +532,7 @@ pub(crate) mod tests {
     /// `postgres` field of its snapshot, `null` for none), and whose health check said
     /// `health`: a real snapshot of a SQLite pool in `dir`, made a PostgreSQL one as its
     /// JSON would say.
-    pub(crate) fn pg_sample(
+    fn pg_sample(
         dir: &std::path::Path,
         pg: serde_json::Value,
         health: HealthFacts,
@@ -547,7 +550,7 @@ pub(crate) mod tests {
         Ok(sample)
     }
 
-    pub(crate) fn healthy() -> HealthFacts {
+    fn healthy() -> HealthFacts {
         HealthFacts {
             status: HealthStatus::Healthy,
             latency_ms: 1.0,
@@ -710,6 +713,127 @@ pub(crate) mod tests {
         let back: Report = serde_json::from_value(old)?;
         assert_eq!(back.databases[0].backend, None);
         assert_eq!(back.databases[0].postgres, None);
+        Ok(())
+    }
+
+    /// The line of `text` that holds every one of `parts`.
+    fn line_with<'a>(text: &'a str, parts: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// Bug caught: a PostgreSQL database shown without its engine, without its servers
+    /// (primary's version, connections of max_connections, and whether it is a standby; a
+    /// replica's status, lag and reads; the fallbacks), or with a SQLite section of zeros.
+    #[test]
+    fn postgres_engine_and_servers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let pg = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [
+                replica(5433, "lagging", Some(1500), Some("behind"), 9),
+                replica(5434, "down", None, Some("connection refused"), 0)
+            ],
+            "replica_fallbacks": 4
+        });
+        let report = build(
+            None,
+            &pg_sample(dir.path(), pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(
+            line_with(&text, &["orders", "postgres", "degraded", "0/10"]).is_some(),
+            "{text}"
+        );
+        assert!(text.contains("\nPostgreSQL servers\n"), "{text}");
+        let primary = line_with(&text, &["primary", ":5432/orders"]).ok_or(text.clone())?;
+        for want in [" up ", "15.10 ", "7/100"] {
+            assert!(primary.contains(want), "no {want:?} in {primary}");
+        }
+        assert!(
+            !primary.contains("Debian") && !primary.contains("standby"),
+            "{primary}"
+        );
+        let lagging = line_with(&text, &["replica", ":5433/orders"]).ok_or(text.clone())?;
+        for want in ["lagging", "3/100", "1.50s", " 9 "] {
+            assert!(lagging.contains(want), "no {want:?} in {lagging}");
+        }
+        let down = line_with(&text, &["replica", ":5434/orders"]).ok_or(text.clone())?;
+        assert!(down.contains(" down "), "{down}");
+        assert!(!down.contains("15.10") && !down.contains("/100"), "{down}");
+        assert!(text.contains("orders: 4 replica fallbacks"), "{text}");
+        assert!(!text.contains("\nSQLite\n"), "{text}");
+
+        // A primary that turned out a standby says so where its role is, and that it takes
+        // no writes.
+        let mut standby = primary_facts();
+        standby["in_recovery"] = true.into();
+        let refusing = "the server is in recovery or read-only: it cannot take writes";
+        let text = primary_only(dir.path(), standby, refusing)?;
+        let row = line_with(&text, &["orders", "primary, standby", ":5432/orders"])
+            .ok_or(text.clone())?;
+        assert!(row.contains("no writes") && row.contains("7/100"), "{row}");
+        assert!(!text.contains("fallbacks"), "{text}");
+
+        // One the registry cannot reach: its facts from before are no longer so.
+        let text = primary_only(dir.path(), primary_facts(), "connection refused")?;
+        let row = line_with(&text, &["orders", "primary", ":5432/orders"]).ok_or(text.clone())?;
+        assert!(
+            row.contains("unreachable") && !row.contains("7/100"),
+            "{row}"
+        );
+        Ok(())
+    }
+
+    /// The full report of `orders` with only a primary, of `facts`, and `error`.
+    fn primary_only(
+        dir: &std::path::Path,
+        facts: serde_json::Value,
+        error: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let pg = serde_json::json!({
+            "primary": facts,
+            "primary_error": error,
+            "replicas": [],
+            "replica_fallbacks": 0
+        });
+        let report = build(
+            None,
+            &pg_sample(dir, pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        Ok(full(&report, None))
+    }
+
+    /// Bug caught: a SQLite-only report changed beyond the engine column (a servers section
+    /// appearing, the SQLite section lost), or the engine column missing from the narrow
+    /// table or out of its place after the name.
+    #[test]
+    fn sqlite_only_gains_only_the_engine() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let report = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 0, 10)?, 1),
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(!text.contains("PostgreSQL"), "{text}");
+        assert!(text.contains("\nSQLite\n"), "{text}");
+        assert_eq!(servers(&report, None), None);
+        for width in [None, Some(100)] {
+            let pools = pools(&report, width);
+            let head = line_with(&pools, &["db", "status"]).ok_or(pools.clone())?;
+            let words: Vec<&str> = head
+                .split(|c: char| c.is_whitespace() || c == '│')
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(words[..3], ["db", "engine", "status"], "{pools}");
+            assert!(
+                line_with(&pools, &["inventory", "sqlite", "healthy"]).is_some(),
+                "{pools}"
+            );
+        }
         Ok(())
     }
 }

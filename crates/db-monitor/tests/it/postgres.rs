@@ -11,7 +11,7 @@ use crate::server::serve_registry;
 use crate::{TestResult, monitor, run, runtime_dir};
 
 /// A loopback port nothing listens on: bound, then let go.
-fn closed_port() -> std::io::Result<u16> {
+pub(crate) fn closed_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -20,7 +20,7 @@ fn closed_port() -> std::io::Result<u16> {
 /// A registry with `inventory`, a SQLite file in `dir`, and `orders`, a fresh database on
 /// the test's PostgreSQL server with one replica that cannot be reached; returned once the
 /// registry has measured the primary and found the replica down.
-fn mixed_registry(
+pub(crate) fn mixed_registry(
     dir: &std::path::Path,
     replica_port: u16,
 ) -> Result<(Registry, String), Box<dyn std::error::Error>> {

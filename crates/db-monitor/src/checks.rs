@@ -43,10 +43,10 @@ pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Ve
 }
 
 /// A PostgreSQL database's servers as its registry last measured them: a primary it cannot
-/// reach or write to, and each replica not taking reads, make it degraded. Reads still work (they
-/// fall back to the primary; a primary that is really gone fails the health check). The
-/// messages are the registry's own health notes, word for word, so the health finding that
-/// repeats them can leave them out.
+/// reach or write to, and each replica not taking reads, make it degraded. Reads still work
+/// (they fall back to the primary; a primary that is really gone fails the health check).
+/// The messages are the registry's own health notes, word for word, so the health finding
+/// that repeats them can leave them out.
 fn servers(pg: &PgFacts) -> Vec<Finding> {
     let primary = pg
         .primary_error

@@ -1,6 +1,6 @@
 //! A status as people read it and as the exit code gives it (the Nagios plugin convention).
 
-use hive_db_core::HealthStatus;
+use hive_db_core::{HealthStatus, ReplicaStatus};
 
 /// Exit code for "could not run" (Nagios UNKNOWN): bad arguments or config file, an endpoint
 /// that cannot be reached, no database to report on.
@@ -21,6 +21,18 @@ pub(crate) fn word(status: HealthStatus) -> &'static str {
         HealthStatus::Healthy => "healthy",
         HealthStatus::Degraded => "degraded",
         HealthStatus::Unhealthy => "unhealthy",
+    }
+}
+
+/// A replica's status as the registry's health notes word it: `up`, `lagging`, `down`,
+/// `not a standby`.
+pub(crate) fn replica(status: ReplicaStatus) -> &'static str {
+    match status {
+        ReplicaStatus::Up => "up",
+        ReplicaStatus::Lagging => "lagging",
+        ReplicaStatus::NotAReplica => "not a standby",
+        // A status added later reads as not taking reads, the safe side.
+        _ => "down",
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hive_db_core::{DbSnapshot, HealthStatus, PgFacts, ReplicaStatus};
+use hive_db_core::{DbSnapshot, HealthStatus, PgFacts};
 
 use crate::finding::{Finding, FindingKind};
 use crate::rates::Rates;
@@ -49,25 +49,13 @@ pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Ve
 /// that repeats them can leave them out.
 fn servers(pg: &PgFacts) -> Vec<Finding> {
     let primary = pg
-        .primary_error
-        .iter()
-        .map(|error| Finding::new(Degraded, FindingKind::Primary, format!("primary: {error}")));
+        .primary_notes()
+        .into_iter()
+        .map(|note| Finding::new(Degraded, FindingKind::Primary, note));
     let replicas = pg
-        .replicas
-        .iter()
-        .filter(|r| r.status != ReplicaStatus::Up)
-        .map(|r| {
-            let state = status::replica(r.status);
-            Finding::new(
-                Degraded,
-                FindingKind::Replica,
-                format!(
-                    "replica {} {state}: {}",
-                    r.target.display(),
-                    r.error.as_deref().unwrap_or("skipped")
-                ),
-            )
-        });
+        .replica_notes()
+        .into_iter()
+        .map(|note| Finding::new(Degraded, FindingKind::Replica, note));
     primary.chain(replicas).collect()
 }
 

@@ -600,8 +600,9 @@ mod tests {
             "{:?}",
             d.findings
         );
-        assert!(d.findings[1].message.contains(":5433/orders lagging"));
-        assert!(d.findings[2].message.contains(":5434/orders down"));
+        assert!(d.findings[1].message.contains("replica1 ("));
+        assert!(d.findings[1].message.contains(":5433/orders) lagging"));
+        assert!(d.findings[2].message.contains(":5434/orders) down"));
         assert_eq!(report.exit_code(), 1);
         Ok(())
     }
@@ -618,7 +619,7 @@ mod tests {
             "replicas": [replica(5434, "down", None, Some("connection refused"), 0)],
             "replica_fallbacks": 2
         });
-        let note = "replica postgres://app@127.0.0.1:5434/orders down: connection refused";
+        let note = "replica1 (postgres://app@127.0.0.1:5434/orders) down: connection refused";
         let health = |error: &str| HealthFacts {
             status: HealthStatus::Degraded,
             latency_ms: 1.0,

@@ -27,13 +27,7 @@ pub(crate) fn word(status: HealthStatus) -> &'static str {
 /// A replica's status as the registry's health notes word it: `up`, `lagging`, `down`,
 /// `not a standby`.
 pub(crate) fn replica(status: ReplicaStatus) -> &'static str {
-    match status {
-        ReplicaStatus::Up => "up",
-        ReplicaStatus::Lagging => "lagging",
-        ReplicaStatus::NotAReplica => "not a standby",
-        // A status added later reads as not taking reads, the safe side.
-        _ => "down",
-    }
+    status.words()
 }
 
 #[cfg(test)]

@@ -1,0 +1,178 @@
+//! The schema on PostgreSQL: versions under a row lock, concurrent migrators, a newer schema
+//! refused untouched, what someone added kept.
+
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use ecosystemiser_db::{EcoDb, Error, SCHEMA_VERSION};
+use hive_db_core::postgres::{Client, NoTls};
+
+use crate::common::{pg_registry, settings};
+
+fn version(client: &mut Client) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT version FROM ecosystemiser_schema_version WHERE id = 1",
+            &[],
+        )?
+        .try_get(0)?)
+}
+
+fn exists(client: &mut Client, relation: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&relation])?
+        .try_get(0)?)
+}
+
+/// Opens the EcoSystemiser database on `url` through a registry of its own (a stand-in for
+/// another process).
+fn open_at(url: &str, dir: &std::path::Path) -> anyhow::Result<(EcoDb, hive_db_core::Registry)> {
+    let registry = pg_registry(url)?;
+    let db = EcoDb::with_registry(&registry, &settings(dir, "unused.db"))?;
+    Ok((db, registry))
+}
+
+/// Bug caught: a migrator that reads the version without locking its row, so a second
+/// process applies a step the first is applying (or has applied and not yet committed),
+/// and writes its own, older version over the first one's.
+#[test]
+fn a_migrator_waits_for_the_one_holding_the_version_row() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let mut holder = Client::connect(&url, NoTls)?;
+    holder.batch_execute(
+        "CREATE TABLE ecosystemiser_schema_version (
+             id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+         INSERT INTO ecosystemiser_schema_version VALUES (1, 0)",
+    )?;
+    // A migrator in the middle of its work: the row locked, nothing recorded yet.
+    let mut tx = holder.transaction()?;
+    tx.query_one(
+        "SELECT version FROM ecosystemiser_schema_version WHERE id = 1 FOR UPDATE",
+        &[],
+    )?;
+    let (done_tx, done) = mpsc::channel();
+    let url2 = url.clone();
+    let path = dir.path().to_path_buf();
+    let other = std::thread::spawn(move || {
+        let opened = open_at(&url2, &path).map(|(db, registry)| (db.engine(), registry));
+        let _ = done_tx.send(());
+        opened
+    });
+    assert!(
+        done.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the second migrator did not wait for the row lock"
+    );
+    // It ends having done every step: the waiting migrator must find them done.
+    tx.execute(
+        "UPDATE ecosystemiser_schema_version SET version = $1 WHERE id = 1",
+        &[&(SCHEMA_VERSION as i64)],
+    )?;
+    tx.commit()?;
+    done.recv_timeout(Duration::from_secs(30))?;
+    other
+        .join()
+        .map_err(|_| anyhow::anyhow!("migrator panicked"))??;
+    // It found every step done: it applied none of them.
+    assert!(!exists(&mut holder, "simulations")?);
+    assert_eq!(version(&mut holder)?, SCHEMA_VERSION as i64);
+    Ok(())
+}
+
+/// Bug caught: two processes creating the schema at once failing on PostgreSQL's
+/// `CREATE TABLE IF NOT EXISTS` race, or ending at different versions.
+#[test]
+fn two_registries_migrate_one_database_at_once() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let dir = tempfile::tempdir()?;
+                barrier.wait();
+                let (db, _registry) = open_at(&url, dir.path())?;
+                let status = db.integration_status();
+                assert_eq!(status.probe, Ok(SCHEMA_VERSION as i64));
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    }
+    let mut client = Client::connect(&url, NoTls)?;
+    assert_eq!(version(&mut client)?, SCHEMA_VERSION as i64);
+    Ok(())
+}
+
+/// Bug caught: a database migrated by newer code written to (its version lowered, steps run
+/// again) instead of refused.
+#[test]
+fn a_newer_schema_is_refused_untouched() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    client.batch_execute(
+        "UPDATE ecosystemiser_schema_version SET version = 99;
+         DROP INDEX idx_events_type_seq",
+    )?;
+    let registry = pg_registry(&url)?;
+    let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
+    assert!(
+        matches!(err, Some(Error::SchemaTooNew { found: 99, .. })),
+        "{err:?}"
+    );
+    assert_eq!(version(&mut client)?, 99);
+    assert!(!exists(&mut client, "idx_events_type_seq")?);
+    Ok(())
+}
+
+/// Bug caught: a migration step that drops or rewrites what someone added: an extra column,
+/// index or view, or a column of the name a step adds, of another type.
+#[test]
+fn what_someone_added_stays() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    // Back to version 3, with someone's own error_message (an integer) on studies.
+    client.batch_execute(
+        "ALTER TABLE simulations ADD COLUMN owner TEXT DEFAULT 'ops';
+         CREATE INDEX ops_sim_owner ON simulations (owner);
+         CREATE VIEW ops_running AS SELECT simulation_id FROM simulations WHERE status = 'running';
+         ALTER TABLE studies DROP COLUMN error_message;
+         ALTER TABLE studies ADD COLUMN error_message INTEGER;
+         UPDATE ecosystemiser_schema_version SET version = 3",
+    )?;
+    drop(open_at(&url, dir.path())?);
+    assert_eq!(version(&mut client)?, SCHEMA_VERSION as i64);
+    for relation in ["ops_sim_owner", "ops_running"] {
+        assert!(exists(&mut client, relation)?, "{relation} dropped");
+    }
+    let types: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name::text, data_type::text FROM information_schema.columns
+             WHERE (table_name = 'simulations' AND column_name = 'owner')
+                OR (table_name = 'studies' AND column_name = 'error_message')
+             ORDER BY table_name",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, hive_db_core::postgres::Error>>()?;
+    assert_eq!(
+        types,
+        [
+            ("simulations".to_owned(), "text".to_owned()),
+            ("studies".to_owned(), "integer".to_owned())
+        ]
+    );
+    Ok(())
+}

@@ -81,6 +81,8 @@ pub use backend::{
 pub use components::{ComponentLibrary, ComponentSpec, ComponentType, SpecSummary, VersionEntry};
 pub use error::{Error, Result};
 pub use events::{Event, EventStore, HistoryOf, Pattern, SubscriptionId};
+#[cfg(feature = "postgres")]
+pub use events::{EventListener, LISTENER_APPLICATION_NAME};
 #[expect(deprecated, reason = "the legacy API is re-exported for its callers")]
 pub use legacy::{
     ConnectionPool, ecosystemiser_transaction_at, get_connection_pool, get_db_connection,

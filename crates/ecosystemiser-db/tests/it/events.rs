@@ -196,3 +196,111 @@ fn subscribers_are_told_after_commit_by_pattern(kind: Kind) -> anyhow::Result<()
     Ok(())
 }
 }
+
+/// Receives what a listener delivers, for the tests below.
+fn collector(
+    listener: &ecosystemiser_db::EventListener,
+) -> anyhow::Result<std::sync::mpsc::Receiver<Event>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    listener.subscribe("*", move |e| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(e.clone());
+        }
+    })?;
+    Ok(rx)
+}
+
+/// The payloads of the next `n` events from `rx`, waiting at most 30 s in all.
+fn take(rx: &std::sync::mpsc::Receiver<Event>, n: usize) -> anyhow::Result<Vec<Value>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    (0..n)
+        .map(|_| {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            Ok(rx.recv_timeout(left)?.payload)
+        })
+        .collect()
+}
+
+/// Bug caught: subscribers of another process (a second registry) never told of an event,
+/// told twice, or out of store order; a listener that misses what was stored before its
+/// first notification.
+#[test]
+fn a_listener_hears_another_registrys_events_in_order() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let publisher_registry = crate::common::pg_registry(&url)?;
+    let publisher = EventStore::new(&ecosystemiser_db::EcoDb::with_registry(
+        &publisher_registry,
+        &crate::common::settings(dir.path(), "unused.db"),
+    )?);
+    publisher.publish(&Event::new("before", "a", json!("before")))?;
+    let listener_registry = crate::common::pg_registry(&url)?;
+    let listening = EventStore::new(&ecosystemiser_db::EcoDb::with_registry(
+        &listener_registry,
+        &crate::common::settings(dir.path(), "unused.db"),
+    )?);
+    let listener = listening.listen(&url)?;
+    let rx = collector(&listener)?;
+    for i in 0..20 {
+        publisher.publish(&Event::new("simulation.step", "a", json!(i)))?;
+    }
+    let expected: Vec<_> = (0..20).map(|i| json!(i)).collect();
+    assert_eq!(take(&rx, 20)?, expected);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(rx.try_recv().is_err(), "an event delivered twice");
+    Ok(())
+}
+
+/// Bug caught: a listener whose connection is killed staying deaf, or coming back without
+/// catching up, so the events published while it was away are missed silently.
+#[test]
+fn a_listener_catches_up_after_its_connection_is_killed() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = {
+        let registry = crate::common::pg_registry(&url)?;
+        let db = ecosystemiser_db::EcoDb::with_registry(
+            &registry,
+            &crate::common::settings(dir.path(), "unused.db"),
+        )?;
+        (db, registry)
+    };
+    let store = EventStore::new(&db);
+    let listener = store.listen(&url)?;
+    let rx = collector(&listener)?;
+    for i in 0..5 {
+        store.publish(&Event::new("x", "a", json!(i)))?;
+    }
+    assert_eq!(take(&rx, 5)?.len(), 5);
+    let killed: i64 = db.postgres()?.read_primary(|c| {
+        c.query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&ecosystemiser_db::LISTENER_APPLICATION_NAME],
+        )?
+        .try_get(0)
+    })?;
+    assert_eq!(killed, 1);
+    // Published while the listener is down or reconnecting.
+    for i in 5..10 {
+        store.publish(&Event::new("x", "a", json!(i)))?;
+    }
+    let expected: Vec<_> = (5..10).map(|i| json!(i)).collect();
+    assert_eq!(take(&rx, 5)?, expected);
+    assert!(listener.reconnects() >= 1);
+    Ok(())
+}
+
+/// Bug caught: a listener started on SQLite, which has no other processes' notifications to
+/// hear, instead of a typed error.
+#[test]
+fn listening_needs_postgres() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(Kind::Direct, dir.path(), "eco.db")?;
+    let err = EventStore::new(&db).listen("postgres://localhost/x").err();
+    assert!(matches!(err, Some(Error::WrongEngine { .. })), "{err:?}");
+    Ok(())
+}

@@ -94,3 +94,6 @@ pub use runs::{
     OptimizationProgress, RunStatus, Runs, Simulation, StatusUpdate, StudyProgress,
 };
 pub use schema::SCHEMA_VERSION;
+/// For tools that move or check whole databases (not part of the stable API).
+#[doc(hidden)]
+pub use schema::TABLES;

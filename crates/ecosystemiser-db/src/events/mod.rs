@@ -168,7 +168,8 @@ impl EventStore {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for an empty event id or type; [`Error::Json`] for a payload
+    /// [`Error::InvalidInput`] for an empty event id or type, or a NUL character in any of
+    /// its text fields (on both engines: PostgreSQL text cannot hold it); [`Error::Json`] for a payload
     /// that cannot be encoded; [`Error::Sqlite`] (a duplicate event id among them) or the
     /// backend's errors; nothing is stored then and nobody told.
     pub fn publish(&self, event: &Event) -> Result<String> {
@@ -181,6 +182,26 @@ impl EventStore {
                     what,
                     value: String::new(),
                     reason: "empty",
+                });
+            }
+        }
+        // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
+        // the other stores too (payload and metadata are JSON, which escapes it).
+        for (what, value) in [
+            ("event id", Some(&event.event_id)),
+            ("event type", Some(&event.event_type)),
+            ("event source", Some(&event.source)),
+            ("event timestamp", Some(&event.timestamp)),
+            ("event correlation id", event.correlation_id.as_ref()),
+            ("event simulation id", event.simulation_id.as_ref()),
+            ("event analysis id", event.analysis_id.as_ref()),
+            ("event optimization id", event.optimization_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(Error::InvalidInput {
+                    what,
+                    value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
+                    reason: "holds a NUL character, which PostgreSQL text cannot store",
                 });
             }
         }

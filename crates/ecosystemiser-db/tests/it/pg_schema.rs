@@ -1,5 +1,5 @@
 //! The schema on PostgreSQL: versions under a row lock, concurrent migrators, a newer schema
-//! refused untouched, what someone added kept.
+//! refused untouched, what someone added kept; and the table list both engines share.
 
 use std::sync::{Arc, Barrier, mpsc};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use ecosystemiser_db::{EcoDb, Error, SCHEMA_VERSION};
 use hive_db_core::postgres::{Client, NoTls};
 
-use crate::common::{pg_registry, settings};
+use crate::common::{Kind, contract_test, open, pg_registry, settings};
 
 fn version(client: &mut Client) -> anyhow::Result<i64> {
     Ok(client
@@ -175,4 +175,67 @@ fn what_someone_added_stays() -> anyhow::Result<()> {
         ]
     );
     Ok(())
+}
+
+contract_test! {
+/// Bug caught: a table added to the schema but not to `TABLES` (so a tool that copies or
+/// empties the database by the list would leave it out), or listed after a table that
+/// references it.
+fn the_table_list_is_every_table_parents_first(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let (mut tables, references): (Vec<String>, Vec<(String, String)>) = match kind {
+        Kind::Postgres => db.postgres()?.read_primary(|c| {
+            let tables = c
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+                       AND table_name NOT IN ('ecosystemiser_schema_version',
+                                              'ecosystemiser_event_order')",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let references = c
+                .query(
+                    "SELECT conrelid::regclass::text, confrelid::regclass::text
+                     FROM pg_constraint WHERE contype = 'f'",
+                    &[],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, hive_db_core::postgres::Error>>()?;
+            Ok((tables, references))
+        })?,
+        _ => db.read(|c| {
+            let tables: Vec<String> = c
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table'
+                     AND name NOT LIKE 'sqlite_%'",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut references = Vec::new();
+            for t in &tables {
+                let mut stmt = c.prepare("SELECT \"table\" FROM pragma_foreign_key_list(?1)")?;
+                for parent in stmt.query_map([t], |r| r.get::<_, String>(0))? {
+                    references.push((t.clone(), parent?));
+                }
+            }
+            Ok((tables, references))
+        })?,
+    };
+    let listed = ecosystemiser_db::TABLES;
+    let mut sorted: Vec<String> = listed.iter().map(|t| (*t).to_owned()).collect();
+    sorted.sort();
+    tables.sort();
+    assert_eq!(tables, sorted, "{kind:?}");
+    assert!(!references.is_empty(), "{kind:?}: no references found");
+    let at = |t: &str| listed.iter().position(|l| *l == t);
+    for (child, parent) in &references {
+        assert!(at(parent) < at(child), "{kind:?}: {parent} must come before {child}");
+    }
+    Ok(())
+}
 }

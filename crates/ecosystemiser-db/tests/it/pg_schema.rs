@@ -239,3 +239,40 @@ fn the_table_list_is_every_table_parents_first(kind: Kind) -> anyhow::Result<()>
     Ok(())
 }
 }
+
+/// Bug caught: `EcoDb::with_postgres` not finding its own entry (opening the SQLite file of
+/// the settings instead), a status that reports SQLite, a password in the target shown, or
+/// SQLite-only calls running on PostgreSQL instead of failing with a typed error.
+#[test]
+fn opening_on_a_url_says_which_engine_and_refuses_sqlite_calls() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let registry = hive_db_core::Registry::new();
+    let db = EcoDb::with_postgres(&registry, &url, crate::common::pg_config())?;
+    assert_eq!(db.engine(), hive_db_core::Backend::Postgres);
+    let status = db.integration_status();
+    assert_eq!(status.engine, hive_db_core::Backend::Postgres);
+    assert_eq!(status.probe, Ok(SCHEMA_VERSION as i64));
+    assert!(status.shared_pool_in_use());
+    assert!(db.path().to_string_lossy().starts_with("postgres://"));
+    let sqlite_call = db.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)));
+    assert!(
+        matches!(
+            sqlite_call,
+            Err(Error::Core(hive_db_core::Error::WrongBackend { .. }))
+        ),
+        "{sqlite_call:?}"
+    );
+    // Opening again through the registry finds the same database.
+    let again = EcoDb::with_registry(
+        &registry,
+        &settings(std::path::Path::new("/nonexistent"), "x.db"),
+    )?;
+    assert_eq!(again.engine(), hive_db_core::Backend::Postgres);
+
+    let dir = tempfile::tempdir()?;
+    let (sqlite, _r) = open(Kind::Direct, dir.path(), "eco.db")?;
+    assert_eq!(sqlite.engine(), hive_db_core::Backend::Sqlite);
+    assert!(matches!(sqlite.postgres(), Err(Error::WrongEngine { .. })));
+    Ok(())
+}

@@ -255,6 +255,10 @@ fn opening_on_a_url_says_which_engine_and_refuses_sqlite_calls() -> anyhow::Resu
     assert_eq!(status.probe, Ok(SCHEMA_VERSION as i64));
     assert!(status.shared_pool_in_use());
     assert!(db.path().to_string_lossy().starts_with("postgres://"));
+    assert!(matches!(
+        db.stats()?,
+        ecosystemiser_db::BackendStats::SharedPool(_)
+    ));
     let sqlite_call = db.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)));
     assert!(
         matches!(

@@ -273,7 +273,7 @@ impl EcoDb {
             .clone()
             .ok_or_else(|| crate::error::Error::WrongEngine {
                 db: ECO_NAME.clone(),
-                call: "postgres",
+                call: "EcoDb::postgres",
                 needs: hive_db_core::Backend::Postgres,
                 actual: hive_db_core::Backend::Sqlite,
             })

@@ -280,3 +280,76 @@ fn opening_on_a_url_says_which_engine_and_refuses_sqlite_calls() -> anyhow::Resu
     assert!(matches!(sqlite.postgres(), Err(Error::WrongEngine { .. })));
     Ok(())
 }
+
+/// Bug caught: a failed migration step left half applied (its first statements kept), its
+/// version recorded anyway, or reported without the version it was for.
+#[test]
+fn a_failed_step_is_rolled_back_and_names_its_version() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    // Back to version 3, with `studies` turned into a view: step 4 adds a column to
+    // optimization_runs, then cannot add one to the view.
+    client.batch_execute(
+        "ALTER TABLE optimization_runs DROP COLUMN error_message;
+         ALTER TABLE studies RENAME TO studies_kept;
+         CREATE VIEW studies AS SELECT * FROM studies_kept;
+         UPDATE ecosystemiser_schema_version SET version = 3",
+    )?;
+    let registry = pg_registry(&url)?;
+    let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
+    assert!(
+        matches!(err, Some(Error::MigrationStep { version: 4, .. })),
+        "{err:?}"
+    );
+    assert_eq!(version(&mut client)?, 3);
+    let added: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'optimization_runs' AND column_name = 'error_message'",
+            &[],
+        )?
+        .try_get(0)?;
+    assert_eq!(added, 0, "the step's first statement was kept");
+    Ok(())
+}
+
+/// Bug caught: a dropped listener whose thread and connection live on (a leak per listener),
+/// or a drop that hangs.
+#[test]
+fn a_dropped_listener_stops_and_closes_its_connection() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open_at(&url, dir.path())?;
+    let listeners = |db: &EcoDb| -> anyhow::Result<i64> {
+        Ok(db.postgres()?.read_primary(|c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&ecosystemiser_db::LISTENER_APPLICATION_NAME],
+            )?
+            .try_get(0)
+        })?)
+    };
+    let listener = ecosystemiser_db::EventStore::new(&db).listen(&url)?;
+    assert_eq!(listeners(&db)?, 1);
+    let started = std::time::Instant::now();
+    drop(listener);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listeners(&db)? != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener's connection stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}

@@ -353,3 +353,78 @@ fn a_dropped_listener_stops_and_closes_its_connection() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The variable that hands the child below its database's URL.
+const CHILD_URL: &str = "ECO_TEST_PG_URL";
+
+/// Bug caught: the process database (`ecosystemiser_db()`) ignoring a PostgreSQL
+/// `ecosystemiser` in the installed registry (opening a SQLite file instead), or the legacy
+/// shims handing out something other than a typed error there.
+#[test]
+fn the_process_database_uses_an_installed_postgres_registry() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("eco.db");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "pg_schema::process_database_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, &url)
+        .env("ECOSYSTEMISER_DB_PATH", &file)
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+    assert!(!file.exists(), "a SQLite file was made");
+    let mut client = Client::connect(&url, NoTls)?;
+    let published: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ecosystemiser_events WHERE event_type = 'child.ran'",
+            &[],
+        )?
+        .try_get(0)?;
+    assert_eq!(published, 1);
+    Ok(())
+}
+
+/// Run by the test above in a child process, with the environment set.
+#[test]
+#[ignore = "run in a child process by the_process_database_uses_an_installed_postgres_registry"]
+#[expect(deprecated, reason = "the legacy shims' refusal on PostgreSQL")]
+fn process_database_child() -> anyhow::Result<()> {
+    let url = std::env::var(CHILD_URL)?;
+    hive_db_core::global::install(pg_registry(&url)?)?;
+    let db = ecosystemiser_db::ecosystemiser_db()?;
+    assert_eq!(db.engine(), hive_db_core::Backend::Postgres);
+    let status = ecosystemiser_db::integration_status()?;
+    assert_eq!(
+        (status.reason, status.engine, status.probe),
+        (
+            ecosystemiser_db::BackendReason::GlobalRegistryInstalled,
+            hive_db_core::Backend::Postgres,
+            Ok(SCHEMA_VERSION as i64)
+        )
+    );
+    ecosystemiser_db::EventStore::new(db).publish(&ecosystemiser_db::Event::new(
+        "child.ran",
+        "test",
+        serde_json::json!({}),
+    ))?;
+    let legacy = ecosystemiser_db::get_db_connection(None);
+    assert!(
+        matches!(
+            legacy,
+            Err(Error::Core(hive_db_core::Error::WrongBackend { .. }))
+        ),
+        "{legacy:?}"
+    );
+    Ok(())
+}

@@ -1,9 +1,14 @@
 //! The event store: events published in one transaction each, in-process subscribers told
-//! after the commit, and histories read back newest first. Its SQL is all here;
-//! the event itself and subscription patterns have files of their own.
+//! after the commit, and histories read back newest first. Its SQLite SQL is here, its
+//! PostgreSQL SQL beside it in `pg.rs`; the event itself and subscription patterns have
+//! files of their own.
 
 mod event;
+#[cfg(feature = "postgres")]
+mod listener;
 mod pattern;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +21,9 @@ use crate::backend::EcoDb;
 use crate::error::{Error, Result};
 use crate::json;
 
-pub use event::Event;
+pub use event::{Event, HistoryOf};
+#[cfg(feature = "postgres")]
+pub use listener::{EventListener, LISTENER_APPLICATION_NAME};
 pub use pattern::Pattern;
 
 /// A subscription's id, for [`EventStore::unsubscribe`].
@@ -48,6 +55,52 @@ impl Subscribers {
     fn write(&self) -> RwLockWriteGuard<'_, Vec<Subscriber>> {
         self.list.write().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Adds a subscriber of `pattern`.
+    fn add(
+        &self,
+        pattern: &str,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Result<SubscriptionId> {
+        let pattern = Pattern::parse(pattern)?;
+        let id = SubscriptionId(self.next.fetch_add(1, Ordering::Relaxed));
+        self.write().push(Subscriber {
+            id,
+            pattern,
+            callback: Arc::new(callback),
+        });
+        Ok(id)
+    }
+
+    /// Removes a subscriber; false if it was not there.
+    fn remove(&self, id: SubscriptionId) -> bool {
+        let mut list = self.write();
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        list.len() != before
+    }
+
+    /// Tells the subscribers whose pattern matches, in the order they subscribed. A
+    /// subscriber that panics is logged and skipped.
+    fn deliver(&self, event: &Event) {
+        let callbacks: Vec<Callback> = self
+            .read()
+            .iter()
+            .filter(|s| s.pattern.matches(&event.event_type))
+            .map(|s| Arc::clone(&s.callback))
+            .collect();
+        // Called without the lock, so a callback may subscribe or publish.
+        for callback in callbacks {
+            if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
+                tracing::error!(event_type = %event.event_type, event_id = %event.event_id,
+                    "an event subscriber panicked");
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
+    }
 }
 
 /// The event store of one [`EcoDb`]. Cloning is cheap; clones share the subscribers.
@@ -59,27 +112,12 @@ pub struct EventStore {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.subscribers.list.read().map_or(0, |l| l.len());
+        let n = self.subscribers.len();
         f.debug_struct("EventStore")
             .field("db", self.db.name())
             .field("subscribers", &n)
             .finish()
     }
-}
-
-/// Where the history of [`EventStore::history`] comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryOf<'a> {
-    /// Events of one simulation.
-    Simulation(&'a str),
-    /// Events of one analysis run.
-    Analysis(&'a str),
-    /// Events of one optimization run.
-    Optimization(&'a str),
-    /// Events of one type.
-    Type(&'a str),
-    /// Events with one correlation id.
-    Correlation(&'a str),
 }
 
 /// The query for events matching `$filter` (on `?1`), newest first, at most `?2`: one
@@ -130,7 +168,8 @@ impl EventStore {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for an empty event id or type; [`Error::Json`] for a payload
+    /// [`Error::InvalidInput`] for an empty event id or type, or a NUL character in any of
+    /// its text fields (on both engines: PostgreSQL text cannot hold it); [`Error::Json`] for a payload
     /// that cannot be encoded; [`Error::Sqlite`] (a duplicate event id among them) or the
     /// backend's errors; nothing is stored then and nobody told.
     pub fn publish(&self, event: &Event) -> Result<String> {
@@ -146,9 +185,35 @@ impl EventStore {
                 });
             }
         }
+        // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
+        // the other stores too (payload and metadata are JSON, which escapes it).
+        for (what, value) in [
+            ("event id", Some(&event.event_id)),
+            ("event type", Some(&event.event_type)),
+            ("event source", Some(&event.source)),
+            ("event timestamp", Some(&event.timestamp)),
+            ("event correlation id", event.correlation_id.as_ref()),
+            ("event simulation id", event.simulation_id.as_ref()),
+            ("event analysis id", event.analysis_id.as_ref()),
+            ("event optimization id", event.optimization_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(Error::InvalidInput {
+                    what,
+                    value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
+                    reason: "holds a NUL character, which PostgreSQL text cannot store",
+                });
+            }
+        }
         let db = self.db.name();
         let payload = json::encode(db, "event payload", &event.payload)?;
         let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            pg::publish(pg, event, &payload, metadata.as_deref())?;
+            self.notify(event);
+            return Ok(event.event_id.clone());
+        }
         self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO ecosystemiser_events
@@ -177,20 +242,7 @@ impl EventStore {
     }
 
     fn notify(&self, event: &Event) {
-        let callbacks: Vec<Callback> = self
-            .subscribers
-            .read()
-            .iter()
-            .filter(|s| s.pattern.matches(&event.event_type))
-            .map(|s| Arc::clone(&s.callback))
-            .collect();
-        // Called without the lock, so a callback may subscribe or publish.
-        for callback in callbacks {
-            if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
-                tracing::error!(event_type = %event.event_type, event_id = %event.event_id,
-                    "an event subscriber panicked");
-            }
-        }
+        self.subscribers.deliver(event);
     }
 
     /// Calls `callback` after each later publish through this store (or a clone) of an event
@@ -204,23 +256,12 @@ impl EventStore {
         pattern: &str,
         callback: impl Fn(&Event) + Send + Sync + 'static,
     ) -> Result<SubscriptionId> {
-        let pattern = Pattern::parse(pattern)?;
-        let id = SubscriptionId(self.subscribers.next.fetch_add(1, Ordering::Relaxed));
-        let mut list = self.subscribers.write();
-        list.push(Subscriber {
-            id,
-            pattern,
-            callback: Arc::new(callback),
-        });
-        Ok(id)
+        self.subscribers.add(pattern, callback)
     }
 
     /// Removes a subscription; false if it was not there.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let mut list = self.subscribers.write();
-        let before = list.len();
-        list.retain(|s| s.id != id);
-        list.len() != before
+        self.subscribers.remove(id)
     }
 
     /// Up to `limit` events of `of`, newest (last stored) first.
@@ -229,6 +270,10 @@ impl EventStore {
     ///
     /// The backend's errors; [`Error::Json`] for a stored value that is not JSON.
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            return pg::history(pg, of, limit);
+        }
         let (sql, key) = of.query();
         self.db
             .read_with(|conn| query_events(self.db.name(), conn, sql, key, limit))
@@ -267,6 +312,10 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            return pg::get(pg, event_id);
+        }
         let mut found = self
             .db
             .read_with(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;

@@ -1,7 +1,7 @@
 //! A lock-free log-linear histogram of durations, cheap enough to record every checkout.
 
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::sync::lock;
@@ -136,9 +136,11 @@ impl Histogram {
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let shard = shard();
-        let Some(run) = self.shards.get(shard).map(|cells| {
-            cells.get_or_init(|| (0..STRIDE).map(|_| AtomicU64::new(0)).collect())
-        }) else {
+        let Some(run) = self
+            .shards
+            .get(shard)
+            .map(|cells| cells.get_or_init(|| (0..STRIDE).map(|_| AtomicU64::new(0)).collect()))
+        else {
             return;
         };
         if let Some(cell) = run.get(1 + bucket_of(ns)) {

@@ -334,7 +334,7 @@ fn a_dropped_listener_stops_and_closes_its_connection() -> anyhow::Result<()> {
             .try_get(0)
         })?)
     };
-    let listener = ecosystemiser_db::EventStore::new(&db).listen(&url)?;
+    let listener = ecosystemiser_db::EventStore::new(&db).listen()?;
     assert_eq!(listeners(&db)?, 1);
     let started = std::time::Instant::now();
     drop(listener);

@@ -192,9 +192,15 @@ impl Registry {
     ///
     /// [`Error::InvalidConfig`]; [`Error::InvalidUrl`] naming the database (never quoting the
     /// string); [`Error::NameConflict`] when the name is registered for a SQLite file or
-    /// another URL; [`Error::Timeout`], with the last connect error (a refused connection, a
-    /// failed login), when `min_idle` connections cannot be opened in time. On error nothing
-    /// is registered.
+    /// other URLs; [`Error::Refused`] when a server refuses for good (a login, a missing
+    /// database, a server that lets this connection in only over TLS) or is not what it is
+    /// registered as (a primary that cannot take writes, a replica that is not a standby:
+    /// each server is measured once before this returns); [`Error::Timeout`], with the last
+    /// connect error (a refused connection, too many connections), when `min_idle`
+    /// connections cannot be opened in time. On error nothing is registered.
+    ///
+    /// Read replicas, failover and what each promises: `PgConfig::replicas` and
+    /// docs/SCALING.md.
     #[cfg(feature = "postgres")]
     pub fn register_postgres(&self, name: &DbName, url: &str, config: PgConfig) -> Result<()> {
         let requested = PgDatabase::shown_of(name, url, &config)?;

@@ -43,6 +43,8 @@ pub enum Error {
         source: Option<rusqlite::Error>,
     },
     /// The database was written by a newer version of this code; nothing was written to it.
+    /// On PostgreSQL, `path` is the server's target (`postgres://user@host:port/db`) and
+    /// `found` the version in its `ecosystemiser_schema_version` table.
     #[error(
         "database {db}: {path} has schema version {found}, newer than the {known} this code \
          knows; nothing was written to it"
@@ -67,6 +69,48 @@ pub enum Error {
         /// The migration error.
         #[source]
         source: Box<rusqlite_migration::Error>,
+    },
+    /// PostgreSQL reported an error during a repository operation or a migration step. The
+    /// server's SQLSTATE is in `code` when it sent one.
+    #[cfg(feature = "postgres")]
+    #[error("database {db}: {op} failed (sqlstate {})", code.as_deref().unwrap_or("none"))]
+    Postgres {
+        /// The database.
+        db: DbName,
+        /// What was being done.
+        op: &'static str,
+        /// The SQLSTATE, as `23505`.
+        code: Option<String>,
+        /// The client's error.
+        #[source]
+        source: hive_db_core::postgres::Error,
+    },
+    /// A PostgreSQL migration step failed; its transaction was rolled back, so the database
+    /// is at the version before it.
+    #[error("database {db}: migrating {} to schema version {version} failed", target.display())]
+    MigrationStep {
+        /// The database.
+        db: DbName,
+        /// The server, as `postgres://user@host:port/db` (never a password).
+        target: PathBuf,
+        /// The version the step would have reached.
+        version: usize,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A call that exists for one engine only, made on a database of the other: the
+    /// fallback to direct connections and rusqlite connections are SQLite's.
+    #[error("database {db}: {call} needs {needs}, and this database is on {actual}")]
+    WrongEngine {
+        /// The database.
+        db: DbName,
+        /// The call made.
+        call: &'static str,
+        /// The engine the call needs.
+        needs: hive_db_core::Backend,
+        /// The engine the database is on.
+        actual: hive_db_core::Backend,
     },
     /// The connection pool of the legacy API was closed with `close_all`.
     #[error("database {db}: the legacy connection pool was closed")]
@@ -189,6 +233,31 @@ impl Error {
             op,
             source,
         }
+    }
+
+    /// Wraps a PostgreSQL error of a repository operation on `db`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn pg(db: &DbName, op: &'static str, source: hive_db_core::postgres::Error) -> Self {
+        Self::Postgres {
+            db: db.clone(),
+            op,
+            code: source.code().map(|c| c.code().to_owned()),
+            source,
+        }
+    }
+
+    /// True when the error is a unique constraint refusing a row (a duplicate id), on either
+    /// engine: SQLite's `SQLITE_CONSTRAINT_UNIQUE` / `_PRIMARYKEY`, PostgreSQL's `23505`.
+    pub fn is_unique_violation(&self) -> bool {
+        // SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE.
+        if matches!(self.sqlite_code(), Some(1555 | 2067)) {
+            return true;
+        }
+        #[cfg(feature = "postgres")]
+        if let Self::Postgres { code: Some(c), .. } = self {
+            return c == "23505";
+        }
+        false
     }
 
     /// SQLite's extended result code, when the error came from SQLite.

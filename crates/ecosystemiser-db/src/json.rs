@@ -1,4 +1,4 @@
-//! JSON values in SQLite columns: encoded as text; read back from text, or from a number
+//! JSON values in SQLite and PostgreSQL columns: encoded as text; read back from text, or (SQLite) from a number
 //! that a `JSON`-typed column of the original schema (NUMERIC affinity) turned it into.
 
 use hive_db_core::DbName;
@@ -38,4 +38,17 @@ pub(crate) fn column(db: &DbName, what: &str, row: &Row<'_>, idx: usize) -> Resu
         ValueRef::Real(f) => Ok(Some(Value::from(f))),
         ValueRef::Text(t) | ValueRef::Blob(t) => serde_json::from_slice(t).map(Some).map_err(bad),
     }
+}
+
+/// The JSON in a text column read from PostgreSQL; `None` for NULL.
+#[cfg(feature = "postgres")]
+pub(crate) fn parse(db: &DbName, what: &str, text: Option<&str>) -> Result<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(t).map_err(|source| Error::Json {
+            db: db.clone(),
+            what: what.to_owned(),
+            source,
+        })
+    })
+    .transpose()
 }

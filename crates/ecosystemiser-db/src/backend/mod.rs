@@ -85,7 +85,12 @@ impl BackendReason {
 
 #[derive(Debug)]
 struct Inner {
+    /// The file (canonical), or on PostgreSQL the server's target
+    /// (`postgres://user@host:port/db`, never a password).
     path: PathBuf,
+    /// The PostgreSQL database, when `ecosystemiser` is registered as one; `None` on SQLite.
+    #[cfg(feature = "postgres")]
+    pg: Option<hive_db_core::PgHandle>,
     /// The shared registry, or the fallback's private one (which this owns: dropping the last
     /// clone of the database closes its pool).
     registry: Registry,
@@ -152,7 +157,51 @@ impl EcoDb {
         }
     }
 
+    /// The database on a PostgreSQL server: registers `ecosystemiser` in `registry` for
+    /// `url` (registering the same URL again does nothing), then migrates it. The same
+    /// [`EcoDb`] as [`EcoDb::with_registry`] finds when the name is registered that way.
+    ///
+    /// # Errors
+    ///
+    /// The registry's errors ([`Error::Core`](crate::Error::Core): a bad URL, a server that
+    /// refuses, a name registered for something else); those of the migration
+    /// ([`Error::SchemaTooNew`](crate::Error::SchemaTooNew),
+    /// [`Error::MigrationStep`](crate::Error::MigrationStep)).
+    #[cfg(feature = "postgres")]
+    pub fn with_postgres(
+        registry: &Registry,
+        url: &str,
+        config: hive_db_core::PgConfig,
+    ) -> Result<Self> {
+        registry.register_postgres(&ECO_NAME, url, config)?;
+        Self::pooled_postgres(registry, BackendReason::GivenRegistry)
+    }
+
+    /// The database on the PostgreSQL entry `ecosystemiser` of `registry`, migrated.
+    #[cfg(feature = "postgres")]
+    fn pooled_postgres(registry: &Registry, reason: BackendReason) -> Result<Self> {
+        let handle = registry.postgres(&ECO_NAME)?;
+        let path = handle.target().to_path_buf();
+        schema::pg::migrate(&handle)?;
+        tracing::info!(db = %ECO_NAME.as_str(), target = %path.display(),
+            reason = reason.describe(), "EcoSystemiser uses the shared registry's PostgreSQL pool");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                pg: Some(handle),
+                registry: registry.clone(),
+                reason,
+            }),
+        })
+    }
+
     fn pooled(registry: &Registry, settings: &Settings, reason: BackendReason) -> Result<Self> {
+        // The engine is the registry's choice: a PostgreSQL entry under the name is used as
+        // it is; otherwise the SQLite file of `settings`.
+        #[cfg(feature = "postgres")]
+        if registry.postgres(&ECO_NAME).is_ok() {
+            return Self::pooled_postgres(registry, reason);
+        }
         let db = Self::open(registry.clone(), settings, settings.db_config(), reason)?;
         tracing::info!(db = %ECO_NAME.as_str(), path = %db.path().display(),
             reason = reason.describe(), "EcoSystemiser uses the shared registry's pool");
@@ -185,10 +234,47 @@ impl EcoDb {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
+                #[cfg(feature = "postgres")]
+                pg: None,
                 registry,
                 reason,
             }),
         })
+    }
+
+    /// The PostgreSQL database, when this one is on PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn pg(&self) -> Option<&hive_db_core::PgHandle> {
+        self.inner.pg.as_ref()
+    }
+
+    /// The engine the database is on: SQLite, or PostgreSQL when the registry names
+    /// `ecosystemiser` as a PostgreSQL database.
+    pub fn engine(&self) -> hive_db_core::Backend {
+        #[cfg(feature = "postgres")]
+        if self.inner.pg.is_some() {
+            return hive_db_core::Backend::Postgres;
+        }
+        hive_db_core::Backend::Sqlite
+    }
+
+    /// The PostgreSQL handle, for plain SQL on a database on PostgreSQL (the counterpart of
+    /// [`EcoDb::read`] and [`EcoDb::transaction`], which are SQLite's).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongEngine`](crate::Error::WrongEngine) when the database is on SQLite.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Result<hive_db_core::PgHandle> {
+        self.inner
+            .pg
+            .clone()
+            .ok_or_else(|| crate::error::Error::WrongEngine {
+                db: ECO_NAME.clone(),
+                call: "postgres",
+                needs: hive_db_core::Backend::Postgres,
+                actual: hive_db_core::Backend::Sqlite,
+            })
     }
 
     /// The database's name (`ecosystemiser`).
@@ -196,7 +282,8 @@ impl EcoDb {
         &ECO_NAME
     }
 
-    /// The database file (canonical).
+    /// The database file (canonical); on PostgreSQL, the server's target
+    /// (`postgres://user@host:port/db`, never a password).
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
@@ -304,6 +391,22 @@ impl EcoDb {
             BackendKind::Direct => BackendStats::Direct(snapshot),
         })
     }
+}
+
+/// Runs `f` with a client of the PostgreSQL primary: repository reads see every write that
+/// has returned, as on SQLite (replicas are for the application's own `PgHandle::read`).
+///
+/// # Errors
+///
+/// The pool's errors, and `f`'s.
+#[cfg(feature = "postgres")]
+#[track_caller]
+pub(crate) fn read_primary<T>(
+    pg: &hive_db_core::PgHandle,
+    f: impl FnOnce(&mut hive_db_core::postgres::Client) -> Result<T>,
+) -> Result<T> {
+    let mut client = pg.get()?;
+    f(&mut client)
 }
 
 #[cfg(test)]

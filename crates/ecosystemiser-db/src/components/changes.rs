@@ -18,6 +18,10 @@ impl ComponentLibrary {
     pub fn add_type(&self, name: &str, category: &str, description: Option<&str>) -> Result<i64> {
         check_name("component type", name)?;
         check_name("component category", category)?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::add_type(p, name, category, description);
+        }
         self.db
             .transaction_with(|conn| ensure_type(self.db.name(), conn, name, category, description))
     }
@@ -33,6 +37,10 @@ impl ComponentLibrary {
     /// the type's. Nothing is written then.
     pub fn add_spec(&self, spec: &ComponentSpec) -> Result<i64> {
         check_spec(spec)?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::add_spec(p, spec);
+        }
         self.db
             .transaction_with(|conn| insert_spec(self.db.name(), conn, spec))
     }
@@ -44,6 +52,10 @@ impl ComponentLibrary {
     ///
     /// [`Error::UnknownComponentType`], [`Error::NotFound`], the backend's errors.
     pub fn set_default(&self, component_type: &str, name: &str, version: &str) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::set_default(p, component_type, name, version);
+        }
         let db = self.db.name();
         self.db.transaction_with(|conn| {
             let type_id = type_id(db, conn, component_type)?;

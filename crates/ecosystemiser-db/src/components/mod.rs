@@ -4,6 +4,8 @@
 //! statements both share, and the import and export.
 
 mod changes;
+#[cfg(feature = "postgres")]
+mod pg;
 mod queries;
 mod spec;
 mod sql;

@@ -2,8 +2,8 @@
 
 use hive_db_core::DbName;
 use hive_db_core::rusqlite::{Row, params};
-use serde_json::{Map, Value};
 
+use super::spec::object;
 use super::sql::{not_found, type_id};
 use super::{ComponentLibrary, ComponentSpec, ComponentType, SpecSummary, VersionEntry};
 use crate::error::{Error, Result};
@@ -36,6 +36,10 @@ impl ComponentLibrary {
         name: Option<&str>,
         version: Option<&str>,
     ) -> Result<ComponentSpec> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::spec(p, component_type, name, version);
+        }
         let db = self.db.name();
         // Every variant binds all three parameters; "latest" is the highest id (insertion order).
         let sql = match (name, version) {
@@ -86,6 +90,10 @@ impl ComponentLibrary {
     ///
     /// The backend's errors.
     pub fn list_types(&self) -> Result<Vec<ComponentType>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::list_types(p);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             let mut stmt = conn
@@ -117,6 +125,10 @@ impl ComponentLibrary {
     ///
     /// The backend's errors.
     pub fn list_specs(&self, component_type: Option<&str>) -> Result<Vec<SpecSummary>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::list_specs(p, component_type);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             let mut stmt = conn
@@ -149,6 +161,10 @@ impl ComponentLibrary {
     ///
     /// The backend's errors.
     pub fn version_history(&self, component_type: &str, name: &str) -> Result<Vec<VersionEntry>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::version_history(p, component_type, name);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             let mut stmt = conn
@@ -181,6 +197,10 @@ impl ComponentLibrary {
     ///
     /// The backend's errors; [`Error::Json`] for stored parameters that are not JSON objects.
     pub fn all_specs(&self) -> Result<Vec<ComponentSpec>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::all_specs(p);
+        }
         let db = self.db.name();
         let sql = select_specs!("1 ORDER BY ct.name, cs.name, cs.id");
         self.db.read_with(|conn| {
@@ -199,19 +219,6 @@ impl ComponentLibrary {
             }
             Ok(specs)
         })
-    }
-}
-
-fn object(db: &DbName, what: &str, value: Option<Value>) -> Result<Option<Map<String, Value>>> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|source| Error::Json {
-                db: db.clone(),
-                what: what.to_owned(),
-                source,
-            }),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use hive_db_core::DbName;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -153,4 +154,22 @@ pub(super) fn check_spec(spec: &ComponentSpec) -> Result<()> {
     check_name("component category", &spec.category)?;
     check_name("component spec name", &spec.name)?;
     check_name("component spec version", &spec.version)
+}
+
+/// A stored JSON value as a map of parameters; `None` for NULL.
+pub(super) fn object(
+    db: &DbName,
+    what: &str,
+    value: Option<Value>,
+) -> Result<Option<Map<String, Value>>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                db: db.clone(),
+                what: what.to_owned(),
+                source,
+            }),
+    }
 }

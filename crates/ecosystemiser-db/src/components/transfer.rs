@@ -53,6 +53,28 @@ impl ComponentLibrary {
     pub fn import_yaml(&self, dir: &Path) -> Result<usize> {
         let files = yaml::read_dir(dir)?;
         let db = self.db.name();
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return p.write_with(|tx| {
+                for (path, spec) in &files {
+                    let wrap = |e: Error| Error::Import {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    };
+                    check_spec(spec).map_err(wrap)?;
+                    super::pg::ensure_type(
+                        db,
+                        tx,
+                        &spec.component_type,
+                        &spec.category,
+                        spec.description.as_deref(),
+                    )
+                    .map_err(wrap)?;
+                    super::pg::insert_spec(db, tx, spec).map_err(wrap)?;
+                }
+                Ok(files.len())
+            });
+        }
         self.db.transaction_with(|conn| {
             for (path, spec) in &files {
                 let wrap = |e: Error| Error::Import {

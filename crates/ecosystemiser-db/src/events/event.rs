@@ -1,4 +1,5 @@
-//! One event, as published and as read back, with its builders.
+//! One event, as published and as read back, with its builders; and which events a history
+//! reads.
 
 use serde_json::Value;
 
@@ -73,4 +74,19 @@ impl Event {
         self.optimization_id = Some(id.into());
         self
     }
+}
+
+/// Where the history of [`EventStore::history`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryOf<'a> {
+    /// Events of one simulation.
+    Simulation(&'a str),
+    /// Events of one analysis run.
+    Analysis(&'a str),
+    /// Events of one optimization run.
+    Optimization(&'a str),
+    /// Events of one type.
+    Type(&'a str),
+    /// Events with one correlation id.
+    Correlation(&'a str),
 }

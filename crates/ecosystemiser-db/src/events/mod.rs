@@ -1,9 +1,12 @@
 //! The event store: events published in one transaction each, in-process subscribers told
-//! after the commit, and histories read back newest first. Its SQL is all here;
-//! the event itself and subscription patterns have files of their own.
+//! after the commit, and histories read back newest first. Its SQLite SQL is here, its
+//! PostgreSQL SQL beside it in `pg.rs`; the event itself and subscription patterns have
+//! files of their own.
 
 mod event;
 mod pattern;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use crate::backend::EcoDb;
 use crate::error::{Error, Result};
 use crate::json;
 
-pub use event::Event;
+pub use event::{Event, HistoryOf};
 pub use pattern::Pattern;
 
 /// A subscription's id, for [`EventStore::unsubscribe`].
@@ -65,21 +68,6 @@ impl std::fmt::Debug for EventStore {
             .field("subscribers", &n)
             .finish()
     }
-}
-
-/// Where the history of [`EventStore::history`] comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryOf<'a> {
-    /// Events of one simulation.
-    Simulation(&'a str),
-    /// Events of one analysis run.
-    Analysis(&'a str),
-    /// Events of one optimization run.
-    Optimization(&'a str),
-    /// Events of one type.
-    Type(&'a str),
-    /// Events with one correlation id.
-    Correlation(&'a str),
 }
 
 /// The query for events matching `$filter` (on `?1`), newest first, at most `?2`: one
@@ -149,6 +137,12 @@ impl EventStore {
         let db = self.db.name();
         let payload = json::encode(db, "event payload", &event.payload)?;
         let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            pg::publish(pg, event, &payload, metadata.as_deref())?;
+            self.notify(event);
+            return Ok(event.event_id.clone());
+        }
         self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO ecosystemiser_events
@@ -229,6 +223,10 @@ impl EventStore {
     ///
     /// The backend's errors; [`Error::Json`] for a stored value that is not JSON.
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            return pg::history(pg, of, limit);
+        }
         let (sql, key) = of.query();
         self.db
             .read_with(|conn| query_events(self.db.name(), conn, sql, key, limit))
@@ -267,6 +265,10 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
+        #[cfg(feature = "postgres")]
+        if let Some(pg) = self.db.pg() {
+            return pg::get(pg, event_id);
+        }
         let mut found = self
             .db
             .read_with(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;

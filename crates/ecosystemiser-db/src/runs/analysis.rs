@@ -32,6 +32,15 @@ impl Runs {
         let db = self.db.name();
         let strategies = json::encode_opt(db, "analysis strategies", run.strategies.as_ref())?;
         let metadata = json::encode_opt(db, "analysis metadata", run.metadata.as_ref())?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::create_analysis_run(
+                p,
+                run,
+                strategies.as_deref(),
+                metadata.as_deref(),
+            );
+        }
         self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO analysis_runs (analysis_id, source_type, source_id, status,
@@ -68,6 +77,10 @@ impl Runs {
             .iter()
             .map(|(kind, data)| Ok((kind, json::encode(db, "analysis result", data)?)))
             .collect::<Result<Vec<_>>>()?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::record_analysis_results(p, analysis_id, strategy_name, &encoded);
+        }
         self.db.transaction_with(|conn| {
             let exists: i64 = conn
                 .prepare_cached("SELECT count(*) FROM analysis_runs WHERE analysis_id = ?1")
@@ -94,6 +107,10 @@ impl Runs {
     ///
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::status(p, RunKind::Analysis, analysis_id, update);
+        }
         let db = self.db.name();
         self.db.transaction_with(|conn| {
             update_status(db, conn, RunKind::Analysis, analysis_id, update)

@@ -87,6 +87,15 @@ impl Runs {
         let configuration =
             json::encode_opt(db, "optimization configuration", run.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "optimization metadata", run.metadata.as_ref())?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::create_optimization_run(
+                p,
+                run,
+                configuration.as_deref(),
+                metadata.as_deref(),
+            );
+        }
         self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO optimization_runs (optimization_id, algorithm_type, objective_function,
@@ -134,6 +143,17 @@ impl Runs {
                 Objective::Minimize => a.min(b),
                 Objective::Maximize => a.max(b),
             });
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::record_generation(
+                p,
+                optimization_id,
+                generation,
+                objective,
+                best,
+                &encoded,
+            );
+        }
         let update = match objective {
             Objective::Minimize => record_generation_sql!("min"),
             Objective::Maximize => record_generation_sql!("max"),
@@ -175,6 +195,10 @@ impl Runs {
         optimization_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::status(p, RunKind::Optimization, optimization_id, update);
+        }
         let db = self.db.name();
         self.db.transaction_with(|conn| {
             update_status(db, conn, RunKind::Optimization, optimization_id, update)
@@ -187,6 +211,10 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn optimization(&self, optimization_id: &str) -> Result<Option<OptimizationProgress>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::optimization(p, optimization_id);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             conn.prepare_cached(

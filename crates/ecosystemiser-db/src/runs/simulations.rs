@@ -129,6 +129,10 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_simulation(&self, sim: &NewSimulation) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::create_simulation(p, sim);
+        }
         self.db
             .transaction_with(|conn| insert_simulation(self.db.name(), conn, sim))
     }
@@ -140,6 +144,10 @@ impl Runs {
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown simulation (nothing is
     /// written); the backend's errors.
     pub fn record_metrics(&self, simulation_id: &str, metrics: &[Metric]) -> Result<usize> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::record_metrics(p, simulation_id, metrics);
+        }
         let db = self.db.name();
         self.db.transaction_with(|conn| {
             simulation_exists(db, conn, simulation_id)?;
@@ -158,6 +166,10 @@ impl Runs {
         simulation_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::status(p, RunKind::Simulation, simulation_id, update);
+        }
         self.db.transaction_with(|conn| {
             update_status(
                 self.db.name(),
@@ -175,6 +187,10 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn simulation(&self, simulation_id: &str) -> Result<Option<Simulation>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::simulation(p, simulation_id);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             let row = conn
@@ -214,6 +230,10 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn metrics(&self, simulation_id: &str) -> Result<Vec<Metric>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::metrics(p, simulation_id);
+        }
         let db = self.db.name();
         self.db.read_with(|conn| {
             conn.prepare_cached(

@@ -54,6 +54,15 @@ impl Runs {
         let configuration =
             json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
         let metadata = json::encode_opt(db, "study metadata", study.metadata.as_ref())?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::create_study(
+                p,
+                study,
+                configuration.as_deref(),
+                metadata.as_deref(),
+            );
+        }
         self.db.transaction_with(|conn| {
             conn.prepare_cached(
                 "INSERT INTO studies (study_id, study_type, status, total_simulations,
@@ -89,6 +98,16 @@ impl Runs {
     ) -> Result<()> {
         let db = self.db.name();
         let parameters = json::encode_opt(db, "parameter set", parameter_set)?;
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::add_study_simulation(
+                p,
+                study_id,
+                sim,
+                parameters.as_deref(),
+                sequence_number,
+            );
+        }
         self.db.transaction_with(|conn| {
             let changed = conn
                 .prepare_cached(
@@ -133,6 +152,10 @@ impl Runs {
                 reason: "a finished simulation needs a final status",
             });
         }
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::finish_study_simulation(p, study_id, simulation_id, update, metrics);
+        }
         let db = self.db.name();
         self.db.transaction_with(|conn| {
             let linked: i64 = conn
@@ -173,6 +196,10 @@ impl Runs {
     ///
     /// [`Error::NotFound`] for an unknown study; the backend's errors.
     pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::status(p, RunKind::Study, study_id, update);
+        }
         let db = self.db.name();
         self.db
             .transaction_with(|conn| update_status(db, conn, RunKind::Study, study_id, update))
@@ -184,6 +211,10 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn study(&self, study_id: &str) -> Result<Option<StudyProgress>> {
+        #[cfg(feature = "postgres")]
+        if let Some(p) = self.db.pg() {
+            return super::pg::study(p, study_id);
+        }
         self.db
             .read_with(|conn| study_progress(self.db.name(), conn, study_id))
     }

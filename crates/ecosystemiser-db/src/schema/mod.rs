@@ -10,6 +10,8 @@
 //! was.
 
 mod adopt;
+#[cfg(feature = "postgres")]
+pub(crate) mod pg;
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use ecosystemiser_db::{ComponentLibrary, ComponentSpec, EcoDb, Error};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::common::{BOTH, Kind, open};
+use crate::common::{Kind, contract_test, count_of, open};
 
 fn obj(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
@@ -27,114 +27,113 @@ fn battery(name: &str, version: &str, default: bool) -> ComponentSpec {
 
 /// Rows of the library's tables, to show a failed call wrote nothing.
 fn counts(db: &EcoDb) -> anyhow::Result<(i64, i64, i64)> {
-    Ok(db.read(|c| {
-        c.query_row(
-            "SELECT (SELECT count(*) FROM component_types), (SELECT count(*) FROM component_specs),
-                    (SELECT count(*) FROM version_history)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-    })?)
+    let count = |table: &str| {
+        let sql = format!("SELECT count(*) FROM {table}");
+        count_of(db, &sql, &sql, None)
+    };
+    Ok((
+        count("component_types")?,
+        count("component_specs")?,
+        count("version_history")?,
+    ))
 }
 
+contract_test! {
 /// Bug caught: "latest" by a one-second timestamp (two specs added in the same second), the
 /// default lost, spec counts wrong, the version history not written.
-#[test]
-fn specs_round_trip_with_versions_and_one_default() -> anyhow::Result<()> {
-    for kind in BOTH {
-        let dir = tempfile::tempdir()?;
-        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-        let lib = ComponentLibrary::new(&db);
-        lib.add_type("battery", "energy", Some("stores energy"))?;
-        lib.add_type("battery", "energy", None)?;
-        lib.add_type("pump", "water", None)?;
-        let v1 = battery("lfp", "1.0.0", true);
-        lib.add_spec(&v1)?;
-        // Added within the same second: "latest" must still be the later one.
-        let v2 = battery("lfp", "0.9.0", false);
-        lib.add_spec(&v2)?;
-        lib.add_spec(&battery("nmc", "1.0.0", false))?;
+fn specs_round_trip_with_versions_and_one_default(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let lib = ComponentLibrary::new(&db);
+    lib.add_type("battery", "energy", Some("stores energy"))?;
+    lib.add_type("battery", "energy", None)?;
+    lib.add_type("pump", "water", None)?;
+    let v1 = battery("lfp", "1.0.0", true);
+    lib.add_spec(&v1)?;
+    // Added within the same second: "latest" must still be the later one.
+    let v2 = battery("lfp", "0.9.0", false);
+    lib.add_spec(&v2)?;
+    lib.add_spec(&battery("nmc", "1.0.0", false))?;
 
-        let mut expected = v1.clone();
-        expected.description = Some("stores energy".into());
-        assert_eq!(lib.spec("battery", None, None)?, expected, "{kind:?}");
-        assert_eq!(lib.spec("battery", Some("lfp"), None)?.version, "0.9.0");
-        assert_eq!(
-            lib.spec("battery", Some("lfp"), Some("1.0.0"))?.version,
-            "1.0.0"
-        );
+    let mut expected = v1.clone();
+    expected.description = Some("stores energy".into());
+    assert_eq!(lib.spec("battery", None, None)?, expected, "{kind:?}");
+    assert_eq!(lib.spec("battery", Some("lfp"), None)?.version, "0.9.0");
+    assert_eq!(
+        lib.spec("battery", Some("lfp"), Some("1.0.0"))?.version,
+        "1.0.0"
+    );
 
-        lib.set_default("battery", "nmc", "1.0.0")?;
-        assert_eq!(lib.spec("battery", None, None)?.name, "nmc");
-        let defaults: Vec<_> = lib
-            .list_specs(Some("battery"))?
-            .into_iter()
-            .filter(|s| s.is_default)
-            .collect();
-        assert_eq!(defaults.len(), 1);
+    lib.set_default("battery", "nmc", "1.0.0")?;
+    assert_eq!(lib.spec("battery", None, None)?.name, "nmc");
+    let defaults: Vec<_> = lib
+        .list_specs(Some("battery"))?
+        .into_iter()
+        .filter(|s| s.is_default)
+        .collect();
+    assert_eq!(defaults.len(), 1);
 
-        let types = lib.list_types()?;
-        let counts: Vec<_> = types
-            .iter()
-            .map(|t| (t.name.as_str(), t.spec_count))
-            .collect();
-        assert_eq!(counts, [("battery", 3), ("pump", 0)]);
-        let history = lib.version_history("battery", "nmc")?;
-        let changes: Vec<_> = history
-            .iter()
-            .filter_map(|h| h.change_description.as_deref())
-            .collect();
-        assert_eq!(changes, ["created", "made the default"]);
+    let types = lib.list_types()?;
+    let counts: Vec<_> = types
+        .iter()
+        .map(|t| (t.name.as_str(), t.spec_count))
+        .collect();
+    assert_eq!(counts, [("battery", 3), ("pump", 0)]);
+    let history = lib.version_history("battery", "nmc")?;
+    let changes: Vec<_> = history
+        .iter()
+        .filter_map(|h| h.change_description.as_deref())
+        .collect();
+    assert_eq!(changes, ["created", "made the default"]);
 
-        assert!(matches!(
-            lib.spec("battery", Some("zinc"), None),
-            Err(Error::NotFound { .. })
-        ));
-        assert!(matches!(
-            lib.spec("kite", None, None),
-            Err(Error::UnknownComponentType { .. })
-        ));
-    }
+    assert!(matches!(
+        lib.spec("battery", Some("zinc"), None),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        lib.spec("kite", None, None),
+        Err(Error::UnknownComponentType { .. })
+    ));
     Ok(())
 }
+}
 
+contract_test! {
 /// Bug caught: a spec added to a missing type, a second default accepted (or the first one
 /// silently replaced, as the original did), a duplicate accepted; any of them leaving rows.
-#[test]
-fn bad_specs_are_typed_errors_with_nothing_written() -> anyhow::Result<()> {
-    for kind in BOTH {
-        let dir = tempfile::tempdir()?;
-        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-        let lib = ComponentLibrary::new(&db);
-        let unknown = lib.add_spec(&battery("lfp", "1.0.0", false));
-        assert!(
-            matches!(unknown, Err(Error::UnknownComponentType { ref name, .. }) if name == "battery")
-        );
-        lib.add_type("battery", "energy", None)?;
-        lib.add_spec(&battery("lfp", "1.0.0", true))?;
-        let before = counts(&db)?;
-        let second = lib.add_spec(&battery("nmc", "1.0.0", true));
-        assert!(
-            matches!(second, Err(Error::DefaultExists { ref existing, .. }) if existing == "lfp v1.0.0"),
-            "{second:?}"
-        );
-        let dup = lib.add_spec(&battery("lfp", "1.0.0", false));
-        assert!(matches!(dup, Err(Error::SpecExists { .. })));
-        let mut wrong_category = battery("x", "1", false);
-        wrong_category.category = "water".into();
-        assert!(matches!(
-            lib.add_spec(&wrong_category),
-            Err(Error::InvalidInput { .. })
-        ));
-        let slash = battery("a/b", "1", false);
-        assert!(matches!(
-            lib.add_spec(&slash),
-            Err(Error::InvalidInput { .. })
-        ));
-        assert_eq!(counts(&db)?, before, "{kind:?}");
-        assert_eq!(lib.spec("battery", None, None)?.name, "lfp");
-    }
+fn bad_specs_are_typed_errors_with_nothing_written(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let lib = ComponentLibrary::new(&db);
+    let unknown = lib.add_spec(&battery("lfp", "1.0.0", false));
+    assert!(
+        matches!(unknown, Err(Error::UnknownComponentType { ref name, .. }) if name == "battery")
+    );
+    lib.add_type("battery", "energy", None)?;
+    lib.add_spec(&battery("lfp", "1.0.0", true))?;
+    let before = counts(&db)?;
+    let second = lib.add_spec(&battery("nmc", "1.0.0", true));
+    assert!(
+        matches!(second, Err(Error::DefaultExists { ref existing, .. }) if existing == "lfp v1.0.0"),
+        "{second:?}"
+    );
+    let dup = lib.add_spec(&battery("lfp", "1.0.0", false));
+    assert!(matches!(dup, Err(Error::SpecExists { .. })));
+    let mut wrong_category = battery("x", "1", false);
+    wrong_category.category = "water".into();
+    assert!(matches!(
+        lib.add_spec(&wrong_category),
+        Err(Error::InvalidInput { .. })
+    ));
+    let slash = battery("a/b", "1", false);
+    assert!(matches!(
+        lib.add_spec(&slash),
+        Err(Error::InvalidInput { .. })
+    ));
+    assert_eq!(counts(&db)?, before, "{kind:?}");
+    assert_eq!(lib.spec("battery", None, None)?.name, "lfp");
     Ok(())
+}
 }
 
 fn write(dir: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
@@ -148,10 +147,10 @@ fn write(dir: &Path, rel: &str, text: &str) -> anyhow::Result<()> {
 
 const GOOD: &str = "type: battery\ncategory: energy\nname: lfp\nversion: 1.0.0\nis_default: true\ntechnical:\n  capacity_kwh: 10\n";
 
+contract_test! {
 /// Bug caught: an import that keeps the files before a bad one (the original imported file
 /// by file), or an error that does not say which file.
-#[test]
-fn a_bad_file_rolls_back_the_whole_import_and_is_named() -> anyhow::Result<()> {
+fn a_bad_file_rolls_back_the_whole_import_and_is_named(kind: Kind) -> anyhow::Result<()> {
     let cases = [
         ("malformed YAML", "type: battery\ncategory: [energy\n"),
         (
@@ -167,38 +166,37 @@ fn a_bad_file_rolls_back_the_whole_import_and_is_named() -> anyhow::Result<()> {
             "type: battery\ncategory: energy\nname: nmc\nis_default: true\ntechnical: {}\n",
         ),
     ];
-    for kind in BOTH {
-        for (what, bad) in cases {
-            let dir = tempfile::tempdir()?;
-            let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-            let lib = ComponentLibrary::new(&db);
-            let src = dir.path().join("library");
-            write(&src, "energy/a_good.yaml", GOOD)?;
-            write(&src, "energy/b_bad.yaml", bad)?;
-            write(
-                &src,
-                "water/c_good.yml",
-                "type: pump\ncategory: water\nname: p1\ntechnical: {flow: 2.5}\n",
-            )?;
-            let err = lib.import_yaml(&src).err();
-            let named = match &err {
-                Some(Error::Yaml { path, .. } | Error::Import { path, .. }) => {
-                    path.ends_with("energy/b_bad.yaml")
-                }
-                _ => false,
-            };
-            assert!(named, "{kind:?} {what}: {err:?}");
-            assert_eq!(counts(&db)?, (0, 0, 0), "{kind:?} {what}: partial import");
-        }
+    for (what, bad) in cases {
+        let dir = tempfile::tempdir()?;
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        let lib = ComponentLibrary::new(&db);
+        let src = dir.path().join("library");
+        write(&src, "energy/a_good.yaml", GOOD)?;
+        write(&src, "energy/b_bad.yaml", bad)?;
+        write(
+            &src,
+            "water/c_good.yml",
+            "type: pump\ncategory: water\nname: p1\ntechnical: {flow: 2.5}\n",
+        )?;
+        let err = lib.import_yaml(&src).err();
+        let named = match &err {
+            Some(Error::Yaml { path, .. } | Error::Import { path, .. }) => {
+                path.ends_with("energy/b_bad.yaml")
+            }
+            _ => false,
+        };
+        assert!(named, "{kind:?} {what}: {err:?}");
+        assert_eq!(counts(&db)?, (0, 0, 0), "{kind:?} {what}: partial import");
     }
     Ok(())
 }
+}
 
+contract_test! {
 /// Bug caught: an oversized file read whole into memory.
-#[test]
-fn an_oversized_file_is_refused() -> anyhow::Result<()> {
+fn an_oversized_file_is_refused(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (db, _registry) = open(Kind::Direct, dir.path(), "eco.db")?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
     let src = dir.path().join("library");
     let big = format!("{GOOD}  notes: \"{}\"\n", "x".repeat(1024 * 1024));
     write(&src, "energy/big.yaml", &big)?;
@@ -209,12 +207,13 @@ fn an_oversized_file_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+}
 
+contract_test! {
 /// Bug caught: an export that lets one spec's file overwrite another's, losing it.
-#[test]
-fn ambiguous_export_names_are_refused_before_writing() -> anyhow::Result<()> {
+fn ambiguous_export_names_are_refused_before_writing(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (db, _registry) = open(Kind::Direct, dir.path(), "eco.db")?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
     let lib = ComponentLibrary::new(&db);
     lib.add_type("a_b", "energy", None)?;
     lib.add_type("a", "energy", None)?;
@@ -234,6 +233,7 @@ fn ambiguous_export_names_are_refused_before_writing() -> anyhow::Result<()> {
     );
     assert!(!out.exists());
     Ok(())
+}
 }
 
 fn name() -> impl Strategy<Value = String> {

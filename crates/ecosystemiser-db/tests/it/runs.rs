@@ -6,225 +6,219 @@ use ecosystemiser_db::{
 };
 use serde_json::json;
 
-use crate::common::{BOTH, open};
+use crate::common::{contract_test, count_of, open};
 
+contract_test! {
 /// Bug caught: a study's counter moved without its simulation's status (or the other way
 /// round), a study that never completes, metrics written for an unknown simulation.
-#[test]
-fn a_study_runs_to_completion() -> anyhow::Result<()> {
-    for kind in BOTH {
-        let dir = tempfile::tempdir()?;
-        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-        let runs = Runs::new(&db);
-        runs.create_study(&NewStudy {
-            study_id: "st".into(),
-            study_type: "parametric".into(),
-            total_simulations: 2,
-            configuration: Some(json!({"grid": [1, 2]})),
-            metadata: None,
-        })?;
-        for i in 0..2 {
-            runs.add_study_simulation(
-                "st",
-                &NewSimulation::new(format!("s{i}"), "a.yml", "milp"),
-                Some(&json!({"p": i})),
-                i,
-            )?;
-        }
-        assert_eq!(
-            runs.study("st")?.map(|s| s.status),
-            Some("running".to_owned())
-        );
-        let mut done = StatusUpdate::to(RunStatus::Completed);
-        done.duration_seconds = Some(1.5);
-        let p = runs.finish_study_simulation(
+fn a_study_runs_to_completion(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    runs.create_study(&NewStudy {
+        study_id: "st".into(),
+        study_type: "parametric".into(),
+        total_simulations: 2,
+        configuration: Some(json!({"grid": [1, 2]})),
+        metadata: None,
+    })?;
+    for i in 0..2 {
+        runs.add_study_simulation(
             "st",
-            "s0",
-            &done,
-            &[Metric::new("cost", 3.0, Some("EUR"))],
+            &NewSimulation::new(format!("s{i}"), "a.yml", "milp"),
+            Some(&json!({"p": i})),
+            i,
         )?;
-        assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
-        let p = runs.finish_study_simulation("st", "s1", &done, &[])?;
-        assert_eq!(
-            (
-                p.completed_simulations,
-                p.status.as_str(),
-                p.linked_simulations
-            ),
-            (2, "completed", 2)
-        );
-        let s0 = runs
-            .simulation("s0")?
-            .ok_or_else(|| anyhow::anyhow!("no s0"))?;
-        assert_eq!(
-            (s0.status.as_str(), s0.duration_seconds),
-            ("completed", Some(1.5))
-        );
-        assert!(s0.completed_at.is_some());
-        assert_eq!(runs.metrics("s0")?, [Metric::new("cost", 3.0, Some("EUR"))]);
-
-        // Not linked: nothing moves.
-        runs.create_simulation(&NewSimulation::new("loose", "a.yml", "milp"))?;
-        let err =
-            runs.finish_study_simulation("st", "loose", &done, &[Metric::new("x", 1.0, None)]);
-        assert!(
-            matches!(
-                err,
-                Err(Error::NotFound {
-                    what: "study simulation",
-                    ..
-                })
-            ),
-            "{err:?}"
-        );
-        assert!(runs.metrics("loose")?.is_empty());
-        assert_eq!(runs.study("st")?.map(|s| s.completed_simulations), Some(2));
-        let running =
-            runs.finish_study_simulation("st", "s0", &StatusUpdate::to(RunStatus::Running), &[]);
-        assert!(matches!(running, Err(Error::InvalidInput { .. })));
-        assert!(matches!(
-            runs.record_metrics("ghost", &[]),
-            Err(Error::NotFound { .. })
-        ));
-        assert!(matches!(
-            runs.update_simulation_status("ghost", &done),
-            Err(Error::NotFound { .. })
-        ));
     }
+    assert_eq!(
+        runs.study("st")?.map(|s| s.status),
+        Some("running".to_owned())
+    );
+    let mut done = StatusUpdate::to(RunStatus::Completed);
+    done.duration_seconds = Some(1.5);
+    let p = runs.finish_study_simulation(
+        "st",
+        "s0",
+        &done,
+        &[Metric::new("cost", 3.0, Some("EUR"))],
+    )?;
+    assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
+    let p = runs.finish_study_simulation("st", "s1", &done, &[])?;
+    assert_eq!(
+        (
+            p.completed_simulations,
+            p.status.as_str(),
+            p.linked_simulations
+        ),
+        (2, "completed", 2)
+    );
+    let s0 = runs
+        .simulation("s0")?
+        .ok_or_else(|| anyhow::anyhow!("no s0"))?;
+    assert_eq!(
+        (s0.status.as_str(), s0.duration_seconds),
+        ("completed", Some(1.5))
+    );
+    assert!(s0.completed_at.is_some());
+    assert_eq!(runs.metrics("s0")?, [Metric::new("cost", 3.0, Some("EUR"))]);
+
+    // Not linked: nothing moves.
+    runs.create_simulation(&NewSimulation::new("loose", "a.yml", "milp"))?;
+    let err =
+        runs.finish_study_simulation("st", "loose", &done, &[Metric::new("x", 1.0, None)]);
+    assert!(
+        matches!(
+            err,
+            Err(Error::NotFound {
+                what: "study simulation",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(runs.metrics("loose")?.is_empty());
+    assert_eq!(runs.study("st")?.map(|s| s.completed_simulations), Some(2));
+    let running =
+        runs.finish_study_simulation("st", "s0", &StatusUpdate::to(RunStatus::Running), &[]);
+    assert!(matches!(running, Err(Error::InvalidInput { .. })));
+    assert!(matches!(
+        runs.record_metrics("ghost", &[]),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        runs.update_simulation_status("ghost", &done),
+        Err(Error::NotFound { .. })
+    ));
     Ok(())
 }
+}
 
+contract_test! {
 /// Bug caught: best fitness taken the wrong way round, generations miscounted, a generation
 /// recorded for an unknown run.
-#[test]
-fn optimization_and_analysis_runs() -> anyhow::Result<()> {
-    for kind in BOTH {
-        let dir = tempfile::tempdir()?;
-        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-        let runs = Runs::new(&db);
-        runs.create_optimization_run(&NewOptimizationRun {
-            optimization_id: "o".into(),
-            algorithm_type: "ga".into(),
-            objective_function: "cost".into(),
-            configuration: None,
-            metadata: None,
-        })?;
-        let ind = |id: &str, fitness| Individual {
-            individual_id: id.into(),
-            fitness,
-            parameters: json!({"x": fitness}),
-        };
-        runs.record_generation("o", 0, Objective::Minimize, &[ind("a", 3.0), ind("b", 2.0)])?;
-        runs.record_generation("o", 1, Objective::Minimize, &[ind("c", 2.5)])?;
-        let p = runs
-            .optimization("o")?
-            .ok_or_else(|| anyhow::anyhow!("no run"))?;
-        assert_eq!(
-            (p.generations_completed, p.best_fitness, p.iterations),
-            (2, Some(2.0), 3)
-        );
-        assert_eq!(p.status, "running");
-        runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Completed))?;
-        assert_eq!(
-            runs.optimization("o")?.map(|p| p.status),
-            Some("completed".into())
-        );
-        assert!(matches!(
-            runs.record_generation("x", 0, Objective::Maximize, &[ind("a", 1.0)]),
-            Err(Error::NotFound { .. })
-        ));
+fn optimization_and_analysis_runs(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    runs.create_optimization_run(&NewOptimizationRun {
+        optimization_id: "o".into(),
+        algorithm_type: "ga".into(),
+        objective_function: "cost".into(),
+        configuration: None,
+        metadata: None,
+    })?;
+    let ind = |id: &str, fitness| Individual {
+        individual_id: id.into(),
+        fitness,
+        parameters: json!({"x": fitness}),
+    };
+    runs.record_generation("o", 0, Objective::Minimize, &[ind("a", 3.0), ind("b", 2.0)])?;
+    runs.record_generation("o", 1, Objective::Minimize, &[ind("c", 2.5)])?;
+    let p = runs
+        .optimization("o")?
+        .ok_or_else(|| anyhow::anyhow!("no run"))?;
+    assert_eq!(
+        (p.generations_completed, p.best_fitness, p.iterations),
+        (2, Some(2.0), 3)
+    );
+    assert_eq!(p.status, "running");
+    runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Completed))?;
+    assert_eq!(
+        runs.optimization("o")?.map(|p| p.status),
+        Some("completed".into())
+    );
+    assert!(matches!(
+        runs.record_generation("x", 0, Objective::Maximize, &[ind("a", 1.0)]),
+        Err(Error::NotFound { .. })
+    ));
 
-        runs.create_analysis_run(&NewAnalysisRun {
-            analysis_id: "an".into(),
-            source_type: "study".into(),
-            source_id: "st".into(),
-            strategies: Some(json!(["economic"])),
-            metadata: None,
-        })?;
-        assert_eq!(
-            runs.record_analysis_results(
-                "an",
-                "economic",
-                &[("kpi".into(), json!({"lcoe": 0.1}))]
-            )?,
-            1
-        );
-        runs.update_analysis_status("an", &StatusUpdate::to(RunStatus::Failed))?;
-        assert!(matches!(
-            runs.record_analysis_results("none", "e", &[]),
-            Err(Error::NotFound { .. })
-        ));
-    }
+    runs.create_analysis_run(&NewAnalysisRun {
+        analysis_id: "an".into(),
+        source_type: "study".into(),
+        source_id: "st".into(),
+        strategies: Some(json!(["economic"])),
+        metadata: None,
+    })?;
+    assert_eq!(
+        runs.record_analysis_results(
+            "an",
+            "economic",
+            &[("kpi".into(), json!({"lcoe": 0.1}))]
+        )?,
+        1
+    );
+    runs.update_analysis_status("an", &StatusUpdate::to(RunStatus::Failed))?;
+    assert!(matches!(
+        runs.record_analysis_results("none", "e", &[]),
+        Err(Error::NotFound { .. })
+    ));
     Ok(())
 }
+}
 
+contract_test! {
 /// Bug caught: a caller's failure reason dropped: `StatusUpdate::error_message` accepted for
 /// optimization runs and studies but not stored (their tables had no such column), or a
 /// later update without one erasing it.
-#[test]
-fn every_kind_of_run_keeps_its_error_message() -> anyhow::Result<()> {
-    for kind in BOTH {
-        let dir = tempfile::tempdir()?;
-        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
-        let runs = Runs::new(&db);
-        let failed = |why: &str| {
-            let mut u = StatusUpdate::to(RunStatus::Failed);
-            u.error_message = Some(why.to_owned());
-            u
-        };
-        runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
-        runs.update_simulation_status("s", &failed("solver diverged"))?;
-        runs.create_optimization_run(&NewOptimizationRun {
-            optimization_id: "o".into(),
-            algorithm_type: "ga".into(),
-            objective_function: "cost".into(),
-            configuration: None,
-            metadata: None,
-        })?;
-        runs.update_optimization_status("o", &failed("population collapsed"))?;
-        runs.create_study(&NewStudy {
-            study_id: "st".into(),
-            study_type: "parametric".into(),
-            total_simulations: 2,
-            configuration: None,
-            metadata: None,
-        })?;
-        runs.update_study_status("st", &failed("grid invalid"))?;
-        runs.create_analysis_run(&NewAnalysisRun {
-            analysis_id: "an".into(),
-            source_type: "study".into(),
-            source_id: "st".into(),
-            strategies: None,
-            metadata: None,
-        })?;
-        runs.update_analysis_status("an", &failed("no results"))?;
-        // An update without a message keeps the stored one.
-        runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Cancelled))?;
-        runs.update_study_status("st", &StatusUpdate::to(RunStatus::Cancelled))?;
+fn every_kind_of_run_keeps_its_error_message(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    let failed = |why: &str| {
+        let mut u = StatusUpdate::to(RunStatus::Failed);
+        u.error_message = Some(why.to_owned());
+        u
+    };
+    runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
+    runs.update_simulation_status("s", &failed("solver diverged"))?;
+    runs.create_optimization_run(&NewOptimizationRun {
+        optimization_id: "o".into(),
+        algorithm_type: "ga".into(),
+        objective_function: "cost".into(),
+        configuration: None,
+        metadata: None,
+    })?;
+    runs.update_optimization_status("o", &failed("population collapsed"))?;
+    runs.create_study(&NewStudy {
+        study_id: "st".into(),
+        study_type: "parametric".into(),
+        total_simulations: 2,
+        configuration: None,
+        metadata: None,
+    })?;
+    runs.update_study_status("st", &failed("grid invalid"))?;
+    runs.create_analysis_run(&NewAnalysisRun {
+        analysis_id: "an".into(),
+        source_type: "study".into(),
+        source_id: "st".into(),
+        strategies: None,
+        metadata: None,
+    })?;
+    runs.update_analysis_status("an", &failed("no results"))?;
+    // An update without a message keeps the stored one.
+    runs.update_optimization_status("o", &StatusUpdate::to(RunStatus::Cancelled))?;
+    runs.update_study_status("st", &StatusUpdate::to(RunStatus::Cancelled))?;
 
-        let sim = runs
-            .simulation("s")?
-            .ok_or_else(|| anyhow::anyhow!("no s"))?;
-        assert_eq!(sim.error_message.as_deref(), Some("solver diverged"));
-        let opt = runs
-            .optimization("o")?
-            .ok_or_else(|| anyhow::anyhow!("no o"))?;
-        assert_eq!(
-            (opt.status.as_str(), opt.error_message.as_deref()),
-            ("cancelled", Some("population collapsed"))
-        );
-        let study = runs.study("st")?.ok_or_else(|| anyhow::anyhow!("no st"))?;
-        assert_eq!(
-            (study.status.as_str(), study.error_message.as_deref()),
-            ("cancelled", Some("grid invalid"))
-        );
-        // Analysis runs have no read of their own.
-        let analysis: Option<String> = db.connection()?.query_row(
-            "SELECT error_message FROM analysis_runs WHERE analysis_id = 'an'",
-            [],
-            |r| r.get(0),
-        )?;
-        assert_eq!(analysis.as_deref(), Some("no results"));
-    }
+    let sim = runs
+        .simulation("s")?
+        .ok_or_else(|| anyhow::anyhow!("no s"))?;
+    assert_eq!(sim.error_message.as_deref(), Some("solver diverged"));
+    let opt = runs
+        .optimization("o")?
+        .ok_or_else(|| anyhow::anyhow!("no o"))?;
+    assert_eq!(
+        (opt.status.as_str(), opt.error_message.as_deref()),
+        ("cancelled", Some("population collapsed"))
+    );
+    let study = runs.study("st")?.ok_or_else(|| anyhow::anyhow!("no st"))?;
+    assert_eq!(
+        (study.status.as_str(), study.error_message.as_deref()),
+        ("cancelled", Some("grid invalid"))
+    );
+    // Analysis runs have no read of their own.
+    let sql = "SELECT count(*) FROM analysis_runs \
+               WHERE analysis_id = 'an' AND error_message = 'no results'";
+    assert_eq!(count_of(&db, sql, sql, None)?, 1, "{kind:?}");
     Ok(())
+}
 }

@@ -157,7 +157,7 @@ pub(crate) const SQLITE_INTEGRITY: &str = "PRAGMA integrity_check";
 pub(crate) const AMCHECK: &str = "amcheck bt_index_check(heapallindexed) on every index";
 /// On PostgreSQL without amcheck (a user who may not create the extension): every table
 /// read in full, which fails on a page the server cannot read.
-pub(crate) const FULL_SCAN: &str = "every table read in full (amcheck not available)";
+pub(crate) const FULL_SCAN: &str = "every table read in full, amcheck not being available";
 
 /// The integrity check of database `db`: `ok` or the problems found, and how it was checked
 /// (`PRAGMA integrity_check` on SQLite; on PostgreSQL amcheck, or full reads without it).

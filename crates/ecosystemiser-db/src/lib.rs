@@ -13,6 +13,13 @@
 //! API is still there as deprecated shims ([`get_db_connection`], [`ConnectionPool`], ...);
 //! `docs/MIGRATION.md` maps each old call to its successor.
 //!
+//! The database may also live on PostgreSQL: when the registry names `ecosystemiser` as a
+//! PostgreSQL database (`Registry::register_postgres`, or `EcoDb::with_postgres`), every
+//! repository runs its PostgreSQL SQL there instead, with the same behaviour (one contract
+//! test suite runs on both engines), the schema versioned the same way, and an
+//! `EventListener` for subscribers in other processes (cargo feature `postgres`, on by
+//! default).
+//!
 //! The process-wide database is [`ecosystemiser_db`]: the path from
 //! [`ecosystemiser_db_path`] (`ECOSYSTEMISER_DB_PATH`, else the per-user data folder), the
 //! backend chosen once.
@@ -81,6 +88,8 @@ pub use backend::{
 pub use components::{ComponentLibrary, ComponentSpec, ComponentType, SpecSummary, VersionEntry};
 pub use error::{Error, Result};
 pub use events::{Event, EventStore, HistoryOf, Pattern, SubscriptionId};
+#[cfg(feature = "postgres")]
+pub use events::{EventListener, LISTENER_APPLICATION_NAME};
 #[expect(deprecated, reason = "the legacy API is re-exported for its callers")]
 pub use legacy::{
     ConnectionPool, ecosystemiser_transaction_at, get_connection_pool, get_db_connection,
@@ -92,3 +101,6 @@ pub use runs::{
     OptimizationProgress, RunStatus, Runs, Simulation, StatusUpdate, StudyProgress,
 };
 pub use schema::SCHEMA_VERSION;
+/// For tools that move or check whole databases (not part of the stable API).
+#[doc(hidden)]
+pub use schema::TABLES;

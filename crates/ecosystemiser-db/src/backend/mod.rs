@@ -1,6 +1,7 @@
 //! The backend of the EcoSystemiser database: always a hive-db-core registry's pool named
 //! `ecosystemiser`: the shared registry's, or the fallback's private one; chosen once, then
-//! used the same way. The settings, the connection type, the integration status and the
+//! used the same way. The engine is the registry's: a SQLite file, or a PostgreSQL database
+//! when the name is registered as one (the fallback is SQLite's only). The settings, the connection type, the integration status and the
 //! process-wide database have files of their own.
 
 mod connection;
@@ -46,7 +47,8 @@ pub enum BackendKind {
     /// The pool named `ecosystemiser` in a hive-db-core registry the application has.
     SharedPool,
     /// The fallback: the pool of a private registry of ecosystemiser-db's own, bounded by
-    /// [`Settings::direct_max_connections`].
+    /// [`Settings::direct_max_connections`]. Always SQLite: direct connections are a SQLite
+    /// feature.
     Direct,
 }
 
@@ -271,7 +273,7 @@ impl EcoDb {
             .clone()
             .ok_or_else(|| crate::error::Error::WrongEngine {
                 db: ECO_NAME.clone(),
-                call: "postgres",
+                call: "EcoDb::postgres",
                 needs: hive_db_core::Backend::Postgres,
                 actual: hive_db_core::Backend::Sqlite,
             })
@@ -306,7 +308,9 @@ impl EcoDb {
     /// The pool's errors ([`Error::Core`](crate::Error::Core)): among them
     /// `hive_db_core::Error::Timeout` naming the database when every connection stays in use for
     /// the bounded wait, and `hive_db_core::Error::Open` with `OpenCause::FileChanged` when the
-    /// file was replaced.
+    /// file was replaced; `hive_db_core::Error::WrongBackend` on PostgreSQL (see
+    /// [`EcoDb::engine`]; plain SQL goes through `EcoDb::postgres` there). So do
+    /// [`EcoDb::read`], [`EcoDb::transaction`] and their `_with` forms.
     #[track_caller]
     pub fn connection(&self) -> Result<EcoConnection> {
         Ok(EcoConnection(self.inner.registry.get(&ECO_NAME)?))

@@ -76,7 +76,7 @@ impl Event {
     }
 }
 
-/// Where the history of [`EventStore::history`] comes from.
+/// Where the history of [`EventStore::history`](super::EventStore::history) comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryOf<'a> {
     /// Events of one simulation.

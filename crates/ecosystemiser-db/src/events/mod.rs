@@ -4,6 +4,8 @@
 //! files of their own.
 
 mod event;
+#[cfg(feature = "postgres")]
+mod listener;
 mod pattern;
 #[cfg(feature = "postgres")]
 pub(crate) mod pg;
@@ -20,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::json;
 
 pub use event::{Event, HistoryOf};
+#[cfg(feature = "postgres")]
+pub use listener::{EventListener, LISTENER_APPLICATION_NAME};
 pub use pattern::Pattern;
 
 /// A subscription's id, for [`EventStore::unsubscribe`].
@@ -51,6 +55,52 @@ impl Subscribers {
     fn write(&self) -> RwLockWriteGuard<'_, Vec<Subscriber>> {
         self.list.write().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Adds a subscriber of `pattern`.
+    fn add(
+        &self,
+        pattern: &str,
+        callback: impl Fn(&Event) + Send + Sync + 'static,
+    ) -> Result<SubscriptionId> {
+        let pattern = Pattern::parse(pattern)?;
+        let id = SubscriptionId(self.next.fetch_add(1, Ordering::Relaxed));
+        self.write().push(Subscriber {
+            id,
+            pattern,
+            callback: Arc::new(callback),
+        });
+        Ok(id)
+    }
+
+    /// Removes a subscriber; false if it was not there.
+    fn remove(&self, id: SubscriptionId) -> bool {
+        let mut list = self.write();
+        let before = list.len();
+        list.retain(|s| s.id != id);
+        list.len() != before
+    }
+
+    /// Tells the subscribers whose pattern matches, in the order they subscribed. A
+    /// subscriber that panics is logged and skipped.
+    fn deliver(&self, event: &Event) {
+        let callbacks: Vec<Callback> = self
+            .read()
+            .iter()
+            .filter(|s| s.pattern.matches(&event.event_type))
+            .map(|s| Arc::clone(&s.callback))
+            .collect();
+        // Called without the lock, so a callback may subscribe or publish.
+        for callback in callbacks {
+            if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
+                tracing::error!(event_type = %event.event_type, event_id = %event.event_id,
+                    "an event subscriber panicked");
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.read().len()
+    }
 }
 
 /// The event store of one [`EcoDb`]. Cloning is cheap; clones share the subscribers.
@@ -62,7 +112,7 @@ pub struct EventStore {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.subscribers.list.read().map_or(0, |l| l.len());
+        let n = self.subscribers.len();
         f.debug_struct("EventStore")
             .field("db", self.db.name())
             .field("subscribers", &n)
@@ -118,7 +168,8 @@ impl EventStore {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidInput`] for an empty event id or type; [`Error::Json`] for a payload
+    /// [`Error::InvalidInput`] for an empty event id or type, or a NUL character in any of
+    /// its text fields (on both engines: PostgreSQL text cannot hold it); [`Error::Json`] for a payload
     /// that cannot be encoded; [`Error::Sqlite`] (a duplicate event id among them) or the
     /// backend's errors; nothing is stored then and nobody told.
     pub fn publish(&self, event: &Event) -> Result<String> {
@@ -131,6 +182,26 @@ impl EventStore {
                     what,
                     value: String::new(),
                     reason: "empty",
+                });
+            }
+        }
+        // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
+        // the other stores too (payload and metadata are JSON, which escapes it).
+        for (what, value) in [
+            ("event id", Some(&event.event_id)),
+            ("event type", Some(&event.event_type)),
+            ("event source", Some(&event.source)),
+            ("event timestamp", Some(&event.timestamp)),
+            ("event correlation id", event.correlation_id.as_ref()),
+            ("event simulation id", event.simulation_id.as_ref()),
+            ("event analysis id", event.analysis_id.as_ref()),
+            ("event optimization id", event.optimization_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.contains('\0')) {
+                return Err(Error::InvalidInput {
+                    what,
+                    value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
+                    reason: "holds a NUL character, which PostgreSQL text cannot store",
                 });
             }
         }
@@ -171,20 +242,7 @@ impl EventStore {
     }
 
     fn notify(&self, event: &Event) {
-        let callbacks: Vec<Callback> = self
-            .subscribers
-            .read()
-            .iter()
-            .filter(|s| s.pattern.matches(&event.event_type))
-            .map(|s| Arc::clone(&s.callback))
-            .collect();
-        // Called without the lock, so a callback may subscribe or publish.
-        for callback in callbacks {
-            if catch_unwind(AssertUnwindSafe(|| callback(event))).is_err() {
-                tracing::error!(event_type = %event.event_type, event_id = %event.event_id,
-                    "an event subscriber panicked");
-            }
-        }
+        self.subscribers.deliver(event);
     }
 
     /// Calls `callback` after each later publish through this store (or a clone) of an event
@@ -198,23 +256,12 @@ impl EventStore {
         pattern: &str,
         callback: impl Fn(&Event) + Send + Sync + 'static,
     ) -> Result<SubscriptionId> {
-        let pattern = Pattern::parse(pattern)?;
-        let id = SubscriptionId(self.subscribers.next.fetch_add(1, Ordering::Relaxed));
-        let mut list = self.subscribers.write();
-        list.push(Subscriber {
-            id,
-            pattern,
-            callback: Arc::new(callback),
-        });
-        Ok(id)
+        self.subscribers.add(pattern, callback)
     }
 
     /// Removes a subscription; false if it was not there.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let mut list = self.subscribers.write();
-        let before = list.len();
-        list.retain(|s| s.id != id);
-        list.len() != before
+        self.subscribers.remove(id)
     }
 
     /// Up to `limit` events of `of`, newest (last stored) first.

@@ -2,7 +2,7 @@
 //! listeners in other processes) and the history queries, which mirror SQLite's in
 //! `mod.rs`.
 
-use hive_db_core::postgres::Row;
+use hive_db_core::postgres::{GenericClient, Row};
 use hive_db_core::{DbName, PgHandle};
 use serde_json::Value;
 
@@ -26,6 +26,14 @@ macro_rules! select_events {
         )
     };
 }
+
+/// Events stored after `$1`, oldest first, at most `$2`: the listener's catch-up.
+pub(crate) const EVENTS_AFTER: &str = "SELECT event_id, event_type, source, timestamp, \
+     correlation_id, simulation_id, analysis_id, optimization_id, payload, metadata, seq \
+     FROM ecosystemiser_events WHERE seq > $1 ORDER BY seq LIMIT $2";
+
+/// The highest `seq` stored, 0 for none.
+pub(crate) const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM ecosystemiser_events";
 
 const BY_ID: &str = select_events!("event_id = $1");
 
@@ -104,6 +112,19 @@ fn read_events(pg: &PgHandle, sql: &str, key: &str, limit: u32) -> Result<Vec<Ev
             .map(|r| event_of(db, r).map(|(e, _)| e))
             .collect()
     })
+}
+
+/// Events stored after `seq`, oldest first, at most `limit`, with their `seq`.
+pub(crate) fn events_after(
+    db: &DbName,
+    client: &mut impl GenericClient,
+    seq: i64,
+    limit: i64,
+) -> Result<Vec<(Event, i64)>> {
+    let rows = client
+        .query(EVENTS_AFTER, &[&seq, &limit])
+        .map_err(|e| Error::pg(db, "catch up on events", e))?;
+    rows.iter().map(|r| event_of(db, r)).collect()
 }
 
 fn event_of(db: &DbName, row: &Row) -> Result<(Event, i64)> {

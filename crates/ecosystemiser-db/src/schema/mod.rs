@@ -24,6 +24,27 @@ use crate::error::{Error, Result};
 /// The newest schema version this code knows.
 pub const SCHEMA_VERSION: usize = 4;
 
+/// Every EcoSystemiser table, parents before children: the order to copy them in (from one
+/// engine to the other, say) and, reversed, to empty them. Each engine's bookkeeping is left
+/// out: SQLite's `sqlite_sequence`, PostgreSQL's `ecosystemiser_schema_version` and
+/// `ecosystemiser_event_order`. A test compares it with the tables of a fresh database on
+/// each engine.
+pub const TABLES: [&str; 13] = [
+    "simulations",
+    "simulation_metrics",
+    "studies",
+    "study_simulations",
+    "analysis_runs",
+    "analysis_results",
+    "optimization_runs",
+    "optimization_iterations",
+    "component_types",
+    "component_specs",
+    "version_history",
+    "ecosystemiser_events",
+    "event_subscriptions",
+];
+
 const V1_SQL: &str = include_str!("v1.sql");
 const V2_SQL: &str = include_str!("v2.sql");
 const V3_SQL: &str = include_str!("v3.sql");

@@ -82,11 +82,6 @@ pub(crate) fn read_version(pg: &PgHandle) -> hive_db_core::Result<i64> {
 /// [`Error::SchemaTooNew`] (nothing written); [`Error::MigrationStep`] naming the version
 /// whose step failed (rolled back; the earlier steps stay); the core's errors.
 pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
-    migrate_to(pg, SCHEMA_VERSION)
-}
-
-/// Migrates to `version` (for tests of each step).
-pub(crate) fn migrate_to(pg: &PgHandle, version: usize) -> Result<()> {
     let db = pg.name();
     if let Some(found) = recorded(pg)?
         && found > SCHEMA_VERSION as i64
@@ -94,7 +89,7 @@ pub(crate) fn migrate_to(pg: &PgHandle, version: usize) -> Result<()> {
         return Err(too_new(pg, found));
     }
     bootstrap(pg)?;
-    for (i, sql) in STEPS.iter().enumerate().take(version) {
+    for (i, sql) in STEPS.iter().enumerate() {
         let step = i + 1;
         let wrap = |source: Error| Error::MigrationStep {
             db: db.clone(),

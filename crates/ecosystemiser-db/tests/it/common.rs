@@ -129,3 +129,21 @@ macro_rules! contract_test {
     };
 }
 pub(crate) use contract_test;
+
+/// Empties every EcoSystemiser table of `db` (for property tests that reuse one database
+/// between cases).
+pub(crate) fn empty(db: &EcoDb) -> anyhow::Result<()> {
+    let tables = ecosystemiser_db::TABLES.join(", ");
+    match db.engine() {
+        hive_db_core::Backend::Postgres => db
+            .postgres()?
+            .write(|tx| tx.batch_execute(&format!("TRUNCATE {tables} RESTART IDENTITY CASCADE")))?,
+        _ => db.transaction(|c| {
+            for table in ecosystemiser_db::TABLES.iter().rev() {
+                c.execute(&format!("DELETE FROM {table}"), [])?;
+            }
+            Ok(())
+        })?,
+    }
+    Ok(())
+}

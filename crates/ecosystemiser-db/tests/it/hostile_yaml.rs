@@ -1,6 +1,6 @@
 //! Hostile component files: alias bombs, deep nesting, huge scalars and huge files are refused
 //! by the YAML import with a typed error naming the file, within a hang bound, with nothing
-//! imported (the good file beside the bad one included).
+//! imported (the good file beside the bad one included), on SQLite and on PostgreSQL.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ecosystemiser_db::{ComponentLibrary, EcoDb, Error};
 
-use crate::common::{Kind, open};
+use crate::common::{Kind, count_of, open};
 
 /// Far above what any of these takes when bounded (milliseconds); an unbounded expansion or
 /// nesting runs for minutes or exhausts memory instead.
@@ -39,37 +39,52 @@ fn import_bounded(db: &EcoDb, dir: PathBuf) -> ecosystemiser_db::Result<usize> {
 
 /// Rows of the library's tables.
 fn counts(db: &EcoDb) -> anyhow::Result<(i64, i64, i64)> {
-    Ok(db.read(|c| {
-        c.query_row(
-            "SELECT (SELECT count(*) FROM component_types), (SELECT count(*) FROM component_specs),
-                    (SELECT count(*) FROM version_history)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-    })?)
+    let count = |table: &str| {
+        let sql = format!("SELECT count(*) FROM {table}");
+        count_of(db, &sql, &sql, None)
+    };
+    Ok((
+        count("component_types")?,
+        count("component_specs")?,
+        count("version_history")?,
+    ))
 }
 
-/// Imports a folder holding [`GOOD`] and `write`'s hostile file `b_hostile.yaml`; checks the
-/// import is refused with [`Error::Yaml`] naming that file, within the hang bound, and that
-/// nothing was written. Returns the refusal's reason.
+/// Imports a folder holding [`GOOD`] and `write`'s hostile file `b_hostile.yaml` into a
+/// SQLite database and, where the harness's server is available, a PostgreSQL one; checks
+/// each import is refused with [`Error::Yaml`] naming that file, within the hang bound, and
+/// that nothing was written. Returns the refusal's reason.
 fn refused(what: &str, write: impl FnOnce(&Path) -> std::io::Result<()>) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
-    let (db, _registry) = open(Kind::Pooled, dir.path(), "eco.db")?;
     let src = dir.path().join("library");
     std::fs::create_dir_all(&src)?;
     std::fs::write(src.join("a_good.yaml"), GOOD)?;
     let hostile = src.join("b_hostile.yaml");
     write(&hostile)?;
-    let result = import_bounded(&db, src);
-    let reason = match result {
-        Err(Error::Yaml {
-            ref path,
-            ref reason,
-        }) if *path == hostile => reason.clone(),
-        other => anyhow::bail!("{what}: expected a YAML error naming {hostile:?}, got {other:?}"),
-    };
-    assert_eq!(counts(&db)?, (0, 0, 0), "{what}: something was imported");
-    Ok(reason)
+    let mut kinds = vec![Kind::Pooled];
+    if hive_pg_harness::available()? {
+        kinds.push(Kind::Postgres);
+    }
+    let mut reasons = Vec::new();
+    for kind in kinds {
+        let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+        let result = import_bounded(&db, src.clone());
+        match result {
+            Err(Error::Yaml {
+                ref path,
+                ref reason,
+            }) if *path == hostile => reasons.push(reason.clone()),
+            other => anyhow::bail!(
+                "{what} on {kind:?}: expected a YAML error naming {hostile:?}, got {other:?}"
+            ),
+        }
+        assert_eq!(
+            counts(&db)?,
+            (0, 0, 0),
+            "{what} on {kind:?}: something was imported"
+        );
+    }
+    Ok(reasons.swap_remove(0))
 }
 
 fn text(text: String) -> impl FnOnce(&Path) -> std::io::Result<()> {

@@ -8,6 +8,7 @@ mod events;
 mod hostile_yaml;
 mod legacy;
 mod parity;
+mod pg_schema;
 mod runs;
 mod schema;
 mod tidy;

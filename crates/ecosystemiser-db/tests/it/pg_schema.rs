@@ -1,0 +1,282 @@
+//! The schema on PostgreSQL: versions under a row lock, concurrent migrators, a newer schema
+//! refused untouched, what someone added kept; and the table list both engines share.
+
+use std::sync::{Arc, Barrier, mpsc};
+use std::time::Duration;
+
+use ecosystemiser_db::{EcoDb, Error, SCHEMA_VERSION};
+use hive_db_core::postgres::{Client, NoTls};
+
+use crate::common::{Kind, contract_test, open, pg_registry, settings};
+
+fn version(client: &mut Client) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT version FROM ecosystemiser_schema_version WHERE id = 1",
+            &[],
+        )?
+        .try_get(0)?)
+}
+
+fn exists(client: &mut Client, relation: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&relation])?
+        .try_get(0)?)
+}
+
+/// Opens the EcoSystemiser database on `url` through a registry of its own (a stand-in for
+/// another process).
+fn open_at(url: &str, dir: &std::path::Path) -> anyhow::Result<(EcoDb, hive_db_core::Registry)> {
+    let registry = pg_registry(url)?;
+    let db = EcoDb::with_registry(&registry, &settings(dir, "unused.db"))?;
+    Ok((db, registry))
+}
+
+/// Bug caught: a migrator that reads the version without locking its row, so a second
+/// process applies a step the first is applying (or has applied and not yet committed),
+/// and writes its own, older version over the first one's.
+#[test]
+fn a_migrator_waits_for_the_one_holding_the_version_row() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let mut holder = Client::connect(&url, NoTls)?;
+    holder.batch_execute(
+        "CREATE TABLE ecosystemiser_schema_version (
+             id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+         INSERT INTO ecosystemiser_schema_version VALUES (1, 0)",
+    )?;
+    // A migrator in the middle of its work: the row locked, nothing recorded yet.
+    let mut tx = holder.transaction()?;
+    tx.query_one(
+        "SELECT version FROM ecosystemiser_schema_version WHERE id = 1 FOR UPDATE",
+        &[],
+    )?;
+    let (done_tx, done) = mpsc::channel();
+    let url2 = url.clone();
+    let path = dir.path().to_path_buf();
+    let other = std::thread::spawn(move || {
+        let opened = open_at(&url2, &path).map(|(db, registry)| (db.engine(), registry));
+        let _ = done_tx.send(());
+        opened
+    });
+    assert!(
+        done.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the second migrator did not wait for the row lock"
+    );
+    // It ends having done every step: the waiting migrator must find them done.
+    tx.execute(
+        "UPDATE ecosystemiser_schema_version SET version = $1 WHERE id = 1",
+        &[&(SCHEMA_VERSION as i64)],
+    )?;
+    tx.commit()?;
+    done.recv_timeout(Duration::from_secs(30))?;
+    other
+        .join()
+        .map_err(|_| anyhow::anyhow!("migrator panicked"))??;
+    // It found every step done: it applied none of them.
+    assert!(!exists(&mut holder, "simulations")?);
+    assert_eq!(version(&mut holder)?, SCHEMA_VERSION as i64);
+    Ok(())
+}
+
+/// Bug caught: two processes creating the schema at once failing on PostgreSQL's
+/// `CREATE TABLE IF NOT EXISTS` race, or ending at different versions.
+#[test]
+fn two_registries_migrate_one_database_at_once() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let barrier = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let dir = tempfile::tempdir()?;
+                barrier.wait();
+                let (db, _registry) = open_at(&url, dir.path())?;
+                let status = db.integration_status();
+                assert_eq!(status.probe, Ok(SCHEMA_VERSION as i64));
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    }
+    let mut client = Client::connect(&url, NoTls)?;
+    assert_eq!(version(&mut client)?, SCHEMA_VERSION as i64);
+    Ok(())
+}
+
+/// Bug caught: a database migrated by newer code written to (its version lowered, steps run
+/// again) instead of refused.
+#[test]
+fn a_newer_schema_is_refused_untouched() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    client.batch_execute(
+        "UPDATE ecosystemiser_schema_version SET version = 99;
+         DROP INDEX idx_events_type_seq",
+    )?;
+    let registry = pg_registry(&url)?;
+    let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
+    assert!(
+        matches!(err, Some(Error::SchemaTooNew { found: 99, .. })),
+        "{err:?}"
+    );
+    assert_eq!(version(&mut client)?, 99);
+    assert!(!exists(&mut client, "idx_events_type_seq")?);
+    Ok(())
+}
+
+/// Bug caught: a migration step that drops or rewrites what someone added: an extra column,
+/// index or view, or a column of the name a step adds, of another type.
+#[test]
+fn what_someone_added_stays() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    // Back to version 3, with someone's own error_message (an integer) on studies.
+    client.batch_execute(
+        "ALTER TABLE simulations ADD COLUMN owner TEXT DEFAULT 'ops';
+         CREATE INDEX ops_sim_owner ON simulations (owner);
+         CREATE VIEW ops_running AS SELECT simulation_id FROM simulations WHERE status = 'running';
+         ALTER TABLE studies DROP COLUMN error_message;
+         ALTER TABLE studies ADD COLUMN error_message INTEGER;
+         UPDATE ecosystemiser_schema_version SET version = 3",
+    )?;
+    drop(open_at(&url, dir.path())?);
+    assert_eq!(version(&mut client)?, SCHEMA_VERSION as i64);
+    for relation in ["ops_sim_owner", "ops_running"] {
+        assert!(exists(&mut client, relation)?, "{relation} dropped");
+    }
+    let types: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name::text, data_type::text FROM information_schema.columns
+             WHERE (table_name = 'simulations' AND column_name = 'owner')
+                OR (table_name = 'studies' AND column_name = 'error_message')
+             ORDER BY table_name",
+            &[],
+        )?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, hive_db_core::postgres::Error>>()?;
+    assert_eq!(
+        types,
+        [
+            ("simulations".to_owned(), "text".to_owned()),
+            ("studies".to_owned(), "integer".to_owned())
+        ]
+    );
+    Ok(())
+}
+
+contract_test! {
+/// Bug caught: a table added to the schema but not to `TABLES` (so a tool that copies or
+/// empties the database by the list would leave it out), or listed after a table that
+/// references it.
+fn the_table_list_is_every_table_parents_first(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let (mut tables, references): (Vec<String>, Vec<(String, String)>) = match kind {
+        Kind::Postgres => db.postgres()?.read_primary(|c| {
+            let tables = c
+                .query(
+                    "SELECT table_name::text FROM information_schema.tables
+                     WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+                       AND table_name NOT IN ('ecosystemiser_schema_version',
+                                              'ecosystemiser_event_order')",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+            let references = c
+                .query(
+                    "SELECT conrelid::regclass::text, confrelid::regclass::text
+                     FROM pg_constraint WHERE contype = 'f'",
+                    &[],
+                )?
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<_, hive_db_core::postgres::Error>>()?;
+            Ok((tables, references))
+        })?,
+        _ => db.read(|c| {
+            let tables: Vec<String> = c
+                .prepare(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table'
+                     AND name NOT LIKE 'sqlite_%'",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut references = Vec::new();
+            for t in &tables {
+                let mut stmt = c.prepare("SELECT \"table\" FROM pragma_foreign_key_list(?1)")?;
+                for parent in stmt.query_map([t], |r| r.get::<_, String>(0))? {
+                    references.push((t.clone(), parent?));
+                }
+            }
+            Ok((tables, references))
+        })?,
+    };
+    let listed = ecosystemiser_db::TABLES;
+    let mut sorted: Vec<String> = listed.iter().map(|t| (*t).to_owned()).collect();
+    sorted.sort();
+    tables.sort();
+    assert_eq!(tables, sorted, "{kind:?}");
+    assert!(!references.is_empty(), "{kind:?}: no references found");
+    let at = |t: &str| listed.iter().position(|l| *l == t);
+    for (child, parent) in &references {
+        assert!(at(parent) < at(child), "{kind:?}: {parent} must come before {child}");
+    }
+    Ok(())
+}
+}
+
+/// Bug caught: `EcoDb::with_postgres` not finding its own entry (opening the SQLite file of
+/// the settings instead), a status that reports SQLite, a password in the target shown, or
+/// SQLite-only calls running on PostgreSQL instead of failing with a typed error.
+#[test]
+fn opening_on_a_url_says_which_engine_and_refuses_sqlite_calls() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let registry = hive_db_core::Registry::new();
+    let db = EcoDb::with_postgres(&registry, &url, crate::common::pg_config())?;
+    assert_eq!(db.engine(), hive_db_core::Backend::Postgres);
+    let status = db.integration_status();
+    assert_eq!(status.engine, hive_db_core::Backend::Postgres);
+    assert_eq!(status.probe, Ok(SCHEMA_VERSION as i64));
+    assert!(status.shared_pool_in_use());
+    assert!(db.path().to_string_lossy().starts_with("postgres://"));
+    assert!(matches!(
+        db.stats()?,
+        ecosystemiser_db::BackendStats::SharedPool(_)
+    ));
+    let sqlite_call = db.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)));
+    assert!(
+        matches!(
+            sqlite_call,
+            Err(Error::Core(hive_db_core::Error::WrongBackend { .. }))
+        ),
+        "{sqlite_call:?}"
+    );
+    // Opening again through the registry finds the same database.
+    let again = EcoDb::with_registry(
+        &registry,
+        &settings(std::path::Path::new("/nonexistent"), "x.db"),
+    )?;
+    assert_eq!(again.engine(), hive_db_core::Backend::Postgres);
+
+    let dir = tempfile::tempdir()?;
+    let (sqlite, _r) = open(Kind::Direct, dir.path(), "eco.db")?;
+    assert_eq!(sqlite.engine(), hive_db_core::Backend::Sqlite);
+    assert!(matches!(sqlite.postgres(), Err(Error::WrongEngine { .. })));
+    Ok(())
+}

@@ -125,7 +125,8 @@ fn the_short_postgres_load_test_passes_every_check() -> anyhow::Result<()> {
 
 /// Bug caught: a PostgreSQL verifier that trusts acknowledgements, or reads another
 /// database than the one written (every row then looks absent and unacknowledged at once),
-/// so a lost acknowledged write passes or the wrong check fails.
+/// so a lost acknowledged write passes or the wrong check fails; or a report for people
+/// that does not show the failure (or the PostgreSQL pool table).
 #[test]
 fn a_dropped_acknowledged_write_fails_its_check_on_postgres() -> anyhow::Result<()> {
     hive_pg_harness::require_postgres!();
@@ -136,6 +137,15 @@ fn a_dropped_acknowledged_write_fails_its_check_on_postgres() -> anyhow::Result<
     let report = execute(&short_pg(), faults)?;
     assert_eq!(failed(&report), [verify::ACKNOWLEDGED_WRITES_PRESENT]);
     assert!(!report.verified);
+    let mut text = Vec::new();
+    report.print(&mut text)?;
+    let text = String::from_utf8(text)?;
+    assert!(
+        text.contains("FAILED acknowledged_writes_present")
+            && text.contains("NOT verified: 1 of 7 checks failed")
+            && text.contains("retries"),
+        "{text}"
+    );
     Ok(())
 }
 

@@ -45,7 +45,7 @@ pub(crate) struct LoadArgs {
     pub(crate) backend: Backend,
     /// With --backend postgres: a connection URL (or key=value string) of a database on the
     /// server to use, whose user may create and drop databases; each run creates databases
-    /// of its own on it (hive_loadtest_<pid>_<run>_ecosystemiser, .._app_N) and drops them
+    /// of its own on it (hive_loadtest_PID_RUN_ecosystemiser, .._app_N) and drops them
     /// afterwards. Without it, a private PostgreSQL 15 server is started and stopped (it needs
     /// the postgresql-15 programs in /usr/lib/postgresql/15/bin).
     #[arg(long, value_name = "URL")]

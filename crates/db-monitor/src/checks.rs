@@ -1,9 +1,10 @@
-//! The checks that turn one database's read into findings: down, health, corruption, and for
-//! a pool the leak check, acquire timeouts rising and slow acquires.
+//! The checks that turn one database's read into findings: down, health, corruption, for a
+//! pool the leak check, acquire timeouts rising and slow acquires, and for PostgreSQL its
+//! servers.
 
 use std::time::Duration;
 
-use hive_db_core::{DbSnapshot, HealthStatus};
+use hive_db_core::{DbSnapshot, HealthStatus, PgFacts};
 
 use crate::finding::{Finding, FindingKind};
 use crate::rates::Rates;
@@ -12,14 +13,21 @@ use crate::{fmt, status};
 
 use HealthStatus::{Degraded, Unhealthy};
 
-/// The checks: health, corruption, and for a pool the leak check (holds past the leak
-/// threshold, more connections than the maximum, acquire timeouts rising) and slow acquires.
-/// `rates` are those of the interval before `read`, when there was one.
+/// The checks: health, corruption, for a pool the leak check (holds past the leak threshold,
+/// more connections than the maximum, acquire timeouts rising) and slow acquires, and for
+/// PostgreSQL a primary it cannot reach or write to and replicas not taking reads. `rates`
+/// are those of the interval before `read`, when there was one.
 pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Vec<Finding> {
     if let Some(error) = &read.error {
         return vec![Finding::new(Unhealthy, FindingKind::Down, error)];
     }
     let mut out = Vec::new();
+    let servers = read
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.postgres.as_ref())
+        .map(servers)
+        .unwrap_or_default();
     if let Some(s) = &read.snapshot {
         out.extend(closed(s));
         out.extend(leak(s, rates));
@@ -29,8 +37,26 @@ pub(crate) fn assess(read: &DbRead, rates: Option<&Rates>, slow: Duration) -> Ve
         out.extend(busy(rates));
     }
     out.extend(corrupt(read));
-    out.extend(health(read));
+    out.extend(health(read, &servers));
+    out.extend(servers);
     out
+}
+
+/// A PostgreSQL database's servers as its registry last measured them: a primary it cannot
+/// reach or write to, and each replica not taking reads, make it degraded. Reads still work
+/// (they fall back to the primary; a primary that is really gone fails the health check).
+/// The messages are the registry's own health notes, word for word, so the health finding
+/// that repeats them can leave them out.
+fn servers(pg: &PgFacts) -> Vec<Finding> {
+    let primary = pg
+        .primary_notes()
+        .into_iter()
+        .map(|note| Finding::new(Degraded, FindingKind::Primary, note));
+    let replicas = pg
+        .replica_notes()
+        .into_iter()
+        .map(|note| Finding::new(Degraded, FindingKind::Replica, note));
+    primary.chain(replicas).collect()
 }
 
 fn closed(s: &DbSnapshot) -> Option<Finding> {
@@ -132,9 +158,10 @@ fn corrupt(read: &DbRead) -> Option<Finding> {
     ))
 }
 
-/// A health check that is not healthy, unless it only repeats the corruption of a file; an
-/// open pool without a health check at all.
-fn health(read: &DbRead) -> Option<Finding> {
+/// A health check that is not healthy, unless it only repeats the corruption of a file or
+/// the `servers` findings (those notes are left out of its message); an open pool without a
+/// health check at all.
+fn health(read: &DbRead, servers: &[Finding]) -> Option<Finding> {
     let Some(h) = &read.health else {
         return read.snapshot.as_ref().is_some_and(|s| s.open).then(|| {
             Finding::new(
@@ -148,9 +175,24 @@ fn health(read: &DbRead) -> Option<Finding> {
     if h.status == HealthStatus::Healthy || repeats_corrupt {
         return None;
     }
-    let message = h
-        .error
-        .clone()
-        .unwrap_or_else(|| format!("health check {}", status::word(h.status)));
+    let message = match &h.error {
+        // The registry joins its notes with "; ".
+        Some(error) if !servers.is_empty() => {
+            let rest: Vec<&str> = error
+                .split("; ")
+                .filter(|note| servers.iter().all(|f| f.message != *note))
+                .collect();
+            if rest.is_empty() {
+                if h.status == Degraded {
+                    return None;
+                }
+                format!("health check {}", status::word(h.status))
+            } else {
+                rest.join("; ")
+            }
+        }
+        Some(error) => error.clone(),
+        None => format!("health check {}", status::word(h.status)),
+    };
     Some(Finding::new(h.status, FindingKind::Health, message))
 }

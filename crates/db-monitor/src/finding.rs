@@ -25,6 +25,11 @@ pub enum FindingKind {
     Busy,
     /// `quick_check` found a problem.
     Corrupt,
+    /// PostgreSQL: the registry's monitor cannot reach the primary, or it no longer takes
+    /// writes.
+    Primary,
+    /// PostgreSQL: a read replica does not take reads (lagging, down, or not a standby).
+    Replica,
 }
 
 /// Why a database is not healthy.
@@ -68,6 +73,8 @@ mod tests {
             SlowAcquire => "slow_acquire",
             Busy => "busy",
             Corrupt => "corrupt",
+            Primary => "primary",
+            Replica => "replica",
         };
         for kind in [
             Down,
@@ -78,6 +85,8 @@ mod tests {
             SlowAcquire,
             Busy,
             Corrupt,
+            Primary,
+            Replica,
         ] {
             assert_eq!(serde_json::to_value(kind)?, names(kind));
             assert_eq!(

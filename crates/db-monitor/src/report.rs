@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_db_core::{DbSnapshot, HealthStatus, LatencySummary, Totals};
+use hive_db_core::{Backend, DbSnapshot, HealthStatus, LatencySummary, PgFacts, Totals};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -136,7 +136,12 @@ pub struct DbReport {
     pub source: String,
     /// Its name in the registry, or the one given with `--db` or `--config`.
     pub name: String,
-    /// Its file (`None` when the endpoint hides paths).
+    /// The engine it runs on; `None` for an endpoint that could not be read, and in reports
+    /// of older versions.
+    #[serde(default)]
+    pub backend: Option<Backend>,
+    /// Its file, or for PostgreSQL `postgres://user@host:port/db` (`None` when the endpoint
+    /// hides paths).
     pub path: Option<PathBuf>,
     /// Why the status is not healthy, worst first.
     pub findings: Vec<Finding>,
@@ -150,8 +155,12 @@ pub struct DbReport {
     pub rates: Option<Rates>,
     /// Its health check.
     pub health: Option<HealthFacts>,
-    /// What SQLite says about its file.
+    /// What SQLite says about its file (SQLite only).
     pub sqlite: Option<FileFacts>,
+    /// A PostgreSQL database's servers as its registry last measured them: the primary,
+    /// each replica, the reads that fell back to the primary. `None` for SQLite.
+    #[serde(default)]
+    pub postgres: Option<PgFacts>,
     /// `--probe`'s result.
     pub probe: Option<ProbeResult>,
 }
@@ -169,9 +178,10 @@ impl DbReport {
 
 impl Serialize for DbReport {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("DbReport", 12)?;
+        let mut s = serializer.serialize_struct("DbReport", 14)?;
         s.serialize_field("source", &self.source)?;
         s.serialize_field("name", &self.name)?;
+        s.serialize_field("backend", &self.backend)?;
         s.serialize_field("path", &self.path)?;
         s.serialize_field("status", &self.status())?;
         s.serialize_field("findings", &self.findings)?;
@@ -181,6 +191,7 @@ impl Serialize for DbReport {
         s.serialize_field("rates", &self.rates)?;
         s.serialize_field("health", &self.health)?;
         s.serialize_field("sqlite", &self.sqlite)?;
+        s.serialize_field("postgres", &self.postgres)?;
         s.serialize_field("probe", &self.probe)?;
         s.end()
     }
@@ -293,6 +304,7 @@ fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport
     DbReport {
         source: read.source.clone(),
         name: read.name.clone(),
+        backend: read.backend(),
         path: read.path.clone(),
         findings,
         pool: snap.map(pool_of),
@@ -305,12 +317,14 @@ fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport
         rates,
         health: read.health.clone(),
         sqlite: read.facts.clone().or_else(|| {
-            snap.map(|s| FileFacts {
-                file_bytes: s.sqlite.file_bytes,
-                wal_bytes: s.sqlite.wal_bytes,
-                ..FileFacts::default()
-            })
+            snap.filter(|s| s.backend == Backend::Sqlite)
+                .map(|s| FileFacts {
+                    file_bytes: s.sqlite.file_bytes,
+                    wal_bytes: s.sqlite.wal_bytes,
+                    ..FileFacts::default()
+                })
         }),
+        postgres: snap.and_then(|s| s.postgres.clone()),
         probe: read.probe.clone(),
     }
 }
@@ -334,7 +348,10 @@ fn pool_of(s: &DbSnapshot) -> Pool {
 mod tests {
     use super::*;
     use crate::finding::FindingKind;
+    use crate::table::{full, pools, servers};
     use hive_db_core::{DbConfig, DbName, Registry};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
 
     fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
         let db = snapshot.databases[0].clone();
@@ -472,6 +489,352 @@ mod tests {
         assert_eq!(v["databases"][0]["findings"][0]["kind"], "over_max");
         let back: Report = serde_json::from_str(&text)?;
         assert_eq!(serde_json::to_string(&back)?, text);
+        Ok(())
+    }
+
+    /// A PostgreSQL primary at 15.10 with 7 of 100 connections in use.
+    fn primary_facts() -> serde_json::Value {
+        serde_json::json!({
+            "version": "15.10 (Debian 15.10-0+deb12u1)",
+            "in_recovery": false,
+            "read_only": false,
+            "connections": 7,
+            "max_connections": 100,
+            "age_ms": 120
+        })
+    }
+
+    /// A replica at `port` with `status`, its lag, error and reads.
+    fn replica(
+        port: u16,
+        status: &str,
+        lag_ms: Option<u64>,
+        error: Option<&str>,
+        reads: u64,
+    ) -> serde_json::Value {
+        let mut server = primary_facts();
+        server["in_recovery"] = true.into();
+        server["connections"] = 3.into();
+        serde_json::json!({
+            "target": format!("postgres://app@127.0.0.1:{port}/orders"),
+            "status": status,
+            "lag_ms": lag_ms,
+            // A down replica keeps the facts it gave when it last answered.
+            "server": server,
+            "error": error,
+            "live": 1,
+            "idle": 1,
+            "reads": reads
+        })
+    }
+
+    /// One read of a registry's PostgreSQL database `orders` whose servers are `pg` (the
+    /// `postgres` field of its snapshot, `null` for none), and whose health check said
+    /// `health`: a real snapshot of a SQLite pool in `dir`, made a PostgreSQL one as its
+    /// JSON would say.
+    fn pg_sample(
+        dir: &std::path::Path,
+        pg: serde_json::Value,
+        health: HealthFacts,
+    ) -> Result<Sample, Box<dyn std::error::Error>> {
+        let mut value = serde_json::to_value(snapshot_with(dir, 0, 10)?)?;
+        let db = &mut value["databases"][0];
+        db["name"] = "orders".into();
+        db["backend"] = "postgres".into();
+        db["path"] = "postgres://app@127.0.0.1:5432/orders".into();
+        db["sqlite"] = serde_json::json!({"file_bytes": 0, "wal_bytes": 0});
+        db["postgres"] = pg;
+        let mut sample = read_of(serde_json::from_value(value)?, 1);
+        sample.dbs[0].path = Some("postgres://app@127.0.0.1:5432/orders".into());
+        sample.dbs[0].health = Some(health);
+        Ok(sample)
+    }
+
+    fn healthy() -> HealthFacts {
+        HealthFacts {
+            status: HealthStatus::Healthy,
+            latency_ms: 1.0,
+            error: None,
+        }
+    }
+
+    /// Bug caught: a lagging or down replica, or a primary the registry cannot measure, left
+    /// out of the status (healthy, exit 0) or judged unhealthy (exit 2) while reads still
+    /// work; or replicas that take reads reported as a problem.
+    #[test]
+    fn servers_feed_the_status() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let slow = Duration::from_secs(1);
+        let fine = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [replica(5433, "up", Some(3), None, 40)],
+            "replica_fallbacks": 0
+        });
+        let report = build(None, &pg_sample(dir.path(), fine, healthy())?, slow);
+        assert_eq!(report.databases[0].findings, Vec::new());
+        assert_eq!(report.exit_code(), 0);
+
+        let troubled = serde_json::json!({
+            "primary": null,
+            "primary_error": "connection refused",
+            "replicas": [
+                replica(5433, "lagging", Some(4000), Some("4.0s behind, bound 1s"), 40),
+                replica(5434, "down", None, Some("connection refused"), 0),
+                replica(5435, "up", Some(3), None, 40)
+            ],
+            "replica_fallbacks": 12
+        });
+        let report = build(None, &pg_sample(dir.path(), troubled, healthy())?, slow);
+        let d = &report.databases[0];
+        let kinds: Vec<_> = d.findings.iter().map(|f| (f.kind, f.status)).collect();
+        use FindingKind::{Primary, Replica};
+        use HealthStatus::Degraded;
+        assert_eq!(
+            kinds,
+            [
+                (Primary, Degraded),
+                (Replica, Degraded),
+                (Replica, Degraded)
+            ],
+            "{:?}",
+            d.findings
+        );
+        assert!(d.findings[1].message.contains("replica1 ("));
+        assert!(d.findings[1].message.contains(":5433/orders) lagging"));
+        assert!(d.findings[2].message.contains(":5434/orders) down"));
+        assert_eq!(report.exit_code(), 1);
+        Ok(())
+    }
+
+    /// Bug caught: a registry's health note that only repeats a replica's problem shown as a
+    /// finding of its own too (every problem twice), or the health note's other part (a
+    /// saturated pool) lost with it.
+    #[test]
+    fn health_notes_on_servers_are_not_repeated() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let pg = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [replica(5434, "down", None, Some("connection refused"), 0)],
+            "replica_fallbacks": 2
+        });
+        let note = "replica1 (postgres://app@127.0.0.1:5434/orders) down: connection refused";
+        let health = |error: &str| HealthFacts {
+            status: HealthStatus::Degraded,
+            latency_ms: 1.0,
+            error: Some(error.to_owned()),
+        };
+        let slow = Duration::from_secs(1);
+        let alone = build(
+            None,
+            &pg_sample(dir.path(), pg.clone(), health(note))?,
+            slow,
+        );
+        let kinds: Vec<_> = alone.databases[0].findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FindingKind::Replica], "{:?}", alone.databases[0]);
+        assert_eq!(alone.databases[0].findings[0].message, note);
+
+        let saturated = "pool saturated: 10 of 10 connections busy, 3 callers waiting";
+        let both = build(
+            None,
+            &pg_sample(dir.path(), pg, health(&format!("{saturated}; {note}")))?,
+            slow,
+        );
+        let findings = &both.databases[0].findings;
+        let kinds: Vec<_> = findings.iter().map(|f| f.kind).collect();
+        assert_eq!(kinds, [FindingKind::Health, FindingKind::Replica]);
+        assert_eq!(findings[0].message, saturated);
+        Ok(())
+    }
+
+    /// Bug caught: a PostgreSQL database's engine or servers missing from the JSON, a SQLite
+    /// section of zeros for it, or the JSON not reading back into the same report.
+    #[test]
+    fn json_carries_engine_and_servers() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let pg = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [replica(5433, "lagging", Some(1500), Some("behind"), 9)],
+            "replica_fallbacks": 4
+        });
+        let report = build(
+            None,
+            &pg_sample(dir.path(), pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        let text = serde_json::to_string(&report)?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let d = &v["databases"][0];
+        assert_eq!(d["backend"], "postgres");
+        assert_eq!(d["path"], "postgres://app@127.0.0.1:5432/orders");
+        assert!(d["sqlite"].is_null(), "{d}");
+        assert_eq!(d["postgres"]["primary"]["max_connections"], 100);
+        assert_eq!(d["postgres"]["replicas"][0]["status"], "lagging");
+        assert_eq!(d["postgres"]["replicas"][0]["lag_ms"], 1500);
+        assert_eq!(d["postgres"]["replica_fallbacks"], 4);
+        assert_eq!(d["findings"][0]["kind"], "replica");
+        let back: Report = serde_json::from_str(&text)?;
+        assert_eq!(serde_json::to_string(&back)?, text);
+        Ok(())
+    }
+
+    /// Bug caught: a snapshot from a registry of an older version (no `backend`, no
+    /// `postgres`) refused, or read as anything but a SQLite database with its file's sizes;
+    /// or a report of an older version (no `backend`, no `postgres`) refused.
+    #[test]
+    fn older_snapshots_and_reports_read_as_sqlite() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut value = serde_json::to_value(snapshot_with(dir.path(), 0, 10)?)?;
+        let db = value["databases"][0]
+            .as_object_mut()
+            .ok_or("a database is an object")?;
+        assert!(db.remove("backend").is_some() && db.remove("postgres").is_some());
+        db.insert(
+            "sqlite".to_owned(),
+            serde_json::json!({"file_bytes": 4096, "wal_bytes": 0}),
+        );
+        let report = build(
+            None,
+            &read_of(serde_json::from_value(value)?, 1),
+            Duration::from_secs(1),
+        );
+        let d = &report.databases[0];
+        assert_eq!(d.backend, Some(Backend::Sqlite));
+        assert_eq!(d.postgres, None);
+        assert_eq!(d.sqlite.as_ref().map(|s| s.file_bytes), Some(4096));
+        assert_eq!(report.exit_code(), 0);
+
+        let mut old = serde_json::to_value(&report)?;
+        let db = old["databases"][0]
+            .as_object_mut()
+            .ok_or("a database is an object")?;
+        assert!(db.remove("backend").is_some() && db.remove("postgres").is_some());
+        let back: Report = serde_json::from_value(old)?;
+        assert_eq!(back.databases[0].backend, None);
+        assert_eq!(back.databases[0].postgres, None);
+        Ok(())
+    }
+
+    /// The line of `text` that holds every one of `parts`.
+    fn line_with<'a>(text: &'a str, parts: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// Bug caught: a PostgreSQL database shown without its engine, without its servers
+    /// (primary's version, connections of max_connections, and whether it is a standby; a
+    /// replica's status, lag and reads; the fallbacks), or with a SQLite section of zeros.
+    #[test]
+    fn postgres_engine_and_servers() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let pg = serde_json::json!({
+            "primary": primary_facts(),
+            "primary_error": null,
+            "replicas": [
+                replica(5433, "lagging", Some(1500), Some("behind"), 9),
+                replica(5434, "down", None, Some("connection refused"), 0)
+            ],
+            "replica_fallbacks": 4
+        });
+        let report = build(
+            None,
+            &pg_sample(dir.path(), pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(
+            line_with(&text, &["orders", "postgres", "degraded", "0/10"]).is_some(),
+            "{text}"
+        );
+        assert!(text.contains("\nPostgreSQL servers\n"), "{text}");
+        let primary = line_with(&text, &["primary", ":5432/orders"]).ok_or(text.clone())?;
+        for want in [" up ", "15.10 ", "7/100"] {
+            assert!(primary.contains(want), "no {want:?} in {primary}");
+        }
+        assert!(
+            !primary.contains("Debian") && !primary.contains("standby"),
+            "{primary}"
+        );
+        let lagging = line_with(&text, &["replica", ":5433/orders"]).ok_or(text.clone())?;
+        for want in ["lagging", "3/100", "1.50s", " 9 "] {
+            assert!(lagging.contains(want), "no {want:?} in {lagging}");
+        }
+        let down = line_with(&text, &["replica", ":5434/orders"]).ok_or(text.clone())?;
+        assert!(down.contains(" down "), "{down}");
+        assert!(!down.contains("15.10") && !down.contains("/100"), "{down}");
+        assert!(text.contains("orders: 4 replica fallbacks"), "{text}");
+        assert!(!text.contains("\nSQLite\n"), "{text}");
+
+        // A primary that turned out a standby says so where its role is, and that it takes
+        // no writes.
+        let mut standby = primary_facts();
+        standby["in_recovery"] = true.into();
+        let refusing = "the server is in recovery or read-only: it cannot take writes";
+        let text = primary_only(dir.path(), standby, refusing)?;
+        let row = line_with(&text, &["orders", "primary, standby", ":5432/orders"])
+            .ok_or(text.clone())?;
+        assert!(row.contains("no writes") && row.contains("7/100"), "{row}");
+        assert!(!text.contains("fallbacks"), "{text}");
+
+        // One the registry cannot reach: its facts from before are no longer so.
+        let text = primary_only(dir.path(), primary_facts(), "connection refused")?;
+        let row = line_with(&text, &["orders", "primary", ":5432/orders"]).ok_or(text.clone())?;
+        assert!(
+            row.contains("unreachable") && !row.contains("7/100"),
+            "{row}"
+        );
+        Ok(())
+    }
+
+    /// The full report of `orders` with only a primary, of `facts`, and `error`.
+    fn primary_only(
+        dir: &std::path::Path,
+        facts: serde_json::Value,
+        error: &str,
+    ) -> Result<String, Box<dyn std::error::Error>> {
+        let pg = serde_json::json!({
+            "primary": facts,
+            "primary_error": error,
+            "replicas": [],
+            "replica_fallbacks": 0
+        });
+        let report = build(
+            None,
+            &pg_sample(dir, pg, healthy())?,
+            Duration::from_secs(1),
+        );
+        Ok(full(&report, None))
+    }
+
+    /// Bug caught: a SQLite-only report changed beyond the engine column (a servers section
+    /// appearing, the SQLite section lost), or the engine column missing from the narrow
+    /// table or out of its place after the name.
+    #[test]
+    fn sqlite_only_gains_only_the_engine() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let report = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 0, 10)?, 1),
+            Duration::from_secs(1),
+        );
+        let text = full(&report, None);
+        assert!(!text.contains("PostgreSQL"), "{text}");
+        assert!(text.contains("\nSQLite\n"), "{text}");
+        assert_eq!(servers(&report, None), None);
+        for width in [None, Some(100)] {
+            let pools = pools(&report, width);
+            let head = line_with(&pools, &["db", "status"]).ok_or(pools.clone())?;
+            let words: Vec<&str> = head
+                .split(|c: char| c.is_whitespace() || c == '│')
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(words[..3], ["db", "engine", "status"], "{pools}");
+            assert!(
+                line_with(&pools, &["inventory", "sqlite", "healthy"]).is_some(),
+                "{pools}"
+            );
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_db_core::{DbSnapshot, HealthStatus};
+use hive_db_core::{Backend, DbSnapshot, HealthStatus};
 
 use crate::attach::Endpoint;
 use crate::cli::DbSpec;
@@ -41,6 +41,15 @@ impl DbRead {
     /// The key that matches a database across two reads.
     pub(crate) fn key(&self) -> (&str, &str) {
         (&self.source, &self.name)
+    }
+
+    /// The engine: the snapshot's for an endpoint's database, SQLite for a file, `None` for
+    /// an endpoint that could not be read.
+    pub(crate) fn backend(&self) -> Option<Backend> {
+        match &self.snapshot {
+            Some(s) => Some(s.backend),
+            None => self.error.is_none().then_some(Backend::Sqlite),
+        }
     }
 }
 
@@ -218,7 +227,7 @@ impl Sampler {
                     });
                 // A PostgreSQL database's path is its URL (no password): no file to look at.
                 let facts = (depth.endpoint_files
-                    && db.backend == hive_db_core::Backend::Sqlite
+                    && db.backend == Backend::Sqlite
                     && !db.path.as_os_str().is_empty())
                 .then(|| file::facts_of(&db.path, self.timeout, depth.quick_check))
                 .flatten();

@@ -1,6 +1,6 @@
 //! A status as people read it and as the exit code gives it (the Nagios plugin convention).
 
-use hive_db_core::HealthStatus;
+use hive_db_core::{HealthStatus, ReplicaStatus};
 
 /// Exit code for "could not run" (Nagios UNKNOWN): bad arguments or config file, an endpoint
 /// that cannot be reached, no database to report on.
@@ -22,6 +22,12 @@ pub(crate) fn word(status: HealthStatus) -> &'static str {
         HealthStatus::Degraded => "degraded",
         HealthStatus::Unhealthy => "unhealthy",
     }
+}
+
+/// A replica's status as the registry's health notes word it: `up`, `lagging`, `down`,
+/// `not a standby`.
+pub(crate) fn replica(status: ReplicaStatus) -> &'static str {
+    status.words()
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
 //! The report as tables for people.
 
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use hive_db_core::{Backend, PgFacts, ReplicaStatus, ServerFacts};
 
 use crate::file::FileFacts;
 use crate::report::{DbReport, Percentiles, Report, Total};
 use crate::{fmt, status};
 
 const DASH: &str = "-";
-/// Terminal width from which the pool table is one table rather than two.
-const WIDE: u16 = 140;
+/// Terminal width from which the pool table is one table rather than two: the width it
+/// takes with a PostgreSQL database in it.
+const WIDE: u16 = 152;
 
 fn table(header: &[&str], width: Option<u16>) -> Table {
     let mut t = Table::new();
@@ -50,6 +52,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let p99 = d.rates.as_ref().and_then(|r| r.acquire_wait_p99_ms);
         tables.add(
             label(d, many),
+            engine(d),
             status::word(d.status()),
             pool.as_ref(),
             pool.as_ref().filter(|_| d.rates.is_some()),
@@ -62,6 +65,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let rates = Some(&t).filter(|_| has_rates);
         tables.add(
             "total".to_owned(),
+            "",
             "",
             Some(&t),
             rates,
@@ -88,6 +92,11 @@ fn files(report: &Report, many: bool, width: Option<u16>) -> String {
     t.to_string()
 }
 
+/// `sqlite`, `postgres`, or a dash when unknown (an endpoint that could not be read).
+fn engine(d: &DbReport) -> &'static str {
+    d.backend.map_or(DASH, Backend::as_str)
+}
+
 fn health(d: &DbReport) -> String {
     d.health
         .as_ref()
@@ -109,11 +118,12 @@ impl PoolTables {
         let wide = width.is_none_or(|w| w >= WIDE);
         let mut heads: Vec<&str> = if wide {
             vec![
-                "db", "status", "live/max", "active", "idle", "waiting", "maxwait", "writer q",
+                "db", "engine", "status", "live/max", "active", "idle", "waiting", "maxwait",
+                "writer q",
             ]
         } else {
             vec![
-                "db", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
+                "db", "engine", "status", "live", "act", "idle", "wait", "maxwait", "wq", "health",
             ]
         };
         if wide {
@@ -127,11 +137,13 @@ impl PoolTables {
         }
     }
 
-    /// One row: `pool`'s state (dashes without), `rates`' figures (dashes without) and the
-    /// interval's p99 wait, and the health check's latency.
+    /// One row: the database's engine and status, `pool`'s state (dashes without), `rates`'
+    /// figures (dashes without) and the interval's p99 wait, and the health check's latency.
+    #[expect(clippy::too_many_arguments, reason = "one argument per column group")]
     fn add(
         &mut self,
         label: String,
+        engine: &str,
         status: &str,
         pool: Option<&Total>,
         rates: Option<&Total>,
@@ -166,7 +178,11 @@ impl PoolTables {
             },
         );
         rate_cells.push(p99);
-        let mut row = [vec![label.clone(), status.to_owned()], state].concat();
+        let mut row = [
+            vec![label.clone(), engine.to_owned(), status.to_owned()],
+            state,
+        ]
+        .concat();
         if self.wide {
             row.extend(rate_cells);
             row.push(health);
@@ -212,16 +228,17 @@ pub(crate) fn full(report: &Report, width: Option<u16>) -> String {
         pools(report, width)
     );
     let sections = [
+        ("PostgreSQL servers", servers(report, width)),
         (
             "Counters since the application started",
-            counters(report, width),
+            counters(report, width).map(|t| t.to_string()),
         ),
         (
             "Latency since the application started",
-            latencies(report, width),
+            latencies(report, width).map(|t| t.to_string()),
         ),
-        ("SQLite", Some(sqlite(report, width))),
-        ("Probe", probes(report, width)),
+        ("SQLite", sqlite(report, width).map(|t| t.to_string())),
+        ("Probe", probes(report, width).map(|t| t.to_string())),
     ];
     for (title, table) in sections {
         if let Some(t) = table {
@@ -334,8 +351,9 @@ fn latency_row(name: &str, what: &str, p: &Percentiles) -> Vec<String> {
     ]
 }
 
-/// Every database's file and what SQLite says about it.
-fn sqlite(report: &Report, width: Option<u16>) -> Table {
+/// Every SQLite database's file and what SQLite says about it; `None` when every database
+/// is a PostgreSQL one.
+fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
     let mut t = table(
         &[
             "db",
@@ -350,7 +368,8 @@ fn sqlite(report: &Report, width: Option<u16>) -> Table {
         ],
         width,
     );
-    for d in &report.databases {
+    let postgres = |d: &&DbReport| d.backend == Some(Backend::Postgres);
+    for d in report.databases.iter().filter(|d| !postgres(d)) {
         let path = d
             .path
             .as_ref()
@@ -362,7 +381,133 @@ fn sqlite(report: &Report, width: Option<u16>) -> Table {
         }
         t.add_row(row);
     }
-    t
+    let all_postgres =
+        !report.databases.is_empty() && report.databases.iter().all(|d| postgres(&d));
+    (!all_postgres).then_some(t)
+}
+
+/// The servers of each PostgreSQL database: its primary (version, a standby or not, client
+/// connections of `max_connections`) and each replica (status, lag, reads served), then the
+/// reads that fell back to the primary. `None` without PostgreSQL databases.
+pub(crate) fn servers(report: &Report, width: Option<u16>) -> Option<String> {
+    let mut t = table(
+        &[
+            "db", "role", "server", "status", "version", "conns", "lag", "reads",
+        ],
+        width,
+    );
+    let mut fallbacks = String::new();
+    for d in &report.databases {
+        let Some(pg) = &d.postgres else { continue };
+        let target = d.path.as_ref().map_or(DASH.to_owned(), |p| server(p));
+        // The registry keeps a primary's last facts when it cannot reach it: they are
+        // shown only while they are current (reached, or reached and refusing writes).
+        let refuses_writes = pg
+            .primary
+            .as_ref()
+            .is_some_and(|f| f.in_recovery || f.read_only);
+        let (status, facts) = match (&pg.primary, &pg.primary_error) {
+            (Some(f), Some(_)) if refuses_writes => ("no writes", Some(f)),
+            (_, Some(_)) => ("unreachable", None),
+            (Some(f), None) => ("up", Some(f)),
+            (None, None) => (DASH, None),
+        };
+        // A primary that says it is a standby, or refuses writes, takes no writes: said
+        // where its role is.
+        let role = match &pg.primary {
+            Some(f) if f.in_recovery => "primary, standby",
+            Some(f) if f.read_only => "primary, read-only",
+            _ => "primary",
+        };
+        t.add_row(server_row(
+            &d.name,
+            role,
+            target,
+            status,
+            facts,
+            DASH.to_owned(),
+            DASH.to_owned(),
+        ));
+        for r in &pg.replicas {
+            t.add_row(server_row(
+                &d.name,
+                "replica",
+                server(&r.target),
+                status::replica(r.status),
+                // What a down server said of itself before is no longer so.
+                r.server
+                    .as_ref()
+                    .filter(|_| r.status != ReplicaStatus::Down),
+                r.lag_ms
+                    .map_or(DASH.to_owned(), |ms| fmt::millis(ms as f64)),
+                r.reads.to_string(),
+            ));
+        }
+        fallbacks.push_str(&fallback_line(&d.name, pg));
+    }
+    (t.row_count() > 0).then(|| format!("{t}\n{fallbacks}").trim_end().to_owned())
+}
+
+/// `host:port/db` of `postgres://user@host:port/db`: what tells servers apart, narrow
+/// enough for the table (the JSON keeps the whole target).
+fn server(target: &std::path::Path) -> String {
+    let url = target.to_string_lossy();
+    let rest = ["postgres://", "postgresql://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .unwrap_or(&url);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
+    rest[start..].to_owned()
+}
+
+/// One server's row: `status` is its registry's view of it; the version and connections (of
+/// `max_connections`) are what it said of itself (dashes until measured).
+fn server_row(
+    db: &str,
+    role: &str,
+    target: String,
+    status: &str,
+    facts: Option<&ServerFacts>,
+    lag: String,
+    reads: String,
+) -> Vec<String> {
+    let (version, connections) = facts.map_or_else(
+        || (DASH.to_owned(), DASH.to_owned()),
+        |f| {
+            (
+                // `15.10 (Debian 15.10-0+deb12u1)`: the number says enough here.
+                f.version
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or(DASH)
+                    .to_owned(),
+                format!("{}/{}", f.connections, f.max_connections),
+            )
+        },
+    );
+    vec![
+        db.to_owned(),
+        role.to_owned(),
+        target,
+        status.to_owned(),
+        version,
+        connections,
+        lag,
+        reads,
+    ]
+}
+
+/// `orders: 3 replica fallbacks (reads sent to the primary)`, for a database with replicas
+/// or fallbacks; empty otherwise.
+fn fallback_line(db: &str, pg: &PgFacts) -> String {
+    if pg.replicas.is_empty() && pg.replica_fallbacks == 0 {
+        return String::new();
+    }
+    format!(
+        "{db}: {} replica fallbacks (reads meant for a replica, sent to the primary)\n",
+        pg.replica_fallbacks
+    )
 }
 
 /// Size, WAL, page size, pages, free pages, journal mode, quick_check; a dash for what was
@@ -401,4 +546,24 @@ fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
         ]);
     }
     (t.row_count() > 0).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: a server shown with its scheme and user (the table too wide for a
+    /// terminal), or cut wrong: an `@` in the database name taken for the user's end, a
+    /// multi-host target losing a host.
+    #[test]
+    fn servers_are_host_port_and_database() {
+        let short = |t: &str| server(std::path::Path::new(t));
+        assert_eq!(short("postgres://app@db1:5432/orders"), "db1:5432/orders");
+        assert_eq!(short("postgresql://db1:5432/orders"), "db1:5432/orders");
+        assert_eq!(
+            short("postgres://app@h1:5432,h2:5433/o@x"),
+            "h1:5432,h2:5433/o@x"
+        );
+        assert_eq!(short("db1:5432"), "db1:5432");
+    }
 }

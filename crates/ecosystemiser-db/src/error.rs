@@ -254,7 +254,9 @@ impl Error {
             return true;
         }
         #[cfg(feature = "postgres")]
-        if let Self::Postgres { code: Some(c), .. } = self {
+        if let Self::Postgres { code: Some(c), .. }
+        | Self::Core(hive_db_core::Error::Postgres { code: Some(c), .. }) = self
+        {
             return c == "23505";
         }
         false

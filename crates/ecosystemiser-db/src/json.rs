@@ -1,5 +1,6 @@
-//! JSON values in SQLite and PostgreSQL columns: encoded as text; read back from text, or (SQLite) from a number
-//! that a `JSON`-typed column of the original schema (NUMERIC affinity) turned it into.
+//! JSON values in SQLite and PostgreSQL columns: encoded as text; read back from text, or,
+//! on SQLite, from a number that a `JSON`-typed column of the original schema (NUMERIC
+//! affinity) turned it into.
 
 use hive_db_core::DbName;
 use hive_db_core::rusqlite::Row;

@@ -310,41 +310,11 @@ fn check_postgres(db: &PgDatabase, timeout: Duration) -> Outcome {
     ))
 }
 
-/// A server whose client connections reach this share of `max_connections` is near full.
-#[cfg(feature = "postgres")]
-const NEAR_MAX_CONNECTIONS: f64 = 0.9;
-
 /// What about a PostgreSQL database's servers makes it degraded, one line each.
 #[cfg(feature = "postgres")]
 fn postgres_notes(facts: &PgFacts) -> Vec<String> {
-    let near_full = |server: &crate::stats::ServerFacts| {
-        f64::from(server.connections) >= f64::from(server.max_connections) * NEAR_MAX_CONNECTIONS
-    };
-    let mut notes = Vec::new();
-    if let Some(error) = &facts.primary_error {
-        notes.push(format!("primary: {error}"));
-    }
-    if let Some(server) = facts.primary.as_ref().filter(|s| near_full(s)) {
-        notes.push(format!(
-            "primary: {} of max_connections {} in use",
-            server.connections, server.max_connections
-        ));
-    }
-    for (i, replica) in facts.replicas.iter().enumerate() {
-        if replica.status != crate::stats::ReplicaStatus::Up {
-            notes.push(format!(
-                "replica{} ({}) {}: {}",
-                i + 1,
-                replica.target.display(),
-                match replica.status {
-                    crate::stats::ReplicaStatus::Lagging => "lagging",
-                    crate::stats::ReplicaStatus::NotAReplica => "not a standby",
-                    _ => "down",
-                },
-                replica.error.as_deref().unwrap_or("skipped")
-            ));
-        }
-    }
+    let mut notes = facts.primary_notes();
+    notes.extend(facts.replica_notes());
     notes
 }
 

@@ -1,7 +1,7 @@
 //! A lock-free log-linear histogram of durations, cheap enough to record every checkout.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::sync::lock;
@@ -82,9 +82,13 @@ fn add(cell: &AtomicU64, shard: usize, v: u64) {
 /// maximum. Recording costs an add to a bucket of the thread's shard, a second one to the
 /// shard's sum unless the duration is zero (an acquire that did not wait), and a load; counts
 /// and percentiles are derived when read.
+///
+/// A shard's counters are allocated the first time a thread records into it (about 4 KiB
+/// each): a database that only a few threads use pays for a few shards, not for nine.
 pub(crate) struct Histogram {
-    /// `SHARDS` runs of `STRIDE` counters: the shard's sum of nanoseconds, then its buckets.
-    cells: Box<[AtomicU64]>,
+    /// Per shard, once used: `STRIDE` counters, the shard's sum of nanoseconds, then its
+    /// buckets.
+    shards: [OnceLock<Box<[AtomicU64]>>; SHARDS],
     max_ns: AtomicU64,
 }
 
@@ -121,7 +125,7 @@ fn bucket_upper(b: usize) -> u64 {
 impl Default for Histogram {
     fn default() -> Self {
         Self {
-            cells: (0..STRIDE * SHARDS).map(|_| AtomicU64::new(0)).collect(),
+            shards: std::array::from_fn(|_| OnceLock::new()),
             max_ns: AtomicU64::new(0),
         }
     }
@@ -132,10 +136,20 @@ impl Histogram {
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let shard = shard();
-        let run = shard * STRIDE;
-        add(&self.cells[run + 1 + bucket_of(ns)], shard, 1);
-        if ns != 0 {
-            add(&self.cells[run], shard, ns);
+        let Some(run) = self
+            .shards
+            .get(shard)
+            .map(|cells| cells.get_or_init(|| (0..STRIDE).map(|_| AtomicU64::new(0)).collect()))
+        else {
+            return;
+        };
+        if let Some(cell) = run.get(1 + bucket_of(ns)) {
+            add(cell, shard, 1);
+        }
+        if ns != 0
+            && let Some(sum) = run.first()
+        {
+            add(sum, shard, ns);
         }
         if ns > self.max_ns.load(Relaxed) {
             self.max_ns.fetch_max(ns, Relaxed);
@@ -151,7 +165,7 @@ impl Histogram {
     fn merged(&self) -> (Vec<u64>, u64) {
         let mut counts = vec![0u64; BUCKETS];
         let mut sum_ns = 0u64;
-        for run in self.cells.chunks(STRIDE) {
+        for run in self.shards.iter().filter_map(OnceLock::get) {
             sum_ns = sum_ns.wrapping_add(run[0].load(Relaxed));
             for (total, b) in counts.iter_mut().zip(&run[1..]) {
                 *total += b.load(Relaxed);
@@ -257,6 +271,26 @@ mod tests {
     use proptest::prelude::*;
 
     /// Bug caught: a bucket index out of range for large values, or buckets out of order.
+    /// Bug caught: every histogram allocating all nine shards up front (about 36 KiB each,
+    /// three per database: over 100 KiB for a database nobody uses), or a shard allocated
+    /// for nothing.
+    #[test]
+    fn shards_are_allocated_when_first_used() {
+        let h = Histogram::default();
+        let allocated = |h: &Histogram| h.shards.iter().filter(|s| s.get().is_some()).count();
+        assert_eq!(allocated(&h), 0);
+        assert_eq!(h.summary().count, 0);
+        h.record(Duration::from_micros(3));
+        h.record(Duration::from_micros(5));
+        assert_eq!(allocated(&h), 1);
+        std::thread::scope(|s| {
+            s.spawn(|| h.record(Duration::from_micros(7)));
+        });
+        assert!(allocated(&h) <= 2);
+        assert_eq!(h.summary().count, 3);
+        assert!(std::mem::size_of::<Histogram>() < 512);
+    }
+
     #[test]
     fn buckets_cover_all_values_in_order() {
         let mut last = 0;

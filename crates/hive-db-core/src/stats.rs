@@ -354,6 +354,66 @@ pub struct PgFacts {
     pub replica_fallbacks: u64,
 }
 
+/// A server whose client connections reach this share of `max_connections` is near full.
+const NEAR_MAX_CONNECTIONS: f64 = 0.9;
+
+impl PgFacts {
+    /// What about the primary makes the database degraded, one line each: the registry
+    /// cannot reach it or write to it, or it is near `max_connections`. Health reports these
+    /// lines, word for word.
+    pub fn primary_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(error) = &self.primary_error {
+            notes.push(format!("primary: {error}"));
+        }
+        if let Some(server) = self.primary.as_ref().filter(|s| s.near_full()) {
+            notes.push(format!(
+                "primary: {} of max_connections {} in use",
+                server.connections, server.max_connections
+            ));
+        }
+        notes
+    }
+
+    /// Each replica not taking reads, one line each (`replica1 (target) lagging: why`), as
+    /// health reports them.
+    pub fn replica_notes(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status != ReplicaStatus::Up)
+            .map(|(i, r)| {
+                format!(
+                    "replica{} ({}) {}: {}",
+                    i + 1,
+                    r.target.display(),
+                    r.status.words(),
+                    r.error.as_deref().unwrap_or("skipped")
+                )
+            })
+            .collect()
+    }
+}
+
+impl ServerFacts {
+    /// Whether 90% of its `max_connections` are in use.
+    pub fn near_full(&self) -> bool {
+        f64::from(self.connections) >= f64::from(self.max_connections) * NEAR_MAX_CONNECTIONS
+    }
+}
+
+impl ReplicaStatus {
+    /// The status in words: `up`, `lagging`, `down`, `not a standby`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Lagging => "lagging",
+            Self::Down => "down",
+            Self::NotAReplica => "not a standby",
+        }
+    }
+}
+
 /// Facts one PostgreSQL server reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]

@@ -3,6 +3,7 @@
 //! of a folder and removes it when this process ends, however it ends.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -103,7 +104,11 @@ impl Lifeline {
             c.args(["-c", &script]);
             c
         };
+        // A process group of its own: a terminal's hang-up (a closed tmux session, say) goes
+        // to the foreground group and would end the shell before it cleans up; its input
+        // still closes when this process ends, however it ends.
         let shell = sh
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -116,6 +116,9 @@ fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
             .to_owned();
     }
     let mut text = table::pools(report, Some(width));
+    if let Some(servers) = table::servers(report, Some(width)) {
+        text.push_str(&format!("\n\nPostgreSQL servers\n{servers}"));
+    }
     text.push_str("\n\nacquires/s, last samples\n");
     for d in report.databases.iter().filter(|d| d.pool.is_some()) {
         if let Some(t) = tallies.of(d) {

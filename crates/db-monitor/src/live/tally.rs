@@ -156,6 +156,7 @@ mod tests {
             databases: vec![DbReport {
                 source: "file".to_owned(),
                 name: "inventory".to_owned(),
+                backend: None,
                 path: None,
                 findings,
                 pool: None,
@@ -164,6 +165,7 @@ mod tests {
                 rates: None,
                 health: None,
                 sqlite: None,
+                postgres: None,
                 probe: None,
             }],
         }

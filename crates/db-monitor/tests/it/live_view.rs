@@ -360,3 +360,39 @@ fn live_view_shows_warnings_under_the_view() -> TestResult {
     assert!(pane.contains("db-monitor: ignoring"), "{pane}");
     Ok(())
 }
+
+/// Bug caught: the live view of a registry with a PostgreSQL database without the engine
+/// column or the servers table (the one-shot report has them, the redrawn view is drawn
+/// apart), or its down replica not carried into the exit code.
+#[test]
+fn live_view_shows_engines_and_servers() -> TestResult {
+    hive_pg_harness::require_postgres!();
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let replica_port = crate::postgres::closed_port()?;
+    let (registry, _) = crate::postgres::mixed_registry(dir.path(), replica_port)?;
+    let server = crate::server::serve_registry(&registry)?;
+    let session = Session::start(
+        dir.path(),
+        &format!("--continuous --interval 200ms --attach {}", server.addr()),
+    )?;
+    let row =
+        |pane: &str, parts: &[&str]| pane.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    let replica = format!(":{replica_port}/orders");
+    let pane = wait_for(&session.socket, "the engines and servers", |p| {
+        (row(p, &["orders", "postgres", "degraded"])
+            && row(p, &["inventory", "sqlite", "healthy"])
+            && p.contains("PostgreSQL servers")
+            && row(p, &["orders", "primary", " up "])
+            && row(p, &["orders", "replica", &replica, " down "]))
+        .then(|| p.to_owned())
+    })?;
+    assert!(pane.starts_with("db-monitor live"), "{pane}");
+    tmux(&session.socket, &["send-keys", "-t", "mon", "q"])?;
+    let pane = session.assert_restored()?;
+    assert!(pane.contains("exit=1"), "{pane}");
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod continuous;
 mod discover;
 mod live_view;
 mod one_shot;
+mod postgres;
 mod replay;
 mod server;
 

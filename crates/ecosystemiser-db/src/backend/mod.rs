@@ -1,8 +1,9 @@
 //! The backend of the EcoSystemiser database: always a hive-db-core registry's pool named
 //! `ecosystemiser`: the shared registry's, or the fallback's private one; chosen once, then
 //! used the same way. The engine is the registry's: a SQLite file, or a PostgreSQL database
-//! when the name is registered as one (the fallback is SQLite's only). The settings, the connection type, the integration status and the
-//! process-wide database have files of their own.
+//! when the name is registered as one (the fallback is SQLite's only). The settings, the
+//! connection type, the integration status and the process-wide database have files of
+//! their own.
 
 mod connection;
 mod direct;

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use hive_db_core::PgHandle;
+use hive_db_core::postgres::Client;
 use hive_db_core::postgres::fallible_iterator::FallibleIterator;
-use hive_db_core::postgres::{Client, Config, NoTls};
 use hive_db_core::{Backend, DbName};
 
 use super::pg::{CHANNEL, LAST_SEQ, events_after};
@@ -27,8 +28,6 @@ const TICK: Duration = Duration::from_millis(250);
 const BATCH: i64 = 500;
 /// The longest pause between two reconnect attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// The connect timeout of the listener's connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Shared {
@@ -57,19 +56,18 @@ impl std::fmt::Debug for EventListener {
 }
 
 impl EventStore {
-    /// Starts a listener of this database's events on a connection of its own to `url` (the
-    /// URL the database is registered with: the registry shows no passwords, so it cannot
-    /// give it out). Every event stored after this returns is delivered to the listener's
-    /// subscribers, on the listener's thread, including those that were published while
-    /// its connection was lost (it reconnects and reads them from the table). The
-    /// connection is made without TLS.
+    /// Starts a listener of this database's events on a connection of its own, outside the
+    /// pool (made as the pool's are: `PgHandle::connect`). Every event stored after this
+    /// returns is delivered to the listener's subscribers, on the listener's thread,
+    /// including those that were published while its connection was lost (it reconnects
+    /// and reads them from the table).
     ///
     /// # Errors
     ///
     /// [`Error::WrongEngine`] on SQLite (its subscribers are this process's: see
-    /// [`EventStore::subscribe`]); [`Error::InvalidInput`] for a URL that does not parse
-    /// (the URL is not quoted); [`Error::Postgres`] when the first connection fails.
-    pub fn listen(&self, url: &str) -> Result<EventListener> {
+    /// [`EventStore::subscribe`]); the core's errors, and [`Error::Postgres`], when the first
+    /// connection fails.
+    pub fn listen(&self) -> Result<EventListener> {
         let db = self.db.name().clone();
         if self.db.engine() != Backend::Postgres {
             return Err(Error::WrongEngine {
@@ -79,14 +77,7 @@ impl EventStore {
                 actual: self.db.engine(),
             });
         }
-        let mut config: Config = url.parse().map_err(|_| Error::InvalidInput {
-            what: "PostgreSQL connection string",
-            value: String::new(),
-            reason: "does not parse",
-        })?;
-        config
-            .application_name(LISTENER_APPLICATION_NAME)
-            .connect_timeout(CONNECT_TIMEOUT);
+        let config = self.db.postgres()?;
         let mut client = connect(&db, &config)?;
         let start: i64 = client
             .query_one(LAST_SEQ, &[])
@@ -112,18 +103,18 @@ impl EventStore {
     }
 }
 
-fn connect(db: &DbName, config: &Config) -> Result<Client> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| Error::pg(db, "connect the event listener", e))?;
+fn connect(db: &DbName, pg: &PgHandle) -> Result<Client> {
+    let mut client = pg.connect()?;
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!(
+            "SET application_name = '{LISTENER_APPLICATION_NAME}'; LISTEN {CHANNEL}"
+        ))
         .map_err(|e| Error::pg(db, "listen for events", e))?;
     Ok(client)
 }
 
 /// The listener's thread: wait, catch up, and on any error reconnect and catch up again.
-fn run(db: &DbName, config: &Config, mut client: Option<Client>, shared: &Shared) {
+fn run(db: &DbName, config: &PgHandle, mut client: Option<Client>, shared: &Shared) {
     let mut backoff = Duration::from_millis(50);
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(c) = client.as_mut() else {

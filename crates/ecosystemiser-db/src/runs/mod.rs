@@ -1,7 +1,8 @@
 //! Simulations, studies, analysis runs and optimization runs: the writes the application
 //! makes, each one transaction (a batch of metrics, or a status change with the counters it
-//! moves in other tables), and the reads that check them. Its SQLite SQL is all here, one file
-//! per kind of run, and its PostgreSQL SQL beside it in `pg.rs`; this file holds the repository handle and the helpers they share.
+//! moves in other tables), and the reads that check them. Its SQLite SQL is all here, one
+//! file per kind of run, and its PostgreSQL SQL beside it in `pg.rs`; this file holds the
+//! repository handle and the helpers they share.
 
 mod analysis;
 mod optimization;

@@ -297,7 +297,7 @@ fn a_listener_hears_another_registrys_events_in_order() -> anyhow::Result<()> {
         &listener_registry,
         &crate::common::settings(dir.path(), "unused.db"),
     )?);
-    let listener = listening.listen(&url)?;
+    let listener = listening.listen()?;
     let rx = collector(&listener)?;
     for i in 0..20 {
         publisher.publish(&Event::new("simulation.step", "a", json!(i)))?;
@@ -325,7 +325,7 @@ fn a_listener_catches_up_after_its_connection_is_killed() -> anyhow::Result<()> 
         (db, registry)
     };
     let store = EventStore::new(&db);
-    let listener = store.listen(&url)?;
+    let listener = store.listen()?;
     let rx = collector(&listener)?;
     for i in 0..5 {
         store.publish(&Event::new("x", "a", json!(i)))?;
@@ -356,7 +356,7 @@ fn a_listener_catches_up_after_its_connection_is_killed() -> anyhow::Result<()> 
 fn listening_needs_postgres() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (db, _registry) = open(Kind::Direct, dir.path(), "eco.db")?;
-    let err = EventStore::new(&db).listen("postgres://localhost/x").err();
+    let err = EventStore::new(&db).listen().err();
     assert!(matches!(err, Some(Error::WrongEngine { .. })), "{err:?}");
     Ok(())
 }
@@ -382,7 +382,7 @@ fn a_listener_misses_nothing_under_concurrent_publishers() -> anyhow::Result<()>
         (db, registry)
     };
     let store = EventStore::new(&db);
-    let listener = store.listen(&url)?;
+    let listener = store.listen()?;
     let rx = collector(&listener)?;
     let barrier = Arc::new(std::sync::Barrier::new(THREADS));
     let threads: Vec<_> = (0..THREADS)

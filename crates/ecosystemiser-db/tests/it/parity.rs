@@ -157,6 +157,51 @@ fn exercise(db: &ecosystemiser_db::EcoDb) -> anyhow::Result<()> {
         runs.record_metrics("nope", &[Metric::new("x", 1.0, None)])
             .is_err()
     );
+    runs.create_study(&ecosystemiser_db::NewStudy {
+        study_id: "st".into(),
+        study_type: "parametric".into(),
+        total_simulations: 1,
+        configuration: Some(json!({"grid": [1, 2.5]})),
+        metadata: None,
+    })?;
+    runs.add_study_simulation(
+        "st",
+        &NewSimulation::new("st-0", "systems/b.yml", "milp"),
+        Some(&json!({"p": 1})),
+        0,
+    )?;
+    let mut done = StatusUpdate::to(RunStatus::Completed);
+    done.duration_seconds = Some(2.25);
+    runs.finish_study_simulation("st", "st-0", &done, &[Metric::new("npv", -3.5, None)])?;
+    runs.create_optimization_run(&ecosystemiser_db::NewOptimizationRun {
+        optimization_id: "o".into(),
+        algorithm_type: "ga".into(),
+        objective_function: "cost".into(),
+        configuration: None,
+        metadata: Some(json!({"seed": 7})),
+    })?;
+    let individual = |id: &str, fitness: f64| ecosystemiser_db::Individual {
+        individual_id: id.into(),
+        fitness,
+        parameters: json!({"x": fitness}),
+    };
+    runs.record_generation(
+        "o",
+        0,
+        ecosystemiser_db::Objective::Maximize,
+        &[individual("a", 1.0), individual("b", 3.0)],
+    )?;
+    let mut failed = StatusUpdate::to(RunStatus::Failed);
+    failed.error_message = Some("diverged".into());
+    runs.update_optimization_status("o", &failed)?;
+    runs.create_analysis_run(&ecosystemiser_db::NewAnalysisRun {
+        analysis_id: "an".into(),
+        source_type: "study".into(),
+        source_id: "st".into(),
+        strategies: Some(json!(["economic"])),
+        metadata: None,
+    })?;
+    runs.record_analysis_results("an", "economic", &[("kpi".into(), json!({"lcoe": 0.1}))])?;
     Ok(())
 }
 
@@ -245,5 +290,104 @@ fn status_never_claims_a_pool_that_is_not_in_use() -> anyhow::Result<()> {
         (BackendKind::Direct, BackendReason::GivenDirect)
     );
     assert!(!s.shared_pool_in_use() && s.probe.is_ok());
+    Ok(())
+}
+
+/// The columns of `table` that hold data rather than the time the database wrote it, in
+/// table order.
+fn data_columns(table: &str, columns: Vec<String>) -> Vec<String> {
+    columns
+        .into_iter()
+        .filter(|c| {
+            (!c.ends_with("_at") && c.as_str() != "timestamp")
+                || (table == "ecosystemiser_events" && c.as_str() == "timestamp")
+        })
+        .collect()
+}
+
+/// Every row of every table in `TABLES`, each value as text (booleans as 1 / 0, numbers as
+/// Rust prints them), in key order: a form both engines can be compared in.
+fn dump_as_text(db: &ecosystemiser_db::EcoDb) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for table in ecosystemiser_db::TABLES {
+        let rows: Vec<Vec<Option<String>>> = match db.engine() {
+            hive_db_core::Backend::Postgres => db.postgres()?.read_primary(|c| {
+                let columns: Vec<(String, String)> = c
+                    .query(
+                        "SELECT column_name::text, data_type::text FROM information_schema.columns
+                         WHERE table_name = $1 ORDER BY ordinal_position",
+                        &[&table],
+                    )?
+                    .iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<_, hive_db_core::postgres::Error>>()?;
+                let names = data_columns(table, columns.iter().map(|(n, _)| n.clone()).collect());
+                let list = names
+                    .iter()
+                    .map(|n| {
+                        let boolean = columns.iter().any(|(c, t)| c == n && t == "boolean");
+                        if boolean {
+                            format!("(\"{n}\")::int::text")
+                        } else {
+                            format!("(\"{n}\")::text")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                c.query(&format!("SELECT {list} FROM {table} ORDER BY 1"), &[])?
+                    .iter()
+                    .map(|r| (0..names.len()).map(|i| r.try_get(i)).collect())
+                    .collect()
+            })?,
+            _ => db.read(|c| {
+                let columns: Vec<String> = c
+                    .prepare("SELECT name FROM pragma_table_info(?1)")?
+                    .query_map([table], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let names = data_columns(table, columns);
+                let list = names
+                    .iter()
+                    .map(|n| format!("CAST(\"{n}\" AS TEXT)"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut stmt = c.prepare(&format!("SELECT {list} FROM {table} ORDER BY 1"))?;
+                let rows = stmt
+                    .query_map([], |r| (0..names.len()).map(|i| r.get(i)).collect())?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })?,
+        };
+        for row in rows {
+            let cells: Vec<String> = row
+                .into_iter()
+                // Numbers as Rust prints them: SQLite writes a REAL 3 as `3.0`, PostgreSQL
+                // a double precision 3 as `3`.
+                .map(|v| match v {
+                    None => "NULL".to_owned(),
+                    Some(v) => v.parse::<f64>().map_or(v, |f| f.to_string()),
+                })
+                .collect();
+            out.push(format!("{table}: {}", cells.join(" | ")));
+        }
+    }
+    Ok(out)
+}
+
+/// Bug caught: a PostgreSQL statement that stores something other than its SQLite twin (a
+/// default flag left set, a counter or a JSON text written differently, a history entry
+/// missing), so the same calls leave different databases and a move between engines would
+/// not be exact.
+#[test]
+fn the_same_operations_leave_the_same_rows_on_both_engines() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let (sqlite, _r) = open(Kind::Pooled, dir.path(), "eco.db")?;
+    let (pg, _rp) = open(Kind::Postgres, dir.path(), "unused.db")?;
+    exercise(&sqlite)?;
+    exercise(&pg)?;
+    let a = dump_as_text(&sqlite)?;
+    let b = dump_as_text(&pg)?;
+    assert!(a.len() > 10, "{a:?}");
+    assert_eq!(a, b);
     Ok(())
 }

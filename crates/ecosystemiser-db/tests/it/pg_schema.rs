@@ -280,3 +280,151 @@ fn opening_on_a_url_says_which_engine_and_refuses_sqlite_calls() -> anyhow::Resu
     assert!(matches!(sqlite.postgres(), Err(Error::WrongEngine { .. })));
     Ok(())
 }
+
+/// Bug caught: a failed migration step left half applied (its first statements kept), its
+/// version recorded anyway, or reported without the version it was for.
+#[test]
+fn a_failed_step_is_rolled_back_and_names_its_version() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    // Back to version 3, with `studies` turned into a view: step 4 adds a column to
+    // optimization_runs, then cannot add one to the view.
+    client.batch_execute(
+        "ALTER TABLE optimization_runs DROP COLUMN error_message;
+         ALTER TABLE studies RENAME TO studies_kept;
+         CREATE VIEW studies AS SELECT * FROM studies_kept;
+         UPDATE ecosystemiser_schema_version SET version = 3",
+    )?;
+    let registry = pg_registry(&url)?;
+    let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
+    assert!(
+        matches!(err, Some(Error::MigrationStep { version: 4, .. })),
+        "{err:?}"
+    );
+    assert_eq!(version(&mut client)?, 3);
+    let added: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns
+             WHERE table_name = 'optimization_runs' AND column_name = 'error_message'",
+            &[],
+        )?
+        .try_get(0)?;
+    assert_eq!(added, 0, "the step's first statement was kept");
+    Ok(())
+}
+
+/// Bug caught: a dropped listener whose thread and connection live on (a leak per listener),
+/// or a drop that hangs.
+#[test]
+fn a_dropped_listener_stops_and_closes_its_connection() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open_at(&url, dir.path())?;
+    let listeners = |db: &EcoDb| -> anyhow::Result<i64> {
+        Ok(db.postgres()?.read_primary(|c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name = $1 AND datname = current_database()",
+                &[&ecosystemiser_db::LISTENER_APPLICATION_NAME],
+            )?
+            .try_get(0)
+        })?)
+    };
+    let listener = ecosystemiser_db::EventStore::new(&db).listen()?;
+    assert_eq!(listeners(&db)?, 1);
+    let started = std::time::Instant::now();
+    drop(listener);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while listeners(&db)? != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener's connection stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The variable that hands the child below its database's URL.
+const CHILD_URL: &str = "ECO_TEST_PG_URL";
+
+/// Bug caught: the process database (`ecosystemiser_db()`) ignoring a PostgreSQL
+/// `ecosystemiser` in the installed registry (opening a SQLite file instead), or the legacy
+/// shims handing out something other than a typed error there.
+#[test]
+fn the_process_database_uses_an_installed_postgres_registry() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("eco.db");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "pg_schema::process_database_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, &url)
+        .env("ECOSYSTEMISER_DB_PATH", &file)
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+    assert!(!file.exists(), "a SQLite file was made");
+    let mut client = Client::connect(&url, NoTls)?;
+    let published: i64 = client
+        .query_one(
+            "SELECT count(*) FROM ecosystemiser_events WHERE event_type = 'child.ran'",
+            &[],
+        )?
+        .try_get(0)?;
+    assert_eq!(published, 1);
+    Ok(())
+}
+
+/// Run by the test above in a child process, with the environment set.
+#[test]
+#[ignore = "run in a child process by the_process_database_uses_an_installed_postgres_registry"]
+#[expect(deprecated, reason = "the legacy shims' refusal on PostgreSQL")]
+fn process_database_child() -> anyhow::Result<()> {
+    let url = std::env::var(CHILD_URL)?;
+    hive_db_core::global::install(pg_registry(&url)?)?;
+    let db = ecosystemiser_db::ecosystemiser_db()?;
+    assert_eq!(db.engine(), hive_db_core::Backend::Postgres);
+    let status = ecosystemiser_db::integration_status()?;
+    assert_eq!(
+        (status.reason, status.engine, status.probe),
+        (
+            ecosystemiser_db::BackendReason::GlobalRegistryInstalled,
+            hive_db_core::Backend::Postgres,
+            Ok(SCHEMA_VERSION as i64)
+        )
+    );
+    ecosystemiser_db::EventStore::new(db).publish(&ecosystemiser_db::Event::new(
+        "child.ran",
+        "test",
+        serde_json::json!({}),
+    ))?;
+    let legacy = ecosystemiser_db::get_db_connection(None);
+    assert!(
+        matches!(
+            legacy,
+            Err(Error::Core(hive_db_core::Error::WrongBackend { .. }))
+        ),
+        "{legacy:?}"
+    );
+    Ok(())
+}

@@ -154,6 +154,21 @@ impl PgHandle {
         self.0.write_with(Location::caller(), f)
     }
 
+    /// A client of the primary of its own, outside the pool: for what must outlive a borrow
+    /// (a `LISTEN` that waits for notifications, a long `COPY`). It connects as the pool
+    /// does (the registered hosts and `target_session_attrs`, the connect timeout, the
+    /// database's name as `application_name`), so the caller needs no connection string;
+    /// it is not counted in the pool, not reset, and closed when dropped. Call it again to
+    /// reconnect after the server dropped it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Refused`] when the server refuses for good (a login, a missing database);
+    /// [`Error::Postgres`] for another connect error.
+    pub fn connect(&self) -> Result<Client> {
+        self.0.connect()
+    }
+
     /// The database's snapshot.
     pub fn stats(&self) -> DbSnapshot {
         self.0.snapshot()

@@ -45,6 +45,9 @@ use monitor::Servers;
 pub(crate) struct PgDatabase {
     pool: Pool<PgManager>,
     servers: Arc<Servers>,
+    /// How the primary's pool connects (hosts, `target_session_attrs`, timeouts), for
+    /// clients of their own outside it.
+    connect_config: postgres::Config,
     /// The connection strings as registered (they may hold passwords: never shown), to tell
     /// a repeated registration from a conflicting one.
     urls: Vec<String>,
@@ -147,10 +150,12 @@ impl PgDatabase {
             source,
         })?;
         let mut urls = vec![url.to_owned()];
+        let connect_config = primary_config;
         urls.extend(config.replicas);
         Ok(Self {
             pool,
             servers,
+            connect_config,
             urls,
             write_retries: config.write_retries,
             retry_backoff: config.retry_backoff,
@@ -196,6 +201,13 @@ impl PgDatabase {
         pg_error(&self.info().name, op, e)
     }
 
+    /// A client of the primary of its own, outside the pool.
+    pub(crate) fn connect(&self) -> Result<Client> {
+        self.connect_config
+            .connect(postgres::NoTls)
+            .map_err(|e| manager::connect_error(self.info(), e))
+    }
+
     /// A replica to read from: the next in turn that is up and within the lag bound.
     #[inline]
     fn pick_replica(&self) -> Option<&replica::Replica> {
@@ -207,7 +219,7 @@ impl PgDatabase {
         let first = self.servers.next.fetch_add(1, Relaxed);
         let found = (0..replicas.len())
             .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))
-            .find(|r| r.eligible(now, self.servers.max_lag));
+            .find(|r| r.eligible(now, self.servers.max_lag, self.servers.grace()));
         if found.is_none() {
             self.servers.fallbacks.fetch_add(1, Relaxed);
         }

@@ -205,14 +205,20 @@ impl Servers {
         for ((replica, client), config) in self.replicas.iter().zip(replicas).zip(configs) {
             match measure(config, client) {
                 Ok(m) => {
-                    let fresh = (primary_ok && m.in_recovery)
-                        .then(|| lock(&self.history).fresh_as_of(m.wal))
+                    let lag = (primary_ok && m.in_recovery)
+                        .then(|| lock(&self.history).lag(m.wal))
                         .flatten();
-                    replica.measured(m, fresh);
+                    replica.measured(m, lag);
                 }
                 Err(e) => replica.down(error_chain(&e)),
             }
         }
+    }
+
+    /// How long a replica's last measure counts as current: two monitor intervals. Past
+    /// that, its lag grows with the clock.
+    pub(super) fn grace(&self) -> Duration {
+        self.interval * 2
     }
 
     /// What the snapshot shows.
@@ -224,7 +230,7 @@ impl Servers {
             replicas: self
                 .replicas
                 .iter()
-                .map(|r| r.snapshot(self.max_lag))
+                .map(|r| r.snapshot(self.max_lag, self.grace()))
                 .collect(),
             replica_fallbacks: self.fallbacks.load(Relaxed),
         }

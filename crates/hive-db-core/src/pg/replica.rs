@@ -48,6 +48,15 @@ impl WalHistory {
         }
     }
 
+    /// A replica's lag as of the last sample: how long before it the primary had written no
+    /// more than the replica has `replayed` (zero when it has everything), with the
+    /// sample's time. `None` with no sample yet.
+    pub(super) fn lag(&self, replayed: u64) -> Option<(Instant, Duration)> {
+        let (last, _) = *self.samples.back()?;
+        let fresh = self.fresh_as_of(replayed)?;
+        Some((last, last.saturating_duration_since(fresh)))
+    }
+
     /// The latest moment at which the primary had written no more than `replayed`: the
     /// replica has everything the primary had then. Between two samples the moment is
     /// interpolated, as if WAL were written at an even rate between them. A replica behind
@@ -71,6 +80,12 @@ impl WalHistory {
     }
 }
 
+/// The lag at `now` of a replica measured `measured` behind at `at`: that, plus the age of the
+/// measure beyond `grace`.
+fn lag_at(measured: Duration, at: Stamp, now: Stamp, grace: Duration) -> Duration {
+    measured + Duration::from_nanos(now.nanos_since(at)).saturating_sub(grace)
+}
+
 /// What the monitor last saw of a replica.
 const UNSEEN: u8 = 0;
 const STANDBY: u8 = 1;
@@ -84,8 +99,10 @@ pub(super) struct Replica {
     pub(super) config: postgres::Config,
     /// One of the states above.
     seen: AtomicU8,
-    /// The moment whose writes it has all replayed, as last measured.
-    fresh_as_of: AtomicStamp,
+    /// When its lag was last measured (the time of the primary's sample it was measured
+    /// against), and the lag then, in nanoseconds.
+    measured_at: AtomicStamp,
+    lag_ns: AtomicU64,
     reads: AtomicU64,
     detail: Mutex<Detail>,
 }
@@ -102,7 +119,8 @@ impl Replica {
             pool,
             config,
             seen: AtomicU8::new(UNSEEN),
-            fresh_as_of: AtomicStamp::default(),
+            measured_at: AtomicStamp::default(),
+            lag_ns: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             detail: Mutex::new(Detail::default()),
         }
@@ -113,27 +131,34 @@ impl Replica {
         &self.pool.info().path
     }
 
-    /// Whether it takes a read now: a standby that answered, with everything the primary
-    /// had written `max_lag` ago.
+    /// Its lag at `now`: the lag last measured, plus the time since that measure beyond
+    /// `grace` (a measure is due every monitor interval; one that stopped coming, because
+    /// the primary cannot be reached, proves ever less). `None` until measured.
     #[inline]
-    pub(super) fn eligible(&self, now: Stamp, max_lag: Duration) -> bool {
-        self.seen.load(Relaxed) == STANDBY
-            && self
-                .fresh_as_of
-                .load(Relaxed)
-                .is_some_and(|fresh| Duration::from_nanos(now.nanos_since(fresh)) <= max_lag)
+    pub(super) fn lag(&self, now: Stamp, grace: Duration) -> Option<Duration> {
+        let at = self.measured_at.load(Relaxed)?;
+        let measured = Duration::from_nanos(self.lag_ns.load(Relaxed));
+        Some(lag_at(measured, at, now, grace))
+    }
+
+    /// Whether it takes a read now: a standby that answered, whose lag is within `max_lag`.
+    #[inline]
+    pub(super) fn eligible(&self, now: Stamp, max_lag: Duration, grace: Duration) -> bool {
+        self.seen.load(Relaxed) == STANDBY && self.lag(now, grace).is_some_and(|l| l <= max_lag)
     }
 
     pub(super) fn count_read(&self) {
         self.reads.fetch_add(1, Relaxed);
     }
 
-    /// The monitor measured it: a standby (`fresh_as_of` set when the primary's history
-    /// tells) or a server that is not one.
-    pub(super) fn measured(&self, m: Measured, fresh_as_of: Option<Instant>) {
+    /// The monitor measured it: a standby (with its lag, when the primary's positions tell
+    /// it: `(as of, lag)`) or a server that is not one.
+    pub(super) fn measured(&self, m: Measured, lag: Option<(Instant, Duration)>) {
         if m.in_recovery {
-            if let Some(fresh) = fresh_as_of {
-                self.fresh_as_of.store(Some(Stamp::of(fresh)), Relaxed);
+            if let Some((at, lag)) = lag {
+                self.lag_ns
+                    .store(u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+                self.measured_at.store(Some(Stamp::of(at)), Relaxed);
             }
             self.seen.store(STANDBY, Relaxed);
             let mut detail = lock(&self.detail);
@@ -158,12 +183,8 @@ impl Replica {
     }
 
     /// Its state now, judged against `max_lag`.
-    pub(super) fn snapshot(&self, max_lag: Duration) -> ReplicaSnapshot {
-        let now = Instant::now();
-        let lag = self
-            .fresh_as_of
-            .load(Relaxed)
-            .map(|fresh| now.saturating_duration_since(fresh.instant()));
+    pub(super) fn snapshot(&self, max_lag: Duration, grace: Duration) -> ReplicaSnapshot {
+        let lag = self.lag(Stamp::of(Instant::now()), grace);
         let seen = self.seen.load(Relaxed);
         let status = match seen {
             STANDBY if lag.is_some_and(|l| l <= max_lag) => ReplicaStatus::Up,
@@ -227,6 +248,38 @@ mod tests {
         assert_eq!(h.fresh_as_of(1500), Some(t0 + Duration::from_millis(500)));
         // Behind everything known: at least as old as the oldest sample.
         assert_eq!(h.fresh_as_of(10), Some(t0));
+    }
+
+    /// Bug caught: a caught-up replica shown lagging by the time since the last measure (an
+    /// idle, current replica alarming, or never eligible under a bound shorter than the
+    /// monitor's interval); or a replica whose measures stopped (primary unreachable) kept
+    /// at its old lag for ever.
+    #[test]
+    fn a_caught_up_replica_has_no_lag_and_a_stale_measure_grows() {
+        let t0 = Instant::now();
+        let mut h = WalHistory::default();
+        h.push(t0, 1000, KEEP);
+        h.push(t0 + Duration::from_secs(1), 3000, KEEP);
+        assert_eq!(
+            h.lag(3000),
+            Some((t0 + Duration::from_secs(1), Duration::ZERO))
+        );
+        assert_eq!(
+            h.lag(2000),
+            Some((t0 + Duration::from_secs(1), Duration::from_millis(500)))
+        );
+
+        let grace = Duration::from_millis(100);
+        let at = Stamp::of(Instant::now());
+        let lag = |measured: Duration, age: Duration| lag_at(measured, at, at.after(age), grace);
+        assert_eq!(
+            lag(Duration::ZERO, Duration::from_millis(80)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            lag(Duration::from_millis(10), Duration::from_millis(600)),
+            Duration::from_millis(510)
+        );
     }
 
     /// Bug caught: samples kept for ever (memory grows with uptime), or a new primary's

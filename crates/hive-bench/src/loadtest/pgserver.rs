@@ -70,12 +70,19 @@ impl Server {
             names: Vec::new(),
             admin_url: admin_url.clone(),
         };
-        for name in names {
+        // Every URL first: a string that cannot name them fails before anything is made.
+        let urls = names
+            .iter()
+            .map(|name| url_for_db(&admin_url, name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (name, url) in names.into_iter().zip(urls) {
             // The names are ours (letters, digits, underscores): quoting is for the case.
-            admin
-                .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-                .with_context(|| format!("cannot create database {name}"))?;
-            made.urls.push(url_for_db(&admin_url, &name)?);
+            if let Err(e) = admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
+                // The ones this run made do not outlive a run that could not start.
+                let _ = made.drop_all();
+                return Err(e).with_context(|| format!("cannot create database {name}"));
+            }
+            made.urls.push(url);
             made.names.push(name);
         }
         Ok(made)

@@ -121,7 +121,8 @@ are left as they were); 2 bad arguments.";
     pub(super) fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         if args.iter().any(|a| a == "--help" || a == "-h") {
-            println!("{USAGE}");
+            // A closed pipe (`| head`) ends quietly.
+            let _ = writeln!(std::io::stdout().lock(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         let args = match parse_args(args.into_iter()) {

@@ -800,6 +800,54 @@ are left as they were); 2 bad arguments.";
             Ok(())
         }
 
+        /// Bug caught: a move interrupted part-way (its connection cut while a batch is
+        /// being copied, as a killed process or a lost network cuts it) that leaves the rows
+        /// copied so far behind, because batches or tables were committed on their own.
+        #[test]
+        fn an_interrupted_move_leaves_the_target_empty() -> anyhow::Result<()> {
+            hive_pg_harness::require_postgres!();
+            let dir = tempfile::tempdir()?;
+            let path = source(dir.path())?;
+            let url = hive_pg_harness::server()?.fresh_db()?;
+            let config: hive_db_core::postgres::Config = url.parse()?;
+            let db = config.get_dbname().unwrap_or_default().to_owned();
+            let args = Args {
+                from: path,
+                to: url.clone(),
+                replace: false,
+                batch: 500,
+            };
+            let mut admin = Client::connect(&url, NoTls)?;
+            let outcome = std::thread::scope(|s| -> anyhow::Result<_> {
+                let mover = s.spawn(|| run(&args, &Progress::new(false)));
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                let mut cut = false;
+                while !cut && !mover.is_finished() && std::time::Instant::now() < deadline {
+                    cut = !admin
+                        .query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE datname = $1 AND query LIKE 'COPY \"simulation_metrics\"%'
+                               AND pid <> pg_backend_pid()",
+                            &[&db],
+                        )?
+                        .is_empty();
+                }
+                let outcome = mover
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the move panicked"))?;
+                Ok((cut, outcome))
+            })?;
+            let (cut, moved) = outcome;
+            assert!(cut, "the copy was never seen running: {moved:?}");
+            assert!(moved.is_err(), "a cut move reported success");
+            assert!(
+                counts(&url)?.values().all(|n| *n == 0),
+                "{:?}",
+                counts(&url)?
+            );
+            Ok(())
+        }
+
         /// Bug caught: flags taken wrongly (a missing --to accepted, a zero batch).
         #[test]
         fn flags_are_checked() {

@@ -7,14 +7,18 @@ use std::time::Duration;
 use anyhow::{bail, ensure};
 
 use crate::loadtest::mix::Mix;
+use crate::loadtest::pgserver::Server;
 use crate::loadtest::progress::Style;
 use crate::loadtest::run::Limit;
+use crate::loadtest::store::Backend;
 
 /// Flags of `loadtest`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
     after_help = "Exit status: 0 when every check passed, 1 when a check failed (its \
-    name is printed on standard error) or the load test could not run."
+    name is printed on standard error) or the load test could not run.\n\n\
+    With --backend postgres the same mix and the same seven checks run on PostgreSQL \
+    (docs/OPERATIONS.md says what each check means there)."
 )]
 pub(crate) struct LoadArgs {
     /// Worker threads, each running operations drawn from the mix one after another.
@@ -36,10 +40,20 @@ pub(crate) struct LoadArgs {
     /// Operation weights as name=weight,... (names left out keep their default weight).
     #[arg(long, default_value_t = Mix::default())]
     pub(crate) mix: Mix,
+    /// The engine of the databases: SQLite files, or databases of a PostgreSQL server.
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    pub(crate) backend: Backend,
+    /// With --backend postgres: a connection URL (or key=value string) of a database on the
+    /// server to use, whose user may create and drop databases; each run creates databases
+    /// of its own on it (hive_loadtest_PID_RUN_ecosystemiser, .._app_N) and drops them
+    /// afterwards. Without it, a private PostgreSQL 15 server is started and stopped (it needs
+    /// the postgresql-15 programs in /usr/lib/postgresql/15/bin).
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
     /// Pool size (`max_size`) of every database.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) max_size: u32,
-    /// Folder for the database files: must not exist yet or be empty (default: a temporary
+    /// Folder for the SQLite files: must not exist yet or be empty (default: a temporary
     /// folder, removed afterwards).
     #[arg(long)]
     pub(crate) dir: Option<PathBuf>,
@@ -47,7 +61,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: SocketAddr,
     /// Also run the same workload, same seed, through a connection per operation and through
-    /// plain r2d2, and print the ratios.
+    /// plain r2d2 (on PostgreSQL: through plain r2d2_postgres), and print the ratios.
     #[arg(long)]
     pub(crate) compare: bool,
     /// Print the whole report as one JSON object on standard output.
@@ -73,6 +87,8 @@ pub(crate) struct Plan {
     pub(crate) mix: Mix,
     pub(crate) max_size: u32,
     pub(crate) dir: Option<PathBuf>,
+    /// The PostgreSQL server, for `--backend postgres`; `None` on SQLite.
+    pub(crate) server: Option<Server>,
     pub(crate) listen: Option<SocketAddr>,
     pub(crate) compare: bool,
     pub(crate) json: bool,
@@ -82,6 +98,16 @@ pub(crate) struct Plan {
     pub(crate) whole_process_files: bool,
     /// How long closing waits for borrowed connections.
     pub(crate) close_timeout: Duration,
+}
+
+impl Plan {
+    /// The engine of the run's databases.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.server {
+            None => Backend::Sqlite,
+            Some(_) => Backend::Postgres,
+        }
+    }
 }
 
 impl Plan {
@@ -96,6 +122,14 @@ impl Plan {
             args.databases > 0 || !args.mix.has_tasks(),
             "the mix has task operations but --databases is 0: give task_* a weight of 0 \
              or add databases"
+        );
+        ensure!(
+            args.backend == Backend::Postgres || args.url.is_none(),
+            "--url names a PostgreSQL server: give --backend postgres too"
+        );
+        ensure!(
+            args.backend == Backend::Sqlite || args.dir.is_none(),
+            "--dir is the SQLite files' folder: PostgreSQL keeps its databases on the server"
         );
         if let Some(dir) = &args.dir
             && dir.exists()
@@ -118,6 +152,10 @@ impl Plan {
             mix: args.mix,
             max_size: args.max_size,
             dir: args.dir,
+            server: match args.backend {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(args.url.map_or(Server::Private, Server::Given)),
+            },
             listen: Some(args.listen),
             compare: args.compare,
             json: args.json,

@@ -1,5 +1,6 @@
 //! `--compare`: the same workload, same seed and worker count, through a connection opened
-//! per operation (the original system's fallback) and through plain r2d2 with its defaults.
+//! per operation (the original system's fallback) and through plain r2d2 with its defaults;
+//! on PostgreSQL, through plain r2d2_postgres with its defaults.
 //!
 //! The data layer's repositories run only on the registry or on its own (reused) direct
 //! connections, so the baselines run the mix without the data layer's operations, next to a
@@ -13,7 +14,7 @@ use crate::loadtest::registry::{run_registry, verify_content};
 use crate::loadtest::report::{CompareRow, Report};
 use crate::loadtest::run;
 use crate::loadtest::setup::{self, db_config};
-use crate::loadtest::store::{ConnectPerOpStore, Path, R2d2Store, Store};
+use crate::loadtest::store::{ConnectPerOpStore, Path, R2d2PgStore, R2d2Store, Store};
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
 use crate::loadtest::workload::{Faults, Workload};
 
@@ -84,6 +85,18 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
     }
     let reg = Outcome::of(&run_registry(&sql, Faults::default())?);
     rows.push(row(Path::Registry, "sql", &reg, reg.ops_per_sec));
+    if let Some(server) = &sql.server {
+        let dbs = server.create(1 + sql.app_dbs)?;
+        let outcome = setup::create_postgres(&dbs, &sql).and_then(|()| {
+            let store = R2d2PgStore::new(&dbs.urls)?;
+            baseline(&sql, Path::R2d2Postgres, &store).context("the r2d2_postgres baseline")
+        });
+        if let Err(e) = dbs.drop_all() {
+            eprintln!("warning: the baseline's databases stay on the server: {e:#}");
+        }
+        rows.push(row(Path::R2d2Postgres, "sql", &outcome?, reg.ops_per_sec));
+        return Ok(rows);
+    }
 
     let tmp = tempfile::Builder::new()
         .prefix("hive-loadtest-")

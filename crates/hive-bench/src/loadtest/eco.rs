@@ -6,7 +6,7 @@ use std::path::Path;
 use ecosystemiser_db::{
     ComponentLibrary, ComponentSpec, EcoDb, EventStore, NewSimulation, Runs, Settings,
 };
-use hive_db_core::{DbConfig, Registry};
+use hive_db_core::{DbConfig, PgConfig, Registry};
 use serde_json::{Value, json};
 
 /// The `ecosystemiser` database's index in the store.
@@ -60,7 +60,26 @@ fn settings(path: &Path, config: &DbConfig) -> Settings {
 ///
 /// When it cannot be registered, migrated or filled.
 pub(crate) fn register(registry: &Registry, path: &Path, config: &DbConfig) -> anyhow::Result<Eco> {
-    let eco = Eco::new(&EcoDb::with_registry(registry, &settings(path, config))?);
+    fill(&EcoDb::with_registry(registry, &settings(path, config))?)
+}
+
+/// Registers the `ecosystemiser` database in `registry` on the PostgreSQL database `url`
+/// (the data layer migrates it to its full schema) and fills it as [`register`] does.
+///
+/// # Errors
+///
+/// When it cannot be registered, migrated or filled.
+pub(crate) fn register_postgres(
+    registry: &Registry,
+    url: &str,
+    config: PgConfig,
+) -> anyhow::Result<Eco> {
+    fill(&EcoDb::with_postgres(registry, url, config)?)
+}
+
+/// The repositories on `db`, with the component library and the simulations filled in.
+fn fill(db: &EcoDb) -> anyhow::Result<Eco> {
+    let eco = Eco::new(db);
     for (t, (name, category)) in TYPES.iter().enumerate() {
         eco.library.add_type(name, category, Some("load test"))?;
         for s in 0..SPECS {

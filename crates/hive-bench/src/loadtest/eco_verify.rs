@@ -10,7 +10,8 @@ use crate::loadtest::eco::{
     BATCH, ECO, EcoAck, SIMULATIONS, STUDY_SIZE, event_id, event_payload, metric, sim_id, study_id,
     study_sim_id,
 };
-use crate::loadtest::store::Store;
+use crate::loadtest::pg_rows;
+use crate::loadtest::store::{Read, Store};
 use crate::loadtest::verify::Findings;
 use crate::loadtest::workload::Ack;
 
@@ -71,28 +72,50 @@ impl MetricKey {
     }
 }
 
+/// One query of the verifier in both dialects. PostgreSQL's casts every column to text, so
+/// both read back as the same strings.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    sqlite: &'static str,
+    pg: &'static str,
+}
+
 /// Calls `row` with each row of a query on the `ecosystemiser` database, as strings, one at a
 /// time (the tables are not held in memory).
-fn each_row<S: Store>(store: &S, sql: &str, mut row: impl FnMut(&[String])) -> anyhow::Result<()> {
-    store.read(ECO, |c| {
-        let mut stmt = c.prepare(sql)?;
-        let n = stmt.column_count();
-        let mut values = vec![String::new(); n];
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            for (i, value) in values.iter_mut().enumerate() {
-                value.clear();
-                match r.get_ref(i)? {
-                    ValueRef::Null => value.push_str("NULL"),
-                    ValueRef::Integer(n) => value.push_str(&n.to_string()),
-                    ValueRef::Real(x) => value.push_str(&x.to_string()),
-                    ValueRef::Text(t) => value.push_str(&String::from_utf8_lossy(t)),
-                    ValueRef::Blob(b) => value.push_str(&format!("<{} bytes>", b.len())),
+fn each_row<S: Store>(store: &S, sql: Query, mut row: impl FnMut(&[String])) -> anyhow::Result<()> {
+    store.read(ECO, |c| match c {
+        Read::Sqlite(c) => {
+            let mut stmt = c.prepare(sql.sqlite)?;
+            let n = stmt.column_count();
+            let mut values = vec![String::new(); n];
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                for (i, value) in values.iter_mut().enumerate() {
+                    value.clear();
+                    match r.get_ref(i)? {
+                        ValueRef::Null => value.push_str("NULL"),
+                        ValueRef::Integer(n) => value.push_str(&n.to_string()),
+                        ValueRef::Real(x) => value.push_str(&x.to_string()),
+                        ValueRef::Text(t) => value.push_str(&String::from_utf8_lossy(t)),
+                        ValueRef::Blob(b) => value.push_str(&format!("<{} bytes>", b.len())),
+                    }
                 }
+                row(&values);
             }
-            row(&values);
+            Ok(())
         }
-        Ok(())
+        Read::Pg(c) => {
+            let mut values = Vec::new();
+            pg_rows::each(c, sql.pg, |r| {
+                values.clear();
+                for i in 0..r.len() {
+                    let v: Option<String> = r.try_get(i)?;
+                    values.push(v.unwrap_or_else(|| "NULL".to_owned()));
+                }
+                row(&values);
+                Ok(())
+            })
+        }
     })
 }
 
@@ -103,7 +126,7 @@ fn compare<S: Store, T: std::fmt::Debug>(
     store: &S,
     f: &mut Findings,
     what: &str,
-    sql: &str,
+    sql: Query,
     mut expected: HashMap<String, T>,
     same: impl Fn(&T, &[String]) -> bool,
 ) -> anyhow::Result<()> {
@@ -159,7 +182,10 @@ fn verify_events<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow:
         store,
         f,
         "event",
-        "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
+        Query {
+            sqlite: "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
+            pg: "SELECT event_id, simulation_id, payload FROM ecosystemiser_events",
+        },
         events,
         |&(sim, worker, seq), row| {
             row[0] == sim_id(sim)
@@ -187,7 +213,12 @@ fn verify_metrics<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow
     }
     each_row(
         store,
-        "SELECT simulation_id || '/' || metric_name, metric_value FROM simulation_metrics",
+        Query {
+            sqlite: "SELECT simulation_id || '/' || metric_name, metric_value \
+                     FROM simulation_metrics",
+            pg: "SELECT simulation_id || '/' || metric_name, metric_value::text \
+                 FROM simulation_metrics",
+        },
         |row| {
             let stored = row[1].parse::<f64>().ok();
             let expected = take_expected(&row[0], &mut batches, &mut scores);
@@ -285,9 +316,15 @@ fn verify_studies<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow
         store,
         f,
         "study",
-        "SELECT s.study_id, s.status, s.completed_simulations,
-                (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
-         FROM studies s",
+        Query {
+            sqlite: "SELECT s.study_id, s.status, s.completed_simulations,
+                        (SELECT count(*) FROM study_simulations l WHERE l.study_id = s.study_id)
+                     FROM studies s",
+            pg: "SELECT s.study_id, s.status, s.completed_simulations::text,
+                    (SELECT count(*) FROM study_simulations l
+                     WHERE l.study_id = s.study_id)::text
+                 FROM studies s",
+        },
         studies,
         |want, row| want[..] == *row,
     )?;
@@ -295,7 +332,10 @@ fn verify_studies<S: Store>(store: &S, acks: &[Ack], f: &mut Findings) -> anyhow
         store,
         f,
         "simulation",
-        "SELECT simulation_id, status FROM simulations",
+        Query {
+            sqlite: "SELECT simulation_id, status FROM simulations",
+            pg: "SELECT simulation_id, status FROM simulations",
+        },
         sims,
         |status, row| row[0] == *status,
     )

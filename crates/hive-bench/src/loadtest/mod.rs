@@ -7,6 +7,11 @@
 //! each worker recording every write it saw acknowledged. Afterwards the verifier compares
 //! the stored rows with those records, runs `integrity_check`, and checks what a sampler saw
 //! of the pools, what closing left out, and the open files.
+//!
+//! With `--backend postgres` the same mix runs on databases made for the run on a
+//! PostgreSQL server (`--url`, or a private one), with each SQL statement in PostgreSQL's
+//! dialect beside SQLite's, and the same seven checks (amcheck for `integrity_check`, the
+//! server's sessions next to the open files).
 
 mod args;
 mod compare;
@@ -16,6 +21,8 @@ mod eco_verify;
 mod endpoint;
 mod mix;
 mod original;
+mod pg_rows;
+mod pgserver;
 mod pool;
 mod progress;
 mod registry;

@@ -14,6 +14,8 @@ pub(crate) struct Peaks {
     pub(crate) wal_bytes: u64,
     /// Longest wait of a caller still waiting for a connection, in nanoseconds.
     pub(crate) maxwait_ns: u64,
+    /// Largest lag of a PostgreSQL read replica, in milliseconds, once one is measured.
+    pub(crate) replica_lag_ms: Option<u64>,
 }
 
 impl Peaks {
@@ -23,7 +25,15 @@ impl Peaks {
         self.writer_queue = self.writer_queue.max(s.writer_queue);
         self.wal_bytes = self.wal_bytes.max(s.sqlite.wal_bytes);
         self.maxwait_ns = self.maxwait_ns.max(s.maxwait_ns);
+        self.replica_lag_ms = self.replica_lag_ms.max(replica_lag_ms(s));
     }
+}
+
+/// The largest lag of the database's read replicas, if it has any and one is measured.
+fn replica_lag_ms(s: &DbSnapshot) -> Option<u64> {
+    s.postgres
+        .as_ref()
+        .and_then(|pg| pg.replicas.iter().filter_map(|r| r.lag_ms).max())
 }
 
 /// `Some(connections open, max_size)` when a sample has more open than allowed.
@@ -69,6 +79,14 @@ pub(crate) struct PoolFigures {
     pub(crate) wal_peak_bytes: u64,
     /// Checkpoint passes run after commits.
     pub(crate) checkpoints: u64,
+    /// PostgreSQL: `write` closures run again after a serialization failure or deadlock.
+    pub(crate) write_retries: u64,
+    /// PostgreSQL: the read replicas (none in the load test's own setups).
+    pub(crate) replicas: usize,
+    /// PostgreSQL: the largest replica lag seen, in milliseconds (sampled).
+    pub(crate) replica_lag_peak_ms: Option<u64>,
+    /// PostgreSQL: reads meant for a replica that went to the primary.
+    pub(crate) replica_fallbacks: u64,
 }
 
 impl PoolFigures {
@@ -97,6 +115,10 @@ impl PoolFigures {
             },
             wal_peak_bytes: peaks.wal_bytes.max(s.sqlite.wal_bytes),
             checkpoints: t.checkpoints,
+            write_retries: t.write_retries,
+            replicas: s.postgres.as_ref().map_or(0, |pg| pg.replicas.len()),
+            replica_lag_peak_ms: peaks.replica_lag_ms.max(replica_lag_ms(s)),
+            replica_fallbacks: s.postgres.as_ref().map_or(0, |pg| pg.replica_fallbacks),
         }
     }
 }

@@ -1,10 +1,11 @@
-//! One run of the load test through the registry: the databases set up, the workers driven
-//! while a sampler watches the pools (and the endpoint serves them, if asked), then every
-//! check: the rows against the acknowledged writes, `integrity_check`, the pools' sizes,
-//! what closing left out, and the open files.
+//! One run of the load test through the registry: the databases set up (SQLite files, or
+//! databases made for the run on a PostgreSQL server), the workers driven while a sampler
+//! watches the pools (and the endpoint serves them, if asked), then every check: the rows
+//! against the acknowledged writes, the integrity check, the pools' sizes, what closing left
+//! out, and the open files (and on PostgreSQL the server's sessions).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use anyhow::Context;
@@ -17,6 +18,7 @@ use crate::loadtest::pool::PoolFigures;
 use crate::loadtest::report::{self, ORIGINAL_OPS_PER_SEC, Report};
 use crate::loadtest::run::{self, Limit, Ran};
 use crate::loadtest::sampler::{self, Sampled};
+use crate::loadtest::setup::Site;
 use crate::loadtest::store::{ConnectPerOpStore, RegistryStore, Store};
 use crate::loadtest::verify::{self, Check, Findings};
 use crate::loadtest::workload::{Ack, Faults, Workload};
@@ -29,11 +31,26 @@ use crate::procfs;
 ///
 /// When the databases cannot be set up or a thread panics; failed checks are in the report.
 pub(crate) fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
+    // A private server is started before the files are counted: its pipes stay open.
+    if let Some(server) = &plan.server {
+        server.start()?;
+    }
     let files_before = procfs::open_files().context("cannot list /proc/self/fd")?;
-    let (_tmp, dir) = data_dir(plan)?;
+    let (_tmp, site) = site(plan)?;
+    let outcome = run_on(plan, faults, &site, files_before.len());
+    if let Site::Pg(dbs) = &site
+        && let Err(e) = dbs.drop_all()
+    {
+        eprintln!("warning: the run's databases stay on the server: {e:#}");
+    }
+    outcome
+}
+
+/// Runs the load test on the databases of `site`, and checks it.
+fn run_on(plan: &Plan, faults: Faults, site: &Site, files_before: usize) -> anyhow::Result<Report> {
     let workload = Workload::new(plan.mix.clone(), plan.app_dbs, faults);
     let registry = Registry::new();
-    let (handles, eco) = setup::register_all(&registry, &dir, plan)?;
+    let (handles, eco) = setup::register_all(&registry, site, plan)?;
     let names: Vec<_> = handles.iter().map(|h| h.name().clone()).collect();
     let endpoint = serve(&registry, plan)?;
     let endpoint_addr = endpoint.as_ref().map(|e| e.addr().to_string());
@@ -41,9 +58,12 @@ pub(crate) fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report
     if let Some(line) = &monitor {
         eprintln!("watch it live: {line}");
     }
-    let leaked = match workload.faults.leak_connection {
-        true => Some(registry.get(&names[0])?),
+    let leaked: Option<Box<dyn std::any::Any>> = match workload.faults.leak_connection {
         false => None,
+        true => Some(match site {
+            Site::Dir(_) => Box::new(registry.get(&names[0])?),
+            Site::Pg(_) => Box::new(registry.postgres(&names[0])?.get()?),
+        }),
     };
     let store = RegistryStore::new(handles, eco);
     let (ran, sampled) = drive_sampled(&registry, &store, &workload, plan)?;
@@ -54,7 +74,22 @@ pub(crate) fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report
         ran.error_count() == 0,
         format!("{} of {} operations failed", ran.error_count(), ran.ops()),
     )];
-    checks.extend(content_checks(&dir, plan, &names, &ran.acks)?);
+    match site {
+        Site::Dir(dir) => {
+            // Read back through new connections: what any new reader sees, with a small
+            // page cache that is gone after each read.
+            let reader = ConnectPerOpStore::new(
+                setup::layout(dir, plan.app_dbs)?,
+                DbConfig {
+                    cache_size_kib: 2048,
+                    ..setup::db_config(plan)
+                },
+            );
+            checks.extend(content_checks(&reader, plan, &names, &ran.acks)?);
+        }
+        // A server has no page cache of the client's to bypass: the pools read it back.
+        Site::Pg(_) => checks.extend(content_checks(&store, plan, &names, &ran.acks)?),
+    }
     checks.push(live_within_max(&sampled));
 
     if let Some(endpoint) = endpoint {
@@ -64,24 +99,50 @@ pub(crate) fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report
     let closed = registry.close_all(plan.close_timeout);
     drop(registry);
     checks.push(no_connection_left_out(&closed));
+    let left_open = match site {
+        Site::Dir(dir) => Left::Files(procfs::files_under(
+            &procfs::open_files().context("cannot list /proc/self/fd")?,
+            dir,
+        )),
+        Site::Pg(dbs) => Left::Sessions(
+            dbs.sessions(plan.close_timeout)
+                .context("cannot count the server's sessions")?,
+        ),
+    };
     let files_after = procfs::open_files().context("cannot list /proc/self/fd")?;
     drop(leaked);
-    let in_dir = procfs::files_under(&files_after, &dir);
     checks.push(open_files_released(
         plan,
-        files_before.len(),
+        files_before,
         files_after.len(),
-        in_dir,
+        left_open,
     ));
     Ok(Report {
         databases,
-        open_files_before: files_before.len(),
+        open_files_before: files_before,
         open_files_after: files_after.len(),
         samples: sampled.samples,
         metrics_endpoint: endpoint_addr,
         monitor_command: monitor,
         ..report_of(plan, &ran, checks)
     })
+}
+
+/// Where the run's databases are: the SQLite folder (with the temporary folder that holds
+/// it, if it is one), or databases made for the run on the PostgreSQL server.
+fn site(plan: &Plan) -> anyhow::Result<(Option<tempfile::TempDir>, Site)> {
+    match &plan.server {
+        None => data_dir(plan).map(|(tmp, dir)| (tmp, Site::Dir(dir))),
+        Some(server) => Ok((None, Site::Pg(server.create(1 + plan.app_dbs)?))),
+    }
+}
+
+/// What the run left open after closing: database files in the folder, or sessions on the
+/// run's PostgreSQL databases.
+#[derive(Debug, Clone, Copy)]
+enum Left {
+    Files(usize),
+    Sessions(i64),
 }
 
 /// The folder for the database files: `--dir`, created if needed, or a temporary one.
@@ -175,29 +236,25 @@ pub(crate) fn verify_content<S: Store>(
     Ok(findings)
 }
 
-/// The content checks and `integrity_check` of the databases `names` in `dir`.
-fn content_checks(
-    dir: &Path,
+/// The content checks and the integrity check of the databases `names`, read back through
+/// `reader`.
+fn content_checks<S: Store>(
+    reader: &S,
     plan: &Plan,
     names: &[DbName],
     acks: &[Ack],
 ) -> anyhow::Result<Vec<Check>> {
-    // Read back through new connections: what any new reader sees, with a small page cache
-    // that is gone after each read.
-    let reader = ConnectPerOpStore::new(
-        setup::layout(dir, plan.app_dbs)?,
-        DbConfig {
-            cache_size_kib: 2048,
-            ..setup::db_config(plan)
-        },
-    );
-    let mut checks = verify_content(&reader, plan.app_dbs, acks)?
+    let mut checks = verify_content(reader, plan.app_dbs, acks)?
         .checks()
         .to_vec();
     let mut damaged = Vec::new();
+    let mut how = setup::SQLITE_INTEGRITY;
     for (db, name) in names.iter().enumerate() {
-        let result =
-            setup::integrity(&reader, db).with_context(|| format!("integrity_check of {name}"))?;
+        let (result, used) =
+            setup::integrity(reader, db).with_context(|| format!("integrity check of {name}"))?;
+        if used != setup::AMCHECK || how == setup::SQLITE_INTEGRITY {
+            how = used;
+        }
         if result != "ok" {
             damaged.push(format!("{name}: {result}"));
         }
@@ -206,7 +263,7 @@ fn content_checks(
         verify::INTEGRITY_CHECK,
         damaged.is_empty(),
         if damaged.is_empty() {
-            format!("ok on all {} databases", names.len())
+            format!("ok on all {} databases ({how})", names.len())
         } else {
             damaged.join("; ")
         },
@@ -255,13 +312,20 @@ fn no_connection_left_out(closed: &[CloseReport]) -> Check {
     )
 }
 
-fn open_files_released(plan: &Plan, before: usize, after: usize, in_dir: usize) -> Check {
+fn open_files_released(plan: &Plan, before: usize, after: usize, left: Left) -> Check {
     let same_count = !plan.whole_process_files || after == before;
+    let (none_left, what) = match left {
+        Left::Files(n) => (n == 0, format!("{n} of them database files")),
+        Left::Sessions(n) => (
+            n == 0,
+            format!("{n} sessions left on the run's PostgreSQL databases"),
+        ),
+    };
     Check::new(
         verify::OPEN_FILES_RELEASED,
-        in_dir == 0 && same_count,
+        none_left && same_count,
         format!(
-            "{before} open before, {after} after, {in_dir} of them database files{}",
+            "{before} open before, {after} after, {what}{}",
             if plan.whole_process_files {
                 ""
             } else {
@@ -277,6 +341,7 @@ fn report_of(plan: &Plan, ran: &Ran, checks: Vec<Check>) -> Report {
     let secs = ran.elapsed.as_secs_f64().max(1e-9);
     let ops_per_sec = ran.ops() as f64 / secs;
     Report {
+        backend: plan.backend(),
         verified: checks.iter().all(|c| c.passed),
         checks,
         workers: plan.workers,

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::loadtest::mix::{Mix, Op};
 use crate::loadtest::pool::PoolFigures;
 use crate::loadtest::run::{ErrorKind, Ran};
+use crate::loadtest::store::Backend;
 use crate::loadtest::verify::Check;
 use crate::measure::percentile;
 
@@ -72,6 +73,8 @@ pub(crate) struct CompareRow {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
+    /// The engine the databases were on.
+    pub(crate) backend: Backend,
     pub(crate) verified: bool,
     #[serde(serialize_with = "by_name")]
     pub(crate) checks: Vec<Check>,
@@ -131,9 +134,13 @@ impl Report {
     pub(crate) fn print(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
-            "{:.0} ops/s over {:.2} s ({} ops, {} workers, seed {}), {} errors: {:.1} x the \
-             original's {ORIGINAL_OPS_PER_SEC:.0} ops/s",
+            "{:.0} ops/s on {} over {:.2} s ({} ops, {} workers, seed {}), {} errors: {:.1} x \
+             the original's {ORIGINAL_OPS_PER_SEC:.0} ops/s",
             self.ops_per_sec,
+            match self.backend {
+                Backend::Sqlite => "SQLite",
+                Backend::Postgres => "PostgreSQL",
+            },
             self.seconds,
             self.ops,
             self.workers,
@@ -193,6 +200,9 @@ impl Report {
 
     /// Per database: its pool's and writer lane's figures.
     fn print_databases(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.backend == Backend::Postgres {
+            return self.print_pg_databases(out);
+        }
         writeln!(
             out,
             "{:<15} {:>4} {:>4} {:>9} {:>9} {:>8} {:>5} {:>5} {:>7} {:>8} {:>8}",
@@ -223,6 +233,45 @@ impl Report {
                 d.group_commit_batch,
                 d.wal_peak_bytes as f64 / MIB,
                 d.commits
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Per PostgreSQL database: its pool's figures, write retries and replicas (the server
+    /// orders writers itself: no writer lane, no WAL file of the client's to watch).
+    fn print_pg_databases(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<15} {:>4} {:>4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9}",
+            "database",
+            "max",
+            "live",
+            "acq p99",
+            "acq max",
+            "maxwait",
+            "timeouts",
+            "retries",
+            "commits",
+            "replicas",
+            "lag peak"
+        )?;
+        for d in &self.databases {
+            writeln!(
+                out,
+                "{:<15} {:>4} {:>4} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>8} {:>9}",
+                d.name,
+                d.max_size,
+                d.live_peak,
+                fmt_ns(d.acquire_wait_p99_ns),
+                fmt_ns(d.acquire_wait_max_ns),
+                fmt_ns(d.maxwait_peak_ns),
+                d.timeouts,
+                d.write_retries,
+                d.commits,
+                d.replicas,
+                d.replica_lag_peak_ms
+                    .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"))
             )?;
         }
         Ok(())

@@ -104,8 +104,8 @@ struct WorkerResult {
     acks: Vec<Ack>,
 }
 
-/// A short name for the kind of `e`: the core error's variant, SQLite's error code, or the
-/// kind of pool error.
+/// A short name for the kind of `e`: the core error's variant, SQLite's error code,
+/// PostgreSQL's SQLSTATE, or the kind of pool error.
 pub(crate) fn error_kind(e: &anyhow::Error) -> String {
     if let Some(core) = e.downcast_ref::<hive_db_core::Error>() {
         // The variant's name: the Debug text up to its fields.
@@ -120,6 +120,12 @@ pub(crate) fn error_kind(e: &anyhow::Error) -> String {
         return match sqlite.sqlite_error_code() {
             Some(code) => format!("sqlite {code:?}"),
             None => "sqlite (no code)".to_owned(),
+        };
+    }
+    if let Some(pg) = e.downcast_ref::<hive_db_core::postgres::Error>() {
+        return match pg.code() {
+            Some(code) => format!("postgres {}", code.code()),
+            None => "postgres (no SQLSTATE)".to_owned(),
         };
     }
     if e.downcast_ref::<r2d2::Error>().is_some() {

@@ -1,13 +1,39 @@
-//! Where the operations run: the registry, or for `--compare` one of the two ways the
-//! registry replaces (a connection opened per operation, or plain r2d2 with its defaults).
+//! Where the operations run: the registry (on SQLite files or PostgreSQL databases), or for
+//! `--compare` one of the ways the registry replaces (a connection opened per operation, or
+//! plain r2d2 with its defaults, over r2d2_sqlite or r2d2_postgres).
 
 use std::path::PathBuf;
 
+use hive_db_core::postgres::{Client, NoTls, Transaction};
 use hive_db_core::rusqlite::{Connection, TransactionBehavior};
-use hive_db_core::{DbConfig, DbHandle, DbName, immediate_transaction, open_connection};
+use hive_db_core::{DbConfig, DbHandle, DbName, PgHandle, immediate_transaction, open_connection};
+use r2d2_postgres::PostgresConnectionManager;
 use r2d2_sqlite::SqliteConnectionManager;
 
 use crate::loadtest::eco::Eco;
+
+/// The engine the load test's databases are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Backend {
+    /// SQLite files in one folder.
+    Sqlite,
+    /// Databases of one PostgreSQL server.
+    Postgres,
+}
+
+/// A connection to read with, in its engine's own type: each operation keeps its SQL for
+/// both engines side by side and picks by this.
+pub(crate) enum Read<'a> {
+    Sqlite(&'a Connection),
+    Pg(&'a mut Client),
+}
+
+/// A transaction to write in, in its engine's own type.
+pub(crate) enum Write<'a, 't> {
+    Sqlite(&'a Connection),
+    Pg(&'a mut Transaction<'t>),
+}
 
 /// Read and write access to the load test's databases, by index (0 is `ecosystemiser`,
 /// then the application databases).
@@ -16,15 +42,17 @@ pub(crate) trait Store: Sync {
     fn read<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T>;
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction of database `db`: `Ok` only once `f`'s
-    /// work has committed; rolled back when `f` fails.
+    /// Runs `f` in one transaction of database `db` (`BEGIN IMMEDIATE` on SQLite, the
+    /// server's default isolation on PostgreSQL): `Ok` only once `f`'s work has committed;
+    /// rolled back when `f` fails. `f` may run again after a failed attempt (PostgreSQL's
+    /// deadlock or serialization failure at commit), so it keeps no state across runs.
     fn write<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T>;
 
     /// The data layer's repositories on the `ecosystemiser` database, on this path.
@@ -46,6 +74,8 @@ pub(crate) enum Path {
     ConnectPerOp,
     /// r2d2 + r2d2_sqlite with their defaults, `BEGIN IMMEDIATE` for writes.
     R2d2,
+    /// r2d2 + r2d2_postgres 0.18 with their defaults, a plain transaction for writes.
+    R2d2Postgres,
 }
 
 impl Path {
@@ -55,6 +85,24 @@ impl Path {
             Path::Registry => "registry",
             Path::ConnectPerOp => "connect per op",
             Path::R2d2 => "r2d2 defaults",
+            Path::R2d2Postgres => "r2d2_postgres",
+        }
+    }
+}
+
+/// A handle on one database of the registry, of either engine.
+#[derive(Debug, Clone)]
+pub(crate) enum Handle {
+    Sqlite(DbHandle),
+    Pg(PgHandle),
+}
+
+impl Handle {
+    /// The database's name.
+    pub(crate) fn name(&self) -> &DbName {
+        match self {
+            Handle::Sqlite(h) => h.name(),
+            Handle::Pg(h) => h.name(),
         }
     }
 }
@@ -62,13 +110,13 @@ impl Path {
 /// The registry, through a handle per database (no name lookup per operation).
 #[derive(Debug)]
 pub(crate) struct RegistryStore {
-    handles: Vec<DbHandle>,
+    handles: Vec<Handle>,
     eco: Eco,
 }
 
 impl RegistryStore {
     /// `handles` in store order, and the repositories on the registry's `ecosystemiser`.
-    pub(crate) fn new(handles: Vec<DbHandle>, eco: Eco) -> Self {
+    pub(crate) fn new(handles: Vec<Handle>, eco: Eco) -> Self {
         Self { handles, eco }
     }
 }
@@ -77,17 +125,23 @@ impl Store for RegistryStore {
     fn read<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        self.handles[db].read_with(f)
+        match &self.handles[db] {
+            Handle::Sqlite(h) => h.read_with(|c| f(Read::Sqlite(c))),
+            Handle::Pg(h) => h.read_with(|c| f(Read::Pg(c))),
+        }
     }
 
     fn write<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        self.handles[db].write_with(|tx| f(tx))
+        match &self.handles[db] {
+            Handle::Sqlite(h) => h.write_with(|tx| f(Write::Sqlite(tx))),
+            Handle::Pg(h) => h.write_with(|tx| f(Write::Pg(tx))),
+        }
     }
 
     fn eco(&self) -> anyhow::Result<&Eco> {
@@ -118,19 +172,19 @@ impl Store for ConnectPerOpStore {
     fn read<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let (_, conn) = self.open(db)?;
-        f(&conn)
+        f(Read::Sqlite(&conn))
     }
 
     fn write<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let (name, mut conn) = self.open(db)?;
-        immediate_transaction(name, &mut conn, |tx| f(tx))
+        immediate_transaction(name, &mut conn, |tx| f(Write::Sqlite(tx)))
     }
 
     fn eco(&self) -> anyhow::Result<&Eco> {
@@ -163,25 +217,77 @@ impl Store for R2d2Store {
     fn read<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let conn = self.pools[db].get()?;
-        f(&conn)
+        f(Read::Sqlite(&conn))
     }
 
     fn write<T>(
         &self,
         db: usize,
-        f: impl FnOnce(&Connection) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         let mut conn = self.pools[db].get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
+        let value = f(Write::Sqlite(&tx))?;
         tx.commit()?;
         Ok(value)
     }
 
     fn eco(&self) -> anyhow::Result<&Eco> {
         anyhow::bail!("the data layer runs on the registry or on direct connections, not on r2d2")
+    }
+}
+
+/// One r2d2 pool per PostgreSQL database, every setting r2d2's and r2d2_postgres's default.
+#[derive(Debug)]
+pub(crate) struct R2d2PgStore {
+    pools: Vec<r2d2::Pool<PostgresConnectionManager<NoTls>>>,
+}
+
+impl R2d2PgStore {
+    /// Builds a pool for each of `urls` (r2d2 opens its `min_idle`, by default `max_size` =
+    /// 10, at once).
+    ///
+    /// # Errors
+    ///
+    /// When a URL does not parse or a pool cannot open its connections.
+    pub(crate) fn new(urls: &[String]) -> anyhow::Result<Self> {
+        let pools = urls
+            .iter()
+            .map(|url| {
+                let manager = PostgresConnectionManager::new(url.parse()?, NoTls);
+                Ok(r2d2::Pool::new(manager)?)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { pools })
+    }
+}
+
+impl Store for R2d2PgStore {
+    fn read<T>(
+        &self,
+        db: usize,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.pools[db].get()?;
+        f(Read::Pg(&mut conn))
+    }
+
+    fn write<T>(
+        &self,
+        db: usize,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut conn = self.pools[db].get()?;
+        let mut tx = conn.transaction()?;
+        let value = f(Write::Pg(&mut tx))?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    fn eco(&self) -> anyhow::Result<&Eco> {
+        anyhow::bail!("the data layer runs on the registry, not on r2d2_postgres")
     }
 }

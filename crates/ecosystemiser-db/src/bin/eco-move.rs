@@ -6,8 +6,14 @@
 //! past the copied ids, reads every table back in the same transaction and compares its row
 //! count and checksum with the source's, and commits only when all of them match. So an
 //! interrupted or failed move leaves the target's tables as they were: empty (the migrated
-//! schema only). The source is read in one read transaction on a connection that refuses
-//! writes (`PRAGMA query_only`).
+//! schema only).
+//!
+//! The source is never written. It is opened read-only and copied (`VACUUM INTO`, a
+//! consistent snapshot, WAL included) into a temporary folder; the copy is brought to the
+//! current schema by the data layer (any version it adopts, the original code's files
+//! included), and the move reads the copy. A source column the target's schema does not
+//! have (one someone added) is refused by name rather than left behind; indexes, triggers
+//! and views someone added are schema, not rows, and are listed as not moved.
 
 #[cfg(feature = "postgres")]
 fn main() -> std::process::ExitCode {
@@ -58,6 +64,31 @@ are left as they were); 2 bad arguments.";
 
     /// The version table each engine keeps for itself: never copied.
     const SKIPPED: [&str; 1] = ["ecosystemiser_schema_version"];
+
+    /// The original code's component table, and the columns it needs for the data layer's
+    /// adoption to have copied its rows into the component library (types and specs). Of that
+    /// shape, its rows are moved as the library's; of another, it is a table the target does
+    /// not know, and refused.
+    const CARRIED: &str = "components";
+    const CARRIED_COLUMNS: [&str; 6] = [
+        "id",
+        "category",
+        "component_class",
+        "technical_data",
+        "economic_data",
+        "metadata",
+    ];
+
+    /// Whether the source's `components` table is of the shape adoption copies.
+    fn carried(source: &Connection) -> Result<bool, Failure> {
+        let read = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = source.prepare("SELECT name FROM pragma_table_info('components')")?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            names.collect()
+        };
+        let cols = read().context(|| "cannot read the source's components columns".to_owned())?;
+        Ok(!cols.is_empty() && CARRIED_COLUMNS.iter().all(|n| cols.iter().any(|c| c == n)))
+    }
 
     /// What went wrong, for the one error line.
     #[derive(Debug)]
@@ -308,9 +339,122 @@ are left as they were); 2 bad arguments.";
         }
     }
 
+    /// A snapshot of the source at `path`, brought to the current schema, in a temporary
+    /// folder (removed when the value drops); and the schema objects someone added to the
+    /// source that a move does not carry (indexes, triggers, views), by name.
+    fn stage(path: &Path) -> Result<(tempfile::TempDir, PathBuf, Vec<String>), Failure> {
+        if !path.is_file() {
+            return fail(format!("{} is not a file", path.display()));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("eco-move-")
+            .tempdir()
+            .context(|| "cannot make a temporary folder".to_owned())?;
+        let copy = dir.path().join("source.db");
+        {
+            let original = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .context(|| format!("cannot open {} read-only", path.display()))?;
+            original
+                .execute("VACUUM INTO ?1", [copy.to_string_lossy()])
+                .context(|| format!("cannot take a snapshot of {}", path.display()))?;
+        }
+        let known = known_objects(&copy)?;
+        let registry = Registry::new();
+        let settings = ecosystemiser_db::Settings::new(copy.clone());
+        EcoDb::with_registry(&registry, &settings).context(|| {
+            format!(
+                "{} is not an EcoSystemiser database the data layer adopts",
+                path.display()
+            )
+        })?;
+        registry.close_all(std::time::Duration::from_secs(5));
+        Ok((dir, copy, known))
+    }
+
+    /// The indexes, triggers and views of the source that are not the data layer's own (it
+    /// names its own `idx_*`, `trg_*`, `ecosystemiser_*`, or SQLite makes them).
+    fn known_objects(path: &Path) -> Result<Vec<String>, Failure> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .context(|| "cannot open the snapshot".to_owned())?;
+        let read = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = conn.prepare(
+                "SELECT type || ' ' || name FROM sqlite_schema
+                 WHERE type IN ('index', 'trigger', 'view') AND sql IS NOT NULL
+                   AND tbl_name <> 'components'
+                 ORDER BY type, name",
+            )?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            names.collect()
+        };
+        let all = read().context(|| "cannot list the source's schema".to_owned())?;
+        // What a fresh database of the current schema has is the data layer's own.
+        let fresh_dir =
+            tempfile::tempdir().context(|| "cannot make a temporary folder".to_owned())?;
+        let fresh = fresh_dir.path().join("fresh.db");
+        let registry = Registry::new();
+        EcoDb::with_registry(&registry, &ecosystemiser_db::Settings::new(fresh.clone()))
+            .context(|| "cannot make a fresh database to compare with".to_owned())?;
+        registry.close_all(std::time::Duration::from_secs(5));
+        let fresh_conn =
+            Connection::open_with_flags(&fresh, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .context(|| "cannot open the fresh database".to_owned())?;
+        let own: BTreeSet<String> = {
+            let mut stmt = fresh_conn
+                .prepare("SELECT type || ' ' || name FROM sqlite_schema WHERE type IN ('index', 'trigger', 'view')")
+                .context(|| "cannot list the fresh schema".to_owned())?;
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .context(|| "cannot list the fresh schema".to_owned())?;
+            names
+                .collect::<rusqlite::Result<_>>()
+                .context(|| "cannot list the fresh schema".to_owned())?
+        };
+        Ok(all.into_iter().filter(|o| !own.contains(o)).collect())
+    }
+
+    /// A source column of `table` the target's `columns` do not have: refused by name.
+    fn extra_columns(source: &Connection, table: &str, columns: &[Column]) -> Result<(), Failure> {
+        let read = || -> rusqlite::Result<Vec<String>> {
+            let mut stmt = source.prepare(&format!(
+                "SELECT name FROM pragma_table_info({})",
+                quote(table)
+            ))?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            names.collect()
+        };
+        let names = read().context(|| format!("cannot read the source's {table} columns"))?;
+        let extra: Vec<&String> = names
+            .iter()
+            .filter(|n| !columns.iter().any(|c| c.name == **n))
+            .collect();
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            fail(format!(
+                "the source's {table} has columns the target's schema does not: {extra:?} \
+                 (add them to the target's table first; nothing moved)"
+            ))
+        }
+    }
+
+    /// `s` as an SQL string literal.
+    fn quote(s: &str) -> String {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
     /// Moves `args.from` into `args.to`.
     fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failure> {
-        let source = open_source(&args.from)?;
+        let (_staged, copy, not_moved) = stage(&args.from)?;
+        for object in &not_moved {
+            eprintln!(
+                "eco-move: not moved (schema, not rows; recreate it on the target): {object}"
+            );
+        }
+        let source = open_source(&copy)?;
         let registry = Registry::new();
         let eco = EcoDb::with_postgres(&registry, &args.to, PgConfig::default())
             .context(|| "cannot open and migrate the target".to_owned())?;
@@ -329,9 +473,17 @@ are left as they were); 2 bad arguments.";
             .execute_batch("BEGIN")
             .context(|| "cannot begin reading the source".to_owned())?;
         let source_tables = sqlite_tables(&source)?;
+        let components_carried = source_tables.contains(CARRIED) && carried(&source)?;
+        if components_carried {
+            eprintln!(
+                "eco-move: the original code's {CARRIED} table: its rows move as the component \
+                 library's (component_types, component_specs), where adoption copied them"
+            );
+        }
         let unknown: Vec<_> = source_tables
             .iter()
             .filter(|t| !tables.contains_key(*t) && !SKIPPED.contains(&t.as_str()))
+            .filter(|t| !(components_carried && t.as_str() == CARRIED))
             .collect();
         if !unknown.is_empty() {
             return fail(format!(
@@ -364,6 +516,9 @@ are left as they were); 2 bad arguments.";
             let all: Vec<String> = moving.iter().map(|(t, _)| ident(t)).collect();
             tx.batch_execute(&format!("TRUNCATE {}", all.join(", ")))
                 .context(|| "cannot empty the target".to_owned())?;
+        }
+        for (table, columns) in &moving {
+            extra_columns(&source, table, columns)?;
         }
         let mut moved = Vec::new();
         for (table, columns) in &moving {

@@ -4,6 +4,7 @@ mod common;
 mod components;
 mod concurrency;
 mod direct;
+mod eco_move;
 mod events;
 mod hostile_yaml;
 mod legacy;

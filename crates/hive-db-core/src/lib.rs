@@ -87,6 +87,8 @@ mod database;
 #[cfg(feature = "postgres")]
 mod pg;
 // The facade and its views.
+#[cfg(feature = "async")]
+mod asynch;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 #[cfg(test)]
@@ -98,6 +100,8 @@ mod health;
 mod metrics;
 mod registry;
 
+#[cfg(feature = "async")]
+pub use asynch::{AsyncConfig, AsyncHandle, DbFuture};
 pub use backend::Backend;
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};

@@ -670,3 +670,44 @@ fn handles_and_futures_are_send_and_sync() {
     send::<DbFuture<String>>();
     send::<DbFuture<(), anyhow::Error>>();
 }
+
+/// Bug caught: a task looping over inline reads (each ready at once) never giving its
+/// executor thread back, so the other tasks on it, timers included, never run again.
+#[test]
+fn a_loop_of_inline_reads_lets_other_tasks_run() -> TestResult {
+    let f = log_fixture("inline-loop", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (done_tx, done) = mpsc::channel();
+    // On a thread of its own: without the yield this would never end.
+    std::thread::spawn(move || {
+        let outcome = (|| -> TestResult {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
+            rt.block_on(async {
+                let stop = Arc::new(AtomicBool::new(false));
+                let looping = {
+                    let stop = Arc::clone(&stop);
+                    tokio::spawn(async move {
+                        let mut reads = 0_u64;
+                        while !stop.load(SeqCst) {
+                            h.read_inline(|_| Ok(())).await?;
+                            reads += 1;
+                        }
+                        anyhow::Ok(reads)
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                stop.store(true, SeqCst);
+                let reads = looping.await??;
+                anyhow::ensure!(reads > 0, "no inline read ran");
+                Ok(())
+            })
+        })();
+        let _ = done_tx.send(outcome.map_err(|e| e.to_string()));
+    });
+    let outcome = done
+        .recv_timeout(PATIENCE)
+        .map_err(|_| anyhow::anyhow!("the inline loop starved its executor"))?;
+    outcome.map_err(anyhow::Error::msg)
+}

@@ -524,6 +524,11 @@ impl Registry {
 
     /// [`Registry::read`] as a future: `f` runs on a reader thread of `name`
     /// ([`AsyncHandle::read`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read`], and those of [`Registry::async_handle`], all through the
+    /// future.
     #[track_caller]
     pub fn read_async<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
     where
@@ -540,6 +545,10 @@ impl Registry {
     }
 
     /// [`Registry::read_with`] as a future ([`AsyncHandle::read_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read_with`], and those of [`Registry::async_handle`].
     #[track_caller]
     pub fn read_async_with<T, E, F>(&self, name: &DbName, f: F) -> DbFuture<T, E>
     where
@@ -553,6 +562,10 @@ impl Registry {
 
     /// [`Registry::read_async`], run at once on the calling thread when a connection of
     /// `name` is idle ([`AsyncHandle::read_inline`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read_inline`], and those of [`Registry::async_handle`].
     #[track_caller]
     pub fn read_async_inline<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
     where
@@ -570,6 +583,10 @@ impl Registry {
 
     /// [`Registry::write`] as a future: `f` runs in `name`'s writer lane, in the place the
     /// call takes there now ([`AsyncHandle::write`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::write`], and those of [`Registry::async_handle`].
     #[track_caller]
     pub fn write_async<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
     where
@@ -586,6 +603,10 @@ impl Registry {
     }
 
     /// [`Registry::write_with`] as a future ([`AsyncHandle::write_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::write_with`], and those of [`Registry::async_handle`].
     #[track_caller]
     pub fn write_async_with<T, E, F>(&self, name: &DbName, f: F) -> DbFuture<T, E>
     where

@@ -20,12 +20,18 @@ use crate::sync::lock;
 /// new call or `close` wakes it sooner.
 const IDLE_NAP: Duration = Duration::from_secs(1);
 
+/// How long a reader thread that ran out of calls watches the queue before it parks: a call
+/// that comes meanwhile costs no wake-up. One thread at a time does.
+const SPIN: Duration = Duration::from_micros(100);
+
 #[derive(Default)]
 struct State {
     jobs: VecDeque<Box<dyn ReadJob>>,
     idle: Vec<Thread>,
     spawned: usize,
     closed: bool,
+    /// A thread is watching the queue before it parks: it takes the next call itself.
+    spinning: bool,
 }
 
 struct Shared {
@@ -89,8 +95,10 @@ impl Readers {
             }
             state.jobs.push_back(job);
             info.counters.async_read_queued.fetch_add(1, Relaxed);
-            let wake = state.idle.pop();
-            let spawn = wake.is_none() && state.spawned < shared.threads;
+            // The spinning thread takes the first call; any more need a thread woken.
+            let taken = state.spinning && state.jobs.len() == 1;
+            let wake = if taken { None } else { state.idle.pop() };
+            let spawn = !taken && wake.is_none() && state.spawned < shared.threads;
             if spawn {
                 state.spawned += 1;
             }
@@ -158,6 +166,7 @@ fn serve(shared: &Shared) {
     loop {
         let job = {
             let mut state = lock(&shared.state);
+            let mut spun = false;
             loop {
                 if let Some(job) = state.jobs.pop_front() {
                     counters.async_read_queued.fetch_sub(1, Relaxed);
@@ -166,6 +175,15 @@ fn serve(shared: &Shared) {
                 if state.closed {
                     state.spawned -= 1;
                     return;
+                }
+                if !spun && !state.spinning {
+                    spun = true;
+                    state.spinning = true;
+                    drop(state);
+                    watch(&counters.async_read_queued);
+                    state = lock(&shared.state);
+                    state.spinning = false;
+                    continue;
                 }
                 state.idle.push(me.clone());
                 drop(state);
@@ -176,5 +194,22 @@ fn serve(shared: &Shared) {
             }
         };
         job.run(&shared.db);
+    }
+}
+
+/// Spins until a call is queued or [`SPIN`] passes, letting other threads run now and then
+/// (two cores, more threads).
+fn watch(queued: &std::sync::atomic::AtomicU64) {
+    let until = std::time::Instant::now() + SPIN;
+    let mut spins = 0_u32;
+    while queued.load(Relaxed) == 0 {
+        std::hint::spin_loop();
+        spins += 1;
+        if spins.is_multiple_of(64) {
+            if std::time::Instant::now() >= until {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 }

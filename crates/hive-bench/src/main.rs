@@ -1,6 +1,7 @@
 //! `hive-bench`: the benchmark and load-test driver behind `cargo xtask bench` and
 //! `cargo xtask loadtest`. Run it through xtask, which builds it optimised.
 
+mod asynch;
 mod bench;
 mod loadtest;
 mod many_dbs;

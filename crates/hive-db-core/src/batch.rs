@@ -139,6 +139,14 @@ impl CommitSlot {
         }
     }
 
+    /// The commit's outcome if it has been settled, without waiting: for the async writer,
+    /// which watches many slots from one thread (the thread that made them, so `settle`
+    /// unparks it).
+    #[cfg(feature = "async")]
+    pub(crate) fn try_take(&self) -> Option<Result<(), BatchFailure>> {
+        lock(&self.outcome).take()
+    }
+
     /// Waits for the commit. It comes once the writers after this one have run their
     /// closures: at most `group_commit_max_writers` of them, or until the batch is
     /// `group_commit_max_age` old, checked between closures. There is no giving up: the

@@ -12,11 +12,19 @@ use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
 use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
-use crate::lane::{LaneTurn, WriterLane};
+use crate::lane::{LaneTimeout, LaneTurn, WriterLane};
 use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
 use crate::reentry::{connections_held, enter, inside_write};
 use crate::stats::DbSnapshot;
 use crate::wal::commit_deferring_checkpoint;
+
+/// A writer's turn in the lane, with the open batch handed over with it, or the lane's
+/// timeout.
+pub(crate) type Acquired<'a> = Result<(LaneTurn<'a, Batch>, Option<Batch>), LaneTimeout>;
+
+/// How a writer's closure went, with the slot where its commit is settled when it joined
+/// the batch.
+pub(crate) type Ran<T, E> = (Member<T, E>, Option<Arc<CommitSlot>>);
 
 /// One database's pool, writer lane and checkpoint state.
 #[derive(Debug)]
@@ -103,6 +111,12 @@ impl Database {
         Ok(())
     }
 
+    /// The database's writer lane, for the async writer, which queues in it without waiting.
+    #[cfg(feature = "async")]
+    pub(crate) fn lane(&self) -> &WriterLane<Batch> {
+        &self.lane
+    }
+
     /// The writer lane until `deadline`, without taking over an open transaction: for a
     /// probe of the write lock.
     pub(crate) fn hold_lane(&self, deadline: Instant) -> Option<LaneTurn<'_, Batch>> {
@@ -119,6 +133,28 @@ impl Database {
         let conn = self.checkout(site)?;
         let _inside = enter(conn.pool_key(), false);
         f(&conn).map_err(|e| Error::sqlite(&self.info().name, "read", e))
+    }
+
+    /// Runs `f` on a connection if one is idle now, on this thread; gives `f` back when none
+    /// is (the async reads' inline mode).
+    #[cfg(feature = "async")]
+    pub(crate) fn read_if_idle<T, E, F>(
+        &self,
+        site: &'static Location<'static>,
+        f: F,
+    ) -> std::result::Result<Result<T, E>, F>
+    where
+        E: From<Error>,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        match self.pool.try_checkout(site) {
+            Ok(Some(conn)) => {
+                let _inside = enter(conn.pool_key(), false);
+                Ok(f(&conn))
+            }
+            Ok(None) => Err(f),
+            Err(e) => Ok(Err(e.into())),
+        }
     }
 
     /// Runs `f` on a pooled connection, for closures of an application's error type.
@@ -169,7 +205,37 @@ impl Database {
         let start = Instant::now();
         let config = &self.info().config;
         let deadline = deadline(start, config.connection_timeout);
-        let (turn, inherited) = self.lane.acquire(deadline).map_err(|t| {
+        let acquired = self.lane.acquire(deadline);
+        let (member, slot) = self.write_in_turn(start, deadline, acquired, site, f)?;
+        match member {
+            Member::Done(Ok(value)) => {
+                match slot.map(|s| s.wait(&self.info().name, config.connection_timeout)) {
+                    Some(Ok(())) | None => Ok(value),
+                    Some(Err(failure)) => Err(failure.into_error(&self.info().name).into()),
+                }
+            }
+            Member::Done(Err(err)) => Err(err),
+            Member::Panicked(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// The part of a write from its turn in the writer lane (`acquired`, asked for at `start`
+    /// until `deadline`) to the pass or commit of its batch: runs `f` in the batch and returns
+    /// how it went, with the slot where its commit is settled when it joined the batch. A
+    /// failed or panicked `f` is counted as a rollback here. Shared by `write_with` and the
+    /// async writer, which serves several places in the lane from one thread.
+    pub(crate) fn write_in_turn<T, E>(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        acquired: Acquired<'_>,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<Ran<T, E>, E>
+    where
+        E: From<Error>,
+    {
+        let (turn, inherited) = acquired.map_err(|t| {
             self.info().counters.writer_timeouts.fetch_add(1, Relaxed);
             Error::WriterLaneTimeout {
                 db: self.info().name.clone(),
@@ -202,30 +268,24 @@ impl Database {
             let _inside = enter(self.pool.key(), true);
             batch.run(&self.info().name, f)
         };
+        self.end_turn(batch, turn);
+        if !matches!(member, Member::Done(Ok(_))) {
+            self.info().counters.rollbacks.fetch_add(1, Relaxed);
+        }
+        Ok((member, slot))
+    }
+
+    /// Ends a turn in the lane that holds `batch`: abandons it if broken, passes it on to the
+    /// next writer if it may grow, commits it otherwise.
+    pub(crate) fn end_turn(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
         if batch.is_broken() {
             self.abandon(batch, turn);
-        } else if batch.can_grow(config) {
+        } else if batch.can_grow(&self.info().config) {
             if let Err((turn, batch)) = turn.pass(batch) {
                 self.commit(batch, turn);
             }
         } else {
             self.commit(batch, turn);
-        }
-        match member {
-            Member::Done(Ok(value)) => {
-                match slot.map(|s| s.wait(&self.info().name, config.connection_timeout)) {
-                    Some(Ok(())) | None => Ok(value),
-                    Some(Err(failure)) => Err(failure.into_error(&self.info().name).into()),
-                }
-            }
-            Member::Done(Err(err)) => {
-                self.info().counters.rollbacks.fetch_add(1, Relaxed);
-                Err(err)
-            }
-            Member::Panicked(panic) => {
-                self.info().counters.rollbacks.fetch_add(1, Relaxed);
-                std::panic::resume_unwind(panic)
-            }
         }
     }
 

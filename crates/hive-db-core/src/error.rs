@@ -360,6 +360,28 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// An async call found its database's queue full: that many calls wait already for a
+    /// reader or writer thread of the database (cargo feature `async`).
+    #[error("database {db}: the async {queue} queue is full ({capacity} calls waiting)")]
+    QueueFull {
+        /// The database.
+        db: DbName,
+        /// Which queue: `"read"` or `"write"`.
+        queue: &'static str,
+        /// How many calls it holds.
+        capacity: usize,
+    },
+    /// A closure given to an async call panicked; its work was rolled back, and the
+    /// database's threads carry on (cargo feature `async`).
+    #[error("database {db}: the {op} closure panicked: {message}")]
+    Panicked {
+        /// The database.
+        db: DbName,
+        /// `"read"` or `"write"`.
+        op: &'static str,
+        /// The panic's message, when it was a string.
+        message: String,
+    },
     /// `global::install` was called twice.
     #[error("a global registry is installed already")]
     AlreadyInstalled,
@@ -386,7 +408,9 @@ impl Error {
             | Self::Io { db, .. }
             | Self::WrongBackend { db, .. }
             | Self::InvalidUrl { db, .. }
-            | Self::Refused { db, .. } => Some(db),
+            | Self::Refused { db, .. }
+            | Self::QueueFull { db, .. }
+            | Self::Panicked { db, .. } => Some(db),
             #[cfg(feature = "postgres")]
             Self::Postgres { db, .. } | Self::WriteConflict { db, .. } => Some(db),
         }

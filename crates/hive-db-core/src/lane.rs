@@ -153,6 +153,38 @@ impl<P> WriterLane<P> {
         self.wait(deadline, false).map(|(turn, _)| turn)
     }
 
+    #[cfg(feature = "async")]
+    /// Takes a place in the queue (or the free lane) for `thread`, without waiting: for a
+    /// thread that serves several writers' turns in order (the async writer). It watches its
+    /// places with `Queued::try_take` and leaves with `WriterLane::withdraw`; `thread` is
+    /// unparked when a place is granted or comes to the front. Always takes payloads.
+    pub(crate) fn enqueue(&self, thread: Thread) -> Queued<P> {
+        let mut state = self.lock();
+        let granted = !state.busy;
+        state.busy = true;
+        let me = Arc::new(Waiter {
+            thread,
+            granted: AtomicBool::new(granted),
+            front: AtomicBool::new(granted || state.queue.is_empty()),
+            takes_payload: true,
+            payload: Mutex::new(None),
+        });
+        if !granted {
+            state.queue.push_back(Arc::clone(&me));
+        }
+        Queued(me)
+    }
+
+    #[cfg(feature = "async")]
+    /// Leaves the queue, unless the lane was granted to `place` meanwhile: then the turn,
+    /// with its payload, is the caller's to use or pass on.
+    pub(crate) fn withdraw(
+        &self,
+        place: Queued<P>,
+    ) -> Result<(LaneTurn<'_, P>, Option<P>), LaneTimeout> {
+        self.give_up(&place.0)
+    }
+
     fn wait(
         &self,
         deadline: Instant,
@@ -244,6 +276,32 @@ impl<P> WriterLane<P> {
     fn release(&self) {
         let woken = self.lock().hand_off(None);
         wake(woken);
+    }
+}
+
+/// A place in the lane's queue taken with `WriterLane::enqueue`.
+#[cfg(feature = "async")]
+#[derive(Debug)]
+pub(crate) struct Queued<P>(Arc<Waiter<P>>);
+
+#[cfg(feature = "async")]
+impl<P> Queued<P> {
+    /// True once the lane has been granted to this place.
+    pub(crate) fn is_granted(&self) -> bool {
+        self.0.granted.load(Ordering::Acquire)
+    }
+
+    /// The turn, with its payload, once the lane has been granted to this place; else the
+    /// place back.
+    pub(crate) fn try_take(
+        self,
+        lane: &WriterLane<P>,
+    ) -> Result<(LaneTurn<'_, P>, Option<P>), Self> {
+        if self.0.granted.load(Ordering::Acquire) {
+            Ok(lane.granted(&self.0))
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -423,6 +481,47 @@ mod tests {
         assert_eq!(lane.queued(), 1, "the plain waiter is still queued");
         drop(turn);
         assert!(plain.join().unwrap(), "the plain waiter got the lane");
+    }
+
+    /// Bug caught: a place taken with `enqueue` served out of arrival order with plain
+    /// waiters, granted without its payload, or left in the queue after `withdraw`, so that
+    /// the waiters behind it never get the lane.
+    #[cfg(feature = "async")]
+    #[test]
+    fn enqueued_places_keep_their_order_and_leave_cleanly() {
+        let lane = Arc::new(WriterLane::<u32>::default());
+        let me = std::thread::current();
+        let first = lane.enqueue(me.clone());
+        assert!(first.is_granted(), "a free lane is granted at once");
+        let second = lane.enqueue(me.clone());
+        let plain = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || lane.acquire(far()).map(|(_, p)| p).ok())
+        };
+        while lane.queued() < 2 {
+            std::thread::yield_now();
+        }
+        let third = lane.enqueue(me);
+        let second = second.try_take(&lane).expect_err("the lane is held");
+        let (turn, payload) = first.try_take(&lane).expect("granted");
+        assert!(payload.is_none());
+        turn.pass(5).expect("the second place takes payloads");
+        let (turn, payload) = second.try_take(&lane).expect("granted by the pass");
+        assert_eq!(payload, Some(5));
+        turn.pass(6).expect("the plain waiter takes payloads");
+        assert_eq!(plain.join().unwrap(), Some(Some(6)));
+        // The plain waiter's turn dropped: the lane went on to the third place.
+        assert!(third.is_granted());
+        let fourth = lane.enqueue(std::thread::current());
+        assert!(lane.withdraw(fourth).is_err(), "not granted: it leaves");
+        let (turn, _) = lane.withdraw(third).expect("granted before it withdrew");
+        drop(turn);
+        assert_eq!(lane.queued(), 0);
+        assert!(
+            lane.acquire_plain(Instant::now() + Duration::from_secs(5))
+                .is_ok(),
+            "the lane is free again"
+        );
     }
 
     /// Bug caught: a waiter whose deadline passes just as the lane is handed to it, with a

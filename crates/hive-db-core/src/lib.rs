@@ -21,6 +21,11 @@
 //! (`Registry::postgres`), whose closures get the `postgres` crate's own client and
 //! transaction types; it shares the pools' machinery, the snapshot, health and metrics.
 //!
+//! With the `async` cargo feature, every call has a future form (`Registry::read_async`,
+//! `Registry::write_async`, `AsyncHandle`), on any executor and without a runtime of its own:
+//! closures run on each database's own threads, and async writes share the writer lane, its
+//! order and its group commit with sync ones (see the README's example).
+//!
 //! # Examples
 //!
 //! ```
@@ -87,6 +92,8 @@ mod database;
 #[cfg(feature = "postgres")]
 mod pg;
 // The facade and its views.
+#[cfg(feature = "async")]
+mod asynch;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 #[cfg(test)]
@@ -98,6 +105,8 @@ mod health;
 mod metrics;
 mod registry;
 
+#[cfg(feature = "async")]
+pub use asynch::{AsyncConfig, AsyncHandle, DbFuture};
 pub use backend::Backend;
 pub use batch::{WriteTx, immediate_transaction};
 pub use config::{DbConfig, Synchronous};

@@ -13,6 +13,42 @@ use crate::stats::{DbSnapshot, RegistrySnapshot};
 /// The `Content-Type` of [`prometheus_text`]'s output (text exposition format 0.0.4).
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The async calls' queues and cancellations (zeros without the cargo feature `async`).
+fn async_families(family: &mut impl FnMut(&str, Kind, &str, &dyn Fn(&DbSnapshot) -> Value)) {
+    family(
+        "hive_db_async_read_queued",
+        Kind::Gauge,
+        "Async reads waiting for a reader thread.",
+        &|d| Value::Int(d.async_read_queue.into()),
+    );
+    family(
+        "hive_db_async_write_queued",
+        Kind::Gauge,
+        "Async writes whose work has not started yet.",
+        &|d| Value::Int(d.async_write_queue.into()),
+    );
+    let counters: [CounterFamily; 3] = [
+        (
+            "hive_db_async_cancelled_before_start_total",
+            "Async calls dropped before their work started; the work was skipped.",
+            |d| d.totals.async_cancelled_before_start,
+        ),
+        (
+            "hive_db_async_cancelled_after_start_total",
+            "Async calls dropped while their work ran; it ran to its end.",
+            |d| d.totals.async_cancelled_after_start,
+        ),
+        (
+            "hive_db_async_queue_full_total",
+            "Async calls refused because the database's queue was full.",
+            |d| d.totals.async_queue_full,
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(name, Kind::Counter, help, &|d| Value::Int(value(d)));
+    }
+}
+
 /// `snapshot` as Prometheus text exposition (format 0.0.4).
 ///
 /// Every family has `# HELP` and `# TYPE`, a `hive_db_` prefix and base units (seconds,
@@ -169,6 +205,7 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
     for (name, help, value) in counters {
         family(name, Kind::Counter, help, &|d| Value::Int(value(d)));
     }
+    async_families(&mut family);
 
     // The engine as an info metric, so every other family keeps its one `db` label.
     header(

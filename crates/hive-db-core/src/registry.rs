@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+#[cfg(feature = "async")]
+use crate::asynch::{AsyncConfig, AsyncDb, AsyncHandle, DbFuture};
 #[cfg(feature = "postgres")]
 use crate::backend::Backend;
 use crate::batch::WriteTx;
@@ -57,6 +59,10 @@ struct Inner {
     /// Serialises changes to `entries`; opening a file happens under it, lookups never wait
     /// for it.
     changing: Mutex<()>,
+    /// The async sides of open databases, made on their first async call (under `changing`)
+    /// and taken out when they close.
+    #[cfg(feature = "async")]
+    sides: ArcSwap<NameMap<Arc<AsyncDb>>>,
 }
 
 /// The registry of named database pools: SQLite files, and PostgreSQL databases with the
@@ -470,6 +476,8 @@ impl Registry {
         self.update_entries(|entries| {
             entries.insert(name.clone(), closed);
         });
+        #[cfg(feature = "async")]
+        self.retire_async(name);
         Ok(open)
     }
 
@@ -494,6 +502,187 @@ impl Registry {
             .filter_map(|db| self.retire(&db.info().name).ok())
             .collect();
         open.iter().map(|db| db.close(deadline)).collect()
+    }
+}
+
+/// The async API (cargo feature `async`): the same calls as the sync ones, returning
+/// futures. See [`AsyncHandle`] for the contracts and [`DbFuture`] for cancellation.
+#[cfg(feature = "async")]
+impl Registry {
+    /// The async calls of `name`, without the name lookup on each call. Starts the
+    /// database's async side with [`AsyncConfig::default`] if it has none yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDatabase`], [`Error::Closed`], [`Error::Io`] when its writer thread
+    /// cannot start.
+    pub fn async_handle(&self, name: &DbName) -> Result<AsyncHandle> {
+        self.async_side(name, None).map(AsyncHandle)
+    }
+
+    /// [`Registry::async_handle`], starting the async side with `config`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Registry::async_handle`], and [`Error::InvalidConfig`] for a zero count or
+    /// when the side runs already with other settings.
+    pub fn async_handle_with(&self, name: &DbName, config: AsyncConfig) -> Result<AsyncHandle> {
+        self.async_side(name, Some(config)).map(AsyncHandle)
+    }
+
+    /// [`Registry::read`] as a future: `f` runs on a reader thread of `name`
+    /// ([`AsyncHandle::read`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read`], and those of [`Registry::async_handle`], all through the
+    /// future.
+    #[track_caller]
+    pub fn read_async<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let site = std::panic::Location::caller();
+        let name = name.clone();
+        self.with_side(&name.clone(), |side| {
+            side.read(site, move |conn| {
+                f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+            })
+        })
+    }
+
+    /// [`Registry::read_with`] as a future ([`AsyncHandle::read_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read_with`], and those of [`Registry::async_handle`].
+    #[track_caller]
+    pub fn read_async_with<T, E, F>(&self, name: &DbName, f: F) -> DbFuture<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let site = std::panic::Location::caller();
+        self.with_side(name, |side| side.read(site, f))
+    }
+
+    /// [`Registry::read_async`], run at once on the calling thread when a connection of
+    /// `name` is idle ([`AsyncHandle::read_inline`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::read_inline`], and those of [`Registry::async_handle`].
+    #[track_caller]
+    pub fn read_async_inline<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let site = std::panic::Location::caller();
+        let name = name.clone();
+        self.with_side(&name.clone(), |side| {
+            side.read_inline(site, move |conn| {
+                f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+            })
+        })
+    }
+
+    /// [`Registry::write`] as a future: `f` runs in `name`'s writer lane, in the place the
+    /// call takes there now ([`AsyncHandle::write`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::write`], and those of [`Registry::async_handle`].
+    #[track_caller]
+    pub fn write_async<T, F>(&self, name: &DbName, f: F) -> DbFuture<T>
+    where
+        F: FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let site = std::panic::Location::caller();
+        let name = name.clone();
+        self.with_side(&name.clone(), |side| {
+            side.write(site, move |tx| {
+                f(tx).map_err(|e| Error::sqlite(&name, "write", e))
+            })
+        })
+    }
+
+    /// [`Registry::write_with`] as a future ([`AsyncHandle::write_with`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncHandle::write_with`], and those of [`Registry::async_handle`].
+    #[track_caller]
+    pub fn write_async_with<T, E, F>(&self, name: &DbName, f: F) -> DbFuture<T, E>
+    where
+        F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let site = std::panic::Location::caller();
+        self.with_side(name, |side| side.write(site, f))
+    }
+
+    /// Calls `call` with `name`'s async side, under the lock-free map's guard when it runs
+    /// already; a lookup error is the future's.
+    fn with_side<T, E: From<Error>>(
+        &self,
+        name: &DbName,
+        call: impl FnOnce(&AsyncDb) -> DbFuture<T, E>,
+    ) -> DbFuture<T, E> {
+        if let Some(side) = self.inner.sides.load().get(name) {
+            return call(side);
+        }
+        match self.async_side(name, None) {
+            Ok(side) => call(&side),
+            Err(err) => DbFuture::ready(Err(err.into())),
+        }
+    }
+
+    /// `name`'s async side, started with `config` (or the defaults) if it has none.
+    fn async_side(&self, name: &DbName, config: Option<AsyncConfig>) -> Result<Arc<AsyncDb>> {
+        let existing = |side: &Arc<AsyncDb>| match config {
+            Some(config) if config != *side.config() => Err(Error::InvalidConfig {
+                db: name.clone(),
+                reason: format!(
+                    "its async side runs already with other settings ({:?})",
+                    side.config()
+                ),
+            }),
+            _ => Ok(Arc::clone(side)),
+        };
+        if let Some(side) = self.inner.sides.load().get(name) {
+            return existing(side);
+        }
+        let _changing = lock(&self.inner.changing);
+        if let Some(side) = self.inner.sides.load().get(name) {
+            return existing(side);
+        }
+        let side = Arc::new(AsyncDb::start(
+            self.pool(name)?,
+            config.unwrap_or_default(),
+        )?);
+        let mut sides = NameMap::clone(&self.inner.sides.load());
+        sides.insert(name.clone(), Arc::clone(&side));
+        self.inner.sides.store(Arc::new(sides));
+        Ok(side)
+    }
+
+    /// Closes `name`'s async side, if it has one: its calls not started resolve to
+    /// [`Error::Closed`]. Callers hold `changing`.
+    fn retire_async(&self, name: &DbName) {
+        let sides = self.inner.sides.load();
+        let Some(side) = sides.get(name).cloned() else {
+            return;
+        };
+        drop(sides);
+        let mut sides = NameMap::clone(&self.inner.sides.load());
+        sides.remove(name);
+        self.inner.sides.store(Arc::new(sides));
+        side.close();
     }
 }
 

@@ -52,6 +52,13 @@ pub(crate) struct DbCounters {
     pub(crate) transactions: AtomicU64,
     pub(crate) commit_failures: AtomicU64,
     pub(crate) write_retries: AtomicU64,
+    /// Async calls: dropped before their work started, dropped while it ran, refused with a
+    /// full queue; and the calls waiting in the read and write queues now.
+    pub(crate) async_cancelled_before_start: AtomicU64,
+    pub(crate) async_cancelled_after_start: AtomicU64,
+    pub(crate) async_queue_full: AtomicU64,
+    pub(crate) async_read_queued: AtomicU64,
+    pub(crate) async_write_queued: AtomicU64,
     /// The last write transaction whose `COMMIT` failed, for health.
     last_commit_failure: Mutex<Option<CommitFailure>>,
     pub(crate) acquire_wait: Histogram,
@@ -144,6 +151,9 @@ impl DbCounters {
             checkpoints: self.checkpoints.load(Relaxed),
             failed_transactions: self.commit_failures.load(Relaxed),
             write_retries: self.write_retries.load(Relaxed),
+            async_cancelled_before_start: self.async_cancelled_before_start.load(Relaxed),
+            async_cancelled_after_start: self.async_cancelled_after_start.load(Relaxed),
+            async_queue_full: self.async_queue_full.load(Relaxed),
         }
     }
 
@@ -177,6 +187,8 @@ impl DbCounters {
             maxwait_ns: u64::try_from(g.pool.maxwait.as_nanos()).unwrap_or(u64::MAX),
             held_past_leak_threshold: g.pool.held_past_leak_threshold,
             writer_queue: g.writer_queue,
+            async_read_queue: gauge(&self.async_read_queued, gauges.is_some()),
+            async_write_queue: gauge(&self.async_write_queued, gauges.is_some()),
             totals: self.totals(),
             acquire_wait: self.acquire_wait.summary(),
             hold_time: self.hold_time.summary(),
@@ -187,6 +199,15 @@ impl DbCounters {
             },
             postgres: None,
         }
+    }
+}
+
+/// A queue length kept in the counters, as a snapshot's gauge: 0 for a closed database.
+fn gauge(queued: &AtomicU64, open: bool) -> u32 {
+    if open {
+        u32::try_from(queued.load(Relaxed)).unwrap_or(u32::MAX)
+    } else {
+        0
     }
 }
 
@@ -272,6 +293,17 @@ pub struct Totals {
     /// snapshots of older versions, where it reads as 0.
     #[serde(default)]
     pub write_retries: u64,
+    /// Async calls (cargo feature `async`) whose future was dropped before their work
+    /// started: the work was skipped. Absent from older snapshots, where it reads as 0.
+    #[serde(default)]
+    pub async_cancelled_before_start: u64,
+    /// Async calls whose future was dropped while their work ran: it ran to its end and
+    /// committed or rolled back as it would have. Absent from older snapshots (0).
+    #[serde(default)]
+    pub async_cancelled_after_start: u64,
+    /// Async calls refused with `QueueFull`. Absent from older snapshots (0).
+    #[serde(default)]
+    pub async_queue_full: u64,
 }
 
 /// Facts about the database file.
@@ -321,6 +353,14 @@ pub struct DbSnapshot {
     pub held_past_leak_threshold: u32,
     /// Writers queued for the writer lane, the one writing not included.
     pub writer_queue: u32,
+    /// Async reads (cargo feature `async`) waiting for a reader thread. Absent from older
+    /// snapshots, where it reads as 0.
+    #[serde(default)]
+    pub async_read_queue: u32,
+    /// Async writes whose work has not started yet: queued for the writer lane, behind the
+    /// writers in `writer_queue` with them. Absent from older snapshots (0).
+    #[serde(default)]
+    pub async_write_queue: u32,
     /// Cumulative counters.
     pub totals: Totals,
     /// Time from asking for a connection to having it, for every successful acquire.

@@ -17,6 +17,11 @@ const OPENS_SQLITE_TOO: &[(&str, &str)] = &[
         "the r2d2 and deadpool pools the registry is measured against open their own connections",
     ),
     (
+        "crates/hive-bench/src/asynch/clients.rs",
+        "the async clients the registry's async API is measured against open their own \
+         connections",
+    ),
+    (
         "crates/db-monitor/src/file.rs",
         "db-monitor inspects files read-only; the core's connection setup writes (the WAL switch) \
          and the monitor must never write to a database it watches",
@@ -29,6 +34,8 @@ const OPENING: &[&str] = &[
     "SqliteConnectionManager::file",
     "SqliteConnectionManager::memory",
     "deadpool_sqlite::Config",
+    "async_sqlite::PoolBuilder",
+    "SqliteConnectOptions",
 ];
 
 fn workspace() -> PathBuf {

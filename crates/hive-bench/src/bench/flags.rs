@@ -28,7 +28,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) threads: usize,
     /// Run only these scenarios (checkout, point_read, write_contention, mixed, multi_db,
-    /// pg_point_read, many_dbs).
+    /// pg_point_read, async, many_dbs). `async` runs min(rounds, 3) rounds of `seconds` per
+    /// cell.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Run only the paths whose names contain one of these (for profiling one path).

@@ -33,6 +33,8 @@ pub(super) struct Bench {
     pub(super) write_wal_bytes: Option<(u64, u64)>,
     /// The `many_dbs` steps.
     pub(super) many_dbs: Vec<crate::many_dbs::Step>,
+    /// The `async` scenario's cells.
+    pub(super) asynch: Vec<crate::asynch::Cell>,
 }
 
 impl Bench {
@@ -43,6 +45,7 @@ impl Bench {
             rounds: Vec::new(),
             write_wal_bytes: None,
             many_dbs: Vec::new(),
+            asynch: Vec::new(),
         }
     }
 

@@ -61,6 +61,14 @@ fn measure_all(args: BenchArgs) -> anyhow::Result<Bench> {
     if bench.wants(pg::SCENARIO) {
         pg::point_reads(&mut bench, &setup).context(pg::SCENARIO)?;
     }
+    if bench.wants("async") {
+        let plan = crate::asynch::Plan {
+            rounds: bench.args.rounds.min(3),
+            each: std::time::Duration::from_secs_f64(bench.args.seconds),
+            rows: bench.args.rows,
+        };
+        bench.asynch = crate::asynch::bench(plan, bench.args.json).context("async")?;
+    }
     if bench.wants("many_dbs") {
         let round = std::time::Duration::from_secs_f64(bench.args.read_seconds / 4.0);
         bench.many_dbs = crate::many_dbs::bench(round, bench.args.json).context("many_dbs")?;

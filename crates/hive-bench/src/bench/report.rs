@@ -230,15 +230,23 @@ impl Target {
 /// Prints the ratios and targets of `bench`: a summary for people, or one JSON object.
 pub(super) fn report(bench: &Bench) -> anyhow::Result<()> {
     let r = Ratios::of(bench);
-    let targets: Vec<(String, bool)> = TARGETS
+    let async_ratios = crate::asynch::AsyncRatios::of(&bench.asynch);
+    let mut targets: Vec<(String, bool)> = TARGETS
         .iter()
         .filter_map(|t| t.check(&r, bench.args.threads))
         .collect();
+    targets.extend(async_ratios.targets());
     let met = targets.iter().filter(|(_, ok)| *ok).count();
     if bench.args.json {
         let mut value = serde_json::to_value(&r)?;
         value["rows"] = serde_json::to_value(&bench.rows)?;
         value["many_dbs"] = serde_json::to_value(&bench.many_dbs)?;
+        if let (Some(value), serde_json::Value::Object(ratios)) =
+            (value.as_object_mut(), serde_json::to_value(&async_ratios)?)
+        {
+            value.extend(ratios);
+        }
+        value["async"] = serde_json::to_value(&bench.asynch)?;
         value["targets_met"] = met.into();
         value["targets_total"] = targets.len().into();
         println!("{}", serde_json::to_string(&value)?);

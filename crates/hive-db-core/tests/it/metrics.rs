@@ -51,6 +51,8 @@ fn distinct_snapshot() -> anyhow::Result<RegistrySnapshot> {
             "waiting",
             "writer_queue",
             "held_past_leak_threshold",
+            "async_read_queue",
+            "async_write_queue",
         ] {
             distinct(&mut db[key]);
         }
@@ -101,6 +103,31 @@ fn expected(db: &DbSnapshot) -> Vec<Series> {
         ("hive_db_connections_min_idle", None, db.min_idle.into()),
         ("hive_db_connections_pending", None, db.waiting.into()),
         ("hive_db_writer_lane_queued", None, db.writer_queue.into()),
+        (
+            "hive_db_async_read_queued",
+            None,
+            db.async_read_queue.into(),
+        ),
+        (
+            "hive_db_async_write_queued",
+            None,
+            db.async_write_queue.into(),
+        ),
+        (
+            "hive_db_async_cancelled_before_start_total",
+            None,
+            n(t.async_cancelled_before_start),
+        ),
+        (
+            "hive_db_async_cancelled_after_start_total",
+            None,
+            n(t.async_cancelled_after_start),
+        ),
+        (
+            "hive_db_async_queue_full_total",
+            None,
+            n(t.async_queue_full),
+        ),
         ("hive_db_maxwait_seconds", None, db.maxwait_ns as f64 / 1e9),
         (
             "hive_db_connections_held_past_leak_threshold",
@@ -283,7 +310,7 @@ fn prometheus_output_matches_its_snapshot_value_by_value() -> TestResult {
             assert!(scrape.docs.contains_key(name), "{name} has no HELP");
         }
     }
-    assert_eq!(families.len(), 30, "{families:?}");
+    assert_eq!(families.len(), 35, "{families:?}");
     let allowed: BTreeSet<&str> = ["db", "state", "reason", "backend"].into();
     for s in &scrape.samples {
         assert!(s.metric.starts_with("hive_db_"), "{}", s.metric);
@@ -307,7 +334,7 @@ fn an_empty_registry_renders_headers_only() -> TestResult {
     let scrape = parse(&text)?;
     let samples: Vec<_> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
     assert_eq!(samples, ["hive_db_uptime_seconds"]);
-    assert_eq!(scrape.docs.len(), 30);
+    assert_eq!(scrape.docs.len(), 35);
     Ok(())
 }
 

@@ -1,0 +1,149 @@
+//! One database's async side: its reader threads and its writer, with their settings; made
+//! on the database's first async call and closed with the database.
+
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
+use std::sync::Arc;
+
+use rusqlite::Connection;
+
+use crate::asynch::call::{ReadCall, WriteCall, panicked};
+use crate::asynch::oneshot::DbFuture;
+use crate::asynch::readers::Readers;
+use crate::asynch::writer::Writer;
+use crate::batch::WriteTx;
+use crate::database::Database;
+use crate::error::{Error, Result};
+
+/// The settings of a database's async side (cargo feature `async`), given to
+/// `Registry::async_handle_with`; a database's first async call without them starts it with
+/// the defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsyncConfig {
+    /// Most reader threads, started as reads come. Default `None`: the database's
+    /// `max_size` (a reader holds one connection while it reads, so more would only wait).
+    pub reader_threads: Option<u32>,
+    /// Most reads waiting for a reader thread; one more gets `Error::QueueFull`. Default
+    /// 1024.
+    pub read_queue: usize,
+    /// Most writes not started yet (queued in the writer lane); one more gets
+    /// `Error::QueueFull`. Default 1024.
+    pub write_queue: usize,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            reader_threads: None,
+            read_queue: 1024,
+            write_queue: 1024,
+        }
+    }
+}
+
+/// A database's reader threads and writer.
+#[derive(Debug)]
+pub(crate) struct AsyncDb {
+    db: Arc<Database>,
+    config: AsyncConfig,
+    readers: Readers,
+    writer: Writer,
+}
+
+impl AsyncDb {
+    /// Starts `db`'s writer thread (reader threads start as reads come).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a zero queue or thread count, [`Error::Io`] when the
+    /// writer thread cannot start.
+    pub(crate) fn start(db: Arc<Database>, config: AsyncConfig) -> Result<Self> {
+        let info = db.info();
+        let threads = config.reader_threads.unwrap_or(info.config.max_size);
+        if threads == 0 || config.read_queue == 0 || config.write_queue == 0 {
+            return Err(Error::InvalidConfig {
+                db: info.name.clone(),
+                reason: "async reader_threads, read_queue and write_queue must be at least 1"
+                    .to_owned(),
+            });
+        }
+        let readers = Readers::new(Arc::clone(&db), threads as usize, config.read_queue);
+        let writer = Writer::start(Arc::clone(&db), config.write_queue)?;
+        Ok(Self {
+            db,
+            config,
+            readers,
+            writer,
+        })
+    }
+
+    pub(crate) fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    pub(crate) fn config(&self) -> &AsyncConfig {
+        &self.config
+    }
+
+    /// Queues `f` for a reader thread.
+    pub(crate) fn read<T, E, F>(&self, site: &'static Location<'static>, f: F) -> DbFuture<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let info = self.db.info();
+        let (future, reply) = DbFuture::new(&info.name, &info.counters, None);
+        match self.readers.submit(Box::new(ReadCall { f, reply, site })) {
+            Ok(()) => future,
+            Err(err) => DbFuture::ready(Err(err.into())),
+        }
+    }
+
+    /// Runs `f` on this thread if a connection is idle now, else queues it for a reader
+    /// thread.
+    pub(crate) fn read_inline<T, E, F>(
+        &self,
+        site: &'static Location<'static>,
+        f: F,
+    ) -> DbFuture<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        match catch_unwind(AssertUnwindSafe(|| self.db.read_if_idle(site, f))) {
+            Ok(Ok(result)) => DbFuture::ready(result),
+            Ok(Err(f)) => self.read(site, f),
+            Err(panic) => DbFuture::ready(Err(panicked(&self.db.info().name, "read", &*panic))),
+        }
+    }
+
+    /// Queues `f` for the writer lane, taking its place there now.
+    pub(crate) fn write<T, E, F>(&self, site: &'static Location<'static>, f: F) -> DbFuture<T, E>
+    where
+        F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<Error> + Send + 'static,
+    {
+        let info = self.db.info();
+        let watcher = Some(self.writer.thread().clone());
+        let (future, reply) = DbFuture::new(&info.name, &info.counters, watcher);
+        match self.writer.submit(Box::new(WriteCall { f, reply, site })) {
+            Ok(()) => future,
+            Err(err) => DbFuture::ready(Err(err.into())),
+        }
+    }
+
+    /// Refuses new calls and fails the queued ones with `Error::Closed`; the threads end
+    /// once their running calls are done.
+    pub(crate) fn close(&self) {
+        self.readers.close();
+        self.writer.close();
+    }
+}
+
+impl Drop for AsyncDb {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

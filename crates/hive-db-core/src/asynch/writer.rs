@@ -1,0 +1,252 @@
+//! A database's async writer: one thread that serves every async write of the database in
+//! the same writer lane as the sync writes.
+//!
+//! A call takes its place in the lane when it is made, under the writer's queue lock, so the
+//! queue holds the calls in the order of their places: the lane grants them in that order,
+//! interleaved with sync writers by arrival. The thread watches the front call's place; when
+//! the lane is granted to it (with the open batch of the writer before, or free), it runs the
+//! closure through `Database::write_in_turn`, the sync writes' own path: a savepoint in the
+//! shared transaction, then pass or commit. The next place is often its own, so async writers
+//! queued together share one transaction as sync ones do. A call's value waits for its
+//! transaction's commit in a commit slot; the thread settles those as they are settled
+//! (whoever commits unparks it) and never blocks on one.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crate::asynch::call::{AwaitingCommit, WriteJob};
+use crate::batch::Batch;
+use crate::clock::deadline;
+use crate::database::{Acquired, Database};
+use crate::error::{Error, Result};
+use crate::lane::Queued;
+use crate::sync::lock;
+
+/// How long the idle thread sleeps before it looks at its state again by itself.
+const IDLE_NAP: Duration = Duration::from_secs(1);
+
+/// A call waiting for its turn, holding its place in the lane.
+struct Entry {
+    job: Box<dyn WriteJob>,
+    place: Queued<Batch>,
+    start: Instant,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Entry>,
+    closed: bool,
+}
+
+struct Shared {
+    db: Arc<Database>,
+    state: Mutex<State>,
+    capacity: usize,
+}
+
+/// The async writer of one database.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    thread: Thread,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("db", &self.shared.db.info().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread of `db`, with room for `capacity` calls not started yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the thread cannot be started.
+    pub(crate) fn start(db: Arc<Database>, capacity: usize) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            db,
+            state: Mutex::new(State::default()),
+            capacity,
+        });
+        let info = shared.db.info();
+        let serving = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name(format!("hive-db-write-{}", info.name))
+            .spawn(move || serve(&serving))
+            .map_err(|source| Error::Io {
+                db: info.name.clone(),
+                op: "start the async writer thread for",
+                path: info.path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            thread: handle.thread().clone(),
+            shared,
+        })
+    }
+
+    /// The thread to unpark when a queued call's future is dropped.
+    pub(crate) fn thread(&self) -> &Thread {
+        &self.thread
+    }
+
+    /// Queues `job`, taking its place in the writer lane now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] or [`Error::QueueFull`].
+    pub(crate) fn submit(&self, job: Box<dyn WriteJob>) -> Result<()> {
+        let shared = &self.shared;
+        let info = shared.db.info();
+        let granted = {
+            let mut state = lock(&shared.state);
+            if state.closed {
+                return Err(Error::Closed {
+                    db: info.name.clone(),
+                });
+            }
+            if state.queue.len() >= shared.capacity {
+                info.counters.async_queue_full.fetch_add(1, Relaxed);
+                return Err(Error::QueueFull {
+                    db: info.name.clone(),
+                    queue: "write",
+                    capacity: shared.capacity,
+                });
+            }
+            let start = Instant::now();
+            let place = shared.db.lane().enqueue(self.thread.clone());
+            let granted = place.is_granted();
+            state.queue.push_back(Entry {
+                job,
+                place,
+                start,
+                deadline: deadline(start, info.config.connection_timeout),
+            });
+            info.counters.async_write_queued.fetch_add(1, Relaxed);
+            granted
+        };
+        // A place granted at once was free: the lane had no holder to wake the thread.
+        if granted {
+            self.thread.unpark();
+        }
+        Ok(())
+    }
+
+    /// Refuses new calls and fails those not started with `Error::Closed` (their futures
+    /// wake); the thread ends once the calls started are done and their commits settled.
+    pub(crate) fn close(&self) {
+        lock(&self.shared.state).closed = true;
+        self.thread.unpark();
+    }
+}
+
+/// The writer thread: serves the front call's turn until the writer closes and nothing is
+/// left to serve or settle.
+fn serve(shared: &Shared) {
+    let db = &*shared.db;
+    let counters = &db.info().counters;
+    let mut awaiting: Vec<AwaitingCommit> = Vec::new();
+    loop {
+        settle(&mut awaiting);
+        let mut state = lock(&shared.state);
+        let Some(Entry {
+            job,
+            place,
+            start,
+            deadline,
+        }) = state.queue.pop_front()
+        else {
+            if state.closed && awaiting.is_empty() {
+                return;
+            }
+            drop(state);
+            // Woken by a call, a commit, or close.
+            std::thread::park_timeout(IDLE_NAP);
+            continue;
+        };
+        let closed = state.closed;
+        let place = match place.try_take(db.lane()) {
+            Ok(acquired) => {
+                counters.async_write_queued.fetch_sub(1, Relaxed);
+                drop(state);
+                turn(db, job, start, deadline, Ok(acquired), &mut awaiting);
+                continue;
+            }
+            Err(place) => place,
+        };
+        let now = Instant::now();
+        if !(closed || job.is_skipped() || now >= deadline) {
+            state.queue.push_front(Entry {
+                job,
+                place,
+                start,
+                deadline,
+            });
+            drop(state);
+            // Woken when the place is granted or comes to the front, by a commit, by a
+            // dropped future, or by close.
+            std::thread::park_timeout(deadline - now);
+            continue;
+        }
+        counters.async_write_queued.fetch_sub(1, Relaxed);
+        drop(state);
+        let acquired = db.lane().withdraw(place);
+        if closed {
+            // The call never started; its reply, dropped unsent, wakes it with `Closed`.
+            pass_on(db, acquired);
+            drop(job);
+        } else {
+            // Skipped, or out of time: `turn` passes the lane on, or reports the timeout
+            // (unless the lane came round meanwhile: then it runs).
+            turn(db, job, start, deadline, acquired, &mut awaiting);
+        }
+    }
+}
+
+/// Serves one call's turn: runs it, unless its future was dropped before (then the lane
+/// passes on untouched).
+fn turn(
+    db: &Database,
+    job: Box<dyn WriteJob>,
+    start: Instant,
+    deadline: Instant,
+    acquired: Acquired<'_>,
+    awaiting: &mut Vec<AwaitingCommit>,
+) {
+    if !job.start() {
+        pass_on(db, acquired);
+        return;
+    }
+    if let Some(waiting) = job.run(db, start, deadline, acquired) {
+        awaiting.push(waiting);
+    }
+}
+
+/// Gives up a turn not used: the batch it carries goes on (or commits), the lane passes on.
+fn pass_on(db: &Database, acquired: Acquired<'_>) {
+    match acquired {
+        Ok((turn, Some(batch))) => db.end_turn(batch, turn),
+        Ok((turn, None)) => drop(turn),
+        Err(_) => {}
+    }
+}
+
+/// Replies to the calls whose transaction's commit has been settled.
+fn settle(awaiting: &mut Vec<AwaitingCommit>) {
+    let mut i = 0;
+    while i < awaiting.len() {
+        match awaiting[i].slot.try_take() {
+            Some(outcome) => {
+                let call = awaiting.swap_remove(i);
+                (call.done)(outcome);
+            }
+            None => i += 1,
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! The async API on three executors (tokio's multi-thread and current-thread schedulers, and
+//! `futures_executor::block_on`): writes in the same writer lane as sync ones, cancellation,
+//! full queues, panics, close, and what stats and metrics show of it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hive_db_core::rusqlite::params;
+use hive_db_core::{AsyncConfig, AsyncHandle, DbConfig, DbFuture, Error};
+
+use crate::support::{Fixture, TestResult, config, eventually, fixture};
+
+type Job = Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+/// How long a test waits for something that should take milliseconds.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn tokio_multi(job: Job) -> TestResult {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()?
+        .block_on(job)
+}
+
+fn tokio_current(job: Job) -> TestResult {
+    tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(job)
+}
+
+fn plain(job: Job) -> TestResult {
+    futures_executor::block_on(job)
+}
+
+/// An executor: runs a job to its end on the calling thread.
+type Executor = fn(Job) -> TestResult;
+
+const EXECUTORS: [(&str, Executor); 3] = [
+    ("tokio multi-thread", tokio_multi),
+    ("tokio current-thread", tokio_current),
+    ("futures block_on", plain),
+];
+
+/// A fixture with `log(id INTEGER PRIMARY KEY, tag TEXT)`.
+fn log_fixture(name: &str, config: DbConfig) -> anyhow::Result<Arc<Fixture>> {
+    let f = fixture(name, config)?;
+    f.registry.write(&f.name, |tx| {
+        tx.execute_batch("CREATE TABLE log (id INTEGER PRIMARY KEY, tag TEXT NOT NULL)")
+    })?;
+    Ok(Arc::new(f))
+}
+
+fn tags(f: &Fixture) -> anyhow::Result<Vec<String>> {
+    Ok(f.registry.read(&f.name, |c| {
+        let mut stmt = c.prepare("SELECT tag FROM log ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    })?)
+}
+
+fn insert(
+    tag: &str,
+) -> impl FnOnce(&hive_db_core::WriteTx<'_>) -> hive_db_core::rusqlite::Result<()> + Send + 'static
+{
+    let tag = tag.to_owned();
+    move |tx| {
+        tx.execute("INSERT INTO log (tag) VALUES (?1)", params![tag])
+            .map(drop)
+    }
+}
+
+/// A sync writer holding the writer lane (inside its closure, after inserting `tag`) until
+/// the returned sender is used or dropped.
+fn hold_lane(
+    f: &Arc<Fixture>,
+    tag: &'static str,
+) -> anyhow::Result<(mpsc::Sender<()>, JoinHandle<hive_db_core::Result<()>>)> {
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let f = Arc::clone(f);
+    let holder = std::thread::spawn(move || {
+        f.registry.write(&f.name, move |tx| {
+            tx.execute("INSERT INTO log (tag) VALUES (?1)", [tag])?;
+            let _ = started_tx.send(());
+            let _ = wait.recv_timeout(PATIENCE);
+            Ok(())
+        })
+    });
+    started.recv_timeout(PATIENCE)?;
+    Ok((release, holder))
+}
+
+fn writer_queue(f: &Fixture) -> u32 {
+    f.registry.db_stats(&f.name).map_or(0, |s| s.writer_queue)
+}
+
+/// Bug caught: a future that never wakes, or wakes with another call's value, on one of the
+/// executors (a lost or stale waker); a write acknowledged before its row is readable.
+#[test]
+fn reads_and_writes_resolve_on_every_executor() -> TestResult {
+    for (executor, run) in EXECUTORS {
+        let f = log_fixture("exec", config())?;
+        let h = f.registry.async_handle(&f.name)?;
+        let job_f = Arc::clone(&f);
+        run(Box::pin(async move {
+            let f = job_f;
+            // Made at once, so they queue together; awaited in turn.
+            let writes: Vec<DbFuture<i64>> = (0..40)
+                .map(|i| {
+                    h.write(move |tx| {
+                        tx.execute("INSERT INTO log (tag) VALUES (?1)", [format!("w{i}")])?;
+                        Ok(tx.last_insert_rowid())
+                    })
+                })
+                .collect();
+            for write in writes {
+                let id = write.await?;
+                // Acknowledged only after the commit: a plain read sees it.
+                let seen: i64 = f.registry.read(&f.name, |c| {
+                    c.query_row("SELECT count(*) FROM log WHERE id = ?1", [id], |r| r.get(0))
+                })?;
+                anyhow::ensure!(
+                    seen == 1,
+                    "{executor}: write {id} acknowledged, not visible"
+                );
+            }
+            let reads: Vec<DbFuture<String>> = (1..=40_i64)
+                .map(|id| {
+                    f.registry.read_async(&f.name, move |c| {
+                        c.query_row("SELECT tag FROM log WHERE id = ?1", [id], |r| r.get(0))
+                    })
+                })
+                .collect();
+            for (i, read) in reads.into_iter().enumerate() {
+                anyhow::ensure!(read.await? == format!("w{i}"), "{executor}: wrong value");
+            }
+            let inline: i64 = f
+                .registry
+                .read_async_inline(&f.name, |c| {
+                    c.query_row("SELECT count(*) FROM log", [], |r| r.get(0))
+                })
+                .await?;
+            anyhow::ensure!(inline == 40, "{executor}: inline read saw {inline}");
+            Ok(())
+        }))?;
+    }
+    Ok(())
+}
+
+/// Bug caught: tasks on several worker threads losing wake-ups or mixing up replies under
+/// contention (spawned tasks, not one task awaiting in turn).
+#[test]
+fn many_tasks_on_a_multi_thread_runtime() -> TestResult {
+    let f = log_fixture("tasks", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()?;
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..32)
+            .map(|t| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let tag = format!("t{t}-{i}");
+                        let want = tag.clone();
+                        let id = h
+                            .write(move |tx| {
+                                tx.execute("INSERT INTO log (tag) VALUES (?1)", [tag])?;
+                                Ok(tx.last_insert_rowid())
+                            })
+                            .await?;
+                        let got: String = h
+                            .read(move |c| {
+                                c.query_row("SELECT tag FROM log WHERE id = ?1", [id], |r| r.get(0))
+                            })
+                            .await?;
+                        anyhow::ensure!(got == want, "read {got} for {want}");
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    assert_eq!(tags(&f)?.len(), 320);
+    Ok(())
+}
+
+/// Bug caught: async writes queued outside the writer lane (or entering it only when their
+/// thread gets to them), so they overtake sync writers that came before, or are overtaken
+/// by ones that came after.
+#[test]
+fn async_and_sync_writers_keep_one_fifo_order() -> TestResult {
+    let f = log_fixture("fifo", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let mut asyncs = Vec::new();
+    let mut syncs = Vec::new();
+    for (i, tag) in ["a1", "s2", "a3", "s4", "a5", "s6"].into_iter().enumerate() {
+        if tag.starts_with('a') {
+            asyncs.push(h.write(insert(tag)));
+        } else {
+            let f = Arc::clone(&f);
+            syncs.push(std::thread::spawn(move || {
+                f.registry.write(&f.name, insert(tag))
+            }));
+        }
+        let queued = u32::try_from(i + 1)?;
+        assert!(
+            eventually(PATIENCE, || writer_queue(&f) == queued),
+            "writer {tag} not queued in the lane"
+        );
+    }
+    drop(release);
+    holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(async {
+        for write in asyncs {
+            write.await?;
+        }
+        anyhow::Ok(())
+    })?;
+    for s in syncs {
+        s.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    assert_eq!(tags(&f)?, ["h", "a1", "s2", "a3", "s4", "a5", "s6"]);
+    Ok(())
+}
+
+/// Bug caught: async writers each committing a transaction of their own (no group commit),
+/// or one acknowledged before the shared transaction committed.
+#[test]
+fn async_writers_share_group_commit() -> TestResult {
+    let f = log_fixture(
+        "group",
+        DbConfig {
+            // The holder's transaction stays open to take them all, however slow the machine.
+            group_commit_max_age: PATIENCE,
+            ..config()
+        },
+    )?;
+    let h = f.registry.async_handle(&f.name)?;
+    let before = f.registry.db_stats(&f.name)?.totals;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let writes: Vec<_> = (0..10).map(|i| h.write(insert(&format!("a{i}")))).collect();
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 10));
+    drop(release);
+    holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(async {
+        for write in writes {
+            write.await?;
+        }
+        anyhow::Ok(())
+    })?;
+    let after = f.registry.db_stats(&f.name)?.totals;
+    assert_eq!(after.commits - before.commits, 11);
+    assert_eq!(after.write_transactions - before.write_transactions, 1);
+    assert_eq!(tags(&f)?.len(), 11);
+    Ok(())
+}
+
+/// Bug caught: a write whose future was dropped before it started run anyway (when its turn
+/// comes with the open transaction, or when its thread withdraws it from the lane), or its
+/// place left in the lane so that the lane sticks; the skips not counted.
+#[test]
+fn a_write_dropped_before_it_starts_is_skipped() -> TestResult {
+    let f = log_fixture("skip", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    // The writer thread is busy in a blocking write when the future is dropped, so the
+    // dropped call's turn comes to it with the blocker's open transaction.
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.write(move |tx| {
+        tx.execute("INSERT INTO log (tag) VALUES ('blocker')", [])?;
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let dropped = h.write(insert("dropped-granted"));
+    let kept = h.write(insert("kept"));
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 2));
+    drop(dropped);
+    drop(release);
+    futures_executor::block_on(async {
+        blocker.await?;
+        kept.await
+    })?;
+    // A sync writer holds the lane: the writer thread, idle, withdraws the dropped call's
+    // place at once.
+    let (release, holder) = hold_lane(&f, "h")?;
+    let dropped = h.write(insert("dropped-withdrawn"));
+    let kept = h.write(insert("kept-too"));
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 2));
+    drop(dropped);
+    assert!(
+        eventually(PATIENCE, || writer_queue(&f) == 1),
+        "not withdrawn"
+    );
+    drop(release);
+    holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(kept)?;
+    // The lane is free again, for sync and async writers.
+    f.registry.write(&f.name, insert("after"))?;
+    futures_executor::block_on(h.write(insert("after-async")))?;
+    assert_eq!(
+        tags(&f)?,
+        ["blocker", "kept", "h", "kept-too", "after", "after-async"]
+    );
+    let stats = f.registry.db_stats(&f.name)?;
+    assert_eq!(stats.totals.async_cancelled_before_start, 2);
+    assert_eq!(stats.totals.async_cancelled_after_start, 0);
+    assert_eq!(stats.async_write_queue, 0);
+    Ok(())
+}
+
+/// Bug caught: a read whose future was dropped while it queued run anyway, or not counted.
+#[test]
+fn a_read_dropped_before_it_starts_is_skipped() -> TestResult {
+    let f = log_fixture("skip-read", config())?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(1),
+            ..AsyncConfig::default()
+        },
+    )?;
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.read(move |_| {
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&ran);
+    let dropped = h.read(move |_| {
+        flag.store(true, SeqCst);
+        Ok(())
+    });
+    assert_eq!(f.registry.db_stats(&f.name)?.async_read_queue, 1);
+    drop(dropped);
+    drop(release);
+    futures_executor::block_on(blocker)?;
+    // The one reader thread has passed the dropped call when a later one comes back.
+    futures_executor::block_on(h.read(|_| Ok(())))?;
+    assert!(!ran.load(SeqCst), "a dropped read ran");
+    let stats = f.registry.db_stats(&f.name)?;
+    assert_eq!(stats.totals.async_cancelled_before_start, 1);
+    assert_eq!(stats.async_read_queue, 0);
+    Ok(())
+}
+
+/// Bug caught: a write whose future was dropped while its closure ran cut short (its work
+/// or the work of the writers sharing its transaction lost), its connection or the lane left
+/// held, or the drop not counted.
+#[test]
+fn a_write_dropped_after_it_starts_runs_to_its_end() -> TestResult {
+    let f = log_fixture("abandon", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let running = h.write(move |tx| {
+        tx.execute("INSERT INTO log (tag) VALUES ('running')", [])?;
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    // Queued behind it: joins its transaction.
+    let behind = h.write(insert("behind"));
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 1));
+    drop(running);
+    drop(release);
+    futures_executor::block_on(behind)?;
+    assert_eq!(tags(&f)?, ["running", "behind"]);
+    let stats = f.registry.db_stats(&f.name)?;
+    assert_eq!(stats.totals.async_cancelled_after_start, 1);
+    assert_eq!(
+        stats.totals.write_transactions, 2,
+        "create, then one shared"
+    );
+    f.registry.write(&f.name, insert("after"))?;
+    assert!(eventually(PATIENCE, || f
+        .registry
+        .db_stats(&f.name)
+        .is_ok_and(|s| s.active() == 0)));
+    Ok(())
+}
+
+/// Bug caught: a full queue blocking the caller or growing without bound instead of a typed
+/// error naming the database and the queue.
+#[test]
+fn full_queues_refuse_calls_with_a_typed_error() -> TestResult {
+    let f = log_fixture("full", config())?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(1),
+            read_queue: 1,
+            write_queue: 2,
+        },
+    )?;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let first = h.write(insert("a"));
+    let second = h.write(insert("b"));
+    let refused = futures_executor::block_on(h.write(insert("c")));
+    assert!(
+        matches!(&refused, Err(Error::QueueFull { db, queue: "write", capacity: 2 }) if *db == f.name),
+        "{refused:?}"
+    );
+
+    let (read_release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.read(move |_| {
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let queued = h.read(|_| Ok(()));
+    let refused = futures_executor::block_on(h.read(|_| Ok(())));
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::QueueFull {
+                queue: "read",
+                capacity: 1,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    drop(read_release);
+    drop(release);
+    holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(async {
+        first.await?;
+        second.await?;
+        blocker.await?;
+        queued.await
+    })?;
+    assert_eq!(f.registry.db_stats(&f.name)?.totals.async_queue_full, 2);
+    assert_eq!(tags(&f)?, ["h", "a", "b"]);
+    Ok(())
+}
+
+/// Bug caught: a panicking closure taking down the database's reader or writer thread (later
+/// calls never answered), resumed on the executor, committed, or answered with nothing.
+#[test]
+fn a_panicking_closure_is_its_callers_error() -> TestResult {
+    let f = log_fixture("panic", config())?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(1),
+            ..AsyncConfig::default()
+        },
+    )?;
+    for (executor, run) in EXECUTORS {
+        let h = h.clone();
+        run(Box::pin(async move {
+            let read = h.read(|_| -> hive_db_core::rusqlite::Result<()> { panic!("in a read") });
+            let err = read.await.expect_err("a panicking read");
+            anyhow::ensure!(
+                matches!(&err, Error::Panicked { op: "read", message, .. } if message == "in a read"),
+                "{executor}: {err:?}"
+            );
+            let write = h.write(|tx| -> hive_db_core::rusqlite::Result<()> {
+                tx.execute("INSERT INTO log (tag) VALUES ('panicked')", [])?;
+                panic!("in a write")
+            });
+            let err = write.await.expect_err("a panicking write");
+            anyhow::ensure!(
+                matches!(&err, Error::Panicked { op: "write", .. }),
+                "{executor}: {err:?}"
+            );
+            // The same threads answer the next calls.
+            h.write(insert("after")).await?;
+            let n: i64 = h
+                .read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get(0)))
+                .await?;
+            anyhow::ensure!(n >= 1, "{executor}: {n} rows");
+            Ok(())
+        }))?;
+    }
+    assert_eq!(tags(&f)?, ["after", "after", "after"]);
+    let inline = futures_executor::block_on(
+        h.read_inline(|_| -> hive_db_core::rusqlite::Result<()> { panic!("inline") }),
+    );
+    assert!(matches!(inline, Err(Error::Panicked { .. })), "{inline:?}");
+    Ok(())
+}
+
+/// Bug caught: closing a database leaving futures pending forever (queued writes holding
+/// places in the lane, queued reads), or later calls queued on a closed database.
+#[test]
+fn closing_wakes_every_pending_future() -> TestResult {
+    let f = log_fixture("close", config())?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(1),
+            ..AsyncConfig::default()
+        },
+    )?;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let writes: Vec<_> = (0..5).map(|i| h.write(insert(&format!("w{i}")))).collect();
+    let (read_release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.read(move |_| {
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let reads: Vec<_> = (0..5).map(|_| h.read(|_| Ok(()))).collect();
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 5));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()?;
+    // Each future is polled, and waits, before the database closes.
+    let tasks: Vec<_> = writes
+        .into_iter()
+        .chain(reads)
+        .map(|call| rt.spawn(call))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let closer = {
+        let f = Arc::clone(&f);
+        std::thread::spawn(move || f.registry.close(&f.name, PATIENCE))
+    };
+    // Every queued call resolves while the lane and a connection are still held.
+    let outcomes = rt.block_on(async {
+        tokio::time::timeout(PATIENCE, async {
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await?.err());
+            }
+            anyhow::Ok(outcomes)
+        })
+        .await
+    })??;
+    for outcome in &outcomes {
+        assert!(
+            matches!(outcome, Some(Error::Closed { db }) if *db == f.name),
+            "{outcome:?}"
+        );
+    }
+    let late = futures_executor::block_on(h.write(insert("late")));
+    assert!(matches!(late, Err(Error::Closed { .. })), "{late:?}");
+    let late = futures_executor::block_on(f.registry.read_async(&f.name, |_| Ok(())));
+    assert!(matches!(late, Err(Error::Closed { .. })), "{late:?}");
+    drop(read_release);
+    drop(release);
+    // The running read ends as it would have.
+    futures_executor::block_on(blocker)?;
+    let _ = holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))?;
+    let report = closer
+        .join()
+        .map_err(|_| anyhow::anyhow!("closer panicked"))??;
+    assert!(report.still_out.is_empty(), "{report:?}");
+    Ok(())
+}
+
+/// Bug caught: async work missing from the counters and histograms, or the queues and
+/// cancellations missing from the snapshot or the Prometheus text.
+#[test]
+fn stats_and_metrics_see_async_work() -> TestResult {
+    let f = log_fixture("stats", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let before = f.registry.db_stats(&f.name)?;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let writes: Vec<_> = (0..3).map(|i| h.write(insert(&format!("w{i}")))).collect();
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 3));
+    let snap = f.registry.db_stats(&f.name)?;
+    assert_eq!(snap.async_write_queue, 3);
+    let text = hive_db_core::prometheus_text(&f.registry.stats());
+    assert!(
+        text.contains(&format!(
+            "hive_db_async_write_queued{{db=\"{}\"}} 3",
+            f.name
+        )),
+        "{text}"
+    );
+    drop(release);
+    holder
+        .join()
+        .map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(async {
+        for write in writes {
+            write.await?;
+        }
+        h.read(|_| Ok(())).await
+    })?;
+    let after = f.registry.db_stats(&f.name)?;
+    assert_eq!(after.async_write_queue, 0);
+    assert_eq!(after.totals.commits - before.totals.commits, 4);
+    assert_eq!(after.writer_wait.count - before.writer_wait.count, 4);
+    assert!(after.acquires() > before.acquires());
+    let text = hive_db_core::prometheus_text(&f.registry.stats());
+    for family in [
+        "hive_db_async_read_queued",
+        "hive_db_async_cancelled_before_start_total",
+        "hive_db_async_cancelled_after_start_total",
+        "hive_db_async_queue_full_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
+    Ok(())
+}
+
+/// Bug caught: the inline mode handing reads to another thread when a connection is idle
+/// (no gain), or blocking its caller for a connection when none is (it must queue instead).
+#[test]
+fn inline_reads_run_here_only_when_a_connection_is_idle() -> TestResult {
+    let f = log_fixture(
+        "inline",
+        DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            ..config()
+        },
+    )?;
+    let here = std::thread::current().id();
+    let ran_on = futures_executor::block_on(
+        f.registry
+            .read_async_inline(&f.name, |_| Ok(std::thread::current().id())),
+    )?;
+    assert_eq!(ran_on, here);
+    let held = f.registry.get(&f.name)?;
+    // Returns at once, queued for a reader thread that waits for the held connection.
+    let queued = f
+        .registry
+        .read_async_inline(&f.name, |_| Ok(std::thread::current().id()));
+    drop(held);
+    let ran_on = futures_executor::block_on(queued)?;
+    assert_ne!(ran_on, here);
+    Ok(())
+}
+
+/// Bug caught: handles or futures that cannot cross threads (a task moved between a
+/// runtime's workers).
+#[test]
+fn handles_and_futures_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<AsyncHandle>();
+    send::<DbFuture<String>>();
+    send::<DbFuture<(), anyhow::Error>>();
+}
+
+/// Bug caught: a task looping over inline reads (each ready at once) never giving its
+/// executor thread back, so the other tasks on it, timers included, never run again.
+#[test]
+fn a_loop_of_inline_reads_lets_other_tasks_run() -> TestResult {
+    let f = log_fixture("inline-loop", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (done_tx, done) = mpsc::channel();
+    // On a thread of its own: without the yield this would never end.
+    std::thread::spawn(move || {
+        let outcome = (|| -> TestResult {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()?;
+            rt.block_on(async {
+                let stop = Arc::new(AtomicBool::new(false));
+                let looping = {
+                    let stop = Arc::clone(&stop);
+                    tokio::spawn(async move {
+                        let mut reads = 0_u64;
+                        while !stop.load(SeqCst) {
+                            h.read_inline(|_| Ok(())).await?;
+                            reads += 1;
+                        }
+                        anyhow::Ok(reads)
+                    })
+                };
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                stop.store(true, SeqCst);
+                let reads = looping.await??;
+                anyhow::ensure!(reads > 0, "no inline read ran");
+                Ok(())
+            })
+        })();
+        let _ = done_tx.send(outcome.map_err(|e| e.to_string()));
+    });
+    let outcome = done
+        .recv_timeout(PATIENCE)
+        .map_err(|_| anyhow::anyhow!("the inline loop starved its executor"))?;
+    outcome.map_err(anyhow::Error::msg)
+}

@@ -22,6 +22,11 @@ const OPENS_SQLITE_TOO: &[(&str, &str)] = &[
          connections",
     ),
     (
+        "crates/ecosystemiser-db/src/bin/eco-move.rs",
+        "eco-move opens the source read-only to snapshot it (VACUUM INTO), and must never write \
+         to the database it moves; it reads the snapshot through open_connection",
+    ),
+    (
         "crates/db-monitor/src/file.rs",
         "db-monitor inspects files read-only; the core's connection setup writes (the WAL switch) \
          and the monitor must never write to a database it watches",

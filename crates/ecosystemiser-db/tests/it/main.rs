@@ -1,5 +1,7 @@
 //! Integration tests of ecosystemiser-db: one binary, one module per concern.
 
+#[cfg(feature = "async")]
+mod asynch;
 mod common;
 mod components;
 mod concurrency;

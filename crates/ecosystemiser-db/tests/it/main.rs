@@ -7,6 +7,9 @@ mod components;
 mod concurrency;
 mod direct;
 mod eco_move;
+#[cfg(feature = "async")]
+#[path = "../../examples/eco_service.rs"]
+mod eco_service;
 mod events;
 mod hostile_yaml;
 mod legacy;
@@ -14,4 +17,6 @@ mod parity;
 mod pg_schema;
 mod runs;
 mod schema;
+#[cfg(feature = "async")]
+mod service;
 mod tidy;

@@ -188,3 +188,35 @@ fn concurrent_async_metric_batches_are_all_stored() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bug caught: an async call on PostgreSQL that runs SQLite's statements, hangs, or fails
+/// with anything but `Error::WrongEngine` naming the call (the core's async API is SQLite's).
+#[test]
+fn async_calls_on_postgres_answer_wrong_engine() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(Kind::Postgres, dir.path(), "eco.db")?;
+    let wrong = |r: Result<(), ecosystemiser_db::Error>, call: &str| match r {
+        Err(ecosystemiser_db::Error::WrongEngine { call: c, .. }) if c == call => Ok(()),
+        other => Err(anyhow::anyhow!("{call}: {other:?}")),
+    };
+    let e = Event::new("simulation.step", "test", json!({}));
+    let store = EventStore::new(&db);
+    wrong(
+        block_on(ComponentLibrary::new(&db).spec_async("battery", None, None)).map(|_| ()),
+        "ComponentLibrary::spec_async",
+    )?;
+    wrong(
+        block_on(store.publish_async(&e)).map(|_| ()),
+        "EventStore::publish_async",
+    )?;
+    wrong(
+        block_on(store.simulation_history_async("s1", 5)).map(|_| ()),
+        "EventStore::simulation_history_async",
+    )?;
+    wrong(
+        block_on(Runs::new(&db).record_metrics_async("s1", &[])).map(|_| ()),
+        "Runs::record_metrics_async",
+    )?;
+    assert_eq!(store.get(&e.event_id)?, None);
+    Ok(())
+}

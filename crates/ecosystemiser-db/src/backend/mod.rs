@@ -383,6 +383,66 @@ impl EcoDb {
         self.inner.registry.write_with(&ECO_NAME, |tx| f(tx))
     }
 
+    /// The reads of the async calls: `f` runs on a reader thread of the database (the
+    /// private registry's too, for direct connections).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WrongEngine`](crate::Error::WrongEngine) on PostgreSQL, whose pools have no
+    /// async side; the future carries the others.
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub(crate) fn read_async_with<T, F>(
+        &self,
+        call: &'static str,
+        f: F,
+    ) -> Result<hive_db_core::DbFuture<T, crate::error::Error>>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.sqlite_only(call)?;
+        Ok(self.inner.registry.read_async_with(&ECO_NAME, f))
+    }
+
+    /// The writes of the async calls: `f` runs in the database's writer lane, in one
+    /// transaction committed when it returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// As [`EcoDb::read_async_with`].
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub(crate) fn write_async_with<T, F>(
+        &self,
+        call: &'static str,
+        f: F,
+    ) -> Result<hive_db_core::DbFuture<T, crate::error::Error>>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.sqlite_only(call)?;
+        Ok(self.inner.registry.write_async_with(&ECO_NAME, |tx| f(tx)))
+    }
+
+    /// [`Error::WrongEngine`](crate::Error::WrongEngine) for `call` on PostgreSQL.
+    #[cfg(feature = "async")]
+    fn sqlite_only(&self, call: &'static str) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if self.inner.pg.is_some() {
+            return Err(crate::error::Error::WrongEngine {
+                db: ECO_NAME.clone(),
+                call,
+                needs: hive_db_core::Backend::Sqlite,
+                actual: hive_db_core::Backend::Postgres,
+            });
+        }
+        #[cfg(not(feature = "postgres"))]
+        let _ = call;
+        Ok(())
+    }
+
     /// The backend's counters: the core's snapshot of the pool.
     ///
     /// # Errors

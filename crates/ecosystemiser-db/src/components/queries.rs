@@ -1,7 +1,7 @@
 //! Reading specs, listings and version histories back, and turning a row into a spec.
 
 use hive_db_core::DbName;
-use hive_db_core::rusqlite::{Row, params};
+use hive_db_core::rusqlite::{Connection, Row, params};
 
 use super::spec::object;
 use super::sql::{not_found, type_id};
@@ -40,48 +40,41 @@ impl ComponentLibrary {
         if let Some(p) = self.db.pg() {
             return super::pg::spec(p, component_type, name, version);
         }
-        let db = self.db.name();
-        // Every variant binds all three parameters; "latest" is the highest id (insertion order).
-        let sql = match (name, version) {
-            (Some(_), Some(_)) => select_specs!(
-                "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3 ORDER BY cs.id DESC LIMIT 1"
-            ),
-            (Some(_), None) => select_specs!(
-                "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL ORDER BY cs.id DESC LIMIT 1"
-            ),
-            (None, Some(_)) => select_specs!(
-                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3 \
-                 ORDER BY cs.id DESC LIMIT 1"
-            ),
-            (None, None) => select_specs!(
-                "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL \
-                 ORDER BY cs.id DESC LIMIT 1"
-            ),
-        };
-        self.db.read_with(|conn| {
-            let found = {
-                let mut stmt = conn
-                    .prepare_cached(sql)
-                    .map_err(|e| Error::sqlite(db, "find component spec", e))?;
-                let mut rows = stmt
-                    .query(params![component_type, name, version])
-                    .map_err(|e| Error::sqlite(db, "find component spec", e))?;
-                match rows
-                    .next()
-                    .map_err(|e| Error::sqlite(db, "find component spec", e))?
-                {
-                    Some(row) => Some(spec_of(db, row)?),
-                    None => None,
-                }
-            };
-            match found {
-                Some(spec) => Ok(spec),
-                None => {
-                    type_id(db, conn, component_type)?;
-                    Err(not_found(db, component_type, name, version))
-                }
-            }
-        })
+        self.db
+            .read_with(|conn| spec_on(self.db.name(), conn, component_type, name, version))
+    }
+
+    /// [`ComponentLibrary::spec`] as a future: the same query, on a reader thread of the
+    /// database, on any executor.
+    ///
+    /// # Errors
+    ///
+    /// As [`ComponentLibrary::spec`]; [`Error::WrongEngine`] on PostgreSQL.
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub fn spec_async(
+        &self,
+        component_type: &str,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<ComponentSpec>> + Send + 'static {
+        let (component_type, name, version) = (
+            component_type.to_owned(),
+            name.map(str::to_owned),
+            version.map(str::to_owned),
+        );
+        let future = self
+            .db
+            .read_async_with("ComponentLibrary::spec_async", move |conn| {
+                spec_on(
+                    &crate::backend::ECO_NAME,
+                    conn,
+                    &component_type,
+                    name.as_deref(),
+                    version.as_deref(),
+                )
+            });
+        async move { future?.await }
     }
 
     /// Every component type with its spec count, by category and name.
@@ -260,4 +253,53 @@ fn spec_of(db: &DbName, row: &Row<'_>) -> Result<ComponentSpec> {
         component_type,
         name,
     })
+}
+
+/// The spec of [`ComponentLibrary::spec`] on `conn`: the sync and async calls' one query.
+fn spec_on(
+    db: &DbName,
+    conn: &Connection,
+    component_type: &str,
+    name: Option<&str>,
+    version: Option<&str>,
+) -> Result<ComponentSpec> {
+    // Every variant binds all three parameters; "latest" is the highest id (insertion order).
+    let sql = match (name, version) {
+        (Some(_), Some(_)) => select_specs!(
+            "ct.name = ?1 AND cs.name = ?2 AND cs.version = ?3 ORDER BY cs.id DESC LIMIT 1"
+        ),
+        (Some(_), None) => select_specs!(
+            "ct.name = ?1 AND cs.name = ?2 AND ?3 IS NULL ORDER BY cs.id DESC LIMIT 1"
+        ),
+        (None, Some(_)) => select_specs!(
+            "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND cs.version = ?3 \
+             ORDER BY cs.id DESC LIMIT 1"
+        ),
+        (None, None) => select_specs!(
+            "ct.name = ?1 AND cs.is_default = 1 AND ?2 IS NULL AND ?3 IS NULL \
+             ORDER BY cs.id DESC LIMIT 1"
+        ),
+    };
+    let found = {
+        let mut stmt = conn
+            .prepare_cached(sql)
+            .map_err(|e| Error::sqlite(db, "find component spec", e))?;
+        let mut rows = stmt
+            .query(params![component_type, name, version])
+            .map_err(|e| Error::sqlite(db, "find component spec", e))?;
+        match rows
+            .next()
+            .map_err(|e| Error::sqlite(db, "find component spec", e))?
+        {
+            Some(row) => Some(spec_of(db, row)?),
+            None => None,
+        }
+    };
+    match found {
+        Some(spec) => Ok(spec),
+        None => {
+            type_id(db, conn, component_type)?;
+            Err(not_found(db, component_type, name, version))
+        }
+    }
 }

@@ -14,6 +14,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use hive_db_core::DbName;
 use hive_db_core::rusqlite::{Connection, Row, params};
 use serde_json::Value;
 
@@ -173,72 +174,54 @@ impl EventStore {
     /// that cannot be encoded; [`Error::Sqlite`] (a duplicate event id among them) or the
     /// backend's errors; nothing is stored then and nobody told.
     pub fn publish(&self, event: &Event) -> Result<String> {
-        for (what, value) in [
-            ("event id", &event.event_id),
-            ("event type", &event.event_type),
-        ] {
-            if value.is_empty() {
-                return Err(Error::InvalidInput {
-                    what,
-                    value: String::new(),
-                    reason: "empty",
-                });
-            }
-        }
-        // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
-        // the other stores too (payload and metadata are JSON, which escapes it).
-        for (what, value) in [
-            ("event id", Some(&event.event_id)),
-            ("event type", Some(&event.event_type)),
-            ("event source", Some(&event.source)),
-            ("event timestamp", Some(&event.timestamp)),
-            ("event correlation id", event.correlation_id.as_ref()),
-            ("event simulation id", event.simulation_id.as_ref()),
-            ("event analysis id", event.analysis_id.as_ref()),
-            ("event optimization id", event.optimization_id.as_ref()),
-        ] {
-            if value.is_some_and(|v| v.contains('\0')) {
-                return Err(Error::InvalidInput {
-                    what,
-                    value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
-                    reason: "holds a NUL character, which PostgreSQL text cannot store",
-                });
-            }
-        }
-        let db = self.db.name();
-        let payload = json::encode(db, "event payload", &event.payload)?;
-        let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
+        let (payload, metadata) = encoded(event)?;
         #[cfg(feature = "postgres")]
         if let Some(pg) = self.db.pg() {
             pg::publish(pg, event, &payload, metadata.as_deref())?;
             self.notify(event);
             return Ok(event.event_id.clone());
         }
+        let db = self.db.name();
         self.db.transaction_with(|conn| {
-            conn.prepare_cached(
-                "INSERT INTO ecosystemiser_events
-                     (event_id, event_type, source, timestamp, correlation_id,
-                      simulation_id, analysis_id, optimization_id, payload, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    event.event_id,
-                    event.event_type,
-                    event.source,
-                    event.timestamp,
-                    event.correlation_id,
-                    event.simulation_id,
-                    event.analysis_id,
-                    event.optimization_id,
-                    payload,
-                    metadata,
-                ])
-            })
-            .map_err(|e| Error::sqlite(db, "publish event", e))
+            insert_event(db, conn, event, &payload, metadata.as_deref())
         })?;
         self.notify(event);
         Ok(event.event_id.clone())
+    }
+
+    /// [`EventStore::publish`] as a future: the same checks and `INSERT`, in the database's
+    /// writer lane, then the matching subscribers are told after the commit (on the thread
+    /// that polls the future to its end).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::publish`]; [`Error::WrongEngine`] on PostgreSQL.
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub fn publish_async(
+        &self,
+        event: &Event,
+    ) -> impl Future<Output = Result<String>> + Send + 'static {
+        let prepared = encoded(event).and_then(|(payload, metadata)| {
+            let event = event.clone();
+            self.db
+                .write_async_with("EventStore::publish_async", move |conn| {
+                    insert_event(
+                        &crate::backend::ECO_NAME,
+                        conn,
+                        &event,
+                        &payload,
+                        metadata.as_deref(),
+                    )?;
+                    Ok(event)
+                })
+        });
+        let subscribers = Arc::clone(&self.subscribers);
+        async move {
+            let event = prepared?.await?;
+            subscribers.deliver(&event);
+            Ok(event.event_id)
+        }
     }
 
     fn notify(&self, event: &Event) {
@@ -288,6 +271,29 @@ impl EventStore {
         self.history(HistoryOf::Simulation(simulation_id), limit)
     }
 
+    /// [`EventStore::simulation_history`] as a future: the same query, on a reader thread of
+    /// the database.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::history`]; [`Error::WrongEngine`] on PostgreSQL.
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub fn simulation_history_async(
+        &self,
+        simulation_id: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Event>>> + Send + 'static {
+        let (sql, _) = HistoryOf::Simulation(simulation_id).query();
+        let key = simulation_id.to_owned();
+        let future = self
+            .db
+            .read_async_with("EventStore::simulation_history_async", move |conn| {
+                query_events(&crate::backend::ECO_NAME, conn, sql, &key, limit)
+            });
+        async move { future?.await }
+    }
+
     /// [`EventStore::history`] of an analysis run.
     ///
     /// # Errors
@@ -321,6 +327,78 @@ impl EventStore {
             .read_with(|conn| query_events(self.db.name(), conn, EVENT_BY_ID, event_id, 1))?;
         Ok(found.pop())
     }
+}
+
+/// The checks of [`EventStore::publish`], then `event`'s payload and metadata as JSON.
+fn encoded(event: &Event) -> Result<(String, Option<String>)> {
+    for (what, value) in [
+        ("event id", &event.event_id),
+        ("event type", &event.event_type),
+    ] {
+        if value.is_empty() {
+            return Err(Error::InvalidInput {
+                what,
+                value: String::new(),
+                reason: "empty",
+            });
+        }
+    }
+    // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
+    // the other stores too (payload and metadata are JSON, which escapes it).
+    for (what, value) in [
+        ("event id", Some(&event.event_id)),
+        ("event type", Some(&event.event_type)),
+        ("event source", Some(&event.source)),
+        ("event timestamp", Some(&event.timestamp)),
+        ("event correlation id", event.correlation_id.as_ref()),
+        ("event simulation id", event.simulation_id.as_ref()),
+        ("event analysis id", event.analysis_id.as_ref()),
+        ("event optimization id", event.optimization_id.as_ref()),
+    ] {
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(Error::InvalidInput {
+                what,
+                value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
+                reason: "holds a NUL character, which PostgreSQL text cannot store",
+            });
+        }
+    }
+    let db: &DbName = &crate::backend::ECO_NAME;
+    let payload = json::encode(db, "event payload", &event.payload)?;
+    let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;
+    Ok((payload, metadata))
+}
+
+/// The `INSERT` of [`EventStore::publish`] on `conn`: the sync and async calls' one statement.
+fn insert_event(
+    db: &DbName,
+    conn: &Connection,
+    event: &Event,
+    payload: &str,
+    metadata: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ecosystemiser_events
+             (event_id, event_type, source, timestamp, correlation_id,
+              simulation_id, analysis_id, optimization_id, payload, metadata)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            event.event_id,
+            event.event_type,
+            event.source,
+            event.timestamp,
+            event.correlation_id,
+            event.simulation_id,
+            event.analysis_id,
+            event.optimization_id,
+            payload,
+            metadata,
+        ])
+    })
+    .map_err(|e| Error::sqlite(db, "publish event", e))?;
+    Ok(())
 }
 
 fn query_events(

@@ -148,12 +148,32 @@ impl Runs {
         if let Some(p) = self.db.pg() {
             return super::pg::record_metrics(p, simulation_id, metrics);
         }
-        let db = self.db.name();
-        self.db.transaction_with(|conn| {
-            simulation_exists(db, conn, simulation_id)?;
-            insert_metrics(db, conn, simulation_id, metrics)?;
-            Ok(metrics.len())
-        })
+        self.db
+            .transaction_with(|conn| metrics_on(self.db.name(), conn, simulation_id, metrics))
+    }
+
+    /// [`Runs::record_metrics`] as a future: the same check and `INSERT`s, in one
+    /// transaction in the database's writer lane.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runs::record_metrics`]; [`Error::WrongEngine`](crate::Error::WrongEngine) on
+    /// PostgreSQL.
+    #[cfg(feature = "async")]
+    #[track_caller]
+    pub fn record_metrics_async(
+        &self,
+        simulation_id: &str,
+        metrics: &[Metric],
+    ) -> impl Future<Output = Result<usize>> + Send + 'static {
+        let simulation_id = simulation_id.to_owned();
+        let metrics = metrics.to_vec();
+        let future = self
+            .db
+            .write_async_with("Runs::record_metrics_async", move |conn| {
+                metrics_on(&crate::backend::ECO_NAME, conn, &simulation_id, &metrics)
+            });
+        async move { future?.await }
     }
 
     /// Changes a simulation's status (and the other fields given), in one transaction.
@@ -261,4 +281,17 @@ fn simulation_exists(db: &DbName, conn: &Connection, id: &str) -> Result<()> {
         .and_then(|mut s| s.query_row([id], |r| r.get(0)))
         .map_err(sql(db, "find simulation"))?;
     require_row(db, "simulation", id, usize::try_from(n).unwrap_or(0))
+}
+
+/// The batch of [`Runs::record_metrics`] on `conn` (in a transaction): the sync and async
+/// calls' one check and `INSERT`s.
+fn metrics_on(
+    db: &DbName,
+    conn: &Connection,
+    simulation_id: &str,
+    metrics: &[Metric],
+) -> Result<usize> {
+    simulation_exists(db, conn, simulation_id)?;
+    insert_metrics(db, conn, simulation_id, metrics)?;
+    Ok(metrics.len())
 }

@@ -121,14 +121,32 @@ fn sqlstate(e: &postgres::Error) -> Option<&str> {
 }
 
 /// Whether `e` says the connection can no longer be trusted, so it must be closed at once,
-/// never handed on: the client is closed, or the server reported a connection exception
+/// never handed on: the client is closed, its socket failed, or the server reported a connection exception
 /// (class 08), a shutdown (57P01 admin, 57P02 crash, 57P03 cannot connect now), or a
 /// read-only transaction (25006: a standby, after a switchover).
 pub(super) fn breaks_connection(e: &postgres::Error) -> bool {
     e.is_closed()
+        || io_failure(e)
         || sqlstate(e).is_some_and(|code| {
             code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
         })
+}
+
+/// Whether `e` is the socket's own failure (a reset, a broken pipe, a timeout of
+/// `tcp_user_timeout`), with no word from the server: the connection is gone as surely as
+/// when the client saw it close.
+fn io_failure(e: &postgres::Error) -> bool {
+    if e.code().is_some() {
+        return false;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The SQLSTATE if `e` is a serialization failure (40001) or a deadlock (40P01): the

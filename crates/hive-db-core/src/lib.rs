@@ -77,6 +77,7 @@ mod sync;
 // Vocabulary.
 mod config;
 mod error;
+mod server_facts;
 mod stats;
 // SQLite.
 mod open;

@@ -52,9 +52,57 @@ pub(crate) fn files_under(files: &[PathBuf], dir: &Path) -> usize {
     files.iter().filter(|f| f.starts_with(dir)).count()
 }
 
+/// Each thread's time on a CPU so far (`/proc/self/task/*/schedstat`, nanoseconds), by
+/// thread id: two readings tell which threads ran between them. Empty where `/proc` does
+/// not say (not Linux).
+#[derive(Debug, Default)]
+pub(crate) struct CpuTimes(std::collections::HashMap<u32, u64>);
+
+impl CpuTimes {
+    /// The reading now.
+    pub(crate) fn now() -> Self {
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return Self::default();
+        };
+        let times = dir
+            .flatten()
+            .filter_map(|entry| {
+                let tid = entry.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("schedstat")).ok()?;
+                let on_cpu = stat.split_whitespace().next()?.parse().ok()?;
+                Some((tid, on_cpu))
+            })
+            .collect();
+        Self(times)
+    }
+
+    /// The threads that ran at least `cell / 100` on a CPU between `self` and `later` (a
+    /// thread started meanwhile counts from zero).
+    pub(crate) fn busy_until(
+        &self,
+        later: &CpuTimes,
+        cell: std::time::Duration,
+    ) -> std::collections::HashSet<u32> {
+        let floor = u64::try_from(cell.as_nanos() / 100).unwrap_or(u64::MAX);
+        later
+            .0
+            .iter()
+            .filter(|(tid, after)| {
+                let before = self.0.get(tid).copied().unwrap_or(0);
+                after.saturating_sub(before) >= floor
+            })
+            .map(|(tid, _)| *tid)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     /// Bug caught: a parser that misses the `/proc` fields, so every report says 0 threads,
     /// 0 bytes, or no open files, and the load test's file check can never fail.
@@ -70,5 +118,54 @@ mod tests {
         drop(file);
         assert_eq!(files_under(&open_files()?, &dir), 0);
         Ok(())
+    }
+
+    /// This thread's id, as `/proc` names it.
+    fn tid() -> Option<u32> {
+        let link = std::fs::read_link("/proc/thread-self").ok()?;
+        link.file_name()?.to_str()?.parse().ok()
+    }
+
+    /// Bug caught: the async bench's threads column counting every thread alive (or none),
+    /// not the ones that worked: spinning threads are counted, sleeping ones are not.
+    #[test]
+    fn only_threads_that_ran_are_counted() {
+        let Some(_) = tid() else {
+            return; // no /proc here
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for busy in [true, true, false, false] {
+            let (stop, tx) = (Arc::clone(&stop), tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let _ = tx.send((busy, tid()));
+                while !stop.load(Relaxed) {
+                    if busy {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }));
+        }
+        let tids: Vec<(bool, Option<u32>)> = rx.iter().take(4).collect();
+        let before = CpuTimes::now();
+        let cell = Duration::from_millis(300);
+        std::thread::sleep(cell);
+        let after = CpuTimes::now();
+        stop.store(true, Relaxed);
+        for t in threads {
+            t.join().ok();
+        }
+        let counted = before.busy_until(&after, cell);
+        for (busy, tid) in tids {
+            let tid = tid.expect("a thread's id");
+            assert_eq!(
+                counted.contains(&tid),
+                busy,
+                "thread {tid} busy={busy}: {counted:?}"
+            );
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! The `async` scenario of `cargo xtask bench`: the registry's async API against
 //! deadpool-sqlite, tokio-rusqlite, async-sqlite and sqlx, on tokio's multi-thread and
 //! current-thread runtimes: point reads at 1, 8 and 64 tasks, single-row write transactions
-//! at 1, 4, 16 and 64 tasks. Each cell is the median of rotating rounds (every client in
-//! turn, each round), with p50 and p99 latencies of that round.
+//! at 1, 4, 16 and 64 tasks, 80/20 reads and writes at 8 and 64 tasks, and a cancellation
+//! storm of writes at 16 tasks. Each cell is the median of rotating rounds (every client in
+//! turn, each round), with the p50 and p99 latencies and the busy threads of that round.
 //!
 //! - `clients`: the clients, opened on the same file with the same PRAGMAs.
+//! - `storm`: abandoning calls, and counting lost and duplicated writes afterwards.
 
 mod clients;
+mod storm;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use clients::{Clients, Kind};
@@ -17,10 +20,47 @@ use hive_db_core::{AsyncHandle, DbConfig, DbName, Registry, open_connection, pre
 
 use crate::measure::Rng;
 
-/// Task counts of the read cells.
-const READ_TASKS: [usize; 3] = [1, 8, 64];
-/// Task counts of the write cells.
-const WRITE_TASKS: [usize; 4] = [1, 4, 16, 64];
+/// What a cell's tasks do, call after call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Op {
+    /// A point read by primary key.
+    Read,
+    /// A single-row write transaction.
+    Write,
+    /// A write one call in five, else a read.
+    Mixed,
+    /// Writes, every other one abandoned after one to three polls.
+    Storm,
+}
+
+impl Op {
+    const ALL: [Op; 4] = [Op::Read, Op::Write, Op::Mixed, Op::Storm];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+            Op::Mixed => "mixed",
+            Op::Storm => "storm",
+        }
+    }
+
+    /// The task counts measured.
+    fn tasks(self) -> &'static [usize] {
+        match self {
+            Op::Read => &[1, 8, 64],
+            Op::Write => &[1, 4, 16, 64],
+            Op::Mixed => &[8, 64],
+            Op::Storm => &[16],
+        }
+    }
+
+    /// Whether `kind` takes part: the inline mode is for reads only.
+    fn measures(self, kind: Kind) -> bool {
+        self == Op::Read || kind.writes()
+    }
+}
 
 /// The runtimes measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -52,13 +92,21 @@ impl Flavor {
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Cell {
     pub(crate) client: &'static str,
-    pub(crate) op: &'static str,
+    pub(crate) op: Op,
     pub(crate) runtime: Flavor,
     pub(crate) tasks: usize,
+    /// Calls finished per second (a storm: acknowledged writes).
     pub(crate) ops_per_sec: f64,
+    /// Latencies of the finished calls.
     pub(crate) p50_ns: u64,
     pub(crate) p99_ns: u64,
+    /// Threads of the process that ran during the round (the client's and the runtime's).
+    pub(crate) threads: usize,
     pub(crate) errors: u64,
+    /// A storm's abandoned calls, and its lost and duplicated writes, over every round.
+    pub(crate) abandoned: u64,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
 }
 
 /// How long the async scenario's rounds are.
@@ -92,8 +140,8 @@ pub(crate) fn bench(plan: Plan, json: bool) -> anyhow::Result<Vec<Cell>> {
             config.max_size
         );
         println!(
-            "{:<15} {:<6} {:<21} {:>5} {:>11} {:>10} {:>10} {:>6}",
-            "runtime", "op", "client", "tasks", "ops/s", "p50", "p99", "errors"
+            "{:<15} {:<6} {:<21} {:>5} {:>11} {:>10} {:>10} {:>7} {:>6}  storm",
+            "runtime", "op", "client", "tasks", "ops/s", "p50", "p99", "threads", "errors"
         );
     }
     let mut cells = Vec::new();
@@ -124,20 +172,20 @@ async fn run_flavor(
     cells: &mut Vec<Cell>,
 ) -> anyhow::Result<()> {
     let clients = Clients::open(hive, path, config).await?;
-    for (op, counts) in [("read", &READ_TASKS[..]), ("write", &WRITE_TASKS[..])] {
-        for &tasks in counts {
-            let kinds: Vec<Kind> = Kind::ALL
-                .into_iter()
-                .filter(|k| op == "read" || k.writes())
-                .collect();
+    for op in Op::ALL {
+        for &tasks in op.tasks() {
+            let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|&k| op.measures(k)).collect();
             let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); kinds.len()];
             for _ in 0..plan.rounds.max(1) {
                 for (i, &kind) in kinds.iter().enumerate() {
-                    let round = drive(&clients, kind, op, tasks, plan).await;
+                    let round = drive(&clients, kind, op, tasks, plan).await?;
                     rounds[i].push(round);
                 }
             }
             for (kind, mut rounds) in kinds.into_iter().zip(rounds) {
+                let sum = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
+                let (errors, abandoned) = (sum(|r| r.errors), sum(|r| r.abandoned));
+                let (lost, duplicated) = (sum(|r| r.lost), sum(|r| r.duplicated));
                 rounds.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
                 let median = &rounds[rounds.len() / 2];
                 let cell = Cell {
@@ -148,7 +196,11 @@ async fn run_flavor(
                     ops_per_sec: median.ops_per_sec,
                     p50_ns: median.p50_ns,
                     p99_ns: median.p99_ns,
-                    errors: rounds.iter().map(|r| r.errors).sum(),
+                    threads: median.threads,
+                    errors,
+                    abandoned,
+                    lost,
+                    duplicated,
                 };
                 if !json {
                     print_cell(&cell);
@@ -163,15 +215,24 @@ async fn run_flavor(
 
 fn print_cell(c: &Cell) {
     let us = |ns: u64| format!("{:.1} us", ns as f64 / 1000.0);
+    let storm = if c.op == Op::Storm {
+        format!(
+            "{} abandoned, {} lost, {} duplicated",
+            c.abandoned, c.lost, c.duplicated
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{:<15} {:<6} {:<21} {:>5} {:>11.0} {:>10} {:>10} {:>6}",
+        "{:<15} {:<6} {:<21} {:>5} {:>11.0} {:>10} {:>10} {:>7} {:>6}  {storm}",
         c.runtime.name(),
-        c.op,
+        c.op.name(),
         c.client,
         c.tasks,
         c.ops_per_sec,
         us(c.p50_ns),
         us(c.p99_ns),
+        c.threads,
         c.errors
     );
 }
@@ -181,56 +242,150 @@ struct Round {
     ops_per_sec: f64,
     p50_ns: u64,
     p99_ns: u64,
+    threads: usize,
     errors: u64,
+    abandoned: u64,
+    lost: u64,
+    duplicated: u64,
+}
+
+/// What one task of a round did.
+#[derive(Default)]
+struct TaskLog {
+    /// Latencies of the calls that finished.
+    latencies: Vec<u64>,
+    errors: u64,
+    abandoned: u64,
+    /// The (task, seq) of every acknowledged storm write.
+    acked: Vec<(i64, i64)>,
+}
+
+/// One task of a round: what it calls and what happened.
+struct Task {
+    clients: Clients,
+    kind: Kind,
+    op: Op,
+    id: i64,
+    seq: i64,
+    rng: Rng,
+    rows: u64,
+    log: TaskLog,
+}
+
+impl Task {
+    /// The task's next call.
+    async fn call(&mut self) {
+        self.seq += 1;
+        let (kind, id, seq) = (self.kind, self.id, self.seq);
+        let t0 = Instant::now();
+        let write = match self.op {
+            Op::Read => false,
+            Op::Write | Op::Storm => true,
+            Op::Mixed => self.rng.below(5) == 0,
+        };
+        let done = if !write {
+            let row = self.rng.below(self.rows);
+            Some(self.clients.read(kind, row).await.map(drop))
+        } else if self.op == Op::Storm && seq % 2 == 0 {
+            let polls = 1 + u32::try_from(self.rng.below(3)).unwrap_or(0);
+            storm::abandon(self.clients.write(kind, id, seq), polls).await
+        } else {
+            Some(self.clients.write(kind, id, seq).await)
+        };
+        let log = &mut self.log;
+        match done {
+            Some(Ok(())) => {
+                log.latencies
+                    .push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                if self.op == Op::Storm {
+                    log.acked.push((id, seq));
+                }
+            }
+            Some(Err(_)) => log.errors += 1,
+            None => log.abandoned += 1,
+        }
+    }
 }
 
 /// One round: `tasks` tasks run `op` through `kind` for `plan.each`.
-async fn drive(clients: &Clients, kind: Kind, op: &'static str, tasks: usize, plan: Plan) -> Round {
+async fn drive(
+    clients: &Clients,
+    kind: Kind,
+    op: Op,
+    tasks: usize,
+    plan: Plan,
+) -> anyhow::Result<Round> {
     let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    let ids = if op == Op::Storm {
+        storm::task_ids(tasks)
+    } else {
+        0..i64::try_from(tasks)?
+    };
+    let cpu = crate::procfs::CpuTimes::now();
     let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (clients, stop, errors) = (clients.clone(), Arc::clone(&stop), Arc::clone(&errors));
+    let handles: Vec<_> = ids
+        .clone()
+        .map(|task| {
+            let (clients, stop) = (clients.clone(), Arc::clone(&stop));
             tokio::spawn(async move {
-                let mut rng = Rng::new(t as u64 + 1);
-                let mut latencies = Vec::with_capacity(4096);
-                let mut seq = 0_i64;
+                let mut task = Task {
+                    clients,
+                    kind,
+                    op,
+                    id: task,
+                    seq: 0,
+                    rng: Rng::new(task.unsigned_abs() + 1),
+                    rows: plan.rows,
+                    log: TaskLog {
+                        latencies: Vec::with_capacity(4096),
+                        ..TaskLog::default()
+                    },
+                };
                 while !stop.load(Relaxed) {
-                    let t0 = Instant::now();
-                    let done = if op == "read" {
-                        let id = rng.below(plan.rows);
-                        clients.read(kind, id).await.map(drop)
-                    } else {
-                        seq += 1;
-                        clients.write(kind, t as i64, seq).await
-                    };
-                    latencies.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
-                    if done.is_err() {
-                        errors.fetch_add(1, Relaxed);
-                    }
+                    task.call().await;
                 }
-                latencies
+                task.log
             })
         })
         .collect();
     tokio::time::sleep(plan.each).await;
+    let threads = cpu
+        .busy_until(&crate::procfs::CpuTimes::now(), plan.each)
+        .len();
     stop.store(true, Relaxed);
-    let mut all = Vec::new();
+    let mut all = TaskLog::default();
     for h in handles {
-        if let Ok(latencies) = h.await {
-            all.extend(latencies);
+        if let Ok(log) = h.await {
+            all.latencies.extend(log.latencies);
+            all.errors += log.errors;
+            all.abandoned += log.abandoned;
+            all.acked.extend(log.acked);
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let at = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)));
-    Round {
-        ops_per_sec: all.len() as f64 / elapsed,
-        p50_ns: at(0.50).copied().unwrap_or(0),
-        p99_ns: at(0.99).copied().unwrap_or(0),
-        errors: errors.load(Relaxed),
-    }
+    let outcome = if op == Op::Storm {
+        storm::verify(&clients.hive, ids, &all.acked).await?
+    } else {
+        storm::Outcome::default()
+    };
+    let latencies = &mut all.latencies;
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(Round {
+        ops_per_sec: latencies.len() as f64 / elapsed,
+        p50_ns: at(0.50),
+        p99_ns: at(0.99),
+        threads,
+        errors: all.errors,
+        abandoned: all.abandoned,
+        lost: outcome.lost,
+        duplicated: outcome.duplicated,
+    })
 }
 
 /// Creates the file with `rows` rows in `kv` and an empty `events` table.
@@ -270,11 +425,19 @@ pub(crate) struct AsyncRatios {
     pub(crate) async_write_vs_best_other_64t: Option<f64>,
     pub(crate) async_point_read_vs_deadpool_8t_current_thread: Option<f64>,
     pub(crate) async_write_vs_best_other_16t_current_thread: Option<f64>,
+    /// Cells where the registry's async calls (reader threads and writer) have a p99 no
+    /// worse than every other client's, of the cells measured.
+    pub(crate) async_p99_no_worse_cells: usize,
+    pub(crate) async_p99_cells: usize,
+    /// The cells where it is worse: "runtime op tasks (hive p99 vs best other's p99)".
+    pub(crate) async_p99_worse: Vec<String>,
+    /// The registry's lost and duplicated writes in the cancellation storm (None: not run).
+    pub(crate) async_storm_lost_or_duplicated: Option<u64>,
 }
 
 impl AsyncRatios {
     pub(crate) fn of(cells: &[Cell]) -> Self {
-        let find = |client: &str, op: &str, flavor: Flavor, tasks: usize| {
+        let find = |client: &str, op: Op, flavor: Flavor, tasks: usize| {
             cells
                 .iter()
                 .find(|c| {
@@ -288,8 +451,8 @@ impl AsyncRatios {
         };
         let read = |client: &str, other: &str, flavor: Flavor| {
             ratio(
-                find(client, "read", flavor, 8),
-                find(other, "read", flavor, 8),
+                find(client, Op::Read, flavor, 8),
+                find(other, Op::Read, flavor, 8),
             )
         };
         let write = |tasks: usize, flavor: Flavor| {
@@ -300,9 +463,12 @@ impl AsyncRatios {
                 Kind::Sqlx,
             ]
             .into_iter()
-            .filter_map(|k| find(k.name(), "write", flavor, tasks))
+            .filter_map(|k| find(k.name(), Op::Write, flavor, tasks))
             .reduce(f64::max);
-            ratio(find(Kind::Hive.name(), "write", flavor, tasks), best_other)
+            ratio(
+                find(Kind::Hive.name(), Op::Write, flavor, tasks),
+                best_other,
+            )
         };
         let (hive, inline) = (Kind::Hive.name(), Kind::HiveInline.name());
         let (deadpool, sqlx) = (Kind::Deadpool.name(), Kind::Sqlx.name());
@@ -316,8 +482,56 @@ impl AsyncRatios {
             async_write_vs_best_other_64t: write(64, mt),
             async_point_read_vs_deadpool_8t_current_thread: read(hive, deadpool, ct),
             async_write_vs_best_other_16t_current_thread: write(16, ct),
+            ..p99_and_storm(cells)
         }
     }
+}
+
+/// The p99 comparison per cell, and the storm's verdict, of `cells`.
+fn p99_and_storm(cells: &[Cell]) -> AsyncRatios {
+    let hive = Kind::Hive.name();
+    let others = [
+        Kind::Deadpool,
+        Kind::TokioRusqlite,
+        Kind::AsyncSqlite,
+        Kind::Sqlx,
+    ]
+    .map(Kind::name);
+    let mut out = AsyncRatios::default();
+    for mine in cells.iter().filter(|c| c.client == hive) {
+        let best_other = cells
+            .iter()
+            .filter(|c| {
+                others.contains(&c.client)
+                    && c.op == mine.op
+                    && c.runtime == mine.runtime
+                    && c.tasks == mine.tasks
+            })
+            .map(|c| c.p99_ns)
+            .min();
+        let Some(best_other) = best_other else {
+            continue;
+        };
+        out.async_p99_cells += 1;
+        if mine.p99_ns <= best_other {
+            out.async_p99_no_worse_cells += 1;
+        } else {
+            out.async_p99_worse.push(format!(
+                "{} {} {} ({:.0} us vs {:.0} us)",
+                mine.runtime.name(),
+                mine.op.name(),
+                mine.tasks,
+                mine.p99_ns as f64 / 1000.0,
+                best_other as f64 / 1000.0
+            ));
+        }
+    }
+    out.async_storm_lost_or_duplicated = cells
+        .iter()
+        .filter(|c| c.client == hive && c.op == Op::Storm)
+        .map(|c| c.lost + c.duplicated)
+        .reduce(|a, b| a + b);
+    out
 }
 
 impl AsyncRatios {
@@ -347,6 +561,26 @@ impl AsyncRatios {
                 self.async_write_vs_best_other_64t,
                 1.5,
             ),
+            (self.async_p99_cells > 0).then(|| {
+                let worse = if self.async_p99_worse.is_empty() {
+                    String::new()
+                } else {
+                    format!("; worse: {}", self.async_p99_worse.join(", "))
+                };
+                (
+                    format!(
+                        "async p99 hive no worse than every other client in {} of {} cells{worse}",
+                        self.async_p99_no_worse_cells, self.async_p99_cells
+                    ),
+                    self.async_p99_no_worse_cells == self.async_p99_cells,
+                )
+            }),
+            self.async_storm_lost_or_duplicated.map(|n| {
+                (
+                    format!("async storm: hive writes lost or duplicated {n} == 0"),
+                    n == 0,
+                )
+            }),
         ]
         .into_iter()
         .flatten()

@@ -1,15 +1,28 @@
 //! A database's reader threads: async reads wait in one bounded queue and run on the first
 //! idle thread, through the same `Database::read_with` as sync reads.
 //!
+//! The hand-off takes no lock while the threads keep up: a call goes onto a lock-free
+//! bounded queue (crossbeam's `ArrayQueue`), and a thread that has just finished a call, or
+//! the one watching the queue before it parks, takes it from there. A lock is taken only to
+//! park a thread or to wake one, when the queue ran dry.
+//!
 //! Threads start on demand, up to the configured number (at most one per connection: a
 //! thread holds one connection while it reads, so more would only wait for the pool). An
 //! idle thread parks; a new call wakes the one that parked last (its caches are the warmest).
+//!
+//! Two orderings keep a call from being stranded, each a store, a full fence and a load on
+//! both sides: a thread puts itself on the idle list and then looks at the queue once more
+//! before it parks, while a caller pushes its call and then looks for an idle thread; and
+//! `close` marks the readers closed and then empties the queue, while a caller pushes and
+//! then looks at the mark (and empties the queue itself when it is set).
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
 
 use crate::asynch::call::ReadJob;
 use crate::database::Database;
@@ -24,21 +37,38 @@ const IDLE_NAP: Duration = Duration::from_secs(1);
 /// that comes meanwhile costs no wake-up. One thread at a time does.
 const SPIN: Duration = Duration::from_micros(100);
 
-#[derive(Default)]
-struct State {
-    jobs: VecDeque<Box<dyn ReadJob>>,
-    idle: Vec<Thread>,
-    spawned: usize,
-    closed: bool,
-    /// A thread is watching the queue before it parks: it takes the next call itself.
-    spinning: bool,
-}
-
 struct Shared {
     db: Arc<Database>,
-    state: Mutex<State>,
-    capacity: usize,
+    jobs: ArrayQueue<Box<dyn ReadJob>>,
+    /// Parked threads (or about to park), the last parked at the end.
+    idle: Mutex<Vec<Thread>>,
+    /// `idle`'s length, for callers to read without the lock.
+    idle_count: AtomicUsize,
+    /// Threads started and not ended.
+    spawned: AtomicUsize,
+    closed: AtomicBool,
+    /// A thread is watching the queue before it parks: it takes the next call itself.
+    spinning: AtomicBool,
     threads: usize,
+}
+
+impl Shared {
+    /// Empties the queue: each call's dropped reply resolves its future to `Error::Closed`.
+    fn drain(&self) {
+        let counters = &self.db.info().counters;
+        while let Some(job) = self.jobs.pop() {
+            counters.async_read_queued.fetch_sub(1, Relaxed);
+            drop(job);
+        }
+    }
+
+    /// Takes the last parked thread off the idle list, if any.
+    fn pop_idle(&self) -> Option<Thread> {
+        let mut idle = lock(&self.idle);
+        let thread = idle.pop();
+        self.idle_count.store(idle.len(), SeqCst);
+        thread
+    }
 }
 
 /// The reader threads of one database.
@@ -56,20 +86,25 @@ impl std::fmt::Debug for Readers {
 }
 
 impl Readers {
-    /// Reader threads for `db`: at most `threads` of them, and `capacity` calls queued.
+    /// Reader threads for `db`: at most `threads` of them, and `capacity` calls queued (both
+    /// at least 1).
     pub(crate) fn new(db: Arc<Database>, threads: usize, capacity: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 db,
-                state: Mutex::new(State::default()),
-                capacity,
-                threads,
+                jobs: ArrayQueue::new(capacity.max(1)),
+                idle: Mutex::new(Vec::new()),
+                idle_count: AtomicUsize::new(0),
+                spawned: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                spinning: AtomicBool::new(false),
+                threads: threads.max(1),
             }),
         }
     }
 
-    /// Queues `job` for the next idle reader thread, starting one if none is idle and fewer
-    /// than the maximum run.
+    /// Queues `job` for the next idle reader thread, waking one or starting one if none is
+    /// watching the queue.
     ///
     /// # Errors
     ///
@@ -78,35 +113,44 @@ impl Readers {
     pub(crate) fn submit(&self, job: Box<dyn ReadJob>) -> Result<()> {
         let shared = &self.shared;
         let info = shared.db.info();
-        let (wake, spawn) = {
-            let mut state = lock(&shared.state);
-            if state.closed {
-                return Err(Error::Closed {
-                    db: info.name.clone(),
-                });
-            }
-            if state.jobs.len() >= shared.capacity {
-                info.counters.async_queue_full.fetch_add(1, Relaxed);
-                return Err(Error::QueueFull {
-                    db: info.name.clone(),
-                    queue: "read",
-                    capacity: shared.capacity,
-                });
-            }
-            state.jobs.push_back(job);
-            info.counters.async_read_queued.fetch_add(1, Relaxed);
-            // The spinning thread takes the first call; any more need a thread woken.
-            let taken = state.spinning && state.jobs.len() == 1;
-            let wake = if taken { None } else { state.idle.pop() };
-            let spawn = !taken && wake.is_none() && state.spawned < shared.threads;
-            if spawn {
-                state.spawned += 1;
-            }
-            (wake, spawn)
-        };
-        if let Some(thread) = wake {
+        if shared.closed.load(SeqCst) {
+            return Err(Error::Closed {
+                db: info.name.clone(),
+            });
+        }
+        // Counted before the push, so a thread taking it at once never counts below zero.
+        info.counters.async_read_queued.fetch_add(1, Relaxed);
+        if let Err(job) = shared.jobs.push(job) {
+            info.counters.async_read_queued.fetch_sub(1, Relaxed);
+            info.counters.async_queue_full.fetch_add(1, Relaxed);
+            drop(job);
+            return Err(Error::QueueFull {
+                db: info.name.clone(),
+                queue: "read",
+                capacity: shared.jobs.capacity(),
+            });
+        }
+        fence(SeqCst);
+        if shared.closed.load(SeqCst) {
+            // `close` may have emptied the queue before this call reached it.
+            shared.drain();
+            return Ok(());
+        }
+        // The watching thread takes the first call; any more need a thread woken.
+        if shared.spinning.load(SeqCst) && shared.jobs.len() <= 1 {
+            return Ok(());
+        }
+        if shared.idle_count.load(SeqCst) > 0
+            && let Some(thread) = shared.pop_idle()
+        {
             thread.unpark();
-        } else if spawn {
+            return Ok(());
+        }
+        let start = shared
+            .spawned
+            .fetch_update(SeqCst, SeqCst, |n| (n < shared.threads).then_some(n + 1))
+            .is_ok();
+        if start {
             self.spawn()?;
         }
         Ok(())
@@ -119,14 +163,11 @@ impl Readers {
             .name(format!("hive-db-read-{}", info.name))
             .spawn(move || serve(&shared));
         if let Err(source) = spawned {
-            let mut state = lock(&self.shared.state);
-            state.spawned -= 1;
+            let running = self.shared.spawned.fetch_sub(1, SeqCst) - 1;
             tracing::warn!(db = %info.name, error = %source, "starting a reader thread failed");
             // With another thread running the call still runs; with none it never would.
-            if state.spawned == 0 {
-                let stranded = state.jobs.len() as u64;
-                state.jobs.clear();
-                info.counters.async_read_queued.fetch_sub(stranded, Relaxed);
+            if running == 0 {
+                self.shared.drain();
                 return Err(Error::Io {
                     db: info.name.clone(),
                     op: "start a reader thread for",
@@ -141,18 +182,15 @@ impl Readers {
     /// Refuses new calls, fails the queued ones with `Error::Closed` (their futures wake),
     /// and ends the threads once their running calls are done.
     pub(crate) fn close(&self) {
-        let (idle, queued) = {
-            let mut state = lock(&self.shared.state);
-            state.closed = true;
-            let queued = std::mem::take(&mut state.jobs);
-            let counters = &self.shared.db.info().counters;
-            counters
-                .async_read_queued
-                .fetch_sub(queued.len() as u64, Relaxed);
-            (std::mem::take(&mut state.idle), queued)
+        let shared = &self.shared;
+        shared.closed.store(true, SeqCst);
+        fence(SeqCst);
+        shared.drain();
+        let idle = {
+            let mut idle = lock(&shared.idle);
+            shared.idle_count.store(0, SeqCst);
+            std::mem::take(&mut *idle)
         };
-        // Each unsent reply resolves its future to `Error::Closed`.
-        drop(queued);
         for thread in idle {
             thread.unpark();
         }
@@ -163,46 +201,49 @@ impl Readers {
 fn serve(shared: &Shared) {
     let me = std::thread::current();
     let counters = &shared.db.info().counters;
+    // Whether this thread watched the queue since its last call: once before each park.
+    let mut watched = false;
     loop {
-        let job = {
-            let mut state = lock(&shared.state);
-            let mut spun = false;
-            loop {
-                if let Some(job) = state.jobs.pop_front() {
-                    counters.async_read_queued.fetch_sub(1, Relaxed);
-                    break job;
-                }
-                if state.closed {
-                    state.spawned -= 1;
-                    return;
-                }
-                if !spun && !state.spinning {
-                    spun = true;
-                    state.spinning = true;
-                    drop(state);
-                    watch(&counters.async_read_queued);
-                    state = lock(&shared.state);
-                    state.spinning = false;
-                    continue;
-                }
-                state.idle.push(me.clone());
-                drop(state);
-                std::thread::park_timeout(IDLE_NAP);
-                state = lock(&shared.state);
-                // Woken by a call (which took this thread off the list) or by the timeout.
-                state.idle.retain(|t| t.id() != me.id());
-            }
-        };
-        job.run(&shared.db);
+        if let Some(job) = shared.jobs.pop() {
+            counters.async_read_queued.fetch_sub(1, Relaxed);
+            job.run(&shared.db);
+            watched = false;
+            continue;
+        }
+        if shared.closed.load(SeqCst) {
+            shared.spawned.fetch_sub(1, SeqCst);
+            return;
+        }
+        if !watched && !shared.spinning.swap(true, SeqCst) {
+            watched = true;
+            watch(&shared.jobs);
+            shared.spinning.store(false, SeqCst);
+            continue;
+        }
+        watched = false;
+        {
+            let mut idle = lock(&shared.idle);
+            idle.push(me.clone());
+            shared.idle_count.store(idle.len(), SeqCst);
+        }
+        fence(SeqCst);
+        // A call pushed before this thread was on the list woke nobody: look once more.
+        if shared.jobs.is_empty() && !shared.closed.load(SeqCst) {
+            std::thread::park_timeout(IDLE_NAP);
+        }
+        // Woken by a call (which took this thread off the list), by `close`, or by the nap.
+        let mut idle = lock(&shared.idle);
+        idle.retain(|t| t.id() != me.id());
+        shared.idle_count.store(idle.len(), SeqCst);
     }
 }
 
 /// Spins until a call is queued or [`SPIN`] passes, letting other threads run now and then
 /// (two cores, more threads).
-fn watch(queued: &std::sync::atomic::AtomicU64) {
+fn watch(jobs: &ArrayQueue<Box<dyn ReadJob>>) {
     let until = std::time::Instant::now() + SPIN;
     let mut spins = 0_u32;
-    while queued.load(Relaxed) == 0 {
+    while jobs.is_empty() {
         std::hint::spin_loop();
         spins += 1;
         if spins.is_multiple_of(64) {

@@ -711,3 +711,55 @@ fn a_loop_of_inline_reads_lets_other_tasks_run() -> TestResult {
         .map_err(|_| anyhow::anyhow!("the inline loop starved its executor"))?;
     outcome.map_err(anyhow::Error::msg)
 }
+
+/// Bug caught: a read stranded in the reader threads' queue, pushed while the last thread
+/// was about to park and waking nobody, so it waits for that thread's nap (a second) rather
+/// than running at once. Calls come in bursts from several threads with pauses between,
+/// so threads park and are woken over and over; each call must finish far inside the nap.
+#[test]
+fn reads_in_bursts_never_wait_for_a_parked_thread_to_wake_by_itself() -> TestResult {
+    let f = log_fixture("bursts", config())?;
+    f.registry.write(&f.name, |tx| {
+        tx.execute("INSERT INTO log (tag) VALUES ('x')", [])
+            .map(drop)
+    })?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(2),
+            ..AsyncConfig::default()
+        },
+    )?;
+    let callers: Vec<JoinHandle<anyhow::Result<Duration>>> = (0..4_u64)
+        .map(|t| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                for i in 0..1500_u64 {
+                    let start = std::time::Instant::now();
+                    let n: i64 = futures_executor::block_on(
+                        h.read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get(0))),
+                    )?;
+                    anyhow::ensure!(n == 1, "read {n} rows");
+                    slowest = slowest.max(start.elapsed());
+                    // Pauses of 0 to 300 us, different on each thread: threads run dry
+                    // and park, calls arrive while they do.
+                    if (i + t) % 3 == 0 {
+                        std::thread::sleep(Duration::from_micros((i * 37 + t * 101) % 300));
+                    }
+                }
+                Ok(slowest)
+            })
+        })
+        .collect();
+    for caller in callers {
+        let slowest = caller
+            .join()
+            .map_err(|_| anyhow::anyhow!("caller panicked"))??;
+        assert!(
+            slowest < Duration::from_millis(500),
+            "a read took {slowest:?}: it waited for a reader thread's nap"
+        );
+    }
+    Ok(())
+}

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clients::{Clients, Kind};
 use hive_db_core::{AsyncHandle, DbConfig, DbName, Registry, open_connection, prepare_database};
 
-use crate::measure::Rng;
+use crate::measure::{Rng, percentile};
 
 /// What a cell's tasks do, call after call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -374,16 +374,10 @@ async fn drive(
     };
     let latencies = &mut all.latencies;
     latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
     Ok(Round {
         ops_per_sec: latencies.len() as f64 / elapsed,
-        p50_ns: at(0.50),
-        p99_ns: at(0.99),
+        p50_ns: percentile(latencies, 0.50),
+        p99_ns: percentile(latencies, 0.99),
         threads,
         errors: all.errors,
         abandoned: all.abandoned,

@@ -140,11 +140,13 @@ mod tests {
             let (stop, tx) = (Arc::clone(&stop), tx.clone());
             threads.push(std::thread::spawn(move || {
                 let _ = tx.send((busy, tid()));
+                // A parked thread takes no CPU at all until it is unparked at the end (a
+                // sleeping loop's wake-ups could add up to the floor on a busy machine).
                 while !stop.load(Relaxed) {
                     if busy {
                         std::hint::spin_loop();
                     } else {
-                        std::thread::sleep(Duration::from_millis(5));
+                        std::thread::park();
                     }
                 }
             }));
@@ -156,6 +158,7 @@ mod tests {
         let after = CpuTimes::now();
         stop.store(true, Relaxed);
         for t in threads {
+            t.thread().unpark();
             t.join().ok();
         }
         let counted = before.busy_until(&after, cell);

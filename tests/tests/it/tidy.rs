@@ -22,7 +22,7 @@ const OPENS_SQLITE_TOO: &[(&str, &str)] = &[
          connections",
     ),
     (
-        "crates/ecosystemiser-db/src/bin/eco-move.rs",
+        "crates/ecosystemiser-db/src/bin/eco-move/source.rs",
         "eco-move opens the source read-only to snapshot it (VACUUM INTO), and must never write \
          to the database it moves; it reads the snapshot through open_connection",
     ),

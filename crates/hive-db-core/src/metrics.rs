@@ -274,7 +274,7 @@ pub fn prometheus_text(snapshot: &RegistrySnapshot) -> String {
         ),
         (
             "hive_db_connection_hold_seconds",
-            "Time connections were held, from checkout to return.",
+            "Time connections were held, from checkout to return (5 ms resolution).",
             |d| &d.hold_time,
         ),
         (

@@ -366,7 +366,9 @@ pub struct DbSnapshot {
     pub totals: Totals,
     /// Time from asking for a connection to having it, for every successful acquire.
     pub acquire_wait: LatencySummary,
-    /// Time connections were held, from checkout to return.
+    /// Time connections were held, from checkout to return, on the coarse clock that
+    /// checkouts read (it advances every 5 ms): every hold is counted, one shorter than that
+    /// shows as 0 or 5 ms, so only the longer ones' quantiles are exact to 5 ms.
     pub hold_time: LatencySummary,
     /// Time `write` callers waited for the writer lane.
     pub writer_wait: LatencySummary,

@@ -6,6 +6,7 @@ use postgres::Client;
 
 use super::manager::PgManager;
 use crate::name::DbName;
+use crate::pool::Lease;
 use crate::stats::CloseReason;
 
 /// A PostgreSQL client checked out of a pool. It derefs to [`postgres::Client`]; dropping it
@@ -14,7 +15,8 @@ use crate::stats::CloseReason;
 ///
 /// Like every `postgres::Client`, it must not be used from inside a tokio runtime.
 pub struct PgConnection {
-    conn: r2d2::PooledConnection<PgManager>,
+    /// Its drop runs the return checks (the reset), then pools or closes the client.
+    conn: Lease<PgManager>,
 }
 
 impl std::fmt::Debug for PgConnection {
@@ -27,7 +29,7 @@ impl std::fmt::Debug for PgConnection {
 }
 
 impl PgConnection {
-    pub(super) fn new(conn: r2d2::PooledConnection<PgManager>) -> Self {
+    pub(super) fn new(conn: Lease<PgManager>) -> Self {
         Self { conn }
     }
 
@@ -53,12 +55,5 @@ impl Deref for PgConnection {
 impl DerefMut for PgConnection {
     fn deref_mut(&mut self) -> &mut Client {
         &mut self.conn.conn
-    }
-}
-
-impl Drop for PgConnection {
-    fn drop(&mut self) {
-        self.conn.check_in();
-        // `self.conn` drops next: r2d2 asks `has_broken` (the reset), then pools or closes it.
     }
 }

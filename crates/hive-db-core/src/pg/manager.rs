@@ -59,21 +59,7 @@ impl r2d2::ManageConnection for PgManager {
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        let skip = conn.discard.is_some() || std::thread::panicking() || self.shared.is_closed();
-        let dirty = if skip {
-            None
-        } else if conn.conn.is_closed() {
-            Some("after its server connection closed")
-        } else if let Err(e) = conn.conn.batch_execute(RESET) {
-            tracing::debug!(db = %self.shared.info().name, id = conn.id, error = %e, "session reset failed");
-            Some("with a transaction open or a session that could not be reset")
-        } else {
-            // The reset dropped the server's prepared statements, the client's cached type
-            // lookups among them.
-            conn.conn.clear_type_cache();
-            None
-        };
-        conn.broken_on_return(dirty)
+        conn.has_broken(<Self as Engine>::broken_on_return)
     }
 }
 
@@ -87,6 +73,24 @@ impl Engine for PgManager {
     fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
         let timeout = conn.shared.info().config.connection_timeout;
         conn.conn.is_valid(timeout).map_err(|e| e.to_string())
+    }
+
+    fn broken_on_return(conn: &mut PgConn) -> bool {
+        let skip = conn.discard.is_some() || std::thread::panicking() || conn.shared.is_closed();
+        let dirty = if skip {
+            None
+        } else if conn.conn.is_closed() {
+            Some("after its server connection closed")
+        } else if let Err(e) = conn.conn.batch_execute(RESET) {
+            tracing::debug!(db = %conn.shared.info().name, id = conn.id, error = %e, "session reset failed");
+            Some("with a transaction open or a session that could not be reset")
+        } else {
+            // The reset dropped the server's prepared statements, the client's cached type
+            // lookups among them.
+            conn.conn.clear_type_cache();
+            None
+        };
+        conn.broken_on_return(dirty)
     }
 }
 

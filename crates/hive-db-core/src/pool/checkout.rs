@@ -1,4 +1,5 @@
-//! Checking out a connection: the fast path (an idle connection, no clock read, no wait),
+//! Checking out a connection: the fast path (an idle connection from the bag, or else from
+//! r2d2's idle list; no wait),
 //! the slow path (waiting for r2d2, failing early on a permanent connect error), the
 //! validation of a connection that sat idle longer than `validate_after_idle`, and the closing
 //! of one past `max_lifetime` or `idle_timeout`.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::manager::{HiveConn, HiveManager, validate};
 use super::shared::Permanent;
-use super::{Engine, Pool, PooledConnection};
+use super::{Engine, Lease, Pool, PooledConnection};
 use crate::clock::{Stamp, coarse_now, deadline};
 use crate::error::{Error, Result};
 use crate::stats::CloseReason;
@@ -66,18 +67,24 @@ impl Engine for HiveManager {
         }
         validate(&conn.conn).map_err(|e| e.to_string())
     }
+
+    #[inline]
+    fn broken_on_return(conn: &mut HiveConn) -> bool {
+        Self::return_check(conn)
+    }
 }
 
 impl<M: Engine> Pool<M> {
-    /// The fast path: an idle connection now, or `None` without waiting.
+    /// The fast path: an idle connection now, or `None` without waiting. No lock and no
+    /// clock read when the bag has one.
     #[inline]
     pub(crate) fn try_checkout_raw(
         &self,
         site: &'static Location<'static>,
-    ) -> Result<Option<r2d2::PooledConnection<M>>> {
+    ) -> Result<Option<Lease<M>>> {
         self.refuse_if_closed()?;
         let now = coarse_now();
-        while let Some(conn) = self.pool.try_get() {
+        while let Some(conn) = self.take_idle() {
             if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
                 return Ok(Some(conn));
             }
@@ -86,12 +93,17 @@ impl<M: Engine> Pool<M> {
         Ok(None)
     }
 
+    /// An idle connection: from the bag, else from r2d2's idle list.
+    #[inline]
+    fn take_idle(&self) -> Option<Lease<M>> {
+        self.bag
+            .take()
+            .or_else(|| self.pool.try_get().map(|conn| self.bag.lease(conn)))
+    }
+
     /// Checks out a connection, waiting up to `connection_timeout`.
     #[inline]
-    pub(crate) fn checkout_raw(
-        &self,
-        site: &'static Location<'static>,
-    ) -> Result<r2d2::PooledConnection<M>> {
+    pub(crate) fn checkout_raw(&self, site: &'static Location<'static>) -> Result<Lease<M>> {
         let start = Instant::now();
         self.checkout_raw_until(
             start,
@@ -117,11 +129,11 @@ impl<M: Engine> Pool<M> {
         start: Instant,
         deadline: Instant,
         site: &'static Location<'static>,
-    ) -> Result<r2d2::PooledConnection<M>> {
+    ) -> Result<Lease<M>> {
         let mut had_to_wait = false;
         loop {
             self.refuse_if_closed()?;
-            let (conn, waited, now) = match self.pool.try_get() {
+            let (conn, waited, now) = match self.take_idle() {
                 Some(conn) => (conn, Duration::ZERO, coarse_now()),
                 None => {
                     had_to_wait = true;
@@ -145,11 +157,11 @@ impl<M: Engine> Pool<M> {
     #[inline]
     fn accept(
         &self,
-        mut conn: r2d2::PooledConnection<M>,
+        mut conn: Lease<M>,
         waited: Duration,
         now: Stamp,
         site: &'static Location<'static>,
-    ) -> Option<r2d2::PooledConnection<M>> {
+    ) -> Option<Lease<M>> {
         // Two comparisons with the checkout's own clock reading, so `max_lifetime` and
         // `idle_timeout` hold at the coarse clock's granularity, not r2d2's 30 s reaper's.
         let idle_ns = now.nanos_since(conn.last_used);
@@ -202,22 +214,24 @@ impl<M: Engine> Pool<M> {
         true
     }
 
-    /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait.
-    fn wait_for_connection(
-        &self,
-        start: Instant,
-        deadline: Instant,
-    ) -> Result<r2d2::PooledConnection<M>> {
+    /// The slow path: no idle connection. r2d2 opens one if the pool may grow, and we wait in
+    /// r2d2, counted as waiting, so that a connection returned meanwhile comes to r2d2 (see
+    /// `bag.rs`) and wakes us.
+    fn wait_for_connection(&self, start: Instant, deadline: Instant) -> Result<Lease<M>> {
         let _waiting = self.shared.waiting(start);
         loop {
             self.refuse_if_closed()?;
+            // Returned before the returner could see us waiting.
+            if let Some(conn) = self.bag.take() {
+                return Ok(conn);
+            }
             let now = Instant::now();
             if now >= deadline {
                 self.info().counters.acquire_timeouts.fetch_add(1, Relaxed);
                 return Err(self.timeout_error(now.saturating_duration_since(start)));
             }
             if let Ok(conn) = self.pool.get_timeout((deadline - now).min(WAIT_SLICE)) {
-                return Ok(conn);
+                return Ok(self.bag.lease(conn));
             }
             // A cause that waiting cannot fix fails now, not at the deadline.
             if let Some(err) = self.permanent_connect_error(start) {
@@ -251,13 +265,14 @@ impl<M: Engine> Pool<M> {
     }
 
     pub(super) fn timeout_error(&self, waited: Duration) -> Error {
-        let state = self.pool.state();
+        let total = self.pool.state().connections;
+        let active = self.shared.checked_out().min(total);
         Error::Timeout {
             db: self.info().name.clone(),
             waited,
-            total: state.connections,
-            active: state.connections - state.idle_connections,
-            idle: state.idle_connections,
+            total,
+            active,
+            idle: total - active,
             waiting: self.shared.waiters().0,
             last_error: self.shared.last_connect_error().map(|e| e.detail),
         }
@@ -272,27 +287,11 @@ mod tests {
 
     use super::*;
     use crate::config::DbConfig;
-    use crate::name::DbName;
-    use crate::open::prepare_database;
 
     type TestResult = anyhow::Result<()>;
 
-    /// A pool on a new file in a temporary folder.
     fn pool(name: &str, config: DbConfig) -> anyhow::Result<(tempfile::TempDir, Pool)> {
-        let dir = tempfile::tempdir()?;
-        let name = DbName::new(name)?;
-        let config = DbConfig {
-            create_if_missing: true,
-            ..config
-        };
-        let prepared = prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
-        let pool = Pool::open(crate::pool::DbInfo::new(
-            name,
-            prepared,
-            config,
-            Arc::default(),
-        ))?;
-        Ok((dir, pool))
+        super::super::test_pool(name, config)
     }
 
     #[track_caller]

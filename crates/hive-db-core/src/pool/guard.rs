@@ -4,6 +4,7 @@ use std::ops::{Deref, DerefMut};
 
 use rusqlite::Connection;
 
+use super::Lease;
 use super::manager::HiveManager;
 use crate::name::DbName;
 use crate::stats::CloseReason;
@@ -28,7 +29,8 @@ use crate::stats::CloseReason;
 /// guard replace them; the first two are replaced again the next time the connection runs a
 /// `write`. Replace the authorizer only on a connection you then discard.
 pub struct PooledConnection {
-    pub(super) conn: r2d2::PooledConnection<HiveManager>,
+    /// Its drop returns the connection (see `bag.rs`).
+    pub(super) conn: Lease<HiveManager>,
 }
 
 impl std::fmt::Debug for PooledConnection {
@@ -78,14 +80,5 @@ impl DerefMut for PooledConnection {
     #[inline]
     fn deref_mut(&mut self) -> &mut Connection {
         &mut self.conn.conn
-    }
-}
-
-impl Drop for PooledConnection {
-    fn drop(&mut self) {
-        // No clock read here: r2d2 measures the hold (see `HoldTimer`) and `last_used` is the
-        // checkout time.
-        self.conn.check_in();
-        // `self.conn` drops next: r2d2 asks `has_broken`, then pools or closes it.
     }
 }

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::session;
 use super::shared::{Permanent, PoolShared};
 use super::slot::ConnSlot;
-use crate::clock::Stamp;
+use crate::clock::{Stamp, coarse_now};
 use crate::error::{Error, OpenCause, Result};
 use crate::open::{classify_open, configure_connection, open_file};
 use crate::stats::CloseReason;
@@ -41,6 +41,9 @@ pub(crate) struct HiveConn<C = Box<Connection>> {
     /// When it reaches `max_lifetime` ([`Stamp::NEVER`] without one): a checkout from then on
     /// closes it instead of handing it out.
     pub(crate) retire_at: Stamp,
+    /// Set when the bag hands r2d2 a connection its return checks found clean: r2d2's
+    /// `has_broken` then skips the engine's check (PostgreSQL's is a round trip).
+    pub(crate) checked_clean: bool,
 }
 
 impl<C> std::fmt::Debug for HiveConn<C> {
@@ -56,8 +59,7 @@ impl<C> HiveConn<C> {
     /// A connection just opened for the pool of `shared`: counted, given a slot and an id.
     pub(crate) fn opened(conn: C, shared: &Arc<PoolShared>) -> Self {
         let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
-        let slot = Arc::new(ConnSlot::default());
-        shared.add_slot(Arc::clone(&slot));
+        let slot = shared.add_slot();
         shared.info().counters.created.fetch_add(1, Relaxed);
         let now = Instant::now();
         tracing::debug!(db = %shared.info().name, id, "connection opened");
@@ -75,13 +77,20 @@ impl<C> HiveConn<C> {
                 .config
                 .max_lifetime
                 .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
+            checked_clean: false,
         }
     }
 
-    /// Marks the checkout over in the connection's slot (the guard's drop), noting the return
-    /// of one reported as a possible leak.
+    /// Marks the checkout over in the connection's slot (the lease's drop), records how long
+    /// it was held, on the coarse clock (a return reads no clock), and notes the return of one
+    /// reported as a possible leak.
+    #[inline]
     pub(crate) fn check_in(&self) {
-        if let Some(leak) = self.slot.check_in() {
+        let (held, leak) = self.slot.check_in(coarse_now());
+        if let Some(held) = held {
+            self.shared.info().counters.hold_time.record(held);
+        }
+        if let Some(leak) = leak {
             tracing::info!(
                 db = %self.shared.info().name,
                 held = ?leak.at.elapsed(),
@@ -89,6 +98,15 @@ impl<C> HiveConn<C> {
                 "connection reported as a possible leak was returned"
             );
         }
+    }
+
+    /// r2d2's `has_broken` for every engine: the engine's return check `check`, unless the bag
+    /// ran it already on this return (then only the checks that cost nothing).
+    pub(crate) fn has_broken(&mut self, check: impl FnOnce(&mut Self) -> bool) -> bool {
+        if std::mem::take(&mut self.checked_clean) {
+            return self.broken_on_return(None);
+        }
+        check(self)
     }
 
     /// `true`, with the reason set, when the connection must not go back to the pool for a
@@ -217,6 +235,14 @@ impl r2d2::ManageConnection for HiveManager {
     }
 
     fn has_broken(&self, conn: &mut HiveConn) -> bool {
+        conn.has_broken(Self::return_check)
+    }
+}
+
+impl HiveManager {
+    /// SQLite's return check (`Engine::broken_on_return`).
+    #[inline]
+    pub(super) fn return_check(conn: &mut HiveConn) -> bool {
         // Asked only when nothing else marked it: `is_autocommit` is a cheap read.
         let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit())
             .then_some("inside an open transaction (its uncommitted work is rolled back)");

@@ -2,9 +2,12 @@
 //! paths with validation after idle, close, and the pool's gauges. It knows nothing of
 //! writes; the writer lane and group commit sit above it, in `database`.
 //!
+//! - `bag`: the fast path's idle connections, each in a lock-free place of its own, and the
+//!   [`Lease`](bag::Lease) that returns one there;
 //! - `checkout`: the fast and slow checkout paths, validation after idle;
 //! - `shared`: the state the pool, its manager and its connections share, behind methods;
 //! - `manager`: the r2d2 manager (connect, the dirty-return checks);
+//! - `engine`: what a pool needs of an engine beyond r2d2's manager;
 //! - `session`: the authorizer that marks a connection whose session a borrower changed;
 //! - `guard`: [`PooledConnection`], the public guard;
 //! - `slot`: each connection's checkout record (`ConnSlot`), which `close` and the leak
@@ -16,7 +19,9 @@
 //! PostgreSQL one of the `postgres` feature (`crate::pg`), share checkout, lifetimes,
 //! validation after idle, leak reports, gauges and close.
 
+mod bag;
 mod checkout;
+mod engine;
 mod guard;
 mod info;
 mod leak;
@@ -31,6 +36,8 @@ use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::JobHandle;
 
+pub(crate) use bag::Lease;
+pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::DbInfo;
 pub(crate) use manager::HiveConn;
@@ -41,21 +48,11 @@ pub(crate) use shared::PoolShared;
 use crate::clock::deadline;
 use crate::error::Result;
 use crate::name::DbName;
-use crate::stats::{DbCounters, DbSnapshot, Gauges, PoolGauges};
+use crate::stats::{DbSnapshot, Gauges, PoolGauges};
 use manager::HiveManager;
 
 /// How long `close` sleeps at most between looks at the connections still out.
 const CLOSE_SLICE: Duration = Duration::from_millis(10);
-
-/// Records hold times from r2d2's check-in event, which r2d2 measures anyway.
-#[derive(Debug)]
-struct HoldTimer(Arc<DbCounters>);
-
-impl r2d2::HandleEvent for HoldTimer {
-    fn handle_checkin(&self, event: r2d2::event::CheckinEvent) {
-        self.0.hold_time.record(event.duration());
-    }
-}
 
 /// What `close` found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,28 +76,13 @@ pub struct OutstandingConnection {
     pub checked_out_at: String,
 }
 
-/// What a pool needs of an engine beyond r2d2's manager: the check of a connection that sat
-/// idle past `validate_after_idle`.
-pub(crate) trait Engine:
-    r2d2::ManageConnection<Connection = HiveConn<Self::Conn>, Error = crate::error::Error>
-{
-    /// The engine's connection, kept in a [`HiveConn`].
-    type Conn: Send + 'static;
-
-    /// The most r2d2 waits between two attempts to open a connection after a failure is
-    /// half of this (it doubles the pause from 400 ms up to that). `None`: the database's
-    /// `connection_timeout`. A server that comes back (a restart, a failover) is found
-    /// within that pause of its return.
-    const RECONNECT_CAP: Option<Duration> = None;
-
-    /// `Err` (with why, for the log) when the idle connection must be closed, not handed out.
-    fn validate_idle(conn: &mut HiveConn<Self::Conn>) -> std::result::Result<(), String>;
-}
-
 /// One database's pool of connections.
 pub(crate) struct Pool<M: Engine = HiveManager> {
     shared: Arc<PoolShared>,
     pool: r2d2::Pool<M>,
+    /// The idle connections the fast path takes; r2d2 has the rest.
+    bag: Arc<bag::Bag<M>>,
+    sweep_job: Option<JobHandle>,
     /// The shorter of `validate_after_idle` and `idle_timeout` in nanoseconds, compared on
     /// every checkout: a connection idle this long is looked at before it is handed out.
     look_after_idle_ns: u64,
@@ -120,7 +102,11 @@ impl<M: Engine> Drop for Pool<M> {
     fn drop(&mut self) {
         // Connections still out are closed when they come back, never pooled again.
         self.shared.mark_closed();
-        if let Some(job) = self.leak_job.take() {
+        self.bag.drain();
+        for job in [self.leak_job.take(), self.sweep_job.take()]
+            .into_iter()
+            .flatten()
+        {
             job.cancel();
         }
     }
@@ -158,7 +144,6 @@ impl<M: Engine> Pool<M> {
             // `build` are not used: our waits have their own deadlines).
             .connection_timeout(M::RECONNECT_CAP.unwrap_or(config.connection_timeout))
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .event_handler(Box::new(HoldTimer(Arc::clone(&shared.info().counters))))
             .thread_pool(maintenance::threads())
             .build_unchecked(manager);
         let leak_job = config
@@ -173,9 +158,13 @@ impl<M: Engine> Pool<M> {
                 .as_nanos(),
         )
         .unwrap_or(u64::MAX);
+        let bag = Arc::new(bag::Bag::new(&shared, config.max_size));
+        let sweep_job = Some(bag::spawn_sweeper(Arc::downgrade(&bag)));
         Self {
             shared,
             pool,
+            bag,
+            sweep_job,
             look_after_idle_ns,
             leak_job,
         }
@@ -233,11 +222,12 @@ impl<M: Engine> Pool<M> {
         if self.is_closed() {
             return None;
         }
-        let state = self.pool.state();
+        // r2d2 counts the connections idle in the bag as checked out: idle is what is not.
+        let live = self.pool.state().connections;
         let (waiting, maxwait) = self.shared.waiters();
         Some(PoolGauges {
-            live: state.connections,
-            idle: state.idle_connections,
+            live,
+            idle: live.saturating_sub(self.shared.checked_out()),
             waiting,
             maxwait,
             held_past_leak_threshold: self.shared.held_past_threshold(),
@@ -257,6 +247,7 @@ impl<M: Engine> Pool<M> {
         shared.mark_closed();
         let start = Instant::now();
         loop {
+            self.bag.drain();
             // Idle connections (and any a late connect added) are closed as they are taken.
             // At most one pass over the pool each time round: were a taken connection to come
             // back idle (the pool not marked closed), the deadline must still end this loop.
@@ -288,4 +279,21 @@ impl<M: Engine> Pool<M> {
             };
         }
     }
+}
+
+/// A pool on a new file in a temporary folder (for the unit tests of the pool's modules).
+#[cfg(test)]
+fn test_pool(
+    name: &str,
+    config: crate::config::DbConfig,
+) -> anyhow::Result<(tempfile::TempDir, Pool)> {
+    let dir = tempfile::tempdir()?;
+    let name = DbName::new(name)?;
+    let config = crate::config::DbConfig {
+        create_if_missing: true,
+        ..config
+    };
+    let prepared = crate::open::prepare_database(&name, &dir.path().join("db.sqlite"), &config)?;
+    let pool = Pool::open(DbInfo::new(name, prepared, config, Arc::default()))?;
+    Ok((dir, pool))
 }

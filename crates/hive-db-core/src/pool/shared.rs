@@ -5,6 +5,7 @@
 use std::sync::atomic::{
     AtomicBool, AtomicU32,
     Ordering::{Relaxed, SeqCst},
+    fence,
 };
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +54,8 @@ pub(crate) struct PoolShared {
     held_past_threshold: AtomicU32,
     /// When each caller now waiting for a connection began to wait (slow path only).
     waiters: Mutex<Vec<Instant>>,
+    /// How many there are, read by every return (see `bag.rs` for its ordering).
+    waiting_now: AtomicU32,
     last_error: Mutex<Option<ConnectError>>,
     /// Every live connection of this pool, checked out or idle.
     slots: Mutex<Vec<Arc<ConnSlot>>>,
@@ -83,6 +86,7 @@ impl PoolShared {
             connecting: AtomicU32::new(0),
             held_past_threshold: AtomicU32::new(0),
             waiters: Mutex::new(Vec::new()),
+            waiting_now: AtomicU32::new(0),
             last_error: Mutex::new(None),
             slots: Mutex::new(Vec::new()),
             slots_changed: Condvar::new(),
@@ -149,14 +153,24 @@ impl PoolShared {
 
     /// Joins the callers waiting for a connection, as one that began to wait at `since`,
     /// until the guard drops.
+    /// Counted before the caller looks in the bag (see `bag.rs`).
     pub(super) fn waiting(&self, since: Instant) -> ScopeGuard<impl FnOnce() + '_> {
         lock(&self.waiters).push(since);
+        self.waiting_now.fetch_add(1, SeqCst);
+        fence(SeqCst);
         crate::sync::defer(move || {
+            self.waiting_now.fetch_sub(1, SeqCst);
             let mut waiters = lock(&self.waiters);
             if let Some(i) = waiters.iter().position(|w| *w == since) {
                 waiters.swap_remove(i);
             }
         })
+    }
+
+    /// Whether any caller waits for a connection now (see `bag.rs` for the ordering).
+    #[inline]
+    pub(super) fn has_waiters(&self) -> bool {
+        self.waiting_now.load(SeqCst) > 0
     }
 
     /// Callers waiting for a connection, and how long the oldest of them has waited.
@@ -192,16 +206,38 @@ impl PoolShared {
         lock(&self.last_error).clone()
     }
 
-    /// Adds a new connection's slot; a successful connect also clears the last error.
-    pub(super) fn add_slot(&self, slot: Arc<ConnSlot>) {
-        lock(&self.slots).push(slot);
+    /// A new connection's slot, with the lowest index no live connection has; a successful
+    /// connect also clears the last error.
+    pub(super) fn add_slot(&self) -> Arc<ConnSlot> {
+        let mut slots = lock(&self.slots);
+        let mut taken = vec![false; slots.len() + 1];
+        for slot in slots.iter() {
+            if let Some(t) = taken.get_mut(slot.index()) {
+                *t = true;
+            }
+        }
+        // One of the `len + 1` indices is free.
+        let index = taken.iter().position(|t| !t).unwrap_or(slots.len());
+        let slot = Arc::new(ConnSlot::new(index));
+        slots.push(Arc::clone(&slot));
+        drop(slots);
         *lock(&self.last_error) = None;
+        slot
     }
 
     /// Removes a closed connection's slot and tells `close`.
     pub(super) fn remove_slot(&self, slot: &Arc<ConnSlot>) {
         lock(&self.slots).retain(|s| !Arc::ptr_eq(s, slot));
         self.slots_changed.notify_all();
+    }
+
+    /// Connections checked out now (in use, not idle).
+    pub(super) fn checked_out(&self) -> u32 {
+        let out = lock(&self.slots)
+            .iter()
+            .filter(|s| s.is_checked_out())
+            .count();
+        u32::try_from(out).unwrap_or(u32::MAX)
     }
 
     /// The slots of every live connection, now.

@@ -24,8 +24,10 @@ pub(super) struct Checkout {
 /// is checked out from a new place. The mark lives here rather than in an allocation of its
 /// own because the return path reads this cache line anyway: a separate one cost the
 /// checkout bench about 10% of its median.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ConnSlot {
+    /// Unique among the pool's live connections, from 0: the connection's place in the bag.
+    index: usize,
     /// When the current checkout began; `None` while idle.
     checked_out_at: AtomicStamp,
     /// The `checked_out_at` of the checkout last reported as a leak.
@@ -36,6 +38,22 @@ pub(crate) struct ConnSlot {
 }
 
 impl ConnSlot {
+    pub(super) fn new(index: usize) -> Self {
+        Self {
+            index,
+            checked_out_at: AtomicStamp::default(),
+            leak_reported: AtomicStamp::default(),
+            site: Mutex::new(None),
+            session_changed: AtomicBool::new(false),
+        }
+    }
+
+    /// The connection's place in the bag.
+    #[inline]
+    pub(super) fn index(&self) -> usize {
+        self.index
+    }
+
     /// Publishes a checkout. `last_site` is the owner's copy of the site in the slot.
     #[inline]
     pub(super) fn check_out(
@@ -51,15 +69,24 @@ impl ConnSlot {
         self.checked_out_at.store(Some(at), Release);
     }
 
-    /// Marks the connection returned; gives back the checkout if it had been reported leaked.
+    /// Marks the connection returned at `now`: how long the checkout lasted (`None` if it
+    /// was not checked out), and the checkout if it had been reported leaked.
     #[inline]
-    pub(super) fn check_in(&self) -> Option<Checkout> {
-        let at = self.checked_out_at.load(Relaxed);
+    pub(super) fn check_in(&self, now: Stamp) -> (Option<Duration>, Option<Checkout>) {
+        let Some(at) = self.checked_out_at.load(Relaxed) else {
+            return (None, None);
+        };
         self.checked_out_at.store(None, Release);
-        match at {
-            Some(at) if self.leak_reported.load(Relaxed) == Some(at) => self.checkout_at(at),
-            _ => None,
+        let held = Duration::from_nanos(now.nanos_since(at));
+        if self.leak_reported.load(Relaxed) == Some(at) {
+            return (Some(held), self.checkout_at(at));
         }
+        (Some(held), None)
+    }
+
+    /// Whether a checkout is in progress.
+    pub(super) fn is_checked_out(&self) -> bool {
+        self.checked_out_at.load(Relaxed).is_some()
     }
 
     fn checkout_at(&self, at: Stamp) -> Option<Checkout> {

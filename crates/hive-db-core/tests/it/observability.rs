@@ -53,6 +53,30 @@ fn counters_stay_exact_through_broken_connections() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: hold times taken from the wrong moment (the connection's opening, or its
+/// previous checkout) or not recorded at all, now that a return reads the coarse clock.
+#[test]
+fn a_hold_is_timed_from_its_checkout_to_its_return() -> TestResult {
+    let f = fixture("hold", config())?;
+    // The connection was opened, and checked out once, long before the timed hold.
+    drop(f.registry.get(&f.name)?);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = f.registry.db_stats(&f.name)?.hold_time;
+    let conn = f.registry.get(&f.name)?;
+    std::thread::sleep(Duration::from_millis(60));
+    drop(conn);
+    let after = f.registry.db_stats(&f.name)?.hold_time;
+    assert_eq!(after.count, before.count + 1);
+    let held = Duration::from_nanos(after.sum_ns - before.sum_ns);
+    // The coarse clock is at most a few ticks of 5 ms off; the upper bound is loose because
+    // a loaded machine may oversleep, never because the hold was timed from earlier.
+    assert!(
+        held >= Duration::from_millis(45) && held < Duration::from_millis(200),
+        "{held:?}"
+    );
+    Ok(())
+}
+
 /// Bug caught: a leak check that can never fire. A hold past the threshold is
 /// counted once, with the checkout site, and the return is seen.
 #[test]
@@ -130,6 +154,10 @@ fn the_held_past_threshold_gauge_follows_the_leak_and_its_return() -> TestResult
 fn snapshot_round_trips_through_json() -> TestResult {
     let f = fixture("facts", config())?;
     create_table(&f)?;
+    // Holds are timed on the 5 ms coarse clock: one of 30 ms shows in the sum.
+    let conn = f.registry.get(&f.name)?;
+    std::thread::sleep(Duration::from_millis(30));
+    drop(conn);
     let closed = DbName::new("gone")?;
     f.registry
         .register(&closed, f.dir.path().join("gone.db"), config())?;

@@ -1,0 +1,482 @@
+//! The checkout fast path in front of r2d2, after HikariCP's ConcurrentBag. Each live
+//! connection has a place of its own (by its slot's index) where it waits while idle. A
+//! checkout takes one with a single atomic swap, trying first the place this thread took from
+//! last, so a thread keeps the connection whose cache it warmed; a return puts it back the
+//! same way. No lock, no clock.
+//!
+//! r2d2 stays in charge of opening, closing and counting connections, and of waiting: a
+//! caller that finds no idle connection waits in r2d2, and a connection returned while anyone
+//! waits goes back to r2d2, whose condition variable wakes a waiter. So no thread keeps a
+//! connection that another is waiting for.
+//!
+//! r2d2 counts a connection in the bag as checked out. The sweep hands those left unused for
+//! [`SWEEP`] back to r2d2's idle list, where its reaper applies `idle_timeout` and
+//! `max_lifetime` as to any idle connection, and r2d2 keeps `min_idle` as before.
+//!
+//! Two orderings keep a connection from being stranded in its place, each a store, a
+//! `SeqCst` fence, then a load, on both sides:
+//! - a returner stores the connection, then reads the waiter count; a caller about to wait
+//!   counts itself, then looks in every place. One of them sees the other: the returner then
+//!   hands the connection to r2d2 (waking the waiter), or the caller finds it.
+//! - a returner stores the connection, then reads `closed`; `close` and the pool's drop set
+//!   `closed`, then empty every place. Either the returner takes its connection back out and
+//!   r2d2 closes it, or the drain finds it.
+
+use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{Ordering::SeqCst, fence};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use crossbeam_utils::atomic::AtomicCell;
+use scheduled_thread_pool::JobHandle;
+
+use super::manager::HiveConn;
+use super::shared::PoolShared;
+use super::engine::Engine;
+use super::maintenance;
+use crate::clock::coarse_now;
+
+/// How often the sweep runs, and how long a connection sits unused in the bag before the
+/// sweep hands it back to r2d2.
+pub(super) const SWEEP: Duration = Duration::from_secs(1);
+
+/// A connection out of r2d2, boxed so that its place is one pointer wide (lock-free).
+type Boxed<M> = Box<r2d2::PooledConnection<M>>;
+
+/// One connection's place: holds it while it is idle in the bag.
+pub(crate) struct Place<M: Engine> {
+    /// Padded to a cache line: threads taking and returning different connections never
+    /// contend for one line.
+    cell: CachePadded<AtomicCell<Option<Boxed<M>>>>,
+    shared: Arc<PoolShared>,
+}
+
+impl<M: Engine> Place<M> {
+    /// Puts `conn` back; gives it back instead when it must go to r2d2: a caller waits (r2d2
+    /// wakes it), or the pool closed (r2d2 closes it).
+    fn park(&self, conn: Boxed<M>) -> Result<(), Boxed<M>> {
+        if self.shared.has_waiters() {
+            return Err(conn);
+        }
+        // A place only ever holds its own connection, so it is empty; were it not, the other
+        // one goes to r2d2 rather than be dropped here.
+        if let Some(other) = self.cell.swap(Some(conn)) {
+            return Err(other);
+        }
+        fence(SeqCst);
+        if self.shared.has_waiters() || self.shared.is_closed() {
+            // Another thread may have taken it meanwhile: then it is theirs.
+            if let Some(conn) = self.cell.take() {
+                return Err(conn);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every connection's place, by its slot's index.
+pub(super) struct Bag<M: Engine> {
+    places: Box<[Arc<Place<M>>]>,
+}
+
+thread_local! {
+    /// The bag (by address) and place this thread last took a connection from.
+    static LAST: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+impl<M: Engine> Bag<M> {
+    /// Places for the `size` connections a pool may have.
+    pub(super) fn new(shared: &Arc<PoolShared>, size: u32) -> Self {
+        let places = (0..size)
+            .map(|_| {
+                Arc::new(Place {
+                    cell: CachePadded::new(AtomicCell::new(None)),
+                    shared: Arc::clone(shared),
+                })
+            })
+            .collect();
+        Self { places }
+    }
+
+    /// An idle connection, if one is in the bag: first the one this thread had last, then
+    /// the others in turn.
+    #[inline]
+    pub(super) fn take(&self) -> Option<Lease<M>> {
+        let me = std::ptr::from_ref(self).addr();
+        let n = self.places.len();
+        let (bag, last) = LAST.get();
+        let first = if bag == me && last < n { last } else { 0 };
+        for k in 0..n {
+            let i = if first + k < n {
+                first + k
+            } else {
+                first + k - n
+            };
+            let Some(place) = self.places.get(i) else {
+                break;
+            };
+            if let Some(conn) = place.cell.take() {
+                if i != last || bag != me {
+                    LAST.set((me, i));
+                }
+                return Some(Lease {
+                    conn: Some(conn),
+                    home: Some(Arc::clone(place)),
+                });
+            }
+        }
+        None
+    }
+
+    /// A lease on a connection r2d2 handed out, with its place if it has one (a connection
+    /// opened while another with its index was still closing has none, and goes back to
+    /// r2d2 each time).
+    pub(super) fn lease(&self, conn: r2d2::PooledConnection<M>) -> Lease<M> {
+        let index = conn.slot.index();
+        let home = self.places.get(index).cloned();
+        if home.is_some() {
+            // This thread's next checkout looks in this connection's place first.
+            LAST.set((std::ptr::from_ref(self).addr(), index));
+        }
+        Lease {
+            conn: Some(Box::new(conn)),
+            home,
+        }
+    }
+
+    /// Hands every idle connection in the bag to r2d2. For `close` and the pool's drop, after
+    /// `closed` is set (see the module's docs): r2d2 then closes them.
+    pub(super) fn drain(&self) {
+        fence(SeqCst);
+        for place in &self.places {
+            if let Some(conn) = place.cell.take() {
+                release(conn);
+            }
+        }
+    }
+
+    /// Idle connections in the bag now (for tests).
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> usize {
+        self.places
+            .iter()
+            .filter(|place| {
+                let conn = place.cell.take();
+                let here = conn.is_some();
+                if let Some(conn) = conn
+                    && let Err(conn) = place.park(conn)
+                {
+                    release(conn);
+                }
+                here
+            })
+            .count()
+    }
+}
+
+/// Every [`SWEEP`], hands back to r2d2 the connections that sat in the bag unused for that
+/// long. Stops by itself once the pool is gone.
+pub(super) fn spawn_sweeper<M: Engine>(bag: Weak<Bag<M>>) -> JobHandle {
+    let after_ns = u64::try_from(SWEEP.as_nanos()).unwrap_or(u64::MAX);
+    maintenance::every(SWEEP, move || {
+        let Some(bag) = bag.upgrade() else {
+            return;
+        };
+        let now = coarse_now();
+        for place in &bag.places {
+            let Some(conn) = place.cell.take() else {
+                continue;
+            };
+            if now.nanos_since(conn.last_used) >= after_ns {
+                release(conn);
+            } else if let Err(conn) = place.park(conn) {
+                release(conn);
+            }
+        }
+    })
+}
+
+/// Gives a connection that the return checks found clean to r2d2, which then asks only the
+/// checks that cost nothing (see [`HiveConn::checked_clean`]).
+fn release<M: Engine>(mut conn: Boxed<M>) {
+    conn.checked_clean = true;
+    drop(conn);
+}
+
+/// A checked-out connection: dropping it returns it to its place in the bag, to r2d2, or
+/// closes it (through r2d2) when the return checks find it dirty.
+pub(crate) struct Lease<M: Engine> {
+    /// `None` only inside `drop`.
+    conn: Option<Boxed<M>>,
+    home: Option<Arc<Place<M>>>,
+}
+
+impl<M: Engine> Lease<M> {
+    fn boxed(&self) -> &Boxed<M> {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until it drops")
+    }
+
+    fn boxed_mut(&mut self) -> &mut Boxed<M> {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until it drops")
+    }
+}
+
+impl<M: Engine> Deref for Lease<M> {
+    type Target = HiveConn<M::Conn>;
+    #[inline]
+    fn deref(&self) -> &Self::Target {
+        self.boxed()
+    }
+}
+
+impl<M: Engine> DerefMut for Lease<M> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.boxed_mut()
+    }
+}
+
+impl<M: Engine> Drop for Lease<M> {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        conn.check_in();
+        if M::broken_on_return(&mut conn) {
+            // r2d2 closes it: `discard` is set.
+            return;
+        }
+        match self.home.take() {
+            Some(home) => {
+                if let Err(conn) = home.park(conn) {
+                    release(conn);
+                }
+            }
+            None => release(conn),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::panic::Location;
+    use std::sync::{Barrier, Mutex};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::DbConfig;
+    use crate::error::Result;
+    use crate::pool::manager::HiveManager;
+    use crate::pool::{Pool, PooledConnection, test_pool};
+    use crate::sync::lock;
+
+    type TestResult = anyhow::Result<()>;
+
+    #[track_caller]
+    fn get(pool: &Pool) -> Result<PooledConnection> {
+        pool.checkout(Location::caller())
+    }
+
+    fn config(max_size: u32) -> DbConfig {
+        DbConfig {
+            max_size,
+            min_idle: 0,
+            ..DbConfig::default()
+        }
+    }
+
+    /// Bug caught: a place that is not lock-free (crossbeam falls back to a global lock
+    /// table for cells wider than a native atomic), which would put a lock back on every
+    /// checkout and return.
+    #[test]
+    fn a_place_is_lock_free() {
+        assert!(AtomicCell::<Option<Boxed<HiveManager>>>::is_lock_free());
+    }
+
+    /// Bug caught: returns that go to r2d2 rather than the bag (every checkout then takes
+    /// r2d2's lock), or threads handed each other's connections (each then reads through a
+    /// cold cache) when each could have its own.
+    #[test]
+    fn each_thread_gets_back_the_connection_it_returned() -> TestResult {
+        let (_dir, pool) = test_pool("bag-affinity", config(4))?;
+        let start = Barrier::new(2);
+        let ids = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| -> anyhow::Result<(u64, Vec<u64>)> {
+                        let conn = get(&pool)?;
+                        let first = conn.conn.id;
+                        // Both hold one: two different connections.
+                        start.wait();
+                        drop(conn);
+                        let mut later = Vec::new();
+                        for _ in 0..500 {
+                            later.push(get(&pool)?.conn.id);
+                        }
+                        Ok((first, later))
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        for (first, later) in &ids {
+            assert!(later.iter().all(|id| id == first), "{first}: {later:?}");
+        }
+        assert_eq!(pool.bag.idle(), 2);
+        assert_eq!(pool.pool.state().idle_connections, 0);
+        Ok(())
+    }
+
+    /// Bug caught: a return that parks the connection in the bag while a caller waits in
+    /// r2d2, which then sleeps through its wait slice (or to its deadline, were it not to
+    /// look in the bag again); or a return that goes to r2d2 when nobody waits.
+    #[test]
+    fn a_connection_returned_while_a_caller_waits_goes_to_r2d2() -> TestResult {
+        let (_dir, pool) = test_pool("bag-handoff", config(1))?;
+        let conn = get(&pool)?;
+        {
+            let _waiting = pool.shared.waiting(Instant::now());
+            drop(conn);
+            assert_eq!(pool.pool.state().idle_connections, 1);
+        }
+        assert_eq!(pool.bag.idle(), 0);
+        drop(get(&pool)?);
+        assert_eq!(pool.bag.idle(), 1);
+        assert_eq!(pool.pool.state().idle_connections, 0);
+        // A real waiter gets the one connection when its holder returns it.
+        let held = get(&pool)?;
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| get(&pool).map(|c| c.conn.id));
+            while pool.shared.waiters().0 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let id = held.conn.id;
+            drop(held);
+            let got = waiter
+                .join()
+                .map_err(|_| anyhow::anyhow!("waiter panicked"))??;
+            assert_eq!(got, id);
+            Ok(())
+        })
+    }
+
+    /// Bug caught: one connection handed to two threads at once, a return lost (a waiter
+    /// then times out), or more connections than `max_size`, with eight threads sharing
+    /// three connections.
+    #[test]
+    fn threads_sharing_few_connections_never_share_one_at_once() -> TestResult {
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 2_000;
+        let (_dir, pool) = test_pool("bag-stress", config(3))?;
+        let in_use = Mutex::new(HashSet::new());
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(|| -> anyhow::Result<()> {
+                        for round in 0..ROUNDS {
+                            let conn = get(&pool)?;
+                            let id = conn.conn.id;
+                            anyhow::ensure!(lock(&in_use).insert(id), "{id} handed out twice");
+                            if round % 7 == 0 {
+                                std::thread::yield_now();
+                            }
+                            anyhow::ensure!(pool.pool.state().connections <= 3);
+                            lock(&in_use).remove(&id);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .try_for_each(|t| t.join().map_err(|_| anyhow::anyhow!("thread panicked"))?)
+        })?;
+        let totals = pool.info().counters.totals();
+        assert_eq!(totals.acquire_timeouts, 0);
+        assert_eq!(
+            pool.info().counters.acquire_wait.summary().count,
+            (THREADS * ROUNDS) as u64
+        );
+        assert_eq!(
+            pool.info().counters.hold_time.summary().count,
+            (THREADS * ROUNDS) as u64
+        );
+        assert_eq!(
+            pool.gauges().map(|g| (g.idle, g.waiting)),
+            Some((pool.pool.state().connections, 0))
+        );
+        Ok(())
+    }
+
+    /// Bug caught: `close` leaving the bag's idle connections open (it would wait for them to
+    /// its deadline, and they would stay open), or a connection returned after `close` going
+    /// into the bag instead of being closed.
+    #[test]
+    fn close_closes_the_idle_connections_in_the_bag() -> TestResult {
+        let (_dir, pool) = test_pool("bag-close", config(3))?;
+        let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
+        let mut held = held.into_iter();
+        let late = held.next();
+        drop(held);
+        assert_eq!(pool.bag.idle(), 2);
+        let report = pool.close(Instant::now() + Duration::from_millis(300));
+        assert_eq!(report.still_out.len(), 1);
+        drop(late);
+        assert_eq!(pool.bag.idle(), 0);
+        assert_eq!(pool.pool.state().connections, 0);
+        let totals = pool.info().counters.totals();
+        assert_eq!(totals.connections_closed.pool_closed, 3, "{totals:#?}");
+        Ok(())
+    }
+
+    /// Bug caught: connections left open in the bag when the pool is dropped without `close`
+    /// (a registry dropped, say), for instance were the sweep to hold the bag strongly.
+    #[test]
+    fn dropping_the_pool_closes_the_connections_in_the_bag() -> TestResult {
+        let (_dir, pool) = test_pool("bag-drop", config(3))?;
+        let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
+        drop(held);
+        assert_eq!(pool.bag.idle(), 3);
+        let counters = Arc::clone(&pool.info().counters);
+        drop(pool);
+        let totals = counters.totals();
+        assert_eq!(
+            totals.connections_created,
+            totals.connections_closed.total(),
+            "{totals:#?}"
+        );
+        Ok(())
+    }
+
+    /// Bug caught: a connection left unused in the bag for good, out of reach of r2d2's
+    /// reaper (`idle_timeout`, `max_lifetime`) and of `min_idle`'s count.
+    #[test]
+    fn the_sweep_hands_unused_connections_back_to_r2d2() -> TestResult {
+        let (_dir, pool) = test_pool("bag-sweep", config(2))?;
+        let held: Vec<_> = (0..2).map(|_| get(&pool)).collect::<Result<_>>()?;
+        drop(held);
+        assert_eq!(pool.bag.idle(), 2);
+        let deadline = Instant::now() + SWEEP * 5;
+        while pool.pool.state().idle_connections < 2 {
+            assert!(Instant::now() < deadline, "never swept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(pool.bag.idle(), 0);
+        // And they come back through r2d2.
+        let conn = get(&pool)?;
+        assert_eq!(pool.pool.state().idle_connections, 1);
+        drop(conn);
+        assert_eq!(pool.bag.idle(), 1);
+        Ok(())
+    }
+}

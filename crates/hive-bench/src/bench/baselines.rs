@@ -45,6 +45,17 @@ pub(super) fn r2d2_write(
     Ok(tx.commit()?)
 }
 
+/// One write on a raw connection of its own: the serial ceiling (one thread, one transaction
+/// per write, no pool, no lane, no contention).
+pub(super) fn serial_raw_write(
+    conn: &mut hive_db_core::rusqlite::Connection,
+    rng: &mut Rng,
+) -> hive_db_core::rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    three_inserts(&tx, rng)?;
+    tx.commit()
+}
+
 /// A deadpool-sqlite pool on `path` (its connections close through `runtime`).
 pub(super) fn deadpool(setup: &Setup, path: &Path) -> anyhow::Result<deadpool_sqlite::Pool> {
     Ok(deadpool_sqlite::Config {

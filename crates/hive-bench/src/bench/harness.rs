@@ -31,6 +31,9 @@ pub(super) struct Bench {
     rounds: Vec<(CellKey, Vec<f64>)>,
     /// Size of the WAL files after `write_contention`: (registry, r2d2).
     pub(super) write_wal_bytes: Option<(u64, u64)>,
+    /// `write_contention`: the registry's writes per committed transaction (group commit's
+    /// batch size), over all its rounds.
+    pub(super) writers_per_batch: Option<f64>,
     /// The `many_dbs` steps.
     pub(super) many_dbs: Vec<crate::many_dbs::Step>,
     /// The `async` scenario's cells.
@@ -44,6 +47,7 @@ impl Bench {
             rows: Vec::new(),
             rounds: Vec::new(),
             write_wal_bytes: None,
+            writers_per_batch: None,
             many_dbs: Vec::new(),
             asynch: Vec::new(),
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use hive_db_core::{DbConfig, DbName, Registry, open_connection};
 
-use super::baselines::{deadpool, deadpool_reads, r2d2, r2d2_write};
+use super::baselines::{deadpool, deadpool_reads, r2d2, r2d2_write, serial_raw_write};
 use super::fixtures::{Setup, point_read, three_inserts};
 use super::harness::{Bench, Candidate, Summary, compare, pooled_reads, stateless};
 use crate::measure::{Rng, Timing, run};
@@ -89,6 +89,10 @@ pub(super) fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()
     Ok(())
 }
 
+/// `write_contention`'s serial ceiling: one thread on one raw connection, whatever the
+/// scenario's thread count.
+pub(super) const SERIAL_RAW: &str = "serial raw, 1 thread";
+
 /// One write transaction through the registry's writer lane.
 fn registry_write(registry: &Registry, db: &DbName, rng: &mut Rng) -> anyhow::Result<()> {
     Ok(registry.write(db, |tx| three_inserts(tx, rng))?)
@@ -108,6 +112,7 @@ pub(super) fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Resu
         },
     )?;
     let pool = r2d2(setup, &path, true)?;
+    let (serial_db, serial_path) = setup.database("writes_serial", 0)?;
     let each = Timing::Each;
     let paths: Vec<Candidate<'_>> = vec![
         stateless("registry write", threads, each, |rng| {
@@ -119,6 +124,18 @@ pub(super) fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Resu
         stateless("r2d2 + busy_timeout", threads, each, |rng| {
             r2d2_write(&pool, rng)
         }),
+        (
+            SERIAL_RAW,
+            Box::new(|d| {
+                run(
+                    1,
+                    d,
+                    each,
+                    |_| setup.raw(&serial_db, &serial_path),
+                    serial_raw_write,
+                )
+            }),
+        ),
     ];
     compare(bench, "write_contention", threads, Summary::Tail, paths)?;
     // How far each WAL grew: a checkpoint that never completes under steady writes lets it
@@ -126,7 +143,14 @@ pub(super) fn write_contention(bench: &mut Bench, setup: &Setup) -> anyhow::Resu
     let wal = |db: &DbName| -> anyhow::Result<u64> { Ok(registry.db_stats(db)?.sqlite.wal_bytes) };
     let (registry_wal, r2d2_wal) = (wal(&db)?, wal(&r2d2_db)?);
     bench.write_wal_bytes = Some((registry_wal, r2d2_wal));
+    let totals = registry.db_stats(&db)?.totals;
+    let per_batch = totals.commits as f64 / totals.write_transactions.max(1) as f64;
+    bench.writers_per_batch = Some(per_batch);
     if !bench.args.json {
+        println!(
+            "{:<17} registry write: {per_batch:.2} writers per commit",
+            ""
+        );
         println!(
             "{:<17} WAL file after all rounds: registry {:.1} MiB, r2d2 {:.1} MiB",
             "",

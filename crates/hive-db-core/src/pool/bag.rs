@@ -32,10 +32,10 @@ use crossbeam_utils::CachePadded;
 use crossbeam_utils::atomic::AtomicCell;
 use scheduled_thread_pool::JobHandle;
 
-use super::manager::HiveConn;
-use super::shared::PoolShared;
 use super::engine::Engine;
 use super::maintenance;
+use super::manager::HiveConn;
+use super::shared::PoolShared;
 use crate::clock::coarse_now;
 
 /// How often the sweep runs, and how long a connection sits unused in the bag before the

@@ -97,12 +97,12 @@ mod tests {
             verbose: false,
             json: true,
         })?;
-        // checkout 4, point_read 8 paths at 1 and 4 threads, write_contention 3, mixed 2,
+        // checkout 4, point_read 8 paths at 1 and 4 threads, write_contention 4, mixed 2,
         // multi_db 2; pg_point_read 5 paths at 1 and 4 threads where PostgreSQL runs.
         let pg = if hive_pg_harness::available()? { 10 } else { 0 };
         assert_eq!(
             bench.rows.len(),
-            27 + pg,
+            28 + pg,
             "one row per scenario, path and thread count"
         );
         for row in &bench.rows {

@@ -61,7 +61,9 @@ pub struct DbConfig {
     /// Most connections open at once, checked out or idle. Default 10; at least 1, at most
     /// 1024.
     pub max_size: u32,
-    /// Idle connections the pool keeps ready. Default 2; at most `max_size`.
+    /// Idle connections the pool keeps ready: opened at `register`, and opened again within
+    /// about a second whenever fewer are idle (while the pool is below `max_size`). Default 2;
+    /// at most `max_size`.
     pub min_idle: u32,
     /// Longest wait for a connection, or for the writer lane in `write`. Default 5 s.
     pub connection_timeout: Duration,
@@ -77,8 +79,9 @@ pub struct DbConfig {
     ///
     /// Checked whenever the connection is checked out, to within the 5 ms coarse clock: a
     /// checkout never gets a connection more than about 5 ms past its lifetime, and closes it
-    /// instead. A connection nobody checks out is closed by r2d2's reaper, which looks every
-    /// 30 s.
+    /// instead. A connection nobody checks out is closed by the pool's sweep, which looks
+    /// every second (or, in the rare case it waits in r2d2's own idle list, by r2d2's reaper,
+    /// every 30 s).
     pub max_lifetime: Option<Duration>,
     /// A connection idle for longer than this is closed, down to `min_idle`. Default 10 min;
     /// `None` never; not zero.
@@ -86,8 +89,8 @@ pub struct DbConfig {
     /// Checked whenever the connection is checked out, to within the 5 ms coarse clock,
     /// counting idle time from its last checkout (so a long hold counts as idle): the
     /// checkout closes it and takes another, unless the pool would then have fewer than
-    /// `min_idle` connections. Connections nobody checks out are closed by r2d2's reaper,
-    /// which looks every 30 s.
+    /// `min_idle` connections. Connections nobody checks out are closed by the pool's sweep,
+    /// which looks every second.
     pub idle_timeout: Option<Duration>,
     /// A connection held longer than this is reported once as a possible leak, with the place
     /// it was checked out. Default `None` (off).

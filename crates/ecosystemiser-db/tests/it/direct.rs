@@ -21,6 +21,8 @@ fn small(dir: &std::path::Path, limit: u32) -> anyhow::Result<EcoDb> {
     let mut s = settings(dir, "eco.db");
     s.direct_max_connections = Some(limit);
     s.direct_acquire_timeout = Some(Duration::from_millis(50));
+    // Every connection open from the start, so no checkout below the bound waits for one.
+    s.db.min_idle = limit;
     Ok(EcoDb::direct(&s)?)
 }
 

@@ -9,9 +9,11 @@
 //! waits goes back to r2d2, whose condition variable wakes a waiter. So no thread keeps a
 //! connection that another is waiting for.
 //!
-//! r2d2 counts a connection in the bag as checked out. The sweep hands those left unused for
-//! [`SWEEP`] back to r2d2's idle list, where its reaper applies `idle_timeout` and
-//! `max_lifetime` as to any idle connection, and r2d2 keeps `min_idle` as before.
+//! r2d2 counts a connection in the bag as checked out, so the bag keeps the idle policy
+//! itself: every [`SWEEP`] it closes the connections in it past `max_lifetime`, and those idle
+//! past `idle_timeout` down to `min_idle`, and asks r2d2 for more when fewer than `min_idle`
+//! are idle. r2d2's own `min_idle` is 0: it would count the bag's connections as busy and
+//! open `min_idle` more besides.
 //!
 //! Two orderings keep a connection from being stranded in its place, each a store, a
 //! `SeqCst` fence, then a load, on both sides:
@@ -37,9 +39,9 @@ use super::maintenance;
 use super::manager::HiveConn;
 use super::shared::PoolShared;
 use crate::clock::coarse_now;
+use crate::stats::CloseReason;
 
-/// How often the sweep runs, and how long a connection sits unused in the bag before the
-/// sweep hands it back to r2d2.
+/// How often the sweep runs.
 pub(super) const SWEEP: Duration = Duration::from_secs(1);
 
 /// A connection out of r2d2, boxed so that its place is one pointer wide (lock-free).
@@ -79,6 +81,9 @@ impl<M: Engine> Place<M> {
 /// Every connection's place, by its slot's index.
 pub(super) struct Bag<M: Engine> {
     places: Box<[Arc<Place<M>>]>,
+    shared: Arc<PoolShared>,
+    /// The pool, for the sweep's top-up to `min_idle`.
+    pool: r2d2::Pool<M>,
 }
 
 thread_local! {
@@ -87,9 +92,9 @@ thread_local! {
 }
 
 impl<M: Engine> Bag<M> {
-    /// Places for the `size` connections a pool may have.
-    pub(super) fn new(shared: &Arc<PoolShared>, size: u32) -> Self {
-        let places = (0..size)
+    /// Places for every connection of `pool`.
+    pub(super) fn new(shared: &Arc<PoolShared>, pool: r2d2::Pool<M>) -> Self {
+        let places = (0..pool.max_size())
             .map(|_| {
                 Arc::new(Place {
                     cell: CachePadded::new(AtomicCell::new(None)),
@@ -97,7 +102,11 @@ impl<M: Engine> Bag<M> {
                 })
             })
             .collect();
-        Self { places }
+        Self {
+            places,
+            shared: Arc::clone(shared),
+            pool,
+        }
     }
 
     /// An idle connection, if one is in the bag: first the one this thread had last, then
@@ -176,26 +185,66 @@ impl<M: Engine> Bag<M> {
     }
 }
 
-/// Every [`SWEEP`], hands back to r2d2 the connections that sat in the bag unused for that
-/// long. Stops by itself once the pool is gone.
+/// Runs [`Bag::sweep`] every [`SWEEP`] until the pool is gone.
 pub(super) fn spawn_sweeper<M: Engine>(bag: Weak<Bag<M>>) -> JobHandle {
-    let after_ns = u64::try_from(SWEEP.as_nanos()).unwrap_or(u64::MAX);
     maintenance::every(SWEEP, move || {
-        let Some(bag) = bag.upgrade() else {
+        if let Some(bag) = bag.upgrade() {
+            bag.sweep();
+        }
+    })
+}
+
+impl<M: Engine> Bag<M> {
+    /// Closes the idle connections in the bag past `max_lifetime`, and those idle past
+    /// `idle_timeout` while the pool keeps `min_idle` without them; then, with fewer than
+    /// `min_idle` idle, has r2d2 open more (in the background, on the maintenance threads).
+    pub(super) fn sweep(&self) {
+        if self.shared.is_closed() {
             return;
-        };
+        }
+        let config = &self.shared.info().config;
         let now = coarse_now();
-        for place in &bag.places {
-            let Some(conn) = place.cell.take() else {
+        let mut live = self.pool.state().connections;
+        for place in &self.places {
+            let Some(mut conn) = place.cell.take() else {
                 continue;
             };
-            if now.nanos_since(conn.last_used) >= after_ns {
-                release(conn);
+            let idle = Duration::from_nanos(now.nanos_since(conn.last_used));
+            let reason = if now >= conn.retire_at {
+                Some(CloseReason::Lifetime)
+            } else if config.idle_timeout.is_some_and(|t| idle >= t) && live > config.min_idle {
+                Some(CloseReason::IdleTimeout)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                // r2d2 closes it: `discard` is set.
+                conn.discard = Some(reason);
+                drop(conn);
+                live = live.saturating_sub(1);
             } else if let Err(conn) = place.park(conn) {
                 release(conn);
             }
         }
-    })
+        self.top_up(live);
+    }
+
+    /// Asks r2d2 to open connections until `min_idle` are idle (of `live`), unless a connect
+    /// is under way or failed lately (r2d2 retries a failed one by itself).
+    fn top_up(&self, live: u32) {
+        let config = &self.shared.info().config;
+        let idle = live.saturating_sub(self.shared.checked_out());
+        if idle >= config.min_idle || live >= config.max_size || self.shared.connects_pending() {
+            return;
+        }
+        // Each call takes an idle connection if r2d2 has one (held until the loop ends, so it
+        // is not taken twice, then it joins the bag), else starts a connect and returns at once.
+        let taken: Vec<_> = (idle..config.min_idle)
+            .filter_map(|_| self.pool.get_timeout(Duration::ZERO).ok())
+            .map(|conn| self.lease(conn))
+            .collect();
+        drop(taken);
+    }
 }
 
 /// Gives a connection that the return checks found clean to r2d2, which then asks only the
@@ -458,25 +507,76 @@ mod tests {
         Ok(())
     }
 
-    /// Bug caught: a connection left unused in the bag for good, out of reach of r2d2's
-    /// reaper (`idle_timeout`, `max_lifetime`) and of `min_idle`'s count.
+    /// Bug caught: a connection left in the bag for good, out of reach of `idle_timeout`
+    /// (r2d2's reaper sees only its own idle list), or closed below `min_idle`.
     #[test]
-    fn the_sweep_hands_unused_connections_back_to_r2d2() -> TestResult {
-        let (_dir, pool) = test_pool("bag-sweep", config(2))?;
-        let held: Vec<_> = (0..2).map(|_| get(&pool)).collect::<Result<_>>()?;
+    fn the_sweep_closes_connections_idle_past_the_timeout_down_to_min_idle() -> TestResult {
+        let (_dir, pool) = test_pool(
+            "bag-sweep",
+            DbConfig {
+                max_size: 3,
+                min_idle: 1,
+                idle_timeout: Some(Duration::from_millis(200)),
+                ..DbConfig::default()
+            },
+        )?;
+        let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
         drop(held);
-        assert_eq!(pool.bag.idle(), 2);
+        assert_eq!(pool.bag.idle(), 3);
         let deadline = Instant::now() + SWEEP * 5;
-        while pool.pool.state().idle_connections < 2 {
+        while pool.pool.state().connections > 1 {
             assert!(Instant::now() < deadline, "never swept");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(pool.bag.idle(), 0);
-        // And they come back through r2d2.
-        let conn = get(&pool)?;
-        assert_eq!(pool.pool.state().idle_connections, 1);
-        drop(conn);
-        assert_eq!(pool.bag.idle(), 1);
+        std::thread::sleep(SWEEP * 2);
+        assert_eq!(pool.pool.state().connections, 1, "closed below min_idle");
+        let closed = pool.info().counters.totals().connections_closed;
+        assert_eq!((closed.idle_timeout, closed.total()), (2, 2), "{closed:#?}");
+        Ok(())
+    }
+
+    /// Bug caught: `min_idle` counted as r2d2 counts it (the bag's connections as busy), so
+    /// a pool opens `min_idle` connections more than it keeps idle; or never opened again
+    /// after its idle connections closed.
+    #[test]
+    fn min_idle_counts_the_connections_idle_in_the_bag() -> TestResult {
+        let (_dir, pool) = test_pool(
+            "bag-min-idle",
+            DbConfig {
+                max_size: 4,
+                min_idle: 1,
+                ..DbConfig::default()
+            },
+        )?;
+        assert_eq!(pool.pool.state().connections, 1);
+        for _ in 0..3 {
+            drop(get(&pool)?);
+        }
+        std::thread::sleep(SWEEP * 2);
+        assert_eq!(
+            pool.pool.state().connections,
+            1,
+            "opened more than min_idle"
+        );
+        // Its one connection closes: the sweep opens another.
+        get(&pool)?.discard();
+        let deadline = Instant::now() + SWEEP * 5;
+        while pool.gauges().map_or(0, |g| g.idle) < 1 {
+            assert!(Instant::now() < deadline, "min_idle not restored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Held, the connection is not idle: one more opens to stay at min_idle idle.
+        let held = get(&pool)?;
+        let deadline = Instant::now() + SWEEP * 5;
+        while pool.gauges().map_or(0, |g| g.idle) < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "min_idle idle not kept while one is held"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(pool.pool.state().connections, 2);
+        drop(held);
         Ok(())
     }
 }

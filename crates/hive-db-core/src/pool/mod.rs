@@ -129,17 +129,19 @@ impl Pool {
 }
 
 impl<M: Engine> Pool<M> {
-    /// The pool of `manager`, which shares `shared`; r2d2 starts opening `min_idle`
+    /// The pool of `manager`, which shares `shared`; it starts opening `min_idle`
     /// connections in the background.
     pub(crate) fn build(manager: M, shared: Arc<PoolShared>) -> Self {
         let config = &shared.info().config;
         let pool = r2d2::Pool::builder()
             .max_size(config.max_size)
-            .min_idle(Some(config.min_idle))
+            // `min_idle` and `idle_timeout` are the bag's (see `bag.rs`): r2d2 would count
+            // the connections idle in the bag as busy.
+            .min_idle(Some(0))
+            .idle_timeout(None)
             // Validation is ours: only after `validate_after_idle` (see `accept`).
             .test_on_check_out(false)
             .max_lifetime(config.max_lifetime)
-            .idle_timeout(config.idle_timeout)
             // r2d2 uses it only to cap the pause between connect attempts (its `get` and
             // `build` are not used: our waits have their own deadlines).
             .connection_timeout(M::RECONNECT_CAP.unwrap_or(config.connection_timeout))
@@ -158,7 +160,13 @@ impl<M: Engine> Pool<M> {
                 .as_nanos(),
         )
         .unwrap_or(u64::MAX);
-        let bag = Arc::new(bag::Bag::new(&shared, config.max_size));
+        // Each call starts a connect in the background (r2d2's own `min_idle` is 0), or takes
+        // one that has opened meanwhile, held until all are started so it is not taken twice.
+        let started: Vec<_> = (0..config.min_idle)
+            .filter_map(|_| pool.get_timeout(Duration::ZERO).ok())
+            .collect();
+        drop(started);
+        let bag = Arc::new(bag::Bag::new(&shared, pool.clone()));
         let sweep_job = Some(bag::spawn_sweeper(Arc::downgrade(&bag)));
         Self {
             shared,
@@ -170,7 +178,8 @@ impl<M: Engine> Pool<M> {
         }
     }
 
-    /// Waits until `min_idle` connections are open; a permanent connect error fails at once.
+    /// Waits until the `min_idle` connections `build` started are open; a permanent connect
+    /// error fails at once.
     pub(crate) fn wait_for_min_idle(&self) -> Result<()> {
         let start = Instant::now();
         let timeout = self.info().config.connection_timeout;

@@ -173,6 +173,15 @@ impl PoolShared {
         self.waiting_now.load(SeqCst) > 0
     }
 
+    /// Whether a connect is under way, or one failed in the last two seconds (r2d2 retries
+    /// it by itself): the bag's top-up then waits.
+    pub(super) fn connects_pending(&self) -> bool {
+        self.connecting.load(SeqCst) > 0
+            || self
+                .last_connect_error()
+                .is_some_and(|e| e.at.elapsed() < Duration::from_secs(2))
+    }
+
     /// Callers waiting for a connection, and how long the oldest of them has waited.
     pub(super) fn waiters(&self) -> (u32, Duration) {
         let waiters = lock(&self.waiters);

@@ -1,6 +1,9 @@
 //! `--compare`: the same workload, same seed and worker count, through a connection opened
 //! per operation (the original system's fallback) and through plain r2d2 with its defaults;
-//! on PostgreSQL, through plain r2d2_postgres with its defaults.
+//! on PostgreSQL, through plain r2d2_postgres with its defaults. On SQLite also the serial
+//! ceiling: the same workload and seed on one worker with a raw connection per database.
+//! Two ratios sum it up: the registry over that ceiling, and the whole mix over the mix
+//! without the data layer (what the data layer costs), both through the registry.
 //!
 //! The data layer's repositories run only on the registry or on its own (reused) direct
 //! connections, so the baselines run the mix without the data layer's operations, next to a
@@ -12,9 +15,11 @@ use crate::loadtest::args::Plan;
 use crate::loadtest::progress::Style;
 use crate::loadtest::registry::{run_registry, verify_content};
 use crate::loadtest::report::{CompareRow, Report};
-use crate::loadtest::run;
+use crate::loadtest::run::{self, Limit};
 use crate::loadtest::setup::{self, db_config};
-use crate::loadtest::store::{ConnectPerOpStore, Path, R2d2PgStore, R2d2Store, Store};
+use crate::loadtest::store::{
+    ConnectPerOpStore, Path, R2d2PgStore, R2d2Store, SerialRawStore, Store,
+};
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
 use crate::loadtest::workload::{Faults, Workload};
 
@@ -57,6 +62,26 @@ fn row(path: Path, workload: &'static str, o: &Outcome, registry_ops_per_sec: f6
         registry_ratio: registry_ops_per_sec / o.ops_per_sec.max(1e-9),
         content_verified: o.content_verified,
     }
+}
+
+/// The registry's ops/s on the mix without the data layer over the serial ceiling's.
+pub(crate) fn ratio_vs_serial_raw(rows: &[CompareRow]) -> Option<f64> {
+    let of = |path: Path| {
+        rows.iter()
+            .find(|r| r.path == path.label() && r.workload == "sql")
+            .map(|r| r.ops_per_sec)
+    };
+    Some(of(Path::Registry)? / of(Path::SerialRaw)?.max(1e-9))
+}
+
+/// The registry's ops/s on the whole mix over its ops/s on the mix without the data layer.
+pub(crate) fn data_layer_ratio(rows: &[CompareRow]) -> Option<f64> {
+    let of = |workload: &str| {
+        rows.iter()
+            .find(|r| r.path == Path::Registry.label() && r.workload == workload)
+            .map(|r| r.ops_per_sec)
+    };
+    Some(of("full")? / of("sql")?.max(1e-9))
 }
 
 /// Runs the baselines and returns one row per path and workload, the registry's first.
@@ -115,6 +140,25 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
         .collect();
     let r2d2 = baseline(&sql, Path::R2d2, &R2d2Store::new(&paths)?).context("the r2d2 baseline")?;
     rows.push(row(Path::R2d2, "sql", &r2d2, reg.ops_per_sec));
+
+    // The ceiling: the same workload, one worker, a raw connection per database.
+    let tmp = tempfile::Builder::new()
+        .prefix("hive-loadtest-")
+        .tempdir()?;
+    let dbs = setup::create_files(&tmp.path().canonicalize()?, &sql)?;
+    // As many operations in all as the registry's workers ran, or the same time.
+    let limit = match sql.limit {
+        Limit::OpsPerWorker(n) => Limit::OpsPerWorker(n.saturating_mul(sql.workers as u64)),
+        time @ Limit::Time(_) => time,
+    };
+    let serial = Plan {
+        workers: 1,
+        limit,
+        ..sql.clone()
+    };
+    let store = SerialRawStore::new(dbs, &db_config(&sql))?;
+    let raw = baseline(&serial, Path::SerialRaw, &store).context("the serial raw baseline")?;
+    rows.push(row(Path::SerialRaw, "sql", &raw, reg.ops_per_sec));
     Ok(rows)
 }
 

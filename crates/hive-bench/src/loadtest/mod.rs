@@ -81,6 +81,8 @@ pub(crate) fn execute(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let mut report = run_registry(plan, faults)?;
     if plan.compare {
         report.compare = compare::run(plan, &report)?;
+        report.ratio_vs_serial_raw = compare::ratio_vs_serial_raw(&report.compare);
+        report.data_layer_ratio = compare::data_layer_ratio(&report.compare);
     }
     Ok(report)
 }

@@ -370,5 +370,7 @@ fn report_of(plan: &Plan, ran: &Ran, checks: Vec<Check>) -> Report {
         metrics_endpoint: None,
         monitor_command: None,
         compare: Vec::new(),
+        ratio_vs_serial_raw: None,
+        data_layer_ratio: None,
     }
 }

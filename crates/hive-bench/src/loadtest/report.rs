@@ -100,6 +100,12 @@ pub(crate) struct Report {
     pub(crate) metrics_endpoint: Option<String>,
     pub(crate) monitor_command: Option<String>,
     pub(crate) compare: Vec<CompareRow>,
+    /// `--compare` on SQLite: the registry's ops/s over the serial ceiling's (one worker, a
+    /// raw connection per database), on the mix without the data layer.
+    pub(crate) ratio_vs_serial_raw: Option<f64>,
+    /// `--compare`: the registry's ops/s on the whole mix over the mix without the data
+    /// layer (what the data layer costs).
+    pub(crate) data_layer_ratio: Option<f64>,
 }
 
 fn by_name<S: serde::Serializer>(checks: &[Check], s: S) -> Result<S::Ok, S::Error> {
@@ -298,6 +304,12 @@ impl Report {
                     c.registry_ratio,
                     if c.content_verified { "ok" } else { "WRONG" }
                 )?;
+            }
+            if let Some(r) = self.ratio_vs_serial_raw {
+                writeln!(out, "registry / serial raw ceiling: {r:.2} (target 1.5)")?;
+            }
+            if let Some(r) = self.data_layer_ratio {
+                writeln!(out, "data layer: full / sql {r:.2} (target 0.9)")?;
             }
         }
         Ok(())

@@ -1,8 +1,10 @@
 //! Where the operations run: the registry (on SQLite files or PostgreSQL databases), or for
 //! `--compare` one of the ways the registry replaces (a connection opened per operation, or
-//! plain r2d2 with its defaults, over r2d2_sqlite or r2d2_postgres).
+//! plain r2d2 with its defaults, over r2d2_sqlite or r2d2_postgres), and the serial ceiling
+//! (one raw connection per database, one worker).
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hive_db_core::postgres::{Client, NoTls, Transaction};
 use hive_db_core::rusqlite::{Connection, TransactionBehavior};
@@ -76,6 +78,8 @@ pub(crate) enum Path {
     R2d2,
     /// r2d2 + r2d2_postgres 0.18 with their defaults, a plain transaction for writes.
     R2d2Postgres,
+    /// One raw connection per database, one worker: the serial ceiling (no pool, no lane).
+    SerialRaw,
 }
 
 impl Path {
@@ -86,6 +90,7 @@ impl Path {
             Path::ConnectPerOp => "connect per op",
             Path::R2d2 => "r2d2 defaults",
             Path::R2d2Postgres => "r2d2_postgres",
+            Path::SerialRaw => "serial raw",
         }
     }
 }
@@ -189,6 +194,66 @@ impl Store for ConnectPerOpStore {
 
     fn eco(&self) -> anyhow::Result<&Eco> {
         anyhow::bail!("the data layer keeps its own connections: it does not run connect-per-op")
+    }
+}
+
+/// One raw connection per database (the registry's PRAGMAs), kept for the whole run, for one
+/// worker: the serial ceiling. The mutex only makes the store `Sync`; with one worker it is
+/// never contended.
+#[derive(Debug)]
+pub(crate) struct SerialRawStore {
+    conns: Vec<(DbName, Mutex<Connection>)>,
+}
+
+impl SerialRawStore {
+    /// Opens a connection to each of `databases` (store order) with `config`'s PRAGMAs.
+    ///
+    /// # Errors
+    ///
+    /// When a connection cannot be opened.
+    pub(crate) fn new(
+        databases: Vec<(DbName, PathBuf)>,
+        config: &DbConfig,
+    ) -> anyhow::Result<Self> {
+        let conns = databases
+            .into_iter()
+            .map(|(name, path)| {
+                let conn = open_connection(&name, &path, config)?;
+                Ok((name, Mutex::new(conn)))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { conns })
+    }
+
+    fn conn(&self, db: usize) -> (&DbName, MutexGuard<'_, Connection>) {
+        let (name, conn) = &self.conns[db];
+        (name, conn.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Store for SerialRawStore {
+    fn read<T>(
+        &self,
+        db: usize,
+        f: impl FnOnce(Read<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (_, conn) = self.conn(db);
+        f(Read::Sqlite(&conn))
+    }
+
+    fn write<T>(
+        &self,
+        db: usize,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (name, mut conn) = self.conn(db);
+        immediate_transaction(name, &mut conn, |tx| f(Write::Sqlite(tx)))
+    }
+
+    fn eco(&self) -> anyhow::Result<&Eco> {
+        anyhow::bail!(
+            "the data layer runs on the registry or on direct connections, not on raw ones"
+        )
     }
 }
 

@@ -65,6 +65,9 @@ fn the_short_load_test_passes_every_check() -> anyhow::Result<()> {
         "peak_rss_bytes",
         "workers",
         "seconds",
+        // Null without `--compare`, but always there for scripts to read.
+        "ratio_vs_serial_raw",
+        "data_layer_ratio",
     ] {
         assert!(value.get(key).is_some(), "--json lacks {key}");
     }
@@ -259,7 +262,8 @@ fn compare_runs_the_same_operations_on_every_path() -> anyhow::Result<()> {
             ("registry", "full"),
             ("registry", "sql"),
             ("connect per op", "sql"),
-            ("r2d2 defaults", "sql")
+            ("r2d2 defaults", "sql"),
+            ("serial raw", "sql")
         ]
     );
     for row in &report.compare {
@@ -267,6 +271,10 @@ fn compare_runs_the_same_operations_on_every_path() -> anyhow::Result<()> {
         assert_eq!(row.errors, 0, "{}", row.path);
         assert!(row.content_verified, "{}", row.path);
     }
+    // The two summary ratios are of the rows above.
+    let rate = |i: usize| report.compare[i].ops_per_sec;
+    assert_eq!(report.ratio_vs_serial_raw, Some(rate(1) / rate(4)));
+    assert_eq!(report.data_layer_ratio, Some(rate(0) / rate(1)));
     Ok(())
 }
 

@@ -83,13 +83,13 @@ pub struct DbConfig {
     /// every second (or, in the rare case it waits in r2d2's own idle list, by r2d2's reaper,
     /// every 30 s).
     pub max_lifetime: Option<Duration>,
-    /// A connection idle for longer than this is closed, down to `min_idle`. Default 10 min;
-    /// `None` never; not zero.
+    /// A connection idle for longer than this is closed, down to `min_idle` idle ones.
+    /// Default 10 min; `None` never; not zero.
     ///
     /// Checked whenever the connection is checked out, to within the 5 ms coarse clock,
     /// counting idle time from its last checkout (so a long hold counts as idle): the
     /// checkout closes it and takes another, unless the pool would then have fewer than
-    /// `min_idle` connections. Connections nobody checks out are closed by the pool's sweep,
+    /// `min_idle` idle connections. Connections nobody checks out are closed by the pool's sweep,
     /// which looks every second.
     pub idle_timeout: Option<Duration>,
     /// A connection held longer than this is reported once as a possible leak, with the place

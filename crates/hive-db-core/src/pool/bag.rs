@@ -207,8 +207,9 @@ pub(super) fn spawn_sweeper<M: Engine>(bag: Weak<Bag<M>>) -> JobHandle {
 
 impl<M: Engine> Bag<M> {
     /// Closes the idle connections in the bag past `max_lifetime`, and those idle past
-    /// `idle_timeout` while the pool keeps `min_idle` without them; then, with fewer than
-    /// `min_idle` idle, has r2d2 open more (in the background, on the maintenance threads).
+    /// `idle_timeout` while the pool keeps `min_idle` idle without them; then, with fewer
+    /// than `min_idle` idle, has r2d2 open more (in the background, on the maintenance
+    /// threads). Both count idle connections, so the two never undo each other.
     pub(super) fn sweep(&self) {
         if self.shared.is_closed() {
             return;
@@ -216,14 +217,16 @@ impl<M: Engine> Bag<M> {
         let config = &self.shared.info().config;
         let now = coarse_now();
         let mut live = self.pool.state().connections;
+        // Counted once: a connection taken meanwhile makes it high, which only delays a close.
+        let mut idle = live.saturating_sub(self.shared.checked_out());
         for place in &self.places {
             let Some(mut conn) = place.cell.take() else {
                 continue;
             };
-            let idle = Duration::from_nanos(now.nanos_since(conn.last_used));
+            let idle_for = Duration::from_nanos(now.nanos_since(conn.last_used));
             let reason = if now >= conn.retire_at {
                 Some(CloseReason::Lifetime)
-            } else if config.idle_timeout.is_some_and(|t| idle >= t) && live > config.min_idle {
+            } else if config.idle_timeout.is_some_and(|t| idle_for >= t) && idle > config.min_idle {
                 Some(CloseReason::IdleTimeout)
             } else {
                 None
@@ -233,6 +236,7 @@ impl<M: Engine> Bag<M> {
                 conn.discard = Some(reason);
                 drop(conn);
                 live = live.saturating_sub(1);
+                idle = idle.saturating_sub(1);
             } else if let Err(conn) = place.park(conn) {
                 release(conn);
             }

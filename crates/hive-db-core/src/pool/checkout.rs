@@ -187,7 +187,7 @@ impl<M: Engine> Pool<M> {
     /// For a connection past its lifetime or idle for `idle` (at least the shorter of
     /// `validate_after_idle` and `idle_timeout`): `false`, marked with the reason it closes
     /// for, when it reached `max_lifetime`, when it sat idle past `idle_timeout` and the pool
-    /// keeps `min_idle` without it, or when it fails validation (idle past
+    /// keeps `min_idle` idle without it, or when it fails validation (idle past
     /// `validate_after_idle`).
     #[cold]
     fn usable(&self, conn: &mut HiveConn<M::Conn>, now: Stamp, idle: Duration) -> bool {
@@ -196,8 +196,15 @@ impl<M: Engine> Pool<M> {
             conn.discard = Some(CloseReason::Lifetime);
             return false;
         }
+        // Idle includes this one, not checked out yet: closed only if `min_idle` stay idle
+        // without it, as the bag's sweep counts (which would open another otherwise).
         if config.idle_timeout.is_some_and(|t| idle >= t)
-            && self.pool.state().connections > config.min_idle
+            && self
+                .pool
+                .state()
+                .connections
+                .saturating_sub(self.shared.checked_out())
+                > config.min_idle
         {
             conn.discard = Some(CloseReason::IdleTimeout);
             return false;

@@ -40,6 +40,7 @@ pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::DbInfo;
+#[cfg(feature = "postgres")]
 pub(crate) use manager::HiveConn;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::connect_guarded;

@@ -550,6 +550,31 @@ mod tests {
         Ok(())
     }
 
+    /// Bug caught: `idle_timeout` closing down to `min_idle` connections in all, busy ones
+    /// included, while the top-up keeps `min_idle` idle: a pool with busy connections then
+    /// closes and reopens its one idle connection at every sweep past the timeout.
+    #[test]
+    fn an_idle_connection_needed_for_min_idle_stays_while_others_are_busy() -> TestResult {
+        let (_dir, pool) = test_pool(
+            "bag-no-churn",
+            DbConfig {
+                max_size: 3,
+                min_idle: 1,
+                idle_timeout: Some(Duration::from_millis(100)),
+                ..DbConfig::default()
+            },
+        )?;
+        let mut held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
+        drop(held.pop());
+        // Several sweeps past the timeout, two connections busy and one idle.
+        std::thread::sleep(SWEEP * 3);
+        let totals = pool.info().counters.totals();
+        assert_eq!(totals.connections_closed.total(), 0, "{totals:#?}");
+        assert_eq!(totals.connections_created, 3);
+        drop(held);
+        Ok(())
+    }
+
     /// Bug caught: `min_idle` counted as r2d2 counts it (the bag's connections as busy), so
     /// a pool opens `min_idle` connections more than it keeps idle; or never opened again
     /// after its idle connections closed.

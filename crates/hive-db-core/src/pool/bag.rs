@@ -351,6 +351,18 @@ mod tests {
         pool.checkout(Location::caller())
     }
 
+    /// Whether `cond` holds within five sweeps, looking every 20 ms.
+    fn within_sweeps(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + SWEEP * 5;
+        while !cond() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     fn config(max_size: u32) -> DbConfig {
         DbConfig {
             max_size,
@@ -507,7 +519,8 @@ mod tests {
     }
 
     /// Bug caught: connections left open in the bag when the pool is dropped without `close`
-    /// (a registry dropped, say), for instance were the sweep to hold the bag strongly.
+    /// (a registry dropped, say): the bag neither emptied at the drop nor dropped with the
+    /// pool (were the sweep to hold it strongly).
     #[test]
     fn dropping_the_pool_closes_the_connections_in_the_bag() -> TestResult {
         let (_dir, pool) = test_pool("bag-drop", config(3))?;
@@ -541,11 +554,10 @@ mod tests {
         let held: Vec<_> = (0..3).map(|_| get(&pool)).collect::<Result<_>>()?;
         drop(held);
         assert_eq!(pool.bag.idle(), 3);
-        let deadline = Instant::now() + SWEEP * 5;
-        while pool.pool.state().connections > 1 {
-            assert!(Instant::now() < deadline, "never swept");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            within_sweeps(|| pool.pool.state().connections <= 1),
+            "never swept"
+        );
         std::thread::sleep(SWEEP * 2);
         assert_eq!(pool.pool.state().connections, 1, "closed below min_idle");
         let closed = pool.info().counters.totals().connections_closed;
@@ -603,21 +615,14 @@ mod tests {
         );
         // Its one connection closes: the sweep opens another.
         get(&pool)?.discard();
-        let deadline = Instant::now() + SWEEP * 5;
-        while pool.gauges().map_or(0, |g| g.idle) < 1 {
-            assert!(Instant::now() < deadline, "min_idle not restored");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let one_idle = || pool.gauges().is_some_and(|g| g.idle >= 1);
+        assert!(within_sweeps(one_idle), "min_idle not restored");
         // Held, the connection is not idle: one more opens to stay at min_idle idle.
         let held = get(&pool)?;
-        let deadline = Instant::now() + SWEEP * 5;
-        while pool.gauges().map_or(0, |g| g.idle) < 1 {
-            assert!(
-                Instant::now() < deadline,
-                "min_idle idle not kept while one is held"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            within_sweeps(one_idle),
+            "min_idle idle not kept while one is held"
+        );
         assert_eq!(pool.pool.state().connections, 2);
         drop(held);
         Ok(())

@@ -105,9 +105,9 @@ pub fn get_db_connection(db_path: Option<&Path>) -> Result<EcoConnection> {
     since = "0.1.0",
     note = "use `ecosystemiser_transaction(f)` for the process database, or `EcoDb::transaction` on a database opened for the file"
 )]
-pub fn ecosystemiser_transaction_at<T, E: From<Error> + From<hive_db_core::Error>>(
+pub fn ecosystemiser_transaction_at<T: Send, E: From<Error> + From<hive_db_core::Error> + Send>(
     db_path: &Path,
-    f: impl FnOnce(&Connection) -> Result<T, E>,
+    f: impl FnOnce(&Connection) -> Result<T, E> + Send,
 ) -> Result<T, E> {
     db_at(Some(db_path))?.transaction_with(f)
 }

@@ -26,6 +26,7 @@ use rusqlite::Connection;
 
 use crate::config::DbConfig;
 use crate::error::{Error, extended_code};
+use crate::lane::spin_until;
 use crate::name::DbName;
 use crate::pool::PooledConnection;
 use crate::sync::lock;
@@ -117,23 +118,30 @@ impl BatchFailure {
     }
 }
 
+/// How long a writer spins for its batch's commit before it parks.
+const COMMIT_SPIN: Duration = Duration::from_micros(30);
+
 /// Where a writer waits for the commit of the batch its work is in.
 #[derive(Debug)]
 pub(crate) struct CommitSlot {
     thread: Thread,
     outcome: Mutex<Option<Result<(), BatchFailure>>>,
+    /// Set after `outcome`, for a waiter that spins.
+    settled: AtomicBool,
 }
 
 impl CommitSlot {
-    fn new() -> Arc<Self> {
+    fn new(thread: Thread) -> Arc<Self> {
         Arc::new(Self {
-            thread: std::thread::current(),
+            thread,
             outcome: Mutex::new(None),
+            settled: AtomicBool::new(false),
         })
     }
 
     pub(crate) fn settle(&self, outcome: Result<(), BatchFailure>) {
         *lock(&self.outcome) = Some(outcome);
+        self.settled.store(true, Ordering::Release);
         if self.thread.id() != std::thread::current().id() {
             self.thread.unpark();
         }
@@ -155,6 +163,9 @@ impl CommitSlot {
     pub(crate) fn wait(&self, db: &DbName, patience: Duration) -> Result<(), BatchFailure> {
         let start = Instant::now();
         let mut warned = false;
+        // The commit usually comes within microseconds: the writers after this one are
+        // running. Waking from a park costs more than that on a virtual machine.
+        spin_until(start + COMMIT_SPIN, || self.settled.load(Ordering::Acquire));
         loop {
             if let Some(outcome) = lock(&self.outcome).take() {
                 return outcome;
@@ -232,10 +243,12 @@ impl Batch {
 
     /// Runs one writer's closure in a savepoint: released on `Ok`, rolled back on `Err` or
     /// panic. A closure that succeeded joins the writers waiting for the commit; its slot is
-    /// returned.
+    /// returned, and `waiter` (the writer's thread, not always this one) is woken when it is
+    /// settled.
     pub(crate) fn run<T, E>(
         &mut self,
         db: &DbName,
+        waiter: Thread,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> (Member<T, E>, Option<Arc<CommitSlot>>)
     where
@@ -266,7 +279,7 @@ impl Batch {
         match result {
             Ok(Ok(value)) => match exec_cached(conn, "RELEASE hive_write") {
                 Ok(()) => {
-                    let slot = CommitSlot::new();
+                    let slot = CommitSlot::new(waiter);
                     self.waiting.push(Arc::clone(&slot));
                     (Member::Done(Ok(value)), Some(slot))
                 }

@@ -12,9 +12,9 @@ use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
 use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
-use crate::lane::{LaneTimeout, LaneTurn, WriterLane};
+use crate::lane::{LaneTimeout, LaneTurn, Offered, WriterLane};
 use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
-use crate::reentry::{connections_held, enter, inside_write};
+use crate::reentry::{connections_held, enter, inside_write, outside_closures};
 use crate::stats::DbSnapshot;
 use crate::wal::commit_deferring_checkpoint;
 
@@ -173,10 +173,10 @@ impl Database {
 
     /// [`Database::write_with`] for a closure that returns rusqlite's errors: they come back
     /// naming the database, with SQLite's extended code.
-    pub(crate) fn write<T>(
+    pub(crate) fn write<T: Send>(
         &self,
         site: &'static Location<'static>,
-        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send,
     ) -> Result<T> {
         self.write_with(site, |tx| {
             f(tx).map_err(|e| Error::sqlite(&self.info().name, "write", e))
@@ -187,13 +187,16 @@ impl Database {
     /// `BEGIN IMMEDIATE` transaction, shared with the writers queued behind (group commit,
     /// see `batch.rs`). `f`'s work commits on `Ok` (and this returns once it has), and is
     /// rolled back on `Err` or panic.
-    pub(crate) fn write_with<T, E>(
-        &self,
-        site: &'static Location<'static>,
-        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
-    ) -> Result<T, E>
+    ///
+    /// While it waits, `f` is lent to the lane: the writer holding the lane may run it on its
+    /// own thread, in its batch (see `lane.rs`). Not when this thread is inside a closure of
+    /// the registry already: `f` would lose what the thread holds (its connections, for the
+    /// reentry checks), so it waits for the lane as before and runs here.
+    pub(crate) fn write_with<T, E, F>(&self, site: &'static Location<'static>, f: F) -> Result<T, E>
     where
-        E: From<Error>,
+        T: Send,
+        E: From<Error> + Send,
+        F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     {
         if inside_write(self.pool.key()) {
             return Err(Error::Reentrant {
@@ -205,8 +208,12 @@ impl Database {
         let start = Instant::now();
         let config = &self.info().config;
         let deadline = deadline(start, config.connection_timeout);
-        let acquired = self.lane.acquire(deadline);
-        let (member, slot) = self.write_in_turn(start, deadline, acquired, site, f)?;
+        let (member, slot) = if outside_closures() {
+            self.write_lent(start, deadline, site, f)?
+        } else {
+            let acquired = self.lane.acquire(deadline);
+            self.write_in_turn(start, deadline, acquired, site, f)?
+        };
         match member {
             Member::Done(Ok(value)) => {
                 match slot.map(|s| s.wait(&self.info().name, config.connection_timeout)) {
@@ -216,6 +223,59 @@ impl Database {
             }
             Member::Done(Err(err)) => Err(err),
             Member::Panicked(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Waits for the writer lane lending `f`: runs it here if the lane comes to this thread,
+    /// else returns how it went on the holder's thread. The closure runs in the caller's
+    /// tracing span either way.
+    fn write_lent<T, E, F>(
+        &self,
+        start: Instant,
+        deadline: Instant,
+        site: &'static Location<'static>,
+        f: F,
+    ) -> Result<Ran<T, E>, E>
+    where
+        T: Send,
+        E: From<Error> + Send,
+        F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
+    {
+        let mut f = Some(f);
+        let mut ran: Option<Ran<T, E>> = None;
+        let offered = {
+            let me = std::thread::current();
+            let span = tracing::Span::current();
+            let mut job = |batch: &mut Batch| -> bool {
+                let Some(f) = f.take() else {
+                    unreachable!("a lent write runs once")
+                };
+                let _span = span.enter();
+                self.info().counters.writer_wait.record(start.elapsed());
+                let (member, slot) = self.run_in_batch(batch, me.clone(), f);
+                // A writer that joined the batch is woken by its commit; the others now.
+                let wake = slot.is_none();
+                ran = Some((member, slot));
+                wake
+            };
+            self.lane.offer(deadline, &mut job)
+        };
+        match offered {
+            Ok(Offered::Turn(turn, inherited)) => {
+                let Some(f) = f.take() else {
+                    unreachable!("the lane came to a writer whose closure ran elsewhere")
+                };
+                self.write_in_turn(start, deadline, Ok((turn, inherited)), site, f)
+            }
+            // `None`: the holder's thread unwound in the pool's own code before the closure
+            // returned, so its batch, and this writer's work with it, did not commit.
+            Ok(Offered::Ran) => Ok(ran.unwrap_or_else(|| {
+                let err = BatchFailure::abandoned().into_error(&self.info().name);
+                (Member::Done(Err(err.into())), None)
+            })),
+            Err(timeout) => self.write_in_turn(start, deadline, Err(timeout), site, |_| {
+                unreachable!("a write that timed out runs nothing")
+            }),
         }
     }
 
@@ -264,23 +324,50 @@ impl Database {
                 Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
             }
         };
+        let ran = self.run_in_batch(&mut batch, std::thread::current(), f);
+        self.end_turn(batch, turn);
+        Ok(ran)
+    }
+
+    /// Runs a writer's closure in `batch`, on this thread, for the writer on `waiter`'s
+    /// thread; a closure that failed or panicked is counted as a rollback.
+    fn run_in_batch<T, E>(
+        &self,
+        batch: &mut Batch,
+        waiter: std::thread::Thread,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+    ) -> Ran<T, E>
+    where
+        E: From<Error>,
+    {
         let (member, slot) = {
             let _inside = enter(self.pool.key(), true);
-            batch.run(&self.info().name, f)
+            batch.run(&self.info().name, waiter, f)
         };
-        self.end_turn(batch, turn);
         if !matches!(member, Member::Done(Ok(_))) {
             self.info().counters.rollbacks.fetch_add(1, Relaxed);
         }
-        Ok((member, slot))
+        (member, slot)
     }
 
     /// Ends a turn in the lane that holds `batch`: abandons it if broken, passes it on to the
     /// next writer if it may grow, commits it otherwise.
-    pub(crate) fn end_turn(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
+    ///
+    /// Before that, while the batch may grow, it runs the closures the writers at the front
+    /// of the queue lent (`write_lent`), here, one after another: no hand-off per writer. Not
+    /// when this thread is inside a closure of the registry: a lent closure would run with
+    /// what this thread holds counted as its own.
+    pub(crate) fn end_turn(&self, mut batch: Batch, turn: LaneTurn<'_, Batch>) {
+        let config = &self.info().config;
+        if outside_closures() {
+            while !batch.is_broken() && batch.can_grow(config) && !self.pool.is_closed() {
+                let Some(job) = turn.claim() else { break };
+                job.run(&mut batch);
+            }
+        }
         if batch.is_broken() {
             self.abandon(batch, turn);
-        } else if batch.can_grow(&self.info().config) {
+        } else if batch.can_grow(config) {
             if let Err((turn, batch)) = turn.pass(batch) {
                 self.commit(batch, turn);
             }

@@ -11,6 +11,17 @@
 //! A holder may also pass the lane on *with a payload* (the pool's open group-commit
 //! transaction) to the next waiter, if that waiter takes payloads; see [`LaneTurn::pass`].
 //!
+//! Or the holder may run the next waiter's work itself (flat combining): a waiter that joins
+//! with [`WriterLane::offer`] lends the lane a closure on its own stack, and the holder takes
+//! it with [`LaneTurn::claim`] and runs it on the holder's thread with the payload, without
+//! handing anything over; the waiter only wakes when its work is done. A hand-off costs a
+//! wake-up and a context switch per writer; on two cores, the threads that switch in and out
+//! also keep the next writers from queueing, so batches stay small. Running the queued
+//! closures back to back on one thread lets the other core bring the next writers in.
+//!
+//! Lending a closure from one thread's stack to another is the one `unsafe` part of the
+//! crate, and it is all here: see [`Lent`] for why it is sound.
+//!
 //! The lane's mutex guards only the queue. A waiter sleeps with `thread::park` and watches
 //! its own flags, so a hand-off never makes the new holder take the mutex again, and the
 //! wake-ups happen after the mutex is released.
@@ -18,6 +29,7 @@
 //! (Over 400 lines: about 190 are the unit tests of the hand-off protocol, kept next to it.)
 
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::Thread;
@@ -27,6 +39,60 @@ use crate::sync::lock;
 
 /// How long the front waiter spins before it sleeps.
 const SPIN: Duration = Duration::from_micros(200);
+
+/// How long a waiter whose job is running sleeps before it looks again by itself (it is woken
+/// when the job is done; this only bounds a lost wake-up).
+const CLAIMED_NAP: Duration = Duration::from_millis(100);
+
+/// How [`WriterLane::offer`] ended: the lane came to this thread (with the previous holder's
+/// payload, if any), or a holder ran the lent job.
+#[derive(Debug)]
+pub(crate) enum Offered<'a, P> {
+    Turn(LaneTurn<'a, P>, Option<P>),
+    Ran,
+}
+
+/// The work a waiter lends with [`WriterLane::offer`]: it runs with the holder's payload and
+/// returns whether its waiter must be woken now (false when something else wakes it later).
+pub(crate) type Job<'a, P> = dyn FnMut(&mut P) -> bool + Send + 'a;
+
+/// A waiter's [`Job`], lent to the holder's thread for the time the waiter waits.
+///
+/// The pointer's lifetime is erased, as `std::thread::scope` erases its closures': the job
+/// lives on the stack of the waiter's [`WriterLane::offer`], which does not return while the
+/// job may still run. A job is run at most once, by the one holder that claimed it under the
+/// lane's mutex (`claimed` is set there, and the waiter is taken out of the queue then). From
+/// then on `offer` waits for `done`, with no deadline, and `done` is set only after the call
+/// returned or unwound. A waiter not claimed leaves the queue under the same mutex before
+/// `offer` returns, so no holder can claim it afterwards. The job is `Send`, so calling it
+/// from the holder's thread is allowed; it is never called from two threads.
+struct Lent<P>(NonNull<Job<'static, P>>);
+
+// SAFETY: the pointee is `Send`, and only the one thread that claimed the job dereferences the
+// pointer (see `Lent`); other threads only move or drop the pointer itself.
+#[allow(unsafe_code)]
+unsafe impl<P> Send for Lent<P> {}
+// SAFETY: as above; a shared `Lent` gives no access to the job.
+#[allow(unsafe_code)]
+unsafe impl<P> Sync for Lent<P> {}
+
+impl<P> Lent<P> {
+    fn new(job: &mut Job<'_, P>) -> Self {
+        let ptr: NonNull<Job<'_, P>> = NonNull::from(job);
+        // SAFETY: only the lifetime changes (the two fat pointer types differ in nothing
+        // else); `Lent` explains why the job outlives every use of the pointer.
+        #[allow(unsafe_code)]
+        let ptr =
+            unsafe { std::mem::transmute::<NonNull<Job<'_, P>>, NonNull<Job<'static, P>>>(ptr) };
+        Self(ptr)
+    }
+}
+
+impl<P> std::fmt::Debug for Lent<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lent")
+    }
+}
 
 /// A queued writer's place.
 #[derive(Debug)]
@@ -40,6 +106,38 @@ struct Waiter<P> {
     takes_payload: bool,
     /// The payload handed over with the lane, if any; filled before `granted` is set.
     payload: Mutex<Option<P>>,
+    /// The work this waiter lent, for the holder to run instead of handing the lane over.
+    job: Option<Lent<P>>,
+    /// Set, under the lane's mutex, when a holder took the job (and this waiter out of the
+    /// queue).
+    claimed: AtomicBool,
+    /// Set once the claimed job has returned or unwound.
+    done: AtomicBool,
+    /// Set, under the lane's mutex, when the lane was left free with this waiter, which lent
+    /// a job, at the front: it may take the lane, unless a newcomer does first.
+    nudged: AtomicBool,
+}
+
+impl<P> Waiter<P> {
+    fn new(
+        thread: Thread,
+        granted: bool,
+        front: bool,
+        takes_payload: bool,
+        job: Option<Lent<P>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            thread,
+            granted: AtomicBool::new(granted),
+            front: AtomicBool::new(front),
+            takes_payload,
+            payload: Mutex::new(None),
+            job,
+            claimed: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            nudged: AtomicBool::new(false),
+        })
+    }
 }
 
 /// Who to wake once the lane's mutex is released: the new holder and the new front.
@@ -72,6 +170,23 @@ impl<P> State<P> {
         }
     }
 
+    /// Lets the lane go with no payload. When the front waiter lent a job, the lane is left
+    /// free, for whoever takes it first: a writer already running (often the one that just
+    /// let it go, writing again) takes it at once, where handing it to the front waiter
+    /// would leave it idle while that thread wakes; the taker runs the front waiter's job in
+    /// its batch, as any holder does. The front waiter is nudged, so that it takes the lane
+    /// itself if nobody else comes. Otherwise the lane is handed to the front waiter.
+    fn release(&mut self) -> Woken<P> {
+        match self.queue.front() {
+            Some(front) if front.job.is_some() => {
+                self.busy = false;
+                front.nudged.store(true, Ordering::Release);
+                (Some(Arc::clone(front)), None)
+            }
+            _ => self.hand_off(None),
+        }
+    }
+
     /// Hands the lane to the front waiter, with `payload`; returns the new holder and the new
     /// front, to be woken once the mutex is released. With no waiter, frees the lane.
     fn hand_off(&mut self, payload: Option<P>) -> Woken<P> {
@@ -101,6 +216,22 @@ fn wake<P>((next, front): Woken<P>) {
     }
     if let Some(front) = front {
         front.thread.unpark();
+    }
+}
+
+/// Spins until `done` is true or `until` passes, yielding now and then: on two cores with
+/// more threads, the thread this one waits for may need the core.
+pub(crate) fn spin_until(until: Instant, done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        std::hint::spin_loop();
+        spins += 1;
+        if spins.is_multiple_of(64) {
+            if Instant::now() >= until {
+                return;
+            }
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -162,13 +293,8 @@ impl<P> WriterLane<P> {
         let mut state = self.lock();
         let granted = !state.busy;
         state.busy = true;
-        let me = Arc::new(Waiter {
-            thread,
-            granted: AtomicBool::new(granted),
-            front: AtomicBool::new(granted || state.queue.is_empty()),
-            takes_payload: true,
-            payload: Mutex::new(None),
-        });
+        let front = granted || state.queue.is_empty();
+        let me = Waiter::new(thread, granted, front, true, None);
         if !granted {
             state.queue.push_back(Arc::clone(&me));
         }
@@ -196,13 +322,8 @@ impl<P> WriterLane<P> {
                 state.busy = true;
                 return Ok((self.turn(), None));
             }
-            let me = Arc::new(Waiter {
-                thread: std::thread::current(),
-                granted: AtomicBool::new(false),
-                front: AtomicBool::new(state.queue.is_empty()),
-                takes_payload,
-                payload: Mutex::new(None),
-            });
+            let front = state.queue.is_empty();
+            let me = Waiter::new(std::thread::current(), false, front, takes_payload, None);
             state.queue.push_back(Arc::clone(&me));
             me
         };
@@ -217,10 +338,101 @@ impl<P> WriterLane<P> {
             }
             if !spun && me.front.load(Ordering::Acquire) {
                 spun = true;
-                Self::spin(&me, (now + SPIN).min(deadline));
+                spin_until((now + SPIN).min(deadline), || {
+                    me.granted.load(Ordering::Acquire)
+                });
                 continue;
             }
             // A wake-up may be spurious or stale; the loop re-checks the flags.
+            std::thread::park_timeout(deadline - now);
+        }
+    }
+
+    /// Waits for the lane until `deadline`, as [`WriterLane::acquire`], lending `job` to the
+    /// holders meanwhile: a holder may run it on its own thread, with its payload (see
+    /// [`LaneTurn::claim`]), instead of handing the lane over. Returns the turn if the lane
+    /// came to this thread, or [`Offered::Ran`] once a holder ran the job (or it unwound
+    /// there). A job claimed before the deadline is waited for past it: it is running.
+    pub(crate) fn offer(
+        &self,
+        deadline: Instant,
+        job: &mut Job<'_, P>,
+    ) -> Result<Offered<'_, P>, LaneTimeout> {
+        let me = {
+            let mut state = self.lock();
+            if !state.busy {
+                state.busy = true;
+                return Ok(Offered::Turn(self.turn(), None));
+            }
+            let front = state.queue.is_empty();
+            let me = Waiter::new(
+                std::thread::current(),
+                false,
+                front,
+                true,
+                Some(Lent::new(job)),
+            );
+            state.queue.push_back(Arc::clone(&me));
+            me
+        };
+        // From here until this returns, a holder may run `job`: every return below is after
+        // `done`, after `granted` (no holder claims a granted waiter: it has left the queue),
+        // or after leaving the queue unclaimed, under the lane's mutex.
+        let mut spun = false;
+        loop {
+            if me.done.load(Ordering::Acquire) {
+                return Ok(Offered::Ran);
+            }
+            if me.granted.load(Ordering::Acquire) {
+                let (turn, payload) = self.granted(&me);
+                return Ok(Offered::Turn(turn, payload));
+            }
+            if me.claimed.load(Ordering::Acquire) {
+                // Running: woken when it is done (or when its commit is settled).
+                std::thread::park_timeout(CLAIMED_NAP);
+                continue;
+            }
+            let now = Instant::now();
+            let expired = now >= deadline;
+            if expired || me.nudged.swap(false, Ordering::AcqRel) {
+                let (turn, wake) = {
+                    let mut state = self.lock();
+                    if me.granted.load(Ordering::Acquire) || me.claimed.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    if state.busy && !expired {
+                        // A newcomer took the lane: it runs this job or lets the lane go.
+                        continue;
+                    }
+                    state.queue.retain(|w| !Arc::ptr_eq(w, &me));
+                    let wake = state.mark_front();
+                    if state.busy {
+                        (
+                            Err(LaneTimeout {
+                                queued: state.queue.len(),
+                            }),
+                            wake,
+                        )
+                    } else {
+                        state.busy = true;
+                        (Ok(Offered::Turn(self.turn(), None)), wake)
+                    }
+                };
+                if let Some(front) = wake {
+                    front.thread.unpark();
+                }
+                return turn;
+            }
+            if !spun && me.front.load(Ordering::Acquire) {
+                // At the front: the lane, or a holder for the job, comes soon.
+                spun = true;
+                spin_until((now + SPIN).min(deadline), || {
+                    me.granted.load(Ordering::Acquire)
+                        || me.claimed.load(Ordering::Acquire)
+                        || me.nudged.load(Ordering::Acquire)
+                });
+                continue;
+            }
             std::thread::park_timeout(deadline - now);
         }
     }
@@ -234,22 +446,6 @@ impl<P> WriterLane<P> {
 
     fn granted(&self, me: &Waiter<P>) -> (LaneTurn<'_, P>, Option<P>) {
         (self.turn(), lock(&me.payload).take())
-    }
-
-    /// Spins until the lane is granted to `me` or `until` passes.
-    fn spin(me: &Waiter<P>, until: Instant) {
-        let mut spins = 0u32;
-        while !me.granted.load(Ordering::Acquire) {
-            std::hint::spin_loop();
-            spins += 1;
-            if spins.is_multiple_of(64) {
-                if Instant::now() >= until {
-                    return;
-                }
-                // Two cores and more threads: let the lane holder run.
-                std::thread::yield_now();
-            }
-        }
     }
 
     /// Leaves the queue at the deadline, unless the lane was granted in the meantime.
@@ -274,7 +470,7 @@ impl<P> WriterLane<P> {
     }
 
     fn release(&self) {
-        let woken = self.lock().hand_off(None);
+        let woken = self.lock().release();
         wake(woken);
     }
 }
@@ -305,7 +501,61 @@ impl<P> Queued<P> {
     }
 }
 
+/// A job taken from the front waiter with [`LaneTurn::claim`], to run once.
+#[derive(Debug)]
+pub(crate) struct Claimed<P>(Arc<Waiter<P>>);
+
+impl<P> Claimed<P> {
+    /// Runs the job with `payload` on this thread, then tells its waiter it is done (also if
+    /// the job unwinds).
+    pub(crate) fn run(self, payload: &mut P) {
+        /// Sets `done`, and wakes the waiter when asked (always when unwinding).
+        struct Finish<'w, P> {
+            waiter: &'w Waiter<P>,
+            wake: bool,
+        }
+        impl<P> Drop for Finish<'_, P> {
+            fn drop(&mut self) {
+                // After this store the waiter may return and its job be gone: the job is not
+                // touched again; `waiter` itself is kept alive by the `Arc`.
+                self.waiter.done.store(true, Ordering::Release);
+                if self.wake {
+                    self.waiter.thread.unpark();
+                }
+            }
+        }
+        let waiter = &*self.0;
+        let Some(job) = &waiter.job else {
+            unreachable!("only a waiter that lent a job is claimed")
+        };
+        let mut finish = Finish { waiter, wake: true };
+        // SAFETY: this waiter was claimed once, under the lane's mutex, by this turn, and its
+        // `offer` waits for `done`, set by `finish` after this call (see `Lent`).
+        #[allow(unsafe_code)]
+        let wake = unsafe { (*job.0.as_ptr())(payload) };
+        finish.wake = wake;
+    }
+}
+
 impl<'a, P> LaneTurn<'a, P> {
+    /// Takes the job of the front waiter, when it lent one ([`WriterLane::offer`]), and that
+    /// waiter out of the queue; the lane stays with this turn.
+    pub(crate) fn claim(&self) -> Option<Claimed<P>> {
+        let (claimed, front) = {
+            let mut state = self.lane.lock();
+            if state.queue.front().is_none_or(|w| w.job.is_none()) {
+                return None;
+            }
+            let waiter = state.queue.pop_front()?;
+            waiter.claimed.store(true, Ordering::Release);
+            (waiter, state.mark_front())
+        };
+        if let Some(front) = front {
+            front.thread.unpark();
+        }
+        Some(Claimed(claimed))
+    }
+
     /// Hands the lane, with `payload`, to the oldest waiter, if there is one and it takes
     /// payloads. Otherwise gives both back: the caller still holds the lane.
     pub(crate) fn pass(mut self, payload: P) -> Result<(), (Self, P)> {
@@ -559,5 +809,116 @@ mod tests {
                 .is_ok(),
             "the lane is free again"
         );
+    }
+
+    /// Offers a job that records the holder's payload and its thread, from a new thread.
+    fn offer_recording(
+        lane: &Arc<WriterLane<Vec<u32>>>,
+        i: u32,
+        deadline: Instant,
+    ) -> std::thread::JoinHandle<(bool, Option<std::thread::ThreadId>)> {
+        let lane = Arc::clone(lane);
+        std::thread::spawn(move || {
+            let mut ran_on = None;
+            let mut job = |seen: &mut Vec<u32>| {
+                seen.push(i);
+                ran_on = Some(std::thread::current().id());
+                true
+            };
+            let ran = matches!(lane.offer(deadline, &mut job), Ok(Offered::Ran));
+            (ran, ran_on)
+        })
+    }
+
+    /// Bug caught: a holder that cannot take the jobs queued writers lent, takes them out of
+    /// arrival order, runs one twice, or lets a waiter return (its job gone) before the job
+    /// ran; or the lane lost while its holder runs jobs.
+    #[test]
+    fn a_holder_runs_the_lent_jobs_in_arrival_order_on_its_own_thread() {
+        let lane = Arc::new(WriterLane::<Vec<u32>>::default());
+        let (turn, _) = lane.acquire(far()).expect("free lane");
+        let waiters: Vec<_> = (0..4)
+            .map(|i| {
+                let w = offer_recording(&lane, i, far());
+                while lane.queued() < i as usize + 1 {
+                    std::thread::yield_now();
+                }
+                w
+            })
+            .collect();
+        let mut seen = Vec::new();
+        while let Some(job) = turn.claim() {
+            job.run(&mut seen);
+        }
+        assert_eq!(seen, [0, 1, 2, 3]);
+        for w in waiters {
+            let (ran, on) = w.join().unwrap();
+            assert!(ran, "the waiter was not told its job ran");
+            assert_eq!(on, Some(std::thread::current().id()));
+        }
+        assert!(
+            lane.acquire_plain(Instant::now() + Duration::from_millis(20))
+                .is_err(),
+            "the lane left its holder"
+        );
+        drop(turn);
+    }
+
+    /// Bug caught: a job claimed after its waiter timed out and returned (a call into a dead
+    /// stack frame), or a timed-out waiter left in the queue.
+    #[test]
+    fn a_timed_out_offer_leaves_nothing_to_claim() {
+        let lane = Arc::new(WriterLane::<Vec<u32>>::default());
+        let (turn, _) = lane.acquire(far()).expect("free lane");
+        let w = offer_recording(&lane, 7, Instant::now() + Duration::from_millis(20));
+        let (ran, on) = w.join().unwrap();
+        assert!(!ran && on.is_none());
+        assert!(turn.claim().is_none(), "a job left to claim");
+        assert_eq!(lane.queued(), 0);
+    }
+
+    /// Bug caught: a lane let go with a lending waiter at the front staying busy with nobody
+    /// to run (the waiter never nudged), or a waiter whose job unwound on the holder's thread
+    /// never told (it would wait forever).
+    #[test]
+    fn a_free_lane_goes_to_the_lending_waiter_and_an_unwinding_job_is_reported() {
+        let lane = Arc::new(WriterLane::<Vec<u32>>::default());
+        let turn = lane.acquire_plain(far()).expect("free lane");
+        let waiter = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || {
+                let mut job = |_: &mut Vec<u32>| true;
+                matches!(lane.offer(far(), &mut job), Ok(Offered::Turn(..)))
+            })
+        };
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        let released = Instant::now();
+        drop(turn);
+        assert!(
+            waiter.join().unwrap(),
+            "the waiter did not take the free lane"
+        );
+        assert!(released.elapsed() < HAND_OFFS, "taken only at its deadline");
+
+        let (turn, _) = lane.acquire(far()).expect("free lane again");
+        let panicking = {
+            let lane = Arc::clone(&lane);
+            std::thread::spawn(move || {
+                let mut job = |_: &mut Vec<u32>| -> bool { panic!("the job unwinds") };
+                matches!(lane.offer(far(), &mut job), Ok(Offered::Ran))
+            })
+        };
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        let job = turn.claim().expect("a lent job");
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.run(&mut Vec::new());
+        }));
+        assert!(unwound.is_err());
+        assert!(panicking.join().unwrap(), "the waiter was not told");
+        drop(turn);
     }
 }

@@ -29,6 +29,12 @@ pub(crate) fn inside_write(key: usize) -> bool {
     INSIDE.with_borrow(|inside| inside.iter().any(|&(k, lane)| lane && k == key))
 }
 
+/// True when this thread runs no `read` or `write` closure of any database.
+#[inline]
+pub(crate) fn outside_closures() -> bool {
+    INSIDE.with_borrow(Vec::is_empty)
+}
+
 /// How many connections of the database `key` this thread's closures hold.
 pub(crate) fn connections_held(key: usize) -> usize {
     INSIDE.with_borrow(|inside| inside.iter().filter(|(k, _)| *k == key).count())

@@ -361,6 +361,14 @@ impl Registry {
     /// this thread's closures hold them all (see [`Registry::read`]). Reads of the same
     /// database see `f`'s uncommitted work only through `f`'s own transaction.
     ///
+    /// `f` may run on another writer's thread: while this call waits in the lane, the writer
+    /// holding it runs the closures queued behind it one after another, on its own thread
+    /// (each in its own savepoint, in the same order), rather than waking each writer in turn.
+    /// Hence `f`, its value and its error must be `Send`. This call still returns only once
+    /// `f`'s work has committed, `f`'s panic still reaches this caller, and `f` runs in this
+    /// caller's `tracing` span; but thread-locals `f` reads are the other thread's. A `write`
+    /// made from inside another `read` or `write` closure always runs `f` on its own thread.
+    ///
     /// For a closure of an application's own error type, see [`Registry::write_with`].
     ///
     /// # Errors
@@ -369,10 +377,10 @@ impl Registry {
     /// [`Error::Sqlite`] when the transaction cannot begin or commit, or for the error `f`
     /// returns; [`Error::BatchFailed`] when the transaction shared with other writers failed.
     #[track_caller]
-    pub fn write<T>(
+    pub fn write<T: Send>(
         &self,
         name: &DbName,
-        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send,
     ) -> Result<T> {
         let site = Location::caller();
         self.pool(name)?.write(site, f)
@@ -390,10 +398,11 @@ impl Registry {
     pub fn write_with<T, E>(
         &self,
         name: &DbName,
-        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E>
     where
-        E: From<Error>,
+        T: Send,
+        E: From<Error> + Send,
     {
         let site = Location::caller();
         self.pool(name)?.write_with(site, f)
@@ -769,7 +778,10 @@ impl DbHandle {
     ///
     /// As [`Registry::write`].
     #[track_caller]
-    pub fn write<T>(&self, f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>) -> Result<T> {
+    pub fn write<T: Send>(
+        &self,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send,
+    ) -> Result<T> {
         self.0.write(Location::caller(), f)
     }
 
@@ -779,9 +791,9 @@ impl DbHandle {
     ///
     /// As [`Registry::write_with`].
     #[track_caller]
-    pub fn write_with<T, E: From<Error>>(
+    pub fn write_with<T: Send, E: From<Error> + Send>(
         &self,
-        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         self.0.write_with(Location::caller(), f)
     }

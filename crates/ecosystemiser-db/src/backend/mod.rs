@@ -363,7 +363,10 @@ impl EcoDb {
     /// Those of [`EcoDb::connection`], the core's errors when the transaction cannot begin or
     /// commit, and `f`'s, all as [`Error::Core`](crate::Error::Core).
     #[track_caller]
-    pub fn transaction<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub fn transaction<T: Send>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send,
+    ) -> Result<T> {
         Ok(self.inner.registry.write(&ECO_NAME, |tx| f(tx))?)
     }
 
@@ -376,9 +379,9 @@ impl EcoDb {
     /// Those of [`EcoDb::transaction`] other than `f`'s, converted into `E`, and whatever `f`
     /// returns.
     #[track_caller]
-    pub fn transaction_with<T, E: From<hive_db_core::Error>>(
+    pub fn transaction_with<T: Send, E: From<hive_db_core::Error> + Send>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
+        f: impl FnOnce(&Connection) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         self.inner.registry.write_with(&ECO_NAME, |tx| f(tx))
     }

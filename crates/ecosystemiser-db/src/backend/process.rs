@@ -44,8 +44,8 @@ pub fn ecosystemiser_connection() -> Result<EcoConnection> {
 ///
 /// Those of [`ecosystemiser_db`] and of [`EcoDb::transaction`].
 #[track_caller]
-pub fn ecosystemiser_transaction<T>(
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+pub fn ecosystemiser_transaction<T: Send>(
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send,
 ) -> Result<T> {
     ecosystemiser_db()?.transaction(f)
 }

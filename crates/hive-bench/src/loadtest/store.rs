@@ -51,10 +51,10 @@ pub(crate) trait Store: Sync {
     /// server's default isolation on PostgreSQL): `Ok` only once `f`'s work has committed;
     /// rolled back when `f` fails. `f` may run again after a failed attempt (PostgreSQL's
     /// deadlock or serialization failure at commit), so it keeps no state across runs.
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T>;
 
     /// The data layer's repositories on the `ecosystemiser` database, on this path.
@@ -138,10 +138,10 @@ impl Store for RegistryStore {
         }
     }
 
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         match &self.handles[db] {
             Handle::Sqlite(h) => h.write_with(|tx| f(Write::Sqlite(tx))),
@@ -183,10 +183,10 @@ impl Store for ConnectPerOpStore {
         f(Read::Sqlite(&conn))
     }
 
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         let (name, mut conn) = self.open(db)?;
         immediate_transaction(name, &mut conn, |tx| f(Write::Sqlite(tx)))
@@ -241,10 +241,10 @@ impl Store for SerialRawStore {
         f(Read::Sqlite(&conn))
     }
 
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         let (name, mut conn) = self.conn(db);
         immediate_transaction(name, &mut conn, |tx| f(Write::Sqlite(tx)))
@@ -288,10 +288,10 @@ impl Store for R2d2Store {
         f(Read::Sqlite(&conn))
     }
 
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         let mut conn = self.pools[db].get()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -340,10 +340,10 @@ impl Store for R2d2PgStore {
         f(Read::Pg(&mut conn))
     }
 
-    fn write<T>(
+    fn write<T: Send>(
         &self,
         db: usize,
-        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(Write<'_, '_>) -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         let mut conn = self.pools[db].get()?;
         let mut tx = conn.transaction()?;

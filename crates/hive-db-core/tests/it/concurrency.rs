@@ -126,7 +126,7 @@ fn writer_lane_is_fifo_through_the_registry() -> TestResult {
     let first = {
         let (registry, name) = (f.registry.clone(), f.name.clone());
         std::thread::spawn(move || {
-            registry.write_with(&name, |tx| -> anyhow::Result<()> {
+            registry.write_with(&name, move |tx| -> anyhow::Result<()> {
                 tx.execute("INSERT INTO t (v) VALUES (0)", [])?;
                 entered_tx.send(())?;
                 release_rx.recv()?;
@@ -176,7 +176,7 @@ fn readers_do_not_queue_behind_writers() -> TestResult {
     let writer = {
         let (registry, name) = (f.registry.clone(), f.name.clone());
         std::thread::spawn(move || {
-            registry.write_with(&name, |tx| -> anyhow::Result<_> {
+            registry.write_with(&name, move |tx| -> anyhow::Result<_> {
                 tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
                 entered_tx.send(())?;
                 release_rx.recv()?;

@@ -220,12 +220,13 @@ fn a_writer_lane_timeout_is_typed_and_counted_apart() -> TestResult {
     let f = &f;
     std::thread::scope(|scope| -> TestResult {
         let holder = scope.spawn(move || {
-            f.registry.write_with(&f.name, |_tx| -> anyhow::Result<()> {
-                entered_tx.send(())?;
-                // Holds the lane until the other writer has given up.
-                release.recv_timeout(Duration::from_secs(20))?;
-                Ok(())
-            })
+            f.registry
+                .write_with(&f.name, move |_tx| -> anyhow::Result<()> {
+                    entered_tx.send(())?;
+                    // Holds the lane until the other writer has given up.
+                    release.recv_timeout(Duration::from_secs(20))?;
+                    Ok(())
+                })
         });
         entered.recv_timeout(Duration::from_secs(20))?;
         let refused = f.registry.write(&f.name, |_tx| Ok(()));

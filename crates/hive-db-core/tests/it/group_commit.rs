@@ -112,7 +112,8 @@ fn every_ok_write_commits_and_no_failed_one_does() -> TestResult {
 }
 
 /// How writer 1 breaks the contract: SQL run on its shared transaction, directly or from
-/// inside a nested `write` to another database.
+/// inside a nested `read` of another database (a nested `write`'s closure must be `Send`, so it
+/// cannot hold the outer transaction).
 #[derive(Clone, Copy)]
 enum Breach {
     Direct(&'static str),
@@ -137,7 +138,7 @@ fn spawn_writer(
                 }
                 Some(Breach::Nested(sql)) => {
                     let other = hive_db_core::DbName::new("group_other")?;
-                    let _ = registry.write(&other, |_| {
+                    let _ = registry.read(&other, |_| {
                         let _ = tx.execute_batch(sql);
                         Ok(())
                     });
@@ -170,7 +171,7 @@ impl HeldBatch {
         let first = {
             let (registry, name) = (f.registry.clone(), f.name.clone());
             std::thread::spawn(move || {
-                registry.write_with(&name, |tx| -> anyhow::Result<_> {
+                registry.write_with(&name, move |tx| -> anyhow::Result<_> {
                     tx.execute("INSERT INTO log (thread, seq) VALUES (1, 0)", [])?;
                     go_rx.recv()?;
                     Ok(())
@@ -194,7 +195,7 @@ impl HeldBatch {
 
 /// Bug caught: a writer's closure that ends the shared transaction leaves the writers before
 /// it waiting forever for a commit that never comes, or tells them they failed while their
-/// rows committed (with `COMMIT`, also from inside a nested `write` to another database, or
+/// rows committed (with `COMMIT`, also from inside a nested `read` of another database, or
 /// an autocommit statement after `ROLLBACK`: a retry would write them twice), or `Ok` though
 /// their rows were rolled back (with `ROLLBACK`); or the lane stays stuck for the writers after;
 /// or the writers before it given an invented SQLite error instead of the batch's failure.
@@ -203,7 +204,7 @@ fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() 
     let breaches = [
         ("ROLLBACK", Breach::Direct("ROLLBACK")),
         ("COMMIT", Breach::Direct("COMMIT")),
-        ("COMMIT in a nested write", Breach::Nested("COMMIT")),
+        ("COMMIT in a nested read", Breach::Nested("COMMIT")),
         (
             "ROLLBACK, then an autocommit INSERT",
             Breach::Direct("ROLLBACK; INSERT INTO log (thread, seq) VALUES (1, 99)"),
@@ -318,5 +319,119 @@ fn a_writer_queued_across_close_is_refused_and_the_batch_before_it_commits() -> 
         vec![0],
         "writer 0's row committed, writer 1's never written"
     );
+    Ok(())
+}
+
+/// A writer that records which thread ran its closure, on `recorded`.
+fn spawn_recording_writer(
+    held: &HeldBatch,
+    seq: i64,
+    recorded: std::sync::mpsc::Sender<(i64, std::thread::ThreadId)>,
+) -> std::thread::JoinHandle<anyhow::Result<std::thread::ThreadId>> {
+    let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+    std::thread::spawn(move || {
+        registry.write_with(&name, move |tx| -> anyhow::Result<_> {
+            tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
+            recorded.send((seq, std::thread::current().id()))?;
+            Ok(())
+        })?;
+        Ok(std::thread::current().id())
+    })
+}
+
+/// Bug caught: the writer holding the lane hands it to each queued writer in turn (a wake-up
+/// and a context switch per writer) instead of running the closures they lent on its own
+/// thread; or runs them out of arrival order; or a writer told `Ok` before its lent work
+/// committed.
+#[test]
+fn the_lane_holder_runs_the_queued_writers_closures_in_order() -> TestResult {
+    let held = HeldBatch::start("group_lent")?;
+    let (recorded, runs) = std::sync::mpsc::channel();
+    let mut writers = Vec::new();
+    for seq in 1..=3 {
+        writers.push(spawn_recording_writer(&held, seq, recorded.clone()));
+        assert!(held.queued(seq as u32), "writer {seq} queued");
+    }
+    held.go.send(())?;
+    held.first.join().expect("writer 0")?;
+    let holder = runs.recv_timeout(Duration::from_secs(20))?;
+    let mut ran = vec![holder];
+    for _ in 2..=3 {
+        ran.push(runs.recv_timeout(Duration::from_secs(20))?);
+    }
+    for w in writers {
+        let own = w.join().expect("a queued writer")?;
+        assert!(ran.iter().all(|&(_, t)| t != own), "ran on its own thread");
+    }
+    assert_eq!(ran.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(
+        ran.iter().all(|&(_, t)| t == holder.1),
+        "one thread ran them all: {ran:?}"
+    );
+    assert_eq!(
+        logged(&held.f)?,
+        BTreeSet::from([(1, 0), (1, 1), (1, 2), (1, 3)])
+    );
+    let totals = held.f.registry.db_stats(&held.f.name)?.totals;
+    assert_eq!(
+        (totals.commits, totals.write_transactions),
+        (5, 2),
+        "the table, then one batch of four: {totals:?}"
+    );
+    Ok(())
+}
+
+/// Bug caught: a write made from inside another closure of the registry lending its closure
+/// to another thread, where what its own thread holds is not counted (a nested `write` of the
+/// same database would wait for itself instead of failing with `Reentrant`); or a panic in a
+/// lent closure lost, or raised on the holder's thread instead of its own caller's.
+#[test]
+fn nested_writes_run_on_their_own_thread_and_lent_panics_reach_their_caller() -> TestResult {
+    let held = HeldBatch::start("group_lent_nested")?;
+    let other = hive_db_core::DbName::new("group_other")?;
+    held.f
+        .registry
+        .register(&other, held.f.dir.path().join("other.db"), config())?;
+    let panicking = {
+        let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+        std::thread::spawn(move || {
+            let caught = catch_unwind(AssertUnwindSafe(|| {
+                let _ = registry.write(&name, |tx| -> hive_db_core::rusqlite::Result<()> {
+                    tx.execute("INSERT INTO log (thread, seq) VALUES (1, 2)", [])?;
+                    panic!("a lent closure panics");
+                });
+            }));
+            caught.is_err()
+        })
+    };
+    assert!(held.queued(1), "the panicking writer queued");
+    let (recorded, runs) = std::sync::mpsc::channel();
+    let nested = {
+        let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+        std::thread::spawn(move || -> anyhow::Result<bool> {
+            let own = std::thread::current().id();
+            registry.read_with(&other, |_| -> anyhow::Result<_> {
+                registry.write_with(&name, move |tx| -> anyhow::Result<_> {
+                    tx.execute("INSERT INTO log (thread, seq) VALUES (1, 1)", [])?;
+                    recorded.send(std::thread::current().id())?;
+                    Ok(())
+                })?;
+                Ok(())
+            })?;
+            Ok(runs.recv_timeout(Duration::from_secs(20))? == own)
+        })
+    };
+    assert!(held.queued(2), "the nested writer queued");
+    held.go.send(())?;
+    held.first.join().expect("writer 0")?;
+    assert!(
+        nested.join().expect("the nested writer")?,
+        "the nested write's closure ran on another thread"
+    );
+    assert!(
+        panicking.join().expect("the panicking writer's thread"),
+        "the panic did not reach its own caller"
+    );
+    assert_eq!(logged(&held.f)?, BTreeSet::from([(1, 0), (1, 1)]));
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::loadtest::pgserver::Server;
 use crate::loadtest::progress::Style;
 use crate::loadtest::run::Limit;
 use crate::loadtest::store::Backend;
+use crate::loadtest::workload::Layer;
 
 /// Flags of `loadtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -85,6 +86,9 @@ pub(crate) struct Plan {
     pub(crate) app_dbs: usize,
     pub(crate) seed: u64,
     pub(crate) mix: Mix,
+    /// How the `ecosystemiser` operations run: through the data layer, except in
+    /// `--compare`'s plain-SQL runs.
+    pub(crate) layer: Layer,
     pub(crate) max_size: u32,
     pub(crate) dir: Option<PathBuf>,
     /// The PostgreSQL server, for `--backend postgres`; `None` on SQLite.
@@ -150,6 +154,7 @@ impl Plan {
             app_dbs: args.databases as usize,
             seed: args.seed,
             mix: args.mix,
+            layer: Layer::Repositories,
             max_size: args.max_size,
             dir: args.dir,
             server: match args.backend {

@@ -2,26 +2,36 @@
 //! per operation (the original system's fallback) and through plain r2d2 with its defaults;
 //! on PostgreSQL, through plain r2d2_postgres with its defaults. On SQLite also the serial
 //! ceiling: the same workload and seed on one worker with a raw connection per database.
-//! Two ratios sum it up: the registry over that ceiling, and the whole mix over the mix
-//! without the data layer (what the data layer costs), both through the registry.
+//! Two ratios sum it up: the registry over that ceiling, and the data layer's run over the
+//! plain-SQL run (what the data layer costs), both through the registry.
 //!
 //! The data layer's repositories run only on the registry or on its own (reused) direct
-//! connections, so the baselines run the mix without the data layer's operations, next to a
-//! registry run of that same reduced mix; the registry's run of the whole mix heads the table.
+//! connections, so every path runs the same mix with the `ecosystemiser` operations written
+//! in plain SQL (`workload` `sql`: the same statements in the same transactions), next to a
+//! registry run of it; the registry's run through the data layer (`full`) heads the table.
+//!
+//! Two runs one after the other see this machine at different speeds, so the data layer's
+//! ratio is the median of [`DATA_LAYER_ROUNDS`] pairs, their order alternating: the
+//! first pair is the table's `full` and `sql` rows, the others are shorter runs of the same
+//! workload that together last as long as one more pair.
 
 use anyhow::Context;
 
 use crate::loadtest::args::Plan;
 use crate::loadtest::progress::Style;
 use crate::loadtest::registry::{run_registry, verify_content};
-use crate::loadtest::report::{CompareRow, Report};
+use crate::loadtest::report::{CompareRow, DataLayerRound, Report};
 use crate::loadtest::run::{self, Limit};
 use crate::loadtest::setup::{self, db_config};
 use crate::loadtest::store::{
     ConnectPerOpStore, Path, R2d2PgStore, R2d2Store, SerialRawStore, Store,
 };
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
-use crate::loadtest::workload::{Faults, Workload};
+use crate::loadtest::workload::{Faults, Layer, Workload};
+
+/// Pairs of registry runs, through the data layer and in plain SQL, whose ratios' median is
+/// `data_layer_ratio`.
+pub(crate) const DATA_LAYER_ROUNDS: usize = 5;
 
 /// What one path's run came to.
 #[derive(Debug)]
@@ -64,7 +74,7 @@ fn row(path: Path, workload: &'static str, o: &Outcome, registry_ops_per_sec: f6
     }
 }
 
-/// The registry's ops/s on the mix without the data layer over the serial ceiling's.
+/// The registry's ops/s over the serial ceiling's, both on the mix in plain SQL.
 pub(crate) fn ratio_vs_serial_raw(rows: &[CompareRow]) -> Option<f64> {
     let of = |path: Path| {
         rows.iter()
@@ -74,42 +84,92 @@ pub(crate) fn ratio_vs_serial_raw(rows: &[CompareRow]) -> Option<f64> {
     Some(of(Path::Registry)? / of(Path::SerialRaw)?.max(1e-9))
 }
 
-/// The registry's ops/s on the whole mix over its ops/s on the mix without the data layer.
-pub(crate) fn data_layer_ratio(rows: &[CompareRow]) -> Option<f64> {
-    let of = |workload: &str| {
-        rows.iter()
-            .find(|r| r.path == Path::Registry.label() && r.workload == workload)
-            .map(|r| r.ops_per_sec)
-    };
-    Some(of("full")? / of("sql")?.max(1e-9))
+/// The registry's ops/s through the data layer over its ops/s on the same mix in plain SQL:
+/// the median of the rounds' ratios (the upper middle one of an even count).
+pub(crate) fn data_layer_ratio(rounds: &[DataLayerRound]) -> Option<f64> {
+    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied()
 }
 
-/// Runs the baselines and returns one row per path and workload, the registry's first.
+fn round(full_first: bool, full: &Outcome, sql: &Outcome) -> DataLayerRound {
+    DataLayerRound {
+        full_first,
+        full_ops_per_sec: full.ops_per_sec,
+        sql_ops_per_sec: sql.ops_per_sec,
+        ratio: full.ops_per_sec / sql.ops_per_sec.max(1e-9),
+        verified: [full, sql]
+            .iter()
+            .all(|o| o.errors == 0 && o.content_verified),
+    }
+}
+
+/// The pairs after the first, each run the way `plan` says in a fresh place for a share of
+/// its length, the first of them in plain SQL first.
+fn more_rounds(plan: &Plan) -> anyhow::Result<Vec<DataLayerRound>> {
+    let share = (DATA_LAYER_ROUNDS - 1) as u32;
+    let plan = Plan {
+        limit: match plan.limit {
+            Limit::OpsPerWorker(n) => Limit::OpsPerWorker((n / u64::from(share)).max(1)),
+            Limit::Time(t) => Limit::Time(t / share),
+        },
+        ..plan.clone()
+    };
+    let mut rounds = Vec::new();
+    for i in 1..DATA_LAYER_ROUNDS {
+        let full_first = i % 2 == 0;
+        if plan.progress != Style::Quiet {
+            eprintln!(
+                "compare: round {} of {DATA_LAYER_ROUNDS} of the data layer's pairs",
+                i + 1
+            );
+        }
+        let run = |layer| {
+            let plan = Plan {
+                layer,
+                ..plan.clone()
+            };
+            anyhow::Ok(Outcome::of(&run_registry(&plan, Faults::default())?))
+        };
+        let (full, sql) = if full_first {
+            let full = run(Layer::Repositories)?;
+            (full, run(Layer::PlainSql)?)
+        } else {
+            let sql = run(Layer::PlainSql)?;
+            (run(Layer::Repositories)?, sql)
+        };
+        rounds.push(round(full_first, &full, &sql));
+    }
+    Ok(rounds)
+}
+
+/// Runs the baselines and the data layer's pairs after `registry`, the run of `plan`:
+/// one row per path and workload, the registry's first, and the pairs.
 ///
 /// # Errors
 ///
 /// When a baseline cannot be set up or a worker panics.
-pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareRow>> {
-    let mut rows = vec![row(
-        Path::Registry,
-        "full",
-        &Outcome::of(registry),
-        registry.ops_per_sec,
-    )];
-    let Some(mix) = plan.mix.without_data_layer() else {
-        return Ok(rows);
-    };
+pub(crate) fn run(
+    plan: &Plan,
+    registry: &Report,
+) -> anyhow::Result<(Vec<CompareRow>, Vec<DataLayerRound>)> {
+    let full = Outcome::of(registry);
+    let mut rows = vec![row(Path::Registry, "full", &full, registry.ops_per_sec)];
+    // Each run in a place of its own: `--dir` holds the first run's rows.
     let sql = Plan {
-        mix,
+        layer: Layer::PlainSql,
+        dir: None,
         listen: None,
         compare: false,
         ..plan.clone()
     };
     if sql.progress != Style::Quiet {
-        eprintln!("compare: the mix without the data layer, through the registry");
+        eprintln!("compare: the same mix in plain SQL, through the registry");
     }
     let reg = Outcome::of(&run_registry(&sql, Faults::default())?);
     rows.push(row(Path::Registry, "sql", &reg, reg.ops_per_sec));
+    let mut rounds = vec![round(true, &full, &reg)];
+    rounds.extend(more_rounds(&sql)?);
     if let Some(server) = &sql.server {
         let dbs = server.create(1 + sql.app_dbs)?;
         let outcome = setup::create_postgres(&dbs, &sql).and_then(|()| {
@@ -120,7 +180,7 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
             eprintln!("warning: the baseline's databases stay on the server: {e:#}");
         }
         rows.push(row(Path::R2d2Postgres, "sql", &outcome?, reg.ops_per_sec));
-        return Ok(rows);
+        return Ok((rows, rounds));
     }
 
     let tmp = tempfile::Builder::new()
@@ -159,7 +219,7 @@ pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Vec<CompareR
     let store = SerialRawStore::new(dbs, &db_config(&sql))?;
     let raw = baseline(&serial, Path::SerialRaw, &store).context("the serial raw baseline")?;
     rows.push(row(Path::SerialRaw, "sql", &raw, reg.ops_per_sec));
-    Ok(rows)
+    Ok((rows, rounds))
 }
 
 /// Runs `plan`'s workload on `store`: ops/s, errors and the content checks.
@@ -167,7 +227,12 @@ fn baseline<S: Store>(plan: &Plan, path: Path, store: &S) -> anyhow::Result<Outc
     if plan.progress != Style::Quiet {
         eprintln!("compare: the same workload through {}", path.label());
     }
-    let workload = Workload::new(plan.mix.clone(), plan.app_dbs, Faults::default());
+    let workload = Workload::new(
+        plan.mix.clone(),
+        plan.app_dbs,
+        plan.layer,
+        Faults::default(),
+    );
     let ran = run::drive(
         store,
         &workload,

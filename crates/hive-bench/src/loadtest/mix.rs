@@ -77,18 +77,6 @@ impl Op {
         )
     }
 
-    /// True for the operations that go through ecosystemiser-db's repositories.
-    pub(crate) fn needs_data_layer(self) -> bool {
-        matches!(
-            self,
-            Op::ComponentLookup
-                | Op::EventPublish
-                | Op::EventHistory
-                | Op::MetricsBatch
-                | Op::StudyUpdate
-        )
-    }
-
     fn from_name(name: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.name() == name)
     }
@@ -147,16 +135,6 @@ impl Mix {
     /// True when some task operation has a weight: the application databases get work.
     pub(crate) fn has_tasks(&self) -> bool {
         self.entries().any(|(op, _)| op.is_task())
-    }
-
-    /// This mix without the data layer's operations (what a plain pool can run), or `None`
-    /// when nothing is left.
-    pub(crate) fn without_data_layer(&self) -> Option<Mix> {
-        let mut mix = self.clone();
-        for op in Op::ALL.into_iter().filter(|op| op.needs_data_layer()) {
-            mix.weights[op.index()] = 0;
-        }
-        mix.weights.iter().any(|w| *w > 0).then_some(mix)
     }
 
     /// Draws one operation.

@@ -17,6 +17,7 @@ mod args;
 mod compare;
 mod eco;
 mod eco_ops;
+mod eco_sql;
 mod eco_verify;
 mod endpoint;
 mod mix;
@@ -80,9 +81,11 @@ pub(crate) fn main(args: LoadArgs) -> anyhow::Result<()> {
 pub(crate) fn execute(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let mut report = run_registry(plan, faults)?;
     if plan.compare {
-        report.compare = compare::run(plan, &report)?;
+        let (rows, rounds) = compare::run(plan, &report)?;
+        report.compare = rows;
         report.ratio_vs_serial_raw = compare::ratio_vs_serial_raw(&report.compare);
-        report.data_layer_ratio = compare::data_layer_ratio(&report.compare);
+        report.data_layer_ratio = compare::data_layer_ratio(&rounds);
+        report.data_layer_rounds = rounds;
     }
     Ok(report)
 }

@@ -48,7 +48,7 @@ pub(crate) fn run_registry(plan: &Plan, faults: Faults) -> anyhow::Result<Report
 
 /// Runs the load test on the databases of `site`, and checks it.
 fn run_on(plan: &Plan, faults: Faults, site: &Site, files_before: usize) -> anyhow::Result<Report> {
-    let workload = Workload::new(plan.mix.clone(), plan.app_dbs, faults);
+    let workload = Workload::new(plan.mix.clone(), plan.app_dbs, plan.layer, faults);
     let registry = Registry::new();
     let (handles, eco) = setup::register_all(&registry, site, plan)?;
     let names: Vec<_> = handles.iter().map(|h| h.name().clone()).collect();
@@ -372,5 +372,6 @@ fn report_of(plan: &Plan, ran: &Ran, checks: Vec<Check>) -> Report {
         compare: Vec::new(),
         ratio_vs_serial_raw: None,
         data_layer_ratio: None,
+        data_layer_rounds: Vec::new(),
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crate::loadtest::mix::Op;
 use crate::loadtest::progress::{self, Goal, Live, Style};
 use crate::loadtest::store::Store;
-use crate::loadtest::workload::{Ack, Worker, Workload};
-use crate::loadtest::{eco_ops, original, tasks};
+use crate::loadtest::workload::{Ack, Layer, Worker, Workload};
+use crate::loadtest::{eco_ops, eco_sql, original, tasks};
 
 /// How long the workers run.
 #[derive(Debug, Clone, Copy)]
@@ -289,17 +289,23 @@ fn work<S: Store>(
 /// The operation's error; nothing of a failed write is recorded as acknowledged.
 fn run_op<S: Store>(w: &mut Worker<'_, S>, op: Op) -> anyhow::Result<()> {
     w.seq += 1;
-    match op {
-        Op::OriginalTxn => original::transaction(w),
-        Op::TaskEnqueue => tasks::enqueue(w),
-        Op::TaskClaim => tasks::claim(w),
-        Op::TaskComplete => tasks::complete(w),
-        Op::TaskList => tasks::list(w),
-        Op::ComponentLookup => eco_ops::component_lookup(w),
-        Op::EventPublish => eco_ops::event_publish(w),
-        Op::EventHistory => eco_ops::event_history(w),
-        Op::MetricsBatch => eco_ops::metrics_batch(w),
-        Op::StudyUpdate => eco_ops::study_update(w),
+    let layer = w.workload.layer;
+    match (op, layer) {
+        (Op::OriginalTxn, _) => original::transaction(w),
+        (Op::TaskEnqueue, _) => tasks::enqueue(w),
+        (Op::TaskClaim, _) => tasks::claim(w),
+        (Op::TaskComplete, _) => tasks::complete(w),
+        (Op::TaskList, _) => tasks::list(w),
+        (Op::ComponentLookup, Layer::Repositories) => eco_ops::component_lookup(w),
+        (Op::ComponentLookup, Layer::PlainSql) => eco_sql::component_lookup(w),
+        (Op::EventPublish, Layer::Repositories) => eco_ops::event_publish(w),
+        (Op::EventPublish, Layer::PlainSql) => eco_sql::event_publish(w),
+        (Op::EventHistory, Layer::Repositories) => eco_ops::event_history(w),
+        (Op::EventHistory, Layer::PlainSql) => eco_sql::event_history(w),
+        (Op::MetricsBatch, Layer::Repositories) => eco_ops::metrics_batch(w),
+        (Op::MetricsBatch, Layer::PlainSql) => eco_sql::metrics_batch(w),
+        (Op::StudyUpdate, Layer::Repositories) => eco_ops::study_update(w),
+        (Op::StudyUpdate, Layer::PlainSql) => eco_sql::study_update(w),
     }
 }
 

@@ -20,6 +20,15 @@ pub(crate) struct Faults {
     pub(crate) leak_connection: bool,
 }
 
+/// How the `ecosystemiser` operations reach their tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layer {
+    /// Through ecosystemiser-db's repositories (the registry's path only).
+    Repositories,
+    /// The same statements in plain SQL on the store's connections (every path).
+    PlainSql,
+}
+
 /// What every worker shares: the mix, the databases, and the faults.
 #[derive(Debug)]
 pub(crate) struct Workload {
@@ -27,6 +36,8 @@ pub(crate) struct Workload {
     pub(crate) mix: Mix,
     /// Application databases (indexes `1..=app_dbs` of the store).
     pub(crate) app_dbs: usize,
+    /// How the `ecosystemiser` operations run.
+    pub(crate) layer: Layer,
     /// Injected faults (tests only).
     pub(crate) faults: Faults,
     /// Set once the dropped-write fault has fired.
@@ -34,10 +45,11 @@ pub(crate) struct Workload {
 }
 
 impl Workload {
-    pub(crate) fn new(mix: Mix, app_dbs: usize, faults: Faults) -> Self {
+    pub(crate) fn new(mix: Mix, app_dbs: usize, layer: Layer, faults: Faults) -> Self {
         Self {
             mix,
             app_dbs,
+            layer,
             faults,
             drop_fired: AtomicBool::new(false),
         }

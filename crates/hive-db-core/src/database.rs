@@ -273,9 +273,18 @@ impl Database {
                 let err = BatchFailure::abandoned().into_error(&self.info().name);
                 (Member::Done(Err(err.into())), None)
             })),
-            Err(timeout) => self.write_in_turn(start, deadline, Err(timeout), site, |_| {
-                unreachable!("a write that timed out runs nothing")
-            }),
+            Err(timeout) => Err(self.lane_timeout(start, timeout).into()),
+        }
+    }
+
+    /// The error of a writer that waited for the lane from `start` until its deadline,
+    /// counted.
+    fn lane_timeout(&self, start: Instant, timeout: LaneTimeout) -> Error {
+        self.info().counters.writer_timeouts.fetch_add(1, Relaxed);
+        Error::WriterLaneTimeout {
+            db: self.info().name.clone(),
+            waited: start.elapsed(),
+            queued: timeout.queued,
         }
     }
 
@@ -295,14 +304,7 @@ impl Database {
     where
         E: From<Error>,
     {
-        let (turn, inherited) = acquired.map_err(|t| {
-            self.info().counters.writer_timeouts.fetch_add(1, Relaxed);
-            Error::WriterLaneTimeout {
-                db: self.info().name.clone(),
-                waited: start.elapsed(),
-                queued: t.queued,
-            }
-        })?;
+        let (turn, inherited) = acquired.map_err(|t| self.lane_timeout(start, t))?;
         let now = Instant::now();
         self.info()
             .counters

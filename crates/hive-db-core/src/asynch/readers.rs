@@ -8,7 +8,13 @@
 //!
 //! Threads start on demand, up to the configured number (at most one per connection: a
 //! thread holds one connection while it reads, so more would only wait for the pool). An
-//! idle thread parks; a new call wakes the one that parked last (its caches are the warmest).
+//! idle thread parks; a new call wakes the one that parked last (its caches are the warmest),
+//! but only when the threads already awake have more than [`CALLS_PER_THREAD`] calls each
+//! queued: a point read takes microseconds, and on few cores more threads awake than the
+//! calls need preempt each other in the middle of reads, which is most of a read's tail
+//! latency. A call queued behind threads that are all busy with long reads is not left
+//! there: a check on the maintenance threads, [`STALL`] after such a call, wakes another
+//! thread when no call was taken from the queue meanwhile.
 //!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
@@ -17,7 +23,7 @@
 //! then looks at the mark (and empties the queue itself when it is set).
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::Duration;
@@ -37,6 +43,13 @@ const IDLE_NAP: Duration = Duration::from_secs(1);
 /// that comes meanwhile costs no wake-up. One thread at a time does.
 const SPIN: Duration = Duration::from_micros(100);
 
+/// Queued calls per awake reader thread before a call wakes another.
+const CALLS_PER_THREAD: usize = 8;
+
+/// How long calls wait behind busy reader threads, none of them taken, before another thread
+/// is woken for them.
+const STALL: Duration = Duration::from_millis(2);
+
 struct Shared {
     db: Arc<Database>,
     jobs: ArrayQueue<Box<dyn ReadJob>>,
@@ -49,6 +62,10 @@ struct Shared {
     closed: AtomicBool,
     /// A thread is watching the queue before it parks: it takes the next call itself.
     spinning: AtomicBool,
+    /// Calls taken from the queue so far.
+    taken: AtomicU64,
+    /// A stall check is due on the maintenance threads.
+    stall_check: AtomicBool,
     threads: usize,
 }
 
@@ -98,6 +115,8 @@ impl Readers {
                 spawned: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 spinning: AtomicBool::new(false),
+                taken: AtomicU64::new(0),
+                stall_check: AtomicBool::new(false),
                 threads: threads.max(1),
             }),
         }
@@ -140,43 +159,16 @@ impl Readers {
         if shared.spinning.load(SeqCst) && shared.jobs.len() <= 1 {
             return Ok(());
         }
-        if shared.idle_count.load(SeqCst) > 0
-            && let Some(thread) = shared.pop_idle()
-        {
-            thread.unpark();
+        // Threads running calls take the queued ones as they finish.
+        let awake = shared
+            .spawned
+            .load(SeqCst)
+            .saturating_sub(shared.idle_count.load(SeqCst));
+        if awake > 0 && shared.jobs.len() <= CALLS_PER_THREAD * awake {
+            check_for_stall(shared);
             return Ok(());
         }
-        let start = shared
-            .spawned
-            .fetch_update(SeqCst, SeqCst, |n| (n < shared.threads).then_some(n + 1))
-            .is_ok();
-        if start {
-            self.spawn()?;
-        }
-        Ok(())
-    }
-
-    fn spawn(&self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        let info = self.shared.db.info();
-        let spawned = std::thread::Builder::new()
-            .name(format!("hive-db-read-{}", info.name))
-            .spawn(move || serve(&shared));
-        if let Err(source) = spawned {
-            let running = self.shared.spawned.fetch_sub(1, SeqCst) - 1;
-            tracing::warn!(db = %info.name, error = %source, "starting a reader thread failed");
-            // With another thread running the call still runs; with none it never would.
-            if running == 0 {
-                self.shared.drain();
-                return Err(Error::Io {
-                    db: info.name.clone(),
-                    op: "start a reader thread for",
-                    path: info.path.clone(),
-                    source,
-                });
-            }
-        }
-        Ok(())
+        wake_or_start(shared)
     }
 
     /// Refuses new calls, fails the queued ones with `Error::Closed` (their futures wake),
@@ -197,6 +189,77 @@ impl Readers {
     }
 }
 
+/// Wakes the thread that parked last, or starts one when none is parked and fewer than the
+/// limit run.
+///
+/// # Errors
+///
+/// [`Error::Io`] when no reader thread runs and none can be started.
+fn wake_or_start(shared: &Arc<Shared>) -> Result<()> {
+    if shared.idle_count.load(SeqCst) > 0
+        && let Some(thread) = shared.pop_idle()
+    {
+        thread.unpark();
+        return Ok(());
+    }
+    let start = shared
+        .spawned
+        .fetch_update(SeqCst, SeqCst, |n| (n < shared.threads).then_some(n + 1))
+        .is_ok();
+    if start {
+        spawn(shared)?;
+    }
+    Ok(())
+}
+
+fn spawn(shared: &Arc<Shared>) -> Result<()> {
+    let info = shared.db.info();
+    let serving = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name(format!("hive-db-read-{}", info.name))
+        .spawn(move || serve(&serving));
+    if let Err(source) = spawned {
+        let running = shared.spawned.fetch_sub(1, SeqCst) - 1;
+        tracing::warn!(db = %info.name, error = %source, "starting a reader thread failed");
+        // With another thread running the call still runs; with none it never would.
+        if running == 0 {
+            shared.drain();
+            return Err(Error::Io {
+                db: info.name.clone(),
+                op: "start a reader thread for",
+                path: info.path.clone(),
+                source,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure a stall check is due: [`STALL`] from now, if calls are still queued and none
+/// was taken meanwhile, another thread is woken (or started); while calls are queued, the
+/// check comes again, so threads stuck in long reads get one more thread per [`STALL`], up
+/// to the limit.
+fn check_for_stall(shared: &Arc<Shared>) {
+    if shared.stall_check.load(Relaxed) || shared.stall_check.swap(true, SeqCst) {
+        return;
+    }
+    let taken = shared.taken.load(SeqCst);
+    let weak = Arc::downgrade(shared);
+    crate::pool::after(STALL, move || {
+        let Some(shared) = weak.upgrade() else { return };
+        shared.stall_check.store(false, SeqCst);
+        if shared.jobs.is_empty() || shared.closed.load(SeqCst) {
+            return;
+        }
+        if shared.taken.load(SeqCst) == taken
+            && let Err(e) = wake_or_start(&shared)
+        {
+            tracing::warn!(db = %shared.db.info().name, error = %e, "a stall check started no reader thread");
+        }
+        check_for_stall(&shared);
+    });
+}
+
 /// A reader thread: runs calls until the readers close and the queue is empty.
 fn serve(shared: &Shared) {
     let me = std::thread::current();
@@ -206,6 +269,7 @@ fn serve(shared: &Shared) {
     loop {
         if let Some(job) = shared.jobs.pop() {
             counters.async_read_queued.fetch_sub(1, Relaxed);
+            shared.taken.fetch_add(1, Relaxed);
             job.run(&shared.db);
             watched = false;
             continue;

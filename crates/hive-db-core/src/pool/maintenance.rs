@@ -31,6 +31,12 @@ pub(super) fn threads() -> Arc<ScheduledThreadPool> {
     Arc::clone(&MAINTENANCE)
 }
 
+/// Runs `job` once after `delay` on the shared threads.
+#[cfg(feature = "async")]
+pub(crate) fn after(delay: Duration, job: impl FnOnce() + Send + 'static) {
+    MAINTENANCE.execute_after(delay, job);
+}
+
 /// Runs `job` every `period` on the shared threads until the handle is cancelled.
 pub(super) fn every(period: Duration, job: impl Fn() + Send + Sync + 'static) -> JobHandle {
     MAINTENANCE.execute_at_fixed_rate(period, period, job)

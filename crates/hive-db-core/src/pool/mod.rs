@@ -40,6 +40,8 @@ pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::DbInfo;
+#[cfg(feature = "async")]
+pub(crate) use maintenance::after;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::HiveConn;
 #[cfg(feature = "postgres")]

@@ -763,3 +763,38 @@ fn reads_in_bursts_never_wait_for_a_parked_thread_to_wake_by_itself() -> TestRes
     }
     Ok(())
 }
+
+/// Bug caught: reads queued behind a reader thread that is busy with a long read waiting for
+/// it to finish, because no call wakes another thread while the awake ones seem to keep up
+/// (the stall check missing or never waking one). The long read waits, up to [`PATIENCE`],
+/// for the short ones queued after it to finish: on one thread they never could.
+#[test]
+fn reads_queued_behind_a_long_read_run_on_another_thread() -> TestResult {
+    let f = log_fixture("stall", config())?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(2),
+            ..AsyncConfig::default()
+        },
+    )?;
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let long = h.read(move |_| {
+        let _ = started_tx.send(());
+        Ok(wait.recv_timeout(PATIENCE).is_ok())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let short: Vec<_> = (0..3)
+        .map(|_| h.read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get::<_, i64>(0))))
+        .collect();
+    for read in short {
+        assert_eq!(futures_executor::block_on(read)?, 0);
+    }
+    let _ = release.send(());
+    assert!(
+        futures_executor::block_on(long)?,
+        "the short reads ran only once the long one gave up"
+    );
+    Ok(())
+}

@@ -198,25 +198,56 @@ impl Database {
         E: From<Error> + Send,
         F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     {
+        if !outside_closures() {
+            return self.write_local(site, f);
+        }
+        let start = self.may_write()?;
+        let deadline = deadline(start, self.info().config.connection_timeout);
+        let (member, slot) = self.write_lent(start, deadline, site, f)?;
+        self.returned(member, slot)
+    }
+
+    /// [`Database::write_with`] for a closure that runs on this thread whatever happens: it
+    /// waits for the lane without lending `f`, so it needs none of the `Send` bounds. It
+    /// joins the same batches, in the same order.
+    pub(crate) fn write_local<T, E>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let start = self.may_write()?;
+        let deadline = deadline(start, self.info().config.connection_timeout);
+        let acquired = self.lane.acquire(deadline);
+        let (member, slot) = self.write_in_turn(start, deadline, acquired, site, f)?;
+        self.returned(member, slot)
+    }
+
+    /// The start of a write, refused with [`Error::Reentrant`] when this thread's closures
+    /// hold the writer lane of this database already (it could only wait for itself).
+    fn may_write(&self) -> Result<Instant> {
         if inside_write(self.pool.key()) {
             return Err(Error::Reentrant {
                 db: self.info().name.clone(),
                 call: Reentry::Write,
-            }
-            .into());
+            });
         }
-        let start = Instant::now();
-        let config = &self.info().config;
-        let deadline = deadline(start, config.connection_timeout);
-        let (member, slot) = if outside_closures() {
-            self.write_lent(start, deadline, site, f)?
-        } else {
-            let acquired = self.lane.acquire(deadline);
-            self.write_in_turn(start, deadline, acquired, site, f)?
-        };
+        Ok(Instant::now())
+    }
+
+    /// What a write returns once its closure ran: its value once its commit is settled (when
+    /// it joined a batch), its error, or its panic resumed.
+    fn returned<T, E: From<Error>>(
+        &self,
+        member: Member<T, E>,
+        slot: Option<Arc<CommitSlot>>,
+    ) -> Result<T, E> {
         match member {
             Member::Done(Ok(value)) => {
-                match slot.map(|s| s.wait(&self.info().name, config.connection_timeout)) {
+                let timeout = self.info().config.connection_timeout;
+                match slot.map(|s| s.wait(&self.info().name, timeout)) {
                     Some(Ok(())) | None => Ok(value),
                     Some(Err(failure)) => Err(failure.into_error(&self.info().name).into()),
                 }

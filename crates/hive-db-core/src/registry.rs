@@ -369,7 +369,8 @@ impl Registry {
     /// caller's `tracing` span; but thread-locals `f` reads are the other thread's. A `write`
     /// made from inside another `read` or `write` closure always runs `f` on its own thread.
     ///
-    /// For a closure of an application's own error type, see [`Registry::write_with`].
+    /// For a closure of an application's own error type, see [`Registry::write_with`]; for one
+    /// that must run on this thread (not `Send`), [`Registry::write_local`].
     ///
     /// # Errors
     ///
@@ -406,6 +407,30 @@ impl Registry {
     {
         let site = Location::caller();
         self.pool(name)?.write_with(site, f)
+    }
+
+    /// [`Registry::write_with`] for a closure that must run on this thread, as
+    /// `tokio::task::spawn_local` is for a future that must: one that captures what cannot
+    /// cross threads (an `Rc`, a `RefCell`'s borrow, a non-`Send` handle) or reads this
+    /// thread's thread-locals. It waits in the same writer lane, in the same FIFO order, and
+    /// joins the same batches, but `f` is never lent to the writer holding the lane: when its
+    /// turn comes the lane is handed to this thread, which costs that hand-off (a wake-up) where
+    /// [`Registry::write_with`] usually costs none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write_with`].
+    #[track_caller]
+    pub fn write_local<T, E>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        let site = Location::caller();
+        self.pool(name)?.write_local(site, f)
     }
 
     /// Every database, open or closed, sorted by name.
@@ -796,6 +821,19 @@ impl DbHandle {
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     ) -> Result<T, E> {
         self.0.write_with(Location::caller(), f)
+    }
+
+    /// Like [`Registry::write_local`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write_local`].
+    #[track_caller]
+    pub fn write_local<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.0.write_local(Location::caller(), f)
     }
 
     /// The database's snapshot.

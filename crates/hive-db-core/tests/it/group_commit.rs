@@ -381,6 +381,63 @@ fn the_lane_holder_runs_the_queued_writers_closures_in_order() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: `write_local` lending its closure to the writer holding the lane (it would run
+/// on another thread, where what it captured cannot go), taking its turn out of the queue's
+/// order, or running outside the batch of the writers around it; or the writer behind it
+/// losing its lent closure's run.
+#[test]
+fn a_local_write_runs_on_its_callers_thread_in_order_and_in_the_batch() -> TestResult {
+    let held = HeldBatch::start("group_local")?;
+    let (recorded, runs) = std::sync::mpsc::channel();
+    let before = spawn_recording_writer(&held, 1, recorded.clone());
+    assert!(held.queued(1), "writer 1 queued");
+    let local = {
+        let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+        let recorded = recorded.clone();
+        std::thread::spawn(move || -> anyhow::Result<std::thread::ThreadId> {
+            // Not `Send`: only a closure that runs on this thread may hold it.
+            let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+            let inner = std::rc::Rc::clone(&seen);
+            registry.write_local(&name, move |tx| -> anyhow::Result<_> {
+                tx.execute("INSERT INTO log (thread, seq) VALUES (1, 2)", [])?;
+                inner.set(2);
+                recorded.send((2, std::thread::current().id()))?;
+                Ok(())
+            })?;
+            anyhow::ensure!(seen.get() == 2, "the closure's capture was not set");
+            Ok(std::thread::current().id())
+        })
+    };
+    assert!(held.queued(2), "the local writer queued");
+    let after = spawn_recording_writer(&held, 3, recorded);
+    assert!(held.queued(3), "writer 3 queued");
+    held.go.send(())?;
+    held.first.join().expect("writer 0")?;
+    let ran = (0..3)
+        .map(|_| runs.recv_timeout(Duration::from_secs(20)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local = local.join().expect("the local writer")?;
+    for w in [before, after] {
+        w.join().expect("a queued writer")?;
+    }
+    assert_eq!(ran.iter().map(|&(s, _)| s).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        ran[1].1, local,
+        "the local closure ran on its caller's thread"
+    );
+    assert_eq!(
+        logged(&held.f)?,
+        BTreeSet::from([(1, 0), (1, 1), (1, 2), (1, 3)])
+    );
+    let totals = held.f.registry.db_stats(&held.f.name)?.totals;
+    assert_eq!(
+        (totals.commits, totals.write_transactions),
+        (5, 2),
+        "the table, then one batch of four: {totals:?}"
+    );
+    Ok(())
+}
+
 /// Bug caught: a write made from inside another closure of the registry lending its closure
 /// to another thread, where what its own thread holds is not counted (a nested `write` of the
 /// same database would wait for itself instead of failing with `Reentrant`); or a panic in a

@@ -199,7 +199,7 @@ impl Database {
         F: FnOnce(&WriteTx<'_>) -> Result<T, E> + Send,
     {
         if !outside_closures() {
-            return self.write_local(site, f);
+            return self.write_local_with(site, f);
         }
         let start = self.may_write()?;
         let deadline = deadline(start, self.info().config.connection_timeout);
@@ -207,10 +207,21 @@ impl Database {
         self.returned(member, slot)
     }
 
+    /// [`Database::write_local_with`] for a closure of rusqlite's error type.
+    pub(crate) fn write_local<T>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.write_local_with(site, |tx| {
+            f(tx).map_err(|e| Error::sqlite(&self.info().name, "write", e))
+        })
+    }
+
     /// [`Database::write_with`] for a closure that runs on this thread whatever happens: it
     /// waits for the lane without lending `f`, so it needs none of the `Send` bounds. It
     /// joins the same batches, in the same order.
-    pub(crate) fn write_local<T, E>(
+    pub(crate) fn write_local_with<T, E>(
         &self,
         site: &'static Location<'static>,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,

@@ -409,19 +409,37 @@ impl Registry {
         self.pool(name)?.write_with(site, f)
     }
 
-    /// [`Registry::write_with`] for a closure that must run on this thread, as
+    /// [`Registry::write`] for a closure that must run on this thread, as
     /// `tokio::task::spawn_local` is for a future that must: one that captures what cannot
     /// cross threads (an `Rc`, a `RefCell`'s borrow, a non-`Send` handle) or reads this
     /// thread's thread-locals. It waits in the same writer lane, in the same FIFO order, and
     /// joins the same batches, but `f` is never lent to the writer holding the lane: when its
     /// turn comes the lane is handed to this thread, which costs that hand-off (a wake-up) where
-    /// [`Registry::write_with`] usually costs none.
+    /// [`Registry::write`] usually costs none.
+    ///
+    /// For a closure of an application's own error type, see [`Registry::write_local_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write`].
+    #[track_caller]
+    pub fn write_local<T>(
+        &self,
+        name: &DbName,
+        f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let site = Location::caller();
+        self.pool(name)?.write_local(site, f)
+    }
+
+    /// [`Registry::write_local`] for a closure of the caller's own error type `E`, as
+    /// [`Registry::write_with`] is for [`Registry::write`].
     ///
     /// # Errors
     ///
     /// As [`Registry::write_with`].
     #[track_caller]
-    pub fn write_local<T, E>(
+    pub fn write_local_with<T, E>(
         &self,
         name: &DbName,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
@@ -430,7 +448,7 @@ impl Registry {
         E: From<Error>,
     {
         let site = Location::caller();
-        self.pool(name)?.write_local(site, f)
+        self.pool(name)?.write_local_with(site, f)
     }
 
     /// Every database, open or closed, sorted by name.
@@ -829,11 +847,21 @@ impl DbHandle {
     ///
     /// As [`Registry::write_local`].
     #[track_caller]
-    pub fn write_local<T, E: From<Error>>(
+    pub fn write_local<T>(&self, f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>) -> Result<T> {
+        self.0.write_local(Location::caller(), f)
+    }
+
+    /// Like [`Registry::write_local_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::write_local_with`].
+    #[track_caller]
+    pub fn write_local_with<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.0.write_local(Location::caller(), f)
+        self.0.write_local_with(Location::caller(), f)
     }
 
     /// The database's snapshot.

@@ -398,7 +398,7 @@ fn a_local_write_runs_on_its_callers_thread_in_order_and_in_the_batch() -> TestR
             // Not `Send`: only a closure that runs on this thread may hold it.
             let seen = std::rc::Rc::new(std::cell::Cell::new(0));
             let inner = std::rc::Rc::clone(&seen);
-            registry.write_local(&name, move |tx| -> anyhow::Result<_> {
+            registry.write_local_with(&name, move |tx| -> anyhow::Result<_> {
                 tx.execute("INSERT INTO log (thread, seq) VALUES (1, 2)", [])?;
                 inner.set(2);
                 recorded.send((2, std::thread::current().id()))?;
@@ -434,6 +434,32 @@ fn a_local_write_runs_on_its_callers_thread_in_order_and_in_the_batch() -> TestR
         (totals.commits, totals.write_transactions),
         (5, 2),
         "the table, then one batch of four: {totals:?}"
+    );
+    Ok(())
+}
+
+/// Bug caught: `write_local`'s SQLite error coming back without the database's name, its
+/// work committed although its closure failed, or its closure run more than once.
+#[test]
+fn a_failed_local_write_names_its_database_and_leaves_nothing() -> TestResult {
+    let f = fixture("group_local_err", config())?;
+    create_log(&f)?;
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counted = std::rc::Rc::clone(&calls);
+    let failed = f.registry.handle(&f.name)?.write_local(move |tx| {
+        counted.set(counted.get() + 1);
+        tx.execute("INSERT INTO log (thread, seq) VALUES (9, 9)", [])?;
+        tx.execute("INSERT INTO missing VALUES (1)", [])
+    });
+    assert!(
+        matches!(failed, Err(hive_db_core::Error::Sqlite { ref db, .. }) if db == &f.name),
+        "{failed:?}"
+    );
+    assert_eq!(calls.get(), 1);
+    assert_eq!(
+        logged(&f)?,
+        BTreeSet::new(),
+        "the failed write's row stayed"
     );
     Ok(())
 }

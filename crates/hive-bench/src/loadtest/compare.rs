@@ -85,9 +85,14 @@ pub(crate) fn ratio_vs_serial_raw(rows: &[CompareRow]) -> Option<f64> {
 }
 
 /// The registry's ops/s through the data layer over its ops/s on the same mix in plain SQL:
-/// the median of the rounds' ratios (the upper middle one of an even count).
+/// the median of the verified rounds' ratios (the upper middle one of an even count); `None`
+/// when no round ran without an error and stored what it acknowledged.
 pub(crate) fn data_layer_ratio(rounds: &[DataLayerRound]) -> Option<f64> {
-    let mut ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .filter(|r| r.verified)
+        .map(|r| r.ratio)
+        .collect();
     ratios.sort_by(f64::total_cmp);
     ratios.get(ratios.len() / 2).copied()
 }
@@ -250,4 +255,37 @@ fn baseline<S: Store>(plan: &Plan, path: Path, store: &S) -> anyhow::Result<Outc
         errors: ran.error_count(),
         content_verified: findings.checks().iter().all(|c| c.passed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(ratio: f64, verified: bool) -> DataLayerRound {
+        DataLayerRound {
+            full_first: true,
+            full_ops_per_sec: ratio,
+            sql_ops_per_sec: 1.0,
+            ratio,
+            verified,
+        }
+    }
+
+    /// Bug caught: `data_layer_ratio` counting a round whose runs failed or stored what they
+    /// did not acknowledge, taking the middle of the unsorted rounds, or inventing a ratio
+    /// when no round was verified.
+    #[test]
+    fn the_data_layer_ratio_is_the_median_of_the_verified_rounds() {
+        let sorted = [round(1.3, true), round(0.7, true), round(1.0, true)];
+        assert_eq!(data_layer_ratio(&sorted), Some(1.0));
+        let some_wrong = [
+            round(5.0, false),
+            round(0.9, true),
+            round(1.1, true),
+            round(6.0, false),
+            round(1.0, true),
+        ];
+        assert_eq!(data_layer_ratio(&some_wrong), Some(1.0));
+        assert_eq!(data_layer_ratio(&[round(1.0, false)]), None);
+    }
 }

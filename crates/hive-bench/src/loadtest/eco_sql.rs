@@ -139,6 +139,13 @@ pub(crate) fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<(
     let (id, simulation) = (event_id(worker, seq), sim_id(sim));
     let correlation = format!("worker-{worker}");
     let payload = serde_json::to_string(&event_payload(worker, seq))?;
+    // Stamped here, outside the transaction, as the data layer stamps an event when it is
+    // made (microseconds since the Unix epoch: the application's own format).
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+        .to_string();
     w.store.write(ECO, |tx| {
         match tx {
             Write::Sqlite(tx) => {
@@ -146,10 +153,15 @@ pub(crate) fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<(
                     "INSERT INTO ecosystemiser_events
                          (event_id, event_type, source, timestamp, correlation_id,
                           simulation_id, payload)
-                     VALUES (?1, 'simulation.progress', 'loadtest',
-                             strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?2, ?3, ?4)",
+                     VALUES (?1, 'simulation.progress', 'loadtest', ?2, ?3, ?4, ?5)",
                 )?
-                .execute((&id, &correlation, &simulation, &payload))?;
+                .execute((
+                    &id,
+                    &timestamp,
+                    &correlation,
+                    &simulation,
+                    &payload,
+                ))?;
             }
             Write::Pg(tx) => {
                 tx.execute(
@@ -161,12 +173,9 @@ pub(crate) fn event_publish<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<(
                         "INSERT INTO ecosystemiser_events
                              (event_id, event_type, source, timestamp, correlation_id,
                               simulation_id, payload)
-                         VALUES ($1, 'simulation.progress', 'loadtest',
-                                 to_char(clock_timestamp() AT TIME ZONE 'UTC',
-                                         'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                                 $2, $3, $4)
+                         VALUES ($1, 'simulation.progress', 'loadtest', $2, $3, $4, $5)
                          RETURNING seq",
-                        &[&id, &correlation, &simulation, &payload],
+                        &[&id, &timestamp, &correlation, &simulation, &payload],
                     )?
                     .try_get(0)?;
                 tx.execute(

@@ -14,7 +14,7 @@
 //! calls need preempt each other in the middle of reads, which is most of a read's tail
 //! latency. A call queued behind threads that are all busy with long reads is not left
 //! there: a check on the maintenance threads, [`STALL`] after such a call, wakes another
-//! thread when no call was taken from the queue meanwhile.
+//! thread when a call queued before it is still queued.
 //!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
@@ -62,6 +62,8 @@ struct Shared {
     closed: AtomicBool,
     /// A thread is watching the queue before it parks: it takes the next call itself.
     spinning: AtomicBool,
+    /// Calls pushed onto the queue so far (counted just before the push).
+    pushed: AtomicU64,
     /// Calls taken from the queue so far.
     taken: AtomicU64,
     /// A stall check is due on the maintenance threads.
@@ -115,6 +117,7 @@ impl Readers {
                 spawned: AtomicUsize::new(0),
                 closed: AtomicBool::new(false),
                 spinning: AtomicBool::new(false),
+                pushed: AtomicU64::new(0),
                 taken: AtomicU64::new(0),
                 stall_check: AtomicBool::new(false),
                 threads: threads.max(1),
@@ -139,7 +142,9 @@ impl Readers {
         }
         // Counted before the push, so a thread taking it at once never counts below zero.
         info.counters.async_read_queued.fetch_add(1, Relaxed);
+        shared.pushed.fetch_add(1, SeqCst);
         if let Err(job) = shared.jobs.push(job) {
+            shared.pushed.fetch_sub(1, SeqCst);
             info.counters.async_read_queued.fetch_sub(1, Relaxed);
             info.counters.async_queue_full.fetch_add(1, Relaxed);
             drop(job);
@@ -235,15 +240,20 @@ fn spawn(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure a stall check is due: [`STALL`] from now, if calls are still queued and none
-/// was taken meanwhile, another thread is woken (or started); while calls are queued, the
-/// check comes again, so threads stuck in long reads get one more thread per [`STALL`], up
-/// to the limit.
+/// Makes sure a stall check is due: [`STALL`] from now, if a call queued before now is still
+/// in the queue (the queue is first in, first out: fewer calls taken than pushed by now),
+/// another thread is woken (or started). While calls stay queued the check comes again, so
+/// no call waits much more than [`STALL`] behind busy threads while another could run it.
+/// No check is due when every thread runs already: a thread parks only with the queue
+/// empty, so none could be woken.
 fn check_for_stall(shared: &Arc<Shared>) {
-    if shared.stall_check.load(Relaxed) || shared.stall_check.swap(true, SeqCst) {
+    if shared.stall_check.load(Relaxed)
+        || (shared.idle_count.load(SeqCst) == 0 && shared.spawned.load(SeqCst) >= shared.threads)
+        || shared.stall_check.swap(true, SeqCst)
+    {
         return;
     }
-    let taken = shared.taken.load(SeqCst);
+    let pushed = shared.pushed.load(SeqCst);
     let weak = Arc::downgrade(shared);
     crate::pool::after(STALL, move || {
         let Some(shared) = weak.upgrade() else { return };
@@ -251,7 +261,7 @@ fn check_for_stall(shared: &Arc<Shared>) {
         if shared.jobs.is_empty() || shared.closed.load(SeqCst) {
             return;
         }
-        if shared.taken.load(SeqCst) == taken
+        if shared.taken.load(SeqCst) < pushed
             && let Err(e) = wake_or_start(&shared)
         {
             tracing::warn!(db = %shared.db.info().name, error = %e, "a stall check started no reader thread");

@@ -61,8 +61,10 @@ pub(crate) struct LoadArgs {
     /// Where the metrics endpoint listens (loopback; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: SocketAddr,
-    /// Also run the same workload, same seed, through a connection per operation and through
-    /// plain r2d2 (on PostgreSQL: through plain r2d2_postgres), and print the ratios.
+    /// Also run the same workload, same seed, with the ecosystemiser operations in plain SQL
+    /// (no data layer): through the registry (five pairs against the data layer's runs), a
+    /// connection per operation, plain r2d2, and one raw connection per database on one
+    /// worker (on PostgreSQL: the registry and plain r2d2_postgres); print the ratios.
     #[arg(long)]
     pub(crate) compare: bool,
     /// Print the whole report as one JSON object on standard output.

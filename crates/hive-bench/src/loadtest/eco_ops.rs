@@ -11,7 +11,7 @@ use crate::loadtest::eco::{
     sim_id, study_id, study_sim_id,
 };
 use crate::loadtest::store::Store;
-use crate::loadtest::workload::{Ack, EcoWorker, Worker};
+use crate::loadtest::workload::{Ack, StudyStep, Worker};
 
 /// Newest events a history query reads.
 const HISTORY: u32 = 20;
@@ -111,54 +111,38 @@ pub(crate) fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<(
 pub(crate) fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq) = (w.id, w.seq);
     let runs = &repos(w)?.runs;
-    let st = &mut w.eco;
-    if st.studies == 0 || st.finished == STUDY_SIZE {
-        let k = st.studies;
-        runs.create_study(&NewStudy {
+    let step = w.eco.next_step();
+    match step {
+        StudyStep::Create { k } => runs.create_study(&NewStudy {
             study_id: study_id(worker, k),
             study_type: "parametric".to_owned(),
             total_simulations: STUDY_SIZE,
             configuration: Some(json!({"parameter": "capacity_kw"})),
             metadata: None,
-        })?;
-        *st = EcoWorker {
-            studies: k + 1,
-            added: 0,
-            finished: 0,
-        };
-        w.acks.push(Ack::Eco(EcoAck::StudyCreated { worker, k }));
-        return Ok(());
-    }
-    let k = st.studies - 1;
-    if st.finished < st.added {
-        let n = st.finished;
-        let progress = runs.finish_study_simulation(
-            &study_id(worker, k),
-            &study_sim_id(worker, k, n),
-            &StatusUpdate::to(RunStatus::Completed),
-            &[Metric::new("score", seq as f64, None)],
-        )?;
-        ensure!(
-            progress.completed_simulations == i64::from(n + 1),
-            "study {} counts {} finished, expected {}",
-            progress.study_id,
-            progress.completed_simulations,
-            n + 1
-        );
-        st.finished += 1;
-        w.acks
-            .push(Ack::Eco(EcoAck::StudySimFinished { worker, k, n, seq }));
-    } else {
-        let n = st.added;
-        runs.add_study_simulation(
+        })?,
+        StudyStep::Finish { k, n } => {
+            let progress = runs.finish_study_simulation(
+                &study_id(worker, k),
+                &study_sim_id(worker, k, n),
+                &StatusUpdate::to(RunStatus::Completed),
+                &[Metric::new("score", seq as f64, None)],
+            )?;
+            ensure!(
+                progress.completed_simulations == i64::from(n + 1),
+                "study {} counts {} finished, expected {}",
+                progress.study_id,
+                progress.completed_simulations,
+                n + 1
+            );
+        }
+        StudyStep::Add { k, n } => runs.add_study_simulation(
             &study_id(worker, k),
             &NewSimulation::new(study_sim_id(worker, k, n), "configs/loadtest.yml", "milp"),
             Some(&json!({"capacity_kw": 10 * (n + 1)})),
             i64::from(n),
-        )?;
-        st.added += 1;
-        w.acks
-            .push(Ack::Eco(EcoAck::StudySimAdded { worker, k, n }));
+        )?,
     }
+    let ack = w.eco.done(step, worker, seq);
+    w.acks.push(Ack::Eco(ack));
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::loadtest::eco::{
     sim_id, study_id, study_sim_id,
 };
 use crate::loadtest::store::{Read, Store, Write};
-use crate::loadtest::workload::{Ack, EcoWorker, Worker};
+use crate::loadtest::workload::{Ack, StudyStep, Worker};
 
 /// Newest events a history query reads (as through the data layer).
 const HISTORY: i64 = 20;
@@ -344,67 +344,58 @@ pub(crate) fn metrics_batch<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<(
 /// The database's, or a study whose stored count is not the worker's.
 pub(crate) fn study_update<S: Store>(w: &mut Worker<'_, S>) -> anyhow::Result<()> {
     let (worker, seq) = (w.id, w.seq);
-    let st = &w.eco;
-    if st.studies == 0 || st.finished == STUDY_SIZE {
-        let k = st.studies;
-        let study = study_id(worker, k);
-        let configuration = serde_json::json!({"parameter": "capacity_kw"}).to_string();
-        w.store.write(ECO, |tx| {
-            match tx {
-                Write::Sqlite(tx) => {
-                    tx.prepare_cached(
-                        "INSERT INTO studies (study_id, study_type, status, total_simulations,
-                                              completed_simulations, configuration)
-                         VALUES (?1, 'parametric', 'pending', ?2, 0, ?3)",
-                    )?
-                    .execute((&study, STUDY_SIZE, &configuration))?;
-                }
-                Write::Pg(tx) => {
-                    tx.execute(
-                        "INSERT INTO studies (study_id, study_type, status, total_simulations,
-                                              completed_simulations, configuration)
-                         VALUES ($1, 'parametric', 'pending', $2, 0, $3)",
-                        &[&study, &i64::from(STUDY_SIZE), &configuration],
-                    )?;
-                }
-            }
-            Ok(())
-        })?;
-        w.eco = EcoWorker {
-            studies: k + 1,
-            added: 0,
-            finished: 0,
-        };
-        w.acks.push(Ack::Eco(EcoAck::StudyCreated { worker, k }));
-        return Ok(());
+    let step = w.eco.next_step();
+    match step {
+        StudyStep::Create { k } => {
+            let study = study_id(worker, k);
+            let configuration = serde_json::json!({"parameter": "capacity_kw"}).to_string();
+            w.store
+                .write(ECO, |mut tx| create(&mut tx, &study, &configuration))?;
+        }
+        StudyStep::Finish { k, n } => {
+            let (study, simulation) = (study_id(worker, k), study_sim_id(worker, k, n));
+            let score = [("score".to_owned(), seq as f64, None)];
+            let completed = w
+                .store
+                .write(ECO, |mut tx| finish(&mut tx, &study, &simulation, &score))?;
+            ensure!(
+                completed == i64::from(n + 1),
+                "study {study} counts {completed} finished, expected {}",
+                n + 1
+            );
+        }
+        StudyStep::Add { k, n } => {
+            let (study, simulation) = (study_id(worker, k), study_sim_id(worker, k, n));
+            let parameters = serde_json::json!({"capacity_kw": 10 * (n + 1)}).to_string();
+            w.store.write(ECO, |mut tx| {
+                add(&mut tx, &study, &simulation, &parameters, n)
+            })?;
+        }
     }
-    let k = st.studies - 1;
-    let study = study_id(worker, k);
-    if st.finished < st.added {
-        let n = st.finished;
-        let simulation = study_sim_id(worker, k, n);
-        let score = [("score".to_owned(), seq as f64, None)];
-        let completed = w
-            .store
-            .write(ECO, |mut tx| finish(&mut tx, &study, &simulation, &score))?;
-        ensure!(
-            completed == i64::from(n + 1),
-            "study {study} counts {completed} finished, expected {}",
-            n + 1
-        );
-        w.eco.finished += 1;
-        w.acks
-            .push(Ack::Eco(EcoAck::StudySimFinished { worker, k, n, seq }));
-    } else {
-        let n = st.added;
-        let simulation = study_sim_id(worker, k, n);
-        let parameters = serde_json::json!({"capacity_kw": 10 * (n + 1)}).to_string();
-        w.store.write(ECO, |mut tx| {
-            add(&mut tx, &study, &simulation, &parameters, n)
-        })?;
-        w.eco.added += 1;
-        w.acks
-            .push(Ack::Eco(EcoAck::StudySimAdded { worker, k, n }));
+    let ack = w.eco.done(step, worker, seq);
+    w.acks.push(Ack::Eco(ack));
+    Ok(())
+}
+
+/// Creates a study, pending, none of its simulations completed.
+fn create(tx: &mut Write<'_, '_>, study: &str, configuration: &str) -> anyhow::Result<()> {
+    match tx {
+        Write::Sqlite(tx) => {
+            tx.prepare_cached(
+                "INSERT INTO studies (study_id, study_type, status, total_simulations,
+                                      completed_simulations, configuration)
+                 VALUES (?1, 'parametric', 'pending', ?2, 0, ?3)",
+            )?
+            .execute((study, STUDY_SIZE, configuration))?;
+        }
+        Write::Pg(tx) => {
+            tx.execute(
+                "INSERT INTO studies (study_id, study_type, status, total_simulations,
+                                      completed_simulations, configuration)
+                 VALUES ($1, 'parametric', 'pending', $2, 0, $3)",
+                &[&study, &i64::from(STUDY_SIZE), &configuration],
+            )?;
+        }
     }
     Ok(())
 }

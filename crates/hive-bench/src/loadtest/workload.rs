@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::loadtest::eco::EcoAck;
+use crate::loadtest::eco::{EcoAck, STUDY_SIZE};
 use crate::loadtest::mix::{Mix, Op};
 use crate::measure::Rng;
 
@@ -91,9 +91,62 @@ pub(crate) enum Ack {
 #[derive(Debug, Default)]
 pub(crate) struct EcoWorker {
     /// Studies created so far; the current one is the last.
-    pub(crate) studies: u32,
-    pub(crate) added: u32,
-    pub(crate) finished: u32,
+    studies: u32,
+    added: u32,
+    finished: u32,
+}
+
+/// The next step of a worker's study, the same through the data layer and in plain SQL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StudyStep {
+    /// Create study `k` (the first, or the next once the last one finished).
+    Create { k: u32 },
+    /// Add simulation `n` to study `k`, which runs.
+    Add { k: u32, n: u32 },
+    /// Finish simulation `n` of study `k`.
+    Finish { k: u32, n: u32 },
+}
+
+impl EcoWorker {
+    /// What comes next: a new study, or the study's next simulation added or finished.
+    pub(crate) fn next_step(&self) -> StudyStep {
+        if self.studies == 0 || self.finished == STUDY_SIZE {
+            StudyStep::Create { k: self.studies }
+        } else if self.finished < self.added {
+            StudyStep::Finish {
+                k: self.studies - 1,
+                n: self.finished,
+            }
+        } else {
+            StudyStep::Add {
+                k: self.studies - 1,
+                n: self.added,
+            }
+        }
+    }
+
+    /// Moves on past `step`, which worker `worker` did in its operation `seq`, and returns
+    /// the write to record as acknowledged.
+    pub(crate) fn done(&mut self, step: StudyStep, worker: u32, seq: u64) -> EcoAck {
+        match step {
+            StudyStep::Create { k } => {
+                *self = EcoWorker {
+                    studies: k + 1,
+                    added: 0,
+                    finished: 0,
+                };
+                EcoAck::StudyCreated { worker, k }
+            }
+            StudyStep::Add { k, n } => {
+                self.added += 1;
+                EcoAck::StudySimAdded { worker, k, n }
+            }
+            StudyStep::Finish { k, n } => {
+                self.finished += 1;
+                EcoAck::StudySimFinished { worker, k, n, seq }
+            }
+        }
+    }
 }
 
 /// One worker's state.

@@ -55,6 +55,17 @@ fn log_fixture(name: &str, config: DbConfig) -> anyhow::Result<Arc<Fixture>> {
     Ok(Arc::new(f))
 }
 
+/// An async handle on `f`'s database with at most `threads` reader threads.
+fn with_readers(f: &Fixture, threads: u32) -> anyhow::Result<AsyncHandle> {
+    Ok(f.registry.async_handle_with(
+        &f.name,
+        AsyncConfig {
+            reader_threads: Some(threads),
+            ..AsyncConfig::default()
+        },
+    )?)
+}
+
 fn tags(f: &Fixture) -> anyhow::Result<Vec<String>> {
     Ok(f.registry.read(&f.name, |c| {
         let mut stmt = c.prepare("SELECT tag FROM log ORDER BY id")?;
@@ -332,13 +343,7 @@ fn a_write_dropped_before_it_starts_is_skipped() -> TestResult {
 #[test]
 fn a_read_dropped_before_it_starts_is_skipped() -> TestResult {
     let f = log_fixture("skip-read", config())?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(1),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 1)?;
     let (release, wait) = mpsc::channel::<()>();
     let (started_tx, started) = mpsc::channel();
     let blocker = h.read(move |_| {
@@ -467,13 +472,7 @@ fn full_queues_refuse_calls_with_a_typed_error() -> TestResult {
 #[test]
 fn a_panicking_closure_is_its_callers_error() -> TestResult {
     let f = log_fixture("panic", config())?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(1),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 1)?;
     for (executor, run) in EXECUTORS {
         let h = h.clone();
         run(Box::pin(async move {
@@ -514,13 +513,7 @@ fn a_panicking_closure_is_its_callers_error() -> TestResult {
 #[test]
 fn closing_wakes_every_pending_future() -> TestResult {
     let f = log_fixture("close", config())?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(1),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 1)?;
     let (release, holder) = hold_lane(&f, "h")?;
     let writes: Vec<_> = (0..5).map(|i| h.write(insert(&format!("w{i}")))).collect();
     let (read_release, wait) = mpsc::channel::<()>();
@@ -723,13 +716,7 @@ fn reads_in_bursts_never_wait_for_a_parked_thread_to_wake_by_itself() -> TestRes
         tx.execute("INSERT INTO log (tag) VALUES ('x')", [])
             .map(drop)
     })?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(2),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 2)?;
     let callers: Vec<JoinHandle<anyhow::Result<Duration>>> = (0..4_u64)
         .map(|t| {
             let h = h.clone();
@@ -771,13 +758,7 @@ fn reads_in_bursts_never_wait_for_a_parked_thread_to_wake_by_itself() -> TestRes
 #[test]
 fn reads_queued_behind_a_long_read_run_on_another_thread() -> TestResult {
     let f = log_fixture("stall", config())?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(2),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 2)?;
     let (release, wait) = mpsc::channel::<()>();
     let (started_tx, started) = mpsc::channel();
     let long = h.read(move |_| {
@@ -808,13 +789,7 @@ fn reads_queued_behind_a_long_read_run_on_another_thread() -> TestResult {
 #[test]
 fn a_queue_that_moves_too_slowly_gets_another_reader() -> TestResult {
     let f = log_fixture("slow_queue", config())?;
-    let h = f.registry.async_handle_with(
-        &f.name,
-        AsyncConfig {
-            reader_threads: Some(2),
-            ..AsyncConfig::default()
-        },
-    )?;
+    let h = with_readers(&f, 2)?;
     let (started_tx, started) = mpsc::channel::<std::thread::ThreadId>();
     let call = || {
         let started_tx = started_tx.clone();

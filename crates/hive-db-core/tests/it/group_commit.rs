@@ -322,6 +322,19 @@ fn a_writer_queued_across_close_is_refused_and_the_batch_before_it_commits() -> 
     Ok(())
 }
 
+/// Checks that writer 0 of a [`HeldBatch`] on `f` and writers 1 to 3 queued behind it all
+/// committed their rows, in one transaction after the table's.
+fn committed_in_one_batch_of_four(f: &crate::support::Fixture) -> TestResult {
+    assert_eq!(logged(f)?, BTreeSet::from([(1, 0), (1, 1), (1, 2), (1, 3)]));
+    let totals = f.registry.db_stats(&f.name)?.totals;
+    assert_eq!(
+        (totals.commits, totals.write_transactions),
+        (5, 2),
+        "the table, then one batch of four: {totals:?}"
+    );
+    Ok(())
+}
+
 /// A writer that records which thread ran its closure, on `recorded`.
 fn spawn_recording_writer(
     held: &HeldBatch,
@@ -368,17 +381,7 @@ fn the_lane_holder_runs_the_queued_writers_closures_in_order() -> TestResult {
         ran.iter().all(|&(_, t)| t == holder.1),
         "one thread ran them all: {ran:?}"
     );
-    assert_eq!(
-        logged(&held.f)?,
-        BTreeSet::from([(1, 0), (1, 1), (1, 2), (1, 3)])
-    );
-    let totals = held.f.registry.db_stats(&held.f.name)?.totals;
-    assert_eq!(
-        (totals.commits, totals.write_transactions),
-        (5, 2),
-        "the table, then one batch of four: {totals:?}"
-    );
-    Ok(())
+    committed_in_one_batch_of_four(&held.f)
 }
 
 /// Bug caught: `write_local` lending its closure to the writer holding the lane (it would run
@@ -425,17 +428,7 @@ fn a_local_write_runs_on_its_callers_thread_in_order_and_in_the_batch() -> TestR
         ran[1].1, local,
         "the local closure ran on its caller's thread"
     );
-    assert_eq!(
-        logged(&held.f)?,
-        BTreeSet::from([(1, 0), (1, 1), (1, 2), (1, 3)])
-    );
-    let totals = held.f.registry.db_stats(&held.f.name)?.totals;
-    assert_eq!(
-        (totals.commits, totals.write_transactions),
-        (5, 2),
-        "the table, then one batch of four: {totals:?}"
-    );
-    Ok(())
+    committed_in_one_batch_of_four(&held.f)
 }
 
 /// Bug caught: `write_local`'s SQLite error coming back without the database's name, its

@@ -26,13 +26,14 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::asynch::call::ReadJob;
 use crate::database::Database;
 use crate::error::{Error, Result};
+use crate::lane::spin_until;
 use crate::sync::lock;
 
 /// How long an idle reader thread sleeps before it looks at its state again by itself; a
@@ -290,7 +291,7 @@ fn serve(shared: &Shared) {
         }
         if !watched && !shared.spinning.swap(true, SeqCst) {
             watched = true;
-            watch(&shared.jobs);
+            spin_until(Instant::now() + SPIN, || !shared.jobs.is_empty());
             shared.spinning.store(false, SeqCst);
             continue;
         }
@@ -309,22 +310,5 @@ fn serve(shared: &Shared) {
         let mut idle = lock(&shared.idle);
         idle.retain(|t| t.id() != me.id());
         shared.idle_count.store(idle.len(), SeqCst);
-    }
-}
-
-/// Spins until a call is queued or [`SPIN`] passes, letting other threads run now and then
-/// (two cores, more threads).
-fn watch(jobs: &ArrayQueue<Box<dyn ReadJob>>) {
-    let until = std::time::Instant::now() + SPIN;
-    let mut spins = 0_u32;
-    while jobs.is_empty() {
-        std::hint::spin_loop();
-        spins += 1;
-        if spins.is_multiple_of(64) {
-            if std::time::Instant::now() >= until {
-                return;
-            }
-            std::thread::yield_now();
-        }
     }
 }

@@ -9,9 +9,11 @@
 //! shared transaction, then pass or commit. The next place is often its own, so async writers
 //! queued together share one transaction as sync ones do. A call's value waits for its
 //! transaction's commit in a commit slot; the thread settles those as they are settled
-//! (whoever commits unparks it) and never blocks on one.
+//! (whoever commits unparks it) and never blocks on one. Out of calls, it watches the queue
+//! for [`SPIN`] before it parks, so a task that writes again at once needs no wake-up.
 
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::Thread;
@@ -22,11 +24,15 @@ use crate::batch::Batch;
 use crate::clock::deadline;
 use crate::database::{Acquired, Database};
 use crate::error::{Error, Result};
-use crate::lane::Queued;
+use crate::lane::{Queued, spin_until};
 use crate::sync::lock;
 
 /// How long the idle thread sleeps before it looks at its state again by itself.
 const IDLE_NAP: Duration = Duration::from_secs(1);
+
+/// How long the thread, having run out of calls, watches for the next one before it parks:
+/// a task that writes again as soon as its write returns needs no wake-up.
+const SPIN: Duration = Duration::from_micros(100);
 
 /// A call waiting for its turn, holding its place in the lane.
 struct Entry {
@@ -45,6 +51,8 @@ struct State {
 struct Shared {
     db: Arc<Database>,
     state: Mutex<State>,
+    /// Calls queued (`state.queue`'s length), for the idle thread to watch without the lock.
+    queued: AtomicUsize,
     capacity: usize,
 }
 
@@ -72,6 +80,7 @@ impl Writer {
         let shared = Arc::new(Shared {
             db,
             state: Mutex::new(State::default()),
+            queued: AtomicUsize::new(0),
             capacity,
         });
         let info = shared.db.info();
@@ -128,6 +137,7 @@ impl Writer {
                 start,
                 deadline: deadline(start, info.config.connection_timeout),
             });
+            shared.queued.store(state.queue.len(), Relaxed);
             info.counters.async_write_queued.fetch_add(1, Relaxed);
             granted
         };
@@ -152,24 +162,37 @@ fn serve(shared: &Shared) {
     let db = &*shared.db;
     let counters = &db.info().counters;
     let mut awaiting: Vec<AwaitingCommit> = Vec::new();
+    // Whether the thread has watched for calls since it last ran out of them.
+    let mut watched = false;
     loop {
         settle(&mut awaiting);
         let mut state = lock(&shared.state);
+        let popped = state.queue.pop_front();
+        shared.queued.store(state.queue.len(), Relaxed);
         let Some(Entry {
             job,
             place,
             start,
             deadline,
-        }) = state.queue.pop_front()
+        }) = popped
         else {
             if state.closed && awaiting.is_empty() {
                 return;
             }
+            let closed = state.closed;
             drop(state);
+            if !(watched || closed) {
+                watched = true;
+                // A call or a commit meanwhile also leaves an unpark behind: the park below
+                // returns at once if this missed one.
+                spin_until(Instant::now() + SPIN, || shared.queued.load(Relaxed) > 0);
+                continue;
+            }
             // Woken by a call, a commit, or close.
             std::thread::park_timeout(IDLE_NAP);
             continue;
         };
+        watched = false;
         let closed = state.closed;
         let place = match place.try_take(db.lane()) {
             Ok(acquired) => {
@@ -188,6 +211,7 @@ fn serve(shared: &Shared) {
                 start,
                 deadline,
             });
+            shared.queued.store(state.queue.len(), Relaxed);
             drop(state);
             // Woken when the place is granted or comes to the front, by a commit, by a
             // dropped future, or by close.

@@ -13,8 +13,11 @@
 //! queued: a point read takes microseconds, and on few cores more threads awake than the
 //! calls need preempt each other in the middle of reads, which is most of a read's tail
 //! latency. A call queued behind threads that are all busy with long reads is not left
-//! there: a check on the maintenance threads, [`STALL`] after such a call, wakes another
-//! thread when a call queued before it is still queued.
+//! there: a check at the coarse clock's tick, [`STALL`] or more after such a call, wakes
+//! another thread when a call queued before it is still queued. (The tick runs on the
+//! maintenance threads anyway; a timer of its own per check woke three of them every 2 ms
+//! per busy database, and their wake-ups preempted the readers enough to show in the
+//! reads' throughput and tail.)
 //!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
@@ -24,7 +27,7 @@
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -47,8 +50,8 @@ const SPIN: Duration = Duration::from_micros(100);
 /// Queued calls per awake reader thread before a call wakes another.
 const CALLS_PER_THREAD: usize = 8;
 
-/// How long calls wait behind busy reader threads, none of them taken, before another thread
-/// is woken for them.
+/// How long a call waits behind busy reader threads, at least, before another thread is
+/// woken for it (at the next tick of the coarse clock after that).
 const STALL: Duration = Duration::from_millis(2);
 
 struct Shared {
@@ -241,12 +244,27 @@ fn spawn(shared: &Arc<Shared>) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure a stall check is due: [`STALL`] from now, if a call queued before now is still
-/// in the queue (the queue is first in, first out: fewer calls taken than pushed by now),
-/// another thread is woken (or started). While calls stay queued the check comes again, so
-/// no call waits much more than [`STALL`] behind busy threads while another could run it.
-/// No check is due when every thread runs already: a thread parks only with the queue
-/// empty, so none could be woken.
+/// A reader queue's stall check, waiting for a tick of the coarse clock.
+struct Armed {
+    shared: Weak<Shared>,
+    /// When the check was asked for, and the calls pushed by then.
+    at: Instant,
+    pushed: u64,
+}
+
+/// The stall checks asked for and not made yet, in every registry of the process.
+static ARMED: Mutex<Vec<Armed>> = Mutex::new(Vec::new());
+
+/// Hooks [`check_stalls`] onto the coarse clock's tick, once per process.
+static HOOKED: Once = Once::new();
+
+/// Makes sure a stall check is due: once [`STALL`] has passed, at the next tick of the coarse
+/// clock (every 5 ms; it runs anyway, so the checks wake no thread of their own), if a call
+/// queued before now is still in the queue (the queue is first in, first out: fewer calls
+/// taken than pushed by now), another thread is woken (or started). While calls stay queued
+/// the check comes again, so no call waits more than a tick or two behind busy threads
+/// while another could run it. No check is due when every thread runs already: a thread
+/// parks only with the queue empty, so none could be woken.
 fn check_for_stall(shared: &Arc<Shared>) {
     if shared.stall_check.load(Relaxed)
         || (shared.idle_count.load(SeqCst) == 0 && shared.spawned.load(SeqCst) >= shared.threads)
@@ -254,21 +272,44 @@ fn check_for_stall(shared: &Arc<Shared>) {
     {
         return;
     }
-    let pushed = shared.pushed.load(SeqCst);
-    let weak = Arc::downgrade(shared);
-    crate::pool::after(STALL, move || {
-        let Some(shared) = weak.upgrade() else { return };
-        shared.stall_check.store(false, SeqCst);
-        if shared.jobs.is_empty() || shared.closed.load(SeqCst) {
+    HOOKED.call_once(|| crate::pool::on_tick(check_stalls));
+    let armed = Armed {
+        shared: Arc::downgrade(shared),
+        at: Instant::now(),
+        pushed: shared.pushed.load(SeqCst),
+    };
+    lock(&ARMED).push(armed);
+}
+
+/// The tick's part: makes the stall checks asked for at least [`STALL`] ago.
+fn check_stalls() {
+    let due: Vec<Armed> = {
+        let mut armed = lock(&ARMED);
+        if armed.is_empty() {
             return;
         }
-        if shared.taken.load(SeqCst) < pushed
+        let now = Instant::now();
+        let (due, young) = std::mem::take(&mut *armed)
+            .into_iter()
+            .partition(|a| now.saturating_duration_since(a.at) >= STALL);
+        *armed = young;
+        due
+    };
+    for check in due {
+        let Some(shared) = check.shared.upgrade() else {
+            continue;
+        };
+        shared.stall_check.store(false, SeqCst);
+        if shared.jobs.is_empty() || shared.closed.load(SeqCst) {
+            continue;
+        }
+        if shared.taken.load(SeqCst) < check.pushed
             && let Err(e) = wake_or_start(&shared)
         {
             tracing::warn!(db = %shared.db.info().name, error = %e, "a stall check started no reader thread");
         }
         check_for_stall(&shared);
-    });
+    }
 }
 
 /// A reader thread: runs calls until the readers close and the queue is empty.

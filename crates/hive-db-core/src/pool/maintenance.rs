@@ -1,6 +1,6 @@
 //! The maintenance threads every pool in the process shares: r2d2's connection opening and
-//! reaping, the leak scans, and the coarse clock's tick. r2d2 would otherwise start three
-//! threads per pool.
+//! reaping, the leak scans, and the coarse clock's tick (with the checks hooked onto it: the
+//! async readers' stall checks). r2d2 would otherwise start three threads per pool.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +19,32 @@ static MAINTENANCE: Lazy<Arc<ScheduledThreadPool>> = Lazy::new(|| {
     )
 });
 
-/// Advances the coarse clock that checkouts read, from the first pool on.
+/// Advances the coarse clock that checkouts read, from the first pool on, and runs the tick's
+/// hooks.
 static TICKER: Lazy<JobHandle> = Lazy::new(|| {
     clock::tick();
-    MAINTENANCE.execute_at_fixed_rate(clock::TICK, clock::TICK, clock::tick)
+    MAINTENANCE.execute_at_fixed_rate(clock::TICK, clock::TICK, || {
+        clock::tick();
+        #[cfg(feature = "async")]
+        run_tick_hooks();
+    })
 });
+
+/// Checks run on every tick of the coarse clock ([`on_tick`]).
+#[cfg(feature = "async")]
+static TICK_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+#[cfg(feature = "async")]
+fn run_tick_hooks() {
+    let hooks = crate::sync::lock(&TICK_HOOKS).clone();
+    for hook in hooks {
+        // A hook that panics must not end the tick: a fixed-rate job that unwinds is not
+        // run again, and the coarse clock would stop.
+        if std::panic::catch_unwind(hook).is_err() {
+            tracing::error!("a maintenance tick hook panicked");
+        }
+    }
+}
 
 /// The shared threads, for r2d2; the coarse clock is ticking once this returns.
 pub(super) fn threads() -> Arc<ScheduledThreadPool> {
@@ -31,10 +52,12 @@ pub(super) fn threads() -> Arc<ScheduledThreadPool> {
     Arc::clone(&MAINTENANCE)
 }
 
-/// Runs `job` once after `delay` on the shared threads.
+/// Runs `hook` on every tick of the coarse clock (every [`clock::TICK`]) from now on, on the
+/// shared threads, at no cost in wake-ups: the tick runs anyway. For cheap checks only.
 #[cfg(feature = "async")]
-pub(crate) fn after(delay: Duration, job: impl FnOnce() + Send + 'static) {
-    MAINTENANCE.execute_after(delay, job);
+pub(crate) fn on_tick(hook: fn()) {
+    Lazy::force(&TICKER);
+    crate::sync::lock(&TICK_HOOKS).push(hook);
 }
 
 /// Runs `job` every `period` on the shared threads until the handle is cancelled.

@@ -41,7 +41,7 @@ pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::DbInfo;
 #[cfg(feature = "async")]
-pub(crate) use maintenance::after;
+pub(crate) use maintenance::on_tick;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::HiveConn;
 #[cfg(feature = "postgres")]

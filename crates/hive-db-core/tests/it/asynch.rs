@@ -781,11 +781,12 @@ fn reads_queued_behind_a_long_read_run_on_another_thread() -> TestResult {
 }
 
 /// Bug caught: a read left queued behind a reader thread that keeps finishing other calls
-/// often enough (one every half millisecond) while a parked thread could run it: a stall
-/// check that looks only at whether any call was taken meanwhile, not at whether the calls
-/// queued before it were. Each call spins for 500 us; the test keeps seven queued behind the
-/// running one (never more than the eight per awake thread that wake another at once), so
-/// the one reader always makes progress, and the calls at the back wait 3.5 ms.
+/// often enough (one every millisecond) while a parked thread could run it: a stall check
+/// that looks only at whether any call was taken meanwhile, not at whether the calls queued
+/// before it were. Each call spins for 1 ms; the test keeps seven queued behind the running
+/// one (never more than the eight per awake thread that wake another at once), so the one
+/// reader always makes progress, and the calls at the back wait 7 ms, as long as a check
+/// can take to come (2 ms, then up to one 5 ms tick).
 #[test]
 fn a_queue_that_moves_too_slowly_gets_another_reader() -> TestResult {
     let f = log_fixture("slow_queue", config())?;
@@ -795,7 +796,7 @@ fn a_queue_that_moves_too_slowly_gets_another_reader() -> TestResult {
         let started_tx = started_tx.clone();
         h.read(move |_| {
             let _ = started_tx.send(std::thread::current().id());
-            let until = std::time::Instant::now() + Duration::from_micros(500);
+            let until = std::time::Instant::now() + Duration::from_millis(1);
             while std::time::Instant::now() < until {
                 std::hint::spin_loop();
             }
@@ -804,7 +805,7 @@ fn a_queue_that_moves_too_slowly_gets_another_reader() -> TestResult {
     };
     let mut calls: Vec<_> = (0..8).map(|_| call()).collect();
     let mut threads = std::collections::HashSet::new();
-    // A call starts about every 500 us: 400 of them take about 0.2 s.
+    // A call starts about every millisecond: 400 of them take about 0.4 s.
     for _ in 0..400 {
         threads.insert(started.recv_timeout(PATIENCE)?);
         if threads.len() == 2 {

@@ -64,3 +64,40 @@ pub(crate) fn on_tick(hook: fn()) {
 pub(super) fn every(period: Duration, job: impl Fn() + Send + Sync + 'static) -> JobHandle {
     MAINTENANCE.execute_at_fixed_rate(period, period, job)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Bug caught: a tick hook that panics ends the tick's fixed-rate job (the thread pool
+    /// does not run a job again after it unwinds), so the coarse clock that checkouts read
+    /// stops, and every later hook with it.
+    #[cfg(feature = "async")]
+    #[test]
+    fn a_panicking_tick_hook_leaves_the_clock_ticking() {
+        use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+        use std::time::{Duration, Instant};
+
+        use super::{clock, on_tick};
+
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        fn hook() {
+            if CALLS.fetch_add(1, SeqCst) == 0 {
+                panic!("the first call of this hook panics");
+            }
+        }
+        on_tick(hook);
+        let patience = Instant::now() + Duration::from_secs(30);
+        while CALLS.load(SeqCst) < 3 {
+            assert!(
+                Instant::now() < patience,
+                "the tick stopped after its hook panicked ({} calls)",
+                CALLS.load(SeqCst)
+            );
+            std::thread::sleep(clock::TICK);
+        }
+        let before = clock::coarse_now();
+        while clock::coarse_now() == before {
+            assert!(Instant::now() < patience, "the coarse clock stopped");
+            std::thread::sleep(clock::TICK);
+        }
+    }
+}

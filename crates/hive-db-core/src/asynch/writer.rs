@@ -181,10 +181,12 @@ fn serve(shared: &Shared) {
             }
             let closed = state.closed;
             drop(state);
-            if !(watched || closed) {
+            // Not while calls wait for a commit another thread makes: its unpark must end
+            // the wait at once, and the watch sees only new calls.
+            if !(watched || closed || !awaiting.is_empty()) {
                 watched = true;
-                // A call or a commit meanwhile also leaves an unpark behind: the park below
-                // returns at once if this missed one.
+                // A call meanwhile also leaves an unpark behind: the park below returns at
+                // once if this missed one.
                 spin_until(Instant::now() + SPIN, || shared.queued.load(Relaxed) > 0);
                 continue;
             }

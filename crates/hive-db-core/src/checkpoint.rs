@@ -31,7 +31,7 @@ use crate::sync::{lock, wait_timeout};
 use crate::wal::{WAL_FRAMES_LIMIT, passive_checkpoint};
 
 /// The threads that run first passes, apart from the pools' maintenance threads, so that a
-/// slow disk delays neither the coarse clock nor connection opening.
+/// slow disk delays neither connection opening nor the pools' sweeps.
 static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
     ScheduledThreadPool::builder()
         .num_threads(2)

@@ -1,5 +1,5 @@
-//! Two helpers every other module uses: a mutex lock that ignores poisoning, and a guard
-//! that runs a closure when dropped.
+//! Helpers every other module uses: a mutex lock that ignores poisoning, a guard that runs a
+//! closure when dropped, and a caught panic's message.
 //!
 //! Poisoning is ignored because every mutex here guards data that stays consistent between
 //! statements (a queue, a list of slots, a last error): a panic elsewhere does not leave it
@@ -46,6 +46,15 @@ impl<F: FnOnce()> Drop for ScopeGuard<F> {
 /// A guard that runs `f` when dropped.
 pub(crate) fn defer<F: FnOnce()>(f: F) -> ScopeGuard<F> {
     ScopeGuard(Some(f))
+}
+
+/// The message of a caught panic, when it is a string.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]

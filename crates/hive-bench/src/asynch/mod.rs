@@ -3,9 +3,9 @@
 //! current-thread runtimes: point reads at 1, 8 and 64 tasks, single-row write transactions
 //! at 1, 4, 16 and 64 tasks, 80/20 reads and writes at 8 and 64 tasks, and a cancellation
 //! storm of writes at 16 tasks. Each cell is the median of rotating rounds (every client in
-//! turn, each round) and the busy threads of that round, with the p50 and p99 latencies of
-//! every call the client finished in the cell's rounds (one slow stretch of a shared
-//! machine then weighs a third of the tail, not all of it).
+//! turn, each round) and the busy threads of that round, with the medians of the rounds'
+//! p50 and p99 latencies: one round caught in a slow stretch of a shared machine, short or
+//! long, sets none of the three figures.
 //!
 //! - `clients`: the clients, opened on the same file with the same PRAGMAs.
 //! - `ratios`: the ratios the targets are stated in, and the targets.
@@ -192,11 +192,12 @@ async fn run_flavor(
                 let sum = |f: fn(&Round) -> u64| rounds.iter().map(f).sum::<u64>();
                 let (errors, abandoned) = (sum(|r| r.errors), sum(|r| r.abandoned));
                 let (lost, duplicated) = (sum(|r| r.lost), sum(|r| r.duplicated));
-                let mut latencies: Vec<u64> = rounds
-                    .iter_mut()
-                    .flat_map(|r| std::mem::take(&mut r.latencies))
-                    .collect();
-                latencies.sort_unstable();
+                let median_of = |f: fn(&Round) -> u64| {
+                    let mut v: Vec<u64> = rounds.iter().map(f).collect();
+                    v.sort_unstable();
+                    v[v.len() / 2]
+                };
+                let (p50_ns, p99_ns) = (median_of(|r| r.p50_ns), median_of(|r| r.p99_ns));
                 rounds.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
                 let median = &rounds[rounds.len() / 2];
                 let cell = Cell {
@@ -205,8 +206,8 @@ async fn run_flavor(
                     runtime: flavor,
                     tasks,
                     ops_per_sec: median.ops_per_sec,
-                    p50_ns: percentile(&latencies, 0.50),
-                    p99_ns: percentile(&latencies, 0.99),
+                    p50_ns,
+                    p99_ns,
                     threads: median.threads,
                     errors,
                     abandoned,
@@ -251,8 +252,9 @@ fn print_cell(c: &Cell) {
 #[derive(Debug, Clone)]
 struct Round {
     ops_per_sec: f64,
-    /// Latencies of the calls that finished.
-    latencies: Vec<u64>,
+    /// Of the calls that finished.
+    p50_ns: u64,
+    p99_ns: u64,
     threads: usize,
     errors: u64,
     abandoned: u64,
@@ -379,9 +381,12 @@ async fn drive(
     } else {
         storm::Outcome::default()
     };
+    let latencies = &mut all.latencies;
+    latencies.sort_unstable();
     Ok(Round {
-        ops_per_sec: all.latencies.len() as f64 / elapsed,
-        latencies: all.latencies,
+        ops_per_sec: latencies.len() as f64 / elapsed,
+        p50_ns: percentile(latencies, 0.50),
+        p99_ns: percentile(latencies, 0.99),
         threads,
         errors: all.errors,
         abandoned: all.abandoned,

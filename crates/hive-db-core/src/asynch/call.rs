@@ -13,15 +13,7 @@ use crate::batch::{BatchFailure, CommitSlot, Member, WriteTx};
 use crate::database::{Acquired, Database};
 use crate::error::Error;
 use crate::name::DbName;
-
-/// The message of a caught panic, when it is a string.
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
+use crate::sync::panic_message;
 
 /// A panic of a closure as its caller's error.
 pub(crate) fn panicked<E: From<Error>>(

@@ -14,10 +14,10 @@
 //! calls need preempt each other in the middle of reads, which is most of a read's tail
 //! latency. A call queued behind threads that are all busy with long reads is not left
 //! there: a check at the coarse clock's tick, [`STALL`] or more after such a call, wakes
-//! another thread when a call queued before it is still queued. (The tick runs on the
-//! maintenance threads anyway; a timer of its own per check woke three of them every 2 ms
-//! per busy database, and their wake-ups preempted the readers enough to show in the
-//! reads' throughput and tail.)
+//! another thread when a call queued before it is still queued. (The tick runs anyway, on
+//! the clock thread; a timer of its own per check, on the maintenance threads, woke three
+//! of them every 2 ms per busy database, and their wake-ups preempted the readers enough to
+//! show in the reads' throughput and tail.)
 //!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
@@ -70,7 +70,7 @@ struct Shared {
     pushed: AtomicU64,
     /// Calls taken from the queue so far.
     taken: AtomicU64,
-    /// A stall check is due on the maintenance threads.
+    /// A stall check is armed (in [`ARMED`], for the clock's tick).
     stall_check: AtomicBool,
     threads: usize,
 }
@@ -262,8 +262,8 @@ static HOOKED: Once = Once::new();
 /// clock (every 5 ms; it runs anyway, so the checks wake no thread of their own), if a call
 /// queued before now is still in the queue (the queue is first in, first out: fewer calls
 /// taken than pushed by now), another thread is woken (or started). While calls stay queued
-/// the check comes again, so no call waits more than a tick or two behind busy threads
-/// while another could run it. No check is due when every thread runs already: a thread
+/// the check comes again, so no call waits more than about 12 ms (2 ms, then up to two
+/// ticks) behind busy threads while another could run it. No check is due when every thread runs already: a thread
 /// parks only with the queue empty, so none could be woken.
 fn check_for_stall(shared: &Arc<Shared>) {
     if shared.stall_check.load(Relaxed)
@@ -295,15 +295,22 @@ fn check_stalls() {
         *armed = young;
         due
     };
-    for check in due {
-        let Some(shared) = check.shared.upgrade() else {
-            continue;
-        };
-        shared.stall_check.store(false, SeqCst);
+    // Every due database may ask for a check again from here on, whatever happens to the
+    // others' checks below (a check that unwinds must not leave its flag set with no check
+    // armed: no check would ever be asked for again).
+    let due: Vec<(Arc<Shared>, u64)> = due
+        .into_iter()
+        .filter_map(|check| {
+            let shared = check.shared.upgrade()?;
+            shared.stall_check.store(false, SeqCst);
+            Some((shared, check.pushed))
+        })
+        .collect();
+    for (shared, pushed) in due {
         if shared.jobs.is_empty() || shared.closed.load(SeqCst) {
             continue;
         }
-        if shared.taken.load(SeqCst) < check.pushed
+        if shared.taken.load(SeqCst) < pushed
             && let Err(e) = wake_or_start(&shared)
         {
             tracing::warn!(db = %shared.db.info().name, error = %e, "a stall check started no reader thread");

@@ -55,6 +55,10 @@ fn on_each_tick() {
 #[cfg(feature = "async")]
 static TICK_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
 
+/// Panics of tick hooks so far.
+#[cfg(feature = "async")]
+static HOOK_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[cfg(feature = "async")]
 fn run_tick_hooks() {
     let hooks = crate::sync::lock(&TICK_HOOKS).clone();
@@ -62,8 +66,14 @@ fn run_tick_hooks() {
         // A hook that panics must not end the tick: unwinding would end the clock thread
         // (or the fixed-rate job, which the pool does not run again), and the coarse clock
         // would stop.
-        if std::panic::catch_unwind(hook).is_err() {
-            tracing::error!("a maintenance tick hook panicked");
+        if let Err(panic) = std::panic::catch_unwind(hook) {
+            // A hook that panics on every tick would log 200 lines a second: the 1st, 2nd,
+            // 4th, 8th... panic is logged, with the count.
+            let panics = HOOK_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if panics.is_power_of_two() {
+                let cause = crate::sync::panic_message(&*panic);
+                tracing::error!(panics, cause, "a check on the coarse clock's tick panicked");
+            }
         }
     }
 }

@@ -292,11 +292,7 @@ pub(crate) fn connect_guarded<C, E>(
             Err(err)
         }
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
+            let message = crate::sync::panic_message(&*panic);
             let detail = format!("opening a connection panicked: {message}");
             let err = Error::ConnectPanicked {
                 db: shared.info().name.clone(),

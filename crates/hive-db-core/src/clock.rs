@@ -98,9 +98,9 @@ impl AtomicStamp {
     }
 }
 
-/// The coarse clock: a stamp the clock thread (`pool::maintenance`) advances every [`TICK`]. A checkout reads
-/// it with one load instead of a clock read (about 35 ns here). It serves validation windows
-/// and leak ages, where a few milliseconds do not matter.
+/// The coarse clock: a stamp the clock thread (`pool::maintenance`) advances every [`TICK`].
+/// A checkout reads it with one load instead of a clock read (about 35 ns here). It serves
+/// validation windows and leak ages, where a few milliseconds do not matter.
 static COARSE_NOW: AtomicStamp = AtomicStamp(AtomicU64::new(0));
 
 /// How often the coarse clock advances.

@@ -263,8 +263,8 @@ static HOOKED: Once = Once::new();
 /// queued before now is still in the queue (the queue is first in, first out: fewer calls
 /// taken than pushed by now), another thread is woken (or started). While calls stay queued
 /// the check comes again, so no call waits more than about 12 ms (2 ms, then up to two
-/// ticks) behind busy threads while another could run it. No check is due when every thread runs already: a thread
-/// parks only with the queue empty, so none could be woken.
+/// ticks) behind busy threads while another could run it. No check is due when every thread
+/// runs already: a thread parks only with the queue empty, so none could be woken.
 fn check_for_stall(shared: &Arc<Shared>) {
     if shared.stall_check.load(Relaxed)
         || (shared.idle_count.load(SeqCst) == 0 && shared.spawned.load(SeqCst) >= shared.threads)

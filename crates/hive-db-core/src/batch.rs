@@ -2,11 +2,14 @@
 //! connections, [`immediate_transaction`], the same transaction shape without the sharing.
 //!
 //! The first writer to take a free writer lane checks out a connection and begins a
-//! `BEGIN IMMEDIATE` transaction: a [`Batch`]. Each writer's closure runs inside a savepoint of
-//! its own; then, if another writer is queued, the batch is passed on with the lane, and the
-//! writer waits in a [`CommitSlot`] for the commit. The last writer of a batch (nobody queued,
-//! or the batch is full or old) commits once for all and settles every slot. A writer whose
-//! closure fails or panics has its savepoint rolled back and leaves the others' work intact.
+//! `BEGIN IMMEDIATE` transaction: a [`Batch`]. Each writer's closure after the first runs
+//! inside a savepoint of its own; then, if another writer is queued, the batch is passed on
+//! with the lane, and the writer waits in a [`CommitSlot`] for the commit. The last writer of a
+//! batch (nobody queued, or the batch is full or old) commits once for all and settles every
+//! slot. A writer whose closure fails or panics has its savepoint rolled back and leaves the
+//! others' work intact; the first, whose transaction holds nothing else yet, has the
+//! transaction rolled back and begun again. So a write nobody shares a transaction with pays
+//! for no savepoint (two more statements, and a copy of every page it changes).
 //!
 //! Writers run in FIFO order, one at a time, each seeing the work of those before it, and
 //! either all of a batch's work commits or none does; so the outcome is that of running them
@@ -36,10 +39,11 @@ use crate::wal::wal_hook;
 /// database's write transaction. It derefs to the [`rusqlite::Connection`].
 ///
 /// The transaction began with `BEGIN IMMEDIATE`. When several writers queue at once they share
-/// it (group commit): each closure runs inside a savepoint of its own, in FIFO order, and sees
-/// the work of the writers before it; a closure that fails or panics has its savepoint rolled
-/// back; the transaction commits once for all of them, and each `write` returns only after that
-/// commit. What sharing means for a closure:
+/// it (group commit): the closures run in FIFO order, each seeing the work of the writers
+/// before it and each after the first inside a savepoint of its own; a closure that fails or
+/// panics has its work rolled back (its savepoint, or, for the first, the transaction, which
+/// holds nothing else yet and begins again); the transaction commits once for all of them, and
+/// each `write` returns only after that commit. What sharing means for a closure:
 ///
 /// - It must not end the transaction. A `COMMIT` it runs is turned into a rollback (by a
 ///   commit hook the registry installs on the connection for each transaction; do not
@@ -241,10 +245,12 @@ impl Batch {
             .unwrap_or_else(|| unreachable!("batch used after finish"))
     }
 
-    /// Runs one writer's closure in a savepoint: released on `Ok`, rolled back on `Err` or
-    /// panic. A closure that succeeded joins the writers waiting for the commit; its slot is
-    /// returned, and `waiter` (the writer's thread, not always this one) is woken when it is
-    /// settled.
+    /// Runs one writer's closure, its work undone on `Err` or panic: in a savepoint, released
+    /// on `Ok`, when the work of writers before it is in the transaction; for the first
+    /// writer, whose transaction holds nothing else, without one (its work is undone by
+    /// rolling the transaction back and beginning it again). A closure that succeeded joins
+    /// the writers waiting for the commit; its slot is returned, and `waiter` (the writer's
+    /// thread, not always this one) is woken when it is settled.
     pub(crate) fn run<T, E>(
         &mut self,
         db: &DbName,
@@ -255,7 +261,10 @@ impl Batch {
         E: From<Error>,
     {
         let conn = Self::conn(&self.conn);
-        if let Err(e) = exec_cached(conn, "SAVEPOINT hive_write") {
+        // Only the writers that succeeded are waiting, and the others' work is undone: with
+        // none, the transaction holds no work but this closure's.
+        let first = self.waiting.is_empty();
+        if !first && let Err(e) = exec_cached(conn, "SAVEPOINT hive_write") {
             self.broken = true;
             let err = Error::sqlite(db, "begin savepoint", e);
             return (Member::Done(Err(err.into())), None);
@@ -276,8 +285,15 @@ impl Batch {
                 }
             };
         }
+        let release = || {
+            if first {
+                Ok(())
+            } else {
+                exec_cached(conn, "RELEASE hive_write")
+            }
+        };
         match result {
-            Ok(Ok(value)) => match exec_cached(conn, "RELEASE hive_write") {
+            Ok(Ok(value)) => match release() {
                 Ok(()) => {
                     let slot = CommitSlot::new(waiter);
                     self.waiting.push(Arc::clone(&slot));
@@ -290,24 +306,31 @@ impl Batch {
                 }
             },
             Ok(Err(e)) => {
-                self.undo();
+                self.undo(first);
                 (Member::Done(Err(e)), None)
             }
             Err(panic) => {
-                self.undo();
+                self.undo(first);
                 self.tainted = true;
                 (Member::Panicked(panic), None)
             }
         }
     }
 
-    /// Rolls back the current writer's savepoint.
-    fn undo(&mut self) {
+    /// Undoes the current writer's work: rolls back its savepoint, or, for the `first` writer
+    /// (which has none), the whole transaction, which then begins again for the writers after
+    /// it. The lane is held, so no writer of this process can take the database meanwhile;
+    /// another process may, and then the batch is broken and ends here.
+    fn undo(&mut self, first: bool) {
         let conn = Self::conn(&self.conn);
-        let undone = exec_cached(conn, "ROLLBACK TO hive_write")
-            .and_then(|()| exec_cached(conn, "RELEASE hive_write"));
+        let undone = if first {
+            exec_cached(conn, "ROLLBACK").and_then(|()| exec_cached(conn, "BEGIN IMMEDIATE"))
+        } else {
+            exec_cached(conn, "ROLLBACK TO hive_write")
+                .and_then(|()| exec_cached(conn, "RELEASE hive_write"))
+        };
         if let Err(e) = undone {
-            tracing::warn!(error = %e, "rolling back a writer's savepoint failed");
+            tracing::warn!(error = %e, "undoing a failed writer's work failed");
             self.broken = true;
         }
     }

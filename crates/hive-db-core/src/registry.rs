@@ -351,8 +351,8 @@ impl Registry {
     /// has; it is rolled back when `f` returns `Err` or panics (the panic then continues). An
     /// error `f` returns comes back as [`Error::Sqlite`] naming the database.
     ///
-    /// Writers queued at once share one transaction, each in a savepoint of its own (group
-    /// commit): see [`WriteTx`] for what that means for `f`, and
+    /// Writers queued at once share one transaction, each one's work undone alone if it fails
+    /// (group commit): see [`WriteTx`] for what that means for `f`, and
     /// [`DbConfig::group_commit_max_writers`] to turn it off.
     ///
     /// `f` runs holding the database's writer lane and a connection. It may call the registry
@@ -363,7 +363,7 @@ impl Registry {
     ///
     /// `f` may run on another writer's thread: while this call waits in the lane, the writer
     /// holding it runs the closures queued behind it one after another, on its own thread
-    /// (each in its own savepoint, in the same order), rather than waking each writer in turn.
+    /// (in the same order, each undone alone), rather than waking each writer in turn.
     /// Hence `f`, its value and its error must be `Send`. This call still returns only once
     /// `f`'s work has committed, `f`'s panic still reaches this caller, and `f` runs in this
     /// caller's `tracing` span; but thread-locals `f` reads are the other thread's. A `write`

@@ -353,7 +353,7 @@ impl EcoDb {
     /// database.
     ///
     /// This is the registry's `write`, on either backend: writers wait in the database's FIFO lane
-    /// and queued ones share one commit, each in a savepoint of its own; `f` must not run `COMMIT`,
+    /// and queued ones share one commit, each one's work undone alone; `f` must not run `COMMIT`,
     /// `ROLLBACK` or `BEGIN` itself (see `hive_db_core::WriteTx`).
     ///
     /// For a closure of another error type, see [`EcoDb::transaction_with`].

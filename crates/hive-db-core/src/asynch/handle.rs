@@ -22,7 +22,8 @@ use crate::stats::DbSnapshot;
 ///
 /// Writes go through the database's writer lane with the sync writes: the same FIFO order
 /// (a write takes its place in the lane when the call is made), the same group commit (a
-/// savepoint each in a shared transaction, [`WriteTx`]), and `Ok` only after the commit.
+/// shared transaction, each write's work undone alone, [`WriteTx`]), and `Ok` only after the
+/// commit.
 ///
 /// A panicking closure is its own caller's error, [`Error::Panicked`]: its work is rolled
 /// back, its connection closed, and the database's threads carry on. Closing the database

@@ -5,8 +5,8 @@
 //! queue holds the calls in the order of their places: the lane grants them in that order,
 //! interleaved with sync writers by arrival. The thread watches the front call's place; when
 //! the lane is granted to it (with the open batch of the writer before, or free), it runs the
-//! closure through `Database::write_in_turn`, the sync writes' own path: a savepoint in the
-//! shared transaction, then pass or commit. The next place is often its own, so async writers
+//! closure through `Database::write_in_turn`, the sync writes' own path: the closure in the
+//! shared transaction (in a savepoint when others' work is before it), then pass or commit. The next place is often its own, so async writers
 //! queued together share one transaction as sync ones do. A call's value waits for its
 //! transaction's commit in a commit slot; the thread settles those as they are settled
 //! (whoever commits unparks it) and never blocks on one. Out of calls, it watches the queue

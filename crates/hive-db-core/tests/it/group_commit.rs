@@ -1,6 +1,7 @@
-//! Group commit: writers queued at once share one SQLite transaction, each in a savepoint of
-//! its own. Every `write` that returned `Ok` must have committed, every other must have left
-//! nothing behind, and nobody may wait forever when the shared transaction breaks.
+//! Group commit: writers queued at once share one SQLite transaction, each after the first in
+//! a savepoint of its own. Every `write` that returned `Ok` must have committed, every other
+//! must have left nothing behind, and nobody may wait forever when the shared transaction
+//! breaks.
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -149,12 +150,21 @@ fn spawn_writer(
     })
 }
 
+/// How writer 0 of a [`HeldBatch`] ends its closure once let go.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    Ok,
+    Err,
+    Panic,
+}
+
 /// A database whose batches never age out, so that writer 0's transaction is passed on
-/// however slowly this machine runs the test; with writer 0 inside its closure until `go`.
+/// however slowly this machine runs the test; with writer 0 inside its closure, its row
+/// inserted, until `go` says how it ends.
 struct HeldBatch {
     f: crate::support::Fixture,
     first: std::thread::JoinHandle<anyhow::Result<()>>,
-    go: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Sender<End>,
 }
 
 impl HeldBatch {
@@ -167,14 +177,17 @@ impl HeldBatch {
             },
         )?;
         create_log(&f)?;
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let (go, go_rx) = std::sync::mpsc::channel::<End>();
         let first = {
             let (registry, name) = (f.registry.clone(), f.name.clone());
             std::thread::spawn(move || {
                 registry.write_with(&name, move |tx| -> anyhow::Result<_> {
                     tx.execute("INSERT INTO log (thread, seq) VALUES (1, 0)", [])?;
-                    go_rx.recv()?;
-                    Ok(())
+                    match go_rx.recv()? {
+                        End::Ok => Ok(()),
+                        End::Err => anyhow::bail!("writer 0 changed its mind"),
+                        End::Panic => panic!("writer 0 panicked"),
+                    }
                 })
             })
         };
@@ -220,7 +233,7 @@ fn a_writer_that_ends_the_shared_transaction_fails_its_batch_but_nobody_hangs() 
         assert!(held.queued(1), "writer 1 queued");
         let after = spawn_writer(&held.f.registry, &held.f.name, 2, None);
         assert!(held.queued(2), "writer 2 queued");
-        held.go.send(())?;
+        held.go.send(End::Ok)?;
 
         let first = held.first.join().expect("writer 0");
         let breaker = breaker.join().expect("writer 1");
@@ -274,13 +287,71 @@ fn a_writer_that_changes_the_session_ends_its_batch() -> TestResult {
     assert!(held.queued(1), "writer 1 queued");
     let after = spawn_writer(&held.f.registry, &held.f.name, 2, None);
     assert!(held.queued(2), "writer 2 queued");
-    held.go.send(())?;
+    held.go.send(End::Ok)?;
     held.first.join().expect("writer 0")?;
     changer.join().expect("writer 1")?;
     after.join().expect("writer 2")?;
     assert_eq!(logged(&held.f)?, BTreeSet::from([(1, 0), (1, 1), (1, 2)]));
     let totals = held.f.registry.db_stats(&held.f.name)?.totals;
     assert_eq!(totals.connections_closed.session_changed, 1, "{totals:?}");
+    Ok(())
+}
+
+/// A writer inserting its row, then failing (returning `Err`) when `fail`.
+fn spawn_failing_writer(
+    held: &HeldBatch,
+    seq: i64,
+    fail: bool,
+) -> std::thread::JoinHandle<anyhow::Result<()>> {
+    let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+    std::thread::spawn(move || {
+        registry.write_with(&name, |tx| -> anyhow::Result<_> {
+            tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
+            anyhow::ensure!(!fail, "writer {seq} changed its mind");
+            Ok(())
+        })
+    })
+}
+
+/// Bug caught: the first writer of a batch runs without a savepoint, so its failure must roll
+/// the transaction back and begin it again. Caught: its row committing with the writers after
+/// it (not rolled back); the writers after it failing or writing outside the batch (the
+/// transaction not begun again); or, were a later writer taken for the first, its failure
+/// rolling back the work of the writers before it while they are told `Ok`.
+#[test]
+fn a_failed_first_writer_leaves_nothing_and_its_batch_goes_on() -> TestResult {
+    for end in [End::Err, End::Panic] {
+        let held = HeldBatch::start(&format!("group_first_{end:?}"))?;
+        let writers: Vec<_> = (1..=3)
+            .map(|seq| {
+                let writer = spawn_failing_writer(&held, seq, seq == 2);
+                assert!(held.queued(seq as u32), "{end:?}: writer {seq} queued");
+                writer
+            })
+            .collect();
+        held.go.send(end)?;
+        let first = held.first.join();
+        match end {
+            End::Panic => assert!(first.is_err(), "writer 0's panic reached its caller"),
+            _ => assert!(first.expect("writer 0").is_err(), "writer 0 failed"),
+        }
+        let outcomes: Vec<bool> = writers
+            .into_iter()
+            .map(|w| w.join().expect("a queued writer").is_ok())
+            .collect();
+        assert_eq!(outcomes, [true, false, true], "{end:?}: writers 1 to 3");
+        assert_eq!(
+            logged(&held.f)?,
+            BTreeSet::from([(1, 1), (1, 3)]),
+            "{end:?}: only the rows of the writers told Ok"
+        );
+        let totals = held.f.registry.db_stats(&held.f.name)?.totals;
+        assert_eq!(
+            (totals.commits, totals.rollbacks, totals.write_transactions),
+            (3, 2, 2),
+            "{end:?}: the table, then one batch for writers 0 to 3: {totals:?}"
+        );
+    }
     Ok(())
 }
 
@@ -301,7 +372,7 @@ fn a_writer_queued_across_close_is_refused_and_the_batch_before_it_commits() -> 
         1,
         "writer 0's connection is still out"
     );
-    held.go.send(())?;
+    held.go.send(End::Ok)?;
     held.first.join().expect("writer 0")?;
     let late = late.join().expect("writer 1");
     let err = late.expect_err("the database closed while writer 1 queued");
@@ -365,7 +436,7 @@ fn the_lane_holder_runs_the_queued_writers_closures_in_order() -> TestResult {
         writers.push(spawn_recording_writer(&held, seq, recorded.clone()));
         assert!(held.queued(seq as u32), "writer {seq} queued");
     }
-    held.go.send(())?;
+    held.go.send(End::Ok)?;
     held.first.join().expect("writer 0")?;
     let holder = runs.recv_timeout(Duration::from_secs(20))?;
     let mut ran = vec![holder];
@@ -414,7 +485,7 @@ fn a_local_write_runs_on_its_callers_thread_in_order_and_in_the_batch() -> TestR
     assert!(held.queued(2), "the local writer queued");
     let after = spawn_recording_writer(&held, 3, recorded);
     assert!(held.queued(3), "writer 3 queued");
-    held.go.send(())?;
+    held.go.send(End::Ok)?;
     held.first.join().expect("writer 0")?;
     let ran = (0..3)
         .map(|_| runs.recv_timeout(Duration::from_secs(20)))
@@ -498,7 +569,7 @@ fn nested_writes_run_on_their_own_thread_and_lent_panics_reach_their_caller() ->
         })
     };
     assert!(held.queued(2), "the nested writer queued");
-    held.go.send(())?;
+    held.go.send(End::Ok)?;
     held.first.join().expect("writer 0")?;
     assert!(
         nested.join().expect("the nested writer")?,

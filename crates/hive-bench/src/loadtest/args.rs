@@ -64,7 +64,8 @@ pub(crate) struct LoadArgs {
     /// Also run the same workload, same seed, with the ecosystemiser operations in plain SQL
     /// (no data layer): through the registry (five pairs against the data layer's runs), a
     /// connection per operation, plain r2d2, and one raw connection per database on one
-    /// worker (on PostgreSQL: the registry and plain r2d2_postgres); print the ratios.
+    /// worker (five pairs against the registry's; on PostgreSQL: the registry and plain
+    /// r2d2_postgres); print the ratios.
     #[arg(long)]
     pub(crate) compare: bool,
     /// Print the whole report as one JSON object on standard output.

@@ -10,17 +10,19 @@
 //! in plain SQL (`workload` `sql`: the same statements in the same transactions), next to a
 //! registry run of it; the registry's run through the data layer (`full`) heads the table.
 //!
-//! Two runs one after the other see this machine at different speeds, so the data layer's
-//! ratio is the median of [`DATA_LAYER_ROUNDS`] pairs, their order alternating: the
-//! first pair is the table's `full` and `sql` rows, the others are shorter runs of the same
-//! workload that together last as long as one more pair.
+//! Two runs one after the other see this machine at different speeds, so each ratio is the
+//! median of [`ROUNDS`] pairs, their order alternating. The first pairs are the table's rows:
+//! `full` and `sql` for the data layer, `sql` and `serial raw` (run right after it) for the
+//! ceiling. Each later round runs the three once more, shorter, the `sql` run between the
+//! other two (`serial raw` first in one round, `full` first in the next), so that each pair is
+//! measured side by side; the later rounds together last as long as one more round.
 
 use anyhow::Context;
 
 use crate::loadtest::args::Plan;
 use crate::loadtest::progress::Style;
 use crate::loadtest::registry::{run_registry, verify_content};
-use crate::loadtest::report::{CompareRow, DataLayerRound, Report};
+use crate::loadtest::report::{CeilingRound, CompareRow, DataLayerRound, Report};
 use crate::loadtest::run::{self, Limit};
 use crate::loadtest::setup::{self, db_config};
 use crate::loadtest::store::{
@@ -29,9 +31,19 @@ use crate::loadtest::store::{
 use crate::loadtest::verify::{ACKNOWLEDGED_WRITES_PRESENT, NO_UNACKNOWLEDGED_WRITES};
 use crate::loadtest::workload::{Faults, Layer, Workload};
 
-/// Pairs of registry runs, through the data layer and in plain SQL, whose ratios' median is
-/// `data_layer_ratio`.
-pub(crate) const DATA_LAYER_ROUNDS: usize = 5;
+/// Rounds of pairs: of registry runs through the data layer and in plain SQL, whose ratios'
+/// median is `data_layer_ratio`; and of the registry's plain-SQL run and the serial ceiling's,
+/// whose ratios' median is `ratio_vs_serial_raw`.
+pub(crate) const ROUNDS: usize = 5;
+
+/// What `--compare` measured: the table's rows and each summary ratio's rounds.
+#[derive(Debug)]
+pub(crate) struct Compared {
+    pub(crate) rows: Vec<CompareRow>,
+    pub(crate) data_layer_rounds: Vec<DataLayerRound>,
+    /// Empty on PostgreSQL, which has no serial ceiling.
+    pub(crate) ceiling_rounds: Vec<CeilingRound>,
+}
 
 /// What one path's run came to.
 #[derive(Debug)]
@@ -74,45 +86,63 @@ fn row(path: Path, workload: &'static str, o: &Outcome, registry_ops_per_sec: f6
     }
 }
 
-/// The registry's ops/s over the serial ceiling's, both on the mix in plain SQL.
-pub(crate) fn ratio_vs_serial_raw(rows: &[CompareRow]) -> Option<f64> {
-    let of = |path: Path| {
-        rows.iter()
-            .find(|r| r.path == path.label() && r.workload == "sql")
-            .map(|r| r.ops_per_sec)
-    };
-    Some(of(Path::Registry)? / of(Path::SerialRaw)?.max(1e-9))
-}
-
-/// The registry's ops/s through the data layer over its ops/s on the same mix in plain SQL:
-/// the median of the verified rounds' ratios (the upper middle one of an even count); `None`
+/// The median of the verified rounds' ratios (the upper middle one of an even count); `None`
 /// when no round ran without an error and stored what it acknowledged.
-pub(crate) fn data_layer_ratio(rounds: &[DataLayerRound]) -> Option<f64> {
+fn median_of_verified(rounds: impl Iterator<Item = (f64, bool)>) -> Option<f64> {
     let mut ratios: Vec<f64> = rounds
-        .iter()
-        .filter(|r| r.verified)
-        .map(|r| r.ratio)
+        .filter(|&(_, verified)| verified)
+        .map(|(ratio, _)| ratio)
         .collect();
     ratios.sort_by(f64::total_cmp);
     ratios.get(ratios.len() / 2).copied()
 }
 
-fn round(full_first: bool, full: &Outcome, sql: &Outcome) -> DataLayerRound {
+/// The registry's ops/s through the data layer over its ops/s on the same mix in plain SQL:
+/// the median of the verified rounds.
+pub(crate) fn data_layer_ratio(rounds: &[DataLayerRound]) -> Option<f64> {
+    median_of_verified(rounds.iter().map(|r| (r.ratio, r.verified)))
+}
+
+/// The registry's ops/s over the serial ceiling's, both on the mix in plain SQL: the median
+/// of the verified rounds.
+pub(crate) fn ratio_vs_serial_raw(rounds: &[CeilingRound]) -> Option<f64> {
+    median_of_verified(rounds.iter().map(|r| (r.ratio, r.verified)))
+}
+
+/// Both runs without an error, and each stored exactly what it acknowledged.
+fn verified(a: &Outcome, b: &Outcome) -> bool {
+    [a, b].iter().all(|o| o.errors == 0 && o.content_verified)
+}
+
+fn data_layer_round(full_first: bool, full: &Outcome, sql: &Outcome) -> DataLayerRound {
     DataLayerRound {
         full_first,
         full_ops_per_sec: full.ops_per_sec,
         sql_ops_per_sec: sql.ops_per_sec,
         ratio: full.ops_per_sec / sql.ops_per_sec.max(1e-9),
-        verified: [full, sql]
-            .iter()
-            .all(|o| o.errors == 0 && o.content_verified),
+        verified: verified(full, sql),
     }
 }
 
-/// The pairs after the first, each run the way `plan` says in a fresh place for a share of
-/// its length, the first of them in plain SQL first.
-fn more_rounds(plan: &Plan) -> anyhow::Result<Vec<DataLayerRound>> {
-    let share = (DATA_LAYER_ROUNDS - 1) as u32;
+fn ceiling_round(sql_first: bool, sql: &Outcome, serial: &Outcome) -> CeilingRound {
+    CeilingRound {
+        sql_first,
+        registry_ops_per_sec: sql.ops_per_sec,
+        serial_ops_per_sec: serial.ops_per_sec,
+        ratio: sql.ops_per_sec / serial.ops_per_sec.max(1e-9),
+        verified: verified(sql, serial),
+    }
+}
+
+/// The rounds after the first, each run the way `plan` says in fresh places for a share of
+/// its length: the registry through the data layer and in plain SQL, and (with `ceiling`)
+/// the serial ceiling, the plain-SQL run always between the other two. The first of them
+/// runs the ceiling first, the next the data layer first, and so on.
+fn more_rounds(
+    plan: &Plan,
+    ceiling: bool,
+) -> anyhow::Result<(Vec<DataLayerRound>, Vec<CeilingRound>)> {
+    let share = (ROUNDS - 1) as u32;
     let plan = Plan {
         limit: match plan.limit {
             Limit::OpsPerWorker(n) => Limit::OpsPerWorker((n / u64::from(share)).max(1)),
@@ -120,44 +150,65 @@ fn more_rounds(plan: &Plan) -> anyhow::Result<Vec<DataLayerRound>> {
         },
         ..plan.clone()
     };
-    let mut rounds = Vec::new();
-    for i in 1..DATA_LAYER_ROUNDS {
-        let full_first = i % 2 == 0;
+    let run = |layer| {
+        let plan = Plan {
+            layer,
+            ..plan.clone()
+        };
+        anyhow::Ok(Outcome::of(&run_registry(&plan, Faults::default())?))
+    };
+    let serial = || ceiling.then(|| serial_raw(&plan)).transpose();
+    let (mut data_layer, mut ceilings) = (Vec::new(), Vec::new());
+    for i in 1..ROUNDS {
+        let forward = i % 2 == 0;
         if plan.progress != Style::Quiet {
-            eprintln!(
-                "compare: round {} of {DATA_LAYER_ROUNDS} of the data layer's pairs",
-                i + 1
-            );
+            eprintln!("compare: round {} of {ROUNDS} of the pairs", i + 1);
         }
-        let run = |layer| {
-            let plan = Plan {
-                layer,
-                ..plan.clone()
-            };
-            anyhow::Ok(Outcome::of(&run_registry(&plan, Faults::default())?))
-        };
-        let (full, sql) = if full_first {
+        let (full, sql, raw) = if forward {
             let full = run(Layer::Repositories)?;
-            (full, run(Layer::PlainSql)?)
-        } else {
             let sql = run(Layer::PlainSql)?;
-            (run(Layer::Repositories)?, sql)
+            (full, sql, serial()?)
+        } else {
+            let raw = serial()?;
+            let sql = run(Layer::PlainSql)?;
+            (run(Layer::Repositories)?, sql, raw)
         };
-        rounds.push(round(full_first, &full, &sql));
+        data_layer.push(data_layer_round(forward, &full, &sql));
+        if let Some(raw) = raw {
+            ceilings.push(ceiling_round(forward, &sql, &raw));
+        }
     }
-    Ok(rounds)
+    Ok((data_layer, ceilings))
 }
 
-/// Runs the baselines and the data layer's pairs after `registry`, the run of `plan`:
-/// one row per path and workload, the registry's first, and the pairs.
+/// The serial ceiling on `plan`'s workload in a fresh place: one worker with a raw connection
+/// per database (no pool, no lane), as many operations in all as `plan`'s workers run, or for
+/// the same time.
+fn serial_raw(plan: &Plan) -> anyhow::Result<Outcome> {
+    let tmp = tempfile::Builder::new()
+        .prefix("hive-loadtest-")
+        .tempdir()?;
+    let dbs = setup::create_files(&tmp.path().canonicalize()?, plan)?;
+    let limit = match plan.limit {
+        Limit::OpsPerWorker(n) => Limit::OpsPerWorker(n.saturating_mul(plan.workers as u64)),
+        time @ Limit::Time(_) => time,
+    };
+    let serial = Plan {
+        workers: 1,
+        limit,
+        ..plan.clone()
+    };
+    let store = SerialRawStore::new(dbs, &db_config(plan))?;
+    baseline(&serial, Path::SerialRaw, &store).context("the serial raw baseline")
+}
+
+/// Runs the baselines and the rounds of pairs after `registry`, the run of `plan`: one row
+/// per path and workload, the registry's first, and the rounds.
 ///
 /// # Errors
 ///
 /// When a baseline cannot be set up or a worker panics.
-pub(crate) fn run(
-    plan: &Plan,
-    registry: &Report,
-) -> anyhow::Result<(Vec<CompareRow>, Vec<DataLayerRound>)> {
+pub(crate) fn run(plan: &Plan, registry: &Report) -> anyhow::Result<Compared> {
     let full = Outcome::of(registry);
     let mut rows = vec![row(Path::Registry, "full", &full, registry.ops_per_sec)];
     // Each run in a place of its own: `--dir` holds the first run's rows.
@@ -173,9 +224,9 @@ pub(crate) fn run(
     }
     let reg = Outcome::of(&run_registry(&sql, Faults::default())?);
     rows.push(row(Path::Registry, "sql", &reg, reg.ops_per_sec));
-    let mut rounds = vec![round(true, &full, &reg)];
-    rounds.extend(more_rounds(&sql)?);
+    let mut data_layer_rounds = vec![data_layer_round(true, &full, &reg)];
     if let Some(server) = &sql.server {
+        data_layer_rounds.extend(more_rounds(&sql, false)?.0);
         let dbs = server.create(1 + sql.app_dbs)?;
         let outcome = setup::create_postgres(&dbs, &sql).and_then(|()| {
             let store = R2d2PgStore::new(&dbs.urls)?;
@@ -185,8 +236,19 @@ pub(crate) fn run(
             eprintln!("warning: the baseline's databases stay on the server: {e:#}");
         }
         rows.push(row(Path::R2d2Postgres, "sql", &outcome?, reg.ops_per_sec));
-        return Ok((rows, rounds));
+        return Ok(Compared {
+            rows,
+            data_layer_rounds,
+            ceiling_rounds: Vec::new(),
+        });
     }
+
+    // The ceiling right after the registry's run of the same mix: its first pair.
+    let raw = serial_raw(&sql)?;
+    let mut ceiling_rounds = vec![ceiling_round(true, &reg, &raw)];
+    let (more_data_layer, more_ceiling) = more_rounds(&sql, true)?;
+    data_layer_rounds.extend(more_data_layer);
+    ceiling_rounds.extend(more_ceiling);
 
     let tmp = tempfile::Builder::new()
         .prefix("hive-loadtest-")
@@ -205,26 +267,12 @@ pub(crate) fn run(
         .collect();
     let r2d2 = baseline(&sql, Path::R2d2, &R2d2Store::new(&paths)?).context("the r2d2 baseline")?;
     rows.push(row(Path::R2d2, "sql", &r2d2, reg.ops_per_sec));
-
-    // The ceiling: the same workload, one worker, a raw connection per database.
-    let tmp = tempfile::Builder::new()
-        .prefix("hive-loadtest-")
-        .tempdir()?;
-    let dbs = setup::create_files(&tmp.path().canonicalize()?, &sql)?;
-    // As many operations in all as the registry's workers ran, or the same time.
-    let limit = match sql.limit {
-        Limit::OpsPerWorker(n) => Limit::OpsPerWorker(n.saturating_mul(sql.workers as u64)),
-        time @ Limit::Time(_) => time,
-    };
-    let serial = Plan {
-        workers: 1,
-        limit,
-        ..sql.clone()
-    };
-    let store = SerialRawStore::new(dbs, &db_config(&sql))?;
-    let raw = baseline(&serial, Path::SerialRaw, &store).context("the serial raw baseline")?;
     rows.push(row(Path::SerialRaw, "sql", &raw, reg.ops_per_sec));
-    Ok((rows, rounds))
+    Ok(Compared {
+        rows,
+        data_layer_rounds,
+        ceiling_rounds,
+    })
 }
 
 /// Runs `plan`'s workload on `store`: ops/s, errors and the content checks.
@@ -271,21 +319,40 @@ mod tests {
         }
     }
 
-    /// Bug caught: `data_layer_ratio` counting a round whose runs failed or stored what they
-    /// did not acknowledge, taking the middle of the unsorted rounds, or inventing a ratio
-    /// when no round was verified.
+    fn ceiling(ratio: f64, verified: bool) -> CeilingRound {
+        CeilingRound {
+            sql_first: true,
+            registry_ops_per_sec: ratio,
+            serial_ops_per_sec: 1.0,
+            ratio,
+            verified,
+        }
+    }
+
+    /// Bug caught: `data_layer_ratio` or `ratio_vs_serial_raw` counting a round whose runs
+    /// failed or stored what they did not acknowledge, taking the middle of the unsorted
+    /// rounds, or inventing a ratio when no round was verified.
     #[test]
-    fn the_data_layer_ratio_is_the_median_of_the_verified_rounds() {
-        let sorted = [round(1.3, true), round(0.7, true), round(1.0, true)];
-        assert_eq!(data_layer_ratio(&sorted), Some(1.0));
-        let some_wrong = [
-            round(5.0, false),
-            round(0.9, true),
-            round(1.1, true),
-            round(6.0, false),
-            round(1.0, true),
+    fn each_ratio_is_the_median_of_its_verified_rounds() {
+        let cases = [
+            (vec![(1.3, true), (0.7, true), (1.0, true)], Some(1.0)),
+            (
+                vec![
+                    (5.0, false),
+                    (0.9, true),
+                    (1.1, true),
+                    (6.0, false),
+                    (1.0, true),
+                ],
+                Some(1.0),
+            ),
+            (vec![(1.0, false)], None),
         ];
-        assert_eq!(data_layer_ratio(&some_wrong), Some(1.0));
-        assert_eq!(data_layer_ratio(&[round(1.0, false)]), None);
+        for (rounds, median) in cases {
+            let data: Vec<_> = rounds.iter().map(|&(r, v)| round(r, v)).collect();
+            assert_eq!(data_layer_ratio(&data), median, "{rounds:?}");
+            let ceilings: Vec<_> = rounds.iter().map(|&(r, v)| ceiling(r, v)).collect();
+            assert_eq!(ratio_vs_serial_raw(&ceilings), median, "{rounds:?}");
+        }
     }
 }

@@ -81,11 +81,12 @@ pub(crate) fn main(args: LoadArgs) -> anyhow::Result<()> {
 pub(crate) fn execute(plan: &Plan, faults: Faults) -> anyhow::Result<Report> {
     let mut report = run_registry(plan, faults)?;
     if plan.compare {
-        let (rows, rounds) = compare::run(plan, &report)?;
-        report.compare = rows;
-        report.ratio_vs_serial_raw = compare::ratio_vs_serial_raw(&report.compare);
-        report.data_layer_ratio = compare::data_layer_ratio(&rounds);
-        report.data_layer_rounds = rounds;
+        let compared = compare::run(plan, &report)?;
+        report.compare = compared.rows;
+        report.ratio_vs_serial_raw = compare::ratio_vs_serial_raw(&compared.ceiling_rounds);
+        report.ceiling_rounds = compared.ceiling_rounds;
+        report.data_layer_ratio = compare::data_layer_ratio(&compared.data_layer_rounds);
+        report.data_layer_rounds = compared.data_layer_rounds;
     }
     Ok(report)
 }

@@ -371,6 +371,7 @@ fn report_of(plan: &Plan, ran: &Ran, checks: Vec<Check>) -> Report {
         monitor_command: None,
         compare: Vec::new(),
         ratio_vs_serial_raw: None,
+        ceiling_rounds: Vec::new(),
         data_layer_ratio: None,
         data_layer_rounds: Vec::new(),
     }

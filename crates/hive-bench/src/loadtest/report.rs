@@ -85,6 +85,21 @@ pub(crate) struct DataLayerRound {
     pub(crate) verified: bool,
 }
 
+/// One round of `--compare`'s ceiling pairs: the registry on the mix in plain SQL and the
+/// serial ceiling on the same mix (one worker, a raw connection per database), one run right
+/// after the other.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CeilingRound {
+    /// True when the registry's run came first (the order alternates from round to round).
+    pub(crate) sql_first: bool,
+    pub(crate) registry_ops_per_sec: f64,
+    pub(crate) serial_ops_per_sec: f64,
+    /// The registry's over the ceiling's.
+    pub(crate) ratio: f64,
+    /// Both runs without an error, and each stored exactly what it acknowledged.
+    pub(crate) verified: bool,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
@@ -116,8 +131,12 @@ pub(crate) struct Report {
     pub(crate) monitor_command: Option<String>,
     pub(crate) compare: Vec<CompareRow>,
     /// `--compare` on SQLite: the registry's ops/s over the serial ceiling's (one worker, a
-    /// raw connection per database), both on the mix in plain SQL.
+    /// raw connection per database), both on the mix in plain SQL: the median of
+    /// `ceiling_rounds`.
     pub(crate) ratio_vs_serial_raw: Option<f64>,
+    /// `--compare` on SQLite: each round's pair, the first being the `sql` and `serial raw`
+    /// rows of `compare`.
+    pub(crate) ceiling_rounds: Vec<CeilingRound>,
     /// `--compare`: the registry's ops/s through the data layer over its ops/s on the same
     /// mix in plain SQL (what the data layer costs): the median of `data_layer_rounds`.
     pub(crate) data_layer_ratio: Option<f64>,
@@ -324,26 +343,27 @@ impl Report {
                 )?;
             }
             if let Some(r) = self.ratio_vs_serial_raw {
-                writeln!(out, "registry / serial raw ceiling: {r:.2} (target 1.5)")?;
-            }
-            if let Some(r) = self.data_layer_ratio {
-                let rounds: Vec<_> = self
-                    .data_layer_rounds
-                    .iter()
-                    .map(|d| {
-                        let order = if d.full_first {
-                            "full first"
-                        } else {
-                            "sql first"
-                        };
-                        let wrong = if d.verified { "" } else { ", WRONG" };
-                        format!("{:.2} ({order}{wrong})", d.ratio)
-                    })
-                    .collect();
+                let rounds = rounds_text(
+                    self.ceiling_rounds
+                        .iter()
+                        .map(|c| (c.ratio, c.sql_first, c.verified)),
+                    ["registry first", "serial first"],
+                );
                 writeln!(
                     out,
-                    "data layer: full / sql {r:.2}, the median of {} (target 0.9)",
-                    rounds.join(", ")
+                    "registry / serial raw ceiling: {r:.2}, the median of {rounds} (target 1.5)"
+                )?;
+            }
+            if let Some(r) = self.data_layer_ratio {
+                let rounds = rounds_text(
+                    self.data_layer_rounds
+                        .iter()
+                        .map(|d| (d.ratio, d.full_first, d.verified)),
+                    ["full first", "sql first"],
+                );
+                writeln!(
+                    out,
+                    "data layer: full / sql {r:.2}, the median of {rounds} (target 0.9)"
                 )?;
             }
         }
@@ -373,4 +393,17 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// Rounds of pairs as text: each ratio with its order (`orders[0]` when the first run of the
+/// ratio came first), and `WRONG` when a run of the pair failed its checks.
+fn rounds_text(rounds: impl Iterator<Item = (f64, bool, bool)>, orders: [&str; 2]) -> String {
+    rounds
+        .map(|(ratio, first, verified)| {
+            let order = orders[usize::from(!first)];
+            let wrong = if verified { "" } else { ", WRONG" };
+            format!("{ratio:.2} ({order}{wrong})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -205,6 +205,10 @@ fn compare_on_postgres_runs_r2d2_postgres() -> anyhow::Result<()> {
         assert_eq!(row.errors, 0, "{}", row.path);
         assert!(row.content_verified, "{}", row.path);
     }
+    // A server has no serial ceiling; the data layer's pairs run as on SQLite.
+    assert!(report.ceiling_rounds.is_empty());
+    assert_eq!(report.ratio_vs_serial_raw, None);
+    assert_eq!(report.data_layer_rounds.len(), 5);
     Ok(())
 }
 
@@ -273,18 +277,31 @@ fn compare_runs_the_same_operations_on_every_path() -> anyhow::Result<()> {
         assert_eq!(row.errors, 0, "{}", row.path);
         assert!(row.content_verified, "{}", row.path);
     }
-    // The two summary ratios are of the rows above, the data layer's through the median of
-    // its rounds, whose first pair is the table's and whose order alternates.
+    // The two summary ratios are the medians of their rounds, whose first pairs are the
+    // table's rows and whose order alternates.
     let rate = |i: usize| report.compare[i].ops_per_sec;
-    assert_eq!(report.ratio_vs_serial_raw, Some(rate(1) / rate(4)));
+    let median = |mut ratios: Vec<f64>| {
+        ratios.sort_by(f64::total_cmp);
+        ratios[2]
+    };
     let rounds = &report.data_layer_rounds;
     assert_eq!(rounds[0].ratio, rate(0) / rate(1));
     let order: Vec<_> = rounds.iter().map(|r| r.full_first).collect();
     assert_eq!(order, [true, false, true, false, true]);
     assert!(rounds.iter().all(|r| r.verified), "{rounds:?}");
-    let mut ratios: Vec<_> = rounds.iter().map(|r| r.ratio).collect();
-    ratios.sort_by(f64::total_cmp);
-    assert_eq!(report.data_layer_ratio, Some(ratios[2]));
+    let ratios = rounds.iter().map(|r| r.ratio).collect();
+    assert_eq!(report.data_layer_ratio, Some(median(ratios)));
+    let ceiling = &report.ceiling_rounds;
+    assert_eq!(ceiling[0].ratio, rate(1) / rate(4));
+    let order: Vec<_> = ceiling.iter().map(|r| r.sql_first).collect();
+    assert_eq!(order, [true, false, true, false, true]);
+    assert!(ceiling.iter().all(|r| r.verified), "{ceiling:?}");
+    // Each later round's plain-SQL run is the one both of its pairs share.
+    for (d, c) in rounds.iter().zip(ceiling).skip(1) {
+        assert_eq!(d.sql_ops_per_sec, c.registry_ops_per_sec);
+    }
+    let ratios = ceiling.iter().map(|r| r.ratio).collect();
+    assert_eq!(report.ratio_vs_serial_raw, Some(median(ratios)));
     Ok(())
 }
 
@@ -309,6 +326,7 @@ fn compare_with_a_data_folder_runs_the_others_elsewhere() -> anyhow::Result<()> 
             .all(|r| r.content_verified && r.errors == 0)
     );
     assert_eq!(report.data_layer_rounds.len(), 5);
+    assert_eq!(report.ceiling_rounds.len(), 5);
     Ok(())
 }
 

@@ -2,14 +2,15 @@
 //! connections, [`immediate_transaction`], the same transaction shape without the sharing.
 //!
 //! The first writer to take a free writer lane checks out a connection and begins a
-//! `BEGIN IMMEDIATE` transaction: a [`Batch`]. Each writer's closure after the first runs
-//! inside a savepoint of its own; then, if another writer is queued, the batch is passed on
-//! with the lane, and the writer waits in a [`CommitSlot`] for the commit. The last writer of a
-//! batch (nobody queued, or the batch is full or old) commits once for all and settles every
-//! slot. A writer whose closure fails or panics has its savepoint rolled back and leaves the
-//! others' work intact; the first, whose transaction holds nothing else yet, has the
-//! transaction rolled back and begun again. So a write nobody shares a transaction with pays
-//! for no savepoint (two more statements, and a copy of every page it changes).
+//! `BEGIN IMMEDIATE` transaction: a [`Batch`]. Each writer's closure runs inside a savepoint
+//! of its own when an earlier writer's work is in the transaction; then, if another writer is
+//! queued, the batch is passed on with the lane, and the writer waits in a [`CommitSlot`] for
+//! the commit. The last writer of a batch (nobody queued, or the batch is full or old) commits
+//! once for all and settles every slot. A writer whose closure fails or panics has its
+//! savepoint rolled back and leaves the others' work intact; one with no work before it (the
+//! first, or the first after failed ones) has no savepoint: the transaction, which holds
+//! nothing else, is rolled back and begun again. So a write nobody shares a transaction with
+//! pays for no savepoint (two more statements, and a copy of every page it changes).
 //!
 //! Writers run in FIFO order, one at a time, each seeing the work of those before it, and
 //! either all of a batch's work commits or none does; so the outcome is that of running them
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 use crate::config::DbConfig;
-use crate::error::{Error, extended_code};
+use crate::error::{Error, extended_code, is_busy_code};
 use crate::lane::spin_until;
 use crate::name::DbName;
 use crate::pool::PooledConnection;
@@ -40,10 +41,11 @@ use crate::wal::wal_hook;
 ///
 /// The transaction began with `BEGIN IMMEDIATE`. When several writers queue at once they share
 /// it (group commit): the closures run in FIFO order, each seeing the work of the writers
-/// before it and each after the first inside a savepoint of its own; a closure that fails or
-/// panics has its work rolled back (its savepoint, or, for the first, the transaction, which
-/// holds nothing else yet and begins again); the transaction commits once for all of them, and
-/// each `write` returns only after that commit. What sharing means for a closure:
+/// before it, and inside a savepoint of its own when their work is in the transaction; a
+/// closure that fails or panics has its work rolled back (its savepoint, or, with no work
+/// before it, the transaction, which then begins again); the transaction commits once for all
+/// of them, and each `write` returns only after that commit. What sharing means for a
+/// closure:
 ///
 /// - It must not end the transaction. A `COMMIT` it runs is turned into a rollback (by a
 ///   commit hook the registry installs on the connection for each transaction; do not
@@ -197,15 +199,26 @@ pub(crate) enum Member<T, E> {
 #[derive(Debug)]
 pub(crate) struct Batch {
     conn: Option<PooledConnection>,
-    /// Writers whose work is in the transaction, waiting for its commit.
+    /// Writers whose work is in the transaction, waiting for its commit. Only a writer whose
+    /// closure succeeded joins, and a failed writer's work is undone (or the batch broken),
+    /// so while this is empty the transaction holds no work that must stay.
     waiting: Vec<Arc<CommitSlot>>,
     started: Instant,
-    /// The transaction ended early or a savepoint could not be set, released or rolled back:
-    /// it must not take on more work or commit.
+    /// The transaction ended early, a savepoint could not be set, released or rolled back,
+    /// or the transaction could not begin again after a first writer's rollback: it must not
+    /// take on more work or commit.
     broken: bool,
+    /// That last begin failed because another connection held the database (a busy error),
+    /// for the database's count of those.
+    busy: bool,
     /// Read by the connection's commit hook: while set, any commit on the connection is
     /// turned into a rollback. Set from `BEGIN` until the batch's own `COMMIT`.
     veto: Arc<AtomicBool>,
+    /// Set by the connection's rollback hook when the whole transaction rolls back: a
+    /// closure ended it (and may have begun another in its place, which without a savepoint
+    /// of its own to release would go unnoticed), or SQLite did after an error. Cleared when
+    /// the batch begins the transaction again itself.
+    rolled_back: Arc<AtomicBool>,
     /// A closure panicked on the connection: it is closed, not pooled, once the batch ends,
     /// as any connection whose user panicked.
     tainted: bool,
@@ -216,13 +229,17 @@ impl Batch {
     /// batch's own into a rollback. Without it, a closure's `COMMIT` (or an autocommit
     /// statement after its `ROLLBACK`, or either from a nested `write` on another database)
     /// would commit the work of the writers before it while all of them are told it did not,
-    /// and their retries would write it twice. The hook is installed for every batch, so a
-    /// hook a caller set on a pooled connection cannot take its place; so is the WAL hook that
-    /// reports a due checkpoint.
+    /// and their retries would write it twice. And with a rollback hook that tells the batch
+    /// its transaction ended. The hooks are installed for every batch, so a hook a caller set
+    /// on a pooled connection cannot take their place; so is the WAL hook that reports a due
+    /// checkpoint.
     pub(crate) fn begin(conn: PooledConnection) -> rusqlite::Result<Self> {
         let veto = Arc::new(AtomicBool::new(true));
         let hook = Arc::clone(&veto);
         conn.commit_hook(Some(move || hook.load(Ordering::Relaxed)))?;
+        let rolled_back = Arc::new(AtomicBool::new(false));
+        let hook = Arc::clone(&rolled_back);
+        conn.rollback_hook(Some(move || hook.store(true, Ordering::Relaxed)))?;
         // The WAL hook that reports a due checkpoint, in case a caller replaced it.
         conn.wal_hook(Some(wal_hook));
         if let Err(e) = exec_cached(&conn, "BEGIN IMMEDIATE") {
@@ -234,8 +251,10 @@ impl Batch {
             waiting: Vec::new(),
             started: Instant::now(),
             broken: false,
+            busy: false,
             tainted: false,
             veto,
+            rolled_back,
         })
     }
 
@@ -270,7 +289,7 @@ impl Batch {
             return (Member::Done(Err(err.into())), None);
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(&WriteTx { conn })));
-        if conn.is_autocommit() {
+        if conn.is_autocommit() || self.rolled_back.load(Ordering::Relaxed) {
             // The closure (or SQLite, after an error in it) ended the whole transaction.
             self.broken = true;
             return match result {
@@ -324,14 +343,27 @@ impl Batch {
     fn undo(&mut self, first: bool) {
         let conn = Self::conn(&self.conn);
         let undone = if first {
-            exec_cached(conn, "ROLLBACK").and_then(|()| exec_cached(conn, "BEGIN IMMEDIATE"))
+            exec_cached(conn, "ROLLBACK")
         } else {
             exec_cached(conn, "ROLLBACK TO hive_write")
                 .and_then(|()| exec_cached(conn, "RELEASE hive_write"))
         };
         if let Err(e) = undone {
-            tracing::warn!(error = %e, "undoing a failed writer's work failed");
+            tracing::warn!(error = %e, "rolling back a failed writer's work failed");
             self.broken = true;
+            return;
+        }
+        if first {
+            match exec_cached(conn, "BEGIN IMMEDIATE") {
+                Ok(()) => self.rolled_back.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "beginning the write transaction again, after \
+                        its first writer's work was rolled back, failed; the writers queued \
+                        behind begin their own");
+                    self.busy = extended_code(&e).is_some_and(is_busy_code);
+                    self.broken = true;
+                }
+            }
         }
     }
 
@@ -346,6 +378,11 @@ impl Batch {
 
     pub(crate) fn is_broken(&self) -> bool {
         self.broken
+    }
+
+    /// Whether the batch broke because another connection held the database.
+    pub(crate) fn hit_busy(&self) -> bool {
+        self.busy
     }
 
     /// Takes the connection and the waiting writers, to commit or roll back.

@@ -466,13 +466,20 @@ impl Database {
     /// Ends a batch whose transaction broke: rolls back, passes the lane on, and fails every
     /// writer in it.
     fn abandon(&self, batch: Batch, turn: LaneTurn<'_, Batch>) {
+        let busy = batch.hit_busy();
         let (conn, waiting) = batch.abandon();
         drop(conn);
         drop(turn);
         let counters = &self.info().counters;
+        if busy {
+            counters.busy.fetch_add(1, Relaxed);
+        }
         counters.rollbacks.fetch_add(waiting.len() as u64, Relaxed);
         let failure = BatchFailure::abandoned();
-        counters.count_abandoned_transaction();
+        // With no writer's work in it, nothing was lost: not a failed transaction.
+        if !waiting.is_empty() {
+            counters.count_abandoned_transaction();
+        }
         for slot in waiting {
             slot.settle(Err(failure.clone()));
         }

@@ -283,8 +283,8 @@ pub struct Totals {
     /// auto-checkpoint size (4000 frames); see docs/ARCHITECTURE.md.
     pub checkpoints: u64,
     /// SQLite write transactions of `write` that did not commit: `COMMIT` failed (a full
-    /// disk, an I/O error) or the transaction ended before it; their writers got
-    /// `BatchFailed`. `health` reports a database not Healthy for a while after a failed
+    /// disk, an I/O error) or the transaction ended before it with writers' work in it; those
+    /// writers got `BatchFailed`. `health` reports a database not Healthy for a while after a failed
     /// `COMMIT` (an error inside the transaction is the closure's, and says nothing of the
     /// database).
     #[serde(default)]

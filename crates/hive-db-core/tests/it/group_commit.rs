@@ -1,7 +1,7 @@
-//! Group commit: writers queued at once share one SQLite transaction, each after the first in
-//! a savepoint of its own. Every `write` that returned `Ok` must have committed, every other
-//! must have left nothing behind, and nobody may wait forever when the shared transaction
-//! breaks.
+//! Group commit: writers queued at once share one SQLite transaction, each with an earlier
+//! writer's work before it in a savepoint of its own. Every `write` that returned `Ok` must
+//! have committed, every other must have left nothing behind, and nobody may wait forever when
+//! the shared transaction breaks.
 
 use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -351,7 +351,48 @@ fn a_failed_first_writer_leaves_nothing_and_its_batch_goes_on() -> TestResult {
             (3, 2, 2),
             "{end:?}: the table, then one batch for writers 0 to 3: {totals:?}"
         );
+        // The batch began again rather than breaking (writer 1 would then begin another and
+        // run the rest, with the same rows and counts as above, but writer 0's connection,
+        // still healthy, would be closed as broken with the batch; a panic closes it anyway).
+        assert_eq!(totals.failed_transactions, 0, "{end:?}: {totals:?}");
+        let closed = u64::from(matches!(end, End::Panic));
+        assert_eq!(
+            totals.connections_closed.broken, closed,
+            "{end:?}: {totals:?}"
+        );
     }
+    Ok(())
+}
+
+/// Bug caught: a writer with no work before it (so with no savepoint of its own to fail its
+/// release) that ends the batch's transaction and begins another in its place is told `Ok`,
+/// and the batch commits a transaction it did not begin: with plain `BEGIN`, one that holds
+/// no write lock until its first write.
+#[test]
+fn a_first_writer_that_begins_a_transaction_of_its_own_is_refused() -> TestResult {
+    let f = fixture("group_first_rebegin", config())?;
+    create_log(&f)?;
+    for begin in ["BEGIN", "BEGIN IMMEDIATE"] {
+        let outcome = f.registry.write_with(&f.name, |tx| -> anyhow::Result<_> {
+            tx.execute("INSERT INTO log (thread, seq) VALUES (1, 1)", [])?;
+            tx.execute_batch(&format!(
+                "ROLLBACK; {begin}; INSERT INTO log (thread, seq) VALUES (1, 2)"
+            ))?;
+            Ok(())
+        });
+        assert!(
+            outcome.is_err(),
+            "{begin}: the writer ended its transaction"
+        );
+        assert_eq!(logged(&f)?, BTreeSet::new(), "{begin}: nothing of it stays");
+    }
+    f.registry.write(&f.name, |tx| {
+        tx.execute("INSERT INTO log (thread, seq) VALUES (1, 3)", [])
+    })?;
+    assert_eq!(logged(&f)?, BTreeSet::from([(1, 3)]), "writing goes on");
+    // The broken batches held no other writer's work: nothing was lost.
+    let totals = f.registry.db_stats(&f.name)?.totals;
+    assert_eq!(totals.failed_transactions, 0, "{totals:?}");
     Ok(())
 }
 

@@ -364,7 +364,12 @@ impl Database {
             }
             Some(batch) => batch,
             None => {
-                let conn = self.checkout_until(now, deadline, site)?;
+                // The last write's connection first, its cache warm (see the method).
+                let conn = match self.pool.try_checkout_writer(site)? {
+                    Some(conn) => conn,
+                    None => self.checkout_until(now, deadline, site)?,
+                };
+                self.pool.note_writer(&conn);
                 Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
             }
         };

@@ -151,6 +151,18 @@ impl<M: Engine> Bag<M> {
         None
     }
 
+    /// The connection idle in place `i`, if any (none for a place out of range); leaves this
+    /// thread's last place as it was.
+    #[inline]
+    pub(super) fn take_at(&self, i: usize) -> Option<Lease<M>> {
+        let place = self.places.get(i)?;
+        let conn = place.cell.take()?;
+        Some(Lease {
+            conn: Some(conn),
+            home: Some(Arc::clone(place)),
+        })
+    }
+
     /// A lease on a connection r2d2 handed out, with its place if it has one (a connection
     /// opened while another with its index was still closing has none, and goes back to
     /// r2d2 each time).

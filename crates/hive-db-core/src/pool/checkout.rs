@@ -32,6 +32,32 @@ impl Pool {
             .map(|conn| PooledConnection { conn }))
     }
 
+    /// The connection the last write transaction began on (see [`Pool::note_writer`]), if
+    /// it is idle; else `None`, for the caller's usual checkout. SQLite drops a connection's whole page cache
+    /// when another connection has written since its last transaction, so a write on the
+    /// last writer's connection finds the pages the writes touch still cached, where one on
+    /// any other connection reads them again, inside the writer lane. This thread's own last
+    /// place, which its reads keep using, is left as it was.
+    #[inline]
+    pub(crate) fn try_checkout_writer(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Result<Option<PooledConnection>> {
+        self.refuse_if_closed()?;
+        let hint = self.writer_place.load(Relaxed);
+        Ok(self
+            .bag
+            .take_at(hint)
+            .and_then(|lease| self.accept(lease, Duration::ZERO, coarse_now(), site))
+            .map(|conn| PooledConnection { conn }))
+    }
+
+    /// Notes `conn` as the connection a write transaction began on, for the next one.
+    #[inline]
+    pub(crate) fn note_writer(&self, conn: &PooledConnection) {
+        self.writer_place.store(conn.conn.slot.index(), Relaxed);
+    }
+
     /// Checks out a connection, waiting up to `connection_timeout`.
     #[inline]
     pub(crate) fn checkout(&self, site: &'static Location<'static>) -> Result<PooledConnection> {

@@ -90,6 +90,10 @@ pub(crate) struct Pool<M: Engine = HiveManager> {
     /// every checkout: a connection idle this long is looked at before it is handed out.
     look_after_idle_ns: u64,
     leak_job: Option<JobHandle>,
+    /// The place of the connection the last write transaction began on, which the next one
+    /// tries first (`Pool::try_checkout_writer`): its page cache is the one the writes keep
+    /// warm. A hint only: any place, taken or empty, is a valid value.
+    writer_place: std::sync::atomic::AtomicUsize,
 }
 
 impl<M: Engine> std::fmt::Debug for Pool<M> {
@@ -177,6 +181,7 @@ impl<M: Engine> Pool<M> {
             bag,
             sweep_job,
             look_after_idle_ns,
+            writer_place: std::sync::atomic::AtomicUsize::new(0),
             leak_job,
         }
     }

@@ -396,6 +396,70 @@ fn a_first_writer_that_begins_a_transaction_of_its_own_is_refused() -> TestResul
     Ok(())
 }
 
+/// The address of the connection a closure got: the same for the same pooled connection.
+fn conn_id(conn: &hive_db_core::rusqlite::Connection) -> usize {
+    std::ptr::from_ref(conn).addr()
+}
+
+/// Bug caught: a write transaction beginning on the connection this thread used last
+/// rather than on the one the last write transaction began on. SQLite drops a connection's
+/// whole page cache once another connection has written, so every write on another thread's
+/// connection reads the pages it touches again, inside the writer lane. Also caught: that
+/// preference moving the thread's own place, so its reads leave the connection they had.
+#[test]
+fn a_write_begins_on_the_last_writers_connection_when_it_is_idle() -> TestResult {
+    let f = Arc::new(fixture("group_writer_place", config())?);
+    create_log(&f)?;
+    let write = |f: &crate::support::Fixture, seq: i64| {
+        f.registry.write(&f.name, |tx| {
+            tx.execute("INSERT INTO log (thread, seq) VALUES (1, ?1)", [seq])?;
+            Ok(conn_id(tx))
+        })
+    };
+    let read = |f: &crate::support::Fixture| f.registry.read(&f.name, |c| Ok(conn_id(c)));
+    // Each thread holds a connection of its own (its own place) while this one writes, so
+    // the first write begins on a third connection, neither thread's own nor the first
+    // place's (where a write with no last writer looks).
+    let held = f.registry.get(&f.name)?;
+    let mine = conn_id(&held);
+    let (ids, from_other) = std::sync::mpsc::channel();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let other = {
+        let f = Arc::clone(&f);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let its = f.registry.get(&f.name)?;
+            ids.send(conn_id(&its))?;
+            wait.recv()?;
+            drop(its);
+            ids.send(write(&f, 2)?)?;
+            ids.send(read(&f)?)?;
+            Ok(())
+        })
+    };
+    let timeout = Duration::from_secs(20);
+    let others = from_other.recv_timeout(timeout)?;
+    let first = write(&f, 1)?;
+    assert!(
+        first != mine && first != others,
+        "the first write began on a third connection"
+    );
+    drop(held);
+    go.send(())?;
+    let second = from_other.recv_timeout(timeout)?;
+    assert_eq!(
+        second, first,
+        "the second write began on the first one's connection"
+    );
+    let its_read = from_other.recv_timeout(timeout)?;
+    other.join().expect("the other thread")?;
+    assert_eq!(
+        its_read, others,
+        "the other thread reads on its own connection still"
+    );
+    assert_eq!(logged(&f)?, BTreeSet::from([(1, 1), (1, 2)]));
+    Ok(())
+}
+
 /// Bug caught: a writer that was queued when its database closed writing anyway, because it
 /// inherited an open transaction and never checked out a connection; or the work accepted
 /// before the close lost with it.

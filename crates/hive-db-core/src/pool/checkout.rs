@@ -33,11 +33,13 @@ impl Pool {
     }
 
     /// The connection the last write transaction began on (see [`Pool::note_writer`]), if
-    /// it is idle; else `None`, for the caller's usual checkout. SQLite drops a connection's whole page cache
-    /// when another connection has written since its last transaction, so a write on the
-    /// last writer's connection finds the pages the writes touch still cached, where one on
-    /// any other connection reads them again, inside the writer lane. This thread's own last
-    /// place, which its reads keep using, is left as it was.
+    /// it is idle and passes `accept`; else `None`, for the caller's usual checkout. SQLite
+    /// drops a connection's whole page cache when another connection has written since its
+    /// last transaction, so a write on the last writer's connection finds the pages the
+    /// writes touch still cached, where one on any other connection reads them again, inside
+    /// the writer lane. This thread's own last place, which its reads keep using, is left as
+    /// it was. A connection turned away has the file looked at, as on the usual fast path,
+    /// so a replaced or removed database file fails the write here.
     #[inline]
     pub(crate) fn try_checkout_writer(
         &self,
@@ -45,11 +47,16 @@ impl Pool {
     ) -> Result<Option<PooledConnection>> {
         self.refuse_if_closed()?;
         let hint = self.writer_place.load(Relaxed);
-        Ok(self
-            .bag
-            .take_at(hint)
-            .and_then(|lease| self.accept(lease, Duration::ZERO, coarse_now(), site))
-            .map(|conn| PooledConnection { conn }))
+        let Some(lease) = self.bag.take_at(hint) else {
+            return Ok(None);
+        };
+        match self.accept(lease, Duration::ZERO, coarse_now(), site) {
+            Some(conn) => Ok(Some(PooledConnection { conn })),
+            None => {
+                self.info().check_file()?;
+                Ok(None)
+            }
+        }
     }
 
     /// Notes `conn` as the connection a write transaction began on, for the next one.

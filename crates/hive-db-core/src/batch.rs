@@ -16,7 +16,8 @@
 //! either all of a batch's work commits or none does; so the outcome is that of running them
 //! one after another, and each `write` still returns only after its work has committed.
 //!
-//! (Over 400 lines: the long [`WriteTx`] contract and the plain transaction's test.)
+//! (Over 500 lines: the long [`WriteTx`] contract, the first writer's undo without a
+//! savepoint, and the plain transaction's test.)
 
 use std::any::Any;
 use std::ops::Deref;
@@ -325,22 +326,23 @@ impl Batch {
                 }
             },
             Ok(Err(e)) => {
-                self.undo(first);
+                self.undo();
                 (Member::Done(Err(e)), None)
             }
             Err(panic) => {
-                self.undo(first);
+                self.undo();
                 self.tainted = true;
                 (Member::Panicked(panic), None)
             }
         }
     }
 
-    /// Undoes the current writer's work: rolls back its savepoint, or, for the `first` writer
-    /// (which has none), the whole transaction, which then begins again for the writers after
-    /// it. The lane is held, so no writer of this process can take the database meanwhile;
-    /// another process may, and then the batch is broken and ends here.
-    fn undo(&mut self, first: bool) {
+    /// Undoes the current writer's work: rolls back its savepoint, or, for a writer with no
+    /// work before it (which has none), the whole transaction, which then begins again for
+    /// the writers after it. The lane is held, so no writer of this process can take the
+    /// database meanwhile; another process may, and then the batch is broken and ends here.
+    fn undo(&mut self) {
+        let first = self.waiting.is_empty();
         let conn = Self::conn(&self.conn);
         let undone = if first {
             exec_cached(conn, "ROLLBACK")

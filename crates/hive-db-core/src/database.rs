@@ -1,5 +1,8 @@
 //! One registered database: its pool, its writer lane and its checkpoint state, with
 //! `read`, `write` (group commit through the lane) and its snapshot.
+//!
+//! (Over 500 lines: a write's whole way through the lane, from the wait or the lent closure
+//! to the commit or the broken batch, is one path and is kept in one place.)
 
 use std::panic::Location;
 use std::sync::Arc;

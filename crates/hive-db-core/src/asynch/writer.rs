@@ -8,9 +8,9 @@
 //! closure through `Database::write_in_turn`, the sync writes' own path: the closure in the
 //! shared transaction (in a savepoint when others' work is before it), then pass or commit.
 //! The next place is often its own, so async writers queued together share one transaction
-//! as sync ones do. A call's value waits for its
-//! transaction's commit in a commit slot; the thread settles those as they are settled
-//! (whoever commits unparks it) and never blocks on one. Out of calls, it watches the queue
+//! as sync ones do. A call's value waits for its transaction's commit in a commit slot; the
+//! thread settles those as they are settled (whoever commits unparks it) and never blocks on
+//! one. Out of calls, it watches the queue
 //! for [`SPIN`] before it parks, so a task that writes again at once needs no wake-up.
 
 use std::collections::VecDeque;

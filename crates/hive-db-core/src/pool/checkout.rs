@@ -4,7 +4,10 @@
 //! validation of a connection that sat idle longer than `validate_after_idle`, and the closing
 //! of one past `max_lifetime` or `idle_timeout`.
 //!
-//! (Over 600 lines with its unit tests, which are most of it: the code is about 250.)
+//! The write transaction's checkout is here too: the last writer's connection first, its
+//! cache warm ([`Pool::try_checkout_writer`]).
+//!
+//! (Over 700 lines with its unit tests, which are most of it: the code is about 280.)
 
 use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;

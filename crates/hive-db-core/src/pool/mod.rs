@@ -32,6 +32,7 @@ mod shared;
 mod slot;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::JobHandle;
@@ -93,7 +94,7 @@ pub(crate) struct Pool<M: Engine = HiveManager> {
     /// The place of the connection the last write transaction began on, which the next one
     /// tries first (`Pool::try_checkout_writer`): its page cache is the one the writes keep
     /// warm. A hint only: any place, taken or empty, is a valid value.
-    writer_place: std::sync::atomic::AtomicUsize,
+    writer_place: AtomicUsize,
 }
 
 impl<M: Engine> std::fmt::Debug for Pool<M> {
@@ -181,7 +182,7 @@ impl<M: Engine> Pool<M> {
             bag,
             sweep_job,
             look_after_idle_ns,
-            writer_place: std::sync::atomic::AtomicUsize::new(0),
+            writer_place: AtomicUsize::new(0),
             leak_job,
         }
     }

@@ -416,8 +416,8 @@ pub struct RegistrySnapshot {
     pub sqlite_build: Option<SqliteBuild>,
 }
 
-/// How the SQLite linked into this process was compiled, in the two respects hive-db
-/// relies on. Both come from compile-time flags that a workspace sets for `libsqlite3-sys`
+/// How the SQLite linked into this process was compiled, in the three respects hive-db
+/// relies on. All come from compile-time flags that a workspace sets for `libsqlite3-sys`
 /// (`LIBSQLITE3_FLAGS`, see the README); an application that depends on hive-db-core from a
 /// workspace of its own gets libsqlite3-sys's defaults unless it sets them too.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -431,6 +431,11 @@ pub struct SqliteBuild {
     /// Each connection has its own page cache (`SQLITE_ENABLE_MEMORY_MANAGEMENT` not set):
     /// with it, every page access of every connection takes one process-wide mutex.
     pub page_cache_per_connection: bool,
+    /// SQLite's memory statistics off unless the application turns them on
+    /// (`SQLITE_DEFAULT_MEMSTATUS=0`): with them, every allocation of every connection takes
+    /// one process-wide mutex to count itself. (`false` in snapshots of older versions.)
+    #[serde(default)]
+    pub memory_statistics_off: bool,
 }
 
 impl SqliteBuild {
@@ -439,15 +444,17 @@ impl SqliteBuild {
         version: String,
         options: impl IntoIterator<Item = &'a str>,
     ) -> Self {
-        let (mut omitted, mut managed) = (false, false);
+        let (mut omitted, mut managed, mut unstated) = (false, false, false);
         for option in options {
             omitted |= option == "OMIT_LOAD_EXTENSION";
             managed |= option == "ENABLE_MEMORY_MANAGEMENT";
+            unstated |= option == "DEFAULT_MEMSTATUS=0";
         }
         Self {
             version,
             load_extension_omitted: omitted,
             page_cache_per_connection: !managed,
+            memory_statistics_off: unstated,
         }
     }
 
@@ -465,6 +472,12 @@ impl SqliteBuild {
             out.push(
                 "SQLite was built with SQLITE_ENABLE_MEMORY_MANAGEMENT: one page cache mutex for \
                  every connection (set LIBSQLITE3_FLAGS with -USQLITE_ENABLE_MEMORY_MANAGEMENT)",
+            );
+        }
+        if !self.memory_statistics_off {
+            out.push(
+                "SQLite was built with memory statistics on: one mutex for every allocation of \
+                 every connection (set LIBSQLITE3_FLAGS with -DSQLITE_DEFAULT_MEMSTATUS=0)",
             );
         }
         out
@@ -497,16 +510,22 @@ impl RegistrySnapshot {
 mod tests {
     use super::SqliteBuild;
 
-    /// Bug caught: a build with extension loading, or with the process-wide page cache,
-    /// reported as the tested one (no warning, no health note), or a hardened build warned
+    /// Bug caught: a build with extension loading, the process-wide page cache or memory
+    /// statistics reported as the tested one (no warning, no health note), or a hardened build warned
     /// about.
     #[test]
     fn the_sqlite_build_is_judged_by_its_compile_options() {
         let hardened = SqliteBuild::from_compile_options(
             "3.50.0".to_owned(),
-            ["COMPILER=gcc", "OMIT_LOAD_EXTENSION", "THREADSAFE=1"],
+            [
+                "COMPILER=gcc",
+                "DEFAULT_MEMSTATUS=0",
+                "OMIT_LOAD_EXTENSION",
+                "THREADSAFE=1",
+            ],
         );
         assert!(hardened.load_extension_omitted && hardened.page_cache_per_connection);
+        assert!(hardened.memory_statistics_off);
         assert!(hardened.deviations().is_empty(), "{hardened:?}");
 
         let defaults = SqliteBuild::from_compile_options(
@@ -514,15 +533,21 @@ mod tests {
             ["ENABLE_MEMORY_MANAGEMENT", "THREADSAFE=1"],
         );
         assert!(!defaults.load_extension_omitted && !defaults.page_cache_per_connection);
+        assert!(!defaults.memory_statistics_off);
         let deviations = defaults.deviations();
-        assert_eq!(deviations.len(), 2, "{deviations:?}");
+        assert_eq!(deviations.len(), 3, "{deviations:?}");
         assert!(deviations.iter().all(|d| d.contains("LIBSQLITE3_FLAGS")));
 
         // A prefix is not the option.
         let near = SqliteBuild::from_compile_options(
             "3.50.0".to_owned(),
-            ["OMIT_LOAD_EXTENSION_X", "ENABLE_MEMORY_MANAGEMENT_Y"],
+            [
+                "OMIT_LOAD_EXTENSION_X",
+                "ENABLE_MEMORY_MANAGEMENT_Y",
+                "DEFAULT_MEMSTATUS=00",
+            ],
         );
         assert!(!near.load_extension_omitted && near.page_cache_per_connection);
+        assert!(!near.memory_statistics_off);
     }
 }

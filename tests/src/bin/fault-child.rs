@@ -33,8 +33,9 @@
 //!   an accepted one `use`, `health` and `close`.
 //! - `timeouts DIR`: calls every public timeout argument at zero and at `Duration::MAX`
 //!   (`health`, `close`, `close_all`), printing `<call> <ok|panic>` for each.
-//! - `oom PATH`: registers PATH (created), sets SQLite's process-wide `hard_heap_limit` to
-//!   64 MiB, and writes a 200 MB value; prints `failed <error>` (or `failed none`), then
+//! - `oom PATH`: turns SQLite's memory statistics on (the workspace builds it with them off,
+//!   and its heap limits need them), registers PATH (created), sets SQLite's process-wide
+//!   `hard_heap_limit` to 64 MiB, and writes a 200 MB value; prints `failed <error>` (or `failed none`), then
 //!   `after <ok|error>` for a small write, `rows N` and `health <status>`.
 //! - `many N DIR`: registers N databases in DIR (one connection each, none kept idle) and
 //!   runs `health` with a 10 s timeout while counting this process's threads; prints
@@ -524,7 +525,22 @@ fn timeouts(dir: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Turns SQLite's memory statistics on, as an application that sets a heap limit must before
+/// its first connection (the workspace's SQLite has them off by default, and without them no
+/// heap limit is enforced).
+#[allow(unsafe_code)]
+fn memory_statistics_on() -> anyhow::Result<()> {
+    use hive_db_core::rusqlite::ffi;
+    // SAFETY: `sqlite3_config` is called before this process opens any connection (SQLite is
+    // not initialized yet, so the call is allowed), from its only thread that uses SQLite,
+    // with the one `int` argument `SQLITE_CONFIG_MEMSTATUS` takes.
+    let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 1 as std::ffi::c_int) };
+    anyhow::ensure!(rc == ffi::SQLITE_OK, "sqlite3_config(MEMSTATUS) gave {rc}");
+    Ok(())
+}
+
 fn oom(path: &str) -> anyhow::Result<()> {
+    memory_statistics_on()?;
     let registry = Registry::new();
     let db = DbName::new("oom")?;
     registry.register(&db, path, created())?;

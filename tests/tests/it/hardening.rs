@@ -30,17 +30,22 @@ fn sql_cannot_load_an_extension() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `PRAGMA compile_options` of the SQLite pooled connections run on.
+fn compile_options() -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir()?;
+    let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
+    Ok(registry.read(&db, |c| {
+        c.prepare("PRAGMA compile_options")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()
+    })?)
+}
+
 /// Bug caught: the SQLite built into the workspace able to load extensions at all, so one
 /// `enable_load_extension` anywhere in the process (a dependency, a debug hook) opens it.
 #[test]
 fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
-    let options: Vec<String> = registry.read(&db, |c| {
-        c.prepare("PRAGMA compile_options")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()
-    })?;
+    let options = compile_options()?;
     assert!(
         options.iter().any(|o| o == "OMIT_LOAD_EXTENSION"),
         "{options:?}"
@@ -54,18 +59,25 @@ fn extension_loading_is_not_compiled_in() -> anyhow::Result<()> {
 /// takes that lock. Still thread-safe (`THREADSAFE=1`): connections move between threads.
 #[test]
 fn each_connection_has_a_page_cache_of_its_own() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (registry, db) = registry_with(dir.path(), "opts", DbConfig::default())?;
-    let options: Vec<String> = registry.read(&db, |c| {
-        c.prepare("PRAGMA compile_options")?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()
-    })?;
+    let options = compile_options()?;
     assert!(
         !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
         "{options:?}"
     );
     assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    Ok(())
+}
+
+/// Bug caught: the bundled SQLite built with memory statistics on (SQLite's default), so
+/// every allocation of every connection, in every thread, takes one process-wide mutex to
+/// count itself.
+#[test]
+fn memory_statistics_are_off() -> anyhow::Result<()> {
+    let options = compile_options()?;
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
     Ok(())
 }
 

@@ -401,6 +401,11 @@ fn the_snapshot_and_health_say_how_sqlite_was_built() -> TestResult {
         !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
         "{options:?}"
     );
+    assert_eq!(
+        build.memory_statistics_off,
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
     assert!(build.deviations().is_empty(), "{build:?}");
     assert!(f.registry.health(Duration::from_secs(2)).notes.is_empty());
     // It travels in the wire format, and an older snapshot without it still reads.

@@ -431,9 +431,11 @@ pub struct SqliteBuild {
     /// Each connection has its own page cache (`SQLITE_ENABLE_MEMORY_MANAGEMENT` not set):
     /// with it, every page access of every connection takes one process-wide mutex.
     pub page_cache_per_connection: bool,
-    /// SQLite's memory statistics off unless the application turns them on
+    /// SQLite compiled with its memory statistics off by default
     /// (`SQLITE_DEFAULT_MEMSTATUS=0`): with them, every allocation of every connection takes
-    /// one process-wide mutex to count itself. (`false` in snapshots of older versions.)
+    /// one process-wide mutex to count itself. It says how SQLite was compiled, not whether
+    /// the application turned them on at start (`sqlite3_config`, which SQLite's heap limits
+    /// need). `false` in snapshots of older versions, whose builds all had them on.
     #[serde(default)]
     pub memory_statistics_off: bool,
 }
@@ -477,7 +479,8 @@ impl SqliteBuild {
         if !self.memory_statistics_off {
             out.push(
                 "SQLite was built with memory statistics on: one mutex for every allocation of \
-                 every connection (set LIBSQLITE3_FLAGS with -DSQLITE_DEFAULT_MEMSTATUS=0)",
+                 every connection (set LIBSQLITE3_FLAGS with -DSQLITE_DEFAULT_MEMSTATUS=0; a \
+                 heap limit then needs sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1) first)",
             );
         }
         out
@@ -511,8 +514,8 @@ mod tests {
     use super::SqliteBuild;
 
     /// Bug caught: a build with extension loading, the process-wide page cache or memory
-    /// statistics reported as the tested one (no warning, no health note), or a hardened build warned
-    /// about.
+    /// statistics reported as the tested one (no warning, no health note), or a hardened
+    /// build warned about.
     #[test]
     fn the_sqlite_build_is_judged_by_its_compile_options() {
         let hardened = SqliteBuild::from_compile_options(

@@ -35,8 +35,8 @@
 //!   (`health`, `close`, `close_all`), printing `<call> <ok|panic>` for each.
 //! - `oom PATH`: turns SQLite's memory statistics on (the workspace builds it with them off,
 //!   and its heap limits need them), registers PATH (created), sets SQLite's process-wide
-//!   `hard_heap_limit` to 64 MiB, and writes a 200 MB value; prints `failed <error>` (or `failed none`), then
-//!   `after <ok|error>` for a small write, `rows N` and `health <status>`.
+//!   `hard_heap_limit` to 64 MiB, and writes a 200 MB value; prints `failed <error>` (or
+//!   `failed none`), then `after <ok|error>` for a small write, `rows N` and `health <status>`.
 //! - `many N DIR`: registers N databases in DIR (one connection each, none kept idle) and
 //!   runs `health` with a 10 s timeout while counting this process's threads; prints
 //!   `threads-before`, `threads-peak`, `health-ms`, `status` and `healthy` (databases

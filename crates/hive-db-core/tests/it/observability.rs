@@ -417,5 +417,16 @@ fn the_snapshot_and_health_say_how_sqlite_was_built() -> TestResult {
         .remove("sqlite_build");
     let read: hive_db_core::RegistrySnapshot = serde_json::from_value(old)?;
     assert_eq!(read.sqlite_build, None);
+    // A snapshot of the versions before `memory_statistics_off` still reads, as a build with
+    // the statistics on (which every build of those versions had).
+    let mut before = json.clone();
+    before["sqlite_build"]
+        .as_object_mut()
+        .expect("an object")
+        .remove("memory_statistics_off");
+    let read: hive_db_core::RegistrySnapshot = serde_json::from_value(before)?;
+    let build_before = read.sqlite_build.expect("the build is kept");
+    assert!(!build_before.memory_statistics_off);
+    assert_eq!(build_before.version, build.version);
     Ok(())
 }

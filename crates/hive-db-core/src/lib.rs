@@ -78,6 +78,7 @@ mod sync;
 mod config;
 mod error;
 mod server_facts;
+mod sqlite_build;
 mod stats;
 // SQLite.
 mod open;

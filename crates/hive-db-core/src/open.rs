@@ -14,7 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::config::DbConfig;
 use crate::error::{Error, OpenCause, Result, classify, extended_code};
 use crate::name::DbName;
-use crate::stats::SqliteBuild;
+use crate::sqlite_build::SqliteBuild;
 use crate::wal::{JOURNAL_SIZE_LIMIT, wal_hook};
 
 /// Flags for every connection: read-write, no `CREATE` (files are made by

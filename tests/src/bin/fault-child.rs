@@ -476,13 +476,20 @@ fn config_case(case: Case<'_>, dir: &str) -> anyhow::Result<()> {
 }
 
 fn timeouts(dir: &str) -> anyhow::Result<()> {
+    // The calls under test take timeouts of their own; registering waits for each database's
+    // first connection, which on a loaded machine (the whole suite running beside this) took
+    // over `quick`'s 2 s once. The parent bounds the whole scenario anyway.
+    let config = || DbConfig {
+        connection_timeout: Duration::from_secs(10),
+        ..created()
+    };
     let registry = Registry::new();
     let dir = std::path::Path::new(dir);
     for i in 0..4 {
         registry.register(
             &DbName::new(&format!("t{i}"))?,
             dir.join(format!("t{i}.db")),
-            created(),
+            config(),
         )?;
     }
     type Call<'a> = Box<dyn Fn() + 'a>;
@@ -514,7 +521,7 @@ fn timeouts(dir: &str) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
     }
     let zero = Registry::new();
-    zero.register(&DbName::new("z")?, dir.join("z.db"), created())?;
+    zero.register(&DbName::new("z")?, dir.join("z.db"), config())?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         drop(zero.close_all(Duration::ZERO));
     }));

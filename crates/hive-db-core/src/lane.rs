@@ -291,10 +291,16 @@ impl<P> WriterLane<P> {
     /// thread that serves several writers' turns in order (the async writer). It watches its
     /// places with `Queued::try_take` and leaves with `WriterLane::withdraw`; `thread` is
     /// unparked when a place is granted or comes to the front. Always takes payloads.
+    ///
+    /// The free lane is taken only when nobody is queued: a lane left free for a nudged
+    /// lending waiter (`State::release`) may have this thread's earlier places behind that
+    /// waiter, and a later place granted first would wait for them while they wait for it.
     pub(crate) fn enqueue(&self, thread: Thread) -> Queued<P> {
         let mut state = self.lock();
-        let granted = !state.busy;
-        state.busy = true;
+        let granted = !state.busy && state.queue.is_empty();
+        if granted {
+            state.busy = true;
+        }
         let front = granted || state.queue.is_empty();
         let me = Waiter::new(thread, granted, front, true, None);
         if !granted {
@@ -774,6 +780,49 @@ mod tests {
                 .is_ok(),
             "the lane is free again"
         );
+    }
+
+    /// Bug caught: a place taken with `enqueue` while the lane is free but its front waiter,
+    /// which lent a job, has not taken it yet, granted at once: ahead of that waiter and of
+    /// the same thread's earlier places. The async writer serves its places in order, so it
+    /// waited for its earlier place while the lane sat granted to the later one, and every
+    /// writer behind them stalled until that place's deadline.
+    #[cfg(feature = "async")]
+    #[test]
+    fn a_place_taken_while_a_lending_waiter_is_nudged_queues_behind_it() {
+        let lane = Arc::new(WriterLane::<Vec<u32>>::default());
+        let me = std::thread::current();
+        let (mut turn, _) = lane.acquire(far()).expect("free lane");
+        let lender = offer_recording(&lane, 1, far());
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        let earlier = lane.enqueue(me.clone());
+        // Past the lender's spin: it sleeps until it is nudged.
+        std::thread::sleep(Duration::from_millis(50));
+        // Let the lane go as a holder does, but take the next place before the lender wakes.
+        let woken = lane.lock().release();
+        turn.held = false;
+        let later = lane.enqueue(me);
+        assert!(!later.is_granted(), "a later place overtook the queue");
+        wake(woken);
+        let (ran, _) = lender.join().unwrap();
+        assert!(
+            !ran,
+            "nobody ran the lender's job: it took the free lane itself"
+        );
+        let deadline = Instant::now() + HAND_OFFS;
+        while !earlier.is_granted() {
+            assert!(Instant::now() < deadline, "the earlier place never granted");
+            std::thread::yield_now();
+        }
+        assert!(!later.is_granted(), "two places granted at once");
+        let (turn, _) = earlier.try_take(&lane).expect("granted");
+        drop(turn);
+        assert!(later.is_granted(), "the later place is next");
+        let (turn, _) = later.try_take(&lane).expect("granted");
+        drop(turn);
+        assert_eq!(lane.queued(), 0);
     }
 
     /// Bug caught: a waiter whose deadline passes just as the lane is handed to it, with a

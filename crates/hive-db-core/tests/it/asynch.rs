@@ -831,3 +831,58 @@ fn a_queue_that_moves_too_slowly_gets_another_reader() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: a sync writer that lent its closure let the lane go free for itself to take
+/// (nudged), and the async writer's next call, queued behind its earlier one, was granted
+/// that free lane at once. The writer thread waits for its earlier call's turn, so the lane
+/// sat granted and unused until the earlier call's deadline, and every writer behind it
+/// waited too. Here sync and async writers each write again as soon as their write returns,
+/// as a busy service's do; with the bug a write waits out the 30 s lane timeout.
+#[test]
+fn sync_and_async_writers_together_never_stall_the_lane() -> TestResult {
+    let f = log_fixture(
+        "mixed_writers",
+        DbConfig {
+            connection_timeout: Duration::from_secs(30),
+            ..config()
+        },
+    )?;
+    let h = f.registry.async_handle(&f.name)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let (f, h, stop) = (Arc::clone(&f), h.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || -> anyhow::Result<(u64, Duration)> {
+                let (mut n, mut slowest) = (0, Duration::ZERO);
+                while !stop.load(SeqCst) {
+                    let tag = format!("w{i}-{n}");
+                    let start = std::time::Instant::now();
+                    if i % 2 == 0 {
+                        f.registry.write(&f.name, insert(&tag))?;
+                    } else {
+                        futures_executor::block_on(h.write(insert(&tag)))?;
+                    }
+                    slowest = slowest.max(start.elapsed());
+                    n += 1;
+                }
+                Ok((n, slowest))
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, SeqCst);
+    let (mut acknowledged, mut slowest) = (0, Duration::ZERO);
+    for w in writers {
+        let (n, s) = w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        acknowledged += n;
+        slowest = slowest.max(s);
+    }
+    // A third of the lane timeout: far beyond any healthy wait, even on a loaded machine.
+    assert!(
+        slowest < Duration::from_secs(10),
+        "a write waited {slowest:?}"
+    );
+    assert!(acknowledged > 0);
+    assert_eq!(u64::try_from(tags(&f)?.len())?, acknowledged);
+    Ok(())
+}

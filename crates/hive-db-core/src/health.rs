@@ -13,7 +13,7 @@ use crate::error::{Error, Result, error_chain};
 use crate::name::DbName;
 #[cfg(feature = "postgres")]
 use crate::pg::PgDatabase;
-use crate::pool::{CloseReport, DbInfo};
+use crate::pool::{CloseReport, DbInfo, PooledConnection};
 use crate::stats::{DbSnapshot, PgFacts};
 
 /// An open database of either engine, as health checks and `close` see it.
@@ -228,9 +228,14 @@ pub(crate) fn check_all(pools: Vec<OpenDb>, timeout: Duration) -> HealthReport {
 /// The latency and, for a degraded pool, why; or the error.
 type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 
-/// A connection, then a schema read and a write-lock probe (`BEGIN IMMEDIATE; ROLLBACK`
-/// through the writer lane), with SQLite's busy timeout cut to the time left, so a database
-/// locked by another process cannot hold the check past `timeout`.
+/// A connection and a schema read; then the writer lane, a connection again and a write-lock
+/// probe (`BEGIN IMMEDIATE; ROLLBACK`), with SQLite's busy timeout cut to the time left, so a
+/// database locked by another process cannot hold the check past `timeout`.
+///
+/// The lane is taken before the second connection, in the order every writer takes them: a
+/// probe holding a connection while it waits for the lane would wait for a writer that holds
+/// the lane and waits for a connection (every other one busy), each until the probe's
+/// deadline, and the report would blame the lane.
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let deadline = deadline(start, timeout);
@@ -240,43 +245,52 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
+    let site = Location::caller();
     pool.info().check_file().map_err(|e| error_chain(&e))?;
     let before = pool.snapshot();
-    let mut conn = pool
-        .checkout_until(start, deadline, Location::caller())
-        .map_err(|e| error_chain(&e))?;
-    let probe = || -> Result<Option<String>> {
-        conn.busy_timeout(left())
-            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
+    // Runs `probe` on a connection, which goes back with the pool's busy timeout, or is
+    // discarded if that cannot be set or the probe left a transaction open.
+    let with_conn = |probe: &dyn Fn(&mut PooledConnection) -> Result<Option<String>>| {
+        let mut conn = pool
+            .checkout_until(start, deadline, site)
+            .map_err(|e| error_chain(&e))?;
+        let result = conn
+            .busy_timeout(left())
+            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))
+            .and_then(|()| probe(&mut conn));
+        if !conn.is_autocommit() || conn.busy_timeout(pool.info().config.busy_timeout).is_err() {
+            conn.discard();
+        }
+        drop(conn);
+        result.map_err(|e| error_chain(&e))
+    };
+    with_conn(&|conn| {
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
         })
         .map_err(|e| Error::sqlite(db, "read schema", e))?;
-        let Some(_turn) = pool.hold_lane(deadline) else {
-            return Ok(Some(
-                "writes blocked: the writer lane stayed busy".to_owned(),
-            ));
-        };
-        conn.busy_timeout(left())
-            .map_err(|e| Error::sqlite(db, "set busy_timeout", e))?;
-        match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
-            Ok(()) => Ok(None),
-            Err(e) => {
-                let e = pool.sqlite_error("take the write lock", e);
-                if e.is_busy() {
-                    Ok(Some(format!("writes blocked: {}", error_chain(&e))))
-                } else {
-                    Err(e)
-                }
-            }
+        Ok(None)
+    })?;
+    let note = match pool.hold_lane(deadline) {
+        None => Some("writes blocked: the writer lane stayed busy".to_owned()),
+        Some(turn) => {
+            let note = with_conn(
+                &|conn| match conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;") {
+                    Ok(()) => Ok(None),
+                    Err(e) => {
+                        let e = pool.sqlite_error("take the write lock", e);
+                        if e.is_busy() {
+                            Ok(Some(format!("writes blocked: {}", error_chain(&e))))
+                        } else {
+                            Err(e)
+                        }
+                    }
+                },
+            );
+            drop(turn);
+            note?
         }
     };
-    let result = probe();
-    if !conn.is_autocommit() || conn.busy_timeout(pool.info().config.busy_timeout).is_err() {
-        conn.discard();
-    }
-    drop(conn);
-    let note = result.map_err(|e| error_chain(&e))?;
     let saturated = saturation(&before);
     let failing = recent_commit_failure(pool)?;
     Ok((start.elapsed(), note.or(failing).or(saturated)))

@@ -221,8 +221,9 @@ fn health_is_503_when_unhealthy() -> TestResult {
 
 /// Bug caught: every scrape of `/health` running a check (a connection and a write-lock
 /// probe through the writer lane each time), so that scraping loads the database. The
-/// check's own checkouts count in `acquires`: two requests within the cache window add one,
-/// and with no cache they add two.
+/// check's own checkouts count in `acquires`, two per check (one for the schema read, one
+/// for the write-lock probe): two requests within the cache window run one check, and with
+/// no cache two.
 #[test]
 fn health_checks_are_cached() -> TestResult {
     let f = fixture("cached", config())?;
@@ -239,7 +240,7 @@ fn health_checks_are_cached() -> TestResult {
         assert_eq!(get(ep.addr(), "/health")?.status, 200);
         let first = get(ep.addr(), "/health")?;
         assert_eq!(first.status, 200);
-        assert_eq!(acquires()? - before, checks, "cache {cache:?}");
+        assert_eq!(acquires()? - before, 2 * checks, "cache {cache:?}");
         serde_json::from_slice::<HealthReport>(&first.body)?;
     }
     Ok(())

@@ -358,6 +358,54 @@ fn health_reports_an_exhausted_pool_within_its_timeout() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: the health probe held a connection while it waited for the writer lane, and a
+/// writer held the lane while it waited for a connection: with every other connection busy
+/// (here the pool has one) each waited for the other until the probe's deadline, the write
+/// stalled, and the database was reported degraded with "the writer lane stayed busy".
+#[test]
+fn health_and_a_writer_never_wait_for_each_other() -> TestResult {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let f = Arc::new(fixture(
+        "health-and-writer",
+        DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            connection_timeout: Duration::from_secs(30),
+            ..config()
+        },
+    )?);
+    create_table(&f)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (f, stop) = (Arc::clone(&f), Arc::clone(&stop));
+        std::thread::spawn(move || -> anyhow::Result<Duration> {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(SeqCst) {
+                let start = Instant::now();
+                f.registry
+                    .write(&f.name, |tx| tx.execute("INSERT INTO t (v) VALUES (1)", []))?;
+                slowest = slowest.max(start.elapsed());
+            }
+            Ok(slowest)
+        })
+    };
+    // With the bug most checks run into the writer and last their whole 5 s.
+    let degraded = (0..10)
+        .map(|_| f.registry.health(Duration::from_secs(5)))
+        .find(|report| report.status != HealthStatus::Healthy);
+    stop.store(true, SeqCst);
+    let slowest = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    assert!(degraded.is_none(), "{degraded:#?}");
+    assert!(
+        slowest < Duration::from_secs(4),
+        "a write waited {slowest:?}"
+    );
+    Ok(())
+}
+
 /// An empty registry is healthy; a closed database is not checked.
 #[test]
 fn health_of_empty_and_closed() -> TestResult {

@@ -372,7 +372,9 @@ pub enum Error {
         capacity: usize,
     },
     /// A closure given to an async call panicked; its work was rolled back, and the
-    /// database's threads carry on (cargo feature `async`).
+    /// database's threads carry on (cargo feature `async`). Also the answer of a call whose
+    /// reply was lost to a panic in the caller's own code on the database's thread outside
+    /// the closure (a value's drop, an error conversion, a waker); `message` then says so.
     #[error("database {db}: the {op} closure panicked: {message}")]
     Panicked {
         /// The database.

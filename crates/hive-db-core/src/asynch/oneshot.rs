@@ -38,6 +38,9 @@ struct State<T> {
     phase: Phase,
     value: Option<T>,
     waker: Option<Waker>,
+    /// The reply was dropped unsent while its thread unwound: a panic in the caller's code
+    /// outside the closure (see [`Reply`]'s `Drop`).
+    unwound: bool,
 }
 
 /// What the future and the reply share.
@@ -45,6 +48,8 @@ struct State<T> {
 struct Shared<T> {
     state: Mutex<State<T>>,
     db: DbName,
+    /// `"read"` or `"write"`, for the error of a call lost to a panic.
+    op: &'static str,
     counters: Arc<DbCounters>,
     /// Unparked when the future is dropped while queued, so a thread watching queued calls
     /// (the async writer, whose calls hold places in the writer lane) lets the place go soon.
@@ -109,10 +114,11 @@ impl<T, E> DbFuture<T, E> {
 }
 
 impl<T, E: From<Error>> DbFuture<T, E> {
-    /// A future for a call of database `db`, and the reply its thread fills. `watcher` is
-    /// unparked if the future is dropped while the call is queued.
+    /// A future for a call (`op`, `"read"` or `"write"`) of database `db`, and the reply its
+    /// thread fills. `watcher` is unparked if the future is dropped while the call is queued.
     pub(crate) fn new(
         db: &DbName,
+        op: &'static str,
         counters: &Arc<DbCounters>,
         watcher: Option<Thread>,
     ) -> (Self, Reply<Result<T, E>>) {
@@ -121,8 +127,10 @@ impl<T, E: From<Error>> DbFuture<T, E> {
                 phase: Phase::Queued,
                 value: None,
                 waker: None,
+                unwound: false,
             }),
             db: db.clone(),
+            op,
             counters: Arc::clone(counters),
             watcher,
         });
@@ -189,11 +197,20 @@ impl<T, E: From<Error>> Future for DbFuture<T, E> {
                     return Poll::Ready(value);
                 }
                 if state.phase == Phase::Done {
-                    // The replying side went without a reply: its database was closed.
+                    // The replying side went without a reply: its database was closed, or
+                    // the caller's code panicked on the database's thread.
                     let db = shared.db.clone();
+                    let err = match state.unwound {
+                        false => Error::Closed { db },
+                        true => Error::Panicked {
+                            db,
+                            op: shared.op,
+                            message: LOST_TO_A_PANIC.to_owned(),
+                        },
+                    };
                     drop(state);
                     this.inner = Inner::Ready(None);
-                    return Poll::Ready(Err(Error::Closed { db }.into()));
+                    return Poll::Ready(Err(err.into()));
                 }
                 match &mut state.waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -273,9 +290,15 @@ impl<T> Reply<T> {
     }
 }
 
+/// The message of [`Error::Panicked`] for a call whose reply was lost to a panic outside its
+/// closure.
+const LOST_TO_A_PANIC: &str = "the caller's code panicked on the database's thread outside \
+                               the closure (a value's drop, an error conversion or a waker)";
+
 impl<T> Drop for Reply<T> {
-    /// A reply dropped unsent (its database closed, its thread gone) still wakes the future,
-    /// which then resolves to `Error::Closed`.
+    /// A reply dropped unsent still wakes the future, which then resolves to
+    /// `Error::Closed` (its database closed, its thread gone), or to `Error::Panicked` when
+    /// it was dropped by a panic unwinding its thread.
     fn drop(&mut self) {
         if self.sent {
             return;
@@ -286,6 +309,7 @@ impl<T> Drop for Reply<T> {
                 return;
             }
             state.phase = Phase::Done;
+            state.unwound = std::thread::panicking();
             state.waker.take()
         };
         if let Some(waker) = waker {

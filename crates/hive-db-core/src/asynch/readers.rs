@@ -25,6 +25,7 @@
 //! `close` marks the readers closed and then empties the queue, while a caller pushes and
 //! then looks at the mark (and empties the queue itself when it is set).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 use std::sync::{Arc, Mutex, Once, Weak};
@@ -37,7 +38,7 @@ use crate::asynch::call::ReadJob;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::lane::spin_until;
-use crate::sync::lock;
+use crate::sync::{lock, panic_message};
 
 /// How long an idle reader thread sleeps before it looks at its state again by itself; a
 /// new call or `close` wakes it sooner.
@@ -329,7 +330,18 @@ fn serve(shared: &Shared) {
         if let Some(job) = shared.jobs.pop() {
             counters.async_read_queued.fetch_sub(1, Relaxed);
             shared.taken.fetch_add(1, Relaxed);
-            job.run(&shared.db);
+            // The closure's panic is its caller's error (`ReadCall::run`); the caller's code
+            // beyond it (a skipped closure's or an unawaited value's drop, an error
+            // conversion, a waker) may panic here too: that call is lost, not the thread.
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| job.run(&shared.db))) {
+                tracing::error!(
+                    db = %shared.db.info().name,
+                    panic = %panic_message(&*panic),
+                    "a caller's code panicked on an async reader thread outside its closure (a \
+                     value's drop, an error conversion or a waker); that call is lost, the \
+                     thread carries on"
+                );
+            }
             watched = false;
             continue;
         }

@@ -105,7 +105,7 @@ impl AsyncDb {
         E: From<Error> + Send + 'static,
     {
         let info = self.db.info();
-        let (future, reply) = DbFuture::new(&info.name, &info.counters, None);
+        let (future, reply) = DbFuture::new(&info.name, "read", &info.counters, None);
         match self.readers.submit(Box::new(ReadCall { f, reply, site })) {
             Ok(()) => future,
             Err(err) => DbFuture::ready(Err(err.into())),
@@ -140,7 +140,7 @@ impl AsyncDb {
     {
         let info = self.db.info();
         let watcher = Some(self.writer.thread().clone());
-        let (future, reply) = DbFuture::new(&info.name, &info.counters, watcher);
+        let (future, reply) = DbFuture::new(&info.name, "write", &info.counters, watcher);
         match self.writer.submit(Box::new(WriteCall { f, reply, site })) {
             Ok(()) => future,
             Err(err) => DbFuture::ready(Err(err.into())),

@@ -14,6 +14,7 @@
 //! for [`SPIN`] before it parks, so a task that writes again at once needs no wake-up.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use crate::clock::deadline;
 use crate::database::{Acquired, Database};
 use crate::error::{Error, Result};
 use crate::lane::{Queued, spin_until};
-use crate::sync::lock;
+use crate::sync::{lock, panic_message};
 
 /// How long the idle thread sleeps before it looks at its state again by itself.
 const IDLE_NAP: Duration = Duration::from_secs(1);
@@ -159,14 +160,38 @@ impl Writer {
 
 /// The writer thread: serves the front call's turn until the writer closes and nothing is
 /// left to serve or settle.
+///
+/// Callers' code runs here outside their closures too, where nothing else catches a panic:
+/// the drop of a skipped call's closure and of a value nobody awaits any more, a caller's
+/// error conversion, a waker. A panic there loses only the call it came from (its future
+/// resolves to [`Error::Closed`], its reply dropped unsent; its turn and any open batch are
+/// passed on as the unwinding drops them); the thread logs it and carries on serving the
+/// others. Dead, it would leave its places in the lane granted and unused for good, and
+/// with them every writer of the database.
 fn serve(shared: &Shared) {
+    let mut awaiting: Vec<AwaitingCommit> = Vec::new();
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| serve_calls(shared, &mut awaiting))) {
+            Ok(()) => return,
+            Err(panic) => tracing::error!(
+                db = %shared.db.info().name,
+                panic = %panic_message(&*panic),
+                "a caller's code panicked on the async writer thread outside its closure (a \
+                 value's drop, an error conversion or a waker); that call is lost, the \
+                 thread carries on"
+            ),
+        }
+    }
+}
+
+/// [`serve`]'s loop, left by unwinding or when the writer is closed and done.
+fn serve_calls(shared: &Shared, awaiting: &mut Vec<AwaitingCommit>) {
     let db = &*shared.db;
     let counters = &db.info().counters;
-    let mut awaiting: Vec<AwaitingCommit> = Vec::new();
     // Whether the thread has watched for calls since it last ran out of them.
     let mut watched = false;
     loop {
-        settle(&mut awaiting);
+        settle(awaiting);
         let mut state = lock(&shared.state);
         let popped = state.queue.pop_front();
         shared.queued.store(state.queue.len(), Relaxed);
@@ -201,7 +226,7 @@ fn serve(shared: &Shared) {
             Ok(acquired) => {
                 counters.async_write_queued.fetch_sub(1, Relaxed);
                 drop(state);
-                turn(db, job, start, deadline, Ok(acquired), &mut awaiting);
+                turn(db, job, start, deadline, Ok(acquired), awaiting);
                 continue;
             }
             Err(place) => place,
@@ -231,7 +256,7 @@ fn serve(shared: &Shared) {
         } else {
             // Skipped, or out of time: `turn` passes the lane on, or reports the timeout
             // (unless the lane came round meanwhile: then it runs).
-            turn(db, job, start, deadline, acquired, &mut awaiting);
+            turn(db, job, start, deadline, acquired, awaiting);
         }
     }
 }

@@ -516,6 +516,128 @@ fn a_panicking_closure_is_its_callers_error() -> TestResult {
     Ok(())
 }
 
+/// A value whose drop panics (unless its thread is unwinding already).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped");
+        }
+    }
+}
+
+/// Waits for `thread` up to `PATIENCE`; `None` if it has not finished by then.
+fn join_within<T: Send + 'static>(thread: JoinHandle<T>) -> Option<std::thread::Result<T>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(thread.join());
+    });
+    rx.recv_timeout(PATIENCE).ok()
+}
+
+/// Bug caught: the writer thread dying of a panic in the caller's code outside the closure
+/// (here the drop of a skipped call's closure). Its later places in the lane stayed granted
+/// and unused for good: the sync writer whose open transaction had been passed to one of
+/// them never returned, and every later write, sync or async, timed out.
+#[test]
+fn a_panic_outside_a_write_closure_leaves_the_writer_thread_serving() -> TestResult {
+    let f = log_fixture(
+        "panic_outside_write",
+        DbConfig {
+            // The holder's batch stays open to be passed on through the skipped call's place.
+            group_commit_max_age: PATIENCE,
+            ..config()
+        },
+    )?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (release, holder) = hold_lane(&f, "h")?;
+    let bomb = PanicsOnDrop;
+    let skipped = h.write(move |tx| {
+        let _keep = &bomb;
+        insert("skipped")(tx)
+    });
+    let after = h.write(insert("a"));
+    assert!(eventually(PATIENCE, || writer_queue(&f) == 2));
+    drop(skipped);
+    drop(release);
+    let joined = join_within(holder).ok_or_else(|| anyhow::anyhow!("the sync writer hangs"))?;
+    joined.map_err(|_| anyhow::anyhow!("holder panicked"))??;
+    futures_executor::block_on(after)?;
+    futures_executor::block_on(h.write(insert("b")))?;
+    f.registry.write(&f.name, insert("s"))?;
+    assert_eq!(tags(&f)?, ["h", "a", "b", "s"]);
+    Ok(())
+}
+
+/// Bug caught: a reader thread dying of a panic in the caller's code outside the closure
+/// (the drop of a skipped call's closure), so that reads queued for it were never answered.
+#[test]
+fn a_panic_outside_a_read_closure_leaves_the_reader_thread_serving() -> TestResult {
+    let f = log_fixture("panic_outside_read", config())?;
+    let h = with_readers(&f, 1)?;
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.read(move |_| {
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    let bomb = PanicsOnDrop;
+    let skipped = h.read(move |_| {
+        let _keep = &bomb;
+        Ok(())
+    });
+    drop(skipped);
+    drop(release);
+    futures_executor::block_on(blocker)?;
+    let h2 = h.clone();
+    let later = std::thread::spawn(move || {
+        futures_executor::block_on(
+            h2.read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get::<_, i64>(0))),
+        )
+    });
+    let joined = join_within(later).ok_or_else(|| anyhow::anyhow!("the read hangs"))?;
+    let n = joined.map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    assert_eq!(n, 0);
+    Ok(())
+}
+
+/// An error type whose conversion from the registry's error panics on the database's own
+/// threads, as a buggy `From` might; on the caller's thread it converts.
+#[derive(Debug)]
+struct ConvertsOnlyAtHome(Error);
+
+impl From<Error> for ConvertsOnlyAtHome {
+    fn from(e: Error) -> Self {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        assert!(!name.starts_with("hive-db-"), "conversion on {name}");
+        Self(e)
+    }
+}
+
+/// Bug caught: a call whose reply was lost to a panic in the caller's code on the
+/// database's thread answered as if the database had closed (`Closed`), or never answered.
+#[test]
+fn a_call_lost_to_a_panic_outside_its_closure_is_answered_panicked() -> TestResult {
+    let f = log_fixture("panic_conversion", config())?;
+    let h = f.registry.async_handle(&f.name)?;
+    let lost = futures_executor::block_on(
+        h.write_with(|_| -> Result<(), ConvertsOnlyAtHome> { panic!("in the closure") }),
+    );
+    let err = lost.expect_err("the closure panicked").0;
+    assert!(
+        matches!(&err, Error::Panicked { op: "write", message, .. } if message.contains("outside the closure")),
+        "{err:?}"
+    );
+    let after = std::thread::spawn(move || futures_executor::block_on(h.write(insert("after"))));
+    let joined = join_within(after).ok_or_else(|| anyhow::anyhow!("the next write hangs"))?;
+    joined.map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    assert_eq!(tags(&f)?, ["after"]);
+    Ok(())
+}
+
 /// Bug caught: closing a database leaving futures pending forever (queued writes holding
 /// places in the lane, queued reads), or later calls queued on a closed database.
 #[test]

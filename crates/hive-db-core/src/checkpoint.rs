@@ -11,6 +11,7 @@
 //! copies only what was written during the last of the first pass's checkpoints and leaves
 //! the WAL fully copied, so the writer after it starts the WAL again from the beginning.
 
+use std::panic::Location;
 #[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{
@@ -132,6 +133,9 @@ impl Checkpoints {
             Step::Idle => {
                 self.set_step(Step::FirstPass);
                 drop(turn);
+                // From here the connection is the pass's, not the write's that checked it out.
+                let mut conn = conn;
+                conn.hand_over(Location::caller());
                 let this = Arc::clone(self);
                 // The connection goes with the job and returns to the pool when it is done.
                 CHECKPOINTER.execute(move || {

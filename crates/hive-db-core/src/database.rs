@@ -582,4 +582,51 @@ mod tests {
         assert_eq!(db.checkpoints.first_pass_waits(), 1);
         Ok(())
     }
+
+    /// Bug caught: the connection a background checkpoint pass took from the write that
+    /// made it due kept that write's checkout: the pass's time counted as the write's hold,
+    /// the leak scanner blamed the write's call site, and `close` listed the connection as
+    /// borrowed there long after the write had returned.
+    #[test]
+    fn a_checkpoint_pass_holds_its_connection_under_its_own_name() -> TestResult {
+        let (_dir, db) = database(
+            "ckpt-site",
+            DbConfig {
+                leak_threshold: Some(Duration::from_millis(50)),
+                ..DbConfig::default()
+            },
+        )?;
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook_started = Arc::clone(&started);
+        db.checkpoints.set_first_pass_hook(Arc::new(move || {
+            hook_started.store(true, Relaxed);
+            std::thread::sleep(Duration::from_secs(2));
+        }));
+        let site = Location::caller();
+        db.write(site, |tx| {
+            tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
+            Ok(())
+        })?;
+        let blob = vec![1u8; 8 * 1024];
+        for _ in 0..6500 {
+            if started.load(Relaxed) {
+                break;
+            }
+            db.write(site, |tx| {
+                tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
+                Ok(())
+            })?;
+        }
+        assert!(started.load(Relaxed), "no checkpoint pass started");
+        let report = db.close(Instant::now() + Duration::from_millis(200));
+        let [out] = report.still_out.as_slice() else {
+            panic!("the pass's connection is not listed: {report:?}");
+        };
+        assert!(
+            out.checked_out_at.contains("checkpoint.rs"),
+            "held under {}",
+            out.checked_out_at
+        );
+        Ok(())
+    }
 }

@@ -240,7 +240,13 @@ impl Database {
     }
 
     /// The start of a write, refused with [`Error::Reentrant`] when this thread's closures
-    /// hold the writer lane of this database already (it could only wait for itself).
+    /// hold the writer lane of this database already, or every one of its connections (it
+    /// could only wait for itself).
+    ///
+    /// The second is checked before the write waits for the lane, not only when it needs a
+    /// connection: a write from inside a `read` holds that read's connection while it waits
+    /// for the lane, and the writer holding the lane may be waiting for that very connection
+    /// (in a pool of one, always), each until its timeout, where failing at once frees both.
     fn may_write(&self) -> Result<Instant> {
         if inside_write(self.pool.key()) {
             return Err(Error::Reentrant {
@@ -248,6 +254,7 @@ impl Database {
                 call: Reentry::Write,
             });
         }
+        self.refuse_waiting_for_itself()?;
         Ok(Instant::now())
     }
 

@@ -304,8 +304,15 @@ impl Registry {
     /// `f` may call the registry again, for this database or another. A call that could only
     /// wait for a closure this thread is running fails at once with [`Error::Reentrant`]: a
     /// connection of `name` when the closures running on this thread hold all of its
-    /// connections (a pool of one, say), and, inside a [`Registry::write`], another `write` of
-    /// the same database.
+    /// connections (a pool of one, say), also a `write` (before it waits for the writer
+    /// lane, whose holder may be waiting for that connection), and, inside a
+    /// [`Registry::write`], another `write` of the same database.
+    ///
+    /// A `write` of `name` from inside `f` holds `f`'s connection while it waits for the
+    /// writer lane. When every connection is so held by threads each waiting for the lane,
+    /// the writer holding it waits for a connection until `connection_timeout`: writes from
+    /// inside reads of the same database are best kept for pools larger than the threads
+    /// that make them.
     ///
     /// For a closure of an application's own error type, see [`Registry::read_with`].
     ///

@@ -192,3 +192,63 @@ fn readers_do_not_queue_behind_writers() -> TestResult {
     assert_eq!(count_rows(&f)?, 1);
     Ok(())
 }
+
+/// Bug caught: a write from inside a `read` whose thread holds every connection of the pool
+/// waited for the writer lane first, holding that connection, while the writer holding the
+/// lane waited for it: both waited out the connection timeout, and the innocent writer
+/// failed. It must fail at once (it could never get a connection), and free the writer.
+#[test]
+fn a_write_inside_a_read_holding_every_connection_fails_at_once() -> TestResult {
+    use hive_db_core::{Error, Reentry};
+    let timeout = Duration::from_secs(10);
+    let f = Arc::new(fixture(
+        "write_in_read",
+        DbConfig {
+            max_size: 1,
+            min_idle: 0,
+            connection_timeout: timeout,
+            ..config()
+        },
+    )?);
+    create_table(&f)?;
+    let in_read = Arc::new(Barrier::new(2));
+    let start = std::time::Instant::now();
+    let reader = {
+        let (f, in_read) = (Arc::clone(&f), Arc::clone(&in_read));
+        std::thread::spawn(move || {
+            let mut inner = None;
+            f.registry.read(&f.name, |_| {
+                in_read.wait();
+                // The writer below takes the lane and waits for this connection meanwhile.
+                std::thread::sleep(Duration::from_millis(200));
+                inner = Some(
+                    f.registry
+                        .write(&f.name, |tx| tx.execute("INSERT INTO t (v) VALUES (1)", [])),
+                );
+                Ok(())
+            })?;
+            anyhow::Ok(inner)
+        })
+    };
+    in_read.wait();
+    let outer = f
+        .registry
+        .write(&f.name, |tx| tx.execute("INSERT INTO t (v) VALUES (2)", []));
+    let inner = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    assert!(
+        matches!(
+            inner,
+            Some(Err(Error::Reentrant {
+                call: Reentry::Connection,
+                ..
+            }))
+        ),
+        "{inner:?}"
+    );
+    outer?;
+    assert!(start.elapsed() < timeout / 2, "took {:?}", start.elapsed());
+    assert_eq!(count_rows(&f)?, 1);
+    Ok(())
+}

@@ -486,10 +486,11 @@ impl Registry {
             .ok_or_else(|| Error::UnknownDatabase { db: name.clone() })
     }
 
-    /// Checks every open database at once, each on its own thread: a connection, a read of the
-    /// schema, and a probe of the write lock (through the writer lane), with SQLite's busy
-    /// timeout cut to what is left of `timeout`. Returns within about `timeout` whatever any
-    /// one database does.
+    /// Checks every open database at once, on up to 16 threads that share them: a connection
+    /// and a read of the schema, then the writer lane, a connection and a probe of the write
+    /// lock, with SQLite's busy timeout cut to what is left of `timeout` (on PostgreSQL, a
+    /// client and a round trip). Returns within about `timeout` whatever any one database
+    /// does.
     pub fn health(&self, timeout: Duration) -> HealthReport {
         health::check_all(self.open_databases(), timeout)
     }

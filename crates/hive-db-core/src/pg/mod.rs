@@ -434,7 +434,8 @@ impl PgDatabase {
             .saturating_mul(1 << attempt.saturating_sub(1).min(16));
         let random = RandomState::new().hash_one(Instant::now());
         let factor = 0.5 + (random % 1024) as f64 / 1024.0;
-        base.mul_f64(factor)
+        // Saturating: a `retry_backoff` near `Duration::MAX` must not panic here.
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 
     /// Refuses new checkouts at once, on the primary and every replica.
@@ -481,8 +482,13 @@ impl PgDatabase {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
-        conn.is_valid(left)
-            .map_err(|e| self.error(&mut conn, "validate", e))?;
+        if let Err(e) = conn.is_valid(left) {
+            // Whatever failed (a timeout is not a broken connection to `error`), the client
+            // goes without its reset: a `DISCARD ALL` on a server that stopped answering
+            // would hold this thread, and the connection, with no bound.
+            conn.discard();
+            return Err(self.error(&mut conn, "validate", e));
+        }
         conn.query_one("SELECT 1", &[])
             .map(drop)
             .map_err(|e| self.error(&mut conn, "SELECT 1", e))

@@ -5,6 +5,7 @@
 //! they are checked before their next use: after a restart or a failover, none that the
 //! server dropped is handed on.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
@@ -171,7 +172,7 @@ impl Servers {
         replicas: &mut [Option<Client>],
         configs: &[postgres::Config],
     ) {
-        let keep = (self.max_lag * 2).max(Duration::from_secs(10));
+        let keep = self.max_lag.saturating_mul(2).max(Duration::from_secs(10));
         let primary_ok = match measure(&self.primary_config, primary) {
             Ok(m) => {
                 let mut state = lock(&self.primary_state);
@@ -260,7 +261,22 @@ fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
         if servers.stop.load(Relaxed) {
             return;
         }
-        servers.round(&mut primary, &mut clients, configs);
+        // A panic in a round (the postgres client unwraps the runtime it builds to connect,
+        // which fails when the process is out of file descriptors) must not end the thread:
+        // the facts would stop updating, and health would report the last ones for good.
+        let round = catch_unwind(AssertUnwindSafe(|| {
+            servers.round(&mut primary, &mut clients, configs);
+        }));
+        if let Err(panic) = round {
+            tracing::error!(
+                db = %servers.primary.info().name,
+                panic = %crate::sync::panic_message(&*panic),
+                "a round of the PostgreSQL monitor panicked; its clients are dropped and the \
+                 next round starts afresh"
+            );
+            primary = None;
+            clients.iter_mut().for_each(|c| *c = None);
+        }
         let interval = servers.interval;
         drop(servers);
         std::thread::park_timeout(interval);

@@ -612,3 +612,70 @@ fn a_panicking_write_closes_its_connection_and_the_panic_goes_on() -> TestResult
     assert_eq!(db.stats().totals.connections_closed.broken, 1);
     Ok(())
 }
+
+/// Sends `sig` to process `pid` (a backend of the test's own server).
+fn signal(sig: &str, pid: i32) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
+}
+
+/// Resumes a stopped backend when dropped, whatever the test did.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal("-CONT", self.0);
+    }
+}
+
+/// Bug caught: the health probe's round trip timed out on a backend that stopped answering,
+/// and its client went back through the `DISCARD ALL` reset, which has no bound: the health
+/// thread hung in it holding the pool's only connection, and every later caller timed out
+/// (a new backend would have answered them).
+#[test]
+fn a_probe_that_times_out_closes_its_client_without_a_reset() -> TestResult {
+    require_postgres!();
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-probe-stall")?;
+    let config = PgConfig {
+        pool: DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            connection_timeout: Duration::from_secs(3),
+            ..DbConfig::default()
+        },
+        ..PgConfig::default()
+    };
+    registry.register_postgres(&name, &url, config)?;
+    let db = registry.postgres(&name)?;
+    let pid: i32 = db.read_primary(|c| c.query_one("SELECT pg_backend_pid()", &[])?.try_get(0))?;
+    signal("-STOP", pid);
+    let _resume = Resume(pid);
+    let report = registry.health(Duration::from_millis(500));
+    assert_ne!(report.status, HealthStatus::Healthy, "{report:#?}");
+    let read = db.read_primary(|c| c.query_one("SELECT 1", &[]).map(drop));
+    assert!(read.is_ok(), "{:?}", read.map_err(|e| error_chain(&e)));
+    Ok(())
+}
+
+/// Bug caught: `max_replica_lag: Duration::MAX` (no bound on lag) passed validation and
+/// then panicked in the monitor's first round, inside `register_postgres`, on an overflow.
+#[test]
+fn the_largest_replica_lag_registers() -> TestResult {
+    require_postgres!();
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-lag-max")?;
+    let config = PgConfig {
+        max_replica_lag: Duration::MAX,
+        retry_backoff: Duration::MAX,
+        ..config(1, 0)
+    };
+    registry.register_postgres(&name, &url, config)?;
+    registry
+        .postgres(&name)?
+        .read_primary(|c| c.query_one("SELECT 1", &[]).map(drop))?;
+    Ok(())
+}

@@ -68,12 +68,15 @@ impl PgHandle {
     /// **`f` may run twice.** When a replica breaks the connection during `f`, or cancels its
     /// statement for a conflict with the replay of the primary's changes (SQLSTATE 40001),
     /// the replica is skipped and `f` runs again on the primary. A read that waits more than
-    /// 250 ms for a replica's connection goes to the primary too.
+    /// 250 ms for a replica's connection goes to the primary too. A write in `f` that a
+    /// replica refuses (read-only transaction, 25006) is `f`'s error: it is not run again on
+    /// the primary, where it would write.
     ///
     /// An error `f` returns comes back as [`Error::Postgres`] naming the database, with the
     /// SQLSTATE; one that says the connection is gone (class 08, a server shutdown
-    /// 57P01-57P03, a read-only transaction 25006) also closes the connection instead of
-    /// pooling it, and has the pool's other connections checked before their next use.
+    /// 57P01-57P03, or on the primary a read-only transaction 25006: it was demoted) also
+    /// closes the connection instead of pooling it, and has the pool's other connections
+    /// checked before their next use.
     ///
     /// # Errors
     ///

@@ -153,6 +153,13 @@ fn io_failure(e: &postgres::Error) -> bool {
     false
 }
 
+/// Whether `e` is a standby refusing a write (25006, read-only transaction). On the primary
+/// that means the server was demoted (see [`breaks_connection`]); on a replica it is the
+/// closure's own doing, a write in a read, and the replica is as well as ever.
+pub(super) fn refused_as_a_write(e: &postgres::Error) -> bool {
+    sqlstate(e) == Some("25006")
+}
+
 /// The SQLSTATE if `e` is a serialization failure (40001) or a deadlock (40P01): the
 /// transaction may succeed if run again.
 pub(super) fn retryable(e: &postgres::Error) -> Option<&str> {

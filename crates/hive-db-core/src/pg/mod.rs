@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::name::DbName;
 use crate::pool::{CloseReport, DbInfo, Pool, PoolShared};
 use crate::stats::{CloseReason, DbCounters, DbSnapshot, PgFacts};
-use manager::{PgManager, breaks_connection, pg_error, retryable};
+use manager::{PgManager, breaks_connection, pg_error, refused_as_a_write, retryable};
 use monitor::Servers;
 
 /// One registered PostgreSQL database: its primary's pool, its replicas and their monitor.
@@ -264,6 +264,11 @@ impl PgDatabase {
             replica.count_read();
             match f(&mut conn) {
                 Ok(v) => return Ok(v),
+                // A write in the read: the caller's error. Not a broken replica, and not to be
+                // run again on the primary, where the write would take effect.
+                Err(e) if refused_as_a_write(&e) => {
+                    return Err(pg_error(&self.info().name, "read", e));
+                }
                 // The replica broke the connection, or cancelled the read for a conflict
                 // with its replay: the primary answers instead.
                 Err(e) if breaks_connection(&e) || retryable(&e).is_some() => {

@@ -60,7 +60,8 @@ fn read_on_standby(db: &PgHandle) -> anyhow::Result<bool> {
 
 /// Bug caught: reads never reaching the replicas, or reaching one that lags past the bound
 /// (replay paused), or an explicit primary read served by a replica; lag missing from the
-/// snapshot, health or metrics.
+/// snapshot, health or metrics; a write inside a read, refused by the standby (25006), taken
+/// for a broken replica (marked down) and run again on the primary, where it wrote.
 #[test]
 fn reads_go_to_replicas_within_the_lag_bound() -> TestResult {
     require_postgres!();
@@ -146,6 +147,32 @@ fn reads_go_to_replicas_within_the_lag_bound() -> TestResult {
     wait_for(&registry, &name, "the replica back within the bound", |r| {
         r[1].status == ReplicaStatus::Up
     })?;
+
+    // A write inside a read: the standby refuses it (25006), and that is the caller's error,
+    // not a broken replica; nor is the closure run again on the primary, where it would write.
+    let mut ran_on_standby: Vec<bool> = Vec::new();
+    let refused = db.read(|c| {
+        ran_on_standby.push(
+            c.query_one("SELECT pg_is_in_recovery()", &[])?
+                .try_get::<_, bool>(0)?,
+        );
+        c.execute("INSERT INTO t (v) VALUES (7)", &[])
+    });
+    assert!(
+        refused.is_err(),
+        "a write inside a read was run: {refused:?}"
+    );
+    assert_eq!(ran_on_standby, [true], "the read ran again on the primary");
+    let written: i64 = db.read_primary(|c| {
+        c.query_one("SELECT count(*) FROM t WHERE v = 7", &[])?
+            .try_get(0)
+    })?;
+    assert_eq!(written, 0);
+    let facts = registry.db_stats(&name)?.postgres.expect("facts");
+    assert!(
+        facts.replicas.iter().all(|r| r.status == ReplicaStatus::Up),
+        "a refused write took a replica down: {facts:#?}"
+    );
     Ok(())
 }
 

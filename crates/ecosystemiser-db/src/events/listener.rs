@@ -14,7 +14,7 @@ use hive_db_core::postgres::Client;
 use hive_db_core::postgres::fallible_iterator::FallibleIterator;
 use hive_db_core::{Backend, DbName};
 
-use super::pg::{CHANNEL, LAST_SEQ, events_after};
+use super::pg::{CHANNEL, LAST_SEQ, each_event_after};
 use super::{Event, EventStore, Subscribers, SubscriptionId};
 use crate::error::{Error, Result};
 
@@ -35,6 +35,7 @@ struct Shared {
     stop: AtomicBool,
     last_seq: AtomicI64,
     reconnects: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// Delivers every event stored in a PostgreSQL EcoSystemiser database after it started,
@@ -50,6 +51,7 @@ impl std::fmt::Debug for EventListener {
         f.debug_struct("EventListener")
             .field("last_seq", &self.last_seq())
             .field("reconnects", &self.reconnects())
+            .field("skipped", &self.skipped())
             .field("subscribers", &self.shared.subscribers.len())
             .finish()
     }
@@ -147,13 +149,21 @@ fn run(db: &DbName, config: &PgHandle, mut client: Option<Client>, shared: &Shar
 fn step(db: &DbName, client: &mut Client, shared: &Shared) -> Result<()> {
     loop {
         let from = shared.last_seq.load(Ordering::Relaxed);
-        let events = events_after(db, client, from, BATCH)?;
+        let events = each_event_after(db, client, from, BATCH)?;
         let full = events.len() as i64 == BATCH;
-        for (event, seq) in events {
+        for (seq, event) in events {
             if shared.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            shared.subscribers.deliver(&event);
+            match event {
+                Ok(event) => shared.subscribers.deliver(&event),
+                // Read again, it would fail again: skipped, so the events after it still come.
+                Err(e) => {
+                    shared.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(seq, error = %hive_db_core::error_chain(&e),
+                        "the event listener cannot read a stored event; skipped");
+                }
+            }
             shared.last_seq.store(seq, Ordering::Relaxed);
         }
         if !full {
@@ -200,6 +210,12 @@ impl EventListener {
     /// when the listener started).
     pub fn last_seq(&self) -> i64 {
         self.shared.last_seq.load(Ordering::Relaxed)
+    }
+
+    /// Stored events the listener could not read (a payload that is not JSON, written by
+    /// something other than [`EventStore::publish`]), skipped with a warning each.
+    pub fn skipped(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
     }
 
     /// How often the listener lost its connection (and caught up after reconnecting).

@@ -114,17 +114,24 @@ fn read_events(pg: &PgHandle, sql: &str, key: &str, limit: u32) -> Result<Vec<Ev
     })
 }
 
-/// Events stored after `seq`, oldest first, at most `limit`, with their `seq`.
-pub(crate) fn events_after(
+/// Up to `limit` events after `seq`, in store order, each row on its own: its `seq`, and its
+/// event or why it cannot be read (a payload that is not JSON, say), so that one bad row does
+/// not hold up those after it.
+pub(crate) fn each_event_after(
     db: &DbName,
     client: &mut impl GenericClient,
     seq: i64,
     limit: i64,
-) -> Result<Vec<(Event, i64)>> {
+) -> Result<Vec<(i64, Result<Event>)>> {
     let rows = client
         .query(EVENTS_AFTER, &[&seq, &limit])
         .map_err(|e| Error::pg(db, "catch up on events", e))?;
-    rows.iter().map(|r| event_of(db, r)).collect()
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.try_get(10).map_err(|e| Error::pg(db, "read event", e))?;
+            Ok((seq, event_of(db, r).map(|(event, _)| event)))
+        })
+        .collect()
 }
 
 fn event_of(db: &DbName, row: &Row) -> Result<(Event, i64)> {

@@ -407,3 +407,37 @@ fn a_listener_misses_nothing_under_concurrent_publishers() -> anyhow::Result<()>
     assert_eq!(distinct.len(), THREADS * per_thread);
     Ok(())
 }
+
+/// Bug caught: one stored event the listener cannot read (a payload that is not JSON,
+/// written by something other than `publish`) failed every catch-up from then on: the
+/// listener reconnected in a loop, hundreds of times a second, and delivered nothing more.
+#[test]
+fn a_stored_event_the_listener_cannot_read_is_skipped() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let registry = crate::common::pg_registry(&url)?;
+    let db = ecosystemiser_db::EcoDb::with_registry(
+        &registry,
+        &crate::common::settings(dir.path(), "unused.db"),
+    )?;
+    let store = EventStore::new(&db);
+    let listener = store.listen()?;
+    let rx = collector(&listener)?;
+    store.publish(&Event::new("x", "a", json!(0)))?;
+    assert_eq!(take(&rx, 1)?, [json!(0)]);
+    db.postgres()?.write(|tx| {
+        tx.execute(
+            "INSERT INTO ecosystemiser_events (event_id, event_type, source, timestamp, payload) \
+             VALUES ('legacy-1', 'x', 'legacy', '2024-01-01T00:00:00', 'not json')",
+            &[],
+        )
+    })?;
+    for i in 1..4 {
+        store.publish(&Event::new("x", "a", json!(i)))?;
+    }
+    assert_eq!(take(&rx, 3)?, [json!(1), json!(2), json!(3)]);
+    assert_eq!(listener.skipped(), 1);
+    assert_eq!(listener.reconnects(), 0);
+    Ok(())
+}

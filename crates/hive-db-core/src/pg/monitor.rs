@@ -240,6 +240,10 @@ impl Servers {
 
 /// Measures the server of `config` on `client`, connecting it first when needed; a failure
 /// drops the connection, so the next round connects again.
+/// How long the monitor waits for a server's answer to a round trip before it counts the
+/// server unreachable for the round (and drops its client).
+const ROUND_TRIP: Duration = Duration::from_secs(5);
+
 fn measure(
     config: &postgres::Config,
     client: &mut Option<Client>,
@@ -248,7 +252,28 @@ fn measure(
         Some(c) if !c.is_closed() => c,
         _ => client.insert(config.connect(NoTls)?),
     };
-    Measured::query(c).inspect_err(|_| *client = None)
+    // The facts query has no bound of its own: a server that stopped answering (a frozen
+    // backend, whose kernel still acknowledges) would hold it, and the monitor with it, for
+    // good, its last facts reported as current. A bounded round trip goes first.
+    c.is_valid(ROUND_TRIP)
+        .and_then(|()| Measured::query(c))
+        .inspect_err(|_| close_aside(client.take()))
+}
+
+/// Drops `client` on a thread of its own: dropping a client waits for its connection to
+/// end, which a server that stopped answering never lets it do, and the monitor must go on.
+/// The thread ends when the server answers or the socket fails.
+fn close_aside(client: Option<Client>) {
+    let Some(client) = client else { return };
+    if client.is_closed() {
+        return;
+    }
+    if let Err(e) = std::thread::Builder::new()
+        .name("hive-pg-close".to_owned())
+        .spawn(move || drop(client))
+    {
+        tracing::warn!(error = %e, "no thread to close a PostgreSQL monitor client on; leaked");
+    }
 }
 
 fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {

@@ -679,3 +679,58 @@ fn the_largest_replica_lag_registers() -> TestResult {
         .read_primary(|c| c.query_one("SELECT 1", &[]).map(drop))?;
     Ok(())
 }
+
+/// Bug caught: the replica monitor's facts query had no bound, so one frozen backend (the
+/// monitor's own) held the monitor for good: its last facts aged on, reported as current,
+/// with no error and health Healthy. It must give that server up and reconnect.
+#[test]
+fn the_monitor_gets_past_a_frozen_backend() -> TestResult {
+    require_postgres!();
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-monitor-frozen")?;
+    let config = PgConfig {
+        monitor_interval: Duration::from_millis(50),
+        ..config(1, 0)
+    };
+    registry.register_postgres(&name, &url, config)?;
+    let dbname = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let monitor_pids = || -> anyhow::Result<Vec<i32>> {
+        server()?
+            .admin()?
+            .query(
+                "SELECT pid FROM pg_stat_activity \
+                 WHERE application_name LIKE '%hive-db monitor%' AND datname = $1",
+                &[&dbname],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(&pid) = monitor_pids()?.first() {
+            break pid;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no monitor connection");
+        thread::sleep(Duration::from_millis(20));
+    };
+    signal("-STOP", pid);
+    let _resume = Resume(pid);
+    thread::sleep(Duration::from_millis(500));
+    // The monitor's round trip gives up within 5 s; then it reconnects and measures again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let facts = registry.db_stats(&name)?.postgres.expect("facts");
+        let fresh = facts.primary.as_ref().is_some_and(|p| p.age_ms < 1000);
+        if fresh && monitor_pids()?.iter().any(|&p| p != pid) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the monitor is stuck on its frozen backend: {facts:#?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}

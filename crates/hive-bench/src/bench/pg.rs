@@ -10,6 +10,7 @@
 //! goes.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use anyhow::Context;
 use hive_db_core::postgres::types::Type;
@@ -89,6 +90,9 @@ pub(super) fn point_reads(bench: &mut Bench, setup: &Setup) -> anyhow::Result<()
         pool: DbConfig {
             max_size: pool_size,
             min_idle: pool_size,
+            // Registering waits for all ten connections (each a SCRAM handshake): over 5 s
+            // once, with the whole test suite running beside it. No read waits for one.
+            connection_timeout: Duration::from_secs(30),
             ..DbConfig::default()
         },
         ..PgConfig::default()

@@ -117,7 +117,10 @@ impl PgHandle {
 
     /// Runs `f` in a transaction (the server's default isolation; `f` may begin with `SET
     /// TRANSACTION ISOLATION LEVEL ..`). Its work commits when `f` returns `Ok`, and `write`
-    /// returns once it has; it is rolled back when `f` returns `Err` or panics.
+    /// returns once it has; it is rolled back when `f` returns `Err` or panics. If a
+    /// statement's error aborted the transaction and `f` returned `Ok` anyway, nothing can
+    /// commit: `write` fails with [`Error::Postgres`] (SQLSTATE 25P02) rather than answer
+    /// `Ok` for work PostgreSQL rolled back.
     ///
     /// **`f` may run more than once.** When the server fails the transaction for a
     /// serialization failure or a deadlock (SQLSTATE 40001, 40P01), in `f` or at commit, the

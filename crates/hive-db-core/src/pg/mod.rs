@@ -407,10 +407,18 @@ impl PgDatabase {
         let outcome = match conn.transaction() {
             Err(e) => Err(Failure::Own(("begin", e))),
             Ok(mut tx) => match f(&mut tx) {
-                Ok(value) => tx
-                    .commit()
-                    .map(|()| value)
-                    .map_err(|e| Failure::Own(("commit", e))),
+                // PostgreSQL answers `COMMIT` in a transaction an error aborted (one `f`
+                // swallowed) with a rollback and no error: the write would be `Ok` with
+                // nothing committed. `SELECT 1` fails there (25P02) and stops the batch
+                // before `COMMIT`, in the same round trip. Committed, the transaction is done:
+                // forgetting it skips the rollback its drop would send.
+                Ok(value) => match tx.batch_execute("SELECT 1; COMMIT") {
+                    Ok(()) => {
+                        std::mem::forget(tx);
+                        Ok(value)
+                    }
+                    Err(e) => Err(Failure::Own(("commit", e))),
+                },
                 Err((seen, e)) => {
                     // A failed rollback leaves the transaction open: the return's reset
                     // finds it and closes the connection.

@@ -734,3 +734,33 @@ fn the_monitor_gets_past_a_frozen_backend() -> TestResult {
     }
     Ok(())
 }
+
+/// Bug caught: a write whose closure swallowed a statement's error returned `Ok` though
+/// nothing was committed: PostgreSQL answers `COMMIT` in a transaction an error aborted with
+/// a rollback, and no error. It must fail, and the pool must go on.
+#[test]
+fn a_write_whose_transaction_an_error_aborted_is_not_ok() -> TestResult {
+    require_postgres!();
+    let (registry, name) = registered("pg-aborted", config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (v int)"))?;
+    let swallowed = db.write(|tx| {
+        tx.execute("INSERT INTO t (v) VALUES (1)", &[])?;
+        // The caller's mistake: the error is dropped, and the transaction is aborted.
+        let _ = tx.batch_execute("SELECT 1 / 0");
+        Ok(())
+    });
+    assert!(
+        matches!(&swallowed, Err(Error::Postgres { code: Some(code), .. }) if code == "25P02"),
+        "{swallowed:?}"
+    );
+    db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (2)", &[]).map(drop))?;
+    let rows: Vec<i32> = db.read_primary(|c| {
+        c.query("SELECT v FROM t ORDER BY v", &[])?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect()
+    })?;
+    assert_eq!(rows, [2]);
+    Ok(())
+}

@@ -2,7 +2,8 @@
 //! `read`, `write` (group commit through the lane) and its snapshot.
 //!
 //! (Over 500 lines: a write's whole way through the lane, from the wait or the lent closure
-//! to the commit or the broken batch, is one path and is kept in one place.)
+//! to the commit or the broken batch, is one path and is kept in one place; about 110 lines
+//! are its unit tests.)
 
 use std::panic::Location;
 use std::sync::Arc;
@@ -553,6 +554,25 @@ mod tests {
         Ok((dir, db))
     }
 
+    /// Makes table `b` for 8 KiB blobs, each write of one about three WAL frames.
+    fn create_blobs(db: &Database, site: &'static Location<'static>) -> TestResult {
+        db.write(site, |tx| {
+            tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Writes one 8 KiB blob into `b`, in a transaction of its own.
+    fn write_blob(db: &Database, site: &'static Location<'static>) -> TestResult {
+        let blob = [1u8; 8 * 1024];
+        db.write(site, |tx| {
+            tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob[..]])?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Bug caught: once a writer's wait for a slow background checkpoint pass timed out,
     /// every later commit waited a whole `connection_timeout` again while holding the lane:
     /// about one batch per timeout, and the queued writers timing out behind it.
@@ -568,19 +588,12 @@ mod tests {
         db.checkpoints
             .set_first_pass_hook(Arc::new(|| std::thread::sleep(Duration::from_secs(30))));
         let site = Location::caller();
-        db.write(site, |tx| {
-            tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
-            Ok(())
-        })?;
+        create_blobs(&db, site)?;
         // About three frames a write: the WAL passes 4000 frames (the slow pass starts) and
         // then 16,000 (the first writer there waits 100 ms for it, in vain) well within 30 s.
-        let blob = vec![1u8; 8 * 1024];
         let start = Instant::now();
         for _ in 0..6500 {
-            db.write(site, |tx| {
-                tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
-                Ok(())
-            })?;
+            write_blob(&db, site)?;
         }
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -610,19 +623,12 @@ mod tests {
             std::thread::sleep(Duration::from_secs(2));
         }));
         let site = Location::caller();
-        db.write(site, |tx| {
-            tx.execute_batch("CREATE TABLE b (id INTEGER PRIMARY KEY, data BLOB)")?;
-            Ok(())
-        })?;
-        let blob = vec![1u8; 8 * 1024];
+        create_blobs(&db, site)?;
         for _ in 0..6500 {
             if started.load(Relaxed) {
                 break;
             }
-            db.write(site, |tx| {
-                tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob])?;
-                Ok(())
-            })?;
+            write_blob(&db, site)?;
         }
         assert!(started.load(Relaxed), "no checkpoint pass started");
         let report = db.close(Instant::now() + Duration::from_millis(200));

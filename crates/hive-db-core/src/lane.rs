@@ -26,7 +26,7 @@
 //! its own flags, so a hand-off never makes the new holder take the mutex again, and the
 //! wake-ups happen after the mutex is released.
 //!
-//! (Over 900 lines: about 340 are the unit tests of the hand-off and lending protocols,
+//! (Over 900 lines: about 380 are the unit tests of the hand-off and lending protocols,
 //! kept next to them. The lending is a second idea in this file because it lives inside the
 //! queue's protocol: a job is claimed, granted or withdrawn under the same mutex.)
 

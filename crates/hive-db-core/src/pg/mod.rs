@@ -11,6 +11,9 @@
 //! - `replica`: a read replica's pool and state, and the lag from the primary's positions;
 //! - `monitor`: the thread that measures the servers;
 //! - `handle`: [`PgHandle`], the public face with typed `read` and `write`.
+//!
+//! (Over 500 lines: `PgDatabase` is one idea, a PostgreSQL database's pools and how a call
+//! reaches them: replica or primary, a write's attempts and retries, the probe, close.)
 
 mod config;
 mod guard;

@@ -106,6 +106,20 @@ fn hold_lane(
     Ok((release, holder))
 }
 
+/// A read holding one of `h`'s reader threads (inside its closure) until the returned
+/// sender is used or dropped; its future resolves once it has let go.
+fn hold_reader(h: &AsyncHandle) -> anyhow::Result<(mpsc::Sender<()>, DbFuture<()>)> {
+    let (release, wait) = mpsc::channel::<()>();
+    let (started_tx, started) = mpsc::channel();
+    let blocker = h.read(move |_| {
+        let _ = started_tx.send(());
+        let _ = wait.recv_timeout(PATIENCE);
+        Ok(())
+    });
+    started.recv_timeout(PATIENCE)?;
+    Ok((release, blocker))
+}
+
 fn writer_queue(f: &Fixture) -> u32 {
     f.registry.db_stats(&f.name).map_or(0, |s| s.writer_queue)
 }
@@ -344,14 +358,7 @@ fn a_write_dropped_before_it_starts_is_skipped() -> TestResult {
 fn a_read_dropped_before_it_starts_is_skipped() -> TestResult {
     let f = log_fixture("skip-read", config())?;
     let h = with_readers(&f, 1)?;
-    let (release, wait) = mpsc::channel::<()>();
-    let (started_tx, started) = mpsc::channel();
-    let blocker = h.read(move |_| {
-        let _ = started_tx.send(());
-        let _ = wait.recv_timeout(PATIENCE);
-        Ok(())
-    });
-    started.recv_timeout(PATIENCE)?;
+    let (release, blocker) = hold_reader(&h)?;
     let ran = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&ran);
     let dropped = h.read(move |_| {
@@ -438,14 +445,7 @@ fn full_queues_refuse_calls_with_a_typed_error() -> TestResult {
         "{refused:?}"
     );
 
-    let (read_release, wait) = mpsc::channel::<()>();
-    let (started_tx, started) = mpsc::channel();
-    let blocker = h.read(move |_| {
-        let _ = started_tx.send(());
-        let _ = wait.recv_timeout(PATIENCE);
-        Ok(())
-    });
-    started.recv_timeout(PATIENCE)?;
+    let (read_release, blocker) = hold_reader(&h)?;
     let queued = h.read(|_| Ok(()));
     let refused = futures_executor::block_on(h.read(|_| Ok(())));
     assert!(
@@ -576,14 +576,7 @@ fn a_panic_outside_a_write_closure_leaves_the_writer_thread_serving() -> TestRes
 fn a_panic_outside_a_read_closure_leaves_the_reader_thread_serving() -> TestResult {
     let f = log_fixture("panic_outside_read", config())?;
     let h = with_readers(&f, 1)?;
-    let (release, wait) = mpsc::channel::<()>();
-    let (started_tx, started) = mpsc::channel();
-    let blocker = h.read(move |_| {
-        let _ = started_tx.send(());
-        let _ = wait.recv_timeout(PATIENCE);
-        Ok(())
-    });
-    started.recv_timeout(PATIENCE)?;
+    let (release, blocker) = hold_reader(&h)?;
     let bomb = PanicsOnDrop;
     let skipped = h.read(move |_| {
         let _keep = &bomb;
@@ -646,14 +639,7 @@ fn closing_wakes_every_pending_future() -> TestResult {
     let h = with_readers(&f, 1)?;
     let (release, holder) = hold_lane(&f, "h")?;
     let writes: Vec<_> = (0..5).map(|i| h.write(insert(&format!("w{i}")))).collect();
-    let (read_release, wait) = mpsc::channel::<()>();
-    let (started_tx, started) = mpsc::channel();
-    let blocker = h.read(move |_| {
-        let _ = started_tx.send(());
-        let _ = wait.recv_timeout(PATIENCE);
-        Ok(())
-    });
-    started.recv_timeout(PATIENCE)?;
+    let (read_release, blocker) = hold_reader(&h)?;
     let reads: Vec<_> = (0..5).map(|_| h.read(|_| Ok(()))).collect();
     assert!(eventually(PATIENCE, || writer_queue(&f) == 5));
 

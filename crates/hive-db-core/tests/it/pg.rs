@@ -636,19 +636,7 @@ impl Drop for Resume {
 #[test]
 fn a_probe_that_times_out_closes_its_client_without_a_reset() -> TestResult {
     require_postgres!();
-    let url = server()?.fresh_db()?;
-    let registry = Registry::new();
-    let name = DbName::new("pg-probe-stall")?;
-    let config = PgConfig {
-        pool: DbConfig {
-            max_size: 1,
-            min_idle: 1,
-            connection_timeout: Duration::from_secs(3),
-            ..DbConfig::default()
-        },
-        ..PgConfig::default()
-    };
-    registry.register_postgres(&name, &url, config)?;
+    let (registry, name) = registered("pg-probe-stall", config(1, 1))?;
     let db = registry.postgres(&name)?;
     let pid: i32 = db.read_primary(|c| c.query_one("SELECT pg_backend_pid()", &[])?.try_get(0))?;
     signal("-STOP", pid);
@@ -665,15 +653,12 @@ fn a_probe_that_times_out_closes_its_client_without_a_reset() -> TestResult {
 #[test]
 fn the_largest_replica_lag_registers() -> TestResult {
     require_postgres!();
-    let url = server()?.fresh_db()?;
-    let registry = Registry::new();
-    let name = DbName::new("pg-lag-max")?;
     let config = PgConfig {
         max_replica_lag: Duration::MAX,
         retry_backoff: Duration::MAX,
         ..config(1, 0)
     };
-    registry.register_postgres(&name, &url, config)?;
+    let (registry, name) = registered("pg-lag-max", config)?;
     registry
         .postgres(&name)?
         .read_primary(|c| c.query_one("SELECT 1", &[]).map(drop))?;

@@ -378,7 +378,15 @@ impl Database {
                 // The last write's connection first, its cache warm (see the method).
                 let conn = match self.pool.try_checkout_writer(site)? {
                     Some(conn) => conn,
-                    None => self.checkout_until(now, deadline, site)?,
+                    // The connection's wait is timed from here (its histogram), but a
+                    // timeout reports the write's whole wait, the lane's part included: the
+                    // deadline is the write's, and the caller waited that long.
+                    None => self.checkout_until(now, deadline, site).map_err(|mut e| {
+                        if let Error::Timeout { waited, .. } = &mut e {
+                            *waited = start.elapsed();
+                        }
+                        e
+                    })?,
                 };
                 self.pool.note_writer(&conn);
                 Batch::begin(conn).map_err(|e| self.sqlite_error("begin immediate", e))?
@@ -570,6 +578,42 @@ mod tests {
             tx.execute("INSERT INTO b (data) VALUES (?1)", [&blob[..]])?;
             Ok(())
         })?;
+        Ok(())
+    }
+
+    /// Bug caught: a write that waited for the lane most of its timeout and then for a
+    /// connection until its deadline reported only the connection's part as its wait (the
+    /// error said "no connection within 500ms" on a 2 s timeout the caller had waited out).
+    #[test]
+    fn a_write_timing_out_for_a_connection_reports_its_whole_wait() -> TestResult {
+        let timeout = Duration::from_secs(2);
+        let (_dir, db) = database(
+            "whole-wait",
+            DbConfig {
+                max_size: 1,
+                min_idle: 1,
+                connection_timeout: timeout,
+                ..DbConfig::default()
+            },
+        )?;
+        let site = Location::caller();
+        let _only = db.checkout(site)?;
+        let turn = db
+            .hold_lane(Instant::now() + Duration::from_secs(30))
+            .ok_or_else(|| anyhow::anyhow!("the lane of an idle database was not free"))?;
+        let written = std::thread::scope(|s| {
+            let writer = s.spawn(|| db.write(site, |_tx| Ok(())));
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(turn);
+            writer.join()
+        });
+        match written {
+            Ok(Err(Error::Timeout { waited, .. })) => assert!(
+                waited >= timeout,
+                "the write waited out its {timeout:?} but reported {waited:?}"
+            ),
+            other => panic!("expected a connection timeout, got {other:?}"),
+        }
         Ok(())
     }
 

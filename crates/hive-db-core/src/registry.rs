@@ -25,7 +25,7 @@ use crate::health::{self, HealthReport, OpenDb};
 use crate::name::{DbName, NameMap};
 use crate::open::{FileId, prepare_database, resolve_path, sqlite_build};
 #[cfg(feature = "postgres")]
-use crate::pg::{PgConfig, PgDatabase, PgHandle};
+use crate::pg::{PgConfig, PgDatabase, PgHandle, off_runtime};
 use crate::pool::{CloseReport, DbInfo, PooledConnection};
 use crate::reentry::enter;
 use crate::stats::{DbSnapshot, RegistrySnapshot};
@@ -191,8 +191,10 @@ impl Registry {
     /// `url` again does nothing; a closed name can be registered again, for either engine,
     /// and its counters carry on.
     ///
-    /// The PostgreSQL client runs a tokio runtime of its own per connection: call this and
-    /// every [`PgHandle`] method outside any tokio runtime (see [`PgHandle`]).
+    /// The PostgreSQL client runs a tokio runtime of its own per connection, so this connects
+    /// on a thread of its own: it may be called from async code (an `async fn main`), where
+    /// the client would panic. Every [`PgHandle`] method must still run outside any tokio
+    /// runtime (see [`PgHandle`]). Dropping or closing the registry is safe anywhere.
     ///
     /// # Errors
     ///
@@ -228,7 +230,9 @@ impl Registry {
                 None => Arc::default(),
             }
         };
-        let db = Arc::new(PgDatabase::open(name, url, config, counters)?);
+        let db = Arc::new(off_runtime(|| {
+            PgDatabase::open(name, url, config, counters)
+        })?);
         self.add(name, &db.info().path, Entry::Postgres(Arc::clone(&db)));
         Ok(())
     }

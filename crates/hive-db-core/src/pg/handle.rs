@@ -20,7 +20,8 @@ use crate::stats::DbSnapshot;
 ///
 /// Each client runs its own current-thread tokio runtime, so none of these methods may be
 /// called from inside a tokio runtime (an async task, or a `block_on`): the client panics
-/// there. From async code, call them in `tokio::task::spawn_blocking`.
+/// there. From async code, call them in `tokio::task::spawn_blocking`. Dropping a handle,
+/// or the registry, is safe anywhere: pooled clients are closed on threads of their own.
 ///
 /// A handle keeps working until its database is closed; after that it fails with
 /// [`Error::Closed`], even if the name is registered again (take a new handle then).

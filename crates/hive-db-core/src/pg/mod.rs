@@ -75,6 +75,30 @@ impl Drop for PgDatabase {
     }
 }
 
+/// Runs `f` on a thread of its own and returns what it returned (its panic resumed here):
+/// for the client's work outside the caller's closures, which must not run on a thread that
+/// drives a tokio runtime (the client's own runtime panics there). Runs `f` here when no
+/// thread can be had.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let f = std::sync::Mutex::new(Some(f));
+    let take = || crate::sync::lock(&f).take();
+    let ran = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("hive-pg-open".to_owned())
+            .spawn_scoped(s, || take().map(|f| f()))
+            .map(std::thread::ScopedJoinHandle::join)
+    });
+    match ran {
+        Ok(Ok(Some(value))) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread: `f` is still here.
+        Ok(Ok(None)) | Err(_) => match take() {
+            Some(f) => f(),
+            None => unreachable!("`f` ran on a thread that was not spawned"),
+        },
+    }
+}
+
 /// The longest a read waits for a replica's connection before it goes to the primary: a
 /// replica that cannot hand one out at once is no help to a read.
 const REPLICA_WAIT: Duration = Duration::from_millis(250);

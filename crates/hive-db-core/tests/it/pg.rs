@@ -760,3 +760,77 @@ fn a_write_whose_transaction_an_error_aborted_is_not_ok() -> TestResult {
     assert_eq!(rows, [2]);
     Ok(())
 }
+
+/// The backends of database `dbname` on the test server, the admin's own aside.
+fn backends_of(dbname: &str) -> anyhow::Result<i64> {
+    Ok(server()?
+        .admin()?
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&dbname],
+        )?
+        .try_get(0)?)
+}
+
+/// Bug caught: a registry with a PostgreSQL database, dropped at the end of an `async fn`
+/// (an `async fn main`, a task), aborted the process: each pooled client's drop blocked on
+/// the client's own tokio runtime, which panics on a thread driving another, and a panic in
+/// a destructor during unwinding aborts. `register_postgres` panicked there too. Both must
+/// work on either tokio scheduler, and the drop must close the connections.
+#[test]
+fn a_registry_registered_and_dropped_in_async_code_works() -> TestResult {
+    require_postgres!();
+    let runtimes = [
+        tokio::runtime::Builder::new_multi_thread().build()?,
+        tokio::runtime::Builder::new_current_thread().build()?,
+    ];
+    for (i, rt) in runtimes.into_iter().enumerate() {
+        let url = server()?.fresh_db()?;
+        let dbname = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let name = DbName::new(&format!("pg-in-async-{i}"))?;
+        rt.block_on(async {
+            let registry = Arc::new(Registry::new());
+            registry.register_postgres(&name, &url, config(4, 2))?;
+            let (r, n) = (Arc::clone(&registry), name.clone());
+            let one: i32 = tokio::task::spawn_blocking(move || {
+                r.postgres(&n)?
+                    .read(|c| c.query_one("SELECT 1", &[])?.try_get(0))
+            })
+            .await??;
+            assert_eq!(one, 1);
+            drop(registry);
+            anyhow::Ok(())
+        })?;
+        assert_eq!(
+            backends_of(&dbname)?,
+            0,
+            "the dropped registry's connections stay open"
+        );
+    }
+    Ok(())
+}
+
+/// Bug caught: a client closed after a round trip it gave up on (the server stopped
+/// answering) kept the thread that dropped it until the server answered: the client's drop
+/// waits for its connection to end. The drop must return within its bound.
+#[test]
+fn a_client_closed_on_a_silent_server_lets_its_thread_go() -> TestResult {
+    require_postgres!();
+    let (registry, name) = registered("pg-close-silent", config(1, 1))?;
+    let mut conn = registry.postgres(&name)?.get()?;
+    let pid = backend_pid(&mut conn)?;
+    signal("-STOP", pid);
+    let _resume = Resume(pid);
+    assert!(conn.is_valid(Duration::from_millis(200)).is_err());
+    conn.discard();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        drop(conn);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "dropping the client waited for the stopped server"
+    );
+    Ok(())
+}

@@ -1,11 +1,11 @@
-//! The schema as numbered migrations recorded in `PRAGMA user_version` (rusqlite_migration;
-//! the pending ones run together in one `BEGIN IMMEDIATE` transaction, so a file is never
-//! left between versions), and the checks made before anything is written to a file.
+//! The schema as numbered migrations recorded in `PRAGMA user_version` (the pending ones run
+//! together in one `BEGIN IMMEDIATE` transaction, so a file is never left between versions,
+//! and the version they start from is read inside it: a process that waited for another's
+//! migration finds it done), and the checks made before anything is written to a file.
 //!
-//! Every migration is idempotent (`IF NOT EXISTS`, shape checks before changes), so two
-//! processes migrating one file at once both succeed, and a file made by the original Python
-//! code (version 0 with its tables already there) is adopted in place, ending with the
-//! schema of a fresh file. No migration drops what it does not know: a column, index,
+//! Every migration is idempotent as well (`IF NOT EXISTS`, shape checks before changes), and
+//! a file made by the original Python code (version 0 with its tables already there) is
+//! adopted in place, ending with the schema of a fresh file. No migration drops what it does not know: a column, index,
 //! trigger or view someone added stays, or the migration fails and the file is left as it
 //! was.
 
@@ -17,7 +17,7 @@ use std::path::Path;
 
 use hive_db_core::rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use hive_db_core::{DbConfig, DbName, OpenCause, open_connection};
-use rusqlite_migration::{HookResult, M, MigrationDefinitionError, Migrations};
+use rusqlite_migration::HookResult;
 
 use crate::error::{Error, Result};
 
@@ -49,16 +49,11 @@ const V1_SQL: &str = include_str!("v1.sql");
 const V2_SQL: &str = include_str!("v2.sql");
 const V3_SQL: &str = include_str!("v3.sql");
 
+/// A migration step: it runs in the migration's transaction.
+type Step = fn(&Transaction<'_>) -> HookResult;
+
 /// The migrations, oldest first; version N is after the Nth.
-fn migrations() -> Migrations<'static> {
-    // The SQL runs inside each hook, after the checks that must come first.
-    Migrations::new(vec![
-        M::up_with_hook("", v1),
-        M::up_with_hook("", v2),
-        M::up(V3_SQL),
-        M::up_with_hook("", v4),
-    ])
-}
+const STEPS: [Step; SCHEMA_VERSION] = [v1, v2, v3, v4];
 
 /// Version 1: adopt an events table of either earlier shape (with what someone added to it),
 /// create whatever is missing, and copy the repository's separate `components` table into
@@ -80,6 +75,37 @@ fn v1(tx: &Transaction<'_>) -> HookResult {
 fn v2(tx: &Transaction<'_>) -> HookResult {
     adopt::resolve_duplicate_defaults(tx)?;
     tx.execute_batch(V2_SQL)?;
+    Ok(())
+}
+
+/// The event indexes version 2 made and version 3 replaces: (name, its first column); the
+/// second is `seq`.
+const V2_EVENT_INDEXES: [(&str, &str); 4] = [
+    ("idx_events_correlation_seq", "correlation_id"),
+    ("idx_events_simulation_seq", "simulation_id"),
+    ("idx_events_analysis_seq", "analysis_id"),
+    ("idx_events_optimization_seq", "optimization_id"),
+];
+
+/// Version 3: smaller event indexes (see `v3.sql`). Each version 2 index is dropped only
+/// when it is the one version 2 makes (on the events table, on its column and `seq`, neither
+/// unique nor partial): version 2 skips a name that exists, so an index of that name made
+/// otherwise is someone's own, and stays.
+fn v3(tx: &Transaction<'_>) -> HookResult {
+    for (name, column) in V2_EVENT_INDEXES {
+        let ours: bool = tx.query_row(
+            "SELECT count(*) = 1 FROM pragma_index_list('ecosystemiser_events') l
+             WHERE l.name = ?1 AND NOT l.\"unique\" AND NOT l.partial
+               AND (SELECT group_concat(i.name, ',') FROM
+                       (SELECT name FROM pragma_index_info(?1) ORDER BY seqno) i) = ?2",
+            [name, &format!("{column},seq")],
+            |r| r.get(0),
+        )?;
+        if ours {
+            tx.execute_batch(&format!("DROP INDEX {name}"))?;
+        }
+    }
+    tx.execute_batch(V3_SQL)?;
     Ok(())
 }
 
@@ -168,30 +194,51 @@ pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result
 }
 
 /// Migrates to `version` (for tests of each step).
+///
+/// The version is read once without a lock, which is enough when there is nothing to do,
+/// and again inside the `BEGIN IMMEDIATE` transaction before any step runs: another process
+/// may have migrated the file (or a newer build moved it past this code) while this one
+/// waited for the lock, and steps run again over its work would copy back rows deleted
+/// since, or write an older version over a newer one.
 pub(crate) fn migrate_to(
     db: &DbName,
     path: &Path,
     conn: &mut Connection,
     version: usize,
 ) -> Result<()> {
-    conn.set_transaction_behavior(TransactionBehavior::Immediate);
-    let result = migrations().to_version(conn, version);
-    conn.set_transaction_behavior(TransactionBehavior::Deferred);
-    result.map_err(|source| match source {
-        rusqlite_migration::Error::MigrationDefinition(
-            MigrationDefinitionError::DatabaseTooFarAhead,
-        ) => Error::SchemaTooNew {
-            db: db.clone(),
-            path: path.to_path_buf(),
-            found: user_version(conn).unwrap_or(-1),
-            known: SCHEMA_VERSION,
-        },
-        source => Error::Migration {
-            db: db.clone(),
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        },
-    })
+    let version = version.min(SCHEMA_VERSION);
+    let failed = |source: rusqlite_migration::Error| Error::Migration {
+        db: db.clone(),
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let from = |found: i64| {
+        usize::try_from(found)
+            .ok()
+            .filter(|v| *v <= SCHEMA_VERSION)
+            .ok_or_else(|| Error::SchemaTooNew {
+                db: db.clone(),
+                path: path.to_path_buf(),
+                found,
+                known: SCHEMA_VERSION,
+            })
+    };
+    if from(user_version(conn).map_err(|e| failed(e.into()))?)? >= version {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| failed(e.into()))?;
+    let start = from(user_version(&tx).map_err(|e| failed(e.into()))?)?;
+    if start >= version {
+        return Ok(());
+    }
+    for step in &STEPS[start..version] {
+        step(&tx).map_err(|e| failed(e.into()))?;
+    }
+    tx.pragma_update(None, "user_version", version as i64)
+        .map_err(|e| failed(e.into()))?;
+    tx.commit().map_err(|e| failed(e.into()))
 }
 
 #[cfg(test)]

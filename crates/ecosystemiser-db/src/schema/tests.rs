@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use hive_db_core::rusqlite::Connection;
+use hive_db_core::rusqlite::{Connection, OptionalExtension};
 use hive_db_core::{DbConfig, DbName, open_connection, prepare_database};
 
 use super::*;
@@ -23,13 +23,6 @@ fn objects(conn: &Connection) -> anyhow::Result<Vec<String>> {
         .prepare("SELECT type || ' ' || name FROM sqlite_schema ORDER BY type, name")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?)
-}
-
-/// Bug caught: the migration list itself broken (rusqlite_migration's own check).
-#[test]
-fn the_migrations_validate() -> anyhow::Result<()> {
-    migrations().validate()?;
-    Ok(())
 }
 
 /// Bug caught: version 1 and 2 not composing: a database stopped at version 1 (by an older
@@ -260,7 +253,7 @@ fn each_migration_can_run_twice() -> anyhow::Result<()> {
     let tx = conn.transaction()?;
     v1(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     v2(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    tx.execute_batch(V3_SQL)?;
+    v3(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     v4(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     tx.commit()?;
     assert_eq!(objects(&conn)?, before);
@@ -279,5 +272,111 @@ fn a_failing_migration_changes_nothing() -> anyhow::Result<()> {
     assert!(matches!(err, Some(Error::Migration { .. })), "{err:?}");
     assert_eq!(objects(&conn)?, before);
     assert_eq!(user_version(&conn)?, 0);
+    Ok(())
+}
+
+/// Bug caught: the version was read before `BEGIN IMMEDIATE` (rusqlite_migration reads it
+/// outside its transaction). A process that read version 0 while a newer build held the lock
+/// and moved the file to version 5 then ran steps 1 to 4 over it and wrote version 4.
+#[test]
+fn a_migration_that_waited_for_a_newer_one_refuses_the_newer_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, newer) = fresh(dir.path())?;
+    let mut older = open_connection(&db, &path, &DbConfig::default())?;
+    newer.execute_batch("BEGIN IMMEDIATE; CREATE TABLE v5_thing (x); PRAGMA user_version = 5;")?;
+    let (db2, path2) = (db.clone(), path.clone());
+    let waiting = std::thread::spawn(move || {
+        let result = migrate(&db2, &path2, &mut older);
+        (result, older)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    newer.execute_batch("COMMIT")?;
+    let (result, older) = waiting
+        .join()
+        .map_err(|_| anyhow::anyhow!("the migration panicked"))?;
+    assert!(
+        matches!(result, Err(Error::SchemaTooNew { found: 5, .. })),
+        "{result:?}"
+    );
+    assert_eq!(user_version(&older)?, 5);
+    Ok(())
+}
+
+/// Bug caught: the same race between two processes of this code: the second, which read
+/// version 0 before the first committed its migration, ran version 1 again and copied back
+/// an adopted component spec that the first had deleted meanwhile.
+#[test]
+fn a_migration_that_waited_for_another_runs_no_step_again() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut first) = fresh(dir.path())?;
+    first.execute_batch(include_str!("../../tests/fixtures/original/components.sql"))?;
+    first.execute_batch(include_str!(
+        "../../tests/fixtures/original/components_data.sql"
+    ))?;
+    let mut second = open_connection(&db, &path, &DbConfig::default())?;
+    // The first process migrates, and its application deletes an adopted spec, in one
+    // transaction held open until the second has read version 0 and waits for the lock.
+    let tx = first.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for step in STEPS {
+        step(&tx).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION as i64)?;
+    let (db2, path2) = (db.clone(), path.clone());
+    let waiting = std::thread::spawn(move || {
+        let result = migrate_to(&db2, &path2, &mut second, SCHEMA_VERSION);
+        (result, second)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tx.execute(
+        "DELETE FROM component_specs WHERE name = 'sonnen_eco_10'",
+        [],
+    )?;
+    tx.commit()?;
+    let (result, second) = waiting
+        .join()
+        .map_err(|_| anyhow::anyhow!("the migration panicked"))?;
+    result?;
+    let left: i64 = second.query_row(
+        "SELECT count(*) FROM component_specs WHERE name = 'sonnen_eco_10'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(left, 0, "the deleted spec was copied in again");
+    Ok(())
+}
+
+/// Bug caught: version 3 dropped the version 2 index names whatever they were; an index of
+/// one of those names that someone made on a file at version 1 was lost.
+#[test]
+fn version_3_keeps_an_index_someone_made_under_a_version_2_name() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 1)?;
+    let theirs =
+        "CREATE INDEX idx_events_analysis_seq ON ecosystemiser_events (analysis_id, event_type)";
+    conn.execute_batch(theirs)?;
+    migrate(&db, &path, &mut conn)?;
+    let kept: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'idx_events_analysis_seq'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    assert_eq!(kept.as_deref(), Some(theirs));
+    // Version 2's own are replaced: a file from version 2 ends as a fresh one (checked by
+    // from_version_2_reaches_the_same_schema_and_keeps_every_event); here the other three.
+    for gone in [
+        "idx_events_correlation_seq",
+        "idx_events_simulation_seq",
+        "idx_events_optimization_seq",
+    ] {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = ?1",
+            [gone],
+            |r| r.get(0),
+        )?;
+        assert_eq!(n, 0, "{gone} was left");
+    }
     Ok(())
 }

@@ -5,11 +5,10 @@
 -- index entry for entry. Most events carry only one of a simulation, analysis or
 -- optimization id; partial indexes leave the NULLs out (a query `x = ?` implies
 -- `x IS NOT NULL`, so SQLite still uses them for every history query).
+--
+-- The hook (`v3` in mod.rs) has dropped version 2's (x, seq) indexes first, each only when it
+-- is the index version 2 made: one of the same name made otherwise is someone's own.
 
-DROP INDEX IF EXISTS idx_events_correlation_seq;
-DROP INDEX IF EXISTS idx_events_simulation_seq;
-DROP INDEX IF EXISTS idx_events_analysis_seq;
-DROP INDEX IF EXISTS idx_events_optimization_seq;
 CREATE INDEX IF NOT EXISTS idx_events_simulation
     ON ecosystemiser_events (simulation_id) WHERE simulation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_events_analysis

@@ -124,6 +124,7 @@ pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<SetAsi
         )));
     }
     refuse_constraints_the_copy_loses(tx)?;
+    refuse_triggers_naming_the_old_source(tx, shape)?;
     let extra_columns = extra_columns(tx, shape)?;
     // A rename rewrites other tables' foreign keys to the set-aside name, which is dropped.
     let referencing: Vec<String> = tx
@@ -197,6 +198,50 @@ fn refuse_constraints_the_copy_loses(tx: &Transaction<'_>) -> HookResult {
         return Err(HookError::Hook(format!(
             "ecosystemiser_events has constraints its copy would lose ({found:?}, keys \
              {keys:?}); left unchanged"
+        )));
+    }
+    Ok(())
+}
+
+/// The words of `sql`, lowercased (identifiers and keywords; quotes and operators split them).
+fn words(sql: &str) -> Vec<String> {
+    sql.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// Refuses a trigger that would break on the new events table: one on it, or one of another
+/// table that names it, whose SQL names the shape's old source column (`source_agent`,
+/// `source_component`; the new table calls it `source`). SQLite checks a trigger's body only
+/// when it fires, so carried over it would fail every publish (or every write that fires it)
+/// from then on. By word, so it errs towards refusing.
+fn refuse_triggers_naming_the_old_source(tx: &Transaction<'_>, shape: OldEvents) -> HookResult {
+    let old_source = match shape {
+        OldEvents::SchemaModule => "source_agent",
+        OldEvents::EventBus => "source_component",
+    };
+    let triggers: Vec<(String, String, String)> = tx
+        .prepare(
+            "SELECT name, tbl_name, sql FROM sqlite_schema
+             WHERE type = 'trigger' AND sql IS NOT NULL ORDER BY name",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let broken: Vec<String> = triggers
+        .into_iter()
+        .filter(|(_, table, sql)| {
+            let words = words(sql);
+            words.iter().any(|w| w == old_source)
+                && (table.eq_ignore_ascii_case("ecosystemiser_events")
+                    || words.iter().any(|w| w == "ecosystemiser_events"))
+        })
+        .map(|(name, ..)| name)
+        .collect();
+    if !broken.is_empty() {
+        return Err(HookError::Hook(format!(
+            "triggers {broken:?} name ecosystemiser_events' old column {old_source}, which the \
+             new table calls source; left unchanged"
         )));
     }
     Ok(())

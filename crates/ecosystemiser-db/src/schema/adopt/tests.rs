@@ -385,9 +385,11 @@ fn what_someone_added_stays() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bug caught: an addition adoption cannot carry over (an index or a view naming the old
-/// `source_agent` column, a `UNIQUE` or `CHECK` column whose constraint the copy would not
-/// have) silently dropped or broken instead of refused with the file left as it was.
+/// Bug caught: an addition adoption cannot carry over (an index, a view or a trigger naming
+/// the old `source_agent` column, a `UNIQUE` or `CHECK` column whose constraint the copy
+/// would not have) silently dropped or broken instead of refused with the file left as it
+/// was. The triggers were carried over, and SQLite checks a trigger's body only when it
+/// fires: the file opened, and every publish (or every new simulation) failed after.
 #[test]
 fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -410,6 +412,20 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
         (
             EVENTS_SCHEMA_MODULE,
             "ALTER TABLE ecosystemiser_events ADD COLUMN level INTEGER CHECK (level > 0)",
+        ),
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE TABLE my_audit (who TEXT);
+             CREATE TRIGGER my_audit_events AFTER INSERT ON ecosystemiser_events
+                 BEGIN INSERT INTO my_audit VALUES (new.source_agent); END;",
+        ),
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE TRIGGER my_sim_event AFTER INSERT ON simulations BEGIN
+                 INSERT INTO ecosystemiser_events (event_id, event_type, \"Source_Agent\",
+                     timestamp, payload)
+                 VALUES ('sim-' || new.simulation_id, 'created', 'db', 'now', '{}');
+             END;",
         ),
     ];
     for backend in [Backend::Pooled, Backend::Direct] {

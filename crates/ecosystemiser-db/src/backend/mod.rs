@@ -13,12 +13,13 @@ mod status;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hive_db_core::rusqlite::{self, Connection};
 use hive_db_core::{DbConfig, DbName, Registry};
 use once_cell::sync::Lazy;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::schema;
 
 pub use connection::EcoConnection;
@@ -218,7 +219,13 @@ impl EcoDb {
         Ok(db)
     }
 
-    /// Checks the file, registers it in `registry` and migrates it.
+    /// Checks the file, migrates it, and registers it in `registry`.
+    ///
+    /// An existing file is migrated on the connection it was checked on, in its own journal
+    /// mode, before the registry switches it to WAL: a migration that refuses leaves the
+    /// file byte for byte as it was, and not registered, so nothing reaches it by name. A
+    /// new file is migrated once registered; if that fails, the name this call registered
+    /// is closed again.
     fn open(
         registry: Registry,
         settings: &Settings,
@@ -227,12 +234,21 @@ impl EcoDb {
     ) -> Result<Self> {
         let name = &*ECO_NAME;
         config.validate(name)?;
-        schema::inspect(name, &settings.path, &config)?;
+        if let Some(mut conn) = schema::inspect(name, &settings.path, &config)? {
+            schema::migrate(name, &settings.path, &mut conn)?;
+        }
+        let registered_before = registry.handle(name).is_ok();
         registry.register(name, &settings.path, config)?;
         let path = registry.handle(name)?.path().to_path_buf();
-        {
-            let mut conn = registry.get(name)?;
-            schema::migrate(name, &path, &mut conn)?;
+        let migrated = registry
+            .get(name)
+            .map_err(Error::from)
+            .and_then(|mut conn| schema::migrate(name, &path, &mut conn));
+        if let Err(e) = migrated {
+            if !registered_before {
+                let _ = registry.close(name, Duration::from_secs(1));
+            }
+            return Err(e);
         }
         Ok(Self {
             inner: Arc::new(Inner {

@@ -133,18 +133,19 @@ fn v4(tx: &Transaction<'_>) -> HookResult {
 }
 
 /// Checks an existing file before anything is written to it: that it is a SQLite database,
-/// and that its schema is not newer than this code. A missing or empty file passes (it is
-/// created or initialised by the caller).
+/// and that its schema is not newer than this code; returns the connection it checked on,
+/// in the file's own journal mode, for the migration. A missing or empty file passes, with
+/// `None` (it is created or initialised by the caller).
 ///
 /// # Errors
 ///
 /// [`Error::NotADatabase`] naming the path; [`Error::SchemaTooNew`]; the core's errors when
 /// the file cannot be opened.
-pub(crate) fn inspect(db: &DbName, path: &Path, config: &DbConfig) -> Result<()> {
+pub(crate) fn inspect(db: &DbName, path: &Path, config: &DbConfig) -> Result<Option<Connection>> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() && meta.len() > 0 => {}
         // Missing, empty, a folder or unreadable: prepare_database reports the cause.
-        _ => return Ok(()),
+        _ => return Ok(None),
     }
     let not_a_db = |source| Error::NotADatabase {
         db: db.clone(),
@@ -174,7 +175,7 @@ pub(crate) fn inspect(db: &DbName, path: &Path, config: &DbConfig) -> Result<()>
             known: SCHEMA_VERSION,
         });
     }
-    Ok(())
+    Ok(Some(conn))
 }
 
 /// The file's `PRAGMA user_version`.

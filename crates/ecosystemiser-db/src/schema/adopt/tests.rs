@@ -454,3 +454,41 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
     }
     Ok(())
 }
+
+/// Bug caught: a refused adoption of a file in the original code's rollback-journal mode
+/// left it changed (the registry switched it to WAL before the migration ran: header bytes
+/// 18 and 19 went from 1 to 2), and left the name registered in the application's
+/// registry, so a write by name reached the file whose migration had been refused.
+#[test]
+fn a_refused_adoption_leaves_the_file_byte_for_byte_and_the_name_unregistered() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("original.db");
+    {
+        let conn = Connection::open(&path)?;
+        for sql in [
+            TABLES,
+            EVENTS_SCHEMA_MODULE,
+            EVENTS_SCHEMA_MODULE_DATA,
+            "CREATE INDEX my_by_agent ON ecosystemiser_events (source_agent)",
+        ] {
+            conn.execute_batch(sql)?;
+        }
+    }
+    let before = std::fs::read(&path)?;
+    assert_eq!(
+        before[18..20],
+        [1, 1],
+        "the fixture is not in rollback-journal mode"
+    );
+    let registry = Registry::new();
+    let err = EcoDb::with_registry(&registry, &Settings::new(&path)).err();
+    assert!(matches!(err, Some(Error::Migration { .. })), "{err:?}");
+    assert!(std::fs::read(&path)? == before, "the refused file changed");
+    let name = DbName::new("ecosystemiser")?;
+    assert!(
+        registry.handle(&name).is_err(),
+        "the refused file stays registered"
+    );
+    Ok(())
+}

@@ -32,6 +32,17 @@ const BOOTSTRAP: &str = "CREATE TABLE IF NOT EXISTS ecosystemiser_schema_version
     INSERT INTO ecosystemiser_schema_version (id, version) VALUES (1, 0)
         ON CONFLICT DO NOTHING";
 
+/// The longest a migration step, or the bootstrap, waits for a lock (`lock_timeout`): for
+/// the version row held by another migrator, or a table a step alters held by a long
+/// transaction. Past it the step fails with SQLSTATE 55P03, naming the database, instead of
+/// holding the application's start for as long as the other holds on.
+/// (Two seconds in this crate's unit tests, which wait it out.)
+const LOCK_WAIT: &str = if cfg!(test) {
+    "SET LOCAL lock_timeout = '2s'"
+} else {
+    "SET LOCAL lock_timeout = '30s'"
+};
+
 /// How often the bootstrap is tried when another process creates the version table at the
 /// same moment (PostgreSQL's `IF NOT EXISTS` is not safe against a concurrent create).
 const BOOTSTRAP_ATTEMPTS: u32 = 5;
@@ -83,10 +94,11 @@ pub(crate) fn read_version(pg: &PgHandle) -> hive_db_core::Result<i64> {
 /// whose step failed (rolled back; the earlier steps stay); the core's errors.
 pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
     let db = pg.name();
-    if let Some(found) = recorded(pg)?
-        && found > SCHEMA_VERSION as i64
-    {
-        return Err(too_new(pg, found));
+    match recorded(pg)? {
+        Some(found) if found > SCHEMA_VERSION as i64 => return Err(too_new(pg, found)),
+        // Nothing to do, and no lock to take: the version only grows.
+        Some(found) if found == SCHEMA_VERSION as i64 => return Ok(()),
+        _ => {}
     }
     bootstrap(pg)?;
     for (i, sql) in STEPS.iter().enumerate() {
@@ -98,6 +110,8 @@ pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
             source: Box::new(source),
         };
         pg.write_with(|tx| -> Result<()> {
+            tx.batch_execute(LOCK_WAIT)
+                .map_err(|e| Error::pg(db, "bound the migration's lock waits", e))?;
             let found: i64 = tx
                 .query_one(
                     "SELECT version FROM ecosystemiser_schema_version WHERE id = 1 FOR UPDATE",
@@ -135,6 +149,8 @@ fn bootstrap(pg: &PgHandle) -> Result<()> {
     loop {
         attempt += 1;
         let result = pg.write_with(|tx| {
+            tx.batch_execute(LOCK_WAIT)
+                .map_err(|e| Error::pg(db, "bound the migration's lock waits", e))?;
             tx.batch_execute(BOOTSTRAP)
                 .map_err(|e| Error::pg(db, "create the schema version table", e))
         });
@@ -149,5 +165,84 @@ fn bootstrap(pg: &PgHandle) -> Result<()> {
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use hive_db_core::postgres::{Client, NoTls};
+    use hive_db_core::{DbConfig, PgConfig, Registry};
+
+    use super::*;
+
+    /// A database of the test server, migrated once, and another session holding its
+    /// version row as a migrator in the middle of a step does.
+    fn migrated_and_held(version: i64) -> anyhow::Result<(String, Client, Registry, PgHandle)> {
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        let registry = Registry::new();
+        let name = DbName::new("eco-pg-lock")?;
+        let config = PgConfig {
+            pool: DbConfig {
+                max_size: 2,
+                min_idle: 0,
+                ..DbConfig::default()
+            },
+            ..PgConfig::default()
+        };
+        registry.register_postgres(&name, &url, config)?;
+        let pg = registry.postgres(&name)?;
+        migrate(&pg)?;
+        let mut holder = Client::connect(&url, NoTls)?;
+        holder.execute(
+            "UPDATE ecosystemiser_schema_version SET version = $1",
+            &[&version],
+        )?;
+        holder.batch_execute(
+            "BEGIN; SELECT version FROM ecosystemiser_schema_version WHERE id = 1 FOR UPDATE",
+        )?;
+        Ok((url, holder, registry, pg))
+    }
+
+    /// `migrate` on a thread; its result, or `None` if it has not returned within 20 s.
+    fn migrate_within_20s(pg: PgHandle) -> Option<Result<()>> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(migrate(&pg));
+        });
+        rx.recv_timeout(Duration::from_secs(20)).ok()
+    }
+
+    /// Bug caught: every open locked the version row, even of a database already at the
+    /// newest version, with no bound on the wait: a session holding the row (a migrator
+    /// that hung, a psql left in a transaction) held every application start for as long.
+    #[test]
+    fn a_current_database_opens_while_another_holds_the_version_row() -> anyhow::Result<()> {
+        hive_pg_harness::require_postgres!();
+        let (_url, _holder, _registry, pg) = migrated_and_held(SCHEMA_VERSION as i64)?;
+        match migrate_within_20s(pg) {
+            Some(result) => result?,
+            None => panic!("the open waited for the held version row"),
+        }
+        Ok(())
+    }
+
+    /// Bug caught: a step waited for the version row without a bound. It must give up at
+    /// the lock wait with a typed error naming the step and the SQLSTATE (55P03).
+    #[test]
+    fn a_step_waiting_for_the_version_row_gives_up_with_a_typed_error() -> anyhow::Result<()> {
+        hive_pg_harness::require_postgres!();
+        let (_url, _holder, _registry, pg) = migrated_and_held(3)?;
+        match migrate_within_20s(pg) {
+            Some(Err(Error::MigrationStep { source, .. })) => assert!(
+                matches!(&*source, Error::Postgres { code: Some(c), .. } if c == "55P03"),
+                "{source:?}"
+            ),
+            Some(other) => panic!("expected a lock timeout, got {other:?}"),
+            None => panic!("the step waited for the held version row past its bound"),
+        }
+        Ok(())
     }
 }

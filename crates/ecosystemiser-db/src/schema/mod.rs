@@ -189,9 +189,36 @@ pub(crate) fn user_version(conn: &Connection) -> hive_db_core::rusqlite::Result<
 /// # Errors
 ///
 /// [`Error::SchemaTooNew`] when the file is newer than this code; [`Error::Migration`] when a
-/// migration fails (it is rolled back).
+/// migration fails (it is rolled back), or when a table of [`TABLES`] is missing from a file
+/// at the newest version (its version set by hand, or a table dropped since): refused at
+/// open, not failing at its first use.
 pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result<()> {
-    migrate_to(db, path, conn, SCHEMA_VERSION)
+    migrate_to(db, path, conn, SCHEMA_VERSION)?;
+    let failed = |source: rusqlite_migration::Error| Error::Migration {
+        db: db.clone(),
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    };
+    let mut missing = Vec::new();
+    for table in TABLES {
+        let there: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| failed(e.into()))?;
+        if !there {
+            missing.push(table);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(rusqlite_migration::Error::Hook(format!(
+            "the file is at version {SCHEMA_VERSION} but has no table {missing:?}"
+        ))))
+    }
 }
 
 /// Migrates to `version` (for tests of each step).

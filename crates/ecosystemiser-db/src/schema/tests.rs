@@ -380,3 +380,21 @@ fn version_3_keeps_an_index_someone_made_under_a_version_2_name() -> anyhow::Res
     }
     Ok(())
 }
+
+/// Bug caught: a file whose version says newest but whose tables are missing (its version
+/// set by hand, a table dropped) opened without error, and every call failed at first use.
+#[test]
+fn a_file_at_the_newest_version_without_its_tables_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    conn.execute_batch(&format!(
+        "PRAGMA user_version = {SCHEMA_VERSION}; CREATE TABLE unrelated (x);"
+    ))?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(matches!(err, Some(Error::Migration { .. })), "{err:?}");
+    assert!(
+        format!("{:?}", err).contains("simulations"),
+        "the error does not name a missing table: {err:?}"
+    );
+    Ok(())
+}

@@ -83,8 +83,9 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", conflicts_with_all = ["attach", "db", "config", "output", "probe", "duration", "interval"])]
     pub(crate) replay: Option<PathBuf>,
 
-    /// Time between samples, in seconds or with a unit (`1`, `0.5`, `500ms`) [default: 2 with
-    /// --continuous; 1 between the two reads of a one-shot report of an endpoint].
+    /// Time between samples (10ms to 24h), in seconds or with a unit (`1`, `500ms`)
+    /// [default: 2 with --continuous; 1 between the two reads of a one-shot report of an
+    /// endpoint].
     #[arg(long, value_name = "DURATION", value_parser = parse_interval, allow_negative_numbers = true)]
     pub(crate) interval: Option<Duration>,
 
@@ -97,7 +98,7 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration, allow_negative_numbers = true)]
     pub(crate) slow: Duration,
 
-    /// Bound of each health check, HTTP request and quick_check.
+    /// Bound of each health check, HTTP request and quick_check (10ms to 24h).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval, allow_negative_numbers = true)]
     pub(crate) timeout: Duration,
 }
@@ -182,14 +183,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     if d.is_zero() {
         return Err(format!("`{s}` is zero: a duration must be more than zero"));
     }
+    // Deadlines are the clock plus a duration: a year keeps every sum far from overflowing.
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is too long (at most 365d)"));
+    }
     Ok(d)
 }
 
-/// A duration of at least 10ms: a loop's period or a bound on a request.
+/// The longest duration any option takes.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The longest period or bound: SQLite's busy timeout counts milliseconds in an `i32`
+/// (about 24.8 days), and a day is far past any useful bound.
+const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// A duration of at least 10ms and at most a day: a loop's period or a bound on a request.
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(10) {
         return Err(format!("`{s}` is too short (at least 10ms)"));
+    }
+    if d > MAX_INTERVAL {
+        return Err(format!("`{s}` is too long (at most 24h)"));
     }
     Ok(d)
 }
@@ -264,7 +279,8 @@ mod tests {
     }
 
     /// Bug caught: zero (a busy loop), a negative number, a number that is no duration
-    /// (`inf`, `NaN`) or words accepted, or refused without saying why.
+    /// (`inf`, `NaN`) or words accepted, or refused without saying why; a duration so long
+    /// that the monitor panicked (`--timeout 30d`, `--interval 1e19`) accepted.
     #[test]
     fn durations_refused_with_the_reason() {
         let refused = |s: &str, why: &str| {
@@ -282,6 +298,13 @@ mod tests {
         refused("1 parsec", "not a duration");
         refused("", "not a duration");
         assert!(parse_interval("0.001").is_err_and(|e| e.contains("too short")));
+        // Past these, a busy timeout panicked in rusqlite ("too big") and a deadline
+        // overflowed `Instant` ("overflow when adding duration to instant").
+        assert!(parse_interval("25d").is_err_and(|e| e.contains("too long")));
+        assert!(parse_interval("1e19").is_err_and(|e| e.contains("too long")));
+        assert!(parse_duration("1e19").is_err_and(|e| e.contains("too long")));
+        assert_eq!(parse_interval("24h"), Ok(MAX_INTERVAL));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
         assert!(parse_probe("2h").is_err_and(|e| e.contains("too long")));
     }
 }

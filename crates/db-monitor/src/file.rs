@@ -77,6 +77,17 @@ pub(crate) fn look(
         },
         probe: None,
     };
+    // Only a regular file: opening a FIFO blocks until a writer comes, with no bound, and a
+    // device such as /dev/zero or /dev/null reads as an empty, healthy database.
+    if let Ok(m) = std::fs::metadata(path)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        return down(format!(
+            "{} is not a regular file (a FIFO, socket or device), not a database",
+            path.display()
+        ));
+    }
     // Open first, explain after: without SQLITE_OPEN_CREATE, the open itself is what keeps
     // a missing database from being created.
     let conn = match open(path, OpenFlags::SQLITE_OPEN_READ_ONLY, timeout) {

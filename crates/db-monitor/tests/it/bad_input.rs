@@ -56,7 +56,8 @@ fn duplicate_name() -> TestResult {
 }
 
 /// Bug caught: durations that do not parse, a zero interval (a busy loop), a negative one
-/// taken for an unknown flag or accepted, or `--duration` without `--continuous` ignored;
+/// taken for an unknown flag or accepted, one so long the monitor panicked, or `--duration`
+/// without `--continuous` ignored;
 /// any of them ending with clap's exit code 2 instead of 3.
 #[test]
 fn bad_durations() -> TestResult {
@@ -72,6 +73,10 @@ fn bad_durations() -> TestResult {
     refused(&["--duration", "1s"], 3, "--continuous")?;
     refused(&["--probe", "0"], 3, "zero")?;
     refused(&["--probe", "2h"], 3, "at most 1h")?;
+    // These panicked: SQLite's busy timeout and `Instant` arithmetic overflowed.
+    refused(&["--timeout", "30d"], 3, "at most 24h")?;
+    refused(&["--continuous", "--interval", "1e19"], 3, "too long")?;
+    refused(&["--continuous", "--duration", "1e19"], 3, "at most 365d")?;
     refused(&["--continuous", "--probe", "1"], 3, "cannot be used with")
 }
 

@@ -1,5 +1,7 @@
 //! One-shot reports of database files: the table, the JSON, the saved report, exit codes.
 
+use std::path::Path;
+
 use hive_db_core::rusqlite::Connection;
 
 use crate::{TestResult, files_under, make_db, monitor, run};
@@ -156,6 +158,31 @@ fn not_a_database_is_unhealthy_and_left_alone() -> TestResult {
         r.stderr
     );
     assert_eq!(files_under(&data), before);
+    Ok(())
+}
+
+/// Bug caught: a FIFO named as a database hung the monitor for good (opening it waits for a
+/// writer, whatever `--timeout` says), and `/dev/zero` or `/dev/null` read as an empty,
+/// healthy database.
+#[test]
+fn a_fifo_or_device_is_unhealthy_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("pipe.db");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success(), "mkfifo failed");
+    for path in [
+        fifo.as_path(),
+        Path::new("/dev/zero"),
+        Path::new("/dev/null"),
+    ] {
+        let r = run(monitor(dir.path())
+            .arg("--timeout")
+            .arg("1s")
+            .arg("--db")
+            .arg(format!("odd={}", path.display())))?;
+        assert_eq!(r.code, Some(2), "{}: {r:?}", path.display());
+        assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    }
     Ok(())
 }
 

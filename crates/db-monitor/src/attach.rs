@@ -65,8 +65,9 @@ impl Endpoint {
         let (status, body) = self.get("/stats")?;
         if status != 200 {
             bail!(
-                "{} is not a hive-db endpoint: /stats answered HTTP {status}",
-                self.base
+                "{} is not a hive-db endpoint: /stats answered HTTP {status}{}",
+                self.base,
+                reason(&body)
             );
         }
         let value = hive_json(&self.base, "/stats", &body)?;
@@ -101,8 +102,9 @@ impl Endpoint {
         let (status, body) = self.get("/health")?;
         if status != 200 && status != 503 {
             bail!(
-                "{} is not a hive-db endpoint: /health answered HTTP {status}",
-                self.base
+                "{} is not a hive-db endpoint: /health answered HTTP {status}{}",
+                self.base,
+                reason(&body)
             );
         }
         let value = hive_json(&self.base, "/health", &body)?;
@@ -118,4 +120,20 @@ impl Endpoint {
 fn hive_json(base: &str, path: &str, body: &str) -> Result<serde_json::Value> {
     serde_json::from_str(body)
         .map_err(|_| anyhow!("{base} is not a hive-db endpoint: {path} did not answer JSON"))
+}
+
+/// What an error answer says, for the message: `: ` and its body's first line (at most 200
+/// characters, control characters escaped), or nothing for an empty body. A hive-db
+/// endpoint's 500 says why (a snapshot it could not encode, say).
+fn reason(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return String::new();
+    }
+    let shown: String = line
+        .chars()
+        .take(200)
+        .flat_map(char::escape_debug)
+        .collect();
+    format!(": {shown}")
 }

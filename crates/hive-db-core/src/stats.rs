@@ -319,6 +319,13 @@ pub struct SqliteFacts {
 }
 
 /// One database, now: its pool's state, cumulative counters and latency histograms.
+/// `path` as JSON text, lossily: a Unix file name may be any bytes, and serde's own
+/// serializer refuses one that is not UTF-8, which failed the whole snapshot (`/stats`
+/// answered 500 for every database because of one file's name).
+fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DbSnapshot {
@@ -329,7 +336,8 @@ pub struct DbSnapshot {
     #[serde(default)]
     pub backend: Backend,
     /// Its file; for PostgreSQL, the server and database as `postgres://user@host:port/db`
-    /// (never a password).
+    /// (never a password). In JSON, a path that is not UTF-8 has U+FFFD for what is not.
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// True while registered and open (up); false once closed (down). A closed database
     /// has no connections and keeps its counters.

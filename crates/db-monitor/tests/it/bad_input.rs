@@ -120,7 +120,7 @@ fn unreachable_endpoint() -> TestResult {
 }
 
 /// Bug caught: any HTTP server taken for a hive-db endpoint, failing later with a serde
-/// message or reporting an empty registry as healthy.
+/// message or reporting an empty registry as healthy; an error answer's reason dropped.
 #[test]
 fn not_a_hive_endpoint() -> TestResult {
     let html = FakeServer::start(|_| (200, "<html>hello</html>".to_owned()))?;
@@ -128,7 +128,19 @@ fn not_a_hive_endpoint() -> TestResult {
     let other_json = FakeServer::start(|_| (200, r#"{"databases": []}"#.to_owned()))?;
     refused(&["--attach", &other_json.url()], 3, "no schema_version")?;
     let missing = FakeServer::start(|_| (404, "not found".to_owned()))?;
-    refused(&["--attach", &missing.url()], 3, "HTTP 404")?;
+    refused(&["--attach", &missing.url()], 3, "HTTP 404: not found")?;
+    // An endpoint's 500 says why, and the message passes it on.
+    let failing = FakeServer::start(|_| {
+        (
+            500,
+            "cannot encode the answer: path contains invalid UTF-8 characters\n".to_owned(),
+        )
+    })?;
+    refused(
+        &["--attach", &failing.url()],
+        3,
+        "HTTP 500: cannot encode the answer",
+    )?;
     let newer = FakeServer::start(|_| (200, r#"{"schema_version": 99}"#.to_owned()))?;
     refused(&["--attach", &newer.url()], 3, "version 99")
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hive_db_core::endpoint::{self, Announce, Endpoint, EndpointConfig, EndpointError};
-use hive_db_core::{DbConfig, HealthReport, HealthStatus, Registry, RegistrySnapshot};
+use hive_db_core::{DbConfig, DbName, HealthReport, HealthStatus, Registry, RegistrySnapshot};
 
 use crate::support::{Fixture, TestResult, config, create_table, eventually, fixture};
 
@@ -186,6 +186,40 @@ fn paths_are_shown_only_when_asked() -> TestResult {
     )?;
     let snap: RegistrySnapshot = serde_json::from_slice(&get(ep.addr(), "/stats")?.body)?;
     assert_eq!(snap.get("shown").map(|d| d.path.clone()), Some(f.path()));
+    Ok(())
+}
+
+/// Bug caught: one database whose file name is not UTF-8 made `/stats` answer 500 for the
+/// whole registry ("path contains invalid UTF-8 characters"): serde refuses such a path.
+#[test]
+fn a_file_name_that_is_not_utf8_leaves_stats_answering() -> TestResult {
+    use std::os::unix::ffi::OsStrExt;
+    let f = fixture("plain", config())?;
+    let odd = f
+        .dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9.db"));
+    f.registry.register(&DbName::new("odd")?, &odd, config())?;
+    let ep = serve(
+        &f,
+        EndpointConfig {
+            expose_paths: true,
+            ..EndpointConfig::default()
+        },
+    )?;
+    let reply = get(ep.addr(), "/stats")?;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let snap: RegistrySnapshot = serde_json::from_slice(&reply.body)?;
+    assert_eq!(snap.get("plain").map(|d| d.path.clone()), Some(f.path()));
+    assert_eq!(
+        snap.get("odd").map(|d| d.path.clone()),
+        Some(f.dir.path().join("caf\u{FFFD}.db"))
+    );
     Ok(())
 }
 

@@ -318,7 +318,6 @@ pub struct SqliteFacts {
     pub wal_bytes: u64,
 }
 
-/// One database, now: its pool's state, cumulative counters and latency histograms.
 /// `path` as JSON text, lossily: a Unix file name may be any bytes, and serde's own
 /// serializer refuses one that is not UTF-8, which failed the whole snapshot (`/stats`
 /// answered 500 for every database because of one file's name).
@@ -326,6 +325,7 @@ fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&path.to_string_lossy())
 }
 
+/// One database, now: its pool's state, cumulative counters and latency histograms.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct DbSnapshot {

@@ -285,12 +285,33 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
     }
 }
 
-fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport {
-    let snap = read.snapshot.as_ref();
-    let restarted = before
-        .and_then(|b| b.uptime_ms)
+/// How far apart two reads may put their process's start and still be one process: the
+/// start is worked out from a wall clock and a monotonic one, read a moment apart.
+const SAME_START_MS: u64 = 1000;
+
+/// Whether `read` comes from another process than `before` (a restart on the same address):
+/// its uptime went down, or its process started at another time. The uptime alone missed a
+/// new process that had run longer than the old one had at the last read (a crash loop, a
+/// service manager restarting it), and its counters were taken from the dead process's.
+fn restarted(before: &DbRead, read: &DbRead) -> bool {
+    let started = |r: &DbRead| {
+        r.taken_at_unix_ms
+            .zip(r.uptime_ms)
+            .map(|(at, up)| at.saturating_sub(up))
+    };
+    let went_down = before
+        .uptime_ms
         .zip(read.uptime_ms)
         .is_some_and(|(was, now)| now < was);
+    let moved = started(before)
+        .zip(started(read))
+        .is_some_and(|(was, now)| was.abs_diff(now) > SAME_START_MS);
+    went_down || moved
+}
+
+fn db_report(before: Option<&DbRead>, read: &DbRead, slow: Duration) -> DbReport {
+    let snap = read.snapshot.as_ref();
+    let restarted = before.is_some_and(|b| restarted(b, read));
     let rates = match (before.and_then(|b| b.snapshot.as_ref()), snap) {
         (Some(p), Some(c)) if !restarted => {
             let ms = |r: &DbRead| r.taken_at_unix_ms.unwrap_or(0);
@@ -378,7 +399,8 @@ mod tests {
     }
 
     /// Bug caught: rates across an application restart (counters back at zero and grown
-    /// again) taken as the interval's, or no rates at all between two ordinary reads.
+    /// again) taken as the interval's, also when the new process had run longer than the
+    /// old one at the last read, or no rates at all between two ordinary reads.
     #[test]
     fn no_rates_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
@@ -398,9 +420,11 @@ mod tests {
         }
         let after = registry.stats();
         let slow = Duration::from_secs(1);
+        // One process: its uptime grew by the time between the reads.
+        let later = 1000 + (after.taken_at_unix_ms - before.taken_at_unix_ms);
         let ordinary = build(
             Some(&read_of(before.clone(), 1000)),
-            &read_of(after.clone(), 2000),
+            &read_of(after.clone(), later),
             slow,
         );
         let rates = ordinary.databases[0]
@@ -408,8 +432,23 @@ mod tests {
             .as_ref()
             .expect("rates between two reads");
         assert_eq!(rates.acquires, 3);
-        let restarted = build(Some(&read_of(before, 5000)), &read_of(after, 10), slow);
+        let restarted = build(
+            Some(&read_of(before.clone(), 5000)),
+            &read_of(after.clone(), 10),
+            slow,
+        );
         assert!(restarted.databases[0].rates.is_none());
+        // A new process that has run longer than the old one had at the last read: its
+        // uptime grew, but by 4 s more than the time between the reads.
+        let longer = build(
+            Some(&read_of(before, 1000)),
+            &read_of(after, later + 4000),
+            slow,
+        );
+        assert!(
+            longer.databases[0].rates.is_none(),
+            "rates across two processes"
+        );
     }
 
     /// A registry with one database, `inventory`, in `dir`; its snapshot with `live` and

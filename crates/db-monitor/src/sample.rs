@@ -25,7 +25,8 @@ pub(crate) struct DbRead {
     /// The registry's clock when it took the snapshot, in ms since the Unix epoch.
     pub(crate) taken_at_unix_ms: Option<u64>,
     /// How long the registry's process had run, in ms: smaller than at the last read means
-    /// it restarted and its counters began again at zero.
+    /// it restarted and its counters began again at zero (so does a start, `taken_at_unix_ms`
+    /// less this, that moved).
     pub(crate) uptime_ms: Option<u64>,
     /// Its health check.
     pub(crate) health: Option<HealthFacts>,

@@ -55,6 +55,10 @@ pub struct Announcement {
     pub start_time: u64,
     /// Where it listens: a loopback address (a reader skips any other).
     pub addr: SocketAddr,
+    /// Its PID namespace (the inode of `/proc/self/ns/pid`): its `pid` means that process
+    /// only there. Absent from older announcements.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<u64>,
 }
 
 /// An announcement's file: the format's name and version, then the announcement.
@@ -80,6 +84,7 @@ impl Announcement {
             pid,
             start_time,
             addr,
+            pid_ns: pid_namespace().ok(),
         })
     }
 
@@ -160,6 +165,11 @@ fn start_time(pid: u32) -> io::Result<Option<u64>> {
         .and_then(|f| f.parse().ok())
         .map(Some)
         .ok_or_else(|| io::Error::other("unexpected /proc/PID/stat"))
+}
+
+/// This process's PID namespace: the inode of `/proc/self/ns/pid`.
+fn pid_namespace() -> io::Result<u64> {
+    Ok(fs::metadata("/proc/self/ns/pid")?.ino())
 }
 
 /// This process's effective user id: the owner of `/proc/self`.
@@ -247,6 +257,12 @@ pub enum SkipReason {
         /// The owner's user id.
         owner: u32,
     },
+    /// Announced from another PID namespace (another container, say, sharing the folder):
+    /// its process id cannot be checked from here, so the file is left alone.
+    OtherPidNamespace {
+        /// The process id it named, in its own namespace.
+        pid: u32,
+    },
     /// A symbolic link, a folder or anything else that is not a regular file.
     NotAFile,
     /// It could not be read.
@@ -267,6 +283,10 @@ impl fmt::Display for SkipReason {
             }
             Self::Stale { pid, pruned: false } => write!(f, "process {pid} no longer runs"),
             Self::NotOurs { owner } => write!(f, "belongs to user {owner}"),
+            Self::OtherPidNamespace { pid } => write!(
+                f,
+                "process {pid} of another PID namespace, which cannot be checked from here"
+            ),
             Self::NotAFile => write!(f, "not a regular file"),
             Self::Unreadable(e) => write!(f, "cannot be read: {e}"),
         }
@@ -275,9 +295,10 @@ impl fmt::Display for SkipReason {
 
 impl SkipReason {
     /// Whether the file is something a user should hear about: anything but a stale
-    /// announcement, which is the ordinary trace of a process that was killed.
+    /// announcement, which is the ordinary trace of a process that was killed, and one of
+    /// another PID namespace, the ordinary trace of a container sharing the folder.
     pub fn is_suspicious(&self) -> bool {
-        !matches!(self, Self::Stale { .. })
+        !matches!(self, Self::Stale { .. } | Self::OtherPidNamespace { .. })
     }
 }
 
@@ -357,6 +378,7 @@ pub fn list_in(dir: &Path) -> Result<Listing, DiscoveryError> {
         source,
     };
     let me = uid().map_err(io_err)?;
+    let my_ns = pid_namespace().ok();
     let mut listing = Listing::default();
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
@@ -365,6 +387,11 @@ pub fn list_in(dir: &Path) -> Result<Listing, DiscoveryError> {
         }
         let path = entry.path();
         match read_one(&path, me) {
+            // Its pid names another process here, or none: neither live nor stale.
+            Ok(a) if a.pid_ns.is_some() && a.pid_ns != my_ns => listing.skipped.push(Skipped {
+                path,
+                reason: SkipReason::OtherPidNamespace { pid: a.pid },
+            }),
             Ok(a) if a.is_live() => listing.live.push(a),
             Ok(a) => {
                 let pruned = fs::remove_file(&path).is_ok();

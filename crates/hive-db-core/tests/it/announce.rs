@@ -113,6 +113,52 @@ fn unsafe_folders_are_refused() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a monitor in another PID namespace (a container sharing the folder, or
+/// `unshare --pid --mount-proc`) took every announcement for stale, since its `/proc` lists
+/// none of their processes, and removed them: the host's own monitor then found no
+/// registry. An announcement without the namespace (an older writer) is judged as before.
+#[test]
+fn an_announcement_of_another_pid_namespace_is_left_alone() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("hive-db");
+    std::fs::create_dir(&folder)?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+    let ours = std::fs::metadata("/proc/self/ns/pid")?.ino();
+    // Above the kernel's largest process id: no such process here.
+    let theirs = announcement_json("127.0.0.1:9", |v| {
+        v["pid"] = 99_999_999.into();
+        v["pid_ns"] = (ours + 1).into();
+    })?;
+    std::fs::write(folder.join("theirs.json"), theirs)?;
+    let older = announcement_json("127.0.0.1:10", |v| {
+        v["pid"] = 99_999_999.into();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("pid_ns");
+        }
+    })?;
+    std::fs::write(folder.join("older.json"), older)?;
+    let listing = discovery::list_in(&folder)?;
+    assert!(listing.live.is_empty(), "{:?}", listing.live);
+    let reasons: Vec<String> = listing.skipped.iter().map(ToString::to_string).collect();
+    assert!(
+        listing
+            .skipped
+            .iter()
+            .any(|s| s.path.ends_with("theirs.json")
+                && matches!(s.reason, SkipReason::OtherPidNamespace { pid: 99_999_999 })
+                && !s.reason.is_suspicious()),
+        "{reasons:?}"
+    );
+    assert!(folder.join("theirs.json").exists(), "removed: {reasons:?}");
+    assert!(!folder.join("older.json").exists(), "{reasons:?}");
+    // This process's own announcement carries its namespace, and is live.
+    let mine = Announcement::of_this_process("127.0.0.1:11".parse()?)?;
+    assert_eq!(mine.pid_ns, Some(ours));
+    assert!(Announcement::from_json(&mine.to_json()).is_ok_and(|a| a == mine));
+    Ok(())
+}
+
 /// Bug caught: the announcement of a killed process taken for live (a dead process id, an
 /// id now used by another process, a zombie not yet reaped), or left in the folder; or a
 /// stale one's pruning removing files that are not announcements.

@@ -14,6 +14,7 @@ const BODY_LIMIT: u64 = 32 * 1024 * 1024;
 pub(crate) struct Endpoint {
     base: String,
     agent: ureq::Agent,
+    timeout: Duration,
 }
 
 impl Endpoint {
@@ -28,6 +29,7 @@ impl Endpoint {
         Self {
             base: base.to_owned(),
             agent,
+            timeout,
         }
     }
 
@@ -44,7 +46,14 @@ impl Endpoint {
             .get(&url)
             .header("Accept", "application/json")
             .call()
-            .map_err(|e| anyhow!("cannot reach {url}: {e}"))?;
+            .map_err(|e| match e {
+                // ureq says only "timeout: global".
+                ureq::Error::Timeout(_) => anyhow!(
+                    "cannot reach {url}: no answer within {}",
+                    crate::fmt::duration(self.timeout)
+                ),
+                e => anyhow!("cannot reach {url}: {e}"),
+            })?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()

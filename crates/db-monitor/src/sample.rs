@@ -1,6 +1,7 @@
 //! One read of every source: what each endpoint and each file says now.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use hive_db_core::{Backend, DbSnapshot, HealthStatus};
@@ -104,6 +105,50 @@ pub(crate) struct Sampler {
     pub(crate) timeout: Duration,
 }
 
+/// How many sources are read at once.
+const AT_ONCE: usize = 8;
+
+/// `f` of each of `items`, in their order, run on up to [`AT_ONCE`] threads at once (this
+/// one among them, so it also works when no thread can be had); a panic in `f` is resumed
+/// here.
+fn each_at_once<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 2 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = (0..items.len()).map(|_| None).collect();
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Relaxed);
+            let Some(item) = items.get(i) else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..items.len().min(AT_ONCE))
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("db-monitor-read".to_owned())
+                    .spawn_scoped(s, work)
+                    .ok()
+            })
+            .collect();
+        let mut all = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        for (i, r) in all {
+            results[i] = Some(r);
+        }
+    });
+    results.into_iter().flatten().collect()
+}
+
 pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,16 +180,25 @@ impl Sampler {
     /// out.
     pub(crate) fn take(&self, depth: Depth) -> Sample {
         let taken_at_unix_ms = unix_ms();
-        let mut dbs = Vec::new();
-        let mut endpoint_errors = Vec::new();
         let named = self.endpoints.iter().map(|e| (e, true));
         let found = self
             .discovered
             .iter()
             .flat_map(Discovered::endpoints)
             .map(|e| (e, false));
-        for (endpoint, named) in named.chain(found) {
-            match self.read_endpoint(endpoint, depth) {
+        let endpoints: Vec<(&Endpoint, bool)> = named.chain(found).collect();
+        // Each read is bounded by the timeout, but one after another they were bounded by
+        // the timeout times the number of silent endpoints (and Ctrl-C waited as long).
+        let read = each_at_once(&endpoints, |(endpoint, _)| {
+            self.read_endpoint(endpoint, depth)
+        });
+        let looked = each_at_once(&self.files, |spec| {
+            file::look(&spec.path, self.timeout, depth.quick_check, depth.probe)
+        });
+        let mut dbs = Vec::new();
+        let mut endpoint_errors = Vec::new();
+        for ((endpoint, named), read) in endpoints.into_iter().zip(read) {
+            match read {
                 Ok(rows) => dbs.extend(rows),
                 Err(_) if !named && !Discovered::still_announced(endpoint.base()) => {}
                 Err(e) => {
@@ -171,8 +225,7 @@ impl Sampler {
                 }
             }
         }
-        for spec in &self.files {
-            let look = file::look(&spec.path, self.timeout, depth.quick_check, depth.probe);
+        for (spec, look) in self.files.iter().zip(looked) {
             dbs.push(DbRead {
                 source: "file".to_owned(),
                 name: spec.name.as_str().to_owned(),
@@ -248,5 +301,42 @@ impl Sampler {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Bug caught: sources read one after another, so a sample took the timeout once per
+    /// silent endpoint (three stopped registries: 15 s a sample at a 5 s timeout, and Ctrl-C
+    /// waited as long). Each call here waits until all three are running at once, which
+    /// only reads side by side ever see; answers keep the sources' order.
+    #[test]
+    fn sources_are_read_side_by_side_in_their_order() {
+        let entered = Mutex::new(0_usize);
+        let all_in = Condvar::new();
+        let items = [10, 20, 30];
+        let answers = each_at_once(&items, |item| {
+            let mut n = entered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *n += 1;
+            all_in.notify_all();
+            let (n, waited) = all_in
+                .wait_timeout_while(n, Duration::from_secs(10), |n| *n < items.len())
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (*item, *n == items.len() && !waited.timed_out())
+        });
+        assert_eq!(answers, [(10, true), (20, true), (30, true)]);
+        // More sources than threads: every one answered, in order.
+        let many: Vec<usize> = (0..50).collect();
+        assert_eq!(
+            each_at_once(&many, |i| i * 2),
+            (0..50).map(|i| i * 2).collect::<Vec<_>>()
+        );
     }
 }

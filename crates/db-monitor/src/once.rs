@@ -41,7 +41,7 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
             .iter()
             .filter(|f| f.status == hive_db_core::HealthStatus::Unhealthy)
         {
-            output::diag(&format!("{}: {}", d.name, f.message));
+            output::diag(&format!("{}: {}", report.label(d), f.message));
         }
     }
     let text = if cli.json {

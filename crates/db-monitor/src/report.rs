@@ -30,7 +30,28 @@ pub struct Report {
     pub databases: Vec<DbReport>,
 }
 
+/// `name`, and `@host:port` of its `source` when there are several sources (a file's
+/// source is its path, shown apart).
+pub(crate) fn label(name: &str, source: &str, many_sources: bool) -> String {
+    if many_sources && source != "file" {
+        format!("{name} @{}", source.trim_start_matches("http://"))
+    } else {
+        name.to_owned()
+    }
+}
+
 impl Report {
+    /// How a database is named for people: its name, and with databases from several
+    /// endpoints its endpoint too (`inventory @127.0.0.1:9187`), so that two registries'
+    /// databases of one name are told apart in every table, line and finding.
+    pub(crate) fn label(&self, d: &DbReport) -> String {
+        let many_sources = self
+            .databases
+            .iter()
+            .any(|other| other.source != self.databases[0].source);
+        label(&d.name, &d.source, many_sources)
+    }
+
     /// The worst status of any database (healthy without databases).
     pub fn status(&self) -> HealthStatus {
         self.databases
@@ -396,6 +417,47 @@ mod tests {
             }],
             endpoint_errors: Vec::new(),
         }
+    }
+
+    /// Bug caught: two registries with a database of one name could not be told apart
+    /// outside the pools table: counters, latency, findings and the one-shot's lines all
+    /// said "inventory", whichever registry it was.
+    #[test]
+    fn databases_of_one_name_in_two_registries_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new();
+        let name = DbName::new("inventory").unwrap();
+        let config = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        registry
+            .register(&name, dir.path().join("i.db"), config)
+            .unwrap();
+        let mut sample = read_of(registry.stats(), 1000);
+        let mut other = sample.dbs[0].clone();
+        other.source = "http://127.0.0.1:2".to_owned();
+        other.health = Some(HealthFacts {
+            status: HealthStatus::Unhealthy,
+            latency_ms: 1.0,
+            error: Some("the file is gone".to_owned()),
+        });
+        sample.dbs.push(other);
+        let report = build(None, &sample, Duration::from_secs(1));
+        let findings = crate::table::findings(&report);
+        assert!(findings.contains("inventory @127.0.0.1:2: "), "{findings}");
+        let full = crate::table::full(&report, Some(200));
+        for label in ["inventory @127.0.0.1:1", "inventory @127.0.0.1:2"] {
+            // The pools table, the counters and the three latency rows name each.
+            assert!(full.matches(label).count() >= 5, "{label} in:\n{full}");
+        }
+        // One registry: the name alone.
+        let one = build(
+            None,
+            &read_of(registry.stats(), 1000),
+            Duration::from_secs(1),
+        );
+        assert_eq!(one.label(&one.databases[0]), "inventory");
     }
 
     /// Bug caught: rates across an application restart (counters back at zero and grown

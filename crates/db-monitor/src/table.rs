@@ -23,27 +23,10 @@ fn table(header: &[&str], width: Option<u16>) -> Table {
     t
 }
 
-/// The label of a database in tables: its name, and its endpoint when there are several
-/// sources.
-fn label(d: &DbReport, many_sources: bool) -> String {
-    if many_sources && d.source != "file" {
-        format!("{} @{}", d.name, d.source.trim_start_matches("http://"))
-    } else {
-        d.name.clone()
-    }
-}
-
 /// Pool state, health and rates: the part the live view redraws.
 pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
-    let many = report
-        .databases
-        .iter()
-        .map(|d| &d.source)
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-        > 1;
     if report.databases.iter().all(|d| d.pool.is_none()) {
-        return files(report, many, width);
+        return files(report, width);
     }
     let mut tables = PoolTables::new(width);
     for d in &report.databases {
@@ -51,7 +34,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let pool = d.pool.as_ref().map(|p| Total::of(p, d.rates.as_ref()));
         let p99 = d.rates.as_ref().and_then(|r| r.acquire_wait_p99_ms);
         tables.add(
-            label(d, many),
+            report.label(d),
             engine(d),
             status::word(d.status()),
             pool.as_ref(),
@@ -77,11 +60,11 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
 }
 
 /// Files only: no pool to show, only how each answered.
-fn files(report: &Report, many: bool, width: Option<u16>) -> String {
+fn files(report: &Report, width: Option<u16>) -> String {
     let mut t = table(&["db", "status", "health", "note"], width);
     for d in &report.databases {
         t.add_row(vec![
-            label(d, many),
+            report.label(d),
             status::word(d.status()).to_owned(),
             health(d),
             d.findings
@@ -210,7 +193,7 @@ pub(crate) fn findings(report: &Report) -> String {
             out.push_str(&format!(
                 "{:<9} {}: {}\n",
                 status::word(f.status).to_uppercase(),
-                d.name,
+                report.label(d),
                 f.message
             ));
         }
@@ -291,7 +274,7 @@ fn counters(report: &Report, width: Option<u16>) -> Option<Table> {
             continue;
         };
         t.add_row(vec![
-            d.name.clone(),
+            report.label(d),
             lat.acquire_wait.count.to_string(),
             tot.acquires_waited.to_string(),
             tot.acquire_timeouts.to_string(),
@@ -332,7 +315,7 @@ fn latencies(report: &Report, width: Option<u16>) -> Option<Table> {
             ("hold time", &lat.hold_time),
             ("writer wait", &lat.writer_wait),
         ] {
-            t.add_row(latency_row(&d.name, what, p));
+            t.add_row(latency_row(&report.label(d), what, p));
         }
     }
     (t.row_count() > 0).then_some(t)
@@ -374,7 +357,7 @@ fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
             .path
             .as_ref()
             .map_or(DASH.to_owned(), |p| p.display().to_string());
-        let mut row = vec![d.name.clone(), path];
+        let mut row = vec![report.label(d), path];
         match &d.sqlite {
             Some(s) => row.extend(sqlite_cells(s)),
             None => row.resize(9, DASH.to_owned()),
@@ -535,7 +518,7 @@ fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
     for d in &report.databases {
         let Some(p) = &d.probe else { continue };
         t.add_row(vec![
-            d.name.clone(),
+            report.label(d),
             format!("{} for {:.1}s", p.what, p.seconds),
             fmt::rate(p.per_second()),
             p.ops.to_string(),

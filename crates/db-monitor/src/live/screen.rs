@@ -125,7 +125,7 @@ fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
             let last = t.trend.back().copied().unwrap_or(0.0);
             text.push_str(&format!(
                 "  {:<16} {} {}/s\n",
-                d.name,
+                report.label(d),
                 sparkline(&t.trend),
                 fmt::rate(last)
             ));

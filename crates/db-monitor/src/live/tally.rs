@@ -109,8 +109,11 @@ impl Tallies {
         );
         let mut keys: Vec<_> = self.0.keys().collect();
         keys.sort();
+        // Two registries' databases of one name told apart, as in the tables.
+        let many_sources = keys.iter().any(|k| k.0 != keys[0].0);
         for key in keys {
-            out.push_str(&self.0[key].line(&key.1));
+            let label = crate::report::label(&key.1, &key.0, many_sources);
+            out.push_str(&self.0[key].line(&label));
         }
         out
     }

@@ -98,6 +98,25 @@ pub(crate) fn look(
         r.get::<_, i64>(0)
     });
     if let Err(e) = schema {
+        // A WAL file read-only needs its -shm, which the last connection removed on a clean
+        // close, and this user may not make one in the folder: nothing says the database is
+        // unwell, only that it cannot be looked at from here until the application opens it.
+        if e.sqlite_error_code() == Some(ErrorCode::ReadOnly) && !beside(path, "-shm").exists() {
+            return FileLook {
+                facts: None,
+                health: HealthFacts {
+                    status: HealthStatus::Degraded,
+                    latency_ms: ms(start.elapsed()),
+                    error: Some(format!(
+                        "cannot check {}: it is in WAL mode with no -shm beside it (no \
+                         connection has it open) and this user may not create one in its \
+                         folder",
+                        path.display()
+                    )),
+                },
+                probe: None,
+            };
+        }
         return down(describe("read", path, &e));
     }
     let read_latency = start.elapsed();
@@ -129,6 +148,16 @@ fn not_opened(path: &Path, e: &rusqlite::Error) -> String {
         Ok(m) if m.is_dir() => format!("{} is a folder, not a database", path.display()),
         Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
             format!("database file {} does not exist", path.display())
+        }
+        // SQLite says only "unable to open database file"; the kernel says why. (A plain
+        // open and close, on the failure path only: this process holds no lock there.)
+        _ if std::fs::File::open(path)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+        {
+            format!(
+                "cannot open {}: permission denied (this user may not read it)",
+                path.display()
+            )
         }
         _ => describe("open", path, e),
     }
@@ -185,6 +214,13 @@ fn open(path: &Path, access: OpenFlags, timeout: Duration) -> rusqlite::Result<C
     Ok(conn)
 }
 
+/// `path` with `suffix` added to its name (`-wal`, `-shm`).
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// One line naming what failed, on which file, and SQLite's reason.
 fn describe(what: &str, path: &Path, e: &rusqlite::Error) -> String {
     let p = path.display();
@@ -201,11 +237,9 @@ fn describe(what: &str, path: &Path, e: &rusqlite::Error) -> String {
 fn read_facts(conn: &Connection, path: &Path) -> rusqlite::Result<FileFacts> {
     let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
     let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
     Ok(FileFacts {
         file_bytes: len(path),
-        wal_bytes: len(Path::new(&wal)),
+        wal_bytes: len(&beside(path, "-wal")),
         page_size: u64::try_from(pragma("page_size")?).unwrap_or(0),
         page_count: u64::try_from(pragma("page_count")?).unwrap_or(0),
         freelist_count: u64::try_from(pragma("freelist_count")?).unwrap_or(0),

@@ -311,3 +311,50 @@ fn config_file_lists_databases() -> TestResult {
     assert_eq!(names, ["alpha", "beta"]);
     Ok(())
 }
+
+/// Bug caught, as a user without write rights (the monitor dropped to nobody, databases
+/// owned by root): a file it may not read said only SQLite's "unable to open database
+/// file", and a WAL database the application had closed cleanly (no `-shm`, which a
+/// read-only look needs and may not create in the folder) was UNHEALTHY, a false alert
+/// whenever the application was stopped. Skipped unless root (the CI runs as root).
+#[test]
+fn permission_problems_say_so_and_an_unreadable_wal_file_is_not_unhealthy() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = std::process::Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: dropping privileges needs root (the CI runs as root)");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    mode(dir.path(), 0o755)?;
+    let bin = dir.path().join("db-monitor");
+    std::fs::copy(env!("CARGO_BIN_EXE_db-monitor"), &bin)?;
+    mode(&bin, 0o755)?;
+    let (closed, unreadable) = (dir.path().join("closed.db"), dir.path().join("secret.db"));
+    make_db(&closed, 3)?;
+    make_db(&unreadable, 3)?;
+    assert!(!Path::new(&format!("{}-shm", closed.display())).exists());
+    mode(&closed, 0o644)?;
+    mode(&unreadable, 0o000)?;
+    let as_nobody = |path: &Path| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&bin)
+            .arg("--db")
+            .arg(format!("x={}", path.display()))
+            .env("HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        run(&mut cmd)
+    };
+    let r = as_nobody(&unreadable)?;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+    let r = as_nobody(&closed)?;
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains("no -shm"), "{}", r.stdout);
+    Ok(())
+}

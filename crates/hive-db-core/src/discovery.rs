@@ -362,7 +362,7 @@ pub fn list() -> Result<Listing, DiscoveryError> {
 }
 
 /// [`list`] for the folder `dir`. Files whose names start with `.` (an announcement being
-/// written) are passed over in silence.
+/// written) are passed over in silence, and removed when their writer abandoned them.
 ///
 /// # Errors
 ///
@@ -383,6 +383,7 @@ pub fn list_in(dir: &Path) -> Result<Listing, DiscoveryError> {
     for entry in fs::read_dir(dir).map_err(io_err)? {
         let entry = entry.map_err(io_err)?;
         if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            prune_if_abandoned(&entry.path(), me);
             continue;
         }
         let path = entry.path();
@@ -408,6 +409,40 @@ pub fn list_in(dir: &Path) -> Result<Listing, DiscoveryError> {
         .sort_by_key(|a| (a.pid, a.addr.port(), a.addr.ip()));
     listing.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(listing)
+}
+
+/// How old an announcement being written (`.PID-PORT.json.tmp`) must be before a reader
+/// may take it for abandoned: writing one takes microseconds.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes `path` if it is an announcement being written (`.PID-PORT.json.tmp`, this
+/// user's regular file) that its writer abandoned: no process of that id runs here and it
+/// is older than [`ABANDONED_AFTER`] (the age keeps a writer of another PID namespace, whose
+/// id means nothing here, from losing its file mid-write). A process killed while writing
+/// left it for good otherwise.
+fn prune_if_abandoned(path: &Path, me: u32) {
+    let Some(pid) = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.strip_suffix(".json.tmp"))
+        .and_then(|n| n.split_once('-'))
+        .and_then(|(pid, port)| port.parse::<u16>().ok().and(pid.parse::<u32>().ok()))
+    else {
+        return;
+    };
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > ABANDONED_AFTER);
+    if meta.file_type().is_file() && meta.uid() == me && old && matches!(start_time(pid), Ok(None))
+    {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// One file of the folder, checked: a regular file of this user (`me`), not a link, read

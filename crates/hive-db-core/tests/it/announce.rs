@@ -113,6 +113,39 @@ fn unsafe_folders_are_refused() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: an announcement being written (`.PID-PORT.json.tmp`) by a process killed
+/// mid-write stayed in the folder for good. One whose process is gone and that is older
+/// than a minute is removed; a fresh one, or one of a running process, stays.
+#[test]
+fn an_abandoned_announcement_being_written_is_removed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let folder = dir.path().join("hive-db");
+    std::fs::create_dir(&folder)?;
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))?;
+    let made = |name: &str, age: Duration| -> anyhow::Result<std::path::PathBuf> {
+        let path = folder.join(name);
+        let file = std::fs::File::create(&path)?;
+        file.set_modified(std::time::SystemTime::now() - age)?;
+        Ok(path)
+    };
+    // Above the kernel's largest process id: no such process.
+    let abandoned = made(".99999999-9187.json.tmp", Duration::from_secs(120))?;
+    let fresh = made(".99999999-9188.json.tmp", Duration::ZERO)?;
+    let running = made(
+        &format!(".{}-9189.json.tmp", std::process::id()),
+        Duration::from_secs(120),
+    )?;
+    let other = made(".notes.tmp", Duration::from_secs(120))?;
+    let listing = discovery::list_in(&folder)?;
+    assert!(
+        listing.live.is_empty() && listing.skipped.is_empty(),
+        "{listing:?}"
+    );
+    assert!(!abandoned.exists(), "the abandoned file stayed");
+    assert!(fresh.exists() && running.exists() && other.exists());
+    Ok(())
+}
+
 /// Bug caught: a monitor in another PID namespace (a container sharing the folder, or
 /// `unshare --pid --mount-proc`) took every announcement for stale, since its `/proc` lists
 /// none of their processes, and removed them: the host's own monitor then found no

@@ -33,6 +33,13 @@ pub(crate) struct Settings {
 /// A file that cannot be read, is empty, truncated, or not a db-monitor recording of this
 /// report version; a terminal that cannot be set up.
 pub(crate) fn run(path: &Path, settings: Settings) -> Result<u8> {
+    // A device or FIFO has no end to read to (`/dev/zero` filled memory until it ran out).
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        anyhow::bail!(
+            "cannot read the recording {}: not a regular file",
+            path.display()
+        );
+    }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the recording {}", path.display()))?;
     let samples = parse(&text).with_context(|| format!("cannot replay {}", path.display()))?;

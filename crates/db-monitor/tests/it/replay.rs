@@ -129,10 +129,15 @@ fn replay_piped_gives_the_json_lines_back() -> TestResult {
 /// Bug caught: a recording cut off in the middle of a line (the monitor killed while
 /// writing) replayed as if whole or refused without saying so; a file that is not a
 /// recording (another program's JSON, text, a newer report version) replayed as empty
-/// samples instead of exit 3 with what is wrong.
+/// samples instead of exit 3 with what is wrong; a device read without end.
 #[test]
 fn truncated_and_foreign_files_exit_3() -> TestResult {
     let dir = tempfile::tempdir()?;
+    // A device: read to its end, it filled memory until the process was killed.
+    let r = run(monitor(dir.path()).arg("--replay").arg("/dev/zero"))?;
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+
     let (history, lines) = record(dir.path())?;
     let text = std::fs::read_to_string(&history)?;
     let cut = dir.path().join("cut.jsonl");

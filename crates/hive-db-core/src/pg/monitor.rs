@@ -120,13 +120,15 @@ impl Servers {
                     Some(cause) => Err(refused(target, cause, None)),
                     None => Ok(()),
                 },
-                Err(e) => match refusal(&e) {
+                Err(Failed::Pg(e)) => match refusal(&e) {
                     Some(cause) => Err(refused(target, cause, Some(e))),
                     None if primary && no_writable_host(&e) => {
                         Err(refused(target, Refusal::NotWritable, Some(e)))
                     }
                     None => Ok(()),
                 },
+                // Not reachable now: judged by the pool's wait, or down until it answers.
+                Err(Failed::Silent | Failed::NoThread(_)) => Ok(()),
             }
         };
         let configs = self.monitor_configs();
@@ -193,7 +195,7 @@ impl Servers {
                 ok
             }
             Err(e) => {
-                let why = error_chain(&e);
+                let why = e.why();
                 let mut state = lock(&self.primary_state);
                 if state.error.is_none() {
                     tracing::warn!(db = %self.primary.info().name, error = %why, "the primary cannot be reached");
@@ -211,7 +213,7 @@ impl Servers {
                         .flatten();
                     replica.measured(m, lag);
                 }
-                Err(e) => replica.down(error_chain(&e)),
+                Err(e) => replica.down(e.why()),
             }
         }
     }
@@ -238,26 +240,66 @@ impl Servers {
     }
 }
 
-/// Measures the server of `config` on `client`, connecting it first when needed; a failure
-/// drops the connection, so the next round connects again.
-/// How long the monitor waits for a server's answer to a round trip before it counts the
-/// server unreachable for the round (and drops its client).
+/// How long the monitor waits for a server's answer before it counts the server
+/// unreachable for the round (and gives its client up).
 const ROUND_TRIP: Duration = Duration::from_secs(5);
 
-fn measure(
-    config: &postgres::Config,
-    client: &mut Option<Client>,
-) -> Result<Measured, postgres::Error> {
-    let c = match client {
+/// Why a measure failed.
+enum Failed {
+    /// The client's error: connecting, or the facts query.
+    Pg(postgres::Error),
+    /// No answer within [`ROUND_TRIP`].
+    Silent,
+    /// No thread to ask on.
+    NoThread(std::io::Error),
+}
+
+impl Failed {
+    /// One line saying why, with the client's causes.
+    fn why(&self) -> String {
+        match self {
+            Self::Pg(e) => error_chain(e),
+            Self::Silent => format!(
+                "no answer within {}s: the server stopped answering",
+                ROUND_TRIP.as_secs()
+            ),
+            Self::NoThread(e) => format!("no thread to ask the server on: {e}"),
+        }
+    }
+}
+
+/// Measures the server of `config` on `client`, connecting it first when needed (the
+/// connect has its own timeout). The facts query runs on a thread of its own, waited for up
+/// to [`ROUND_TRIP`]: the sync client has no bound on a query, and a server that stops
+/// answering (a frozen backend, whose kernel still acknowledges; a network that drops
+/// packets) would hold the monitor for good, its last facts reported as current. A client
+/// given up stays with that thread, which ends (dropping it) when the server answers or the
+/// socket dies; a failure drops the client, so the next round connects again.
+fn measure(config: &postgres::Config, client: &mut Option<Client>) -> Result<Measured, Failed> {
+    let mut c = match client.take() {
         Some(c) if !c.is_closed() => c,
-        _ => client.insert(config.connect(NoTls)?),
+        _ => config.connect(NoTls).map_err(Failed::Pg)?,
     };
-    // The facts query has no bound of its own: a server that stopped answering (a frozen
-    // backend, whose kernel still acknowledges) would hold it, and the monitor with it, for
-    // good, its last facts reported as current. A bounded round trip goes first.
-    c.is_valid(ROUND_TRIP)
-        .and_then(|()| Measured::query(c))
-        .inspect_err(|_| close_aside(client.take()))
+    let (done, answer) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("hive-pg-measure".to_owned())
+        .spawn(move || {
+            let measured = Measured::query(&mut c);
+            // The monitor gave up waiting: the client goes with this thread.
+            let _ = done.send((c, measured));
+        })
+        .map_err(Failed::NoThread)?;
+    match answer.recv_timeout(ROUND_TRIP) {
+        Ok((c, Ok(m))) => {
+            *client = Some(c);
+            Ok(m)
+        }
+        Ok((c, Err(e))) => {
+            close_aside(Some(c));
+            Err(Failed::Pg(e))
+        }
+        Err(_) => Err(Failed::Silent),
+    }
 }
 
 /// Drops `client` on a thread of its own: dropping a client waits for its connection to

@@ -674,8 +674,8 @@ fn the_monitor_gets_past_a_frozen_backend() -> TestResult {
     let url = server()?.fresh_db()?;
     let registry = Registry::new();
     let name = DbName::new("pg-monitor-frozen")?;
-    // A round a second, and the backend stopped just after one: while the monitor waits for
-    // its next round, not in the middle of the facts query, which has no bound (see F21).
+    // A round a second, and the backend stopped just after one: the next round's facts
+    // query meets it, and must give it up at its 5 s bound.
     let config = PgConfig {
         monitor_interval: Duration::from_secs(1),
         ..config(1, 0)

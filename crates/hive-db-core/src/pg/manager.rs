@@ -10,7 +10,7 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use crate::error::{Error, Result};
-use crate::pool::{DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
+use crate::pool::{Closing, DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
 
 /// A pooled PostgreSQL client.
 pub(super) type PgConn = HiveConn<PgClient>;
@@ -33,6 +33,11 @@ impl PgClient {
     fn new(client: Client) -> Self {
         Self(Some(Box::new(client)))
     }
+}
+
+/// Nothing to do before the close: its drop does the closing.
+impl Closing for PgClient {
+    fn closing(&mut self, _: &DbInfo) {}
 }
 
 impl Deref for PgClient {

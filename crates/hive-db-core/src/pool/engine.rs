@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::manager::HiveConn;
+use super::manager::{Closing, HiveConn};
 
 /// What a pool needs of an engine beyond r2d2's manager: the check of a connection that sat
 /// idle past `validate_after_idle`, and the check of a returned one.
@@ -11,7 +11,7 @@ pub(crate) trait Engine:
     r2d2::ManageConnection<Connection = HiveConn<Self::Conn>, Error = crate::error::Error>
 {
     /// The engine's connection, kept in a [`HiveConn`].
-    type Conn: Send + 'static;
+    type Conn: Closing + Send + 'static;
 
     /// The most r2d2 waits between two attempts to open a connection after a failure is
     /// half of this (it doubles the pause from 400 ms up to that). `None`: the database's

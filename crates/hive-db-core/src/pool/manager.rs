@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
+use super::info::DbInfo;
 use super::session;
 use super::shared::{Permanent, PoolShared};
 use super::slot::ConnSlot;
@@ -20,9 +21,29 @@ use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What an engine's connection does as its pool closes it, just before it is dropped.
+pub(crate) trait Closing {
+    /// Called once, as the pooled connection holding it is dropped.
+    fn closing(&mut self, info: &DbInfo);
+}
+
+impl Closing for Box<Connection> {
+    /// When the file at the path is no longer the one this connection has open (renamed,
+    /// replaced, deleted), copies the WAL into the file it has open and empties it first.
+    /// SQLite skips the last connection's checkpoint for a moved file and leaves the `-wal`
+    /// at the old path: the renamed file lost the commits still in it, and whatever file
+    /// came to the path (a restore by `mv`) replayed them over its own content. One `stat`
+    /// per close; connections close rarely.
+    fn closing(&mut self, info: &DbInfo) {
+        if info.check_file().is_err() {
+            let _ = self.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+}
+
 /// A pooled connection (SQLite's by default; the `postgres` feature's pool keeps its clients
 /// in it too) with what the pool needs to know about it.
-pub(crate) struct HiveConn<C = Box<Connection>> {
+pub(crate) struct HiveConn<C: Closing = Box<Connection>> {
     /// Boxed for SQLite: r2d2 moves its connections by value on every checkout and return,
     /// and a `rusqlite::Connection` is about 200 bytes.
     pub(crate) conn: C,
@@ -46,7 +67,7 @@ pub(crate) struct HiveConn<C = Box<Connection>> {
     pub(crate) checked_clean: bool,
 }
 
-impl<C> std::fmt::Debug for HiveConn<C> {
+impl<C: Closing> std::fmt::Debug for HiveConn<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HiveConn")
             .field("db", &self.shared.info().name)
@@ -55,7 +76,7 @@ impl<C> std::fmt::Debug for HiveConn<C> {
     }
 }
 
-impl<C> HiveConn<C> {
+impl<C: Closing> HiveConn<C> {
     /// A connection just opened for the pool of `shared`: counted, given a slot and an id.
     pub(crate) fn opened(conn: C, shared: &Arc<PoolShared>) -> Self {
         let id = NEXT_CONN_ID.fetch_add(1, Relaxed);
@@ -140,8 +161,9 @@ impl<C> HiveConn<C> {
     }
 }
 
-impl<C> Drop for HiveConn<C> {
+impl<C: Closing> Drop for HiveConn<C> {
     fn drop(&mut self) {
+        self.conn.closing(self.shared.info());
         let shared = &self.shared;
         let reason = self.discard.unwrap_or_else(|| {
             if shared.is_closed() {
@@ -254,7 +276,7 @@ impl HiveManager {
 /// ours: counted as a connect in progress (for `close`), refused once the pool is closed, a
 /// panic in `open` turned into an error (one escaping into r2d2's worker would leak the pending
 /// slot for good), and a failure recorded for the callers that wait.
-pub(crate) fn connect_guarded<C, E>(
+pub(crate) fn connect_guarded<C: Closing, E>(
     shared: &Arc<PoolShared>,
     open: impl FnOnce() -> std::result::Result<C, E>,
     failed: impl FnOnce(E) -> Error,

@@ -44,9 +44,9 @@ pub(crate) use info::DbInfo;
 #[cfg(feature = "async")]
 pub(crate) use maintenance::on_tick;
 #[cfg(feature = "postgres")]
-pub(crate) use manager::HiveConn;
-#[cfg(feature = "postgres")]
 pub(crate) use manager::connect_guarded;
+#[cfg(feature = "postgres")]
+pub(crate) use manager::{Closing, HiveConn};
 pub(crate) use shared::PoolShared;
 
 use crate::clock::deadline;

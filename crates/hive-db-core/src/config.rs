@@ -142,7 +142,10 @@ impl DbConfig {
     ///
     /// [`Error::InvalidEnv`] naming the first variable whose value does not parse.
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(|var| std::env::var(var).ok())
+        // A value that is not UTF-8 is read with U+FFFD for what is not, so that it fails to
+        // parse by name: `std::env::var(..).ok()` took it for a variable not set, and the
+        // default silently stood in for it.
+        Self::from_lookup(|var| std::env::var_os(var).map(|v| v.to_string_lossy().into_owned()))
     }
 
     /// Like [`DbConfig::from_env`], reading variables through `lookup` (for tests and for

@@ -144,7 +144,16 @@ pub(crate) fn check_all(pools: Vec<OpenDb>, timeout: Duration) -> HealthReport {
                     if left.is_zero() {
                         break;
                     }
-                    let result = pool.check(left);
+                    // A panic in a check is that database's error, said as one, and the
+                    // thread goes on to the next (it was reported as "no answer").
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.check(left)))
+                            .unwrap_or_else(|panic| {
+                                Err(format!(
+                                    "the check panicked: {}",
+                                    crate::sync::panic_message(&*panic)
+                                ))
+                            });
                     // The receiver may have given up on us; that is fine.
                     if tx.send((i, result)).is_err() {
                         break;
@@ -236,14 +245,19 @@ type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 /// probe holding a connection while it waits for the lane would wait for a writer that holds
 /// the lane and waits for a connection (every other one busy), each until the probe's
 /// deadline, and the report would blame the lane.
+/// The largest busy timeout SQLite takes.
+const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let deadline = deadline(start, timeout);
     let db = &pool.info().name;
+    // At most SQLite's largest busy timeout (milliseconds in an `i32`, about 24.8 days):
+    // past it rusqlite panics, on the check's thread, and the report blamed the database.
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1))
+            .clamp(Duration::from_millis(1), MAX_BUSY_TIMEOUT)
     };
     let site = Location::caller();
     pool.info().check_file().map_err(|e| error_chain(&e))?;

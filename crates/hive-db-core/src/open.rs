@@ -44,7 +44,13 @@ pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
 ///
 /// The rusqlite error of the first PRAGMA that fails.
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
-    conn.busy_timeout(config.busy_timeout)?;
+    // At most SQLite's largest (milliseconds in an `i32`): past it rusqlite panics.
+    // `DbConfig::validate` refuses more; this is for a caller that did not validate.
+    conn.busy_timeout(
+        config
+            .busy_timeout
+            .min(std::time::Duration::from_millis(i32::MAX as u64)),
+    )?;
     // No `writable_schema` edits of `sqlite_schema` and no other file-corrupting SQL.
     conn.set_db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.wal_hook(Some(wal_hook));
@@ -103,9 +109,12 @@ const STATEMENT_CACHE: usize = 64;
 ///
 /// # Errors
 ///
-/// [`Error::Open`] for permanent causes (not a database, permission, read-only, missing),
-/// [`Error::Sqlite`] for anything else; both name `db`.
+/// [`Error::InvalidConfig`] for settings `register` refuses; [`Error::Open`] for permanent
+/// causes (not a database, permission, read-only, missing), [`Error::Sqlite`] for anything
+/// else; all name `db`.
 pub fn open_connection(db: &DbName, path: &Path, config: &DbConfig) -> Result<Connection> {
+    // Settings `register` refuses would panic here (a busy timeout past SQLite's limit).
+    config.validate(db)?;
     let conn = open_file(path).map_err(|e| classify_open(db, path, "open", e))?;
     configure_connection(&conn, config).map_err(|e| classify_open(db, path, "configure", e))?;
     Ok(conn)
@@ -202,11 +211,13 @@ pub struct PreparedDatabase {
 ///
 /// # Errors
 ///
-/// [`Error::Open`] when the path is a folder, a symbolic link, a FIFO, socket or device,
+/// [`Error::InvalidConfig`] for settings `register` refuses; [`Error::Open`] when the path
+/// is a folder, a symbolic link, a FIFO, socket or device,
 /// missing (and may not be created), not a database, read-only (also when its folder is) or
 /// not permitted; [`Error::JournalMode`] when SQLite will not use WAL; [`Error::Io`] when the
 /// file or folder cannot be created.
 pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<PreparedDatabase> {
+    config.validate(db)?;
     let open_err = |cause, source: Option<Box<dyn std::error::Error + Send + Sync>>| Error::Open {
         db: db.clone(),
         path: path.to_path_buf(),
@@ -367,6 +378,38 @@ mod tests {
 
     fn pragma_i64(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
         conn.pragma_query_value(None, name, |r| r.get(0))
+    }
+
+    /// Bug caught: the public `prepare_database` and `open_connection` panicked (in
+    /// rusqlite's `busy_timeout`, "too big") on settings `register` refuses by name, and
+    /// `configure_connection` with them too.
+    #[test]
+    fn settings_register_refuses_are_refused_here_too() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let db = DbName::new("huge")?;
+        let path = dir.path().join("huge.db");
+        let huge = DbConfig {
+            create_if_missing: true,
+            busy_timeout: std::time::Duration::from_secs(30 * 86_400),
+            ..DbConfig::default()
+        };
+        assert!(matches!(
+            prepare_database(&db, &path, &huge),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let ok = DbConfig {
+            create_if_missing: true,
+            ..DbConfig::default()
+        };
+        prepare_database(&db, &path, &ok)?;
+        assert!(matches!(
+            open_connection(&db, &path, &huge),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let conn = open_connection(&db, &path, &ok)?;
+        configure_connection(&conn, &huge)?;
+        assert_eq!(pragma_i64(&conn, "busy_timeout")?, i64::from(i32::MAX));
+        Ok(())
     }
 
     /// Bug caught: fallback and pooled connections getting different settings,

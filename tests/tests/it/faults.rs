@@ -1048,6 +1048,33 @@ fn zero_timeout_arguments_work() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bug caught: a `HIVE_DB_*` value that is not UTF-8 taken for a variable not set, the
+/// default silently standing in for it (`std::env::var(..).ok()`); it must be `InvalidEnv`
+/// naming the variable, as any value that does not parse.
+#[test]
+fn an_env_value_that_is_not_utf8_is_refused_by_name() -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let run = |value: &std::ffi::OsStr| {
+        run_bounded(
+            Command::new(CHILD)
+                .arg("from-env")
+                .env("HIVE_DB_MAX_CONNECTIONS", value),
+            NO_HANG,
+        )
+    };
+    let out = run(std::ffi::OsStr::from_bytes(b"\xff7"))?;
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        out.value("from-env"),
+        "InvalidEnv:HIVE_DB_MAX_CONNECTIONS",
+        "{out:?}"
+    );
+    // The same variable, readable: taken.
+    let out = run(std::ffi::OsStr::new("7"))?;
+    assert_eq!(out.value("from-env"), "ok max_size 7", "{out:?}");
+    Ok(())
+}
+
 /// Bug caught: a `Duration::MAX` timeout argument panicking on `Instant + timeout` instead of
 /// meaning "no deadline" (or being clamped).
 #[test]

@@ -8,7 +8,9 @@ use hive_db_core::{PgConfig, Registry};
 use super::cells::Moved;
 use super::cli::{Args, Progress};
 use super::failure::{Context, Failure, fail};
-use super::source::{CARRIED, carried, extra_columns, open_source, sqlite_tables, stage};
+use super::source::{
+    CARRIED, autoincrement_mark, carried, extra_columns, open_source, sqlite_tables, stage,
+};
 use super::target::{
     Column, SKIPPED, copy_table, dependency_order, ident, read_back, reset_identity, target_tables,
 };
@@ -88,7 +90,7 @@ pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failur
     let mut moved = Vec::new();
     for (table, columns) in &moving {
         let copied = copy_table(&source, &mut tx, table, columns, args.batch, progress)?;
-        reset_identity(&mut tx, table)?;
+        reset_identity(&mut tx, table, autoincrement_mark(&source, table)?)?;
         let back = read_back(&mut tx, table, columns)?;
         if back != copied {
             return fail(format!(
@@ -306,6 +308,76 @@ mod tests {
             "{:?}",
             counts(&url)?
         );
+        Ok(())
+    }
+
+    /// A small EcoSystemiser SQLite database in `dir` with `events` events; its path.
+    fn small_source(dir: &Path, events: usize) -> anyhow::Result<PathBuf> {
+        let path = dir.join("small.db");
+        let registry = Registry::new();
+        let db = EcoDb::with_registry(&registry, &Settings::new(&path))?;
+        let store = EventStore::new(&db);
+        for e in 0..events {
+            store.publish(&Event::new("t", "s", serde_json::json!(e)))?;
+        }
+        drop((store, db));
+        registry.close_all(std::time::Duration::from_secs(5));
+        Ok(path)
+    }
+
+    fn args(from: &Path, to: &str) -> Args {
+        Args {
+            from: from.to_path_buf(),
+            to: to.to_owned(),
+            replace: false,
+            batch: 10_000,
+        }
+    }
+
+    /// Bug caught: the source's tables were listed with `NOT LIKE 'sqlite_%'`, where `_`
+    /// matches any character, so a table of someone's named `sqlitebackup` was taken for
+    /// SQLite's own: neither moved nor refused, and the move reported success.
+    #[test]
+    fn a_table_whose_name_only_looks_like_sqlites_own_is_refused() -> anyhow::Result<()> {
+        hive_pg_harness::require_postgres!();
+        let dir = tempfile::tempdir()?;
+        let path = small_source(dir.path(), 1)?;
+        open_connection(&DbName::new("ecosystemiser")?, &path, &DbConfig::default())?
+            .execute_batch(
+                "CREATE TABLE sqlitebackup (x TEXT); INSERT INTO sqlitebackup VALUES ('kept');",
+            )?;
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        let moved = run(&args(&path, &url), &Progress::new(false));
+        match moved {
+            Err(e) => assert!(e.to_string().contains("sqlitebackup"), "{e}"),
+            Ok(m) => panic!("moved without sqlitebackup: {:?}", m.len()),
+        }
+        Ok(())
+    }
+
+    /// Bug caught: the identity sequences were set past the largest id copied, not past the
+    /// source's AUTOINCREMENT mark, so the ids of deleted rows were handed out again: the
+    /// next event after the move got `seq` 4 where SQLite would give 6, and a listener past
+    /// 4 never saw it.
+    #[test]
+    fn ids_handed_out_before_the_move_are_not_handed_out_again() -> anyhow::Result<()> {
+        hive_pg_harness::require_postgres!();
+        let dir = tempfile::tempdir()?;
+        let path = small_source(dir.path(), 5)?;
+        open_connection(&DbName::new("ecosystemiser")?, &path, &DbConfig::default())?
+            .execute_batch("DELETE FROM ecosystemiser_events WHERE seq > 3")?;
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        run(&args(&path, &url), &Progress::new(false)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let registry = Registry::new();
+        let db = EcoDb::with_postgres(&registry, &url, PgConfig::default())?;
+        EventStore::new(&db).publish(&Event::new("after", "s", serde_json::json!(0)))?;
+        let seq: i64 = Client::connect(&url, NoTls)?
+            .query_one(
+                "SELECT seq FROM ecosystemiser_events WHERE event_type = 'after'",
+                &[],
+            )?
+            .try_get(0)?;
+        assert_eq!(seq, 6, "an id the source handed out was handed out again");
         Ok(())
     }
 }

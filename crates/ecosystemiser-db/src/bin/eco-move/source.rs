@@ -163,11 +163,36 @@ pub(super) fn open_source(path: &Path) -> Result<Connection, Failure> {
     Ok(conn)
 }
 
+/// The AUTOINCREMENT high-water mark of `table` in the source (`sqlite_sequence`), if any:
+/// ids below it were handed out once, even when their rows are gone.
+pub(super) fn autoincrement_mark(conn: &Connection, table: &str) -> Result<Option<i64>, Failure> {
+    let read = || -> rusqlite::Result<Option<i64>> {
+        let exists: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'sqlite_sequence'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        conn.query_row(
+            "SELECT max(seq) FROM sqlite_sequence WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+    };
+    read().context(|| format!("cannot read {table}'s AUTOINCREMENT mark"))
+}
+
 /// The source's tables (SQLite's own left out).
 pub(super) fn sqlite_tables(conn: &Connection) -> Result<BTreeSet<String>, Failure> {
     let read = || -> rusqlite::Result<BTreeSet<String>> {
         let mut stmt = conn.prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            // `_` is LIKE's any-one-character: unescaped, a table named `sqlitebackup` was
+            // taken for SQLite's own, neither moved nor refused. (SQLite reserves the
+            // prefix `sqlite_` in any case, as LIKE compares.)
+            "SELECT name FROM sqlite_schema
+             WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
         )?;
         let names = stmt.query_map([], |r| r.get(0))?;
         names.collect()

@@ -179,8 +179,15 @@ pub(super) fn copy_table(
     Ok(sum)
 }
 
-/// Sets `table`'s identity sequences past the ids copied in.
-pub(super) fn reset_identity(tx: &mut Transaction<'_>, table: &str) -> Result<(), Failure> {
+/// Sets `table`'s identity sequences past the ids copied in, and past `mark` (the source's
+/// AUTOINCREMENT high-water mark): ids the source handed out once are never handed out
+/// again, even when their rows were deleted (an event listener past a `seq` would miss a
+/// new event given it).
+pub(super) fn reset_identity(
+    tx: &mut Transaction<'_>,
+    table: &str,
+    mark: Option<i64>,
+) -> Result<(), Failure> {
     let identity = tx
         .query(
             "SELECT column_name::text FROM information_schema.columns
@@ -194,12 +201,13 @@ pub(super) fn reset_identity(tx: &mut Transaction<'_>, table: &str) -> Result<()
             .context(|| format!("cannot read {table}'s identity columns"))?;
         tx.execute(
             &format!(
-                "SELECT setval(pg_get_serial_sequence($1, $2), max({c})) FROM {t} \
-             HAVING max({c}) IS NOT NULL",
+                "SELECT setval(pg_get_serial_sequence($1, $2), m) \
+             FROM (SELECT greatest(max({c})::bigint, $3::bigint) AS m FROM {t}) s \
+             WHERE m >= 1",
                 c = ident(&column),
                 t = ident(table)
             ),
-            &[&ident(table), &column],
+            &[&ident(table), &column, &mark],
         )
         .context(|| format!("cannot set {table}.{column}'s sequence"))?;
     }

@@ -15,7 +15,7 @@ impl ComponentLibrary {
     /// # Errors
     ///
     /// The backend's errors; [`Error::InvalidInput`] when two specs would share a file name
-    /// (nothing is written then); [`Error::Io`] naming the file or folder that could not be
+    /// or a stored name is not one a file may have (nothing is written then); [`Error::Io`] naming the file or folder that could not be
     /// written; [`Error::Yaml`] if a spec cannot be written as YAML.
     pub fn export_yaml(&self, dir: &Path) -> Result<Vec<PathBuf>> {
         let specs = self.all_specs()?;
@@ -23,6 +23,10 @@ impl ComponentLibrary {
         // refuse before writing anything rather than let one file overwrite another.
         let mut seen = std::collections::HashSet::with_capacity(specs.len());
         for spec in &specs {
+            // Names are checked when written through this library, but a stored one may
+            // have come another way (raw SQL, an adopted file): `../..` in a category wrote
+            // outside `dir`.
+            check_spec(spec)?;
             let file = spec.file_name();
             if !seen.insert(file.clone()) {
                 return Err(Error::InvalidInput {

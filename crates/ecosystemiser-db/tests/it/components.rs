@@ -236,6 +236,33 @@ fn ambiguous_export_names_are_refused_before_writing(kind: Kind) -> anyhow::Resu
 }
 }
 
+/// Bug caught: names are checked when written through the library, but one stored another
+/// way (raw SQL, an adopted file) went into the export's paths as it was: a category of
+/// `../../escaped` wrote a file outside the export folder.
+#[test]
+fn a_stored_name_that_is_no_file_name_is_refused_by_the_export() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(Kind::Pooled, dir.path(), "eco.db")?;
+    let lib = ComponentLibrary::new(&db);
+    lib.add_type("battery", "energy", None)?;
+    lib.add_spec(&ComponentSpec::new("battery", "energy", "b1", Map::new()))?;
+    db.transaction(|c| {
+        c.execute(
+            "UPDATE component_types SET category = '../../escaped' WHERE name = 'battery'",
+            [],
+        )
+    })?;
+    let out = dir.path().join("a").join("b").join("export");
+    let err = lib.export_yaml(&out).err();
+    assert!(matches!(err, Some(Error::InvalidInput { .. })), "{err:?}");
+    assert!(!out.exists());
+    assert!(
+        !dir.path().join("a").join("escaped").exists(),
+        "written outside the export"
+    );
+    Ok(())
+}
+
 fn name() -> impl Strategy<Value = String> {
     // Any printable text without a path separator, a leading dot or an underscore (which
     // would make `<type>_<name>` ambiguous; that case has its own test).

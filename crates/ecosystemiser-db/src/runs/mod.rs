@@ -96,6 +96,7 @@ fn update_status(
     id: &str,
     update: &StatusUpdate,
 ) -> Result<()> {
+    check_update(update)?;
     let (statement, op, what) = kind.status_update();
     let changed = conn
         .prepare_cached(statement)
@@ -111,6 +112,34 @@ fn update_status(
         })
         .map_err(sql(db, op))?;
     require_row(db, what, id, changed)
+}
+
+/// `Err(InvalidInput)` for NaN: SQLite stores it as NULL (so a `NOT NULL` column refused
+/// it, and an optional one read back `None`), PostgreSQL as NaN; the engines answered the
+/// same call differently.
+pub(crate) fn a_number(what: &'static str, value: f64) -> Result<()> {
+    if value.is_nan() {
+        return Err(Error::InvalidInput {
+            what,
+            value: value.to_string(),
+            reason: "not a number",
+        });
+    }
+    Ok(())
+}
+
+/// The checks of a status update's numbers, shared by both engines.
+pub(crate) fn check_update(update: &StatusUpdate) -> Result<()> {
+    update
+        .duration_seconds
+        .map_or(Ok(()), |d| a_number("duration_seconds", d))
+}
+
+/// The checks of metrics, shared by both engines.
+pub(crate) fn check_metrics(metrics: &[Metric]) -> Result<()> {
+    metrics
+        .iter()
+        .try_for_each(|m| a_number("metric value", m.value))
 }
 
 fn sql<'a>(

@@ -132,6 +132,18 @@ impl Runs {
         individuals: &[Individual],
     ) -> Result<()> {
         let db = self.db.name();
+        // `generation + 1` is stored: at i64::MAX, SQLite made it a REAL it could not read
+        // back (the run unreadable for good) and PostgreSQL refused it.
+        if generation < 0 || generation == i64::MAX {
+            return Err(crate::Error::InvalidInput {
+                what: "generation",
+                value: generation.to_string(),
+                reason: "not a generation number (0 up to i64::MAX - 1)",
+            });
+        }
+        for i in individuals {
+            super::a_number("fitness", i.fitness)?;
+        }
         let encoded = individuals
             .iter()
             .map(|i| Ok((i, json::encode(db, "individual parameters", &i.parameters)?)))

@@ -92,6 +92,7 @@ pub(super) fn update_status(
     id: &str,
     update: &StatusUpdate,
 ) -> Result<()> {
+    super::check_update(update)?;
     let (_, op, what) = kind.status_update();
     let changed = tx
         .execute(
@@ -136,6 +137,7 @@ fn insert_metrics(
     simulation_id: &str,
     metrics: &[Metric],
 ) -> Result<()> {
+    super::check_metrics(metrics)?;
     if metrics.is_empty() {
         return Ok(());
     }

@@ -109,6 +109,7 @@ pub(super) fn insert_metrics(
     simulation_id: &str,
     metrics: &[Metric],
 ) -> Result<()> {
+    super::check_metrics(metrics)?;
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO simulation_metrics (simulation_id, metric_name, metric_value, unit)

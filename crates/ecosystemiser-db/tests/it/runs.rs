@@ -222,3 +222,48 @@ fn every_kind_of_run_keeps_its_error_message(kind: Kind) -> anyhow::Result<()> {
     Ok(())
 }
 }
+
+contract_test! {
+/// Bug caught: NaN answered differently by the engines (SQLite refused a NaN metric as NULL
+/// in a NOT NULL column and read a NaN duration back as `None`; PostgreSQL stored both, and
+/// a NaN fitness made the run's best fitness NaN), and a generation of `i64::MAX` that
+/// SQLite stored as a REAL it could never read back. Each must be `InvalidInput` on every
+/// engine, with nothing written.
+fn nan_and_the_last_generation_are_refused_alike(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
+    let refused = |r: ecosystemiser_db::Result<()>| {
+        assert!(matches!(r, Err(Error::InvalidInput { .. })), "{r:?}");
+    };
+    refused(
+        runs.record_metrics("s", &[Metric::new("cost", f64::NAN, None)])
+            .map(drop),
+    );
+    assert!(runs.metrics("s")?.is_empty());
+    let update = StatusUpdate {
+        duration_seconds: Some(f64::NAN),
+        ..StatusUpdate::to(RunStatus::Completed)
+    };
+    refused(runs.update_simulation_status("s", &update));
+    assert_eq!(runs.simulation("s")?.map(|s| s.status), Some("pending".into()));
+    runs.create_optimization_run(&NewOptimizationRun {
+        optimization_id: "o".into(),
+        algorithm_type: "ga".into(),
+        objective_function: "cost".into(),
+        configuration: None,
+        metadata: None,
+    })?;
+    let ind = |fitness| Individual {
+        individual_id: "a".into(),
+        fitness,
+        parameters: json!({}),
+    };
+    refused(runs.record_generation("o", 0, Objective::Minimize, &[ind(f64::NAN)]));
+    refused(runs.record_generation("o", i64::MAX, Objective::Minimize, &[ind(1.0)]));
+    let p = runs.optimization("o")?.ok_or_else(|| anyhow::anyhow!("no run"))?;
+    assert_eq!((p.generations_completed, p.best_fitness, p.iterations), (0, None, 0));
+    Ok(())
+}
+}

@@ -316,8 +316,25 @@ pub(super) fn finish_study_simulation(
             &format!("{study_id}/{simulation_id}"),
             usize::try_from(linked).unwrap_or(0),
         )?;
+        // Counted once (see the SQLite twin); the row lock orders two finishes of one
+        // simulation, so that only the first sees it unfinished.
+        let was_final = tx
+            .query_one(
+                "SELECT status FROM simulations WHERE simulation_id = $1 FOR UPDATE",
+                &[&simulation_id],
+            )
+            .and_then(|r| r.try_get::<_, String>(0))
+            .map_err(pg(db, "find study simulation"))
+            .map(|status| super::RunStatus::is_final_text(&status))?;
         update_status(db, tx, RunKind::Simulation, simulation_id, update)?;
         insert_metrics(db, tx, simulation_id, metrics)?;
+        if was_final {
+            return study_progress(db, tx, study_id)?.ok_or_else(|| Error::NotFound {
+                db: db.clone(),
+                what: "study",
+                key: study_id.to_owned(),
+            });
+        }
         tx.execute(
             concat!(
                 "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,

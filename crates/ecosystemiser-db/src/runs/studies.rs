@@ -170,8 +170,22 @@ impl Runs {
                 &format!("{study_id}/{simulation_id}"),
                 usize::try_from(linked).unwrap_or(0),
             )?;
+            // Counted once: a second finish (a retry) moved the counter again, and the
+            // study completed with simulations still pending.
+            let was_final = conn
+                .prepare_cached("SELECT status FROM simulations WHERE simulation_id = ?1")
+                .and_then(|mut s| s.query_row([simulation_id], |r| r.get::<_, String>(0)))
+                .map_err(sql(db, "find study simulation"))
+                .map(|status| super::RunStatus::is_final_text(&status))?;
             update_status(db, conn, RunKind::Simulation, simulation_id, update)?;
             insert_metrics(db, conn, simulation_id, metrics)?;
+            if was_final {
+                return study_progress(db, conn, study_id)?.ok_or_else(|| Error::NotFound {
+                    db: db.clone(),
+                    what: "study",
+                    key: study_id.to_owned(),
+                });
+            }
             conn.prepare_cached(
                 "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,
                      status = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations

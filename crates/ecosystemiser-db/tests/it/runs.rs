@@ -10,7 +10,8 @@ use crate::common::{contract_test, count_of, open};
 
 contract_test! {
 /// Bug caught: a study's counter moved without its simulation's status (or the other way
-/// round), a study that never completes, metrics written for an unknown simulation.
+/// round), a study that never completes, metrics written for an unknown simulation, a
+/// simulation finished twice (a retry) counted twice and the study completed early.
 fn a_study_runs_to_completion(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (db, _registry) = open(kind, dir.path(), "eco.db")?;
@@ -42,6 +43,9 @@ fn a_study_runs_to_completion(kind: Kind) -> anyhow::Result<()> {
         &done,
         &[Metric::new("cost", 3.0, Some("EUR"))],
     )?;
+    assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
+    // A retry of the same finish: counted once, the study still waits for s1.
+    let p = runs.finish_study_simulation("st", "s0", &done, &[])?;
     assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
     let p = runs.finish_study_simulation("st", "s1", &done, &[])?;
     assert_eq!(

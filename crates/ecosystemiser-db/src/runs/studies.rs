@@ -132,7 +132,9 @@ impl Runs {
 
     /// Ends simulation `simulation_id` of study `study_id` with `update` and its final
     /// `metrics`, and counts it in the study (which becomes `completed` with its last
-    /// simulation), all in one transaction. Returns the study's progress.
+    /// simulation), all in one transaction. Returns the study's progress. A simulation that
+    /// had finished already (a retry) is counted once: its status and metrics are stored
+    /// again, the study's count does not move.
     ///
     /// # Errors
     ///

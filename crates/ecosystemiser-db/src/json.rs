@@ -1,10 +1,12 @@
-//! JSON values in SQLite and PostgreSQL columns: encoded as text; read back from text, or,
-//! on SQLite, from a number that a `JSON`-typed column of the original schema (NUMERIC
-//! affinity) turned it into.
+//! JSON values in SQLite and PostgreSQL columns: encoded as text (on SQLite a JSON number
+//! as a BLOB of its text, [`Lite`], which NUMERIC affinity leaves alone); read back from
+//! text, a BLOB, or, on SQLite, from a number that a `JSON`-typed column of the original
+//! schema (NUMERIC affinity) turned older text into.
 
 use hive_db_core::DbName;
 use hive_db_core::rusqlite::Row;
-use hive_db_core::rusqlite::types::ValueRef;
+use hive_db_core::rusqlite::ToSql;
+use hive_db_core::rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -21,6 +23,30 @@ pub(crate) fn encode(db: &DbName, what: &str, value: &Value) -> Result<String> {
 /// `Some(value)` as JSON text, `None` as NULL.
 pub(crate) fn encode_opt(db: &DbName, what: &str, value: Option<&Value>) -> Result<Option<String>> {
     value.map(|v| encode(db, what, v)).transpose()
+}
+
+/// JSON text bound for a SQLite column typed `JSON` (NUMERIC affinity). A JSON number goes
+/// in as a BLOB of its text, which affinity leaves alone: as TEXT, SQLite turned it into an
+/// INTEGER or REAL, so `u64::MAX` read back as `1.8446744073709552e19`, `1.0` as `1` and
+/// `-0.0` as `0` (PostgreSQL kept them). Anything else is not numeric text, and goes in as
+/// TEXT. [`column`] reads both.
+pub(crate) struct Lite<'a>(pub(crate) Option<&'a str>);
+
+impl Lite<'_> {
+    /// Whether `text` is a JSON number: the only JSON values that start with `-` or a digit.
+    fn numeric(text: &str) -> bool {
+        text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+    }
+}
+
+impl ToSql for Lite<'_> {
+    fn to_sql(&self) -> hive_db_core::rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            None => ValueRef::Null,
+            Some(t) if Self::numeric(t) => ValueRef::Blob(t.as_bytes()),
+            Some(t) => ValueRef::Text(t.as_bytes()),
+        }))
+    }
 }
 
 /// The JSON in column `idx` of `row`; `None` for NULL.

@@ -52,8 +52,8 @@ impl Runs {
                     run.analysis_id,
                     run.source_type,
                     run.source_id,
-                    strategies,
-                    metadata
+                    json::Lite(strategies.as_deref()),
+                    json::Lite(metadata.as_deref())
                 ])
             })
             .map_err(sql(db, "create analysis run"))?;
@@ -94,7 +94,7 @@ impl Runs {
                 )
                 .map_err(sql(db, "record analysis results"))?;
             for (kind, data) in &encoded {
-                stmt.execute(params![analysis_id, strategy_name, kind, data])
+                stmt.execute(params![analysis_id, strategy_name, kind, json::Lite(Some(data))])
                     .map_err(sql(db, "record analysis results"))?;
             }
             Ok(encoded.len())

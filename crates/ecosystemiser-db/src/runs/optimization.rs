@@ -107,8 +107,8 @@ impl Runs {
                     run.optimization_id,
                     run.algorithm_type,
                     run.objective_function,
-                    configuration,
-                    metadata
+                    json::Lite(configuration.as_deref()),
+                    json::Lite(metadata.as_deref())
                 ])
             })
             .map_err(sql(db, "create optimization run"))?;
@@ -189,7 +189,7 @@ impl Runs {
                     generation,
                     i.individual_id,
                     i.fitness,
-                    parameters
+                    json::Lite(Some(parameters))
                 ])
                 .map_err(sql(db, "record generation"))?;
             }

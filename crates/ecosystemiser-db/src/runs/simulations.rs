@@ -96,7 +96,7 @@ pub(super) fn insert_simulation(db: &DbName, conn: &Connection, sim: &NewSimulat
             sim.simulation_id,
             sim.system_config_path,
             sim.solver_type,
-            metadata
+            json::Lite(metadata.as_deref())
         ])
     })
     .map_err(sql(db, "create simulation"))?;

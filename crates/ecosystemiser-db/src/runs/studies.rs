@@ -74,8 +74,8 @@ impl Runs {
                     study.study_id,
                     study.study_type,
                     study.total_simulations,
-                    configuration,
-                    metadata
+                    json::Lite(configuration.as_deref()),
+                    json::Lite(metadata.as_deref())
                 ])
             })
             .map_err(sql(db, "create study"))?;
@@ -124,7 +124,12 @@ impl Runs {
                 "INSERT INTO study_simulations (study_id, simulation_id, parameter_set, sequence_number)
                  VALUES (?1, ?2, ?3, ?4)",
             )
-            .and_then(|mut s| s.execute(params![study_id, sim.simulation_id, parameters, sequence_number]))
+            .and_then(|mut s| s.execute(params![
+                study_id,
+                sim.simulation_id,
+                json::Lite(parameters.as_deref()),
+                sequence_number
+            ]))
             .map_err(sql(db, "link study simulation"))?;
             Ok(())
         })

@@ -271,3 +271,37 @@ fn nan_and_the_last_generation_are_refused_alike(kind: Kind) -> anyhow::Result<(
     Ok(())
 }
 }
+
+contract_test! {
+/// Bug caught: a JSON value that is a number, stored whole in a run's `JSON`-typed column,
+/// came back changed on SQLite (NUMERIC affinity turned the text into a number):
+/// `u64::MAX` as `1.8446744073709552e19`, `1.0` as `1`, `-0.0` as `0`; PostgreSQL kept
+/// them. Every value must read back exactly, on every engine.
+fn a_number_stored_as_a_runs_json_comes_back_exactly(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    let values = [
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(1.0),
+        json!(-0.0),
+        json!(100.0),
+        json!(0.1),
+        json!("7"),
+        json!(true),
+        json!([1.0, 2]),
+    ];
+    for (i, v) in values.iter().enumerate() {
+        let mut sim = NewSimulation::new(format!("s{i}"), "a.yml", "milp");
+        sim.metadata = Some(v.clone());
+        runs.create_simulation(&sim)?;
+        let back = runs
+            .simulation(&format!("s{i}"))?
+            .and_then(|s| s.metadata)
+            .ok_or_else(|| anyhow::anyhow!("no metadata"))?;
+        assert_eq!(back.to_string(), v.to_string(), "{v}");
+    }
+    Ok(())
+}
+}

@@ -47,6 +47,11 @@ impl Cell {
             (ValueRef::Text(t), &Type::TEXT) => {
                 Cell::Text(String::from_utf8(t.to_vec()).map_err(|e| e.to_string())?)
             }
+            // A JSON number that ecosystemiser-db stored as a BLOB of its text, so that
+            // SQLite's NUMERIC affinity would not turn it into a number.
+            (ValueRef::Blob(t), &Type::TEXT) => {
+                Cell::Text(String::from_utf8(t.to_vec()).map_err(|e| e.to_string())?)
+            }
             (ValueRef::Integer(n), &Type::TEXT) => Cell::Text(n.to_string()),
             (ValueRef::Real(x), &Type::TEXT) => Cell::Text(x.to_string()),
             (ValueRef::Integer(n), &Type::INT8) => Cell::Int8(n),

@@ -380,4 +380,33 @@ mod tests {
         assert_eq!(seq, 6, "an id the source handed out was handed out again");
         Ok(())
     }
+
+    /// Bug caught: a JSON number that ecosystemiser-db stores on SQLite as a BLOB of its
+    /// text (so that NUMERIC affinity leaves it alone) did not fit the target's text
+    /// column, and the move failed.
+    #[test]
+    fn a_json_number_stored_as_a_blob_moves_as_its_text() -> anyhow::Result<()> {
+        hive_pg_harness::require_postgres!();
+        let dir = tempfile::tempdir()?;
+        let path = small_source(dir.path(), 0)?;
+        {
+            let registry = Registry::new();
+            let db = EcoDb::with_registry(&registry, &Settings::new(&path))?;
+            let mut sim = NewSimulation::new("s", "a.yml", "milp");
+            sim.metadata = Some(serde_json::json!(1.0));
+            Runs::new(&db).create_simulation(&sim)?;
+            drop(db);
+            registry.close_all(std::time::Duration::from_secs(5));
+        }
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        run(&args(&path, &url), &Progress::new(false)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let metadata: String = Client::connect(&url, NoTls)?
+            .query_one(
+                "SELECT metadata FROM simulations WHERE simulation_id = 's'",
+                &[],
+            )?
+            .try_get(0)?;
+        assert_eq!(metadata, "1.0");
+        Ok(())
+    }
 }

@@ -11,13 +11,43 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The deepest nesting of arrays and objects stored: serde_json reads at most 128 levels,
+/// and a value stored deeper could not be read back (its whole history with it).
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// How deeply `value` nests arrays and objects (a scalar is 0), counted without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// `value` as JSON text.
+///
+/// # Errors
+///
+/// [`Error::Json`] for a value nested deeper than [`MAX_DEPTH`] (accepted, it made every
+/// read of it fail).
 pub(crate) fn encode(db: &DbName, what: &str, value: &Value) -> Result<String> {
-    serde_json::to_string(value).map_err(|source| Error::Json {
+    let error = |source| Error::Json {
         db: db.clone(),
         what: what.to_owned(),
         source,
-    })
+    };
+    if depth(value) > MAX_DEPTH {
+        return Err(error(serde::ser::Error::custom(format!(
+            "nested deeper than {MAX_DEPTH} levels, more than can be read back"
+        ))));
+    }
+    serde_json::to_string(value).map_err(error)
 }
 
 /// `Some(value)` as JSON text, `None` as NULL.

@@ -441,3 +441,24 @@ fn a_stored_event_the_listener_cannot_read_is_skipped() -> anyhow::Result<()> {
     assert_eq!(listener.reconnects(), 0);
     Ok(())
 }
+
+contract_test! {
+/// Bug caught: a payload nested deeper than serde_json reads back (128 levels) was
+/// published, and from then on every read of that simulation's history failed. It must be
+/// refused at publish, with nothing stored; one at the limit round-trips.
+fn a_payload_nested_too_deep_is_refused_at_publish(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let store = EventStore::new(&db);
+    let nested = |levels: usize| (0..levels).fold(json!(1), |v, _| json!([v]));
+    let deep = Event::new("t", "s", nested(200)).for_simulation("sim");
+    let refused = store.publish(&deep);
+    assert!(matches!(refused, Err(Error::Json { .. })), "{refused:?}");
+    let fine = Event::new("t", "s", nested(100)).for_simulation("sim");
+    store.publish(&fine)?;
+    let history = store.simulation_history("sim", 10)?;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].payload, nested(100));
+    Ok(())
+}
+}

@@ -50,6 +50,23 @@ fn type_row(db: &DbName, c: &mut impl GenericClient, name: &str) -> Result<Optio
     .map_err(pg(db, "find component type"))
 }
 
+/// [`type_row`], its row locked to the end of the transaction: the checks made before a
+/// spec is inserted (a default already there, the same name and version) hold until it
+/// commits. Unlocked, two writers both passed them, and the second failed on the unique
+/// index with a bare 23505 where SQLite, whose writers take turns, said `DefaultExists`.
+fn type_row_locked(
+    db: &DbName,
+    c: &mut impl GenericClient,
+    name: &str,
+) -> Result<Option<(i64, String)>> {
+    c.query_opt(
+        "SELECT id, category FROM component_types WHERE name = $1 FOR UPDATE",
+        &[&name],
+    )
+    .and_then(|row| row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose())
+    .map_err(pg(db, "find component type"))
+}
+
 fn type_id(db: &DbName, c: &mut impl GenericClient, name: &str) -> Result<i64> {
     type_row(db, c, name)?
         .map(|(id, _)| id)
@@ -67,6 +84,16 @@ pub(super) fn ensure_type(
     category: &str,
     description: Option<&str>,
 ) -> Result<i64> {
+    // Inserted unless there, in one statement: checked first, two writers adding the same
+    // new type both found it missing, and the second failed on the unique name (23505)
+    // where "does nothing if it exists" was promised. `ON CONFLICT` waits for the other's
+    // commit; the row is then read again (a new snapshot for the statement).
+    tx.execute(
+        "INSERT INTO component_types (name, category, description) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO NOTHING",
+        &[&name, &category, &description],
+    )
+    .map_err(pg(db, "add component type"))?;
     match type_row(db, tx, name)? {
         Some((_, ref existing)) if existing != category => Err(Error::InvalidInput {
             what: "component category",
@@ -74,14 +101,10 @@ pub(super) fn ensure_type(
             reason: "the component type exists in another category",
         }),
         Some((id, _)) => Ok(id),
-        None => tx
-            .query_one(
-                "INSERT INTO component_types (name, category, description) VALUES ($1, $2, $3)
-                 RETURNING id",
-                &[&name, &category, &description],
-            )
-            .and_then(|r| r.try_get(0))
-            .map_err(pg(db, "add component type")),
+        None => Err(Error::UnknownComponentType {
+            db: db.clone(),
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -91,11 +114,12 @@ pub(super) fn insert_spec(
     tx: &mut Transaction<'_>,
     spec: &ComponentSpec,
 ) -> Result<i64> {
-    let (type_id, category) =
-        type_row(db, tx, &spec.component_type)?.ok_or_else(|| Error::UnknownComponentType {
+    let (type_id, category) = type_row_locked(db, tx, &spec.component_type)?.ok_or_else(|| {
+        Error::UnknownComponentType {
             db: db.clone(),
             name: spec.component_type.clone(),
-        })?;
+        }
+    })?;
     if category != spec.category {
         return Err(Error::InvalidInput {
             what: "component category",

@@ -236,6 +236,51 @@ fn ambiguous_export_names_are_refused_before_writing(kind: Kind) -> anyhow::Resu
 }
 }
 
+contract_test! {
+/// Bug caught: on PostgreSQL, writers adding the same new component type at once both
+/// found it missing and the second failed on the unique name with a bare 23505 ("does
+/// nothing if it exists" was promised), and writers adding a default spec for one type
+/// at once both passed the check and the losers got a bare 23505, not `DefaultExists`.
+/// SQLite's writers take turns, and answered as documented.
+fn concurrent_adds_of_a_type_and_its_default(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    for round in 0..10 {
+        let barrier = std::sync::Barrier::new(4);
+        let answers: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|w| {
+                    let (db, barrier) = (&db, &barrier);
+                    s.spawn(move || {
+                        let lib = ComponentLibrary::new(db);
+                        let ty = format!("t{round}");
+                        barrier.wait();
+                        if let Err(e) = lib.add_type(&ty, "energy", None) {
+                            return format!("add_type: {e:?}");
+                        }
+                        let mut spec = ComponentSpec::new(ty.as_str(), "energy", format!("s{w}"), Map::new());
+                        spec.is_default = true;
+                        match lib.add_spec(&spec) {
+                            Ok(_) => "default".to_owned(),
+                            Err(Error::DefaultExists { .. }) => "refused".to_owned(),
+                            Err(e) => format!("add_spec: {e:?}"),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| "panicked".to_owned()))
+                .collect()
+        });
+        let defaults = answers.iter().filter(|a| *a == "default").count();
+        let refused = answers.iter().filter(|a| *a == "refused").count();
+        assert_eq!((defaults, refused), (1, 3), "round {round}: {answers:?}");
+    }
+    Ok(())
+}
+}
+
 /// Bug caught: names are checked when written through the library, but one stored another
 /// way (raw SQL, an adopted file) went into the export's paths as it was: a category of
 /// `../../escaped` wrote a file outside the export folder.

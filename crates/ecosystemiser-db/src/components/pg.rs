@@ -307,7 +307,7 @@ pub(super) fn list_types(p: &PgHandle) -> Result<Vec<ComponentType>> {
             "SELECT ct.name, ct.category, ct.description, count(cs.id)
              FROM component_types ct
              LEFT JOIN component_specs cs ON cs.component_type_id = ct.id
-             GROUP BY ct.id ORDER BY ct.category, ct.name",
+             GROUP BY ct.id ORDER BY ct.category COLLATE \"C\", ct.name COLLATE \"C\"",
             &[],
         )
         .and_then(|rows| {
@@ -333,7 +333,7 @@ pub(super) fn list_specs(p: &PgHandle, component_type: Option<&str>) -> Result<V
             "SELECT ct.name, ct.category, cs.name, cs.version, cs.is_default
              FROM component_specs cs JOIN component_types ct ON cs.component_type_id = ct.id
              WHERE $1::text IS NULL OR ct.name = $1
-             ORDER BY ct.name, cs.name, cs.id",
+             ORDER BY ct.name COLLATE \"C\", cs.name COLLATE \"C\", cs.id",
             &[&component_type],
         )
         .and_then(|rows| {
@@ -388,7 +388,10 @@ pub(super) fn all_specs(p: &PgHandle) -> Result<Vec<ComponentSpec>> {
     let db = p.name();
     read_primary(p, |c: &mut Client| {
         let rows = c
-            .query(select_specs!("true ORDER BY ct.name, cs.name, cs.id"), &[])
+            .query(
+                select_specs!("true ORDER BY ct.name COLLATE \"C\", cs.name COLLATE \"C\", cs.id"),
+                &[],
+            )
             .map_err(pg(db, "read component specs"))?;
         rows.iter().map(|r| spec_of(db, r)).collect()
     })

@@ -281,6 +281,38 @@ fn concurrent_adds_of_a_type_and_its_default(kind: Kind) -> anyhow::Result<()> {
 }
 }
 
+/// Bug caught: on PostgreSQL, lists came in the database's collation (a database made
+/// under `en_US.UTF-8` sorts `_x`, `alpha`, `Alpha`, `beta`, `Zeta`), where SQLite sorts by
+/// bytes; the harness's databases are `C.UTF-8`, where the two agree, so the contract tests
+/// could not see it. Lists are ordered by bytes on both engines.
+#[test]
+fn lists_are_in_byte_order_whatever_the_databases_collation() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let server = hive_pg_harness::server()?;
+    let name = "t_icu_order";
+    let mut admin = server.admin()?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    admin.batch_execute(&format!(
+        "CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' \
+         LOCALE 'C.UTF-8'"
+    ))?;
+    let registry = crate::common::pg_registry(&server.url(name))?;
+    let db = EcoDb::with_registry(&registry, &ecosystemiser_db::Settings::new("unused.db"))?;
+    let lib = ComponentLibrary::new(&db);
+    let names = ["beta", "Zeta", "_x", "alpha", "Alpha"];
+    for n in names {
+        lib.add_type(n, "energy", None)?;
+        lib.add_spec(&ComponentSpec::new(n, "energy", n, Map::new()))?;
+    }
+    let mut bytes = names.to_vec();
+    bytes.sort_unstable();
+    let types: Vec<String> = lib.list_types()?.into_iter().map(|t| t.name).collect();
+    assert_eq!(types, bytes);
+    let specs: Vec<String> = lib.all_specs()?.into_iter().map(|s| s.name).collect();
+    assert_eq!(specs, bytes);
+    Ok(())
+}
+
 /// Bug caught: names are checked when written through the library, but one stored another
 /// way (raw SQL, an adopted file) went into the export's paths as it was: a category of
 /// `../../escaped` wrote a file outside the export folder.

@@ -18,6 +18,9 @@ impl ComponentLibrary {
     pub fn add_type(&self, name: &str, category: &str, description: Option<&str>) -> Result<i64> {
         check_name("component type", name)?;
         check_name("component category", category)?;
+        if let Some(d) = description {
+            crate::runs::text("component description", d)?;
+        }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::add_type(p, name, category, description);

@@ -29,6 +29,11 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_analysis_run(&self, run: &NewAnalysisRun) -> Result<()> {
+        super::texts(&[
+            ("analysis id", Some(run.analysis_id.as_str())),
+            ("source type", Some(run.source_type.as_str())),
+            ("source id", Some(run.source_id.as_str())),
+        ])?;
         let db = self.db.name();
         let strategies = json::encode_opt(db, "analysis strategies", run.strategies.as_ref())?;
         let metadata = json::encode_opt(db, "analysis metadata", run.metadata.as_ref())?;
@@ -72,6 +77,13 @@ impl Runs {
         strategy_name: &str,
         results: &[(String, Value)],
     ) -> Result<usize> {
+        super::texts(&[
+            ("analysis id", Some(analysis_id)),
+            ("strategy name", Some(strategy_name)),
+        ])?;
+        for (kind, _) in results {
+            super::text("result type", kind)?;
+        }
         let db = self.db.name();
         let encoded = results
             .iter()
@@ -107,6 +119,7 @@ impl Runs {
     ///
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
+        super::text("analysis id", analysis_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Analysis, analysis_id, update);

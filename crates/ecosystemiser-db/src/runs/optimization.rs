@@ -83,6 +83,11 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_optimization_run(&self, run: &NewOptimizationRun) -> Result<()> {
+        super::texts(&[
+            ("optimization id", Some(run.optimization_id.as_str())),
+            ("algorithm type", Some(run.algorithm_type.as_str())),
+            ("objective function", Some(run.objective_function.as_str())),
+        ])?;
         let db = self.db.name();
         let configuration =
             json::encode_opt(db, "optimization configuration", run.configuration.as_ref())?;
@@ -131,6 +136,10 @@ impl Runs {
         objective: Objective,
         individuals: &[Individual],
     ) -> Result<()> {
+        super::text("optimization id", optimization_id)?;
+        for i in individuals {
+            super::text("individual id", &i.individual_id)?;
+        }
         let db = self.db.name();
         // `generation + 1` is stored: at i64::MAX, SQLite made it a REAL it could not read
         // back (the run unreadable for good) and PostgreSQL refused it.
@@ -207,6 +216,7 @@ impl Runs {
         optimization_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
+        super::text("optimization id", optimization_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Optimization, optimization_id, update);
@@ -223,6 +233,9 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn optimization(&self, optimization_id: &str) -> Result<Option<OptimizationProgress>> {
+        if !super::could_exist(optimization_id) {
+            return Ok(None);
+        }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::optimization(p, optimization_id);

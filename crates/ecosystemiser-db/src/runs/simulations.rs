@@ -130,6 +130,7 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_simulation(&self, sim: &NewSimulation) -> Result<()> {
+        super::check_simulation(sim)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::create_simulation(p, sim);
@@ -145,6 +146,7 @@ impl Runs {
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown simulation (nothing is
     /// written); the backend's errors.
     pub fn record_metrics(&self, simulation_id: &str, metrics: &[Metric]) -> Result<usize> {
+        super::text("simulation id", simulation_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::record_metrics(p, simulation_id, metrics);
@@ -187,6 +189,7 @@ impl Runs {
         simulation_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
+        super::text("simulation id", simulation_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Simulation, simulation_id, update);
@@ -208,6 +211,9 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn simulation(&self, simulation_id: &str) -> Result<Option<Simulation>> {
+        if !super::could_exist(simulation_id) {
+            return Ok(None);
+        }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::simulation(p, simulation_id);
@@ -251,6 +257,9 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn metrics(&self, simulation_id: &str) -> Result<Vec<Metric>> {
+        if !super::could_exist(simulation_id) {
+            return Ok(Vec::new());
+        }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::metrics(p, simulation_id);

@@ -50,6 +50,10 @@ impl Runs {
     ///
     /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
     pub fn create_study(&self, study: &NewStudy) -> Result<()> {
+        super::texts(&[
+            ("study id", Some(study.study_id.as_str())),
+            ("study type", Some(study.study_type.as_str())),
+        ])?;
         let db = self.db.name();
         let configuration =
             json::encode_opt(db, "study configuration", study.configuration.as_ref())?;
@@ -96,6 +100,8 @@ impl Runs {
         parameter_set: Option<&Value>,
         sequence_number: i64,
     ) -> Result<()> {
+        super::text("study id", study_id)?;
+        super::check_simulation(sim)?;
         let db = self.db.name();
         let parameters = json::encode_opt(db, "parameter set", parameter_set)?;
         #[cfg(feature = "postgres")]
@@ -152,6 +158,10 @@ impl Runs {
         update: &StatusUpdate,
         metrics: &[Metric],
     ) -> Result<StudyProgress> {
+        super::texts(&[
+            ("study id", Some(study_id)),
+            ("simulation id", Some(simulation_id)),
+        ])?;
         if !update.status.is_final() {
             return Err(Error::InvalidInput {
                 what: "status",
@@ -217,6 +227,7 @@ impl Runs {
     ///
     /// [`Error::NotFound`] for an unknown study; the backend's errors.
     pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
+        super::text("study id", study_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Study, study_id, update);
@@ -232,6 +243,9 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn study(&self, study_id: &str) -> Result<Option<StudyProgress>> {
+        if !super::could_exist(study_id) {
+            return Ok(None);
+        }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::study(p, study_id);

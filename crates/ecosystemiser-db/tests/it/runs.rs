@@ -305,3 +305,46 @@ fn a_number_stored_as_a_runs_json_comes_back_exactly(kind: Kind) -> anyhow::Resu
     Ok(())
 }
 }
+
+contract_test! {
+/// Bug caught: text holding a NUL character answered differently by the engines: SQLite
+/// stored a run id, path or description with one (rows eco-move could then not move) and
+/// looked such keys up as "not found", where PostgreSQL failed every one of those calls
+/// (22021). Writes refuse it as `InvalidInput` with nothing stored; lookups find nothing.
+fn nul_in_text_is_refused_alike_and_finds_nothing(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let runs = Runs::new(&db);
+    let refused = |r: ecosystemiser_db::Result<()>| {
+        assert!(matches!(r, Err(Error::InvalidInput { .. })), "{r:?}");
+    };
+    refused(runs.create_simulation(&NewSimulation::new("a\0b", "a.yml", "milp")));
+    refused(runs.create_simulation(&NewSimulation::new("s", "a\0.yml", "milp")));
+    runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
+    refused(
+        runs.record_metrics("s", &[Metric::new("co\0st", 1.0, None)])
+            .map(drop),
+    );
+    let update = StatusUpdate {
+        error_message: Some("bad\0".into()),
+        ..StatusUpdate::to(RunStatus::Failed)
+    };
+    refused(runs.update_simulation_status("s", &update));
+    refused(
+        ecosystemiser_db::ComponentLibrary::new(&db)
+            .add_type("battery", "energy", Some("d\0"))
+            .map(drop),
+    );
+    assert!(runs.simulation("x\0y")?.is_none());
+    assert!(runs.metrics("x\0y")?.is_empty());
+    assert!(runs.study("x\0y")?.is_none());
+    assert!(runs.optimization("x\0y")?.is_none());
+    let events = ecosystemiser_db::EventStore::new(&db);
+    assert!(events.simulation_history("x\0y", 10)?.is_empty());
+    assert!(events.get("x\0y")?.is_none());
+    let n = |sql: &str| count_of(&db, sql, sql, None);
+    assert_eq!(n("SELECT count(*) FROM simulations")?, 1);
+    assert_eq!(n("SELECT count(*) FROM component_types")?, 0);
+    Ok(())
+}
+}

@@ -193,6 +193,12 @@ impl EventStore {
     /// writer lane, then the matching subscribers are told after the commit (on the thread
     /// that polls the future to its end).
     ///
+    /// A future dropped once its write has started (a cancelled request, a `select!` that
+    /// took another branch) still stores the event, as every async write does, but this
+    /// process's subscribers are not told of it: they hear of what this store's callers saw
+    /// committed. A consumer that must see every event reads the history (or, on
+    /// PostgreSQL, an `EventListener`), which the store keeps in order.
+    ///
     /// # Errors
     ///
     /// As [`EventStore::publish`]; [`Error::WrongEngine`] on PostgreSQL.

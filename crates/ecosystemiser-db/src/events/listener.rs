@@ -105,11 +105,18 @@ impl EventStore {
     }
 }
 
+/// The longest the listener's catch-up waits for a lock on the events table (a `LOCK
+/// TABLE`, a `TRUNCATE` in a transaction): past it the query fails and the listener
+/// reconnects and tries again. Unbounded, it waited as long as the lock was held, and so did
+/// dropping the listener, which joins its thread.
+const LOCK_WAIT: &str = "2s";
+
 fn connect(db: &DbName, pg: &PgHandle) -> Result<Client> {
     let mut client = pg.connect()?;
     client
         .batch_execute(&format!(
-            "SET application_name = '{LISTENER_APPLICATION_NAME}'; LISTEN {CHANNEL}"
+            "SET application_name = '{LISTENER_APPLICATION_NAME}'; \
+             SET lock_timeout = '{LOCK_WAIT}'; LISTEN {CHANNEL}"
         ))
         .map_err(|e| Error::pg(db, "listen for events", e))?;
     Ok(client)

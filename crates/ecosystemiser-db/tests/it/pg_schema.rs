@@ -354,6 +354,32 @@ fn a_dropped_listener_stops_and_closes_its_connection() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bug caught: dropping a listener whose catch-up query waited for a lock on the events
+/// table (another session's `LOCK TABLE`, or a `TRUNCATE` in an open transaction) waited as
+/// long as the lock was held: the query had no lock timeout, and the drop joins the thread.
+#[test]
+fn a_listener_is_dropped_promptly_while_the_events_table_is_locked() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open_at(&url, dir.path())?;
+    let listener = ecosystemiser_db::EventStore::new(&db).listen()?;
+    let mut holder = Client::connect(&url, NoTls)?;
+    let mut lock = holder.transaction()?;
+    lock.batch_execute("LOCK TABLE ecosystemiser_events IN ACCESS EXCLUSIVE MODE")?;
+    // A few ticks: the listener's next catch-up meets the lock.
+    std::thread::sleep(Duration::from_millis(600));
+    let (done, dropped) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(listener);
+        let _ = done.send(());
+    });
+    let prompt = dropped.recv_timeout(Duration::from_secs(15)).is_ok();
+    lock.rollback()?;
+    assert!(prompt, "dropping the listener waited for the table lock");
+    Ok(())
+}
+
 /// The variable that hands the child below its database's URL.
 const CHILD_URL: &str = "ECO_TEST_PG_URL";
 

@@ -162,7 +162,9 @@ impl Registry {
                 _ => Arc::default(),
             }
         };
-        let prepared = prepare_database(name, path, &config)?;
+        // The resolved path, not the caller's: through `new/../x.db` the caller's made a
+        // folder `new` that nobody asked for on its way to `new/..`.
+        let prepared = prepare_database(name, &requested, &config)?;
         let db = Arc::new(Database::open(DbInfo::new(
             name.clone(),
             prepared,

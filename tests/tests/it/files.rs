@@ -189,6 +189,27 @@ fn one_file_through_a_missing_folder_is_one_file_and_creates_nothing() -> anyhow
     refused_as_second_name(&registry, dir.path(), &path)
 }
 
+/// Bug caught: registering a new file as `new/../other/x.db` (created) made a folder `new`
+/// that nobody asked for: the file and its folders were created along the caller's path,
+/// `..` and all, not the resolved one.
+#[test]
+fn a_new_file_through_dotdot_creates_only_its_own_folders() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::new();
+    let path = dir.path().join("new").join("..").join("other").join("x.db");
+    let config = DbConfig {
+        create_if_missing: true,
+        ..DbConfig::default()
+    };
+    registry.register(&DbName::new("dotdot")?, &path, config)?;
+    assert!(dir.path().join("other").join("x.db").exists());
+    assert!(
+        !dir.path().join("new").exists(),
+        "made a folder nobody asked for"
+    );
+    Ok(())
+}
+
 /// Bug caught: the same file registered under a second name when it is reached through a
 /// bind mount, where no path spelling, link or canonical form gives it away (only the device
 /// and inode do), or the refused registration creating files on the way. Runs `fault-child` in

@@ -5,7 +5,7 @@ use hive_db_core::rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
 use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::json;
 
 /// An optimization run to create.
@@ -144,7 +144,7 @@ impl Runs {
         // `generation + 1` is stored: at i64::MAX, SQLite made it a REAL it could not read
         // back (the run unreadable for good) and PostgreSQL refused it.
         if generation < 0 || generation == i64::MAX {
-            return Err(crate::Error::InvalidInput {
+            return Err(Error::InvalidInput {
                 what: "generation",
                 value: generation.to_string(),
                 reason: "not a generation number (0 up to i64::MAX - 1)",

@@ -303,6 +303,14 @@ pub(super) fn finish_study_simulation(
 ) -> Result<StudyProgress> {
     let db = p.name();
     p.write_with(|tx| {
+        // The study's row first: two finishes of its simulations at once take turns, and
+        // the second's count (a statement after the lock, so a snapshot after the first's
+        // commit) sees the first's simulation finished.
+        tx.query_opt(
+            "SELECT 1 FROM studies WHERE study_id = $1 FOR UPDATE",
+            &[&study_id],
+        )
+        .map_err(pg(db, "lock study"))?;
         let linked: i64 = tx
             .query_one(
                 "SELECT count(*) FROM study_simulations WHERE study_id = $1 AND simulation_id = $2",
@@ -316,34 +324,20 @@ pub(super) fn finish_study_simulation(
             &format!("{study_id}/{simulation_id}"),
             usize::try_from(linked).unwrap_or(0),
         )?;
-        // Counted once (see the SQLite twin); the row lock orders two finishes of one
-        // simulation, so that only the first sees it unfinished.
-        let was_final = tx
-            .query_one(
-                "SELECT status FROM simulations WHERE simulation_id = $1 FOR UPDATE",
-                &[&simulation_id],
-            )
-            .and_then(|r| r.try_get::<_, String>(0))
-            .map_err(pg(db, "find study simulation"))
-            .map(|status| super::RunStatus::is_final_text(&status))?;
         update_status(db, tx, RunKind::Simulation, simulation_id, update)?;
         insert_metrics(db, tx, simulation_id, metrics)?;
-        if was_final {
-            return study_progress(db, tx, study_id)?.ok_or_else(|| Error::NotFound {
-                db: db.clone(),
-                what: "study",
-                key: study_id.to_owned(),
-            });
-        }
+        // Counted from the simulations' statuses (see the SQLite twin).
         tx.execute(
             concat!(
-                "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,
-                     status = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
+                "UPDATE studies SET completed_simulations = n.done,
+                     status = CASE WHEN n.done >= total_simulations
                                    THEN 'completed' ELSE 'running' END,
-                     completed_at = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
-                                         THEN ",
+                     completed_at = CASE WHEN n.done >= total_simulations
+                                         THEN coalesce(completed_at, ",
                 now_text!(),
-                " ELSE completed_at END WHERE study_id = $1"
+                ") ELSE completed_at END FROM (",
+                super::studies::finished_in_study!("$1"),
+                ") AS n WHERE study_id = $1"
             ),
             &[&study_id],
         )

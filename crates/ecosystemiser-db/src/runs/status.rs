@@ -32,13 +32,6 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
-
-    /// [`RunStatus::is_final`] of a stored `status` text.
-    pub(crate) fn is_final_text(text: &str) -> bool {
-        [Self::Completed, Self::Failed, Self::Cancelled]
-            .iter()
-            .any(|s| s.as_str() == text)
-    }
 }
 
 impl std::fmt::Display for RunStatus {

@@ -43,6 +43,21 @@ pub struct StudyProgress {
     pub error_message: Option<String>,
 }
 
+/// How many of a study's simulations (`$study`, a parameter) are in a final status, as a
+/// one-column row `done`: both engines' SQL.
+macro_rules! finished_in_study {
+    ($study:literal) => {
+        concat!(
+            "SELECT count(DISTINCT ss.simulation_id) AS done
+             FROM study_simulations ss JOIN simulations s ON s.simulation_id = ss.simulation_id
+             WHERE ss.study_id = ",
+            $study,
+            " AND s.status IN ('completed', 'failed', 'cancelled')"
+        )
+    };
+}
+pub(super) use finished_in_study;
+
 impl Runs {
     /// Creates a study, status `pending`, none of its simulations completed.
     ///
@@ -143,9 +158,9 @@ impl Runs {
 
     /// Ends simulation `simulation_id` of study `study_id` with `update` and its final
     /// `metrics`, and counts it in the study (which becomes `completed` with its last
-    /// simulation), all in one transaction. Returns the study's progress. A simulation that
-    /// had finished already (a retry) is counted once: its status and metrics are stored
-    /// again, the study's count does not move.
+    /// simulation), all in one transaction. Returns the study's progress. The study's count
+    /// is of its simulations in a final status: a retried finish counts once, and a
+    /// simulation whose status was set to finished before counts too.
     ///
     /// # Errors
     ///
@@ -187,30 +202,23 @@ impl Runs {
                 &format!("{study_id}/{simulation_id}"),
                 usize::try_from(linked).unwrap_or(0),
             )?;
-            // Counted once: a second finish (a retry) moved the counter again, and the
-            // study completed with simulations still pending.
-            let was_final = conn
-                .prepare_cached("SELECT status FROM simulations WHERE simulation_id = ?1")
-                .and_then(|mut s| s.query_row([simulation_id], |r| r.get::<_, String>(0)))
-                .map_err(sql(db, "find study simulation"))
-                .map(|status| super::RunStatus::is_final_text(&status))?;
             update_status(db, conn, RunKind::Simulation, simulation_id, update)?;
             insert_metrics(db, conn, simulation_id, metrics)?;
-            if was_final {
-                return study_progress(db, conn, study_id)?.ok_or_else(|| Error::NotFound {
-                    db: db.clone(),
-                    what: "study",
-                    key: study_id.to_owned(),
-                });
-            }
-            conn.prepare_cached(
-                "UPDATE studies SET completed_simulations = coalesce(completed_simulations, 0) + 1,
-                     status = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
+            // The count is of the study's simulations in a final status, not a counter moved
+            // per call: a retried finish counted twice (the study completed with one still
+            // pending), and one finished by `update_simulation_status` first was never
+            // counted by a rule that skipped finished simulations.
+            conn.prepare_cached(concat!(
+                "UPDATE studies SET completed_simulations = n.done,
+                     status = CASE WHEN n.done >= total_simulations
                                    THEN 'completed' ELSE 'running' END,
-                     completed_at = CASE WHEN coalesce(completed_simulations, 0) + 1 >= total_simulations
-                                         THEN CURRENT_TIMESTAMP ELSE completed_at END
-                 WHERE study_id = ?1",
-            )
+                     completed_at = CASE WHEN n.done >= total_simulations
+                                         THEN coalesce(completed_at, CURRENT_TIMESTAMP)
+                                         ELSE completed_at END
+                 FROM (",
+                finished_in_study!("?1"),
+                ") AS n WHERE study_id = ?1"
+            ))
             .and_then(|mut s| s.execute([study_id]))
             .map_err(sql(db, "count study simulation"))?;
             study_progress(db, conn, study_id)?.ok_or_else(|| Error::NotFound {

@@ -11,7 +11,8 @@ use crate::common::{contract_test, count_of, open};
 contract_test! {
 /// Bug caught: a study's counter moved without its simulation's status (or the other way
 /// round), a study that never completes, metrics written for an unknown simulation, a
-/// simulation finished twice (a retry) counted twice and the study completed early.
+/// simulation finished twice (a retry) counted twice and the study completed early, or one
+/// whose status was set to finished first never counted.
 fn a_study_runs_to_completion(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (db, _registry) = open(kind, dir.path(), "eco.db")?;
@@ -47,6 +48,8 @@ fn a_study_runs_to_completion(kind: Kind) -> anyhow::Result<()> {
     // A retry of the same finish: counted once, the study still waits for s1.
     let p = runs.finish_study_simulation("st", "s0", &done, &[])?;
     assert_eq!((p.completed_simulations, p.status.as_str()), (1, "running"));
+    // s1 marked finished on its own first, then finished in the study: counted.
+    runs.update_simulation_status("s1", &done)?;
     let p = runs.finish_study_simulation("st", "s1", &done, &[])?;
     assert_eq!(
         (

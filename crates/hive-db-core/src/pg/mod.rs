@@ -71,7 +71,7 @@ impl std::fmt::Debug for PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        self.servers.stop();
+        self.servers.stop_and_wait();
     }
 }
 
@@ -496,6 +496,8 @@ impl PgDatabase {
         }
         let mut report = self.pool.close(deadline);
         report.still_out.extend(still_out);
+        // Its own connections too, once the pools' are closed.
+        self.servers.stop_and_wait();
         report
     }
 

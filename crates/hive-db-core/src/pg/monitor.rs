@@ -9,7 +9,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::thread::Thread;
 use std::time::Duration;
 
 use postgres::{Client, NoTls};
@@ -20,6 +19,9 @@ use crate::error::{Error, Refusal, Result, error_chain};
 use crate::pool::PoolShared;
 use crate::stats::PgFacts;
 use crate::sync::lock;
+
+/// The longest `stop` waits for the monitor's thread to end.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// The longest a monitor's connect may take: a silent server must not stall the rounds.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,7 +46,7 @@ pub(super) struct Servers {
     pub(super) max_lag: Duration,
     interval: Duration,
     stop: AtomicBool,
-    thread: Mutex<Option<Thread>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// `config` for the monitor's own connection: a short connect timeout and its own name.
@@ -155,15 +157,37 @@ impl Servers {
         let handle = std::thread::Builder::new()
             .name(format!("hive-pg-monitor-{}", self.primary.info().name))
             .spawn(move || run(&weak, &configs, replicas))?;
-        *lock(&self.thread) = Some(handle.thread().clone());
+        *lock(&self.thread) = Some(handle);
         Ok(())
     }
 
     /// Ends the monitor's thread (at its next wake-up, which this brings forward).
     pub(super) fn stop(&self) {
         self.stop.store(true, Relaxed);
-        if let Some(thread) = lock(&self.thread).take() {
-            thread.unpark();
+        if let Some(handle) = lock(&self.thread).as_ref() {
+            handle.thread().unpark();
+        }
+    }
+
+    /// [`Servers::stop`], then waits up to [`STOP_WAIT`] for the thread to end, so that its
+    /// own connections are closed when `close` or the registry's drop returns (they used to
+    /// linger on the server a moment after). A thread in the middle of a measure of a
+    /// silent server is left to end on its own; from the monitor's own thread (its last
+    /// reference dropped there) this does not wait for itself.
+    pub(super) fn stop_and_wait(&self) {
+        self.stop();
+        let Some(handle) = lock(&self.thread).take() else {
+            return;
+        };
+        if handle.thread().id() == std::thread::current().id() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while !handle.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
         }
     }
 

@@ -169,13 +169,16 @@ impl Runs {
         simulation_id: &str,
         metrics: &[Metric],
     ) -> impl Future<Output = Result<usize>> + Send + 'static {
-        let simulation_id = simulation_id.to_owned();
         let metrics = metrics.to_vec();
-        let future = self
-            .db
-            .write_async_with("Runs::record_metrics_async", move |conn| {
-                metrics_on(&crate::backend::ECO_NAME, conn, &simulation_id, &metrics)
-            });
+        // Refused as the sync call refuses it, before anything is queued (the closure would
+        // find no such simulation first, and answer NotFound).
+        let future = super::text("simulation id", simulation_id).and_then(|()| {
+            let simulation_id = simulation_id.to_owned();
+            self.db
+                .write_async_with("Runs::record_metrics_async", move |conn| {
+                    metrics_on(&crate::backend::ECO_NAME, conn, &simulation_id, &metrics)
+                })
+        });
         async move { future?.await }
     }
 

@@ -11,7 +11,7 @@
 use hive_db_core::postgres::error::SqlState;
 use hive_db_core::{DbName, PgHandle};
 
-use super::SCHEMA_VERSION;
+use super::{SCHEMA_VERSION, TABLES};
 use crate::error::{Error, Result};
 
 /// The table that holds the version; one row, `id = 1`.
@@ -97,7 +97,7 @@ pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
     match recorded(pg)? {
         Some(found) if found > SCHEMA_VERSION as i64 => return Err(too_new(pg, found)),
         // Nothing to do, and no lock to take: the version only grows.
-        Some(found) if found == SCHEMA_VERSION as i64 => return Ok(()),
+        Some(found) if found == SCHEMA_VERSION as i64 => return tables_present(pg),
         _ => {}
     }
     bootstrap(pg)?;
@@ -139,7 +139,34 @@ pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
             e => wrap(e),
         })?;
     }
-    Ok(())
+    tables_present(pg)
+}
+
+/// `Err(Migration)` naming the tables of [`TABLES`] the database lacks (a table dropped by
+/// hand at the newest version): refused at open, as on SQLite, not failing at first use.
+fn tables_present(pg: &PgHandle) -> Result<()> {
+    let tables: Vec<&str> = TABLES.to_vec();
+    let missing: Vec<String> = pg
+        .read_primary(|c| {
+            c.query(
+                "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NULL",
+                &[&tables],
+            )?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect()
+        })
+        .map_err(Error::from)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Migration {
+        db: pg.name().clone(),
+        path: pg.target().to_path_buf(),
+        source: Box::new(rusqlite_migration::Error::Hook(format!(
+            "the database is at version {SCHEMA_VERSION} but has no table {missing:?}"
+        ))),
+    })
 }
 
 /// Creates the version table with its row, unless there.

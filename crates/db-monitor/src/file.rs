@@ -149,10 +149,11 @@ fn not_opened(path: &Path, e: &rusqlite::Error) -> String {
         Err(m) if m.kind() == std::io::ErrorKind::NotFound => {
             format!("database file {} does not exist", path.display())
         }
-        // SQLite says only "unable to open database file"; the kernel says why. (A plain
-        // open and close, on the failure path only: this process holds no lock there.)
-        _ if std::fs::File::open(path)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied) =>
+        // SQLite says only "unable to open database file"; the kernel says why, asked
+        // without opening the file (closing a descriptor of it would drop this process's
+        // locks there, which a look at the same file on another thread may hold).
+        _ if rustix::fs::access(path, rustix::fs::Access::READ_OK)
+            == Err(rustix::io::Errno::ACCESS) =>
         {
             format!(
                 "cannot open {}: permission denied (this user may not read it)",

@@ -105,6 +105,18 @@ pub(crate) struct Sampler {
     pub(crate) timeout: Duration,
 }
 
+/// One source of a sample.
+enum Either<'a> {
+    Endpoint(&'a Endpoint),
+    File(&'a DbSpec),
+}
+
+/// What reading one source gave.
+enum Answer {
+    Endpoint(anyhow::Result<Vec<DbRead>>),
+    File(file::FileLook),
+}
+
 /// How many sources are read at once.
 const AT_ONCE: usize = 8;
 
@@ -189,12 +201,36 @@ impl Sampler {
         let endpoints: Vec<(&Endpoint, bool)> = named.chain(found).collect();
         // Each read is bounded by the timeout, but one after another they were bounded by
         // the timeout times the number of silent endpoints (and Ctrl-C waited as long).
-        let read = each_at_once(&endpoints, |(endpoint, _)| {
-            self.read_endpoint(endpoint, depth)
-        });
-        let looked = each_at_once(&self.files, |spec| {
-            file::look(&spec.path, self.timeout, depth.quick_check, depth.probe)
-        });
+        // Endpoints and files in one pass, so that a sample takes about one timeout.
+        let sources: Vec<Either<'_>> = endpoints
+            .iter()
+            .map(|&(e, _)| Either::Endpoint(e))
+            .chain(self.files.iter().map(Either::File))
+            .collect();
+        let mut answers = each_at_once(&sources, |source| match source {
+            Either::Endpoint(e) => Answer::Endpoint(self.read_endpoint(e, depth)),
+            Either::File(spec) => Answer::File(file::look(
+                &spec.path,
+                self.timeout,
+                depth.quick_check,
+                depth.probe,
+            )),
+        })
+        .into_iter();
+        let read: Vec<_> = answers
+            .by_ref()
+            .take(endpoints.len())
+            .filter_map(|a| match a {
+                Answer::Endpoint(r) => Some(r),
+                Answer::File(_) => None,
+            })
+            .collect();
+        let looked: Vec<_> = answers
+            .filter_map(|a| match a {
+                Answer::File(l) => Some(l),
+                Answer::Endpoint(_) => None,
+            })
+            .collect();
         let mut dbs = Vec::new();
         let mut endpoint_errors = Vec::new();
         for ((endpoint, named), read) in endpoints.into_iter().zip(read) {

@@ -56,6 +56,7 @@ macro_rules! finished_in_study {
         )
     };
 }
+#[cfg(feature = "postgres")]
 pub(super) use finished_in_study;
 
 impl Runs {

@@ -36,6 +36,11 @@ impl Closing for Box<Connection> {
     /// per close; connections close rarely.
     fn closing(&mut self, info: &DbInfo) {
         if info.check_file().is_err() {
+            // A short wait for readers and writers to let go, not the pool's busy timeout:
+            // `close_all` with a long read still out would otherwise wait that long for
+            // each connection it closes. A checkpoint that cannot finish here is finished
+            // by the next connection to close.
+            let _ = self.busy_timeout(std::time::Duration::from_millis(100));
             let _ = self.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
     }

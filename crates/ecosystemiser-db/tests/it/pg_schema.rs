@@ -64,17 +64,26 @@ fn a_migrator_waits_for_the_one_holding_the_version_row() -> anyhow::Result<()> 
         done.recv_timeout(Duration::from_millis(500)).is_err(),
         "the second migrator did not wait for the row lock"
     );
-    // It ends having done every step: the waiting migrator must find them done.
+    // It ends having recorded every step (the tables left out, so that a step the waiting
+    // migrator ran again would show): the waiting migrator must find them done.
     tx.execute(
         "UPDATE ecosystemiser_schema_version SET version = $1 WHERE id = 1",
         &[&(SCHEMA_VERSION as i64)],
     )?;
     tx.commit()?;
     done.recv_timeout(Duration::from_secs(30))?;
-    other
+    let opened = other
         .join()
-        .map_err(|_| anyhow::anyhow!("migrator panicked"))??;
-    // It found every step done: it applied none of them.
+        .map_err(|_| anyhow::anyhow!("migrator panicked"))?;
+    // It found every step done: it applied none of them, and refused the database whose
+    // version says newest but whose tables are missing.
+    match opened {
+        Err(e) => assert!(
+            matches!(e.downcast_ref::<Error>(), Some(Error::Migration { .. })),
+            "{e:#}"
+        ),
+        Ok(_) => panic!("a database without its tables opened"),
+    }
     assert!(!exists(&mut holder, "simulations")?);
     assert_eq!(version(&mut holder)?, SCHEMA_VERSION as i64);
     Ok(())

@@ -114,6 +114,21 @@ fn update_status(
     require_row(db, what, id, changed)
 }
 
+/// How many of a study's simulations (`$study`, a parameter) are in a final status, as a
+/// one-column row `done`: both engines' SQL.
+macro_rules! finished_in_study {
+    ($study:literal) => {
+        concat!(
+            "SELECT count(DISTINCT ss.simulation_id) AS done
+             FROM study_simulations ss JOIN simulations s ON s.simulation_id = ss.simulation_id
+             WHERE ss.study_id = ",
+            $study,
+            " AND s.status IN ('completed', 'failed', 'cancelled')"
+        )
+    };
+}
+pub(crate) use finished_in_study;
+
 /// `Err(InvalidInput)` for NaN: SQLite stores it as NULL (so a `NOT NULL` column refused
 /// it, and an optional one read back `None`), PostgreSQL as NaN; the engines answered the
 /// same call differently.

@@ -336,7 +336,7 @@ pub(super) fn finish_study_simulation(
                                          THEN coalesce(completed_at, ",
                 now_text!(),
                 ") ELSE completed_at END FROM (",
-                super::studies::finished_in_study!("$1"),
+                super::finished_in_study!("$1"),
                 ") AS n WHERE study_id = $1"
             ),
             &[&study_id],

@@ -43,22 +43,6 @@ pub struct StudyProgress {
     pub error_message: Option<String>,
 }
 
-/// How many of a study's simulations (`$study`, a parameter) are in a final status, as a
-/// one-column row `done`: both engines' SQL.
-macro_rules! finished_in_study {
-    ($study:literal) => {
-        concat!(
-            "SELECT count(DISTINCT ss.simulation_id) AS done
-             FROM study_simulations ss JOIN simulations s ON s.simulation_id = ss.simulation_id
-             WHERE ss.study_id = ",
-            $study,
-            " AND s.status IN ('completed', 'failed', 'cancelled')"
-        )
-    };
-}
-#[cfg(feature = "postgres")]
-pub(super) use finished_in_study;
-
 impl Runs {
     /// Creates a study, status `pending`, none of its simulations completed.
     ///
@@ -217,7 +201,7 @@ impl Runs {
                                          THEN coalesce(completed_at, CURRENT_TIMESTAMP)
                                          ELSE completed_at END
                  FROM (",
-                finished_in_study!("?1"),
+                super::finished_in_study!("?1"),
                 ") AS n WHERE study_id = ?1"
             ))
             .and_then(|mut s| s.execute([study_id]))

@@ -3,87 +3,17 @@
 //! closed, not marked by a connection-class error, no transaction open, session reset), with
 //! the SQLSTATE classes that decide them.
 
-use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::NoTls;
 
+use super::client::PgClient;
 use crate::error::{Error, Result};
-use crate::pool::{Closing, DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
+use crate::pool::{DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
 
 /// A pooled PostgreSQL client.
 pub(super) type PgConn = HiveConn<PgClient>;
-
-/// How long closing a client may keep the thread that drops it: a client's drop waits for
-/// its connection to end, which takes a server that answers when a request is still out (a
-/// round trip given up on a silent server, say).
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// A `postgres::Client` in a pool, closed on a thread of its own when dropped.
-///
-/// A client's drop blocks on its own tokio runtime until its connection ends, which panics
-/// on a thread that drives another runtime (a registry dropped or closed at the end of an
-/// `async fn main`: the panic in a destructor aborted the process), and waits for good on a
-/// server that stopped answering with a request out. The closing thread is waited for up to
-/// [`CLOSE_WAIT`]; past that it finishes on its own. Boxed: r2d2 moves connections by value.
-pub(crate) struct PgClient(Option<Box<Client>>);
-
-impl PgClient {
-    fn new(client: Client) -> Self {
-        Self(Some(Box::new(client)))
-    }
-}
-
-/// Nothing to do before the close: its drop does the closing.
-impl Closing for PgClient {
-    fn closing(&mut self, _: &DbInfo) {}
-}
-
-impl Deref for PgClient {
-    type Target = Client;
-    #[inline]
-    fn deref(&self) -> &Client {
-        match &self.0 {
-            Some(client) => client,
-            None => unreachable!("a client is taken only by its drop"),
-        }
-    }
-}
-
-impl DerefMut for PgClient {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut Client {
-        match &mut self.0 {
-            Some(client) => client,
-            None => unreachable!("a client is taken only by its drop"),
-        }
-    }
-}
-
-impl Drop for PgClient {
-    fn drop(&mut self) {
-        let Some(client) = self.0.take() else { return };
-        let (done, closed) = std::sync::mpsc::sync_channel::<()>(1);
-        let spawned = std::thread::Builder::new()
-            .name("hive-pg-close".to_owned())
-            .spawn(move || {
-                drop(client);
-                let _ = done.send(());
-            });
-        match spawned {
-            Ok(_) => {
-                if closed.recv_timeout(CLOSE_WAIT).is_err() {
-                    tracing::debug!(
-                        "a PostgreSQL client's close outlasted {CLOSE_WAIT:?}; left to finish on its own thread"
-                    );
-                }
-            }
-            // The client went with the closure, closed here.
-            Err(e) => tracing::warn!(error = %e, "no thread to close a PostgreSQL client on"),
-        }
-    }
-}
 
 /// The r2d2 manager for one PostgreSQL database.
 pub(crate) struct PgManager {

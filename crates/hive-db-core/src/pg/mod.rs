@@ -4,6 +4,7 @@
 //! per write on the primary, re-run on serialization failure or deadlock), the snapshot and
 //! the health probe. No writer lane: the server orders concurrent writers itself.
 //!
+//! - `client`: the pooled client, closed off the caller's thread, and `off_runtime`;
 //! - `config`: [`PgConfig`], and the connection string parsed and shown without a password;
 //! - `server`: what a server says about itself, and the refusals waiting does not fix;
 //! - `manager`: the r2d2 manager, the return rules and the SQLSTATE classes;
@@ -15,6 +16,7 @@
 //! (Over 500 lines: `PgDatabase` is one idea, a PostgreSQL database's pools and how a call
 //! reaches them: replica or primary, a write's attempts and retries, the probe, close.)
 
+mod client;
 mod config;
 mod guard;
 mod handle;
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use postgres::{Client, Transaction};
 
+pub(crate) use client::off_runtime;
 pub use config::PgConfig;
 pub use guard::PgConnection;
 pub use handle::PgHandle;
@@ -72,30 +75,6 @@ impl std::fmt::Debug for PgDatabase {
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         self.servers.stop_and_wait();
-    }
-}
-
-/// Runs `f` on a thread of its own and returns what it returned (its panic resumed here):
-/// for the client's work outside the caller's closures, which must not run on a thread that
-/// drives a tokio runtime (the client's own runtime panics there). Runs `f` here when no
-/// thread can be had.
-pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    let f = std::sync::Mutex::new(Some(f));
-    let take = || crate::sync::lock(&f).take();
-    let ran = std::thread::scope(|s| {
-        std::thread::Builder::new()
-            .name("hive-pg-open".to_owned())
-            .spawn_scoped(s, || take().map(|f| f()))
-            .map(std::thread::ScopedJoinHandle::join)
-    });
-    match ran {
-        Ok(Ok(Some(value))) => value,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        // No thread: `f` is still here.
-        Ok(Ok(None)) | Err(_) => match take() {
-            Some(f) => f(),
-            None => unreachable!("`f` ran on a thread that was not spawned"),
-        },
     }
 }
 

@@ -35,13 +35,14 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
         std::fs::write(path, format!("{json}\n"))
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
+    let label = report.labeler();
     for d in &report.databases {
         for f in d
             .findings
             .iter()
             .filter(|f| f.status == hive_db_core::HealthStatus::Unhealthy)
         {
-            output::diag(&format!("{}: {}", report.label(d), f.message));
+            output::diag(&format!("{}: {}", label(d), f.message));
         }
     }
     let text = if cli.json {

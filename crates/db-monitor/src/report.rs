@@ -44,12 +44,14 @@ impl Report {
     /// How a database is named for people: its name, and with databases from several
     /// endpoints its endpoint too (`inventory @127.0.0.1:9187`), so that two registries'
     /// databases of one name are told apart in every table, line and finding.
-    pub(crate) fn label(&self, d: &DbReport) -> String {
+    /// Whether there are several sources is found once, not per label (a render names
+    /// every database several times).
+    pub(crate) fn labeler(&self) -> impl Fn(&DbReport) -> String + '_ {
         let many_sources = self
             .databases
             .iter()
             .any(|other| other.source != self.databases[0].source);
-        label(&d.name, &d.source, many_sources)
+        move |d| label(&d.name, &d.source, many_sources)
     }
 
     /// The worst status of any database (healthy without databases).
@@ -419,21 +421,25 @@ mod tests {
         }
     }
 
-    /// Bug caught: two registries with a database of one name could not be told apart
-    /// outside the pools table: counters, latency, findings and the one-shot's lines all
-    /// said "inventory", whichever registry it was.
-    #[test]
-    fn databases_of_one_name_in_two_registries_are_told_apart() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A registry with one database, `inventory`, in `dir`.
+    fn inventory(dir: &std::path::Path) -> (Registry, DbName) {
         let registry = Registry::new();
         let name = DbName::new("inventory").unwrap();
         let config = DbConfig {
             create_if_missing: true,
             ..DbConfig::default()
         };
-        registry
-            .register(&name, dir.path().join("i.db"), config)
-            .unwrap();
+        registry.register(&name, dir.join("i.db"), config).unwrap();
+        (registry, name)
+    }
+
+    /// Bug caught: two registries with a database of one name could not be told apart
+    /// outside the pools table: counters, latency, findings and the one-shot's lines all
+    /// said "inventory", whichever registry it was.
+    #[test]
+    fn databases_of_one_name_in_two_registries_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _) = inventory(dir.path());
         let mut sample = read_of(registry.stats(), 1000);
         let mut other = sample.dbs[0].clone();
         other.source = "http://127.0.0.1:2".to_owned();
@@ -457,7 +463,7 @@ mod tests {
             &read_of(registry.stats(), 1000),
             Duration::from_secs(1),
         );
-        assert_eq!(one.label(&one.databases[0]), "inventory");
+        assert_eq!(one.labeler()(&one.databases[0]), "inventory");
     }
 
     /// Bug caught: rates across an application restart (counters back at zero and grown
@@ -466,15 +472,7 @@ mod tests {
     #[test]
     fn no_rates_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let registry = Registry::new();
-        let name = DbName::new("inventory").unwrap();
-        let config = DbConfig {
-            create_if_missing: true,
-            ..DbConfig::default()
-        };
-        registry
-            .register(&name, dir.path().join("i.db"), config)
-            .unwrap();
+        let (registry, name) = inventory(dir.path());
         let before = registry.stats();
         std::thread::sleep(Duration::from_millis(5));
         for _ in 0..3 {

@@ -25,6 +25,7 @@ fn table(header: &[&str], width: Option<u16>) -> Table {
 
 /// Pool state, health and rates: the part the live view redraws.
 pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
+    let label = report.labeler();
     if report.databases.iter().all(|d| d.pool.is_none()) {
         return files(report, width);
     }
@@ -34,7 +35,7 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
         let pool = d.pool.as_ref().map(|p| Total::of(p, d.rates.as_ref()));
         let p99 = d.rates.as_ref().and_then(|r| r.acquire_wait_p99_ms);
         tables.add(
-            report.label(d),
+            label(d),
             engine(d),
             status::word(d.status()),
             pool.as_ref(),
@@ -61,10 +62,11 @@ pub(crate) fn pools(report: &Report, width: Option<u16>) -> String {
 
 /// Files only: no pool to show, only how each answered.
 fn files(report: &Report, width: Option<u16>) -> String {
+    let label = report.labeler();
     let mut t = table(&["db", "status", "health", "note"], width);
     for d in &report.databases {
         t.add_row(vec![
-            report.label(d),
+            label(d),
             status::word(d.status()).to_owned(),
             health(d),
             d.findings
@@ -187,13 +189,14 @@ impl PoolTables {
 
 /// Every finding, one line each.
 pub(crate) fn findings(report: &Report) -> String {
+    let label = report.labeler();
     let mut out = String::new();
     for d in &report.databases {
         for f in &d.findings {
             out.push_str(&format!(
                 "{:<9} {}: {}\n",
                 status::word(f.status).to_uppercase(),
-                report.label(d),
+                label(d),
                 f.message
             ));
         }
@@ -252,6 +255,7 @@ fn heading(report: &Report) -> String {
 
 /// The counters of each database that has them (endpoints only).
 fn counters(report: &Report, width: Option<u16>) -> Option<Table> {
+    let label = report.labeler();
     let mut t = table(
         &[
             "db",
@@ -274,7 +278,7 @@ fn counters(report: &Report, width: Option<u16>) -> Option<Table> {
             continue;
         };
         t.add_row(vec![
-            report.label(d),
+            label(d),
             lat.acquire_wait.count.to_string(),
             tot.acquires_waited.to_string(),
             tot.acquire_timeouts.to_string(),
@@ -293,6 +297,7 @@ fn counters(report: &Report, width: Option<u16>) -> Option<Table> {
 
 /// The latency histograms of each database that has counters (endpoints only).
 fn latencies(report: &Report, width: Option<u16>) -> Option<Table> {
+    let label = report.labeler();
     let mut t = table(
         &[
             "db",
@@ -315,7 +320,7 @@ fn latencies(report: &Report, width: Option<u16>) -> Option<Table> {
             ("hold time", &lat.hold_time),
             ("writer wait", &lat.writer_wait),
         ] {
-            t.add_row(latency_row(&report.label(d), what, p));
+            t.add_row(latency_row(&label(d), what, p));
         }
     }
     (t.row_count() > 0).then_some(t)
@@ -337,6 +342,7 @@ fn latency_row(name: &str, what: &str, p: &Percentiles) -> Vec<String> {
 /// Every SQLite database's file and what SQLite says about it; `None` when every database
 /// is a PostgreSQL one.
 fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
+    let label = report.labeler();
     let mut t = table(
         &[
             "db",
@@ -357,7 +363,7 @@ fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
             .path
             .as_ref()
             .map_or(DASH.to_owned(), |p| p.display().to_string());
-        let mut row = vec![report.label(d), path];
+        let mut row = vec![label(d), path];
         match &d.sqlite {
             Some(s) => row.extend(sqlite_cells(s)),
             None => row.resize(9, DASH.to_owned()),
@@ -511,6 +517,7 @@ fn sqlite_cells(s: &FileFacts) -> Vec<String> {
 
 /// The `--probe` results.
 fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
+    let label = report.labeler();
     let mut t = table(
         &["db", "probe", "ops/s", "ops", "errors", "p50", "p99", "max"],
         width,
@@ -518,7 +525,7 @@ fn probes(report: &Report, width: Option<u16>) -> Option<Table> {
     for d in &report.databases {
         let Some(p) = &d.probe else { continue };
         t.add_row(vec![
-            report.label(d),
+            label(d),
             format!("{} for {:.1}s", p.what, p.seconds),
             fmt::rate(p.per_second()),
             p.ops.to_string(),

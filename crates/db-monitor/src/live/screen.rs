@@ -109,6 +109,7 @@ pub(super) fn header(
 }
 
 fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
+    let label = report.labeler();
     if report.databases.is_empty() {
         // Every registry found earlier has stopped; one that starts shows at the next sample.
         return "No database now: no registry of this user is running here. Waiting for one \
@@ -125,7 +126,7 @@ fn body(report: &Report, width: u16, tallies: &Tallies) -> String {
             let last = t.trend.back().copied().unwrap_or(0.0);
             text.push_str(&format!(
                 "  {:<16} {} {}/s\n",
-                report.label(d),
+                label(d),
                 sparkline(&t.trend),
                 fmt::rate(last)
             ));

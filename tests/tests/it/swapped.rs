@@ -39,6 +39,25 @@ fn rows_in(path: &Path) -> anyhow::Result<Option<i64>> {
     Ok(Some(rows))
 }
 
+/// Applies `swap` to the file at `path`: removed; renamed to `moved.db` beside it; or
+/// replaced (renamed over) by a database `other.db` whose table `t` holds what `rows`
+/// inserts.
+fn apply(swap: Swap, path: &Path, rows: &str) -> anyhow::Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow::anyhow!("no folder"))?;
+    match swap {
+        Swap::Deleted => std::fs::remove_file(path)?,
+        Swap::Renamed => std::fs::rename(path, dir.join("moved.db"))?,
+        Swap::Replaced => {
+            let other = dir.join("other.db");
+            let conn = rusqlite::Connection::open(&other)?;
+            conn.execute_batch(&format!("CREATE TABLE t (v INTEGER); {rows}"))?;
+            drop(conn);
+            std::fs::rename(&other, path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Registers a database with 3 rows, applies `swap` to its file, then writes a row, reads,
 /// and checks health.
 fn after_swap(swap: Swap) -> anyhow::Result<AfterSwap> {
@@ -60,17 +79,7 @@ fn after_swap(swap: Swap) -> anyhow::Result<AfterSwap> {
         tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")?;
         Ok(())
     })?;
-    match swap {
-        Swap::Deleted => std::fs::remove_file(&path)?,
-        Swap::Renamed => std::fs::rename(&path, dir.path().join("moved.db"))?,
-        Swap::Replaced => {
-            let other = dir.path().join("other.db");
-            let conn = rusqlite::Connection::open(&other)?;
-            conn.execute_batch("CREATE TABLE t (v INTEGER);")?;
-            drop(conn);
-            std::fs::rename(&other, &path)?;
-        }
-    }
+    apply(swap, &path, "")?;
     std::thread::sleep(Duration::from_millis(5));
     let start = Instant::now();
     let write = registry
@@ -160,16 +169,7 @@ fn a_file_swapped_just_before_close_keeps_every_commit() -> anyhow::Result<()> {
             tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")?;
             Ok(())
         })?;
-        match swap {
-            Swap::Renamed => std::fs::rename(&path, &moved)?,
-            _ => {
-                let other = dir.path().join("other.db");
-                let conn = rusqlite::Connection::open(&other)?;
-                conn.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (42);")?;
-                drop(conn);
-                std::fs::rename(&other, &path)?;
-            }
-        }
+        apply(swap, &path, "INSERT INTO t VALUES (42);")?;
         registry.close_all(Duration::from_secs(2));
         drop(registry);
         match swap {

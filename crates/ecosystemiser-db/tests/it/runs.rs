@@ -8,6 +8,17 @@ use serde_json::json;
 
 use crate::common::{contract_test, count_of, open};
 
+/// A genetic-algorithm optimization run `id` minimising cost, with nothing else given.
+fn ga_run(id: &str) -> NewOptimizationRun {
+    NewOptimizationRun {
+        optimization_id: id.into(),
+        algorithm_type: "ga".into(),
+        objective_function: "cost".into(),
+        configuration: None,
+        metadata: None,
+    }
+}
+
 contract_test! {
 /// Bug caught: a study's counter moved without its simulation's status (or the other way
 /// round), a study that never completes, metrics written for an unknown simulation, a
@@ -107,13 +118,7 @@ fn optimization_and_analysis_runs(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (db, _registry) = open(kind, dir.path(), "eco.db")?;
     let runs = Runs::new(&db);
-    runs.create_optimization_run(&NewOptimizationRun {
-        optimization_id: "o".into(),
-        algorithm_type: "ga".into(),
-        objective_function: "cost".into(),
-        configuration: None,
-        metadata: None,
-    })?;
+    runs.create_optimization_run(&ga_run("o"))?;
     let ind = |id: &str, fitness| Individual {
         individual_id: id.into(),
         fitness,
@@ -178,13 +183,7 @@ fn every_kind_of_run_keeps_its_error_message(kind: Kind) -> anyhow::Result<()> {
     };
     runs.create_simulation(&NewSimulation::new("s", "a.yml", "milp"))?;
     runs.update_simulation_status("s", &failed("solver diverged"))?;
-    runs.create_optimization_run(&NewOptimizationRun {
-        optimization_id: "o".into(),
-        algorithm_type: "ga".into(),
-        objective_function: "cost".into(),
-        configuration: None,
-        metadata: None,
-    })?;
+    runs.create_optimization_run(&ga_run("o"))?;
     runs.update_optimization_status("o", &failed("population collapsed"))?;
     runs.create_study(&NewStudy {
         study_id: "st".into(),
@@ -255,13 +254,7 @@ fn nan_and_the_last_generation_are_refused_alike(kind: Kind) -> anyhow::Result<(
     };
     refused(runs.update_simulation_status("s", &update));
     assert_eq!(runs.simulation("s")?.map(|s| s.status), Some("pending".into()));
-    runs.create_optimization_run(&NewOptimizationRun {
-        optimization_id: "o".into(),
-        algorithm_type: "ga".into(),
-        objective_function: "cost".into(),
-        configuration: None,
-        metadata: None,
-    })?;
+    runs.create_optimization_run(&ga_run("o"))?;
     let ind = |fitness| Individual {
         individual_id: "a".into(),
         fitness,

@@ -172,18 +172,20 @@ fn each_route_answers_with_its_content() -> TestResult {
     Ok(())
 }
 
+/// The default endpoint, with the databases' paths shown.
+fn exposing_paths() -> EndpointConfig {
+    EndpointConfig {
+        expose_paths: true,
+        ..EndpointConfig::default()
+    }
+}
+
 /// Bug caught: `expose_paths` ignored (the monitor cannot show where a database lives even
 /// when the operator asked), which would also mean the test above proves nothing.
 #[test]
 fn paths_are_shown_only_when_asked() -> TestResult {
     let f = fixture("shown", config())?;
-    let ep = serve(
-        &f,
-        EndpointConfig {
-            expose_paths: true,
-            ..EndpointConfig::default()
-        },
-    )?;
+    let ep = serve(&f, exposing_paths())?;
     let snap: RegistrySnapshot = serde_json::from_slice(&get(ep.addr(), "/stats")?.body)?;
     assert_eq!(snap.get("shown").map(|d| d.path.clone()), Some(f.path()));
     Ok(())
@@ -200,13 +202,7 @@ fn a_file_name_that_is_not_utf8_leaves_stats_answering() -> TestResult {
         .path()
         .join(std::ffi::OsStr::from_bytes(b"caf\xe9.db"));
     f.registry.register(&DbName::new("odd")?, &odd, config())?;
-    let ep = serve(
-        &f,
-        EndpointConfig {
-            expose_paths: true,
-            ..EndpointConfig::default()
-        },
-    )?;
+    let ep = serve(&f, exposing_paths())?;
     let reply = get(ep.addr(), "/stats")?;
     assert_eq!(
         reply.status,

@@ -79,6 +79,7 @@ mod legacy;
 mod path;
 mod runs;
 mod schema;
+mod text;
 
 pub use backend::{
     BackendKind, BackendReason, BackendStats, DB_NAME, DIRECT_MAX_VAR, EcoConnection, EcoDb,

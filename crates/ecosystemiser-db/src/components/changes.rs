@@ -19,7 +19,7 @@ impl ComponentLibrary {
         check_name("component type", name)?;
         check_name("component category", category)?;
         if let Some(d) = description {
-            crate::runs::text("component description", d)?;
+            crate::text::check("component description", d)?;
         }
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {

@@ -261,7 +261,7 @@ impl EventStore {
     pub fn history(&self, of: HistoryOf<'_>, limit: u32) -> Result<Vec<Event>> {
         // No event holds a NUL character (publish refuses one): nothing to find, on either
         // engine (PostgreSQL refused the query itself, 22021).
-        if of.query().1.contains('\0') {
+        if !crate::text::storable(of.query().1) {
             return Ok(Vec::new());
         }
         #[cfg(feature = "postgres")]
@@ -329,7 +329,7 @@ impl EventStore {
     ///
     /// As [`EventStore::history`].
     pub fn get(&self, event_id: &str) -> Result<Option<Event>> {
-        if event_id.contains('\0') {
+        if !crate::text::storable(event_id) {
             return Ok(None);
         }
         #[cfg(feature = "postgres")]
@@ -357,26 +357,18 @@ fn encoded(event: &Event) -> Result<(String, Option<String>)> {
             });
         }
     }
-    // PostgreSQL text cannot hold NUL: refused on both engines, so an event one accepts
-    // the other stores too (payload and metadata are JSON, which escapes it).
-    for (what, value) in [
-        ("event id", Some(&event.event_id)),
-        ("event type", Some(&event.event_type)),
-        ("event source", Some(&event.source)),
-        ("event timestamp", Some(&event.timestamp)),
-        ("event correlation id", event.correlation_id.as_ref()),
-        ("event simulation id", event.simulation_id.as_ref()),
-        ("event analysis id", event.analysis_id.as_ref()),
-        ("event optimization id", event.optimization_id.as_ref()),
-    ] {
-        if value.is_some_and(|v| v.contains('\0')) {
-            return Err(Error::InvalidInput {
-                what,
-                value: value.map(|v| v.replace('\0', "\\0")).unwrap_or_default(),
-                reason: "holds a NUL character, which PostgreSQL text cannot store",
-            });
-        }
-    }
+    // Refused on both engines, so an event one accepts the other stores too (payload and
+    // metadata are JSON, which escapes a NUL).
+    crate::text::check_all(&[
+        ("event id", Some(event.event_id.as_str())),
+        ("event type", Some(event.event_type.as_str())),
+        ("event source", Some(event.source.as_str())),
+        ("event timestamp", Some(event.timestamp.as_str())),
+        ("event correlation id", event.correlation_id.as_deref()),
+        ("event simulation id", event.simulation_id.as_deref()),
+        ("event analysis id", event.analysis_id.as_deref()),
+        ("event optimization id", event.optimization_id.as_deref()),
+    ])?;
     let db: &DbName = &crate::backend::ECO_NAME;
     let payload = json::encode(db, "event payload", &event.payload)?;
     let metadata = json::encode_opt(db, "event metadata", event.metadata.as_ref())?;

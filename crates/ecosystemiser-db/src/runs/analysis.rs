@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::Result;
 use crate::json;
+use crate::text;
 
 /// An analysis run to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +30,7 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_analysis_run(&self, run: &NewAnalysisRun) -> Result<()> {
-        super::texts(&[
+        text::check_all(&[
             ("analysis id", Some(run.analysis_id.as_str())),
             ("source type", Some(run.source_type.as_str())),
             ("source id", Some(run.source_id.as_str())),
@@ -77,12 +78,12 @@ impl Runs {
         strategy_name: &str,
         results: &[(String, Value)],
     ) -> Result<usize> {
-        super::texts(&[
+        text::check_all(&[
             ("analysis id", Some(analysis_id)),
             ("strategy name", Some(strategy_name)),
         ])?;
         for (kind, _) in results {
-            super::text("result type", kind)?;
+            text::check("result type", kind)?;
         }
         let db = self.db.name();
         let encoded = results
@@ -119,7 +120,7 @@ impl Runs {
     ///
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown run; the backend's errors.
     pub fn update_analysis_status(&self, analysis_id: &str, update: &StatusUpdate) -> Result<()> {
-        super::text("analysis id", analysis_id)?;
+        text::check("analysis id", analysis_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Analysis, analysis_id, update);

@@ -17,6 +17,7 @@ use hive_db_core::rusqlite::{Connection, params};
 
 use crate::backend::EcoDb;
 use crate::error::{Error, Result};
+use crate::text;
 
 pub use analysis::NewAnalysisRun;
 pub use optimization::{Individual, NewOptimizationRun, Objective, OptimizationProgress};
@@ -143,35 +144,9 @@ pub(crate) fn a_number(what: &'static str, value: f64) -> Result<()> {
     Ok(())
 }
 
-/// `Err(InvalidInput)` for text holding a NUL character: PostgreSQL text cannot store one
-/// (22021), SQLite did, and the same call answered differently on the two engines.
-pub(crate) fn text(what: &'static str, value: &str) -> Result<()> {
-    if value.contains('\0') {
-        return Err(Error::InvalidInput {
-            what,
-            value: value.escape_debug().to_string(),
-            reason: "holds a NUL character, which PostgreSQL text cannot store",
-        });
-    }
-    Ok(())
-}
-
-/// [`text`] for each of `fields`, `(what, value)`; `None` passes.
-pub(crate) fn texts(fields: &[(&'static str, Option<&str>)]) -> Result<()> {
-    fields
-        .iter()
-        .try_for_each(|(what, v)| v.map_or(Ok(()), |v| text(what, v)))
-}
-
-/// Whether a run can have the id `key`: none holds a NUL character (none can be stored), so
-/// a lookup of one finds nothing, on either engine (PostgreSQL refused the query itself).
-pub(crate) fn could_exist(key: &str) -> bool {
-    !key.contains('\0')
-}
-
 /// The checks of a status update, shared by both engines.
 pub(crate) fn check_update(update: &StatusUpdate) -> Result<()> {
-    texts(&[
+    text::check_all(&[
         ("results_path", update.results_path.as_deref()),
         ("error_message", update.error_message.as_deref()),
     ])?;
@@ -183,7 +158,7 @@ pub(crate) fn check_update(update: &StatusUpdate) -> Result<()> {
 /// The checks of metrics, shared by both engines.
 pub(crate) fn check_metrics(metrics: &[Metric]) -> Result<()> {
     metrics.iter().try_for_each(|m| {
-        texts(&[
+        text::check_all(&[
             ("metric name", Some(m.name.as_str())),
             ("metric unit", m.unit.as_deref()),
         ])?;
@@ -193,7 +168,7 @@ pub(crate) fn check_metrics(metrics: &[Metric]) -> Result<()> {
 
 /// The checks of a new simulation, shared by both engines.
 pub(crate) fn check_simulation(sim: &NewSimulation) -> Result<()> {
-    texts(&[
+    text::check_all(&[
         ("simulation id", Some(sim.simulation_id.as_str())),
         ("system config path", Some(sim.system_config_path.as_str())),
         ("solver type", Some(sim.solver_type.as_str())),

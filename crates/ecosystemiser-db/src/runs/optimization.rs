@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::{Error, Result};
 use crate::json;
+use crate::text;
 
 /// An optimization run to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +84,7 @@ impl Runs {
     ///
     /// [`Error::Sqlite`](crate::Error::Sqlite) for a duplicate id; the backend's errors.
     pub fn create_optimization_run(&self, run: &NewOptimizationRun) -> Result<()> {
-        super::texts(&[
+        text::check_all(&[
             ("optimization id", Some(run.optimization_id.as_str())),
             ("algorithm type", Some(run.algorithm_type.as_str())),
             ("objective function", Some(run.objective_function.as_str())),
@@ -136,9 +137,9 @@ impl Runs {
         objective: Objective,
         individuals: &[Individual],
     ) -> Result<()> {
-        super::text("optimization id", optimization_id)?;
+        text::check("optimization id", optimization_id)?;
         for i in individuals {
-            super::text("individual id", &i.individual_id)?;
+            text::check("individual id", &i.individual_id)?;
         }
         let db = self.db.name();
         // `generation + 1` is stored: at i64::MAX, SQLite made it a REAL it could not read
@@ -216,7 +217,7 @@ impl Runs {
         optimization_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
-        super::text("optimization id", optimization_id)?;
+        text::check("optimization id", optimization_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Optimization, optimization_id, update);
@@ -233,7 +234,7 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn optimization(&self, optimization_id: &str) -> Result<Option<OptimizationProgress>> {
-        if !super::could_exist(optimization_id) {
+        if !text::storable(optimization_id) {
             return Ok(None);
         }
         #[cfg(feature = "postgres")]

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::Result;
 use crate::json;
+use crate::text;
 
 /// A simulation to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,7 +147,7 @@ impl Runs {
     /// [`Error::NotFound`](crate::Error::NotFound) for an unknown simulation (nothing is
     /// written); the backend's errors.
     pub fn record_metrics(&self, simulation_id: &str, metrics: &[Metric]) -> Result<usize> {
-        super::text("simulation id", simulation_id)?;
+        text::check("simulation id", simulation_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::record_metrics(p, simulation_id, metrics);
@@ -172,7 +173,7 @@ impl Runs {
         let metrics = metrics.to_vec();
         // Refused as the sync call refuses it, before anything is queued (the closure would
         // find no such simulation first, and answer NotFound).
-        let future = super::text("simulation id", simulation_id).and_then(|()| {
+        let future = text::check("simulation id", simulation_id).and_then(|()| {
             let simulation_id = simulation_id.to_owned();
             self.db
                 .write_async_with("Runs::record_metrics_async", move |conn| {
@@ -192,7 +193,7 @@ impl Runs {
         simulation_id: &str,
         update: &StatusUpdate,
     ) -> Result<()> {
-        super::text("simulation id", simulation_id)?;
+        text::check("simulation id", simulation_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Simulation, simulation_id, update);
@@ -214,7 +215,7 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn simulation(&self, simulation_id: &str) -> Result<Option<Simulation>> {
-        if !super::could_exist(simulation_id) {
+        if !text::storable(simulation_id) {
             return Ok(None);
         }
         #[cfg(feature = "postgres")]
@@ -260,7 +261,7 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn metrics(&self, simulation_id: &str) -> Result<Vec<Metric>> {
-        if !super::could_exist(simulation_id) {
+        if !text::storable(simulation_id) {
             return Ok(Vec::new());
         }
         #[cfg(feature = "postgres")]

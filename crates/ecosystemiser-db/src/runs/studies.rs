@@ -9,6 +9,7 @@ use super::simulations::{insert_metrics, insert_simulation};
 use super::{Metric, NewSimulation, RunKind, Runs, StatusUpdate, require_row, sql, update_status};
 use crate::error::{Error, Result};
 use crate::json;
+use crate::text;
 
 /// A study (many simulations) to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +51,7 @@ impl Runs {
     ///
     /// [`Error::Sqlite`] for a duplicate id; the backend's errors.
     pub fn create_study(&self, study: &NewStudy) -> Result<()> {
-        super::texts(&[
+        text::check_all(&[
             ("study id", Some(study.study_id.as_str())),
             ("study type", Some(study.study_type.as_str())),
         ])?;
@@ -100,7 +101,7 @@ impl Runs {
         parameter_set: Option<&Value>,
         sequence_number: i64,
     ) -> Result<()> {
-        super::text("study id", study_id)?;
+        text::check("study id", study_id)?;
         super::check_simulation(sim)?;
         let db = self.db.name();
         let parameters = json::encode_opt(db, "parameter set", parameter_set)?;
@@ -158,7 +159,7 @@ impl Runs {
         update: &StatusUpdate,
         metrics: &[Metric],
     ) -> Result<StudyProgress> {
-        super::texts(&[
+        text::check_all(&[
             ("study id", Some(study_id)),
             ("simulation id", Some(simulation_id)),
         ])?;
@@ -220,7 +221,7 @@ impl Runs {
     ///
     /// [`Error::NotFound`] for an unknown study; the backend's errors.
     pub fn update_study_status(&self, study_id: &str, update: &StatusUpdate) -> Result<()> {
-        super::text("study id", study_id)?;
+        text::check("study id", study_id)?;
         #[cfg(feature = "postgres")]
         if let Some(p) = self.db.pg() {
             return super::pg::status(p, RunKind::Study, study_id, update);
@@ -236,7 +237,7 @@ impl Runs {
     ///
     /// The backend's errors.
     pub fn study(&self, study_id: &str) -> Result<Option<StudyProgress>> {
-        if !super::could_exist(study_id) {
+        if !text::storable(study_id) {
             return Ok(None);
         }
         #[cfg(feature = "postgres")]

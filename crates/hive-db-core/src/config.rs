@@ -135,6 +135,11 @@ impl Default for DbConfig {
     }
 }
 
+/// The longest busy timeout SQLite takes: milliseconds in an `i32`, about 24.8 days (past
+/// it rusqlite panics). `validate` refuses more; the calls that set one from elsewhere (the
+/// health probe's, a caller's unvalidated settings) cap at it.
+pub(crate) const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 impl DbConfig {
     /// The defaults, overridden by any `HIVE_DB_*` environment variable that is set.
     ///
@@ -236,7 +241,7 @@ impl DbConfig {
             Some("leak_threshold must be longer than zero, or None".to_owned())
         } else if self.group_commit_max_writers == 0 {
             Some("group_commit_max_writers must be at least 1".to_owned())
-        } else if i32::try_from(self.busy_timeout.as_millis()).is_err() {
+        } else if self.busy_timeout > MAX_BUSY_TIMEOUT {
             Some("busy_timeout is longer than SQLite accepts (about 24 days)".to_owned())
         } else {
             None

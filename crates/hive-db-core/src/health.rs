@@ -245,9 +245,6 @@ type Outcome<T = (Duration, Option<String>)> = std::result::Result<T, String>;
 /// probe holding a connection while it waits for the lane would wait for a writer that holds
 /// the lane and waits for a connection (every other one busy), each until the probe's
 /// deadline, and the report would blame the lane.
-/// The largest busy timeout SQLite takes.
-const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
-
 fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let start = Instant::now();
     let deadline = deadline(start, timeout);
@@ -257,7 +254,7 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), MAX_BUSY_TIMEOUT)
+            .clamp(Duration::from_millis(1), crate::config::MAX_BUSY_TIMEOUT)
     };
     let site = Location::caller();
     pool.info().check_file().map_err(|e| error_chain(&e))?;

@@ -44,13 +44,8 @@ pub(crate) fn open_file(path: &Path) -> rusqlite::Result<Connection> {
 ///
 /// The rusqlite error of the first PRAGMA that fails.
 pub fn configure_connection(conn: &Connection, config: &DbConfig) -> rusqlite::Result<()> {
-    // At most SQLite's largest (milliseconds in an `i32`): past it rusqlite panics.
-    // `DbConfig::validate` refuses more; this is for a caller that did not validate.
-    conn.busy_timeout(
-        config
-            .busy_timeout
-            .min(std::time::Duration::from_millis(i32::MAX as u64)),
-    )?;
+    // For a caller that did not validate: past the largest, rusqlite panics.
+    conn.busy_timeout(config.busy_timeout.min(crate::config::MAX_BUSY_TIMEOUT))?;
     // No `writable_schema` edits of `sqlite_schema` and no other file-corrupting SQL.
     conn.set_db_config(SqliteConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.wal_hook(Some(wal_hook));

@@ -308,37 +308,20 @@ fn measure(config: &postgres::Config, client: &mut Option<Client>) -> Result<Mea
     std::thread::Builder::new()
         .name("hive-pg-measure".to_owned())
         .spawn(move || {
-            let measured = Measured::query(&mut c);
-            // The monitor gave up waiting: the client goes with this thread.
-            let _ = done.send((c, measured));
+            // The client comes back only with an answer. One that failed, or that the
+            // monitor gave up waiting for, is dropped here, on this thread: a client's drop
+            // waits for its server, and the monitor must go on.
+            let measured = Measured::query(&mut c).map(|m| (m, c));
+            let _ = done.send(measured);
         })
         .map_err(Failed::NoThread)?;
     match answer.recv_timeout(ROUND_TRIP) {
-        Ok((c, Ok(m))) => {
+        Ok(Ok((m, c))) => {
             *client = Some(c);
             Ok(m)
         }
-        Ok((c, Err(e))) => {
-            close_aside(Some(c));
-            Err(Failed::Pg(e))
-        }
+        Ok(Err(e)) => Err(Failed::Pg(e)),
         Err(_) => Err(Failed::Silent),
-    }
-}
-
-/// Drops `client` on a thread of its own: dropping a client waits for its connection to
-/// end, which a server that stopped answering never lets it do, and the monitor must go on.
-/// The thread ends when the server answers or the socket fails.
-fn close_aside(client: Option<Client>) {
-    let Some(client) = client else { return };
-    if client.is_closed() {
-        return;
-    }
-    if let Err(e) = std::thread::Builder::new()
-        .name("hive-pg-close".to_owned())
-        .spawn(move || drop(client))
-    {
-        tracing::warn!(error = %e, "no thread to close a PostgreSQL monitor client on; leaked");
     }
 }
 

@@ -308,24 +308,32 @@ pub(crate) fn build(prev: Option<&Sample>, cur: &Sample, slow: Duration) -> Repo
     }
 }
 
-/// How far apart two reads may put their process's start and still be one process: the
-/// start is worked out from a wall clock and a monotonic one, read a moment apart.
+/// How far apart two reads may put their process's start and still be one process, when
+/// the registry does not say when it started (older versions): the start is then worked out
+/// from a wall clock and a monotonic one, read a moment apart.
 const SAME_START_MS: u64 = 1000;
 
-/// Whether `read` comes from another process than `before` (a restart on the same address):
-/// its uptime went down, or its process started at another time. The uptime alone missed a
-/// new process that had run longer than the old one had at the last read (a crash loop, a
-/// service manager restarting it), and its counters were taken from the dead process's.
+/// Whether `read` comes from another process than `before` (a restart on the same address).
+/// A registry that says when its process started is another process when that changed (or
+/// its uptime went down). For an older one, whose start is worked out from its wall clock
+/// less its uptime, a start that moved by more than [`SAME_START_MS`] is taken as another
+/// process too; that also takes a step of its wall clock, or a suspend, for a restart. The
+/// uptime alone missed a new process that had run longer than the old one had at the last
+/// read (a crash loop, a service manager restarting it), and its counters were taken from
+/// the dead process's.
 fn restarted(before: &DbRead, read: &DbRead) -> bool {
+    let went_down = before
+        .uptime_ms
+        .zip(read.uptime_ms)
+        .is_some_and(|(was, now)| now < was);
+    if let (Some(was), Some(now)) = (before.started_at_unix_ms, read.started_at_unix_ms) {
+        return went_down || was != now;
+    }
     let started = |r: &DbRead| {
         r.taken_at_unix_ms
             .zip(r.uptime_ms)
             .map(|(at, up)| at.saturating_sub(up))
     };
-    let went_down = before
-        .uptime_ms
-        .zip(read.uptime_ms)
-        .is_some_and(|(was, now)| now < was);
     let moved = started(before)
         .zip(started(read))
         .is_some_and(|(was, now)| was.abs_diff(now) > SAME_START_MS);
@@ -397,7 +405,13 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn read_of(snapshot: hive_db_core::RegistrySnapshot, uptime_ms: u64) -> Sample {
+    /// A read of `snapshot`'s first database with the uptime and start given (the start
+    /// `None` as from an older registry).
+    fn read_of(
+        snapshot: hive_db_core::RegistrySnapshot,
+        uptime_ms: u64,
+        started_at_unix_ms: Option<u64>,
+    ) -> Sample {
         let db = snapshot.databases[0].clone();
         Sample {
             taken_at_unix_ms: snapshot.taken_at_unix_ms,
@@ -407,6 +421,7 @@ mod tests {
                 path: None,
                 taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
                 uptime_ms: Some(uptime_ms),
+                started_at_unix_ms,
                 snapshot: Some(db),
                 health: Some(HealthFacts {
                     status: HealthStatus::Healthy,
@@ -440,7 +455,7 @@ mod tests {
     fn databases_of_one_name_in_two_registries_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let (registry, _) = inventory(dir.path());
-        let mut sample = read_of(registry.stats(), 1000);
+        let mut sample = read_of(registry.stats(), 1000, None);
         let mut other = sample.dbs[0].clone();
         other.source = "http://127.0.0.1:2".to_owned();
         other.health = Some(HealthFacts {
@@ -460,7 +475,7 @@ mod tests {
         // One registry: the name alone.
         let one = build(
             None,
-            &read_of(registry.stats(), 1000),
+            &read_of(registry.stats(), 1000, None),
             Duration::from_secs(1),
         );
         assert_eq!(one.labeler()(&one.databases[0]), "inventory");
@@ -483,8 +498,8 @@ mod tests {
         // One process: its uptime grew by the time between the reads.
         let later = 1000 + (after.taken_at_unix_ms - before.taken_at_unix_ms);
         let ordinary = build(
-            Some(&read_of(before.clone(), 1000)),
-            &read_of(after.clone(), later),
+            Some(&read_of(before.clone(), 1000, None)),
+            &read_of(after.clone(), later, None),
             slow,
         );
         let rates = ordinary.databases[0]
@@ -493,20 +508,72 @@ mod tests {
             .expect("rates between two reads");
         assert_eq!(rates.acquires, 3);
         let restarted = build(
-            Some(&read_of(before.clone(), 5000)),
-            &read_of(after.clone(), 10),
+            Some(&read_of(before.clone(), 5000, None)),
+            &read_of(after.clone(), 10, None),
             slow,
         );
         assert!(restarted.databases[0].rates.is_none());
         // A new process that has run longer than the old one had at the last read: its
         // uptime grew, but by 4 s more than the time between the reads.
         let longer = build(
-            Some(&read_of(before, 1000)),
-            &read_of(after, later + 4000),
+            Some(&read_of(before, 1000, None)),
+            &read_of(after, later + 4000, None),
             slow,
         );
         assert!(
             longer.databases[0].rates.is_none(),
+            "rates across two processes"
+        );
+    }
+
+    /// Bug caught: a step of the registry's wall clock (NTP) or a suspend between two reads
+    /// taken for a restart, so the interval's rates went missing, when the registry says
+    /// when its process started; or, the other way, two processes that say they started at
+    /// different times taken for one because their uptimes line up.
+    #[test]
+    fn the_registrys_own_start_decides_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, name) = inventory(dir.path());
+        let before = registry.stats();
+        let started = before.started_at_unix_ms;
+        assert!(
+            started.is_some(),
+            "a snapshot says when its process started"
+        );
+        assert_eq!(registry.stats().started_at_unix_ms, started);
+        for _ in 0..3 {
+            drop(registry.get(&name).unwrap());
+        }
+        let mut after = registry.stats();
+        let slow = Duration::from_secs(1);
+        // The wall clock stepped 30 s ahead between the reads; the uptime grew by 1 s.
+        after.taken_at_unix_ms = before.taken_at_unix_ms + 31_000;
+        let stepped = build(
+            Some(&read_of(before.clone(), 1000, started)),
+            &read_of(after.clone(), 2000, started),
+            slow,
+        );
+        let rates = stepped.databases[0]
+            .rates
+            .as_ref()
+            .expect("rates across a step of the wall clock");
+        assert_eq!(rates.acquires, 3);
+        // The same clocks from an older registry, which does not say: taken for a restart.
+        let older = build(
+            Some(&read_of(before.clone(), 1000, None)),
+            &read_of(after.clone(), 2000, None),
+            slow,
+        );
+        assert!(older.databases[0].rates.is_none());
+        // Uptimes that line up, but another start: another process.
+        after.taken_at_unix_ms = before.taken_at_unix_ms + 1000;
+        let other = build(
+            Some(&read_of(before, 1000, started)),
+            &read_of(after, 2000, started.map(|s| s + 5)),
+            slow,
+        );
+        assert!(
+            other.databases[0].rates.is_none(),
             "rates across two processes"
         );
     }
@@ -536,14 +603,22 @@ mod tests {
     fn more_live_than_max_is_degraded() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let slow = Duration::from_secs(1);
-        let fine = build(None, &read_of(snapshot_with(dir.path(), 0, 10)?, 1), slow);
+        let fine = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 0, 10)?, 1, None),
+            slow,
+        );
         assert!(
             fine.databases[0]
                 .findings
                 .iter()
                 .all(|f| f.kind != FindingKind::OverMax)
         );
-        let report = build(None, &read_of(snapshot_with(dir.path(), 11, 10)?, 1), slow);
+        let report = build(
+            None,
+            &read_of(snapshot_with(dir.path(), 11, 10)?, 1, None),
+            slow,
+        );
         let d = &report.databases[0];
         assert!(
             d.findings.iter().any(|f| f.kind == FindingKind::OverMax),
@@ -563,7 +638,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let report = build(
             None,
-            &read_of(snapshot_with(dir.path(), 11, 10)?, 1),
+            &read_of(snapshot_with(dir.path(), 11, 10)?, 1, None),
             Duration::from_secs(1),
         );
         let text = serde_json::to_string(&report)?;
@@ -643,7 +718,7 @@ mod tests {
         db["path"] = "postgres://app@127.0.0.1:5432/orders".into();
         db["sqlite"] = serde_json::json!({"file_bytes": 0, "wal_bytes": 0});
         db["postgres"] = pg;
-        let mut sample = read_of(serde_json::from_value(value)?, 1);
+        let mut sample = read_of(serde_json::from_value(value)?, 1, None);
         sample.dbs[0].path = Some("postgres://app@127.0.0.1:5432/orders".into());
         sample.dbs[0].health = Some(health);
         Ok(sample)
@@ -796,7 +871,7 @@ mod tests {
         );
         let report = build(
             None,
-            &read_of(serde_json::from_value(value)?, 1),
+            &read_of(serde_json::from_value(value)?, 1, None),
             Duration::from_secs(1),
         );
         let d = &report.databases[0];
@@ -914,7 +989,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let report = build(
             None,
-            &read_of(snapshot_with(dir.path(), 0, 10)?, 1),
+            &read_of(snapshot_with(dir.path(), 0, 10)?, 1, None),
             Duration::from_secs(1),
         );
         let text = full(&report, None);

@@ -29,6 +29,9 @@ pub(crate) struct DbRead {
     /// it restarted and its counters began again at zero (so does a start, `taken_at_unix_ms`
     /// less this, that moved).
     pub(crate) uptime_ms: Option<u64>,
+    /// When the registry's process started, as it says itself (newer registries): another
+    /// value than at the last read means another process.
+    pub(crate) started_at_unix_ms: Option<u64>,
     /// Its health check.
     pub(crate) health: Option<HealthFacts>,
     /// What SQLite says about the file, when the monitor could open it.
@@ -246,6 +249,7 @@ impl Sampler {
                         snapshot: None,
                         taken_at_unix_ms: None,
                         uptime_ms: None,
+                        started_at_unix_ms: None,
                         health: Some(HealthFacts {
                             status: HealthStatus::Unhealthy,
                             latency_ms: 0.0,
@@ -269,6 +273,7 @@ impl Sampler {
                 snapshot: None,
                 taken_at_unix_ms: None,
                 uptime_ms: None,
+                started_at_unix_ms: None,
                 health: Some(look.health),
                 facts: look.facts,
                 probe: look.probe,
@@ -329,6 +334,7 @@ impl Sampler {
                     path,
                     taken_at_unix_ms: Some(snapshot.taken_at_unix_ms),
                     uptime_ms: Some(snapshot.uptime_ms),
+                    started_at_unix_ms: snapshot.started_at_unix_ms,
                     snapshot: Some(db),
                     health,
                     facts,

@@ -9,9 +9,28 @@ use once_cell::sync::Lazy;
 /// The origin of every [`Stamp`], set by the first `Registry` (see [`start`]).
 static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
+/// The clock's origin on the wall clock, in milliseconds since the Unix epoch: worked out
+/// once, right after the origin is set, and never again, so that a step of the wall clock
+/// (NTP) or a suspend (the monotonic clock stops, the wall clock does not) later on leaves
+/// it as it was. Another process reading two snapshots tells a restart by it changing.
+static STARTED_UNIX_MS: Lazy<u64> = Lazy::new(|| {
+    let since_origin = EPOCH.elapsed();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.saturating_sub(since_origin).as_millis()).unwrap_or(u64::MAX)
+});
+
 /// Sets the clock's origin, if it is not set yet. The snapshot's uptime counts from here.
 pub(crate) fn start() {
     Lazy::force(&EPOCH);
+    Lazy::force(&STARTED_UNIX_MS);
+}
+
+/// When the clock's origin was set, on the wall clock as it read then: milliseconds since
+/// the Unix epoch.
+pub(crate) fn started_at_unix_ms() -> u64 {
+    *STARTED_UNIX_MS
 }
 
 /// `start + timeout`, or, when that instant cannot be represented (`Duration::MAX`), one

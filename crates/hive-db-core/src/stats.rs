@@ -418,6 +418,13 @@ pub struct RegistrySnapshot {
     /// (since its first `Registry`). Counters start at zero then, so a smaller uptime than in
     /// an earlier snapshot means a restart.
     pub uptime_ms: u64,
+    /// When the process started using hive-db-core (its first `Registry`), in milliseconds
+    /// since the Unix epoch, as the wall clock read then. It stays the same for the
+    /// process's life, whatever the wall clock does later, so another value in a later
+    /// snapshot from the same address means another process. `None` in snapshots of older
+    /// versions.
+    #[serde(default)]
+    pub started_at_unix_ms: Option<u64>,
     /// One entry per database name, open or closed.
     pub databases: Vec<DbSnapshot>,
     /// How the process's SQLite was compiled (`None` in snapshots of older versions).
@@ -436,6 +443,7 @@ impl RegistrySnapshot {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, ms),
             uptime_ms: ms(crate::clock::uptime()),
+            started_at_unix_ms: Some(crate::clock::started_at_unix_ms()),
             databases,
             sqlite_build: Some(sqlite_build),
         }

@@ -15,8 +15,23 @@ use crate::backend::{self, ECO_NAME, EcoConnection, EcoDb, Settings, ecosystemis
 use crate::error::{Error, Result};
 use crate::path::same_file;
 
-/// Databases opened by path through the old API, so that repeated calls share one bound.
-static BY_PATH: Lazy<Mutex<Vec<(PathBuf, EcoDb)>>> = Lazy::new(Mutex::default);
+/// Databases opened by path through the old API, so that repeated calls share one bound,
+/// each with the identity of the file it opened.
+static BY_PATH: Lazy<Mutex<Vec<Opened>>> = Lazy::new(Mutex::default);
+
+/// A database the old API opened for a path.
+struct Opened {
+    path: PathBuf,
+    /// `(st_dev, st_ino)` of the file when it was opened.
+    file: Option<(u64, u64)>,
+    db: EcoDb,
+}
+
+/// The identity of the file at `path` now, if there is one.
+fn file_at(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 /// The database for an old call: the process database for `None` or its own file, else one
 /// of its own for the file.
@@ -33,8 +48,14 @@ fn db_at(path: Option<&Path>) -> Result<EcoDb> {
         return ecosystemiser_db().cloned();
     }
     let mut opened = BY_PATH.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((_, db)) = opened.iter().find(|(p, _)| same_file(p, path)) {
-        return Ok(db.clone());
+    if let Some(i) = opened.iter().position(|o| same_file(&o.path, path)) {
+        // The old API opened the file at the path on every call: once that file was
+        // deleted or replaced, the database opened for the one before is dropped here (its
+        // connections would go on in the old file), and the path's file opened as new.
+        if opened[i].file.is_some() && opened[i].file == file_at(path) {
+            return Ok(opened[i].db.clone());
+        }
+        opened.swap_remove(i);
     }
     let mut settings = Settings::new(path);
     settings.db = hive_db_core::DbConfig::from_env()?;
@@ -48,7 +69,11 @@ fn db_at(path: Option<&Path>) -> Result<EcoDb> {
     } else {
         EcoDb::direct(&settings)?
     };
-    opened.push((db.path().to_path_buf(), db.clone()));
+    opened.push(Opened {
+        path: db.path().to_path_buf(),
+        file: file_at(db.path()),
+        db: db.clone(),
+    });
     Ok(db)
 }
 

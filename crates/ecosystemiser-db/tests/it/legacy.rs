@@ -144,3 +144,47 @@ fn process_shims_child() -> anyhow::Result<()> {
     println!("child {mode} ok");
     Ok(())
 }
+
+/// Bug caught: the shims keep the database they opened for a path in a process-wide list;
+/// once the file at that path was deleted (or replaced by another), every later call on
+/// the path failed for good on the old file's pool, or wrote into the deleted file.
+#[test]
+#[expect(deprecated, reason = "the shims under test")]
+fn a_path_whose_file_was_replaced_gets_the_new_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = dir.path().join("replaced.db");
+    ecosystemiser_db::ecosystemiser_transaction_at(&a, |c| {
+        c.execute_batch("CREATE TABLE marker (x); INSERT INTO marker VALUES (1)")
+            .map_err(anyhow::Error::from)
+    })?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = a.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    // Another file at the path, with no marker table.
+    let fresh = ecosystemiser_db::get_db_connection(Some(&a));
+    let fresh = match fresh {
+        Ok(c) => c,
+        Err(e) => anyhow::bail!("the path's new file could not be used: {e}"),
+    };
+    let tables: i64 = fresh.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'marker'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(tables, 0, "the connection is still on the deleted file");
+    drop(fresh);
+    ecosystemiser_db::ecosystemiser_transaction_at(&a, |c| {
+        c.execute_batch("CREATE TABLE marker2 (x)")
+            .map_err(anyhow::Error::from)
+    })?;
+    let check = Connection::open(&a)?;
+    let n: i64 = check.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE name = 'marker2'",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(n, 1, "the write went to the deleted file");
+    Ok(())
+}

@@ -54,7 +54,9 @@ impl Pool {
             return Ok(None);
         };
         match self.accept(lease, Duration::ZERO, coarse_now(), site) {
-            Some(conn) => Ok(Some(PooledConnection { conn })),
+            Some(conn) => Ok(Some(PooledConnection {
+                conn: self.handed_out(conn)?,
+            })),
             None => {
                 self.info().check_file()?;
                 Ok(None)
@@ -93,12 +95,10 @@ impl Engine for HiveManager {
 
     fn validate_idle(conn: &mut HiveConn) -> std::result::Result<(), String> {
         if conn.shared.info().check_file().is_err() {
-            // Copy the WAL into the file this connection has open and empty it: SQLite
-            // leaves the `-wal` of a moved file behind, and the next open of whatever
-            // file is at the path would replay it there.
-            let _ = conn
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            // Discarded: its close copies the WAL into the file it has open and empties it
+            // (`Closing`), with a short busy timeout of its own. Doing that here, under the
+            // pool's busy timeout, held the checkout that long when a reader was still on
+            // the moved file, whatever its connection timeout.
             return Err("database file deleted, renamed or replaced".to_owned());
         }
         validate(&conn.conn).map_err(|e| e.to_string())
@@ -122,7 +122,7 @@ impl<M: Engine> Pool<M> {
         let now = coarse_now();
         while let Some(conn) = self.take_idle() {
             if let Some(conn) = self.accept(conn, Duration::ZERO, now, site) {
-                return Ok(Some(conn));
+                return self.handed_out(conn).map(Some);
             }
             self.info().check_file()?;
         }
@@ -146,6 +146,24 @@ impl<M: Engine> Pool<M> {
             deadline(start, self.info().config.connection_timeout),
             site,
         )
+    }
+
+    /// `conn`, checked out (its slot marked), unless the pool closed meanwhile: a checkout
+    /// that passed the first look at `closed` and then validated its connection, or waited
+    /// in r2d2, while `close` ran would otherwise hand out a connection after `close` had
+    /// returned, missing from its report of connections still out. Marking the slot and
+    /// this look are `SeqCst`, as are `close`'s mark and its look at the slots, so either
+    /// this sees `closed` or `close` sees the checkout.
+    #[inline]
+    fn handed_out(&self, conn: Lease<M>) -> Result<Lease<M>> {
+        if self.shared.is_closed() {
+            // Returned (the return sees `closed` and gives it to r2d2 to close).
+            drop(conn);
+            return Err(Error::Closed {
+                db: self.info().name.clone(),
+            });
+        }
+        Ok(conn)
     }
 
     #[inline]
@@ -178,11 +196,14 @@ impl<M: Engine> Pool<M> {
                     (conn, now.saturating_duration_since(start), Stamp::of(now))
                 }
             };
+            // A caller that waited, then found its connection unusable and took another
+            // at once, waited all the same: its wait is counted from `start`.
+            let waited = if had_to_wait { start.elapsed() } else { waited };
             if let Some(conn) = self.accept(conn, waited, now, site) {
                 if had_to_wait {
                     self.info().counters.acquires_waited.fetch_add(1, Relaxed);
                 }
-                return Ok(conn);
+                return self.handed_out(conn);
             }
             self.info().check_file()?;
         }
@@ -324,7 +345,7 @@ impl<M: Engine> Pool<M> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 
     use std::sync::Arc;
 
@@ -707,6 +728,190 @@ mod tests {
         assert_eq!(closed.idle_timeout, 2, "{closed:#?}");
         assert_eq!(closed.total(), 2, "{closed:#?}");
         drop(conn);
+        Ok(())
+    }
+
+    /// Bug caught: the return check asked only whether a transaction was open outside
+    /// autocommit, so a connection whose borrower leaked a stepped statement (safe Rust:
+    /// `mem::forget`) went back to the pool holding its read transaction, and the next
+    /// borrower read that old snapshot: a row committed since was missing.
+    #[test]
+    fn a_connection_with_a_statement_still_running_is_not_handed_on() -> TestResult {
+        let config = DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            ..DbConfig::default()
+        };
+        let (_dir, pool) = pool("running-statement", config)?;
+        let first = get(&pool)?;
+        let other = get(&pool)?;
+        first.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1), (2);")?;
+        {
+            let mut stmt = first.prepare("SELECT v FROM t")?;
+            let mut rows = stmt.query([])?;
+            assert!(rows.next()?.is_some());
+            std::mem::forget(rows);
+            std::mem::forget(stmt);
+        }
+        assert!(first.is_autocommit());
+        drop(first);
+        other.execute("INSERT INTO t VALUES (3)", [])?;
+        drop(other);
+        for _ in 0..2 {
+            let next = get(&pool)?;
+            let n: i64 = next.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+            assert_eq!(n, 3, "a borrower read an old snapshot");
+        }
+        assert_eq!(pool.info().counters.totals().connections_closed.broken, 1);
+        Ok(())
+    }
+
+    /// Bug caught: `refuse_if_closed` was the only look at `closed`, before the connection
+    /// was taken, so a checkout that was validating its connection (or waiting in r2d2)
+    /// while `close` ran got a working connection after `close` had returned, and
+    /// `close`'s report of connections still out missed it.
+    #[test]
+    fn a_checkout_under_way_when_the_pool_closes_is_refused() -> TestResult {
+        let config = DbConfig {
+            max_size: 1,
+            min_idle: 0,
+            validate_after_idle: Duration::ZERO,
+            ..DbConfig::default()
+        };
+        let (_dir, pool) = pool("close-during-checkout", config)?;
+        let slow = Arc::new(AtomicBool::new(false));
+        let hook_slow = Arc::clone(&slow);
+        pool.shared.set_connect_hook(Arc::new(move |conn| {
+            let slow = Arc::clone(&hook_slow);
+            conn.progress_handler(
+                1,
+                Some(move || {
+                    if slow.swap(false, SeqCst) {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    false
+                }),
+            )?;
+            Ok(())
+        }));
+        get(&pool)?.execute_batch("CREATE TABLE t (v)")?;
+        slow.store(true, SeqCst);
+        std::thread::scope(|s| -> TestResult {
+            // Its validation (`SELECT 1`) takes 300 ms.
+            let borrower =
+                s.spawn(|| get(&pool).map(|c| c.execute("INSERT INTO t VALUES (1)", [])));
+            std::thread::sleep(Duration::from_millis(50));
+            let report = pool.close(Instant::now() + Duration::from_millis(100));
+            assert!(report.still_out.is_empty());
+            let got = borrower
+                .join()
+                .map_err(|_| anyhow::anyhow!("the borrower panicked"))?;
+            assert!(
+                matches!(got, Err(Error::Closed { .. })),
+                "a connection was handed out after close returned: {got:?}"
+            );
+            Ok(())
+        })
+    }
+
+    /// Bug caught: the check after idle of a connection to a moved file ran its WAL
+    /// checkpoint under the pool's busy timeout, so a checkout waited that long (3 s here)
+    /// while a reader was still on the moved file, whatever its connection timeout.
+    #[test]
+    fn a_moved_files_check_after_idle_keeps_to_a_short_wait() -> TestResult {
+        let config = DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            validate_after_idle: Duration::ZERO,
+            connection_timeout: Duration::from_millis(200),
+            busy_timeout: Duration::from_secs(3),
+            ..DbConfig::default()
+        };
+        let (dir, pool) = pool("moved-check", config)?;
+        let writer = get(&pool)?;
+        let reader = get(&pool)?;
+        writer.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES (1);")?;
+        reader.execute_batch("BEGIN")?;
+        let _: i64 = reader.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+        writer.execute("INSERT INTO t VALUES (2)", [])?;
+        drop(writer);
+        std::fs::rename(
+            dir.path().join("db.sqlite"),
+            dir.path().join("moved.sqlite"),
+        )?;
+        let start = Instant::now();
+        let got = get(&pool);
+        let took = start.elapsed();
+        drop(reader);
+        assert!(got.is_err(), "a connection to a moved file was handed out");
+        assert!(
+            took < Duration::from_secs(1),
+            "the checkout took {took:?} with a connection timeout of 200 ms"
+        );
+        Ok(())
+    }
+
+    /// Bug caught: a caller that waited, got a connection that failed its check, and then
+    /// found another idle at once had its acquire recorded with a wait of zero, though
+    /// `acquires_waited` counted it.
+    #[test]
+    fn a_wait_then_a_failed_check_counts_the_whole_wait() -> TestResult {
+        let config = DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            validate_after_idle: Duration::ZERO,
+            ..DbConfig::default()
+        };
+        let (_dir, pool) = pool("wait-then-fail", config)?;
+        let poisoned = Arc::new(AtomicBool::new(false));
+        let opened = Arc::new(AtomicU64::new(0));
+        let (hook_poisoned, hook_opened) = (Arc::clone(&poisoned), Arc::clone(&opened));
+        pool.shared.set_connect_hook(Arc::new(move |conn| {
+            let first = hook_opened.fetch_add(1, SeqCst) == 0;
+            let poisoned = Arc::clone(&hook_poisoned);
+            conn.progress_handler(
+                1,
+                Some(move || {
+                    let fail = first && poisoned.load(SeqCst);
+                    if fail {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    fail
+                }),
+            )?;
+            Ok(())
+        }));
+        let a = get(&pool)?;
+        let b = get(&pool)?;
+        let before = pool.info().counters.acquire_wait.summary();
+        let waited = std::thread::scope(|s| -> anyhow::Result<Duration> {
+            let waiter = s.spawn(|| {
+                let start = Instant::now();
+                get(&pool).map(|_| start.elapsed())
+            });
+            while pool.shared.waiters().0 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+            // `a` (the first opened, whose check now takes 200 ms and fails) goes to the
+            // waiter; `b`, returned while that check runs and nobody waits, into the bag,
+            // where the waiter finds it at once.
+            poisoned.store(true, SeqCst);
+            drop(a);
+            std::thread::sleep(Duration::from_millis(50));
+            drop(b);
+            waiter
+                .join()
+                .map_err(|_| anyhow::anyhow!("the waiter panicked"))?
+                .map_err(anyhow::Error::from)
+        })?;
+        let after = pool.info().counters.acquire_wait.summary();
+        let recorded = Duration::from_nanos(after.sum_ns - before.sum_ns);
+        assert!(waited >= Duration::from_millis(150));
+        assert!(
+            recorded >= Duration::from_millis(150),
+            "a wait of {waited:?} recorded as {recorded:?}"
+        );
         Ok(())
     }
 }

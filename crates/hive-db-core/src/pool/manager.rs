@@ -270,9 +270,23 @@ impl HiveManager {
     /// SQLite's return check (`Engine::broken_on_return`).
     #[inline]
     pub(super) fn return_check(conn: &mut HiveConn) -> bool {
-        // Asked only when nothing else marked it: `is_autocommit` is a cheap read.
-        let dirty = (conn.discard.is_none() && !conn.conn.is_autocommit())
-            .then_some("inside an open transaction (its uncommitted work is rolled back)");
+        // Asked only when nothing else marked it; both are cheap reads of the connection's
+        // state. A transaction still open outside autocommit is a `BEGIN` not ended; one
+        // open inside it is a statement still running (stepped, then leaked with
+        // `mem::forget`), which holds a read transaction: the next borrower would read
+        // that old snapshot, and no checkpoint could pass it.
+        let dirty = if conn.discard.is_some() {
+            None
+        } else if !conn.conn.is_autocommit() {
+            Some("inside an open transaction (its uncommitted work is rolled back)")
+        } else if !matches!(
+            conn.conn.transaction_state(None::<&str>),
+            Ok(rusqlite::TransactionState::None)
+        ) {
+            Some("with a statement still running (its read transaction open)")
+        } else {
+            None
+        };
         conn.broken_on_return(dirty)
     }
 }

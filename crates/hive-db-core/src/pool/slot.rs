@@ -5,7 +5,7 @@
 use std::panic::Location;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
 use crate::clock::{AtomicStamp, Stamp};
@@ -66,7 +66,10 @@ impl ConnSlot {
             *lock(&self.site) = Some(site);
             *last_site = Some(site);
         }
-        self.checked_out_at.store(Some(at), Release);
+        // A swap, `SeqCst`, not a store: `close` marks the pool closed and then looks at
+        // the slots, a checkout marks its slot and then looks at `closed` (see
+        // `Pool::handed_out`); with both sides `SeqCst`, one sees the other.
+        self.checked_out_at.swap(Some(at), SeqCst);
     }
 
     /// Marks the connection returned at `now`: how long the checkout lasted (`None` if it
@@ -112,7 +115,7 @@ impl ConnSlot {
     /// The checkout in progress, if any.
     pub(super) fn checkout(&self) -> Option<Checkout> {
         self.checked_out_at
-            .load(Acquire)
+            .load(SeqCst)
             .and_then(|at| self.checkout_at(at))
     }
 

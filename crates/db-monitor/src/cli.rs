@@ -20,15 +20,16 @@ Sources:
 Exit status (the Nagios plugin convention):
   0  healthy
   1  degraded: a connection held past its leak threshold, more connections than the pool's
-     maximum, acquire timeouts rising, slow acquires (--slow), a slow health check, a
-     database whose write lock is held by another connection, or for PostgreSQL a replica
-     not taking reads (lagging, down, not a standby) or a primary its registry cannot
-     reach or write to
+     maximum, acquire timeouts rising, slow acquires (--slow), SQLITE_BUSY errors rising, a
+     slow health check, a database whose write lock is held by another connection, or for
+     PostgreSQL a replica not taking reads (lagging, down, not a standby) or a primary its
+     registry cannot reach or write to
   2  unhealthy: a database that is closed, missing, not a database, corrupt, or does not
      answer its health check
   3  could not run: bad arguments or config file, an --attach endpoint that cannot be
      reached or is not a hive-db endpoint, or nothing to report on
-  --continuous exits with the worst status it saw. A closed output pipe ends it with 0.
+  --continuous exits with the worst status it saw. A closed output pipe (| head) ends a
+  report quietly, with the status it had.
 
 Replay:
   --replay FILE reads the JSON lines that --continuous --output FILE wrote (or the report a

@@ -59,7 +59,7 @@ pub(crate) fn encode_opt(db: &DbName, what: &str, value: Option<&Value>) -> Resu
 /// in as a BLOB of its text, which affinity leaves alone: as TEXT, SQLite turned it into an
 /// INTEGER or REAL, so `u64::MAX` read back as `1.8446744073709552e19`, `1.0` as `1` and
 /// `-0.0` as `0` (PostgreSQL kept them). Anything else is not numeric text, and goes in as
-/// TEXT. [`column`] reads both.
+/// TEXT. [`column()`] reads both.
 pub(crate) struct Lite<'a>(pub(crate) Option<&'a str>);
 
 impl Lite<'_> {

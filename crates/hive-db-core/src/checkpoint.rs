@@ -6,10 +6,11 @@
 //! long. Run outside, it never catches up with writers that keep appending, so the WAL is
 //! never emptied and restarted, and grows without bound. So the first pass runs on a
 //! checkpointer thread, concurrently with the writers, and flushes and copies the bulk (see
-//! [`first_pass`]); the writer that started it returns at once. The next writer that finds a
-//! checkpoint due runs the second pass inside the lane, where nothing can be appended: it
-//! copies only what was written during the last of the first pass's checkpoints and leaves
-//! the WAL fully copied, so the writer after it starts the WAL again from the beginning.
+//! [`Checkpoints::first_pass`]); the writer that started it returns at once. The next
+//! writer that finds a checkpoint due runs the second pass inside the lane, where nothing
+//! can be appended: it copies only what was written during the last of the first pass's
+//! checkpoints and leaves the WAL fully copied, so the writer after it starts the WAL again
+//! from the beginning.
 
 use std::panic::Location;
 #[cfg(test)]

@@ -50,12 +50,14 @@ const MAX_POOL_SIZE: u32 = 1024;
 /// | `max_lifetime` | 30 min | `HIVE_DB_MAX_LIFETIME_MS` (0 = never) |
 /// | `idle_timeout` | 10 min | `HIVE_DB_IDLE_TIMEOUT_MS` (0 = never) |
 /// | `leak_threshold` | off | `HIVE_DB_LEAK_THRESHOLD_MS` (0 = off) |
-/// | `create_if_missing` | false | `HIVE_DB_CREATE_IF_MISSING` (`true`/`false`/`1`/`0`) |
+/// | `create_if_missing` | false | `HIVE_DB_CREATE_IF_MISSING` (a boolean) |
 /// | `synchronous` | NORMAL | `HIVE_DB_SYNCHRONOUS` (`off`/`normal`/`full`/`extra`) |
 /// | `cache_size_kib` | 10240 | `HIVE_DB_CACHE_SIZE_KIB` |
-/// | `foreign_keys` | true | `HIVE_DB_FOREIGN_KEYS` (`true`/`false`/`1`/`0`) |
+/// | `foreign_keys` | true | `HIVE_DB_FOREIGN_KEYS` (a boolean) |
 /// | `group_commit_max_writers` | 32 | `HIVE_DB_GROUP_COMMIT_MAX_WRITERS` (1 = off) |
 /// | `group_commit_max_age` | 2 ms | `HIVE_DB_GROUP_COMMIT_MAX_AGE_MS` |
+///
+/// A boolean takes `true`, `1`, `yes` or `on`, or `false`, `0`, `no` or `off`, in any case.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DbConfig {
     /// Most connections open at once, checked out or idle. Default 10; at least 1, at most
@@ -283,7 +285,11 @@ fn parse_bool(var: &'static str, v: &str) -> Result<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(env_error(var, v, "expected true or false")),
+        _ => Err(env_error(
+            var,
+            v,
+            "expected true, 1, yes or on, or false, 0, no or off",
+        )),
     }
 }
 

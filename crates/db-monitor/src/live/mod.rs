@@ -68,7 +68,8 @@ pub(crate) fn run(sampler: &mut Sampler, settings: Settings) -> Result<u8> {
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
         if view.show(&report)? == Written::PipeClosed {
-            return Ok(0);
+            // The reader went away (`| head`): stop quietly, with the worst status seen.
+            return Ok(status::exit_code(view.tallies.worst()));
         }
         // The next sample is due at the next multiple of the interval; missed ones are
         // skipped, so a slow source does not make samples pile up.
@@ -197,9 +198,7 @@ impl View {
         }
         let text = self.tallies.summary(self.shown, self.start.elapsed());
         if was_live {
-            if output::stdout(&text).context("cannot write to stdout")? == Written::PipeClosed {
-                return Ok(0);
-            }
+            let _: Written = output::stdout(&text).context("cannot write to stdout")?;
         } else {
             let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }

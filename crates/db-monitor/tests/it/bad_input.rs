@@ -194,14 +194,45 @@ fn closed_pipe_one_shot_ends_quietly() -> TestResult {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("inv.db");
     make_db(&db, 5)?;
-    let mut child = monitor(dir.path())
+    // The reader is gone before anything is written (dropping the parent's end after the
+    // spawn left a window in which a short report fit in the pipe before it closed).
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let child = monitor(dir.path())
+        .stdout(writer)
         .arg("--db")
         .arg(format!("inventory={}", db.display()))
         .spawn()?;
-    // The reader goes away before anything is written.
-    drop(child.stdout.take());
     let r = crate::finish(child)?;
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.is_empty(), "{}", r.stderr);
+    Ok(())
+}
+
+/// Bug caught: a closed pipe ended the report with 0 whatever its status, so a check that
+/// piped it (`db-monitor | head -3`) saw "healthy" for an unhealthy database whenever the
+/// report was longer than the pipe took, and the status it saw depended on the report's
+/// length. One-shot and `--continuous` alike.
+#[test]
+fn a_closed_pipe_keeps_the_exit_status() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("missing.db");
+    for continuous in [false, true] {
+        let mut cmd = monitor(dir.path());
+        if continuous {
+            cmd.args(["--continuous", "--interval", "50ms"]);
+        }
+        // A pipe whose reader is gone before the monitor starts: every write to it fails,
+        // however short the report.
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let child = cmd
+            .stdout(writer)
+            .arg("--db")
+            .arg(format!("inventory={}", missing.display()))
+            .spawn()?;
+        let r = crate::finish(child)?;
+        assert_eq!(r.code, Some(2), "continuous {continuous}: {r:?}");
+    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! writes; the writer lane and group commit sit above it, in `database`.
 //!
 //! - `bag`: the fast path's idle connections, each in a lock-free place of its own, and the
-//!   [`Lease`](bag::Lease) that returns one there;
+//!   [`Lease`] that returns one there;
 //! - `checkout`: the fast and slow checkout paths, validation after idle;
 //! - `shared`: the state the pool, its manager and its connections share, behind methods;
 //! - `manager`: the r2d2 manager (connect, the dirty-return checks);
@@ -126,8 +126,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// A permanent connect error at once; [`Error::Timeout`] if `min_idle` connections are
-    /// not open within `connection_timeout`.
+    /// A permanent connect error at once; [`Error::Timeout`](crate::error::Error::Timeout)
+    /// if `min_idle` connections are not open within `connection_timeout`.
     pub(crate) fn open(info: Arc<DbInfo>) -> Result<Self> {
         let shared = Arc::new(PoolShared::new(info));
         let pool = Self::build(HiveManager::new(Arc::clone(&shared)), shared);

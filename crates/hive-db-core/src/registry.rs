@@ -59,10 +59,16 @@ struct Inner {
     /// Serialises changes to `entries`; opening a file happens under it, lookups never wait
     /// for it.
     changing: Mutex<()>,
-    /// The async sides of open databases, made on their first async call (under `changing`)
-    /// and taken out when they close.
+    /// The async sides of open databases, made on their first async call (under
+    /// `sides_changing`) and taken out when they close.
     #[cfg(feature = "async")]
     sides: ArcSwap<NameMap<Arc<AsyncDb>>>,
+    /// Serialises changes to `sides`. Not `changing`: a first async call runs on the
+    /// caller's thread, usually an executor's, and `changing` is held while another thread
+    /// registers a database (opening files, connecting to servers), which would block the
+    /// executor that long. Nothing slow happens under this one.
+    #[cfg(feature = "async")]
+    sides_changing: Mutex<()>,
 }
 
 /// The registry of named database pools: SQLite files, and PostgreSQL databases with the
@@ -723,10 +729,13 @@ impl Registry {
         if let Some(side) = self.inner.sides.load().get(name) {
             return existing(side);
         }
-        let _changing = lock(&self.inner.changing);
+        let _changing = lock(&self.inner.sides_changing);
         if let Some(side) = self.inner.sides.load().get(name) {
             return existing(side);
         }
+        // Looked up under `sides_changing`: `retire` marks the entry closed before it takes
+        // that lock to remove the side, so a side made for a database being closed is
+        // either refused here or removed by `retire` right after.
         let side = Arc::new(AsyncDb::start(
             self.pool(name)?,
             config.unwrap_or_default(),
@@ -738,16 +747,20 @@ impl Registry {
     }
 
     /// Closes `name`'s async side, if it has one: its calls not started resolve to
-    /// [`Error::Closed`]. Callers hold `changing`.
+    /// [`Error::Closed`]. Callers hold `changing`, and have marked the entry closed.
     fn retire_async(&self, name: &DbName) {
-        let sides = self.inner.sides.load();
-        let Some(side) = sides.get(name).cloned() else {
-            return;
+        let side = {
+            let _changing = lock(&self.inner.sides_changing);
+            let sides = self.inner.sides.load();
+            let Some(side) = sides.get(name).cloned() else {
+                return;
+            };
+            drop(sides);
+            let mut sides = NameMap::clone(&self.inner.sides.load());
+            sides.remove(name);
+            self.inner.sides.store(Arc::new(sides));
+            side
         };
-        drop(sides);
-        let mut sides = NameMap::clone(&self.inner.sides.load());
-        sides.remove(name);
-        self.inner.sides.store(Arc::new(sides));
         side.close();
     }
 }

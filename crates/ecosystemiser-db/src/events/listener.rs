@@ -231,13 +231,31 @@ impl EventListener {
     }
 }
 
+/// The longest dropping a listener waits for its thread to end.
+const DROP_WAIT: Duration = Duration::from_secs(3);
+
 impl Drop for EventListener {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            // A panicking subscriber is caught where it is called; the thread ends within a
-            // tick (or a connect timeout).
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // A panicking subscriber is caught where it is called; the thread ends within a
+        // tick, a lock wait or a connect. Not for certain: a statement on a backend that
+        // stopped answering (frozen, its host alive) has no bound in the client, and a
+        // join would hold the dropping thread as long. Past the wait the thread is left to
+        // end by itself once its statement does; it delivers nothing more.
+        let deadline = std::time::Instant::now() + DROP_WAIT;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
             let _ = thread.join();
+        } else {
+            tracing::warn!(
+                "the event listener's thread did not end within {DROP_WAIT:?} (its server \
+                 stopped answering?); left to end by itself"
+            );
         }
     }
 }

@@ -488,3 +488,49 @@ fn process_database_child() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Bug caught: dropping a listener joined its thread without a bound, so with the
+/// listener's backend frozen (stopped, its host alive: no client-side bound reaches a
+/// statement there) the drop never returned.
+#[test]
+fn dropping_a_listener_whose_backend_froze_returns() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    let registry = pg_registry(&url)?;
+    let db = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db"))?;
+    let listener = ecosystemiser_db::EventStore::new(&db).listen()?;
+    let pid: i32 = db.postgres()?.read_primary(|c| {
+        c.query_one(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&ecosystemiser_db::LISTENER_APPLICATION_NAME],
+        )?
+        .try_get(0)
+    })?;
+    /// Sends `SIGCONT` to the backend when dropped, whatever happens in between.
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            signal("-CONT", self.0);
+        }
+    }
+    fn signal(sig: &str, pid: i32) {
+        let _ = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status();
+    }
+    signal("-STOP", pid);
+    let _resume = Resume(pid);
+    std::thread::sleep(Duration::from_millis(600));
+    let (done, dropped) = mpsc::channel();
+    std::thread::spawn(move || {
+        drop(listener);
+        let _ = done.send(());
+    });
+    assert!(
+        dropped.recv_timeout(Duration::from_secs(20)).is_ok(),
+        "dropping the listener still blocked after 20 s"
+    );
+    Ok(())
+}

@@ -20,17 +20,23 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AsyncConfig {
     /// Most reader threads, started as reads come. Default `None`: twice the CPUs this
-    /// process may use, at most the database's `max_size` (a reader holds one connection
-    /// while it reads, so more would only wait). Reads served from SQLite's cache are CPU
+    /// process may use. At most the database's `max_size`, whatever is asked for (a reader
+    /// holds one connection while it reads, so more would only wait). Reads served from SQLite's cache are CPU
     /// work: more threads than that only take the CPUs from each other mid-read, which shows
     /// as a worse p99; fewer leave calls queued behind one another at high concurrency.
     pub reader_threads: Option<u32>,
     /// Most reads waiting for a reader thread; one more gets `Error::QueueFull`. Default
-    /// 1024.
+    /// 1024; at least 1, at most [`AsyncConfig::MAX_QUEUE`] (the queue's places are made
+    /// up front).
     pub read_queue: usize,
     /// Most writes not started yet (queued in the writer lane); one more gets
-    /// `Error::QueueFull`. Default 1024.
+    /// `Error::QueueFull`. Default 1024; at least 1, at most [`AsyncConfig::MAX_QUEUE`].
     pub write_queue: usize,
+}
+
+impl AsyncConfig {
+    /// The largest `read_queue` and `write_queue`: 1,048,576 calls.
+    pub const MAX_QUEUE: usize = 1 << 20;
 }
 
 impl Default for AsyncConfig {
@@ -65,8 +71,8 @@ impl AsyncDb {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a zero queue or thread count, [`Error::Io`] when the
-    /// writer thread cannot start.
+    /// [`Error::InvalidConfig`] for a zero queue or thread count or a queue over
+    /// [`AsyncConfig::MAX_QUEUE`], [`Error::Io`] when the writer thread cannot start.
     pub(crate) fn start(db: Arc<Database>, config: AsyncConfig) -> Result<Self> {
         let info = db.info();
         let threads = config
@@ -79,6 +85,20 @@ impl AsyncDb {
                     .to_owned(),
             });
         }
+        if config.read_queue.max(config.write_queue) > AsyncConfig::MAX_QUEUE {
+            return Err(Error::InvalidConfig {
+                db: info.name.clone(),
+                reason: format!(
+                    "async read_queue and write_queue must be at most {} (got {} and {})",
+                    AsyncConfig::MAX_QUEUE,
+                    config.read_queue,
+                    config.write_queue
+                ),
+            });
+        }
+        // A reader holds a connection while it reads: more threads than connections would
+        // only wait for the pool.
+        let threads = threads.min(info.config.max_size);
         let readers = Readers::new(Arc::clone(&db), threads as usize, config.read_queue);
         let writer = Writer::start(Arc::clone(&db), config.write_queue)?;
         Ok(Self {

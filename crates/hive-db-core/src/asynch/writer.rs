@@ -150,10 +150,28 @@ impl Writer {
         Ok(())
     }
 
-    /// Refuses new calls and fails those not started with `Error::Closed` (their futures
-    /// wake); the thread ends once the calls started are done and their commits settled.
+    /// Refuses new calls and fails those not started with `Error::Closed` at once (their
+    /// futures wake), here: the thread may be inside a long closure, or waiting for a
+    /// connection, and would reach them only after it. Each gives up its place in the lane
+    /// (a turn granted meanwhile passes on, with any batch it carries). The thread ends once
+    /// the call it runs is done and the commits it waits for are settled.
     pub(crate) fn close(&self) {
-        lock(&self.shared.state).closed = true;
+        let db = &*self.shared.db;
+        let queued = {
+            let mut state = lock(&self.shared.state);
+            state.closed = true;
+            self.shared.queued.store(0, Relaxed);
+            std::mem::take(&mut state.queue)
+        };
+        for Entry { job, place, .. } in queued {
+            db.info().counters.async_write_queued.fetch_sub(1, Relaxed);
+            pass_on(db, db.lane().withdraw(place));
+            // Its reply, dropped unsent, resolves the future to `Error::Closed`. The
+            // closure's drop is the caller's code: a panic in it loses only that call.
+            if catch_unwind(AssertUnwindSafe(|| drop(job))).is_err() {
+                tracing::error!(db = %db.info().name, "a queued async write's closure panicked as it was dropped at close");
+            }
+        }
         self.thread.unpark();
     }
 }

@@ -30,7 +30,10 @@ pub struct PgConfig {
     /// `read` goes to one of them while its lag is within `max_replica_lag`. Shown, like the
     /// primary's, without passwords. Default none.
     pub replicas: Vec<String>,
-    /// The most a replica may lag behind the primary and still take reads. Default 1 s.
+    /// The most a replica may lag behind the primary and still take reads. Default 1 s. It
+    /// bounds what a read there can miss: the lag last measured plus the time since that
+    /// measure (so keep `monitor_interval` well under it, or the replica sits out part of
+    /// each interval).
     pub max_replica_lag: Duration,
     /// How often the registry measures its servers (facts, replica lag), on one connection
     /// per server outside the pools. Default 250 ms.
@@ -157,6 +160,37 @@ pub(super) fn parse(db: &DbName, url: &str, pool: &DbConfig) -> Result<Target> {
             reason: "no host".to_owned(),
         });
     }
+    // A password holding an `@` not written as `%40` splits at its first `@`, as libpq
+    // splits it: the rest of the password becomes the host, which is shown in the
+    // snapshot, the health report and `PgHandle::target`. No host name holds an `@`.
+    let at_in_host = config
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, postgres::config::Host::Tcp(h) if h.contains('@')));
+    if at_in_host {
+        return Err(Error::InvalidUrl {
+            db: db.clone(),
+            reason: "a host holds '@': write an '@' in the user name or password as %40 \
+                     (details withheld: they would quote the string)"
+                .to_owned(),
+        });
+    }
+    // Counts the client checks only when it connects: a string that can never connect
+    // would register, and every call would wait out its timeout.
+    let (hosts, ports) = (config.get_hosts().len(), config.get_ports().len());
+    if ports > 1 && ports != hosts {
+        return Err(Error::InvalidUrl {
+            db: db.clone(),
+            reason: format!("{ports} ports for {hosts} hosts: give one port, or one per host"),
+        });
+    }
+    let hostaddrs = config.get_hostaddrs().len();
+    if hostaddrs > 0 && hostaddrs != hosts {
+        return Err(Error::InvalidUrl {
+            db: db.clone(),
+            reason: format!("{hostaddrs} hostaddrs for {hosts} hosts: give one per host"),
+        });
+    }
     let timeout = pool.connection_timeout;
     if config
         .get_connect_timeout()
@@ -167,12 +201,29 @@ pub(super) fn parse(db: &DbName, url: &str, pool: &DbConfig) -> Result<Target> {
     if config.get_tcp_user_timeout().is_none() {
         config.tcp_user_timeout(timeout);
     }
+    // TCP keepalives within about the same bound, unless the string sets them: the
+    // client's default first probe comes after two hours, so a server host that went away
+    // while a statement ran (nothing unacknowledged in flight for `tcp_user_timeout` to see)
+    // held the call that long. A live server's kernel answers the probes, however long its
+    // statement runs.
+    if config.get_keepalives() && config.get_keepalives_idle() == KEEPALIVES_IDLE_DEFAULT {
+        config.keepalives_idle(timeout.clamp(Duration::from_secs(1), KEEPALIVES_IDLE_DEFAULT));
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(Duration::from_secs(1));
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(3);
+        }
+    }
     if config.get_application_name().is_none() {
         config.application_name(db.as_str());
     }
     let shown = shown(&config);
     Ok(Target { config, shown })
 }
+
+/// The client's own `keepalives_idle` when the string sets none.
+const KEEPALIVES_IDLE_DEFAULT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// `postgres://user@host:port,host2:port2/dbname`, from the parsed config: no password, and no
 /// option that could carry one.
@@ -227,6 +278,9 @@ mod tests {
             "host=db.example password=s3cret s3cret-key=1",
             "postgres://app:s3cret@db.example:notaport/shop",
             "host='db.example password=s3cret",
+            // An `@` in the password not written as %40: the rest of it became the host.
+            "postgres://app:s3cr@t-tail@db.example:6543/shop",
+            "postgres://app:s3cret@@db.example/shop",
         ] {
             let Err(err) = parse(&db, bad, &pool) else {
                 panic!("{bad} parsed");
@@ -236,6 +290,66 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(text.contains("database pw"), "{text}");
         }
+        Ok(())
+    }
+
+    /// Bug caught: strings that can never connect (more ports than one and not one per
+    /// host, hostaddrs not one per host) registered, and every call waited out its timeout
+    /// and failed with the client's "invalid number of ports" as a connect error.
+    #[test]
+    fn host_port_and_hostaddr_counts_must_match() -> TestResult {
+        let db = DbName::new("counts")?;
+        let pool = DbConfig::default();
+        for bad in [
+            "host=h1,h2,h3 port=5432,5433",
+            "host=h1 port=5432,5433",
+            "host=h1 hostaddr=127.0.0.1,127.0.0.2",
+            "postgres://h1:5432,h2:5433,h3/d?port=1,2",
+        ] {
+            let got = parse(&db, bad, &pool).map(|t| t.shown);
+            assert!(
+                matches!(got, Err(Error::InvalidUrl { .. })),
+                "{bad}: {got:?}"
+            );
+        }
+        for good in [
+            "host=h1,h2 port=5432",
+            "host=h1,h2 port=5432,5433",
+            "host=h1,h2 hostaddr=127.0.0.1,127.0.0.2",
+            "postgres://h1:5432,h2:5433/d",
+            "postgres://h1,h2/d",
+        ] {
+            parse(&db, good, &pool)?;
+        }
+        Ok(())
+    }
+
+    /// Bug caught: keepalives left at the client's two hours, so a call whose server host
+    /// went away mid-statement waited that long; or a string's own keepalives overridden.
+    #[test]
+    fn keepalives_follow_the_pools_timeout_unless_set() -> TestResult {
+        let db = DbName::new("ka")?;
+        let pool = DbConfig {
+            connection_timeout: Duration::from_secs(3),
+            ..DbConfig::default()
+        };
+        let config = parse(&db, "postgres://h/d", &pool)?.config;
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(3));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(3));
+        let own = parse(
+            &db,
+            "host=h keepalives_idle=600 keepalives_retries=9",
+            &pool,
+        )?
+        .config;
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(600));
+        assert_eq!(own.get_keepalives_retries(), Some(9));
+        let off = parse(&db, "host=h keepalives=0", &pool)?.config;
+        assert!(!off.get_keepalives());
         Ok(())
     }
 

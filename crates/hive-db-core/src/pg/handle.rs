@@ -23,6 +23,15 @@ use crate::stats::DbSnapshot;
 /// there. From async code, call them in `tokio::task::spawn_blocking`. Dropping a handle,
 /// or the registry, is safe anywhere: pooled clients are closed on threads of their own.
 ///
+/// What is bounded: the wait for a client (`connection_timeout`), a connect (its timeout,
+/// at most `connection_timeout`), and a server host that goes away mid-call (TCP
+/// `tcp_user_timeout` and keepalives, about `connection_timeout` unless the connection
+/// string sets its own). What is not: a statement on a server that is up but does not
+/// answer (a backend stopped or stuck, its host alive), for the sync client has no
+/// client-side bound on a statement; that includes the `DISCARD ALL` that resets a client
+/// as it is returned. Bound slow statements on the server (`statement_timeout`,
+/// `lock_timeout` in the connection string's `options`).
+///
 /// A handle keeps working until its database is closed; after that it fails with
 /// [`Error::Closed`], even if the name is registered again (take a new handle then).
 #[derive(Clone)]

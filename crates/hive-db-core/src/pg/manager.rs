@@ -89,6 +89,14 @@ impl Engine for PgManager {
             // The reset dropped the server's prepared statements, the client's cached type
             // lookups among them.
             conn.conn.clear_type_cache();
+            // And `UNLISTEN *`; but notifications the client had received already wait in
+            // its own buffer, where the next borrower would read another's (a tenant's
+            // channel, say). Emptied after the reset, whose round trip may bring more;
+            // `iter` only reads what is buffered, it never waits.
+            let mut notifications = conn.conn.notifications();
+            let mut left = notifications.iter();
+            while let Ok(Some(_)) = postgres::fallible_iterator::FallibleIterator::next(&mut left) {
+            }
             None
         };
         conn.broken_on_return(dirty)

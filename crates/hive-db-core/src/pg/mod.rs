@@ -225,7 +225,7 @@ impl PgDatabase {
         let first = self.servers.next.fetch_add(1, Relaxed);
         let found = (0..replicas.len())
             .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))
-            .find(|r| r.eligible(now, self.servers.max_lag, self.servers.grace()));
+            .find(|r| r.eligible(now, self.servers.max_lag));
         if found.is_none() {
             self.servers.fallbacks.fetch_add(1, Relaxed);
         }

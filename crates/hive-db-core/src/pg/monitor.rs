@@ -7,7 +7,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -113,7 +116,7 @@ impl Servers {
             source: e.map(|e| Box::new(e) as _),
         };
         let check = |config: &postgres::Config,
-                     client: &mut Option<Client>,
+                     client: &mut Probe,
                      target: &Path,
                      primary: bool|
          -> Result<()> {
@@ -130,18 +133,18 @@ impl Servers {
                     None => Ok(()),
                 },
                 // Not reachable now: judged by the pool's wait, or down until it answers.
-                Err(Failed::Silent | Failed::NoThread(_)) => Ok(()),
+                Err(Failed::Silent(_) | Failed::NoThread(_)) => Ok(()),
             }
         };
         let configs = self.monitor_configs();
-        let mut primary = None;
+        let mut primary = Probe::default();
         check(
             &self.primary_config,
             &mut primary,
             &self.primary.info().path,
             true,
         )?;
-        let mut clients: Vec<Option<Client>> = (0..configs.len()).map(|_| None).collect();
+        let mut clients: Vec<Probe> = (0..configs.len()).map(|_| Probe::default()).collect();
         for ((replica, client), config) in self.replicas.iter().zip(&mut clients).zip(&configs) {
             check(config, client, replica.target(), false)?;
         }
@@ -192,12 +195,7 @@ impl Servers {
     }
 
     /// One round: the primary, then each replica against the primary's positions.
-    fn round(
-        &self,
-        primary: &mut Option<Client>,
-        replicas: &mut [Option<Client>],
-        configs: &[postgres::Config],
-    ) {
+    fn round(&self, primary: &mut Probe, replicas: &mut [Probe], configs: &[postgres::Config]) {
         let keep = self.max_lag.saturating_mul(2).max(Duration::from_secs(10));
         let primary_ok = match measure(&self.primary_config, primary) {
             Ok(m) => {
@@ -213,7 +211,7 @@ impl Servers {
                         "the server is in recovery or read-only: it cannot take writes".to_owned(),
                     );
                     self.primary.suspect_all();
-                    *primary = None;
+                    primary.client = None;
                 }
                 state.measured = Some(m);
                 ok
@@ -272,8 +270,8 @@ const ROUND_TRIP: Duration = Duration::from_secs(5);
 enum Failed {
     /// The client's error: connecting, or the facts query.
     Pg(postgres::Error),
-    /// No answer within [`ROUND_TRIP`].
-    Silent,
+    /// No answer within this long (the connect and the query).
+    Silent(Duration),
     /// No thread to ask on.
     NoThread(std::io::Error),
 }
@@ -283,51 +281,85 @@ impl Failed {
     fn why(&self) -> String {
         match self {
             Self::Pg(e) => error_chain(e),
-            Self::Silent => format!(
-                "no answer within {}s: the server stopped answering",
-                ROUND_TRIP.as_secs()
+            Self::Silent(waited) => format!(
+                "no answer within {:.1}s: the server stopped answering",
+                waited.as_secs_f64()
             ),
             Self::NoThread(e) => format!("no thread to ask the server on: {e}"),
         }
     }
 }
 
-/// Measures the server of `config` on `client`, connecting it first when needed (the
-/// connect has its own timeout). The facts query runs on a thread of its own, waited for up
-/// to [`ROUND_TRIP`]: the sync client has no bound on a query, and a server that stops
-/// answering (a frozen backend, whose kernel still acknowledges; a network that drops
-/// packets) would hold the monitor for good, its last facts reported as current. A client
-/// given up stays with that thread, which ends (dropping it) when the server answers or the
-/// socket dies; a failure drops the client, so the next round connects again.
-fn measure(config: &postgres::Config, client: &mut Option<Client>) -> Result<Measured, Failed> {
-    let mut c = match client.take() {
-        Some(c) if !c.is_closed() => c,
-        _ => config.connect(NoTls).map_err(Failed::Pg)?,
+/// The monitor's way to one server: its client between rounds, and how many measures'
+/// threads still wait for that server.
+#[derive(Default)]
+struct Probe {
+    client: Option<Client>,
+    /// Counted up as a measure's thread starts and down as it ends.
+    under_way: Arc<AtomicUsize>,
+}
+
+/// The most measures' threads that may wait for one server at once. More than one: a
+/// thread given up on one frozen backend (the monitor's own) waits as long as that backend
+/// does, while a new connection to the same server would answer. Few: a server that never
+/// answers at all must not gain a thread a round.
+const MAX_UNDER_WAY: usize = 3;
+
+/// Measures the server of `config` on `probe`'s client, connecting one first when needed.
+/// The connect and the facts query run on a thread of their own, waited for up to
+/// [`ROUND_TRIP`] (and the connect timeout when connecting): the sync client has no bound
+/// on a query, nor on the startup exchange after the socket connects (its connect timeout
+/// covers only the socket), and a server that stops answering (a frozen backend, whose
+/// kernel still acknowledges; a network that drops packets; anything that accepts the
+/// connection and says nothing) would hold the monitor for good, its last facts reported as
+/// current, and hold `register_postgres`, whose first round is this. A client given up
+/// stays with that thread, which ends (dropping it) when the server answers or the socket
+/// dies; with [`MAX_UNDER_WAY`] of them waiting, later measures of that server fail at once
+/// rather than start another. A failure drops the client, so the next round connects again.
+fn measure(config: &postgres::Config, probe: &mut Probe) -> Result<Measured, Failed> {
+    let client = probe.client.take().filter(|c| !c.is_closed());
+    let wait = match client {
+        Some(_) => ROUND_TRIP,
+        None => ROUND_TRIP + config.get_connect_timeout().copied().unwrap_or(ROUND_TRIP),
     };
+    if probe.under_way.load(SeqCst) >= MAX_UNDER_WAY {
+        return Err(Failed::Silent(wait));
+    }
+    probe.under_way.fetch_add(1, SeqCst);
+    let under_way = Arc::clone(&probe.under_way);
+    let config = config.clone();
     let (done, answer) = std::sync::mpsc::sync_channel(1);
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("hive-pg-measure".to_owned())
         .spawn(move || {
-            // The client comes back only with an answer. One that failed, or that the
-            // monitor gave up waiting for, is dropped here, on this thread: a client's drop
-            // waits for its server, and the monitor must go on.
-            let measured = Measured::query(&mut c).map(|m| (m, c));
+            // The client comes back only with an answer. One that failed is dropped here,
+            // on this thread, and so is one the monitor gave up waiting for: a client's
+            // drop waits for its server, and the monitor must go on.
+            let measured = match client {
+                Some(c) => Ok(c),
+                None => config.connect(NoTls),
+            }
+            .and_then(|mut c| Measured::query(&mut c).map(|m| (m, c)));
+            under_way.fetch_sub(1, SeqCst);
             let _ = done.send(measured);
-        })
-        .map_err(Failed::NoThread)?;
-    match answer.recv_timeout(ROUND_TRIP) {
+        });
+    if let Err(e) = spawned {
+        probe.under_way.fetch_sub(1, SeqCst);
+        return Err(Failed::NoThread(e));
+    }
+    match answer.recv_timeout(wait) {
         Ok(Ok((m, c))) => {
-            *client = Some(c);
+            probe.client = Some(c);
             Ok(m)
         }
         Ok(Err(e)) => Err(Failed::Pg(e)),
-        Err(_) => Err(Failed::Silent),
+        Err(_) => Err(Failed::Silent(wait)),
     }
 }
 
 fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
-    let mut primary = None;
-    let mut clients: Vec<Option<Client>> = (0..replicas).map(|_| None).collect();
+    let mut primary = Probe::default();
+    let mut clients: Vec<Probe> = (0..replicas).map(|_| Probe::default()).collect();
     loop {
         let Some(servers) = weak.upgrade() else {
             return;
@@ -348,8 +380,8 @@ fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
                 "a round of the PostgreSQL monitor panicked; its clients are dropped and the \
                  next round starts afresh"
             );
-            primary = None;
-            clients.iter_mut().for_each(|c| *c = None);
+            primary = Probe::default();
+            clients.iter_mut().for_each(|c| *c = Probe::default());
         }
         let interval = servers.interval;
         drop(servers);

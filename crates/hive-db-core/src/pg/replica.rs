@@ -57,26 +57,24 @@ impl WalHistory {
         Some((last, last.saturating_duration_since(fresh)))
     }
 
-    /// The latest moment at which the primary had written no more than `replayed`: the
-    /// replica has everything the primary had then. Between two samples the moment is
-    /// interpolated, as if WAL were written at an even rate between them. A replica behind
-    /// the oldest sample gets the oldest sample's time (its lag is at least that). `None`
-    /// with no sample yet.
+    /// A moment at which the primary had written no more than `replayed`, as late as the
+    /// samples prove: the replica has everything the primary had then. That is the last
+    /// sample at or below `replayed`; the primary passed `replayed` somewhere between it
+    /// and the next, but where is not known (WAL is not written at an even rate: a guess
+    /// between the two, as this once made, put the replica fresher than it was, and reads
+    /// there missed commits older than the bound). A replica behind the oldest sample gets
+    /// the oldest sample's time (its lag is at least that). `None` with no sample yet.
     pub(super) fn fresh_as_of(&self, replayed: u64) -> Option<Instant> {
         let last = *self.samples.back()?;
         if replayed >= last.1 {
             return Some(last.0);
         }
-        // Samples at or below `replayed` come first; `next` is the first beyond it.
+        // Samples at or below `replayed` come first.
         let next = self.samples.partition_point(|(_, wal)| *wal <= replayed);
-        let Some(prev) = next.checked_sub(1).and_then(|i| self.samples.get(i)) else {
-            return self.samples.front().map(|(t, _)| *t);
-        };
-        let after = self.samples.get(next)?;
-        let span = after.0.saturating_duration_since(prev.0);
-        let bytes = after.1.saturating_sub(prev.1).max(1);
-        let part = replayed.saturating_sub(prev.1) as f64 / bytes as f64;
-        Some(prev.0 + span.mul_f64(part.clamp(0.0, 1.0)))
+        match next.checked_sub(1).and_then(|i| self.samples.get(i)) {
+            Some(prev) => Some(prev.0),
+            None => self.samples.front().map(|(t, _)| *t),
+        }
     }
 }
 
@@ -141,10 +139,15 @@ impl Replica {
         Some(lag_at(measured, at, now, grace))
     }
 
-    /// Whether it takes a read now: a standby that answered, whose lag is within `max_lag`.
+    /// Whether it takes a read now: a standby that answered, whose lag is within `max_lag`
+    /// by the whole age of its last measure, with no grace: the replica had everything the
+    /// primary had `lag` before the measure, so at `now` what it holds is at most that plus
+    /// the time since old. With a grace (kept for the lag shown), a replica whose replay had
+    /// stopped took reads up to two monitor intervals past the bound.
     #[inline]
-    pub(super) fn eligible(&self, now: Stamp, max_lag: Duration, grace: Duration) -> bool {
-        self.seen.load(Relaxed) == STANDBY && self.lag(now, grace).is_some_and(|l| l <= max_lag)
+    pub(super) fn eligible(&self, now: Stamp, max_lag: Duration) -> bool {
+        self.seen.load(Relaxed) == STANDBY
+            && self.lag(now, Duration::ZERO).is_some_and(|l| l <= max_lag)
     }
 
     pub(super) fn count_read(&self) {
@@ -223,8 +226,8 @@ mod tests {
     const KEEP: Duration = Duration::from_secs(60);
 
     /// Bug caught: a replica at or past the primary's last position given a lag, one between
-    /// two samples given either end instead of the moment in between, or one behind every
-    /// sample taken for fresh.
+    /// two samples given a moment later than the earlier sample (a guess in between made it
+    /// fresher than it was proven to be), or one behind every sample taken for fresh.
     #[test]
     fn the_lag_is_read_from_the_primarys_positions() {
         let t0 = Instant::now();
@@ -242,10 +245,10 @@ mod tests {
         assert_eq!(h.fresh_as_of(4000), Some(t0 + s(3)));
         assert_eq!(h.fresh_as_of(9000), Some(t0 + s(3)));
         assert_eq!(h.fresh_as_of(2000), Some(t0 + s(2)));
-        // Halfway between 2000 (at 2 s) and 4000 (at 3 s).
-        assert_eq!(h.fresh_as_of(3000), Some(t0 + Duration::from_millis(2500)));
-        // Between 1000 (at 0 s) and 2000 (first seen at 1 s), not at 2 s.
-        assert_eq!(h.fresh_as_of(1500), Some(t0 + Duration::from_millis(500)));
+        // Between 2000 (last seen at 2 s) and 4000 (at 3 s): 2 s, not a guess between.
+        assert_eq!(h.fresh_as_of(3000), Some(t0 + s(2)));
+        // Between 1000 (at 0 s) and 2000 (first seen at 1 s): 0 s, not at 1 or 2 s.
+        assert_eq!(h.fresh_as_of(1500), Some(t0));
         // Behind everything known: at least as old as the oldest sample.
         assert_eq!(h.fresh_as_of(10), Some(t0));
     }
@@ -266,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             h.lag(2000),
-            Some((t0 + Duration::from_secs(1), Duration::from_millis(500)))
+            Some((t0 + Duration::from_secs(1), Duration::from_secs(1)))
         );
 
         let grace = Duration::from_millis(100);

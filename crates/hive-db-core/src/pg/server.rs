@@ -10,14 +10,15 @@ use crate::error::Refusal;
 use crate::stats::ServerFacts;
 
 /// One statement, one round trip: version, role, read-only default, client connections,
-/// `max_connections`, and the WAL position (written on a primary, replayed on a standby) as
+/// `max_connections`, and the WAL position (inserted on a primary: with asynchronous commit a
+/// commit is visible before its WAL is written; replayed on a standby) as
 /// bytes from the start.
 const FACTS: &str = "SELECT current_setting('server_version'), pg_is_in_recovery(), \
      current_setting('default_transaction_read_only') = 'on', \
      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
      current_setting('max_connections')::int4, \
      COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-     ELSE pg_current_wal_lsn() END, '0/0'), 0)::int8";
+     ELSE pg_current_wal_insert_lsn() END, '0/0'), 0)::int8";
 
 /// A server's facts as measured at `at`, with its WAL position.
 #[derive(Debug, Clone)]

@@ -994,3 +994,66 @@ fn sync_and_async_writers_together_never_stall_the_lane() -> TestResult {
     assert_eq!(u64::try_from(tags(&f)?.len())?, acknowledged);
     Ok(())
 }
+
+/// Bug caught: only a zero queue was refused, so `read_queue: usize::MAX` panicked
+/// ("capacity overflow") inside `async_handle_with`, and a large one allocated every place
+/// up front (or aborted the process); a reader count past `max_size` was taken as given.
+#[test]
+fn an_oversized_async_queue_is_a_typed_error() -> TestResult {
+    let f = fixture("async-huge-queue", config())?;
+    for (read_queue, write_queue) in [(usize::MAX, 1024), (1024, usize::MAX), (1 << 21, 1)] {
+        let asked = AsyncConfig {
+            read_queue,
+            write_queue,
+            ..AsyncConfig::default()
+        };
+        let got = f.registry.async_handle_with(&f.name, asked).map(drop);
+        assert!(
+            matches!(&got, Err(Error::InvalidConfig { db, .. }) if db == &f.name),
+            "{got:?}"
+        );
+    }
+    let largest = AsyncConfig {
+        read_queue: AsyncConfig::MAX_QUEUE,
+        reader_threads: Some(u32::MAX),
+        ..AsyncConfig::default()
+    };
+    let h = f.registry.async_handle_with(&f.name, largest)?;
+    let n: i64 = futures_executor::block_on(h.read(|c| c.query_row("SELECT 7", [], |r| r.get(0))))?;
+    assert_eq!(n, 7);
+    Ok(())
+}
+
+/// Bug caught: `close` only marked the async writer closed and woke its thread, so writes
+/// queued behind a running one stayed pending until that one ended (3 s here), though
+/// closing is to fail the calls not started at once.
+#[test]
+fn close_fails_queued_async_writes_at_once_behind_a_running_one() -> TestResult {
+    let f = fixture("async-close-queued", config())?;
+    f.registry
+        .write(&f.name, |tx| tx.execute_batch("CREATE TABLE t (v INTEGER)"))?;
+    let h = f.registry.async_handle(&f.name)?;
+    let (started_tx, started) = mpsc::channel();
+    let slow = h.write(move |tx| {
+        let _ = started_tx.send(());
+        std::thread::sleep(Duration::from_secs(3));
+        tx.execute("INSERT INTO t VALUES (1)", []).map(drop)
+    });
+    started.recv_timeout(Duration::from_secs(5))?;
+    let queued = h.write(|tx| {
+        tx.execute("INSERT INTO t VALUES (?1)", params![2])
+            .map(drop)
+    });
+    let start = std::time::Instant::now();
+    f.registry.close(&f.name, Duration::ZERO)?;
+    let got = futures_executor::block_on(queued);
+    let waited = start.elapsed();
+    assert!(matches!(got, Err(Error::Closed { .. })), "{got:?}");
+    assert!(
+        waited < Duration::from_millis(1000),
+        "a queued write stayed pending {waited:?} after close"
+    );
+    // The running one ends as it would have.
+    futures_executor::block_on(slow)?;
+    Ok(())
+}

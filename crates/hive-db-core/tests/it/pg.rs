@@ -166,6 +166,107 @@ fn an_unreachable_server_gives_a_typed_error_within_the_timeout() -> TestResult 
     Ok(())
 }
 
+/// Bug caught: `register_postgres` on something that accepts the connection and never
+/// answers (a frozen server, a wrong port that is not PostgreSQL) hung for good: the
+/// monitor's first measure connected on the registering thread, and the client's connect
+/// timeout bounds only the socket's connect, not the startup exchange after it. It held
+/// the registry's lock for changes all that time, so every later `register` and `close`
+/// hung too.
+#[test]
+fn a_server_that_never_answers_fails_registration_within_a_bound() -> TestResult {
+    // Accepted by the kernel's backlog; nothing reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!(
+        "postgres://app@127.0.0.1:{}/db",
+        silent.local_addr()?.port()
+    );
+    let registry = Registry::new();
+    let name = DbName::new("pg-silent")?;
+    let mut config = config(2, 1);
+    config.pool.connection_timeout = Duration::from_secs(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let registering = registry.clone();
+    let registered_name = name.clone();
+    thread::spawn(move || {
+        let start = Instant::now();
+        let result = registering.register_postgres(&registered_name, &url, config);
+        let _ = tx.send((start.elapsed(), result.map(drop)));
+    });
+    let (took, result) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .map_err(|_| anyhow::anyhow!("register_postgres still hangs after 60 s"))?;
+    assert!(result.is_err(), "registered a server that never answered");
+    // The monitor's measure (5 s and the connect timeout) and the pool's wait (1 s).
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    // The registry's lock for changes is free again.
+    let other = DbName::new("after-silent")?;
+    let start = Instant::now();
+    let refused = registry.register_postgres(
+        &other,
+        &format!("postgres://app@127.0.0.1:{}/db", refused_port()?),
+        PgConfig {
+            pool: DbConfig {
+                min_idle: 0,
+                ..DbConfig::default()
+            },
+            ..PgConfig::default()
+        },
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(refused);
+    drop(silent);
+    Ok(())
+}
+
+/// Bug caught: an async call's first use of a database (and `async_handle`) took the
+/// registry's lock for changes on the calling thread, an executor's, so it blocked that
+/// executor for as long as another thread's `register_postgres` was connecting (for good,
+/// on a server that never answered).
+#[test]
+fn a_first_async_call_does_not_wait_for_another_registration() -> TestResult {
+    let f = crate::support::fixture("async-beside-register", crate::support::config())?;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let url = format!(
+        "postgres://app@127.0.0.1:{}/db",
+        silent.local_addr()?.port()
+    );
+    let registering = f.registry.clone();
+    let register = thread::spawn(move || {
+        let mut config = config(2, 1);
+        config.pool.connection_timeout = Duration::from_secs(1);
+        let pg = DbName::new("pg-silent-beside")?;
+        registering.register_postgres(&pg, &url, config).map(drop)
+    });
+    // Well inside the registration's first measure (5 s of silence).
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !register.is_finished(),
+        "the registration should still be waiting"
+    );
+    let start = Instant::now();
+    let read = f.registry.read_async(&f.name, |c| {
+        c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+    });
+    let made_in = start.elapsed();
+    assert_eq!(futures_executor::block_on(read)?, 1);
+    assert!(
+        made_in < Duration::from_millis(500),
+        "making the future took {made_in:?}: it waited for the other registration"
+    );
+    assert!(
+        register
+            .join()
+            .map_err(|_| anyhow::anyhow!("panicked"))?
+            .is_err()
+    );
+    drop(silent);
+    Ok(())
+}
+
 /// Bug caught: the password of a registered URL in the snapshot (JSON), the metrics, the
 /// health report or a `Debug` print.
 #[test]
@@ -407,6 +508,41 @@ fn a_returned_connection_is_clean_for_the_next_borrower() -> TestResult {
     // Typed queries still work after the reset dropped the server's statements.
     let n: i64 = db.read(|c| c.query_one("SELECT $1::bigint", &[&7i64])?.try_get(0))?;
     assert_eq!(n, 7);
+    Ok(())
+}
+
+/// Bug caught: the return's `DISCARD ALL` ends a borrower's `LISTEN`, but notifications
+/// its client had received already stayed in the client's buffer, and the next borrower of
+/// the connection read them (another tenant's channel, say).
+#[test]
+fn notifications_received_by_one_borrower_do_not_reach_the_next() -> TestResult {
+    require_postgres!();
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-notify-leak")?;
+    registry.register_postgres(&name, &url, config(1, 1))?;
+    let db = registry.postgres(&name)?;
+    let first = {
+        let mut c = db.get()?;
+        c.batch_execute("LISTEN tenant_a")?;
+        let mut other = postgres::Client::connect(&url, postgres::NoTls)?;
+        other.batch_execute("NOTIFY tenant_a, 'tenant A only'")?;
+        // A round trip after the notify brings it into the client's buffer.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.notifications().is_empty() {
+            anyhow::ensure!(Instant::now() < deadline, "the notification never came");
+            c.batch_execute("SELECT 1")?;
+            thread::sleep(Duration::from_millis(10));
+        }
+        backend_pid(&mut c)?
+    };
+    let mut c = db.get()?;
+    assert_eq!(backend_pid(&mut c)?, first, "not the same connection");
+    assert_eq!(
+        c.notifications().len(),
+        0,
+        "the next borrower got another's notifications"
+    );
     Ok(())
 }
 

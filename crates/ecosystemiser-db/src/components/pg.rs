@@ -41,7 +41,18 @@ fn pg<'a>(
     move |e| Error::pg(db, op, e)
 }
 
+/// Whether every key could have been stored. A lookup by one that could not (a NUL
+/// character, which PostgreSQL text cannot hold and refuses in a query with 22021) finds
+/// nothing, without asking: SQLite, which can hold one, finds nothing too, since writes
+/// refuse such names.
+fn storable(keys: &[Option<&str>]) -> bool {
+    keys.iter().flatten().all(|k| crate::text::storable(k))
+}
+
 fn type_row(db: &DbName, c: &mut impl GenericClient, name: &str) -> Result<Option<(i64, String)>> {
+    if !storable(&[Some(name)]) {
+        return Ok(None);
+    }
     c.query_opt(
         "SELECT id, category FROM component_types WHERE name = $1",
         &[&name],
@@ -59,6 +70,9 @@ fn type_row_locked(
     c: &mut impl GenericClient,
     name: &str,
 ) -> Result<Option<(i64, String)>> {
+    if !storable(&[Some(name)]) {
+        return Ok(None);
+    }
     c.query_opt(
         "SELECT id, category FROM component_types WHERE name = $1 FOR UPDATE",
         &[&name],
@@ -230,6 +244,9 @@ pub(super) fn set_default(
     let db = p.name();
     p.write_with(|tx| {
         let type_id = type_id(db, tx, component_type)?;
+        if !storable(&[Some(name), Some(version)]) {
+            return Err(not_found(db, component_type, Some(name), Some(version)));
+        }
         let spec_id: i64 = tx
             .query_opt(
                 "SELECT id FROM component_specs
@@ -287,6 +304,10 @@ pub(super) fn spec(
         ),
     };
     read_primary(p, |c| {
+        if !storable(&[Some(component_type), name, version]) {
+            type_id(db, c, component_type)?;
+            return Err(not_found(db, component_type, name, version));
+        }
         let row = c
             .query_opt(sql, &[&component_type, &name, &version])
             .map_err(pg(db, "find component spec"))?;
@@ -328,6 +349,9 @@ pub(super) fn list_types(p: &PgHandle) -> Result<Vec<ComponentType>> {
 
 pub(super) fn list_specs(p: &PgHandle, component_type: Option<&str>) -> Result<Vec<SpecSummary>> {
     let db = p.name();
+    if !storable(&[component_type]) {
+        return Ok(Vec::new());
+    }
     read_primary(p, |c| {
         c.query(
             "SELECT ct.name, ct.category, cs.name, cs.version, cs.is_default
@@ -359,6 +383,9 @@ pub(super) fn version_history(
     name: &str,
 ) -> Result<Vec<VersionEntry>> {
     let db = p.name();
+    if !storable(&[Some(component_type), Some(name)]) {
+        return Ok(Vec::new());
+    }
     read_primary(p, |c| {
         c.query(
             "SELECT vh.version, vh.change_description, vh.changed_by, vh.changed_at

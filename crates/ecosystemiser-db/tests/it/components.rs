@@ -39,6 +39,38 @@ fn counts(db: &EcoDb) -> anyhow::Result<(i64, i64, i64)> {
 }
 
 contract_test! {
+/// Bug caught: lookups by a name holding a NUL character answered differently by engine:
+/// nothing found on SQLite, a bare PostgreSQL error (22021) there.
+fn lookups_by_a_name_holding_nul_find_nothing(kind: Kind) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open(kind, dir.path(), "eco.db")?;
+    let lib = ComponentLibrary::new(&db);
+    lib.add_type("battery", "energy", None)?;
+    lib.add_spec(&battery("lfp", "1.0.0", true))?;
+    let unknown = lib.spec("bat\0tery", None, None);
+    assert!(
+        matches!(unknown, Err(Error::UnknownComponentType { .. })),
+        "{kind:?}: {unknown:?}"
+    );
+    for (name, version) in [(Some("l\0fp"), None), (Some("lfp"), Some("1\0")), (None, Some("\0"))] {
+        let missing = lib.spec("battery", name, version);
+        assert!(matches!(missing, Err(Error::NotFound { .. })), "{kind:?}: {missing:?}");
+    }
+    assert!(lib.list_specs(Some("bat\0tery"))?.is_empty(), "{kind:?}");
+    assert!(lib.version_history("battery", "l\0fp")?.is_empty(), "{kind:?}");
+    assert!(lib.version_history("bat\0tery", "lfp")?.is_empty(), "{kind:?}");
+    let unset = lib.set_default("battery", "l\0fp", "1.0.0");
+    assert!(matches!(unset, Err(Error::NotFound { .. })), "{kind:?}: {unset:?}");
+    let unset = lib.set_default("bat\0tery", "lfp", "1.0.0");
+    assert!(
+        matches!(unset, Err(Error::UnknownComponentType { .. })),
+        "{kind:?}: {unset:?}"
+    );
+    Ok(())
+}
+}
+
+contract_test! {
 /// Bug caught: "latest" by a one-second timestamp (two specs added in the same second), the
 /// default lost, spec counts wrong, the version history not written.
 fn specs_round_trip_with_versions_and_one_default(kind: Kind) -> anyhow::Result<()> {

@@ -103,7 +103,7 @@ where
 /// shows a recording again (`--replay`).
 ///
 /// Returns the exit code of the worst status reported: 0 healthy, 1 degraded, 2 unhealthy;
-/// 0 when stdout was closed (`| head`).
+/// the same when stdout was closed (`| head`), which ends the run quietly.
 ///
 /// # Errors
 ///

@@ -12,7 +12,7 @@ use crate::report;
 use crate::sample::{Depth, Sampler};
 use crate::table;
 
-/// Reads, reports, and returns the exit code of the report's status (0 when stdout was
+/// Reads, reports, and returns the exit code of the report's status (also when stdout was
 /// closed).
 ///
 /// # Errors

@@ -30,7 +30,7 @@ use crate::clock::deadline;
 use crate::lane::LaneTurn;
 use crate::pool::{DbInfo, PooledConnection};
 use crate::sync::{lock, wait_timeout};
-use crate::wal::{WAL_FRAMES_LIMIT, passive_checkpoint};
+use crate::wal::{Checkpointed, WAL_FRAMES_LIMIT, passive_checkpoint};
 
 /// The threads that run first passes, apart from the pools' maintenance threads, so that a
 /// slow disk delays neither connection opening nor the pools' sweeps.
@@ -51,7 +51,7 @@ const FIRST_PASSES: usize = 8;
 /// made inside the writer lane, and that one only by the job running the first pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Step {
+pub(crate) enum Step {
     Idle = 0,
     FirstPass = 1,
     CatchUp = 2,
@@ -100,7 +100,7 @@ impl Checkpoints {
         }
     }
 
-    fn step(&self) -> Step {
+    pub(crate) fn step(&self) -> Step {
         match self.step.load(Acquire) {
             1 => Step::FirstPass,
             2 => Step::CatchUp,
@@ -141,11 +141,23 @@ impl Checkpoints {
                 // The connection goes with the job and returns to the pool when it is done.
                 CHECKPOINTER.execute(move || {
                     let done = Arc::clone(&this);
+                    let copied_all = Arc::new(AtomicBool::new(false));
+                    let copied_all_seen = Arc::clone(&copied_all);
                     // Even if the job unwinds, the next due writer must find the catch-up
-                    // step, or no `write` would checkpoint this database again.
+                    // step (or, when the pass left nothing to catch up, none), or no
+                    // `write` would checkpoint this database again.
                     let _next = crate::sync::defer(move || {
                         let _signal = lock(&done.lock);
-                        done.set_step(Step::CatchUp);
+                        // With every frame copied there is nothing for the pass inside the
+                        // lane: the next writer starts the WAL again from the beginning,
+                        // and when it next reaches the threshold, a background pass copies
+                        // it. A catch-up step left then copied that whole WAL inside the
+                        // lane, every other checkpoint of a bursty load.
+                        done.set_step(if copied_all_seen.load(Relaxed) {
+                            Step::Idle
+                        } else {
+                            Step::CatchUp
+                        });
                         done.overdue.store(false, Relaxed);
                         done.done.notify_all();
                     });
@@ -153,7 +165,7 @@ impl Checkpoints {
                     if let Some(hook) = lock(&this.first_pass_hook).clone() {
                         hook();
                     }
-                    this.first_pass(&conn);
+                    copied_all.store(this.first_pass(&conn), Relaxed);
                     drop(conn);
                 });
             }
@@ -197,32 +209,37 @@ impl Checkpoints {
 
     /// The first, background pass: passive checkpoints, repeated while the writers appended
     /// more than [`CATCH_UP_FRAMES`] during the previous one, so the pass inside the lane
-    /// stays short.
-    fn first_pass(&self, conn: &Connection) {
+    /// stays short. Returns whether the last one copied every frame of the WAL (nothing
+    /// appended meanwhile, nobody in the way): then there is nothing to catch up.
+    fn first_pass(&self, conn: &Connection) -> bool {
         let mut copied_before = None;
         for _ in 0..FIRST_PASSES {
-            let Some(copied) = self.checkpoint(conn) else {
-                return;
+            let Some(done) = self.checkpoint(conn) else {
+                return false;
             };
+            if !done.busy && done.copied >= done.wal_frames {
+                return true;
+            }
             // Frames this pass copied (none if a writer restarted the WAL meanwhile).
             if copied_before
-                .is_some_and(|before: i64| copied.saturating_sub(before) <= CATCH_UP_FRAMES)
+                .is_some_and(|before: i64| done.copied.saturating_sub(before) <= CATCH_UP_FRAMES)
             {
-                return;
+                return false;
             }
-            copied_before = Some(copied);
+            copied_before = Some(done.copied);
         }
+        false
     }
 
-    /// One passive checkpoint, counted. Returns how many of the WAL's frames have been copied
-    /// (see [`crate::wal::Checkpointed`]), or `None` if it failed.
-    fn checkpoint(&self, conn: &Connection) -> Option<i64> {
+    /// One passive checkpoint, counted. Returns what it found (see
+    /// [`crate::wal::Checkpointed`]), or `None` if it failed.
+    fn checkpoint(&self, conn: &Connection) -> Option<Checkpointed> {
         match passive_checkpoint(conn) {
             Ok(done) => {
                 self.info.counters.checkpoints.fetch_add(1, Relaxed);
                 tracing::trace!(db = %self.info.name, busy = done.busy, wal_frames = done.wal_frames,
                     copied = done.copied, "checkpoint");
-                Some(done.copied)
+                Some(done)
             }
             Err(e) => {
                 tracing::debug!(db = %self.info.name, error = %e, "checkpoint failed");

@@ -118,6 +118,12 @@ struct Waiter<P> {
     /// Set, under the lane's mutex, when the lane was left free with this waiter, which lent
     /// a job, at the front: it may take the lane, unless a newcomer does first.
     nudged: AtomicBool,
+    /// Set, under the lane's mutex, when a newcomer took the lane left free with this waiter
+    /// at the front. The next holder to let the lane go hands it to this waiter rather than
+    /// leave it free again: a newcomer whose batch cannot take this waiter's job (one writer
+    /// a transaction, a full or old batch, a nested write, the health probe) would otherwise
+    /// overtake it again and again, hundreds of times, until its deadline.
+    overtaken: AtomicBool,
 }
 
 impl<P> Waiter<P> {
@@ -138,6 +144,7 @@ impl<P> Waiter<P> {
             claimed: AtomicBool::new(false),
             done: AtomicBool::new(false),
             nudged: AtomicBool::new(false),
+            overtaken: AtomicBool::new(false),
         })
     }
 }
@@ -161,6 +168,15 @@ impl<P> Default for State<P> {
 }
 
 impl<P> State<P> {
+    /// Takes the free lane for a newcomer. A waiter at the front (left the free lane by
+    /// [`State::release`]) is overtaken by it: it gets the lane at the next release.
+    fn take_free(&mut self) {
+        self.busy = true;
+        if let Some(front) = self.queue.front() {
+            front.overtaken.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Marks the waiter now at the front and returns it, to be woken once the mutex is
     /// released.
     fn mark_front(&self) -> Option<Arc<Waiter<P>>> {
@@ -177,10 +193,11 @@ impl<P> State<P> {
     /// let it go, writing again) takes it at once, where handing it to the front waiter
     /// would leave it idle while that thread wakes; the taker runs the front waiter's job in
     /// its batch, as any holder does. The front waiter is nudged, so that it takes the lane
-    /// itself if nobody else comes. Otherwise the lane is handed to the front waiter.
+    /// itself if nobody else comes. Otherwise (also when a newcomer overtook that waiter
+    /// once already) the lane is handed to the front waiter.
     fn release(&mut self) -> Woken<P> {
         match self.queue.front() {
-            Some(front) if front.job.is_some() => {
+            Some(front) if front.job.is_some() && !front.overtaken.load(Ordering::Relaxed) => {
                 self.busy = false;
                 front.nudged.store(true, Ordering::Release);
                 (Some(Arc::clone(front)), None)
@@ -327,7 +344,7 @@ impl<P> WriterLane<P> {
         let me = {
             let mut state = self.lock();
             if !state.busy {
-                state.busy = true;
+                state.take_free();
                 return Ok((self.turn(), None));
             }
             let front = state.queue.is_empty();
@@ -369,7 +386,7 @@ impl<P> WriterLane<P> {
         let me = {
             let mut state = self.lock();
             if !state.busy {
-                state.busy = true;
+                state.take_free();
                 return Ok(Offered::Turn(self.turn(), None));
             }
             let front = state.queue.is_empty();
@@ -823,6 +840,42 @@ mod tests {
         let (turn, _) = later.try_take(&lane).expect("granted");
         drop(turn);
         assert_eq!(lane.queued(), 0);
+    }
+
+    /// Bug caught: a lane let go with a lending waiter at the front was left free for a
+    /// newcomer, and a newcomer that did not run that waiter's job let it go free again, for
+    /// the next newcomer: a writer writing in a loop overtook the queued one hundreds of
+    /// times (with one writer a transaction, or a nested write, taking it). Overtaken once,
+    /// the waiter is handed the lane at the next release.
+    #[test]
+    fn a_lending_waiter_is_overtaken_at_most_once() {
+        let lane = Arc::new(WriterLane::<Vec<u32>>::default());
+        let (mut turn, _) = lane.acquire(far()).expect("free lane");
+        let lender = offer_recording(&lane, 1, far());
+        while lane.queued() < 1 {
+            std::thread::yield_now();
+        }
+        // Past the lender's spin: it sleeps until it is woken.
+        std::thread::sleep(Duration::from_millis(50));
+        // Let the lane go as a holder does; a newcomer takes it before the lender wakes, and
+        // lets it go again without running the lender's job.
+        let first = lane.lock().release();
+        turn.held = false;
+        let (mut newcomer, _) = lane
+            .acquire(Instant::now())
+            .expect("the lane was left free");
+        let second = lane.lock().release();
+        newcomer.held = false;
+        assert!(
+            lane.acquire(Instant::now()).is_err(),
+            "the lane was left free again for a second newcomer"
+        );
+        wake(first);
+        wake(second);
+        let (ran, _) = lender.join().unwrap();
+        assert!(!ran, "the lender was handed the lane, not its job run");
+        assert_eq!(lane.queued(), 0);
+        assert!(lane.acquire(Instant::now()).is_ok(), "the lender let it go");
     }
 
     /// Bug caught: a waiter whose deadline passes just as the lane is handed to it, with a

@@ -47,8 +47,8 @@ struct Line<R> {
     report: R,
 }
 
-/// Runs until `duration`, `q`, Ctrl-C or SIGTERM, and returns the exit code: the worst status
-/// seen, or 0 when stdout was closed.
+/// Runs until `duration`, `q`, Ctrl-C, SIGTERM or a closed stdout, and returns the exit
+/// code: the worst status seen.
 ///
 /// # Errors
 ///

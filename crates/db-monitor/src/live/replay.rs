@@ -26,7 +26,7 @@ pub(crate) struct Settings {
 }
 
 /// Shows the recording in `path`, and returns the exit code of the worst status it holds
-/// (0 when stdout was closed).
+/// (also when stdout was closed).
 ///
 /// # Errors
 ///

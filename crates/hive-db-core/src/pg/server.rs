@@ -10,15 +10,25 @@ use crate::error::Refusal;
 use crate::stats::ServerFacts;
 
 /// One statement, one round trip: version, role, read-only default, client connections,
-/// `max_connections`, and the WAL position (inserted on a primary: with asynchronous commit a
-/// commit is visible before its WAL is written; replayed on a standby) as
-/// bytes from the start.
+/// `max_connections`, and the WAL position as bytes from the start: replayed on a standby;
+/// on a primary, inserted (with asynchronous commit a commit is visible before its WAL is
+/// written), and, when that sits just past a page's header (24 bytes) or a segment's (40),
+/// the boundary before it: no record is there yet, and a caught-up standby's replay stops
+/// at the boundary, so the raw position would make it lag for as long as the primary stays
+/// idle after a WAL switch.
 const FACTS: &str = "SELECT current_setting('server_version'), pg_is_in_recovery(), \
      current_setting('default_transaction_read_only') = 'on', \
      (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
      current_setting('max_connections')::int4, \
-     COALESCE(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-     ELSE pg_current_wal_insert_lsn() END, '0/0'), 0)::int8";
+     COALESCE(CASE WHEN pg_is_in_recovery() \
+         THEN pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0') \
+         ELSE (SELECT CASE WHEN i % seg = 40 THEN i - 40 WHEN i % blk = 24 THEN i - 24 \
+                   ELSE i END \
+               FROM (SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0') AS i, \
+                            current_setting('wal_block_size')::numeric AS blk, \
+                            (SELECT setting::numeric FROM pg_settings \
+                             WHERE name = 'wal_segment_size') AS seg) AS pos) \
+     END, 0)::int8";
 
 /// A server's facts as measured at `at`, with its WAL position.
 #[derive(Debug, Clone)]

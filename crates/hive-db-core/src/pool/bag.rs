@@ -241,7 +241,22 @@ impl<M: Engine> Bag<M> {
             let Some(conn) = self.pool.try_get() else {
                 break;
             };
-            drop(self.lease(conn));
+            // Straight into its place, without the return's checks: it was checked when it
+            // was returned, or it is new. Those checks are the engine's, a `DISCARD ALL`
+            // round trip on PostgreSQL, which on a backend that stopped answering has no
+            // bound and would hold this shared maintenance thread, every pool's.
+            let mut lease = self.lease(conn);
+            let Some(conn) = lease.conn.take() else {
+                continue;
+            };
+            match lease.home.take() {
+                Some(home) => {
+                    if let Err(conn) = home.park(conn) {
+                        release(conn);
+                    }
+                }
+                None => release(conn),
+            }
         }
         for place in &self.places {
             let Some(mut conn) = place.cell.take() else {

@@ -914,4 +914,44 @@ mod tests {
         );
         Ok(())
     }
+
+    /// Bug caught: a connection's slot left the pool's list before the connection itself
+    /// was closed, so `close` returned while one dropped on another thread was still
+    /// closing: SQLite's close of the last connection copies the WAL into the file and
+    /// deletes it, and that went on after `close` had returned (the WAL file still there).
+    #[test]
+    fn close_returns_once_the_last_connection_is_closed() -> TestResult {
+        let config = DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            ..DbConfig::default()
+        };
+        let (dir, pool) = pool("close-last", config)?;
+        {
+            let c = get(&pool)?;
+            c.execute_batch("CREATE TABLE t (v BLOB)")?;
+            // About 2,000 frames in the WAL, under the registry's checkpoint threshold.
+            let mut insert = c.prepare("INSERT INTO t VALUES (zeroblob(4000))")?;
+            for _ in 0..2000 {
+                insert.execute([])?;
+            }
+        }
+        let wal = dir.path().join("db.sqlite-wal");
+        assert!(wal.exists());
+        let held = get(&pool)?;
+        std::thread::scope(|s| -> TestResult {
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                // The last connection: its close copies the WAL into the file.
+                drop(held);
+            });
+            let report = pool.close(Instant::now() + Duration::from_secs(10));
+            assert!(report.still_out.is_empty(), "{report:?}");
+            assert!(
+                !wal.exists(),
+                "close returned while the last connection was still closing"
+            );
+            Ok(())
+        })
+    }
 }

@@ -70,6 +70,25 @@ pub(crate) struct HiveConn<C: Closing = Box<Connection>> {
     /// Set when the bag hands r2d2 a connection its return checks found clean: r2d2's
     /// `has_broken` then skips the engine's check (PostgreSQL's is a round trip).
     pub(crate) checked_clean: bool,
+    /// Takes the slot out of the pool's list when dropped: after `conn`, which is declared
+    /// first and so dropped first (see [`Leaving`]).
+    _leaving: Leaving,
+}
+
+/// Takes a connection's slot out of its pool's list, for `close`'s wait, once the connection
+/// itself is closed. Taken out before, `close` returned while a connection dropped on
+/// another thread (the background checkpoint's, say) was still closing: SQLite's close of
+/// the last connection copies the WAL into the file and deletes it, so the file was still
+/// being written after `close` had returned and reported nothing out.
+struct Leaving {
+    shared: Arc<PoolShared>,
+    slot: Arc<ConnSlot>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.shared.remove_slot(&self.slot);
+    }
 }
 
 impl<C: Closing> std::fmt::Debug for HiveConn<C> {
@@ -93,7 +112,7 @@ impl<C: Closing> HiveConn<C> {
             conn,
             last_used: Stamp::of(now),
             discard: None,
-            slot,
+            slot: Arc::clone(&slot),
             last_site: None,
             shared: Arc::clone(shared),
             id,
@@ -104,6 +123,10 @@ impl<C: Closing> HiveConn<C> {
                 .max_lifetime
                 .map_or(Stamp::NEVER, |l| Stamp::of(now).after(l)),
             checked_clean: false,
+            _leaving: Leaving {
+                shared: Arc::clone(shared),
+                slot: Arc::clone(&slot),
+            },
         }
     }
 
@@ -181,7 +204,7 @@ impl<C: Closing> Drop for HiveConn<C> {
         });
         shared.info().counters.count_close(reason);
         tracing::debug!(db = %shared.info().name, id = self.id, ?reason, "connection closed");
-        shared.remove_slot(&self.slot);
+        // The slot leaves the pool's list with `_leaving`, once `conn` is closed.
     }
 }
 

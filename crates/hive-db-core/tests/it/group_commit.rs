@@ -683,3 +683,88 @@ fn nested_writes_run_on_their_own_thread_and_lent_panics_reach_their_caller() ->
     assert_eq!(logged(&held.f)?, BTreeSet::from([(1, 0), (1, 1)]));
     Ok(())
 }
+
+/// How many writes of a thread writing in a loop commit after a queued writer took its
+/// place and before it ran, at most over `attempts` writes of the queued one, and how many
+/// of those timed out; with `group_commit_max_writers` as given.
+fn overtakes(max_writers: u32, attempts: u32) -> anyhow::Result<(u64, u32)> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let f = Arc::new(fixture(
+        "overtaken",
+        DbConfig {
+            group_commit_max_writers: max_writers,
+            connection_timeout: Duration::from_millis(200),
+            ..config()
+        },
+    )?);
+    crate::support::create_table(&f)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = Arc::new(AtomicU64::new(0));
+    let hog = {
+        let (f, stop, loops) = (Arc::clone(&f), Arc::clone(&stop), Arc::clone(&loops));
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            while !stop.load(Relaxed) {
+                f.registry
+                    .write(&f.name, |tx| tx.execute("INSERT INTO t (v) VALUES (0)", []))?;
+                loops.fetch_add(1, Relaxed);
+            }
+            Ok(())
+        })
+    };
+    // Two threads keeping both cores busy, as a loaded machine does: a queued writer that
+    // sleeps then waits its turn to run, and a running one comes first.
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    while loops.load(Relaxed) < 100 {
+        std::thread::yield_now();
+    }
+    let (mut most, mut timeouts) = (0, 0);
+    for _ in 0..attempts {
+        let before = loops.load(Relaxed);
+        let written = f.registry.write(&f.name, |tx| {
+            let ahead = loops.load(Relaxed) - before;
+            tx.execute("INSERT INTO t (v) VALUES (1)", [])?;
+            Ok(ahead)
+        });
+        match written {
+            Ok(ahead) => most = most.max(ahead),
+            Err(hive_db_core::Error::WriterLaneTimeout { .. }) => timeouts += 1,
+            Err(e) => return Err(e.into()),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Relaxed);
+    for b in busy {
+        b.join()
+            .map_err(|_| anyhow::anyhow!("a busy thread panicked"))?;
+    }
+    hog.join()
+        .map_err(|_| anyhow::anyhow!("the looping writer panicked"))??;
+    Ok((most, timeouts))
+}
+
+/// Bug caught: a lane let go with a lending writer at the front is left free for a running
+/// writer to take; a taker whose batch could not run the queued writer's closure (one
+/// writer a transaction here; also a full or old batch, a nested write, the health probe)
+/// let it go free again, and the same thread took it again: a queued writer saw 130-760
+/// writes of a looping thread commit ahead of it, and at times waited out its timeout.
+#[test]
+fn a_queued_writer_is_overtaken_at_most_once() -> TestResult {
+    let (most, timeouts) = overtakes(1, 100)?;
+    // One overtake, and the write already under way when it queued.
+    assert!(most <= 2, "a queued writer was overtaken {most} times");
+    assert_eq!(timeouts, 0);
+    // With batches that may grow, the taker runs the queued closure: nothing is ahead.
+    let (most, timeouts) = overtakes(32, 100)?;
+    assert!(most <= 2, "{most}");
+    assert_eq!(timeouts, 0);
+    Ok(())
+}

@@ -267,6 +267,37 @@ fn a_first_async_call_does_not_wait_for_another_registration() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: the sweep moved the connections idle in r2d2's list into its bag through
+/// the return path, whose `DISCARD ALL` then ran on the shared maintenance threads, for
+/// connections nobody had used: on backends that stopped answering, three such pools held
+/// those threads, and with them every pool's connecting and sweeping.
+#[test]
+fn the_sweep_sends_no_statement_to_idle_connections() -> TestResult {
+    require_postgres!();
+    let url = server()?.fresh_db()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-sweep-quiet")?;
+    registry.register_postgres(&name, &url, config(4, 2))?;
+    let dbname = url.rsplit('/').next().unwrap_or_default().to_owned();
+    // Three sweeps, a second apart.
+    thread::sleep(Duration::from_millis(3500));
+    let queries: Vec<String> = server()?
+        .admin()?
+        .query(
+            "SELECT query FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+            &[&name.as_str(), &dbname],
+        )?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    assert!(queries.len() >= 2, "{queries:?}");
+    assert!(
+        queries.iter().all(|q| q.is_empty()),
+        "idle connections were sent {queries:?}"
+    );
+    Ok(())
+}
+
 /// Bug caught: the password of a registered URL in the snapshot (JSON), the metrics, the
 /// health report or a `Debug` print.
 #[test]

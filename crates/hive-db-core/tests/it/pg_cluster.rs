@@ -311,6 +311,48 @@ fn with_asynchronous_commit_replica_reads_stay_within_the_bound() -> TestResult 
     Ok(())
 }
 
+/// Bug caught: with the primary's *insert* position, a WAL switch on an idle primary put
+/// that position just past the new segment's header, where a caught-up standby's replay
+/// never goes: the replica looked ever more lagging (status Lagging, reads all to the
+/// primary, db-monitor degraded) until the next write.
+#[test]
+fn a_caught_up_replica_after_a_wal_switch_is_not_lagging() -> TestResult {
+    require_postgres!();
+    let cluster = Cluster::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-wal-switch")?;
+    let config = config(vec![cluster.async_replica().url("postgres")]);
+    registry.register_postgres(&name, &cluster.primary().url("postgres"), config)?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| {
+        tx.batch_execute("CREATE TABLE switched (v int); INSERT INTO switched VALUES (1)")
+    })?;
+    let mut admin = cluster.primary().admin()?;
+    admin.batch_execute("CHECKPOINT")?;
+    admin.query_one("SELECT pg_switch_wal()", &[])?;
+    cluster.wait_caught_up(Duration::from_secs(20))?;
+    let status = || -> anyhow::Result<ReplicaStatus> {
+        let facts = registry.db_stats(&name)?.postgres.expect("facts");
+        Ok(facts.replicas[0].status)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status()? != ReplicaStatus::Up {
+        anyhow::ensure!(Instant::now() < deadline, "the replica never came up");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Idle from here: 3 s, twelve monitor rounds, three times the lag bound.
+    let mut not_up = Vec::new();
+    for _ in 0..30 {
+        thread::sleep(Duration::from_millis(100));
+        let now = status()?;
+        if now != ReplicaStatus::Up {
+            not_up.push(now);
+        }
+    }
+    assert!(not_up.is_empty(), "a caught-up replica looked {not_up:?}");
+    Ok(())
+}
+
 /// Bug caught: a replica killed under readers handing them errors (a read on a dead
 /// connection not given to another server), or staying in the rotation; health not saying
 /// so.

@@ -16,7 +16,7 @@ use std::panic::Location;
 #[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{
-    AtomicBool, AtomicU8,
+    AtomicBool, AtomicI64, AtomicU8,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,7 +30,7 @@ use crate::clock::deadline;
 use crate::lane::LaneTurn;
 use crate::pool::{DbInfo, PooledConnection};
 use crate::sync::{lock, wait_timeout};
-use crate::wal::{Checkpointed, WAL_FRAMES_LIMIT, passive_checkpoint};
+use crate::wal::{WAL_FRAMES_LIMIT, passive_checkpoint};
 
 /// The threads that run first passes, apart from the pools' maintenance threads, so that a
 /// slow disk delays neither connection opening nor the pools' sweeps.
@@ -68,6 +68,10 @@ pub(crate) struct Checkpoints {
     done: Condvar,
     /// A writer waited for the current first pass until its timeout: no other waits for it.
     overdue: AtomicBool,
+    /// The WAL's frames when the last first pass last looked: a later commit that leaves no
+    /// more has seen the WAL start again from the beginning since (frames only grow
+    /// otherwise), and what the catch-up step would copy is then a whole new WAL.
+    pass_frames: AtomicI64,
     /// Runs at the start of each background checkpoint job (tests slow it down).
     #[cfg(test)]
     first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -93,6 +97,7 @@ impl Checkpoints {
             lock: Mutex::new(()),
             done: Condvar::new(),
             overdue: AtomicBool::new(false),
+            pass_frames: AtomicI64::new(0),
             #[cfg(test)]
             first_pass_hook: Mutex::new(None),
             #[cfg(test)]
@@ -130,6 +135,15 @@ impl Checkpoints {
             // cost of the writers queued meanwhile, as under SQLite's own checkpoint.
             step = self.wait_for_first_pass();
         }
+        // A catch-up due on a WAL that started again since the first pass (the writes paused
+        // while the pass copied everything, then a writer restarted it and filled it to the
+        // threshold) would copy that whole WAL inside the lane, stalling every queued
+        // writer: it is a new first pass's, in the background. Only a restart leaves a
+        // commit with no more frames than the pass saw, so this never skips a real
+        // catch-up, which is what restarts the WAL under a steady load.
+        if step == Step::CatchUp && i64::from(wal_frames) <= self.pass_frames.load(Relaxed) {
+            step = Step::Idle;
+        }
         match step {
             Step::Idle => {
                 self.set_step(Step::FirstPass);
@@ -141,23 +155,11 @@ impl Checkpoints {
                 // The connection goes with the job and returns to the pool when it is done.
                 CHECKPOINTER.execute(move || {
                     let done = Arc::clone(&this);
-                    let copied_all = Arc::new(AtomicBool::new(false));
-                    let copied_all_seen = Arc::clone(&copied_all);
                     // Even if the job unwinds, the next due writer must find the catch-up
-                    // step (or, when the pass left nothing to catch up, none), or no
-                    // `write` would checkpoint this database again.
+                    // step, or no `write` would checkpoint this database again.
                     let _next = crate::sync::defer(move || {
                         let _signal = lock(&done.lock);
-                        // With every frame copied there is nothing for the pass inside the
-                        // lane: the next writer starts the WAL again from the beginning,
-                        // and when it next reaches the threshold, a background pass copies
-                        // it. A catch-up step left then copied that whole WAL inside the
-                        // lane, every other checkpoint of a bursty load.
-                        done.set_step(if copied_all_seen.load(Relaxed) {
-                            Step::Idle
-                        } else {
-                            Step::CatchUp
-                        });
+                        done.set_step(Step::CatchUp);
                         done.overdue.store(false, Relaxed);
                         done.done.notify_all();
                     });
@@ -165,7 +167,7 @@ impl Checkpoints {
                     if let Some(hook) = lock(&this.first_pass_hook).clone() {
                         hook();
                     }
-                    copied_all.store(this.first_pass(&conn), Relaxed);
+                    this.first_pass(&conn);
                     drop(conn);
                 });
             }
@@ -209,37 +211,33 @@ impl Checkpoints {
 
     /// The first, background pass: passive checkpoints, repeated while the writers appended
     /// more than [`CATCH_UP_FRAMES`] during the previous one, so the pass inside the lane
-    /// stays short. Returns whether the last one copied every frame of the WAL (nothing
-    /// appended meanwhile, nobody in the way): then there is nothing to catch up.
-    fn first_pass(&self, conn: &Connection) -> bool {
+    /// stays short.
+    fn first_pass(&self, conn: &Connection) {
         let mut copied_before = None;
         for _ in 0..FIRST_PASSES {
-            let Some(done) = self.checkpoint(conn) else {
-                return false;
+            let Some((copied, wal_frames)) = self.checkpoint(conn) else {
+                return;
             };
-            if !done.busy && done.copied >= done.wal_frames {
-                return true;
-            }
+            self.pass_frames.store(wal_frames, Relaxed);
             // Frames this pass copied (none if a writer restarted the WAL meanwhile).
             if copied_before
-                .is_some_and(|before: i64| done.copied.saturating_sub(before) <= CATCH_UP_FRAMES)
+                .is_some_and(|before: i64| copied.saturating_sub(before) <= CATCH_UP_FRAMES)
             {
-                return false;
+                return;
             }
-            copied_before = Some(done.copied);
+            copied_before = Some(copied);
         }
-        false
     }
 
-    /// One passive checkpoint, counted. Returns what it found (see
-    /// [`crate::wal::Checkpointed`]), or `None` if it failed.
-    fn checkpoint(&self, conn: &Connection) -> Option<Checkpointed> {
+    /// One passive checkpoint, counted. Returns how many of the WAL's frames have been copied
+    /// and how many it holds (see [`crate::wal::Checkpointed`]), or `None` if it failed.
+    fn checkpoint(&self, conn: &Connection) -> Option<(i64, i64)> {
         match passive_checkpoint(conn) {
             Ok(done) => {
                 self.info.counters.checkpoints.fetch_add(1, Relaxed);
                 tracing::trace!(db = %self.info.name, busy = done.busy, wal_frames = done.wal_frames,
                     copied = done.copied, "checkpoint");
-                Some(done)
+                Some((done.copied, done.wal_frames))
             }
             Err(e) => {
                 tracing::debug!(db = %self.info.name, error = %e, "checkpoint failed");

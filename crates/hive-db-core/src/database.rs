@@ -687,32 +687,58 @@ mod tests {
         Ok(())
     }
 
-    /// Bug caught: after a pause in the writes, the background pass copied the whole WAL,
-    /// yet left the catch-up step for the lane; the next writer restarted the WAL, and when
-    /// it reached the threshold again the "catch-up" copied that whole WAL inside the lane
-    /// (a 40 ms write, every other checkpoint of a bursty load) instead of a background pass.
-    #[test]
-    fn after_a_pause_the_next_checkpoint_runs_in_the_background() -> TestResult {
-        let (_dir, db) = database("burst", DbConfig::default())?;
-        let passes = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let hook_passes = Arc::clone(&passes);
+    /// A first-pass hook that counts the passes and holds each one (but those `free` lets
+    /// go) until `free` is set: the test decides when a pass copies.
+    fn held_passes(
+        db: &Database,
+    ) -> (
+        Arc<std::sync::atomic::AtomicU32>,
+        Arc<std::sync::atomic::AtomicU32>,
+    ) {
+        let started = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let free = Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX));
+        let (hook_started, hook_free) = (Arc::clone(&started), Arc::clone(&free));
         db.checkpoints.set_first_pass_hook(Arc::new(move || {
-            hook_passes.fetch_add(1, Relaxed);
+            let n = hook_started.fetch_add(1, Relaxed) + 1;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while n > hook_free.load(Relaxed) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }));
-        let site = Location::caller();
-        create_blobs(&db, site)?;
-        let mut writes = 0;
-        while passes.load(Relaxed) == 0 {
-            write_blob(&db, site)?;
-            writes += 1;
-            assert!(writes < 100_000, "no checkpoint pass started");
-        }
-        // A pause in the load: the background pass copies the whole WAL meanwhile.
+        free.store(0, Relaxed);
+        (started, free)
+    }
+
+    /// Waits until the first pass has ended.
+    fn first_pass_ended(db: &Database) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while db.checkpoints.step() == crate::checkpoint::Step::FirstPass {
             assert!(Instant::now() < deadline, "the first pass never ended");
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Bug caught: after a pause in the writes, the background pass copied the whole WAL,
+    /// the next writer restarted it, and when it reached the threshold again the catch-up
+    /// step copied that whole new WAL inside the lane (a 40 ms write, every other checkpoint
+    /// of a bursty load) instead of a background pass.
+    #[test]
+    fn after_a_pause_the_next_checkpoint_runs_in_the_background() -> TestResult {
+        let (_dir, db) = database("burst", DbConfig::default())?;
+        let (started, free) = held_passes(&db);
+        let site = Location::caller();
+        create_blobs(&db, site)?;
+        while started.load(Relaxed) == 0 {
+            write_blob(&db, site)?;
+        }
+        // More frames before the held pass copies: the new WAL reaches the threshold with
+        // fewer than the pass saw.
+        for _ in 0..100 {
+            write_blob(&db, site)?;
+        }
+        free.store(u32::MAX, Relaxed);
+        // A pause in the load: the background pass copies the whole WAL meanwhile.
+        first_pass_ended(&db);
         let counters = &db.info().counters;
         let before = counters.checkpoints.load(Relaxed);
         let mut writes = 0;
@@ -721,13 +747,70 @@ mod tests {
             writes += 1;
             assert!(writes < 100_000, "no checkpoint after the pause");
         }
-        // The first checkpoint after the pause came from a second background pass (its job
-        // counts itself before its first checkpoint), not from one run inside the lane by
-        // the writer that found it due (which counts no pass). Later ones may follow while
-        // the writes go on.
+        // That checkpoint came from a second background pass (its job counts itself before
+        // its first checkpoint), not from one run inside the lane by the writer that found
+        // it due (which counts no pass).
         assert!(
-            passes.load(Relaxed) >= 2,
+            started.load(Relaxed) >= 2,
             "the checkpoint after the pause ran inside the lane"
+        );
+        Ok(())
+    }
+
+    /// The WAL's frames now, from the WAL index (`mxFrame`, bytes 16 to 20 of `-shm`).
+    fn wal_frames(dir: &std::path::Path) -> anyhow::Result<u32> {
+        let shm = std::fs::read(dir.join("db.sqlite-shm"))?;
+        let bytes: [u8; 4] = shm
+            .get(16..20)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("no WAL index"))?;
+        Ok(u32::from_ne_bytes(bytes))
+    }
+
+    /// Bug caught (in a fix for the one above): a first pass that copied every frame while
+    /// the next batch was already open left no catch-up step, so that batch committed on a
+    /// WAL not started again, and the next writers too: the WAL went on to four times its
+    /// threshold, where writers wait for a pass holding the lane. The catch-up inside the
+    /// lane copies the open batch's frames and lets the next writer start the WAL again.
+    #[test]
+    fn a_pass_beside_an_open_batch_still_lets_the_wal_start_again() -> TestResult {
+        let (dir, db) = database("beside", DbConfig::default())?;
+        let (started, free) = held_passes(&db);
+        let site = Location::caller();
+        create_blobs(&db, site)?;
+        while started.load(Relaxed) == 0 {
+            write_blob(&db, site)?;
+        }
+        let (open_tx, open_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| -> TestResult {
+            let db = &db;
+            let batch = s.spawn(move || {
+                db.write_local(site, move |tx| {
+                    tx.execute("INSERT INTO b (data) VALUES (?1)", [&[2u8; 8 * 1024][..]])?;
+                    let _ = open_tx.send(());
+                    let _ = go_rx.recv();
+                    Ok(())
+                })
+            });
+            open_rx.recv()?;
+            // The held pass copies everything committed, beside the open batch; later
+            // passes stay held.
+            free.store(1, Relaxed);
+            first_pass_ended(db);
+            go_tx.send(())?;
+            batch
+                .join()
+                .map_err(|_| anyhow::anyhow!("the batch panicked"))??;
+            Ok(())
+        })?;
+        let before = wal_frames(dir.path())?;
+        write_blob(&db, site)?;
+        let after = wal_frames(dir.path())?;
+        free.store(u32::MAX, Relaxed);
+        assert!(
+            after < before,
+            "the WAL did not start again: {before} frames, then {after}"
         );
         Ok(())
     }

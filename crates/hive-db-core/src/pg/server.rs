@@ -46,12 +46,16 @@ pub(super) struct Measured {
 impl Measured {
     /// Asks the server on `client`.
     pub(super) fn query(client: &mut Client) -> Result<Self, postgres::Error> {
+        // Read before the query is sent: the server's position is at least as new as its
+        // state then, so a lag reckoned from it errs long. Read after the answer, a slow
+        // round trip made a replica look fresher than it was (reads past the lag bound).
+        let at = Instant::now();
         let row = client.query_one(FACTS, &[])?;
         let count = |i: usize| -> Result<u32, postgres::Error> {
             Ok(u32::try_from(row.try_get::<_, i32>(i)?).unwrap_or(0))
         };
         Ok(Self {
-            at: Instant::now(),
+            at,
             version: row.try_get(0)?,
             in_recovery: row.try_get(1)?,
             read_only: row.try_get(2)?,

@@ -954,4 +954,30 @@ mod tests {
             Ok(())
         })
     }
+
+    /// Bug caught: with a connection's slot kept until the connection is closed (for
+    /// `close`'s wait), a connection opened while another was closing (a PostgreSQL client's
+    /// close takes up to a second) got an index past `max_size`, so no place in the bag:
+    /// every checkout and return of it went through r2d2's lock for its whole life.
+    #[test]
+    fn a_closing_connection_gives_its_index_up() -> TestResult {
+        let config = DbConfig {
+            max_size: 1,
+            min_idle: 0,
+            ..DbConfig::default()
+        };
+        let (_dir, pool) = pool("closing-index", config)?;
+        let closing = pool.shared.add_slot();
+        assert_eq!(closing.index(), 0);
+        closing.mark_closing();
+        let next = pool.shared.add_slot();
+        assert_eq!(
+            next.index(),
+            0,
+            "the new connection has no place in the bag"
+        );
+        pool.shared.remove_slot(&closing);
+        pool.shared.remove_slot(&next);
+        Ok(())
+    }
 }

@@ -191,6 +191,7 @@ impl<C: Closing> HiveConn<C> {
 
 impl<C: Closing> Drop for HiveConn<C> {
     fn drop(&mut self) {
+        self.slot.mark_closing();
         self.conn.closing(self.shared.info());
         let shared = &self.shared;
         let reason = self.discard.unwrap_or_else(|| {

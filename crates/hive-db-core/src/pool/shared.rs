@@ -215,12 +215,14 @@ impl PoolShared {
         lock(&self.last_error).clone()
     }
 
-    /// A new connection's slot, with the lowest index no live connection has; a successful
-    /// connect also clears the last error.
+    /// A new connection's slot, with the lowest index no live connection has (one closing
+    /// gives its index up: its close may take a while, a PostgreSQL client's up to a second,
+    /// and a new connection with an index past `max_size` would have no place in the bag
+    /// for its whole life); a successful connect also clears the last error.
     pub(super) fn add_slot(&self) -> Arc<ConnSlot> {
         let mut slots = lock(&self.slots);
         let mut taken = vec![false; slots.len() + 1];
-        for slot in slots.iter() {
+        for slot in slots.iter().filter(|s| !s.is_closing()) {
             if let Some(t) = taken.get_mut(slot.index()) {
                 *t = true;
             }

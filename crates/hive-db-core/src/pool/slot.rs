@@ -35,6 +35,9 @@ pub(crate) struct ConnSlot {
     site: Mutex<Option<&'static Location<'static>>>,
     /// Set once a statement that changes the connection's session has been prepared on it.
     session_changed: AtomicBool,
+    /// Set as its connection starts closing: its index may go to a new connection then,
+    /// while `close` still waits for this one to be closed.
+    closing: AtomicBool,
 }
 
 impl ConnSlot {
@@ -45,6 +48,7 @@ impl ConnSlot {
             leak_reported: AtomicStamp::default(),
             site: Mutex::new(None),
             session_changed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -102,6 +106,15 @@ impl ConnSlot {
     /// Marks the connection as not to be pooled again. Relaxed, as the read: the authorizer
     /// runs on the thread that holds the connection, and handing a connection to another
     /// thread orders what was done to it.
+    /// Its connection is closing (see the field).
+    pub(super) fn mark_closing(&self) {
+        self.closing.store(true, Release);
+    }
+
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing.load(Acquire)
+    }
+
     pub(super) fn mark_session_changed(&self) {
         self.session_changed.store(true, Relaxed);
     }

@@ -246,16 +246,8 @@ impl<M: Engine> Bag<M> {
             // round trip on PostgreSQL, which on a backend that stopped answering has no
             // bound and would hold this shared maintenance thread, every pool's.
             let mut lease = self.lease(conn);
-            let Some(conn) = lease.conn.take() else {
-                continue;
-            };
-            match lease.home.take() {
-                Some(home) => {
-                    if let Err(conn) = home.park(conn) {
-                        release(conn);
-                    }
-                }
-                None => release(conn),
+            if let Some(conn) = lease.conn.take() {
+                put_back(lease.home.take(), conn);
             }
         }
         for place in &self.places {
@@ -366,14 +358,19 @@ impl<M: Engine> Drop for Lease<M> {
             // r2d2 closes it: `discard` is set.
             return;
         }
-        match self.home.take() {
-            Some(home) => {
-                if let Err(conn) = home.park(conn) {
-                    release(conn);
-                }
-            }
-            None => release(conn),
-        }
+        put_back(self.home.take(), conn);
+    }
+}
+
+/// Puts a connection found clean into its place, `home`, or gives it to r2d2 (no place, a
+/// caller waits, or the pool closed).
+fn put_back<M: Engine>(home: Option<Arc<Place<M>>>, conn: Boxed<M>) {
+    let unplaced = match home {
+        Some(home) => home.park(conn).err(),
+        None => Some(conn),
+    };
+    if let Some(conn) = unplaced {
+        release(conn);
     }
 }
 

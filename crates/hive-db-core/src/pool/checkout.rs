@@ -154,16 +154,11 @@ impl<M: Engine> Pool<M> {
     /// returned, missing from its report of connections still out. Marking the slot and
     /// this look are `SeqCst`, as are `close`'s mark and its look at the slots, so either
     /// this sees `closed` or `close` sees the checkout.
+    /// Refused, the lease is returned as it drops (the return sees `closed` and gives it to
+    /// r2d2 to close).
     #[inline]
     fn handed_out(&self, conn: Lease<M>) -> Result<Lease<M>> {
-        if self.shared.is_closed() {
-            // Returned (the return sees `closed` and gives it to r2d2 to close).
-            drop(conn);
-            return Err(Error::Closed {
-                db: self.info().name.clone(),
-            });
-        }
-        Ok(conn)
+        self.refuse_if_closed().map(|()| conn)
     }
 
     #[inline]
@@ -188,6 +183,9 @@ impl<M: Engine> Pool<M> {
         loop {
             self.refuse_if_closed()?;
             let (conn, waited, now) = match self.take_idle() {
+                // A caller that waited, then found its connection unusable and took another
+                // at once, waited all the same: its wait is counted from `start`.
+                Some(conn) if had_to_wait => (conn, start.elapsed(), coarse_now()),
                 Some(conn) => (conn, Duration::ZERO, coarse_now()),
                 None => {
                     had_to_wait = true;
@@ -196,9 +194,6 @@ impl<M: Engine> Pool<M> {
                     (conn, now.saturating_duration_since(start), Stamp::of(now))
                 }
             };
-            // A caller that waited, then found its connection unusable and took another
-            // at once, waited all the same: its wait is counted from `start`.
-            let waited = if had_to_wait { start.elapsed() } else { waited };
             if let Some(conn) = self.accept(conn, waited, now, site) {
                 if had_to_wait {
                     self.info().counters.acquires_waited.fetch_add(1, Relaxed);

@@ -290,7 +290,7 @@ fn with_asynchronous_commit_replica_reads_stay_within_the_bound() -> TestResult 
     require_postgres!();
     let cluster = Cluster::start()?;
     cluster.primary().set("synchronous_commit", "off")?;
-    cluster.primary().set("wal_writer_delay", "2s")?;
+    cluster.primary().set("wal_writer_delay", "500ms")?;
     replica_reads_stay_within(
         &cluster,
         "pg-async-commit",

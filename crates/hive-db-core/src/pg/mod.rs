@@ -147,9 +147,9 @@ impl PgDatabase {
             config.max_replica_lag,
             config.monitor_interval,
         ));
-        servers.first_round()?;
+        let probes = servers.first_round()?;
         pool.wait_for_min_idle()?;
-        servers.start().map_err(|source| Error::Io {
+        servers.start(probes).map_err(|source| Error::Io {
             db: name.clone(),
             op: "start the monitor thread of",
             path: pool.info().path.clone(),

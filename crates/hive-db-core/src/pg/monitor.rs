@@ -11,6 +11,7 @@ use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Relaxed, SeqCst},
 };
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -105,7 +106,7 @@ impl Servers {
     /// # Errors
     ///
     /// [`Error::Refused`] naming the server.
-    pub(super) fn first_round(&self) -> Result<()> {
+    pub(super) fn first_round(&self) -> Result<Probes> {
         let refused = |target: &Path, cause, e: Option<postgres::Error>| Error::Refused {
             db: self.primary.info().name.clone(),
             target: target.to_path_buf(),
@@ -133,7 +134,7 @@ impl Servers {
                     None => Ok(()),
                 },
                 // Not reachable now: judged by the pool's wait, or down until it answers.
-                Err(Failed::Silent(_) | Failed::NoThread(_)) => Ok(()),
+                Err(Failed::Silent(_) | Failed::NoThread(_) | Failed::Panicked(_)) => Ok(()),
             }
         };
         let configs = self.monitor_configs();
@@ -149,17 +150,20 @@ impl Servers {
             check(config, client, replica.target(), false)?;
         }
         self.round(&mut primary, &mut clients, &configs);
-        Ok(())
+        Ok(Probes {
+            primary,
+            replicas: clients,
+        })
     }
 
-    /// Starts the monitor's thread; it ends at [`Servers::stop`] or when `self` is dropped.
-    pub(super) fn start(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Starts the monitor's thread, which carries on with the first round's `probes` (their
+    /// clients); it ends at [`Servers::stop`] or when `self` is dropped.
+    pub(super) fn start(self: &Arc<Self>, probes: Probes) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
         let configs = self.monitor_configs();
-        let replicas = configs.len();
         let handle = std::thread::Builder::new()
             .name(format!("hive-pg-monitor-{}", self.primary.info().name))
-            .spawn(move || run(&weak, &configs, replicas))?;
+            .spawn(move || run(&weak, &configs, probes))?;
         *lock(&self.thread) = Some(handle);
         Ok(())
     }
@@ -211,7 +215,7 @@ impl Servers {
                         "the server is in recovery or read-only: it cannot take writes".to_owned(),
                     );
                     self.primary.suspect_all();
-                    primary.client = None;
+                    primary.reconnect();
                 }
                 state.measured = Some(m);
                 ok
@@ -274,6 +278,8 @@ enum Failed {
     Silent(Duration),
     /// No thread to ask on.
     NoThread(std::io::Error),
+    /// The measure panicked.
+    Panicked(String),
 }
 
 impl Failed {
@@ -286,80 +292,182 @@ impl Failed {
                 waited.as_secs_f64()
             ),
             Self::NoThread(e) => format!("no thread to ask the server on: {e}"),
+            Self::Panicked(why) => format!("the measure failed: {why}"),
         }
     }
 }
 
-/// The monitor's way to one server: its client between rounds, and how many measures'
-/// threads still wait for that server.
+/// The monitor's way to one server: a thread of its own that keeps its client between
+/// rounds and measures when asked (so a round starts no thread), and how many such threads
+/// still run: the current one, and any given up while they waited for a silent server.
 #[derive(Default)]
 struct Probe {
-    client: Option<Client>,
+    worker: Option<Worker>,
     /// Counted up as a measure's thread starts and down as it ends.
     under_way: Arc<AtomicUsize>,
 }
 
-/// The most measures' threads that may wait for one server at once. More than one: a
+/// The first round's probes, which the monitor's thread carries on with.
+pub(super) struct Probes {
+    primary: Probe,
+    replicas: Vec<Probe>,
+}
+
+/// A measure's thread, as its probe sees it.
+struct Worker {
+    /// A message asks for a measure; dropped, the thread ends (closing its client).
+    ask: SyncSender<()>,
+    answer: Receiver<Answer>,
+    /// Whether it held a client at its last answer (its next measure need not connect).
+    connected: bool,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// A measure's result, and whether the thread kept a client after it.
+struct Answer {
+    result: Result<Measured, Failed>,
+    connected: bool,
+}
+
+/// The most measures' threads that may run for one server at once. More than one: a
 /// thread given up on one frozen backend (the monitor's own) waits as long as that backend
 /// does, while a new connection to the same server would answer. Few: a server that never
 /// answers at all must not gain a thread a round.
 const MAX_UNDER_WAY: usize = 3;
 
-/// Measures the server of `config` on `probe`'s client, connecting one first when needed.
-/// The connect and the facts query run on a thread of their own, waited for up to
-/// [`ROUND_TRIP`] (and the connect timeout when connecting): the sync client has no bound
-/// on a query, nor on the startup exchange after the socket connects (its connect timeout
-/// covers only the socket), and a server that stops answering (a frozen backend, whose
-/// kernel still acknowledges; a network that drops packets; anything that accepts the
-/// connection and says nothing) would hold the monitor for good, its last facts reported as
-/// current, and hold `register_postgres`, whose first round is this. A client given up
-/// stays with that thread, which ends (dropping it) when the server answers or the socket
-/// dies; with [`MAX_UNDER_WAY`] of them waiting, later measures of that server fail at once
-/// rather than start another. A failure drops the client, so the next round connects again.
-fn measure(config: &postgres::Config, probe: &mut Probe) -> Result<Measured, Failed> {
-    let client = probe.client.take().filter(|c| !c.is_closed());
-    let wait = match client {
-        Some(_) => ROUND_TRIP,
-        None => ROUND_TRIP + config.get_connect_timeout().copied().unwrap_or(ROUND_TRIP),
-    };
-    if probe.under_way.load(SeqCst) >= MAX_UNDER_WAY {
-        return Err(Failed::Silent(wait));
-    }
-    probe.under_way.fetch_add(1, SeqCst);
-    let under_way = Arc::clone(&probe.under_way);
-    let config = config.clone();
-    let (done, answer) = std::sync::mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("hive-pg-measure".to_owned())
-        .spawn(move || {
-            // The client comes back only with an answer. One that failed is dropped here,
-            // on this thread, and so is one the monitor gave up waiting for: a client's
-            // drop waits for its server, and the monitor must go on.
-            let measured = match client {
-                Some(c) => Ok(c),
-                None => config.connect(NoTls),
-            }
-            .and_then(|mut c| Measured::query(&mut c).map(|m| (m, c)));
-            under_way.fetch_sub(1, SeqCst);
-            let _ = done.send(measured);
-        });
-    if let Err(e) = spawned {
-        probe.under_way.fetch_sub(1, SeqCst);
-        return Err(Failed::NoThread(e));
-    }
-    match answer.recv_timeout(wait) {
-        Ok(Ok((m, c))) => {
-            probe.client = Some(c);
-            Ok(m)
+/// How long a probe's drop waits for its thread to close the client: the monitor's own
+/// connections are gone when `close` returns (within [`STOP_WAIT`]), unless the server
+/// does not answer.
+const WORKER_EXIT_WAIT: Duration = Duration::from_secs(1);
+
+impl Probe {
+    /// Starts the thread that measures the server of `config`.
+    fn start(&mut self, config: &postgres::Config) -> Result<Worker, Failed> {
+        if self.under_way.load(SeqCst) >= MAX_UNDER_WAY {
+            return Err(Failed::Silent(first_wait(config)));
         }
-        Ok(Err(e)) => Err(Failed::Pg(e)),
-        Err(_) => Err(Failed::Silent(wait)),
+        let (ask, asked) = std::sync::mpsc::sync_channel(1);
+        let (answered, answer) = std::sync::mpsc::sync_channel(1);
+        self.under_way.fetch_add(1, SeqCst);
+        let under_way = Arc::clone(&self.under_way);
+        let config = config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hive-pg-measure".to_owned())
+            .spawn(move || {
+                let _ended = crate::sync::defer(|| {
+                    under_way.fetch_sub(1, SeqCst);
+                });
+                serve(&config, &asked, &answered);
+            });
+        match spawned {
+            Ok(thread) => Ok(Worker {
+                ask,
+                answer,
+                connected: false,
+                thread,
+            }),
+            Err(e) => {
+                self.under_way.fetch_sub(1, SeqCst);
+                Err(Failed::NoThread(e))
+            }
+        }
+    }
+
+    /// Ends its thread, closing its client: a demoted primary's, so the next measure
+    /// connects afresh (to a writable host, if the URL names one).
+    fn reconnect(&mut self) {
+        self.worker = None;
     }
 }
 
-fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
-    let mut primary = Probe::default();
-    let mut clients: Vec<Probe> = (0..replicas).map(|_| Probe::default()).collect();
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let Some(Worker { ask, thread, .. }) = self.worker.take() else {
+            return;
+        };
+        drop(ask);
+        let deadline = std::time::Instant::now() + WORKER_EXIT_WAIT;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// How long a measure that connects first may take.
+fn first_wait(config: &postgres::Config) -> Duration {
+    ROUND_TRIP + config.get_connect_timeout().copied().unwrap_or(ROUND_TRIP)
+}
+
+/// A measure's thread: measures the server of `config` each time it is asked, until its
+/// probe lets it go. The client stays between measures; one that failed is dropped here,
+/// on this thread, and so is the last one: a client's drop waits for its server, and the
+/// monitor must go on. A panic (the client unwraps the runtime it builds to connect, which
+/// fails when the process is out of file descriptors) is that measure's failure.
+fn serve(config: &postgres::Config, asked: &Receiver<()>, answered: &SyncSender<Answer>) {
+    let mut client: Option<Client> = None;
+    while asked.recv().is_ok() {
+        let measured = catch_unwind(AssertUnwindSafe(|| {
+            let mut c = match client.take().filter(|c| !c.is_closed()) {
+                Some(c) => c,
+                None => config.connect(NoTls)?,
+            };
+            let m = Measured::query(&mut c)?;
+            client = Some(c);
+            Ok(m)
+        }));
+        let result = match measured {
+            Ok(m) => m.map_err(Failed::Pg),
+            Err(panic) => Err(Failed::Panicked(crate::sync::panic_message(&*panic))),
+        };
+        let connected = client.is_some();
+        if answered.send(Answer { result, connected }).is_err() {
+            return;
+        }
+    }
+}
+
+/// Measures the server of `config` on `probe`'s thread, connecting first when it holds no
+/// client. The connect and the facts query run there, waited for up to [`ROUND_TRIP`] (and
+/// the connect timeout when connecting): the sync client has no bound on a query, nor on
+/// the startup exchange after the socket connects (its connect timeout covers only the
+/// socket), and a server that stops answering (a frozen backend, whose kernel still
+/// acknowledges; a network that drops packets; anything that accepts the connection and
+/// says nothing) would hold the monitor for good, its last facts reported as current, and
+/// hold `register_postgres`, whose first round is this. A thread given up is let go: it
+/// ends (dropping its client) when the server answers or the socket dies, and the next
+/// measure starts another; with [`MAX_UNDER_WAY`] of them running, later measures of that
+/// server fail at once rather than start another.
+fn measure(config: &postgres::Config, probe: &mut Probe) -> Result<Measured, Failed> {
+    let mut worker = match probe.worker.take() {
+        Some(worker) => worker,
+        None => probe.start(config)?,
+    };
+    let wait = if worker.connected {
+        ROUND_TRIP
+    } else {
+        first_wait(config)
+    };
+    if worker.ask.send(()).is_err() {
+        return Err(Failed::Panicked("its thread had ended".to_owned()));
+    }
+    match worker.answer.recv_timeout(wait) {
+        Ok(Answer { result, connected }) => {
+            worker.connected = connected;
+            probe.worker = Some(worker);
+            result
+        }
+        Err(RecvTimeoutError::Timeout) => Err(Failed::Silent(wait)),
+        Err(RecvTimeoutError::Disconnected) => {
+            Err(Failed::Panicked("its thread had ended".to_owned()))
+        }
+    }
+}
+
+fn run(weak: &Weak<Servers>, configs: &[postgres::Config], probes: Probes) {
+    let Probes {
+        mut primary,
+        replicas: mut clients,
+    } = probes;
     loop {
         let Some(servers) = weak.upgrade() else {
             return;
@@ -367,9 +475,10 @@ fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
         if servers.stop.load(Relaxed) {
             return;
         }
-        // A panic in a round (the postgres client unwraps the runtime it builds to connect,
-        // which fails when the process is out of file descriptors) must not end the thread:
-        // the facts would stop updating, and health would report the last ones for good.
+        // A panic in a round must not end the thread: the facts would stop updating, and
+        // health would report the last ones for good. (The client's own panics, on its
+        // connect when the process is out of file descriptors, are caught on the measures'
+        // threads, as that measure's failure.)
         let round = catch_unwind(AssertUnwindSafe(|| {
             servers.round(&mut primary, &mut clients, configs);
         }));
@@ -386,5 +495,71 @@ fn run(weak: &Weak<Servers>, configs: &[postgres::Config], replicas: usize) {
         let interval = servers.interval;
         drop(servers);
         std::thread::park_timeout(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config for a port nothing listens on: every connect is refused at once.
+    fn refused() -> std::io::Result<postgres::Config> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user("nobody")
+            .connect_timeout(Duration::from_secs(1));
+        Ok(config)
+    }
+
+    /// Bug caught: a thread started for every measure (four a second per server at the
+    /// default interval), or a probe that loses its thread when a measure fails. One thread
+    /// serves every round, and it is counted while it runs.
+    #[test]
+    fn a_probe_measures_every_round_on_one_thread() -> std::io::Result<()> {
+        let config = refused()?;
+        let mut probe = Probe::default();
+        let mut threads = Vec::new();
+        for _ in 0..3 {
+            let measured = measure(&config, &mut probe);
+            assert!(
+                matches!(measured, Err(Failed::Pg(_))),
+                "{:?}",
+                measured.err().map(|e| e.why())
+            );
+            let worker = probe.worker.as_ref().expect("the probe keeps its thread");
+            assert!(!worker.connected);
+            threads.push(worker.thread.thread().id());
+            assert_eq!(probe.under_way.load(SeqCst), 1);
+        }
+        assert!(threads.windows(2).all(|w| w[0] == w[1]), "{threads:?}");
+        // Let go, the thread ends and is no longer counted.
+        let under_way = Arc::clone(&probe.under_way);
+        drop(probe);
+        assert_eq!(under_way.load(SeqCst), 0);
+        Ok(())
+    }
+
+    /// Bug caught: more than [`MAX_UNDER_WAY`] threads for one server, or a probe that
+    /// starts no new thread once its given-up ones have ended.
+    #[test]
+    fn a_probe_starts_no_thread_past_the_bound() -> std::io::Result<()> {
+        let config = refused()?;
+        let mut probe = Probe::default();
+        probe.under_way.store(MAX_UNDER_WAY, SeqCst);
+        assert!(matches!(
+            measure(&config, &mut probe),
+            Err(Failed::Silent(_))
+        ));
+        assert!(probe.worker.is_none());
+        probe.under_way.store(MAX_UNDER_WAY - 1, SeqCst);
+        assert!(matches!(measure(&config, &mut probe), Err(Failed::Pg(_))));
+        assert!(probe.worker.is_some());
+        assert_eq!(probe.under_way.load(SeqCst), MAX_UNDER_WAY);
+        Ok(())
     }
 }

@@ -192,7 +192,15 @@ impl CommitSlot {
 
 /// How one writer's closure went.
 pub(crate) enum Member<T, E> {
+    /// What the closure returned.
     Done(Result<T, E>),
+    /// The registry's own error for this writer (a savepoint that could not be set or
+    /// released, a transaction the closure ended). Left unconverted: the closure may have
+    /// run on the lane holder's thread, and the writer's error type's `From<Error>` is the
+    /// application's code, which runs on the writer's own thread (a panic in it is that
+    /// writer's, not the holder's).
+    Failed(Error),
+    /// The closure panicked.
     Panicked(Box<dyn Any + Send>),
 }
 
@@ -276,10 +284,7 @@ impl Batch {
         db: &DbName,
         waiter: Thread,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
-    ) -> (Member<T, E>, Option<Arc<CommitSlot>>)
-    where
-        E: From<Error>,
-    {
+    ) -> (Member<T, E>, Option<Arc<CommitSlot>>) {
         let conn = Self::conn(&self.conn);
         // Only the writers that succeeded are waiting, and the others' work is undone: with
         // none, the transaction holds no work but this closure's.
@@ -287,7 +292,7 @@ impl Batch {
         if !first && let Err(e) = exec_cached(conn, "SAVEPOINT hive_write") {
             self.broken = true;
             let err = Error::sqlite(db, "begin savepoint", e);
-            return (Member::Done(Err(err.into())), None);
+            return (Member::Failed(err), None);
         }
         let result = catch_unwind(AssertUnwindSafe(|| f(&WriteTx { conn })));
         if conn.is_autocommit() || self.rolled_back.load(Ordering::Relaxed) {
@@ -296,7 +301,7 @@ impl Batch {
             return match result {
                 Ok(Ok(_)) => {
                     let err = BatchFailure::abandoned().into_error(db);
-                    (Member::Done(Err(err.into())), None)
+                    (Member::Failed(err), None)
                 }
                 Ok(Err(e)) => (Member::Done(Err(e)), None),
                 Err(panic) => {
@@ -322,7 +327,7 @@ impl Batch {
                 Err(e) => {
                     self.broken = true;
                     let err = Error::sqlite(db, "release savepoint", e);
-                    (Member::Done(Err(err.into())), None)
+                    (Member::Failed(err), None)
                 }
             },
             Ok(Err(e)) => {

@@ -275,6 +275,9 @@ impl Database {
                 }
             }
             Member::Done(Err(err)) => Err(err),
+            // Converted here, on the writer's own thread: an application's `From<Error>` that
+            // panics panics its own caller, not the lane holder that ran its closure.
+            Member::Failed(err) => Err(err.into()),
             Member::Panicked(panic) => std::panic::resume_unwind(panic),
         }
     }
@@ -324,7 +327,7 @@ impl Database {
             // returned, so its batch, and this writer's work with it, did not commit.
             Ok(Offered::Ran) => Ok(ran.unwrap_or_else(|| {
                 let err = BatchFailure::abandoned().into_error(&self.info().name);
-                (Member::Done(Err(err.into())), None)
+                (Member::Failed(err), None)
             })),
             Err(timeout) => Err(self.lane_timeout(start, timeout).into()),
         }
@@ -404,10 +407,7 @@ impl Database {
         batch: &mut Batch,
         waiter: std::thread::Thread,
         f: impl FnOnce(&WriteTx<'_>) -> Result<T, E>,
-    ) -> Ran<T, E>
-    where
-        E: From<Error>,
-    {
+    ) -> Ran<T, E> {
         let (member, slot) = {
             let _inside = enter(self.pool.key(), true);
             batch.run(&self.info().name, waiter, f)

@@ -137,6 +137,10 @@ where
                 reply.send(result);
                 None
             }
+            (Member::Failed(err), _) => {
+                reply.send(Err(err.into()));
+                None
+            }
             (Member::Panicked(panic), _) => {
                 reply.send(Err(panicked(name, "write", &*panic)));
                 None

@@ -683,3 +683,62 @@ fn nested_writes_run_on_their_own_thread_and_lent_panics_reach_their_caller() ->
     assert_eq!(logged(&held.f)?, BTreeSet::from([(1, 0), (1, 1)]));
     Ok(())
 }
+
+/// An application error type whose conversion from the registry's error panics.
+#[derive(Debug)]
+struct Touchy;
+
+impl From<hive_db_core::Error> for Touchy {
+    fn from(e: hive_db_core::Error) -> Self {
+        panic!("Touchy::from({e})")
+    }
+}
+
+/// Bug caught: the registry's error for a queued writer whose closure ran on the lane
+/// holder's thread (here, a closure that ends the shared transaction) converted into that
+/// writer's error type there: an application's `From<Error>` that panics then panicked the
+/// holder, a writer that did nothing wrong, whose `write` unwound with another caller's
+/// panic instead of returning its batch's failure.
+#[test]
+fn a_lent_writers_error_conversion_runs_on_its_own_thread() -> TestResult {
+    let held = HeldBatch::start("group_lent_from")?;
+    let lent = {
+        let (registry, name) = (held.f.registry.clone(), held.f.name.clone());
+        std::thread::spawn(move || {
+            let own = std::thread::current().id();
+            let ran_on = Arc::new(std::sync::Mutex::new(None));
+            let seen = Arc::clone(&ran_on);
+            let caught = catch_unwind(AssertUnwindSafe(|| {
+                registry.write_with(&name, move |tx| -> Result<(), Touchy> {
+                    *seen.lock().expect("not poisoned") = Some(std::thread::current().id());
+                    let _ = tx.execute_batch("ROLLBACK");
+                    Ok(())
+                })
+            }));
+            let ran_on = *ran_on.lock().expect("not poisoned");
+            (caught.is_err(), ran_on.is_some_and(|t| t != own))
+        })
+    };
+    assert!(held.queued(1), "the lent writer queued");
+    held.go.send(End::Ok)?;
+    let holder = held.first.join();
+    let (lent_panicked, lent_ran_elsewhere) = lent.join().expect("the lent writer's thread");
+    assert!(lent_ran_elsewhere, "the closure was not lent to the holder");
+    let holder =
+        holder.map_err(|_| anyhow::anyhow!("writer 0 unwound with the lent one's panic"))?;
+    assert!(
+        holder.is_err(),
+        "writer 0's row was rolled back with the batch: {holder:?}"
+    );
+    assert!(
+        lent_panicked,
+        "the conversion's panic did not reach its own caller"
+    );
+    // Nothing of the broken batch stayed, and the lane goes on.
+    assert_eq!(logged(&held.f)?, BTreeSet::new());
+    held.f.registry.write(&held.f.name, |tx| {
+        tx.execute("INSERT INTO log (thread, seq) VALUES (2, 0)", [])
+    })?;
+    assert_eq!(logged(&held.f)?, BTreeSet::from([(2, 0)]));
+    Ok(())
+}

@@ -19,7 +19,7 @@ use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU8,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use once_cell::sync::Lazy;
@@ -57,6 +57,11 @@ pub(crate) enum Step {
     CatchUp = 2,
 }
 
+/// How a first pass checks out its connection when a checkpointer thread takes it up: from
+/// the database's pool, without waiting, and without keeping the database open.
+pub(crate) type Checkout =
+    Box<dyn Fn(&'static Location<'static>) -> Option<PooledConnection> + Send + Sync>;
+
 /// One database's checkpoint state, shared with the job running its first pass.
 pub(crate) struct Checkpoints {
     /// The database's facts; a writer waits for a first pass up to its `connection_timeout`.
@@ -72,6 +77,9 @@ pub(crate) struct Checkpoints {
     /// more has seen the WAL start again from the beginning since (frames only grow
     /// otherwise), and what the catch-up step would copy is then a whole new WAL.
     pass_frames: AtomicI64,
+    /// Set once, as the database opens; a first pass without it is skipped (the catch-up
+    /// step inside the lane then copies the WAL).
+    checkout: OnceLock<Checkout>,
     /// Runs at the start of each background checkpoint job (tests slow it down).
     #[cfg(test)]
     first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -98,11 +106,17 @@ impl Checkpoints {
             done: Condvar::new(),
             overdue: AtomicBool::new(false),
             pass_frames: AtomicI64::new(0),
+            checkout: OnceLock::new(),
             #[cfg(test)]
             first_pass_hook: Mutex::new(None),
             #[cfg(test)]
             first_pass_waits: AtomicU32::new(0),
         }
+    }
+
+    /// Where first passes check out their connections (once; later calls change nothing).
+    pub(crate) fn set_checkout(&self, checkout: Checkout) {
+        let _ = self.checkout.set(checkout);
     }
 
     pub(crate) fn step(&self) -> Step {
@@ -147,22 +161,30 @@ impl Checkpoints {
         match step {
             Step::Idle => {
                 self.set_step(Step::FirstPass);
+                // The write's connection goes back now, and the pass checks one out when a
+                // checkpointer thread takes it up: carried with the job, it stayed out while
+                // the job waited behind other databases' passes, and a pool of one served
+                // nobody meanwhile.
+                drop(conn);
                 drop(turn);
-                // From here the connection is the pass's, not the write's that checked it out.
-                let mut conn = conn;
-                conn.hand_over(Location::caller());
                 let this = Arc::clone(self);
-                // The connection goes with the job and returns to the pool when it is done.
                 CHECKPOINTER.execute(move || {
                     let done = Arc::clone(&this);
-                    // Even if the job unwinds, the next due writer must find the catch-up
-                    // step, or no `write` would checkpoint this database again.
+                    // Even if the job unwinds, or finds no idle connection, the next due
+                    // writer must find the catch-up step, or no `write` would checkpoint this
+                    // database again.
                     let _next = crate::sync::defer(move || {
                         let _signal = lock(&done.lock);
                         done.set_step(Step::CatchUp);
                         done.overdue.store(false, Relaxed);
                         done.done.notify_all();
                     });
+                    let site = Location::caller();
+                    let Some(conn) = this.checkout.get().and_then(|checkout| checkout(site)) else {
+                        tracing::debug!(db = %this.info.name,
+                            "no idle connection for the background checkpoint; the next write catches up");
+                        return;
+                    };
                     #[cfg(test)]
                     if let Some(hook) = lock(&this.first_pass_hook).clone() {
                         hook();

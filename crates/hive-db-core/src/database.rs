@@ -8,7 +8,7 @@
 use std::panic::Location;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -30,6 +30,10 @@ pub(crate) type Acquired<'a> = Result<(LaneTurn<'a, Batch>, Option<Batch>), Lane
 /// the batch.
 pub(crate) type Ran<T, E> = (Member<T, E>, Option<Arc<CommitSlot>>);
 
+/// The longest a background checkpoint pass waits for a connection of its database, on a
+/// checkpointer thread that every database's passes share.
+const PASS_CHECKOUT_WAIT: Duration = Duration::from_millis(200);
+
 /// One database's pool, writer lane and checkpoint state.
 #[derive(Debug)]
 pub(crate) struct Database {
@@ -45,13 +49,26 @@ impl Database {
     /// # Errors
     ///
     /// Those of opening its `min_idle` connections.
-    pub(crate) fn open(info: Arc<DbInfo>) -> Result<Self> {
-        Ok(Self {
+    pub(crate) fn open(info: Arc<DbInfo>) -> Result<Arc<Self>> {
+        let db = Arc::new(Self {
             pool: Pool::open(Arc::clone(&info))?,
             lane: WriterLane::default(),
             checkpoints: Arc::new(Checkpoints::new(Arc::clone(&info))),
             info,
-        })
+        });
+        // The background checkpoint's connection, checked out when its job starts; a
+        // closed or dropped database gives none, nor one whose connections all stay busy
+        // for `PASS_CHECKOUT_WAIT` (the catch-up step then copies the WAL in the lane).
+        let weak = Arc::downgrade(&db);
+        db.checkpoints.set_checkout(Box::new(move |site| {
+            let db = weak.upgrade()?;
+            let start = Instant::now();
+            let wait = db.info.config.connection_timeout.min(PASS_CHECKOUT_WAIT);
+            db.pool
+                .checkout_until(start, deadline(start, wait), site)
+                .ok()
+        }));
+        Ok(db)
     }
 
     /// The database's facts.
@@ -550,7 +567,10 @@ mod tests {
 
     type TestResult = anyhow::Result<()>;
 
-    fn database(name: &str, config: DbConfig) -> anyhow::Result<(tempfile::TempDir, Database)> {
+    fn database(
+        name: &str,
+        config: DbConfig,
+    ) -> anyhow::Result<(tempfile::TempDir, Arc<Database>)> {
         let dir = tempfile::tempdir()?;
         let name = DbName::new(name)?;
         let config = DbConfig {
@@ -707,6 +727,64 @@ mod tests {
         }));
         free.store(0, Relaxed);
         (started, free)
+    }
+
+    /// Bug caught: a background pass's job carried the connection of the write that made it
+    /// due, and kept it while it waited for a checkpointer thread behind other databases'
+    /// passes: a pool of one served no read or write meanwhile, each timing out.
+    #[test]
+    fn a_pass_waiting_for_a_checkpointer_thread_holds_no_connection() -> TestResult {
+        let site = Location::caller();
+        // Two databases whose passes hold both checkpointer threads until `free`.
+        let mut busy = Vec::new();
+        for name in ["ckpt-busy-1", "ckpt-busy-2"] {
+            let (dir, db) = database(name, DbConfig::default())?;
+            let (started, free) = held_passes(&db);
+            create_blobs(&db, site)?;
+            while started.load(Relaxed) == 0 {
+                write_blob(&db, site)?;
+            }
+            busy.push((dir, db, free));
+        }
+        let let_go = crate::sync::defer(|| {
+            for (_, _, free) in &busy {
+                free.store(u32::MAX, Relaxed);
+            }
+        });
+        let config = DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            connection_timeout: Duration::from_millis(500),
+            ..DbConfig::default()
+        };
+        let (_dir, db) = database("ckpt-one", config)?;
+        let started = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let hook_started = Arc::clone(&started);
+        db.checkpoints.set_first_pass_hook(Arc::new(move || {
+            hook_started.fetch_add(1, Relaxed);
+        }));
+        create_blobs(&db, site)?;
+        while db.checkpoints.step() != crate::checkpoint::Step::FirstPass {
+            write_blob(&db, site)?;
+        }
+        // Its pass waits for a thread; the pool's one connection serves meanwhile.
+        let read = db.read(site, |c| {
+            c.query_row("SELECT count(*) FROM b", [], |r| r.get::<_, i64>(0))
+        });
+        let waiting = started.load(Relaxed) == 0;
+        drop(let_go);
+        assert!(
+            waiting,
+            "the pass did not wait for a thread; the test proves nothing"
+        );
+        assert!(read? > 0);
+        first_pass_ended(&db);
+        assert_eq!(
+            started.load(Relaxed),
+            1,
+            "the pass ran once a thread was free"
+        );
+        Ok(())
     }
 
     /// Waits until the first pass has ended.

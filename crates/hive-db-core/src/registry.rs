@@ -171,12 +171,7 @@ impl Registry {
         // The resolved path, not the caller's: through `new/../x.db` the caller's made a
         // folder `new` that nobody asked for on its way to `new/..`.
         let prepared = prepare_database(name, &requested, &config)?;
-        let db = Arc::new(Database::open(DbInfo::new(
-            name.clone(),
-            prepared,
-            config,
-            counters,
-        ))?);
+        let db = Database::open(DbInfo::new(name.clone(), prepared, config, counters))?;
         self.add(name, &db.info().path, Entry::Open(Arc::clone(&db)));
         Ok(())
     }

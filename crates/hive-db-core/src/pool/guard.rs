@@ -1,13 +1,11 @@
 //! `PooledConnection`: the public guard of a checked-out connection.
 
 use std::ops::{Deref, DerefMut};
-use std::panic::Location;
 
 use rusqlite::Connection;
 
 use super::Lease;
-use super::manager::{HiveConn, HiveManager};
-use crate::clock::coarse_now;
+use super::manager::HiveManager;
 use crate::name::DbName;
 use crate::stats::CloseReason;
 
@@ -55,19 +53,6 @@ impl PooledConnection {
     #[inline]
     pub(crate) fn pool_key(&self) -> usize {
         std::sync::Arc::as_ptr(&self.conn.shared).addr()
-    }
-
-    /// Ends this checkout and begins another at `site`, now, on the same connection: for a
-    /// connection handed from the call that checked it out to the registry's own work (the
-    /// background checkpoint pass), so the hold time, the leak report and `close`'s list of
-    /// connections still out name what really holds it.
-    pub(crate) fn hand_over(&mut self, site: &'static Location<'static>) {
-        self.conn.check_in();
-        let now = coarse_now();
-        let HiveConn {
-            slot, last_site, ..
-        } = &mut *self.conn;
-        slot.check_out(now, site, last_site);
     }
 
     /// Marks the connection so that it is closed instead of pooled when dropped.

@@ -28,11 +28,16 @@ use crate::stats::DbSnapshot;
 /// A panicking closure is its own caller's error, [`Error::Panicked`]: its work is rolled
 /// back, its connection closed, and the database's threads carry on. Closing the database
 /// resolves every call not started to [`Error::Closed`]. A full queue refuses a call at once
-/// with [`Error::QueueFull`] (see [`AsyncConfig`]).
+/// with [`Error::QueueFull`] (see [`AsyncConfig`]). A call whose future was dropped before it
+/// started keeps its place in the queue, and counts toward that limit, until the database's
+/// thread comes to it and skips it.
 ///
 /// A closure must not wait for another async call of the same database: a write waiting for
 /// a write would wait for itself (the writer runs one closure at a time), and a read may too
-/// when every reader thread waits so.
+/// when every reader thread waits so. Nor for a call of another database whose closures may
+/// wait for this one's: two writer threads each waiting for the other never finish, and no
+/// timeout ends the wait (a queued call's deadline is checked by the thread that waits).
+/// Waits across databases belong in the caller's async code, between calls.
 #[derive(Clone)]
 pub struct AsyncHandle(pub(crate) Arc<AsyncDb>);
 

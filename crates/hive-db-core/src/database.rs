@@ -153,7 +153,7 @@ impl Database {
     ) -> Result<T> {
         let conn = self.checkout(site)?;
         let _inside = enter(conn.pool_key(), false);
-        f(&conn).map_err(|e| Error::sqlite(&self.info().name, "read", e))
+        f(&conn).map_err(|e| self.info().sqlite_error("read", e))
     }
 
     /// Runs `f` on a connection if one is idle now, on this thread; gives `f` back when none
@@ -200,7 +200,7 @@ impl Database {
         f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send,
     ) -> Result<T> {
         self.write_with(site, |tx| {
-            f(tx).map_err(|e| Error::sqlite(&self.info().name, "write", e))
+            f(tx).map_err(|e| self.info().sqlite_error("write", e))
         })
     }
 
@@ -235,7 +235,7 @@ impl Database {
         f: impl FnOnce(&WriteTx<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
         self.write_local_with(site, |tx| {
-            f(tx).map_err(|e| Error::sqlite(&self.info().name, "write", e))
+            f(tx).map_err(|e| self.info().sqlite_error("write", e))
         })
     }
 
@@ -529,7 +529,7 @@ impl Database {
     /// Wraps a rusqlite error with the database's name, counting it if it is a busy one.
     pub(crate) fn sqlite_error(&self, op: &'static str, e: rusqlite::Error) -> Error {
         self.count_if_busy(&e);
-        Error::sqlite(&self.info().name, op, e)
+        self.info().sqlite_error(op, e)
     }
 
     /// Counts `e` in `busy_errors` if SQLite reported the database busy or locked.

@@ -454,6 +454,12 @@ pub(crate) fn extended_code(err: &rusqlite::Error) -> Option<i32> {
     }
 }
 
+/// Whether SQLite's `code` says the file is damaged or not a database.
+pub(crate) fn is_corruption_code(code: i32) -> bool {
+    let primary = code & 0xff;
+    primary == ffi::SQLITE_CORRUPT || primary == ffi::SQLITE_NOTADB
+}
+
 pub(crate) fn is_busy_code(code: i32) -> bool {
     let primary = code & 0xff;
     primary == ffi::SQLITE_BUSY || primary == ffi::SQLITE_LOCKED

@@ -116,6 +116,10 @@ pub struct HealthReport {
 /// How long a write transaction that failed to commit keeps a database from being Healthy.
 const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
+/// How long a corruption error a call got keeps a database Unhealthy. A damaged file stays
+/// damaged; while calls keep reaching the damage, health keeps saying so.
+const CORRUPTION_MEMORY: Duration = Duration::from_secs(600);
+
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
@@ -302,9 +306,23 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             note?
         }
     };
+    recent_corruption(pool)?;
     let saturated = saturation(&before);
     let failing = recent_commit_failure(pool)?;
     Ok((start.elapsed(), note.or(failing).or(saturated)))
+}
+
+/// An error if a call of the database got a corruption error within
+/// [`CORRUPTION_MEMORY`]: the probe reads only the schema's page, and damage anywhere else
+/// shows only in the errors the calls get.
+fn recent_corruption(pool: &Database) -> Outcome<()> {
+    match pool.info().counters.last_corruption() {
+        Some((at, error)) if at.elapsed() < CORRUPTION_MEMORY => Err(format!(
+            "the file is damaged: a call {:.0?} ago failed with {error}",
+            at.elapsed()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A note when callers wait at a full pool.

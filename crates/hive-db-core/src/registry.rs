@@ -336,7 +336,7 @@ impl Registry {
     ) -> Result<T> {
         let conn = self.checkout(name, Location::caller())?;
         let _inside = enter(conn.pool_key(), false);
-        f(&conn).map_err(|e| Error::sqlite(name, "read", e))
+        f(&conn).map_err(|e| conn.info().sqlite_error("read", e))
     }
 
     /// [`Registry::read`] for a closure of the caller's own error type `E`, which the
@@ -498,6 +498,13 @@ impl Registry {
     /// lock, with SQLite's busy timeout cut to what is left of `timeout` (on PostgreSQL, a
     /// client and a round trip). Returns within about `timeout` whatever any one database
     /// does.
+    ///
+    /// A SQLite database is also Unhealthy for ten minutes after one of its calls got a
+    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`): the probe reads only the
+    /// schema's page, and damage elsewhere shows in the errors the calls get. Those of
+    /// `read`, `write` and their async forms count; an error a `*_with` closure turned into
+    /// its own type, or one met on a connection from [`Registry::get`], the registry does not
+    /// see.
     pub fn health(&self, timeout: Duration) -> HealthReport {
         health::check_all(self.open_databases(), timeout)
     }
@@ -611,10 +618,10 @@ impl Registry {
         T: Send + 'static,
     {
         let site = std::panic::Location::caller();
-        let name = name.clone();
-        self.with_side(&name.clone(), |side| {
+        self.with_side(name, |side| {
+            let info = Arc::clone(side.database().info());
             side.read(site, move |conn| {
-                f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+                f(conn).map_err(|e| info.sqlite_error("read", e))
             })
         })
     }
@@ -648,10 +655,10 @@ impl Registry {
         T: Send + 'static,
     {
         let site = std::panic::Location::caller();
-        let name = name.clone();
-        self.with_side(&name.clone(), |side| {
+        self.with_side(name, |side| {
+            let info = Arc::clone(side.database().info());
             side.read_inline(site, move |conn| {
-                f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+                f(conn).map_err(|e| info.sqlite_error("read", e))
             })
         })
     }
@@ -669,10 +676,10 @@ impl Registry {
         T: Send + 'static,
     {
         let site = std::panic::Location::caller();
-        let name = name.clone();
-        self.with_side(&name.clone(), |side| {
+        self.with_side(name, |side| {
+            let info = Arc::clone(side.database().info());
             side.write(site, move |tx| {
-                f(tx).map_err(|e| Error::sqlite(&name, "write", e))
+                f(tx).map_err(|e| info.sqlite_error("write", e))
             })
         })
     }

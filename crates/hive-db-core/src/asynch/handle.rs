@@ -72,9 +72,9 @@ impl AsyncHandle {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let name = self.name().clone();
+        let info = Arc::clone(self.0.database().info());
         self.0.read(Location::caller(), move |conn| {
-            f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+            f(conn).map_err(|e| info.sqlite_error("read", e))
         })
     }
 
@@ -109,9 +109,9 @@ impl AsyncHandle {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let name = self.name().clone();
+        let info = Arc::clone(self.0.database().info());
         self.0.read_inline(Location::caller(), move |conn| {
-            f(conn).map_err(|e| Error::sqlite(&name, "read", e))
+            f(conn).map_err(|e| info.sqlite_error("read", e))
         })
     }
 
@@ -131,9 +131,9 @@ impl AsyncHandle {
         F: FnOnce(&WriteTx<'_>) -> rusqlite::Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let name = self.name().clone();
+        let info = Arc::clone(self.0.database().info());
         self.0.write(Location::caller(), move |tx| {
-            f(tx).map_err(|e| Error::sqlite(&name, "write", e))
+            f(tx).map_err(|e| info.sqlite_error("write", e))
         })
     }
 

@@ -50,6 +50,11 @@ impl PooledConnection {
 
     /// Which pool this connection belongs to, as a number: the same for every connection of
     /// one open pool, and equal to its [`Pool::key`](super::Pool::key).
+    /// The facts of the connection's database.
+    pub(crate) fn info(&self) -> &std::sync::Arc<super::DbInfo> {
+        self.conn.shared.info()
+    }
+
     #[inline]
     pub(crate) fn pool_key(&self) -> usize {
         std::sync::Arc::as_ptr(&self.conn.shared).addr()

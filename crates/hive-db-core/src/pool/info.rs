@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::config::DbConfig;
-use crate::error::{Error, OpenCause, Result};
+use crate::error::{Error, OpenCause, Result, extended_code, is_corruption_code};
 use crate::name::DbName;
 use crate::open::{FileId, PreparedDatabase};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
@@ -66,6 +66,19 @@ impl DbInfo {
     /// # Errors
     ///
     /// [`Error::Open`] with [`OpenCause::FileChanged`].
+    /// `e`, an error SQLite gave on this database, as the registry's error naming it. A
+    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is kept for health too: the
+    /// health probe reads only the schema's page, and corruption anywhere else shows only
+    /// in the errors the database's calls get.
+    pub(crate) fn sqlite_error(&self, op: &'static str, e: rusqlite::Error) -> Error {
+        let corrupt = extended_code(&e).is_some_and(is_corruption_code);
+        let err = Error::sqlite(&self.name, op, e);
+        if corrupt {
+            self.counters.note_corruption(err.to_string());
+        }
+        err
+    }
+
     pub(crate) fn check_file(&self) -> Result<()> {
         let Some(file_id) = self.file_id else {
             return Ok(());

@@ -432,6 +432,70 @@ fn health_of_empty_and_closed() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a database whose file is damaged past its first page reported Healthy (the
+/// probe reads only the schema's page) while every read of the damaged table failed with
+/// SQLITE_CORRUPT, so `/health` and db-monitor said healthy, exit 0. A corruption error a
+/// call got makes health Unhealthy, through the sync and the async calls.
+#[test]
+fn a_corruption_error_a_call_got_makes_health_unhealthy() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("damaged.db");
+    {
+        let conn = hive_db_core::rusqlite::Connection::open(&path)?;
+        conn.execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (randomblob(100000));")?;
+    }
+    // Page 1 (the header and the schema) stays; the table's pages become garbage.
+    let mut bytes = std::fs::read(&path)?;
+    bytes.iter_mut().skip(4096).for_each(|b| *b = 0x55);
+    std::fs::write(&path, &bytes)?;
+    let registry = Registry::new();
+    let name = DbName::new("damaged")?;
+    registry.register(&name, &path, config())?;
+    let health = |registry: &Registry| {
+        registry
+            .health(Duration::from_secs(5))
+            .databases
+            .into_iter()
+            .next()
+            .expect("one database")
+    };
+    assert_eq!(
+        health(&registry).status,
+        HealthStatus::Healthy,
+        "not damaged where it looks"
+    );
+    let read = registry.read(&name, |c| {
+        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
+    });
+    let Err(hive_db_core::Error::Sqlite { code, .. }) = &read else {
+        panic!("the damaged table read: {read:?}");
+    };
+    assert_eq!(code.map(|c| c & 0xff), Some(11), "{read:?}");
+    let db = health(&registry);
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    assert!(
+        db.error.as_deref().is_some_and(|e| e.contains("damaged")),
+        "{db:?}"
+    );
+    // The async calls' errors count the same.
+    let other = DbName::new("damaged_async")?;
+    let copy = dir.path().join("damaged_async.db");
+    std::fs::write(&copy, &bytes)?;
+    registry.register(&other, &copy, config())?;
+    let read = futures_executor::block_on(registry.read_async(&other, |c| {
+        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
+    }));
+    assert!(read.is_err(), "{read:?}");
+    let report = registry.health(Duration::from_secs(5));
+    let db = report
+        .databases
+        .iter()
+        .find(|d| d.name == other)
+        .expect("listed");
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    Ok(())
+}
+
 /// Bug caught: the snapshot and health silent about how the process's SQLite was built, so
 /// an application built without the workspace's SQLite flags could not tell. In this
 /// workspace (`.cargo/config.toml` sets them) the build is the tested one: extension loading

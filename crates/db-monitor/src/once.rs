@@ -30,8 +30,9 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
         (Some(first), sampler.take(full))
     };
     let report = report::build(first.as_ref(), &last, cli.slow);
-    let json = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+    let json = || serde_json::to_string_pretty(&report).context("cannot encode the report");
     if let Some(path) = &cli.output {
+        let json = json()?;
         std::fs::write(path, format!("{json}\n"))
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
@@ -46,7 +47,7 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
         }
     }
     let text = if cli.json {
-        format!("{json}\n")
+        format!("{}\n", json()?)
     } else {
         let width = std::io::stdout()
             .is_terminal()

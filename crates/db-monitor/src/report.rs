@@ -205,7 +205,12 @@ impl Serialize for DbReport {
         s.serialize_field("source", &self.source)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("backend", &self.backend)?;
-        s.serialize_field("path", &self.path)?;
+        // Lossily: a Unix file name may be any bytes, and serde's own `PathBuf` refuses
+        // those that are not UTF-8, which failed the whole report for one such path.
+        s.serialize_field(
+            "path",
+            &self.path.as_deref().map(std::path::Path::to_string_lossy),
+        )?;
         s.serialize_field("status", &self.status())?;
         s.serialize_field("findings", &self.findings)?;
         s.serialize_field("pool", &self.pool)?;

@@ -268,6 +268,32 @@ fn default_database_is_found() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a database at a path that is not UTF-8 (a Unix file name may be any bytes)
+/// failed the whole report, table or JSON, with "cannot encode the report", exit 3: the
+/// JSON was built even for the table, and serde refuses such a `PathBuf`. The report shows
+/// the path with U+FFFD for what is not UTF-8.
+#[test]
+fn a_path_that_is_not_utf8_is_reported() -> TestResult {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join(std::ffi::OsStr::from_bytes(b"eco-\xff.db"));
+    make_db(&path, 5)?;
+    let mut table = monitor(dir.path());
+    table.env("ECOSYSTEMISER_DB_PATH", &path);
+    let r = run(&mut table)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("eco-\u{fffd}.db"), "{}", r.stdout);
+    let mut json = monitor(dir.path());
+    json.env("ECOSYSTEMISER_DB_PATH", &path).arg("--json");
+    let r = run(&mut json)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.json()?["databases"][0]["path"],
+        path.to_string_lossy().into_owned()
+    );
+    Ok(())
+}
+
 /// Bug caught: `--probe` ignored for files, or a probe that never reads.
 #[test]
 fn probe_measures_reads() -> TestResult {

@@ -2,7 +2,8 @@
 //!
 //! `cargo run -p ecosystemiser-db --example eco_service -- [PORT] [DB_PATH]` (or the
 //! `ECO_SERVICE_PORT` environment variable) binds 127.0.0.1:PORT (default 0: any free port)
-//! and prints the address; Ctrl-C stops it. Routes:
+//! and prints the address; Ctrl-C stops it (the requests under way get 5 s to finish).
+//! Routes:
 //!
 //! - `GET /components/{type}`: the type's default spec (JSON);
 //! - `POST /events`: publish an event (JSON body, an `Event`); answers its id;
@@ -22,6 +23,9 @@ use ecosystemiser_db::{
     Settings,
 };
 use hive_db_core::Registry;
+
+/// How long Ctrl-C waits for the requests under way.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -49,6 +53,8 @@ fn failure(e: &Error) -> Response {
     let status = match e {
         Error::NotFound { .. } | Error::UnknownComponentType { .. } => StatusCode::NOT_FOUND,
         Error::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+        // An event id (or another unique key) that is already stored.
+        e if e.is_unique_violation() => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, e.to_string()).into_response()
@@ -154,11 +160,27 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, router(Service::new(&registry, &db)))
+        // Ctrl-C stops taking connections and lets the requests under way finish, for
+        // `GRACE` at most: a client that sends half a request and then nothing must not keep
+        // the service from stopping.
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router(Service::new(&registry, &db)))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+                println!("stopping: finishing the requests under way");
+                let _ = stopping.send(());
+            });
+        let deadline = async {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = server => served?,
+            () = deadline => println!("stopped: requests still under way after {GRACE:?} were cut"),
+        }
         anyhow::Ok(())
     })
 }

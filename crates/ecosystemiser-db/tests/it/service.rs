@@ -39,7 +39,8 @@ fn request(
 
 /// Bug caught: a route of the service that blocks or loses work under concurrent requests
 /// (metrics batches or events missing afterwards), answers a spec other than the sync
-/// lookup's, or a `/metrics` that is not the registry's Prometheus text.
+/// lookup's, or a `/metrics` that is not the registry's Prometheus text; or a duplicate
+/// event id answered 500 rather than 409.
 #[test]
 fn the_service_answers_concurrent_requests_over_http() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -96,6 +97,10 @@ fn the_service_answers_concurrent_requests_over_http() -> anyhow::Result<()> {
     let (status, body) = request(addr, "GET", "/metrics", "")?;
     assert_eq!(status, 200);
     assert!(body.contains("ecosystemiser"), "{body}");
+    // An event id already stored is the client's conflict, not the server's failure.
+    let event = &events[0];
+    let (status, body) = request(addr, "POST", "/events", &serde_json::to_string(event)?)?;
+    assert_eq!(status, 409, "{body}");
     server.abort();
     Ok(())
 }

@@ -65,18 +65,32 @@ pub(crate) fn run(sampler: &mut Sampler, settings: Settings) -> Result<u8> {
     let mut view = View::new(&settings)?;
     let mut prev: Option<Sample> = None;
     let mut cur = first;
+    let mut last = false;
     loop {
         let report = report::build(prev.as_ref(), &cur, settings.slow);
         if view.show(&report)? == Written::PipeClosed {
             // The reader went away (`| head`): stop quietly, with the worst status seen.
             return Ok(status::exit_code(view.tallies.worst()));
         }
+        if last {
+            break;
+        }
         // The next sample is due at the next multiple of the interval; missed ones are
-        // skipped, so a slow source does not make samples pile up.
+        // skipped, so a slow source does not make samples pile up. The last is due when
+        // `--duration` ends, if that comes first: a duration shorter than the interval still
+        // gets a second sample, and with it the rates.
         let elapsed = view.start.elapsed();
         let k = elapsed.as_nanos() / settings.interval.as_nanos().max(1) + 1;
-        let due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
-        if settings.duration.is_some_and(|d| due > d) || view.wait(&report, due, &stop)? {
+        let mut due = settings.interval * u32::try_from(k).unwrap_or(u32::MAX);
+        if let Some(end) = settings.duration
+            && due >= end
+        {
+            if elapsed >= end {
+                break;
+            }
+            (due, last) = (end, true);
+        }
+        if view.wait(&report, due, &stop)? {
             break;
         }
         prev = Some(cur);

@@ -53,6 +53,36 @@ fn json_lines_when_piped_and_history_kept() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a `--duration` shorter than `--interval` ending the run after its first
+/// sample (no rates, "1 samples over 0ns") instead of taking the last one when the
+/// duration ends.
+#[test]
+fn a_duration_shorter_than_the_interval_still_samples_at_its_end() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("inv.db");
+    make_db(&db, 5)?;
+    let start = std::time::Instant::now();
+    let r = run(monitor(dir.path())
+        .args([
+            "--continuous",
+            "--duration",
+            "0.5",
+            "--interval",
+            "30",
+            "--db",
+        ])
+        .arg(format!("inventory={}", db.display())))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let got = lines(&r.stdout)?;
+    assert_eq!(got.len(), 2, "{}", r.stdout);
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(20),
+        "waited for the interval, past the duration"
+    );
+    assert!(r.stderr.contains("2 samples over"), "{}", r.stderr);
+    Ok(())
+}
+
 /// Bug caught: the error path of the loop spinning without waiting for the next interval
 /// (thousands of lines a second), or an error ending the run instead of being reported.
 #[test]

@@ -9,7 +9,8 @@ pub(crate) fn check(what: &'static str, value: &str) -> Result<()> {
     if value.contains('\0') {
         return Err(Error::InvalidInput {
             what,
-            value: value.escape_debug().to_string(),
+            // As it is: the message shows it with `{:?}`, which escapes the NUL once.
+            value: value.to_owned(),
             reason: "holds a NUL character, which PostgreSQL text cannot store",
         });
     }

@@ -234,7 +234,8 @@ fn subscribers_are_told_after_commit_by_pattern(kind: Kind) -> anyhow::Result<()
 
 contract_test! {
 /// Bug caught: an event with a NUL character in a text field stored on one engine and
-/// refused by the other (PostgreSQL text cannot hold NUL), so a database could not move.
+/// refused by the other (PostgreSQL text cannot hold NUL), so a database could not move; or
+/// the refusal's message showing the value escaped twice (`"an\\0x"`).
 fn a_nul_in_a_text_field_is_refused_on_every_engine(kind: Kind) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (db, _registry) = open(kind, dir.path(), "eco.db")?;
@@ -245,6 +246,9 @@ fn a_nul_in_a_text_field_is_refused_on_every_engine(kind: Kind) -> anyhow::Resul
         matches!(err, Some(Error::InvalidInput { what: "event analysis id", .. })),
         "{kind:?}: {err:?}"
     );
+    // The message shows the value escaped once, as the other refusals do.
+    let message = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains(r#""an\0x""#), "{message}");
     let mut good = bad.clone();
     good.analysis_id = Some("an".into());
     store.publish(&good)?;

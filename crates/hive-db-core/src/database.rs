@@ -58,15 +58,26 @@ impl Database {
         });
         // The background checkpoint's connection, checked out when its job starts; a
         // closed or dropped database gives none, nor one whose connections all stay busy
-        // for `PASS_CHECKOUT_WAIT` (the catch-up step then copies the WAL in the lane).
+        // for `PASS_CHECKOUT_WAIT` (the catch-up step then copies the WAL in the lane). It
+        // looks for an idle one now and then rather than wait as callers do: a pass is no
+        // caller, and must not show in the waiting callers, their waits or their timeouts.
         let weak = Arc::downgrade(&db);
         db.checkpoints.set_checkout(Box::new(move |site| {
             let db = weak.upgrade()?;
             let start = Instant::now();
-            let wait = db.info.config.connection_timeout.min(PASS_CHECKOUT_WAIT);
-            db.pool
-                .checkout_until(start, deadline(start, wait), site)
-                .ok()
+            let until = deadline(
+                start,
+                db.info.config.connection_timeout.min(PASS_CHECKOUT_WAIT),
+            );
+            loop {
+                match db.pool.try_checkout(site) {
+                    Ok(Some(conn)) => return Some(conn),
+                    Ok(None) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    _ => return None,
+                }
+            }
         }));
         Ok(db)
     }
@@ -784,6 +795,48 @@ mod tests {
             1,
             "the pass ran once a thread was free"
         );
+        Ok(())
+    }
+
+    /// Bug caught (in the fix above): a pass that found no idle connection within its wait
+    /// counted as a caller's acquire timeout, and showed among the waiting callers, though
+    /// no caller waited.
+    #[test]
+    fn a_pass_without_a_connection_is_no_callers_timeout() -> TestResult {
+        let site = Location::caller();
+        let mut busy = Vec::new();
+        for name in ["ckpt-busy-3", "ckpt-busy-4"] {
+            let (dir, db) = database(name, DbConfig::default())?;
+            let (started, free) = held_passes(&db);
+            create_blobs(&db, site)?;
+            while started.load(Relaxed) == 0 {
+                write_blob(&db, site)?;
+            }
+            busy.push((dir, db, free));
+        }
+        let let_go = crate::sync::defer(|| {
+            for (_, _, free) in &busy {
+                free.store(u32::MAX, Relaxed);
+            }
+        });
+        let config = DbConfig {
+            max_size: 1,
+            min_idle: 1,
+            ..DbConfig::default()
+        };
+        let (_dir, db) = database("ckpt-none", config)?;
+        create_blobs(&db, site)?;
+        while db.checkpoints.step() != crate::checkpoint::Step::FirstPass {
+            write_blob(&db, site)?;
+        }
+        // The application holds the pool's one connection while the pass looks for one.
+        let held = db.checkout(site)?;
+        drop(let_go);
+        first_pass_ended(&db);
+        drop(held);
+        let totals = db.info().counters.totals();
+        assert_eq!(totals.acquire_timeouts, 0, "{totals:?}");
+        assert_eq!(totals.acquires_waited, 0, "{totals:?}");
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock::deadline;
 use crate::database::Database;
-use crate::error::{Error, Result, error_chain};
+use crate::error::{Error, Result, error_chain, extended_code, is_corruption_code};
 use crate::name::DbName;
 #[cfg(feature = "postgres")]
 use crate::pg::PgDatabase;
@@ -286,6 +286,41 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
         .map_err(|e| Error::sqlite(db, "read schema", e))?;
         Ok(None)
     })?;
+    let unconfirmed = match pool.info().corruption() {
+        Some(c) if c.at.elapsed() < CORRUPTION_MEMORY => {
+            if c.confirmed {
+                return Err(format!(
+                    "the file is damaged: a call {:.0?} ago failed with {}",
+                    c.at.elapsed(),
+                    c.error
+                ));
+            }
+            // A call got a corruption error, maybe from another file (an attached one, a
+            // connection of its own): `quick_check` of this one says whether it is damaged,
+            // once per error, within what is left of the timeout.
+            let damage = with_conn(&|conn| quick_check(conn, deadline))?;
+            match damage.as_deref() {
+                Some("ok") => {
+                    pool.info().checked_corruption(c.at, false);
+                    None
+                }
+                Some(found) => {
+                    pool.info().checked_corruption(c.at, true);
+                    return Err(format!(
+                        "the file is damaged: a call {:.0?} ago failed with {}; quick_check: {found}",
+                        c.at.elapsed(),
+                        c.error
+                    ));
+                }
+                None => Some(format!(
+                    "a call {:.0?} ago failed with {}; quick_check did not finish in time",
+                    c.at.elapsed(),
+                    c.error
+                )),
+            }
+        }
+        _ => None,
+    };
     let note = match pool.hold_lane(deadline) {
         None => Some("writes blocked: the writer lane stayed busy".to_owned()),
         Some(turn) => {
@@ -306,22 +341,35 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
             note?
         }
     };
-    recent_corruption(pool)?;
     let saturated = saturation(&before);
     let failing = recent_commit_failure(pool)?;
-    Ok((start.elapsed(), note.or(failing).or(saturated)))
+    Ok((
+        start.elapsed(),
+        note.or(failing).or(unconfirmed).or(saturated),
+    ))
 }
 
-/// An error if a call of the database got a corruption error within
-/// [`CORRUPTION_MEMORY`]: the probe reads only the schema's page, and damage anywhere else
-/// shows only in the errors the calls get.
-fn recent_corruption(pool: &Database) -> Outcome<()> {
-    match pool.info().counters.last_corruption() {
-        Some((at, error)) if at.elapsed() < CORRUPTION_MEMORY => Err(format!(
-            "the file is damaged: a call {:.0?} ago failed with {error}",
-            at.elapsed()
-        )),
-        _ => Ok(()),
+/// `PRAGMA main.quick_check`'s first findings on `conn`, joined (`ok` for a sound file), or
+/// `None` when it did not finish by `deadline`.
+fn quick_check(conn: &mut PooledConnection, deadline: Instant) -> Result<Option<String>> {
+    conn.progress_handler(1000, Some(move || Instant::now() >= deadline))
+        .map_err(|e| conn.info().sqlite_error("bound quick_check", e))?;
+    let rows = conn
+        .prepare("PRAGMA main.quick_check(3)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        });
+    if conn.progress_handler(0, None::<fn() -> bool>).is_err() {
+        // Its next borrower must not inherit the bound.
+        conn.discard();
+    }
+    match rows {
+        Ok(rows) => Ok(Some(rows.join("; "))),
+        Err(e) if extended_code(&e) == Some(rusqlite::ffi::SQLITE_INTERRUPT) => Ok(None),
+        // Damage that stops the check itself is its finding.
+        Err(e) if extended_code(&e).is_some_and(is_corruption_code) => Ok(Some(e.to_string())),
+        Err(e) => Err(conn.info().sqlite_error("quick_check", e)),
     }
 }
 

@@ -500,11 +500,12 @@ impl Registry {
     /// does.
     ///
     /// A SQLite database is also Unhealthy for ten minutes after one of its calls got a
-    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`): the probe reads only the
-    /// schema's page, and damage elsewhere shows in the errors the calls get. Those of
-    /// `read`, `write` and their async forms count; an error a `*_with` closure turned into
-    /// its own type, or one met on a connection from [`Registry::get`], the registry does not
-    /// see.
+    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) and `PRAGMA quick_check` then
+    /// found its file damaged (run once per such error, within `timeout`; Degraded while it
+    /// has not finished): the probe reads only the schema's page, and damage elsewhere shows
+    /// in the errors the calls get. Those of `read`, `write` and their async forms count; an
+    /// error a `*_with` closure turned into its own type, or one met on a connection from
+    /// [`Registry::get`], the registry does not see.
     pub fn health(&self, timeout: Duration) -> HealthReport {
         health::check_all(self.open_databases(), timeout)
     }

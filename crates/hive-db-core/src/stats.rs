@@ -63,8 +63,6 @@ pub(crate) struct DbCounters {
     pub(crate) async_write_queued: AtomicU64,
     /// The last write transaction whose `COMMIT` failed, for health.
     last_commit_failure: Mutex<Option<CommitFailure>>,
-    /// When a call of the database last got a corruption error, and that error, for health.
-    last_corruption: Mutex<Option<(Instant, String)>>,
     pub(crate) acquire_wait: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) writer_wait: Histogram,
@@ -125,16 +123,6 @@ impl DbCounters {
             commits_before: self.commits.load(Relaxed),
             error,
         });
-    }
-
-    /// Keeps `error`, a corruption error a call of the database got, for health.
-    pub(crate) fn note_corruption(&self, error: String) {
-        *lock(&self.last_corruption) = Some((Instant::now(), error));
-    }
-
-    /// The last corruption error a call of the database got, and when.
-    pub(crate) fn last_corruption(&self) -> Option<(Instant, String)> {
-        lock(&self.last_corruption).clone()
     }
 
     /// The last write transaction that did not commit, if any.

@@ -3,7 +3,8 @@
 //! registry's entry, which keeps them after close so the counters carry on.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::backend::Backend;
 use crate::config::DbConfig;
@@ -23,6 +24,22 @@ pub(crate) struct DbInfo {
     pub(crate) file_id: Option<FileId>,
     pub(crate) config: DbConfig,
     pub(crate) counters: Arc<DbCounters>,
+    /// The last corruption error a call of this registration got, for health: kept here,
+    /// not in the counters, which a name's next registration (of another file, a restored
+    /// copy say) carries on with.
+    corruption: Mutex<Option<Corruption>>,
+}
+
+/// A corruption error a call got, and what health made of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Corruption {
+    /// When.
+    pub(crate) at: Instant,
+    /// The error the call got.
+    pub(crate) error: String,
+    /// Whether `PRAGMA quick_check` found the database's own file damaged since (the error
+    /// may have come from an attached file, or from a connection the closure opened).
+    pub(crate) confirmed: bool,
 }
 
 impl DbInfo {
@@ -40,6 +57,7 @@ impl DbInfo {
             file_id: Some(prepared.file_id),
             config,
             counters,
+            corruption: Mutex::new(None),
         })
     }
 
@@ -57,6 +75,7 @@ impl DbInfo {
             file_id: None,
             config,
             counters,
+            corruption: Mutex::new(None),
         })
     }
 
@@ -74,9 +93,33 @@ impl DbInfo {
         let corrupt = extended_code(&e).is_some_and(is_corruption_code);
         let err = Error::sqlite(&self.name, op, e);
         if corrupt {
-            self.counters.note_corruption(err.to_string());
+            *crate::sync::lock(&self.corruption) = Some(Corruption {
+                at: Instant::now(),
+                error: err.to_string(),
+                confirmed: false,
+            });
         }
         err
+    }
+
+    /// The last corruption error a call got, if any.
+    pub(crate) fn corruption(&self) -> Option<Corruption> {
+        crate::sync::lock(&self.corruption).clone()
+    }
+
+    /// What health found of the corruption error noted at `at`: the file damaged
+    /// (`confirmed`) or not (forgotten). A newer error noted meanwhile is kept as it is.
+    pub(crate) fn checked_corruption(&self, at: Instant, damaged: bool) {
+        let mut note = crate::sync::lock(&self.corruption);
+        if note.as_ref().is_some_and(|c| c.at == at) {
+            if damaged {
+                if let Some(c) = note.as_mut() {
+                    c.confirmed = true;
+                }
+            } else {
+                *note = None;
+            }
+        }
     }
 
     pub(crate) fn check_file(&self) -> Result<()> {

@@ -496,6 +496,73 @@ fn a_corruption_error_a_call_got_makes_health_unhealthy() -> TestResult {
     Ok(())
 }
 
+/// A file whose table `t` is damaged past the first page (the header and schema stay).
+fn damaged_file(path: &std::path::Path) -> anyhow::Result<()> {
+    {
+        let conn = hive_db_core::rusqlite::Connection::open(path)?;
+        conn.execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (randomblob(100000));")?;
+    }
+    let mut bytes = std::fs::read(path)?;
+    bytes.iter_mut().skip(4096).for_each(|b| *b = 0x55);
+    std::fs::write(path, &bytes)?;
+    Ok(())
+}
+
+/// Bug caught (in the fix above): the corruption error kept with the name's counters, which
+/// its next registration carries on with: a sound copy restored under the same name read
+/// Unhealthy for ten minutes.
+#[test]
+fn a_restored_file_under_a_damaged_ones_name_is_healthy() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("damaged.db");
+    damaged_file(&path)?;
+    let registry = Registry::new();
+    let name = DbName::new("restored")?;
+    registry.register(&name, &path, config())?;
+    let read = registry.read(&name, |c| {
+        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
+    });
+    assert!(read.is_err(), "{read:?}");
+    registry.close(&name, Duration::from_secs(5))?;
+    let sound = dir.path().join("restored.db");
+    {
+        let conn = hive_db_core::rusqlite::Connection::open(&sound)?;
+        conn.execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(10));")?;
+    }
+    registry.register(&name, &sound, config())?;
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Healthy, "{db:?}");
+    Ok(())
+}
+
+/// Bug caught (in the fix above): a corruption error a closure met on another file (here
+/// an attached file that is not a database) made this sound database Unhealthy: health now
+/// asks `quick_check` of this database's own file, and forgets the error when it is sound.
+#[test]
+fn a_corruption_error_from_another_file_is_forgotten() -> TestResult {
+    let f = fixture("attach_junk", config())?;
+    create_table(&f)?;
+    let junk = f.dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192])?;
+    let junk = junk.to_string_lossy().into_owned();
+    let read = f.registry.read(&f.name, move |c| {
+        c.execute("ATTACH ?1 AS other", [&junk])?;
+        c.query_row("SELECT count(*) FROM other.sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    assert!(read.is_err(), "{read:?}");
+    for _ in 0..2 {
+        let db = f
+            .registry
+            .health(Duration::from_secs(5))
+            .databases
+            .remove(0);
+        assert_eq!(db.status, HealthStatus::Healthy, "{db:?}");
+    }
+    Ok(())
+}
+
 /// Bug caught: the snapshot and health silent about how the process's SQLite was built, so
 /// an application built without the workspace's SQLite flags could not tell. In this
 /// workspace (`.cargo/config.toml` sets them) the build is the tested one: extension loading

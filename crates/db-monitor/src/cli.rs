@@ -1,9 +1,11 @@
 //! The command line: sources, modes and thresholds, parsed and checked by clap.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use hive_db_core::DbName;
 
 const AFTER_HELP: &str = "\
@@ -54,7 +56,7 @@ pub struct Cli {
     pub(crate) attach: Vec<String>,
 
     /// Open the database file PATH under NAME, read-only; repeatable.
-    #[arg(long = "db", value_name = "NAME=PATH", value_parser = parse_db_spec)]
+    #[arg(long = "db", value_name = "NAME=PATH", value_parser = clap::builder::OsStringValueParser::new().try_map(|s| parse_db_spec(s.as_bytes())))]
     pub(crate) db: Vec<DbSpec>,
 
     /// Open the databases listed in FILE (`NAME = PATH` lines).
@@ -111,19 +113,23 @@ pub(crate) struct DbSpec {
     pub(crate) path: PathBuf,
 }
 
-/// Splits `NAME=PATH` at the first `=`; the name must be a valid database name.
-pub(crate) fn parse_db_spec(s: &str) -> Result<DbSpec, String> {
-    let Some((name, path)) = s.split_once('=') else {
-        return Err(format!("`{s}` is not NAME=PATH"));
+/// Splits `NAME=PATH` at the first `=`; the name must be a valid database name. Bytes, not
+/// text: a Unix file name may be any bytes, and such a PATH is taken as it is.
+pub(crate) fn parse_db_spec(s: &[u8]) -> Result<DbSpec, String> {
+    let shown = String::from_utf8_lossy(s);
+    let Some(at) = s.iter().position(|&b| b == b'=') else {
+        return Err(format!("`{shown}` is not NAME=PATH"));
     };
-    let (name, path) = (name.trim(), path.trim());
+    let (name, path) = (s[..at].trim_ascii(), s[at + 1..].trim_ascii());
     if path.is_empty() {
-        return Err(format!("`{s}` has no PATH after `=`"));
+        return Err(format!("`{shown}` has no PATH after `=`"));
     }
+    let name = std::str::from_utf8(name)
+        .map_err(|_| format!("bad database name in `{shown}`: not UTF-8"))?;
     let name = DbName::new(name).map_err(|e| format!("bad database name `{name}`: {e}"))?;
     Ok(DbSpec {
         name,
-        path: PathBuf::from(path),
+        path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
     })
 }
 
@@ -235,13 +241,13 @@ mod tests {
     /// bad name accepted.
     #[test]
     fn db_spec_parsing() {
-        let spec = parse_db_spec("inv=/tmp/a=b.db").unwrap();
+        let spec = parse_db_spec(b"inv=/tmp/a=b.db").unwrap();
         assert_eq!(spec.name.as_str(), "inv");
         assert_eq!(spec.path, PathBuf::from("/tmp/a=b.db"));
-        assert!(parse_db_spec("inv").is_err());
-        assert!(parse_db_spec("inv=").is_err());
-        assert!(parse_db_spec("=x.db").is_err());
-        assert!(parse_db_spec("bad name!=x.db").is_err());
+        assert!(parse_db_spec(b"inv").is_err());
+        assert!(parse_db_spec(b"inv=").is_err());
+        assert!(parse_db_spec(b"=x.db").is_err());
+        assert!(parse_db_spec(b"bad name!=x.db").is_err());
     }
 
     /// Bug caught: addresses without a port, with a path, or with https accepted and failing

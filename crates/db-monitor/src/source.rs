@@ -87,19 +87,21 @@ pub(crate) fn nothing_to_monitor(folder: Option<PathBuf>) -> Result<String> {
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a
 /// relative PATH is taken from the file's folder.
 fn read_config(path: &Path) -> Result<Vec<DbSpec>> {
-    let text = std::fs::read_to_string(path)
+    let text = std::fs::read(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse_config(&text, base).with_context(|| format!("config file {}", path.display()))
 }
 
-fn parse_config(text: &str, base: &Path) -> Result<Vec<DbSpec>> {
+/// The lines of a config file, as bytes: a PATH may be any bytes, as a Unix file name.
+fn parse_config(text: &[u8], base: &Path) -> Result<Vec<DbSpec>> {
     let mut specs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
         let line = line
-            .split_once('#')
-            .map_or(line, |(before, _)| before)
-            .trim();
+            .iter()
+            .position(|&b| b == b'#')
+            .map_or(line, |at| &line[..at])
+            .trim_ascii();
         if line.is_empty() {
             continue;
         }
@@ -127,15 +129,15 @@ mod tests {
     #[test]
     fn config_lines() {
         let specs = parse_config(
-            "# databases\n\ninv = inv.db  # the inventory\nlog=/var/log.db\n",
+            b"# databases\n\ninv = inv.db  # the inventory\nlog=/var/log.db\n",
             Path::new("/etc/hive"),
         )
         .unwrap();
         assert_eq!(specs.len(), 2);
         assert_eq!(specs[0].path, PathBuf::from("/etc/hive/inv.db"));
         assert_eq!(specs[1].path, PathBuf::from("/var/log.db"));
-        let err = parse_config("inv = a.db\nbroken line\n", Path::new("/")).unwrap_err();
+        let err = parse_config(b"inv = a.db\nbroken line\n", Path::new("/")).unwrap_err();
         assert!(format!("{err:#}").starts_with("line 2: "), "{err:#}");
-        assert!(parse_config("# nothing\n", Path::new("/")).is_err());
+        assert!(parse_config(b"# nothing\n", Path::new("/")).is_err());
     }
 }

@@ -271,7 +271,8 @@ fn default_database_is_found() -> TestResult {
 /// Bug caught: a database at a path that is not UTF-8 (a Unix file name may be any bytes)
 /// failed the whole report, table or JSON, with "cannot encode the report", exit 3: the
 /// JSON was built even for the table, and serde refuses such a `PathBuf`. The report shows
-/// the path with U+FFFD for what is not UTF-8.
+/// the path with U+FFFD for what is not UTF-8. Nor could `--db` or `--config` name such a
+/// file.
 #[test]
 fn a_path_that_is_not_utf8_is_reported() -> TestResult {
     use std::os::unix::ffi::OsStrExt;
@@ -286,6 +287,26 @@ fn a_path_that_is_not_utf8_is_reported() -> TestResult {
     let mut json = monitor(dir.path());
     json.env("ECOSYSTEMISER_DB_PATH", &path).arg("--json");
     let r = run(&mut json)?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(
+        r.json()?["databases"][0]["path"],
+        path.to_string_lossy().into_owned()
+    );
+    // Named with --db, and in a config file, as it is (both were refused as not UTF-8).
+    let mut arg = std::ffi::OsString::from("eco=");
+    arg.push(&path);
+    let r = run(monitor(dir.path()).arg("--json").arg("--db").arg(&arg))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.json()?["databases"][0]["name"], "eco");
+    let config = dir.path().join("monitor.conf");
+    let mut lines = b"# one database\neco = ".to_vec();
+    lines.extend_from_slice(path.as_os_str().as_bytes());
+    lines.push(b'\n');
+    std::fs::write(&config, lines)?;
+    let r = run(monitor(dir.path())
+        .arg("--json")
+        .arg("--config")
+        .arg(&config))?;
     assert_eq!(r.code, Some(0), "{r:?}");
     assert_eq!(
         r.json()?["databases"][0]["path"],

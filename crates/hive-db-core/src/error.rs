@@ -97,6 +97,9 @@ pub enum Refusal {
     TlsRequired,
     /// The database does not exist on the server (SQLSTATE 3D000).
     NoSuchDatabase,
+    /// The role may not connect to this database: it lacks the `CONNECT` privilege on it
+    /// (SQLSTATE 42501 at connect, "permission denied for database").
+    NoConnectPrivilege,
     /// The server registered as the primary cannot take writes: a standby (in recovery), or
     /// a server with `default_transaction_read_only` on.
     NotWritable,
@@ -113,6 +116,9 @@ impl fmt::Display for Refusal {
                  require TLS, which the registry does not speak yet)"
             }
             Self::NoSuchDatabase => "the database does not exist on the server",
+            Self::NoConnectPrivilege => {
+                "the role may not connect to this database (no CONNECT privilege on it)"
+            }
             Self::NotWritable => {
                 "registered as the primary, but the server cannot take writes (a standby, or \
                  default_transaction_read_only is on)"

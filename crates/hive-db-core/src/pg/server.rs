@@ -90,14 +90,16 @@ impl Measured {
 }
 
 /// The refusal behind a connect error, when waiting cannot fix it: a login refused (28P01,
-/// 28000; 28000 for want of TLS is [`Refusal::TlsRequired`]) or a database that does not
-/// exist (3D000).
+/// 28000; 28000 for want of TLS is [`Refusal::TlsRequired`]), a database that does not
+/// exist (3D000), or one the role may not connect to (42501, which at connect can only be
+/// the `CONNECT` privilege).
 pub(super) fn refusal(e: &postgres::Error) -> Option<Refusal> {
     let db = e.as_db_error()?;
     match db.code().code() {
         "28000" if db.message().contains("no encryption") => Some(Refusal::TlsRequired),
         "28P01" | "28000" => Some(Refusal::Authentication),
         "3D000" => Some(Refusal::NoSuchDatabase),
+        "42501" => Some(Refusal::NoConnectPrivilege),
         _ => None,
     }
 }

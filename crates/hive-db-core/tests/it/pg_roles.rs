@@ -27,6 +27,39 @@ fn db_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or_default()
 }
 
+/// Bug caught: a role without the `CONNECT` privilege on the database (SQLSTATE 42501 at
+/// connect) retried until `connection_timeout`, every later call too, and reported as a
+/// plain timeout, where a refused login or a missing database is refused at once.
+#[test]
+fn a_role_that_may_not_connect_is_refused_at_once() -> TestResult {
+    require_postgres!();
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    let db = db_of(&url);
+    srv.admin()?.batch_execute(&format!(
+        "DROP ROLE IF EXISTS noconnect; CREATE ROLE noconnect LOGIN; \
+         REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"
+    ))?;
+    let url = srv.url(db).replacen("postgres@", "noconnect@", 1);
+    let registry = Registry::new();
+    let name = DbName::new("pg-no-connect")?;
+    let start = Instant::now();
+    let err = registry
+        .register_postgres(&name, &url, patient(1))
+        .expect_err("registered");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err, Error::Refused { db, cause: Refusal::NoConnectPrivilege, code: Some(c), .. }
+            if db == &name && c == "42501"),
+        "{err:?}"
+    );
+    Ok(())
+}
+
 /// Bug caught: a database that does not exist retried until `connection_timeout` (every
 /// caller stuck 20 s), or reported as a plain timeout; at register, and when it is dropped
 /// under a registered pool.

@@ -117,3 +117,128 @@ fn a_column_someone_added_is_refused_by_name_and_nothing_moves() -> anyhow::Resu
     assert_eq!(target_rows(&url, "simulations")?, 0);
     Ok(())
 }
+
+/// Bug caught: a table of someone else's in the target's schema (an audit log with a
+/// `timestamptz` column, an extension's table) refused the whole move, though eco-move
+/// never touches it; it must stay as it was.
+#[test]
+fn a_table_eco_move_does_not_move_is_left_alone() -> anyhow::Result<()> {
+    require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("original.db");
+    original(&path)?;
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    let db = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut admin =
+        hive_db_core::postgres::Client::connect(&srv.url(&db), hive_db_core::postgres::NoTls)?;
+    admin.batch_execute(
+        "CREATE TABLE audit_log (id serial PRIMARY KEY, at timestamptz DEFAULT now(), note text);
+         INSERT INTO audit_log (note) VALUES ('kept');",
+    )?;
+    let (code, stderr) = eco_move(&path, &url)?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(target_rows(&url, "simulations")? > 0);
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM audit_log", &[])?
+        .try_get(0)?;
+    assert_eq!(kept, 1);
+    Ok(())
+}
+
+/// Bug caught: eco-move looked for the target's tables in schema `public` only, while the
+/// data layer creates them in the first schema of the role's `search_path` (a schema of the
+/// role's own, say): the move was refused, saying the target lacked every table it had.
+#[test]
+fn a_move_goes_into_the_schema_the_data_layer_uses() -> anyhow::Result<()> {
+    require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("original.db");
+    original(&path)?;
+    let srv = server()?;
+    let url = srv.fresh_db()?;
+    let db = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let mut admin =
+        hive_db_core::postgres::Client::connect(&srv.url(&db), hive_db_core::postgres::NoTls)?;
+    admin.batch_execute(&format!(
+        "DROP ROLE IF EXISTS ecomover; CREATE ROLE ecomover LOGIN;
+         GRANT ALL ON DATABASE {db} TO ecomover;
+         CREATE SCHEMA ecomover AUTHORIZATION ecomover;"
+    ))?;
+    let as_role = srv.url(&db).replacen("postgres@", "ecomover@", 1);
+    let (code, stderr) = eco_move(&path, &as_role)?;
+    assert_eq!(code, 0, "{stderr}");
+    let moved: i64 = admin
+        .query_one("SELECT count(*) FROM ecomover.simulations", &[])?
+        .try_get(0)?;
+    assert!(moved > 0);
+    Ok(())
+}
+
+/// Bug caught: eco-move's snapshot (a whole copy of the database) in a folder everyone may
+/// read, and left behind when SIGTERM or Ctrl-C ended the move.
+#[test]
+fn an_interrupted_move_leaves_no_snapshot() -> anyhow::Result<()> {
+    require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("big.db");
+    original(&path)?;
+    {
+        // Enough rows that the move is still under way when the signal comes.
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+             INSERT INTO ecosystemiser_events
+                 (event_id, event_type, timestamp, source_component, payload, metadata)
+             SELECT 'bulk-' || i, 'bulk', '2024-01-01T00:00:00Z', 'test', '{}', '{}' FROM n;",
+        )?;
+    }
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp)?;
+    let url = server()?.fresh_db()?;
+    let child = Command::new(env!("CARGO_BIN_EXE_eco-move"))
+        .arg("--from")
+        .arg(&path)
+        .args(["--to", &url])
+        .env("TMPDIR", &tmp)
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let snapshots = || -> anyhow::Result<Vec<std::path::PathBuf>> {
+        Ok(std::fs::read_dir(&tmp)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let seen = loop {
+        if let Some(found) = snapshots()?.into_iter().next() {
+            break found;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no snapshot folder");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&seen)?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{}", seen.display());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert_eq!(snapshots()?, Vec::<std::path::PathBuf>::new(), "{stderr}");
+    // Interrupted before its migration or inside its transaction: no row either way.
+    let mut client = hive_db_core::postgres::Client::connect(&url, hive_db_core::postgres::NoTls)?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('simulations') IS NOT NULL", &[])?
+        .try_get(0)?;
+    if exists {
+        assert_eq!(
+            target_rows(&url, "simulations")?,
+            0,
+            "a part of the move committed"
+        );
+    }
+    Ok(())
+}

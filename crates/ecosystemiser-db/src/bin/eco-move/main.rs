@@ -53,6 +53,13 @@ fn main() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Ctrl-C or SIGTERM: the target's transaction rolls back as the connection closes, and
+    // the snapshot goes with it (the process ends without running drops).
+    let _ = ctrlc::set_handler(|| {
+        source::remove_temporary();
+        eprintln!("eco-move: interrupted; nothing committed on the target, the snapshot removed");
+        std::process::exit(130);
+    });
     let progress = cli::Progress::new(std::io::stderr().is_terminal());
     match run::run(&args, &progress) {
         Ok(moved) => match cli::print_report(&moved) {

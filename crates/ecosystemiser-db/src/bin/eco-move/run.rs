@@ -12,7 +12,8 @@ use super::source::{
     CARRIED, autoincrement_mark, carried, extra_columns, open_source, sqlite_tables, stage,
 };
 use super::target::{
-    Column, SKIPPED, copy_table, dependency_order, ident, read_back, reset_identity, target_tables,
+    Column, SKIPPED, copy_table, dependency_order, ident, movable, read_back, reset_identity,
+    target_tables,
 };
 
 /// Moves `args.from` into `args.to`.
@@ -35,7 +36,6 @@ pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failur
         .transaction()
         .context(|| "cannot begin the target's transaction".to_owned())?;
     let tables = target_tables(&mut tx)?;
-    let order = dependency_order(&mut tx, &tables)?;
     source
         .execute_batch("BEGIN")
         .context(|| "cannot begin reading the source".to_owned())?;
@@ -57,9 +57,16 @@ pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failur
             "the source has tables the target's schema does not: {unknown:?} (nothing moved)"
         ));
     }
+    // Only the tables the source has: the others in the schema are left alone, and their
+    // column types and foreign keys do not matter.
+    let tables: std::collections::BTreeMap<String, Vec<Column>> = tables
+        .into_iter()
+        .filter(|(t, _)| source_tables.contains(t))
+        .collect();
+    movable(&tables)?;
+    let order = dependency_order(&mut tx, &tables)?;
     let moving: Vec<(&String, &Vec<Column>)> = order
         .iter()
-        .filter(|t| source_tables.contains(*t))
         .filter_map(|t| tables.get_key_value(t))
         .collect();
     let mut non_empty = Vec::new();

@@ -3,7 +3,9 @@
 //! triggers and views listed); and a read-only connection to the snapshot.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ecosystemiser_db::EcoDb;
 use hive_db_core::rusqlite::{self, Connection};
@@ -26,6 +28,38 @@ pub(super) const CARRIED_COLUMNS: [&str; 6] = [
     "metadata",
 ];
 
+/// The temporary folders of this run, for [`remove_temporary`]: dropped, a `TempDir`
+/// removes its folder, but a signal ends the process without running drops, and each left
+/// a whole copy of the database behind.
+static TEMPORARY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A temporary folder only its owner may enter (the snapshot is a copy of the database,
+/// which the data layer keeps owner-only), listed for [`remove_temporary`].
+fn private_tempdir(prefix: &str) -> Result<tempfile::TempDir, Failure> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .context(|| "cannot make a temporary folder".to_owned())?;
+    TEMPORARY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(dir.path().to_path_buf());
+    Ok(dir)
+}
+
+/// Removes this run's temporary folders (from the signal handler, as the run is ended).
+pub(super) fn remove_temporary() {
+    let dirs = std::mem::take(
+        &mut *TEMPORARY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Whether the source's `components` table is of the shape adoption copies.
 pub(super) fn carried(source: &Connection) -> Result<bool, Failure> {
     let read = || -> rusqlite::Result<Vec<String>> {
@@ -44,10 +78,7 @@ pub(super) fn stage(path: &Path) -> Result<(tempfile::TempDir, PathBuf, Vec<Stri
     if !path.is_file() {
         return fail(format!("{} is not a file", path.display()));
     }
-    let dir = tempfile::Builder::new()
-        .prefix("eco-move-")
-        .tempdir()
-        .context(|| "cannot make a temporary folder".to_owned())?;
+    let dir = private_tempdir("eco-move-")?;
     let copy = dir.path().join("source.db");
     {
         let original = Connection::open_with_flags(
@@ -89,7 +120,7 @@ pub(super) fn known_objects(path: &Path) -> Result<Vec<String>, Failure> {
     };
     let all = read().context(|| "cannot list the source's schema".to_owned())?;
     // What a fresh database of the current schema has is the data layer's own.
-    let fresh_dir = tempfile::tempdir().context(|| "cannot make a temporary folder".to_owned())?;
+    let fresh_dir = private_tempdir("eco-move-fresh-")?;
     let fresh = fresh_dir.path().join("fresh.db");
     let registry = Registry::new();
     EcoDb::with_registry(&registry, &ecosystemiser_db::Settings::new(fresh.clone()))

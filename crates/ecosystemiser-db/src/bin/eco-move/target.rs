@@ -27,8 +27,8 @@ pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The target's tables with their columns, in an order where every table comes after the
-/// tables it references.
+/// The tables of the target's schema (the first of its `search_path`, where the data
+/// layer's migration made them) with their columns.
 pub(super) fn target_tables(
     tx: &mut Transaction<'_>,
 ) -> Result<BTreeMap<String, Vec<Column>>, Failure> {
@@ -37,7 +37,7 @@ pub(super) fn target_tables(
             "SELECT c.relname::text, a.attname::text, a.atttypid
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          JOIN pg_attribute a ON a.attrelid = c.oid
-         WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0
+         WHERE n.nspname = current_schema() AND c.relkind = 'r' AND a.attnum > 0
            AND NOT a.attisdropped
          ORDER BY c.relname, a.attnum",
             &[],
@@ -54,14 +54,27 @@ pub(super) fn target_tables(
             continue;
         }
         let ty = Type::from_oid(oid).unwrap_or(Type::UNKNOWN);
-        if ![Type::TEXT, Type::INT8, Type::INT4, Type::FLOAT8, Type::BOOL].contains(&ty) {
-            return fail(format!(
-                "{table}.{name} has type {ty}, which eco-move does not move"
-            ));
-        }
         tables.entry(table).or_default().push(Column { name, ty });
     }
     Ok(tables)
+}
+
+/// `Err` naming the first column of `tables` of a type eco-move does not move. Only the
+/// tables it moves are asked: a table of someone else's in the schema (an audit log, an
+/// extension's) is none of its business.
+pub(super) fn movable<'a>(
+    tables: impl IntoIterator<Item = (&'a String, &'a Vec<Column>)>,
+) -> Result<(), Failure> {
+    for (table, columns) in tables {
+        for Column { name, ty } in columns {
+            if ![Type::TEXT, Type::INT8, Type::INT4, Type::FLOAT8, Type::BOOL].contains(ty) {
+                return fail(format!(
+                    "{table}.{name} has type {ty}, which eco-move does not move"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The tables of `tables` in dependency order: parents first.
@@ -191,7 +204,7 @@ pub(super) fn reset_identity(
     let identity = tx
         .query(
             "SELECT column_name::text FROM information_schema.columns
-         WHERE table_schema = 'public' AND table_name = $1 AND is_identity = 'YES'",
+         WHERE table_schema = current_schema() AND table_name = $1 AND is_identity = 'YES'",
             &[&table],
         )
         .context(|| format!("cannot read {table}'s identity columns"))?;

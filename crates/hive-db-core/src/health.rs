@@ -296,9 +296,11 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
                 ));
             }
             // A call got a corruption error, maybe from another file (an attached one, a
-            // connection of its own): `quick_check` of this one says whether it is damaged,
-            // once per error, within what is left of the timeout.
-            let damage = with_conn(&|conn| quick_check(conn, deadline))?;
+            // connection of its own): `integrity_check` of this one says whether it is
+            // damaged, once per error, within what is left of the timeout. Not
+            // `quick_check`, which does not compare indexes with their tables: an index
+            // pointing at rows its table lacks fails every read through it and passes that.
+            let damage = with_conn(&|conn| integrity_check(conn, deadline))?;
             match damage.as_deref() {
                 Some("ok") => {
                     pool.info().checked_corruption(c.at, false);
@@ -307,13 +309,13 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
                 Some(found) => {
                     pool.info().checked_corruption(c.at, true);
                     return Err(format!(
-                        "the file is damaged: a call {:.0?} ago failed with {}; quick_check: {found}",
+                        "the file is damaged: a call {:.0?} ago failed with {}; integrity_check: {found}",
                         c.at.elapsed(),
                         c.error
                     ));
                 }
                 None => Some(format!(
-                    "a call {:.0?} ago failed with {}; quick_check did not finish in time",
+                    "a call {:.0?} ago failed with {}; integrity_check did not finish in time",
                     c.at.elapsed(),
                     c.error
                 )),
@@ -349,13 +351,13 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     ))
 }
 
-/// `PRAGMA main.quick_check`'s first findings on `conn`, joined (`ok` for a sound file), or
-/// `None` when it did not finish by `deadline`.
-fn quick_check(conn: &mut PooledConnection, deadline: Instant) -> Result<Option<String>> {
+/// `PRAGMA main.integrity_check`'s first findings on `conn`, joined (`ok` for a sound file),
+/// or `None` when it did not finish by `deadline`.
+fn integrity_check(conn: &mut PooledConnection, deadline: Instant) -> Result<Option<String>> {
     conn.progress_handler(1000, Some(move || Instant::now() >= deadline))
-        .map_err(|e| conn.info().sqlite_error("bound quick_check", e))?;
+        .map_err(|e| conn.info().sqlite_error("bound integrity_check", e))?;
     let rows = conn
-        .prepare("PRAGMA main.quick_check(3)")
+        .prepare("PRAGMA main.integrity_check(3)")
         .and_then(|mut stmt| {
             stmt.query_map([], |r| r.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
@@ -369,7 +371,7 @@ fn quick_check(conn: &mut PooledConnection, deadline: Instant) -> Result<Option<
         Err(e) if extended_code(&e) == Some(rusqlite::ffi::SQLITE_INTERRUPT) => Ok(None),
         // Damage that stops the check itself is its finding.
         Err(e) if extended_code(&e).is_some_and(is_corruption_code) => Ok(Some(e.to_string())),
-        Err(e) => Err(conn.info().sqlite_error("quick_check", e)),
+        Err(e) => Err(conn.info().sqlite_error("integrity_check", e)),
     }
 }
 

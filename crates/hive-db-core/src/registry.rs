@@ -500,7 +500,7 @@ impl Registry {
     /// does.
     ///
     /// A SQLite database is also Unhealthy for ten minutes after one of its calls got a
-    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) and `PRAGMA quick_check` then
+    /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) and `PRAGMA integrity_check` then
     /// found its file damaged (run once per such error, within `timeout`; Degraded while it
     /// has not finished): the probe reads only the schema's page, and damage elsewhere shows
     /// in the errors the calls get. Those of `read`, `write` and their async forms count; an

@@ -242,3 +242,68 @@ fn an_interrupted_move_leaves_no_snapshot() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Bug caught: a signal that came while the move's `COMMIT` was out was answered "nothing
+/// committed", though the server went on to commit the move (a retry was then refused, the
+/// target holding rows, and pushed towards `--replace`).
+#[test]
+fn a_signal_during_the_commit_does_not_say_nothing_committed() -> anyhow::Result<()> {
+    require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("original.db");
+    original(&path)?;
+    let url = server()?.fresh_db()?;
+    {
+        // The schema first, then a deferred trigger that holds the move's COMMIT 3 s.
+        let registry = hive_db_core::Registry::new();
+        let _eco = EcoDb::with_postgres(&registry, &url, pg_config())?;
+        registry.close_all(std::time::Duration::from_secs(5));
+    }
+    let mut admin = hive_db_core::postgres::Client::connect(&url, hive_db_core::postgres::NoTls)?;
+    admin.batch_execute(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF coalesce(current_setting('test.slept', true), '') = '' THEN
+             PERFORM set_config('test.slept', '1', true);
+             PERFORM pg_sleep(3);
+           END IF;
+           RETURN NULL;
+         END $$;
+         CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON simulations
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )?;
+    let child = Command::new(env!("CARGO_BIN_EXE_eco-move"))
+        .arg("--from")
+        .arg(&path)
+        .args(["--to", &url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let committing: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE query = 'COMMIT' AND wait_event = 'PgSleep'",
+                &[],
+            )?
+            .try_get(0)?;
+        if committing > 0 {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the move never committed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("may have committed"), "{stderr}");
+    assert!(!stderr.contains("nothing committed"), "{stderr}");
+    Ok(())
+}

@@ -37,8 +37,8 @@ pub(crate) struct Corruption {
     pub(crate) at: Instant,
     /// The error the call got.
     pub(crate) error: String,
-    /// Whether `PRAGMA quick_check` found the database's own file damaged since (the error
-    /// may have come from an attached file, or from a connection the closure opened).
+    /// Whether `PRAGMA integrity_check` found the database's own file damaged since (the
+    /// error may have come from an attached file, or from a connection the closure opened).
     pub(crate) confirmed: bool,
 }
 
@@ -93,10 +93,14 @@ impl DbInfo {
         let corrupt = extended_code(&e).is_some_and(is_corruption_code);
         let err = Error::sqlite(&self.name, op, e);
         if corrupt {
-            *crate::sync::lock(&self.corruption) = Some(Corruption {
+            let mut note = crate::sync::lock(&self.corruption);
+            // Damage already confirmed stays confirmed: a call that meets it again keeps it
+            // in memory, and is no reason to check the whole file once more.
+            let confirmed = note.as_ref().is_some_and(|c| c.confirmed);
+            *note = Some(Corruption {
                 at: Instant::now(),
                 error: err.to_string(),
-                confirmed: false,
+                confirmed,
             });
         }
         err

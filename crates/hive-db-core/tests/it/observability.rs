@@ -563,6 +563,98 @@ fn a_corruption_error_from_another_file_is_forgotten() -> TestResult {
     Ok(())
 }
 
+/// Bug caught (in the fix above): each new corruption error a call got unconfirmed the
+/// damage health had confirmed, so a database whose calls kept meeting it was checked
+/// whole again on every health check (and read Degraded where the check could not finish).
+#[test]
+fn confirmed_damage_stays_confirmed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("damaged.db");
+    damaged_file(&path)?;
+    let registry = Registry::new();
+    let name = DbName::new("still_damaged")?;
+    registry.register(&name, &path, config())?;
+    let read = || {
+        registry.read(&name, |c| {
+            c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
+        })
+    };
+    assert!(read().is_err());
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    assert!(
+        db.error
+            .as_deref()
+            .is_some_and(|e| e.contains("integrity_check")),
+        "{db:?}"
+    );
+    assert!(read().is_err(), "the same damage again");
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    assert!(
+        db.error
+            .as_deref()
+            .is_some_and(|e| !e.contains("integrity_check")),
+        "checked again: {db:?}"
+    );
+    Ok(())
+}
+
+/// Bug caught (in the fix above): the check was `quick_check`, which does not compare an
+/// index with its table: an index pointing at rows its table lacks failed every read through
+/// it with SQLITE_CORRUPT, passed the check, and the error was forgotten (Healthy).
+#[test]
+fn an_index_that_disagrees_with_its_table_is_damage() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("index_damaged.db");
+    {
+        let conn = hive_db_core::rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE t1 (a INTEGER, b TEXT); CREATE INDEX i1 ON t1(a);
+             CREATE TABLE t2 (a INTEGER, b TEXT); CREATE INDEX i2 ON t2(a);
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 10)
+             INSERT INTO t1 (rowid, a, b) SELECT i, i, 'x' FROM c;
+             WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 10)
+             INSERT INTO t2 (rowid, a, b) SELECT i + 100, i, 'y' FROM c;",
+        )?;
+        let root = |index: &str| -> hive_db_core::rusqlite::Result<i64> {
+            conn.query_row(
+                "SELECT rootpage FROM sqlite_schema WHERE name = ?1",
+                [index],
+                |r| r.get(0),
+            )
+        };
+        let (r1, r2) = (root("i1")?, root("i2")?);
+        // The two indexes swap their trees: each now points at the other table's rows.
+        conn.execute_batch(&format!(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema SET rootpage = {r2} WHERE name = 'i1';
+             UPDATE sqlite_schema SET rootpage = {r1} WHERE name = 'i2';
+             PRAGMA writable_schema = OFF;"
+        ))?;
+        let quick: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        assert_eq!(
+            quick, "ok",
+            "the damage this test needs is one quick_check misses"
+        );
+    }
+    let registry = Registry::new();
+    let name = DbName::new("index_damaged")?;
+    registry.register(&name, &path, config())?;
+    let read = registry.read(&name, |c| {
+        c.query_row("SELECT b FROM t1 WHERE a = 5", [], |r| {
+            r.get::<_, String>(0)
+        })
+    });
+    let Err(hive_db_core::Error::Sqlite { code, .. }) = &read else {
+        panic!("the read through the damaged index: {read:?}");
+    };
+    assert_eq!(code.map(|c| c & 0xff), Some(11), "{read:?}");
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    Ok(())
+}
+
 /// Bug caught: the snapshot and health silent about how the process's SQLite was built, so
 /// an application built without the workspace's SQLite flags could not tell. In this
 /// workspace (`.cargo/config.toml` sets them) the build is the tested one: extension loading

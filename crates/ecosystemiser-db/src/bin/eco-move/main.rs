@@ -53,11 +53,19 @@ fn main() -> std::process::ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Ctrl-C or SIGTERM: the target's transaction rolls back as the connection closes, and
-    // the snapshot goes with it (the process ends without running drops).
+    // Ctrl-C or SIGTERM: the target's transaction rolls back as the connection closes,
+    // unless its `COMMIT` is out already; the snapshot goes either way (the process ends
+    // without running drops).
     let _ = ctrlc::set_handler(|| {
         source::remove_temporary();
-        eprintln!("eco-move: interrupted; nothing committed on the target, the snapshot removed");
+        let target = match run::PHASE.load(std::sync::atomic::Ordering::SeqCst) {
+            run::MOVING => "nothing committed on the target",
+            run::COMMITTING => {
+                "the move's COMMIT was out: it may have committed; look at the target before                  running again"
+            }
+            _ => "the move had committed",
+        };
+        eprintln!("eco-move: interrupted; {target}; the snapshot removed");
         std::process::exit(130);
     });
     let progress = cli::Progress::new(std::io::stderr().is_terminal());

@@ -2,6 +2,9 @@
 //! its sequences set and read back in ONE PostgreSQL transaction, committed only when every
 //! table's rows and checksum match the source's.
 
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::SeqCst;
+
 use ecosystemiser_db::EcoDb;
 use hive_db_core::{PgConfig, Registry};
 
@@ -15,6 +18,15 @@ use super::target::{
     Column, SKIPPED, copy_table, dependency_order, ident, movable, read_back, reset_identity,
     target_tables,
 };
+
+/// Where the move stands, for the signal handler's word on the target (`main`).
+pub(super) static PHASE: AtomicU8 = AtomicU8::new(MOVING);
+/// Nothing sent that could commit: ended now, the move leaves nothing on the target.
+pub(super) const MOVING: u8 = 0;
+/// `COMMIT` sent, its answer not in: the server may commit it whatever happens here.
+pub(super) const COMMITTING: u8 = 1;
+/// Committed.
+pub(super) const COMMITTED: u8 = 2;
 
 /// Moves `args.from` into `args.to`.
 pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failure> {
@@ -113,8 +125,18 @@ pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failur
         });
     }
     progress.clear();
-    tx.commit()
-        .context(|| "cannot commit the move".to_owned())?;
+    PHASE.store(COMMITTING, SeqCst);
+    if let Err(e) = tx.commit() {
+        // A connection lost while `COMMIT` was out: the server may have committed it.
+        if e.as_db_error().is_none() {
+            return fail(format!(
+                "the connection was lost during COMMIT: the move may have committed; look                  at the target before running again ({e})"
+            ));
+        }
+        PHASE.store(MOVING, SeqCst);
+        return fail(format!("cannot commit the move: {e}"));
+    }
+    PHASE.store(COMMITTED, SeqCst);
     let _ = source.execute_batch("COMMIT");
     drop(client);
     registry.close_all(std::time::Duration::from_secs(5));

@@ -91,16 +91,21 @@ impl Measured {
 
 /// The refusal behind a connect error, when waiting cannot fix it: a login refused (28P01,
 /// 28000; 28000 for want of TLS is [`Refusal::TlsRequired`]), a database that does not
-/// exist (3D000), or one the role may not connect to (42501 "permission denied for
-/// database"; other 42501s at connect are states of the server that pass, a server in
-/// binary-upgrade mode that only lets superusers in, say).
+/// exist (3D000), or one the role may not connect to (42501 from the server's check of the
+/// `CONNECT` privilege, `CheckMyDatabase`, told by its routine, which a server with
+/// translated messages sends untranslated, or by its English message; other 42501s at
+/// connect are states of the server that pass, binary-upgrade mode letting only superusers
+/// in, say).
 pub(super) fn refusal(e: &postgres::Error) -> Option<Refusal> {
     let db = e.as_db_error()?;
     match db.code().code() {
         "28000" if db.message().contains("no encryption") => Some(Refusal::TlsRequired),
         "28P01" | "28000" => Some(Refusal::Authentication),
         "3D000" => Some(Refusal::NoSuchDatabase),
-        "42501" if db.message().starts_with("permission denied for database") => {
+        "42501"
+            if db.routine() == Some("CheckMyDatabase")
+                || db.message().starts_with("permission denied for database") =>
+        {
             Some(Refusal::NoConnectPrivilege)
         }
         _ => None,

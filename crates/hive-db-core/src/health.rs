@@ -120,6 +120,11 @@ const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
 /// damaged; while calls keep reaching the damage, health keeps saying so.
 const CORRUPTION_MEMORY: Duration = Duration::from_secs(600);
 
+/// How long damage `integrity_check` found counts as found, before health checks again
+/// (while calls keep meeting corruption errors): a repair (`REINDEX`, a restored page) shows
+/// within this long.
+const RECHECK_DAMAGE: Duration = Duration::from_secs(5);
+
 /// A little more than `timeout`, for threads to report back.
 const REPORT_GRACE: Duration = Duration::from_millis(200);
 
@@ -288,16 +293,20 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
     })?;
     let unconfirmed = match pool.info().corruption() {
         Some(c) if c.at.elapsed() < CORRUPTION_MEMORY => {
-            if c.confirmed {
-                return Err(format!(
-                    "the file is damaged: a call {:.0?} ago failed with {}",
+            let damaged = |found: &str| {
+                format!(
+                    "the file is damaged: a call {:.0?} ago failed with {}{found}",
                     c.at.elapsed(),
                     c.error
-                ));
+                )
+            };
+            if c.confirmed_at.is_some_and(|t| t.elapsed() < RECHECK_DAMAGE) {
+                return Err(damaged(""));
             }
             // A call got a corruption error, maybe from another file (an attached one, a
             // connection of its own): `integrity_check` of this one says whether it is
-            // damaged, once per error, within what is left of the timeout. Not
+            // damaged, within what is left of the timeout; once per error, and again now
+            // and then while damage found stays in memory, to see a repair. Not
             // `quick_check`, which does not compare indexes with their tables: an index
             // pointing at rows its table lacks fails every read through it and passes that.
             let damage = with_conn(&|conn| integrity_check(conn, deadline))?;
@@ -308,12 +317,10 @@ fn check_one(pool: &Database, timeout: Duration) -> Outcome {
                 }
                 Some(found) => {
                     pool.info().checked_corruption(c.at, true);
-                    return Err(format!(
-                        "the file is damaged: a call {:.0?} ago failed with {}; integrity_check: {found}",
-                        c.at.elapsed(),
-                        c.error
-                    ));
+                    return Err(damaged(&format!("; integrity_check: {found}")));
                 }
+                // Found damaged before, and not found sound since.
+                None if c.confirmed_at.is_some() => return Err(damaged("")),
                 None => Some(format!(
                     "a call {:.0?} ago failed with {}; integrity_check did not finish in time",
                     c.at.elapsed(),

@@ -501,8 +501,10 @@ impl Registry {
     ///
     /// A SQLite database is also Unhealthy for ten minutes after one of its calls got a
     /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) and `PRAGMA integrity_check` then
-    /// found its file damaged (run once per such error, within `timeout`; Degraded while it
-    /// has not finished): the probe reads only the schema's page, and damage elsewhere shows
+    /// found its file damaged (run within `timeout`, once per such error and then at most
+    /// every 5 s while calls keep meeting the damage, so a repair shows; Degraded while a
+    /// first check has not finished): the probe reads only the schema's page, and damage
+    /// elsewhere shows
     /// in the errors the calls get. Those of `read`, `write` and their async forms count; an
     /// error a `*_with` closure turned into its own type, or one met on a connection from
     /// [`Registry::get`], the registry does not see.

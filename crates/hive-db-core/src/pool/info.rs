@@ -37,9 +37,9 @@ pub(crate) struct Corruption {
     pub(crate) at: Instant,
     /// The error the call got.
     pub(crate) error: String,
-    /// Whether `PRAGMA integrity_check` found the database's own file damaged since (the
-    /// error may have come from an attached file, or from a connection the closure opened).
-    pub(crate) confirmed: bool,
+    /// When `PRAGMA integrity_check` last found the database's own file damaged (the error
+    /// may have come from an attached file, or from a connection the closure opened).
+    pub(crate) confirmed_at: Option<Instant>,
 }
 
 impl DbInfo {
@@ -95,12 +95,13 @@ impl DbInfo {
         if corrupt {
             let mut note = crate::sync::lock(&self.corruption);
             // Damage already confirmed stays confirmed: a call that meets it again keeps it
-            // in memory, and is no reason to check the whole file once more.
-            let confirmed = note.as_ref().is_some_and(|c| c.confirmed);
+            // in memory, and is no reason to check the whole file at once (health checks
+            // it again now and then, to see a repair).
+            let confirmed_at = note.as_ref().and_then(|c| c.confirmed_at);
             *note = Some(Corruption {
                 at: Instant::now(),
                 error: err.to_string(),
-                confirmed,
+                confirmed_at,
             });
         }
         err
@@ -111,18 +112,17 @@ impl DbInfo {
         crate::sync::lock(&self.corruption).clone()
     }
 
-    /// What health found of the corruption error noted at `at`: the file damaged
-    /// (`confirmed`) or not (forgotten). A newer error noted meanwhile is kept as it is.
+    /// What health found of the corruption error noted at `at`: the file damaged (the note,
+    /// whichever it is now, confirmed as of now) or sound (the note forgotten, unless a newer
+    /// error came meanwhile).
     pub(crate) fn checked_corruption(&self, at: Instant, damaged: bool) {
         let mut note = crate::sync::lock(&self.corruption);
-        if note.as_ref().is_some_and(|c| c.at == at) {
-            if damaged {
-                if let Some(c) = note.as_mut() {
-                    c.confirmed = true;
-                }
-            } else {
-                *note = None;
+        if damaged {
+            if let Some(c) = note.as_mut() {
+                c.confirmed_at = Some(Instant::now());
             }
+        } else if note.as_ref().is_some_and(|c| c.at == at) {
+            *note = None;
         }
     }
 

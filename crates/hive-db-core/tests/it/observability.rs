@@ -600,15 +600,11 @@ fn confirmed_damage_stays_confirmed() -> TestResult {
     Ok(())
 }
 
-/// Bug caught (in the fix above): the check was `quick_check`, which does not compare an
-/// index with its table: an index pointing at rows its table lacks failed every read through
-/// it with SQLITE_CORRUPT, passed the check, and the error was forgotten (Healthy).
-#[test]
-fn an_index_that_disagrees_with_its_table_is_damage() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("index_damaged.db");
+/// A file whose two indexes swapped their trees: each points at the other table's rows, a
+/// damage `quick_check` misses and every read through either index meets.
+fn swapped_indexes(path: &std::path::Path) -> anyhow::Result<()> {
     {
-        let conn = hive_db_core::rusqlite::Connection::open(&path)?;
+        let conn = hive_db_core::rusqlite::Connection::open(path)?;
         conn.execute_batch(
             "CREATE TABLE t1 (a INTEGER, b TEXT); CREATE INDEX i1 ON t1(a);
              CREATE TABLE t2 (a INTEGER, b TEXT); CREATE INDEX i2 ON t2(a);
@@ -638,6 +634,17 @@ fn an_index_that_disagrees_with_its_table_is_damage() -> TestResult {
             "the damage this test needs is one quick_check misses"
         );
     }
+    Ok(())
+}
+
+/// Bug caught (in the fix above): the check was `quick_check`, which does not compare an
+/// index with its table: an index pointing at rows its table lacks failed every read through
+/// it with SQLITE_CORRUPT, passed the check, and the error was forgotten (Healthy).
+#[test]
+fn an_index_that_disagrees_with_its_table_is_damage() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("index_damaged.db");
+    swapped_indexes(&path)?;
     let registry = Registry::new();
     let name = DbName::new("index_damaged")?;
     registry.register(&name, &path, config())?;
@@ -652,6 +659,51 @@ fn an_index_that_disagrees_with_its_table_is_damage() -> TestResult {
     assert_eq!(code.map(|c| c & 0xff), Some(11), "{read:?}");
     let db = registry.health(Duration::from_secs(5)).databases.remove(0);
     assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    Ok(())
+}
+
+/// Bug caught (in the fix above): damage once confirmed stayed confirmed for as long as
+/// calls got corruption errors, whatever their file: repaired with `REINDEX`, the database
+/// read Unhealthy for good while a closure's attached file kept failing. Health checks the
+/// file again a few seconds after it found damage.
+#[test]
+fn repaired_damage_is_seen_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("index_damaged.db");
+    swapped_indexes(&path)?;
+    let registry = Registry::new();
+    let name = DbName::new("repaired")?;
+    registry.register(&name, &path, config())?;
+    let through_index = || {
+        registry.read(&name, |c| {
+            c.query_row("SELECT b FROM t1 WHERE a = 5", [], |r| {
+                r.get::<_, String>(0)
+            })
+        })
+    };
+    assert!(through_index().is_err());
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
+    registry.write(&name, |tx| tx.execute_batch("REINDEX"))?;
+    assert_eq!(through_index()?, "x");
+    // Another file's error keeps coming.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192])?;
+    let junk = junk.to_string_lossy().into_owned();
+    let attached = || {
+        let junk = junk.clone();
+        registry.read(&name, move |c| {
+            c.execute("ATTACH ?1 AS other", [&junk])?;
+            c.query_row("SELECT count(*) FROM other.sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+    };
+    assert!(attached().is_err());
+    std::thread::sleep(Duration::from_millis(5200));
+    assert!(attached().is_err());
+    let db = registry.health(Duration::from_secs(5)).databases.remove(0);
+    assert_eq!(db.status, HealthStatus::Healthy, "{db:?}");
     Ok(())
 }
 

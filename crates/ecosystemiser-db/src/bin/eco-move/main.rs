@@ -61,7 +61,8 @@ fn main() -> std::process::ExitCode {
         let target = match run::PHASE.load(std::sync::atomic::Ordering::SeqCst) {
             run::MOVING => "nothing committed on the target",
             run::COMMITTING => {
-                "the move's COMMIT was out: it may have committed; look at the target before                  running again"
+                "the move's COMMIT was out: it may have committed; look at the target \
+                 before running again"
             }
             _ => "the move had committed",
         };

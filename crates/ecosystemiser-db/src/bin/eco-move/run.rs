@@ -130,7 +130,8 @@ pub(super) fn run(args: &Args, progress: &Progress) -> Result<Vec<Moved>, Failur
         // A connection lost while `COMMIT` was out: the server may have committed it.
         if e.as_db_error().is_none() {
             return fail(format!(
-                "the connection was lost during COMMIT: the move may have committed; look                  at the target before running again ({e})"
+                "the connection was lost during COMMIT: the move may have committed; look \
+                 at the target before running again ({e})"
             ));
         }
         PHASE.store(MOVING, SeqCst);

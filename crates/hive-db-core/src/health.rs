@@ -13,7 +13,7 @@ use crate::error::{Error, Result, error_chain, extended_code, is_corruption_code
 use crate::name::DbName;
 #[cfg(feature = "postgres")]
 use crate::pg::PgDatabase;
-use crate::pool::{CloseReport, DbInfo, PooledConnection};
+use crate::pool::{CORRUPTION_MEMORY, CloseReport, DbInfo, PooledConnection};
 use crate::stats::{DbSnapshot, PgFacts};
 
 /// An open database of either engine, as health checks and `close` see it.
@@ -115,10 +115,6 @@ pub struct HealthReport {
 
 /// How long a write transaction that failed to commit keeps a database from being Healthy.
 const COMMIT_FAILURE_MEMORY: Duration = Duration::from_secs(60);
-
-/// How long a corruption error a call got keeps a database Unhealthy. A damaged file stays
-/// damaged; while calls keep reaching the damage, health keeps saying so.
-const CORRUPTION_MEMORY: Duration = Duration::from_secs(600);
 
 /// How long damage `integrity_check` found counts as found, before health checks again
 /// (while calls keep meeting corruption errors): a repair (`REINDEX`, a restored page) shows

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::config::DbConfig;
@@ -29,6 +29,10 @@ pub(crate) struct DbInfo {
     /// copy say) carries on with.
     corruption: Mutex<Option<Corruption>>,
 }
+
+/// How long a corruption error a call got counts for health. A damaged file stays damaged;
+/// while calls keep reaching the damage, health keeps saying so.
+pub(crate) const CORRUPTION_MEMORY: Duration = Duration::from_secs(600);
 
 /// A corruption error a call got, and what health made of it.
 #[derive(Debug, Clone)]
@@ -79,12 +83,6 @@ impl DbInfo {
         })
     }
 
-    /// `Err` when the file at the path is not the one registered: gone, or another file. An
-    /// error other than "not found" proves nothing and passes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Open`] with [`OpenCause::FileChanged`].
     /// `e`, an error SQLite gave on this database, as the registry's error naming it. A
     /// corruption error (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) is kept for health too: the
     /// health probe reads only the schema's page, and corruption anywhere else shows only
@@ -96,8 +94,12 @@ impl DbInfo {
             let mut note = crate::sync::lock(&self.corruption);
             // Damage already confirmed stays confirmed: a call that meets it again keeps it
             // in memory, and is no reason to check the whole file at once (health checks
-            // it again now and then, to see a repair).
-            let confirmed_at = note.as_ref().and_then(|c| c.confirmed_at);
+            // it again now and then, to see a repair). Not a confirmation of a note out of
+            // memory: the file may have been repaired since, unseen.
+            let confirmed_at = note
+                .as_ref()
+                .filter(|c| c.at.elapsed() < CORRUPTION_MEMORY)
+                .and_then(|c| c.confirmed_at);
             *note = Some(Corruption {
                 at: Instant::now(),
                 error: err.to_string(),
@@ -113,8 +115,8 @@ impl DbInfo {
     }
 
     /// What health found of the corruption error noted at `at`: the file damaged (the note,
-    /// whichever it is now, confirmed as of now) or sound (the note forgotten, unless a newer
-    /// error came meanwhile).
+    /// whichever it is now, confirmed as of now) or sound (the note forgotten; a newer error
+    /// that came meanwhile stays, unconfirmed, for a check of its own).
     pub(crate) fn checked_corruption(&self, at: Instant, damaged: bool) {
         let mut note = crate::sync::lock(&self.corruption);
         if damaged {
@@ -123,9 +125,17 @@ impl DbInfo {
             }
         } else if note.as_ref().is_some_and(|c| c.at == at) {
             *note = None;
+        } else if let Some(c) = note.as_mut() {
+            c.confirmed_at = None;
         }
     }
 
+    /// `Err` when the file at the path is not the one registered: gone, or another file. An
+    /// error other than "not found" proves nothing and passes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Open`] with [`OpenCause::FileChanged`].
     pub(crate) fn check_file(&self) -> Result<()> {
         let Some(file_id) = self.file_id else {
             return Ok(());
@@ -161,5 +171,67 @@ impl DbInfo {
     pub(crate) fn snapshot(&self, gauges: Option<Gauges>) -> DbSnapshot {
         self.counters
             .snapshot(&self.name, self.backend(), &self.path, &self.config, gauges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::test_pool;
+
+    fn corrupt() -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some("database disk image is malformed".to_owned()),
+        )
+    }
+
+    /// Bug caught: a check that found the file sound while a newer corruption error came
+    /// (another file's, say) left that newer note with the old confirmation, so the next
+    /// check that could not finish said "damaged" of a file last found sound.
+    #[test]
+    fn a_sound_check_unconfirms_a_newer_error() -> anyhow::Result<()> {
+        let (_dir, pool) = test_pool("note_race", crate::config::DbConfig::default())?;
+        let info = pool.info();
+        let _ = info.sqlite_error("read", corrupt());
+        let first = info.corruption().expect("noted");
+        info.checked_corruption(first.at, true);
+        std::thread::sleep(Duration::from_millis(2));
+        // A newer error while the re-check runs, which then finds the file sound.
+        let _ = info.sqlite_error("read", corrupt());
+        info.checked_corruption(first.at, false);
+        let note = info.corruption().expect("the newer error stays noted");
+        assert!(note.at > first.at);
+        assert_eq!(note.confirmed_at, None, "{note:?}");
+        Ok(())
+    }
+
+    /// Bug caught: a confirmation carried over from a note already out of memory, so a new
+    /// error's first check that could not finish said "damaged" of a file maybe repaired
+    /// since, unseen.
+    #[test]
+    fn a_confirmation_out_of_memory_is_not_carried_over() -> anyhow::Result<()> {
+        let (_dir, pool) = test_pool("note_expired", crate::config::DbConfig::default())?;
+        let info = pool.info();
+        let _ = info.sqlite_error("read", corrupt());
+        let first = info.corruption().expect("noted");
+        info.checked_corruption(first.at, true);
+        {
+            let mut note = crate::sync::lock(&info.corruption);
+            let c = note.as_mut().expect("noted");
+            let Some(long_ago) = c.at.checked_sub(CORRUPTION_MEMORY + Duration::from_secs(1))
+            else {
+                // The monotonic clock began less than that ago: nothing to age.
+                return Ok(());
+            };
+            c.at = long_ago;
+        }
+        let _ = info.sqlite_error("read", corrupt());
+        assert_eq!(info.corruption().expect("noted").confirmed_at, None);
+        // Within memory, the confirmation carries over.
+        info.checked_corruption(first.at, true);
+        let _ = info.sqlite_error("read", corrupt());
+        assert!(info.corruption().expect("noted").confirmed_at.is_some());
+        Ok(())
     }
 }

@@ -40,7 +40,7 @@ use scheduled_thread_pool::JobHandle;
 pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
-pub(crate) use info::DbInfo;
+pub(crate) use info::{CORRUPTION_MEMORY, DbInfo};
 #[cfg(feature = "async")]
 pub(crate) use maintenance::on_tick;
 #[cfg(feature = "postgres")]

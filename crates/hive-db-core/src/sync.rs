@@ -57,6 +57,19 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
+/// Waits up to `wait` for the thread of `handle` to end, and joins it if it did; one still
+/// running is left to end on its own.
+#[cfg(feature = "postgres")]
+pub(crate) fn join_within(handle: std::thread::JoinHandle<()>, wait: std::time::Duration) {
+    let deadline = std::time::Instant::now() + wait;
+    while !handle.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if handle.is_finished() {
+        let _ = handle.join();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

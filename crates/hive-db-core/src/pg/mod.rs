@@ -22,6 +22,7 @@ mod guard;
 mod handle;
 mod manager;
 mod monitor;
+mod probe;
 mod replica;
 mod server;
 

@@ -740,28 +740,58 @@ mod tests {
         (started, free)
     }
 
+    /// Two databases whose first passes hold both checkpointer threads (every database's)
+    /// until this drops.
+    struct CheckpointersHeld(
+        Vec<(
+            tempfile::TempDir,
+            Arc<Database>,
+            Arc<std::sync::atomic::AtomicU32>,
+        )>,
+    );
+
+    impl CheckpointersHeld {
+        fn new(prefix: &str) -> anyhow::Result<Self> {
+            let site = Location::caller();
+            let mut held = Vec::new();
+            for n in 1..=2 {
+                let (dir, db) = database(&format!("{prefix}-{n}"), DbConfig::default())?;
+                let (started, free) = held_passes(&db);
+                create_blobs(&db, site)?;
+                while started.load(Relaxed) == 0 {
+                    write_blob(&db, site)?;
+                }
+                held.push((dir, db, free));
+            }
+            Ok(Self(held))
+        }
+    }
+
+    impl Drop for CheckpointersHeld {
+        fn drop(&mut self) {
+            for (_, _, free) in &self.0 {
+                free.store(u32::MAX, Relaxed);
+            }
+        }
+    }
+
+    /// Makes table `b` and writes blobs until a first checkpoint pass is due (its job
+    /// started, or waiting for a thread).
+    fn until_a_pass_is_due(db: &Database, site: &'static Location<'static>) -> TestResult {
+        create_blobs(db, site)?;
+        while db.checkpoints.step() != crate::checkpoint::Step::FirstPass {
+            write_blob(db, site)?;
+        }
+        Ok(())
+    }
+
     /// Bug caught: a background pass's job carried the connection of the write that made it
     /// due, and kept it while it waited for a checkpointer thread behind other databases'
     /// passes: a pool of one served no read or write meanwhile, each timing out.
     #[test]
     fn a_pass_waiting_for_a_checkpointer_thread_holds_no_connection() -> TestResult {
         let site = Location::caller();
-        // Two databases whose passes hold both checkpointer threads until `free`.
-        let mut busy = Vec::new();
-        for name in ["ckpt-busy-1", "ckpt-busy-2"] {
-            let (dir, db) = database(name, DbConfig::default())?;
-            let (started, free) = held_passes(&db);
-            create_blobs(&db, site)?;
-            while started.load(Relaxed) == 0 {
-                write_blob(&db, site)?;
-            }
-            busy.push((dir, db, free));
-        }
-        let let_go = crate::sync::defer(|| {
-            for (_, _, free) in &busy {
-                free.store(u32::MAX, Relaxed);
-            }
-        });
+        let let_go = CheckpointersHeld::new("ckpt-busy-a")?;
         let config = DbConfig {
             max_size: 1,
             min_idle: 1,
@@ -774,10 +804,7 @@ mod tests {
         db.checkpoints.set_first_pass_hook(Arc::new(move || {
             hook_started.fetch_add(1, Relaxed);
         }));
-        create_blobs(&db, site)?;
-        while db.checkpoints.step() != crate::checkpoint::Step::FirstPass {
-            write_blob(&db, site)?;
-        }
+        until_a_pass_is_due(&db, site)?;
         // Its pass waits for a thread; the pool's one connection serves meanwhile.
         let read = db.read(site, |c| {
             c.query_row("SELECT count(*) FROM b", [], |r| r.get::<_, i64>(0))
@@ -804,31 +831,14 @@ mod tests {
     #[test]
     fn a_pass_without_a_connection_is_no_callers_timeout() -> TestResult {
         let site = Location::caller();
-        let mut busy = Vec::new();
-        for name in ["ckpt-busy-3", "ckpt-busy-4"] {
-            let (dir, db) = database(name, DbConfig::default())?;
-            let (started, free) = held_passes(&db);
-            create_blobs(&db, site)?;
-            while started.load(Relaxed) == 0 {
-                write_blob(&db, site)?;
-            }
-            busy.push((dir, db, free));
-        }
-        let let_go = crate::sync::defer(|| {
-            for (_, _, free) in &busy {
-                free.store(u32::MAX, Relaxed);
-            }
-        });
+        let let_go = CheckpointersHeld::new("ckpt-busy-b")?;
         let config = DbConfig {
             max_size: 1,
             min_idle: 1,
             ..DbConfig::default()
         };
         let (_dir, db) = database("ckpt-none", config)?;
-        create_blobs(&db, site)?;
-        while db.checkpoints.step() != crate::checkpoint::Step::FirstPass {
-            write_blob(&db, site)?;
-        }
+        until_a_pass_is_due(&db, site)?;
         // The application holds the pool's one connection while the pass looks for one.
         let held = db.checkout(site)?;
         drop(let_go);

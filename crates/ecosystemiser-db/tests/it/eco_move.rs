@@ -46,6 +46,14 @@ fn eco_move(from: &Path, to: &str) -> anyhow::Result<(i32, String)> {
     ))
 }
 
+/// A plain client of the target, as its owner (the test server's superuser).
+fn client(url: &str) -> anyhow::Result<hive_db_core::postgres::Client> {
+    Ok(hive_db_core::postgres::Client::connect(
+        url,
+        hive_db_core::postgres::NoTls,
+    )?)
+}
+
 /// Rows of `table` on the target.
 fn target_rows(url: &str, table: &str) -> anyhow::Result<i64> {
     let registry = pg_registry(url)?;
@@ -127,11 +135,8 @@ fn a_table_eco_move_does_not_move_is_left_alone() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("original.db");
     original(&path)?;
-    let srv = server()?;
-    let url = srv.fresh_db()?;
-    let db = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut admin =
-        hive_db_core::postgres::Client::connect(&srv.url(&db), hive_db_core::postgres::NoTls)?;
+    let url = server()?.fresh_db()?;
+    let mut admin = client(&url)?;
     admin.batch_execute(
         "CREATE TABLE audit_log (id serial PRIMARY KEY, at timestamptz DEFAULT now(), note text);
          INSERT INTO audit_log (note) VALUES ('kept');",
@@ -155,17 +160,15 @@ fn a_move_goes_into_the_schema_the_data_layer_uses() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("original.db");
     original(&path)?;
-    let srv = server()?;
-    let url = srv.fresh_db()?;
+    let url = server()?.fresh_db()?;
     let db = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let mut admin =
-        hive_db_core::postgres::Client::connect(&srv.url(&db), hive_db_core::postgres::NoTls)?;
+    let mut admin = client(&url)?;
     admin.batch_execute(&format!(
         "DROP ROLE IF EXISTS ecomover; CREATE ROLE ecomover LOGIN;
          GRANT ALL ON DATABASE {db} TO ecomover;
          CREATE SCHEMA ecomover AUTHORIZATION ecomover;"
     ))?;
-    let as_role = srv.url(&db).replacen("postgres@", "ecomover@", 1);
+    let as_role = url.replacen("postgres@", "ecomover@", 1);
     let (code, stderr) = eco_move(&path, &as_role)?;
     assert_eq!(code, 0, "{stderr}");
     let moved: i64 = admin
@@ -229,8 +232,7 @@ fn an_interrupted_move_leaves_no_snapshot() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert_eq!(snapshots()?, Vec::<std::path::PathBuf>::new(), "{stderr}");
     // Interrupted before its migration or inside its transaction: no row either way.
-    let mut client = hive_db_core::postgres::Client::connect(&url, hive_db_core::postgres::NoTls)?;
-    let exists: bool = client
+    let exists: bool = client(&url)?
         .query_one("SELECT to_regclass('simulations') IS NOT NULL", &[])?
         .try_get(0)?;
     if exists {
@@ -259,7 +261,7 @@ fn a_signal_during_the_commit_does_not_say_nothing_committed() -> anyhow::Result
         let _eco = EcoDb::with_postgres(&registry, &url, pg_config())?;
         registry.close_all(std::time::Duration::from_secs(5));
     }
-    let mut admin = hive_db_core::postgres::Client::connect(&url, hive_db_core::postgres::NoTls)?;
+    let mut admin = client(&url)?;
     admin.batch_execute(
         "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN

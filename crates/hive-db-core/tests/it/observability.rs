@@ -440,14 +440,7 @@ fn health_of_empty_and_closed() -> TestResult {
 fn a_corruption_error_a_call_got_makes_health_unhealthy() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("damaged.db");
-    {
-        let conn = hive_db_core::rusqlite::Connection::open(&path)?;
-        conn.execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (randomblob(100000));")?;
-    }
-    // Page 1 (the header and the schema) stays; the table's pages become garbage.
-    let mut bytes = std::fs::read(&path)?;
-    bytes.iter_mut().skip(4096).for_each(|b| *b = 0x55);
-    std::fs::write(&path, &bytes)?;
+    damaged_file(&path)?;
     let registry = Registry::new();
     let name = DbName::new("damaged")?;
     registry.register(&name, &path, config())?;
@@ -464,9 +457,7 @@ fn a_corruption_error_a_call_got_makes_health_unhealthy() -> TestResult {
         HealthStatus::Healthy,
         "not damaged where it looks"
     );
-    let read = registry.read(&name, |c| {
-        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
-    });
+    let read = read_damaged(&registry, &name);
     let Err(hive_db_core::Error::Sqlite { code, .. }) = &read else {
         panic!("the damaged table read: {read:?}");
     };
@@ -480,7 +471,7 @@ fn a_corruption_error_a_call_got_makes_health_unhealthy() -> TestResult {
     // The async calls' errors count the same.
     let other = DbName::new("damaged_async")?;
     let copy = dir.path().join("damaged_async.db");
-    std::fs::write(&copy, &bytes)?;
+    damaged_file(&copy)?;
     registry.register(&other, &copy, config())?;
     let read = futures_executor::block_on(registry.read_async(&other, |c| {
         c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
@@ -508,6 +499,31 @@ fn damaged_file(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A read of `damaged_file`'s table `t`, which meets the damage.
+fn read_damaged(registry: &Registry, name: &DbName) -> hive_db_core::Result<i64> {
+    registry.read(name, |c| {
+        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
+    })
+}
+
+/// A read of `name` that attaches `dir/junk.db`, a file that is not a database, and reads
+/// it: SQLITE_NOTADB from another file than `name`'s.
+fn read_through_junk(
+    registry: &Registry,
+    name: &DbName,
+    dir: &std::path::Path,
+) -> anyhow::Result<hive_db_core::Result<i64>> {
+    let junk = dir.join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192])?;
+    let junk = junk.to_string_lossy().into_owned();
+    Ok(registry.read(name, move |c| {
+        c.execute("ATTACH ?1 AS other", [&junk])?;
+        c.query_row("SELECT count(*) FROM other.sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    }))
+}
+
 /// Bug caught (in the fix above): the corruption error kept with the name's counters, which
 /// its next registration carries on with: a sound copy restored under the same name read
 /// Unhealthy for ten minutes.
@@ -519,9 +535,7 @@ fn a_restored_file_under_a_damaged_ones_name_is_healthy() -> TestResult {
     let registry = Registry::new();
     let name = DbName::new("restored")?;
     registry.register(&name, &path, config())?;
-    let read = registry.read(&name, |c| {
-        c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
-    });
+    let read = read_damaged(&registry, &name);
     assert!(read.is_err(), "{read:?}");
     registry.close(&name, Duration::from_secs(5))?;
     let sound = dir.path().join("restored.db");
@@ -537,20 +551,13 @@ fn a_restored_file_under_a_damaged_ones_name_is_healthy() -> TestResult {
 
 /// Bug caught (in the fix above): a corruption error a closure met on another file (here
 /// an attached file that is not a database) made this sound database Unhealthy: health now
-/// asks `quick_check` of this database's own file, and forgets the error when it is sound.
+/// asks `integrity_check` of this database's own file, and forgets the error when it is
+/// sound.
 #[test]
 fn a_corruption_error_from_another_file_is_forgotten() -> TestResult {
     let f = fixture("attach_junk", config())?;
     create_table(&f)?;
-    let junk = f.dir.path().join("junk.db");
-    std::fs::write(&junk, vec![b'x'; 8192])?;
-    let junk = junk.to_string_lossy().into_owned();
-    let read = f.registry.read(&f.name, move |c| {
-        c.execute("ATTACH ?1 AS other", [&junk])?;
-        c.query_row("SELECT count(*) FROM other.sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
-        })
-    });
+    let read = read_through_junk(&f.registry, &f.name, f.dir.path())?;
     assert!(read.is_err(), "{read:?}");
     for _ in 0..2 {
         let db = f
@@ -574,11 +581,7 @@ fn confirmed_damage_stays_confirmed() -> TestResult {
     let registry = Registry::new();
     let name = DbName::new("still_damaged")?;
     registry.register(&name, &path, config())?;
-    let read = || {
-        registry.read(&name, |c| {
-            c.query_row("SELECT length(x) FROM t", [], |r| r.get::<_, i64>(0))
-        })
-    };
+    let read = || read_damaged(&registry, &name);
     assert!(read().is_err());
     let db = registry.health(Duration::from_secs(5)).databases.remove(0);
     assert_eq!(db.status, HealthStatus::Unhealthy, "{db:?}");
@@ -687,21 +690,9 @@ fn repaired_damage_is_seen_again() -> TestResult {
     registry.write(&name, |tx| tx.execute_batch("REINDEX"))?;
     assert_eq!(through_index()?, "x");
     // Another file's error keeps coming.
-    let junk = dir.path().join("junk.db");
-    std::fs::write(&junk, vec![b'x'; 8192])?;
-    let junk = junk.to_string_lossy().into_owned();
-    let attached = || {
-        let junk = junk.clone();
-        registry.read(&name, move |c| {
-            c.execute("ATTACH ?1 AS other", [&junk])?;
-            c.query_row("SELECT count(*) FROM other.sqlite_schema", [], |r| {
-                r.get::<_, i64>(0)
-            })
-        })
-    };
-    assert!(attached().is_err());
+    assert!(read_through_junk(&registry, &name, dir.path())?.is_err());
     std::thread::sleep(Duration::from_millis(5200));
-    assert!(attached().is_err());
+    assert!(read_through_junk(&registry, &name, dir.path())?.is_err());
     let db = registry.health(Duration::from_secs(5)).databases.remove(0);
     assert_eq!(db.status, HealthStatus::Healthy, "{db:?}");
     Ok(())

@@ -5,19 +5,23 @@
 //!
 //! Every migration is idempotent as well (`IF NOT EXISTS`, shape checks before changes), and
 //! a file made by the original Python code (version 0 with its tables already there) is
-//! adopted in place, ending with the schema of a fresh file. No migration drops what it does not know: a column, index,
-//! trigger or view someone added stays, or the migration fails and the file is left as it
-//! was.
+//! adopted in place, ending with the schema of a fresh file. No migration drops or breaks
+//! what it does not know: a column, index, trigger or view someone added stays and works as
+//! it did, or the migration fails and the file is left as it was (`shape`). A file whose
+//! tables lack a fresh file's columns, or declare them with another type, is refused.
 
 mod adopt;
 #[cfg(feature = "postgres")]
 pub(crate) mod pg;
+mod shape;
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use hive_db_core::rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use hive_db_core::{DbConfig, DbName, OpenCause, open_connection};
-use rusqlite_migration::HookResult;
+use rusqlite_migration::{HookError, HookResult};
 
 use crate::error::{Error, Result};
 
@@ -65,7 +69,6 @@ fn v1(tx: &Transaction<'_>) -> HookResult {
     // the same names; version 4 creates them once the names are free again.
     if let Some(old) = legacy_events {
         adopt::copy_old_events(tx, &old)?;
-        adopt::check_views(tx)?;
     }
     adopt::copy_components_table(tx)?;
     Ok(())
@@ -89,19 +92,11 @@ const V2_EVENT_INDEXES: [(&str, &str); 4] = [
 
 /// Version 3: smaller event indexes (see `v3.sql`). Each version 2 index is dropped only
 /// when it is the one version 2 makes (on the events table, on its column and `seq`, neither
-/// unique nor partial): version 2 skips a name that exists, so an index of that name made
-/// otherwise is someone's own, and stays.
+/// unique, partial, descending nor of another collation): version 2 skips a name that
+/// exists, so an index of that name made otherwise is someone's own, and stays.
 fn v3(tx: &Transaction<'_>) -> HookResult {
     for (name, column) in V2_EVENT_INDEXES {
-        let ours: bool = tx.query_row(
-            "SELECT count(*) = 1 FROM pragma_index_list('ecosystemiser_events') l
-             WHERE l.name = ?1 AND NOT l.\"unique\" AND NOT l.partial
-               AND (SELECT group_concat(i.name, ',') FROM
-                       (SELECT name FROM pragma_index_info(?1) ORDER BY seqno) i) = ?2",
-            [name, &format!("{column},seq")],
-            |r| r.get(0),
-        )?;
-        if ours {
+        if shape::is_plain_index(tx, "ecosystemiser_events", name, &[column, "seq"])? {
             tx.execute_batch(&format!("DROP INDEX {name}"))?;
         }
     }
@@ -130,6 +125,40 @@ fn v4(tx: &Transaction<'_>) -> HookResult {
         }
     }
     Ok(())
+}
+
+/// The columns of every table of a fresh database, made once per process in memory.
+fn fresh_columns() -> Result<&'static BTreeMap<&'static str, shape::Columns>, HookError> {
+    static FRESH: OnceLock<Result<BTreeMap<&'static str, shape::Columns>, String>> =
+        OnceLock::new();
+    let made = FRESH.get_or_init(|| {
+        let make = || -> Result<BTreeMap<&'static str, shape::Columns>, HookError> {
+            let name = hive_db_core::DbName::new("ecosystemiser")
+                .map_err(|e| HookError::Hook(format!("cannot name the fresh database: {e}")))?;
+            // SQLite opens the name `:memory:` as a private database in memory.
+            let mut conn = hive_db_core::open_connection(
+                &name,
+                std::path::Path::new(":memory:"),
+                &hive_db_core::DbConfig::default(),
+            )
+            .map_err(|e| HookError::Hook(format!("cannot open a fresh database: {e}")))?;
+            let tx = conn.transaction()?;
+            for step in STEPS {
+                step(&tx)?;
+            }
+            let mut out = BTreeMap::new();
+            for table in TABLES {
+                out.insert(table, shape::columns(&tx, table)?);
+            }
+            Ok(out)
+        };
+        make().map_err(|e| match e {
+            HookError::Hook(message) => message,
+            e => format!("{e:?}"),
+        })
+    });
+    made.as_ref()
+        .map_err(|e| HookError::Hook(format!("cannot make a fresh schema to compare: {e}")))
 }
 
 /// Checks an existing file before anything is written to it: that it is a SQLite database,
@@ -189,9 +218,10 @@ pub(crate) fn user_version(conn: &Connection) -> hive_db_core::rusqlite::Result<
 /// # Errors
 ///
 /// [`Error::SchemaTooNew`] when the file is newer than this code; [`Error::Migration`] when a
-/// migration fails (it is rolled back), or when a table of [`TABLES`] is missing from a file
-/// at the newest version (its version set by hand, or a table dropped since): refused at
-/// open, not failing at its first use.
+/// migration fails or would break a view or trigger that worked before it (it is rolled
+/// back), or when a table of [`TABLES`] is missing from the file, or lacks a column of a fresh
+/// database or declares one with another type affinity (a file made or changed by hand):
+/// refused at open, not failing at its first use.
 pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result<()> {
     migrate_to(db, path, conn, SCHEMA_VERSION)?;
     let failed = |source: rusqlite_migration::Error| Error::Migration {
@@ -212,13 +242,15 @@ pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result
             missing.push(table);
         }
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(failed(rusqlite_migration::Error::Hook(format!(
+    if !missing.is_empty() {
+        return Err(failed(rusqlite_migration::Error::Hook(format!(
             "the file is at version {SCHEMA_VERSION} but has no table {missing:?}"
-        ))))
+        ))));
     }
+    // Also for a file a migration just checked: cheap, the fresh columns are made once.
+    fresh_columns()
+        .and_then(|fresh| shape::refuse_columns_unlike_fresh(conn, fresh))
+        .map_err(|e| failed(e.into()))
 }
 
 /// Migrates to `version` (for tests of each step).
@@ -261,8 +293,15 @@ pub(crate) fn migrate_to(
     if start >= version {
         return Ok(());
     }
+    let before = shape::compile(&tx).map_err(|e| failed(e.into()))?;
     for step in &STEPS[start..version] {
         step(&tx).map_err(|e| failed(e.into()))?;
+    }
+    shape::refuse_what_broke(&tx, &before).map_err(|e| failed(e.into()))?;
+    if version == SCHEMA_VERSION {
+        fresh_columns()
+            .and_then(|fresh| shape::refuse_columns_unlike_fresh(&tx, fresh))
+            .map_err(|e| failed(e.into()))?;
     }
     tx.pragma_update(None, "user_version", version as i64)
         .map_err(|e| failed(e.into()))?;

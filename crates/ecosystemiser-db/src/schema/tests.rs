@@ -398,3 +398,127 @@ fn a_file_at_the_newest_version_without_its_tables_is_refused() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// The columns of `table`, in order, comma-separated.
+fn column_list(conn: &Connection, table: &str) -> anyhow::Result<String> {
+    Ok(conn.query_row(
+        "SELECT group_concat(name) FROM (SELECT name FROM pragma_table_xinfo(?1) ORDER BY cid)",
+        [table],
+        |r| r.get(0),
+    )?)
+}
+
+/// Bug caught: a migration that broke what someone built on the tables it changes. Version
+/// 4 adds a column to `studies`, which breaks a view declared with a column list over
+/// `SELECT *`, and a trigger that copies a row with `SELECT *`. SQLite checks both only when
+/// a statement uses them: the migration reported success, and every read of the view, or
+/// every delete from `studies`, failed from then on. The migration must refuse and leave the
+/// file at version 3 as it was; and a view broken before the migration must not stop it.
+#[test]
+fn a_migration_that_would_break_a_view_or_trigger_is_refused() -> anyhow::Result<()> {
+    // What someone added, and a statement that uses it.
+    let added = [
+        (
+            "CREATE VIEW study_report ({columns}) AS SELECT * FROM studies;",
+            "SELECT * FROM study_report",
+        ),
+        (
+            "CREATE TABLE studies_archive AS SELECT * FROM studies WHERE 0;
+             CREATE TRIGGER studies_archived BEFORE DELETE ON studies BEGIN
+                 INSERT INTO studies_archive SELECT * FROM studies WHERE study_id = old.study_id;
+             END;",
+            "DELETE FROM studies",
+        ),
+    ];
+    for (sql, uses) in added {
+        let dir = tempfile::tempdir()?;
+        let (db, path, mut conn) = fresh(dir.path())?;
+        migrate_to(&db, &path, &mut conn, 3)?;
+        let columns = column_list(&conn, "studies")?;
+        conn.execute_batch(&sql.replace("{columns}", &columns))?;
+        let before = objects(&conn)?;
+        let err = migrate(&db, &path, &mut conn).err();
+        assert!(matches!(err, Some(Error::Migration { .. })), "{err:?}");
+        assert!(format!("{err:?}").contains("would break"), "{err:?}");
+        assert_eq!(user_version(&conn)?, 3);
+        assert_eq!(objects(&conn)?, before);
+        assert_eq!(column_list(&conn, "studies")?, columns);
+        conn.execute_batch(uses)?;
+    }
+
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 3)?;
+    conn.execute_batch("CREATE VIEW broken_already AS SELECT no_such_column FROM studies;")?;
+    migrate(&db, &path, &mut conn)?;
+    assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
+    Ok(())
+}
+
+/// Bug caught: only the tables' presence was checked, and every `CREATE TABLE IF NOT EXISTS`
+/// skips a table that exists. A file with a table made by hand, a column missing or declared
+/// with another type, opened without error; then creating a simulation failed ("no column
+/// named metadata"), or a duration stored as text could never be read back. It must be
+/// refused at open, naming the table and the column, with the file left as it was; a column
+/// someone added, or a type of the same affinity, is no concern.
+#[test]
+fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
+    let fresh_dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(fresh_dir.path())?;
+    migrate(&db, &path, &mut conn)?;
+    let simulations: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE name = 'simulations'",
+        [],
+        |r| r.get(0),
+    )?;
+    drop(conn);
+    assert!(
+        simulations.contains("duration_seconds REAL"),
+        "{simulations}"
+    );
+    let cases = [
+        (
+            simulations.replace("metadata JSON", "notes JSON"),
+            "simulations has no column metadata",
+        ),
+        (
+            simulations.replace("duration_seconds REAL", "duration_seconds TEXT"),
+            "simulations.duration_seconds",
+        ),
+    ];
+    for (create, named) in cases {
+        assert_ne!(create, simulations);
+        let dir = tempfile::tempdir()?;
+        let (db, path, mut conn) = fresh(dir.path())?;
+        conn.execute_batch(&create)?;
+        let before = objects(&conn)?;
+        let err = migrate(&db, &path, &mut conn).err();
+        assert!(matches!(err, Some(Error::Migration { .. })), "{err:?}");
+        assert!(format!("{err:?}").contains(named), "{named}: {err:?}");
+        assert_eq!(objects(&conn)?, before);
+        assert_eq!(user_version(&conn)?, 0);
+    }
+
+    // Already at the newest version (a column dropped since): refused at open too.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate(&db, &path, &mut conn)?;
+    conn.execute_batch("ALTER TABLE studies DROP COLUMN error_message")?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(
+        format!("{err:?}").contains("studies has no column error_message"),
+        "{err:?}"
+    );
+
+    // A column added, and a type of the same affinity, pass.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    let same = simulations
+        .replace("duration_seconds REAL", "duration_seconds DOUBLE PRECISION")
+        .replace("metadata JSON", "metadata JSON, owner TEXT");
+    assert_ne!(same, simulations);
+    conn.execute_batch(&same)?;
+    migrate(&db, &path, &mut conn)?;
+    assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
+    Ok(())
+}

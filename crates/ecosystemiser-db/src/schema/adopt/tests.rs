@@ -387,9 +387,10 @@ fn what_someone_added_stays() -> anyhow::Result<()> {
 
 /// Bug caught: an addition adoption cannot carry over (an index, a view or a trigger naming
 /// the old `source_agent` column, a `UNIQUE` or `CHECK` column whose constraint the copy
-/// would not have) silently dropped or broken instead of refused with the file left as it
-/// was. The triggers were carried over, and SQLite checks a trigger's body only when it
-/// fires: the file opened, and every publish (or every new simulation) failed after.
+/// would not have, a trigger that copies whole rows of the events table or inserts into it
+/// without a column list) silently dropped or broken instead of refused with the file left
+/// as it was. The triggers were carried over, and SQLite checks a trigger's body only when
+/// it fires: the file opened, and every publish (or every new simulation) failed after.
 #[test]
 fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -427,6 +428,23 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
                  VALUES ('sim-' || new.simulation_id, 'created', 'db', 'now', '{}');
              END;",
         ),
+        // Triggers that depend on the old table's width: a copy with `SELECT *`, and an
+        // insert without a column list. Neither names a column the new table lacks.
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE TABLE my_events_copy AS SELECT * FROM ecosystemiser_events WHERE 0;
+             CREATE TRIGGER my_copy AFTER INSERT ON ecosystemiser_events BEGIN
+                 INSERT INTO my_events_copy
+                     SELECT * FROM ecosystemiser_events WHERE event_id = new.event_id;
+             END;",
+        ),
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE TRIGGER my_sim_row AFTER INSERT ON simulations BEGIN
+                 INSERT INTO ecosystemiser_events VALUES ('sim-' || new.simulation_id,
+                     'created', 'db', 'now', NULL, '{}', NULL, NULL);
+             END;",
+        ),
     ];
     for backend in [Backend::Pooled, Backend::Direct] {
         for (i, (events, added)) in cases.iter().enumerate() {
@@ -451,6 +469,61 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
             );
             assert_eq!(dump(&raw(&path)?)?, before, "{backend:?} {added}");
         }
+    }
+    Ok(())
+}
+
+/// Bug caught: an index of the old events table under one of the names the new table's
+/// own indexes replace was dropped by its name alone, whatever it was: someone's `UNIQUE`
+/// index on `(simulation_id, event_type)` went with the old table, and the duplicates it
+/// refused were stored from then on, without a word. Only the index the original code made
+/// under that name is replaced; one made otherwise is carried over.
+#[test]
+fn an_index_under_a_replaced_name_made_otherwise_stays() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let unique = EVENTS_BUS.replace(
+        "CREATE INDEX idx_ecosys_events_simulation ON ecosystemiser_events(simulation_id, timestamp);",
+        "CREATE UNIQUE INDEX idx_ecosys_events_simulation
+             ON ecosystemiser_events(simulation_id, event_type);",
+    );
+    let descending = EVENTS_BUS.replace(
+        "ON ecosystemiser_events(analysis_id, timestamp)",
+        "ON ecosystemiser_events(analysis_id, timestamp DESC)",
+    );
+    assert_ne!(unique, EVENTS_BUS);
+    assert_ne!(descending, EVENTS_BUS);
+    for backend in [Backend::Pooled, Backend::Direct] {
+        for (events, kept) in [
+            (&unique, "idx_ecosys_events_simulation"),
+            (&descending, "idx_ecosys_events_analysis"),
+        ] {
+            let path = dir.path().join(format!("{kept}-{backend:?}.db"));
+            for sql in [events.as_str(), EVENTS_BUS_DATA] {
+                raw(&path)?.execute_batch(sql)?;
+            }
+            let key = format!("index {kept}");
+            let before = schema(&raw(&path)?)?.remove(&key);
+            assert!(before.is_some(), "{backend:?}: no {key} to begin with");
+            let (db, _registry) = open(backend, &path)?;
+            let conn = db.connection()?;
+            let after = schema(&conn)?.remove(&key);
+            assert_eq!(after, before, "{backend:?}: {key}");
+        }
+        // The unique index still refuses a duplicate.
+        let path = dir
+            .path()
+            .join(format!("idx_ecosys_events_simulation-{backend:?}.db"));
+        let (db, _registry) = open(backend, &path)?;
+        let events = crate::EventStore::new(&db);
+        let event = || {
+            let mut e = crate::Event::new("simulation.started", "solver", serde_json::json!(1));
+            e.simulation_id = Some("sim-a".to_owned());
+            e
+        };
+        assert!(
+            events.publish(&event()).is_err(),
+            "{backend:?}: a duplicate was stored"
+        );
     }
     Ok(())
 }

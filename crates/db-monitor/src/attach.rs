@@ -1,7 +1,7 @@
 //! The client of a registry's endpoint: `/stats` and `/health` over plain HTTP, each request
 //! bounded by one overall timeout.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hive_db_core::{HealthReport, RegistrySnapshot, SNAPSHOT_SCHEMA_VERSION};
@@ -21,6 +21,9 @@ impl Endpoint {
     /// A client of `base` whose every request ends within `timeout`.
     pub(crate) fn new(base: &str, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
+            // Never a proxy from the environment: endpoints are on loopback, and one named by
+            // an announcement must be reached there, not through another host.
+            .proxy(None)
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .max_redirects(0)
@@ -38,30 +41,59 @@ impl Endpoint {
         &self.base
     }
 
-    /// GET `path`: the status and the body.
+    /// GET `path`: the status and the body. An endpoint at its connection cap answers 503
+    /// with `Retry-After` (it evicted this connection to make room): asked again after that
+    /// many seconds while the timeout allows, since such an answer says nothing about the
+    /// registry.
     fn get(&self, path: &str) -> Result<(u16, String)> {
         let url = format!("{}{path}", self.base);
-        let mut response = self
-            .agent
-            .get(&url)
-            .header("Accept", "application/json")
-            .call()
-            .map_err(|e| match e {
-                // ureq says only "timeout: global".
-                ureq::Error::Timeout(_) => anyhow!(
-                    "cannot reach {url}: no answer within {}",
-                    crate::fmt::duration(self.timeout)
-                ),
-                e => anyhow!("cannot reach {url}: {e}"),
-            })?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(BODY_LIMIT)
-            .read_to_string()
-            .map_err(|e| anyhow!("cannot read the answer of {url}: {e}"))?;
-        Ok((status, body))
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            // The whole exchange, retries included, within the timeout.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut response = self
+                .agent
+                .get(&url)
+                .header("Accept", "application/json")
+                .config()
+                .timeout_global(Some(left.max(Duration::from_millis(1))))
+                .build()
+                .call()
+                .map_err(|e| match e {
+                    // ureq says only "timeout: global".
+                    ureq::Error::Timeout(_) => anyhow!(
+                        "cannot reach {url}: no answer within {}",
+                        crate::fmt::duration(self.timeout)
+                    ),
+                    e => anyhow!("cannot reach {url}: {e}"),
+                })?;
+            let status = response.status().as_u16();
+            let retry_after = (status == 503)
+                .then(|| response.headers().get("Retry-After"))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(60)));
+            if let Some(wait) = retry_after {
+                if wait >= deadline.saturating_duration_since(Instant::now()) {
+                    bail!(
+                        "{url} is busy: the endpoint is at its connection limit (HTTP 503, \
+                         retry after {}) and did not answer within {}",
+                        crate::fmt::duration(wait),
+                        crate::fmt::duration(self.timeout)
+                    );
+                }
+                std::thread::sleep(wait);
+                continue;
+            }
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(BODY_LIMIT)
+                .read_to_string()
+                .map_err(|e| anyhow!("cannot read the answer of {url}: {e}"))?;
+            return Ok((status, body));
+        }
     }
 
     /// The registry's snapshot from `/stats`.

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hive_db_core::discovery::{self, Announcement};
+use hive_db_core::discovery::{self, Announcement, SkipReason};
 
 use crate::attach::Endpoint;
 
@@ -38,14 +38,22 @@ impl Discovered {
     /// Lists the folder again: new endpoints join, those whose announcement went away
     /// leave. Returns the warnings not given before in this run: a file that is not an
     /// announcement, another user's, or one pointing off loopback (never followed), or a
-    /// folder that cannot be read (nothing found). Stale announcements (a process that was
-    /// killed) are removed by the listing, silently.
+    /// folder that cannot be read (nothing found); and a stale announcement (its process
+    /// was killed or crashed: a clean stop removes it), which the listing removes.
     pub(crate) fn refresh(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
         let live = match discovery::list() {
             Ok(listing) => {
                 for s in listing.skipped {
-                    if s.reason.is_suspicious() {
+                    if matches!(s.reason, SkipReason::Stale { .. }) {
+                        // The only trace of a registry killed or crashed: a clean stop
+                        // removes its announcement.
+                        let message = format!(
+                            "a registry stopped without closing its endpoint (killed or \
+                             crashed): {s}"
+                        );
+                        self.warn(message, &mut warnings);
+                    } else if s.reason.is_suspicious() {
                         self.warn(format!("ignoring {s}"), &mut warnings);
                     } else {
                         tracing::debug!("{s}");

@@ -1,6 +1,26 @@
-//! Short human forms of durations, sizes and rates for tables.
+//! Short human forms of durations, sizes and rates for tables, and text made safe for a
+//! terminal.
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a file name or an
+/// endpoint's error message shown on a terminal must neither break its line (every problem
+/// is one line on stderr) nor send the terminal escape sequences.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// `850ns`, `12.3µs`, `4.50ms`, `1.20s`: three significant figures or so.
 pub(crate) fn duration(d: Duration) -> String {
@@ -55,5 +75,17 @@ mod tests {
         assert_eq!(nanos(1_200_000_000), "1.20s");
         assert_eq!(millis(4.5), "4.50ms");
         assert_eq!(bytes(2048), "2.0 KiB");
+    }
+
+    /// Bug caught: a newline or an escape sequence in a path or message passed to the
+    /// terminal as it was (a forged second line, colours changed), or text without any
+    /// changed.
+    #[test]
+    fn printable_escapes_only_control_characters() {
+        assert_eq!(printable("/tmp/é b.db"), "/tmp/é b.db");
+        assert_eq!(
+            printable("no\nUNHEALTHY y: forged\u{1b}[31m\r"),
+            "no\\nUNHEALTHY y: forged\\u{1b}[31m\\r"
+        );
     }
 }

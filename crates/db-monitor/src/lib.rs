@@ -99,6 +99,12 @@ where
     Err(ExitCode::from(COULD_NOT_RUN))
 }
 
+/// Prints `err` and its causes as one line on stderr, after the program's name, control
+/// characters escaped: what the binary says when it could not run.
+pub fn print_error(err: &anyhow::Error) {
+    output::diag(&format!("{err:#}"));
+}
+
 /// Reports on the sources `cli` names: once, or with `--continuous` until it ends; or
 /// shows a recording again (`--replay`).
 ///

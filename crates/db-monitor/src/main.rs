@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match db_monitor::run(&cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("db-monitor: {err:#}");
+            db_monitor::print_error(&err);
             ExitCode::from(db_monitor::COULD_NOT_RUN)
         }
     }

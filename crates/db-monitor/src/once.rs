@@ -33,7 +33,10 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
     let json = || serde_json::to_string_pretty(&report).context("cannot encode the report");
     if let Some(path) = &cli.output {
         let json = json()?;
-        std::fs::write(path, format!("{json}\n"))
+        output::create(path)
+            .and_then(|mut file| {
+                std::io::Write::write_all(&mut file, format!("{json}\n").as_bytes())
+            })
             .with_context(|| format!("cannot write the report to {}", path.display()))?;
     }
     let label = report.labeler();

@@ -133,14 +133,16 @@ impl Total {
     }
 
     fn add(&mut self, p: &Pool, rates: Option<&Rates>) {
-        self.pools += 1;
-        self.live += p.live;
-        self.max += p.max;
-        self.active += p.active;
-        self.idle += p.idle;
-        self.waiting += p.waiting;
+        // Saturating: the counts come from endpoints, and a sum past `u32::MAX` (one that
+        // reports absurd counts, or very many pools) panicked the monitor.
+        self.pools = self.pools.saturating_add(1);
+        self.live = self.live.saturating_add(p.live);
+        self.max = self.max.saturating_add(p.max);
+        self.active = self.active.saturating_add(p.active);
+        self.idle = self.idle.saturating_add(p.idle);
+        self.waiting = self.waiting.saturating_add(p.waiting);
         self.maxwait_ms = self.maxwait_ms.max(p.maxwait_ms);
-        self.writer_queue += p.writer_queue;
+        self.writer_queue = self.writer_queue.saturating_add(p.writer_queue);
         if let Some(r) = rates {
             self.acquires_per_s += r.per_second(r.acquires);
             self.waits_per_s += r.per_second(r.waits);
@@ -409,6 +411,39 @@ mod tests {
     use hive_db_core::{DbConfig, DbName, Registry};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// Bug caught: the totals over every pool added with `+=`: two pools whose endpoint
+    /// reported 4294967295 live connections panicked the monitor ("attempt to add with
+    /// overflow"), or wrapped to a small total in a release build.
+    #[test]
+    fn totals_saturate() {
+        let pool = Pool {
+            open: true,
+            live: u32::MAX,
+            max: u32::MAX,
+            min_idle: 0,
+            active: u32::MAX,
+            idle: u32::MAX,
+            waiting: u32::MAX,
+            maxwait_ms: 0.0,
+            writer_queue: u32::MAX,
+            held_past_leak_threshold: 0,
+        };
+        let mut total = Total::of(&pool, None);
+        total.add(&pool, None);
+        assert_eq!(total.pools, 2);
+        assert_eq!(
+            [
+                total.live,
+                total.max,
+                total.active,
+                total.idle,
+                total.waiting,
+                total.writer_queue
+            ],
+            [u32::MAX; 6]
+        );
+    }
 
     /// A read of `snapshot`'s first database with the uptime and start given (the start
     /// `None` as from an older registry).

@@ -84,11 +84,34 @@ pub(crate) fn nothing_to_monitor(folder: Option<PathBuf>) -> Result<String> {
     ))
 }
 
+/// Largest config file read: far more lines than any host has databases.
+const CONFIG_LIMIT: u64 = 1024 * 1024;
+
 /// Reads a config file: one `NAME = PATH` per line, `#` comments, blank lines ignored; a
 /// relative PATH is taken from the file's folder.
 fn read_config(path: &Path) -> Result<Vec<DbSpec>> {
-    let text = std::fs::read(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let cannot = || format!("cannot read config file {}", path.display());
+    // Only a regular file: a FIFO's open waits for a writer without end, and a device such
+    // as /dev/zero never ends.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        bail!(
+            "{}: not a regular file (a FIFO, socket or device)",
+            cannot()
+        );
+    }
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(file, CONFIG_LIMIT + 1), &mut text)
+        })
+        .with_context(cannot)?;
+    if text.len() as u64 > CONFIG_LIMIT {
+        bail!(
+            "{}: larger than {} KiB, not a list of databases",
+            cannot(),
+            CONFIG_LIMIT / 1024
+        );
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     parse_config(&text, base).with_context(|| format!("config file {}", path.display()))
 }

@@ -71,7 +71,7 @@ fn files(report: &Report, width: Option<u16>) -> String {
             health(d),
             d.findings
                 .first()
-                .map_or(String::new(), |f| f.message.clone()),
+                .map_or(String::new(), |f| fmt::printable(&f.message).into_owned()),
         ]);
     }
     t.to_string()
@@ -197,7 +197,7 @@ pub(crate) fn findings(report: &Report) -> String {
                 "{:<9} {}: {}\n",
                 status::word(f.status).to_uppercase(),
                 label(d),
-                f.message
+                fmt::printable(&f.message)
             ));
         }
     }
@@ -359,10 +359,9 @@ fn sqlite(report: &Report, width: Option<u16>) -> Option<Table> {
     );
     let postgres = |d: &&DbReport| d.backend == Some(Backend::Postgres);
     for d in report.databases.iter().filter(|d| !postgres(d)) {
-        let path = d
-            .path
-            .as_ref()
-            .map_or(DASH.to_owned(), |p| p.display().to_string());
+        let path = d.path.as_ref().map_or(DASH.to_owned(), |p| {
+            fmt::printable(&p.display().to_string()).into_owned()
+        });
         let mut row = vec![label(d), path];
         match &d.sqlite {
             Some(s) => row.extend(sqlite_cells(s)),
@@ -447,7 +446,7 @@ fn server(target: &std::path::Path) -> String {
         .unwrap_or(&url);
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let start = rest[..authority_end].rfind('@').map_or(0, |at| at + 1);
-    rest[start..].to_owned()
+    fmt::printable(&rest[start..]).into_owned()
 }
 
 /// One server's row: `status` is its registry's view of it; the version and connections (of

@@ -125,10 +125,11 @@ impl Announcement {
         Ok(a)
     }
 
-    /// The file name it is kept under: process id and port, so one process may serve
-    /// several endpoints.
+    /// The file name it is kept under: process id, address and port (`4242-127.0.0.1-41623.json`,
+    /// `4242-::1-41623.json`), so one process may serve several endpoints, on one port of two
+    /// loopback addresses too.
     pub fn file_name(&self) -> String {
-        format!("{}-{}.json", self.pid, self.addr.port())
+        format!("{}-{}-{}.json", self.pid, self.addr.ip(), self.addr.port())
     }
 
     /// Whether its process still runs: the id is listed with the same start time, and is
@@ -411,11 +412,12 @@ pub fn list_in(dir: &Path) -> Result<Listing, DiscoveryError> {
     Ok(listing)
 }
 
-/// How old an announcement being written (`.PID-PORT.json.tmp`) must be before a reader
+/// How old an announcement being written (`.PID-ADDRESS-PORT.json.tmp`) must be before a reader
 /// may take it for abandoned: writing one takes microseconds.
 const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Removes `path` if it is an announcement being written (`.PID-PORT.json.tmp`, this
+/// Removes `path` if it is an announcement being written (`.PID-ADDRESS-PORT.json.tmp`, or
+/// `.PID-PORT.json.tmp` from a version that named them so; this
 /// user's regular file) that its writer abandoned: no process of that id runs here and it
 /// is older than [`ABANDONED_AFTER`] (the age keeps a writer of another PID namespace, whose
 /// id means nothing here, from losing its file mid-write). A process killed while writing
@@ -427,7 +429,10 @@ fn prune_if_abandoned(path: &Path, me: u32) {
         .and_then(|n| n.strip_prefix('.'))
         .and_then(|n| n.strip_suffix(".json.tmp"))
         .and_then(|n| n.split_once('-'))
-        .and_then(|(pid, port)| port.parse::<u16>().ok().and(pid.parse::<u32>().ok()))
+        .and_then(|(pid, rest)| {
+            let port = rest.rsplit_once('-').map_or(rest, |(_, port)| port);
+            port.parse::<u16>().ok().and(pid.parse::<u32>().ok())
+        })
     else {
         return;
     };

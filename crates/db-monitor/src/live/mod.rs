@@ -122,7 +122,8 @@ impl View {
         let history = match &settings.history {
             Some(path) => Some((
                 path.clone(),
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                crate::output::create(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
             )),
             None => None,
         };

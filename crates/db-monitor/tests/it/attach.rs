@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hive_db_core::{DbConfig, DbName, Registry};
 
-use crate::server::serve_registry;
+use crate::server::{BUSY, FakeServer, serve_registry};
 use crate::{TestResult, monitor, run};
 
 fn registry_with(
@@ -90,6 +90,86 @@ fn healthy_registry() -> TestResult {
     for want in ["Pools", "live/max", "Counters", "Latency", "acquire wait"] {
         assert!(r.stdout.contains(want), "no {want:?} in\n{}", r.stdout);
     }
+    Ok(())
+}
+
+/// Bug caught: the HTTP client took its proxy from the environment (`http_proxy`,
+/// `HTTP_PROXY`, `ALL_PROXY`), so a monitor run from a shell with a proxy set sent its
+/// loopback requests to the proxy, and reported a healthy registry unreachable (exit 2), or
+/// whatever the proxy's host served.
+#[test]
+fn a_proxy_in_the_environment_is_not_used() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, _name) = registry_with(dir.path(), "inventory", DbConfig::default())?;
+    let server = serve_registry(&registry)?;
+    // A proxy that refuses every connection.
+    let proxy = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", l.local_addr()?)
+    };
+    let mut cmd = monitor(dir.path());
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(var, &proxy);
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    let r = run(cmd.args([
+        "--json",
+        "--interval",
+        "100ms",
+        "--attach",
+        &server.addr().to_string(),
+    ]))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.json()?["status"], "healthy");
+    Ok(())
+}
+
+/// Bug caught: an endpoint at its connection limit answers 503 with `Retry-After: 1` (it
+/// evicted the monitor's connection to make room, and says to ask again); the monitor took
+/// that for "not a hive-db endpoint" (exit 3), or for an unhealthy registry.
+#[test]
+fn an_endpoint_at_its_connection_limit_is_asked_again() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (registry, _name) = registry_with(dir.path(), "inventory", DbConfig::default())?;
+    let server = serve_registry(&registry)?;
+    let real = format!("http://{}", server.addr());
+    // In front of the real endpoint: the first answer to each path is the busy one.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let front = FakeServer::start(move |path| {
+        let first = seen
+            .lock()
+            .map(|mut s| s.insert(path.to_owned()))
+            .unwrap_or(false);
+        if first {
+            return (503, BUSY.to_owned());
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder().proxy(None).build().into();
+        match agent.get(&format!("{real}{path}")).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(ureq::Error::StatusCode(code)) => (code, String::new()),
+            Err(e) => (500, e.to_string()),
+        }
+    })?;
+    let r =
+        run(monitor(dir.path()).args(["--json", "--interval", "100ms", "--attach", &front.url()]))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert_eq!(r.json()?["status"], "healthy");
+
+    // Busy past the timeout: said so, not "not a hive-db endpoint".
+    let busy = FakeServer::start(|_| (503, BUSY.to_owned()))?;
+    let r = run(monitor(dir.path()).args(["--timeout", "0.5", "--attach", &busy.url()]))?;
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert!(r.stderr.contains("connection limit"), "{}", r.stderr);
     Ok(())
 }
 

@@ -103,6 +103,54 @@ fn bad_config_files() -> TestResult {
     )
 }
 
+/// Bug caught: a `--config` that is a FIFO (whose open waited for a writer without end) or
+/// a device such as `/dev/zero` (read until memory ran out: 4 GB in 6 s), or a huge file.
+#[test]
+fn config_files_that_never_end() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let fifo = dir.path().join("fifo.conf");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success());
+    refused(
+        &["--config", &fifo.display().to_string()],
+        3,
+        "not a regular file",
+    )?;
+    refused(&["--config", "/dev/zero"], 3, "not a regular file")?;
+    let huge = dir.path().join("huge.conf");
+    std::fs::write(&huge, "# padding\n".repeat(200_000))?;
+    refused(&["--config", &huge.display().to_string()], 3, "larger than")
+}
+
+/// Bug caught: an `--output` that is a FIFO nobody reads: its open waited for a reader
+/// without end, and in `--continuous` Ctrl-C and SIGTERM could not stop it (their handler
+/// only asks the sampling loop to stop, which had not begun).
+#[test]
+fn an_output_fifo_nobody_reads_is_refused_at_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("a.db");
+    make_db(&db, 1)?;
+    let fifo = dir.path().join("out.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+    assert!(made.success());
+    let spec = format!("a={}", db.display());
+    for continuous in [false, true] {
+        let mut cmd = monitor(dir.path());
+        cmd.args(["--db", &spec, "--output"]).arg(&fifo);
+        if continuous {
+            cmd.args(["--continuous", "--duration", "1", "--interval", "0.2"]);
+        }
+        let r = run(&mut cmd)?;
+        assert_eq!(r.code, Some(3), "continuous {continuous}: {r:?}");
+        assert!(
+            r.stderr.contains("FIFO that no process reads"),
+            "continuous {continuous}: {}",
+            r.stderr
+        );
+    }
+    Ok(())
+}
+
 /// Bug caught: an endpoint that refuses connections reported as an unhealthy database
 /// (exit 2) or hanging past the timeout.
 #[test]

@@ -112,7 +112,8 @@ fn announced(home: &Path, pid: u32) -> Result<Announcement, Box<dyn std::error::
 /// Bug caught: with no arguments, the monitor looking only for the default database (exit
 /// 3 while a registry runs), not reading the registries announced in `XDG_RUNTIME_DIR`, or
 /// taking a killed registry's announcement for a live one (an unreachable endpoint, exit
-/// 2 or 3 with an error, instead of nothing to monitor) and leaving it behind.
+/// 2 or 3 with an error, instead of nothing to monitor) and leaving it behind, or removing
+/// it without a word (a killed registry then looked like one stopped on purpose).
 #[test]
 fn no_arguments_finds_the_registry_a_child_serves() -> TestResult {
     let home = tempfile::tempdir()?;
@@ -134,7 +135,18 @@ fn no_arguments_finds_the_registry_a_child_serves() -> TestResult {
     assert_eq!(r.code, Some(3), "{r:?}");
     assert!(r.stderr.contains("nothing to monitor"), "{}", r.stderr);
     assert!(!r.stderr.contains("ignoring"), "{}", r.stderr);
+    // The crash is said once, by the run that finds its trace.
+    assert!(
+        r.stderr.contains(&format!(
+            "a registry stopped without closing its endpoint (killed or crashed): {}",
+            file.display()
+        )),
+        "{}",
+        r.stderr
+    );
     assert!(!file.exists(), "the stale announcement was not pruned");
+    let r = run(&mut monitor(home.path()))?;
+    assert!(!r.stderr.contains("without closing"), "{}", r.stderr);
     Ok(())
 }
 

@@ -405,3 +405,29 @@ fn permission_problems_say_so_and_an_unreadable_wal_file_is_not_unhealthy() -> T
     assert!(r.stdout.contains("no -shm"), "{}", r.stdout);
     Ok(())
 }
+
+/// Bug caught: a path's (or an endpoint's message's) control characters written to the
+/// terminal as they were: a newline in a missing file's name forged a second
+/// `UNHEALTHY` line on stderr, and an escape sequence reached the terminal, in the finding
+/// line and in the table.
+#[test]
+fn control_characters_in_a_path_are_escaped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir
+        .path()
+        .join("no\nUNHEALTHY y: forged line\u{1b}[31mred.db");
+    let mut arg = std::ffi::OsString::from("x=");
+    arg.push(&path);
+    let r = run(monitor(dir.path()).arg("--db").arg(&arg))?;
+    assert_eq!(r.code, Some(2), "{r:?}");
+    assert_eq!(r.stderr_lines().len(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("no\\nUNHEALTHY y"), "{}", r.stderr);
+    for (what, text) in [("stderr", &r.stderr), ("stdout", &r.stdout)] {
+        assert!(!text.contains('\u{1b}'), "{what}: {text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("UNHEALTHY y")),
+            "{what}: {text}"
+        );
+    }
+    Ok(())
+}

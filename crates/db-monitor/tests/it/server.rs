@@ -12,6 +12,10 @@ use hive_db_core::endpoint::{self, Announce, Endpoint, EndpointConfig, EndpointE
 
 type Handler = dyn Fn(&str) -> (u16, String) + Send + Sync;
 
+/// The body of a hive-db endpoint's answer at its connection limit: [`FakeServer`] sends it
+/// with its status 503 and `Retry-After: 1`, as the endpoint does.
+pub(crate) const BUSY: &str = "too many connections\n";
+
 /// A tiny HTTP server on loopback answering each GET with `handler(path)`; stops on drop.
 pub(crate) struct FakeServer {
     pub(crate) addr: SocketAddr,
@@ -50,10 +54,16 @@ impl FakeServer {
                                 }
                                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
                                 let (status, body) = handler(&path);
+                                // As a hive-db endpoint at its connection limit answers.
+                                let retry = if status == 503 && body == BUSY {
+                                    "Retry-After: 1\r\n"
+                                } else {
+                                    ""
+                                };
                                 let mut w = &stream;
                                 let _ = write!(
                                     w,
-                                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{retry}Connection: close\r\n\r\n{body}",
                                     body.len()
                                 );
                             });

@@ -54,6 +54,8 @@ pub(super) struct Connection {
     phase: Phase,
     /// When the current phase must be over; none while the answer is being made.
     deadline: Option<Instant>,
+    /// Its request is a HEAD: the answer goes without its body.
+    head_only: bool,
 }
 
 impl Connection {
@@ -62,7 +64,13 @@ impl Connection {
             stream,
             phase: Phase::Reading(Vec::new()),
             deadline: Some(now + config.request_timeout),
+            head_only: false,
         }
+    }
+
+    /// Its request is a HEAD: [`Connection::answer`] leaves the body out.
+    pub(super) fn answer_head_only(&mut self) {
+        self.head_only = true;
     }
 
     pub(super) fn stream(&mut self) -> &mut TcpStream {
@@ -102,7 +110,7 @@ impl Connection {
         config: &EndpointConfig,
     ) -> Next {
         self.phase = Phase::Writing {
-            bytes: response.to_bytes(),
+            bytes: response.to_bytes(!self.head_only),
             written: 0,
             drain,
         };
@@ -197,6 +205,6 @@ impl Connection {
 /// close. For a connection past the cap, and for the one closed to make room for it.
 pub(super) fn refuse_busy(stream: &mut TcpStream) {
     let response = Response::text(503, "too many connections\n").header("Retry-After", "1");
-    let _ = stream.write(&response.to_bytes());
+    let _ = stream.write(&response.to_bytes(true));
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -78,12 +78,19 @@ pub(super) struct Request<'a> {
 }
 
 /// Parses a complete head. Only the request line matters to the routes; header lines are
-/// checked for shape and counted.
+/// checked for shape and counted. Empty lines before the request line are skipped, and a
+/// header value may hold bytes past ASCII (`obs-text`, a Latin-1 `User-Agent`), as RFC 9112
+/// allows; the request line must be ASCII.
 pub(super) fn parse(head: &[u8]) -> Result<Request<'_>, Response> {
     let bad = |why: &str| Response::text(400, &format!("malformed request: {why}\n"));
-    let text = std::str::from_utf8(head).map_err(|_| bad("not ASCII"))?;
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let line = lines.next().unwrap_or_default();
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let line = lines.by_ref().find(|l| !l.is_empty()).unwrap_or_default();
+    let line = std::str::from_utf8(line)
+        .ok()
+        .filter(|l| l.is_ascii())
+        .ok_or_else(|| bad("the request line is not ASCII"))?;
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -112,13 +119,14 @@ pub(super) fn parse(head: &[u8]) -> Result<Request<'_>, Response> {
         if count > MAX_HEADERS {
             return Err(Response::text(431, "too many header fields\n"));
         }
-        let Some((name, value)) = header.split_once(':') else {
+        let Some(colon) = header.iter().position(|b| *b == b':') else {
             return Err(bad("a header line without a colon"));
         };
-        if name.is_empty() || !name.bytes().all(is_tchar) {
+        let (name, value) = (&header[..colon], &header[colon + 1..]);
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(bad("invalid header name"));
         }
-        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        if value.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
             return Err(bad("a control character in a header value"));
         }
     }
@@ -205,5 +213,25 @@ mod tests {
         assert_eq!(status(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Some(431));
         let path = parse(b"GET /stats?pretty HTTP/1.1\r\n\r\n").map(|r| r.path.to_owned());
         assert_eq!(path.ok().as_deref(), Some("/stats"));
+    }
+
+    /// Bug caught: requests RFC 9112 says to serve refused with 400: a header value with a
+    /// byte past ASCII (a Latin-1 `User-Agent`: the whole head was read as UTF-8), and an
+    /// empty line before the request line (some clients send one after a previous body).
+    #[test]
+    fn lenient_where_http_is() {
+        let parsed = |head: &[u8]| parse(head).map(|r| (r.method.to_owned(), r.path.to_owned()));
+        let metrics = Some(("GET".to_owned(), "/metrics".to_owned()));
+        assert_eq!(
+            parsed(b"GET /metrics HTTP/1.1\r\nUser-Agent: caf\xe9\r\n\r\n").ok(),
+            metrics
+        );
+        assert_eq!(parsed(b"\r\nGET /metrics HTTP/1.1\r\n\r\n").ok(), metrics);
+        assert_eq!(
+            parsed(b"GET /m\xe9trics HTTP/1.1\r\n\r\n")
+                .err()
+                .map(|r| r.status),
+            Some(400)
+        );
     }
 }

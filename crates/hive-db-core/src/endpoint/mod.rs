@@ -125,7 +125,8 @@ impl Drop for Endpoint {
 /// address in this user's folder (see [`discovery`](crate::discovery)), so that `db-monitor`
 /// with no arguments finds it; the file is removed when the endpoint stops.
 ///
-/// Anything else: `404` for another path, `405` for another method on these, `400` for a
+/// `HEAD` is answered as `GET` without the body. Anything else: `404` for another path,
+/// `405` for another method on these, `400` for a
 /// malformed request, `414` for a request line over [`MAX_REQUEST_LINE`] bytes, `431` for a
 /// head over [`MAX_REQUEST_HEAD`] bytes or [`MAX_HEADERS`] lines, `408` when the head does not
 /// arrive within [`EndpointConfig::request_timeout`], `503` to a connection closed to make

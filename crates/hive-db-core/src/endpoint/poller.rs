@@ -236,7 +236,13 @@ impl Poller {
     }
 
     fn request(&self, run: &mut Run, id: usize, head: &[u8]) {
-        let (response, drain) = match parse(head).map(|request| route(&request)) {
+        let parsed = parse(head);
+        if parsed.as_ref().is_ok_and(|r| r.method == "HEAD")
+            && let Some(connection) = run.connections.get_mut(&id)
+        {
+            connection.answer_head_only();
+        }
+        let (response, drain) = match parsed.map(|request| route(&request)) {
             Err(refusal) => (refusal, true),
             Ok(Err(answer)) => (answer, false),
             Ok(Ok(Route::Health)) => {

@@ -36,7 +36,9 @@ impl Response {
         self
     }
 
-    pub(super) fn to_bytes(&self) -> Vec<u8> {
+    /// The response on the wire; without its body (`Content-Length` still the body's) for
+    /// a HEAD request.
+    pub(super) fn to_bytes(&self, with_body: bool) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
             400 => "Bad Request",
@@ -61,7 +63,9 @@ impl Response {
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();
-        bytes.extend_from_slice(&self.body);
+        if with_body {
+            bytes.extend_from_slice(&self.body);
+        }
         bytes
     }
 }

@@ -28,8 +28,12 @@ pub(super) fn route(request: &Request<'_>) -> Result<Route, Response> {
             ));
         }
     };
-    if request.method != "GET" {
-        return Err(Response::text(405, "only GET is served\n").header("Allow", "GET"));
+    // HEAD is GET without the body (uptime checkers use it); the connection leaves the
+    // body out when it writes the answer.
+    if request.method != "GET" && request.method != "HEAD" {
+        return Err(
+            Response::text(405, "only GET and HEAD are served\n").header("Allow", "GET, HEAD")
+        );
     }
     Ok(route)
 }

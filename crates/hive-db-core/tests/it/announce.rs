@@ -78,6 +78,37 @@ fn endpoint_announces_while_it_serves() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: announcements named by process and port only. Two endpoints of one process
+/// on one port of two loopback addresses (dual-stack "localhost", say) shared one file: the
+/// second's replaced the first's, so discovery never found the first, and stopping either
+/// removed the other's.
+#[test]
+fn two_endpoints_on_one_port_are_announced_apart() -> TestResult {
+    let f = fixture("announced-twice", config())?;
+    let folder = f.dir.path().join("hive-db");
+    let first = endpoint::serve(&f.registry, announcing_in(&folder))?;
+    let second = endpoint::serve(
+        &f.registry,
+        EndpointConfig {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 2], first.addr().port())),
+            ..announcing_in(&folder)
+        },
+    )?;
+    let listed = || -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        Ok(discovery::list_in(&folder)?
+            .live
+            .iter()
+            .map(|a| a.addr)
+            .collect())
+    };
+    assert_eq!(listed()?, [first.addr(), second.addr()]);
+    second.stop();
+    assert_eq!(listed()?, [first.addr()]);
+    first.stop();
+    assert!(listed()?.is_empty());
+    Ok(())
+}
+
 /// Bug caught: announcing into (or listing) a folder others may write to, or one reached
 /// through a symbolic link, where another user could plant or redirect announcements.
 #[test]
@@ -113,7 +144,7 @@ fn unsafe_folders_are_refused() -> TestResult {
     Ok(())
 }
 
-/// Bug caught: an announcement being written (`.PID-PORT.json.tmp`) by a process killed
+/// Bug caught: an announcement being written (`.PID-ADDRESS-PORT.json.tmp`) by a process killed
 /// mid-write stayed in the folder for good. One whose process is gone and that is older
 /// than a minute is removed; a fresh one, or one of a running process, stays.
 #[test]
@@ -129,10 +160,16 @@ fn an_abandoned_announcement_being_written_is_removed() -> TestResult {
         Ok(path)
     };
     // Above the kernel's largest process id: no such process.
-    let abandoned = made(".99999999-9187.json.tmp", Duration::from_secs(120))?;
-    let fresh = made(".99999999-9188.json.tmp", Duration::ZERO)?;
+    let abandoned = made(
+        ".99999999-127.0.0.1-9187.json.tmp",
+        Duration::from_secs(120),
+    )?;
+    let abandoned_v6 = made(".99999999-::1-9187.json.tmp", Duration::from_secs(120))?;
+    // Named as an earlier version named them.
+    let abandoned_earlier = made(".99999999-9190.json.tmp", Duration::from_secs(120))?;
+    let fresh = made(".99999999-127.0.0.1-9188.json.tmp", Duration::ZERO)?;
     let running = made(
-        &format!(".{}-9189.json.tmp", std::process::id()),
+        &format!(".{}-127.0.0.1-9189.json.tmp", std::process::id()),
         Duration::from_secs(120),
     )?;
     let other = made(".notes.tmp", Duration::from_secs(120))?;
@@ -141,7 +178,9 @@ fn an_abandoned_announcement_being_written_is_removed() -> TestResult {
         listing.live.is_empty() && listing.skipped.is_empty(),
         "{listing:?}"
     );
-    assert!(!abandoned.exists(), "the abandoned file stayed");
+    for path in [abandoned, abandoned_v6, abandoned_earlier] {
+        assert!(!path.exists(), "the abandoned {} stayed", path.display());
+    }
     assert!(fresh.exists() && running.exists() && other.exists());
     Ok(())
 }

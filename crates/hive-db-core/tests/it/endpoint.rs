@@ -160,13 +160,28 @@ fn each_route_answers_with_its_content() -> TestResult {
     ] {
         assert_eq!(get(ep.addr(), path)?.status, 404, "{path}");
     }
-    for method in ["POST", "HEAD", "PUT", "DELETE", "OPTIONS"] {
+    for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
         let reply = exchange(
             ep.addr(),
             format!("{method} /metrics HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
         )?;
         assert_eq!(reply.status, 405, "{method}");
-        assert!(reply.head.contains("Allow: GET"));
+        assert!(reply.head.contains("Allow: GET, HEAD"));
+    }
+    // HEAD (uptime checkers' request; it was refused with 405): GET's status and headers,
+    // no body. The health check answers HEAD too.
+    for path in ["/metrics", "/health"] {
+        let reply = exchange(
+            ep.addr(),
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )?;
+        assert_eq!(reply.status, 200, "{path}");
+        assert!(reply.body.is_empty(), "{path}: a body for HEAD");
+        assert!(reply.head.contains("Content-Length: "), "{path}");
+        assert!(
+            !reply.head.contains("Content-Length: 0\r"),
+            "{path}: GET's length"
+        );
     }
     ep.stop();
     Ok(())

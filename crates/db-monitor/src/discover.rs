@@ -30,9 +30,40 @@ impl Discovered {
         }
     }
 
-    /// The folder announcements are read from, for messages.
-    pub(crate) fn folder() -> Option<PathBuf> {
-        discovery::folder().ok()
+    /// The folders announcements are read from, for messages.
+    pub(crate) fn folders() -> Vec<PathBuf> {
+        discovery::folders().unwrap_or_default()
+    }
+
+    /// Every live announcement in this user's folders (an endpoint announced in two of them
+    /// once), and the problems met on the way.
+    fn list() -> (Vec<Announcement>, Vec<discovery::Skipped>, Vec<String>) {
+        let (mut live, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        match discovery::folders() {
+            Ok(folders) => {
+                for folder in folders {
+                    match discovery::list_in(&folder) {
+                        Ok(listing) => {
+                            for a in listing.live {
+                                if !live.contains(&a) {
+                                    live.push(a);
+                                }
+                            }
+                            skipped.extend(listing.skipped);
+                        }
+                        Err(e) => errors.push(format!(
+                            "cannot look for registries: {}",
+                            hive_db_core::error_chain(&e)
+                        )),
+                    }
+                }
+            }
+            Err(e) => errors.push(format!(
+                "cannot look for registries: {}",
+                hive_db_core::error_chain(&e)
+            )),
+        }
+        (live, skipped, errors)
     }
 
     /// Lists the folder again: new endpoints join, those whose announcement went away
@@ -42,34 +73,24 @@ impl Discovered {
     /// was killed or crashed: a clean stop removes it), which the listing removes.
     pub(crate) fn refresh(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
-        let live = match discovery::list() {
-            Ok(listing) => {
-                for s in listing.skipped {
-                    if matches!(s.reason, SkipReason::Stale { .. }) {
-                        // The only trace of a registry killed or crashed: a clean stop
-                        // removes its announcement.
-                        let message = format!(
-                            "a registry stopped without closing its endpoint (killed or \
-                             crashed): {s}"
-                        );
-                        self.warn(message, &mut warnings);
-                    } else if s.reason.is_suspicious() {
-                        self.warn(format!("ignoring {s}"), &mut warnings);
-                    } else {
-                        tracing::debug!("{s}");
-                    }
-                }
-                listing.live
-            }
-            Err(e) => {
+        let (live, skipped, errors) = Self::list();
+        for s in skipped {
+            if matches!(s.reason, SkipReason::Stale { .. }) {
+                // The only trace of a registry killed or crashed: a clean stop removes its
+                // announcement.
                 let message = format!(
-                    "cannot look for registries: {}",
-                    hive_db_core::error_chain(&e)
+                    "a registry stopped without closing its endpoint (killed or crashed): {s}"
                 );
                 self.warn(message, &mut warnings);
-                Vec::new()
+            } else if s.reason.is_suspicious() {
+                self.warn(format!("ignoring {s}"), &mut warnings);
+            } else {
+                tracing::debug!("{s}");
             }
-        };
+        }
+        for e in errors {
+            self.warn(e, &mut warnings);
+        }
         let mut old = std::mem::take(&mut self.endpoints);
         for a in live {
             let endpoint = match old.iter().position(|(o, _)| *o == a) {
@@ -95,6 +116,9 @@ impl Discovered {
     /// Whether the endpoint at `base` is still announced by a running process: one that
     /// could not be read but is no longer announced stopped meanwhile, which is no failure.
     pub(crate) fn still_announced(base: &str) -> bool {
-        discovery::list().is_ok_and(|l| l.live.iter().any(|a| format!("http://{}", a.addr) == base))
+        Self::list()
+            .0
+            .iter()
+            .any(|a| format!("http://{}", a.addr) == base)
     }
 }

@@ -140,7 +140,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode> {
         output::diag(&warning);
     }
     if !sampler.has_endpoints() && sampler.files.is_empty() {
-        anyhow::bail!("{}", source::nothing_to_monitor(Discovered::folder())?);
+        anyhow::bail!("{}", source::nothing_to_monitor(&Discovered::folders())?);
     }
     let code = if cli.continuous {
         live::run(

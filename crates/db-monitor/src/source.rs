@@ -68,14 +68,22 @@ fn default_db() -> Result<Option<DbSpec>> {
 }
 
 /// Why a run with no source named has nothing to report on: no registry announced in
-/// `folder`, and no default database yet.
+/// `folders`, and no default database yet.
 ///
 /// # Errors
 ///
 /// A default database whose path cannot be worked out.
-pub(crate) fn nothing_to_monitor(folder: Option<PathBuf>) -> Result<String> {
+pub(crate) fn nothing_to_monitor(folders: &[PathBuf]) -> Result<String> {
     let path = ecosystemiser_db::ecosystemiser_db_path()?;
-    let folder = folder.map_or_else(|| "(unknown)".to_owned(), |f| f.display().to_string());
+    let folder = if folders.is_empty() {
+        "(unknown)".to_owned()
+    } else {
+        folders
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
     Ok(format!(
         "nothing to monitor: no registry of this user announces an endpoint in {folder}, \
          and no EcoSystemiser database at {} yet (the application creates it on \

@@ -178,6 +178,13 @@ fn uid() -> io::Result<u32> {
     Ok(fs::metadata("/proc/self")?.uid())
 }
 
+/// `XDG_RUNTIME_DIR`, when it is an absolute path.
+fn runtime_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_absolute())
+}
+
 /// The folder announcements live in: `$XDG_RUNTIME_DIR/hive-db` when that variable is an
 /// absolute path, else `hive-db-<uid>` in [`std::env::temp_dir`].
 ///
@@ -185,9 +192,7 @@ fn uid() -> io::Result<u32> {
 ///
 /// [`DiscoveryError::Io`] when the user id cannot be read (no `/proc`).
 pub fn folder() -> Result<PathBuf, DiscoveryError> {
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
-        && dir.is_absolute()
-    {
+    if let Some(dir) = runtime_dir() {
         return Ok(dir.join("hive-db"));
     }
     let uid = uid().map_err(|source| DiscoveryError::Io {
@@ -195,6 +200,33 @@ pub fn folder() -> Result<PathBuf, DiscoveryError> {
         source,
     })?;
     Ok(std::env::temp_dir().join(format!("hive-db-{uid}")))
+}
+
+/// Every folder a registry of this user may announce in, [`folder`] first: with
+/// `XDG_RUNTIME_DIR` set, also `hive-db-UID` in the temporary folder; without it, also
+/// `/run/user/UID/hive-db` (where that variable usually points). A service started without
+/// a login session (systemd, cron) has no `XDG_RUNTIME_DIR`, and a monitor run with
+/// `sudo -u` loses it: by [`folder`] alone, each would look in the other's folder.
+///
+/// # Errors
+///
+/// As [`folder`].
+pub fn folders() -> Result<Vec<PathBuf>, DiscoveryError> {
+    let uid = uid().map_err(|source| DiscoveryError::Io {
+        path: PathBuf::from("/proc/self"),
+        source,
+    })?;
+    let first = folder()?;
+    let other = if runtime_dir().is_some() {
+        std::env::temp_dir().join(format!("hive-db-{uid}"))
+    } else {
+        PathBuf::from(format!("/run/user/{uid}/hive-db"))
+    };
+    Ok(if other == first {
+        vec![first]
+    } else {
+        vec![first, other]
+    })
 }
 
 /// Checks that `dir` is a folder (not a link to one) of this user that no one else may

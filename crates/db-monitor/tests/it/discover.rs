@@ -51,23 +51,40 @@ struct ChildRegistry {
 
 impl ChildRegistry {
     fn start(home: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::spawn(home, true)
+    }
+
+    /// Without `XDG_RUNTIME_DIR`, as systemd or cron start a service: it announces in
+    /// `hive-db-UID` under `home`'s temporary folder.
+    fn start_as_a_service(home: &Path) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::spawn(home, false)
+    }
+
+    fn spawn(home: &Path, runtime: bool) -> Result<Self, Box<dyn std::error::Error>> {
         let data = home.join(format!("child-{}", std::process::id()));
         std::fs::create_dir_all(&data)?;
         std::fs::create_dir_all(runtime_dir(home))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                "discover::registry_child",
-                "--exact",
-                "--ignored",
-                "--quiet",
-            ])
-            .env(CHILD_DIR, &data)
-            .env("XDG_RUNTIME_DIR", runtime_dir(home))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Self { child })
+        std::fs::create_dir_all(home.join("tmp"))?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args([
+            "discover::registry_child",
+            "--exact",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(CHILD_DIR, &data)
+        .env("TMPDIR", home.join("tmp"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if runtime {
+            cmd.env("XDG_RUNTIME_DIR", runtime_dir(home));
+        } else {
+            cmd.env_remove("XDG_RUNTIME_DIR");
+        }
+        Ok(Self {
+            child: cmd.spawn()?,
+        })
     }
 
     fn pid(&self) -> u32 {
@@ -95,9 +112,14 @@ fn folder(home: &Path) -> PathBuf {
 
 /// Waits for the announcement of process `pid` in `home`'s folder.
 fn announced(home: &Path, pid: u32) -> Result<Announcement, Box<dyn std::error::Error>> {
+    announced_in(&folder(home), pid)
+}
+
+/// Waits for the announcement of process `pid` in `folder`.
+fn announced_in(folder: &Path, pid: u32) -> Result<Announcement, Box<dyn std::error::Error>> {
     let start = Instant::now();
     loop {
-        if let Ok(listing) = discovery::list_in(&folder(home))
+        if let Ok(listing) = discovery::list_in(folder)
             && let Some(a) = listing.live.into_iter().find(|a| a.pid == pid)
         {
             return Ok(a);
@@ -147,6 +169,27 @@ fn no_arguments_finds_the_registry_a_child_serves() -> TestResult {
     assert!(!file.exists(), "the stale announcement was not pruned");
     let r = run(&mut monitor(home.path()))?;
     assert!(!r.stderr.contains("without closing"), "{}", r.stderr);
+    Ok(())
+}
+
+/// Bug caught: the monitor looked in one announcement folder: a registry started as a
+/// service (no `XDG_RUNTIME_DIR`, so it announces in `hive-db-UID` in the temporary folder)
+/// was never found by a monitor run from a login shell (which looks in the runtime folder):
+/// "nothing to monitor", exit 3.
+#[test]
+fn a_registry_started_as_a_service_is_found_from_a_login_shell() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    let home = tempfile::tempdir()?;
+    let child = ChildRegistry::start_as_a_service(home.path())?;
+    let uid = std::fs::metadata("/proc/self")?.uid();
+    let service_folder = home.path().join("tmp").join(format!("hive-db-{uid}"));
+    let a = announced_in(&service_folder, child.pid())?;
+    let r = run(monitor(home.path()).args(["--json", "--interval", "100ms"]))?;
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let v = r.json()?;
+    let dbs = v["databases"].as_array().ok_or("no databases")?;
+    assert_eq!(dbs.len(), 1, "{v}");
+    assert_eq!(dbs[0]["source"], format!("http://{}", a.addr));
     Ok(())
 }
 

@@ -52,6 +52,8 @@ pub(crate) fn monitor(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_db-monitor"));
     cmd.env("HOME", home.join("home"))
         .env("XDG_RUNTIME_DIR", runtime_dir(home))
+        // The other folder it looks in, `hive-db-UID` in the temporary folder: this test's.
+        .env("TMPDIR", home.join("tmp"))
         .env("XDG_DATA_HOME", home.join("xdg"))
         .env("ECOSYSTEMISER_DB_PATH", home.join("default").join("eco.db"))
         .env_remove("DB_MONITOR_LOG")

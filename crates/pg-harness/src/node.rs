@@ -252,17 +252,46 @@ impl Node {
         let Some(mut child) = postmaster.take() else {
             anyhow::bail!("{} is not running", self.name);
         };
+        signal(&self.postmaster_pid()?, "-KILL")?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// The postmaster's process id, from `postmaster.pid`.
+    fn postmaster_pid(&self) -> anyhow::Result<String> {
         let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid"))?;
-        let pid = pid_file
+        pid_file
             .lines()
             .next()
             .map(str::trim)
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or_else(|| anyhow::anyhow!("{}: postmaster.pid has no pid", self.name))?;
-        let mut kill = std::process::Command::new("kill");
-        kill.args(["-KILL", pid]);
-        run(kill, "kill -KILL")?;
-        child.wait()?;
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("{}: postmaster.pid has no pid", self.name))
+    }
+
+    /// Stops the postmaster with SIGSTOP, a hung server: its kernel still accepts
+    /// connections and acknowledges what is sent, and nothing answers. [`Node::thaw`] undoes
+    /// it (also before the node is stopped or dropped: a stopped server cannot shut down).
+    ///
+    /// # Errors
+    ///
+    /// The node is not running, or the signal could not be sent.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        signal(&self.postmaster_pid()?, "-STOP")
+    }
+
+    /// Resumes a postmaster [`Node::freeze`] stopped, and the `runuser` that started it when
+    /// running as root: `runuser` stops itself when its child stops, and stopped it would
+    /// never reap the postmaster (a later stop of the node waited for good).
+    ///
+    /// # Errors
+    ///
+    /// The node is not running, or the signal could not be sent.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        signal(&self.postmaster_pid()?, "-CONT")?;
+        if let Some(child) = self.postmaster().as_ref() {
+            signal(&child.id().to_string(), "-CONT")?;
+        }
         Ok(())
     }
 
@@ -411,4 +440,11 @@ impl Drop for Node {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends `signal` (`-KILL`, `-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: &str, signal: &str) -> anyhow::Result<()> {
+    let mut kill = std::process::Command::new("kill");
+    kill.args([signal, pid]);
+    run(kill, "kill")
 }

@@ -180,7 +180,9 @@ impl PgHandle {
     /// # Errors
     ///
     /// [`Error::Refused`] when the server refuses for good (a login, a missing database);
-    /// [`Error::Postgres`] for another connect error.
+    /// [`Error::Io`] (timed out) when it did not finish the connection's startup within
+    /// `connection_timeout` (a stopped or hung server accepts the TCP connection and answers
+    /// nothing); [`Error::Postgres`] for another connect error.
     pub fn connect(&self) -> Result<Client> {
         self.0.connect()
     }

@@ -4,6 +4,9 @@
 //! the SQLSTATE classes that decide them.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use postgres::NoTls;
@@ -15,10 +18,17 @@ use crate::pool::{DbInfo, Engine, HiveConn, PoolShared, connect_guarded};
 /// A pooled PostgreSQL client.
 pub(super) type PgConn = HiveConn<PgClient>;
 
+/// Connects of one pool that may be under way at once, each on a thread of its own: one
+/// whose server never answers is given up after `connection_timeout`, its thread left to end
+/// when the server answers or the connection drops; past this many, a connect fails at once.
+const MAX_CONNECTS_UNDER_WAY: usize = 3;
+
 /// The r2d2 manager for one PostgreSQL database.
 pub(crate) struct PgManager {
     shared: Arc<PoolShared>,
     config: postgres::Config,
+    /// Connect threads started and not ended.
+    under_way: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for PgManager {
@@ -31,7 +41,17 @@ impl std::fmt::Debug for PgManager {
 
 impl PgManager {
     pub(super) fn new(shared: Arc<PoolShared>, config: postgres::Config) -> Self {
-        Self { shared, config }
+        Self {
+            shared,
+            config,
+            under_way: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A new client, within `connection_timeout` whatever the server does
+    /// ([`connect_within_timeout`]).
+    fn connect_within_timeout(&self) -> Result<PgClient> {
+        connect_within_timeout(self.shared.info(), &self.config, &self.under_way).map(PgClient::new)
     }
 }
 
@@ -46,11 +66,7 @@ impl r2d2::ManageConnection for PgManager {
 
     fn connect(&self) -> Result<PgConn> {
         let shared = &self.shared;
-        connect_guarded(
-            shared,
-            || self.config.connect(NoTls).map(PgClient::new),
-            |e| connect_error(shared.info(), e),
-        )
+        connect_guarded(shared, || self.connect_within_timeout(), |e| e)
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
@@ -70,6 +86,11 @@ impl Engine for PgManager {
     /// Attempts every 500 ms at most while a server is away: writes resume within that of a
     /// restart's end or a standby's promotion.
     const RECONNECT_CAP: Option<Duration> = Some(Duration::from_secs(1));
+
+    /// One thread per server's pool: a stopped server's connects (each up to
+    /// `connection_timeout`) wait there, not on the threads SQLite's pools and the other
+    /// servers' share.
+    const OWN_CONNECT_THREADS: usize = 1;
 
     fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
         let timeout = conn.shared.info().config.connection_timeout;
@@ -100,6 +121,70 @@ impl Engine for PgManager {
             None
         };
         conn.broken_on_return(dirty)
+    }
+}
+
+/// A new client of `config`'s server for `info`'s database, within its `connection_timeout`
+/// whatever the server does. The client's own `connect_timeout` bounds only the TCP connect:
+/// a server whose postmaster is stopped (`SIGSTOP`, a hung host) still has its kernel accept
+/// the connection and acknowledge what is sent, and the startup exchange then waits for
+/// good. So the connect runs on a thread of its own; given up on, that thread ends when the
+/// server answers or the connection drops, and `under_way` (its threads not ended) keeps more
+/// than [`MAX_CONNECTS_UNDER_WAY`] from piling up.
+///
+/// # Errors
+///
+/// [`Error::Io`] (timed out) when the server did not answer in time or too many connects
+/// wait for it; the connect's own error otherwise ([`connect_error`]).
+pub(super) fn connect_within_timeout(
+    info: &DbInfo,
+    config: &postgres::Config,
+    under_way: &Arc<AtomicUsize>,
+) -> Result<postgres::Client> {
+    let bound = info.config.connection_timeout;
+    let stalled = |why: String| Error::Io {
+        db: info.name.clone(),
+        op: "cannot connect to",
+        path: info.path.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::TimedOut, why),
+    };
+    if under_way.fetch_add(1, SeqCst) >= MAX_CONNECTS_UNDER_WAY {
+        under_way.fetch_sub(1, SeqCst);
+        return Err(stalled(format!(
+            "{MAX_CONNECTS_UNDER_WAY} connects are still waiting for the server to answer \
+             their startup"
+        )));
+    }
+    let (tx, rx) = mpsc::sync_channel(1);
+    let config = config.clone();
+    let ending = Arc::clone(under_way);
+    let spawned = std::thread::Builder::new()
+        .name("hive-pg-connect".to_owned())
+        .spawn(move || {
+            let _ended = crate::sync::defer(|| {
+                ending.fetch_sub(1, SeqCst);
+            });
+            // Given up on, the client is dropped here, which closes it.
+            let _ = tx.send(config.connect(NoTls));
+        });
+    if let Err(source) = spawned {
+        under_way.fetch_sub(1, SeqCst);
+        return Err(Error::Io {
+            db: info.name.clone(),
+            op: "cannot start a thread to connect to",
+            path: info.path.clone(),
+            source,
+        });
+    }
+    match rx.recv_timeout(bound) {
+        Ok(connected) => connected.map_err(|e| connect_error(info, e)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(stalled(format!(
+            "the server did not finish a connection's startup within {bound:?} (it accepted \
+             the TCP connection: a stopped or hung server process?)"
+        ))),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(stalled(
+            "the connect's thread ended without an answer".to_owned(),
+        )),
     }
 }
 

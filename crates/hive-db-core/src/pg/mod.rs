@@ -55,6 +55,8 @@ pub(crate) struct PgDatabase {
     /// How the primary's pool connects (hosts, `target_session_attrs`, timeouts), for
     /// clients of their own outside it.
     connect_config: postgres::Config,
+    /// Connects of such clients under way (see `manager::connect_within_timeout`).
+    connects: Arc<std::sync::atomic::AtomicUsize>,
     /// The connection strings as registered (they may hold passwords: never shown), to tell
     /// a repeated registration from a conflicting one.
     urls: Vec<String>,
@@ -163,6 +165,7 @@ impl PgDatabase {
             pool,
             servers,
             connect_config,
+            connects: Arc::default(),
             urls,
             write_retries: config.write_retries,
             retry_backoff: config.retry_backoff,
@@ -208,11 +211,9 @@ impl PgDatabase {
         pg_error(&self.info().name, op, e)
     }
 
-    /// A client of the primary of its own, outside the pool.
+    /// A client of the primary of its own, outside the pool, within `connection_timeout`.
     pub(crate) fn connect(&self) -> Result<Client> {
-        self.connect_config
-            .connect(postgres::NoTls)
-            .map_err(|e| manager::connect_error(self.info(), e))
+        manager::connect_within_timeout(self.info(), &self.connect_config, &self.connects)
     }
 
     /// A replica to read from: the next in turn that is up and within the lag bound.
@@ -222,7 +223,10 @@ impl PgDatabase {
         if replicas.is_empty() {
             return None;
         }
-        let now = crate::clock::coarse_now();
+        // The exact clock, not the coarse one: this bounds how stale a read may be, and the
+        // coarse clock lags by up to its tick (more when its thread is starved), which reads
+        // served past the bound once took. A network read costs far more than the clock.
+        let now = Stamp::of(Instant::now());
         let first = self.servers.next.fetch_add(1, Relaxed);
         let found = (0..replicas.len())
             .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))

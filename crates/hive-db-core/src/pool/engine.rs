@@ -19,6 +19,12 @@ pub(crate) trait Engine:
     /// within that pause of its return.
     const RECONNECT_CAP: Option<Duration> = None;
 
+    /// Threads of the pool's own that open its connections, or 0 for the threads every pool
+    /// of the process shares. A server on the network can hold a connect until its timeout:
+    /// on the shared threads, a few such connects would stop every other pool from opening
+    /// connections meanwhile.
+    const OWN_CONNECT_THREADS: usize = 0;
+
     /// `Err` (with why, for the log) when the idle connection must be closed, not handed out.
     fn validate_idle(conn: &mut HiveConn<Self::Conn>) -> std::result::Result<(), String>;
 

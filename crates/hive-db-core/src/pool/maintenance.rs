@@ -1,5 +1,6 @@
 //! The maintenance threads every pool in the process shares: r2d2's connection opening and
-//! reaping, the bag's sweeps and the leak scans. r2d2 would otherwise start three threads
+//! reaping (SQLite's pools; a PostgreSQL server's pool opens its connections on a thread of
+//! its own, see `Engine::OWN_CONNECT_THREADS`), the bag's sweeps and the leak scans. r2d2 would otherwise start three threads
 //! per pool. Beside them, one clock thread advances the coarse clock every [`clock::TICK`]
 //! and runs the checks hooked onto its tick (the async readers' stall checks).
 //!
@@ -82,6 +83,18 @@ fn run_tick_hooks() {
 pub(super) fn threads() -> Arc<ScheduledThreadPool> {
     Lazy::force(&TICKER);
     Arc::clone(&MAINTENANCE)
+}
+
+/// `n` threads for one pool alone (see `Engine::OWN_CONNECT_THREADS`); they end when the
+/// pool does.
+pub(super) fn own_threads(n: usize) -> Arc<ScheduledThreadPool> {
+    Lazy::force(&TICKER);
+    Arc::new(
+        ScheduledThreadPool::builder()
+            .num_threads(n)
+            .thread_name_pattern("hive-db-conn-{}")
+            .build(),
+    )
 }
 
 /// Runs `hook` on every tick of the coarse clock (every [`clock::TICK`]) from now on, on the

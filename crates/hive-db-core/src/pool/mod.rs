@@ -154,7 +154,10 @@ impl<M: Engine> Pool<M> {
             // `build` are not used: our waits have their own deadlines).
             .connection_timeout(M::RECONNECT_CAP.unwrap_or(config.connection_timeout))
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .thread_pool(maintenance::threads())
+            .thread_pool(match M::OWN_CONNECT_THREADS {
+                0 => maintenance::threads(),
+                n => maintenance::own_threads(n),
+            })
             .build_unchecked(manager);
         let leak_job = config
             .leak_threshold

@@ -1006,3 +1006,94 @@ fn a_client_closed_on_a_silent_server_lets_its_thread_go() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: a connect to a server whose postmaster is stopped (`SIGSTOP`, a hung host:
+/// its kernel still accepts the TCP connection and acknowledges what is sent) waited in the
+/// startup exchange for good, on the three threads every pool of the process shares for
+/// opening connections: every other pool, a SQLite database's too, stopped opening
+/// connections meanwhile (its register timed out), and callers of the stopped server's
+/// pool got a timeout that named no cause. The connect is bounded by `connection_timeout`,
+/// with the cause recorded, and a server's pool opens its connections on a thread of its
+/// own.
+#[test]
+fn a_stopped_server_stops_no_other_pool_and_its_connects_say_why() -> TestResult {
+    require_postgres!();
+    let server = hive_pg_harness::Server::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("stopped")?;
+    let mut pg = config(8, 0);
+    pg.pool.connection_timeout = Duration::from_secs(3);
+    registry.register_postgres(&name, &server.url("postgres"), pg)?;
+    let db = registry.postgres(&name)?;
+    drop(db.get()?);
+
+    server.node().freeze()?;
+    let resumed = scopeguard(|| {
+        let _ = server.node().thaw();
+    });
+    // Six callers at once, each needing a new connection (one is idle).
+    let held = db.get()?;
+    let callers: Vec<_> = (0..6)
+        .map(|_| {
+            let db = db.clone();
+            thread::spawn(move || db.get().map(drop))
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    // Meanwhile another pool of the process opens its connections.
+    let dir = tempfile::tempdir()?;
+    let sqlite = DbName::new("beside")?;
+    registry.register(
+        &sqlite,
+        dir.path().join("beside.db"),
+        DbConfig {
+            create_if_missing: true,
+            min_idle: 2,
+            connection_timeout: Duration::from_secs(1),
+            ..DbConfig::default()
+        },
+    )?;
+    let one: i64 = registry.read(&sqlite, |c| c.query_row("SELECT 1", [], |r| r.get(0)))?;
+    assert_eq!(one, 1);
+    for caller in callers {
+        let got = caller
+            .join()
+            .map_err(|_| anyhow::anyhow!("a caller panicked"))?;
+        assert!(
+            matches!(got, Err(Error::Timeout { .. })),
+            "a checkout of the stopped server: {got:?}"
+        );
+    }
+    // The cause is recorded: the next caller's timeout names it.
+    let err = db.get().map(drop).expect_err("the server is stopped");
+    let chain = error_chain(&err);
+    assert!(
+        chain.contains("stopped") && chain.contains("startup"),
+        "{chain}"
+    );
+    drop(held);
+    drop(resumed);
+    // Resumed, the pool serves again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match db.read(|c| c.query_one("SELECT 1", &[])?.try_get::<_, i32>(0)) {
+            Ok(1) => break,
+            other => anyhow::ensure!(Instant::now() < deadline, "not serving again: {other:?}"),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Runs `f` when dropped, also when the test fails.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -64,3 +64,36 @@ fn handles_are_send_and_sync() {
     shared::<hive_pg_harness::Cluster>();
     shared::<hive_pg_harness::Node>();
 }
+
+/// Bug caught: a frozen server thawed with its postmaster alone: as root the postmaster runs
+/// under `runuser`, which stops itself when its child stops and, left stopped, never reaped
+/// it, so the node's stop waited for good. Also a freeze that let the server answer.
+#[test]
+fn a_frozen_server_answers_nothing_and_stops_once_thawed() -> anyhow::Result<()> {
+    require_postgres!();
+    let srv = Server::start()?;
+    let url = srv.fresh_db()?;
+    srv.node().freeze()?;
+    let mut config: postgres::Config = url.parse()?;
+    config.connect_timeout(std::time::Duration::from_millis(500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(config.connect(postgres::NoTls).is_ok());
+    });
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_secs(2)).is_err(),
+        "a frozen server answered a connect"
+    );
+    srv.node().thaw()?;
+    postgres::Client::connect(&url, postgres::NoTls)?.batch_execute("SELECT 1")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(srv.node().stop().is_ok());
+    });
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(60)).ok(),
+        Some(true),
+        "the thawed server did not stop"
+    );
+    Ok(())
+}

@@ -190,12 +190,17 @@ impl Servers {
     /// One round: the primary, then each replica against the primary's positions.
     fn round(&self, primary: &mut Probe, replicas: &mut [Probe], configs: &[postgres::Config]) {
         let keep = self.max_lag.saturating_mul(2).max(Duration::from_secs(10));
-        let primary_ok = match measure(&self.primary_config, primary) {
+        let primary = match measure(&self.primary_config, primary) {
             Ok(m) => {
                 let mut state = lock(&self.primary_state);
                 let ok = m.wrong_role(true).is_none();
                 if ok {
-                    lock(&self.history).push(m.at, m.wal, keep);
+                    let before = state.measured.as_ref().and_then(|p| p.timeline);
+                    let mut history = lock(&self.history);
+                    if before.is_some() && m.timeline.is_some() && before != m.timeline {
+                        history.clear();
+                    }
+                    history.push(m.at, m.wal, keep);
                     state.error = None;
                 } else {
                     // A primary demoted under us: writes fail there. Its connections go, and
@@ -206,8 +211,9 @@ impl Servers {
                     self.primary.suspect_all();
                     primary.reconnect();
                 }
+                let timeline = m.timeline;
                 state.measured = Some(m);
-                ok
+                ok.then_some(timeline)
             }
             Err(e) => {
                 let why = e.why();
@@ -217,12 +223,20 @@ impl Servers {
                 }
                 state.error = Some(why);
                 self.primary.suspect_all();
-                false
+                None
             }
         };
+        let primary_ok = primary.is_some();
+        let timeline = primary.flatten();
         for ((replica, client), config) in self.replicas.iter().zip(replicas).zip(configs) {
             match measure(config, client) {
                 Ok(m) => {
+                    if m.in_recovery
+                        && let Some(why) = m.not_following(timeline)
+                    {
+                        replica.not_following(m, why);
+                        continue;
+                    }
                     let lag = (primary_ok && m.in_recovery)
                         .then(|| lock(&self.history).lag(m.wal))
                         .flatten();

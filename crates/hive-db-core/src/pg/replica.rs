@@ -27,6 +27,12 @@ impl WalHistory {
     /// the primary had written no more at the later time, and already that much at the
     /// earlier one. A position below the last (a new primary after a failover, whose history
     /// is its own) starts the history again.
+    /// Forgets every sample: the primary's positions before (another timeline's, after a
+    /// failover) say nothing of the new primary's.
+    pub(super) fn clear(&mut self) {
+        self.samples.clear();
+    }
+
     pub(super) fn push(&mut self, at: Instant, wal: u64, keep: Duration) {
         let len = self.samples.len();
         let repeated = len >= 2 && self.samples.get(len - 2).is_some_and(|s| s.1 == wal);
@@ -89,6 +95,8 @@ const UNSEEN: u8 = 0;
 const STANDBY: u8 = 1;
 const DOWN: u8 = 2;
 const NOT_A_REPLICA: u8 = 3;
+/// A standby that does not follow the primary (no WAL receiver streaming its timeline).
+const NOT_FOLLOWING: u8 = 4;
 
 /// One read replica.
 pub(super) struct Replica {
@@ -175,6 +183,17 @@ impl Replica {
         }
     }
 
+    /// The monitor measured a standby that does not follow the primary (`why`): it takes no
+    /// read until it does, whatever its position; shown lagging, with why.
+    pub(super) fn not_following(&self, m: Measured, why: String) {
+        if self.seen.swap(NOT_FOLLOWING, Relaxed) != NOT_FOLLOWING {
+            tracing::warn!(db = %self.pool.info().name, replica = %self.target().display(), reason = %why, "read replica does not follow the primary; reads go elsewhere");
+        }
+        let mut detail = lock(&self.detail);
+        detail.server = Some(m);
+        detail.error = Some(format!("not following the primary: {why}"));
+    }
+
     /// It cannot be reached, or broke a read's connection: skipped until the monitor
     /// reaches it again, and its connections are checked before their next use.
     pub(super) fn down(&self, why: String) {
@@ -191,7 +210,7 @@ impl Replica {
         let seen = self.seen.load(Relaxed);
         let status = match seen {
             STANDBY if lag.is_some_and(|l| l <= max_lag) => ReplicaStatus::Up,
-            STANDBY => ReplicaStatus::Lagging,
+            STANDBY | NOT_FOLLOWING => ReplicaStatus::Lagging,
             NOT_A_REPLICA => ReplicaStatus::NotAReplica,
             _ => ReplicaStatus::Down,
         };

@@ -28,7 +28,23 @@ const FACTS: &str = "SELECT current_setting('server_version'), pg_is_in_recovery
                             current_setting('wal_block_size')::numeric AS blk, \
                             (SELECT setting::numeric FROM pg_settings \
                              WHERE name = 'wal_segment_size') AS seg) AS pos) \
-     END, 0)::int8";
+     END, 0)::int8, \
+     CASE WHEN NOT pg_is_in_recovery() \
+         THEN ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int4 \
+     END, \
+     EXISTS (SELECT 1 FROM pg_stat_wal_receiver), \
+     (SELECT status FROM pg_stat_wal_receiver), \
+     (SELECT received_tli FROM pg_stat_wal_receiver)";
+
+/// A standby's WAL receiver, as `pg_stat_wal_receiver` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Receiver {
+    /// `streaming`, `waiting`, `starting`...; `None` to a role without `pg_read_all_stats`,
+    /// which sees only that there is one.
+    pub(super) status: Option<String>,
+    /// The timeline of the WAL it last received (`None` as `status`).
+    pub(super) timeline: Option<u32>,
+}
 
 /// A server's facts as measured at `at`, with its WAL position.
 #[derive(Debug, Clone)]
@@ -41,6 +57,10 @@ pub(super) struct Measured {
     pub(super) max_connections: u32,
     /// Bytes of WAL written (a primary) or replayed (a standby).
     pub(super) wal: u64,
+    /// The timeline a primary writes.
+    pub(super) timeline: Option<u32>,
+    /// A standby's WAL receiver, if it has one.
+    pub(super) receiver: Option<Receiver>,
 }
 
 impl Measured {
@@ -62,7 +82,40 @@ impl Measured {
             connections: count(3)?,
             max_connections: count(4)?,
             wal: u64::try_from(row.try_get::<_, i64>(5)?).unwrap_or(0),
+            timeline: row
+                .try_get::<_, Option<i32>>(6)?
+                .and_then(|t| u32::try_from(t).ok()),
+            receiver: row.try_get::<_, bool>(7)?.then_some(()).map(|()| Receiver {
+                status: row.try_get(8).ok().flatten(),
+                timeline: row
+                    .try_get::<_, Option<i32>>(9)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| u32::try_from(t).ok()),
+            }),
         })
+    }
+
+    /// Why a standby is not following the primary that writes `timeline`: it has no WAL
+    /// receiver, its receiver is not streaming, or it streams another timeline (after a
+    /// failover, one left following the old primary holds writes the new one lost and lacks
+    /// the new one's, however close its position). `None` when it follows, or when this role
+    /// may not see its receiver's state (without `pg_read_all_stats`).
+    pub(super) fn not_following(&self, timeline: Option<u32>) -> Option<String> {
+        let Some(receiver) = &self.receiver else {
+            return Some("it has no WAL receiver: it is not streaming from a primary".to_owned());
+        };
+        let status = receiver.status.as_deref()?;
+        if status != "streaming" {
+            return Some(format!("its WAL receiver is {status}, not streaming"));
+        }
+        match (receiver.timeline, timeline) {
+            (Some(theirs), Some(primary)) if theirs != primary => Some(format!(
+                "it streams timeline {theirs} while the primary writes timeline {primary}: it \
+                 follows a server that is no longer the primary"
+            )),
+            _ => None,
+        }
     }
 
     /// The public facts, aged as of now.
@@ -124,4 +177,47 @@ pub(super) fn no_writable_host(e: &postgres::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standby(receiver: Option<Receiver>) -> Measured {
+        Measured {
+            at: Instant::now(),
+            version: "15".to_owned(),
+            in_recovery: true,
+            read_only: true,
+            connections: 1,
+            max_connections: 100,
+            wal: 0,
+            timeline: None,
+            receiver,
+        }
+    }
+
+    fn receiver(status: Option<&str>, timeline: Option<u32>) -> Option<Receiver> {
+        Some(Receiver {
+            status: status.map(str::to_owned),
+            timeline,
+        })
+    }
+
+    /// Bug caught: a standby judged by its position alone. After a failover one left on the
+    /// old primary's timeline (or not streaming at all) looked fresh and took reads that
+    /// missed the new primary's writes and showed rows the failover lost. One this role may
+    /// not see the receiver of is still taken (nothing tells it apart).
+    #[test]
+    fn a_standby_follows_only_streaming_the_primarys_timeline() {
+        let follows = |r: Option<Receiver>, tli: Option<u32>| standby(r).not_following(tli);
+        assert_eq!(follows(receiver(Some("streaming"), Some(2)), Some(2)), None);
+        assert_eq!(follows(receiver(Some("streaming"), Some(2)), None), None);
+        assert_eq!(follows(receiver(None, None), Some(2)), None);
+        let old = follows(receiver(Some("streaming"), Some(1)), Some(2));
+        assert!(old.is_some_and(|why| why.contains("timeline 1")));
+        let waiting = follows(receiver(Some("waiting"), Some(2)), Some(2));
+        assert!(waiting.is_some_and(|why| why.contains("waiting")));
+        assert!(follows(None, Some(2)).is_some_and(|why| why.contains("no WAL receiver")));
+    }
 }

@@ -612,3 +612,84 @@ fn failover_rounds_lose_no_acknowledged_write() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: after a failover, a replica left following the old primary (its WAL receiver
+/// pointing at a dead server, its position ahead of the new primary's) was "up, lag 0":
+/// the new primary's positions were compared with the old timeline's. Reads went there for
+/// as long as the new primary wrote less WAL than the replica had, missing writes
+/// committed seconds before (a bound of 500 ms) and showing a row the failover lost. A
+/// replica takes reads only while its WAL receiver streams the primary's timeline.
+#[test]
+fn a_replica_left_on_the_old_timeline_takes_no_read() -> TestResult {
+    require_postgres!();
+    let cluster = Cluster::start()?;
+    let (primary, standby, replica) = (
+        cluster.primary(),
+        cluster.sync_standby(),
+        cluster.async_replica(),
+    );
+    let registry = Registry::new();
+    let name = DbName::new("timeline")?;
+    registry.register_postgres(
+        &name,
+        &cluster.failover_url("postgres"),
+        config(vec![replica.url("postgres")]),
+    )?;
+    let db = registry.postgres(&name)?;
+    db.write(|tx| tx.batch_execute("CREATE TABLE t (id serial PRIMARY KEY, tag text)"))?;
+    cluster.wait_caught_up(Duration::from_secs(20))?;
+    wait_for(&registry, &name, "replica up", |r| {
+        r.iter().all(|r| r.status == ReplicaStatus::Up)
+    })?;
+    // The synchronous standby stops receiving (the primary stops waiting for it), so the
+    // replica gets WAL the standby never will: a row, and enough WAL to stay ahead of
+    // whatever the new primary writes during the test.
+    standby.set("primary_conninfo", "")?;
+    primary.set("synchronous_standby_names", "")?;
+    thread::sleep(Duration::from_millis(500));
+    db.write(|tx| {
+        tx.batch_execute(
+            "INSERT INTO t (tag) VALUES ('lost');
+             CREATE TABLE filler AS
+                 SELECT g, repeat('x', 100) AS pad FROM generate_series(1, 100000) g",
+        )
+    })?;
+    replica.wait_caught_up(primary, Duration::from_secs(30))?;
+    primary.kill9()?;
+    standby.promote()?;
+    let promoted = Instant::now();
+    loop {
+        match db.write(|tx| tx.execute("INSERT INTO t (tag) VALUES ('after')", &[])) {
+            Ok(_) => break,
+            Err(e) => anyhow::ensure!(
+                promoted.elapsed() < Duration::from_secs(20),
+                "no write after the promotion: {e}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Four times the lag bound later, every read sees the write and not the lost row.
+    thread::sleep(Duration::from_secs(2));
+    for _ in 0..6 {
+        let (after, lost): (i64, i64) = db.read(|c| {
+            let r = c.query_one(
+                "SELECT (SELECT count(*) FROM t WHERE tag = 'after'),
+                        (SELECT count(*) FROM t WHERE tag = 'lost')",
+                &[],
+            )?;
+            Ok((r.try_get(0)?, r.try_get(1)?))
+        })?;
+        assert_eq!((after, lost), (1, 0), "a read on the old timeline");
+    }
+    let facts = registry.db_stats(&name)?.postgres.expect("postgres facts");
+    let shown = &facts.replicas[0];
+    assert_eq!(shown.status, ReplicaStatus::Lagging, "{shown:?}");
+    assert!(
+        shown
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("not following the primary")),
+        "{shown:?}"
+    );
+    Ok(())
+}

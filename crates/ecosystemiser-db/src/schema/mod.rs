@@ -15,7 +15,6 @@ mod adopt;
 pub(crate) mod pg;
 mod shape;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -127,12 +126,11 @@ fn v4(tx: &Transaction<'_>) -> HookResult {
     Ok(())
 }
 
-/// The columns of every table of a fresh database, made once per process in memory.
-fn fresh_columns() -> Result<&'static BTreeMap<&'static str, shape::Columns>, HookError> {
-    static FRESH: OnceLock<Result<BTreeMap<&'static str, shape::Columns>, String>> =
-        OnceLock::new();
+/// A fresh database's tables' columns and its indexes, made once per process in memory.
+fn fresh() -> Result<&'static shape::Fresh, HookError> {
+    static FRESH: OnceLock<Result<shape::Fresh, String>> = OnceLock::new();
     let made = FRESH.get_or_init(|| {
-        let make = || -> Result<BTreeMap<&'static str, shape::Columns>, HookError> {
+        let make = || -> Result<shape::Fresh, HookError> {
             let name = hive_db_core::DbName::new("ecosystemiser")
                 .map_err(|e| HookError::Hook(format!("cannot name the fresh database: {e}")))?;
             // SQLite opens the name `:memory:` as a private database in memory.
@@ -146,11 +144,7 @@ fn fresh_columns() -> Result<&'static BTreeMap<&'static str, shape::Columns>, Ho
             for step in STEPS {
                 step(&tx)?;
             }
-            let mut out = BTreeMap::new();
-            for table in TABLES {
-                out.insert(table, shape::columns(&tx, table)?);
-            }
-            Ok(out)
+            shape::Fresh::of(&tx, &TABLES)
         };
         make().map_err(|e| match e {
             HookError::Hook(message) => message,
@@ -248,8 +242,8 @@ pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result
         ))));
     }
     // Also for a file a migration just checked: cheap, the fresh columns are made once.
-    fresh_columns()
-        .and_then(|fresh| shape::refuse_columns_unlike_fresh(conn, fresh))
+    fresh()
+        .and_then(|fresh| shape::refuse_unlike_fresh(conn, fresh))
         .map_err(|e| failed(e.into()))
 }
 
@@ -299,8 +293,8 @@ pub(crate) fn migrate_to(
     }
     shape::refuse_what_broke(&tx, &before).map_err(|e| failed(e.into()))?;
     if version == SCHEMA_VERSION {
-        fresh_columns()
-            .and_then(|fresh| shape::refuse_columns_unlike_fresh(&tx, fresh))
+        fresh()
+            .and_then(|fresh| shape::refuse_unlike_fresh(&tx, fresh))
             .map_err(|e| failed(e.into()))?;
     }
     tx.pragma_update(None, "user_version", version as i64)

@@ -151,16 +151,61 @@ pub(super) fn columns(conn: &Connection, table: &str) -> Result<Columns, HookErr
         .collect::<Result<_, _>>()?)
 }
 
-/// Refuses a file whose tables lack a column that a fresh database's (`fresh`) have, or
-/// declare one with another type affinity: the repositories would fail on it (or store
-/// values they cannot read back) from its first use on. Columns someone added are no
-/// concern. A missing table is left to the caller's own check.
-pub(super) fn refuse_columns_unlike_fresh(
-    conn: &Connection,
-    fresh: &BTreeMap<&'static str, Columns>,
-) -> HookResult {
+/// What a fresh database has: each table's columns, and each index's table.
+#[derive(Debug)]
+pub(super) struct Fresh {
+    columns: BTreeMap<&'static str, Columns>,
+    indexes: BTreeMap<String, String>,
+}
+
+impl Fresh {
+    /// The facts of the fresh database on `conn`, for its `tables`.
+    pub(super) fn of(conn: &Connection, tables: &[&'static str]) -> Result<Self, HookError> {
+        let mut columns = BTreeMap::new();
+        for table in tables {
+            columns.insert(*table, self::columns(conn, table)?);
+        }
+        let indexes = conn
+            .prepare(
+                "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(Self { columns, indexes })
+    }
+}
+
+/// Refuses a file unlike a fresh database in a way the data layer cannot live with: a table
+/// lacking a column the fresh one has, or declaring it with another type affinity (the
+/// repositories would fail on it, or store values they cannot read back, from its first use
+/// on); or an index of the data layer's name on another table (someone's own, of the same
+/// name: `CREATE INDEX IF NOT EXISTS` then skips the data layer's, and its queries scan
+/// whole tables without a word). Columns and indexes someone added are no concern, nor is
+/// an index of the data layer's name made otherwise on its own table (someone's, kept). A
+/// missing table is left to the caller's own check.
+pub(super) fn refuse_unlike_fresh(conn: &Connection, fresh: &Fresh) -> HookResult {
     let mut wrong = Vec::new();
-    for (table, fresh) in fresh {
+    for (name, table) in &fresh.indexes {
+        let theirs: Option<String> = conn
+            .query_row(
+                "SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                hive_db_core::rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        if let Some(theirs) = theirs
+            && !theirs.eq_ignore_ascii_case(table)
+        {
+            wrong.push(format!(
+                "index {name} is on table {theirs}, where the data layer needs its own on \
+                 {table} (rename the other index)"
+            ));
+        }
+    }
+    for (table, fresh) in &fresh.columns {
         let found = columns(conn, table)?;
         if found.is_empty() {
             continue;

@@ -458,9 +458,10 @@ fn a_migration_that_would_break_a_view_or_trigger_is_refused() -> anyhow::Result
 /// Bug caught: only the tables' presence was checked, and every `CREATE TABLE IF NOT EXISTS`
 /// skips a table that exists. A file with a table made by hand, a column missing or declared
 /// with another type, opened without error; then creating a simulation failed ("no column
-/// named metadata"), or a duration stored as text could never be read back. It must be
-/// refused at open, naming the table and the column, with the file left as it was; a column
-/// someone added, or a type of the same affinity, is no concern.
+/// named metadata"), or a duration stored as text could never be read back; and one whose
+/// own index took the name of the data layer's made the migration skip it. It must be
+/// refused at open, naming the table and the column (or the index), with the file left as
+/// it was; a column someone added, or a type of the same affinity, is no concern.
 #[test]
 fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
     let fresh_dir = tempfile::tempdir()?;
@@ -509,6 +510,22 @@ fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
         format!("{err:?}").contains("studies has no column error_message"),
         "{err:?}"
     );
+
+    // An index of the data layer's name on someone's own table: the data layer's was
+    // skipped (`IF NOT EXISTS`), and every status query scanned the simulations.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    conn.execute_batch(
+        "CREATE TABLE my_jobs (status TEXT);
+         CREATE INDEX idx_simulations_status ON my_jobs (status);",
+    )?;
+    let before = objects(&conn)?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(
+        format!("{err:?}").contains("index idx_simulations_status is on table my_jobs"),
+        "{err:?}"
+    );
+    assert_eq!(objects(&conn)?, before);
 
     // A column added, and a type of the same affinity, pass.
     let dir = tempfile::tempdir()?;

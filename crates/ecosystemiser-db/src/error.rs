@@ -42,12 +42,16 @@ pub enum Error {
         #[source]
         source: Option<rusqlite::Error>,
     },
-    /// The database was written by a newer version of this code; nothing was written to it.
-    /// On PostgreSQL, `path` is the server's target (`postgres://user@host:port/db`) and
+    /// The database was written by a newer version of this code (or its version is negative,
+    /// which no version writes); nothing was written to it. On PostgreSQL, `path` is the server's target (`postgres://user@host:port/db`) and
     /// `found` the version in its `ecosystemiser_schema_version` table.
     #[error(
-        "database {db}: {path} has schema version {found}, newer than the {known} this code \
-         knows; nothing was written to it"
+        "database {db}: {path} has schema version {found}, {}; nothing was written to it",
+        if *found < 0 {
+            "which no version of this code writes (another program's user_version?)".to_owned()
+        } else {
+            format!("newer than the {known} this code knows")
+        }
     )]
     SchemaTooNew {
         /// The database.

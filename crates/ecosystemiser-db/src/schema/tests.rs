@@ -539,3 +539,25 @@ fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
     assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
     Ok(())
 }
+
+/// Bug caught: a negative `user_version` (another program's use of it) reported as "schema
+/// version -1, newer than the 4 this code knows".
+#[test]
+fn a_negative_version_is_not_called_newer() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, path, conn) = fresh(dir.path())?;
+    conn.execute_batch("PRAGMA user_version = -1; CREATE TABLE theirs (x);")?;
+    drop(conn);
+    let err = inspect(&db, &path, &DbConfig::default()).err();
+    assert!(
+        matches!(err, Some(Error::SchemaTooNew { found: -1, .. })),
+        "{err:?}"
+    );
+    let message = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("which no version of this code writes"),
+        "{message}"
+    );
+    assert!(!message.contains("newer"), "{message}");
+    Ok(())
+}

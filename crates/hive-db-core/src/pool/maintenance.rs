@@ -86,15 +86,28 @@ pub(super) fn threads() -> Arc<ScheduledThreadPool> {
 }
 
 /// `n` threads for one pool alone (see `Engine::OWN_CONNECT_THREADS`); they end when the
-/// pool does.
+/// pool does. When the system refuses a thread (the thread pool's builder then panics), the
+/// shared threads, with a warning.
 pub(super) fn own_threads(n: usize) -> Arc<ScheduledThreadPool> {
-    Lazy::force(&TICKER);
-    Arc::new(
+    let built = std::panic::catch_unwind(|| {
         ScheduledThreadPool::builder()
             .num_threads(n)
             .thread_name_pattern("hive-db-conn-{}")
-            .build(),
-    )
+            .build()
+    });
+    match built {
+        Ok(pool) => {
+            Lazy::force(&TICKER);
+            Arc::new(pool)
+        }
+        Err(_) => {
+            tracing::warn!(
+                "cannot start a connect thread for a pool of its own; it opens its connections \
+                 on the threads every pool shares"
+            );
+            threads()
+        }
+    }
 }
 
 /// Runs `hook` on every tick of the coarse clock (every [`clock::TICK`]) from now on, on the

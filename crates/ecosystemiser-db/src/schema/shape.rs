@@ -151,16 +151,22 @@ pub(super) fn columns(conn: &Connection, table: &str) -> Result<Columns, HookErr
         .collect::<Result<_, _>>()?)
 }
 
-/// What a fresh database has: each table's columns, and each index's table.
+/// What a fresh database has: each table's columns, and each index's table; and the
+/// columns whose declared type is not compared (`kept`: table, column).
 #[derive(Debug)]
 pub(super) struct Fresh {
     columns: BTreeMap<&'static str, Columns>,
     indexes: BTreeMap<String, String>,
+    kept: Vec<(&'static str, &'static str)>,
 }
 
 impl Fresh {
-    /// The facts of the fresh database on `conn`, for its `tables`.
-    pub(super) fn of(conn: &Connection, tables: &[&'static str]) -> Result<Self, HookError> {
+    /// The facts of the fresh database on `conn`, for its `tables`; `kept` as above.
+    pub(super) fn of(
+        conn: &Connection,
+        tables: &[&'static str],
+        kept: Vec<(&'static str, &'static str)>,
+    ) -> Result<Self, HookError> {
         let mut columns = BTreeMap::new();
         for table in tables {
             columns.insert(*table, self::columns(conn, table)?);
@@ -171,7 +177,11 @@ impl Fresh {
             )?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        Ok(Self { columns, indexes })
+        Ok(Self {
+            columns,
+            indexes,
+            kept,
+        })
     }
 }
 
@@ -205,15 +215,26 @@ pub(super) fn refuse_unlike_fresh(conn: &Connection, fresh: &Fresh) -> HookResul
             ));
         }
     }
-    for (table, fresh) in &fresh.columns {
+    for (table, expected) in &fresh.columns {
         let found = columns(conn, table)?;
         if found.is_empty() {
             continue;
         }
-        for (column, declared) in fresh {
+        for (column, declared) in expected {
+            // Kept as someone declared it: a column a migration found already there under
+            // the name it adds (its step keeps it as it is, as older builds did).
+            let kept = fresh
+                .kept
+                .iter()
+                .any(|(t, c)| t == table && c.eq_ignore_ascii_case(column));
             match found.iter().find(|(name, _)| name == column) {
                 None => wrong.push(format!("{table} has no column {column}")),
-                Some((_, theirs)) if affinity(theirs) != affinity(declared) => {
+                // No affinity (an untyped or BLOB column) stores every value as given.
+                Some((_, theirs))
+                    if !kept
+                        && affinity(theirs) != "BLOB"
+                        && affinity(theirs) != affinity(declared) =>
+                {
                     wrong.push(format!(
                         "{table}.{column} is declared {theirs:?} ({} affinity), a fresh \
                          database's {declared:?} ({})",

@@ -239,6 +239,20 @@ fn version_4_keeps_an_error_message_column_someone_added() -> anyhow::Result<()>
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     assert_eq!((decl.as_str(), value.as_str()), ("VARCHAR(200)", "none"));
+
+    // Of another type affinity, or none: kept too, and the file opens again after (the
+    // check of a table's columns against a fresh database's refused both).
+    for declared in ["INTEGER", ""] {
+        let dir = tempfile::tempdir()?;
+        let (db, path, mut conn) = fresh(dir.path())?;
+        migrate_to(&db, &path, &mut conn, 3)?;
+        conn.execute_batch(&format!(
+            "ALTER TABLE studies ADD COLUMN error_message {declared};"
+        ))?;
+        migrate(&db, &path, &mut conn)?;
+        assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
+        migrate(&db, &path, &mut conn)?;
+    }
     Ok(())
 }
 
@@ -526,6 +540,12 @@ fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
         "{err:?}"
     );
     assert_eq!(objects(&conn)?, before);
+
+    // An untyped column (no affinity: every value stays as written) passes.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    conn.execute_batch(&simulations.replace("results_path TEXT", "results_path"))?;
+    migrate(&db, &path, &mut conn)?;
 
     // A column added, and a type of the same affinity, pass.
     let dir = tempfile::tempdir()?;

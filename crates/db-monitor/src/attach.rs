@@ -73,7 +73,8 @@ impl Endpoint {
                 .flatten()
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(60)));
+                // At least 100 ms between tries: `Retry-After: 0` must not make a tight loop.
+                .map(|s| Duration::from_secs(s.min(60)).max(Duration::from_millis(100)));
             if let Some(wait) = retry_after {
                 if wait >= deadline.saturating_duration_since(Instant::now()) {
                     bail!(

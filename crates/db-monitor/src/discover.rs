@@ -10,6 +10,14 @@ use hive_db_core::discovery::{self, Announcement, SkipReason};
 
 use crate::attach::Endpoint;
 
+/// Stale announcements found (and removed) between two refreshes, to be said by the next.
+static STALE_SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The warning for a stale announcement.
+fn stopped_without_closing(s: &discovery::Skipped) -> String {
+    format!("a registry stopped without closing its endpoint (killed or crashed): {s}")
+}
+
 /// The announced endpoints, as of the last [`Discovered::refresh`].
 #[derive(Debug)]
 pub(crate) struct Discovered {
@@ -78,10 +86,7 @@ impl Discovered {
             if matches!(s.reason, SkipReason::Stale { .. }) {
                 // The only trace of a registry killed or crashed: a clean stop removes its
                 // announcement.
-                let message = format!(
-                    "a registry stopped without closing its endpoint (killed or crashed): {s}"
-                );
-                self.warn(message, &mut warnings);
+                self.warn(stopped_without_closing(&s), &mut warnings);
             } else if s.reason.is_suspicious() {
                 self.warn(format!("ignoring {s}"), &mut warnings);
             } else {
@@ -90,6 +95,13 @@ impl Discovered {
         }
         for e in errors {
             self.warn(e, &mut warnings);
+        }
+        for stale in std::mem::take(
+            &mut *STALE_SEEN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            self.warn(stale, &mut warnings);
         }
         let mut old = std::mem::take(&mut self.endpoints);
         for a in live {
@@ -115,10 +127,19 @@ impl Discovered {
 
     /// Whether the endpoint at `base` is still announced by a running process: one that
     /// could not be read but is no longer announced stopped meanwhile, which is no failure.
+    /// The listing removes a stale announcement; that it was stale (the registry was killed
+    /// while the sample read it) is kept for the next [`Discovered::refresh`] to say, which
+    /// would not find the file any more.
     pub(crate) fn still_announced(base: &str) -> bool {
-        Self::list()
-            .0
-            .iter()
-            .any(|a| format!("http://{}", a.addr) == base)
+        let (live, skipped, _) = Self::list();
+        let stale = skipped
+            .into_iter()
+            .filter(|s| matches!(s.reason, SkipReason::Stale { .. }))
+            .map(|s| stopped_without_closing(&s));
+        STALE_SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(stale);
+        live.iter().any(|a| format!("http://{}", a.addr) == base)
     }
 }

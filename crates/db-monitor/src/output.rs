@@ -54,7 +54,7 @@ pub(crate) fn create(path: &Path) -> io::Result<File> {
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) {
-                io::Error::other("it is a FIFO that no process reads")
+                io::Error::other("it is a FIFO that no process reads, or a socket")
             } else {
                 e
             }

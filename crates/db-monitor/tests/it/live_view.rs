@@ -59,7 +59,7 @@ impl Session {
         std::fs::write(
             &script,
             format!(
-                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+                "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' TMPDIR='{home}/tmp' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
                  '{bin}' {args}\n\
                  echo \"exit=$?\"\n\
                  stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '\n\
@@ -208,7 +208,7 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
     std::fs::write(
         &script,
         format!(
-            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
+            "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' TMPDIR='{home}/tmp' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
              echo $$ > '{pid}'\n\
              exec '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n",
             home = dir.path().display(),

@@ -392,6 +392,7 @@ fn permission_problems_say_so_and_an_unreadable_wal_file_is_not_unhealthy() -> T
             .arg(format!("x={}", path.display()))
             .env("HOME", dir.path())
             .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+            .env("TMPDIR", dir.path().join("tmp"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());

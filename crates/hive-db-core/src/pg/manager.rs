@@ -87,10 +87,10 @@ impl Engine for PgManager {
     /// restart's end or a standby's promotion.
     const RECONNECT_CAP: Option<Duration> = Some(Duration::from_secs(1));
 
-    /// One thread per server's pool: a stopped server's connects (each up to
-    /// `connection_timeout`) wait there, not on the threads SQLite's pools and the other
-    /// servers' share.
-    const OWN_CONNECT_THREADS: usize = 1;
+    /// Two threads per server's pool (connections open two at a time, as a pool refills
+    /// after a failover): a stopped server's connects (each up to `connection_timeout`)
+    /// wait there, not on the threads SQLite's pools and the other servers' share.
+    const OWN_CONNECT_THREADS: usize = 2;
 
     fn validate_idle(conn: &mut PgConn) -> std::result::Result<(), String> {
         let timeout = conn.shared.info().config.connection_timeout;

@@ -238,7 +238,7 @@ impl Servers {
                         continue;
                     }
                     let lag = (primary_ok && m.in_recovery)
-                        .then(|| lock(&self.history).lag(m.wal))
+                        .then(|| lock(&self.history).lag(m.wal, self.max_lag))
                         .flatten();
                     replica.measured(m, lag);
                 }

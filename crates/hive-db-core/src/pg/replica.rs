@@ -56,9 +56,17 @@ impl WalHistory {
 
     /// A replica's lag as of the last sample: how long before it the primary had written no
     /// more than the replica has `replayed` (zero when it has everything), with the
-    /// sample's time. `None` with no sample yet.
-    pub(super) fn lag(&self, replayed: u64) -> Option<(Instant, Duration)> {
+    /// sample's time. `None` with no sample yet, and for a replica behind every sample of a
+    /// history that spans no more than `max_lag` (a new one: the monitor's start, or a new
+    /// timeline's first samples): its lag is known only to be at least that span, which does
+    /// not decide whether it is within the bound. (Taken as the oldest sample's age, a
+    /// replica 10 s behind looked current right after the history started again.)
+    pub(super) fn lag(&self, replayed: u64, max_lag: Duration) -> Option<(Instant, Duration)> {
         let (last, _) = *self.samples.back()?;
+        let (first, first_wal) = *self.samples.front()?;
+        if replayed < first_wal && last.saturating_duration_since(first) <= max_lag {
+            return None;
+        }
         let fresh = self.fresh_as_of(replayed)?;
         Some((last, last.saturating_duration_since(fresh)))
     }
@@ -270,6 +278,36 @@ mod tests {
         assert_eq!(h.fresh_as_of(1500), Some(t0));
         // Behind everything known: at least as old as the oldest sample.
         assert_eq!(h.fresh_as_of(10), Some(t0));
+        assert_eq!(h.lag(10, s(1)), Some((t0 + s(3), s(3))));
+    }
+
+    /// Bug caught: a replica behind every sample of a history that had just started again
+    /// (a new timeline after a switchover, or the monitor's start) given the oldest sample's
+    /// time, so lag 0: one 10 s behind the old primary took reads for the whole bound after
+    /// the switchover.
+    #[test]
+    fn a_replica_behind_a_new_history_is_not_placed() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let bound = Duration::from_millis(500);
+        let mut h = WalHistory::default();
+        for i in 0..=10 {
+            h.push(t0 + s(i), 1000 + 1000 * i, KEEP);
+        }
+        assert_eq!(h.lag(1500, bound), Some((t0 + s(10), s(10))));
+        h.clear();
+        h.push(t0 + s(11), 11_500, KEEP);
+        assert_eq!(h.lag(1500, bound), None);
+        h.push(t0 + s(11) + Duration::from_millis(100), 11_600, KEEP);
+        assert_eq!(h.lag(1500, bound), None);
+        // Caught up with the new history: placed.
+        assert_eq!(
+            h.lag(11_600, bound),
+            Some((t0 + s(11) + Duration::from_millis(100), Duration::ZERO))
+        );
+        // Behind a history longer than the bound: at least that old, which is enough.
+        h.push(t0 + s(12), 12_000, KEEP);
+        assert_eq!(h.lag(1500, bound), Some((t0 + s(12), s(1))));
     }
 
     /// Bug caught: a caught-up replica shown lagging by the time since the last measure (an
@@ -283,11 +321,11 @@ mod tests {
         h.push(t0, 1000, KEEP);
         h.push(t0 + Duration::from_secs(1), 3000, KEEP);
         assert_eq!(
-            h.lag(3000),
+            h.lag(3000, Duration::ZERO),
             Some((t0 + Duration::from_secs(1), Duration::ZERO))
         );
         assert_eq!(
-            h.lag(2000),
+            h.lag(2000, Duration::ZERO),
             Some((t0 + Duration::from_secs(1), Duration::from_secs(1)))
         );
 

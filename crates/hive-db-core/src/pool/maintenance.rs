@@ -93,6 +93,9 @@ pub(super) fn own_threads(n: usize) -> Arc<ScheduledThreadPool> {
         ScheduledThreadPool::builder()
             .num_threads(n)
             .thread_name_pattern("hive-db-conn-{}")
+            // The pool's pending jobs (r2d2's reaper, hours away) do not keep the threads once
+            // the pool is gone.
+            .on_drop_behavior(scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled)
             .build()
     });
     match built {

@@ -10,9 +10,6 @@ use hive_db_core::discovery::{self, Announcement, SkipReason};
 
 use crate::attach::Endpoint;
 
-/// Stale announcements found (and removed) between two refreshes, to be said by the next.
-static STALE_SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
 /// The warning for a stale announcement.
 fn stopped_without_closing(s: &discovery::Skipped) -> String {
     format!("a registry stopped without closing its endpoint (killed or crashed): {s}")
@@ -26,6 +23,9 @@ pub(crate) struct Discovered {
     endpoints: Vec<(Announcement, Endpoint)>,
     /// Files and problems already warned about, so each is said once per run.
     warned: HashSet<String>,
+    /// Stale announcements found (and removed) while a sample read their endpoints, to be
+    /// said by the next refresh or, in a one-shot report, at its end.
+    stale_seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl Discovered {
@@ -35,6 +35,7 @@ impl Discovered {
             timeout,
             endpoints: Vec::new(),
             warned: HashSet::new(),
+            stale_seen: std::sync::Mutex::default(),
         }
     }
 
@@ -96,13 +97,10 @@ impl Discovered {
         for e in errors {
             self.warn(e, &mut warnings);
         }
-        for stale in std::mem::take(
-            &mut *STALE_SEEN
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        ) {
+        for stale in self.late_warnings() {
             self.warn(stale, &mut warnings);
         }
+
         let mut old = std::mem::take(&mut self.endpoints);
         for a in live {
             let endpoint = match old.iter().position(|(o, _)| *o == a) {
@@ -128,18 +126,28 @@ impl Discovered {
     /// Whether the endpoint at `base` is still announced by a running process: one that
     /// could not be read but is no longer announced stopped meanwhile, which is no failure.
     /// The listing removes a stale announcement; that it was stale (the registry was killed
-    /// while the sample read it) is kept for the next [`Discovered::refresh`] to say, which
-    /// would not find the file any more.
-    pub(crate) fn still_announced(base: &str) -> bool {
+    /// while the sample read it) is kept for [`Discovered::late_warnings`], since the next
+    /// listing would not find the file any more.
+    pub(crate) fn still_announced(&self, base: &str) -> bool {
         let (live, skipped, _) = Self::list();
         let stale = skipped
             .into_iter()
             .filter(|s| matches!(s.reason, SkipReason::Stale { .. }))
             .map(|s| stopped_without_closing(&s));
-        STALE_SEEN
+        self.stale_seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(stale);
         live.iter().any(|a| format!("http://{}", a.addr) == base)
+    }
+
+    /// The stale announcements [`Discovered::still_announced`] found since the last call.
+    pub(crate) fn late_warnings(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .stale_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 }

@@ -29,6 +29,11 @@ pub(crate) fn run(cli: &Cli, sampler: &Sampler) -> Result<u8> {
         std::thread::sleep(cli.interval.unwrap_or(Duration::from_secs(1)));
         (Some(first), sampler.take(full))
     };
+    // A registry killed between the two reads: its announcement, removed, is the only
+    // trace, and no refresh comes after.
+    for warning in sampler.late_warnings() {
+        output::diag(&warning);
+    }
     let report = report::build(first.as_ref(), &last, cli.slow);
     let json = || serde_json::to_string_pretty(&report).context("cannot encode the report");
     if let Some(path) = &cli.output {

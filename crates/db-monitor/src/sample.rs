@@ -189,6 +189,15 @@ impl Sampler {
             .unwrap_or_default()
     }
 
+    /// The stale announcements found while reading (registries killed during a sample),
+    /// not said yet: for a report that does not refresh again.
+    pub(crate) fn late_warnings(&self) -> Vec<String> {
+        self.discovered
+            .as_ref()
+            .map(Discovered::late_warnings)
+            .unwrap_or_default()
+    }
+
     /// Reads every source once. An endpoint that fails is noted as an unhealthy row (and,
     /// when named with `--attach`, in `endpoint_errors`); it does not stop the others. A
     /// found endpoint that fails and is no longer announced stopped meanwhile: it is left
@@ -239,7 +248,12 @@ impl Sampler {
         for ((endpoint, named), read) in endpoints.into_iter().zip(read) {
             match read {
                 Ok(rows) => dbs.extend(rows),
-                Err(_) if !named && !Discovered::still_announced(endpoint.base()) => {}
+                Err(_)
+                    if !named
+                        && !self
+                            .discovered
+                            .as_ref()
+                            .is_some_and(|d| d.still_announced(endpoint.base())) => {}
                 Err(e) => {
                     let message = format!("{e:#}");
                     dbs.push(DbRead {

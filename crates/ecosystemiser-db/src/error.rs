@@ -48,7 +48,7 @@ pub enum Error {
     #[error(
         "database {db}: {path} has schema version {found}, {}; nothing was written to it",
         if *found < 0 {
-            "which no version of this code writes (another program's user_version?)".to_owned()
+            "which no version of this code records".to_owned()
         } else {
             format!("newer than the {known} this code knows")
         }

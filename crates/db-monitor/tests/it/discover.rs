@@ -172,6 +172,28 @@ fn no_arguments_finds_the_registry_a_child_serves() -> TestResult {
     Ok(())
 }
 
+/// Bug caught: a registry killed between a one-shot report's two reads left no trace: the
+/// failed read found its announcement stale and removed it, and no later listing came to
+/// say so (exit 0, nothing on stderr, no database), nor would the next run.
+#[test]
+fn a_registry_killed_during_a_one_shot_report_is_said() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let mut child = ChildRegistry::start(home.path())?;
+    announced(home.path(), child.pid())?;
+    let mon = monitor(home.path())
+        .args(["--json", "--interval", "3s"])
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill()?;
+    let r = crate::finish(mon)?;
+    assert!(
+        r.stderr
+            .contains("a registry stopped without closing its endpoint (killed or crashed)"),
+        "{r:?}"
+    );
+    Ok(())
+}
+
 /// Bug caught: the monitor looked in one announcement folder: a registry started as a
 /// service (no `XDG_RUNTIME_DIR`, so it announces in `hive-db-UID` in the temporary folder)
 /// was never found by a monitor run from a login shell (which looks in the runtime folder):

@@ -117,7 +117,11 @@ const V4_COLUMNS: [(&str, &str, &str); 2] = [
 fn v4(tx: &Transaction<'_>) -> HookResult {
     tx.execute_batch(V1_SQL)?;
     for (table, column, declaration) in V4_COLUMNS {
-        if !adopt::columns(tx, table)?.iter().any(|c| c == column) {
+        // Column names are case-insensitive in SQLite: `Error_Message` is this column.
+        if !adopt::columns(tx, table)?
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(column))
+        {
             tx.execute_batch(&format!(
                 "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
             ))?;

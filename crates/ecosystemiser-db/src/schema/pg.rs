@@ -95,7 +95,9 @@ pub(crate) fn read_version(pg: &PgHandle) -> hive_db_core::Result<i64> {
 pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
     let db = pg.name();
     match recorded(pg)? {
-        Some(found) if found > SCHEMA_VERSION as i64 => return Err(too_new(pg, found)),
+        Some(found) if found > SCHEMA_VERSION as i64 || found < 0 => {
+            return Err(too_new(pg, found));
+        }
         // Nothing to do, and no lock to take: the version only grows.
         Some(found) if found == SCHEMA_VERSION as i64 => return tables_present(pg),
         _ => {}
@@ -119,7 +121,7 @@ pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
                 )
                 .and_then(|r| r.try_get(0))
                 .map_err(|e| Error::pg(db, "lock the schema version", e))?;
-            if found > SCHEMA_VERSION as i64 {
+            if found > SCHEMA_VERSION as i64 || found < 0 {
                 return Err(too_new(pg, found));
             }
             if found >= step as i64 {

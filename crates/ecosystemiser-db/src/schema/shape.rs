@@ -141,13 +141,14 @@ fn affinity(declared: &str) -> &'static str {
     }
 }
 
-/// A table's columns: lowercased name, declared type.
-pub(super) type Columns = Vec<(String, String)>;
+/// A table's columns: lowercased name, declared type, and whether it is (part of) the
+/// primary key.
+pub(super) type Columns = Vec<(String, String, bool)>;
 
 pub(super) fn columns(conn: &Connection, table: &str) -> Result<Columns, HookError> {
     Ok(conn
-        .prepare("SELECT lower(name), type FROM pragma_table_xinfo(?1) ORDER BY cid")?
-        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare("SELECT lower(name), type, pk > 0 FROM pragma_table_xinfo(?1) ORDER BY cid")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?)
 }
 
@@ -198,7 +199,8 @@ pub(super) fn refuse_unlike_fresh(conn: &Connection, fresh: &Fresh) -> HookResul
     for (name, table) in &fresh.indexes {
         let theirs: Option<String> = conn
             .query_row(
-                "SELECT tbl_name FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                "SELECT tbl_name FROM sqlite_schema
+                 WHERE type = 'index' AND name = ?1 COLLATE NOCASE",
                 [name],
                 |r| r.get(0),
             )
@@ -220,29 +222,38 @@ pub(super) fn refuse_unlike_fresh(conn: &Connection, fresh: &Fresh) -> HookResul
         if found.is_empty() {
             continue;
         }
-        for (column, declared) in expected {
-            // Kept as someone declared it: a column a migration found already there under
-            // the name it adds (its step keeps it as it is, as older builds did).
+        for (column, declared, key) in expected {
+            let Some((_, theirs, their_key)) = found.iter().find(|(name, ..)| name == column)
+            else {
+                wrong.push(format!("{table} has no column {column}"));
+                continue;
+            };
+            if *key && !their_key {
+                // Without it, an `INTEGER PRIMARY KEY` (the rowid) is not filled on insert.
+                wrong.push(format!(
+                    "{table}.{column} is not the table's primary key, as a fresh database's is"
+                ));
+                continue;
+            }
+            let (theirs_is, fresh_is) = (affinity(theirs), affinity(declared));
+            // A column a migration found already there under the name it adds is kept as
+            // someone declared it (its step does, as older builds did): any type that hands
+            // back the text written to it (TEXT, or none), not one that turns "404" into a
+            // number the repositories cannot read as text.
             let kept = fresh
                 .kept
                 .iter()
                 .any(|(t, c)| t == table && c.eq_ignore_ascii_case(column));
-            match found.iter().find(|(name, _)| name == column) {
-                None => wrong.push(format!("{table} has no column {column}")),
-                // No affinity (an untyped or BLOB column) stores every value as given.
-                Some((_, theirs))
-                    if !kept
-                        && affinity(theirs) != "BLOB"
-                        && affinity(theirs) != affinity(declared) =>
-                {
-                    wrong.push(format!(
-                        "{table}.{column} is declared {theirs:?} ({} affinity), a fresh \
-                         database's {declared:?} ({})",
-                        affinity(theirs),
-                        affinity(declared)
-                    ));
-                }
-                Some(_) => {}
+            // No affinity (an untyped or BLOB column) stores every value as given; a key's
+            // column must still be the same type (an untyped key is not the rowid).
+            let fits = theirs_is == fresh_is
+                || (theirs_is == "BLOB" && !key)
+                || (kept && theirs_is == "TEXT");
+            if !fits {
+                wrong.push(format!(
+                    "{table}.{column} is declared {theirs:?} ({theirs_is} affinity), a fresh \
+                     database's {declared:?} ({fresh_is})"
+                ));
             }
         }
     }

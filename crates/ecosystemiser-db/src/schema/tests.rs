@@ -240,19 +240,31 @@ fn version_4_keeps_an_error_message_column_someone_added() -> anyhow::Result<()>
     )?;
     assert_eq!((decl.as_str(), value.as_str()), ("VARCHAR(200)", "none"));
 
-    // Of another type affinity, or none: kept too, and the file opens again after (the
-    // check of a table's columns against a fresh database's refused both).
-    for declared in ["INTEGER", ""] {
+    // Untyped, or of another case: kept too, and the file opens again after (the check of
+    // a table's columns against a fresh database's refused the first; the step itself
+    // added `error_message` beside `Error_Message`, a duplicate column).
+    for column in ["error_message", "Error_Message TEXT"] {
         let dir = tempfile::tempdir()?;
         let (db, path, mut conn) = fresh(dir.path())?;
         migrate_to(&db, &path, &mut conn, 3)?;
-        conn.execute_batch(&format!(
-            "ALTER TABLE studies ADD COLUMN error_message {declared};"
-        ))?;
+        conn.execute_batch(&format!("ALTER TABLE studies ADD COLUMN {column};"))?;
         migrate(&db, &path, &mut conn)?;
         assert_eq!(user_version(&conn)?, SCHEMA_VERSION as i64);
         migrate(&db, &path, &mut conn)?;
     }
+    // Numeric: a message such as "404" would be stored as a number the repositories cannot
+    // read back as text. Refused, the file left at version 3.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    migrate_to(&db, &path, &mut conn, 3)?;
+    conn.execute_batch("ALTER TABLE studies ADD COLUMN error_message INTEGER;")?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(
+        format!("{err:?}").contains("studies.error_message is declared")
+            && format!("{err:?}").contains("INTEGER affinity"),
+        "{err:?}"
+    );
+    assert_eq!(user_version(&conn)?, 3);
     Ok(())
 }
 
@@ -540,6 +552,32 @@ fn a_table_unlike_a_fresh_ones_is_refused() -> anyhow::Result<()> {
         "{err:?}"
     );
     assert_eq!(objects(&conn)?, before);
+    // Index names are case-insensitive: this one took the name too.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    conn.execute_batch(
+        "CREATE TABLE my_jobs (status TEXT);
+         CREATE INDEX IDX_SIMULATIONS_STATUS ON my_jobs (status);",
+    )?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(
+        format!("{err:?}").contains("is on table my_jobs"),
+        "{err:?}"
+    );
+
+    // An untyped key column is not the rowid: inserts left `id` NULL.
+    let dir = tempfile::tempdir()?;
+    let (db, path, mut conn) = fresh(dir.path())?;
+    conn.execute_batch(
+        "CREATE TABLE component_types (id PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+             category TEXT NOT NULL, description TEXT,
+             created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);",
+    )?;
+    let err = migrate(&db, &path, &mut conn).err();
+    assert!(
+        format!("{err:?}").contains("component_types.id is declared"),
+        "{err:?}"
+    );
 
     // An untyped column (no affinity: every value stays as written) passes.
     let dir = tempfile::tempdir()?;
@@ -575,7 +613,7 @@ fn a_negative_version_is_not_called_newer() -> anyhow::Result<()> {
     );
     let message = err.map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        message.contains("which no version of this code writes"),
+        message.contains("which no version of this code records"),
         "{message}"
     );
     assert!(!message.contains("newer"), "{message}");

@@ -119,26 +119,29 @@ fn two_registries_migrate_one_database_at_once() -> anyhow::Result<()> {
 }
 
 /// Bug caught: a database migrated by newer code written to (its version lowered, steps run
-/// again) instead of refused.
+/// again) instead of refused; and one with a negative version (no build records one) had
+/// every step run over it and its version overwritten, where SQLite refuses it.
 #[test]
 fn a_newer_schema_is_refused_untouched() -> anyhow::Result<()> {
     hive_pg_harness::require_postgres!();
-    let url = hive_pg_harness::server()?.fresh_db()?;
-    let dir = tempfile::tempdir()?;
-    drop(open_at(&url, dir.path())?);
-    let mut client = Client::connect(&url, NoTls)?;
-    client.batch_execute(
-        "UPDATE ecosystemiser_schema_version SET version = 99;
-         DROP INDEX idx_events_type_seq",
-    )?;
-    let registry = pg_registry(&url)?;
-    let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
-    assert!(
-        matches!(err, Some(Error::SchemaTooNew { found: 99, .. })),
-        "{err:?}"
-    );
-    assert_eq!(version(&mut client)?, 99);
-    assert!(!exists(&mut client, "idx_events_type_seq")?);
+    for found in [99_i64, -1] {
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        let dir = tempfile::tempdir()?;
+        drop(open_at(&url, dir.path())?);
+        let mut client = Client::connect(&url, NoTls)?;
+        client.batch_execute(&format!(
+            "UPDATE ecosystemiser_schema_version SET version = {found};
+             DROP INDEX idx_events_type_seq"
+        ))?;
+        let registry = pg_registry(&url)?;
+        let err = EcoDb::with_registry(&registry, &settings(dir.path(), "unused.db")).err();
+        assert!(
+            matches!(err, Some(Error::SchemaTooNew { found: f, .. }) if f == found),
+            "{err:?}"
+        );
+        assert_eq!(version(&mut client)?, found);
+        assert!(!exists(&mut client, "idx_events_type_seq")?);
+    }
     Ok(())
 }
 

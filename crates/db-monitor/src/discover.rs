@@ -132,7 +132,10 @@ impl Discovered {
         let (live, skipped, _) = Self::list();
         let stale = skipped
             .into_iter()
-            .filter(|s| matches!(s.reason, SkipReason::Stale { .. }))
+            // Only those this listing removed: one it could not remove is listed again by
+            // the next refresh, which says it once (a copy queued here too was said again for
+            // each failed read of a one-shot report).
+            .filter(|s| matches!(s.reason, SkipReason::Stale { pruned: true, .. }))
             .map(|s| stopped_without_closing(&s));
         self.stale_seen
             .lock()

@@ -337,3 +337,66 @@ fn announced_but_not_answering_is_unhealthy() -> TestResult {
     assert_eq!(v["databases"][0]["status"], "unhealthy", "{v}");
     Ok(())
 }
+
+/// Bug caught: a stale announcement the monitor may not remove (a folder it cannot write)
+/// said once by the first listing and again for each failed read of a one-shot report: the
+/// failed read queued its own copy, printed past the check that says each warning once.
+#[test]
+fn a_stale_announcement_that_cannot_be_removed_is_said_once() -> TestResult {
+    let uid = Command::new("id").arg("-u").output()?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: dropping privileges needs root (the CI runs as root)");
+        return Ok(());
+    }
+    let home = tempfile::tempdir()?;
+    let bin = home.path().join("db-monitor");
+    std::fs::copy(env!("CARGO_BIN_EXE_db-monitor"), &bin)?;
+    let dir = folder(home.path());
+    std::fs::create_dir_all(&dir)?;
+    // This process on a port nothing listens on: its reads fail, and each failure lists the
+    // folder again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let live = Announcement::of_this_process(port)?;
+    std::fs::write(dir.join(live.file_name()), live.to_json())?;
+    // A process that has exited.
+    let mut gone = Command::new("true").spawn()?;
+    gone.wait()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut stale = Announcement::of_this_process(port)?;
+    stale.pid = gone.id();
+    std::fs::write(dir.join(stale.file_name()), stale.to_json())?;
+    // Everything nobody's, the folder read-only to it: the stale file stays.
+    let mut stack = vec![home.path().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        std::os::unix::fs::lchown(&path, Some(65534), Some(65534))?;
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500))?;
+    let template = monitor(home.path());
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&bin)
+        .args(["--json", "--interval", "50ms"]);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let r = run(&mut cmd);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let r = r?;
+    assert_eq!(
+        r.stderr.matches("stopped without closing").count(),
+        1,
+        "{r:?}"
+    );
+    Ok(())
+}

@@ -47,30 +47,29 @@ impl Discovered {
     /// Every live announcement in this user's folders (an endpoint announced in two of them
     /// once), and the problems met on the way.
     fn list() -> (Vec<Announcement>, Vec<discovery::Skipped>, Vec<String>) {
-        let (mut live, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        match discovery::folders() {
-            Ok(folders) => {
-                for folder in folders {
-                    match discovery::list_in(&folder) {
-                        Ok(listing) => {
-                            for a in listing.live {
-                                if !live.contains(&a) {
-                                    live.push(a);
-                                }
-                            }
-                            skipped.extend(listing.skipped);
-                        }
-                        Err(e) => errors.push(format!(
-                            "cannot look for registries: {}",
-                            hive_db_core::error_chain(&e)
-                        )),
-                    }
-                }
-            }
-            Err(e) => errors.push(format!(
+        let cannot = |e: discovery::DiscoveryError| {
+            format!(
                 "cannot look for registries: {}",
                 hive_db_core::error_chain(&e)
-            )),
+            )
+        };
+        let folders = match discovery::folders() {
+            Ok(folders) => folders,
+            Err(e) => return (Vec::new(), Vec::new(), vec![cannot(e)]),
+        };
+        let (mut live, mut skipped, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        for folder in folders {
+            match discovery::list_in(&folder) {
+                Ok(listing) => {
+                    for a in listing.live {
+                        if !live.contains(&a) {
+                            live.push(a);
+                        }
+                    }
+                    skipped.extend(listing.skipped);
+                }
+                Err(e) => errors.push(cannot(e)),
+            }
         }
         (live, skipped, errors)
     }

@@ -195,11 +195,15 @@ pub fn folder() -> Result<PathBuf, DiscoveryError> {
     if let Some(dir) = runtime_dir() {
         return Ok(dir.join("hive-db"));
     }
-    let uid = uid().map_err(|source| DiscoveryError::Io {
+    Ok(std::env::temp_dir().join(format!("hive-db-{}", folder_uid()?)))
+}
+
+/// This process's user id, for the folders' names.
+fn folder_uid() -> Result<u32, DiscoveryError> {
+    uid().map_err(|source| DiscoveryError::Io {
         path: PathBuf::from("/proc/self"),
         source,
-    })?;
-    Ok(std::env::temp_dir().join(format!("hive-db-{uid}")))
+    })
 }
 
 /// Every folder a registry of this user may announce in, [`folder`] first: with
@@ -212,10 +216,7 @@ pub fn folder() -> Result<PathBuf, DiscoveryError> {
 ///
 /// As [`folder`].
 pub fn folders() -> Result<Vec<PathBuf>, DiscoveryError> {
-    let uid = uid().map_err(|source| DiscoveryError::Io {
-        path: PathBuf::from("/proc/self"),
-        source,
-    })?;
+    let uid = folder_uid()?;
     let first = folder()?;
     let other = if runtime_dir().is_some() {
         std::env::temp_dir().join(format!("hive-db-{uid}"))

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use hive_db_core::rusqlite::{Connection, Transaction};
+use hive_db_core::rusqlite::{Connection, OptionalExtension, Transaction};
 use rusqlite_migration::{HookError, HookResult};
 
 /// `name` as an SQL identifier.
@@ -40,10 +40,8 @@ pub(super) fn is_plain_index(
             [table, name],
             |r| r.get(0),
         )
-        .or_else(|e| match e {
-            hive_db_core::rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
+        .optional()?
+        .flatten();
     let plain: Vec<String> = columns.iter().map(|c| format!("{c} 0 BINARY")).collect();
     Ok(keys.as_deref() == Some(plain.join(",").as_str()))
 }
@@ -204,10 +202,7 @@ pub(super) fn refuse_unlike_fresh(conn: &Connection, fresh: &Fresh) -> HookResul
                 [name],
                 |r| r.get(0),
             )
-            .or_else(|e| match e {
-                hive_db_core::rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
+            .optional()?;
         if let Some(theirs) = theirs
             && !theirs.eq_ignore_ascii_case(table)
         {

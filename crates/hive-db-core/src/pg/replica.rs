@@ -27,12 +27,6 @@ impl WalHistory {
     /// the primary had written no more at the later time, and already that much at the
     /// earlier one. A position below the last (a new primary after a failover, whose history
     /// is its own) starts the history again.
-    /// Forgets every sample: the primary's positions before (another timeline's, after a
-    /// failover) say nothing of the new primary's.
-    pub(super) fn clear(&mut self) {
-        self.samples.clear();
-    }
-
     pub(super) fn push(&mut self, at: Instant, wal: u64, keep: Duration) {
         let len = self.samples.len();
         let repeated = len >= 2 && self.samples.get(len - 2).is_some_and(|s| s.1 == wal);
@@ -52,6 +46,12 @@ impl WalHistory {
         {
             self.samples.pop_front();
         }
+    }
+
+    /// Forgets every sample: the primary's positions before (another timeline's, after a
+    /// failover) say nothing of the new primary's.
+    pub(super) fn clear(&mut self) {
+        self.samples.clear();
     }
 
     /// A replica's lag as of the last sample: how long before it the primary had written no

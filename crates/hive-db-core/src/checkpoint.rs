@@ -16,8 +16,8 @@ use std::panic::Location;
 #[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{
-    AtomicBool, AtomicI64, AtomicU8, AtomicUsize,
-    Ordering::{Acquire, Relaxed, Release, SeqCst},
+    AtomicBool, AtomicI64, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
@@ -45,8 +45,6 @@ static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
 const CATCH_UP_FRAMES: i64 = 100;
 /// Background passes at most, before the catch-up pass is left to do the rest.
 const FIRST_PASSES: usize = 8;
-/// How long the catch-up pass waits, at most, for readers' lock keepers to let go.
-const KEEPER_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Where a database's two-pass automatic checkpoint stands. Moves only forward: `Idle` to
 /// `FirstPass` to `CatchUp` and back to `Idle`. Every move but the one out of `FirstPass` is
@@ -82,21 +80,12 @@ pub(crate) struct Checkpoints {
     /// Set once, as the database opens; a first pass without it is skipped (the catch-up
     /// step inside the lane then copies the WAL).
     checkout: OnceLock<Checkout>,
-    /// Async reader threads' lock keepers holding a read transaction now (see
-    /// `asynch/keeper.rs`): each holds back what a checkpoint may copy.
-    keepers: AtomicUsize,
-    /// The catch-up pass is about to run: keepers let go, and take no hold until it is done.
-    catching_up: AtomicBool,
     /// Runs at the start of each background checkpoint job (tests slow it down).
     #[cfg(test)]
     first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     /// Writers that waited for a background checkpoint pass.
     #[cfg(test)]
     first_pass_waits: AtomicU32,
-    /// Runs each time the catch-up pass looks whether the keepers have let go (tests let
-    /// one go there, as a reader thread's next call would).
-    #[cfg(test)]
-    keeper_wait_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Checkpoints {
@@ -118,14 +107,10 @@ impl Checkpoints {
             overdue: AtomicBool::new(false),
             pass_frames: AtomicI64::new(0),
             checkout: OnceLock::new(),
-            keepers: AtomicUsize::new(0),
-            catching_up: AtomicBool::new(false),
             #[cfg(test)]
             first_pass_hook: Mutex::new(None),
             #[cfg(test)]
             first_pass_waits: AtomicU32::new(0),
-            #[cfg(test)]
-            keeper_wait_hook: Mutex::new(None),
         }
     }
 
@@ -209,13 +194,8 @@ impl Checkpoints {
                 });
             }
             Step::CatchUp => {
-                // This pass leaves the WAL fully copied, so that the next writer starts it
-                // again: a keeper's read transaction would stop it short of that.
-                self.catching_up.store(true, SeqCst);
-                self.wait_for_keepers();
                 self.checkpoint(&conn);
                 self.set_step(Step::Idle);
-                self.catching_up.store(false, SeqCst);
                 drop(conn);
                 drop(turn);
             }
@@ -224,46 +204,6 @@ impl Checkpoints {
                 drop(conn);
                 drop(turn);
             }
-        }
-    }
-
-    /// Whether readers' lock keepers must let go and take no hold: a first pass is copying
-    /// the WAL, or the catch-up pass is about to.
-    #[cfg(feature = "async")]
-    pub(crate) fn keepers_stand_back(&self) -> bool {
-        self.step() == Step::FirstPass || self.catching_up.load(SeqCst)
-    }
-
-    /// Counts a keeper's hold about to be taken; `false` (not counted) when keepers must
-    /// stand back. Counted before the look at the flags, as the catch-up pass sets its flag
-    /// before it looks at the count: one of the two sees the other.
-    #[cfg(feature = "async")]
-    pub(crate) fn keeper_holds(&self) -> bool {
-        self.keepers.fetch_add(1, SeqCst);
-        if self.keepers_stand_back() {
-            self.keepers.fetch_sub(1, SeqCst);
-            return false;
-        }
-        true
-    }
-
-    /// Counts a keeper's hold let go.
-    #[cfg(feature = "async")]
-    pub(crate) fn keeper_let_go(&self) {
-        self.keepers.fetch_sub(1, SeqCst);
-    }
-
-    /// Waits, for at most [`KEEPER_WAIT`], until no keeper holds a read transaction. Each
-    /// lets go before its next call; one inside a long call keeps its hold past the wait,
-    /// and the pass then copies what it can.
-    fn wait_for_keepers(&self) {
-        let end = Instant::now() + KEEPER_WAIT;
-        while self.keepers.load(SeqCst) > 0 && Instant::now() < end {
-            #[cfg(test)]
-            if let Some(hook) = lock(&self.keeper_wait_hook).clone() {
-                hook();
-            }
-            std::thread::yield_now();
         }
     }
 
@@ -326,12 +266,6 @@ impl Checkpoints {
                 None
             }
         }
-    }
-
-    /// Makes the catch-up pass run `hook` each time it looks at the keepers.
-    #[cfg(test)]
-    pub(crate) fn set_keeper_wait_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        *lock(&self.keeper_wait_hook) = Some(hook);
     }
 
     /// Makes each background pass run `hook` first.

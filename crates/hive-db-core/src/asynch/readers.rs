@@ -19,11 +19,6 @@
 //! of them every 2 ms per busy database, and their wake-ups preempted the readers enough to
 //! show in the reads' throughput and tail.)
 //!
-//! From its first call on, a thread has a lock keeper (`keeper.rs`), which holds a read
-//! transaction while the thread serves calls so that theirs take SQLite's WAL read lock
-//! without a system call; it lets go when the thread parks, and waits for the next thread
-//! to wake in the readers' list, which `close` empties.
-//!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
 //! before it parks, while a caller pushes its call and then looks for an idle thread; and
@@ -40,7 +35,6 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use crate::asynch::call::ReadJob;
-use crate::asynch::keeper::Keeper;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::lane::spin_until;
@@ -79,9 +73,6 @@ struct Shared {
     taken: AtomicU64,
     /// A stall check is armed (in [`ARMED`], for the clock's tick).
     stall_check: AtomicBool,
-    /// The lock keepers of parked threads, holding nothing (see `keeper.rs`): a thread takes
-    /// one when it wakes, and `close` closes them.
-    keepers: Mutex<Vec<Keeper>>,
     threads: usize,
 }
 
@@ -134,7 +125,6 @@ impl Readers {
                 pushed: AtomicU64::new(0),
                 taken: AtomicU64::new(0),
                 stall_check: AtomicBool::new(false),
-                keepers: Mutex::new(Vec::new()),
                 threads: threads.max(1),
             }),
         }
@@ -206,9 +196,6 @@ impl Readers {
         for thread in idle {
             thread.unpark();
         }
-        // Closed here, not by their threads as they end: once `close` returns, no keeper of a
-        // parked thread has the file open. A busy thread's closes when its call is done.
-        drop(std::mem::take(&mut *lock(&shared.keepers)));
     }
 }
 
@@ -337,21 +324,12 @@ fn check_stalls() {
 fn serve(shared: &Shared) {
     let me = std::thread::current();
     let counters = &shared.db.info().counters;
-    // Taken (or opened) after the first call since the thread woke: that call does not wait
-    // for it. `wanted`: not looked for since.
-    let mut keeper: Option<Keeper> = None;
-    let mut wanted = true;
     // Whether this thread watched the queue since its last call: once before each park.
     let mut watched = false;
     loop {
         if let Some(job) = shared.jobs.pop() {
             counters.async_read_queued.fetch_sub(1, Relaxed);
             shared.taken.fetch_add(1, Relaxed);
-            if let Some(k) = keeper.as_mut()
-                && !k.before_call()
-            {
-                keeper = None;
-            }
             // The closure's panic is its caller's error (`ReadCall::run`); the caller's code
             // beyond it (a skipped closure's or an unawaited value's drop, an error
             // conversion, a waker) may panic here too: that call is lost, not the thread.
@@ -363,11 +341,6 @@ fn serve(shared: &Shared) {
                      value's drop, an error conversion or a waker); that call is lost, the \
                      thread carries on"
                 );
-            }
-            if std::mem::take(&mut wanted) {
-                keeper = lock(&shared.keepers)
-                    .pop()
-                    .or_else(|| Keeper::open(&shared.db));
             }
             watched = false;
             continue;
@@ -383,17 +356,6 @@ fn serve(shared: &Shared) {
             continue;
         }
         watched = false;
-        if let Some(mut k) = keeper.take()
-            && k.release()
-        {
-            let mut parked = lock(&shared.keepers);
-            // `close` sets the mark before it empties the list: a keeper put there after
-            // would never be closed.
-            if !shared.closed.load(SeqCst) {
-                parked.push(k);
-            }
-        }
-        wanted = true;
         {
             let mut idle = lock(&shared.idle);
             idle.push(me.clone());

@@ -1057,3 +1057,98 @@ fn close_fails_queued_async_writes_at_once_behind_a_running_one() -> TestResult 
     futures_executor::block_on(slow)?;
     Ok(())
 }
+
+/// The WAL's frames and how many of them are checkpointed, by a `TRUNCATE` checkpoint from
+/// a connection of its own that waits for no lock: `(0, 0)` once it has copied everything
+/// and started the WAL again, which no read transaction of any connection may be holding up.
+fn truncate_checkpoint(f: &Fixture) -> anyhow::Result<(i64, i64, i64)> {
+    let conn = hive_db_core::open_connection(&f.name, &f.path(), &config())?;
+    conn.busy_timeout(Duration::ZERO)?;
+    Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?)
+}
+
+/// Bug caught: a reader thread that keeps a read transaction open beside its calls (on a
+/// connection of its own, to spare their read transactions SQLite's lock system calls: a
+/// design tried once) still holding it once the thread has run out of calls and parked. No
+/// checkpoint could copy the frames written after it, nor start the WAL again, for as long
+/// as reads paused.
+#[test]
+fn a_reader_thread_out_of_calls_holds_no_read_transaction() -> TestResult {
+    let f = log_fixture("keeper_parked", config())?;
+    let h = with_readers(&f, 1)?;
+    let write = |n: usize| -> TestResult {
+        for i in 0..n {
+            f.registry.write(&f.name, insert(&format!("row {i}")))?;
+        }
+        Ok(())
+    };
+    // Reads in a row, with frames in the WAL not yet copied.
+    write(20)?;
+    for _ in 0..200 {
+        let n: i64 = futures_executor::block_on(
+            h.read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get(0))),
+        )?;
+        assert_eq!(n, 20);
+    }
+    // More frames, then no more reads: the thread parks.
+    write(20)?;
+    let mut last = (1, -1, -1);
+    let emptied = eventually(PATIENCE, || {
+        last = truncate_checkpoint(&f).unwrap_or((1, -1, -1));
+        last == (0, 0, 0)
+    });
+    assert!(
+        emptied,
+        "a TRUNCATE checkpoint with the reader thread parked: (busy, frames, copied) = \
+         {last:?}; something still holds a read transaction"
+    );
+    assert_eq!(tags(&f)?.len(), 40);
+    Ok(())
+}
+
+/// Bug caught: an async read seeing a snapshot older than its call: a read transaction kept
+/// across calls on a reader thread (calls queued together sharing one, or run on a
+/// connection whose transaction some other part of the thread holds). Reads keep a reader
+/// thread busy while a sync writer commits row after row; each read made after a commit
+/// returned must count that row.
+#[test]
+fn async_reads_under_a_steady_load_see_every_commit_before_them() -> TestResult {
+    let f = log_fixture("keeper_fresh", config())?;
+    let h = with_readers(&f, 1)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Other tasks' reads, so that the thread never runs dry.
+    let busy: Vec<JoinHandle<anyhow::Result<()>>> = (0..2)
+        .map(|_| {
+            let (h, stop) = (h.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    futures_executor::block_on(h.read(|c| {
+                        c.query_row("SELECT count(*) FROM log", [], |r| r.get::<_, i64>(0))
+                    }))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let checked = (|| -> TestResult {
+        for written in 1..=300_i64 {
+            f.registry.write(&f.name, insert("row"))?;
+            let seen: i64 = futures_executor::block_on(
+                h.read(|c| c.query_row("SELECT count(*) FROM log", [], |r| r.get(0))),
+            )?;
+            assert_eq!(
+                seen, written,
+                "a read made after commit {written} saw {seen} rows"
+            );
+        }
+        Ok(())
+    })();
+    stop.store(true, SeqCst);
+    for b in busy {
+        b.join()
+            .map_err(|_| anyhow::anyhow!("a reading thread panicked"))??;
+    }
+    checked
+}

@@ -117,3 +117,60 @@ fn commits_outside_write_are_still_checkpointed() -> TestResult {
     );
     Ok(())
 }
+
+/// Bug caught: async reader threads holding a read transaction nearly all the time under a
+/// steady read load (a lock keeper beside their calls, a design tried once), with a writer
+/// that checkpoints by itself (autocommit inserts on a connection from `get`, as another
+/// process's writer would): its checkpoint, inside each commit past the threshold, seldom
+/// finds the WAL free of readers' marks, so the WAL is started again late or never (82 MB
+/// here with such keepers; one threshold, 16.5 MB, without).
+#[test]
+fn commits_outside_write_are_still_checkpointed_with_async_reads_running() -> TestResult {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let f = Arc::new(fixture("ckpt_autocommit_async", config())?);
+    create_blob_table(&f)?;
+    let h = f.registry.async_handle_with(
+        &f.name,
+        hive_db_core::AsyncConfig {
+            reader_threads: Some(2),
+            ..hive_db_core::AsyncConfig::default()
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (h, stop) = (h.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || -> TestResult {
+                while !stop.load(SeqCst) {
+                    futures_executor::block_on(h.read(|c| {
+                        c.query_row("SELECT max(id) FROM b", [], |r| r.get::<_, Option<i64>>(0))
+                    }))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let blob = vec![7u8; BLOB];
+    let written = (|| -> TestResult {
+        let conn = f.registry.get(&f.name)?;
+        let mut insert = conn.prepare("INSERT INTO b (thread, data) VALUES (0, ?1)")?;
+        for _ in 0..16_000 {
+            insert.execute([&blob])?;
+        }
+        Ok(())
+    })();
+    stop.store(true, SeqCst);
+    for r in readers {
+        r.join()
+            .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
+    }
+    written?;
+    let limit = 3 * AUTOCHECKPOINT_FRAMES * (page_size(&f)? + 24);
+    let wal = wal_bytes(&f)?;
+    assert!(
+        wal <= limit,
+        "the WAL grew to {wal} bytes (limit {limit}) under autocommit inserts with async \
+         reads running"
+    );
+    Ok(())
+}

@@ -13,11 +13,13 @@
 //! from the beginning.
 
 use std::panic::Location;
+#[cfg(feature = "async")]
+use std::sync::Weak;
 #[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU8,
-    Ordering::{Acquire, Relaxed, Release},
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
@@ -45,6 +47,14 @@ static CHECKPOINTER: Lazy<ScheduledThreadPool> = Lazy::new(|| {
 const CATCH_UP_FRAMES: i64 = 100;
 /// Background passes at most, before the catch-up pass is left to do the rest.
 const FIRST_PASSES: usize = 8;
+
+/// A read transaction the passes end before they copy: an async reader thread's lock keeper
+/// (`asynch/keeper.rs`).
+#[cfg(feature = "async")]
+pub(crate) trait LetGo: Send + Sync {
+    /// Ends the hold, if any.
+    fn let_go(&self);
+}
 
 /// Where a database's two-pass automatic checkpoint stands. Moves only forward: `Idle` to
 /// `FirstPass` to `CatchUp` and back to `Idle`. Every move but the one out of `FirstPass` is
@@ -80,6 +90,12 @@ pub(crate) struct Checkpoints {
     /// Set once, as the database opens; a first pass without it is skipped (the catch-up
     /// step inside the lane then copies the WAL).
     checkout: OnceLock<Checkout>,
+    /// The async reader threads' lock keepers (see `asynch/keeper.rs`), whose holds the
+    /// passes end: each holds back what a checkpoint may copy.
+    #[cfg(feature = "async")]
+    keepers: Mutex<Vec<Weak<dyn LetGo>>>,
+    /// The catch-up pass is about to run: keepers take no hold until it is done.
+    catching_up: AtomicBool,
     /// Runs at the start of each background checkpoint job (tests slow it down).
     #[cfg(test)]
     first_pass_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
@@ -107,6 +123,9 @@ impl Checkpoints {
             overdue: AtomicBool::new(false),
             pass_frames: AtomicI64::new(0),
             checkout: OnceLock::new(),
+            #[cfg(feature = "async")]
+            keepers: Mutex::new(Vec::new()),
+            catching_up: AtomicBool::new(false),
             #[cfg(test)]
             first_pass_hook: Mutex::new(None),
             #[cfg(test)]
@@ -161,6 +180,8 @@ impl Checkpoints {
         match step {
             Step::Idle => {
                 self.set_step(Step::FirstPass);
+                // Holds taken before would keep the pass from copying past them.
+                self.let_keepers_go();
                 // The write's connection goes back now, and the pass checks one out when a
                 // checkpointer thread takes it up: carried with the job, it stayed out while
                 // the job waited behind other databases' passes, and a pool of one served
@@ -194,6 +215,12 @@ impl Checkpoints {
                 });
             }
             Step::CatchUp => {
+                // This pass leaves the WAL fully copied, so that the next writer starts it
+                // again: a keeper's read transaction would stop it short of that.
+                self.catching_up.store(true, SeqCst);
+                // Lowered even if the pass unwinds: keepers would stand back for good.
+                let _lowered = crate::sync::defer(|| self.catching_up.store(false, SeqCst));
+                self.let_keepers_go();
                 self.checkpoint(&conn);
                 self.set_step(Step::Idle);
                 drop(conn);
@@ -203,6 +230,37 @@ impl Checkpoints {
             Step::FirstPass => {
                 drop(conn);
                 drop(turn);
+            }
+        }
+    }
+
+    /// Whether readers' lock keepers must let go and take no hold: a first pass is copying
+    /// the WAL, or the catch-up pass is about to.
+    #[cfg(feature = "async")]
+    pub(crate) fn keepers_stand_back(&self) -> bool {
+        self.step() == Step::FirstPass || self.catching_up.load(SeqCst)
+    }
+
+    /// Adds an async reader thread's lock keeper, whose holds the passes end.
+    #[cfg(feature = "async")]
+    pub(crate) fn add_keeper(&self, keeper: Weak<dyn LetGo>) {
+        let mut keepers = lock(&self.keepers);
+        keepers.retain(|k| k.strong_count() > 0);
+        keepers.push(keeper);
+    }
+
+    /// Ends every keeper's hold, each under its own lock: a keeper taking a hold meanwhile
+    /// finishes first (and is let go), and one that takes the lock after sees the step or
+    /// the flag set before this was called, and takes none.
+    fn let_keepers_go(&self) {
+        #[cfg(feature = "async")]
+        {
+            let keepers: Vec<Arc<dyn LetGo>> = lock(&self.keepers)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for keeper in keepers {
+                keeper.let_go();
             }
         }
     }

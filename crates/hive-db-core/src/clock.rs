@@ -61,6 +61,10 @@ impl Stamp {
         Self(u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX))
     }
 
+    /// The clock's origin.
+    #[cfg(feature = "async")]
+    pub(crate) const ORIGIN: Self = Self(0);
+
     /// Later than every instant: what [`Stamp::after`] gives past the end of the range.
     pub(crate) const NEVER: Self = Self(u64::MAX);
 

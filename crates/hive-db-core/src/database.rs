@@ -189,6 +189,12 @@ impl Database {
         }
     }
 
+    /// The database's automatic checkpoints, which readers' lock keepers stand back for.
+    #[cfg(feature = "async")]
+    pub(crate) fn checkpoints(&self) -> &Checkpoints {
+        &self.checkpoints
+    }
+
     /// Runs `f` on a pooled connection, for closures of an application's error type.
     pub(crate) fn read_with<T, E>(
         &self,
@@ -952,6 +958,80 @@ mod tests {
         assert!(
             after < before,
             "the WAL did not start again: {before} frames, then {after}"
+        );
+        Ok(())
+    }
+
+    /// Bug caught: the catch-up checkpoint pass running while an async reader's lock keeper
+    /// holds a read transaction (it does not end the keepers' holds first): it cannot copy
+    /// the frames written after the keeper's hold, the WAL is not left fully copied, and the
+    /// next writer does not start it again; under a steady load the WAL then grows to the
+    /// hard limit of four thresholds each time. The keeper here never lets go by itself.
+    #[cfg(feature = "async")]
+    #[test]
+    fn the_catch_up_pass_ends_keepers_holds_and_leaves_the_wal_to_start_again() -> TestResult {
+        use std::sync::Mutex;
+
+        use crate::checkpoint::{LetGo, Step};
+        use crate::sync::lock;
+
+        /// A keeper that holds until let go.
+        struct Sim(Mutex<Option<rusqlite::Connection>>);
+        impl LetGo for Sim {
+            fn let_go(&self) {
+                if let Some(conn) = lock(&self.0).take() {
+                    conn.execute_batch("COMMIT")
+                        .expect("a read transaction ends");
+                }
+            }
+        }
+
+        let (_dir, db) = database("keeper-ckpt", DbConfig::default())?;
+        let site = Location::caller();
+        let info = db.info();
+        create_blobs(&db, site)?;
+        // The background pass waits until the test lets it go.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Mutex::new(wait);
+        db.checkpoints.set_first_pass_hook(Arc::new(move || {
+            let _ = lock(&wait).recv_timeout(Duration::from_secs(10));
+        }));
+        while db.checkpoints.step() == Step::Idle {
+            write_blob(&db, site)?;
+        }
+        // A reader from before the last writes: the pass copies no frame past its snapshot,
+        // so it ends with frames left for the catch-up, as under a steady load.
+        let reader = crate::open::open_connection(&info.name, &info.path, &info.config)?;
+        reader.execute_batch("BEGIN; SELECT count(*) FROM b")?;
+        for _ in 0..10 {
+            write_blob(&db, site)?;
+        }
+        go.send(())?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.checkpoints.step() != Step::CatchUp {
+            anyhow::ensure!(Instant::now() < deadline, "the background pass never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        reader.execute_batch("COMMIT")?;
+        // A keeper takes its hold, as one may while the catch-up waits for a writer.
+        anyhow::ensure!(!db.checkpoints.keepers_stand_back(), "no pass runs now");
+        let keeper = crate::open::open_connection(&info.name, &info.path, &info.config)?;
+        keeper.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema")?;
+        let keeper = Arc::new(Sim(Mutex::new(Some(keeper))));
+        let as_let_go: Arc<dyn LetGo> = keeper.clone();
+        db.checkpoints.add_keeper(Arc::downgrade(&as_let_go));
+        // This write's commit runs the catch-up pass; the next one starts the WAL again.
+        write_blob(&db, site)?;
+        anyhow::ensure!(
+            lock(&keeper.0).is_none(),
+            "the catch-up pass left the keeper's hold"
+        );
+        write_blob(&db, site)?;
+        let conn = crate::open::open_connection(&info.name, &info.path, &info.config)?;
+        let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?;
+        assert!(
+            frames < 20,
+            "{frames} frames in the WAL after the catch-up: it was not started again"
         );
         Ok(())
     }

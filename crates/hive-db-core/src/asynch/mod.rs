@@ -4,6 +4,7 @@
 
 mod call;
 mod handle;
+mod keeper;
 mod oneshot;
 mod readers;
 mod side;

@@ -19,6 +19,12 @@
 //! of them every 2 ms per busy database, and their wake-ups preempted the readers enough to
 //! show in the reads' throughput and tail.)
 //!
+//! From its first call on, a thread has a lock keeper (`keeper.rs`), which holds a read
+//! transaction while the thread serves calls so that theirs take SQLite's WAL read lock
+//! without a system call; it lets go when the thread parks, and waits for the next thread
+//! to wake in the readers' list. `close` closes every keeper the readers opened, parked or
+//! not (a busy thread's is not in use while its call runs).
+//!
 //! Two orderings keep a call from being stranded, each a store, a full fence and a load on
 //! both sides: a thread puts itself on the idle list and then looks at the queue once more
 //! before it parks, while a caller pushes its call and then looks for an idle thread; and
@@ -35,6 +41,7 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use crate::asynch::call::ReadJob;
+use crate::asynch::keeper::Keeper;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::lane::spin_until;
@@ -73,6 +80,11 @@ struct Shared {
     taken: AtomicU64,
     /// A stall check is armed (in [`ARMED`], for the clock's tick).
     stall_check: AtomicBool,
+    /// The lock keepers of parked threads, holding nothing (see `keeper.rs`): a thread takes
+    /// one when it wakes.
+    keepers: Mutex<Vec<Arc<Keeper>>>,
+    /// Every keeper opened for these readers, for `close` to close.
+    every_keeper: Mutex<Vec<Weak<Keeper>>>,
     threads: usize,
 }
 
@@ -125,6 +137,8 @@ impl Readers {
                 pushed: AtomicU64::new(0),
                 taken: AtomicU64::new(0),
                 stall_check: AtomicBool::new(false),
+                keepers: Mutex::new(Vec::new()),
+                every_keeper: Mutex::new(Vec::new()),
                 threads: threads.max(1),
             }),
         }
@@ -195,6 +209,15 @@ impl Readers {
         };
         for thread in idle {
             thread.unpark();
+        }
+        // Closed here, not by their threads as they end: once `close` returns, no keeper has
+        // the file open or holds a read mark, which the pool's closing checkpoints of the
+        // connections still out must not find in their way.
+        let parked = std::mem::take(&mut *lock(&shared.keepers));
+        drop(parked);
+        let every = std::mem::take(&mut *lock(&shared.every_keeper));
+        for keeper in every.iter().filter_map(Weak::upgrade) {
+            keeper.close();
         }
     }
 }
@@ -320,16 +343,44 @@ fn check_stalls() {
     }
 }
 
+/// A new keeper for a thread of these readers, listed for `close`; `None` once they are
+/// closed (`close` sets the mark before it empties the list, which this looks at under the
+/// list's lock: a keeper opened meanwhile is closed here or by `close`).
+fn open_keeper(shared: &Shared) -> Option<Arc<Keeper>> {
+    if shared.closed.load(SeqCst) {
+        return None;
+    }
+    let keeper = Keeper::open(&shared.db)?;
+    let mut every = lock(&shared.every_keeper);
+    if shared.closed.load(SeqCst) {
+        drop(every);
+        keeper.close();
+        return None;
+    }
+    every.retain(|k| k.strong_count() > 0);
+    every.push(Arc::downgrade(&keeper));
+    Some(keeper)
+}
+
 /// A reader thread: runs calls until the readers close and the queue is empty.
 fn serve(shared: &Shared) {
     let me = std::thread::current();
     let counters = &shared.db.info().counters;
+    // Taken (or opened) after the first call since the thread woke: that call does not wait
+    // for it. `wanted`: not looked for since.
+    let mut keeper: Option<Arc<Keeper>> = None;
+    let mut wanted = true;
     // Whether this thread watched the queue since its last call: once before each park.
     let mut watched = false;
     loop {
         if let Some(job) = shared.jobs.pop() {
             counters.async_read_queued.fetch_sub(1, Relaxed);
             shared.taken.fetch_add(1, Relaxed);
+            if let Some(k) = keeper.as_ref()
+                && !k.before_call()
+            {
+                keeper = None;
+            }
             // The closure's panic is its caller's error (`ReadCall::run`); the caller's code
             // beyond it (a skipped closure's or an unawaited value's drop, an error
             // conversion, a waker) may panic here too: that call is lost, not the thread.
@@ -342,10 +393,17 @@ fn serve(shared: &Shared) {
                      thread carries on"
                 );
             }
+            if std::mem::take(&mut wanted) {
+                keeper = lock(&shared.keepers).pop().or_else(|| open_keeper(shared));
+            }
             watched = false;
             continue;
         }
         if shared.closed.load(SeqCst) {
+            // Closed here, before the thread ends: `close` may have looked for it already.
+            if let Some(k) = keeper.take() {
+                k.close();
+            }
             shared.spawned.fetch_sub(1, SeqCst);
             return;
         }
@@ -356,6 +414,17 @@ fn serve(shared: &Shared) {
             continue;
         }
         watched = false;
+        if let Some(k) = keeper.take()
+            && k.release()
+        {
+            let mut parked = lock(&shared.keepers);
+            // `close` sets the mark before it empties the list: a keeper put there after
+            // would never be closed.
+            if !shared.closed.load(SeqCst) {
+                parked.push(k);
+            }
+        }
+        wanted = true;
         {
             let mut idle = lock(&shared.idle);
             idle.push(me.clone());

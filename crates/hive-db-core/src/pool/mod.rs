@@ -43,10 +43,12 @@ pub use guard::PooledConnection;
 pub(crate) use info::{CORRUPTION_MEMORY, DbInfo};
 #[cfg(feature = "async")]
 pub(crate) use maintenance::on_tick;
+#[cfg(any(feature = "postgres", feature = "async"))]
+pub(crate) use manager::Closing;
+#[cfg(feature = "postgres")]
+pub(crate) use manager::HiveConn;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::connect_guarded;
-#[cfg(feature = "postgres")]
-pub(crate) use manager::{Closing, HiveConn};
 pub(crate) use shared::PoolShared;
 
 use crate::clock::deadline;

@@ -1,0 +1,313 @@
+//! A reader thread's lock keeper: a connection of its own, outside the pool, that holds a
+//! read transaction while the thread serves calls, so that the calls' own read transactions
+//! find the WAL's read lock already taken in this process.
+//!
+//! SQLite's unix VFS keeps one set of POSIX locks per file per process, and counts how many of
+//! the process's connections hold each read lock of the WAL index: only the first takes it
+//! from the kernel (`fcntl`), only the last gives it back. A connection reading alone pays
+//! both system calls for every read transaction, which is most of a point read's cost (2.2 us
+//! a read alone against 0.8 us beside a held transaction, one connection on one thread of
+//! the 2-core machine that measured it). With the keeper holding the lock that the calls'
+//! transactions take, those two calls are skipped. (After a commit the calls' transactions
+//! need a newer read mark than the keeper's, and pay the calls again until its next hold.)
+//!
+//! What a call sees does not change: its statements run on a pooled connection, and each of
+//! its read transactions starts at the newest commit, as without the keeper. The keeper's own
+//! snapshot is read by nothing. What it holds back is checkpointing: no checkpoint copies
+//! past the keeper's snapshot, none copies at all while the keeper reads the database file
+//! (the WAL was fully copied when it began), and the WAL is not started again from the
+//! beginning while it holds one of the read marks. So its holds are short, and others end
+//! them when they need to, without waiting for the keeper's thread, which may be inside a
+//! long call: the hold sits behind a mutex that the thread takes only to change it.
+//!
+//! - Its thread takes a new hold (at the newest commit) after [`CALLS_PER_HOLD`] calls or at
+//!   the coarse clock's next tick, whichever comes first, and lets go when it parks.
+//! - The clock's tick ends every hold taken before it, so that none outlasts about two
+//!   ticks (10 ms) while the clock thread runs, whatever the keeper's thread does.
+//! - The registry's automatic checkpoints end every hold as their background pass starts and
+//!   before their catch-up pass copies (which leaves the WAL fully copied for the next writer
+//!   to start it again), and no hold is taken while either runs.
+//! - Writers the registry does not order (autocommit writes on a connection from `get`,
+//!   another process's) checkpoint inside their own commits, and start the WAL again only
+//!   after one that found no reader's mark in the way: for them every keeper stands back for
+//!   [`GAP`] in every [`GAP_EVERY`], the same window of the wall clock in every process.
+//! - Closing the database's async side closes its keepers, each with the pool's closing
+//!   checkpoint when its file has moved (`Closing`).
+//!
+//! A keeper opens only the file registered, with the pool's identity checks; one whose file
+//! has moved is closed by its thread's next call or by `close` (parked, it keeps the moved
+//! file open until then, as an idle pooled connection does). Its busy timeout is zero: a hold that cannot be taken at once is skipped (not tried again before the
+//! next tick), never waited for.
+
+use std::sync::{Arc, Mutex, Once, Weak};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::checkpoint::LetGo;
+use crate::clock::{Stamp, coarse_now};
+use crate::database::Database;
+use crate::open::open_connection;
+use crate::pool::Closing;
+use crate::sync::lock;
+
+/// Calls one hold serves at most before the keeper lets go and takes a new one, so that the
+/// snapshot it holds stays close to the newest commit.
+const CALLS_PER_HOLD: u32 = 64;
+
+/// How long every keeper stands back together, once in every [`GAP_EVERY`]: two ticks of
+/// the coarse clock, so that a tick a little late still falls in it.
+const GAP: Duration = Duration::from_millis(10);
+
+/// The period of the keepers' common gap: they hold at most three quarters of the time.
+const GAP_EVERY: Duration = Duration::from_millis(40);
+
+/// What starts the keeper's read transaction: a read of the schema's root page, which every
+/// database has.
+const READ: &str = "SELECT max(rowid) FROM sqlite_schema";
+
+/// Whether `now` (a reading of the coarse clock) falls in the keepers' common gap: the last
+/// [`GAP`] of each [`GAP_EVERY`] of the wall clock (as it read when the clock's origin was
+/// set), so that the keepers of other processes on the same file stand back at the same
+/// time, give or take the skew of their clocks' readings (a few milliseconds).
+fn in_gap(now: Stamp) -> bool {
+    let period = u64::try_from(GAP_EVERY.as_nanos()).unwrap_or(u64::MAX);
+    let open = u64::try_from((GAP_EVERY - GAP).as_nanos()).unwrap_or(u64::MAX);
+    let origin_ns = crate::clock::started_at_unix_ms().wrapping_mul(1_000_000);
+    now.nanos_since(Stamp::ORIGIN).wrapping_add(origin_ns) % period >= open
+}
+
+/// One reader thread's keeper (see the module docs). Shared with the database's checkpoints
+/// and the clock's tick, which end its hold; used by one reader thread at a time.
+pub(super) struct Keeper {
+    db: Arc<Database>,
+    state: Mutex<Hold>,
+}
+
+/// The keeper's connection and its hold.
+struct Hold {
+    /// `None` once closed.
+    conn: Option<Box<Connection>>,
+    /// A read transaction is open.
+    held: bool,
+    /// Calls served by the current hold.
+    calls: u32,
+    /// The coarse clock's reading when the current hold was taken.
+    since: Stamp,
+    /// The coarse clock's reading when a hold could not be taken: not tried again before
+    /// the next tick.
+    failed_at: Option<Stamp>,
+}
+
+impl Hold {
+    /// Opens the read transaction; on failure (`SQLITE_BUSY`, with a zero busy timeout)
+    /// leaves none open.
+    fn take(conn: &Connection) -> rusqlite::Result<()> {
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        let read = conn
+            .prepare_cached(READ)
+            .and_then(|mut s| s.query_row([], |_| Ok(())));
+        if read.is_err() {
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+        read
+    }
+
+    /// Ends the hold, if any. A transaction that will not end (the connection broken) closes
+    /// the connection.
+    fn release(&mut self, info: &crate::pool::DbInfo) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        if conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .is_err()
+        {
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+        if !conn.is_autocommit() {
+            self.close(info);
+        }
+    }
+
+    /// Ends the hold, if any, and nothing else (on the clock's thread): a transaction that
+    /// will not end is left for the keeper's thread, whose next look closes the keeper.
+    fn release_only(&mut self) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        if let Some(conn) = self.conn.as_ref()
+            && conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .is_err()
+        {
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+        }
+    }
+
+    /// Ends the hold and closes the connection, with the pool's closing checkpoint when the
+    /// file at the path is no longer the one it has open.
+    fn close(&mut self, info: &crate::pool::DbInfo) {
+        if self.held {
+            self.release(info);
+        }
+        if let Some(mut conn) = self.conn.take() {
+            conn.closing(info);
+        }
+    }
+}
+
+/// Every keeper of the process, for the clock's tick.
+static ALL: Mutex<Vec<Weak<Keeper>>> = Mutex::new(Vec::new());
+
+/// Hooks [`tick`] onto the coarse clock's tick, once per process.
+static HOOKED: Once = Once::new();
+
+impl Keeper {
+    /// A keeper for a reader thread of `db`, or `None` (logged) when none can be opened on
+    /// the file registered: the thread then serves its calls without one.
+    pub(super) fn open(db: &Arc<Database>) -> Option<Arc<Self>> {
+        let info = db.info();
+        // As the pool's connects: never another file at the registered path (it would take
+        // on the old `-wal`). Looked at again once open, for a file moved meanwhile.
+        if info.another_file_at_path() {
+            return None;
+        }
+        let opened = open_connection(&info.name, &info.path, &info.config).and_then(|conn| {
+            conn.busy_timeout(Duration::ZERO)
+                .map_err(|e| info.sqlite_error("open", e))?;
+            Ok(Box::new(conn))
+        });
+        let mut hold = Hold {
+            conn: match opened {
+                Ok(conn) => Some(conn),
+                Err(e) => {
+                    tracing::debug!(db = %info.name, error = %e, "a reader thread's lock keeper could not be opened; reads go on without it");
+                    return None;
+                }
+            },
+            held: false,
+            calls: 0,
+            since: coarse_now(),
+            failed_at: None,
+        };
+        if info.check_file().is_err() {
+            hold.close(info);
+            return None;
+        }
+        let keeper = Arc::new(Self {
+            db: Arc::clone(db),
+            state: Mutex::new(hold),
+        });
+        let weak = Arc::downgrade(&keeper);
+        db.checkpoints().add_keeper(weak.clone());
+        lock(&ALL).push(weak);
+        HOOKED.call_once(|| crate::pool::on_tick(tick));
+        Some(keeper)
+    }
+
+    /// Before a call, on the keeper's thread: a hold, taken anew when the current one has
+    /// served its calls or its tick; none in the common gap or while an automatic checkpoint
+    /// runs. `false` once the keeper is closed (its file moved, its transaction stuck, or
+    /// the database's async side closed).
+    pub(super) fn before_call(&self) -> bool {
+        let info = self.db.info();
+        let mut hold = lock(&self.state);
+        if hold.conn.is_none() {
+            return false;
+        }
+        let now = coarse_now();
+        if in_gap(now) || self.db.checkpoints().keepers_stand_back() {
+            hold.release(info);
+            return hold.conn.is_some();
+        }
+        if hold.held && hold.calls < CALLS_PER_HOLD && now == hold.since {
+            hold.calls += 1;
+            return true;
+        }
+        if hold.failed_at == Some(now) {
+            return true;
+        }
+        hold.release(info);
+        // Looked at once per hold: a keeper of a replaced or removed file would only keep
+        // that file open.
+        if info.check_file().is_err() {
+            hold.close(info);
+            return false;
+        }
+        let Some(conn) = hold.conn.as_deref() else {
+            return false;
+        };
+        hold.held = Hold::take(conn).is_ok();
+        hold.failed_at = (!hold.held).then_some(now);
+        hold.calls = 1;
+        hold.since = now;
+        true
+    }
+
+    /// Ends the hold (its thread is about to park). `false` once the keeper is closed.
+    pub(super) fn release(&self) -> bool {
+        let mut hold = lock(&self.state);
+        hold.release(self.db.info());
+        hold.conn.is_some()
+    }
+
+    /// Ends the hold and closes the connection; calls on this keeper do nothing after.
+    pub(super) fn close(&self) {
+        lock(&self.state).close(self.db.info());
+    }
+}
+
+impl LetGo for Keeper {
+    fn let_go(&self) {
+        lock(&self.state).release(self.db.info());
+    }
+}
+
+/// The tick's part: ends every hold taken before this tick (its thread may be inside a long
+/// call). Only that, a `COMMIT` of a read transaction: the clock waits for its hooks, so
+/// closing (with a checkpoint, for a moved file) is left to the keeper's thread and `close`.
+/// A keeper whose thread is changing its hold right now is left for the next tick.
+fn tick() {
+    let keepers: Vec<Arc<Keeper>> = {
+        let mut all = lock(&ALL);
+        all.retain(|k| k.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    let now = coarse_now();
+    for keeper in &keepers {
+        let mut hold = match keeper.state.try_lock() {
+            Ok(hold) => hold,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => continue,
+        };
+        if hold.held && hold.since < now {
+            hold.release_only();
+        }
+    }
+    // Dropped here, after every lock: a keeper whose last other owner let go meanwhile was
+    // closed by that owner (its thread or `close`), so this drop only frees it.
+    drop(keepers);
+}
+
+impl Drop for Keeper {
+    /// Closed as `close` would: with the closing checkpoint of a moved file.
+    fn drop(&mut self) {
+        let info = Arc::clone(self.db.info());
+        match self.state.get_mut() {
+            Ok(hold) => hold.close(&info),
+            Err(poisoned) => poisoned.into_inner().close(&info),
+        }
+    }
+}

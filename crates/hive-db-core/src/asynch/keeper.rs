@@ -30,7 +30,9 @@
 //! - Writers the registry does not order (autocommit writes on a connection from `get`,
 //!   another process's) checkpoint inside their own commits, and start the WAL again only
 //!   after one that found no reader's mark in the way: for them every keeper stands back for
-//!   [`GAP`] in every [`GAP_EVERY`], the same window of the wall clock in every process.
+//!   [`GAP`] in every [`GAP_EVERY`], the same window of the wall clock in every process
+//!   (as each read the wall clock when it started: a process started before a step of the
+//!   wall clock is out of phase with later ones).
 //! - Closing the database's async side closes its keepers, each with the pool's closing
 //!   checkpoint when its file has moved (`Closing`).
 //!
@@ -141,19 +143,21 @@ impl Hold {
     /// Ends the hold, if any, and nothing else (on the clock's thread): a transaction that
     /// will not end is left for the keeper's thread, whose next look closes the keeper.
     fn release_only(&mut self) {
-        if !std::mem::take(&mut self.held) {
+        let Some(conn) = self.conn.as_ref().filter(|_| self.held) else {
             return;
-        }
-        if let Some(conn) = self.conn.as_ref()
-            && conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-                .is_err()
+        };
+        if conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .is_err()
         {
             let _ = conn
                 .prepare_cached("ROLLBACK")
                 .and_then(|mut s| s.execute([]));
         }
+        // Still marked held when the transaction would not end: the thread's `release` then
+        // finds it open and closes the keeper.
+        self.held = !conn.is_autocommit();
     }
 
     /// Ends the hold and closes the connection, with the pool's closing checkpoint when the

@@ -213,10 +213,18 @@ impl Readers {
         // Closed here, not by their threads as they end: once `close` returns, no keeper has
         // the file open or holds a read mark, which the pool's closing checkpoints of the
         // connections still out must not find in their way.
+        // Every hold ended first, so that no keeper's closing checkpoint (of a moved file)
+        // waits for another's read mark; then each closed here, on this thread, not by
+        // whichever owner drops it last (the clock's tick, say).
         let parked = std::mem::take(&mut *lock(&shared.keepers));
-        drop(parked);
-        let every = std::mem::take(&mut *lock(&shared.every_keeper));
-        for keeper in every.iter().filter_map(Weak::upgrade) {
+        let every: Vec<Arc<Keeper>> = std::mem::take(&mut *lock(&shared.every_keeper))
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for keeper in &every {
+            keeper.release();
+        }
+        for keeper in parked.iter().chain(&every) {
             keeper.close();
         }
     }
@@ -419,8 +427,11 @@ fn serve(shared: &Shared) {
         {
             let mut parked = lock(&shared.keepers);
             // `close` sets the mark before it empties the list: a keeper put there after
-            // would never be closed.
-            if !shared.closed.load(SeqCst) {
+            // would never be closed by it, so it is closed here.
+            if shared.closed.load(SeqCst) {
+                drop(parked);
+                k.close();
+            } else {
                 parked.push(k);
             }
         }

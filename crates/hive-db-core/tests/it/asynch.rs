@@ -1212,11 +1212,13 @@ fn count_t(c: &hive_db_core::rusqlite::Connection) -> hive_db_core::rusqlite::Re
 }
 
 /// Bug caught: a reader thread's lock keeper opened on whatever file is at the database's
-/// path, without the pool's identity checks. After the file was replaced, the thread's
-/// keeper of the old file closed at its next call (its file moved) and the thread, waking
-/// later with none, opened one on the replacement, which took on the old database's WAL as
-/// its own; closing it (its file no longer the registered one) copied that WAL into the
-/// replacement: three rows where it had one.
+/// path, without the pool's identity checks, and closed without the pool's closing
+/// checkpoint. After the file was replaced, the thread's keeper of the old file closed at
+/// its next call (leaving the old `-wal` full), and the thread, waking later with none,
+/// opened one on the replacement, which took on that WAL as its own and, closing, copied
+/// it into the replacement: three rows where it had one. (Either defence alone keeps the
+/// replacement as it was here: the identity checks, or the old keeper's closing checkpoint
+/// emptying the WAL first; the test fails with both gone.)
 #[test]
 fn a_keeper_never_opens_a_file_that_replaced_the_registered_one() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -105,71 +105,52 @@ impl Hold {
     /// Opens the read transaction; on failure (`SQLITE_BUSY`, with a zero busy timeout)
     /// leaves none open.
     fn take(conn: &Connection) -> rusqlite::Result<()> {
-        conn.prepare_cached("BEGIN")?.execute([])?;
+        run(conn, "BEGIN")?;
         let read = conn
             .prepare_cached(READ)
             .and_then(|mut s| s.query_row([], |_| Ok(())));
         if read.is_err() {
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
+            let _ = run(conn, "ROLLBACK");
         }
         read
+    }
+
+    /// Ends the hold, if any, and nothing else (the clock's tick calls it): a transaction
+    /// that will not end stays marked held.
+    fn release_only(&mut self) {
+        let Some(conn) = self.conn.as_ref().filter(|_| self.held) else {
+            return;
+        };
+        if run(conn, "COMMIT").is_err() {
+            let _ = run(conn, "ROLLBACK");
+        }
+        self.held = !conn.is_autocommit();
     }
 
     /// Ends the hold, if any. A transaction that will not end (the connection broken) closes
     /// the connection.
     fn release(&mut self, info: &crate::pool::DbInfo) {
-        if !std::mem::take(&mut self.held) {
-            return;
-        }
-        let Some(conn) = self.conn.as_ref() else {
-            return;
-        };
-        if conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .is_err()
-        {
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
-        }
-        if !conn.is_autocommit() {
+        self.release_only();
+        if self.held {
             self.close(info);
         }
     }
 
-    /// Ends the hold, if any, and nothing else (on the clock's thread): a transaction that
-    /// will not end is left for the keeper's thread, whose next look closes the keeper.
-    fn release_only(&mut self) {
-        let Some(conn) = self.conn.as_ref().filter(|_| self.held) else {
-            return;
-        };
-        if conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .is_err()
-        {
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
-        }
-        // Still marked held when the transaction would not end: the thread's `release` then
-        // finds it open and closes the keeper.
-        self.held = !conn.is_autocommit();
-    }
-
-    /// Ends the hold and closes the connection, with the pool's closing checkpoint when the
-    /// file at the path is no longer the one it has open.
+    /// Ends the hold and closes the connection (which ends a transaction that would not
+    /// end), with the pool's closing checkpoint when the file at the path is no longer the
+    /// one it has open.
     fn close(&mut self, info: &crate::pool::DbInfo) {
-        if self.held {
-            self.release(info);
-        }
+        self.release_only();
+        self.held = false;
         if let Some(mut conn) = self.conn.take() {
             conn.closing(info);
         }
     }
+}
+
+/// Runs `sql`, a statement of the keeper's own, from the connection's statement cache.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Every keeper of the process, for the clock's tick.

@@ -13,15 +13,13 @@
 //! from the beginning.
 
 use std::panic::Location;
-#[cfg(feature = "async")]
-use std::sync::Weak;
 #[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU8,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use once_cell::sync::Lazy;
@@ -48,9 +46,7 @@ const CATCH_UP_FRAMES: i64 = 100;
 /// Background passes at most, before the catch-up pass is left to do the rest.
 const FIRST_PASSES: usize = 8;
 
-/// A read transaction the passes end before they copy: an async reader thread's lock keeper
-/// (`asynch/keeper.rs`).
-#[cfg(feature = "async")]
+/// A read transaction the passes end before they copy: a lock keeper (`keeper.rs`).
 pub(crate) trait LetGo: Send + Sync {
     /// Ends the hold, if any.
     fn let_go(&self);
@@ -90,9 +86,8 @@ pub(crate) struct Checkpoints {
     /// Set once, as the database opens; a first pass without it is skipped (the catch-up
     /// step inside the lane then copies the WAL).
     checkout: OnceLock<Checkout>,
-    /// The async reader threads' lock keepers (see `asynch/keeper.rs`), whose holds the
-    /// passes end: each holds back what a checkpoint may copy.
-    #[cfg(feature = "async")]
+    /// The database's lock keepers (see `keeper.rs`), whose holds the passes end: each
+    /// holds back what a checkpoint may copy.
     keepers: Mutex<Vec<Weak<dyn LetGo>>>,
     /// The catch-up pass is about to run: keepers take no hold until it is done.
     catching_up: AtomicBool,
@@ -123,7 +118,6 @@ impl Checkpoints {
             overdue: AtomicBool::new(false),
             pass_frames: AtomicI64::new(0),
             checkout: OnceLock::new(),
-            #[cfg(feature = "async")]
             keepers: Mutex::new(Vec::new()),
             catching_up: AtomicBool::new(false),
             #[cfg(test)]
@@ -236,13 +230,11 @@ impl Checkpoints {
 
     /// Whether readers' lock keepers must let go and take no hold: a first pass is copying
     /// the WAL, or the catch-up pass is about to.
-    #[cfg(feature = "async")]
     pub(crate) fn keepers_stand_back(&self) -> bool {
         self.step() == Step::FirstPass || self.catching_up.load(SeqCst)
     }
 
-    /// Adds an async reader thread's lock keeper, whose holds the passes end.
-    #[cfg(feature = "async")]
+    /// Adds a lock keeper, whose holds the passes end.
     pub(crate) fn add_keeper(&self, keeper: Weak<dyn LetGo>) {
         let mut keepers = lock(&self.keepers);
         keepers.retain(|k| k.strong_count() > 0);
@@ -253,15 +245,12 @@ impl Checkpoints {
     /// finishes first (and is let go), and one that takes the lock after sees the step or
     /// the flag set before this was called, and takes none.
     fn let_keepers_go(&self) {
-        #[cfg(feature = "async")]
-        {
-            let keepers: Vec<Arc<dyn LetGo>> = lock(&self.keepers)
-                .iter()
-                .filter_map(Weak::upgrade)
-                .collect();
-            for keeper in keepers {
-                keeper.let_go();
-            }
+        let keepers: Vec<Arc<dyn LetGo>> = lock(&self.keepers)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for keeper in keepers {
+            keeper.let_go();
         }
     }
 

@@ -62,7 +62,6 @@ impl Stamp {
     }
 
     /// The clock's origin.
-    #[cfg(feature = "async")]
     pub(crate) const ORIGIN: Self = Self(0);
 
     /// Later than every instant: what [`Stamp::after`] gives past the end of the range.

@@ -16,6 +16,7 @@ use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
 use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
+use crate::keeper::ReadKeeper;
 use crate::lane::{LaneTimeout, LaneTurn, Offered, WriterLane};
 use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
 use crate::reentry::{connections_held, enter, inside_write, outside_closures};
@@ -41,6 +42,8 @@ pub(crate) struct Database {
     pool: Pool,
     lane: WriterLane<Batch>,
     checkpoints: Arc<Checkpoints>,
+    /// The lock keeper of its `read` calls (see `keeper.rs`).
+    read_keeper: ReadKeeper,
 }
 
 impl Database {
@@ -54,6 +57,7 @@ impl Database {
             pool: Pool::open(Arc::clone(&info))?,
             lane: WriterLane::default(),
             checkpoints: Arc::new(Checkpoints::new(Arc::clone(&info))),
+            read_keeper: ReadKeeper::default(),
             info,
         });
         // The background checkpoint's connection, checked out when its job starts; a
@@ -155,6 +159,13 @@ impl Database {
         self.lane.acquire_plain(deadline).ok()
     }
 
+    /// Before a caller's checkout (`get`, `read`): the first of each tick looks at the
+    /// database's lock keeper (see `keeper.rs`).
+    #[inline]
+    pub(crate) fn before_read(&self) {
+        self.read_keeper.before_read(&self.info, &self.checkpoints);
+    }
+
     /// Runs `f` on a pooled connection; its SQLite error comes back naming the database.
     #[inline]
     pub(crate) fn read<T>(
@@ -162,6 +173,7 @@ impl Database {
         site: &'static Location<'static>,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T> {
+        self.before_read();
         let conn = self.checkout(site)?;
         let _inside = enter(conn.pool_key(), false);
         f(&conn).map_err(|e| self.info().sqlite_error("read", e))
@@ -179,6 +191,7 @@ impl Database {
         E: From<Error>,
         F: FnOnce(&Connection) -> Result<T, E>,
     {
+        self.before_read();
         match self.pool.try_checkout(site) {
             Ok(Some(conn)) => {
                 let _inside = enter(conn.pool_key(), false);
@@ -189,14 +202,28 @@ impl Database {
         }
     }
 
-    /// The database's automatic checkpoints, which readers' lock keepers stand back for.
+    /// The database's automatic checkpoints, which lock keepers stand back for.
     #[cfg(feature = "async")]
-    pub(crate) fn checkpoints(&self) -> &Checkpoints {
+    pub(crate) fn checkpoints(&self) -> &Arc<Checkpoints> {
         &self.checkpoints
     }
 
     /// Runs `f` on a pooled connection, for closures of an application's error type.
     pub(crate) fn read_with<T, E>(
+        &self,
+        site: &'static Location<'static>,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error>,
+    {
+        self.before_read();
+        self.read_on_pool(site, f)
+    }
+
+    /// [`Database::read_with`] without the database's lock keeper: for the async reader
+    /// threads, which have keepers of their own.
+    pub(crate) fn read_on_pool<T, E>(
         &self,
         site: &'static Location<'static>,
         f: impl FnOnce(&Connection) -> Result<T, E>,
@@ -563,6 +590,7 @@ impl Database {
 
     /// Closes the pool (see [`Pool::close`]).
     pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+        self.read_keeper.close();
         self.pool.close(deadline)
     }
 
@@ -1033,6 +1061,43 @@ mod tests {
             frames < 20,
             "{frames} frames in the WAL after the catch-up: it was not started again"
         );
+        Ok(())
+    }
+
+    /// Reads `SELECT 1` on `db` for `period`, one after another.
+    fn read_for(db: &Database, period: Duration) -> TestResult {
+        let end = Instant::now() + period;
+        while Instant::now() < end {
+            db.read(Location::caller(), |c| {
+                c.query_row("SELECT 1", [], |_| Ok(()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Bug caught: a database's read keeper (see `keeper.rs`) never opened, so `read` pays
+    /// the WAL read lock's two system calls every time; or opened by the first read, so that
+    /// every database read now and then costs one more connection.
+    #[test]
+    fn steady_reads_open_the_read_keeper_and_a_read_now_and_then_does_not() -> TestResult {
+        let (_dir, db) = database("read-keeper", DbConfig::default())?;
+        for _ in 0..10 {
+            db.read(Location::caller(), |c| {
+                c.query_row("SELECT 1", [], |_| Ok(()))
+            })?;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        anyhow::ensure!(
+            !db.read_keeper.is_open(),
+            "a read every 30 ms opened the keeper"
+        );
+        read_for(&db, Duration::from_millis(200))?;
+        anyhow::ensure!(
+            db.read_keeper.is_open(),
+            "200 ms of steady reads opened no keeper"
+        );
+        db.close(Instant::now());
+        anyhow::ensure!(!db.read_keeper.is_open(), "close left the keeper open");
         Ok(())
     }
 }

@@ -88,6 +88,7 @@ mod pool;
 // Writes.
 mod batch;
 mod checkpoint;
+mod keeper;
 mod reentry;
 // One database.
 mod database;

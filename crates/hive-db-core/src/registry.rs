@@ -265,8 +265,9 @@ impl Registry {
         lookup(&self.inner.entries.load(), name).map(Arc::clone)
     }
 
-    /// A connection of `name`: the fast path under the lock-free map guard, the waiting path
-    /// on an owned handle to the pool.
+    /// A connection of `name` for a caller (`get`, `read`): a look at the database's lock
+    /// keeper (see `keeper.rs`), the fast path under the lock-free map guard, the waiting
+    /// path on an owned handle to the pool.
     #[inline]
     fn checkout(
         &self,
@@ -275,6 +276,7 @@ impl Registry {
     ) -> Result<PooledConnection> {
         let entries = self.inner.entries.load();
         let pool = lookup(&entries, name)?;
+        pool.before_read();
         if let Some(conn) = pool.try_checkout(site)? {
             return Ok(conn);
         }
@@ -820,6 +822,7 @@ impl DbHandle {
     #[inline]
     #[track_caller]
     pub fn get(&self) -> Result<PooledConnection> {
+        self.0.before_read();
         self.0.checkout(Location::caller())
     }
 

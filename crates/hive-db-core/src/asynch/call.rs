@@ -53,7 +53,7 @@ where
         if !reply.start() {
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(|| db.read_with(site, f)))
+        let result = catch_unwind(AssertUnwindSafe(|| db.read_on_pool(site, f)))
             .unwrap_or_else(|panic| Err(panicked(&db.info().name, "read", &*panic)));
         reply.send(result);
     }

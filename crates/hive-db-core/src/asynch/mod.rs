@@ -4,7 +4,6 @@
 
 mod call;
 mod handle;
-mod keeper;
 mod oneshot;
 mod readers;
 mod side;

@@ -41,9 +41,9 @@ use std::time::{Duration, Instant};
 use crossbeam_queue::ArrayQueue;
 
 use crate::asynch::call::ReadJob;
-use crate::asynch::keeper::Keeper;
 use crate::database::Database;
 use crate::error::{Error, Result};
+use crate::keeper::Keeper;
 use crate::lane::spin_until;
 use crate::sync::{lock, panic_message};
 
@@ -358,7 +358,7 @@ fn open_keeper(shared: &Shared) -> Option<Arc<Keeper>> {
     if shared.closed.load(SeqCst) {
         return None;
     }
-    let keeper = Keeper::open(&shared.db)?;
+    let keeper = Keeper::open(shared.db.info(), shared.db.checkpoints())?;
     let mut every = lock(&shared.every_keeper);
     if shared.closed.load(SeqCst) {
         drop(every);

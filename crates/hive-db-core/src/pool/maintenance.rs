@@ -48,19 +48,15 @@ static TICKER: Lazy<()> = Lazy::new(|| {
 /// One tick: the clock, then the hooks.
 fn on_each_tick() {
     clock::tick();
-    #[cfg(feature = "async")]
     run_tick_hooks();
 }
 
 /// Checks run on every tick of the coarse clock ([`on_tick`]).
-#[cfg(feature = "async")]
 static TICK_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
 
 /// Panics of tick hooks so far.
-#[cfg(feature = "async")]
 static HOOK_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-#[cfg(feature = "async")]
 fn run_tick_hooks() {
     let hooks = crate::sync::lock(&TICK_HOOKS).clone();
     for hook in hooks {
@@ -116,7 +112,6 @@ pub(super) fn own_threads(n: usize) -> Arc<ScheduledThreadPool> {
 /// Runs `hook` on every tick of the coarse clock (every [`clock::TICK`]) from now on, on the
 /// clock thread, at no cost in wake-ups: the tick runs anyway. For cheap checks only: the
 /// clock waits for them.
-#[cfg(feature = "async")]
 pub(crate) fn on_tick(hook: fn()) {
     Lazy::force(&TICKER);
     crate::sync::lock(&TICK_HOOKS).push(hook);

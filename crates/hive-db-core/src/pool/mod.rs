@@ -41,9 +41,7 @@ pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::{CORRUPTION_MEMORY, DbInfo};
-#[cfg(feature = "async")]
 pub(crate) use maintenance::on_tick;
-#[cfg(any(feature = "postgres", feature = "async"))]
 pub(crate) use manager::Closing;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::HiveConn;

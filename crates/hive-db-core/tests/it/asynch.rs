@@ -13,7 +13,10 @@ use std::time::Duration;
 use hive_db_core::rusqlite::params;
 use hive_db_core::{AsyncConfig, AsyncHandle, DbConfig, DbFuture, Error};
 
-use crate::support::{Fixture, TestResult, config, eventually, fixture};
+use crate::support::{
+    Fixture, TestResult, config, count_t, eventually, fixture, replace_with_one_row,
+    replacement_kept, truncate_checkpoint,
+};
 
 type Job = Pin<Box<dyn Future<Output = TestResult> + Send>>;
 
@@ -1073,17 +1076,6 @@ fn close_fails_queued_async_writes_at_once_behind_a_running_one() -> TestResult 
     Ok(())
 }
 
-/// The WAL's frames and how many of them are checkpointed, by a `TRUNCATE` checkpoint from
-/// a connection of its own that waits for no lock: `(0, 0)` once it has copied everything
-/// and started the WAL again, which no read transaction of any connection may be holding up.
-fn truncate_checkpoint(f: &Fixture) -> anyhow::Result<(i64, i64, i64)> {
-    let conn = hive_db_core::open_connection(&f.name, &f.path(), &config())?;
-    conn.busy_timeout(Duration::ZERO)?;
-    Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?)
-}
-
 /// Bug caught: a reader thread's lock keeper (the connection of its own that holds a read
 /// transaction while the thread serves calls, see docs/ARCHITECTURE.md) still holding it
 /// once the thread has run out of calls and parked, with neither the thread (as it parks)
@@ -1175,40 +1167,9 @@ fn three_rows(
     config: DbConfig,
     threads: u32,
 ) -> anyhow::Result<(hive_db_core::Registry, AsyncHandle)> {
-    let registry = hive_db_core::Registry::new();
-    let name = hive_db_core::DbName::new("x")?;
-    registry.register(&name, dir.join("x.db"), config)?;
-    registry.write(&name, |tx| {
-        tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")
-    })?;
+    let (registry, name) = crate::support::three_rows(dir, config)?;
     let h = with_readers_of(&registry, &name, threads)?;
     Ok((registry, h))
-}
-
-/// Replaces `dir/x.db` (renamed over) with a database whose `t` holds one row, made with
-/// `pragmas` first (`PRAGMA journal_mode = WAL;`: a connection opening it at that path then
-/// reads the old database's `-wal` as its own).
-fn replace_with_one_row(dir: &std::path::Path, pragmas: &str) -> TestResult {
-    let other = dir.join("other.db");
-    let conn = hive_db_core::rusqlite::Connection::open(&other)?;
-    conn.execute_batch(&format!(
-        "{pragmas} CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (42);"
-    ))?;
-    drop(conn);
-    std::fs::rename(&other, dir.join("x.db"))?;
-    Ok(())
-}
-
-/// Fails unless the file now at `dir/x.db` (the replacement) still holds its one row.
-fn replacement_kept(dir: &std::path::Path) -> TestResult {
-    let conn = hive_db_core::rusqlite::Connection::open(dir.join("x.db"))?;
-    let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
-    assert_eq!(rows, 1, "the replacement took on the old database's WAL");
-    Ok(())
-}
-
-fn count_t(c: &hive_db_core::rusqlite::Connection) -> hive_db_core::rusqlite::Result<i64> {
-    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
 }
 
 /// Bug caught: a reader thread's lock keeper opened on whatever file is at the database's

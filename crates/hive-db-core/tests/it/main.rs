@@ -10,6 +10,7 @@ mod endpoint_idle;
 mod errors;
 mod group_commit;
 mod hygiene;
+mod keeper;
 mod metrics;
 mod model;
 mod observability;

@@ -90,6 +90,57 @@ pub(crate) fn connection_id(conn: &Connection) -> usize {
     std::ptr::from_ref(conn).addr()
 }
 
+/// A registry of one database `x.db` in `dir` with three rows in `t`.
+pub(crate) fn three_rows(dir: &Path, config: DbConfig) -> anyhow::Result<(Registry, DbName)> {
+    let registry = Registry::new();
+    let name = DbName::new("x")?;
+    registry.register(&name, dir.join("x.db"), config)?;
+    registry.write(&name, |tx| {
+        tx.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1), (2), (3);")
+    })?;
+    Ok((registry, name))
+}
+
+/// The WAL's frames and how many of them are checkpointed, by a `TRUNCATE` checkpoint from
+/// a connection of its own that waits for no lock: `(0, 0)` once it has copied everything
+/// and started the WAL again, which no read transaction of any connection may be holding up.
+pub(crate) fn truncate_checkpoint(f: &Fixture) -> anyhow::Result<(i64, i64, i64)> {
+    let conn = hive_db_core::open_connection(&f.name, &f.path(), &config())?;
+    conn.busy_timeout(Duration::ZERO)?;
+    Ok(conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?)
+}
+
+/// Replaces `dir/x.db` (renamed over) with a database whose `t` holds one row, made with
+/// `pragmas` first (`PRAGMA journal_mode = WAL;`: a connection opening it at that path then
+/// reads the old database's `-wal` as its own).
+pub(crate) fn replace_with_one_row(dir: &std::path::Path, pragmas: &str) -> TestResult {
+    let other = dir.join("other.db");
+    let conn = hive_db_core::rusqlite::Connection::open(&other)?;
+    conn.execute_batch(&format!(
+        "{pragmas} CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (42);"
+    ))?;
+    drop(conn);
+    std::fs::rename(&other, dir.join("x.db"))?;
+    Ok(())
+}
+
+/// Fails unless the file now at `dir/x.db` (the replacement) still holds its one row.
+pub(crate) fn replacement_kept(dir: &std::path::Path) -> TestResult {
+    let conn = hive_db_core::rusqlite::Connection::open(dir.join("x.db"))?;
+    let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+    assert_eq!(rows, 1, "the replacement took on the old database's WAL");
+    Ok(())
+}
+
+/// The rows of `t`.
+pub(crate) fn count_t(
+    c: &hive_db_core::rusqlite::Connection,
+) -> hive_db_core::rusqlite::Result<i64> {
+    c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+}
+
 /// Bug caught: an identity that is not kept by the connection (so every checkout looks new)
 /// or shared between connections (so two look the same), which would blind the tests that
 /// check a connection is never handed out twice.

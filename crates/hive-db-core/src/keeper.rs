@@ -1,6 +1,7 @@
-//! A reader thread's lock keeper: a connection of its own, outside the pool, that holds a
-//! read transaction while the thread serves calls, so that the calls' own read transactions
-//! find the WAL's read lock already taken in this process.
+//! Lock keepers: a connection outside the pool that holds a read transaction while reads
+//! run, so that the reads' own read transactions find the WAL's read lock already taken in
+//! this process. A database's `read` calls share one ([`ReadKeeper`]), opened once reads
+//! keep coming; each async reader thread has one of its own (`asynch/readers.rs`).
 //!
 //! SQLite's unix VFS keeps one set of POSIX locks per file per process, and counts how many of
 //! the process's connections hold each read lock of the WAL index: only the first takes it
@@ -20,8 +21,9 @@
 //! them when they need to, without waiting for the keeper's thread, which may be inside a
 //! long call: the hold sits behind a mutex that the thread takes only to change it.
 //!
-//! - Its thread takes a new hold (at the newest commit) after [`CALLS_PER_HOLD`] calls or at
-//!   the coarse clock's next tick, whichever comes first, and lets go when it parks.
+//! - An async reader thread takes a new hold (at the newest commit) after [`CALLS_PER_HOLD`]
+//!   calls or at the coarse clock's next tick, whichever comes first, and lets go when it
+//!   parks. The first `read` of each tick takes the database's keeper's new hold.
 //! - The clock's tick ends every hold taken before it, so that none outlasts about two
 //!   ticks (10 ms) while the clock thread runs, whatever the keeper's thread does.
 //! - The registry's automatic checkpoints end every hold as their background pass starts and
@@ -33,24 +35,25 @@
 //!   [`GAP`] in every [`GAP_EVERY`], the same window of the wall clock in every process
 //!   (as each read the wall clock when it started: a process started before a step of the
 //!   wall clock is out of phase with later ones).
-//! - Closing the database's async side closes its keepers, each with the pool's closing
-//!   checkpoint when its file has moved (`Closing`).
+//! - Closing the database (or its async side) closes its keepers, each with the pool's
+//!   closing checkpoint when its file has moved (`Closing`).
 //!
 //! A keeper opens only the file registered, with the pool's identity checks; one whose file
-//! has moved is closed by its thread's next call or by `close` (parked, it keeps the moved
-//! file open until then, as an idle pooled connection does). Its busy timeout is zero: a hold that cannot be taken at once is skipped (not tried again before the
-//! next tick), never waited for.
+//! has moved is closed by the next read that would take a hold or by `close` (until then it
+//! keeps the moved file open, as an idle pooled connection does). Its busy timeout is zero:
+//! a hold that cannot be taken at once is skipped (not tried again before the next tick),
+//! never waited for.
 
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Once, TryLockError, Weak};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::checkpoint::LetGo;
-use crate::clock::{Stamp, coarse_now};
-use crate::database::Database;
+use crate::checkpoint::{Checkpoints, LetGo};
+use crate::clock::{Stamp, TICK, coarse_now};
 use crate::open::open_connection;
-use crate::pool::Closing;
+use crate::pool::{Closing, DbInfo};
 use crate::sync::lock;
 
 /// Calls one hold serves at most before the keeper lets go and takes a new one, so that the
@@ -79,10 +82,11 @@ fn in_gap(now: Stamp) -> bool {
     now.nanos_since(Stamp::ORIGIN).wrapping_add(origin_ns) % period >= open
 }
 
-/// One reader thread's keeper (see the module docs). Shared with the database's checkpoints
-/// and the clock's tick, which end its hold; used by one reader thread at a time.
-pub(super) struct Keeper {
-    db: Arc<Database>,
+/// A keeper (see the module docs). Shared with the database's checkpoints and the clock's
+/// tick, which end its hold; used by one thread at a time to take holds.
+pub(crate) struct Keeper {
+    info: Arc<DbInfo>,
+    checkpoints: Arc<Checkpoints>,
     state: Mutex<Hold>,
 }
 
@@ -129,7 +133,7 @@ impl Hold {
 
     /// Ends the hold, if any. A transaction that will not end (the connection broken) closes
     /// the connection.
-    fn release(&mut self, info: &crate::pool::DbInfo) {
+    fn release(&mut self, info: &DbInfo) {
         self.release_only();
         if self.held {
             self.close(info);
@@ -139,7 +143,7 @@ impl Hold {
     /// Ends the hold and closes the connection (which ends a transaction that would not
     /// end), with the pool's closing checkpoint when the file at the path is no longer the
     /// one it has open.
-    fn close(&mut self, info: &crate::pool::DbInfo) {
+    fn close(&mut self, info: &DbInfo) {
         self.release_only();
         self.held = false;
         if let Some(mut conn) = self.conn.take() {
@@ -160,10 +164,9 @@ static ALL: Mutex<Vec<Weak<Keeper>>> = Mutex::new(Vec::new());
 static HOOKED: Once = Once::new();
 
 impl Keeper {
-    /// A keeper for a reader thread of `db`, or `None` (logged) when none can be opened on
-    /// the file registered: the thread then serves its calls without one.
-    pub(super) fn open(db: &Arc<Database>) -> Option<Arc<Self>> {
-        let info = db.info();
+    /// A keeper of the database of `info` and `checkpoints`, or `None` (logged) when none
+    /// can be opened on the file registered: reads then go on without one.
+    pub(crate) fn open(info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) -> Option<Arc<Self>> {
         // As the pool's connects: never another file at the registered path (it would take
         // on the old `-wal`). Looked at again once open, for a file moved meanwhile.
         if info.another_file_at_path() {
@@ -178,7 +181,7 @@ impl Keeper {
             conn: match opened {
                 Ok(conn) => Some(conn),
                 Err(e) => {
-                    tracing::debug!(db = %info.name, error = %e, "a reader thread's lock keeper could not be opened; reads go on without it");
+                    tracing::debug!(db = %info.name, error = %e, "a lock keeper could not be opened; reads go on without it");
                     return None;
                 }
             },
@@ -192,11 +195,12 @@ impl Keeper {
             return None;
         }
         let keeper = Arc::new(Self {
-            db: Arc::clone(db),
+            info: Arc::clone(info),
+            checkpoints: Arc::clone(checkpoints),
             state: Mutex::new(hold),
         });
         let weak = Arc::downgrade(&keeper);
-        db.checkpoints().add_keeper(weak.clone());
+        checkpoints.add_keeper(weak.clone());
         lock(&ALL).push(weak);
         HOOKED.call_once(|| crate::pool::on_tick(tick));
         Some(keeper)
@@ -205,15 +209,15 @@ impl Keeper {
     /// Before a call, on the keeper's thread: a hold, taken anew when the current one has
     /// served its calls or its tick; none in the common gap or while an automatic checkpoint
     /// runs. `false` once the keeper is closed (its file moved, its transaction stuck, or
-    /// the database's async side closed).
-    pub(super) fn before_call(&self) -> bool {
-        let info = self.db.info();
+    /// the database or its async side closed).
+    pub(crate) fn before_call(&self) -> bool {
+        let info = &self.info;
         let mut hold = lock(&self.state);
         if hold.conn.is_none() {
             return false;
         }
         let now = coarse_now();
-        if in_gap(now) || self.db.checkpoints().keepers_stand_back() {
+        if in_gap(now) || self.checkpoints.keepers_stand_back() {
             hold.release(info);
             return hold.conn.is_some();
         }
@@ -242,21 +246,22 @@ impl Keeper {
     }
 
     /// Ends the hold (its thread is about to park). `false` once the keeper is closed.
-    pub(super) fn release(&self) -> bool {
+    #[cfg(feature = "async")]
+    pub(crate) fn release(&self) -> bool {
         let mut hold = lock(&self.state);
-        hold.release(self.db.info());
+        hold.release(&self.info);
         hold.conn.is_some()
     }
 
     /// Ends the hold and closes the connection; calls on this keeper do nothing after.
-    pub(super) fn close(&self) {
-        lock(&self.state).close(self.db.info());
+    pub(crate) fn close(&self) {
+        lock(&self.state).close(&self.info);
     }
 }
 
 impl LetGo for Keeper {
     fn let_go(&self) {
-        lock(&self.state).release(self.db.info());
+        lock(&self.state).release(&self.info);
     }
 }
 
@@ -274,8 +279,8 @@ fn tick() {
     for keeper in &keepers {
         let mut hold = match keeper.state.try_lock() {
             Ok(hold) => hold,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => continue,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => continue,
         };
         if hold.held && hold.since < now {
             hold.release_only();
@@ -289,10 +294,131 @@ fn tick() {
 impl Drop for Keeper {
     /// Closed as `close` would: with the closing checkpoint of a moved file.
     fn drop(&mut self) {
-        let info = Arc::clone(self.db.info());
+        let info = Arc::clone(&self.info);
         match self.state.get_mut() {
             Ok(hold) => hold.close(&info),
             Err(poisoned) => poisoned.into_inner().close(&info),
         }
+    }
+}
+
+/// Ticks in a row with `read` calls before a database opens its read keeper: about 20 ms
+/// of steady reads, so that a database read now and then costs no more connections.
+const HOT_TICKS: u32 = 4;
+
+/// A database's lock keeper for its `read` calls (see the module docs): opened once reads
+/// have come in [`HOT_TICKS`] ticks in a row, kept until the database closes. The first read
+/// of each tick looks at it and takes a new hold, which the clock's next tick ends; the other
+/// reads of the tick pay one load and compare.
+#[derive(Default)]
+pub(crate) struct ReadKeeper {
+    /// The coarse clock's reading (nanoseconds since its origin) at the last look: reads of
+    /// the same tick skip it.
+    looked: AtomicU64,
+    state: Mutex<ReadState>,
+}
+
+/// What the first read of a tick looks at.
+struct ReadState {
+    keeper: Option<Arc<Keeper>>,
+    /// Ticks in a row with reads, while there is no keeper.
+    hot: u32,
+    /// The tick of the last look.
+    last: Stamp,
+    /// Set by `close`: no keeper opens after it.
+    closed: bool,
+}
+
+impl Default for ReadState {
+    fn default() -> Self {
+        Self {
+            keeper: None,
+            hot: 0,
+            last: Stamp::ORIGIN,
+            closed: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadKeeper").finish_non_exhaustive()
+    }
+}
+
+impl ReadKeeper {
+    /// Before a `read` of the database of `info` and `checkpoints`: the first read of each
+    /// tick looks at the keeper.
+    #[inline]
+    pub(crate) fn before_read(&self, info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) {
+        let now = coarse_now();
+        if self.looked.load(Relaxed) != now.nanos_since(Stamp::ORIGIN) {
+            self.look(now, info, checkpoints);
+        }
+    }
+
+    /// The first read of a tick: a new hold when there is a keeper; counts the tick towards
+    /// opening one when there is none. Skipped when another thread is looking: a read never
+    /// waits here.
+    #[cold]
+    #[inline(never)]
+    fn look(&self, now: Stamp, info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) {
+        self.looked.store(now.nanos_since(Stamp::ORIGIN), Relaxed);
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if state.closed {
+            return;
+        }
+        if let Some(keeper) = &state.keeper {
+            if !keeper.before_call() {
+                // Closed: its file moved, or its transaction would not end. Reads go on
+                // without one; another opens (on the registered file only) if they stay hot.
+                state.keeper = None;
+                state.hot = 0;
+            }
+            return;
+        }
+        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+        let steady = now.nanos_since(state.last) <= 3 * tick_ns;
+        state.hot = if steady {
+            state.hot.saturating_add(1)
+        } else {
+            1
+        };
+        state.last = now;
+        if state.hot >= HOT_TICKS {
+            state.hot = 0;
+            state.keeper = Keeper::open(info, checkpoints);
+            if let Some(keeper) = &state.keeper {
+                keeper.before_call();
+            }
+        }
+    }
+
+    /// Closes the keeper, if any; none opens after. Before the pool closes, so that no hold
+    /// keeps its closing checkpoints back.
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        if let Some(keeper) = state.keeper.take() {
+            keeper.close();
+        }
+    }
+
+    /// Whether a keeper is open now (for tests).
+    #[cfg(test)]
+    pub(crate) fn is_open(&self) -> bool {
+        lock(&self.state).keeper.is_some()
+    }
+}
+
+impl Drop for ReadKeeper {
+    /// Closed here, on the thread dropping the database, rather than by whichever owner of
+    /// the keeper lets go last (possibly the clock's tick).
+    fn drop(&mut self) {
+        self.close();
     }
 }

@@ -44,7 +44,7 @@
 //! a hold that cannot be taken at once is skipped (not tried again before the next tick),
 //! never waited for.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Once, TryLockError, Weak};
 use std::time::Duration;
 
@@ -306,8 +306,36 @@ impl Drop for Keeper {
 /// of steady reads, so that a database read now and then costs no more connections.
 const HOT_TICKS: u32 = 4;
 
+/// Read keepers open at once in the process, at most: each is one more connection (two file
+/// descriptors, and its memory), and a process with many busy databases must keep its
+/// descriptors for their pools. The first databases to get busy have them.
+const MAX_READ_KEEPERS: usize = 64;
+
+/// Read keepers open in the process.
+static READ_KEEPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// One of the process's [`MAX_READ_KEEPERS`] seats for a read keeper, given back as it drops.
+struct Seat<'a>(&'a AtomicUsize);
+
+impl<'a> Seat<'a> {
+    /// A seat counted in `taken`, unless `max` are taken.
+    fn take(taken: &'a AtomicUsize, max: usize) -> Option<Self> {
+        taken
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(taken))
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// A database's lock keeper for its `read` calls (see the module docs): opened once reads
-/// have come in [`HOT_TICKS`] ticks in a row, kept until the database closes. The first read
+/// have come in [`HOT_TICKS`] ticks in a row (while fewer than [`MAX_READ_KEEPERS`] are open
+/// in the process), kept until the database closes. The first read
 /// of each tick looks at it and takes a new hold, which the clock's next tick ends; the other
 /// reads of the tick pay one load and compare.
 #[derive(Default)]
@@ -320,7 +348,7 @@ pub(crate) struct ReadKeeper {
 
 /// What the first read of a tick looks at.
 struct ReadState {
-    keeper: Option<Arc<Keeper>>,
+    keeper: Option<(Arc<Keeper>, Seat<'static>)>,
     /// Ticks in a row with reads, while there is no keeper.
     hot: u32,
     /// The tick of the last look.
@@ -372,7 +400,7 @@ impl ReadKeeper {
         if state.closed {
             return;
         }
-        if let Some(keeper) = &state.keeper {
+        if let Some((keeper, _)) = &state.keeper {
             if !keeper.before_call() {
                 // Closed: its file moved, or its transaction would not end. Reads go on
                 // without one; another opens (on the registered file only) if they stay hot.
@@ -391,10 +419,11 @@ impl ReadKeeper {
         state.last = now;
         if state.hot >= HOT_TICKS {
             state.hot = 0;
-            state.keeper = Keeper::open(info, checkpoints);
-            if let Some(keeper) = &state.keeper {
+            state.keeper = Seat::take(&READ_KEEPERS, MAX_READ_KEEPERS).and_then(|seat| {
+                let keeper = Keeper::open(info, checkpoints)?;
                 keeper.before_call();
-            }
+                Some((keeper, seat))
+            });
         }
     }
 
@@ -403,7 +432,7 @@ impl ReadKeeper {
     pub(crate) fn close(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
-        if let Some(keeper) = state.keeper.take() {
+        if let Some((keeper, _seat)) = state.keeper.take() {
             keeper.close();
         }
     }
@@ -420,5 +449,24 @@ impl Drop for ReadKeeper {
     /// the keeper lets go last (possibly the clock's tick).
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bug caught: more read keepers open than the process's cap (a seat taken past it, so a
+    /// process with many busy databases spends its file descriptors on keepers), or a seat
+    /// not given back as its keeper closes (so keepers stop opening for good).
+    #[test]
+    fn seats_stop_at_the_cap_and_come_back_as_they_drop() {
+        let taken = AtomicUsize::new(0);
+        let seats: Vec<Seat<'_>> = (0..3).filter_map(|_| Seat::take(&taken, 2)).collect();
+        assert_eq!(seats.len(), 2, "two seats of two");
+        assert!(Seat::take(&taken, 2).is_none(), "a third seat of two");
+        drop(seats);
+        assert_eq!(taken.load(Relaxed), 0, "seats dropped, not given back");
+        assert!(Seat::take(&taken, 2).is_some());
     }
 }

@@ -188,7 +188,10 @@ fn bootstrap(pg: &PgHandle) -> Result<()> {
                 code: Some(ref c), ..
             }) if attempt < BOOTSTRAP_ATTEMPTS
                 && (c == SqlState::UNIQUE_VIOLATION.code()
-                    || c == SqlState::DUPLICATE_TABLE.code()) =>
+                    || c == SqlState::DUPLICATE_TABLE.code()
+                    // Two sessions creating the table at once: the loser may trip over the
+                    // winner's row type instead ("type ... already exists").
+                    || c == SqlState::DUPLICATE_OBJECT.code()) =>
             {
                 continue;
             }

@@ -39,11 +39,12 @@ const PASS_CHECKOUT_WAIT: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub(crate) struct Database {
     info: Arc<DbInfo>,
+    /// The lock keeper of its callers' reads (see `keeper.rs`); before the pool, so that a
+    /// database dropped without closing closes it first.
+    read_keeper: ReadKeeper,
     pool: Pool,
     lane: WriterLane<Batch>,
     checkpoints: Arc<Checkpoints>,
-    /// The lock keeper of its `read` calls (see `keeper.rs`).
-    read_keeper: ReadKeeper,
 }
 
 impl Database {
@@ -53,11 +54,12 @@ impl Database {
     ///
     /// Those of opening its `min_idle` connections.
     pub(crate) fn open(info: Arc<DbInfo>) -> Result<Arc<Self>> {
+        let checkpoints = Arc::new(Checkpoints::new(Arc::clone(&info)));
         let db = Arc::new(Self {
             pool: Pool::open(Arc::clone(&info))?,
             lane: WriterLane::default(),
-            checkpoints: Arc::new(Checkpoints::new(Arc::clone(&info))),
-            read_keeper: ReadKeeper::default(),
+            read_keeper: ReadKeeper::new(&info, &checkpoints),
+            checkpoints,
             info,
         });
         // The background checkpoint's connection, checked out when its job starts; a
@@ -159,11 +161,11 @@ impl Database {
         self.lane.acquire_plain(deadline).ok()
     }
 
-    /// Before a caller's checkout (`get`, `read`): the first of each tick looks at the
-    /// database's lock keeper (see `keeper.rs`).
+    /// Before a caller's checkout (`get`, `read`): says that a call came, for the clock's
+    /// tick, which tends the database's lock keeper (see `keeper.rs`).
     #[inline]
     pub(crate) fn before_read(&self) {
-        self.read_keeper.before_read(&self.info, &self.checkpoints);
+        self.read_keeper.before_read();
     }
 
     /// Runs `f` on a pooled connection; its SQLite error comes back naming the database.
@@ -1076,8 +1078,9 @@ mod tests {
     }
 
     /// Bug caught: a database's read keeper (see `keeper.rs`) never opened, so `read` pays
-    /// the WAL read lock's two system calls every time; or opened by the first read, so that
-    /// every database read now and then costs one more connection.
+    /// the WAL read lock's two system calls every time; or opened by the first read, or by
+    /// reads too few to pay for its holds, so that such a database costs one more connection
+    /// and its reads get slower.
     #[test]
     fn steady_reads_open_the_read_keeper_and_a_read_now_and_then_does_not() -> TestResult {
         let (_dir, db) = database("read-keeper", DbConfig::default())?;
@@ -1090,6 +1093,17 @@ mod tests {
         anyhow::ensure!(
             !db.read_keeper.is_open(),
             "a read every 30 ms opened the keeper"
+        );
+        // About five reads a tick, every tick: fewer than pay for a keeper's holds.
+        for _ in 0..100 {
+            db.read(Location::caller(), |c| {
+                c.query_row("SELECT 1", [], |_| Ok(()))
+            })?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        anyhow::ensure!(
+            !db.read_keeper.is_open(),
+            "a read every 1 ms opened the keeper"
         );
         read_for(&db, Duration::from_millis(200))?;
         anyhow::ensure!(

@@ -21,9 +21,9 @@
 //! them when they need to, without waiting for the keeper's thread, which may be inside a
 //! long call: the hold sits behind a mutex that the thread takes only to change it.
 //!
-//! - An async reader thread takes a new hold (at the newest commit) after [`CALLS_PER_HOLD`]
+//! - An async reader thread takes a new hold (at the newest commit) after `CALLS_PER_HOLD`
 //!   calls or at the coarse clock's next tick, whichever comes first, and lets go when it
-//!   parks. The first `read` of each tick takes the database's keeper's new hold.
+//!   parks. The clock's tick takes a database's read keeper's holds (see [`ReadKeeper`]).
 //! - The clock's tick ends every hold taken before it, so that none outlasts about two
 //!   ticks (10 ms) while the clock thread runs, whatever the keeper's thread does.
 //! - The registry's automatic checkpoints end every hold as their background pass starts and
@@ -32,7 +32,7 @@
 //! - Writers the registry does not order (autocommit writes on a connection from `get`,
 //!   another process's) checkpoint inside their own commits, and start the WAL again only
 //!   after one that found no reader's mark in the way: for them every keeper stands back for
-//!   [`GAP`] in every [`GAP_EVERY`], the same window of the wall clock in every process
+//!   `GAP` in every [`GAP_EVERY`] (a read keeper for [`READ_GAP`], ending with it), the same window of the wall clock in every process
 //!   (as each read the wall clock when it started: a process started before a step of the
 //!   wall clock is out of phase with later ones).
 //! - Closing the database (or its async side) closes its keepers, each with the pool's
@@ -44,7 +44,7 @@
 //! a hold that cannot be taken at once is skipped (not tried again before the next tick),
 //! never waited for.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Once, TryLockError, Weak};
 use std::time::Duration;
 
@@ -58,11 +58,20 @@ use crate::sync::lock;
 
 /// Calls one hold serves at most before the keeper lets go and takes a new one, so that the
 /// snapshot it holds stays close to the newest commit.
+#[cfg(feature = "async")]
 const CALLS_PER_HOLD: u32 = 64;
 
 /// How long every keeper stands back together, once in every [`GAP_EVERY`]: two ticks of
 /// the coarse clock, so that a tick a little late still falls in it.
+#[cfg(feature = "async")]
 const GAP: Duration = Duration::from_millis(10);
+
+/// How long a read keeper stands back in every [`GAP_EVERY`] (ending with the common gap):
+/// half of the time, as its holds are ended by the clock's tick alone, which runs late when
+/// the machine is busy, and the common gap alone then let writers that checkpoint on their
+/// own find no moment without a reader's mark (their WAL grew to 38-57 MB under load with
+/// it, against 21-24 MB for the async keepers, which their own threads end).
+const READ_GAP: Duration = Duration::from_millis(20);
 
 /// The period of the keepers' common gap: they hold at most three quarters of the time.
 const GAP_EVERY: Duration = Duration::from_millis(40);
@@ -75,9 +84,16 @@ const READ: &str = "SELECT max(rowid) FROM sqlite_schema";
 /// [`GAP`] of each [`GAP_EVERY`] of the wall clock (as it read when the clock's origin was
 /// set), so that the keepers of other processes on the same file stand back at the same
 /// time, give or take the skew of their clocks' readings (a few milliseconds).
+#[cfg(feature = "async")]
 fn in_gap(now: Stamp) -> bool {
+    in_last(now, GAP)
+}
+
+/// Whether `now` falls in the last `gap` of each [`GAP_EVERY`] of the wall clock (see
+/// `in_gap`).
+fn in_last(now: Stamp, gap: Duration) -> bool {
     let period = u64::try_from(GAP_EVERY.as_nanos()).unwrap_or(u64::MAX);
-    let open = u64::try_from((GAP_EVERY - GAP).as_nanos()).unwrap_or(u64::MAX);
+    let open = u64::try_from(GAP_EVERY.saturating_sub(gap).as_nanos()).unwrap_or(u64::MAX);
     let origin_ns = crate::clock::started_at_unix_ms().wrapping_mul(1_000_000);
     now.nanos_since(Stamp::ORIGIN).wrapping_add(origin_ns) % period >= open
 }
@@ -96,12 +112,14 @@ struct Hold {
     conn: Option<Box<Connection>>,
     /// A read transaction is open.
     held: bool,
-    /// Calls served by the current hold.
+    /// Calls served by the current hold (an async reader thread's keeper).
+    #[cfg(feature = "async")]
     calls: u32,
     /// The coarse clock's reading when the current hold was taken.
     since: Stamp,
     /// The coarse clock's reading when a hold could not be taken: not tried again before
-    /// the next tick.
+    /// the next tick (an async reader thread's keeper).
+    #[cfg(feature = "async")]
     failed_at: Option<Stamp>,
 }
 
@@ -165,8 +183,13 @@ static HOOKED: Once = Once::new();
 
 impl Keeper {
     /// A keeper of the database of `info` and `checkpoints`, or `None` (logged) when none
-    /// can be opened on the file registered: reads then go on without one.
-    pub(crate) fn open(info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) -> Option<Arc<Self>> {
+    /// can be opened on the file registered: reads then go on without one. `threads`: an
+    /// async reader thread's, whose holds [`tick`] ends (a read keeper's tick is its own).
+    pub(crate) fn open(
+        info: &Arc<DbInfo>,
+        checkpoints: &Arc<Checkpoints>,
+        threads: bool,
+    ) -> Option<Arc<Self>> {
         // As the pool's connects: never another file at the registered path (it would take
         // on the old `-wal`). Looked at again once open, for a file moved meanwhile.
         if info.another_file_at_path() {
@@ -186,8 +209,10 @@ impl Keeper {
                 }
             },
             held: false,
+            #[cfg(feature = "async")]
             calls: 0,
             since: coarse_now(),
+            #[cfg(feature = "async")]
             failed_at: None,
         };
         if info.check_file().is_err() {
@@ -201,8 +226,10 @@ impl Keeper {
         });
         let weak = Arc::downgrade(&keeper);
         checkpoints.add_keeper(weak.clone());
-        lock(&ALL).push(weak);
-        HOOKED.call_once(|| crate::pool::on_tick(tick));
+        if threads {
+            lock(&ALL).push(weak);
+            HOOKED.call_once(|| crate::pool::on_tick(tick));
+        }
         Some(keeper)
     }
 
@@ -210,6 +237,7 @@ impl Keeper {
     /// served its calls or its tick; none in the common gap or while an automatic checkpoint
     /// runs. `false` once the keeper is closed (its file moved, its transaction stuck, or
     /// the database or its async side closed).
+    #[cfg(feature = "async")]
     pub(crate) fn before_call(&self) -> bool {
         let info = &self.info;
         let mut hold = lock(&self.state);
@@ -241,6 +269,42 @@ impl Keeper {
         hold.held = Hold::take(conn).is_ok();
         hold.failed_at = (!hold.held).then_some(now);
         hold.calls = 1;
+        hold.since = now;
+        true
+    }
+
+    /// The clock's tick, for a read keeper: a hold while `wanted` (calls came since the last
+    /// tick), taken anew (at the newest commit) after [`HOLD_TICKS`] ticks; none otherwise,
+    /// in the common gap, or while an automatic checkpoint runs. `false` when the keeper must
+    /// close (its file moved, or its transaction would not end): closing is left to others,
+    /// being no work for the tick. A keeper whose mutex another thread holds is left as it is.
+    fn tend(&self, now: Stamp, wanted: bool) -> bool {
+        let mut hold = match self.state.try_lock() {
+            Ok(hold) => hold,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return true,
+        };
+        if hold.conn.is_none() {
+            return false;
+        }
+        if !wanted || in_last(now, READ_GAP) || self.checkpoints.keepers_stand_back() {
+            hold.release_only();
+            return !hold.held;
+        }
+        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+        if hold.held && now.nanos_since(hold.since) < HOLD_TICKS * tick_ns {
+            return true;
+        }
+        hold.release_only();
+        // Looked at once per hold: a keeper of a replaced or removed file would only keep
+        // that file open.
+        if hold.held || self.info.check_file().is_err() {
+            return false;
+        }
+        let Some(conn) = hold.conn.as_deref() else {
+            return false;
+        };
+        hold.held = Hold::take(conn).is_ok();
         hold.since = now;
         true
     }
@@ -302,9 +366,24 @@ impl Drop for Keeper {
     }
 }
 
-/// Ticks in a row with `read` calls before a database opens its read keeper: about 20 ms
-/// of steady reads, so that a database read now and then costs no more connections.
+/// Ticks in a row with at least [`MIN_CALLS_PER_TICK`] `get` or `read` calls before a
+/// database opens its read keeper (about 20 ms of steady calls).
 const HOT_TICKS: u32 = 4;
+
+/// Calls in a tick for the tick to count towards opening a read keeper (3,200 a second): a
+/// keeper saves each call about 0.7 us, and its holds cost the clock thread a few us a tick
+/// and the calls some cache traffic, so a database called less often is better without.
+const MIN_CALLS_PER_TICK: u32 = 16;
+
+/// Ticks without calls after which a read keeper closes (10 s), giving its seat back.
+const IDLE_TICKS: u64 = 2_000;
+
+/// How long a read keeper's hold serves before the tick takes a new one at the newest commit
+/// (sooner when a stand-back or a checkpoint pass ends it): one tick. A new hold each tick
+/// often finds the WAL fully copied and takes the read lock that leaves it free to start
+/// again; one kept four ticks let the WAL of writers that checkpoint on their own grow to
+/// 45-82 MB under a steady read load, against 19-22 MB.
+const HOLD_TICKS: u64 = 1;
 
 /// Read keepers open at once in the process, at most: each is one more connection (two file
 /// descriptors, and its memory), and a process with many busy databases must keep its
@@ -333,40 +412,51 @@ impl Drop for Seat<'_> {
     }
 }
 
-/// A database's lock keeper for its `read` calls (see the module docs): opened once reads
-/// have come in [`HOT_TICKS`] ticks in a row (while fewer than [`MAX_READ_KEEPERS`] are open
-/// in the process), kept until the database closes. The first read
-/// of each tick looks at it and takes a new hold, which the clock's next tick ends; the other
-/// reads of the tick pay one load and compare.
-#[derive(Default)]
-pub(crate) struct ReadKeeper {
-    /// The coarse clock's reading (nanoseconds since its origin) at the last look: reads of
-    /// the same tick skip it.
+/// A database's lock keeper for its callers' `get` and `read` (see the module docs). The
+/// calls only say that they came, the first of each tick with one swap and a push onto a
+/// list (the others of the tick pay one load and compare, and, while there is no keeper,
+/// one relaxed add to a counter); the clock's tick does the rest,
+/// for the databases called since the last: it counts their ticks with calls and has a
+/// keeper opened on a maintenance thread once there are [`HOT_TICKS`] in a row (while fewer
+/// than [`MAX_READ_KEEPERS`] are open in the process), and takes its holds, ending each at
+/// the first tick without calls. Kept until the database closes.
+pub(crate) struct ReadKeeper(Arc<ReadShared>);
+
+/// What the calls, the tick and the maintenance threads share of a [`ReadKeeper`].
+struct ReadShared {
+    info: Arc<DbInfo>,
+    checkpoints: Arc<Checkpoints>,
+    /// The coarse clock's reading (nanoseconds since its origin) of the last call that said
+    /// it came: calls of the same tick skip it.
     looked: AtomicU64,
+    /// Calls are counted (while there is no keeper: the tick opens one for a busy database).
+    counting: AtomicBool,
+    /// Calls since the tick last looked, while counted.
+    calls: AtomicU32,
     state: Mutex<ReadState>,
 }
 
-/// What the first read of a tick looks at.
+/// What the tick tends.
 struct ReadState {
     keeper: Option<(Arc<Keeper>, Seat<'static>)>,
-    /// Ticks in a row with reads, while there is no keeper.
+    /// Ticks in a row with calls, while there is no keeper.
     hot: u32,
-    /// The tick of the last look.
-    last: Stamp,
+    /// The last tick that found calls.
+    called: Stamp,
+    /// A maintenance thread is opening the keeper.
+    opening: bool,
     /// Set by `close`: no keeper opens after it.
     closed: bool,
 }
 
-impl Default for ReadState {
-    fn default() -> Self {
-        Self {
-            keeper: None,
-            hot: 0,
-            last: Stamp::ORIGIN,
-            closed: false,
-        }
-    }
-}
+/// The databases whose calls came since the last tick, each once per tick.
+static CALLED: Mutex<Vec<Arc<ReadShared>>> = Mutex::new(Vec::new());
+
+/// The databases with a read keeper open, for the tick.
+static KEPT: Mutex<Vec<Weak<ReadShared>>> = Mutex::new(Vec::new());
+
+/// Hooks [`read_tick`] onto the coarse clock's tick, once per process.
+static READ_HOOKED: Once = Once::new();
 
 impl std::fmt::Debug for ReadKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -375,72 +465,67 @@ impl std::fmt::Debug for ReadKeeper {
 }
 
 impl ReadKeeper {
-    /// Before a `read` of the database of `info` and `checkpoints`: the first read of each
-    /// tick looks at the keeper.
+    /// The (not yet open) read keeper of the database of `info` and `checkpoints`.
+    pub(crate) fn new(info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) -> Self {
+        READ_HOOKED.call_once(|| crate::pool::on_tick(read_tick));
+        Self(Arc::new(ReadShared {
+            info: Arc::clone(info),
+            checkpoints: Arc::clone(checkpoints),
+            looked: AtomicU64::new(0),
+            counting: AtomicBool::new(true),
+            calls: AtomicU32::new(0),
+            state: Mutex::new(ReadState {
+                keeper: None,
+                hot: 0,
+                called: Stamp::ORIGIN,
+                opening: false,
+                closed: false,
+            }),
+        }))
+    }
+
+    /// Before a caller's `get` or `read`: the first call of each tick says that calls came;
+    /// until the database has a keeper, every call is counted.
     #[inline]
-    pub(crate) fn before_read(&self, info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) {
-        let now = coarse_now();
-        if self.looked.load(Relaxed) != now.nanos_since(Stamp::ORIGIN) {
-            self.look(now, info, checkpoints);
+    pub(crate) fn before_read(&self) {
+        if self.0.counting.load(Relaxed) {
+            self.0.calls.fetch_add(1, Relaxed);
+        }
+        let now = coarse_now().nanos_since(Stamp::ORIGIN);
+        if self.0.looked.load(Relaxed) != now && self.0.looked.swap(now, Relaxed) != now {
+            self.called();
         }
     }
 
-    /// The first read of a tick: a new hold when there is a keeper; counts the tick towards
-    /// opening one when there is none. Skipped when another thread is looking: a read never
-    /// waits here.
     #[cold]
     #[inline(never)]
-    fn look(&self, now: Stamp, info: &Arc<DbInfo>, checkpoints: &Arc<Checkpoints>) {
-        self.looked.store(now.nanos_since(Stamp::ORIGIN), Relaxed);
-        let mut state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        if state.closed {
-            return;
-        }
-        if let Some((keeper, _)) = &state.keeper {
-            if !keeper.before_call() {
-                // Closed: its file moved, or its transaction would not end. Reads go on
-                // without one; another opens (on the registered file only) if they stay hot.
-                state.keeper = None;
-                state.hot = 0;
-            }
-            return;
-        }
-        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
-        let steady = now.nanos_since(state.last) <= 3 * tick_ns;
-        state.hot = if steady {
-            state.hot.saturating_add(1)
-        } else {
-            1
-        };
-        state.last = now;
-        if state.hot >= HOT_TICKS {
-            state.hot = 0;
-            state.keeper = Seat::take(&READ_KEEPERS, MAX_READ_KEEPERS).and_then(|seat| {
-                let keeper = Keeper::open(info, checkpoints)?;
-                keeper.before_call();
-                Some((keeper, seat))
-            });
-        }
+    fn called(&self) {
+        lock(&CALLED).push(Arc::clone(&self.0));
     }
 
-    /// Closes the keeper, if any; none opens after. Before the pool closes, so that no hold
-    /// keeps its closing checkpoints back.
+    /// Closes the keeper, if any, and one being opened as it opens; none opens after. Before
+    /// the pool closes, so that no hold keeps its closing checkpoints back.
     pub(crate) fn close(&self) {
-        let mut state = lock(&self.state);
-        state.closed = true;
-        if let Some((keeper, _seat)) = state.keeper.take() {
+        let keeper = {
+            let mut state = lock(&self.0.state);
+            state.closed = true;
+            state.keeper.take()
+        };
+        if let Some((keeper, _seat)) = keeper {
             keeper.close();
+        }
+        // A keeper being opened closes itself as it finds the mark; waited for (a bounded
+        // while), so that no file of the database stays open once `close` returns.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while lock(&self.0.state).opening && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
     /// Whether a keeper is open now (for tests).
     #[cfg(test)]
     pub(crate) fn is_open(&self) -> bool {
-        lock(&self.state).keeper.is_some()
+        lock(&self.0.state).keeper.is_some()
     }
 }
 
@@ -449,6 +534,108 @@ impl Drop for ReadKeeper {
     /// the keeper lets go last (possibly the clock's tick).
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+impl ReadShared {
+    /// The tick's look at a database whose calls came since the last tick (`now`): counts
+    /// the tick towards opening a keeper when there is none, and has one opened at
+    /// [`HOT_TICKS`] in a row. Never waits: a state another thread holds is left for the
+    /// next tick.
+    fn on_called(self: &Arc<Self>, now: Stamp) {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+        let steady = now.nanos_since(state.called) <= 3 * tick_ns;
+        state.called = now;
+        let busy = self.calls.swap(0, Relaxed) >= MIN_CALLS_PER_TICK;
+        if state.closed || state.opening || state.keeper.is_some() {
+            return;
+        }
+        state.hot = match (busy, steady) {
+            (false, _) => 0,
+            (true, true) => state.hot.saturating_add(1),
+            (true, false) => 1,
+        };
+        if state.hot < HOT_TICKS {
+            return;
+        }
+        state.hot = 0;
+        let Some(seat) = Seat::take(&READ_KEEPERS, MAX_READ_KEEPERS) else {
+            return;
+        };
+        state.opening = true;
+        let shared = Arc::clone(self);
+        crate::pool::in_background(move || shared.open(seat));
+    }
+
+    /// On a maintenance thread: opens the keeper (an open is no work for the clock's tick),
+    /// or closes it at once when the database closed meanwhile.
+    fn open(self: &Arc<Self>, seat: Seat<'static>) {
+        let keeper = Keeper::open(&self.info, &self.checkpoints, false);
+        let mut state = lock(&self.state);
+        state.opening = false;
+        let Some(keeper) = keeper else {
+            return;
+        };
+        if state.closed {
+            drop(state);
+            keeper.close();
+            return;
+        }
+        state.keeper = Some((keeper, seat));
+        self.counting.store(false, Relaxed);
+        lock(&KEPT).push(Arc::downgrade(self));
+    }
+
+    /// The tick's part for a database with a keeper: a hold while calls came since the last
+    /// tick, none after a tick without. A keeper that must close (its file moved, its
+    /// transaction stuck, or no calls for [`IDLE_TICKS`]) is closed on a maintenance thread,
+    /// and the calls are counted again.
+    fn tend(&self, now: Stamp) {
+        let mut state = match self.state.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let wanted = state.called == now;
+        let tick_ns = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+        let idle = now.nanos_since(state.called) > IDLE_TICKS.saturating_mul(tick_ns);
+        let Some((keeper, _)) = &state.keeper else {
+            return;
+        };
+        if !idle && keeper.tend(now, wanted) {
+            return;
+        }
+        self.counting.store(true, Relaxed);
+        if let Some((keeper, seat)) = state.keeper.take() {
+            crate::pool::in_background(move || {
+                keeper.close();
+                drop(seat);
+            });
+        }
+    }
+}
+
+/// The tick's part for the read keepers: the databases called since the last tick first,
+/// then every database with a keeper.
+fn read_tick() {
+    let now = coarse_now();
+    let called = std::mem::take(&mut *lock(&CALLED));
+    for shared in &called {
+        shared.on_called(now);
+    }
+    drop(called);
+    let kept: Vec<Arc<ReadShared>> = {
+        let mut kept = lock(&KEPT);
+        kept.retain(|k| k.strong_count() > 0);
+        kept.iter().filter_map(Weak::upgrade).collect()
+    };
+    for shared in &kept {
+        shared.tend(now);
     }
 }
 

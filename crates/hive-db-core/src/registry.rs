@@ -265,9 +265,9 @@ impl Registry {
         lookup(&self.inner.entries.load(), name).map(Arc::clone)
     }
 
-    /// A connection of `name` for a caller (`get`, `read`): a look at the database's lock
-    /// keeper (see `keeper.rs`), the fast path under the lock-free map guard, the waiting
-    /// path on an owned handle to the pool.
+    /// A connection of `name` for a caller (`get`, `read`): a word to the database's lock
+    /// keeper that a call came (see `keeper.rs`), the fast path under the lock-free map
+    /// guard, the waiting path on an owned handle to the pool.
     #[inline]
     fn checkout(
         &self,

@@ -358,7 +358,7 @@ fn open_keeper(shared: &Shared) -> Option<Arc<Keeper>> {
     if shared.closed.load(SeqCst) {
         return None;
     }
-    let keeper = Keeper::open(shared.db.info(), shared.db.checkpoints())?;
+    let keeper = Keeper::open(shared.db.info(), shared.db.checkpoints(), true)?;
     let mut every = lock(&shared.every_keeper);
     if shared.closed.load(SeqCst) {
         drop(every);

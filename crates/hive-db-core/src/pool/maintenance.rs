@@ -117,6 +117,11 @@ pub(crate) fn on_tick(hook: fn()) {
     crate::sync::lock(&TICK_HOOKS).push(hook);
 }
 
+/// Runs `job` once, soon, on the shared threads: for work the clock's tick hands off.
+pub(crate) fn in_background(job: impl FnOnce() + Send + 'static) {
+    MAINTENANCE.execute(job);
+}
+
 /// Runs `job` every `period` on the shared threads until the handle is cancelled.
 pub(super) fn every(period: Duration, job: impl Fn() + Send + Sync + 'static) -> JobHandle {
     MAINTENANCE.execute_at_fixed_rate(period, period, job)

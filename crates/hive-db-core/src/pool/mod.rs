@@ -41,7 +41,7 @@ pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
 pub(crate) use info::{CORRUPTION_MEMORY, DbInfo};
-pub(crate) use maintenance::on_tick;
+pub(crate) use maintenance::{in_background, on_tick};
 pub(crate) use manager::Closing;
 #[cfg(feature = "postgres")]
 pub(crate) use manager::HiveConn;

@@ -39,8 +39,9 @@
 //!   closing checkpoint when its file has moved (`Closing`).
 //!
 //! A keeper opens only the file registered, with the pool's identity checks; one whose file
-//! has moved is closed by the next read that would take a hold or by `close` (until then it
-//! keeps the moved file open, as an idle pooled connection does). Its busy timeout is zero:
+//! has moved is closed when it would next take a hold (a reader thread's by its thread or
+//! `close`, a read keeper on a maintenance thread, which the tick hands it to); until then it
+//! keeps the moved file open, as an idle pooled connection does. Its busy timeout is zero:
 //! a hold that cannot be taken at once is skipped (not tried again before the next tick),
 //! never waited for.
 
@@ -419,7 +420,8 @@ impl Drop for Seat<'_> {
 /// for the databases called since the last: it counts their ticks with calls and has a
 /// keeper opened on a maintenance thread once there are [`HOT_TICKS`] in a row (while fewer
 /// than [`MAX_READ_KEEPERS`] are open in the process), and takes its holds, ending each at
-/// the first tick without calls. Kept until the database closes.
+/// the first tick without calls. Kept until the database closes, its file moves, or it goes
+/// [`IDLE_TICKS`] without calls.
 pub(crate) struct ReadKeeper(Arc<ReadShared>);
 
 /// What the calls, the tick and the maintenance threads share of a [`ReadKeeper`].
@@ -445,6 +447,10 @@ struct ReadState {
     called: Stamp,
     /// A maintenance thread is opening the keeper.
     opening: bool,
+    /// Keepers taken out by the tick that a maintenance thread has yet to close.
+    closing: u32,
+    /// The database is on [`KEPT`] (listed once, for as long as it lives).
+    listed: bool,
     /// Set by `close`: no keeper opens after it.
     closed: bool,
 }
@@ -479,6 +485,8 @@ impl ReadKeeper {
                 hot: 0,
                 called: Stamp::ORIGIN,
                 opening: false,
+                closing: 0,
+                listed: false,
                 closed: false,
             }),
         }))
@@ -514,10 +522,12 @@ impl ReadKeeper {
         if let Some((keeper, _seat)) = keeper {
             keeper.close();
         }
-        // A keeper being opened closes itself as it finds the mark; waited for (a bounded
-        // while), so that no file of the database stays open once `close` returns.
+        // A keeper being opened closes itself as it finds the mark, and one the tick took out
+        // is being closed: both waited for (a bounded while), so that no file of the
+        // database stays open once `close` returns.
         let until = std::time::Instant::now() + Duration::from_secs(2);
-        while lock(&self.0.state).opening && std::time::Instant::now() < until {
+        let busy = |state: &ReadState| state.opening || state.closing > 0;
+        while busy(&lock(&self.0.state)) && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -588,14 +598,16 @@ impl ReadShared {
         }
         state.keeper = Some((keeper, seat));
         self.counting.store(false, Relaxed);
-        lock(&KEPT).push(Arc::downgrade(self));
+        if !std::mem::replace(&mut state.listed, true) {
+            lock(&KEPT).push(Arc::downgrade(self));
+        }
     }
 
     /// The tick's part for a database with a keeper: a hold while calls came since the last
     /// tick, none after a tick without. A keeper that must close (its file moved, its
     /// transaction stuck, or no calls for [`IDLE_TICKS`]) is closed on a maintenance thread,
     /// and the calls are counted again.
-    fn tend(&self, now: Stamp) {
+    fn tend(self: &Arc<Self>, now: Stamp) {
         let mut state = match self.state.try_lock() {
             Ok(state) => state,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -612,9 +624,13 @@ impl ReadShared {
         }
         self.counting.store(true, Relaxed);
         if let Some((keeper, seat)) = state.keeper.take() {
+            state.closing += 1;
+            let shared = Arc::clone(self);
             crate::pool::in_background(move || {
                 keeper.close();
                 drop(seat);
+                let mut state = lock(&shared.state);
+                state.closing = state.closing.saturating_sub(1);
             });
         }
     }

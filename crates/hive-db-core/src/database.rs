@@ -16,9 +16,9 @@ use crate::batch::{Batch, BatchFailure, CommitSlot, Member, WriteTx, exec_cached
 use crate::checkpoint::Checkpoints;
 use crate::clock::deadline;
 use crate::error::{Error, Reentry, Result, extended_code, is_busy_code};
-use crate::keeper::ReadKeeper;
 use crate::lane::{LaneTimeout, LaneTurn, Offered, WriterLane};
 use crate::pool::{CloseReport, DbInfo, Pool, PooledConnection};
+use crate::read_keeper::ReadKeeper;
 use crate::reentry::{connections_held, enter, inside_write, outside_closures};
 use crate::stats::DbSnapshot;
 use crate::wal::commit_deferring_checkpoint;
@@ -1077,30 +1077,31 @@ mod tests {
         Ok(())
     }
 
-    /// Bug caught: a database's read keeper (see `keeper.rs`) never opened, so `read` pays
+    /// `reads` reads of `SELECT 1` on `db`, `pause` apart.
+    fn read_every(db: &Database, reads: usize, pause: Duration) -> TestResult {
+        for _ in 0..reads {
+            db.read(Location::caller(), |c| {
+                c.query_row("SELECT 1", [], |_| Ok(()))
+            })?;
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    }
+
+    /// Bug caught: a database's read keeper (see `read_keeper.rs`) never opened, so `read` pays
     /// the WAL read lock's two system calls every time; or opened by the first read, or by
     /// reads too few to pay for its holds, so that such a database costs one more connection
     /// and its reads get slower.
     #[test]
     fn steady_reads_open_the_read_keeper_and_a_read_now_and_then_does_not() -> TestResult {
         let (_dir, db) = database("read-keeper", DbConfig::default())?;
-        for _ in 0..10 {
-            db.read(Location::caller(), |c| {
-                c.query_row("SELECT 1", [], |_| Ok(()))
-            })?;
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        read_every(&db, 10, Duration::from_millis(30))?;
         anyhow::ensure!(
             !db.read_keeper.is_open(),
             "a read every 30 ms opened the keeper"
         );
         // About five reads a tick, every tick: fewer than pay for a keeper's holds.
-        for _ in 0..100 {
-            db.read(Location::caller(), |c| {
-                c.query_row("SELECT 1", [], |_| Ok(()))
-            })?;
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        read_every(&db, 100, Duration::from_millis(1))?;
         anyhow::ensure!(
             !db.read_keeper.is_open(),
             "a read every 1 ms opened the keeper"

@@ -89,6 +89,7 @@ mod pool;
 mod batch;
 mod checkpoint;
 mod keeper;
+mod read_keeper;
 mod reentry;
 // One database.
 mod database;

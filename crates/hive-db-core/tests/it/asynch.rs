@@ -15,7 +15,7 @@ use hive_db_core::{AsyncConfig, AsyncHandle, DbConfig, DbFuture, Error};
 
 use crate::support::{
     Fixture, TestResult, config, count_t, eventually, fixture, replace_with_one_row,
-    replacement_kept, truncate_checkpoint,
+    replacement_kept, stop_and_join, truncate_checkpoint,
 };
 
 type Job = Pin<Box<dyn Future<Output = TestResult> + Send>>;
@@ -1152,11 +1152,7 @@ fn reads_beside_the_lock_keeper_see_every_commit_before_them() -> TestResult {
         }
         Ok(())
     })();
-    stop.store(true, SeqCst);
-    for b in busy {
-        b.join()
-            .map_err(|_| anyhow::anyhow!("a reading thread panicked"))??;
-    }
+    stop_and_join(&stop, busy)?;
     checked
 }
 

@@ -83,12 +83,7 @@ impl BusyReaders {
 
     /// Stops the reads; the first error any of them met.
     fn stop(self) -> TestResult {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        for t in self.threads {
-            t.join()
-                .map_err(|_| anyhow::anyhow!("reader thread panicked"))??;
-        }
-        Ok(())
+        crate::support::stop_and_join(&self.stop, self.threads)
     }
 }
 

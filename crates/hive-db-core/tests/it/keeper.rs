@@ -13,7 +13,7 @@ use hive_db_core::{DbConfig, DbName, Registry};
 
 use crate::support::{
     Fixture, TestResult, config, count_t, fixture, open_fds_under, replace_with_one_row,
-    replacement_kept, three_rows, truncate_checkpoint,
+    replacement_kept, stop_and_join, three_rows, truncate_checkpoint,
 };
 
 /// Long enough for the keeper to open (it opens after about 20 ms of steady reads) and to
@@ -125,11 +125,7 @@ fn reads_beside_the_keeper_see_every_commit_before_them() -> TestResult {
         }
         Ok(())
     })();
-    stop.store(true, SeqCst);
-    for b in busy {
-        b.join()
-            .map_err(|_| anyhow::anyhow!("a reading thread panicked"))??;
-    }
+    stop_and_join(&stop, busy)?;
     checked
 }
 

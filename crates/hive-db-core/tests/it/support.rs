@@ -141,6 +141,19 @@ pub(crate) fn count_t(
     c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
 }
 
+/// Sets `stop` and joins `threads`: the first error any of them returned, or a panic.
+pub(crate) fn stop_and_join(
+    stop: &std::sync::atomic::AtomicBool,
+    threads: Vec<std::thread::JoinHandle<TestResult>>,
+) -> TestResult {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("a reading thread panicked"))??;
+    }
+    Ok(())
+}
+
 /// Bug caught: an identity that is not kept by the connection (so every checkout looks new)
 /// or shared between connections (so two look the same), which would blind the tests that
 /// check a connection is never handed out twice.

@@ -346,6 +346,7 @@ mod tests {
 
     use super::*;
     use crate::config::DbConfig;
+    use crate::error::OpenCause;
 
     type TestResult = anyhow::Result<()>;
 
@@ -843,6 +844,53 @@ mod tests {
             took < Duration::from_secs(1),
             "the checkout took {took:?} with a connection timeout of 200 ms"
         );
+        Ok(())
+    }
+
+    /// Bug caught: the file's identity looked at before the open, so that a file renamed
+    /// over the path in between was opened, handed out and read with the registered file's
+    /// `-wal`.
+    #[test]
+    fn a_file_renamed_over_the_path_as_a_connection_opens_is_refused() -> TestResult {
+        let config = DbConfig {
+            max_size: 2,
+            min_idle: 0,
+            connection_timeout: Duration::from_secs(2),
+            ..DbConfig::default()
+        };
+        let (dir, pool) = pool("renamed-at-open", config)?;
+        let first = get(&pool)?;
+        first.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('registered');")?;
+        let other = dir.path().join("other.sqlite");
+        let conn = rusqlite::Connection::open(&other)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('other');",
+        )?;
+        drop(conn);
+        let path = pool.info().path.clone();
+        let renamed = Arc::new(AtomicBool::new(false));
+        let hook_renamed = Arc::clone(&renamed);
+        pool.shared.set_before_open_hook(Arc::new(move || {
+            if !hook_renamed.swap(true, SeqCst) {
+                std::fs::rename(&other, &path).expect("rename over the registered path");
+            }
+        }));
+        let got = get(&pool);
+        assert!(renamed.load(SeqCst), "no connection was opened");
+        match got {
+            Err(Error::Open {
+                cause: OpenCause::FileChanged,
+                ..
+            }) => {}
+            Err(other) => panic!("refused with {other}, not as a changed file"),
+            Ok(conn) => {
+                let v: String = conn.query_row("SELECT v FROM t", [], |r| r.get(0))?;
+                panic!(
+                    "a connection on the file renamed over the path was handed out (read {v:?})"
+                );
+            }
+        }
+        drop(first);
         Ok(())
     }
 

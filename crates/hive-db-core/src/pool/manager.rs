@@ -15,7 +15,7 @@ use super::session;
 use super::shared::{Permanent, PoolShared};
 use super::slot::ConnSlot;
 use crate::clock::{Stamp, coarse_now};
-use crate::error::{Error, OpenCause, Result};
+use crate::error::{Error, Result};
 use crate::open::{classify_open, configure_connection, open_file};
 use crate::stats::CloseReason;
 
@@ -227,20 +227,41 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings.
-    fn open(&self) -> rusqlite::Result<Box<Connection>> {
+    /// A new connection with the database's settings, on the registered file.
+    ///
+    /// The file's identity is looked at once it is open and before anything reads it: a
+    /// file renamed over the path before the open fails the look, and one renamed over it
+    /// after leaves this connection on the registered file. (Looked at before the open,
+    /// a file renamed over the path in between would be opened and then read with the
+    /// registered file's `-wal`, whose frames the last connection's close would copy into
+    /// it.) A connection closed before its first read touches no `-wal`.
+    fn open(&self) -> std::result::Result<Box<Connection>, Failed> {
+        let info = self.shared.info();
+        #[cfg(test)]
+        if let Some(hook) = self.shared.before_open_hook() {
+            hook();
+        }
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
         )]
-        let mut conn = open_file(&self.shared.info().path)?;
+        let mut conn = open_file(&info.path).map_err(Failed::Sqlite)?;
+        info.check_file().map_err(Failed::Moved)?;
         #[cfg(test)]
         if let Some(hook) = self.shared.connect_hook() {
-            hook(&mut conn)?;
+            hook(&mut conn).map_err(Failed::Sqlite)?;
         }
-        configure_connection(&conn, &self.shared.info().config)?;
+        configure_connection(&conn, &info.config).map_err(Failed::Sqlite)?;
         Ok(Box::new(conn))
     }
+}
+
+/// Why [`HiveManager::open`] failed.
+enum Failed {
+    /// SQLite refused to open or configure the connection.
+    Sqlite(rusqlite::Error),
+    /// The file at the path is not the registered one ([`crate::error::OpenCause::FileChanged`]).
+    Moved(Error),
 }
 
 impl r2d2::ManageConnection for HiveManager {
@@ -249,30 +270,20 @@ impl r2d2::ManageConnection for HiveManager {
 
     fn connect(&self) -> Result<HiveConn> {
         let shared = &self.shared;
-        // Never open another file at the registered path (it would take on the old `-wal`).
-        // A missing file is left to SQLite, which will not create it.
-        if shared.info().another_file_at_path()
-            && let Err(err) = shared.info().check_file()
-        {
-            let detail = OpenCause::FileChanged.to_string();
-            shared.record_connect_error(
-                &err,
-                detail,
-                Some(Permanent::File(OpenCause::FileChanged)),
-                None,
-            );
-            return Err(err);
-        }
+        // Never a connection on another file at the registered path (it would take on the
+        // old `-wal`): `open` looks. A missing file is left to SQLite, which will not create
+        // it.
         let conn = connect_guarded(
             shared,
             || self.open(),
-            |e| {
-                classify_open(
+            |failed| match failed {
+                Failed::Sqlite(e) => classify_open(
                     &shared.info().name,
                     &shared.info().path,
                     "open connection",
                     e,
-                )
+                ),
+                Failed::Moved(err) => err,
             },
         )?;
         // Watched from now on, so the registry's own setup is not a session change.

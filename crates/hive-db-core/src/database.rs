@@ -592,7 +592,7 @@ impl Database {
 
     /// Closes the pool (see [`Pool::close`]).
     pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
-        self.read_keeper.close();
+        self.read_keeper.close(deadline);
         self.pool.close(deadline)
     }
 
@@ -1113,6 +1113,42 @@ mod tests {
         );
         db.close(Instant::now());
         anyhow::ensure!(!db.read_keeper.is_open(), "close left the keeper open");
+        Ok(())
+    }
+
+    /// Bug caught: a read keeper that could not be opened (here: another file renamed over
+    /// the path) tried again every few ticks for as long as the calls came, keeping the
+    /// maintenance threads opening connections that could only be closed again.
+    #[test]
+    fn a_read_keeper_that_cannot_open_is_not_tried_again_at_once() -> TestResult {
+        let (dir, db) = database("keeper-retry", DbConfig::default())?;
+        let other = dir.path().join("other.sqlite");
+        rusqlite::Connection::open(&other)?.execute_batch("PRAGMA journal_mode = WAL")?;
+        std::fs::rename(&other, &db.info.path)?;
+        // The calls' word alone: the pool's reads would fail on the replaced file.
+        let end = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < end {
+            db.read_keeper.before_read();
+        }
+        let tried = db.read_keeper.opens_tried();
+        anyhow::ensure!(tried == 1, "{tried} keeper opens tried in 400 ms of calls");
+        Ok(())
+    }
+
+    /// Bug caught: `close` waited its own 2 s for a keeper being opened on a busy
+    /// maintenance thread, whatever deadline the caller gave it.
+    #[test]
+    fn close_waits_for_an_opening_keeper_only_until_its_deadline() -> TestResult {
+        let (_dir, db) = database("keeper-close", DbConfig::default())?;
+        db.read_keeper.set_opening(true);
+        let start = Instant::now();
+        db.close(start + Duration::from_millis(50));
+        let took = start.elapsed();
+        db.read_keeper.set_opening(false);
+        anyhow::ensure!(
+            took < Duration::from_secs(1),
+            "close with a deadline of 50 ms took {took:?}"
+        );
         Ok(())
     }
 }

@@ -25,6 +25,15 @@ const MIN_CALLS_PER_TICK: u32 = 16;
 /// Ticks without calls after which a read keeper closes (10 s), giving its seat back.
 const IDLE_TICKS: u64 = 2_000;
 
+/// After a keeper could not be opened (the file moved, a descriptor limit, a lock it could
+/// not wait for), how long before the tick tries again for the same database: the calls go
+/// on without one meanwhile, and the maintenance threads are not kept opening and closing.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long [`ReadKeeper::close`] waits at most for a keeper being opened or closed on a
+/// maintenance thread (both are quick; the wait is for a thread busy with other work).
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Read keepers open at once in the process, at most: each is one more connection (two file
 /// descriptors, and its memory), and a process with many busy databases must keep its
 /// descriptors for their pools. The first databases to get busy have them.
@@ -75,6 +84,9 @@ struct ReadShared {
     /// Calls since the tick last looked, while counted.
     calls: AtomicU32,
     state: Mutex<ReadState>,
+    /// Keeper opens tried (for tests).
+    #[cfg(test)]
+    opens: AtomicU32,
 }
 
 /// What the tick tends.
@@ -88,6 +100,8 @@ struct ReadState {
     opening: bool,
     /// Keepers taken out by the tick that a maintenance thread has yet to close.
     closing: u32,
+    /// No keeper is opened before this (set when one could not be opened).
+    retry_at: Stamp,
     /// The database is on [`KEPT`] (listed once, for as long as it lives).
     listed: bool,
     /// Set by `close`: no keeper opens after it.
@@ -119,12 +133,15 @@ impl ReadKeeper {
             looked: AtomicU64::new(0),
             counting: AtomicBool::new(true),
             calls: AtomicU32::new(0),
+            #[cfg(test)]
+            opens: AtomicU32::new(0),
             state: Mutex::new(ReadState {
                 keeper: None,
                 hot: 0,
                 called: Stamp::ORIGIN,
                 opening: false,
                 closing: 0,
+                retry_at: Stamp::ORIGIN,
                 listed: false,
                 closed: false,
             }),
@@ -151,8 +168,10 @@ impl ReadKeeper {
     }
 
     /// Closes the keeper, if any, and one being opened as it opens; none opens after. Before
-    /// the pool closes, so that no hold keeps its closing checkpoints back.
-    pub(crate) fn close(&self) {
+    /// the pool closes, so that no hold keeps its closing checkpoints back. Waits for a
+    /// keeper being opened or closed on a maintenance thread until `until`, and
+    /// [`CLOSE_WAIT`] at most.
+    pub(crate) fn close(&self, until: std::time::Instant) {
         let keeper = {
             let mut state = lock(&self.0.state);
             state.closed = true;
@@ -164,7 +183,7 @@ impl ReadKeeper {
         // A keeper being opened closes itself as it finds the mark, and one the tick took out
         // is being closed: both waited for (a bounded while), so that no file of the
         // database stays open once `close` returns.
-        let until = std::time::Instant::now() + Duration::from_secs(2);
+        let until = until.min(std::time::Instant::now() + CLOSE_WAIT);
         let busy = |state: &ReadState| state.opening || state.closing > 0;
         while busy(&lock(&self.0.state)) && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
@@ -176,13 +195,25 @@ impl ReadKeeper {
     pub(crate) fn is_open(&self) -> bool {
         lock(&self.0.state).keeper.is_some()
     }
+
+    /// Keeper opens tried so far (for tests).
+    #[cfg(test)]
+    pub(crate) fn opens_tried(&self) -> u32 {
+        self.0.opens.load(Relaxed)
+    }
+
+    /// Marks a keeper as being opened on a maintenance thread, or no longer (for tests).
+    #[cfg(test)]
+    pub(crate) fn set_opening(&self, opening: bool) {
+        lock(&self.0.state).opening = opening;
+    }
 }
 
 impl Drop for ReadKeeper {
     /// Closed here, on the thread dropping the database, rather than by whichever owner of
     /// the keeper lets go last (possibly the clock's tick).
     fn drop(&mut self) {
-        self.close();
+        self.close(std::time::Instant::now() + CLOSE_WAIT);
     }
 }
 
@@ -201,7 +232,7 @@ impl ReadShared {
         let steady = now.nanos_since(state.called) <= 3 * tick_ns;
         state.called = now;
         let busy = self.calls.swap(0, Relaxed) >= MIN_CALLS_PER_TICK;
-        if state.closed || state.opening || state.keeper.is_some() {
+        if state.closed || state.opening || state.keeper.is_some() || now < state.retry_at {
             return;
         }
         state.hot = match (busy, steady) {
@@ -224,10 +255,13 @@ impl ReadShared {
     /// On a maintenance thread: opens the keeper (an open is no work for the clock's tick),
     /// or closes it at once when the database closed meanwhile.
     fn open(self: &Arc<Self>, seat: Seat<'static>) {
+        #[cfg(test)]
+        self.opens.fetch_add(1, Relaxed);
         let keeper = Keeper::open(&self.info, &self.checkpoints, false);
         let mut state = lock(&self.state);
         state.opening = false;
         let Some(keeper) = keeper else {
+            state.retry_at = coarse_now().after(RETRY_AFTER);
             return;
         };
         if state.closed {

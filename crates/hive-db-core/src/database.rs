@@ -1116,6 +1116,49 @@ mod tests {
         Ok(())
     }
 
+    /// Bug caught: a lock keeper's connection configured (which reads the schema) before the
+    /// file's identity was looked at, then closed as a keeper when the look failed: on a file
+    /// renamed over the path as the keeper opened, that close, the file's last, copied the
+    /// registered file's commits from its `-wal` into it and deleted the `-wal`.
+    #[test]
+    fn a_keeper_never_reads_a_file_renamed_over_the_path_as_it_opens() -> TestResult {
+        let (dir, db) = database("keeper-race", DbConfig::default())?;
+        let info = Arc::clone(db.info());
+        let first = crate::open::open_connection(&info.name, &info.path, &info.config)?;
+        // Commits kept in the `-wal`, as they are between checkpoints.
+        first.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (v); INSERT INTO t VALUES ('registered');",
+        )?;
+        let wal = std::path::PathBuf::from(format!("{}-wal", info.path.display()));
+        let other = dir.path().join("other.sqlite");
+        let moved = dir.path().join("moved.sqlite");
+        rusqlite::Connection::open(&other)?.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('other');",
+        )?;
+        let renamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (hook_renamed, path) = (Arc::clone(&renamed), info.path.clone());
+        info.before_open.set(Arc::new(move || {
+            if !hook_renamed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::fs::rename(&path, &moved).expect("move the registered file");
+                std::fs::rename(&other, &path).expect("rename over the registered path");
+            }
+        }));
+        let keeper = crate::keeper::Keeper::open(&info, db.checkpoints(), false);
+        anyhow::ensure!(
+            renamed.load(std::sync::atomic::Ordering::SeqCst),
+            "no open tried"
+        );
+        anyhow::ensure!(
+            keeper.is_none(),
+            "a keeper opened on the file renamed over the path"
+        );
+        anyhow::ensure!(wal.exists(), "the registered file's -wal was deleted");
+        let v: String = first.query_row("SELECT v FROM t", [], |r| r.get(0))?;
+        anyhow::ensure!(v == "registered", "the registered file reads {v:?}");
+        Ok(())
+    }
+
     /// Bug caught: a read keeper that could not be opened (here: another file renamed over
     /// the path) tried again every few ticks for as long as the calls came, keeping the
     /// maintenance threads opening connections that could only be closed again.
@@ -1125,7 +1168,16 @@ mod tests {
         let other = dir.path().join("other.sqlite");
         rusqlite::Connection::open(&other)?.execute_batch("PRAGMA journal_mode = WAL")?;
         std::fs::rename(&other, &db.info.path)?;
-        // The calls' word alone: the pool's reads would fail on the replaced file.
+        // The calls' word alone: the pool's reads would fail on the replaced file. The first
+        // open waits for the tick and a maintenance thread, which other tests share.
+        let start = Instant::now();
+        while db.read_keeper.opens_tried() == 0 && start.elapsed() < Duration::from_secs(5) {
+            db.read_keeper.before_read();
+        }
+        anyhow::ensure!(
+            db.read_keeper.opens_tried() == 1,
+            "no keeper open tried in 5 s"
+        );
         let end = Instant::now() + Duration::from_millis(400);
         while Instant::now() < end {
             db.read_keeper.before_read();
@@ -1136,18 +1188,23 @@ mod tests {
     }
 
     /// Bug caught: `close` waited its own 2 s for a keeper being opened on a busy
-    /// maintenance thread, whatever deadline the caller gave it.
+    /// maintenance thread, whatever deadline the caller gave it; or, given no time, did not
+    /// wait at all, leaving the keeper's connection to close after it returned.
     #[test]
     fn close_waits_for_an_opening_keeper_only_until_its_deadline() -> TestResult {
         let (_dir, db) = database("keeper-close", DbConfig::default())?;
         db.read_keeper.set_opening(true);
         let start = Instant::now();
-        db.close(start + Duration::from_millis(50));
+        db.close(start);
         let took = start.elapsed();
         db.read_keeper.set_opening(false);
         anyhow::ensure!(
             took < Duration::from_secs(1),
-            "close with a deadline of 50 ms took {took:?}"
+            "close with no time to wait took {took:?}"
+        );
+        anyhow::ensure!(
+            took >= Duration::from_millis(90),
+            "close did not wait its 100 ms for the keeper being opened ({took:?})"
         );
         Ok(())
     }

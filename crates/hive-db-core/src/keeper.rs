@@ -52,8 +52,8 @@ use rusqlite::Connection;
 
 use crate::checkpoint::{Checkpoints, LetGo};
 use crate::clock::{Stamp, TICK, coarse_now};
-use crate::open::open_connection;
-use crate::pool::{Closing, DbInfo};
+use crate::open::configure_connection;
+use crate::pool::{Closing, DbInfo, OpenFailed};
 use crate::sync::lock;
 
 /// Calls one hold serves at most before the keeper lets go and takes a new one, so that the
@@ -197,17 +197,22 @@ impl Keeper {
         checkpoints: &Arc<Checkpoints>,
         threads: bool,
     ) -> Option<Arc<Self>> {
-        // As the pool's connects: never another file at the registered path (it would take
-        // on the old `-wal`). Looked at again once open, for a file moved meanwhile.
-        if info.another_file_at_path() {
-            return None;
-        }
-        let opened = open_connection(&info.name, &info.path, &info.config).and_then(|conn| {
-            conn.busy_timeout(Duration::ZERO)
-                .map_err(|e| info.sqlite_error("open", e))?;
-            Ok(Box::new(conn))
-        });
-        let mut hold = Hold {
+        // As the pool's connects: on the registered file only, looked at before anything
+        // reads it (see `DbInfo::open_registered`); a connection refused there is dropped
+        // unread, never closed as a keeper (whose close may checkpoint).
+        let opened = info
+            .open_registered()
+            .map_err(|failed| match failed {
+                OpenFailed::Sqlite(e) => info.sqlite_error("open", e),
+                OpenFailed::Moved(err) => err,
+            })
+            .and_then(|conn| {
+                configure_connection(&conn, &info.config)
+                    .and_then(|()| conn.busy_timeout(Duration::ZERO))
+                    .map_err(|e| info.sqlite_error("configure", e))?;
+                Ok(Box::new(conn))
+            });
+        let hold = Hold {
             conn: match opened {
                 Ok(conn) => Some(conn),
                 Err(e) => {
@@ -222,10 +227,6 @@ impl Keeper {
             #[cfg(feature = "async")]
             failed_at: None,
         };
-        if info.check_file().is_err() {
-            hold.close(info);
-            return None;
-        }
         let keeper = Arc::new(Self {
             info: Arc::clone(info),
             checkpoints: Arc::clone(checkpoints),

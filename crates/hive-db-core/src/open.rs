@@ -241,6 +241,18 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     let file_id = FileId::of(&canonical).map_err(|e| io_open_error(db, path, e))?;
 
     let conn = open_file(&canonical).map_err(|e| classify_open(db, &canonical, "open", e))?;
+    // Looked at again once the file is open and before anything reads it: a file renamed
+    // over the path since the identity was taken is not prepared under the other's
+    // identity (see `DbInfo::open_registered`).
+    if FileId::of(&canonical).ok() != Some(file_id) {
+        return Err(Error::Open {
+            db: db.clone(),
+            path: canonical,
+            cause: OpenCause::FileChanged,
+            code: None,
+            source: None,
+        });
+    }
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| classify_open(db, &canonical, "set busy_timeout", e))?;
     if conn

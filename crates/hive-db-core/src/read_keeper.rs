@@ -26,13 +26,20 @@ const MIN_CALLS_PER_TICK: u32 = 16;
 const IDLE_TICKS: u64 = 2_000;
 
 /// After a keeper could not be opened (the file moved, a descriptor limit, a lock it could
-/// not wait for), how long before the tick tries again for the same database: the calls go
-/// on without one meanwhile, and the maintenance threads are not kept opening and closing.
+/// not wait for), or had to close for a cause other than idleness (its file moved, its
+/// transaction would not end), how long before the tick opens one again for the same
+/// database: the calls go on without one meanwhile, and the maintenance threads are not
+/// kept opening and closing.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How long [`ReadKeeper::close`] waits at most for a keeper being opened or closed on a
 /// maintenance thread (both are quick; the wait is for a thread busy with other work).
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long [`ReadKeeper::close`] waits at least for such a keeper, whatever its deadline
+/// (for a close with no time to wait, so that the keeper's connection is not left to
+/// close, last, after `close` returned).
+const CLOSE_WAIT_MIN: Duration = Duration::from_millis(100);
 
 /// Read keepers open at once in the process, at most: each is one more connection (two file
 /// descriptors, and its memory), and a process with many busy databases must keep its
@@ -169,8 +176,8 @@ impl ReadKeeper {
 
     /// Closes the keeper, if any, and one being opened as it opens; none opens after. Before
     /// the pool closes, so that no hold keeps its closing checkpoints back. Waits for a
-    /// keeper being opened or closed on a maintenance thread until `until`, and
-    /// [`CLOSE_WAIT`] at most.
+    /// keeper being opened or closed on a maintenance thread until `until`, within
+    /// [`CLOSE_WAIT_MIN`] and [`CLOSE_WAIT`] from now.
     pub(crate) fn close(&self, until: std::time::Instant) {
         let keeper = {
             let mut state = lock(&self.0.state);
@@ -183,7 +190,8 @@ impl ReadKeeper {
         // A keeper being opened closes itself as it finds the mark, and one the tick took out
         // is being closed: both waited for (a bounded while), so that no file of the
         // database stays open once `close` returns.
-        let until = until.min(std::time::Instant::now() + CLOSE_WAIT);
+        let now = std::time::Instant::now();
+        let until = until.clamp(now + CLOSE_WAIT_MIN, now + CLOSE_WAIT);
         let busy = |state: &ReadState| state.opening || state.closing > 0;
         while busy(&lock(&self.0.state)) && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
@@ -294,6 +302,9 @@ impl ReadShared {
         };
         if !idle && keeper.tend(now, wanted) {
             return;
+        }
+        if !idle {
+            state.retry_at = now.after(RETRY_AFTER);
         }
         self.counting.store(true, Relaxed);
         if let Some((keeper, seat)) = state.keeper.take() {

@@ -849,7 +849,9 @@ mod tests {
 
     /// Bug caught: the file's identity looked at before the open, so that a file renamed
     /// over the path in between was opened, handed out and read with the registered file's
-    /// `-wal`.
+    /// `-wal`; or looked at only once the connection had read (`configure_connection`'s
+    /// PRAGMAs read the schema), so that the refused connection's close, the other file's
+    /// last, copied the registered file's commits into it and deleted the `-wal`.
     #[test]
     fn a_file_renamed_over_the_path_as_a_connection_opens_is_refused() -> TestResult {
         let config = DbConfig {
@@ -860,19 +862,27 @@ mod tests {
         };
         let (dir, pool) = pool("renamed-at-open", config)?;
         let first = get(&pool)?;
-        first.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('registered');")?;
+        // Commits kept in the `-wal`, as they are between checkpoints.
+        first.execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE t (v); INSERT INTO t VALUES ('registered');",
+        )?;
+        let path = pool.info().path.clone();
+        let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
         let other = dir.path().join("other.sqlite");
+        let moved = dir.path().join("moved.sqlite");
         let conn = rusqlite::Connection::open(&other)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('other');",
         )?;
         drop(conn);
-        let path = pool.info().path.clone();
         let renamed = Arc::new(AtomicBool::new(false));
-        let hook_renamed = Arc::clone(&renamed);
-        pool.shared.set_before_open_hook(Arc::new(move || {
+        let (hook_renamed, hook_path, hook_moved) =
+            (Arc::clone(&renamed), path.clone(), moved.clone());
+        pool.info().before_open.set(Arc::new(move || {
             if !hook_renamed.swap(true, SeqCst) {
-                std::fs::rename(&other, &path).expect("rename over the registered path");
+                std::fs::rename(&hook_path, &hook_moved).expect("move the registered file");
+                std::fs::rename(&other, &hook_path).expect("rename over the registered path");
             }
         }));
         let got = get(&pool);
@@ -890,7 +900,9 @@ mod tests {
                 );
             }
         }
-        drop(first);
+        assert!(wal.exists(), "the registered file's -wal was deleted");
+        let v: String = first.query_row("SELECT v FROM t", [], |r| r.get(0))?;
+        assert_eq!(v, "registered", "the registered file lost its commits");
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::config::DbConfig;
 use crate::error::{Error, OpenCause, Result, extended_code, is_corruption_code};
 use crate::name::DbName;
-use crate::open::{FileId, PreparedDatabase};
+use crate::open::{FileId, PreparedDatabase, open_file};
 use crate::stats::{DbCounters, DbSnapshot, Gauges};
 
 /// The facts of one registered database. Immutable; the counters inside are atomics.
@@ -28,6 +28,38 @@ pub(crate) struct DbInfo {
     /// not in the counters, which a name's next registration (of another file, a restored
     /// copy say) carries on with.
     corruption: Mutex<Option<Corruption>>,
+    /// Test-only: runs in [`DbInfo::open_registered`] before the file is opened.
+    #[cfg(test)]
+    pub(crate) before_open: BeforeOpen,
+}
+
+/// Why [`DbInfo::open_registered`] failed.
+#[derive(Debug)]
+pub(crate) enum OpenFailed {
+    /// SQLite refused to open the file.
+    Sqlite(rusqlite::Error),
+    /// The file at the path is not the registered one ([`OpenCause::FileChanged`]).
+    Moved(Error),
+}
+
+/// Test-only fault injection into [`DbInfo::open_registered`].
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct BeforeOpen(Mutex<Option<Arc<dyn Fn() + Send + Sync>>>);
+
+#[cfg(test)]
+impl BeforeOpen {
+    /// Runs `hook` before every open from now on.
+    pub(crate) fn set(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *crate::sync::lock(&self.0) = Some(hook);
+    }
+}
+
+#[cfg(test)]
+impl std::fmt::Debug for BeforeOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeOpen")
+    }
 }
 
 /// How long a corruption error a call got counts for health. A damaged file stays damaged;
@@ -62,6 +94,8 @@ impl DbInfo {
             config,
             counters,
             corruption: Mutex::new(None),
+            #[cfg(test)]
+            before_open: BeforeOpen::default(),
         })
     }
 
@@ -80,6 +114,8 @@ impl DbInfo {
             config,
             counters,
             corruption: Mutex::new(None),
+            #[cfg(test)]
+            before_open: BeforeOpen::default(),
         })
     }
 
@@ -153,10 +189,27 @@ impl DbInfo {
         }
     }
 
-    /// True when a file other than the one registered is at the path.
-    pub(crate) fn another_file_at_path(&self) -> bool {
-        self.file_id
-            .is_some_and(|file_id| FileId::of(&self.path).is_ok_and(|id| id != file_id))
+    /// A connection on the registered file, not yet configured: callers apply
+    /// `configure_connection` next, and nothing else before it.
+    ///
+    /// The file's identity is looked at once the file is open and before anything reads it
+    /// (`sqlite3_open_v2` opens the file and reads its header, unlocked; the first read
+    /// opens the `-wal` and `-shm` at the path, and `configure_connection`'s PRAGMAs already
+    /// read the schema). A file renamed over the path before the open fails the look; one
+    /// renamed over it after leaves the connection on the registered file, whose `-wal` is
+    /// still the one at the path. Looked at before the open instead, a file renamed over
+    /// the path in between would be opened and read with the registered file's `-wal`, and
+    /// the close of that connection, the other file's last, would copy the registered
+    /// file's commits into it and delete the `-wal`. A connection refused here never read,
+    /// and its close touches no `-wal`.
+    pub(crate) fn open_registered(&self) -> std::result::Result<rusqlite::Connection, OpenFailed> {
+        #[cfg(test)]
+        if let Some(hook) = crate::sync::lock(&self.before_open.0).clone() {
+            hook();
+        }
+        let conn = open_file(&self.path).map_err(OpenFailed::Sqlite)?;
+        self.check_file().map_err(OpenFailed::Moved)?;
+        Ok(conn)
     }
 
     /// The engine: a SQLite file has a file identity, a database on a server none.

@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use rusqlite::Connection;
 
-use super::info::DbInfo;
+use super::info::{DbInfo, OpenFailed};
 use super::session;
 use super::shared::{Permanent, PoolShared};
 use super::slot::ConnSlot;
 use crate::clock::{Stamp, coarse_now};
 use crate::error::{Error, Result};
-use crate::open::{classify_open, configure_connection, open_file};
+use crate::open::{classify_open, configure_connection};
 use crate::stats::CloseReason;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -227,41 +227,22 @@ impl HiveManager {
         Self { shared }
     }
 
-    /// A new connection with the database's settings, on the registered file.
-    ///
-    /// The file's identity is looked at once it is open and before anything reads it: a
-    /// file renamed over the path before the open fails the look, and one renamed over it
-    /// after leaves this connection on the registered file. (Looked at before the open,
-    /// a file renamed over the path in between would be opened and then read with the
-    /// registered file's `-wal`, whose frames the last connection's close would copy into
-    /// it.) A connection closed before its first read touches no `-wal`.
-    fn open(&self) -> std::result::Result<Box<Connection>, Failed> {
+    /// A new connection with the database's settings, on the registered file (see
+    /// [`DbInfo::open_registered`]).
+    fn open(&self) -> std::result::Result<Box<Connection>, OpenFailed> {
         let info = self.shared.info();
-        #[cfg(test)]
-        if let Some(hook) = self.shared.before_open_hook() {
-            hook();
-        }
         #[cfg_attr(
             not(test),
             expect(unused_mut, reason = "the test hook takes it mutably")
         )]
-        let mut conn = open_file(&info.path).map_err(Failed::Sqlite)?;
-        info.check_file().map_err(Failed::Moved)?;
+        let mut conn = info.open_registered()?;
         #[cfg(test)]
         if let Some(hook) = self.shared.connect_hook() {
-            hook(&mut conn).map_err(Failed::Sqlite)?;
+            hook(&mut conn).map_err(OpenFailed::Sqlite)?;
         }
-        configure_connection(&conn, &info.config).map_err(Failed::Sqlite)?;
+        configure_connection(&conn, &info.config).map_err(OpenFailed::Sqlite)?;
         Ok(Box::new(conn))
     }
-}
-
-/// Why [`HiveManager::open`] failed.
-enum Failed {
-    /// SQLite refused to open or configure the connection.
-    Sqlite(rusqlite::Error),
-    /// The file at the path is not the registered one ([`crate::error::OpenCause::FileChanged`]).
-    Moved(Error),
 }
 
 impl r2d2::ManageConnection for HiveManager {
@@ -277,13 +258,13 @@ impl r2d2::ManageConnection for HiveManager {
             shared,
             || self.open(),
             |failed| match failed {
-                Failed::Sqlite(e) => classify_open(
+                OpenFailed::Sqlite(e) => classify_open(
                     &shared.info().name,
                     &shared.info().path,
                     "open connection",
                     e,
                 ),
-                Failed::Moved(err) => err,
+                OpenFailed::Moved(err) => err,
             },
         )?;
         // Watched from now on, so the registry's own setup is not a session change.
@@ -354,6 +335,12 @@ pub(crate) fn connect_guarded<C: Closing, E>(
                 // cause under it says what happened.
                 #[cfg(feature = "postgres")]
                 Error::Postgres { source, .. } => crate::error::error_chain(source),
+                // Our own refusal (a file renamed over the path): its cause says it all.
+                Error::Open {
+                    cause,
+                    source: None,
+                    ..
+                } => cause.to_string(),
                 _ => std::error::Error::source(&err)
                     .map_or_else(|| err.to_string(), ToString::to_string),
             };

@@ -40,7 +40,7 @@ use scheduled_thread_pool::JobHandle;
 pub(crate) use bag::Lease;
 pub(crate) use engine::Engine;
 pub use guard::PooledConnection;
-pub(crate) use info::{CORRUPTION_MEMORY, DbInfo};
+pub(crate) use info::{CORRUPTION_MEMORY, DbInfo, OpenFailed};
 pub(crate) use maintenance::{in_background, on_tick};
 pub(crate) use manager::Closing;
 #[cfg(feature = "postgres")]

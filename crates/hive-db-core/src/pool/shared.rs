@@ -66,9 +66,6 @@ pub(crate) struct PoolShared {
     suspect_since: AtomicStamp,
     #[cfg(test)]
     connect_hook: Mutex<Option<ConnectHook>>,
-    /// Test-only: runs as `connect` begins, before the file is opened.
-    #[cfg(test)]
-    before_open_hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for PoolShared {
@@ -96,8 +93,6 @@ impl PoolShared {
             suspect_since: AtomicStamp::default(),
             #[cfg(test)]
             connect_hook: Mutex::new(None),
-            #[cfg(test)]
-            before_open_hook: Mutex::new(None),
         }
     }
 
@@ -290,15 +285,5 @@ impl PoolShared {
     #[cfg(test)]
     pub(super) fn connect_hook(&self) -> Option<ConnectHook> {
         lock(&self.connect_hook).clone()
-    }
-
-    #[cfg(test)]
-    pub(super) fn set_before_open_hook(&self, hook: Arc<dyn Fn() + Send + Sync>) {
-        *lock(&self.before_open_hook) = Some(hook);
-    }
-
-    #[cfg(test)]
-    pub(super) fn before_open_hook(&self) -> Option<Arc<dyn Fn() + Send + Sync>> {
-        lock(&self.before_open_hook).clone()
     }
 }

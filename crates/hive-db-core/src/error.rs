@@ -33,7 +33,7 @@ pub enum OpenCause {
     /// The path names a FIFO, a socket or a device, not a regular file.
     NotAFile,
     /// The file at the path is no longer the one registered: it was deleted, renamed or
-    /// replaced while the pool was open.
+    /// replaced while the pool was open, or while `register` was opening it.
     FileChanged,
 }
 

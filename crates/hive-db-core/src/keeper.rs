@@ -207,10 +207,16 @@ impl Keeper {
                 OpenFailed::Moved(err) => err,
             })
             .and_then(|conn| {
-                configure_connection(&conn, &info.config)
+                let mut conn = Box::new(conn);
+                if let Err(e) = configure_connection(&conn, &info.config)
                     .and_then(|()| conn.busy_timeout(Duration::ZERO))
-                    .map_err(|e| info.sqlite_error("configure", e))?;
-                Ok(Box::new(conn))
+                {
+                    // It may have read (the PRAGMAs read the schema): closed as a pooled
+                    // one is.
+                    conn.closing(info);
+                    return Err(info.sqlite_error("configure", e));
+                }
+                Ok(conn)
             });
         let hold = Hold {
             conn: match opened {

@@ -102,6 +102,12 @@ const STATEMENT_CACHE: usize = 64;
 /// without registering it (ecosystemiser-db's check before anything is written, another
 /// process in a test, the benchmark's connect-per-operation baseline).
 ///
+/// Not for a file a registry of this process has open: the connection is opened by path,
+/// unchecked against the file the registry has, so a file renamed over the path would be
+/// read with the registered file's `-wal` (and, when this connection is the other file's
+/// last, get that `-wal`'s commits copied into it as it closes). Use the registry's
+/// connections for such a file.
+///
 /// # Errors
 ///
 /// [`Error::InvalidConfig`] for settings `register` refuses; [`Error::Open`] for permanent
@@ -208,8 +214,9 @@ pub struct PreparedDatabase {
 ///
 /// [`Error::InvalidConfig`] for settings `register` refuses; [`Error::Open`] when the path
 /// is a folder, a symbolic link, a FIFO, socket or device,
-/// missing (and may not be created), not a database, read-only (also when its folder is) or
-/// not permitted; [`Error::JournalMode`] when SQLite will not use WAL; [`Error::Io`] when the
+/// missing (and may not be created), not a database, read-only (also when its folder is),
+/// not permitted, or replaced while it was being opened ([`OpenCause::FileChanged`]);
+/// [`Error::JournalMode`] when SQLite will not use WAL; [`Error::Io`] when the
 /// file or folder cannot be created.
 pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<PreparedDatabase> {
     config.validate(db)?;
@@ -244,14 +251,20 @@ pub fn prepare_database(db: &DbName, path: &Path, config: &DbConfig) -> Result<P
     // Looked at again once the file is open and before anything reads it: a file renamed
     // over the path since the identity was taken is not prepared under the other's
     // identity (see `DbInfo::open_registered`).
-    if FileId::of(&canonical).ok() != Some(file_id) {
-        return Err(Error::Open {
-            db: db.clone(),
-            path: canonical,
-            cause: OpenCause::FileChanged,
-            code: None,
-            source: None,
-        });
+    match FileId::of(&canonical) {
+        Ok(id) if id == file_id => {}
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io_open_error(db, path, e));
+        }
+        _ => {
+            return Err(Error::Open {
+                db: db.clone(),
+                path: canonical,
+                cause: OpenCause::FileChanged,
+                code: None,
+                source: None,
+            });
+        }
     }
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| classify_open(db, &canonical, "set busy_timeout", e))?;

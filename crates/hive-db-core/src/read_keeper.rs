@@ -210,6 +210,15 @@ impl ReadKeeper {
         self.0.opens.load(Relaxed)
     }
 
+    /// Opens the keeper now, on this thread, as the tick has one opened (for tests).
+    #[cfg(test)]
+    pub(crate) fn open_now(&self) {
+        if let Some(seat) = Seat::take(&READ_KEEPERS, MAX_READ_KEEPERS) {
+            lock(&self.0.state).opening = true;
+            self.0.open(seat);
+        }
+    }
+
     /// Marks a keeper as being opened on a maintenance thread, or no longer (for tests).
     #[cfg(test)]
     pub(crate) fn set_opening(&self, opening: bool) {
@@ -265,6 +274,14 @@ impl ReadShared {
     fn open(self: &Arc<Self>, seat: Seat<'static>) {
         #[cfg(test)]
         self.opens.fetch_add(1, Relaxed);
+        {
+            // Closed while this job waited for its thread: nothing to open.
+            let mut state = lock(&self.state);
+            if state.closed {
+                state.opening = false;
+                return;
+            }
+        }
         let keeper = Keeper::open(&self.info, &self.checkpoints, false);
         let mut state = lock(&self.state);
         state.opening = false;

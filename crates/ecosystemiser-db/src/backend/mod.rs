@@ -225,7 +225,10 @@ impl EcoDb {
     /// mode, before the registry switches it to WAL: a migration that refuses leaves the
     /// file byte for byte as it was, and not registered, so nothing reaches it by name. A
     /// new file is migrated once registered; if that fails, the name this call registered
-    /// is closed again.
+    /// is closed again. A name the registry has open already is migrated through its pool
+    /// only: a connection of our own on its path would not be checked against the file the
+    /// registry has (a file renamed over the path would be read, and closed, with the
+    /// registered file's `-wal`).
     fn open(
         registry: Registry,
         settings: &Settings,
@@ -234,10 +237,12 @@ impl EcoDb {
     ) -> Result<Self> {
         let name = &*ECO_NAME;
         config.validate(name)?;
-        if let Some(mut conn) = schema::inspect(name, &settings.path, &config)? {
+        let registered_before = registry.handle(name).is_ok();
+        if !registered_before
+            && let Some(mut conn) = schema::inspect(name, &settings.path, &config)?
+        {
             schema::migrate(name, &settings.path, &mut conn)?;
         }
-        let registered_before = registry.handle(name).is_ok();
         registry.register(name, &settings.path, config)?;
         let path = registry.handle(name)?.path().to_path_buf();
         let migrated = registry

@@ -366,3 +366,37 @@ fn migration_doc_states_the_current_schema_version() {
         "docs/MIGRATION.md does not say what {describes:?}"
     );
 }
+
+/// Bug caught: opening the database again while the registry has it checked and migrated
+/// the file on a connection of its own, opened on the path without the registry's identity
+/// check: with another file renamed over the path, that connection read the other file with
+/// the registered file's `-wal`, and its close copied the registered commits into the other
+/// file and deleted the `-wal`.
+#[test]
+fn opening_again_never_reads_a_file_renamed_over_the_registered_path() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let registry = Registry::new();
+    let s = settings(dir.path(), "eco.db");
+    let db = EcoDb::with_registry(&registry, &s)?;
+    let name = hive_db_core::DbName::new("ecosystemiser")?;
+    // Commits kept in the `-wal`, as they are between checkpoints, on a connection held
+    // throughout.
+    let held = registry.get(&name)?;
+    held.execute_batch(
+        "PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE kept (v); INSERT INTO kept VALUES ('registered');",
+    )?;
+    let path = db.path().to_path_buf();
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let other = dir.path().join("other.db");
+    drop(EcoDb::direct(&settings(dir.path(), "other.db"))?);
+    std::fs::rename(&path, dir.path().join("moved.db"))?;
+    std::fs::rename(&other, &path)?;
+    // Refused by the registry (the file changed), or not: either way nothing reads the
+    // other file through the registered `-wal`.
+    let _again = EcoDb::with_registry(&registry, &s);
+    assert!(wal.exists(), "the registered file's -wal was deleted");
+    let v: String = held.query_row("SELECT v FROM kept", [], |r| r.get(0))?;
+    assert_eq!(v, "registered", "the registered file lost its commits");
+    Ok(())
+}

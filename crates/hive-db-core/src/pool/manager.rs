@@ -231,17 +231,22 @@ impl HiveManager {
     /// [`DbInfo::open_registered`]).
     fn open(&self) -> std::result::Result<Box<Connection>, OpenFailed> {
         let info = self.shared.info();
-        #[cfg_attr(
-            not(test),
-            expect(unused_mut, reason = "the test hook takes it mutably")
-        )]
-        let mut conn = info.open_registered()?;
+        let conn = info.open_registered()?;
+        let mut conn = Box::new(conn);
         #[cfg(test)]
-        if let Some(hook) = self.shared.connect_hook() {
-            hook(&mut conn).map_err(OpenFailed::Sqlite)?;
+        let configured = match self.shared.connect_hook() {
+            Some(hook) => hook(&mut conn),
+            None => Ok(()),
         }
-        configure_connection(&conn, &info.config).map_err(OpenFailed::Sqlite)?;
-        Ok(Box::new(conn))
+        .and_then(|()| configure_connection(&conn, &info.config));
+        #[cfg(not(test))]
+        let configured = configure_connection(&conn, &info.config);
+        if let Err(e) = configured {
+            // It may have read (the PRAGMAs read the schema): closed as a pooled one is.
+            conn.closing(info);
+            return Err(OpenFailed::Sqlite(e));
+        }
+        Ok(conn)
     }
 }
 
@@ -324,7 +329,10 @@ pub(crate) fn connect_guarded<C: Closing, E>(
         return Err(closed());
     }
     match catch_unwind(AssertUnwindSafe(open)) {
-        Ok(Ok(_)) if shared.is_closed() => Err(closed()),
+        Ok(Ok(mut conn)) if shared.is_closed() => {
+            conn.closing(shared.info());
+            Err(closed())
+        }
         Ok(Ok(conn)) => Ok(HiveConn::opened(conn, shared)),
         Ok(Err(e)) => {
             let err = failed(e);

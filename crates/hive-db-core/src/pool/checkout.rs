@@ -906,6 +906,45 @@ mod tests {
         Ok(())
     }
 
+    /// Bug caught: a new connection that read (and here wrote) and then failed its setup was
+    /// dropped as a plain connection: with its file moved meanwhile, SQLite's close of the
+    /// file's last connection skips the checkpoint and leaves the `-wal` at the old path, so
+    /// the moved file lost the commits in it.
+    #[test]
+    fn a_connection_that_fails_its_setup_is_closed_as_a_pooled_one() -> TestResult {
+        let config = DbConfig {
+            max_size: 1,
+            min_idle: 0,
+            connection_timeout: Duration::from_millis(300),
+            ..DbConfig::default()
+        };
+        let (dir, pool) = pool("setup-fails", config)?;
+        let path = pool.info().path.clone();
+        let moved = dir.path().join("moved.sqlite");
+        let failed = Arc::new(AtomicBool::new(false));
+        let (hook_failed, hook_moved) = (Arc::clone(&failed), moved.clone());
+        pool.shared.set_connect_hook(Arc::new(move |conn| {
+            if hook_failed.swap(true, SeqCst) {
+                return Ok(());
+            }
+            conn.execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('committed');")?;
+            std::fs::rename(&path, &hook_moved).expect("move the registered file");
+            Err(rusqlite::Error::InvalidQuery)
+        }));
+        assert!(
+            get(&pool).is_err(),
+            "a connection on a moved file was handed out"
+        );
+        assert!(failed.load(SeqCst), "no connection was opened");
+        let conn = rusqlite::Connection::open_with_flags(
+            &moved,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let v: String = conn.query_row("SELECT v FROM t", [], |r| r.get(0))?;
+        assert_eq!(v, "committed");
+        Ok(())
+    }
+
     /// Bug caught: a caller that waited, got a connection that failed its check, and then
     /// found another idle at once had its acquire recorded with a wait of zero, though
     /// `acquires_waited` counted it.

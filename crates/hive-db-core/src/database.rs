@@ -1106,10 +1106,15 @@ mod tests {
             !db.read_keeper.is_open(),
             "a read every 1 ms opened the keeper"
         );
-        read_for(&db, Duration::from_millis(200))?;
+        // About 200 ms on a quiet machine; a loaded one may starve the tick of the four
+        // busy ticks in a row it waits for, so up to 5 s.
+        let start = Instant::now();
+        while !db.read_keeper.is_open() && start.elapsed() < Duration::from_secs(5) {
+            read_for(&db, Duration::from_millis(50))?;
+        }
         anyhow::ensure!(
             db.read_keeper.is_open(),
-            "200 ms of steady reads opened no keeper"
+            "5 s of steady reads opened no keeper"
         );
         db.close(Instant::now());
         anyhow::ensure!(!db.read_keeper.is_open(), "close left the keeper open");

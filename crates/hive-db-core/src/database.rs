@@ -1135,20 +1135,8 @@ mod tests {
             "PRAGMA wal_autocheckpoint = 0;
              CREATE TABLE t (v); INSERT INTO t VALUES ('registered');",
         )?;
-        let wal = std::path::PathBuf::from(format!("{}-wal", info.path.display()));
-        let other = dir.path().join("other.sqlite");
-        let moved = dir.path().join("moved.sqlite");
-        rusqlite::Connection::open(&other)?.execute_batch(
-            "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('other');",
-        )?;
-        let renamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (hook_renamed, path) = (Arc::clone(&renamed), info.path.clone());
-        info.before_open.set(Arc::new(move || {
-            if !hook_renamed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::fs::rename(&path, &moved).expect("move the registered file");
-                std::fs::rename(&other, &path).expect("rename over the registered path");
-            }
-        }));
+        let wal = dir.path().join("db.sqlite-wal");
+        let renamed = info.before_open.swap_files_once(&info.path)?;
         let keeper = crate::keeper::Keeper::open(&info, db.checkpoints(), false);
         anyhow::ensure!(
             renamed.load(std::sync::atomic::Ordering::SeqCst),

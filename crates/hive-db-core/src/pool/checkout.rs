@@ -867,24 +867,8 @@ mod tests {
             "PRAGMA wal_autocheckpoint = 0;
              CREATE TABLE t (v); INSERT INTO t VALUES ('registered');",
         )?;
-        let path = pool.info().path.clone();
-        let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
-        let other = dir.path().join("other.sqlite");
-        let moved = dir.path().join("moved.sqlite");
-        let conn = rusqlite::Connection::open(&other)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; CREATE TABLE t (v); INSERT INTO t VALUES ('other');",
-        )?;
-        drop(conn);
-        let renamed = Arc::new(AtomicBool::new(false));
-        let (hook_renamed, hook_path, hook_moved) =
-            (Arc::clone(&renamed), path.clone(), moved.clone());
-        pool.info().before_open.set(Arc::new(move || {
-            if !hook_renamed.swap(true, SeqCst) {
-                std::fs::rename(&hook_path, &hook_moved).expect("move the registered file");
-                std::fs::rename(&other, &hook_path).expect("rename over the registered path");
-            }
-        }));
+        let wal = dir.path().join("db.sqlite-wal");
+        let renamed = pool.info().before_open.swap_files_once(&pool.info().path)?;
         let got = get(&pool);
         assert!(renamed.load(SeqCst), "no connection was opened");
         match got {

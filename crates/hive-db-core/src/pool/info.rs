@@ -53,6 +53,38 @@ impl BeforeOpen {
     pub(crate) fn set(&self, hook: Arc<dyn Fn() + Send + Sync>) {
         *crate::sync::lock(&self.0) = Some(hook);
     }
+
+    /// Makes another database next to `path` (WAL, `t` holding `'other'`), and at the next
+    /// open, just before it, moves the file at `path` to `moved.sqlite` beside it and
+    /// renames the other over `path`: a file renamed over the path as a connection opens.
+    /// The flag says whether that happened.
+    pub(crate) fn swap_files_once(
+        &self,
+        path: &std::path::Path,
+    ) -> anyhow::Result<Arc<std::sync::atomic::AtomicBool>> {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let (other, moved) = (dir.join("other.sqlite"), dir.join("moved.sqlite"));
+        let (name, config) = (
+            DbName::new("other")?,
+            DbConfig {
+                create_if_missing: true,
+                ..DbConfig::default()
+            },
+        );
+        crate::open::prepare_database(&name, &other, &config)?;
+        crate::open::open_connection(&name, &other, &config)?
+            .execute_batch("CREATE TABLE t (v); INSERT INTO t VALUES ('other');")?;
+        let swapped = Arc::new(AtomicBool::new(false));
+        let (flag, path) = (Arc::clone(&swapped), path.to_path_buf());
+        self.set(Arc::new(move || {
+            if !flag.swap(true, SeqCst) {
+                std::fs::rename(&path, &moved).expect("move the registered file");
+                std::fs::rename(&other, &path).expect("rename over the registered path");
+            }
+        }));
+        Ok(swapped)
+    }
 }
 
 #[cfg(test)]

@@ -231,16 +231,15 @@ impl HiveManager {
     /// [`DbInfo::open_registered`]).
     fn open(&self) -> std::result::Result<Box<Connection>, OpenFailed> {
         let info = self.shared.info();
-        let conn = info.open_registered()?;
-        let mut conn = Box::new(conn);
+        let mut conn = Box::new(info.open_registered()?);
         #[cfg(test)]
-        let configured = match self.shared.connect_hook() {
-            Some(hook) => hook(&mut conn),
-            None => Ok(()),
-        }
-        .and_then(|()| configure_connection(&conn, &info.config));
+        let injected = self
+            .shared
+            .connect_hook()
+            .map_or(Ok(()), |hook| hook(&mut conn));
         #[cfg(not(test))]
-        let configured = configure_connection(&conn, &info.config);
+        let injected = Ok(());
+        let configured = injected.and_then(|()| configure_connection(&conn, &info.config));
         if let Err(e) = configured {
             // It may have read (the PRAGMAs read the schema): closed as a pooled one is.
             conn.closing(info);

@@ -590,10 +590,17 @@ impl Database {
         self.pool.mark_closed();
     }
 
-    /// Closes the pool (see [`Pool::close`]).
-    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
-        self.read_keeper.close(deadline);
+    /// Closes the pool (see [`Pool::close`]); `started` is when the caller's close began.
+    pub(crate) fn close(&self, started: Instant, deadline: Instant) -> CloseReport {
+        self.read_keeper.close(started, deadline);
         self.pool.close(deadline)
+    }
+
+    /// Marks its read keeper as being opened on a maintenance thread, or no longer (for
+    /// tests).
+    #[cfg(test)]
+    pub(crate) fn set_keeper_opening(&self, opening: bool) {
+        self.read_keeper.set_opening(opening);
     }
 
     /// The database's snapshot, now.
@@ -742,7 +749,8 @@ mod tests {
             write_blob(&db, site)?;
         }
         assert!(started.load(Relaxed), "no checkpoint pass started");
-        let report = db.close(Instant::now() + Duration::from_millis(200));
+        let now = Instant::now();
+        let report = db.close(now, now + Duration::from_millis(200));
         let [out] = report.still_out.as_slice() else {
             panic!("the pass's connection is not listed: {report:?}");
         };
@@ -1116,7 +1124,7 @@ mod tests {
             db.read_keeper.is_open(),
             "5 s of steady reads opened no keeper"
         );
-        db.close(Instant::now());
+        db.close(Instant::now(), Instant::now());
         anyhow::ensure!(!db.read_keeper.is_open(), "close left the keeper open");
         Ok(())
     }
@@ -1187,7 +1195,7 @@ mod tests {
         let (_dir, db) = database("keeper-close", DbConfig::default())?;
         db.read_keeper.set_opening(true);
         let start = Instant::now();
-        db.close(start);
+        db.close(start, start);
         let took = start.elapsed();
         db.read_keeper.set_opening(false);
         anyhow::ensure!(

@@ -34,10 +34,10 @@ impl OpenDb {
         }
     }
 
-    /// Closes its pool (see `Pool::close`).
-    pub(crate) fn close(&self, deadline: Instant) -> CloseReport {
+    /// Closes its pool (see `Pool::close`); `started` is when the caller's close began.
+    pub(crate) fn close(&self, started: Instant, deadline: Instant) -> CloseReport {
         match self {
-            Self::Sqlite(db) => db.close(deadline),
+            Self::Sqlite(db) => db.close(started, deadline),
             #[cfg(feature = "postgres")]
             Self::Postgres(db) => db.close(deadline),
         }

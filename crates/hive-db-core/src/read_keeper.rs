@@ -177,8 +177,9 @@ impl ReadKeeper {
     /// Closes the keeper, if any, and one being opened as it opens; none opens after. Before
     /// the pool closes, so that no hold keeps its closing checkpoints back. Waits for a
     /// keeper being opened or closed on a maintenance thread until `until`, within
-    /// [`CLOSE_WAIT_MIN`] and [`CLOSE_WAIT`] from now.
-    pub(crate) fn close(&self, until: std::time::Instant) {
+    /// [`CLOSE_WAIT_MIN`] and [`CLOSE_WAIT`] of `started` (when the close began: one instant
+    /// for every database `close_all` closes, so that their floors do not add up).
+    pub(crate) fn close(&self, started: std::time::Instant, until: std::time::Instant) {
         let keeper = {
             let mut state = lock(&self.0.state);
             state.closed = true;
@@ -190,8 +191,7 @@ impl ReadKeeper {
         // A keeper being opened closes itself as it finds the mark, and one the tick took out
         // is being closed: both waited for (a bounded while), so that no file of the
         // database stays open once `close` returns.
-        let now = std::time::Instant::now();
-        let until = until.clamp(now + CLOSE_WAIT_MIN, now + CLOSE_WAIT);
+        let until = until.clamp(started + CLOSE_WAIT_MIN, started + CLOSE_WAIT);
         let busy = |state: &ReadState| state.opening || state.closing > 0;
         while busy(&lock(&self.0.state)) && std::time::Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
@@ -230,7 +230,8 @@ impl Drop for ReadKeeper {
     /// Closed here, on the thread dropping the database, rather than by whichever owner of
     /// the keeper lets go last (possibly the clock's tick).
     fn drop(&mut self) {
-        self.close(std::time::Instant::now() + CLOSE_WAIT);
+        let now = std::time::Instant::now();
+        self.close(now, now + CLOSE_WAIT);
     }
 }
 

@@ -568,19 +568,22 @@ impl Registry {
     ///
     /// [`Error::UnknownDatabase`], or [`Error::Closed`] if it is closed already.
     pub fn close(&self, name: &DbName, timeout: Duration) -> Result<CloseReport> {
-        let deadline = deadline(Instant::now(), timeout);
-        Ok(self.retire(name)?.close(deadline))
+        let started = Instant::now();
+        Ok(self
+            .retire(name)?
+            .close(started, deadline(started, timeout)))
     }
 
     /// Closes every open database, all against one deadline `timeout` from now.
     pub fn close_all(&self, timeout: Duration) -> Vec<CloseReport> {
-        let deadline = deadline(Instant::now(), timeout);
+        let started = Instant::now();
+        let deadline = deadline(started, timeout);
         let open: Vec<_> = self
             .open_databases()
             .iter()
             .filter_map(|db| self.retire(&db.info().name).ok())
             .collect();
-        open.iter().map(|db| db.close(deadline)).collect()
+        open.iter().map(|db| db.close(started, deadline)).collect()
     }
 }
 
@@ -904,3 +907,6 @@ impl DbHandle {
         self.0.snapshot()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1187,6 +1187,38 @@ mod tests {
         Ok(())
     }
 
+    /// Bug caught: a read keeper the tick closed because its file moved (or its transaction
+    /// would not end) was opened again four busy ticks later, and so every 20 ms for as long
+    /// as the calls came, each open only to be refused or closed again.
+    #[test]
+    fn a_read_keeper_closed_for_a_moved_file_is_not_opened_again_at_once() -> TestResult {
+        let (dir, db) = database("keeper-moved", DbConfig::default())?;
+        db.read_keeper.open_now();
+        anyhow::ensure!(db.read_keeper.is_open(), "the keeper did not open");
+        let other = dir.path().join("other.sqlite");
+        rusqlite::Connection::open(&other)?.execute_batch("PRAGMA journal_mode = WAL")?;
+        std::fs::rename(&other, &db.info.path)?;
+        // The calls' word alone: the tick looks at the file once its hold ends (within a
+        // few ticks), and closes the keeper.
+        let start = Instant::now();
+        while db.read_keeper.is_open() && start.elapsed() < Duration::from_secs(5) {
+            db.read_keeper.before_read();
+        }
+        anyhow::ensure!(
+            !db.read_keeper.is_open(),
+            "5 s of calls did not close the keeper of a replaced file"
+        );
+        // Without the back-off the tick opens again within 40 ms on a quiet machine.
+        let tried = db.read_keeper.opens_tried();
+        let end = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < end {
+            db.read_keeper.before_read();
+        }
+        let again = db.read_keeper.opens_tried() - tried;
+        anyhow::ensure!(again == 0, "{again} keeper opens tried in 400 ms of calls");
+        Ok(())
+    }
+
     /// Bug caught: `close` waited its own 2 s for a keeper being opened on a busy
     /// maintenance thread, whatever deadline the caller gave it; or, given no time, did not
     /// wait at all, leaving the keeper's connection to close after it returned.

@@ -71,7 +71,7 @@ pub(super) fn columns(tx: &Transaction<'_>, table: &str) -> Result<Vec<String>, 
 
 fn table_exists(tx: &Transaction<'_>, table: &str) -> Result<bool, HookError> {
     Ok(tx.query_row(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
         [table],
         |r| r.get::<_, i64>(0),
     )? > 0)
@@ -134,10 +134,12 @@ pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<SetAsi
     refuse_triggers_naming_the_old_source(tx, shape)?;
     let extra_columns = extra_columns(tx, shape)?;
     // A rename rewrites other tables' foreign keys to the set-aside name, which is dropped.
+    // SQLite's names match in any case (ASCII), and keep the case they were written in: so
+    // does every comparison with one here.
     let referencing: Vec<String> = tx
         .prepare(
             "SELECT DISTINCT m.name FROM sqlite_schema m, pragma_foreign_key_list(m.name) f
-             WHERE m.type = 'table' AND f.\"table\" = 'ecosystemiser_events'",
+             WHERE m.type = 'table' AND f.\"table\" = 'ecosystemiser_events' COLLATE NOCASE",
         )?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -150,7 +152,8 @@ pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<SetAsi
     let objects: Vec<(String, String)> = tx
         .prepare(
             "SELECT name, sql FROM sqlite_schema
-             WHERE tbl_name = 'ecosystemiser_events' AND type IN ('index', 'trigger')
+             WHERE tbl_name = 'ecosystemiser_events' COLLATE NOCASE
+               AND type IN ('index', 'trigger')
                AND sql IS NOT NULL ORDER BY rowid",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -186,7 +189,8 @@ pub(super) fn set_aside_old_events(tx: &Transaction<'_>) -> Result<Option<SetAsi
 /// (neither shape has any; the test is by word, so it errs towards refusing).
 fn refuse_constraints_the_copy_loses(tx: &Transaction<'_>) -> HookResult {
     let sql: String = tx.query_row(
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'ecosystemiser_events'",
+        "SELECT sql FROM sqlite_schema
+         WHERE type = 'table' AND name = 'ecosystemiser_events' COLLATE NOCASE",
         [],
         |r| r.get(0),
     )?;

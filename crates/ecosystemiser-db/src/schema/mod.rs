@@ -235,7 +235,8 @@ pub(crate) fn migrate(db: &DbName, path: &Path, conn: &mut Connection) -> Result
     for table in TABLES {
         let there: bool = conn
             .query_row(
-                "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                "SELECT count(*) > 0 FROM sqlite_schema
+                 WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
                 [table],
                 |r| r.get(0),
             )

@@ -56,24 +56,30 @@ fn too_new(pg: &PgHandle, found: i64) -> Error {
     }
 }
 
-/// The recorded version: `None` when there is no version table yet.
+/// The recorded version: `None` when there is no version table yet. Its read waits for a
+/// lock on the version table (someone's `LOCK TABLE`, an `ALTER` in an open transaction) at
+/// most [`LOCK_WAIT`], as the steps do, then fails with SQLSTATE 55P03.
 ///
 /// # Errors
 ///
 /// The core's errors.
 fn recorded(pg: &PgHandle) -> hive_db_core::Result<Option<i64>> {
     pg.read_primary(|c| {
-        let exists: bool = c
+        let mut tx = c.transaction()?;
+        tx.batch_execute(LOCK_WAIT)?;
+        let exists: bool = tx
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&VERSION_TABLE])?
             .try_get(0)?;
         if !exists {
             return Ok(None);
         }
-        let row = c.query_opt(
+        let row = tx.query_opt(
             "SELECT version FROM ecosystemiser_schema_version WHERE id = 1",
             &[],
         )?;
-        row.map(|r| r.try_get(0)).transpose()
+        let version = row.map(|r| r.try_get(0)).transpose()?;
+        tx.commit()?;
+        Ok(version)
     })
 }
 
@@ -144,8 +150,82 @@ pub(crate) fn migrate(pg: &PgHandle) -> Result<()> {
     tables_present(pg)
 }
 
-/// `Err(Migration)` naming the tables of [`TABLES`] the database lacks (a table dropped by
-/// hand at the newest version): refused at open, as on SQLite, not failing at first use.
+/// The columns of the tables of `$1` (as `search_path` finds them): (table, column).
+const COLUMNS: &str = "SELECT t, a.attname::text FROM unnest($1::text[]) AS t
+     JOIN pg_attribute a ON a.attrelid = to_regclass(t)
+     WHERE a.attnum > 0 AND NOT a.attisdropped";
+
+/// The indexes made by `CREATE INDEX` (not those behind a key or `UNIQUE` constraint) on the
+/// tables of `$1`: (index, table).
+const INDEXES: &str = "SELECT c.relname::text, t FROM unnest($1::text[]) AS t
+     JOIN pg_index i ON i.indrelid = to_regclass(t)
+     JOIN pg_class c ON c.oid = i.indexrelid
+     WHERE NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)";
+
+/// The indexes of `$1` (index names, as `search_path` finds them): (index, its table).
+const INDEX_TABLES: &str = "SELECT n, t.relname::text FROM unnest($1::text[]) AS n
+     JOIN pg_index i ON i.indexrelid = to_regclass(n)
+     JOIN pg_class t ON t.oid = i.indrelid";
+
+/// (table, column) or (index, table) pairs.
+type Pairs = Vec<(String, String)>;
+
+/// Rows of two text columns.
+fn pairs(
+    rows: Vec<hive_db_core::postgres::Row>,
+) -> std::result::Result<Pairs, hive_db_core::postgres::Error> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// What a fresh database has: each table's columns, and each index's table.
+#[derive(Debug)]
+struct Fresh {
+    columns: Pairs,
+    indexes: Pairs,
+}
+
+/// The fresh schema's facts: every step run in a savepoint in the session's temporary
+/// schema, read, and rolled back (so nothing is written, and a role that may not create in
+/// the database's schema can still be checked). Worked out once per process: the steps are
+/// this code's.
+fn fresh(pg: &PgHandle) -> Result<&'static Fresh> {
+    static FRESH: std::sync::OnceLock<Fresh> = std::sync::OnceLock::new();
+    if let Some(fresh) = FRESH.get() {
+        return Ok(fresh);
+    }
+    let db = pg.name();
+    let tables: Vec<&str> = TABLES.to_vec();
+    let fresh = pg.write_with(|tx| -> Result<Fresh> {
+        let mut scratch = tx
+            .savepoint("ecosystemiser_fresh")
+            .map_err(|e| Error::pg(db, "begin the fresh schema's savepoint", e))?;
+        let facts = (|| {
+            scratch.batch_execute("SET LOCAL search_path = pg_temp")?;
+            for sql in STEPS {
+                scratch.batch_execute(sql)?;
+            }
+            Ok(Fresh {
+                columns: pairs(scratch.query(COLUMNS, &[&tables])?)?,
+                indexes: pairs(scratch.query(INDEXES, &[&tables])?)?,
+            })
+        })()
+        .map_err(|e| Error::pg(db, "work out the fresh schema", e));
+        scratch
+            .rollback()
+            .map_err(|e| Error::pg(db, "roll the fresh schema back", e))?;
+        facts
+    })?;
+    Ok(FRESH.get_or_init(|| fresh))
+}
+
+/// `Err(Migration)` naming what the database lacks of a fresh one: a table of [`TABLES`]
+/// (dropped by hand at the newest version), a column of one (a table someone made before
+/// the data layer, which `CREATE TABLE IF NOT EXISTS` then skipped), or an index of the data
+/// layer's name that is on another table (someone's own, which `CREATE INDEX IF NOT EXISTS`
+/// then skipped). Refused at open, as on SQLite, not failing at first use. Columns, indexes
+/// and tables someone added are no concern.
 fn tables_present(pg: &PgHandle) -> Result<()> {
     let tables: Vec<&str> = TABLES.to_vec();
     let missing: Vec<String> = pg
@@ -159,16 +239,57 @@ fn tables_present(pg: &PgHandle) -> Result<()> {
             .collect()
         })
         .map_err(Error::from)?;
-    if missing.is_empty() {
+    if !missing.is_empty() {
+        return Err(unlike_fresh(
+            pg,
+            format!("the database is at version {SCHEMA_VERSION} but has no table {missing:?}"),
+        ));
+    }
+    let fresh = fresh(pg)?;
+    let index_names: Vec<&str> = fresh.indexes.iter().map(|(i, _)| i.as_str()).collect();
+    let (columns, indexes): (Pairs, Pairs) = pg
+        .read_primary(|c| {
+            Ok((
+                pairs(c.query(COLUMNS, &[&tables])?)?,
+                pairs(c.query(INDEX_TABLES, &[&index_names])?)?,
+            ))
+        })
+        .map_err(Error::from)?;
+    let mut wrong: Vec<String> = fresh
+        .columns
+        .iter()
+        .filter(|column| !columns.contains(column))
+        .map(|(table, column)| format!("{table} has no column {column}"))
+        .collect();
+    for (index, table) in &fresh.indexes {
+        if let Some((_, theirs)) = indexes.iter().find(|(i, _)| i == index)
+            && theirs != table
+        {
+            wrong.push(format!(
+                "index {index} is on table {theirs}, where the data layer needs its own on \
+                 {table} (rename the other index)"
+            ));
+        }
+    }
+    if wrong.is_empty() {
         return Ok(());
     }
-    Err(Error::Migration {
+    Err(unlike_fresh(
+        pg,
+        format!(
+            "the database's tables are not the data layer's: {}",
+            wrong.join("; ")
+        ),
+    ))
+}
+
+/// The open's refusal of a database unlike a fresh one, for `why`.
+fn unlike_fresh(pg: &PgHandle, why: String) -> Error {
+    Error::Migration {
         db: pg.name().clone(),
         path: pg.target().to_path_buf(),
-        source: Box::new(rusqlite_migration::Error::Hook(format!(
-            "the database is at version {SCHEMA_VERSION} but has no table {missing:?}"
-        ))),
-    })
+        source: Box::new(rusqlite_migration::Error::Hook(why)),
+    }
 }
 
 /// Creates the version table with its row, unless there.
@@ -257,6 +378,24 @@ mod tests {
         match migrate_within_20s(pg) {
             Some(result) => result?,
             None => panic!("the open waited for the held version row"),
+        }
+        Ok(())
+    }
+
+    /// Bug caught: every open read the version table with no bound on its lock wait, so a
+    /// session holding a lock on the table (`LOCK TABLE`, an `ALTER` left in an open
+    /// transaction) held every application start for as long, even of a current database.
+    #[test]
+    fn an_open_waiting_for_a_locked_version_table_gives_up_with_a_typed_error() -> anyhow::Result<()>
+    {
+        hive_pg_harness::require_postgres!();
+        let (_url, mut holder, _registry, pg) = migrated_and_held(SCHEMA_VERSION as i64)?;
+        holder.batch_execute("LOCK TABLE ecosystemiser_schema_version IN ACCESS EXCLUSIVE MODE")?;
+        match migrate_within_20s(pg) {
+            Some(Err(Error::Core(hive_db_core::Error::Postgres { code: Some(c), .. })))
+                if c == "55P03" => {}
+            Some(other) => panic!("expected a lock timeout, got {other:?}"),
+            None => panic!("the open waited for the locked version table past its bound"),
         }
         Ok(())
     }

@@ -47,25 +47,41 @@ pub(super) fn is_plain_index(
 }
 
 /// What each view, and each statement that fires triggers, gives when prepared: `None` when
-/// it compiles, else SQLite's message.
+/// it compiles, else SQLite's message; and the columns of each view that compiles
+/// (lowercased).
 #[derive(Debug)]
-pub(super) struct Compiled(BTreeMap<String, Option<String>>);
+pub(super) struct Compiled {
+    errors: BTreeMap<String, Option<String>>,
+    view_columns: BTreeMap<String, Vec<String>>,
+}
 
 /// Prepares every view of the file, and an `INSERT`, an `UPDATE` of every column and a
 /// `DELETE` of every table or view with triggers (none is run).
 pub(super) fn compile(conn: &Connection) -> Result<Compiled, HookError> {
-    let mut out = BTreeMap::new();
+    let mut errors = BTreeMap::new();
+    let mut view_columns = BTreeMap::new();
     let views: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'view' ORDER BY name")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    let mut statements = Vec::new();
     for view in views {
-        statements.push((
-            format!("view {view}"),
-            format!("SELECT * FROM {} LIMIT 0", quoted(&view)),
-        ));
+        let what = format!("view {view}");
+        match conn.prepare(&format!("SELECT * FROM {} LIMIT 0", quoted(&view))) {
+            Ok(stmt) => {
+                let columns = stmt
+                    .column_names()
+                    .into_iter()
+                    .map(str::to_lowercase)
+                    .collect();
+                view_columns.insert(what.clone(), columns);
+                errors.insert(what, None);
+            }
+            Err(e) => {
+                errors.insert(what, Some(e.to_string()));
+            }
+        }
     }
+    let mut statements = Vec::new();
     let fired: Vec<String> = conn
         .prepare(
             "SELECT DISTINCT tbl_name FROM sqlite_schema WHERE type = 'trigger' ORDER BY tbl_name",
@@ -96,23 +112,37 @@ pub(super) fn compile(conn: &Connection) -> Result<Compiled, HookError> {
     }
     for (what, sql) in statements {
         let error = conn.prepare(&sql).err().map(|e| e.to_string());
-        out.insert(what, error);
+        errors.insert(what, error);
     }
-    Ok(Compiled(out))
+    Ok(Compiled {
+        errors,
+        view_columns,
+    })
 }
 
-/// Refuses when something that compiled in `before` fails to now: the migration would break
-/// it (the transaction is rolled back, the file left as it was).
+/// Refuses when something that compiled in `before` fails to now, or a view lost a column
+/// it had (a `SELECT *` view of a table the migration rebuilt: the queries that read that
+/// column from it would fail): the migration would break it (the transaction is rolled
+/// back, the file left as it was). A view that gained columns is no concern.
 pub(super) fn refuse_what_broke(conn: &Connection, before: &Compiled) -> HookResult {
     let after = compile(conn)?;
-    let broken: Vec<String> = after
-        .0
+    let mut broken: Vec<String> = after
+        .errors
         .iter()
         .filter_map(|(what, error)| {
             let error = error.as_ref()?;
-            matches!(before.0.get(what), Some(None)).then(|| format!("{what} ({error})"))
+            matches!(before.errors.get(what), Some(None)).then(|| format!("{what} ({error})"))
         })
         .collect();
+    for (what, had) in &before.view_columns {
+        let Some(has) = after.view_columns.get(what) else {
+            continue;
+        };
+        let lost: Vec<&String> = had.iter().filter(|c| !has.contains(c)).collect();
+        if !lost.is_empty() {
+            broken.push(format!("{what} (loses its columns {lost:?})"));
+        }
+    }
     if broken.is_empty() {
         return Ok(());
     }

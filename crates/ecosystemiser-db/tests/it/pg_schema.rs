@@ -417,6 +417,50 @@ fn a_database_at_the_newest_version_without_a_table_is_refused() -> anyhow::Resu
     Ok(())
 }
 
+/// Bug caught: a table someone made before the data layer, under one of its names and
+/// lacking its columns, or an index of the data layer's name on another table, was skipped
+/// by `CREATE .. IF NOT EXISTS`: the database opened and failed at first use ("column
+/// total_simulations does not exist"), or its histories scanned whole tables; SQLite
+/// refuses such a file at open. What the refusal added stays added, nothing is dropped.
+#[test]
+fn a_table_lacking_a_column_or_an_index_on_another_table_is_refused() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let dir = tempfile::tempdir()?;
+    let cases = [
+        (
+            "CREATE TABLE studies (study_id TEXT PRIMARY KEY, study_type TEXT NOT NULL,
+                 status TEXT NOT NULL, created_at TEXT)",
+            "studies has no column total_simulations",
+        ),
+        (
+            "CREATE TABLE my_things (x INTEGER);
+             CREATE INDEX idx_simulations_status ON my_things (x)",
+            "index idx_simulations_status is on table my_things",
+        ),
+    ];
+    for (made, why) in cases {
+        let url = hive_pg_harness::server()?.fresh_db()?;
+        Client::connect(&url, NoTls)?.batch_execute(made)?;
+        match open_at(&url, dir.path()) {
+            Err(e) => {
+                let refused = e.downcast_ref::<Error>();
+                assert!(matches!(refused, Some(Error::Migration { .. })), "{e:#}");
+                assert!(format!("{e:?}").contains(why), "{why}: {e:?}");
+            }
+            Ok(_) => panic!("opened with {made}"),
+        }
+        // Nothing dropped: the user's objects are there as made.
+        let mut client = Client::connect(&url, NoTls)?;
+        assert!(exists(&mut client, "idx_simulations_status")? || !made.contains("INDEX"));
+        assert!(exists(&mut client, "studies")?);
+    }
+    // A fresh database, and one opened again, pass the same check.
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    drop(open_at(&url, dir.path())?);
+    drop(open_at(&url, dir.path())?);
+    Ok(())
+}
+
 /// The variable that hands the child below its database's URL.
 const CHILD_URL: &str = "ECO_TEST_PG_URL";
 

@@ -445,6 +445,19 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
                      'created', 'db', 'now', NULL, '{}', NULL, NULL);
              END;",
         ),
+        // A foreign key to the old table, in any case: the rename would rewrite it to the
+        // set-aside name, which is dropped, and the table could take no row again.
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE TABLE my_notes (note TEXT,
+                 event_id TEXT REFERENCES Ecosystemiser_Events (event_id));",
+        ),
+        // A view of the whole old table: it would read the new one, whose source column
+        // is `source`, and the queries reading `source_agent` from it would fail.
+        (
+            EVENTS_SCHEMA_MODULE,
+            "CREATE VIEW my_events AS SELECT * FROM ecosystemiser_events",
+        ),
     ];
     for backend in [Backend::Pooled, Backend::Direct] {
         for (i, (events, added)) in cases.iter().enumerate() {
@@ -469,6 +482,53 @@ fn what_cannot_be_carried_over_is_refused_and_left_as_it_was() -> anyhow::Result
             );
             assert_eq!(dump(&raw(&path)?)?, before, "{backend:?} {added}");
         }
+    }
+    Ok(())
+}
+
+/// Bug caught: what someone added to the old events table, naming it in another case
+/// (SQLite's names match in any case and keep the case they were written in), was not
+/// found as the table's own: a trigger `ON Ecosystemiser_Events` went with the set-aside
+/// table and was dropped with it, and adoption reported success; and a table declared as
+/// `Ecosystemiser_Events` was refused with a bare "no rows" error.
+#[test]
+fn what_someone_added_naming_the_events_table_in_another_case_stays() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let events = EVENTS_SCHEMA_MODULE.replace(
+        "CREATE TABLE ecosystemiser_events (",
+        "CREATE TABLE Ecosystemiser_Events (",
+    );
+    assert_ne!(events, EVENTS_SCHEMA_MODULE);
+    let added = "CREATE TABLE my_audit (event_id TEXT);
+        CREATE TRIGGER my_event_audit AFTER INSERT ON ECOSYSTEMISER_EVENTS
+            BEGIN INSERT INTO my_audit VALUES (new.event_id); END;
+        CREATE INDEX my_by_time ON Ecosystemiser_Events (timestamp);";
+    for backend in [Backend::Pooled, Backend::Direct] {
+        let path = dir.path().join(format!("case-{backend:?}.db"));
+        for sql in [TABLES, &events, EVENTS_SCHEMA_MODULE_DATA, added] {
+            raw(&path)?.execute_batch(sql)?;
+        }
+        let (db, _registry) = open(backend, &path)?;
+        crate::EventStore::new(&db).publish(&crate::Event::new("t", "s", serde_json::json!(1)))?;
+        let conn = db.connection()?;
+        let audit = strings(&conn, "SELECT event_id FROM my_audit WHERE ?1", "1")?;
+        assert_eq!(
+            audit.len(),
+            1,
+            "{backend:?}: the trigger did not fire: {audit:?}"
+        );
+        let index = "SELECT name FROM sqlite_schema WHERE type = 'index' AND name = ?1";
+        assert_eq!(
+            strings(&conn, index, "my_by_time")?,
+            ["my_by_time"],
+            "{backend:?}"
+        );
+        let old = "SELECT event_id FROM ecosystemiser_events WHERE event_id LIKE ?1 ORDER BY 1";
+        assert_eq!(
+            strings(&conn, old, "old-%")?,
+            ["old-1", "old-2"],
+            "{backend:?}"
+        );
     }
     Ok(())
 }

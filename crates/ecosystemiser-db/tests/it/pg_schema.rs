@@ -461,6 +461,64 @@ fn a_table_lacking_a_column_or_an_index_on_another_table_is_refused() -> anyhow:
     Ok(())
 }
 
+/// Bug caught: the open's comparison with a fresh schema, which creates that schema's
+/// tables in the session's temporary schema, failed the open of a current database for a
+/// role that may not create temporary tables (`REVOKE TEMPORARY .. FROM PUBLIC`, a common
+/// hardening), which opened before that check was made. Run in a child process: the fresh
+/// schema is worked out once per process, and this one has it already.
+#[test]
+fn a_role_without_temporary_tables_still_opens_a_current_database() -> anyhow::Result<()> {
+    hive_pg_harness::require_postgres!();
+    let url = hive_pg_harness::server()?.fresh_db()?;
+    let dir = tempfile::tempdir()?;
+    drop(open_at(&url, dir.path())?);
+    let mut client = Client::connect(&url, NoTls)?;
+    let name: String = client
+        .query_one("SELECT current_database()", &[])?
+        .try_get(0)?;
+    let role = format!("eco_app_{name}");
+    client.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN;
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role};
+         REVOKE TEMPORARY ON DATABASE \"{name}\" FROM PUBLIC"
+    ))?;
+    let as_role = url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(as_role, url, "the test server's URL names no user");
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "pg_schema::no_temporary_tables_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_URL, &as_role)
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+    Ok(())
+}
+
+/// Run by the test above in a child process, with the environment set.
+#[test]
+#[ignore = "run in a child process by a_role_without_temporary_tables_still_opens_a_current_database"]
+fn no_temporary_tables_child() -> anyhow::Result<()> {
+    let url = std::env::var(CHILD_URL)?;
+    let dir = tempfile::tempdir()?;
+    let (db, _registry) = open_at(&url, dir.path())?;
+    ecosystemiser_db::EventStore::new(&db).publish(&ecosystemiser_db::Event::new(
+        "child.ran",
+        "test",
+        serde_json::json!({}),
+    ))?;
+    Ok(())
+}
+
 /// The variable that hands the child below its database's URL.
 const CHILD_URL: &str = "ECO_TEST_PG_URL";
 

@@ -220,20 +220,35 @@ impl Database {
         E: From<Error>,
     {
         self.before_read();
-        self.read_on_pool(site, f)
+        let conn = self.checkout(site)?;
+        let _inside = enter(conn.pool_key(), false);
+        f(&conn)
     }
 
-    /// [`Database::read_with`] without the database's lock keeper: for the async reader
-    /// threads, which have keepers of their own.
-    pub(crate) fn read_on_pool<T, E>(
+    /// [`Database::read_with`] for an async reader thread: without the database's lock
+    /// keeper (the reader threads have keepers of their own), for a read made at `start`,
+    /// which may have waited in its queue: its connection is waited for only until
+    /// `deadline` (the call's), and a timeout reports the call's whole wait. The acquire
+    /// histogram times the connection's wait alone, as for a write.
+    #[cfg(feature = "async")]
+    pub(crate) fn read_on_pool_until<T, E>(
         &self,
+        start: Instant,
+        deadline: Instant,
         site: &'static Location<'static>,
         f: impl FnOnce(&Connection) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<Error>,
     {
-        let conn = self.checkout(site)?;
+        let conn = self
+            .checkout_until(Instant::now(), deadline, site)
+            .map_err(|mut e| {
+                if let Error::Timeout { waited, .. } = &mut e {
+                    *waited = start.elapsed();
+                }
+                e
+            })?;
         let _inside = enter(conn.pool_key(), false);
         f(&conn)
     }

@@ -40,6 +40,10 @@ pub(crate) struct ReadCall<F, T, E> {
     pub(crate) f: F,
     pub(crate) reply: Reply<Result<T, E>>,
     pub(crate) site: &'static Location<'static>,
+    /// When the call was made, and until when it may wait (in the queue, then for a
+    /// connection): `connection_timeout` from the call, as a sync read's wait.
+    pub(crate) start: Instant,
+    pub(crate) deadline: Instant,
 }
 
 impl<F, T, E> ReadJob for ReadCall<F, T, E>
@@ -49,12 +53,20 @@ where
     E: From<Error> + Send,
 {
     fn run(self: Box<Self>, db: &Database) {
-        let Self { f, reply, site } = *self;
+        let Self {
+            f,
+            reply,
+            site,
+            start,
+            deadline,
+        } = *self;
         if !reply.start() {
             return;
         }
-        let result = catch_unwind(AssertUnwindSafe(|| db.read_on_pool(site, f)))
-            .unwrap_or_else(|panic| Err(panicked(&db.info().name, "read", &*panic)));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            db.read_on_pool_until(start, deadline, site, f)
+        }))
+        .unwrap_or_else(|panic| Err(panicked(&db.info().name, "read", &*panic)));
         reply.send(result);
     }
 }
@@ -70,8 +82,11 @@ pub(crate) trait WriteJob: Send {
     /// Marks the call started when its turn comes; `false` if its future was dropped.
     fn start(&self) -> bool;
 
-    /// True when its future was dropped before it started.
+    /// True when its future was dropped, or it expired, before it started.
     fn is_skipped(&self) -> bool;
+
+    /// Resolves its future to `timeout` unless it started (then `false`); it is skipped.
+    fn expire(&self, timeout: Error) -> bool;
 
     /// Runs the closure in its turn (`acquired`, asked for at `start` until `deadline`),
     /// through [`Database::write_in_turn`]. Replies at once unless the work waits for its
@@ -103,6 +118,10 @@ where
 
     fn is_skipped(&self) -> bool {
         self.reply.is_skipped()
+    }
+
+    fn expire(&self, timeout: Error) -> bool {
+        self.reply.expire(Err(timeout.into()))
     }
 
     fn run(

@@ -31,6 +31,9 @@ enum Phase {
     Skipped,
     /// The future was dropped while the work ran: nobody takes the reply.
     Abandoned,
+    /// The call's deadline passed while it was queued, behind work its thread was running:
+    /// its error is in, and the work is skipped.
+    Expired,
 }
 
 #[derive(Debug)]
@@ -244,7 +247,7 @@ impl<T, E> Drop for DbFuture<T, E> {
                 let counters = &shared.counters;
                 counters.async_cancelled_after_start.fetch_add(1, Relaxed);
             }
-            Phase::Done | Phase::Skipped | Phase::Abandoned => {}
+            Phase::Done | Phase::Skipped | Phase::Abandoned | Phase::Expired => {}
         }
     }
 }
@@ -263,13 +266,36 @@ impl<T> Reply<T> {
             // Started once already: a writer's call starts when its turn comes, and may be
             // asked again; any other phase means the work is not to run (again).
             Phase::Started => true,
-            Phase::Done | Phase::Abandoned => false,
+            Phase::Done | Phase::Abandoned | Phase::Expired => false,
         }
     }
 
-    /// True when the future was dropped before the work started.
+    /// True when the work is not to run: its future was dropped, or it expired, before the
+    /// work started.
     pub(crate) fn is_skipped(&self) -> bool {
-        lock(&self.shared.state).phase == Phase::Skipped
+        matches!(
+            lock(&self.shared.state).phase,
+            Phase::Skipped | Phase::Expired
+        )
+    }
+
+    /// Resolves the future to `value` (its timeout) if the work has not started, and marks
+    /// the work to be skipped; `false`, changing nothing, once it has started (or the
+    /// future is gone).
+    pub(crate) fn expire(&self, value: T) -> bool {
+        let waker = {
+            let mut state = lock(&self.shared.state);
+            if state.phase != Phase::Queued {
+                return false;
+            }
+            state.phase = Phase::Expired;
+            state.value = Some(value);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
     }
 
     /// Hands the result to the future and wakes it; dropped if nobody waits for it.
@@ -277,7 +303,10 @@ impl<T> Reply<T> {
         self.sent = true;
         let waker = {
             let mut state = lock(&self.shared.state);
-            if matches!(state.phase, Phase::Skipped | Phase::Abandoned) {
+            if matches!(
+                state.phase,
+                Phase::Skipped | Phase::Abandoned | Phase::Expired
+            ) {
                 return;
             }
             state.phase = Phase::Done;
@@ -305,7 +334,10 @@ impl<T> Drop for Reply<T> {
         }
         let waker = {
             let mut state = lock(&self.shared.state);
-            if matches!(state.phase, Phase::Skipped | Phase::Abandoned) {
+            if matches!(
+                state.phase,
+                Phase::Skipped | Phase::Abandoned | Phase::Expired
+            ) {
                 return;
             }
             state.phase = Phase::Done;

@@ -90,11 +90,15 @@ struct Shared {
 
 impl Shared {
     /// Empties the queue: each call's dropped reply resolves its future to `Error::Closed`.
+    /// The closure's drop is the caller's code: a panic in it loses only that call (it
+    /// would otherwise unwind out of `close`, half done, or into another caller's call).
     fn drain(&self) {
         let counters = &self.db.info().counters;
         while let Some(job) = self.jobs.pop() {
             counters.async_read_queued.fetch_sub(1, Relaxed);
-            drop(job);
+            if catch_unwind(AssertUnwindSafe(|| drop(job))).is_err() {
+                tracing::error!(db = %self.db.info().name, "a queued async read's closure panicked as it was dropped unrun");
+            }
         }
     }
 

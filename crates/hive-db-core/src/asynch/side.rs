@@ -3,6 +3,7 @@
 
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rusqlite::Connection;
 
@@ -11,6 +12,7 @@ use crate::asynch::oneshot::DbFuture;
 use crate::asynch::readers::Readers;
 use crate::asynch::writer::Writer;
 use crate::batch::WriteTx;
+use crate::clock::deadline;
 use crate::database::Database;
 use crate::error::{Error, Result};
 
@@ -126,7 +128,16 @@ impl AsyncDb {
     {
         let info = self.db.info();
         let (future, reply) = DbFuture::new(&info.name, "read", &info.counters, None);
-        match self.readers.submit(Box::new(ReadCall { f, reply, site })) {
+        let start = Instant::now();
+        let deadline = deadline(start, info.config.connection_timeout);
+        let call = ReadCall {
+            f,
+            reply,
+            site,
+            start,
+            deadline,
+        };
+        match self.readers.submit(Box::new(call)) {
             Ok(()) => future,
             Err(err) => DbFuture::ready(Err(err.into())),
         }

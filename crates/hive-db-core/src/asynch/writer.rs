@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,8 @@ impl Writer {
         });
         let info = shared.db.info();
         let serving = Arc::clone(&shared);
+        HOOKED.call_once(|| crate::pool::on_tick(expire_queued));
+        lock(&WRITERS).push(Arc::downgrade(&shared));
         let handle = std::thread::Builder::new()
             .name(format!("hive-db-write-{}", info.name))
             .spawn(move || serve(&serving))
@@ -276,6 +278,57 @@ fn serve_calls(shared: &Shared, awaiting: &mut Vec<AwaitingCommit>) {
             // (unless the lane came round meanwhile: then it runs).
             turn(db, job, start, deadline, acquired, awaiting);
         }
+    }
+}
+
+/// Every async writer of the process, for the tick's look at its queued calls' deadlines.
+static WRITERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Hooks [`expire_queued`] onto the coarse clock's tick, once per process.
+static HOOKED: Once = Once::new();
+
+/// The tick's part (every 5 ms): each queued call whose deadline has passed resolves to
+/// [`Error::WriterLaneTimeout`] (counted in `writer_timeouts`), as a sync writer's wait ends
+/// at its deadline. The writer thread does that itself for the call at the front while it
+/// waits for the lane; this covers the calls behind the work the thread runs meanwhile (a
+/// closure of its own, a lent one, a commit waiting for a checkpoint), which would
+/// otherwise wait for as long as that work. An expired call keeps its place in the lane
+/// until the thread reaches it and gives the place up unused, as a dropped future's.
+fn expire_queued() {
+    let writers: Vec<Arc<Shared>> = {
+        let mut writers = lock(&WRITERS);
+        writers.retain(|w| w.strong_count() > 0);
+        writers.iter().filter_map(Weak::upgrade).collect()
+    };
+    let now = Instant::now();
+    for shared in &writers {
+        if shared.queued.load(Relaxed) == 0 {
+            continue;
+        }
+        let db = &shared.db;
+        let state = lock(&shared.state);
+        // Deadlines grow along the queue: each is its call's time in `submit` plus the
+        // database's one timeout.
+        for entry in state.queue.iter().take_while(|e| e.deadline <= now) {
+            let timeout = Error::WriterLaneTimeout {
+                db: db.info().name.clone(),
+                waited: entry.start.elapsed(),
+                queued: db.lane().queued(),
+            };
+            // The caller's error conversion runs here: a panic in it loses only its call.
+            if catch_unwind(AssertUnwindSafe(|| entry.job.expire(timeout))).unwrap_or(false) {
+                db.info().counters.writer_timeouts.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    // A writer whose last other owner let go meanwhile is dropped (its database with it,
+    // perhaps) on a maintenance thread, not on the clock's.
+    let last: Vec<Arc<Shared>> = writers
+        .into_iter()
+        .filter(|w| Arc::strong_count(w) == 1)
+        .collect();
+    if !last.is_empty() {
+        crate::pool::in_background(move || drop(last));
     }
 }
 

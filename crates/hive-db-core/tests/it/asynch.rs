@@ -21,7 +21,7 @@ use crate::support::{
 type Job = Pin<Box<dyn Future<Output = TestResult> + Send>>;
 
 /// How long a test waits for something that should take milliseconds.
-const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
 fn tokio_multi(job: Job) -> TestResult {
     tokio::runtime::Builder::new_multi_thread()
@@ -50,7 +50,7 @@ const EXECUTORS: [(&str, Executor); 3] = [
 ];
 
 /// A fixture with `log(id INTEGER PRIMARY KEY, tag TEXT)`.
-fn log_fixture(name: &str, config: DbConfig) -> anyhow::Result<Arc<Fixture>> {
+pub(crate) fn log_fixture(name: &str, config: DbConfig) -> anyhow::Result<Arc<Fixture>> {
     let f = fixture(name, config)?;
     f.registry.write(&f.name, |tx| {
         tx.execute_batch("CREATE TABLE log (id INTEGER PRIMARY KEY, tag TEXT NOT NULL)")
@@ -74,7 +74,7 @@ fn with_readers_of(
 }
 
 /// An async handle on `f`'s database with at most `threads` reader threads.
-fn with_readers(f: &Fixture, threads: u32) -> anyhow::Result<AsyncHandle> {
+pub(crate) fn with_readers(f: &Fixture, threads: u32) -> anyhow::Result<AsyncHandle> {
     Ok(f.registry.async_handle_with(
         &f.name,
         AsyncConfig {
@@ -84,7 +84,7 @@ fn with_readers(f: &Fixture, threads: u32) -> anyhow::Result<AsyncHandle> {
     )?)
 }
 
-fn tags(f: &Fixture) -> anyhow::Result<Vec<String>> {
+pub(crate) fn tags(f: &Fixture) -> anyhow::Result<Vec<String>> {
     Ok(f.registry.read(&f.name, |c| {
         let mut stmt = c.prepare("SELECT tag FROM log ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -92,7 +92,7 @@ fn tags(f: &Fixture) -> anyhow::Result<Vec<String>> {
     })?)
 }
 
-fn insert(
+pub(crate) fn insert(
     tag: &str,
 ) -> impl FnOnce(&hive_db_core::WriteTx<'_>) -> hive_db_core::rusqlite::Result<()> + Send + 'static
 {
@@ -105,7 +105,7 @@ fn insert(
 
 /// A sync writer holding the writer lane (inside its closure, after inserting `tag`) until
 /// the returned sender is used or dropped.
-fn hold_lane(
+pub(crate) fn hold_lane(
     f: &Arc<Fixture>,
     tag: &'static str,
 ) -> anyhow::Result<(mpsc::Sender<()>, JoinHandle<hive_db_core::Result<()>>)> {
@@ -126,7 +126,7 @@ fn hold_lane(
 
 /// A read holding one of `h`'s reader threads (inside its closure) until the returned
 /// sender is used or dropped; its future resolves once it has let go.
-fn hold_reader(h: &AsyncHandle) -> anyhow::Result<(mpsc::Sender<()>, DbFuture<()>)> {
+pub(crate) fn hold_reader(h: &AsyncHandle) -> anyhow::Result<(mpsc::Sender<()>, DbFuture<()>)> {
     let (release, wait) = mpsc::channel::<()>();
     let (started_tx, started) = mpsc::channel();
     let blocker = h.read(move |_| {

@@ -1,6 +1,7 @@
 //! Integration tests of hive-db-core's public API, one module per concern.
 
 mod announce;
+mod async_limits;
 mod asynch;
 mod checkpoint;
 mod close;

@@ -210,11 +210,17 @@ impl ReadKeeper {
         self.0.opens.load(Relaxed)
     }
 
-    /// Opens the keeper now, on this thread, as the tick has one opened (for tests).
+    /// Opens the keeper now, on this thread, as the tick has one opened (for tests): after
+    /// calls, which the tick has seen (without them, the tick's next look finds a keeper
+    /// idle since the clock's origin, in a process more than 10 s old, and closes it).
     #[cfg(test)]
     pub(crate) fn open_now(&self) {
         if let Some(seat) = Seat::take(&READ_KEEPERS, MAX_READ_KEEPERS) {
-            lock(&self.0.state).opening = true;
+            {
+                let mut state = lock(&self.0.state);
+                state.called = coarse_now();
+                state.opening = true;
+            }
             self.0.open(seat);
         }
     }

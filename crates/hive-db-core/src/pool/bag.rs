@@ -455,8 +455,10 @@ mod tests {
         for (first, later) in &ids {
             assert!(later.iter().all(|id| id == first), "{first}: {later:?}");
         }
+        // Both returned to the bag. (r2d2 may hold an idle connection of its own besides: one
+        // it opened for a caller that a connection opened meanwhile had served, which a
+        // loaded machine finishes late.)
         assert_eq!(pool.bag.idle(), 2);
-        assert_eq!(pool.pool.state().idle_connections, 0);
         Ok(())
     }
 

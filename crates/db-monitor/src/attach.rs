@@ -92,7 +92,14 @@ impl Endpoint {
                 .with_config()
                 .limit(BODY_LIMIT)
                 .read_to_string()
-                .map_err(|e| anyhow!("cannot read the answer of {url}: {e}"))?;
+                .map_err(|e| match e {
+                    // ureq says only "timeout: global", as for the call above.
+                    ureq::Error::Timeout(_) => anyhow!(
+                        "cannot read the answer of {url}: not all of it came within {}",
+                        crate::fmt::duration(self.timeout)
+                    ),
+                    e => anyhow!("cannot read the answer of {url}: {e}"),
+                })?;
             return Ok((status, body));
         }
     }

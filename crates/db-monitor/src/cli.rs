@@ -151,6 +151,13 @@ pub(crate) fn parse_attach(s: &str) -> Result<String, String> {
     if host.is_empty() || authority.contains('/') {
         return Err(format!("`{s}` is not host:port"));
     }
+    // An IPv6 address goes in brackets (`[::1]:9187`); bare, its colons leave the port
+    // unclear, and the HTTP client refuses it later with "invalid authority".
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "`{s}`: write an IPv6 address in brackets, as `[{host}]:{port}`"
+        ));
+    }
     port.parse::<u16>()
         .ok()
         .filter(|p| *p != 0)
@@ -267,6 +274,10 @@ mod tests {
         assert!(parse_attach("localhost:0").is_err());
         assert!(parse_attach("localhost:x").is_err());
         assert!(parse_attach("http://h:1/stats").is_err());
+        // Bug caught: a bare IPv6 address taken, to fail later with "invalid authority".
+        assert_eq!(parse_attach("[::1]:9187").unwrap(), "http://[::1]:9187");
+        let bare = parse_attach("::1:9187").unwrap_err();
+        assert!(bare.contains("[::1]:9187"), "{bare}");
     }
 
     /// Bug caught: a bare number refused (`--interval 1` as `watch -n 1` takes it) or read as

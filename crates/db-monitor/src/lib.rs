@@ -118,6 +118,8 @@ pub fn print_error(err: &anyhow::Error) {
 /// `--attach` that cannot be read at the first sample, nothing to report on (no source
 /// named, no registry announced and no default database), a report that cannot be written.
 pub fn run(cli: &Cli) -> Result<ExitCode> {
+    // Looked at now, while a terminal is one: once it hangs up, `isatty` fails on it.
+    output::note_stdout();
     if let Some(path) = &cli.replay {
         let settings = live::ReplaySettings {
             continuous: cli.continuous,

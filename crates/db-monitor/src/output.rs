@@ -1,8 +1,9 @@
 //! Writing to stdout and stderr where a closed pipe is an ordinary end, not an error.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use rustix::fs::OFlags;
 
@@ -10,20 +11,50 @@ use rustix::fs::OFlags;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Written {
     Yes,
-    /// The reader went away (`| head`): stop quietly.
+    /// The reader went away (`| head`, a terminal that hung up): stop quietly.
     PipeClosed,
+}
+
+/// Whether stdout is a terminal, as [`note_stdout`] found it at the start (a terminal that
+/// hung up is not one any more: `isatty` fails on it).
+static STDOUT_TERMINAL: OnceLock<bool> = OnceLock::new();
+
+/// Notes whether stdout is a terminal; at the start of a run, before it can hang up.
+pub(crate) fn note_stdout() {
+    STDOUT_TERMINAL.get_or_init(|| io::stdout().is_terminal());
+}
+
+fn stdout_is_terminal() -> bool {
+    *STDOUT_TERMINAL.get_or_init(|| io::stdout().is_terminal())
+}
+
+/// Whether `e`, met writing to stdout or to the terminal (`terminal`), means the reader went
+/// away: a closed pipe, or a terminal that hung up (SIGHUP: an ssh session dropped, the
+/// terminal window closed), whose writes and reads fail with `EIO`.
+pub(crate) fn reader_gone(e: &io::Error, terminal: bool) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+        || (terminal && e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()))
+}
+
+/// [`reader_gone`] for an error with context: any cause in its chain.
+pub(crate) fn gone(e: &anyhow::Error, terminal: bool) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| reader_gone(e, terminal))
+    })
 }
 
 /// Writes `text` to stdout and flushes it.
 ///
 /// # Errors
 ///
-/// Any write error but a closed pipe.
+/// Any write error but a closed pipe or a hung-up terminal.
 pub(crate) fn stdout(text: &str) -> io::Result<Written> {
+    let terminal = stdout_is_terminal();
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(Written::Yes),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Written::PipeClosed),
+        Err(e) if reader_gone(&e, terminal) => Ok(Written::PipeClosed),
         Err(e) => Err(e),
     }
 }

@@ -28,7 +28,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -53,7 +53,8 @@ pub struct Announcement {
     /// The process's start time, in clock ticks since boot (field 22 of `/proc/PID/stat`):
     /// a process that reuses the id has another.
     pub start_time: u64,
-    /// Where it listens: a loopback address (a reader skips any other).
+    /// Where it listens: a loopback address (a reader skips any other), or every address
+    /// (`0.0.0.0`, `[::]`), which a reader reads as loopback's of the same family.
     pub addr: SocketAddr,
     /// Its PID namespace (the inode of `/proc/self/ns/pid`): its `pid` means that process
     /// only there. Absent from older announcements.
@@ -105,7 +106,10 @@ impl Announcement {
     ///
     /// [`SkipReason::Foreign`] for anything but an announcement (not JSON, another
     /// `format`, missing fields), [`SkipReason::UnsupportedVersion`] for another version,
-    /// [`SkipReason::NotLoopback`] for an address other hosts could reach.
+    /// [`SkipReason::NotLoopback`] for an address other hosts could reach but loopback
+    /// cannot. An endpoint bound to every address (`0.0.0.0`, `[::]`, the way to expose it
+    /// to a scraper on another host) answers on loopback too: its address reads back as
+    /// loopback's (`127.0.0.1`, `::1`), port kept.
     pub fn from_json(text: &str) -> Result<Self, SkipReason> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|_| SkipReason::Foreign)?;
@@ -118,7 +122,13 @@ impl Announcement {
             None => return Err(SkipReason::Foreign),
         }
         let wire: Wire = serde_json::from_value(value).map_err(|_| SkipReason::Foreign)?;
-        let a = wire.announcement;
+        let mut a = wire.announcement;
+        if a.addr.ip().is_unspecified() {
+            a.addr.set_ip(match a.addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
         if !a.addr.ip().is_loopback() {
             return Err(SkipReason::NotLoopback(a.addr));
         }
@@ -546,6 +556,15 @@ mod tests {
             with("addr", "10.0.0.1:80".into()),
             Err(SkipReason::NotLoopback(_))
         ));
+        // Bug caught: an endpoint bound to every address (the way to let another host's
+        // scraper in) skipped as off loopback, though it answers there: no monitor found it.
+        for (bound, read) in [
+            ("0.0.0.0:9187", "127.0.0.1:9187"),
+            ("[::]:9187", "[::1]:9187"),
+        ] {
+            let got = with("addr", bound.into()).map(|a| a.addr.to_string());
+            assert!(got.as_deref().ok() == Some(read), "{bound}: {got:?}");
+        }
         assert!(matches!(with("pid", "x".into()), Err(SkipReason::Foreign)));
         assert!(matches!(
             Announcement::from_json("not json"),

@@ -156,8 +156,12 @@ impl View {
                 .with_context(|| format!("cannot write the history to {}", path.display()))?;
         }
         if self.screen.is_some() {
-            self.draw(report)?;
-            return Ok(Written::Yes);
+            return match self.draw(report) {
+                Ok(()) => Ok(Written::Yes),
+                // The terminal hung up: the run ends as on `q`.
+                Err(e) if output::gone(&e, true) => Ok(Written::PipeClosed),
+                Err(e) => Err(e),
+            };
         }
         output::stdout(&format!("{line}\n")).context("cannot write to stdout")
     }
@@ -193,12 +197,26 @@ impl View {
 
     /// Waits until `due` after the start, drawing `report` again when the terminal changes
     /// size. True when the run is to end.
+    /// A terminal that hung up ends the run too.
     fn wait(&mut self, report: &Report, due: Duration, stop: &AtomicBool) -> Result<bool> {
+        let live = self.screen.is_some();
+        let ended = |e: anyhow::Error| {
+            if live && output::gone(&e, true) {
+                Ok(true)
+            } else {
+                Err(e)
+            }
+        };
         loop {
-            match wait_until(self.start + due, stop, self.screen.is_some())? {
-                Wake::Due => return Ok(stop.load(Ordering::Relaxed)),
-                Wake::Quit => return Ok(true),
-                Wake::Resized => self.draw(report)?,
+            match wait_until(self.start + due, stop, live) {
+                Ok(Wake::Due) => return Ok(stop.load(Ordering::Relaxed)),
+                Ok(Wake::Quit) => return Ok(true),
+                Ok(Wake::Resized) => {
+                    if let Err(e) = self.draw(report) {
+                        return ended(e);
+                    }
+                }
+                Err(e) => return ended(e),
             }
         }
     }

@@ -250,7 +250,12 @@ fn step(path: &Path, samples: &[Line<Report>]) -> Result<Written> {
             &s.report,
             "←/→ step, q quits",
         );
-        screen.draw(&header, &s.report, &tallies, &[])?;
+        match screen.draw(&header, &s.report, &tallies, &[]) {
+            Ok(()) => {}
+            // The terminal hung up: nothing more to show, nor a summary to show it on.
+            Err(e) if output::gone(&e, true) => return Ok(Written::PipeClosed),
+            Err(e) => return Err(e),
+        }
         match next_key()? {
             Step::Next => at = (at + 1).min(total - 1),
             Step::Previous => at = at.saturating_sub(1),

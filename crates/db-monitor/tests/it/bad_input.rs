@@ -167,6 +167,39 @@ fn unreachable_endpoint() -> TestResult {
     refused(&["--attach", "localhost"], 3, "no port")
 }
 
+/// Bug caught: an endpoint that sends its headers and then trickles the body failed with
+/// the HTTP client's bare "timeout: global", not naming what took too long.
+#[test]
+fn an_answer_that_trickles_past_the_timeout_says_so() -> TestResult {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = &stream;
+                let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{{");
+                for _ in 0..100 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if write!(w, " ").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    refused(
+        &["--timeout", "0.5", "--attach", &addr.to_string()],
+        3,
+        "not all of it came within",
+    )
+}
+
 /// Bug caught: any HTTP server taken for a hive-db endpoint, failing later with a serde
 /// message or reporting an empty registry as healthy; an error answer's reason dropped.
 #[test]

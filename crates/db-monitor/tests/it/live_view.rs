@@ -190,29 +190,24 @@ fn live_view_error_restores_the_terminal() -> TestResult {
     Ok(())
 }
 
-/// Bug caught: the live view spinning forever at full CPU once its terminal is gone (the
-/// tmux server killed, an ssh session dropped), because the key reader loops on end of file
-/// and never returns to look at the hang-up.
-#[test]
-fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
-    if !Path::new(TMUX).exists() {
-        println!("skipped: {TMUX} is not installed");
-        return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("inv.db");
+/// Starts `db-monitor --continuous` on a database `inv.db` in `dir` in a detached tmux
+/// session (100x30) run by a shell script: `before` (lines, ending with the start of the
+/// command's line if need be), the command, then `after` on its line. Returns tmux's socket.
+fn watch_in_tmux(
+    dir: &Path,
+    before: &str,
+    after: &str,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let db = dir.join("inv.db");
     make_db(&db, 5)?;
-    let socket = dir.path().join("tmux.sock");
-    let pid_file = dir.path().join("pid");
-    let script = dir.path().join("run.sh");
+    let socket = dir.join("tmux.sock");
+    let script = dir.join("run.sh");
     std::fs::write(
         &script,
         format!(
             "export HOME='{home}' XDG_DATA_HOME='{home}/xdg' XDG_RUNTIME_DIR='{home}/run' TMPDIR='{home}/tmp' ECOSYSTEMISER_DB_PATH='{home}/none.db'\n\
-             echo $$ > '{pid}'\n\
-             exec '{bin}' --continuous --interval 200ms --db 'inventory={db}'\n",
-            home = dir.path().display(),
-            pid = pid_file.display(),
+             {before}'{bin}' --continuous --interval 200ms --db 'inventory={db}'{after}\n",
+            home = dir.display(),
             bin = env!("CARGO_BIN_EXE_db-monitor"),
             db = db.display(),
         ),
@@ -231,6 +226,25 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
             "sh",
             &script.display().to_string(),
         ],
+    )?;
+    Ok(socket)
+}
+
+/// Bug caught: the live view spinning forever at full CPU once its terminal is gone (the
+/// tmux server killed, an ssh session dropped), because the key reader loops on end of file
+/// and never returns to look at the hang-up.
+#[test]
+fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let pid_file = dir.path().join("pid");
+    let socket = watch_in_tmux(
+        dir.path(),
+        &format!("echo $$ > '{}'\nexec ", pid_file.display()),
+        "",
     )?;
     let result = (|| -> TestResult {
         wait_for(&socket, "a first sample", sample_number)?;
@@ -262,6 +276,51 @@ fn live_view_ends_when_its_terminal_goes_away() -> TestResult {
     })();
     let _ = tmux(&socket, &["kill-server"]);
     result
+}
+
+/// Bug caught: a live view whose terminal hung up (an ssh session dropped, the window
+/// closed) ended with exit 3 and "Input/output error" (its writes to the hung-up terminal
+/// failing), though the run ends there as on `q`, with the worst status seen: a wrapper
+/// that outlives the hang-up (`nohup`, a supervisor) read a failure where every sample was
+/// healthy.
+#[test]
+fn live_view_ends_with_its_status_when_its_terminal_hangs_up() -> TestResult {
+    if !Path::new(TMUX).exists() {
+        println!("skipped: {TMUX} is not installed");
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let exit_file = dir.path().join("exit");
+    // The shell ignores the hang-up, so that it outlives the terminal and writes down how
+    // db-monitor ended (which handles SIGHUP itself).
+    let socket = watch_in_tmux(
+        dir.path(),
+        "trap '' HUP\n",
+        &format!(
+            " 2> '{}/stderr'\necho \"exit=$?\" > '{}'",
+            dir.path().display(),
+            exit_file.display()
+        ),
+    )?;
+    wait_for(&socket, "a first sample", sample_number)?;
+    tmux(&socket, &["kill-server"])?;
+    let start = Instant::now();
+    while !exit_file.exists() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ended = std::fs::read_to_string(&exit_file).unwrap_or_default();
+    if ended.is_empty() {
+        // Leave nothing behind, then fail.
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(dir.path().join("inv.db").display().to_string())
+            .status();
+    }
+    let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+    assert_eq!(ended.trim(), "exit=0", "stderr: {stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+    Ok(())
 }
 
 /// The `sample N/M` of the replay's header.

@@ -1,5 +1,5 @@
 //! One client connection as the polling thread drives it: gathering its request head,
-//! waiting for the answer, writing it, then draining what a refused client still sends.
+//! waiting for the answer, writing it, then draining what the client still sends.
 //! Every step is a non-blocking read or write that stops at `WouldBlock`; the poller calls
 //! again when the socket is ready or a deadline has passed.
 
@@ -13,8 +13,10 @@ use super::config::EndpointConfig;
 use super::http;
 use super::response::Response;
 
-/// The most a refused client's leftovers are read and dropped, so that closing does not
-/// reset the connection before the client reads the answer.
+/// The most a client's leftovers (a refused request's rest, a body, a pipelined request) are
+/// read and dropped after the answer, so that closing does not reset the connection before
+/// the client reads the answer: Linux answers a close with unread input by a reset, which
+/// throws away what of the answer is still queued to send.
 const DRAIN_TIME: Duration = Duration::from_millis(200);
 const DRAIN_BYTES: usize = 64 * 1024;
 /// Bytes read from a socket at a time.
@@ -27,12 +29,8 @@ enum Phase {
     Reading(Vec<u8>),
     /// The head is in; a worker or the health check is making the answer.
     Answering,
-    /// Writing the answer from `written` on; then draining, when `drain` is set, or closing.
-    Writing {
-        bytes: Vec<u8>,
-        written: usize,
-        drain: bool,
-    },
+    /// Writing the answer from `written` on; then draining.
+    Writing { bytes: Vec<u8>, written: usize },
     /// Answer sent and the write side shut: reading and dropping what the client still sends.
     Draining { read: usize },
 }
@@ -101,18 +99,12 @@ impl Connection {
         }
     }
 
-    /// Starts writing `response`, within `write_timeout`; `drain` for a refusal, whose client
-    /// may still be sending.
-    pub(super) fn answer(
-        &mut self,
-        response: &Response,
-        drain: bool,
-        config: &EndpointConfig,
-    ) -> Next {
+    /// Starts writing `response`, within `write_timeout`, then drains what the client still
+    /// sends (a refused request's rest, a body, a pipelined request) before closing.
+    pub(super) fn answer(&mut self, response: &Response, config: &EndpointConfig) -> Next {
         self.phase = Phase::Writing {
             bytes: response.to_bytes(!self.head_only),
             written: 0,
-            drain,
         };
         self.deadline = Some(Instant::now() + config.write_timeout);
         self.flush()
@@ -123,7 +115,7 @@ impl Connection {
     pub(super) fn expire(&mut self, config: &EndpointConfig) -> Next {
         if self.is_reading() {
             let late = Response::text(408, "request head not received in time\n");
-            self.answer(&late, true, config)
+            self.answer(&late, config)
         } else {
             Next::Close
         }
@@ -153,16 +145,11 @@ impl Connection {
                 Err(_) => return Next::Close,
             }
         };
-        self.answer(&refusal, true, config)
+        self.answer(&refusal, config)
     }
 
     fn flush(&mut self) -> Next {
-        let Phase::Writing {
-            bytes,
-            written,
-            drain,
-        } = &mut self.phase
-        else {
+        let Phase::Writing { bytes, written } = &mut self.phase else {
             return Next::Wait;
         };
         while *written < bytes.len() {
@@ -175,9 +162,6 @@ impl Connection {
             }
         }
         let _ = self.stream.shutdown(Shutdown::Write);
-        if !*drain {
-            return Next::Close;
-        }
         self.phase = Phase::Draining { read: 0 };
         self.deadline = Some(Instant::now() + DRAIN_TIME);
         self.drain()

@@ -100,6 +100,14 @@ pub(super) fn parse(head: &[u8]) -> Result<Request<'_>, Response> {
     if method.is_empty() || !method.bytes().all(is_tchar) {
         return Err(bad("invalid method"));
     }
+    // The absolute form (`http://host:port/metrics`), which a server must accept (RFC 9112,
+    // 3.2.2) and some proxies send: its path is what is served.
+    let target = match target.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("http://") => target[7..]
+            .find('/')
+            .map_or("/", |slash| &target[7 + slash..]),
+        _ => target,
+    };
     if !target.starts_with('/') || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad("the target is not an absolute path"));
     }
@@ -213,6 +221,19 @@ mod tests {
         assert_eq!(status(&format!("GET / HTTP/1.1\r\n{many}\r\n")), Some(431));
         let path = parse(b"GET /stats?pretty HTTP/1.1\r\n\r\n").map(|r| r.path.to_owned());
         assert_eq!(path.ok().as_deref(), Some("/stats"));
+        // Bug caught: the absolute form, which a server must accept (RFC 9112, 3.2.2),
+        // refused with 400.
+        for (head, served) in [
+            (
+                "GET http://127.0.0.1:9187/metrics HTTP/1.1\r\n\r\n",
+                "/metrics",
+            ),
+            ("GET HTTP://localhost/stats?x HTTP/1.1\r\n\r\n", "/stats"),
+            ("GET http://localhost HTTP/1.1\r\n\r\n", "/"),
+        ] {
+            let path = parse(head.as_bytes()).map(|r| r.path.to_owned());
+            assert_eq!(path.ok().as_deref(), Some(served), "{head:?}");
+        }
     }
 
     /// Bug caught: requests RFC 9112 says to serve refused with 400: a header value with a

@@ -242,13 +242,13 @@ impl Poller {
         {
             connection.answer_head_only();
         }
-        let (response, drain) = match parsed.map(|request| route(&request)) {
-            Err(refusal) => (refusal, true),
-            Ok(Err(answer)) => (answer, false),
+        let response = match parsed.map(|request| route(&request)) {
+            Err(refusal) => refusal,
+            Ok(Err(answer)) => answer,
             Ok(Ok(Route::Health)) => {
                 let fresh_for = self.state.config.health_cache;
                 match run.health.ask(id, Instant::now(), fresh_for) {
-                    Ask::Answer(response) => (response, false),
+                    Ask::Answer(response) => response,
                     Ask::Wait { start } => {
                         if start {
                             self.submit(Job {
@@ -268,7 +268,7 @@ impl Poller {
                 return;
             }
         };
-        self.answer(run, id, &response, drain);
+        self.answer(run, id, &response);
     }
 
     fn submit(&self, job: Job) {
@@ -278,24 +278,24 @@ impl Poller {
 
     fn finished(&self, run: &mut Run, done: Done) {
         match done.job.conn {
-            Some(id) => self.answer(run, id, &done.response, false),
+            Some(id) => self.answer(run, id, &done.response),
             None => {
                 let waiting = run
                     .health
                     .checked(&done.response, Instant::now(), !done.panicked);
                 for id in waiting {
-                    self.answer(run, id, &done.response, false);
+                    self.answer(run, id, &done.response);
                 }
             }
         }
     }
 
-    fn answer(&self, run: &mut Run, id: usize, response: &Response, drain: bool) {
+    fn answer(&self, run: &mut Run, id: usize, response: &Response) {
         // The connection may be gone: its client closed, or the endpoint cut it.
         let Some(connection) = run.connections.get_mut(&id) else {
             return;
         };
-        let next = connection.answer(response, drain, &self.state.config);
+        let next = connection.answer(response, &self.state.config);
         self.then(run, id, next);
     }
 

@@ -61,6 +61,14 @@ pub(crate) struct DbCounters {
     pub(crate) async_queue_full: AtomicU64,
     pub(crate) async_read_queued: AtomicU64,
     pub(crate) async_write_queued: AtomicU64,
+    /// PostgreSQL: reads served by each replica, by its place in the registration's list
+    /// (its `server` label, `replica1` on), and reads a replica could not take that went to
+    /// the primary. Here rather than on the database's servers, so that they carry on across
+    /// close and re-register as the others do.
+    #[cfg(feature = "postgres")]
+    pub(crate) replica_reads: Mutex<Vec<std::sync::Arc<AtomicU64>>>,
+    #[cfg(feature = "postgres")]
+    pub(crate) replica_fallbacks: AtomicU64,
     /// The last write transaction whose `COMMIT` failed, for health.
     last_commit_failure: Mutex<Option<CommitFailure>>,
     pub(crate) acquire_wait: Histogram,
@@ -97,6 +105,17 @@ pub(crate) struct Gauges {
 }
 
 impl DbCounters {
+    /// The read counter of the replica at `index` in the registration's list, made at its
+    /// first use (kept for the name's life, whatever server holds that place later).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn replica_reads(&self, index: usize) -> std::sync::Arc<AtomicU64> {
+        let mut reads = crate::sync::lock(&self.replica_reads);
+        while reads.len() <= index {
+            reads.push(std::sync::Arc::default());
+        }
+        std::sync::Arc::clone(&reads[index])
+    }
+
     pub(crate) fn count_close(&self, reason: CloseReason) {
         match reason {
             CloseReason::Broken => &self.closed_broken,

@@ -138,9 +138,10 @@ impl PgDatabase {
         let pool = pool_of(target);
         let replicas = replica_targets
             .into_iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let client = t.config.clone();
-                replica::Replica::new(pool_of(t), client)
+                replica::Replica::new(pool_of(t), client, counters.replica_reads(i))
             })
             .collect();
         let servers = Arc::new(Servers::new(
@@ -232,7 +233,10 @@ impl PgDatabase {
             .filter_map(|i| replicas.get(first.wrapping_add(i) % replicas.len()))
             .find(|r| r.eligible(now, self.servers.max_lag));
         if found.is_none() {
-            self.servers.fallbacks.fetch_add(1, Relaxed);
+            self.servers
+                .counters()
+                .replica_fallbacks
+                .fetch_add(1, Relaxed);
         }
         found
     }
@@ -258,7 +262,10 @@ impl PgDatabase {
                 ) {
                     replica.down(crate::error::error_chain(&e));
                 }
-                self.servers.fallbacks.fetch_add(1, Relaxed);
+                self.servers
+                    .counters()
+                    .replica_fallbacks
+                    .fetch_add(1, Relaxed);
                 None
             }
         }
@@ -287,7 +294,10 @@ impl PgDatabase {
                         conn.discard();
                         replica.down(crate::error::error_chain(&e));
                     }
-                    self.servers.fallbacks.fetch_add(1, Relaxed);
+                    self.servers
+                        .counters()
+                        .replica_fallbacks
+                        .fetch_add(1, Relaxed);
                 }
                 Err(e) => return Err(pg_error(&self.info().name, "read", e)),
             }

@@ -7,7 +7,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::replica::{Replica, WalHistory};
 use super::server::{Measured, no_writable_host, refusal};
 use crate::error::{Error, Refusal, Result};
 use crate::pool::PoolShared;
-use crate::stats::PgFacts;
+use crate::stats::{DbCounters, PgFacts};
 use crate::sync::lock;
 
 /// The longest `stop` waits for the monitor's thread to end.
@@ -41,7 +41,6 @@ pub(super) struct Servers {
     pub(super) replicas: Vec<Replica>,
     /// Round-robin position among the replicas.
     pub(super) next: AtomicUsize,
-    pub(super) fallbacks: AtomicU64,
     pub(super) max_lag: Duration,
     interval: Duration,
     stop: AtomicBool,
@@ -62,6 +61,11 @@ fn monitor_config(config: &postgres::Config, db: &str) -> postgres::Config {
 }
 
 impl Servers {
+    /// The database name's counters.
+    pub(super) fn counters(&self) -> &DbCounters {
+        &self.primary.info().counters
+    }
+
     pub(super) fn new(
         primary: Arc<PoolShared>,
         primary_config: &postgres::Config,
@@ -77,7 +81,6 @@ impl Servers {
             history: Mutex::default(),
             replicas,
             next: AtomicUsize::new(0),
-            fallbacks: AtomicU64::new(0),
             max_lag,
             interval,
             stop: AtomicBool::new(false),
@@ -264,7 +267,7 @@ impl Servers {
                 .iter()
                 .map(|r| r.snapshot(self.max_lag, self.grace()))
                 .collect(),
-            replica_fallbacks: self.fallbacks.load(Relaxed),
+            replica_fallbacks: self.counters().replica_fallbacks.load(Relaxed),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::manager::PgManager;
@@ -117,7 +117,8 @@ pub(super) struct Replica {
     /// against), and the lag then, in nanoseconds.
     measured_at: AtomicStamp,
     lag_ns: AtomicU64,
-    reads: AtomicU64,
+    /// Reads served, in the name's counters (they carry on across re-register).
+    reads: Arc<AtomicU64>,
     detail: Mutex<Detail>,
 }
 
@@ -128,14 +129,19 @@ struct Detail {
 }
 
 impl Replica {
-    pub(super) fn new(pool: Pool<PgManager>, config: postgres::Config) -> Self {
+    /// The replica of `pool`, counting its reads in `reads`.
+    pub(super) fn new(
+        pool: Pool<PgManager>,
+        config: postgres::Config,
+        reads: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             pool,
             config,
             seen: AtomicU8::new(UNSEEN),
             measured_at: AtomicStamp::default(),
             lag_ns: AtomicU64::new(0),
-            reads: AtomicU64::new(0),
+            reads,
             detail: Mutex::new(Detail::default()),
         }
     }

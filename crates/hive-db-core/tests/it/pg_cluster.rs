@@ -58,6 +58,46 @@ fn read_on_standby(db: &PgHandle) -> anyhow::Result<bool> {
     Ok(db.read(|c| c.query_one("SELECT pg_is_in_recovery()", &[])?.try_get(0))?)
 }
 
+/// Bug caught: a replica's read counter (`hive_db_pg_replica_reads_total`) back at 0 after
+/// its database was closed and registered again, where every other counter of the name
+/// carries on: Prometheus took it for a reset, and rates over that interval were wrong.
+#[test]
+fn replica_read_counts_carry_on_across_close_and_register_again() -> TestResult {
+    require_postgres!();
+    let cluster = Cluster::start()?;
+    let registry = Registry::new();
+    let name = DbName::new("pg-carry")?;
+    let register = || -> TestResult {
+        let replicas = vec![cluster.sync_standby().url("postgres")];
+        registry.register_postgres(&name, &cluster.primary().url("postgres"), config(replicas))?;
+        wait_for(&registry, &name, "the replica up", |r| {
+            r.iter().all(|r| r.status == ReplicaStatus::Up)
+        })
+    };
+    let reads = || -> anyhow::Result<u64> {
+        Ok(registry.db_stats(&name)?.postgres.expect("facts").replicas[0].reads)
+    };
+    register()?;
+    let db = registry.postgres(&name)?;
+    for _ in 0..10 {
+        assert!(read_on_standby(&db)?, "a read went to the primary");
+    }
+    let before = reads()?;
+    assert!(before >= 10, "{before} reads counted");
+    registry.close(&name, Duration::from_secs(5))?;
+    register()?;
+    assert_eq!(reads()?, before, "the count after registering again");
+    assert!(read_on_standby(&registry.postgres(&name)?)?);
+    assert_eq!(reads()?, before + 1);
+    let text = prometheus_text(&registry.stats());
+    let series = format!(
+        "hive_db_pg_replica_reads_total{{db=\"pg-carry\",server=\"replica1\"}} {}",
+        before + 1
+    );
+    assert!(text.contains(&series), "{series} not in {text}");
+    Ok(())
+}
+
 /// Bug caught: reads never reaching the replicas, or reaching one that lags past the bound
 /// (replay paused), or an explicit primary read served by a replica; lag missing from the
 /// snapshot, health or metrics; a write inside a read, refused by the standby (25006), taken

@@ -466,7 +466,10 @@ fn oversized_and_malformed_requests_are_refused() -> TestResult {
         (b"GET /metrics HTTP/1.1\r\nHost: x\r\n", 400),
         (b"GET /metrics\r\n\r\n", 400),
         (b"GET /m\xffetrics HTTP/1.1\r\n\r\n", 400),
-        (b"GET http://evil/metrics HTTP/1.1\r\n\r\n", 400),
+        // The absolute form is served, as RFC 9112 (3.2.2) requires; a target that is
+        // neither form is not.
+        (b"GET http://evil/metrics HTTP/1.1\r\n\r\n", 200),
+        (b"GET evil/metrics HTTP/1.1\r\n\r\n", 400),
         (b"GET /metrics HTTP/1.1\r\nBad Header: x\r\n\r\n", 400),
         (b"GET /metrics HTTP/9.9\r\n\r\n", 505),
         (b"\r\n\r\n", 400),

@@ -485,23 +485,7 @@ fn a_role_without_temporary_tables_still_opens_a_current_database() -> anyhow::R
     ))?;
     let as_role = url.replacen("postgres@", &format!("{role}@"), 1);
     assert_ne!(as_role, url, "the test server's URL names no user");
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "pg_schema::no_temporary_tables_child",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, &as_role)
-        .output()?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "child did not run:\n{text}");
-    Ok(())
+    run_child("pg_schema::no_temporary_tables_child", &as_role, &[])
 }
 
 /// Run by the test above in a child process, with the environment set.
@@ -522,6 +506,24 @@ fn no_temporary_tables_child() -> anyhow::Result<()> {
 /// The variable that hands the child below its database's URL.
 const CHILD_URL: &str = "ECO_TEST_PG_URL";
 
+/// Runs the ignored test `name` of this binary in a child process, with [`CHILD_URL`] set
+/// to `url` and the variables `env`; `Err` unless it ran and passed.
+fn run_child(name: &str, url: &str, env: &[(&str, &std::ffi::OsStr)]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", name, "--ignored", "--test-threads=1"])
+        .env(CHILD_URL, url)
+        .envs(env.iter().copied())
+        .output()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(out.status.success(), "child failed:\n{text}");
+    anyhow::ensure!(text.contains("1 passed"), "child did not run:\n{text}");
+    Ok(())
+}
+
 /// Bug caught: the process database (`ecosystemiser_db()`) ignoring a PostgreSQL
 /// `ecosystemiser` in the installed registry (opening a SQLite file instead), or the legacy
 /// shims handing out something other than a typed error there.
@@ -531,23 +533,11 @@ fn the_process_database_uses_an_installed_postgres_registry() -> anyhow::Result<
     let url = hive_pg_harness::server()?.fresh_db()?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("eco.db");
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "--exact",
-            "pg_schema::process_database_child",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, &url)
-        .env("ECOSYSTEMISER_DB_PATH", &file)
-        .output()?;
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+    run_child(
+        "pg_schema::process_database_child",
+        &url,
+        &[("ECOSYSTEMISER_DB_PATH", file.as_os_str())],
+    )?;
     assert!(!file.exists(), "a SQLite file was made");
     let mut client = Client::connect(&url, NoTls)?;
     let published: i64 = client
